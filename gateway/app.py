@@ -1,0 +1,73 @@
+"""The ASGI application: settings in, one lifespan that owns the stores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route, WebSocketRoute
+from strawberry.extensions import ParserCache, ValidationCache
+
+from gateway import health_routes
+from gateway.errors import ErrorCodes
+from gateway.graphql_view import GraphQLView
+from gateway.middleware import RequestIdMiddleware
+from gateway.settings import Settings
+from resolvers.context import Stores
+from schema import build_schema
+from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
+
+logger = logging.getLogger("polygraph")
+
+EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache]
+
+
+async def migrate_reachable(stores: Stores) -> None:
+    """Apply pending migrations to each store that answers; a store that is down
+    is migrated on the next start (or by `polygraph migrate`)."""
+    for store in (stores.postgres, stores.graph):
+        try:
+            applied = await store.migrate()
+        except StoreUnavailable as exc:
+            logger.warning("skipped migrations: %s", exc)
+        else:
+            if applied:
+                logger.info("%s: applied migrations %s", type(store).__name__, ", ".join(applied))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    postgres = PostgresStore(settings.postgres_options())
+    graph = GraphStore(settings.graph_options())
+    redis = RedisStore(settings.redis_options())
+    stores = Stores(postgres, graph, redis, probe_timeout=settings.health_probe_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            # Entered in dependency order, so they close in reverse.
+            for store in (postgres, graph, redis):
+                await stack.enter_async_context(store)
+            app.state.stores = stores
+            app.state.settings = settings
+            if settings.migrate_on_start:
+                await migrate_reachable(stores)
+            logger.info("stores opened")
+            yield
+        logger.info("stores closed")
+
+    graphql = GraphQLView(
+        build_schema(EXTENSIONS),
+        stores=stores,
+        graphql_ide="graphiql" if settings.graphiql else None,
+    )
+    routes = [
+        *health_routes.routes,
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    middleware = [Middleware(RequestIdMiddleware)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -1,0 +1,107 @@
+"""Strawberry's ASGI view, tuned to the GraphQL-over-HTTP spec.
+
+- Responds `application/graphql-response+json` unless the client only accepts
+  `application/json`; with that media type a request that never executed (no
+  `data`) gets 400, as the spec asks.
+- A mutation sent with GET gets 405 with `Allow: POST` (Strawberry says 400).
+- JSON is encoded with orjson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.unset import UNSET
+
+from resolvers.context import RequestContext, Stores
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+APPLICATION_JSON = "application/json"
+
+
+def negotiate_media_type(accept: str | None) -> str:
+    """Pick the response media type from the Accept header (spec section 6.4.1)."""
+    if not accept:
+        return GRAPHQL_RESPONSE_JSON
+    accepted = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    if GRAPHQL_RESPONSE_JSON in accepted or "*/*" in accepted or "application/*" in accepted:
+        return GRAPHQL_RESPONSE_JSON
+    if APPLICATION_JSON in accepted:
+        return APPLICATION_JSON
+    return GRAPHQL_RESPONSE_JSON
+
+
+class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
+    # graphql-transport-ws messages are text frames; `encode_json` returns bytes.
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
+class GraphQLView(GraphQL[RequestContext, None]):
+    websocket_adapter_class = _TextFrameWebSocketAdapter
+
+    def __init__(self, *args: Any, stores: Stores, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stores = stores
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> RequestContext:
+        return RequestContext(
+            stores=self._stores,
+            connection=request,
+            request_id=request.scope.get("state", {}).get("request_id", "-"),
+        )
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = negotiate_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or GRAPHQL_RESPONSE_JSON
+        status_code = sub_response.status_code or 200
+        if (
+            media_type == GRAPHQL_RESPONSE_JSON
+            and isinstance(response_data, dict)
+            and response_data.get("data") is None
+            and response_data.get("errors")
+        ):
+            status_code = 400
+        response = Response(self.encode_json(response_data), status_code, media_type=media_type)
+        response.headers.raw.extend(
+            (k, v) for k, v in sub_response.headers.raw if k.lower() != b"content-type"
+        )
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
+                return PlainTextResponse(
+                    "Mutations are only accepted over POST.", 405, headers={"Allow": "POST"}
+                )
+            raise

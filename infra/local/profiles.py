@@ -1,0 +1,60 @@
+"""Named local stacks: each profile has its own ports and data folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VAR_ROOT = REPO_ROOT / "var"
+
+# Loopback-only development credentials; production DSNs come from settings.
+POSTGRES_USER = "polygraph"
+POSTGRES_PASSWORD = "polygraph"
+POSTGRES_DATABASE = "polygraph"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where one local stack listens and keeps its data."""
+
+    name: str
+    postgres_port: int
+    redis_port: int
+    bolt_port: int
+    var_dir: Path
+
+    def postgres_dsn(self, database: str = POSTGRES_DATABASE) -> str:
+        return (
+            f"postgresql://{POSTGRES_USER}:{POSTGRES_PASSWORD}"
+            f"@127.0.0.1:{self.postgres_port}/{database}"
+        )
+
+    @property
+    def bolt_uri(self) -> str:
+        return f"bolt://127.0.0.1:{self.bolt_port}"
+
+    def redis_url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/{db}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run"
+
+
+PROFILES: dict[str, Profile] = {
+    "dev": Profile("dev", 55432, 56379, 57687, VAR_ROOT / "dev"),
+    "test": Profile("test", 55433, 56380, 57688, VAR_ROOT / "test"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(f"unknown profile {name!r}; choose one of: {known}") from None

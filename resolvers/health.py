@@ -1,0 +1,59 @@
+"""Three-tier health from a live probe of every store."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from resolvers.context import Stores
+from stores import ProbeResult
+
+
+class HealthTier(enum.Enum):
+    HEALTHY = "healthy"
+    MODERATE = "moderate"
+    CRITICAL = "critical"
+
+
+# PostgreSQL is the source of truth: without it nothing works. The others degrade.
+_CRITICAL_STORES = frozenset({"postgres"})
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: HealthTier
+    components: tuple[ProbeResult, ...]
+    checked_at: float
+
+
+async def check_health(stores: Stores) -> HealthReport:
+    probes = await asyncio.gather(
+        _bounded(stores.postgres.probe(), "postgres", stores.probe_timeout),
+        _bounded(stores.graph.probe(), "neo4j", stores.probe_timeout),
+        _bounded(stores.redis.probe(), "redis", stores.probe_timeout),
+    )
+    return HealthReport(tier_of(probes), tuple(probes), time.time())
+
+
+def tier_of(probes: Sequence[ProbeResult]) -> HealthTier:
+    down = {probe.store for probe in probes if not probe.up}
+    if down & _CRITICAL_STORES:
+        return HealthTier.CRITICAL
+    if down:
+        return HealthTier.MODERATE
+    return HealthTier.HEALTHY
+
+
+async def _bounded(
+    probe: Coroutine[Any, Any, ProbeResult], store: str, within: float
+) -> ProbeResult:
+    started = time.perf_counter()
+    try:
+        return await asyncio.wait_for(probe, within)
+    except TimeoutError:
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        return ProbeResult(store, False, elapsed, error=f"no answer within {within:g}s")

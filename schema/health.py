@@ -1,0 +1,54 @@
+"""GraphQL shape of the health report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import strawberry
+
+from resolvers.health import HealthReport, HealthTier
+from stores import ProbeResult
+
+HealthStatus = strawberry.enum(HealthTier, name="HealthStatus", description="Three-tier health.")
+
+
+@strawberry.type(description="One store as the last live probe saw it.")
+class ComponentHealth:
+    name: str
+    up: bool
+    latency_ms: float
+    version: str | None
+    pgvector_version: str | None = strawberry.field(
+        description="The pgvector extension's version (PostgreSQL only)."
+    )
+    edition: str | None = strawberry.field(description="Server edition, where it has one.")
+    error: str | None
+
+    @classmethod
+    def from_probe(cls, probe: ProbeResult) -> ComponentHealth:
+        return cls(
+            name=probe.store,
+            up=probe.up,
+            latency_ms=probe.latency_ms,
+            version=probe.version,
+            pgvector_version=probe.details.get("pgvector"),
+            edition=probe.details.get("edition"),
+            error=probe.error,
+        )
+
+
+@strawberry.type(
+    description="Gateway health: `critical` without PostgreSQL, `moderate` without Neo4j or Redis."
+)
+class Health:
+    status: HealthStatus  # type: ignore[valid-type]
+    components: list[ComponentHealth]
+    checked_at: datetime
+
+    @classmethod
+    def from_report(cls, report: HealthReport) -> Health:
+        return cls(
+            status=report.status,
+            components=[ComponentHealth.from_probe(p) for p in report.components],
+            checked_at=datetime.fromtimestamp(report.checked_at, tz=UTC),
+        )

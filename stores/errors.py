@@ -1,0 +1,38 @@
+"""Errors raised by the stores; driver exceptions never cross this boundary.
+
+StoreError
+├── StoreUnavailable   the server cannot be reached or did not answer in time
+├── StoreRefused       the server answered and said no
+│   ├── NotFound
+│   └── Conflict
+└── StoreMisuse        the caller used a store wrongly (closed, not opened)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error a store raises."""
+
+
+class StoreUnavailable(StoreError):
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"{store} is unavailable: {reason}")
+        self.store = store
+        self.reason = reason
+
+
+class StoreRefused(StoreError):
+    """The server refused the request; retrying the same request will not help."""
+
+
+class NotFound(StoreRefused):
+    pass
+
+
+class Conflict(StoreRefused):
+    pass
+
+
+class StoreMisuse(StoreError):
+    """A programming error: the store was used before `open()` or after `aclose()`."""

@@ -1,0 +1,55 @@
+"""Versioned Cypher migrations: constraints and indexes, recorded in the graph.
+
+Files are named `NNNN_description.cypher`, statements separated by `;`. Every
+statement must be idempotent (`IF NOT EXISTS`) because Neo4j cannot wrap schema
+changes in a transaction with the version record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from neo4j import AsyncSession
+
+MIGRATIONS_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class CypherMigration:
+    version: str
+    name: str
+    statements: tuple[str, ...]
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[CypherMigration]:
+    migrations = []
+    for path in sorted(directory.glob("*.cypher")):
+        version, _, name = path.stem.partition("_")
+        lines = [ln for ln in path.read_text().splitlines() if not ln.strip().startswith("//")]
+        statements = tuple(s.strip() for s in "\n".join(lines).split(";") if s.strip())
+        migrations.append(CypherMigration(version, name, statements))
+    return migrations
+
+
+async def apply_migrations(session: AsyncSession, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    await session.run(
+        "CREATE CONSTRAINT schema_migration_version IF NOT EXISTS "
+        "FOR (m:SchemaMigration) REQUIRE m.version IS UNIQUE"
+    )
+    result = await session.run("MATCH (m:SchemaMigration) RETURN m.version AS version")
+    done = {record["version"] async for record in result}
+    applied_now = []
+    for migration in discover(directory):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            await session.run(statement)
+        await session.run(
+            "MERGE (m:SchemaMigration {version: $version}) "
+            "ON CREATE SET m.name = $name, m.applied_at = datetime()",
+            version=migration.version,
+            name=migration.name,
+        )
+        applied_now.append(migration.version)
+    return applied_now

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphOptions:
+    """How the gateway connects to Neo4j. Timeouts are in seconds."""
+
+    uri: str
+    user: str
+    password: str
+    database: str = "neo4j"
+    max_pool_size: int = 20
+    query_timeout: float = 10.0
+    acquire_timeout: float = 5.0
+    connect_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.max_pool_size < 1:
+            raise ValueError("max_pool_size must be at least 1")
+        if self.query_timeout <= 0 or self.acquire_timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+
+    def __repr__(self) -> str:
+        # Keeps the password out of logs and tracebacks.
+        return f"GraphOptions(uri={self.uri!r}, user={self.user!r}, database={self.database!r})"

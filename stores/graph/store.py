@@ -1,0 +1,111 @@
+"""The Neo4j store: one async driver, opened once, closed once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+import neo4j
+from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncSession
+from neo4j.exceptions import ServiceUnavailable, SessionExpired
+
+from stores._lifecycle import Lifecycle, StoreState
+from stores.errors import StoreUnavailable
+from stores.graph.migrations import apply_migrations
+from stores.graph.options import GraphOptions
+from stores.health import ProbeResult
+
+NAME = "neo4j"
+
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    ServiceUnavailable,
+    SessionExpired,
+    OSError,
+    TimeoutError,
+)
+
+
+class GraphStore:
+    """Owns the Neo4j driver; sessions are borrowed through `session()`."""
+
+    __slots__ = ("_driver", "_lifecycle", "_options")
+
+    def __init__(self, options: GraphOptions) -> None:
+        self._options = options
+        self._driver: AsyncDriver | None = None
+        self._lifecycle = Lifecycle(NAME)
+
+    async def open(self) -> None:
+        self._lifecycle.opening()
+        # The driver connects lazily, so a Neo4j that is down does not stop the gateway.
+        self._driver = AsyncGraphDatabase.driver(
+            self._options.uri,
+            auth=(self._options.user, self._options.password),
+            max_connection_pool_size=self._options.max_pool_size,
+            connection_acquisition_timeout=self._options.acquire_timeout,
+            connection_timeout=self._options.connect_timeout,
+            notifications_min_severity="OFF",
+        )
+        self._lifecycle.state = StoreState.OPENED
+
+    async def aclose(self) -> None:
+        driver, self._driver = self._driver, None
+        self._lifecycle.state = StoreState.CLOSED
+        if driver is not None:
+            await driver.close()
+
+    async def __aenter__(self) -> GraphStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def query_timeout(self) -> float:
+        return self._options.query_timeout
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        self._lifecycle.check_open()
+        assert self._driver is not None
+        try:
+            async with self._driver.session(database=self._options.database) as session:
+                yield session
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+
+    async def migrate(self) -> list[str]:
+        async with self.session() as session:
+            return await apply_migrations(session)
+
+    async def probe(self) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            async with self.session() as session:
+                result = await session.run(
+                    neo4j.Query(
+                        "CALL dbms.components() YIELD name, versions, edition "
+                        "RETURN versions[0] AS version, edition",
+                        timeout=self._options.query_timeout,
+                    )
+                )
+                record = await result.single(strict=True)
+        except StoreUnavailable as exc:
+            return ProbeResult(NAME, False, _ms_since(started), error=exc.reason)
+        except neo4j.exceptions.Neo4jError as exc:
+            return ProbeResult(NAME, False, _ms_since(started), error=exc.message or str(exc))
+        return ProbeResult(
+            NAME, True, _ms_since(started), record["version"], {"edition": record["edition"]}
+        )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

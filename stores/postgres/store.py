@@ -1,0 +1,126 @@
+"""The PostgreSQL store: one asyncpg pool, opened once, closed once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+import asyncpg
+
+from stores._lifecycle import Lifecycle, StoreState
+from stores.errors import StoreUnavailable
+from stores.health import ProbeResult
+from stores.postgres.migrations import apply_migrations
+from stores.postgres.options import PgConnection, PostgresOptions
+
+logger = logging.getLogger(__name__)
+
+NAME = "postgres"
+
+# Errors that mean "the server is not there or the connection broke", as opposed to
+# the server refusing a statement.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+)
+
+
+class PostgresStore:
+    """Owns the asyncpg pool; everything else borrows connections through `connection()`."""
+
+    __slots__ = ("_lifecycle", "_options", "_pool")
+
+    def __init__(self, options: PostgresOptions) -> None:
+        self._options = options
+        self._pool: asyncpg.Pool | None = None
+        self._lifecycle = Lifecycle(NAME)
+
+    async def open(self) -> None:
+        self._lifecycle.opening()
+        try:
+            self._pool = await self._create_pool(self._options.min_size)
+        except _UNAVAILABLE_ERRORS as exc:
+            # Start degraded rather than not at all: the pool connects on first use.
+            logger.warning("postgres not reachable at start-up (%s); will retry on use", exc)
+            self._pool = await self._create_pool(0)
+        self._lifecycle.state = StoreState.OPENED
+
+    async def aclose(self) -> None:
+        if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
+            self._lifecycle.state = StoreState.CLOSED
+            return
+        self._lifecycle.state = StoreState.CLOSED
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=self._options.close_timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            # Connections still checked out after the grace period are not coming back.
+            self._pool.terminate()
+            raise
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[PgConnection]:
+        """A pooled connection; unreachable servers surface as `StoreUnavailable`."""
+        self._lifecycle.check_open()
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire(timeout=self._options.acquire_timeout) as conn:
+                yield conn
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the versions applied by this call."""
+        async with self.connection() as conn:
+            return await apply_migrations(conn)
+
+    async def probe(self) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            async with self.connection() as conn:
+                row = await conn.fetchrow(
+                    "SELECT current_setting('server_version') AS version,"
+                    " (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector"
+                )
+        except StoreUnavailable as exc:
+            return ProbeResult(NAME, False, _ms_since(started), error=exc.reason)
+        assert row is not None
+        details = {"pgvector": row["pgvector"]} if row["pgvector"] else {}
+        return ProbeResult(NAME, True, _ms_since(started), row["version"], details)
+
+    async def _create_pool(self, min_size: int) -> asyncpg.Pool:
+        pool = await asyncpg.create_pool(
+            self._options.dsn,
+            min_size=min_size,
+            max_size=self._options.max_size,
+            timeout=self._options.acquire_timeout,
+            command_timeout=self._options.statement_timeout,
+            server_settings={
+                "application_name": "polygraph",
+                "statement_timeout": str(int(self._options.statement_timeout * 1000)),
+            },
+        )
+        assert pool is not None
+        return pool
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisOptions:
+    """How the gateway connects to Redis. Timeouts are in seconds."""
+
+    url: str
+    max_connections: int = 50
+    command_timeout: float = 2.0
+    connect_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if self.command_timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+
+    def __repr__(self) -> str:
+        return f"RedisOptions(max_connections={self.max_connections})"

@@ -1,0 +1,87 @@
+"""The Redis store: one connection pool, created and closed here (redis-py's lesson)."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stores._lifecycle import Lifecycle, StoreState
+from stores.health import ProbeResult
+from stores.redis.options import RedisOptions
+
+NAME = "redis"
+
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+
+class RedisStore:
+    __slots__ = ("_client", "_lifecycle", "_options", "_pool")
+
+    def __init__(self, options: RedisOptions) -> None:
+        self._options = options
+        self._pool: aioredis.ConnectionPool | None = None
+        self._client: aioredis.Redis | None = None
+        self._lifecycle = Lifecycle(NAME)
+
+    async def open(self) -> None:
+        self._lifecycle.opening()
+        self._pool = aioredis.ConnectionPool.from_url(
+            self._options.url,
+            max_connections=self._options.max_connections,
+            socket_timeout=self._options.command_timeout,
+            socket_connect_timeout=self._options.connect_timeout,
+            health_check_interval=30,
+            decode_responses=False,
+        )
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        self._lifecycle.state = StoreState.OPENED
+
+    async def aclose(self) -> None:
+        client, pool = self._client, self._pool
+        self._client = self._pool = None
+        self._lifecycle.state = StoreState.CLOSED
+        if client is not None:
+            await client.aclose()
+        if pool is not None:
+            await pool.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def client(self) -> aioredis.Redis:
+        self._lifecycle.check_open()
+        assert self._client is not None
+        return self._client
+
+    async def probe(self) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            info = await self.client.info("server")
+        except _UNAVAILABLE_ERRORS as exc:
+            return ProbeResult(
+                NAME, False, _ms_since(started), error=str(exc) or type(exc).__name__
+            )
+        return ProbeResult(NAME, True, _ms_since(started), str(info.get("redis_version")))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

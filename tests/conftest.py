@@ -1,0 +1,98 @@
+"""Test fixtures: the `test` profile's real servers, isolated per pytest worker.
+
+Each worker gets its own PostgreSQL database and Redis database number. Neo4j
+Community has one database, so graph tests key their data by unique ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from infra.local import stack
+from infra.local.profiles import Profile, get_profile
+from stores import GraphStore, PostgresStore, RedisStore
+
+TEST_PROFILE = get_profile("test")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+
+
+def _worker_index() -> int:
+    digits = "".join(ch for ch in _worker() if ch.isdigit())
+    return int(digits or 0)
+
+
+@pytest.fixture(scope="session")
+def profile() -> Profile:
+    return TEST_PROFILE
+
+
+@pytest.fixture(scope="session")
+def stack_up(profile: Profile) -> None:
+    """Starts the test stack if it is not running (idempotent, safe across workers)."""
+    password = Settings().neo4j_password.get_secret_value()
+    stack.up(profile, neo4j_password=password, say=lambda line: None)
+
+
+async def _recreate_database(profile: Profile, name: str) -> None:
+    conn = await asyncpg.connect(profile.postgres_dsn())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_name(stack_up: None, profile: Profile) -> str:
+    name = f"polygraph_test_{_worker()}"
+    asyncio.run(_recreate_database(profile, name))
+    return name
+
+
+@pytest.fixture(scope="session")
+def settings(database_name: str, profile: Profile) -> Settings:
+    return Settings(
+        profile="test",
+        postgres_dsn=profile.postgres_dsn(database_name),
+        neo4j_uri=profile.bolt_uri,
+        # Database 0 is left for people poking at the test stack by hand.
+        redis_url=profile.redis_url(1 + _worker_index() % 15),
+        postgres_pool_min=1,
+        postgres_pool_max=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """An in-process gateway with its lifespan run (stores opened, migrations applied)."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def postgres(settings: Settings) -> AsyncIterator[PostgresStore]:
+    async with PostgresStore(settings.postgres_options()) as store:
+        yield store
+
+
+@pytest.fixture
+async def graph(settings: Settings) -> AsyncIterator[GraphStore]:
+    async with GraphStore(settings.graph_options()) as store:
+        yield store
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[RedisStore]:
+    async with RedisStore(settings.redis_options()) as store:
+        yield store

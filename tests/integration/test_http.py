@@ -1,0 +1,81 @@
+"""GraphQL over HTTP and WebSocket, against the real test stack."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.testclient import TestClient
+
+HEALTH_QUERY = "{ health { status components { name up version pgvectorVersion } } }"
+
+
+def test_graphiql_page_is_served_to_browsers(client: TestClient) -> None:
+    response = client.get("/graphql", headers={"accept": "text/html"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "graphiql" in response.text.lower()
+
+
+def test_post_query_answers_with_graphql_response_json(client: TestClient) -> None:
+    response = client.post("/graphql", json={"query": HEALTH_QUERY})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/graphql-response+json"
+    health = response.json()["data"]["health"]
+    assert {c["name"] for c in health["components"]} == {"postgres", "neo4j", "redis"}
+
+
+def test_get_query_works(client: TestClient) -> None:
+    response = client.get("/graphql", params={"query": "{ health { status } }"})
+    assert response.status_code == 200
+    assert response.json()["data"]["health"]["status"] in {"HEALTHY", "MODERATE", "CRITICAL"}
+
+
+def test_application_json_is_used_when_it_is_all_the_client_accepts(client: TestClient) -> None:
+    response = client.post(
+        "/graphql", json={"query": "{ health { status } }"}, headers={"accept": "application/json"}
+    )
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_mutation_over_get_is_refused_with_405(client: TestClient) -> None:
+    response = client.get("/graphql", params={"query": "mutation { anything }"})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+def test_invalid_document_gets_400_and_a_code(client: TestClient) -> None:
+    response = client.post("/graphql", json={"query": "{ noSuchField }"})
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert "noSuchField" in error["message"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_request_id_is_echoed(client: TestClient) -> None:
+    response = client.post(
+        "/graphql", json={"query": "{ health { status } }"}, headers={"x-request-id": "abc-123"}
+    )
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = client.post("/graphql", json={"query": "{ health { status } }"})
+    assert len(generated.headers["x-request-id"]) == 16
+
+
+def test_subscription_over_graphql_transport_ws_delivers_events(client: TestClient) -> None:
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        ws.send_text(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription { healthUpdates(intervalSeconds: 0.1) { status } }"
+                    },
+                }
+            )
+        )
+        events = [json.loads(ws.receive_text()) for _ in range(2)]
+        assert [e["type"] for e in events] == ["next", "next"]
+        assert all(e["payload"]["data"]["healthUpdates"]["status"] for e in events)
+        ws.send_text(json.dumps({"id": "1", "type": "complete"}))

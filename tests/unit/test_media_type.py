@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.graphql_view import negotiate_media_type
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "application/graphql-response+json"),
+        ("*/*", "application/graphql-response+json"),
+        ("application/json", "application/json"),
+        (
+            "application/graphql-response+json, application/json;q=0.9",
+            "application/graphql-response+json",
+        ),
+        ("application/json, text/plain", "application/json"),
+    ],
+)
+def test_negotiate_media_type(accept: str | None, expected: str) -> None:
+    assert negotiate_media_type(accept) == expected

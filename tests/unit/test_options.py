@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+
+from stores import GraphOptions, PostgresOptions, PostgresStore, StoreMisuse
+
+
+def test_pool_sizes_are_validated_up_front() -> None:
+    with pytest.raises(ValueError, match="min_size is greater than max_size"):
+        PostgresOptions(dsn="postgresql://x", min_size=5, max_size=2)
+
+
+def test_graph_options_repr_hides_the_password() -> None:
+    options = GraphOptions(uri="bolt://x", user="neo4j", password="s3cret")
+    assert "s3cret" not in repr(options)
+
+
+async def test_store_refuses_use_before_open_and_reopen_after_close() -> None:
+    store = PostgresStore(PostgresOptions(dsn="postgresql://127.0.0.1:1/none", min_size=0))
+    with pytest.raises(StoreMisuse, match="not open"):
+        async with store.connection():
+            pass
+    await store.open()
+    await store.aclose()
+    with pytest.raises(StoreMisuse, match="cannot reopen"):
+        await store.open()
