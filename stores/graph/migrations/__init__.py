@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from neo4j import AsyncSession
+from neo4j import AsyncManagedTransaction, AsyncSession
 
 MIGRATIONS_DIR = Path(__file__).parent
 
@@ -32,8 +33,23 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[CypherMigration]:
     return migrations
 
 
+async def _write(tx: AsyncManagedTransaction, statement: str, params: dict[str, Any]) -> None:
+    result = await tx.run(statement, params)
+    await result.consume()
+
+
 async def apply_migrations(session: AsyncSession, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    await session.run(
+    """Apply what is pending; returns the versions this call applied.
+
+    Two gateways migrating a new database at once can deadlock on schema locks;
+    managed transactions retry such transient errors, and every statement is
+    idempotent, so both converge.
+    """
+
+    async def write(statement: str, **params: Any) -> None:
+        await session.execute_write(_write, statement, params)
+
+    await write(
         "CREATE CONSTRAINT schema_migration_version IF NOT EXISTS "
         "FOR (m:SchemaMigration) REQUIRE m.version IS UNIQUE"
     )
@@ -44,8 +60,8 @@ async def apply_migrations(session: AsyncSession, directory: Path = MIGRATIONS_D
         if migration.version in done:
             continue
         for statement in migration.statements:
-            await session.run(statement)
-        await session.run(
+            await write(statement)
+        await write(
             "MERGE (m:SchemaMigration {version: $version}) "
             "ON CREATE SET m.name = $name, m.applied_at = datetime()",
             version=migration.version,
