@@ -122,6 +122,16 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def ensure_port_free(port: int, *, name: str) -> None:
+    """Refuse to start when something this stack did not start holds the port."""
+    if port_open(port):
+        raise StackError(
+            f"{name}: port {port} is in use by a process this checkout did not start "
+            f"(another checkout's stack?). Stop it, e.g. with `polygraph stack down` there; "
+            f"`ss -ltnp 'sport = :{port}'` shows who holds it."
+        )
+
+
 def log_tail(log_path: Path, lines: int = 20) -> str:
     try:
         text = log_path.read_text(errors="replace")

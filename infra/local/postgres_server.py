@@ -13,6 +13,7 @@ from pathlib import Path
 from infra.local._process import (
     ServerStatus,
     StackError,
+    ensure_port_free,
     port_open,
     read_pid,
     stop_pid,
@@ -49,6 +50,7 @@ class PostgresServer:
     def start(self, *, timeout: float = 60.0) -> None:
         if read_pid(self.pid_path) is not None and port_open(self.port):
             return
+        ensure_port_free(self.port, name=self.name)
         account = self._server_account()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(account)

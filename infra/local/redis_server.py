@@ -6,6 +6,7 @@ import socket
 
 from infra.local._process import (
     ServerStatus,
+    ensure_port_free,
     port_open,
     read_pid,
     require_commands,
@@ -30,6 +31,7 @@ class RedisServer:
     def start(self, *, timeout: float = 30.0) -> None:
         if read_pid(self.pid_path) is not None and port_open(self.port):
             return
+        ensure_port_free(self.port, name=self.name)
         (binary,) = require_commands("redis-server")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config())
