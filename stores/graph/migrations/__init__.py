@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from neo4j import AsyncManagedTransaction, AsyncSession
+from neo4j.exceptions import ClientError
 
 MIGRATIONS_DIR = Path(__file__).parent
 
@@ -33,6 +34,17 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[CypherMigration]:
     return migrations
 
 
+# `IF NOT EXISTS` is checked before the schema lock is taken, so a gateway racing
+# another can still be told the rule exists: that is the outcome it wanted.
+_ALREADY_EXISTS = frozenset(
+    {
+        "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+        "Neo.ClientError.Schema.ConstraintAlreadyExists",
+        "Neo.ClientError.Schema.IndexAlreadyExists",
+    }
+)
+
+
 async def _write(tx: AsyncManagedTransaction, statement: str, params: dict[str, Any]) -> None:
     result = await tx.run(statement, params)
     await result.consume()
@@ -47,7 +59,11 @@ async def apply_migrations(session: AsyncSession, directory: Path = MIGRATIONS_D
     """
 
     async def write(statement: str, **params: Any) -> None:
-        await session.execute_write(_write, statement, params)
+        try:
+            await session.execute_write(_write, statement, params)
+        except ClientError as exc:
+            if exc.code not in _ALREADY_EXISTS:
+                raise
 
     await write(
         "CREATE CONSTRAINT schema_migration_version IF NOT EXISTS "
