@@ -17,6 +17,7 @@ __all__ = [
     "Conflict",
     "GraphOptions",
     "GraphStore",
+    "InvalidInput",
     "NotFound",
     "PostgresOptions",
     "PostgresStore",

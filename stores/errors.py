@@ -27,11 +27,24 @@ class StoreRefused(StoreError):
 
 
 class NotFound(StoreRefused):
-    pass
+    def __init__(self, resource: str, key: object, *, field: str | None = None) -> None:
+        super().__init__(f"{resource} {key} not found")
+        self.resource = resource
+        self.key = key
+        self.field = field
 
 
 class Conflict(StoreRefused):
-    pass
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidInput(StoreRefused):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 class StoreMisuse(StoreError):

@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 
 import asyncpg
+import orjson
 
+from stores import roundtrips
 from stores._lifecycle import Lifecycle, StoreState
 from stores.errors import StoreUnavailable
 from stores.health import ProbeResult
@@ -109,6 +111,7 @@ class PostgresStore:
     async def _create_pool(self, min_size: int) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             self._options.dsn,
+            init=_init_connection,
             min_size=min_size,
             max_size=self._options.max_size,
             timeout=self._options.acquire_timeout,
@@ -120,6 +123,23 @@ class PostgresStore:
         )
         assert pool is not None
         return pool
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for json_type in ("json", "jsonb"):
+        await conn.set_type_codec(
+            json_type, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+    # Every statement a request sends counts as one round trip (see stores.roundtrips).
+    conn.add_query_logger(_count_round_trip)
+
+
+def _encode_json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _count_round_trip(_: object) -> None:
+    roundtrips.record(NAME)
 
 
 def _ms_since(started: float) -> float:

@@ -1,0 +1,144 @@
+"""Plain records the PostgreSQL store returns; never driver rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteContext:
+    """Who is writing and from where: goes into the audit log with the change."""
+
+    actor_id: UUID | None
+    request_id: str
+    client_address: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: UUID
+    email: str
+    display_name: str
+    role: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: UUID
+    user_id: UUID
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    id: UUID
+    name: str
+    role: str
+    status: str
+    capabilities: tuple[str, ...]
+    tags: tuple[str, ...]
+    notes: str
+    metadata: JSON
+    parent_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRelationship:
+    source_id: UUID
+    target_id: UUID
+    type: str
+    weight: float
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: UUID
+    title: str
+    description: str
+    repository: str | None
+    type: str
+    payload: JSON
+    priority: int
+    status: str
+    assignee_id: UUID | None
+    creator_id: UUID | None
+    workflow_id: UUID | None
+    deadline: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    result: JSON | None
+    error_message: str | None
+    retry_count: int
+    max_retries: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    id: int
+    task_id: UUID
+    version: int
+    type: str
+    data: JSON
+    actor_id: UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    id: UUID
+    name: str
+    definition: JSON
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Achievement:
+    id: UUID
+    agent_id: UUID
+    type: str
+    points: int
+    awarded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardEntry:
+    agent_id: UUID
+    points: int
+    achievements: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    actor_id: UUID | None
+    action: str
+    resource_type: str
+    resource_id: str | None
+    old_value: JSON | None
+    new_value: JSON | None
+    request_id: str | None
+    client_address: str | None
+    created_at: datetime

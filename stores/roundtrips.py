@@ -1,0 +1,31 @@
+"""Counts round trips to each store for the current request.
+
+The gateway opens a `counting()` scope per request; every store call records
+one round trip. DataLoader batches run in tasks that inherit the context, so
+their queries land in the same counter. Outside a scope, recording is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_current: ContextVar[Counter[str] | None] = ContextVar("polygraph_round_trips", default=None)
+
+
+def record(store: str, count: int = 1) -> None:
+    counter = _current.get()
+    if counter is not None:
+        counter[store] += count
+
+
+@contextmanager
+def counting() -> Iterator[Counter[str]]:
+    counter: Counter[str] = Counter()
+    token = _current.set(counter)
+    try:
+        yield counter
+    finally:
+        _current.reset(token)
