@@ -25,6 +25,8 @@ install: $(UV) system-packages
 run: install
 	$(POLYGRAPH) stack up --profile dev
 	$(POLYGRAPH) migrate
+	$(POLYGRAPH) seed --if-empty
+	$(POLYGRAPH) dev-key
 	$(POLYGRAPH) serve
 
 test: install

@@ -12,13 +12,17 @@ from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import ParserCache, ValidationCache
 
 from gateway import health_routes
+from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView
-from gateway.middleware import RequestIdMiddleware
+from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
+from resolvers.projector import Projector
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
+from stores.redis.events import EventBus
+from stores.redis.sessions import SessionStore
 
 logger = logging.getLogger("polygraph")
 
@@ -43,7 +47,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     postgres = PostgresStore(settings.postgres_options())
     graph = GraphStore(settings.graph_options())
     redis = RedisStore(settings.redis_options())
-    stores = Stores(postgres, graph, redis, probe_timeout=settings.health_probe_timeout_s)
+    stores = Stores(
+        postgres,
+        graph,
+        redis,
+        probe_timeout=settings.health_probe_timeout_s,
+        sessions=SessionStore(redis, settings.session_options()),
+        events=EventBus(
+            redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
+        ),
+        projector=Projector(postgres, graph) if settings.projector_enabled else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,17 +65,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Entered in dependency order, so they close in reverse.
             for store in (postgres, graph, redis):
                 await stack.enter_async_context(store)
-            app.state.stores = stores
-            app.state.settings = settings
             if settings.migrate_on_start:
                 await migrate_reachable(stores)
-            logger.info("stores opened")
+            assert stores.events is not None
+            await stores.events.start()
+            stack.push_async_callback(stores.events.aclose)
+            if stores.projector is not None:
+                await stores.projector.start()
+                stack.push_async_callback(stores.projector.stop)
+            app.state.stores = stores
+            app.state.settings = settings
+            logger.info("gateway ready")
             yield
         logger.info("stores closed")
 
     graphql = GraphQLView(
         build_schema(EXTENSIONS),
         stores=stores,
+        projection_wait_s=settings.projection_wait_s,
+        session_ttl_s=settings.session_ttl_s,
         graphql_ide="graphiql" if settings.graphiql else None,
     )
     routes = [
@@ -69,5 +91,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(AuthenticationMiddleware, stores=stores),
+        Middleware(RoundTripsMiddleware),
+    ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -7,8 +7,10 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.settings import Settings
+from stores.postgres.users import USER_ROLES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +44,34 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="the exported SDL (schema/schema.graphql)")
     schema.add_argument("action", choices=["export", "check"])
     schema.set_defaults(handler=_schema)
+
+    users = commands.add_parser("users", help="manage users")
+    user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_user = user_actions.add_parser(
+        "create", help="create a user and an API key for it; the key is printed once"
+    )
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--role", required=True, choices=USER_ROLES)
+    create_user.add_argument("--name", default="", help="display name")
+    create_user.set_defaults(handler=_users_create)
+
+    seed = commands.add_parser("seed", help="load a deterministic demo dataset (COPY + rebuild)")
+    seed.add_argument("--agents", type=int, default=200)
+    seed.add_argument("--tasks", type=int, default=2000)
+    seed.add_argument("--seed", type=int, default=42, help="same seed, same rows")
+    seed.add_argument(
+        "--if-empty", action="store_true", help="do nothing when agents already exist"
+    )
+    seed.set_defaults(handler=_seed)
+
+    graph = commands.add_parser("graph", help="the Neo4j projection")
+    graph.add_argument("action", choices=["rebuild"])
+    graph.set_defaults(handler=_graph)
+
+    dev_key = commands.add_parser(
+        "dev-key", help="an admin API key for local development, kept in var/<profile>/"
+    )
+    dev_key.set_defaults(handler=_dev_key)
     return parser
 
 
@@ -122,6 +152,154 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{SDL_PATH} is out of date; run `polygraph schema export`", file=sys.stderr)
     return 1
+
+
+def _users_create(args: argparse.Namespace, settings: Settings) -> int:
+    from stores import PostgresStore, StoreError
+    from stores.errors import Conflict, InvalidInput
+
+    async def run() -> None:
+        async with PostgresStore(settings.postgres_options()) as postgres:
+            # So that a first admin can be made on a fresh database.
+            await postgres.migrate()
+            user = await postgres.users.create_user(
+                email=args.email, display_name=args.name, role=args.role
+            )
+            _, key = await postgres.users.create_api_key(user.id, name="created by polygraph cli")
+        print(f"created user {user.email} ({user.id}), role {user.role}")
+        print(f"API key: {key}")
+        print("The key is shown this once and is not stored; keep it somewhere safe.")
+
+    try:
+        asyncio.run(run())
+    except (Conflict, InvalidInput) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"error: {exc}. Is the stack up? Try `polygraph stack up`.", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Bars:
+    """One progress bar per stage, on stderr."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        bar = self._bars.get(stage)
+        if bar is None:
+            bar = self._bars[stage] = self._tqdm(
+                total=total, desc=f"{stage:>13}", unit=" rows", unit_scale=True, leave=True
+            )
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+
+def _seed(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.seed import seed
+    from stores import GraphStore, PostgresStore, StoreError
+    from stores.postgres import bulk
+
+    async def run() -> None:
+        async with (
+            PostgresStore(settings.postgres_options()) as postgres,
+            GraphStore(settings.graph_options()) as graph,
+        ):
+            await postgres.migrate()
+            await graph.migrate()
+            if args.if_empty and (await bulk.table_counts(postgres))["agents"] > 0:
+                print("seed: agents exist already; nothing to do")
+                return
+            report = await seed(
+                postgres,
+                graph,
+                agents=args.agents,
+                tasks=args.tasks,
+                seed_value=args.seed,
+                progress=_Bars(),
+            )
+        print(
+            f"seed: {report.agents} agents, {report.relationships} relationships, "
+            f"{report.tasks} tasks, {report.dependencies} dependencies in "
+            f"{report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s)"
+        )
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _graph(args: argparse.Namespace, settings: Settings) -> int:
+    from resolvers.graph_rebuild import rebuild
+    from stores import GraphStore, PostgresStore, StoreError
+
+    async def run() -> None:
+        async with (
+            PostgresStore(settings.postgres_options()) as postgres,
+            GraphStore(settings.graph_options()) as graph,
+        ):
+            report = await rebuild(postgres, graph, progress=_Bars())
+        print(f"graph rebuild: {report}")
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+DEV_ADMIN_EMAIL = "admin@polygraph.local"
+
+
+def _dev_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a working admin key for this profile, reusing the saved one while it is valid."""
+    from urllib.parse import quote
+
+    import orjson
+
+    from infra.local.profiles import get_profile
+    from stores import PostgresStore, StoreError
+
+    key_file = get_profile(settings.profile).var_dir / "admin-api-key"
+
+    async def run() -> str:
+        async with PostgresStore(settings.postgres_options()) as postgres:
+            await postgres.migrate()
+            if key_file.exists():
+                saved = key_file.read_text().strip()
+                if await postgres.users.authenticate_api_key(saved) is not None:
+                    return saved
+            user = await postgres.users.by_email(DEV_ADMIN_EMAIL)
+            if user is None:
+                user = await postgres.users.create_user(
+                    email=DEV_ADMIN_EMAIL, display_name="Local admin", role="admin"
+                )
+            _, key = await postgres.users.create_api_key(user.id, name="local development")
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key
+
+    try:
+        key = asyncio.run(run())
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    headers = quote(orjson.dumps({"X-Api-Key": key}).decode())
+    url = f"http://{settings.host}:{settings.port}/graphql?headers={headers}"
+    print(f"Dev admin API key ({DEV_ADMIN_EMAIL}): {key}")
+    print(f"GraphiQL with the key already in its headers:\n  {url}")
+    return 0
 
 
 if __name__ == "__main__":

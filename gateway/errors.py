@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.relay import GlobalIDValueError
 
 from resolvers.errors import ClientError, ErrorCode
-from stores import NotFound, StoreUnavailable
-from stores.errors import Conflict
+from stores import Conflict, InvalidInput, NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
     from resolvers.context import RequestContext
@@ -29,11 +29,15 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
     if original is None:
         # Syntax and validation errors: the client sent a document we cannot run.
         return _with_code(error, ErrorCode.BAD_USER_INPUT)
+    if isinstance(original, GlobalIDValueError):
+        return _with_code(error, ErrorCode.BAD_USER_INPUT)
     if isinstance(original, ClientError):
         extra = {"field": original.field} if original.field else {}
         return _with_code(error, original.code, **extra)
     if isinstance(original, StoreUnavailable):
         return _with_code(error, ErrorCode.STORE_UNAVAILABLE, store=original.store)
+    if isinstance(original, InvalidInput):
+        return _with_code(error, ErrorCode.BAD_USER_INPUT, field=original.field)
     if isinstance(original, NotFound):
         return _with_code(error, ErrorCode.NOT_FOUND)
     if isinstance(original, Conflict):
@@ -65,9 +69,17 @@ class ErrorCodes(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        if result is None or not result.errors:
+        self._classify(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # Subscriptions (and other streamed operations) bypass on_operation's result.
+        self._classify(result)
+        yield
+
+    def _classify(self, result: Any) -> None:
+        errors = getattr(result, "errors", None)
+        if not errors:
             return
         context: RequestContext | None = self.execution_context.context
-        request_id = context.request_id if context is not None else "-"
-        result.errors = [classify(error, request_id) for error in result.errors]
+        request_id = getattr(context, "request_id", "-")
+        result.errors = [classify(error, request_id) for error in errors]

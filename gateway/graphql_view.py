@@ -18,12 +18,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.types.unset import UNSET
+from strawberry.types.unset import UNSET, UnsetType
 
+from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
+from resolvers.errors import ClientError
+from resolvers.loaders import build_loaders
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
@@ -53,18 +57,57 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
 
-    def __init__(self, *args: Any, stores: Stores, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        stores: Stores,
+        projection_wait_s: float = 2.0,
+        session_ttl_s: int = 3600,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._stores = stores
+        self._projection_wait_s = projection_wait_s
+        self._session_ttl_s = session_ttl_s
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
+        state = request.scope.get("state", {})
         return RequestContext(
             stores=self._stores,
             connection=request,
-            request_id=request.scope.get("state", {}).get("request_id", "-"),
+            request_id=state.get("request_id", "-"),
+            # Set by AuthenticationMiddleware for HTTP; WebSockets sign in at connection_init.
+            principal=state.get("principal", ANONYMOUS),
+            loaders=build_loaders(self._stores),
+            projection_wait_s=self._projection_wait_s,
+            session_ttl_s=self._session_ttl_s,
         )
+
+    async def on_ws_connect(self, context: RequestContext) -> UnsetType | dict[str, object] | None:
+        """Authenticate a WebSocket from its `connection_init` payload.
+
+        Browsers cannot set headers on a WebSocket, so the credentials travel as
+        `{"authorization": "Bearer <token>"}` or `{"apiKey": "<key>"}`.
+        """
+        params = getattr(context, "connection_params", None) or {}
+        if not isinstance(params, dict):
+            raise ConnectionRejectionError({"message": "connection_init payload must be an object"})
+        authorization = params.get("authorization") or params.get("Authorization")
+        api_key = params.get("apiKey") or params.get("x-api-key")
+        try:
+            context.principal = await authenticate(
+                self._stores,
+                authorization if isinstance(authorization, str) else None,
+                api_key if isinstance(api_key, str) else None,
+            )
+        except ClientError as exc:
+            raise ConnectionRejectionError(
+                {"message": exc.message, "code": exc.code.value}
+            ) from exc
+        acknowledged: UnsetType = UNSET
+        return acknowledged
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)

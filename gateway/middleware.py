@@ -7,6 +7,8 @@ import secrets
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stores import roundtrips
+
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -38,3 +40,29 @@ def _incoming_id(scope: Scope) -> str | None:
             if 0 < len(candidate) <= 64 and candidate.replace("-", "").isalnum():
                 return candidate
     return None
+
+
+ROUND_TRIPS_HEADER = "x-round-trips"
+
+
+class RoundTripsMiddleware:
+    """Counts store round trips per request and reports them in `X-Round-Trips`
+    (e.g. `postgres=2, neo4j=1, redis=1`): tests assert on it, benchmarks record it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with roundtrips.counting() as counter:
+
+            async def send_with_count(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    MutableHeaders(scope=message)[ROUND_TRIPS_HEADER] = ", ".join(
+                        f"{store}={count}" for store, count in sorted(counter.items())
+                    )
+                await send(message)
+
+            await self.app(scope, receive, send_with_count)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from stores.graph import GraphOptions
 from stores.postgres import PostgresOptions
 from stores.redis import RedisOptions
+from stores.redis.sessions import SessionOptions
 
 
 class Settings(BaseSettings):
@@ -56,8 +57,24 @@ class Settings(BaseSettings):
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
     redis_connect_timeout_s: float = Field(default=2.0, gt=0)
 
+    # Events between replicas travel on `<namespace>:<channel>` (pub/sub is server-wide).
+    events_namespace: str = "polygraph"
+    # Apply the outbox to Neo4j from this process (several replicas share the work).
+    projector_enabled: bool = True
+    # The longest a mutation waits for Neo4j to show its change (read your writes).
+    projection_wait_s: float = Field(default=2.0, ge=0, le=30)
+
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+
+    # Sessions (Redis, or this process's memory while Redis is away)
+    session_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400)
+    # A session's expiry slides forward on use, at most once per interval.
+    session_touch_interval_s: float = Field(default=5.0, ge=0)
+    session_fallback_retry_s: float = Field(default=1.0, gt=0)
+
+    # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
+    event_queue_size: int = Field(default=256, ge=1)
 
     def postgres_options(self) -> PostgresOptions:
         return PostgresOptions(
@@ -84,4 +101,10 @@ class Settings(BaseSettings):
             max_connections=self.redis_pool_max,
             command_timeout=self.redis_command_timeout_s,
             connect_timeout=self.redis_connect_timeout_s,
+        )
+
+    def session_options(self) -> SessionOptions:
+        return SessionOptions(
+            touch_interval=self.session_touch_interval_s,
+            fallback_retry=self.session_fallback_retry_s,
         )

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
 from stores import GraphStore, PostgresStore, RedisStore
+from stores.postgres.records import WriteContext
+from stores.redis.events import EventBus
+from stores.redis.sessions import SessionStore
+
+if TYPE_CHECKING:
+    from resolvers.auth import Principal
+    from resolvers.loaders import Loaders
+    from resolvers.projector import Projector
 
 
 @dataclass(frozen=True)
@@ -17,6 +26,9 @@ class Stores:
     graph: GraphStore
     redis: RedisStore
     probe_timeout: float = 2.0
+    sessions: SessionStore | None = None
+    events: EventBus | None = None
+    projector: Projector | None = None
 
 
 @dataclass
@@ -26,3 +38,19 @@ class RequestContext:
     stores: Stores
     connection: HTTPConnection
     request_id: str
+    principal: Principal
+    loaders: Loaders
+    # Mutations wait this long, at most, for Neo4j to show their writes.
+    projection_wait_s: float = 2.0
+    session_ttl_s: int = 3600
+    # Filled from the graphql-transport-ws `connection_init` payload.
+    connection_params: dict[str, object] | None = None
+
+    def write_context(self, idempotency_key: str | None = None) -> WriteContext:
+        client = self.connection.client
+        return WriteContext(
+            actor_id=self.principal.user_id,
+            request_id=self.request_id,
+            client_address=client.host if client else None,
+            idempotency_key=idempotency_key,
+        )

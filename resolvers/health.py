@@ -6,7 +6,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from resolvers.context import Stores
@@ -36,7 +36,8 @@ async def check_health(stores: Stores) -> HealthReport:
         _bounded(stores.graph.probe(), "neo4j", stores.probe_timeout),
         _bounded(stores.redis.probe(), "redis", stores.probe_timeout),
     )
-    return HealthReport(tier_of(probes), tuple(probes), time.time())
+    components = tuple([await _with_sessions_fallback(probe, stores) for probe in probes])
+    return HealthReport(tier_of(components), components, time.time())
 
 
 def tier_of(probes: Sequence[ProbeResult]) -> HealthTier:
@@ -46,6 +47,17 @@ def tier_of(probes: Sequence[ProbeResult]) -> HealthTier:
     if down:
         return HealthTier.MODERATE
     return HealthTier.HEALTHY
+
+
+async def _with_sessions_fallback(probe: ProbeResult, stores: Stores) -> ProbeResult:
+    sessions = stores.sessions
+    if probe.store != "redis" or sessions is None or not sessions.fallback_active:
+        return probe
+    # Redis answers the probe: move the sessions back now rather than on their next use.
+    if probe.up and await sessions.recover():
+        return probe
+    detail = f"active; {sessions.fallback_operations} operations served from memory"
+    return replace(probe, details={**probe.details, "sessions_fallback": detail})
 
 
 async def _bounded(

@@ -1,24 +1,136 @@
+"""Live updates over graphql-transport-ws, fed by Redis pub/sub so every replica sees them."""
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from datetime import datetime
+from uuid import UUID
 
 import strawberry
+from strawberry import relay
 
+from resolvers.agents import AGENT_STATUS_CHANNEL
+from resolvers.auth import Role, require
 from resolvers.context import RequestContext
+from resolvers.errors import ClientError, ErrorCode
 from resolvers.health import check_health
+from resolvers.loaders import build_loaders
+from resolvers.tasks import TASK_UPDATED_CHANNEL
+from schema.agents import Agent
+from schema.enums import AgentStatus, TaskStatus
 from schema.health import Health
+from schema.relay import require_ids
+from schema.tasks import Task
+from stores.redis.events import Event
+
+Info = strawberry.Info[RequestContext, None]
+
+
+@strawberry.input(description="Leave a field out to match everything.")
+class TaskUpdatedFilter:
+    task_ids: list[relay.GlobalID] | None = None
+    assignee_ids: list[relay.GlobalID] | None = None
+    status: list[TaskStatus] | None = None
+
+
+@strawberry.input(description="Leave a field out to match everything.")
+class AgentStatusFilter:
+    agent_ids: list[relay.GlobalID] | None = None
+    status: list[AgentStatus] | None = None
+
+
+@strawberry.type(description="A task changed: its state after the change.")
+class TaskUpdate:
+    task: Task
+    change: str = strawberry.field(description="The task event type, e.g. `started`.")
+    at: datetime
+
+
+@strawberry.type(description="An agent's status changed.")
+class AgentStatusChange:
+    agent: Agent
+    previous_status: AgentStatus | None
+    at: datetime
+
+
+def _events(info: Info, channel: str) -> AsyncGenerator[Event, None]:
+    events = info.context.stores.events
+    if events is None:
+        raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
+
+    async def stream() -> AsyncGenerator[Event, None]:
+        async with events.subscribe(channel) as subscription:
+            async for event in subscription:
+                # Each event is its own read: fresh loaders, no stale cache.
+                info.context.loaders = build_loaders(info.context.stores)
+                yield event
+
+    return stream()
+
+
+def _ids(values: list[relay.GlobalID] | None, type_name: str, field: str) -> set[UUID] | None:
+    return set(require_ids(values, type_name, field=field)) if values else None
 
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(description="A fresh health report every `intervalSeconds`.")
     async def health_updates(
-        self,
-        info: strawberry.Info[RequestContext, None],
-        interval_seconds: float = 5.0,
+        self, info: Info, interval_seconds: float = 5.0
     ) -> AsyncGenerator[Health, None]:
         interval = min(max(interval_seconds, 0.1), 3600.0)
         while True:
             yield Health.from_report(await check_health(info.context.stores))
             await asyncio.sleep(interval)
+
+    @strawberry.subscription(description="Tasks as they change, from any gateway replica.")
+    async def task_updated(
+        self, info: Info, filter: TaskUpdatedFilter | None = None
+    ) -> AsyncGenerator[TaskUpdate, None]:
+        require(info.context.principal, at_least=Role.VIEWER)
+        wanted = filter or TaskUpdatedFilter()
+        task_ids = _ids(wanted.task_ids, "Task", "filter.taskIds")
+        assignee_ids = _ids(wanted.assignee_ids, "Agent", "filter.assigneeIds")
+        statuses = {s.value for s in wanted.status} if wanted.status else None
+        async for event in _events(info, TASK_UPDATED_CHANNEL):
+            task_id = UUID(event["task_id"])
+            assignee = event.get("assignee_id")
+            if task_ids is not None and task_id not in task_ids:
+                continue
+            if assignee_ids is not None and (
+                assignee is None or UUID(assignee) not in assignee_ids
+            ):
+                continue
+            if statuses is not None and event["status"] not in statuses:
+                continue
+            record = await info.context.loaders.task_by_id.load(task_id)
+            if record is not None:
+                yield TaskUpdate(
+                    task=Task.from_record(record),
+                    change=event["change"],
+                    at=datetime.fromisoformat(event["at"]),
+                )
+
+    @strawberry.subscription(description="Agent status changes, from any gateway replica.")
+    async def agent_status_changed(
+        self, info: Info, filter: AgentStatusFilter | None = None
+    ) -> AsyncGenerator[AgentStatusChange, None]:
+        require(info.context.principal, at_least=Role.VIEWER)
+        wanted = filter or AgentStatusFilter()
+        agent_ids = _ids(wanted.agent_ids, "Agent", "filter.agentIds")
+        statuses = {s.value for s in wanted.status} if wanted.status else None
+        async for event in _events(info, AGENT_STATUS_CHANNEL):
+            agent_id = UUID(event["agent_id"])
+            if agent_ids is not None and agent_id not in agent_ids:
+                continue
+            if statuses is not None and event["status"] not in statuses:
+                continue
+            record = await info.context.loaders.agent_by_id.load(agent_id)
+            if record is not None:
+                previous = event.get("previous_status")
+                yield AgentStatusChange(
+                    agent=Agent.from_record(record),
+                    previous_status=AgentStatus(previous) if previous else None,
+                    at=datetime.fromisoformat(event["at"]),
+                )

@@ -2,6 +2,7 @@
 
 from stores.errors import (
     Conflict,
+    InvalidInput,
     NotFound,
     StoreError,
     StoreMisuse,

@@ -15,6 +15,9 @@ class GraphOptions:
     query_timeout: float = 10.0
     acquire_timeout: float = 5.0
     connect_timeout: float = 3.0
+    # How long the driver retries a transaction that failed transiently. Short: a graph
+    # field should come back null quickly when Neo4j is away, not after 30 s.
+    max_retry_time: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_pool_size < 1:

@@ -15,6 +15,7 @@ from stores._lifecycle import Lifecycle, StoreState
 from stores.errors import StoreUnavailable
 from stores.graph.migrations import apply_migrations
 from stores.graph.options import GraphOptions
+from stores.graph.queries import GraphQueries
 from stores.health import ProbeResult
 
 NAME = "neo4j"
@@ -28,14 +29,16 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class GraphStore:
-    """Owns the Neo4j driver; sessions are borrowed through `session()`."""
+    """Owns the Neo4j driver; sessions are borrowed through `session()`, and the
+    read queries hang off `queries`."""
 
-    __slots__ = ("_driver", "_lifecycle", "_options")
+    __slots__ = ("_driver", "_lifecycle", "_options", "queries")
 
     def __init__(self, options: GraphOptions) -> None:
         self._options = options
         self._driver: AsyncDriver | None = None
         self._lifecycle = Lifecycle(NAME)
+        self.queries = GraphQueries(self)
 
     async def open(self) -> None:
         self._lifecycle.opening()
@@ -46,6 +49,7 @@ class GraphStore:
             max_connection_pool_size=self._options.max_pool_size,
             connection_acquisition_timeout=self._options.acquire_timeout,
             connection_timeout=self._options.connect_timeout,
+            max_transaction_retry_time=self._options.max_retry_time,
             notifications_min_severity="OFF",
         )
         self._lifecycle.state = StoreState.OPENED

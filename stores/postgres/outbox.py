@@ -16,11 +16,27 @@ Kinds and payloads (ids are strings):
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
+from stores.errors import StoreUnavailable
 from stores.postgres.options import PgConnection
 
+if TYPE_CHECKING:
+    from stores.postgres.store import PostgresStore
+
+logger = logging.getLogger(__name__)
+
 OUTBOX_CHANNEL = "polygraph_outbox"
+_MAX_ERROR_LENGTH = 2000
 
 
 async def enqueue(conn: PgConnection, kind: str, payload: dict[str, Any]) -> int:
@@ -36,3 +52,175 @@ async def enqueue(conn: PgConnection, kind: str, payload: dict[str, Any]) -> int
         OUTBOX_CHANNEL,
     )
     return outbox_id
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@asynccontextmanager
+async def claim_batch(store: PostgresStore, limit: int) -> AsyncIterator[list[OutboxEvent]]:
+    """Lock up to `limit` pending rows, oldest first, for the body to apply.
+
+    Rows other claimers hold are skipped, so projectors in several gateways share
+    the work. A clean exit marks the rows processed; an exception leaves them
+    pending with `attempts` raised and `last_error` set, and propagates. A crash
+    (or cancellation) after the body applied them but before the commit leaves them
+    pending too: applying is idempotent, so the next claimer simply applies again.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    async with store.connection() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        ids: list[int] = []
+        try:
+            rows = await conn.fetch(
+                "SELECT id, kind, payload, created_at FROM outbox"
+                " WHERE processed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            events = [OutboxEvent(r["id"], r["kind"], r["payload"], r["created_at"]) for r in rows]
+            ids = [event.id for event in events]
+            yield events
+            if ids:
+                await conn.execute(
+                    "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])", ids
+                )
+        except BaseException as exc:
+            try:
+                await transaction.rollback()
+            except Exception:
+                # A broken connection has rolled back already; the pool discards it.
+                logger.debug("rollback of an outbox claim failed", exc_info=True)
+            # Cancellation says nothing about the rows, so it is not counted against them.
+            if ids and isinstance(exc, Exception):
+                await _record_failure(conn, ids, exc)
+            raise
+        else:
+            await transaction.commit()
+
+
+async def _record_failure(conn: PgConnection, ids: list[int], exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_LENGTH]
+    try:
+        await conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2"
+            " WHERE id = ANY($1::bigint[]) AND processed_at IS NULL",
+            ids,
+            error,
+        )
+    except Exception:
+        # The original error matters more; the rows stay pending either way.
+        logger.warning("could not record the failure of outbox rows %s", ids, exc_info=True)
+
+
+async def pending_count(store: PostgresStore) -> int:
+    async with store.connection() as conn:
+        count: int = await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL")
+    return count
+
+
+async def is_processed(store: PostgresStore, outbox_id: int) -> bool:
+    """False for a pending row and for an id that does not exist (yet)."""
+    async with store.connection() as conn:
+        done: bool | None = await conn.fetchval(
+            "SELECT processed_at IS NOT NULL FROM outbox WHERE id = $1", outbox_id
+        )
+    return bool(done)
+
+
+async def latest_id(store: PostgresStore) -> int | None:
+    """The newest outbox id: a writer waiting for it sees its own change projected."""
+    async with store.connection() as conn:
+        newest: int | None = await conn.fetchval("SELECT max(id) FROM outbox")
+    return newest
+
+
+async def low_watermark(store: PostgresStore) -> int:
+    """The oldest pending id, or one past the newest id when nothing is pending:
+    no event below it can still be applied."""
+    async with store.connection() as conn:
+        mark: int = await conn.fetchval(
+            "SELECT coalesce("
+            " (SELECT min(id) FROM outbox WHERE processed_at IS NULL),"
+            " (SELECT max(id) + 1 FROM outbox), 1)"
+        )
+    return mark
+
+
+async def mark_processed_through(store: PostgresStore, outbox_id: int) -> int:
+    """Mark every pending row up to `outbox_id` processed (after a rebuild has covered
+    them); returns how many. Rows a projector holds are waited for, not skipped."""
+    async with store.connection() as conn:
+        status: str = await conn.execute(
+            "UPDATE outbox SET processed_at = now() WHERE id <= $1 AND processed_at IS NULL",
+            outbox_id,
+        )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class OutboxListener:
+    """LISTENs on the outbox channel on a dedicated connection (a pooled one would be
+    reset on release and lose the subscription) and calls `on_notify` per NOTIFY.
+
+    `connected` turns False when the server drops the connection; `connect()` again.
+    """
+
+    __slots__ = ("_conn", "_dsn", "_on_notify", "_timeout")
+
+    def __init__(self, store: PostgresStore, on_notify: Callable[[], None]) -> None:
+        # Package-internal: the listener needs the DSN but must not borrow from the pool.
+        self._dsn = store._options.dsn
+        self._timeout = store._options.acquire_timeout
+        self._on_notify = on_notify
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def connect(self) -> None:
+        await self.aclose()
+        try:
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._timeout,
+                server_settings={"application_name": "polygraph-outbox-listener"},
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable("postgres", str(exc) or type(exc).__name__) from exc
+        try:
+            await conn.add_listener(OUTBOX_CHANNEL, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.close(), timeout=self._timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            conn.terminate()
+
+    async def __aenter__(self) -> OutboxListener:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        self._on_notify()

@@ -6,6 +6,8 @@ import time
 from types import TracebackType
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -41,6 +43,11 @@ class RedisStore:
             socket_connect_timeout=self._options.connect_timeout,
             health_check_interval=30,
             decode_responses=False,
+            # A pooled connection left over from before a Redis restart fails its first
+            # command; one immediate retry on a fresh connection hides that, while a Redis
+            # that is really down still fails fast.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._lifecycle.state = StoreState.OPENED

@@ -39,9 +39,11 @@ CREATE TABLE agents (
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now(),
     version      integer NOT NULL DEFAULT 1,
-    CHECK (parent_id IS DISTINCT FROM id)
+    CONSTRAINT agents_not_own_parent CHECK (parent_id IS DISTINCT FROM id)
 );
-CREATE INDEX agents_status ON agents (status);
+-- Sort keys end in id so keyset pagination has a total order; filtered lists
+-- (by status) walk the same index in page order instead of sorting.
+CREATE INDEX agents_status ON agents (status, created_at, id);
 CREATE INDEX agents_role ON agents (role);
 CREATE INDEX agents_created_at ON agents (created_at, id);
 CREATE INDEX agents_parent_id ON agents (parent_id);
@@ -57,7 +59,7 @@ CREATE TABLE agent_relationships (
     weight     double precision NOT NULL DEFAULT 1.0 CHECK (weight >= 0),
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_id, target_id, type),
-    CHECK (source_id <> target_id)
+    CONSTRAINT agent_relationships_not_self CHECK (source_id <> target_id)
 );
 CREATE INDEX agent_relationships_target ON agent_relationships (target_id, type);
 
@@ -86,9 +88,11 @@ CREATE TABLE tasks (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     version       integer NOT NULL DEFAULT 1
 );
-CREATE INDEX tasks_status ON tasks (status);
-CREATE INDEX tasks_priority ON tasks (priority);
+CREATE INDEX tasks_status ON tasks (status, priority, created_at, id);
+CREATE INDEX tasks_priority ON tasks (priority, created_at, id);
 CREATE INDEX tasks_created_at ON tasks (created_at, id);
+-- Tasks without a deadline sort last.
+CREATE INDEX tasks_deadline ON tasks ((coalesce(deadline, 'infinity'::timestamptz)), id);
 -- Agent.tasks pages: newest first per assignee.
 CREATE INDEX tasks_assignee_created ON tasks (assignee_id, created_at DESC, id DESC);
 CREATE INDEX tasks_payload ON tasks USING gin (payload jsonb_path_ops);
@@ -98,7 +102,7 @@ CREATE TABLE task_dependencies (
     depends_on_id uuid NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (task_id, depends_on_id),
-    CHECK (task_id <> depends_on_id)
+    CONSTRAINT task_dependencies_not_self CHECK (task_id <> depends_on_id)
 );
 CREATE INDEX task_dependencies_depends_on ON task_dependencies (depends_on_id);
 
@@ -125,8 +129,9 @@ CREATE TABLE workflows (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     version     integer NOT NULL DEFAULT 1
 );
-CREATE INDEX workflows_status ON workflows (status);
+CREATE INDEX workflows_status ON workflows (status, created_at, id);
 CREATE INDEX workflows_created_at ON workflows (created_at, id);
+CREATE INDEX workflows_name ON workflows (name, id);
 ALTER TABLE tasks ADD CONSTRAINT tasks_workflow_id_fkey
     FOREIGN KEY (workflow_id) REFERENCES workflows (id) ON DELETE SET NULL;
 
@@ -137,7 +142,8 @@ CREATE TABLE achievements (
     points     integer NOT NULL CHECK (points BETWEEN -1000000 AND 1000000),
     awarded_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX achievements_agent ON achievements (agent_id);
+CREATE INDEX achievements_agent ON achievements (agent_id, awarded_at DESC);
+CREATE INDEX achievements_awarded_at ON achievements (awarded_at);
 
 CREATE TABLE audit_log (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -151,9 +157,9 @@ CREATE TABLE audit_log (
     client_address inet,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX audit_log_actor ON audit_log (actor_id, created_at DESC);
-CREATE INDEX audit_log_resource ON audit_log (resource_type, resource_id, created_at DESC);
-CREATE INDEX audit_log_created_at ON audit_log (created_at DESC);
+CREATE INDEX audit_log_actor ON audit_log (actor_id, created_at DESC, id DESC);
+CREATE INDEX audit_log_resource ON audit_log (resource_type, resource_id, created_at DESC, id DESC);
+CREATE INDEX audit_log_created_at ON audit_log (created_at DESC, id DESC);
 
 -- Changes waiting to be projected into Neo4j (see stores/graph/projector.py).
 CREATE TABLE outbox (

@@ -1,0 +1,73 @@
+"""Authentication: every HTTP request's credentials become a `Principal` in `scope["state"]`.
+
+Wiring: in `create_app`, list `Middleware(AuthenticationMiddleware, stores=stores)` right
+after `Middleware(RequestIdMiddleware)`, so that a refusal still carries a request id.
+
+WebSockets pass through untouched: browsers cannot set their headers, so they
+sign in with the graphql-transport-ws `connection_init` payload instead.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from resolvers.auth import ANONYMOUS, Principal, authenticate
+from resolvers.context import Stores
+from resolvers.errors import ClientError, ErrorCode
+from stores import StoreUnavailable
+
+PRINCIPAL_STATE_KEY = "principal"
+
+# Orchestrators probe health without credentials.
+_EXEMPT_PATH = "/health"
+
+
+class AuthenticationMiddleware:
+    """Refuses a request whose credential does not check out with 401; no credential
+    at all is anonymous, left for the resolvers to allow or refuse."""
+
+    def __init__(self, app: ASGIApp, *, stores: Stores) -> None:
+        self.app = app
+        self.stores = stores
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            principal = await authenticate(
+                self.stores, headers.get("authorization"), headers.get("x-api-key")
+            )
+        except ClientError as exc:
+            response = _error(exc.code, exc.message, 401)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        except StoreUnavailable as exc:
+            message = f"Cannot check credentials now: {exc}. Retry shortly."
+            response = _error(ErrorCode.STORE_UNAVAILABLE, message, 503)
+            response.headers["Retry-After"] = "1"
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+        await self.app(scope, receive, send)
+
+
+def principal_of(scope: Scope) -> Principal:
+    """The principal the middleware put in `scope`; anonymous where it did not run."""
+    principal: Principal = scope.get("state", {}).get(PRINCIPAL_STATE_KEY, ANONYMOUS)
+    return principal
+
+
+def _exempt(path: str) -> bool:
+    return path == _EXEMPT_PATH or path.startswith(_EXEMPT_PATH + "/")
+
+
+def _error(code: ErrorCode, message: str, status_code: int) -> Response:
+    # GraphQL-shaped, so clients handle it like any other GraphQL error.
+    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
+    return Response(orjson.dumps(body), status_code, media_type="application/json")

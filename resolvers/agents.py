@@ -1,0 +1,100 @@
+"""Agent writes: who may make them, and what follows them (projection, events)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from resolvers.auth import Role, require
+from resolvers.context import RequestContext
+from resolvers.writes import publish
+from stores.postgres.inputs import AgentInput, AgentPatch, Unset
+from stores.postgres.records import Agent, AgentRelationship
+
+AGENT_STATUS_CHANNEL = "agent.status_changed"
+
+
+async def create_agent(
+    ctx: RequestContext, data: AgentInput, *, idempotency_key: str | None
+) -> Agent:
+    require(ctx.principal, at_least=Role.OPERATOR)
+    agent = await ctx.stores.postgres.agents.create(ctx.write_context(idempotency_key), data)
+    await _status_event(ctx, agent, previous=None)
+    return agent
+
+
+async def update_agent(
+    ctx: RequestContext, agent_id: UUID, patch: AgentPatch, *, expected_version: int | None
+) -> Agent:
+    _require_operator_or_self(ctx, agent_id, status_only=_status_only(patch))
+    before = await ctx.loaders.agent_by_id.load(agent_id)
+    agent = await ctx.stores.postgres.agents.update(
+        ctx.write_context(), agent_id, patch, expected_version=expected_version
+    )
+    await _status_event(ctx, agent, previous=before.status if before else None)
+    return agent
+
+
+async def delete_agent(
+    ctx: RequestContext, agent_id: UUID, *, expected_version: int | None
+) -> Agent:
+    require(ctx.principal, at_least=Role.ADMIN)
+    return await ctx.stores.postgres.agents.delete(
+        ctx.write_context(), agent_id, expected_version=expected_version
+    )
+
+
+async def relate_agents(
+    ctx: RequestContext,
+    source_id: UUID,
+    target_id: UUID,
+    type: str,
+    weight: float,
+    *,
+    idempotency_key: str | None,
+) -> AgentRelationship:
+    require(ctx.principal, at_least=Role.OPERATOR)
+    return await ctx.stores.postgres.agents.relate(
+        ctx.write_context(idempotency_key), source_id, target_id, type, weight
+    )
+
+
+async def unrelate_agents(ctx: RequestContext, source_id: UUID, target_id: UUID, type: str) -> bool:
+    require(ctx.principal, at_least=Role.OPERATOR)
+    return await ctx.stores.postgres.agents.unrelate(
+        ctx.write_context(), source_id, target_id, type
+    )
+
+
+def _status_only(patch: AgentPatch) -> bool:
+    changed = {
+        name
+        for name in AgentPatch.__dataclass_fields__
+        if not isinstance(getattr(patch, name), Unset)
+    }
+    return changed <= {"status"}
+
+
+def _require_operator_or_self(ctx: RequestContext, agent_id: UUID, *, status_only: bool) -> None:
+    # An agent may report its own status; everything else needs an operator.
+    principal = ctx.principal
+    if status_only and principal.agent_id == agent_id:
+        require(principal, at_least=Role.AGENT)
+    else:
+        require(principal, at_least=Role.OPERATOR)
+
+
+async def _status_event(ctx: RequestContext, agent: Agent, *, previous: str | None) -> None:
+    if previous == agent.status:
+        return
+    await publish(
+        ctx,
+        AGENT_STATUS_CHANNEL,
+        {
+            "agent_id": str(agent.id),
+            "name": agent.name,
+            "status": agent.status,
+            "previous_status": previous,
+            "version": agent.version,
+            "at": agent.updated_at.isoformat(),
+        },
+    )

@@ -1,0 +1,151 @@
+"""Who is asking: credentials in, a `Principal` out, and the role checks resolvers make.
+
+Credentials, one per request:
+
+    Authorization: Bearer <session token>     from `login`
+    Authorization: ApiKey <key>               or the header  X-Api-Key: <key>
+
+No credential is anonymous; a credential that does not check out is refused,
+never downgraded to anonymous, so a client learns its token has expired.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from resolvers.context import Stores
+from resolvers.errors import ClientError, ErrorCode
+
+
+@functools.total_ordering
+class Role(enum.Enum):
+    """What a user may do; a higher role may do everything a lower one may."""
+
+    VIEWER = "viewer"
+    AGENT = "agent"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _RANKS[self]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Role):
+            return NotImplemented
+        return self.rank < other.rank
+
+
+_RANKS = {role: rank for rank, role in enumerate(Role)}
+
+Via = Literal["session", "api_key", "anonymous"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one request or WebSocket connection."""
+
+    user_id: UUID | None
+    role: Role | None
+    agent_id: UUID | None
+    session_id: str | None
+    api_key_id: UUID | None
+    # What an API key was limited to at creation; empty means the role decides alone.
+    scopes: frozenset[str]
+    via: Via
+
+    @property
+    def authenticated(self) -> bool:
+        return self.via != "anonymous"
+
+
+ANONYMOUS = Principal(
+    user_id=None,
+    role=None,
+    agent_id=None,
+    session_id=None,
+    api_key_id=None,
+    scopes=frozenset(),
+    via="anonymous",
+)
+
+_SIGN_IN = "send `Authorization: Bearer <session token>` or an API key in `X-Api-Key`"
+
+
+def require(principal: Principal, *, at_least: Role) -> None:
+    """Refuse a caller whose role is below `at_least`, or who did not sign in at all."""
+    if principal.role is None:
+        raise ClientError(ErrorCode.UNAUTHENTICATED, f"Sign in first: {_SIGN_IN}.")
+    if principal.role < at_least:
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"This operation needs role {at_least.value}; you are {principal.role.value}.",
+        )
+
+
+async def authenticate(
+    stores: Stores, authorization: str | None, api_key_header: str | None
+) -> Principal:
+    """The principal the request's credentials prove.
+
+    Raises `ClientError(UNAUTHENTICATED)` for a credential that is malformed,
+    unknown, expired or revoked; store outages surface as `StoreUnavailable`.
+    """
+    authorization = (authorization or "").strip()
+    api_key_header = (api_key_header or "").strip()
+    if authorization and api_key_header:
+        raise _refused("Send one credential, not both `Authorization` and `X-Api-Key`.")
+    if api_key_header:
+        return await _by_api_key(stores, api_key_header)
+    if not authorization:
+        return ANONYMOUS
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if not credential:
+        raise _refused(f"The `Authorization` header has no credential; {_SIGN_IN}.")
+    if scheme.lower() == "bearer":
+        return await _by_session(stores, credential)
+    if scheme.lower() == "apikey":
+        return await _by_api_key(stores, credential)
+    raise _refused(f"Unsupported authorization scheme {scheme!r}; use Bearer or ApiKey.")
+
+
+async def _by_session(stores: Stores, token: str) -> Principal:
+    if stores.sessions is None:
+        raise RuntimeError("no session store: pass `sessions=` to `Stores` in create_app")
+    session = await stores.sessions.resolve(token)
+    if session is None:
+        raise _refused("The session token is invalid or has expired; log in again.")
+    return Principal(
+        user_id=session.user_id,
+        role=Role(session.role),
+        agent_id=session.agent_id,
+        session_id=session.id,
+        api_key_id=None,
+        scopes=frozenset(),
+        via="session",
+    )
+
+
+async def _by_api_key(stores: Stores, key: str) -> Principal:
+    found = await stores.postgres.users.authenticate_api_key(key)
+    if found is None:
+        raise _refused("The API key is invalid, expired or revoked.")
+    user, api_key = found
+    return Principal(
+        user_id=user.id,
+        role=Role(user.role),
+        agent_id=None,
+        session_id=None,
+        api_key_id=api_key.id,
+        scopes=frozenset(api_key.scopes),
+        via="api_key",
+    )
+
+
+def _refused(message: str) -> ClientError:
+    return ClientError(ErrorCode.UNAUTHENTICATED, message)

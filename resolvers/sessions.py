@@ -1,0 +1,73 @@
+"""Logging in and out, and managing one's sessions; the GraphQL fields call these.
+
+A session is opened with an API key and then used as a Bearer token, so that
+the long-lived key is sent once rather than with every request.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from resolvers.auth import Principal, Role, require
+from resolvers.context import Stores
+from resolvers.errors import ClientError, ErrorCode
+from stores.errors import InvalidInput
+from stores.redis.records import Session
+from stores.redis.sessions import SessionStore
+
+
+async def login(
+    stores: Stores, api_key: str, *, agent_id: UUID | None = None, ttl_s: int
+) -> tuple[Session, str]:
+    """A new session for the key's user, and its token (shown this once).
+
+    Only users with the agent role may bind the session to an agent: the
+    session then acts for that agent.
+    """
+    found = await stores.postgres.users.authenticate_api_key(api_key)
+    if found is None:
+        raise ClientError(ErrorCode.UNAUTHENTICATED, "The API key is invalid, expired or revoked.")
+    user, _ = found
+    if agent_id is not None and user.role != Role.AGENT.value:
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"Only users with role agent may bind a session to an agent; you are {user.role}.",
+            field="agentId",
+        )
+    try:
+        return await _sessions(stores).create(
+            user_id=user.id, role=user.role, agent_id=agent_id, ttl_s=ttl_s
+        )
+    except InvalidInput as exc:
+        raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from exc
+
+
+async def logout(stores: Stores, token: str) -> bool:
+    """End the session `token` proves; False if it had already ended."""
+    return await _sessions(stores).delete(token)
+
+
+async def list_sessions(stores: Stores, principal: Principal) -> list[Session]:
+    """The caller's own live sessions, oldest first."""
+    require(principal, at_least=Role.VIEWER)
+    assert principal.user_id is not None
+    return await _sessions(stores).list_for_user(principal.user_id)
+
+
+async def revoke_session(stores: Stores, principal: Principal, session_id: str) -> bool:
+    """End a session by its id: one of one's own or, for admins, anyone's.
+
+    False if there is no such live session; someone else's session reads as none,
+    so ids cannot be probed.
+    """
+    require(principal, at_least=Role.VIEWER)
+    assert principal.user_id is not None
+    owner = None if principal.role is Role.ADMIN else principal.user_id
+    return await _sessions(stores).revoke(owner, session_id)
+
+
+def _sessions(stores: Stores) -> SessionStore:
+    if stores.sessions is None:
+        # A wiring mistake, not the client's: masked as INTERNAL like any other bug.
+        raise RuntimeError("no session store: pass `sessions=` to `Stores` in create_app")
+    return stores.sessions

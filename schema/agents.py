@@ -1,0 +1,154 @@
+"""The Agent node and its cross-store fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
+
+import strawberry
+from strawberry import relay
+
+from resolvers.auth import Role, require
+from resolvers.context import RequestContext
+from resolvers.loaders import TasksPageKey
+from schema.enums import AgentRelationshipType, AgentStatus, TaskStatus
+from schema.relay import CountedConnection, nodes_by_ids
+from schema.scalars import JSON
+from stores.postgres import records
+
+if TYPE_CHECKING:
+    from schema.achievements import Achievement
+    from schema.sessions import Session
+    from schema.tasks import TaskConnection
+
+Info = strawberry.Info[RequestContext, None]
+
+MAX_NESTED_TASKS = 100
+
+
+@strawberry.type(description="An agent collaborating or delegating with this one.")
+class Collaboration:
+    agent_id: strawberry.Private[UUID]
+    weight: float
+    type: AgentRelationshipType
+
+    @strawberry.field
+    async def agent(self, info: Info) -> Agent | None:
+        return await Agent.load(info, self.agent_id)
+
+
+@strawberry.type(description="An autonomous worker on the platform.")
+class Agent(relay.Node):
+    id: relay.NodeID[str]
+    name: str
+    role: str
+    status: AgentStatus
+    capabilities: list[str]
+    tags: list[str]
+    notes: str
+    metadata: JSON
+    created_at: datetime
+    updated_at: datetime
+    version: int = strawberry.field(description="Send it back as `expectedVersion` to update.")
+    record: strawberry.Private[records.Agent]
+
+    @classmethod
+    def from_record(cls, agent: records.Agent) -> Agent:
+        return cls(
+            id=str(agent.id),
+            name=agent.name,
+            role=agent.role,
+            status=AgentStatus(agent.status),
+            capabilities=list(agent.capabilities),
+            tags=list(agent.tags),
+            notes=agent.notes,
+            metadata=agent.metadata,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+            version=agent.version,
+            record=agent,
+        )
+
+    @classmethod
+    async def load(cls, info: Info, agent_id: UUID | None) -> Agent | None:
+        if agent_id is None:
+            return None
+        found = await info.context.loaders.agent_by_id.load(agent_id)
+        return cls.from_record(found) if found else None
+
+    @classmethod
+    async def load_many(cls, info: Info, agent_ids: Iterable[UUID]) -> list[Agent]:
+        found = await info.context.loaders.agent_by_id.load_many(list(agent_ids))
+        return [cls.from_record(agent) for agent in found if agent is not None]
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Agent | None]:
+        return await nodes_by_ids(info.context.loaders.agent_by_id, node_ids, cls.from_record)
+
+    @strawberry.field(description="Tasks assigned to this agent, newest first (PostgreSQL).")
+    async def tasks(
+        self,
+        info: Info,
+        first: int = 10,
+        status: list[TaskStatus] | None = None,
+    ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
+        from schema.tasks import TaskConnection
+
+        first = max(0, min(first, MAX_NESTED_TASKS))
+        statuses = tuple(sorted(s.value for s in status)) if status else None
+        page = await info.context.loaders.tasks_by_agent_id.load(
+            TasksPageKey(self.record.id, first, statuses)
+        )
+        return TaskConnection.from_task_list(page.items, page.total_count)
+
+    @strawberry.field(description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j).")
+    async def collaborators(self, info: Info) -> list[Collaboration] | None:
+        links = await info.context.loaders.collaborators_by_agent_id.load(self.record.id)
+        return [
+            Collaboration(
+                agent_id=link.agent_id,
+                weight=link.weight,
+                type=AgentRelationshipType(link.type),
+            )
+            for link in links
+        ]
+
+    @strawberry.field(description="The agent above this one in the hierarchy (Neo4j).")
+    async def parent(self, info: Info) -> Agent | None:
+        parent_id = await info.context.loaders.parent_id_by_agent_id.load(self.record.id)
+        return await Agent.load(info, parent_id)
+
+    @strawberry.field(description="Agents directly below this one (Neo4j).")
+    async def children(self, info: Info) -> list[Agent] | None:
+        child_ids = await info.context.loaders.child_ids_by_agent_id.load(self.record.id)
+        return await Agent.load_many(info, child_ids)
+
+    @strawberry.field(description="Live sessions bound to this agent (Redis). Operators and up.")
+    async def sessions(
+        self, info: Info
+    ) -> list[Annotated[Session, strawberry.lazy("schema.sessions")]] | None:
+        from schema.sessions import Session
+
+        principal = info.context.principal
+        if principal.agent_id != self.record.id:
+            require(principal, at_least=Role.OPERATOR)
+        found = await info.context.loaders.sessions_by_agent_id.load(self.record.id)
+        return [Session.from_record(session) for session in found]
+
+    @strawberry.field(description="Achievements awarded to this agent.")
+    async def achievements(
+        self, info: Info
+    ) -> list[Annotated[Achievement, strawberry.lazy("schema.achievements")]]:
+        from schema.achievements import Achievement
+
+        found = await info.context.loaders.achievements_by_agent_id.load(self.record.id)
+        return [Achievement.from_record(item) for item in found]
+
+
+@strawberry.type
+class AgentConnection(CountedConnection[Agent]):
+    pass

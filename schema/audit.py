@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import strawberry
+from strawberry import relay
+
+from resolvers.context import RequestContext
+from schema.relay import CountedConnection
+from schema.scalars import JSON
+from stores.postgres import records
+
+Info = strawberry.Info[RequestContext, None]
+
+
+@strawberry.type(description="One mutation as the audit log recorded it.")
+class AuditEntry:
+    id: strawberry.ID
+    action: str
+    resource_type: str
+    resource_id: str | None
+    old_value: JSON | None
+    new_value: JSON | None
+    request_id: str | None
+    client_address: str | None
+    created_at: datetime
+    actor_id: strawberry.Private[UUID | None]
+
+    @classmethod
+    def from_record(cls, entry: records.AuditEntry) -> AuditEntry:
+        return cls(
+            id=strawberry.ID(str(entry.id)),
+            action=entry.action,
+            resource_type=entry.resource_type,
+            resource_id=entry.resource_id,
+            old_value=entry.old_value,
+            new_value=entry.new_value,
+            request_id=entry.request_id,
+            client_address=entry.client_address,
+            created_at=entry.created_at,
+            actor_id=entry.actor_id,
+        )
+
+    @strawberry.field(description="Global id of the user who made the change.")
+    def actor(self) -> relay.GlobalID | None:
+        return relay.GlobalID("User", str(self.actor_id)) if self.actor_id else None
+
+
+@strawberry.type
+class AuditEntryConnection(CountedConnection[AuditEntry]):  # type: ignore[type-var]
+    pass

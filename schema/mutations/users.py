@@ -1,0 +1,191 @@
+"""Sign-in and identity mutations: sessions (Redis), users and API keys (PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import strawberry
+from strawberry import relay
+
+from resolvers import sessions as session_resolvers
+from resolvers.auth import Role, require
+from resolvers.context import RequestContext
+from resolvers.errors import ClientError, ErrorCode
+from schema.enums import UserRole
+from schema.relay import decode_id
+from schema.sessions import Session
+from schema.user_errors import UserError, attempt
+from schema.users import ApiKey, User
+
+Info = strawberry.Info[RequestContext, None]
+
+
+@strawberry.input
+class LoginInput:
+    api_key: str
+    agent_id: relay.GlobalID | None = strawberry.field(
+        default=None, description="Bind the session to this agent (agent-role users)."
+    )
+
+
+@strawberry.type
+class LoginPayload:
+    token: str | None = strawberry.field(
+        description="Send as `Authorization: Bearer <token>`. Shown once."
+    )
+    session: Session | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class LogoutPayload:
+    logged_out: bool
+
+
+@strawberry.input
+class RevokeSessionInput:
+    session_id: strawberry.ID
+
+
+@strawberry.type
+class RevokePayload:
+    revoked: bool
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class CreateUserInput:
+    email: str
+    role: UserRole
+    display_name: str = ""
+
+
+@strawberry.type
+class UserPayload:
+    user: User | None
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class CreateApiKeyInput:
+    name: str = ""
+    scopes: list[str] = strawberry.field(default_factory=list)
+    expires_at: datetime | None = None
+    user_id: relay.GlobalID | None = strawberry.field(
+        default=None, description="Another user's id (admins only); yourself by default."
+    )
+
+
+@strawberry.type
+class ApiKeyPayload:
+    api_key: ApiKey | None
+    secret: str | None = strawberry.field(description="The key itself. Shown once, never again.")
+    user_errors: list[UserError]
+
+
+@strawberry.input
+class RevokeApiKeyInput:
+    id: strawberry.ID
+
+
+@strawberry.type
+class UserMutations:
+    @strawberry.mutation(description="Trade an API key for a session token.")
+    async def login(self, info: Info, input: LoginInput) -> LoginPayload:
+        ctx = info.context
+
+        async def run() -> tuple[Session, str]:
+            agent_id = (
+                decode_id(input.agent_id, "Agent", field="agentId") if input.agent_id else None
+            )
+            session, token = await session_resolvers.login(
+                ctx.stores, input.api_key, agent_id=agent_id, ttl_s=ctx.session_ttl_s
+            )
+            return Session.from_record(session), token
+
+        outcome, errors = await attempt(run())
+        if outcome is None:
+            return LoginPayload(token=None, session=None, user_errors=errors)
+        return LoginPayload(token=outcome[1], session=outcome[0], user_errors=errors)
+
+    @strawberry.mutation(description="End the session whose bearer token signed this request.")
+    async def logout(self, info: Info) -> LogoutPayload:
+        ctx = info.context
+        authorization = ctx.connection.headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ClientError(
+                ErrorCode.UNAUTHENTICATED, "logout needs `Authorization: Bearer <session token>`"
+            )
+        return LogoutPayload(logged_out=await session_resolvers.logout(ctx.stores, token.strip()))
+
+    @strawberry.mutation(description="End one of your sessions (admins: anyone's).")
+    async def revoke_session(self, info: Info, input: RevokeSessionInput) -> RevokePayload:
+        ctx = info.context
+        revoked, errors = await attempt(
+            session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
+        )
+        return RevokePayload(revoked=bool(revoked), user_errors=errors)
+
+    @strawberry.mutation(description="Create a user. Admins only.")
+    async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
+        ctx = info.context
+
+        async def run() -> User:
+            require(ctx.principal, at_least=Role.ADMIN)
+            user = await ctx.stores.postgres.users.create_user(
+                email=input.email, display_name=input.display_name, role=input.role.value
+            )
+            return User.from_record(user)
+
+        user, errors = await attempt(run())
+        return UserPayload(user=user, user_errors=errors)
+
+    @strawberry.mutation(description="Create an API key; its secret is in the payload, once.")
+    async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeyPayload:
+        ctx = info.context
+
+        async def run() -> tuple[ApiKey, str]:
+            principal = ctx.principal
+            require(principal, at_least=Role.VIEWER)
+            user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
+            key, secret = await ctx.stores.postgres.users.create_api_key(
+                user_id, name=input.name, scopes=input.scopes, expires_at=input.expires_at
+            )
+            return ApiKey.from_record(key), secret
+
+        outcome, errors = await attempt(run())
+        if outcome is None:
+            return ApiKeyPayload(api_key=None, secret=None, user_errors=errors)
+        return ApiKeyPayload(api_key=outcome[0], secret=outcome[1], user_errors=errors)
+
+    @strawberry.mutation(description="Revoke one of your API keys.")
+    async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> RevokePayload:
+        ctx = info.context
+
+        async def run() -> bool:
+            require(ctx.principal, at_least=Role.VIEWER)
+            assert ctx.principal.user_id is not None
+            try:
+                key_id = UUID(str(input.id))
+            except ValueError:
+                raise ClientError(
+                    ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
+                ) from None
+            return await ctx.stores.postgres.users.revoke_api_key(ctx.principal.user_id, key_id)
+
+        revoked, errors = await attempt(run())
+        return RevokePayload(revoked=bool(revoked), user_errors=errors)
+
+
+def _own_or_admin(
+    own_id: UUID | None, requested: relay.GlobalID | None, ctx: RequestContext
+) -> UUID:
+    assert own_id is not None
+    if requested is None:
+        return own_id
+    user_id = decode_id(requested, "User", field="userId")
+    if user_id != own_id:
+        require(ctx.principal, at_least=Role.ADMIN)
+    return user_id

@@ -1,0 +1,111 @@
+"""Relay plumbing shared by every type: global ids, page arguments, connections."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
+from uuid import UUID
+
+import strawberry
+from aiodataloader import DataLoader
+from strawberry import relay
+
+from resolvers.errors import ClientError, ErrorCode
+from stores.postgres.pagination import Page, PageRequest
+
+NodeT = TypeVar("NodeT", bound=relay.Node)
+RecordT = TypeVar("RecordT")
+
+
+def decode_id(value: relay.GlobalID | str, type_name: str, *, field: str) -> UUID:
+    """The UUID inside a global id of `type_name`, or BAD_USER_INPUT naming `field`."""
+    try:
+        global_id = value if isinstance(value, relay.GlobalID) else relay.GlobalID.from_id(value)
+    except ValueError:
+        raise ClientError(
+            ErrorCode.BAD_USER_INPUT, f"{value!s} is not a valid id", field=field
+        ) from None
+    if global_id.type_name != type_name:
+        raise ClientError(
+            ErrorCode.BAD_USER_INPUT,
+            f"{field} must be the id of a {type_name}, not of a {global_id.type_name}",
+            field=field,
+        )
+    try:
+        return UUID(global_id.node_id)
+    except ValueError:
+        raise ClientError(
+            ErrorCode.BAD_USER_INPUT, f"{value!s} is not a valid {type_name} id", field=field
+        ) from None
+
+
+def encode_id(type_name: str, node_id: UUID) -> relay.GlobalID:
+    return relay.GlobalID(type_name, str(node_id))
+
+
+def page_request(
+    first: int | None, after: str | None, last: int | None, before: str | None
+) -> PageRequest:
+    return PageRequest(first=first, after=after, last=last, before=before)
+
+
+@strawberry.type(description="A page of results with Relay cursors.")
+class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
+    total_count: int | None = strawberry.field(
+        default=None, description="All matches, across pages; null unless asked for."
+    )
+
+    @classmethod
+    def from_page(
+        cls, page: Page[RecordT], to_node: Callable[[RecordT], NodeT]
+    ) -> CountedConnection[NodeT]:
+        edges = [
+            relay.Edge(cursor=cursor, node=to_node(item))
+            for item, cursor in zip(page.items, page.cursors, strict=True)
+        ]
+        return cls(
+            edges=edges,
+            page_info=relay.PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=page.cursors[0] if page.cursors else None,
+                end_cursor=page.cursors[-1] if page.cursors else None,
+            ),
+            total_count=page.total_count,
+        )
+
+
+def wants_total(info: strawberry.Info) -> bool:
+    """True when the query selected `totalCount`, so the COUNT is only paid for on demand."""
+    return any(
+        getattr(selection, "name", None) == "totalCount"
+        for field in info.selected_fields
+        for selection in field.selections
+    )
+
+
+async def nodes_by_ids(
+    loader: DataLoader[UUID, RecordT | None],
+    node_ids: Iterable[str],
+    to_node: Callable[[RecordT], NodeT],
+) -> list[NodeT | None]:
+    """`Node.resolve_nodes` for a type loaded by UUID: None for unknown or malformed ids."""
+    ids = [_uuid_or_none(node_id) for node_id in node_ids]
+    found = await loader.load_many([i for i in ids if i is not None])
+    known = [i for i in ids if i is not None]
+    by_id = dict(zip(known, found, strict=True))
+    return [
+        to_node(record) if i is not None and (record := by_id.get(i)) is not None else None
+        for i in ids
+    ]
+
+
+def _uuid_or_none(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+def require_ids(values: Sequence[relay.GlobalID], type_name: str, *, field: str) -> list[UUID]:
+    return [decode_id(value, type_name, field=field) for value in values]

@@ -1,0 +1,152 @@
+"""The Task node: fields from PostgreSQL, blockers from Neo4j, history from its events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
+
+import strawberry
+from strawberry import relay
+
+from resolvers.context import RequestContext
+from schema.enums import TaskStatus
+from schema.relay import CountedConnection, nodes_by_ids
+from schema.scalars import JSON
+from stores.postgres import records
+
+if TYPE_CHECKING:
+    from schema.agents import Agent
+    from schema.workflows import Workflow
+
+Info = strawberry.Info[RequestContext, None]
+
+
+@strawberry.type(description="One change to a task; the task is the sum of its events.")
+class TaskEvent:
+    version: int
+    type: str
+    data: JSON
+    actor_id: strawberry.Private[UUID | None]
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, event: records.TaskEvent) -> TaskEvent:
+        return cls(
+            version=event.version,
+            type=event.type,
+            data=event.data,
+            actor_id=event.actor_id,
+            created_at=event.created_at,
+        )
+
+
+@strawberry.type(description="A unit of work, assigned to an agent.")
+class Task(relay.Node):
+    id: relay.NodeID[str]
+    title: str
+    description: str
+    repository: str | None
+    type: str
+    payload: JSON
+    priority: int
+    status: TaskStatus
+    deadline: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    result: JSON | None
+    error_message: str | None
+    retry_count: int
+    max_retries: int
+    created_at: datetime
+    updated_at: datetime
+    version: int = strawberry.field(description="Send it back as `expectedVersion` to update.")
+    record: strawberry.Private[records.Task]
+
+    @classmethod
+    def from_record(cls, task: records.Task) -> Task:
+        return cls(
+            id=str(task.id),
+            title=task.title,
+            description=task.description,
+            repository=task.repository,
+            type=task.type,
+            payload=task.payload,
+            priority=task.priority,
+            status=TaskStatus(task.status),
+            deadline=task.deadline,
+            started_at=task.started_at,
+            completed_at=task.completed_at,
+            result=task.result,
+            error_message=task.error_message,
+            retry_count=task.retry_count,
+            max_retries=task.max_retries,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            version=task.version,
+            record=task,
+        )
+
+    @classmethod
+    async def load_many(cls, info: Info, task_ids: Iterable[UUID]) -> list[Task]:
+        found = await info.context.loaders.task_by_id.load_many(list(task_ids))
+        return [cls.from_record(task) for task in found if task is not None]
+
+    @classmethod
+    async def resolve_nodes(  # type: ignore[override]
+        cls, *, info: Info, node_ids: Iterable[str], required: bool = False
+    ) -> list[Task | None]:
+        return await nodes_by_ids(info.context.loaders.task_by_id, node_ids, cls.from_record)
+
+    @strawberry.field(description="The agent working on it (PostgreSQL).")
+    async def assignee(
+        self, info: Info
+    ) -> Annotated[Agent, strawberry.lazy("schema.agents")] | None:
+        from schema.agents import Agent
+
+        return await Agent.load(info, self.record.assignee_id)
+
+    @strawberry.field(description="The workflow this task belongs to, if any.")
+    async def workflow(
+        self, info: Info
+    ) -> Annotated[Workflow, strawberry.lazy("schema.workflows")] | None:
+        from schema.workflows import Workflow
+
+        return await Workflow.load(info, self.record.workflow_id)
+
+    @strawberry.field(description="Tasks this one directly depends on (PostgreSQL).")
+    async def dependencies(self, info: Info) -> list[Task]:
+        ids = await info.context.loaders.dependency_ids_by_task_id.load(self.record.id)
+        return await Task.load_many(info, ids)
+
+    @strawberry.field(
+        description="Unfinished tasks this one transitively waits for (Neo4j); null if the "
+        "graph is unavailable."
+    )
+    async def blockers(self, info: Info) -> list[Task] | None:
+        ids = await info.context.loaders.blocker_ids_by_task_id.load(self.record.id)
+        return await Task.load_many(info, ids)
+
+    @strawberry.field(description="Every change, oldest first (event sourcing).")
+    async def history(self, info: Info) -> list[TaskEvent]:
+        events = await info.context.loaders.events_by_task_id.load(self.record.id)
+        return [TaskEvent.from_record(event) for event in events]
+
+
+@strawberry.type
+class TaskConnection(CountedConnection[Task]):
+    @classmethod
+    def from_task_list(cls, tasks: Sequence[records.Task], total: int) -> TaskConnection:
+        """A first page built from a batched per-agent fetch (no cursors to continue from)."""
+        edges = [relay.Edge(cursor=str(task.id), node=Task.from_record(task)) for task in tasks]
+        return cls(
+            edges=edges,
+            page_info=relay.PageInfo(
+                has_next_page=total > len(tasks),
+                has_previous_page=False,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            total_count=total,
+        )

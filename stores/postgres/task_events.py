@@ -1,0 +1,217 @@
+"""Event sourcing for tasks: the `tasks` row is the projection of its `task_events`.
+
+Every change writes the row and appends its event in ONE statement. The event's
+version is the row's new version, its time is the row's `updated_at`, and its data
+holds the changed columns exactly as the row now stores them (so `replay` can
+rebuild every column), plus context that is not a column (`from`, `depends_on_id`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+from asyncpg import Record
+
+from stores.postgres.options import PgConnection
+from stores.postgres.pagination import Params
+from stores.postgres.records import JSON, Task, TaskEvent, WriteContext
+
+EVENT_TYPES = (
+    "created",
+    "updated",
+    "assigned",
+    "started",
+    "completed",
+    "failed",
+    "retried",
+    "cancelled",
+    "dependency_added",
+    "dependency_removed",
+)
+
+# What replay rebuilds from event data; id, created_at, updated_at and version come
+# from the events themselves.
+TASK_COLUMNS = (
+    "title",
+    "description",
+    "repository",
+    "type",
+    "payload",
+    "priority",
+    "status",
+    "assignee_id",
+    "creator_id",
+    "workflow_id",
+    "deadline",
+    "started_at",
+    "completed_at",
+    "result",
+    "error_message",
+    "retry_count",
+    "max_retries",
+)
+_UUID_COLUMNS = frozenset({"assignee_id", "creator_id", "workflow_id"})
+_TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at"})
+
+ROW = ", ".join(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
+EVENT_ROW = "id, task_id, version, type, data, actor_id, created_at"
+
+
+class _Now:
+    def __repr__(self) -> str:
+        return "NOW"
+
+
+# A change value meaning "the transaction's time", the same instant as `updated_at`.
+NOW: Final = _Now()
+
+
+def _event_insert(
+    params: Params, event_type: str, columns: Sequence[str], extra: JSON, ctx: WriteContext
+) -> str:
+    return (
+        "INSERT INTO task_events (task_id, version, type, data, actor_id, created_at)"
+        f" SELECT t.id, t.version, {params(event_type)},"
+        " coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(t))"
+        f" WHERE key = ANY({params(list(columns))}::text[])), '{{}}')"
+        f" || {params(extra)}::jsonb,"
+        f" {params(ctx.actor_id)}::uuid, t.updated_at FROM t"
+    )
+
+
+async def insert_task(
+    conn: PgConnection, ctx: WriteContext, task_id: UUID, values: dict[str, Any]
+) -> Task:
+    """Insert a task and its `created` event; `values` holds every column it sets."""
+    params = Params([task_id])
+    columns = ", ".join(("id", *values))
+    placeholders = ", ".join(("$1", *(params(value) for value in values.values())))
+    row = await conn.fetchrow(
+        f"WITH t AS (INSERT INTO tasks ({columns}) VALUES ({placeholders}) RETURNING {ROW}),"
+        f" e AS ({_event_insert(params, 'created', TASK_COLUMNS, {}, ctx)})"
+        " SELECT * FROM t",
+        *params.values,
+    )
+    assert row is not None
+    return task_from_row(row)
+
+
+async def change_task(
+    conn: PgConnection,
+    ctx: WriteContext,
+    task: Task,
+    changes: dict[str, Any],
+    event_type: str,
+    extra: JSON | None = None,
+) -> Task:
+    """Apply `changes` to a task the caller has locked at `task.version`, bump its version
+    and append the event. An empty `changes` still records the event (dependencies)."""
+    assert event_type in EVENT_TYPES, event_type
+    params = Params([task.id, task.version])
+    assignments = [
+        f"{column} = {'now()' if value is NOW else params(value)}"
+        for column, value in changes.items()
+        if _check_column(column)
+    ]
+    assignments += ["version = version + 1", "updated_at = now()"]
+    row = await conn.fetchrow(
+        f"WITH t AS (UPDATE tasks SET {', '.join(assignments)}"
+        f" WHERE id = $1 AND version = $2 RETURNING {ROW}),"
+        f" e AS ({_event_insert(params, event_type, list(changes), extra or {}, ctx)})"
+        " SELECT * FROM t",
+        *params.values,
+    )
+    assert row is not None, "the caller holds the row lock, so the version cannot have moved"
+    return task_from_row(row)
+
+
+async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> list[Task]:
+    """Unassign every task of an agent that is going away, each with an `updated` event."""
+    params = Params([agent_id])
+    event = _event_insert(params, "updated", ["assignee_id"], {"reason": "assignee deleted"}, ctx)
+    rows = await conn.fetch(
+        "WITH t AS (UPDATE tasks SET assignee_id = NULL, version = version + 1,"
+        f" updated_at = now() WHERE assignee_id = $1 RETURNING {ROW}),"
+        f" e AS ({event})"
+        " SELECT * FROM t",
+        *params.values,
+    )
+    return [task_from_row(row) for row in rows]
+
+
+def replay(task_id: UUID, events: Sequence[TaskEvent]) -> Task:
+    """Fold a task's events, oldest first, into the row they describe."""
+    if not events or events[0].type != "created":
+        raise ValueError(f"task {task_id} has no created event to replay from")
+    state: dict[str, Any] = {}
+    for expected, event in enumerate(events, start=1):
+        if event.version != expected:
+            raise ValueError(f"task {task_id} is missing event version {expected}")
+        for column in TASK_COLUMNS:
+            if column in event.data:
+                state[column] = _decode(column, event.data[column])
+    return Task(
+        id=task_id,
+        **state,
+        created_at=events[0].created_at,
+        updated_at=events[-1].created_at,
+        version=events[-1].version,
+    )
+
+
+def task_from_row(row: Record) -> Task:
+    return Task(
+        id=row["id"],
+        title=row["title"],
+        description=row["description"],
+        repository=row["repository"],
+        type=row["type"],
+        payload=row["payload"],
+        priority=row["priority"],
+        status=row["status"],
+        assignee_id=row["assignee_id"],
+        creator_id=row["creator_id"],
+        workflow_id=row["workflow_id"],
+        deadline=row["deadline"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        result=row["result"],
+        error_message=row["error_message"],
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+def event_from_row(row: Record) -> TaskEvent:
+    return TaskEvent(
+        id=row["id"],
+        task_id=row["task_id"],
+        version=row["version"],
+        type=row["type"],
+        data=row["data"],
+        actor_id=row["actor_id"],
+        created_at=row["created_at"],
+    )
+
+
+def _check_column(column: str) -> bool:
+    # Column names become SQL text, so only the known ones may pass.
+    if column not in TASK_COLUMNS:
+        raise ValueError(f"{column!r} is not a task column")
+    return True
+
+
+def _decode(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _UUID_COLUMNS:
+        return UUID(value)
+    if column in _TIME_COLUMNS:
+        return datetime.fromisoformat(value)
+    return value

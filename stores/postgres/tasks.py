@@ -1,0 +1,561 @@
+"""Tasks: the state machine, the dependency DAG, and their event history.
+
+Every change locks the row, checks `expected_version`, then writes the row and its
+event (see `task_events`), an audit row and an outbox row in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+from stores.errors import Conflict, InvalidInput, NotFound
+from stores.postgres.inputs import (
+    UNSET,
+    TaskFilter,
+    TaskInput,
+    TaskOrder,
+    TaskPatch,
+    check_int,
+    check_json_object,
+    check_text,
+    like_pattern,
+)
+from stores.postgres.options import PgConnection
+from stores.postgres.outbox import enqueue
+from stores.postgres.pagination import (
+    MAX_PAGE_SIZE,
+    Page,
+    PageRequest,
+    Params,
+    fetch_page,
+    ordering,
+)
+from stores.postgres.records import JSON, Task, TaskEvent, WriteContext
+from stores.postgres.task_events import (
+    EVENT_ROW,
+    NOW,
+    ROW,
+    TASK_COLUMNS,
+    change_task,
+    event_from_row,
+    insert_task,
+    replay,
+    task_from_row,
+    unassign_tasks_of,
+)
+from stores.postgres.task_states import EVENT_TYPES, STATUSES, check_transition
+from stores.postgres.writes import (
+    Refusals,
+    check_version,
+    claim_idempotency_key,
+    settle_idempotency_key,
+    write_audit,
+    write_transaction,
+)
+
+if TYPE_CHECKING:
+    from stores.postgres.store import PostgresStore
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+# Serialises dependency inserts, so two concurrent edges cannot jointly close a cycle.
+_DEPENDENCY_LOCK = 0x706F6C79_64657073  # "polydeps"
+
+_ORDERS = {
+    TaskOrder.CREATED_AT_ASC: ordering(
+        "tasks.created", ("created_at", "timestamp"), ("id", "uuid")
+    ),
+    TaskOrder.CREATED_AT_DESC: ordering(
+        "tasks.-created", ("created_at", "timestamp"), ("id", "uuid"), descending=True
+    ),
+    TaskOrder.PRIORITY_DESC: ordering(
+        "tasks.-priority",
+        ("priority", "int"),
+        ("created_at", "timestamp"),
+        ("id", "uuid"),
+        descending=True,
+    ),
+    TaskOrder.PRIORITY_ASC: ordering(
+        "tasks.priority", ("priority", "int"), ("created_at", "timestamp"), ("id", "uuid")
+    ),
+    # Matches the tasks_deadline index; tasks without a deadline come last.
+    TaskOrder.DEADLINE_ASC: ordering(
+        "tasks.deadline",
+        ("coalesce(deadline, 'infinity'::timestamptz)", "timestamp"),
+        ("id", "uuid"),
+    ),
+}
+
+
+class TaskRepository:
+    """Tasks in PostgreSQL; the row is the projection of its events."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, Task]:
+        if not ids:
+            return {}
+        async with self._store.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {ROW} FROM tasks WHERE id = ANY($1::uuid[])", list(ids)
+            )
+        return {row["id"]: task_from_row(row) for row in rows}
+
+    async def for_assignees(
+        self, agent_ids: Sequence[UUID], *, first: int, statuses: Sequence[str] | None
+    ) -> dict[UUID, tuple[list[Task], int]]:
+        """Each agent's newest `first` tasks and its total, for a page of agents, in one query."""
+        if not 0 <= first <= MAX_PAGE_SIZE:
+            raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
+        found: dict[UUID, tuple[list[Task], int]] = {agent_id: ([], 0) for agent_id in agent_ids}
+        if not found:
+            return found
+        params = Params([list(found)])
+        where = ["assignee_id = ANY($1::uuid[])"]
+        if statuses is not None:
+            where.append(params.any_of("status", statuses, "text"))
+        # At least one row per agent survives the rank filter, so `first=0` still counts.
+        rows_wanted = params(max(first, 1))
+        async with self._store.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT * FROM (SELECT {ROW}, row_number() OVER newest AS _rank,"
+                " count(*) OVER (PARTITION BY assignee_id) AS _total"
+                f" FROM tasks WHERE {' AND '.join(where)}"
+                " WINDOW newest AS (PARTITION BY assignee_id ORDER BY created_at DESC, id DESC)"
+                f") AS ranked WHERE _rank <= {rows_wanted} ORDER BY assignee_id, _rank",
+                *params.values,
+            )
+        for row in rows:
+            tasks, _ = found[row["assignee_id"]]
+            if row["_rank"] <= first:
+                tasks.append(task_from_row(row))
+            found[row["assignee_id"]] = (tasks, row["_total"])
+        return found
+
+    async def dependencies_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+        """What each task waits for, oldest edge first."""
+        return await self._edges(task_ids, "task_id", "depends_on_id")
+
+    async def dependents_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+        """Which tasks wait for each task, oldest edge first."""
+        return await self._edges(task_ids, "depends_on_id", "task_id")
+
+    async def events_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[TaskEvent]]:
+        """Each task's history, oldest first."""
+        found: dict[UUID, list[TaskEvent]] = {task_id: [] for task_id in task_ids}
+        if not found:
+            return found
+        async with self._store.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {EVENT_ROW} FROM task_events WHERE task_id = ANY($1::uuid[])"
+                " ORDER BY task_id, version",
+                list(found),
+            )
+        for row in rows:
+            found[row["task_id"]].append(event_from_row(row))
+        return found
+
+    async def create(self, ctx: WriteContext, data: TaskInput) -> Task:
+        """A new task: `assigned` when it comes with an assignee, otherwise `pending`."""
+        values = _checked({name: getattr(data, name) for name in _INPUT_COLUMNS})
+        values["status"] = "pending" if data.assignee_id is None else "assigned"
+        task_id = uuid4()
+        async with write_transaction(self._store, _refusals(values)) as conn:
+            replay_of = await claim_idempotency_key(conn, ctx, "task.create", {"id": str(task_id)})
+            if replay_of is not None:
+                return await _get(conn, UUID(replay_of["id"]))
+            task = await insert_task(conn, ctx, task_id, values)
+            await write_audit(conn, ctx, "create", "task", task.id, None, task)
+            await enqueue(conn, "task.upserted", _upserted(task))
+        return task
+
+    async def update(
+        self, ctx: WriteContext, task_id: UUID, patch: TaskPatch, *, expected_version: int | None
+    ) -> Task:
+        """Change fields other than status and assignee (those go through `transition`)."""
+        given = {
+            name: value for name in _PATCH_COLUMNS if (value := getattr(patch, name)) is not UNSET
+        }
+        values = _checked(given)
+        async with write_transaction(self._store, _refusals(values)) as conn:
+            operation = f"task.update {task_id}"
+            replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
+            if replay_of is not None:
+                return await _get(conn, task_id)
+            current = await _lock(conn, task_id, expected_version)
+            changes = {k: v for k, v in values.items() if getattr(current, k) != v}
+            if not changes:
+                return current
+            task = await change_task(conn, ctx, current, changes, "updated")
+            await write_audit(conn, ctx, "update", "task", task_id, current, task)
+            await enqueue(conn, "task.upserted", _upserted(task))
+        return task
+
+    async def transition(
+        self,
+        ctx: WriteContext,
+        task_id: UUID,
+        to_status: str,
+        *,
+        expected_version: int | None,
+        assignee_id: UUID | None = None,
+        result: JSON | None = None,
+        error_message: str | None = None,
+    ) -> Task:
+        """Move a task along the state machine (see `task_states`).
+
+        Assigning takes `assignee_id` (or keeps the current assignee of a retried task);
+        starting stamps `started_at`; completing and failing stamp `completed_at` and keep
+        `result` or `error_message`; a retry counts itself and clears the last attempt.
+        """
+        _check_transition_arguments(to_status, assignee_id, result, error_message)
+        refusals: Refusals = {
+            "tasks_assignee_id_fkey": lambda: NotFound("agent", assignee_id, field="assigneeId")
+        }
+        async with write_transaction(self._store, refusals) as conn:
+            operation = f"task.transition {task_id} {to_status}"
+            replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
+            if replay_of is not None:
+                return await _get(conn, task_id)
+            current = await _lock(conn, task_id, expected_version)
+            check_transition(current, to_status)
+            changes: dict[str, Any] = {"status": to_status}
+            if to_status == "assigned":
+                assignee = assignee_id or current.assignee_id
+                if assignee is None:
+                    raise InvalidInput("assigneeId", "assigning a task needs an assignee")
+                changes["assignee_id"] = assignee
+            elif to_status == "in_progress":
+                changes["started_at"] = NOW
+            elif to_status in ("completed", "failed"):
+                changes.update(completed_at=NOW, result=result, error_message=error_message)
+            elif to_status == "pending":
+                changes.update(
+                    retry_count=current.retry_count + 1,
+                    started_at=None,
+                    completed_at=None,
+                    result=None,
+                    error_message=None,
+                )
+            task = await change_task(
+                conn, ctx, current, changes, EVENT_TYPES[to_status], {"from": current.status}
+            )
+            await write_audit(conn, ctx, "transition", "task", task_id, current, task)
+            await enqueue(conn, "task.upserted", _upserted(task))
+        return task
+
+    async def add_dependency(self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID) -> Task:
+        """Make `task_id` wait for `depends_on_id`; refuses an edge that closes a cycle.
+
+        Returns the dependent task (a new version when the edge is new)."""
+        refusals: Refusals = {
+            "task_dependencies_depends_on_id_fkey": lambda: NotFound(
+                "task", depends_on_id, field="dependsOnId"
+            )
+        }
+        async with write_transaction(self._store, refusals) as conn:
+            operation = f"task.add_dependency {task_id} {depends_on_id}"
+            replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
+            if replay_of is not None:
+                return await _get(conn, task_id)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _DEPENDENCY_LOCK)
+            current = await _lock(conn, task_id, None, field="taskId")
+            await _refuse_cycle(conn, current, depends_on_id)
+            added = await conn.fetchval(
+                "INSERT INTO task_dependencies (task_id, depends_on_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                task_id,
+                depends_on_id,
+            )
+            if not added:
+                return current
+            edge = {"task_id": str(task_id), "depends_on_id": str(depends_on_id)}
+            task = await change_task(conn, ctx, current, {}, "dependency_added", edge)
+            await write_audit(conn, ctx, "add_dependency", "task", task_id, None, edge)
+            await enqueue(conn, "task.dependency_added", edge)
+        return task
+
+    async def remove_dependency(
+        self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID
+    ) -> bool:
+        """Stop `task_id` waiting for `depends_on_id`; False when it was not waiting."""
+        async with write_transaction(self._store) as conn:
+            operation = f"task.remove_dependency {task_id} {depends_on_id}"
+            replay_of = await claim_idempotency_key(conn, ctx, operation, {"removed": False})
+            if replay_of is not None:
+                return bool(replay_of["removed"])
+            current = await _lock(conn, task_id, None, field="taskId")
+            removed = await conn.fetchval(
+                "DELETE FROM task_dependencies WHERE task_id = $1 AND depends_on_id = $2"
+                " RETURNING true",
+                task_id,
+                depends_on_id,
+            )
+            if not removed:
+                return False
+            edge = {"task_id": str(task_id), "depends_on_id": str(depends_on_id)}
+            await change_task(conn, ctx, current, {}, "dependency_removed", edge)
+            await write_audit(conn, ctx, "remove_dependency", "task", task_id, edge, None)
+            await enqueue(conn, "task.dependency_removed", edge)
+            await settle_idempotency_key(conn, ctx, {"removed": True})
+        return True
+
+    async def rebuild_from_events(self, task_id: UUID) -> Task:
+        """Recompute the row from its events alone and write it back (a repair tool)."""
+        async with write_transaction(self._store) as conn:
+            await _lock(conn, task_id, None)
+            rows = await conn.fetch(
+                f"SELECT {EVENT_ROW} FROM task_events WHERE task_id = $1 ORDER BY version", task_id
+            )
+            task = replay(task_id, [event_from_row(row) for row in rows])
+            params = Params([task_id])
+            assignments = ", ".join(
+                f"{column} = {params(getattr(task, column))}"
+                for column in (*TASK_COLUMNS, "created_at", "updated_at", "version")
+            )
+            row = await conn.fetchrow(
+                f"UPDATE tasks SET {assignments} WHERE id = $1 RETURNING {ROW}", *params.values
+            )
+            assert row is not None
+            await enqueue(conn, "task.upserted", _upserted(task))
+        return task_from_row(row)
+
+    async def _edges(
+        self, task_ids: Sequence[UUID], key: str, other: str
+    ) -> dict[UUID, list[UUID]]:
+        found: dict[UUID, list[UUID]] = {task_id: [] for task_id in task_ids}
+        if not found:
+            return found
+        async with self._store.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {key} AS key, {other} AS other FROM task_dependencies"
+                f" WHERE {key} = ANY($1::uuid[]) ORDER BY created_at, {other}",
+                list(found),
+            )
+        for row in rows:
+            found[row["key"]].append(row["other"])
+        return found
+
+    async def list(
+        self,
+        filter: TaskFilter,
+        order: TaskOrder,
+        page: PageRequest,
+        *,
+        with_total: bool = False,
+    ) -> Page[Task]:
+        params = Params()
+        where: list[str] = []
+        if filter.statuses is not None:
+            where.append(params.any_of("status", filter.statuses, "text"))
+        if filter.assignee_id is None:
+            where.append("assignee_id IS NULL")
+        elif filter.assignee_id is not UNSET:
+            where.append(f"assignee_id = {params(filter.assignee_id)}")
+        if filter.creator_id is not None:
+            where.append(f"creator_id = {params(filter.creator_id)}")
+        if filter.workflow_id is not None:
+            where.append(f"workflow_id = {params(filter.workflow_id)}")
+        if filter.types is not None:
+            where.append(params.any_of("type", filter.types, "text"))
+        if filter.min_priority is not None:
+            where.append(f"priority >= {params(filter.min_priority)}")
+        if filter.max_priority is not None:
+            where.append(f"priority <= {params(filter.max_priority)}")
+        if filter.title_contains is not None:
+            where.append(f"title ILIKE {params(like_pattern(filter.title_contains))}")
+        async with self._store.connection() as conn:
+            return await fetch_page(
+                conn,
+                select=ROW,
+                source="tasks",
+                where=where,
+                params=params,
+                order=_ORDERS[order],
+                page=page,
+                with_total=with_total,
+                decode=task_from_row,
+            )
+
+
+_INPUT_COLUMNS = (
+    "title",
+    "description",
+    "repository",
+    "type",
+    "payload",
+    "priority",
+    "assignee_id",
+    "creator_id",
+    "workflow_id",
+    "deadline",
+    "max_retries",
+)
+_PATCH_COLUMNS = (
+    "title",
+    "description",
+    "repository",
+    "type",
+    "payload",
+    "priority",
+    "workflow_id",
+    "deadline",
+    "max_retries",
+)
+
+
+def _checked(values: dict[str, Any]) -> dict[str, Any]:
+    if "title" in values:
+        check_text("title", values["title"], 200)
+    if "type" in values:
+        check_text("type", values["type"], 100)
+    if "description" in values and not isinstance(values["description"], str):
+        raise InvalidInput("description", "must be text")
+    if values.get("repository") is not None:
+        check_text("repository", values["repository"], 500)
+    if "payload" in values:
+        check_json_object("payload", values["payload"], MAX_PAYLOAD_BYTES)
+    if "priority" in values:
+        check_int("priority", values["priority"], 1, 10)
+    if "max_retries" in values:
+        check_int("maxRetries", values["max_retries"], 0, 100)
+    deadline = values.get("deadline")
+    if deadline is not None and (not isinstance(deadline, datetime) or deadline.tzinfo is None):
+        raise InvalidInput("deadline", "must be a date and time with a time zone")
+    return values
+
+
+def _check_transition_arguments(
+    to_status: str, assignee_id: UUID | None, result: JSON | None, error_message: str | None
+) -> None:
+    if to_status not in STATUSES:
+        raise InvalidInput(
+            "status", f"unknown status {to_status!r}; use one of {', '.join(STATUSES)}"
+        )
+    if assignee_id is not None and to_status != "assigned":
+        raise InvalidInput("assigneeId", "only assigning a task takes an assignee")
+    if result is not None:
+        if to_status != "completed":
+            raise InvalidInput("result", "only completing a task takes a result")
+        check_json_object("result", result, MAX_PAYLOAD_BYTES)
+    if error_message is not None and to_status != "failed":
+        raise InvalidInput("errorMessage", "only failing a task takes an error message")
+
+
+def _refusals(values: dict[str, Any]) -> Refusals:
+    return {
+        "tasks_assignee_id_fkey": lambda: NotFound(
+            "agent", values.get("assignee_id"), field="assigneeId"
+        ),
+        "tasks_creator_id_fkey": lambda: NotFound(
+            "user", values.get("creator_id"), field="creatorId"
+        ),
+        "tasks_workflow_id_fkey": lambda: NotFound(
+            "workflow", values.get("workflow_id"), field="workflowId"
+        ),
+    }
+
+
+async def _get(conn: PgConnection, task_id: UUID) -> Task:
+    row = await conn.fetchrow(f"SELECT {ROW} FROM tasks WHERE id = $1", task_id)
+    if row is None:
+        raise NotFound("task", task_id)
+    return task_from_row(row)
+
+
+async def _lock(
+    conn: PgConnection, task_id: UUID, expected_version: int | None, *, field: str | None = None
+) -> Task:
+    # NO KEY UPDATE: dependency inserts that reference this task need not wait for it.
+    row = await conn.fetchrow(f"SELECT {ROW} FROM tasks WHERE id = $1 FOR NO KEY UPDATE", task_id)
+    if row is None:
+        raise NotFound("task", task_id, field=field)
+    task = task_from_row(row)
+    check_version("task", task_id, task.version, expected_version)
+    return task
+
+
+async def _refuse_cycle(conn: PgConnection, task: Task, depends_on_id: UUID) -> None:
+    """Refuse `task -> depends_on_id` when `depends_on_id` already (transitively) waits
+    for `task`, naming the whole loop."""
+    if depends_on_id == task.id:
+        raise Conflict(
+            f"would create a cycle: {_name(task.id, task.title)} -> "
+            f"{_name(task.id, task.title)}; a task cannot depend on itself",
+            field="dependsOnId",
+        )
+    # Every edge reachable from `depends_on_id`, each once (UNION), so a dense DAG
+    # costs its edge count, not its path count. Only a cycle returns rows.
+    rows = await conn.fetch(
+        """
+        WITH RECURSIVE reach (node, via) AS (
+            SELECT $2::uuid, $1::uuid
+          UNION
+            SELECT d.depends_on_id, d.task_id
+            FROM reach AS r JOIN task_dependencies AS d ON d.task_id = r.node
+            WHERE r.node <> $1
+        )
+        SELECT r.node, r.via, t.title FROM reach AS r JOIN tasks AS t ON t.id = r.node
+        WHERE EXISTS (SELECT FROM reach WHERE node = $1)
+        """,
+        task.id,
+        depends_on_id,
+    )
+    if not rows:
+        return
+    titles = {row["node"]: row["title"] for row in rows}
+    path = _shortest_path([(row["via"], row["node"]) for row in rows], depends_on_id, task.id)
+    loop = " -> ".join(_name(node, titles[node]) for node in [task.id, *path])
+    raise Conflict(
+        f"would create a cycle: {loop}; each task waits for the next, so none could start",
+        field="dependsOnId",
+    )
+
+
+def _shortest_path(edges: list[tuple[UUID, UUID]], start: UUID, goal: UUID) -> list[UUID]:
+    following: dict[UUID, list[UUID]] = {}
+    for source, target in edges:
+        following.setdefault(source, []).append(target)
+    came_from: dict[UUID, UUID | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        if node == goal:
+            break
+        for target in following.get(node, []):
+            if target not in came_from:
+                came_from[target] = node
+                queue.append(target)
+    path: list[UUID] = []
+    step: UUID | None = goal
+    while step is not None:
+        path.append(step)
+        step = came_from[step]
+    return path[::-1]
+
+
+async def unassign_all(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> None:
+    """Unassign an agent's tasks inside the transaction that deletes the agent."""
+    for task in await unassign_tasks_of(conn, ctx, agent_id):
+        await enqueue(conn, "task.upserted", _upserted(task))
+
+
+def _name(task_id: UUID, title: str) -> str:
+    return f"{title!r} ({task_id})"
+
+
+def _upserted(task: Task) -> JSON:
+    return {
+        "id": str(task.id),
+        "title": task.title,
+        "status": task.status,
+        "priority": task.priority,
+        "assignee_id": None if task.assignee_id is None else str(task.assignee_id),
+        "workflow_id": None if task.workflow_id is None else str(task.workflow_id),
+    }

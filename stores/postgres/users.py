@@ -1,0 +1,234 @@
+"""Users and their API keys.
+
+A key reads `pg_<prefix>_<secret>`: the prefix (8 characters) is kept in clear so
+people can tell their keys apart; of the secret only a SHA-256 of the whole key
+is kept, so the key is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import asyncpg
+
+from stores.errors import Conflict, InvalidInput, NotFound
+from stores.postgres.records import ApiKey, User
+
+if TYPE_CHECKING:
+    from asyncpg import Record
+
+    from stores.postgres.store import PostgresStore
+
+USER_ROLES = ("admin", "operator", "agent", "viewer")
+KEY_PREFIX = "pg_"
+_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+_PREFIX_LENGTH = 8
+_SECRET_BYTES = 32  # 43 characters of urlsafe base64
+_KEY_LENGTH = len(KEY_PREFIX) + _PREFIX_LENGTH + 1 + 43
+
+# Recording every use would turn each authenticated read into a write.
+DEFAULT_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+_USER_COLUMNS = "id, email, display_name, role, created_at"
+_KEY_COLUMNS = "id, user_id, name, prefix, scopes, expires_at, last_used_at, revoked_at, created_at"
+
+
+class UserRepository:
+    """Users and API keys in PostgreSQL; reached as `PostgresStore.users`."""
+
+    __slots__ = ("_last_used_resolution", "_store")
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        *,
+        last_used_resolution: timedelta = DEFAULT_LAST_USED_RESOLUTION,
+    ) -> None:
+        self._store = store
+        self._last_used_resolution = last_used_resolution
+
+    async def create_user(self, *, email: str, display_name: str = "", role: str) -> User:
+        email = _normalise_email(email)
+        if role not in USER_ROLES:
+            raise InvalidInput("role", f"must be one of {', '.join(USER_ROLES)}; got {role!r}")
+        if len(display_name) > 200:
+            raise InvalidInput("display_name", "must be at most 200 characters")
+        async with self._store.connection() as conn:
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO users (email, display_name, role) VALUES ($1, $2, $3)"
+                    f" RETURNING {_USER_COLUMNS}",
+                    email,
+                    display_name,
+                    role,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(f"a user with email {email} already exists", field="email") from exc
+        assert row is not None
+        return _user(row)
+
+    async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, User]:
+        if not ids:
+            return {}
+        async with self._store.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE id = ANY($1::uuid[])", list(ids)
+            )
+        return {row["id"]: _user(row) for row in rows}
+
+    async def by_email(self, email: str) -> User | None:
+        async with self._store.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1", email.strip().lower()
+            )
+        return _user(row) if row is not None else None
+
+    async def create_api_key(
+        self,
+        user_id: UUID,
+        *,
+        name: str = "",
+        scopes: Iterable[str] = (),
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key for `user_id`: its record, and the key itself, which is not kept."""
+        if len(name) > 200:
+            raise InvalidInput("name", "must be at most 200 characters")
+        scope_list = _validate_scopes(scopes)
+        if expires_at is not None:
+            if expires_at.tzinfo is None:
+                raise InvalidInput("expires_at", "must carry a time zone")
+            if expires_at <= datetime.now(UTC):
+                raise InvalidInput("expires_at", "must be in the future")
+        prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
+        key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+        async with self._store.connection() as conn:
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO api_keys (user_id, name, prefix, key_hash, scopes, expires_at)"
+                    f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_KEY_COLUMNS}",
+                    user_id,
+                    name,
+                    prefix,
+                    _hash(key),
+                    scope_list,
+                    expires_at,
+                )
+            except asyncpg.ForeignKeyViolationError as exc:
+                raise NotFound("user", user_id, field="user_id") from exc
+        assert row is not None
+        return _api_key(row), key
+
+    async def authenticate_api_key(self, key: str) -> tuple[User, ApiKey] | None:
+        """The user and key that `key` proves, or None if it is unknown, revoked or expired.
+
+        Lookup is by the key's hash, so response time says nothing about how much
+        of a guess matched. `last_used_at` moves at most once per
+        `last_used_resolution` (a minute), in the same statement as the lookup.
+        """
+        if len(key) != _KEY_LENGTH or not key.startswith(KEY_PREFIX):
+            return None
+        async with self._store.connection() as conn:
+            row = await conn.fetchrow(
+                """
+                WITH found AS (
+                    SELECT k.id, k.user_id, k.name, k.prefix, k.scopes, k.expires_at,
+                           k.last_used_at, k.revoked_at, k.created_at,
+                           u.email, u.display_name, u.role, u.created_at AS user_created_at
+                    FROM api_keys k JOIN users u ON u.id = k.user_id
+                    WHERE k.key_hash = $1
+                      AND k.revoked_at IS NULL
+                      AND (k.expires_at IS NULL OR k.expires_at > now())
+                ), touched AS (
+                    UPDATE api_keys SET last_used_at = now()
+                    WHERE id = (SELECT id FROM found)
+                      AND (last_used_at IS NULL OR last_used_at <= now() - $2::interval)
+                    RETURNING last_used_at
+                )
+                SELECT found.*, (SELECT last_used_at FROM touched) AS touched_at FROM found
+                """,
+                _hash(key),
+                self._last_used_resolution,
+            )
+        if row is None:
+            return None
+        user = User(
+            id=row["user_id"],
+            email=row["email"],
+            display_name=row["display_name"],
+            role=row["role"],
+            created_at=row["user_created_at"],
+        )
+        return user, _api_key(row, last_used_at=row["touched_at"])
+
+    async def list_api_keys(self, user_id: UUID) -> list[ApiKey]:
+        """Every key of `user_id`, revoked and expired ones included, newest first."""
+        async with self._store.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE user_id = $1"
+                " ORDER BY created_at DESC, id",
+                user_id,
+            )
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, user_id: UUID, key_id: UUID) -> bool:
+        """Revoke one of `user_id`'s keys; False if it has no such key, or it was revoked."""
+        async with self._store.connection() as conn:
+            revoked = await conn.fetchval(
+                "UPDATE api_keys SET revoked_at = now()"
+                " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+                key_id,
+                user_id,
+            )
+        return revoked is not None
+
+
+def _normalise_email(email: str) -> str:
+    # Mail systems treat addresses case-insensitively in practice; one account per address.
+    email = email.strip().lower()
+    local, at, domain = email.partition("@")
+    if not (local and at and domain) or len(email) > 320 or any(ch.isspace() for ch in email):
+        raise InvalidInput("email", f"{email!r} is not an email address")
+    return email
+
+
+def _validate_scopes(scopes: Iterable[str]) -> list[str]:
+    unique = list(dict.fromkeys(scopes))
+    for scope in unique:
+        if not scope or len(scope) > 100 or any(ch.isspace() for ch in scope):
+            raise InvalidInput("scopes", f"{scope!r} is not a scope: 1-100 characters, no spaces")
+    return unique
+
+
+def _hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _user(row: Record) -> User:
+    return User(
+        id=row["id"],
+        email=row["email"],
+        display_name=row["display_name"],
+        role=row["role"],
+        created_at=row["created_at"],
+    )
+
+
+def _api_key(row: Record, *, last_used_at: datetime | None = None) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        scopes=tuple(row["scopes"]),
+        expires_at=row["expires_at"],
+        last_used_at=last_used_at or row["last_used_at"],
+        revoked_at=row["revoked_at"],
+        created_at=row["created_at"],
+    )

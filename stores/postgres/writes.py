@@ -1,0 +1,199 @@
+"""What every write does inside its transaction: audit, idempotency, error translation.
+
+A mutation's rows, its audit row, its outbox row and its idempotency key commit
+or roll back together, so a failed write leaves no trace and a retried one
+cannot write twice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from stores.errors import Conflict, InvalidInput, StoreRefused
+from stores.postgres.options import PgConnection
+from stores.postgres.records import JSON, WriteContext
+
+if TYPE_CHECKING:
+    from stores.postgres.store import PostgresStore
+
+# Maps a constraint name to the error a client should see when it is violated.
+Refusals = Mapping[str, Callable[[], StoreRefused]]
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+
+
+@asynccontextmanager
+async def write_transaction(
+    store: PostgresStore, refusals: Refusals | None = None
+) -> AsyncIterator[PgConnection]:
+    """A pooled connection inside a transaction; constraint violations named in
+    `refusals` leave as store errors, after the rollback."""
+    async with store.connection() as conn:
+        with translate_violations(refusals or {}):
+            async with conn.transaction():
+                yield conn
+
+
+@contextmanager
+def translate_violations(refusals: Refusals) -> Iterator[None]:
+    """Constraint violations named in `refusals`, and values PostgreSQL cannot hold,
+    become store errors."""
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        make = refusals.get(exc.constraint_name or "")
+        if make is None:
+            raise
+        raise make() from exc
+    except asyncpg.DataError as exc:
+        # Checks up front catch what they can; this is for the rest, such as a NUL
+        # character, which PostgreSQL text and jsonb cannot store.
+        raise InvalidInput(
+            "input", f"holds a value PostgreSQL cannot store ({exc}); remove it and retry"
+        ) from exc
+
+
+async def write_audit(
+    conn: PgConnection,
+    ctx: WriteContext,
+    action: str,
+    resource_type: str,
+    resource_id: object,
+    old: object | None,
+    new: object | None,
+) -> None:
+    """Record a change. `old` and `new` are records or JSON objects (None when absent)."""
+    await conn.execute(
+        "INSERT INTO audit_log (actor_id, action, resource_type, resource_id, old_value,"
+        " new_value, request_id, client_address)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::inet)",
+        ctx.actor_id,
+        action,
+        resource_type,
+        None if resource_id is None else str(resource_id),
+        None if old is None else to_json(old),
+        None if new is None else to_json(new),
+        ctx.request_id,
+        _ip_or_none(ctx.client_address),
+    )
+
+
+def check_version(resource: str, resource_id: UUID, actual: int, expected: int | None) -> None:
+    """Optimistic concurrency: refuse a write based on a version that is no longer current."""
+    if expected is not None and expected != actual:
+        raise Conflict(
+            f"{resource} {resource_id} is at version {actual}, you sent {expected}; "
+            "reload and retry",
+            field="expectedVersion",
+        )
+
+
+def to_json(value: object) -> JSON:
+    """A record as plain JSON (ids and times become strings), as stored in jsonb."""
+    plain = orjson.loads(orjson.dumps(value, default=_uuid_subclass))
+    if not isinstance(plain, dict):
+        raise TypeError(f"expected a record or a JSON object, got {type(value).__name__}")
+    return plain
+
+
+def _uuid_subclass(value: object) -> str:
+    # asyncpg returns its own UUID subclass, which orjson does not take for a UUID.
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+async def claim_idempotency_key(
+    conn: PgConnection, ctx: WriteContext, operation: str, response: JSON
+) -> JSON | None:
+    """Claim `ctx.idempotency_key` for `operation`, before writing.
+
+    Returns None when the caller should write (no key, or this call now owns it;
+    `response` is stored with it), or the stored response of an earlier call with
+    the same key and operation, in which case the caller must not write again.
+    A concurrent call with the same key waits here until the first one commits.
+    """
+    key = ctx.idempotency_key
+    if key is None:
+        return None
+    principal = _principal(ctx, key)
+    row = await conn.fetchrow(
+        """
+        WITH claimed AS (
+            INSERT INTO idempotency_keys (principal_id, key, operation, response)
+            VALUES ($1, $2, $3, $4::jsonb)
+            ON CONFLICT (principal_id, key) DO NOTHING
+            RETURNING 1
+        )
+        SELECT EXISTS (SELECT FROM claimed) AS claimed, k.operation, k.response
+        FROM (VALUES (1)) AS one
+        LEFT JOIN idempotency_keys AS k ON k.principal_id = $1 AND k.key = $2
+        """,
+        principal,
+        key,
+        operation,
+        response,
+    )
+    assert row is not None
+    if row["claimed"]:
+        return None
+    stored_operation, stored_response = row["operation"], row["response"]
+    if stored_operation is None:
+        # The first call committed while this statement waited, after its snapshot
+        # was taken; a new statement sees it.
+        again = await conn.fetchrow(
+            "SELECT operation, response FROM idempotency_keys WHERE principal_id = $1 AND key = $2",
+            principal,
+            key,
+        )
+        assert again is not None
+        stored_operation, stored_response = again["operation"], again["response"]
+    if stored_operation != operation:
+        raise Conflict(
+            f"idempotency key {key!r} was already used for {stored_operation}; "
+            "use a new key for a different operation",
+            field="idempotencyKey",
+        )
+    result: JSON = stored_response
+    return result
+
+
+async def settle_idempotency_key(conn: PgConnection, ctx: WriteContext, response: JSON) -> None:
+    """Replace the claimed key's response once the write knows its outcome."""
+    key = ctx.idempotency_key
+    if key is None:
+        return
+    await conn.execute(
+        "UPDATE idempotency_keys SET response = $3::jsonb WHERE principal_id = $1 AND key = $2",
+        _principal(ctx, key),
+        key,
+        response,
+    )
+
+
+def _principal(ctx: WriteContext, key: str) -> UUID:
+    if ctx.actor_id is None:
+        # Anonymous callers would share one key space and see each other's answers.
+        raise InvalidInput("idempotencyKey", "needs an authenticated caller; sign in or omit it")
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            "idempotencyKey", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters long"
+        )
+    return ctx.actor_id
+
+
+def _ip_or_none(address: str | None) -> str | None:
+    # Test clients and some proxies report names rather than addresses.
+    if address is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None

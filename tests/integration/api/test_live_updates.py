@@ -1,0 +1,190 @@
+"""Subscriptions: an event raised on one gateway process reaches a subscriber on another."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from gateway.settings import Settings
+from tests.integration.api.conftest import Caller, GraphQL, data, unique
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "POLYGRAPH_POSTGRES_DSN": settings.postgres_dsn.get_secret_value(),
+        "POLYGRAPH_NEO4J_URI": settings.neo4j_uri,
+        "POLYGRAPH_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+        "POLYGRAPH_REDIS_URL": settings.redis_url.get_secret_value(),
+        "POLYGRAPH_EVENTS_NAMESPACE": settings.events_namespace,
+        "POLYGRAPH_LOG_LEVEL": "warning",
+    }
+
+
+@contextmanager
+def gateway_process(settings: Settings) -> Iterator[str]:
+    """A real `polygraph serve` in its own process; yields its base URL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(f"{base}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _, err = proc.communicate(timeout=5)
+                pytest.fail(f"gateway on port {port} did not start:\n{err.decode()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def _subscribe(ws: ClientConnection, query: str, variables: dict[str, Any]) -> None:
+    ws.send(
+        json.dumps(
+            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
+        )
+    )
+
+
+def _next(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    while True:
+        message = json.loads(ws.recv(timeout=timeout))
+        if message["type"] in ("next", "error", "complete"):
+            result: dict[str, Any] = message
+            return result
+
+
+def _post(base: str, caller: Caller, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    response = httpx2.post(
+        f"{base}/graphql",
+        json={"query": query, "variables": variables},
+        headers=caller.headers,
+        timeout=10,
+    )
+    body: dict[str, Any] = response.json()
+    return data(body)
+
+
+def test_task_and_agent_events_cross_gateway_processes(
+    settings: Settings, gql: GraphQL, operator: Caller
+) -> None:
+    with gateway_process(settings) as first, gateway_process(settings) as second:
+        agent = _post(
+            second,
+            operator,
+            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+            {"n": unique("live")},
+        )["createAgent"]["agent"]
+        task = _post(
+            second,
+            operator,
+            'mutation($a: ID!) { createTask(input: {title: "watch me", assigneeId: $a}) { task { id } } }',
+            {"a": agent["id"]},
+        )["createTask"]["task"]
+
+        ws_url = first.replace("http", "ws") + "/graphql"
+        with connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+            ws.send(
+                json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
+            )
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            _subscribe(
+                ws,
+                "subscription($ids: [ID!]) { taskUpdated(filter: {taskIds: $ids}) { change task { id status } } }",
+                {"ids": [task["id"]]},
+            )
+            time.sleep(0.3)  # the subscription is confirmed by Redis before events flow
+            _post(
+                second,
+                operator,
+                "mutation($id: ID!) { startTask(input: {id: $id}) { task { id } } }",
+                {"id": task["id"]},
+            )
+            event = _next(ws)
+            assert event["type"] == "next", event
+            assert event["payload"]["data"]["taskUpdated"] == {
+                "change": "started",
+                "task": {"id": task["id"], "status": "IN_PROGRESS"},
+            }
+
+        with connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+            ws.send(
+                json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
+            )
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            _subscribe(
+                ws,
+                "subscription($ids: [ID!]) { agentStatusChanged(filter: {agentIds: $ids}) { previousStatus agent { id status } } }",
+                {"ids": [agent["id"]]},
+            )
+            time.sleep(0.3)
+            _post(
+                second,
+                operator,
+                "mutation($id: ID!) { updateAgent(input: {id: $id, status: BUSY}) { agent { id } } }",
+                {"id": agent["id"]},
+            )
+            event = _next(ws)
+            assert event["payload"]["data"]["agentStatusChanged"] == {
+                "previousStatus": "IDLE",
+                "agent": {"id": agent["id"], "status": "BUSY"},
+            }
+
+
+def test_subscriptions_need_a_valid_sign_in(settings: Settings, gql: GraphQL) -> None:
+    client = gql.client
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init", "payload": {"apiKey": "pg_wrong"}}))
+        message = ws.receive()
+        assert message["type"] == "websocket.close"
+        assert message["code"] == 4403
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        ws.send_text(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": "subscription { taskUpdated { change } }"},
+                }
+            )
+        )
+        reply = json.loads(ws.receive_text())
+        assert reply["type"] in ("error", "next")
+        errors = reply["payload"] if reply["type"] == "error" else reply["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"

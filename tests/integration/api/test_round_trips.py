@@ -1,0 +1,124 @@
+"""Round trips grow with the depth of a query, never with the size of a page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.integration.api.conftest import Caller, GraphQL, data, unique
+
+PAGE_QUERY = """
+query Page($tag: String!, $first: Int!) {
+  agents(filter: {tagsAny: [$tag]}, first: $first) {
+    edges { node {
+      name
+      tasks(first: 3) {
+        totalCount
+        edges { node { title assignee { name } dependencies { title } history { type } } }
+      }
+      collaborators { weight agent { name } }
+      parent { name }
+      children { name }
+      sessions { id }
+      achievements { points }
+    } }
+  }
+}
+"""
+
+
+def _create(gql: GraphQL, caller: Caller, **fields: object) -> str:
+    created = data(
+        gql(
+            """mutation($input: CreateAgentInput!) {
+              createAgent(input: $input) { agent { id } userErrors { code } } }""",
+            {"input": {"name": unique("rt"), **fields}},
+            caller=caller,
+        )
+    )["createAgent"]
+    agent_id: str = created["agent"]["id"]
+    return agent_id
+
+
+def _seed_agents(gql: GraphQL, caller: Caller, tag: str, count: int, parent: str) -> list[str]:
+    """`count` tagged agents under an untagged parent, so what the page's nested fields
+    load lies outside the page for every page size (no loader priming differences)."""
+    ids: list[str] = []
+    for index in range(count):
+        created = data(
+            gql(
+                """mutation($input: CreateAgentInput!) {
+                  createAgent(input: $input) { agent { id } userErrors { code } } }""",
+                {
+                    "input": {
+                        "name": unique(f"rt{index}"),
+                        "tags": [tag],
+                        "parentId": parent,
+                        "waitForProjection": index == count - 1,
+                    }
+                },
+                caller=caller,
+            )
+        )["createAgent"]
+        ids.append(created["agent"]["id"])
+    return ids
+
+
+def test_round_trips_are_the_same_for_10_and_100_agents(
+    gql: GraphQL, operator: Caller, make_caller: Callable[[str], Caller]
+) -> None:
+    tag = unique("rt")
+    root = _create(gql, operator)
+    outsiders = [_create(gql, operator) for _ in range(2)]
+    ids = _seed_agents(gql, operator, tag, 100, root)
+    # Some tasks, a dependency and collaborations so every nested field has data.
+    task_ids = []
+    for agent_id in ids[:3] + ids[-3:]:
+        task = data(
+            gql(
+                """mutation($a: ID!, $t: String!) { createTask(input: {title: $t, assigneeId: $a}) {
+                   task { id } userErrors { code } } }""",
+                {"a": agent_id, "t": unique("task")},
+                caller=operator,
+            )
+        )["createTask"]["task"]
+        task_ids.append(task["id"])
+    data(
+        gql(
+            """mutation($a: ID!, $b: ID!) { addTaskDependency(input: {taskId: $a, dependsOnId: $b}) {
+               userErrors { code } } }""",
+            {"a": task_ids[0], "b": task_ids[1]},
+            caller=operator,
+        )
+    )
+    for source, target in ((ids[1], outsiders[0]), (ids[-1], outsiders[1])):
+        data(
+            gql(
+                """mutation($s: ID!, $t: ID!) { relateAgents(input: {sourceId: $s, targetId: $t,
+                   type: COLLABORATES_WITH}) { userErrors { code } } }""",
+                {"s": source, "t": target},
+                caller=operator,
+            )
+        )
+    agent_user = make_caller("agent")
+    login = data(
+        gql(
+            """mutation($key: String!, $agent: ID!) { login(input: {apiKey: $key, agentId: $agent}) {
+               token userErrors { code } } }""",
+            {"key": agent_user.api_key, "agent": ids[1]},
+        )
+    )["login"]
+    assert login["userErrors"] == [] and login["token"]
+
+    small = data(gql(PAGE_QUERY, {"tag": tag, "first": 10}, caller=operator))
+    small_trips = dict(gql.last_round_trips)
+    large = data(gql(PAGE_QUERY, {"tag": tag, "first": 100}, caller=operator))
+    large_trips = dict(gql.last_round_trips)
+
+    assert len(small["agents"]["edges"]) == 10
+    assert len(large["agents"]["edges"]) == 100
+    nodes = [edge["node"] for edge in large["agents"]["edges"]]
+    assert any(node["sessions"] for node in nodes)
+    assert any(node["collaborators"] for node in nodes)
+    assert any(node["tasks"]["edges"] for node in nodes)
+    assert {"postgres", "neo4j", "redis"} <= small_trips.keys(), small_trips
+    assert small_trips == large_trips

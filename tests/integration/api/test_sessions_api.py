@@ -1,0 +1,82 @@
+"""Signing in with an API key, using the session, and ending it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
+
+LOGIN = """mutation($key: String!) { login(input: {apiKey: $key}) {
+  token session { id role user { id } } userErrors { code } } }"""
+
+
+def _login(gql: GraphQL, caller: Caller) -> tuple[str, str]:
+    result = data(gql(LOGIN, {"key": caller.api_key}))["login"]
+    assert result["userErrors"] == []
+    return result["token"], result["session"]["id"]
+
+
+def test_login_then_bearer_then_logout(gql: GraphQL, viewer: Caller) -> None:
+    token, session_id = _login(gql, viewer)
+    bearer = {"authorization": f"Bearer {token}"}
+    me = data(gql("{ viewer { id role } mySessions { id } }", headers=bearer))
+    assert me["viewer"]["role"] == "VIEWER"
+    assert session_id in [s["id"] for s in me["mySessions"]]
+    assert data(gql("mutation { logout { loggedOut } }", headers=bearer))["logout"] == {
+        "loggedOut": True
+    }
+    response = gql.client.post("/graphql", json={"query": "{ viewer { id } }"}, headers=bearer)
+    assert response.status_code == 401
+
+
+def test_a_wrong_api_key_does_not_log_in(gql: GraphQL) -> None:
+    body = gql(LOGIN, {"key": "pg_00000000_nope"})
+    result = body["data"]["login"] if body.get("data") else None
+    codes = error_codes(body) or [e["code"] for e in (result or {}).get("userErrors", [])]
+    assert codes == ["UNAUTHENTICATED"]
+
+
+def test_sessions_can_be_revoked_by_their_owner_only(
+    gql: GraphQL, make_caller: Callable[[str], Caller]
+) -> None:
+    owner, stranger = make_caller("operator"), make_caller("operator")
+    token, session_id = _login(gql, owner)
+    revoke = "mutation($id: ID!) { revokeSession(input: {sessionId: $id}) { revoked userErrors { code } } }"
+    refused = gql(revoke, {"id": session_id}, caller=stranger)
+    assert error_codes(refused) == ["FORBIDDEN"] or not data(refused)["revokeSession"]["revoked"]
+    assert data(gql(revoke, {"id": session_id}, caller=owner))["revokeSession"]["revoked"] is True
+    response = gql.client.post(
+        "/graphql",
+        json={"query": "{ viewer { id } }"},
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 401
+
+
+def test_agent_sessions_are_for_operators(
+    gql: GraphQL, operator: Caller, viewer: Caller, make_caller: Callable[[str], Caller]
+) -> None:
+    agent_id = data(
+        gql(
+            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+            {"n": f"watched-{viewer.user_id}"},
+            caller=operator,
+        )
+    )["createAgent"]["agent"]["id"]
+    agent_user = make_caller("agent")
+    login = data(
+        gql(
+            "mutation($k: String!, $a: ID!) { login(input: {apiKey: $k, agentId: $a}) { token userErrors { code } } }",
+            {"k": agent_user.api_key, "a": agent_id},
+        )
+    )["login"]
+    assert login["userErrors"] == []
+    query = "query($id: ID!) { node(id: $id) { ... on Agent { sessions { role agent { id } } } } }"
+    seen = data(gql(query, {"id": agent_id}, caller=operator))["node"]["sessions"]
+    assert seen == [{"role": "AGENT", "agent": {"id": agent_id}}]
+    hidden = gql(query, {"id": agent_id}, caller=viewer)
+    assert error_codes(hidden) == ["FORBIDDEN"]
+    assert hidden["data"]["node"]["sessions"] is None
+    # The agent itself may see its own sessions.
+    own = gql(query, {"id": agent_id}, headers={"authorization": f"Bearer {login['token']}"})
+    assert data(own)["node"]["sessions"] == seen

@@ -1,0 +1,167 @@
+"""Tasks over HTTP: the state machine's verbs, dependencies, history and blockers."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from strawberry import relay
+
+from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
+
+TASK_FIELDS = "id status version retryCount assignee { id } history { version type }"
+
+
+def _create_task(gql: GraphQL, caller: Caller, **fields: object) -> dict[str, object]:
+    body = gql(
+        f"""mutation($input: CreateTaskInput!) {{ createTask(input: $input) {{
+            task {{ {TASK_FIELDS} }} userErrors {{ field code message }} projected }} }}""",
+        {"input": {"title": unique("task"), **fields}},
+        caller=caller,
+    )
+    payload = data(body)["createTask"]
+    assert payload["userErrors"] == [], payload["userErrors"]
+    task: dict[str, object] = payload["task"]
+    return task
+
+
+def _agent(gql: GraphQL, caller: Caller) -> str:
+    body = gql(
+        "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+        {"n": unique("worker")},
+        caller=caller,
+    )
+    agent_id: str = data(body)["createAgent"]["agent"]["id"]
+    return agent_id
+
+
+def _move(gql: GraphQL, caller: Caller, verb: str, task_id: object, **extra: object) -> dict:  # type: ignore[type-arg]
+    input_type = {
+        "assignTask": "AssignTaskInput",
+        "completeTask": "CompleteTaskInput",
+        "failTask": "FailTaskInput",
+    }.get(verb, "TaskMoveInput")
+    body = gql(
+        f"""mutation($input: {input_type}!) {{ {verb}(input: $input) {{
+            task {{ {TASK_FIELDS} }} userErrors {{ field code message }} }} }}""",
+        {"input": {"id": task_id, **extra}},
+        caller=caller,
+    )
+    result: dict = data(body)[verb]  # type: ignore[type-arg]
+    return result
+
+
+def test_a_task_walks_its_lifecycle_and_keeps_its_history(gql: GraphQL, operator: Caller) -> None:
+    agent_id = _agent(gql, operator)
+    task = _create_task(gql, operator, priority=7)
+    assert task["status"] == "PENDING"
+    assigned = _move(gql, operator, "assignTask", task["id"], assigneeId=agent_id)["task"]
+    assert assigned["status"] == "ASSIGNED" and assigned["assignee"] == {"id": agent_id}
+    started = _move(gql, operator, "startTask", task["id"])["task"]
+    failed = _move(gql, operator, "failTask", task["id"], errorMessage="flaky network")["task"]
+    retried = _move(gql, operator, "retryTask", task["id"])["task"]
+    assert (started["status"], failed["status"], retried["status"]) == (
+        "IN_PROGRESS",
+        "FAILED",
+        "PENDING",
+    )
+    assert retried["retryCount"] == 1
+    assert [e["type"] for e in retried["history"]] == [
+        "created",
+        "assigned",
+        "started",
+        "failed",
+        "retried",
+    ]
+    assert [e["version"] for e in retried["history"]] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("verb", "extra"),
+    [("startTask", {}), ("completeTask", {"result": {"ok": True}}), ("retryTask", {})],
+)
+def test_illegal_moves_from_pending_are_conflicts(
+    gql: GraphQL, operator: Caller, verb: str, extra: dict[str, object]
+) -> None:
+    task = _create_task(gql, operator)
+    result = _move(gql, operator, verb, task["id"], **extra)
+    assert result["task"] is None
+    assert result["userErrors"][0]["code"] == "CONFLICT"
+
+
+def test_stale_version_and_unknown_task(gql: GraphQL, operator: Caller) -> None:
+    task = _create_task(gql, operator)
+    stale = _move(gql, operator, "cancelTask", task["id"], expectedVersion=7)
+    assert stale["userErrors"][0]["code"] == "CONFLICT"
+    assert "version" in stale["userErrors"][0]["message"]
+    cancelled = _move(gql, operator, "cancelTask", task["id"], expectedVersion=1)
+    assert cancelled["task"]["status"] == "CANCELLED"
+    missing = _move(gql, operator, "cancelTask", str(relay.GlobalID("Task", str(uuid.uuid4()))))
+    assert missing["userErrors"][0]["code"] == "NOT_FOUND"
+
+
+def test_title_length_is_checked(gql: GraphQL, operator: Caller) -> None:
+    body = gql(
+        'mutation { createTask(input: {title: ""}) { task { id } userErrors { field code } } }',
+        caller=operator,
+    )
+    assert data(body)["createTask"]["userErrors"] == [{"field": "title", "code": "BAD_USER_INPUT"}]
+
+
+def test_a_dependency_that_closes_a_cycle_is_refused_naming_it(
+    gql: GraphQL, operator: Caller
+) -> None:
+    a, b, c = (_create_task(gql, operator) for _ in range(3))
+    add = """mutation($t: ID!, $d: ID!) { addTaskDependency(input: {taskId: $t, dependsOnId: $d}) {
+               changed projected userErrors { code message } } }"""
+    assert (
+        data(gql(add, {"t": a["id"], "d": b["id"]}, caller=operator))["addTaskDependency"][
+            "userErrors"
+        ]
+        == []
+    )
+    data(gql(add, {"t": b["id"], "d": c["id"]}, caller=operator))
+    refused = data(gql(add, {"t": c["id"], "d": a["id"]}, caller=operator))["addTaskDependency"]
+    assert refused["userErrors"][0]["code"] == "CONFLICT"
+    assert "cycle" in refused["userErrors"][0]["message"]
+
+    query = """query($id: ID!) { node(id: $id) { ... on Task {
+                 dependencies { id } blockers { id } } } }"""
+    task_a = data(gql(query, {"id": a["id"]}, caller=operator))["node"]
+    assert task_a["dependencies"] == [{"id": b["id"]}]
+    assert {t["id"] for t in task_a["blockers"]} == {b["id"], c["id"]}
+    dependents = data(
+        gql(
+            "query($id: ID!) { taskDependents(taskId: $id) { id } }",
+            {"id": c["id"]},
+            caller=operator,
+        )
+    )["taskDependents"]
+    assert {t["id"] for t in dependents} == {a["id"], b["id"]}
+    path = data(
+        gql(
+            "query($id: ID!) { criticalPath(taskId: $id) { totalEstimate tasks { id } } }",
+            {"id": a["id"]},
+            caller=operator,
+        )
+    )["criticalPath"]
+    assert [t["id"] for t in path["tasks"]] == [c["id"], b["id"]]
+
+
+def test_idempotency_key_makes_a_retry_write_once(gql: GraphQL, operator: Caller) -> None:
+    key = unique("idem")
+    title = unique("once")
+    first = _create_task(gql, operator, title=title, idempotencyKey=key)
+    again = _create_task(gql, operator, title=title, idempotencyKey=key)
+    assert first["id"] == again["id"]
+    body = gql(
+        "query($t: String!) { tasks(filter: {titleContains: $t}) { totalCount } }",
+        {"t": title},
+        caller=operator,
+    )
+    assert data(body)["tasks"]["totalCount"] == 1
+
+
+def test_viewers_cannot_create_tasks(gql: GraphQL, viewer: Caller) -> None:
+    body = gql('mutation { createTask(input: {title: "x"}) { task { id } } }', caller=viewer)
+    assert error_codes(body) == ["FORBIDDEN"]

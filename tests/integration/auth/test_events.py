@@ -1,0 +1,178 @@
+"""The event bus across two processes' worth of stores, over a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from gateway.settings import Settings
+from infra.local.redis_server import RedisServer
+from stores import RedisOptions, RedisStore
+from stores.errors import StoreMisuse
+from stores.redis.events import EventBus, Subscription
+
+TIMEOUT_S = 5.0
+
+
+@pytest.fixture
+def namespace() -> str:
+    # Pub/sub is server-wide: a namespace per test keeps parallel runs apart.
+    return f"test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+async def two_buses(settings: Settings, namespace: str) -> AsyncIterator[tuple[EventBus, EventBus]]:
+    async with (
+        RedisStore(settings.redis_options()) as first_redis,
+        RedisStore(settings.redis_options()) as second_redis,
+        EventBus(first_redis, namespace=namespace) as first,
+        EventBus(second_redis, namespace=namespace, queue_size=2) as second,
+    ):
+        yield first, second
+
+
+async def _next(subscription: Subscription) -> dict[str, object]:
+    return await asyncio.wait_for(anext(subscription), TIMEOUT_S)
+
+
+async def _eventually(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_events_cross_processes(two_buses: tuple[EventBus, EventBus]) -> None:
+    first, second = two_buses
+    async with (
+        second.subscribe("task.updated") as remote,
+        first.subscribe("task.updated") as local,
+        first.subscribe("agent.status_changed") as other_channel,
+    ):
+        await first.publish("task.updated", {"task_id": "t1", "status": "completed"})
+        assert await _next(remote) == {"task_id": "t1", "status": "completed"}
+        assert await _next(local) == {"task_id": "t1", "status": "completed"}
+        await second.publish("agent.status_changed", {"agent_id": "a1"})
+        assert await _next(other_channel) == {"agent_id": "a1"}
+        assert remote.dropped == local.dropped == 0
+    assert first.published == second.published == 1
+
+
+async def test_one_redis_subscription_per_process(
+    two_buses: tuple[EventBus, EventBus], redis: RedisStore, namespace: str
+) -> None:
+    first, second = two_buses
+    channel = f"{namespace}:task.updated"
+
+    async def subscribers() -> int:
+        ((_, count),) = await redis.client.pubsub_numsub(channel)
+        return int(count)
+
+    async with first.subscribe("task.updated") as a, first.subscribe("task.updated") as b:
+        async with second.subscribe("task.updated"):
+            assert await subscribers() == 2
+            await second.publish("task.updated", {"n": 1})
+            assert await _next(a) == await _next(b) == {"n": 1}
+        await _eventually_async(lambda: _equals(subscribers(), 1))
+    await _eventually_async(lambda: _equals(subscribers(), 0))
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def _eventually_async(check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_slow_subscriber_loses_its_oldest_events(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses  # second keeps 2 events per subscriber
+    async with second.subscribe("metric.recorded") as slow:
+        for n in range(5):
+            await first.publish("metric.recorded", {"n": n})
+        await _eventually(lambda: second.received == 5)
+        assert slow.dropped == second.dropped == 3
+        assert [await _next(slow), await _next(slow)] == [{"n": 3}, {"n": 4}]
+
+
+async def test_malformed_events_are_skipped(
+    two_buses: tuple[EventBus, EventBus], redis: RedisStore, namespace: str
+) -> None:
+    first, _ = two_buses
+    async with first.subscribe("task.updated") as subscription:
+        await redis.client.publish(f"{namespace}:task.updated", b"not json")
+        await redis.client.publish(f"{namespace}:task.updated", b"[1, 2]")
+        await first.publish("task.updated", {"ok": True})
+        assert await _next(subscription) == {"ok": True}
+    assert first.malformed == 2
+
+
+async def test_closing_the_bus_ends_subscriptions(settings: Settings, namespace: str) -> None:
+    async with RedisStore(settings.redis_options()) as redis:
+        bus = EventBus(redis, namespace=namespace)
+        await bus.start()
+        received: list[dict[str, object]] = []
+        subscribed = asyncio.Event()
+
+        async def consume() -> None:
+            async with bus.subscribe("task.updated") as subscription:
+                subscribed.set()
+                async for event in subscription:
+                    received.append(event)
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(subscribed.wait(), TIMEOUT_S)
+        await bus.publish("task.updated", {"n": 1})
+        await _eventually(lambda: len(received) == 1)
+        await bus.aclose()
+        await asyncio.wait_for(consumer, TIMEOUT_S)
+        await bus.aclose()  # idempotent
+        with pytest.raises(StoreMisuse):
+            await bus.start()
+
+
+async def test_reconnects_after_redis_restarts(
+    private_redis: RedisServer, private_redis_store: RedisStore, namespace: str
+) -> None:
+    subscriber_redis = private_redis_store
+    publisher_options = RedisOptions(
+        url=f"redis://127.0.0.1:{private_redis.port}/0", command_timeout=0.5, connect_timeout=0.5
+    )
+    async with (
+        RedisStore(publisher_options) as publisher_redis,
+        EventBus(publisher_redis, namespace=namespace) as publisher,
+        EventBus(subscriber_redis, namespace=namespace, max_reconnect_delay=0.5) as subscriber,
+        subscriber.subscribe("task.updated") as subscription,
+    ):
+        await publisher.publish("task.updated", {"n": 1})
+        assert await _next(subscription) == {"n": 1}
+
+        private_redis.stop()
+        await publisher.publish("task.updated", {"n": 2})  # never raises
+        assert publisher.publish_failures == 1
+        await _eventually(lambda: not subscriber.connected)
+
+        private_redis.start()
+        await _eventually(lambda: subscriber.connected)
+        # The resubscription races the first publishes; keep publishing until one lands.
+        deadline = time.monotonic() + TIMEOUT_S
+        n = 3
+        while True:
+            await publisher.publish("task.updated", {"n": n})
+            try:
+                event = await asyncio.wait_for(anext(subscription), 0.2)
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "no event after Redis came back"
+                n += 1
+        assert isinstance(event["n"], int) and event["n"] >= 3
+        assert subscriber.reconnects == 1

@@ -1,0 +1,255 @@
+"""Sessions against a real Redis, and the login/logout functions over them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from gateway.settings import Settings
+from resolvers.auth import ANONYMOUS, Principal, Role, authenticate
+from resolvers.context import Stores
+from resolvers.errors import ClientError, ErrorCode
+from resolvers.sessions import list_sessions, login, logout, revoke_session
+from stores import GraphStore, PostgresStore, RedisStore, roundtrips
+from stores.errors import InvalidInput
+from stores.postgres import UserRepository
+from stores.redis.sessions import SessionOptions, SessionStore
+from tests.integration.auth.conftest import unique_email
+
+
+async def test_create_and_resolve(sessions: SessionStore, redis: RedisStore) -> None:
+    user_id, agent_id = uuid.uuid4(), uuid.uuid4()
+    session, token = await sessions.create(
+        user_id=user_id, role="agent", agent_id=agent_id, ttl_s=60
+    )
+    assert len(token) == 43
+    assert session.id != token
+    assert (session.user_id, session.role, session.agent_id) == (user_id, "agent", agent_id)
+    assert session.created_at == session.last_seen_at
+    assert (session.expires_at - session.created_at).total_seconds() == 60
+
+    assert await sessions.resolve(token) == session
+    assert await sessions.resolve("not-a-token") is None
+    assert await sessions.resolve("") is None
+
+    # Redis holds the token's hash, never the token.
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    assert await redis.client.exists(f"session:{token_hash}") == 1
+    async for key in redis.client.scan_iter(match="session*"):
+        assert token.encode() not in key
+        if await redis.client.type(key) == b"hash":
+            values = await redis.client.hvals(key)
+            assert all(token.encode() not in value for value in values if isinstance(value, bytes))
+    for key in (f"session:{token_hash}", f"session-id:{session.id}"):
+        assert 55_000 < await redis.client.pttl(key) <= 60_000
+
+
+async def test_expiry_slides_with_use_but_not_more_often_than_the_interval(
+    redis: RedisStore,
+) -> None:
+    sessions = SessionStore(redis, SessionOptions(touch_interval=0.3))
+    session, token = await sessions.create(
+        user_id=uuid.uuid4(), role="viewer", agent_id=None, ttl_s=1
+    )
+
+    with roundtrips.counting() as counter:
+        unchanged = await sessions.resolve(token)
+    assert counter["redis"] == 1
+    assert unchanged is not None and unchanged.expires_at == session.expires_at
+
+    # Used every 0.6 s, a 1 s session outlives its first second...
+    touched = session
+    for _ in range(3):
+        await asyncio.sleep(0.6)
+        resolved = await sessions.resolve(token)
+        assert resolved is not None
+        touched = resolved
+        assert touched.expires_at > session.expires_at
+        assert touched.expires_at == touched.last_seen_at + timedelta(seconds=1)
+    (listed,) = await sessions.list_for_user(session.user_id)
+    assert listed.expires_at == touched.expires_at
+    assert await redis.client.exists(f"session-id:{session.id}") == 1
+
+    # ...and ends a second after its last use.
+    await asyncio.sleep(1.2)
+    assert await sessions.resolve(token) is None
+
+
+async def test_sessions_expire_by_ttl_and_leave_the_indexes(
+    sessions: SessionStore, redis: RedisStore
+) -> None:
+    user_id, agent_id = uuid.uuid4(), uuid.uuid4()
+    _, token = await sessions.create(user_id=user_id, role="agent", agent_id=agent_id, ttl_s=1)
+    assert len(await sessions.list_for_user(user_id)) == 1
+
+    await asyncio.sleep(1.2)
+    assert await sessions.resolve(token) is None
+    assert await sessions.list_for_user(user_id) == []
+    assert await sessions.for_agents([agent_id]) == {agent_id: []}
+    assert await redis.client.zcard(f"sessions:user:{user_id}") == 0
+    assert await redis.client.zcard(f"sessions:agent:{agent_id}") == 0
+
+
+async def test_logout(sessions: SessionStore) -> None:
+    user_id = uuid.uuid4()
+    _, token = await sessions.create(user_id=user_id, role="viewer", agent_id=None, ttl_s=60)
+    kept, _ = await sessions.create(user_id=user_id, role="viewer", agent_id=None, ttl_s=60)
+
+    assert await sessions.delete(token) is True
+    assert await sessions.resolve(token) is None
+    assert await sessions.delete(token) is False
+    assert [s.id for s in await sessions.list_for_user(user_id)] == [kept.id]
+
+
+async def test_list_for_user_oldest_first(sessions: SessionStore) -> None:
+    user_id = uuid.uuid4()
+    first, _ = await sessions.create(user_id=user_id, role="viewer", agent_id=None, ttl_s=60)
+    await asyncio.sleep(0.01)  # creation times are in ms
+    second, _ = await sessions.create(user_id=user_id, role="viewer", agent_id=None, ttl_s=30)
+    await sessions.create(user_id=uuid.uuid4(), role="viewer", agent_id=None, ttl_s=60)
+    assert await sessions.list_for_user(user_id) == [first, second]
+    assert await sessions.list_for_user(uuid.uuid4()) == []
+
+
+async def test_revoke_only_the_owners_session(sessions: SessionStore) -> None:
+    owner, stranger = uuid.uuid4(), uuid.uuid4()
+    session, token = await sessions.create(user_id=owner, role="viewer", agent_id=None, ttl_s=60)
+
+    assert await sessions.revoke(stranger, session.id) is False
+    assert await sessions.resolve(token) is not None
+    assert await sessions.revoke(owner, session.id) is True
+    assert await sessions.resolve(token) is None
+    assert await sessions.revoke(owner, session.id) is False
+    assert await sessions.list_for_user(owner) == []
+
+
+async def test_revoke_by_id_alone(sessions: SessionStore, redis: RedisStore) -> None:
+    agent_id = uuid.uuid4()
+    session, token = await sessions.create(
+        user_id=uuid.uuid4(), role="agent", agent_id=agent_id, ttl_s=60
+    )
+    assert await sessions.revoke(None, session.id) is True
+    assert await sessions.resolve(token) is None
+    assert await sessions.for_agents([agent_id]) == {agent_id: []}
+    assert await redis.client.exists(f"session-id:{session.id}") == 0
+    assert await sessions.revoke(None, "no-such-session") is False
+
+
+async def test_for_agents_is_one_round_trip(sessions: SessionStore) -> None:
+    agents = [uuid.uuid4() for _ in range(20)]
+    expected: dict[uuid.UUID, set[str]] = {agent_id: set() for agent_id in agents}
+    for index, agent_id in enumerate(agents[:15]):
+        for _ in range(1 + index % 3):
+            session, _ = await sessions.create(
+                user_id=uuid.uuid4(), role="agent", agent_id=agent_id, ttl_s=60
+            )
+            expected[agent_id].add(session.id)
+
+    with roundtrips.counting() as counter:
+        found = await sessions.for_agents([*agents, agents[0]])
+    assert counter["redis"] == 1
+    assert {agent_id: {s.id for s in found[agent_id]} for agent_id in agents} == expected
+    assert await sessions.for_agents([]) == {}
+
+
+async def test_ttl_is_checked(sessions: SessionStore) -> None:
+    for ttl_s in (0, 31 * 86_400):
+        with pytest.raises(InvalidInput):
+            await sessions.create(user_id=uuid.uuid4(), role="viewer", agent_id=None, ttl_s=ttl_s)
+
+
+@pytest.fixture
+def graph_unopened(settings: Settings) -> GraphStore:
+    # Sessions never reach Neo4j; Stores just needs one.
+    return GraphStore(settings.graph_options())
+
+
+@pytest.fixture
+def stores(
+    postgres: PostgresStore,
+    redis: RedisStore,
+    graph_unopened: GraphStore,
+    sessions: SessionStore,
+    migrated: None,
+) -> Stores:
+    return Stores(postgres, graph_unopened, redis, sessions=sessions)
+
+
+async def _principal(stores: Stores, token: str) -> Principal:
+    return await authenticate(stores, f"Bearer {token}", None)
+
+
+async def test_login_and_logout(stores: Stores, users: UserRepository) -> None:
+    user = await users.create_user(email=unique_email(), role="operator")
+    _, key = await users.create_api_key(user.id)
+
+    session, token = await login(stores, key, ttl_s=600)
+    principal = await _principal(stores, token)
+    assert (principal.user_id, principal.role, principal.via) == (user.id, Role.OPERATOR, "session")
+    assert principal.session_id == session.id
+    assert [s.id for s in await list_sessions(stores, principal)] == [session.id]
+
+    assert await logout(stores, token) is True
+    with pytest.raises(ClientError) as caught:
+        await _principal(stores, token)
+    assert caught.value.code is ErrorCode.UNAUTHENTICATED
+
+
+async def test_login_refuses_a_bad_key_or_ttl(stores: Stores, users: UserRepository) -> None:
+    with pytest.raises(ClientError) as bad_key:
+        await login(stores, "pg_nothing", ttl_s=600)
+    assert bad_key.value.code is ErrorCode.UNAUTHENTICATED
+
+    user = await users.create_user(email=unique_email(), role="viewer")
+    _, key = await users.create_api_key(user.id)
+    with pytest.raises(ClientError) as bad_ttl:
+        await login(stores, key, ttl_s=0)
+    assert bad_ttl.value.code is ErrorCode.BAD_USER_INPUT
+
+
+async def test_only_agent_users_bind_an_agent(stores: Stores, users: UserRepository) -> None:
+    agent_id = uuid.uuid4()
+    operator = await users.create_user(email=unique_email(), role="operator")
+    _, operator_key = await users.create_api_key(operator.id)
+    with pytest.raises(ClientError) as caught:
+        await login(stores, operator_key, agent_id=agent_id, ttl_s=600)
+    assert caught.value.code is ErrorCode.FORBIDDEN
+    assert caught.value.field == "agentId"
+
+    agent_user = await users.create_user(email=unique_email(), role="agent")
+    _, agent_key = await users.create_api_key(agent_user.id)
+    session, token = await login(stores, agent_key, agent_id=agent_id, ttl_s=600)
+    assert (await _principal(stores, token)).agent_id == agent_id
+    assert stores.sessions is not None
+    assert [s.id for s in (await stores.sessions.for_agents([agent_id]))[agent_id]] == [session.id]
+
+
+async def test_revoke_session_own_or_as_admin(stores: Stores, users: UserRepository) -> None:
+    async def signed_in(role: str) -> tuple[Principal, str, str]:
+        user = await users.create_user(email=unique_email(), role=role)
+        _, key = await users.create_api_key(user.id)
+        session, token = await login(stores, key, ttl_s=600)
+        return await _principal(stores, token), session.id, token
+
+    alice, alice_session, alice_token = await signed_in("viewer")
+    bob, bob_session, bob_token = await signed_in("operator")
+    admin, _, _ = await signed_in("admin")
+
+    # Someone else's session reads as no session at all.
+    assert await revoke_session(stores, bob, alice_session) is False
+    assert await _principal(stores, alice_token) == alice
+
+    assert await revoke_session(stores, alice, alice_session) is True
+    assert await revoke_session(stores, alice, alice_session) is False
+    assert await revoke_session(stores, admin, bob_session) is True
+    for token in (alice_token, bob_token):
+        with pytest.raises(ClientError):
+            await _principal(stores, token)
+
+    with pytest.raises(ClientError) as anonymous:
+        await list_sessions(stores, ANONYMOUS)
+    assert anonymous.value.code is ErrorCode.UNAUTHENTICATED
