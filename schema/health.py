@@ -22,6 +22,9 @@ class ComponentHealth:
         description="The pgvector extension's version (PostgreSQL only)."
     )
     edition: str | None = strawberry.field(description="Server edition, where it has one.")
+    sessions_fallback: str | None = strawberry.field(
+        description="Redis only: set while sessions are served from gateway memory."
+    )
     error: str | None
 
     @classmethod
@@ -33,6 +36,7 @@ class ComponentHealth:
             version=probe.version,
             pgvector_version=probe.details.get("pgvector"),
             edition=probe.details.get("edition"),
+            sessions_fallback=probe.details.get("sessions_fallback"),
             error=probe.error,
         )
 

@@ -78,7 +78,7 @@ class Query:
             with_total=wants_total(info),
         )
         _prime(info.context.loaders.agent_by_id, page.items)
-        return AgentConnection.from_page(page, Agent.from_record)  # type: ignore[return-value]
+        return AgentConnection.from_page(page, Agent.from_record)
 
     @strawberry.field
     async def tasks(
@@ -99,7 +99,7 @@ class Query:
             with_total=wants_total(info),
         )
         _prime(info.context.loaders.task_by_id, page.items)
-        return TaskConnection.from_page(page, Task.from_record)  # type: ignore[return-value]
+        return TaskConnection.from_page(page, Task.from_record)
 
     @strawberry.field
     async def workflows(
@@ -119,7 +119,7 @@ class Query:
             page_request(first, after, last, before),
             with_total=wants_total(info),
         )
-        return WorkflowConnection.from_page(page, Workflow.from_record)  # type: ignore[return-value]
+        return WorkflowConnection.from_page(page, Workflow.from_record)
 
     @strawberry.field(description="Every mutation, newest first. Operators and up.")
     async def audit_log(
@@ -137,7 +137,7 @@ class Query:
             page_request(first, after, last, before),
             with_total=wants_total(info),
         )
-        return AuditEntryConnection.from_page(page, AuditEntry.from_record)  # type: ignore[return-value]
+        return AuditEntryConnection.from_page(page, AuditEntry.from_record)
 
     @strawberry.field(description="Agents by points from achievements.")
     async def leaderboard(

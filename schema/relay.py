@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 from uuid import UUID
 
 import strawberry
@@ -56,9 +56,7 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
     )
 
     @classmethod
-    def from_page(
-        cls, page: Page[RecordT], to_node: Callable[[RecordT], NodeT]
-    ) -> CountedConnection[NodeT]:
+    def from_page(cls, page: Page[RecordT], to_node: Callable[[RecordT], NodeT]) -> Self:
         edges = [
             relay.Edge(cursor=cursor, node=to_node(item))
             for item, cursor in zip(page.items, page.cursors, strict=True)

@@ -150,10 +150,17 @@ class PostgresStore:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    for json_type in ("json", "jsonb"):
-        await conn.set_type_codec(
-            json_type, encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
-        )
+    await conn.set_type_codec(
+        "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+    )
+    # Binary jsonb (a version byte, then the text) also serves COPY, which is binary only.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
     # Every statement a request sends counts as one round trip (see stores.roundtrips).
     conn.add_query_logger(_count_round_trip)
 
@@ -168,6 +175,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def _encode_json(value: object) -> str:
     return orjson.dumps(value).decode()
+
+
+_JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: object) -> bytes:
+    return _JSONB_VERSION + orjson.dumps(value)
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return orjson.loads(data[1:])
 
 
 # asyncpg looks up unfamiliar types once per connection with these statements: that is
