@@ -194,7 +194,7 @@ class _Bars:
         bar = self._bars.get(stage)
         if bar is None:
             bar = self._bars[stage] = self._tqdm(
-                total=total, desc=f"{stage:>13}", unit=" rows", unit_scale=True, leave=True
+                total=total, desc=f"{stage:>25}", unit=" rows", unit_scale=True, leave=True
             )
         bar.update(done - bar.n)
         if done >= total:

@@ -241,7 +241,12 @@ async def seed(
     await _in_batches("tasks", task_rows, postgres, bulk.copy_tasks, report)
     await _in_batches("dependencies", edge_rows, postgres, bulk.copy_dependencies, report)
     # Seeding only adds rows, so the rebuild deletes nothing (other data may share the graph).
-    await rebuild(postgres, graph, progress=report, prune_only=())
+    await rebuild(
+        postgres,
+        graph,
+        progress=lambda stage, done, total: report(f"graph {stage}", done, total),
+        prune_only=(),
+    )
     return SeedReport(
         agents=len(agent_rows),
         relationships=len(link_rows),

@@ -17,6 +17,7 @@ from aiodataloader import DataLoader
 
 from resolvers.context import Stores
 from stores.graph.records import Collaborator
+from stores.postgres.inputs import TaskOrder
 from stores.postgres.records import Achievement, Agent, Task, TaskEvent, User, Workflow
 from stores.redis.records import Session
 
@@ -41,6 +42,7 @@ class TasksPageKey:
     agent_id: UUID
     first: int
     statuses: tuple[str, ...] | None
+    order: TaskOrder = TaskOrder.CREATED_AT_DESC
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +53,17 @@ class TasksPage:
 
 def _tasks_by_agent_loader(stores: Stores) -> DataLoader[TasksPageKey, TasksPage]:
     async def batch(keys: list[TasksPageKey]) -> list[TasksPage]:
-        groups: dict[tuple[int, tuple[str, ...] | None], list[UUID]] = defaultdict(list)
+        groups: dict[tuple[int, tuple[str, ...] | None, TaskOrder], list[UUID]] = defaultdict(list)
         for key in keys:
-            groups[(key.first, key.statuses)].append(key.agent_id)
+            groups[(key.first, key.statuses, key.order)].append(key.agent_id)
         results: dict[TasksPageKey, TasksPage] = {}
-        for (first, statuses), agent_ids in groups.items():
+        for (first, statuses, order), agent_ids in groups.items():
             pages = await stores.postgres.tasks.for_assignees(
-                agent_ids, first=first, statuses=statuses
+                agent_ids, first=first, statuses=statuses, order=order
             )
             for agent_id in agent_ids:
                 items, total = pages.get(agent_id, ([], 0))
-                results[TasksPageKey(agent_id, first, statuses)] = TasksPage(items, total)
+                results[TasksPageKey(agent_id, first, statuses, order)] = TasksPage(items, total)
         return [results[key] for key in keys]
 
     return DataLoader(batch)

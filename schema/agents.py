@@ -13,10 +13,11 @@ from strawberry import relay
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.loaders import TasksPageKey
-from schema.enums import AgentRelationshipType, AgentStatus, TaskStatus
+from schema.enums import AgentRelationshipType, AgentStatus, TaskOrder, TaskStatus
 from schema.relay import CountedConnection, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
+from stores.postgres.inputs import TaskOrder as StoreTaskOrder
 
 if TYPE_CHECKING:
     from schema.achievements import Achievement
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 Info = strawberry.Info[RequestContext, None]
 
 MAX_NESTED_TASKS = 100
+
+
+@strawberry.input(description="Narrows an agent's tasks.")
+class AgentTasksFilter:
+    status: list[TaskStatus] | None = None
 
 
 @strawberry.type(description="An agent collaborating or delegating with this one.")
@@ -89,19 +95,24 @@ class Agent(relay.Node):
     ) -> list[Agent | None]:
         return await nodes_by_ids(info.context.loaders.agent_by_id, node_ids, cls.from_record)
 
-    @strawberry.field(description="Tasks assigned to this agent, newest first (PostgreSQL).")
+    @strawberry.field(
+        description="The first tasks assigned to this agent (PostgreSQL, one query for a whole "
+        "page of agents). To page further, use `tasks(filter: {assigneeId: ...})`."
+    )
     async def tasks(
         self,
         info: Info,
         first: int = 10,
-        status: list[TaskStatus] | None = None,
+        filter: AgentTasksFilter | None = None,
+        order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
     ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
         from schema.tasks import TaskConnection
 
         first = max(0, min(first, MAX_NESTED_TASKS))
+        status = filter.status if filter else None
         statuses = tuple(sorted(s.value for s in status)) if status else None
         page = await info.context.loaders.tasks_by_agent_id.load(
-            TasksPageKey(self.record.id, first, statuses)
+            TasksPageKey(self.record.id, first, statuses, StoreTaskOrder[order_by.name])
         )
         return TaskConnection.from_task_list(page.items, page.total_count)
 

@@ -108,9 +108,15 @@ class TaskRepository:
         return {row["id"]: task_from_row(row) for row in rows}
 
     async def for_assignees(
-        self, agent_ids: Sequence[UUID], *, first: int, statuses: Sequence[str] | None
+        self,
+        agent_ids: Sequence[UUID],
+        *,
+        first: int,
+        statuses: Sequence[str] | None,
+        order: TaskOrder = TaskOrder.CREATED_AT_DESC,
     ) -> dict[UUID, tuple[list[Task], int]]:
-        """Each agent's newest `first` tasks and its total, for a page of agents, in one query."""
+        """Each agent's first `first` tasks in `order` and its total, for a page of agents,
+        in one query."""
         if not 0 <= first <= MAX_PAGE_SIZE:
             raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
         found: dict[UUID, tuple[list[Task], int]] = {agent_id: ([], 0) for agent_id in agent_ids}
@@ -122,12 +128,15 @@ class TaskRepository:
             where.append(params.any_of("status", statuses, "text"))
         # At least one row per agent survives the rank filter, so `first=0` still counts.
         rows_wanted = params(max(first, 1))
+        ordering = _ORDERS[order]
+        direction = "DESC" if ordering.descending else "ASC"
+        window_order = ", ".join(f"{key.expression} {direction}" for key in ordering.keys)
         async with self._store.connection() as conn:
             rows = await conn.fetch(
                 f"SELECT * FROM (SELECT {ROW}, row_number() OVER newest AS _rank,"
                 " count(*) OVER (PARTITION BY assignee_id) AS _total"
                 f" FROM tasks WHERE {' AND '.join(where)}"
-                " WINDOW newest AS (PARTITION BY assignee_id ORDER BY created_at DESC, id DESC)"
+                f" WINDOW newest AS (PARTITION BY assignee_id ORDER BY {window_order})"
                 f") AS ranked WHERE _rank <= {rows_wanted} ORDER BY assignee_id, _rank",
                 *params.values,
             )

@@ -122,3 +122,23 @@ def test_round_trips_are_the_same_for_10_and_100_agents(
     assert any(node["tasks"]["edges"] for node in nodes)
     assert {"postgres", "neo4j", "redis"} <= small_trips.keys(), small_trips
     assert small_trips == large_trips
+
+
+def test_agent_tasks_follow_their_order_and_filter(gql: GraphQL, operator: Caller) -> None:
+    agent_id = _create(gql, operator)
+    for priority in (3, 9, 5):
+        data(
+            gql(
+                """mutation($a: ID!, $p: Int!) { createTask(input: {title: "p", priority: $p, assigneeId: $a, waitForProjection: false}) { task { id } } }""",
+                {"a": agent_id, "p": priority},
+                caller=operator,
+            )
+        )
+    query = """query($id: ID!) { node(id: $id) { ... on Agent {
+        byPriority: tasks(first: 2, orderBy: PRIORITY_DESC) { totalCount edges { node { priority } } }
+        none: tasks(filter: {status: [COMPLETED]}) { totalCount }
+    } } }"""
+    agent = data(gql(query, {"id": agent_id}, caller=operator))["node"]
+    assert [e["node"]["priority"] for e in agent["byPriority"]["edges"]] == [9, 5]
+    assert agent["byPriority"]["totalCount"] == 3
+    assert agent["none"]["totalCount"] == 0
