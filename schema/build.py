@@ -5,10 +5,19 @@ from pathlib import Path
 
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.tools import merge_types
 
-from schema.mutation import Mutation
-from schema.query import Query
-from schema.subscription import Subscription
+from schema.mutation import MUTATIONS
+from schema.query import Query as CoreQuery
+from schema.subscription import Subscription as CoreSubscription
+
+# One root type per domain module, merged here: a new domain adds its class to a tuple.
+QUERIES: tuple[type, ...] = (CoreQuery,)
+SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription,)
+
+Query = merge_types("Query", QUERIES)
+Mutation = merge_types("Mutation", MUTATIONS)
+Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
