@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
@@ -102,6 +103,9 @@ class UserMutations:
             session, token = await session_resolvers.login(
                 ctx.stores, input.api_key, agent_id=agent_id, ttl_s=ctx.session_ttl_s
             )
+            # Signed in just now, so the actor is the session's user, not the (anonymous) caller.
+            audit = replace(ctx.write_context(), actor_id=session.user_id)
+            await ctx.stores.postgres.audit.record(audit, "session.login", "session", session.id)
             return Session.from_record(session), token
 
         outcome, errors = await attempt(run())
@@ -118,7 +122,12 @@ class UserMutations:
             raise ClientError(
                 ErrorCode.UNAUTHENTICATED, "logout needs `Authorization: Bearer <session token>`"
             )
-        return LogoutPayload(logged_out=await session_resolvers.logout(ctx.stores, token.strip()))
+        logged_out = await session_resolvers.logout(ctx.stores, token.strip())
+        if logged_out:
+            await ctx.stores.postgres.audit.record(
+                ctx.write_context(), "session.logout", "session", ctx.principal.session_id
+            )
+        return LogoutPayload(logged_out=logged_out)
 
     @strawberry.mutation(description="End one of your sessions (admins: anyone's).")
     async def revoke_session(self, info: Info, input: RevokeSessionInput) -> RevokePayload:
@@ -126,6 +135,10 @@ class UserMutations:
         revoked, errors = await attempt(
             session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
         )
+        if revoked:
+            await ctx.stores.postgres.audit.record(
+                ctx.write_context(), "session.revoke", "session", str(input.session_id)
+            )
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
     @strawberry.mutation(description="Create a user. Admins only.")
@@ -135,7 +148,10 @@ class UserMutations:
         async def run() -> User:
             require(ctx.principal, at_least=Role.ADMIN)
             user = await ctx.stores.postgres.users.create_user(
-                email=input.email, display_name=input.display_name, role=input.role.value
+                email=input.email,
+                display_name=input.display_name,
+                role=input.role.value,
+                ctx=ctx.write_context(),
             )
             return User.from_record(user)
 
@@ -151,7 +167,11 @@ class UserMutations:
             require(principal, at_least=Role.VIEWER)
             user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
             key, secret = await ctx.stores.postgres.users.create_api_key(
-                user_id, name=input.name, scopes=input.scopes, expires_at=input.expires_at
+                user_id,
+                name=input.name,
+                scopes=input.scopes,
+                expires_at=input.expires_at,
+                ctx=ctx.write_context(),
             )
             return ApiKey.from_record(key), secret
 
@@ -173,7 +193,9 @@ class UserMutations:
                 raise ClientError(
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
-            return await ctx.stores.postgres.users.revoke_api_key(ctx.principal.user_id, key_id)
+            return await ctx.stores.postgres.users.revoke_api_key(
+                ctx.principal.user_id, key_id, ctx=ctx.write_context()
+            )
 
         revoked, errors = await attempt(run())
         return RevokePayload(revoked=bool(revoked), user_errors=errors)

@@ -8,7 +8,8 @@ from asyncpg import Record
 
 from stores.postgres.inputs import AuditFilter
 from stores.postgres.pagination import Page, PageRequest, Params, fetch_page, ordering
-from stores.postgres.records import AuditEntry
+from stores.postgres.records import AuditEntry, WriteContext
+from stores.postgres.writes import write_audit
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -27,6 +28,18 @@ class AuditRepository:
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
+
+    async def record(
+        self,
+        ctx: WriteContext,
+        action: str,
+        resource_type: str,
+        resource_id: object,
+        new: object | None = None,
+    ) -> None:
+        """Audit a change made outside PostgreSQL (sessions live in Redis)."""
+        async with self._store.connection() as conn:
+            await write_audit(conn, ctx, action, resource_type, resource_id, None, new)
 
     async def list(
         self, filter: AuditFilter, page: PageRequest, *, with_total: bool = False

@@ -18,7 +18,8 @@ from uuid import UUID
 import asyncpg
 
 from stores.errors import Conflict, InvalidInput, NotFound
-from stores.postgres.records import ApiKey, User
+from stores.postgres.records import ApiKey, User, WriteContext
+from stores.postgres.writes import write_audit
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -53,13 +54,16 @@ class UserRepository:
         self._store = store
         self._last_used_resolution = last_used_resolution
 
-    async def create_user(self, *, email: str, display_name: str = "", role: str) -> User:
+    async def create_user(
+        self, *, email: str, display_name: str = "", role: str, ctx: WriteContext | None = None
+    ) -> User:
+        """A new user; with `ctx`, audited in the same transaction."""
         email = _normalise_email(email)
         if role not in USER_ROLES:
             raise InvalidInput("role", f"must be one of {', '.join(USER_ROLES)}; got {role!r}")
         if len(display_name) > 200:
             raise InvalidInput("display_name", "must be at most 200 characters")
-        async with self._store.connection() as conn:
+        async with self._store.connection() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
                     "INSERT INTO users (email, display_name, role) VALUES ($1, $2, $3)"
@@ -70,8 +74,12 @@ class UserRepository:
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(f"a user with email {email} already exists", field="email") from exc
-        assert row is not None
-        return _user(row)
+            assert row is not None
+            user = _user(row)
+            if ctx is not None:
+                new = {"email": user.email, "role": user.role, "display_name": user.display_name}
+                await write_audit(conn, ctx, "user.create", "user", user.id, None, new)
+        return user
 
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, User]:
         if not ids:
@@ -96,8 +104,10 @@ class UserRepository:
         name: str = "",
         scopes: Iterable[str] = (),
         expires_at: datetime | None = None,
+        ctx: WriteContext | None = None,
     ) -> tuple[ApiKey, str]:
-        """A new key for `user_id`: its record, and the key itself, which is not kept."""
+        """A new key for `user_id`: its record, and the key itself, which is not kept.
+        With `ctx`, audited (without the secret) in the same transaction."""
         if len(name) > 200:
             raise InvalidInput("name", "must be at most 200 characters")
         scope_list = _validate_scopes(scopes)
@@ -108,7 +118,7 @@ class UserRepository:
                 raise InvalidInput("expires_at", "must be in the future")
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
         key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
-        async with self._store.connection() as conn:
+        async with self._store.connection() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(
                     "INSERT INTO api_keys (user_id, name, prefix, key_hash, scopes, expires_at)"
@@ -122,8 +132,17 @@ class UserRepository:
                 )
             except asyncpg.ForeignKeyViolationError as exc:
                 raise NotFound("user", user_id, field="user_id") from exc
-        assert row is not None
-        return _api_key(row), key
+            assert row is not None
+            api_key = _api_key(row)
+            if ctx is not None:
+                new = {
+                    "user_id": str(user_id),
+                    "name": name,
+                    "prefix": prefix,
+                    "scopes": scope_list,
+                }
+                await write_audit(conn, ctx, "api_key.create", "api_key", api_key.id, None, new)
+        return api_key, key
 
     async def authenticate_api_key(self, key: str) -> tuple[User, ApiKey] | None:
         """The user and key that `key` proves, or None if it is unknown, revoked or expired.
@@ -177,15 +196,21 @@ class UserRepository:
             )
         return [_api_key(row) for row in rows]
 
-    async def revoke_api_key(self, user_id: UUID, key_id: UUID) -> bool:
+    async def revoke_api_key(
+        self, user_id: UUID, key_id: UUID, *, ctx: WriteContext | None = None
+    ) -> bool:
         """Revoke one of `user_id`'s keys; False if it has no such key, or it was revoked."""
-        async with self._store.connection() as conn:
+        async with self._store.connection() as conn, conn.transaction():
             revoked = await conn.fetchval(
                 "UPDATE api_keys SET revoked_at = now()"
                 " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
                 key_id,
                 user_id,
             )
+            if revoked is not None and ctx is not None:
+                await write_audit(
+                    conn, ctx, "api_key.revoke", "api_key", key_id, None, {"revoked": True}
+                )
         return revoked is not None
 
 

@@ -175,6 +175,16 @@ def test_admins_create_users_and_users_manage_their_keys(
         )
     )["revokeApiKey"]
     assert revoked == {"revoked": True}
+    audit = data(
+        gql(
+            """query($actor: ID!) { auditLog(filter: {actorId: $actor, resourceType: "api_key"}) {
+                 edges { node { action resourceId newValue } } } }""",
+            {"actor": _user_global_id(viewer)},
+            caller=admin,
+        )
+    )["auditLog"]["edges"]
+    assert [e["node"]["action"] for e in audit] == ["api_key.revoke", "api_key.create"]
+    assert all(key["secret"] not in str(e["node"]) for e in audit)
     response = gql.client.post(
         "/graphql", json={"query": "{ viewer { id } }"}, headers={"x-api-key": key["secret"]}
     )

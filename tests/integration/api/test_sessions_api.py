@@ -16,7 +16,7 @@ def _login(gql: GraphQL, caller: Caller) -> tuple[str, str]:
     return result["token"], result["session"]["id"]
 
 
-def test_login_then_bearer_then_logout(gql: GraphQL, viewer: Caller) -> None:
+def test_login_then_bearer_then_logout(gql: GraphQL, viewer: Caller, admin: Caller) -> None:
     token, session_id = _login(gql, viewer)
     bearer = {"authorization": f"Bearer {token}"}
     me = data(gql("{ viewer { id role } mySessions { id } }", headers=bearer))
@@ -27,6 +27,15 @@ def test_login_then_bearer_then_logout(gql: GraphQL, viewer: Caller) -> None:
     }
     response = gql.client.post("/graphql", json={"query": "{ viewer { id } }"}, headers=bearer)
     assert response.status_code == 401
+    audit = data(
+        gql(
+            """query($id: String!) { auditLog(filter: {resourceType: "session", resourceId: $id}) {
+                 edges { node { action } } } }""",
+            {"id": session_id},
+            caller=admin,
+        )
+    )["auditLog"]["edges"]
+    assert [e["node"]["action"] for e in audit] == ["session.logout", "session.login"]
 
 
 def test_a_wrong_api_key_does_not_log_in(gql: GraphQL) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ async def test_duplicate_email_is_a_conflict_on_email(users: UserRepository) -> 
     ],
 )
 async def test_bad_input_names_the_field(
-    users: UserRepository, fields: dict[str, str], field: str
+    users: UserRepository, fields: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
         await users.create_user(**fields)
