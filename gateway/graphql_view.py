@@ -85,17 +85,33 @@ class GraphQLView(GraphQL[RequestContext, None]):
             session_ttl_s=self._session_ttl_s,
         )
 
+    @property
+    def graphql_ide_html(self) -> str:
+        # GraphiQL sends the header editor's contents with queries but not over the
+        # WebSocket; the headers from the link `make run` prints (?headers=...) become
+        # the connection_init payload, so subscriptions work from GraphiQL too.
+        html = super().graphql_ide_html
+        return html.replace(
+            "        subscriptionUrl,\n",
+            "        subscriptionUrl,\n"
+            "        wsConnectionParams:"
+            " parameters.headers ? JSON.parse(parameters.headers) : {},\n",
+            1,
+        )
+
     async def on_ws_connect(self, context: RequestContext) -> UnsetType | dict[str, object] | None:
         """Authenticate a WebSocket from its `connection_init` payload.
 
         Browsers cannot set headers on a WebSocket, so the credentials travel as
         `{"authorization": "Bearer <token>"}` or `{"apiKey": "<key>"}`.
         """
-        params = getattr(context, "connection_params", None) or {}
-        if not isinstance(params, dict):
+        raw = getattr(context, "connection_params", None) or {}
+        if not isinstance(raw, dict):
             raise ConnectionRejectionError({"message": "connection_init payload must be an object"})
-        authorization = params.get("authorization") or params.get("Authorization")
-        api_key = params.get("apiKey") or params.get("x-api-key")
+        # Accept header spellings too (`X-Api-Key`, `Authorization`): clients copy them over.
+        params = {str(key).lower(): value for key, value in raw.items()}
+        authorization = params.get("authorization")
+        api_key = params.get("apikey") or params.get("x-api-key")
         try:
             context.principal = await authenticate(
                 self._stores,

@@ -188,3 +188,27 @@ def test_subscriptions_need_a_valid_sign_in(settings: Settings, gql: GraphQL) ->
         assert reply["type"] in ("error", "next")
         errors = reply["payload"] if reply["type"] == "error" else reply["payload"]["errors"]
         assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def test_graphiql_passes_its_link_headers_to_the_websocket(gql: GraphQL, viewer: Caller) -> None:
+    page = gql.client.get("/graphql", headers={"accept": "text/html"}).text
+    assert "wsConnectionParams" in page
+    client = gql.client
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(
+            json.dumps({"type": "connection_init", "payload": {"X-Api-Key": viewer.api_key}})
+        )
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        ws.send_text(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": "subscription { healthUpdates(intervalSeconds: 0.1) { status } }"
+                    },
+                }
+            )
+        )
+        assert json.loads(ws.receive_text())["type"] == "next"
+        ws.send_text(json.dumps({"id": "1", "type": "complete"}))
