@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
@@ -138,13 +139,28 @@ async def _by_api_key(stores: Stores, key: str) -> Principal:
     user, api_key = found
     return Principal(
         user_id=user.id,
-        role=Role(user.role),
+        role=scoped_role(Role(user.role), api_key.scopes),
         agent_id=None,
         session_id=None,
         api_key_id=api_key.id,
         scopes=frozenset(api_key.scopes),
         via="api_key",
     )
+
+
+# An API key's scopes cap what it may do below its user's role: a `read` key of an
+# admin can only read. No scopes: the role alone decides.
+SCOPE_CAPS: dict[str, Role] = {
+    "read": Role.VIEWER,
+    "agent": Role.AGENT,
+    "write": Role.OPERATOR,
+    "admin": Role.ADMIN,
+}
+
+
+def scoped_role(role: Role, scopes: Iterable[str]) -> Role:
+    caps = [SCOPE_CAPS[scope] for scope in scopes if scope in SCOPE_CAPS]
+    return min(role, max(caps)) if caps else role
 
 
 def _refused(message: str) -> ClientError:

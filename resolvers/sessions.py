@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from resolvers.auth import Principal, Role, require
+from resolvers.auth import Principal, Role, require, scoped_role
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
 from stores.errors import InvalidInput
@@ -27,7 +27,7 @@ async def login(
     found = await stores.postgres.users.authenticate_api_key(api_key)
     if found is None:
         raise ClientError(ErrorCode.UNAUTHENTICATED, "The API key is invalid, expired or revoked.")
-    user, _ = found
+    user, api_key = found
     if agent_id is not None and user.role != Role.AGENT.value:
         raise ClientError(
             ErrorCode.FORBIDDEN,
@@ -36,7 +36,11 @@ async def login(
         )
     try:
         return await _sessions(stores).create(
-            user_id=user.id, role=user.role, agent_id=agent_id, ttl_s=ttl_s
+            # The session keeps the key's scope cap, so logging in never widens a key.
+            user_id=user.id,
+            role=scoped_role(Role(user.role), api_key.scopes).value,
+            agent_id=agent_id,
+            ttl_s=ttl_s,
         )
     except InvalidInput as exc:
         raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from exc

@@ -40,6 +40,10 @@ _USER_COLUMNS = "id, email, display_name, role, created_at"
 _KEY_COLUMNS = "id, user_id, name, prefix, scopes, expires_at, last_used_at, revoked_at, created_at"
 
 
+# What a key may be limited to (resolvers/auth.py maps each to the highest role it allows).
+API_KEY_SCOPES = ("read", "agent", "write", "admin")
+
+
 class UserRepository:
     """Users and API keys in PostgreSQL; reached as `PostgresStore.users`."""
 
@@ -226,8 +230,10 @@ def _normalise_email(email: str) -> str:
 def _validate_scopes(scopes: Iterable[str]) -> list[str]:
     unique = list(dict.fromkeys(scopes))
     for scope in unique:
-        if not scope or len(scope) > 100 or any(ch.isspace() for ch in scope):
-            raise InvalidInput("scopes", f"{scope!r} is not a scope: 1-100 characters, no spaces")
+        if scope not in API_KEY_SCOPES:
+            raise InvalidInput(
+                "scopes", f"{scope!r} is not a scope; use any of {', '.join(API_KEY_SCOPES)}"
+            )
     return unique
 
 

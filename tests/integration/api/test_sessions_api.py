@@ -89,3 +89,28 @@ def test_agent_sessions_are_for_operators(
     # The agent itself may see its own sessions.
     own = gql(query, {"id": agent_id}, headers={"authorization": f"Bearer {login['token']}"})
     assert data(own)["node"]["sessions"] == seen
+
+
+def test_a_read_scoped_key_cannot_write_even_for_an_admin(gql: GraphQL, admin: Caller) -> None:
+    key = data(
+        gql(
+            'mutation { createApiKey(input: {name: "ro", scopes: ["read"]}) { secret userErrors { code } } }',
+            caller=admin,
+        )
+    )["createApiKey"]["secret"]
+    read_only = {"x-api-key": key}
+    assert data(gql("{ viewer { role } }", headers=read_only))["viewer"]["role"] == "ADMIN"
+    assert "errors" not in gql("{ agents(first: 1) { totalCount } }", headers=read_only)
+    refused = gql(
+        'mutation { createAgent(input: {name: "nope"}) { agent { id } } }', headers=read_only
+    )
+    assert error_codes(refused) == ["FORBIDDEN"]
+    login = data(gql(LOGIN, {"key": key}))["login"]
+    assert login["session"]["role"] == "VIEWER"
+    bad = data(
+        gql(
+            'mutation { createApiKey(input: {scopes: ["everything"]}) { userErrors { field code } } }',
+            caller=admin,
+        )
+    )["createApiKey"]
+    assert bad["userErrors"] == [{"field": "scopes", "code": "BAD_USER_INPUT"}]

@@ -64,7 +64,7 @@ async def client(stores: Stores) -> AsyncIterator[httpx2.AsyncClient]:
 @pytest.fixture
 async def operator_key(users: UserRepository) -> tuple[str, str]:
     user = await users.create_user(email=unique_email(), role="operator")
-    _, key = await users.create_api_key(user.id, scopes=["tasks:read"])
+    _, key = await users.create_api_key(user.id, scopes=["write"])
     return str(user.id), key
 
 
@@ -109,7 +109,7 @@ async def test_api_key(
         "via": "api_key",
         "user_id": user_id,
         "role": "operator",
-        "scopes": ["tasks:read"],
+        "scopes": ["write"],
     }
 
 

@@ -57,10 +57,10 @@ async def test_api_key_is_shown_once_and_only_its_hash_is_kept(
     users: UserRepository, postgres: PostgresStore
 ) -> None:
     user = await users.create_user(email=unique_email(), role="agent")
-    api_key, key = await users.create_api_key(user.id, name="ci", scopes=["tasks:read"])
+    api_key, key = await users.create_api_key(user.id, name="ci", scopes=["read"])
     assert KEY_FORMAT.fullmatch(key)
     assert key.startswith(f"pg_{api_key.prefix}_")
-    assert (api_key.name, api_key.scopes, api_key.revoked_at) == ("ci", ("tasks:read",), None)
+    assert (api_key.name, api_key.scopes, api_key.revoked_at) == ("ci", ("read",), None)
 
     async with postgres.connection() as conn:
         row = await conn.fetchrow("SELECT * FROM api_keys WHERE id = $1", api_key.id)
