@@ -27,7 +27,7 @@ async def login(
     found = await stores.postgres.users.authenticate_api_key(api_key)
     if found is None:
         raise ClientError(ErrorCode.UNAUTHENTICATED, "The API key is invalid, expired or revoked.")
-    user, api_key = found
+    user, key_record = found
     if agent_id is not None and user.role != Role.AGENT.value:
         raise ClientError(
             ErrorCode.FORBIDDEN,
@@ -38,7 +38,7 @@ async def login(
         return await _sessions(stores).create(
             # The session keeps the key's scope cap, so logging in never widens a key.
             user_id=user.id,
-            role=scoped_role(Role(user.role), api_key.scopes).value,
+            role=scoped_role(Role(user.role), key_record.scopes).value,
             agent_id=agent_id,
             ttl_s=ttl_s,
         )
