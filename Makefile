@@ -5,12 +5,13 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 POLYGRAPH := $(VENV)/bin/polygraph
 
-.PHONY: help install system-packages run test lint typecheck bench stack-down clean
+.PHONY: help install lock timescale system-packages run test lint typecheck bench stack-down clean
 
 help:
 	@echo "make run    start the dev stack and serve the gateway on http://127.0.0.1:8000"
 	@echo "make test   start the test stack, then ruff, mypy and pytest"
 	@echo "make stack-down   stop the dev and test stores"
+	@echo "make bench  benchmark the gateway (bench/results/latest.md)"
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -19,8 +20,26 @@ $(UV):
 system-packages:
 	@bash infra/local/system-packages.sh
 
-install: $(UV) system-packages
-	$(UV) sync --frozen --python python3.11 --quiet
+# requirements.lock pins every package by version and hash (exported from uv's lock,
+# without index addresses); `make lock` refreshes it after pyproject.toml changes.
+install: $(UV) system-packages timescale $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
+	test -x $(VENV)/bin/python || $(UV) venv --quiet --python python3.11 $(VENV)
+	$(UV) pip install --quiet --python $(VENV)/bin/python --require-hashes -r requirements.lock
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
+	touch $@
+
+lock: $(UV)
+	$(UV) lock --quiet
+	$(UV) export --quiet --format requirements.txt --all-groups --no-emit-project --frozen -o requirements.lock
+
+# TimescaleDB in WebAssembly (Node), for the metrics conformance tests; reinstalled
+# only when the lock file changes.
+timescale: infra/timescale/node_modules/.package-lock.json
+
+infra/timescale/node_modules/.package-lock.json: infra/timescale/package-lock.json
+	npm ci --prefix infra/timescale --no-audit --no-fund --loglevel=error
 
 run: install
 	$(POLYGRAPH) stack up --profile dev
@@ -36,6 +55,10 @@ test: install
 	$(VENV)/bin/mypy
 	$(POLYGRAPH) schema check
 	$(VENV)/bin/pytest -n 2 --dist loadfile
+
+# `polygraph bench --help` for options (e.g. BENCH_ARGS="--quick" or "--scale 0.1").
+bench: install
+	$(POLYGRAPH) bench $(BENCH_ARGS)
 
 stack-down:
 	-POLYGRAPH_PROFILE=dev $(POLYGRAPH) stack down

@@ -11,18 +11,22 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import ParserCache, ValidationCache
 
-from gateway import health_routes
+from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
+from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
+from stores.embeddings import Embedder, create_embedder
+from stores.metrics import MetricsStore
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
+from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
 logger = logging.getLogger("polygraph")
 
@@ -40,13 +44,37 @@ async def migrate_reachable(stores: Stores) -> None:
         else:
             if applied:
                 logger.info("%s: applied migrations %s", type(store).__name__, ", ".join(applied))
+    if stores.metrics is not None:
+        try:
+            applied = await stores.metrics.migrate()
+        except StoreUnavailable as exc:
+            logger.warning("skipped metrics setup: %s", exc)
+        else:
+            if applied:
+                logger.info("MetricsStore: applied %s", ", ".join(applied))
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+async def check_embedding_space(stores: Stores) -> None:
+    """Refuse to start against vectors of another model or dimension (the error says
+    to run `polygraph reembed`); a PostgreSQL that is down is checked on the next start."""
+    assert stores.search is not None and stores.embedder is not None
+    space = EmbeddingSpace(stores.embedder.model, stores.embedder.dimension)
+    try:
+        await ensure_space(stores.search, space)
+    except StoreUnavailable as exc:
+        logger.warning("skipped the embedding space check: %s", exc)
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Starlette:
+    """`embedder` replaces the one settings describe; its owner closes it."""
     settings = settings or Settings()
+    owns_embedder = embedder is None
+    embedder = embedder or create_embedder(settings.embedder_options())
     postgres = PostgresStore(settings.postgres_options())
+    search = SearchStore(postgres, settings.search_options())
     graph = GraphStore(settings.graph_options())
     redis = RedisStore(settings.redis_options())
+    metrics = MetricsStore(settings.metrics_options())
     stores = Stores(
         postgres,
         graph,
@@ -57,6 +85,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
         ),
         projector=Projector(postgres, graph) if settings.projector_enabled else None,
+        metrics=metrics,
+        search=search,
+        embedder=embedder,
+        embedding_filler=(
+            EmbeddingFiller(search, embedder, batch_size=settings.embedding_batch_size)
+            if settings.embedding_filler_enabled
+            else None
+        ),
     )
 
     @asynccontextmanager
@@ -65,14 +101,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Entered in dependency order, so they close in reverse.
             for store in (postgres, graph, redis):
                 await stack.enter_async_context(store)
+            await stack.enter_async_context(metrics)
+            if owns_embedder:
+                stack.push_async_callback(embedder.aclose)
             if settings.migrate_on_start:
                 await migrate_reachable(stores)
+            metrics.start_maintenance()
+            await check_embedding_space(stores)
             assert stores.events is not None
             await stores.events.start()
             stack.push_async_callback(stores.events.aclose)
             if stores.projector is not None:
                 await stores.projector.start()
                 stack.push_async_callback(stores.projector.stop)
+            if stores.embedding_filler is not None:
+                await stores.embedding_filler.start()
+                stack.push_async_callback(stores.embedding_filler.stop)
             app.state.stores = stores
             app.state.settings = settings
             logger.info("gateway ready")
@@ -88,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     routes = [
         *health_routes.routes,
+        *ingest.routes,
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]

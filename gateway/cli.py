@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stack = commands.add_parser("stack", help="start, stop or inspect the local stores")
     stack.add_argument("action", choices=["up", "down", "status"])
-    stack.add_argument("--profile", choices=["dev", "test"], help="default: settings, dev")
+    stack.add_argument("--profile", choices=["dev", "test", "bench"], help="default: settings, dev")
     stack.set_defaults(handler=_stack)
 
     migrate = commands.add_parser("migrate", help="apply pending PostgreSQL and Neo4j migrations")
@@ -62,11 +62,43 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument(
         "--if-empty", action="store_true", help="do nothing when agents already exist"
     )
+    seed.add_argument(
+        "--metrics-days",
+        type=float,
+        default=0,
+        help="also write D days of metric points per agent (diurnal, noise, incidents)",
+    )
+    seed.add_argument(
+        "--metrics-step", type=float, default=60, help="seconds between metric points"
+    )
     seed.set_defaults(handler=_seed)
 
     graph = commands.add_parser("graph", help="the Neo4j projection")
     graph.add_argument("action", choices=["rebuild"])
     graph.set_defaults(handler=_graph)
+
+    bench = commands.add_parser(
+        "bench", help="benchmark the gateway against a hand-written floor and PostGraphile"
+    )
+    bench.add_argument("--scale", type=float, help="dataset size, 1 = 10,000 agents (default)")
+    bench.add_argument("--quick", action="store_true", help="every scenario briefly, tiny data")
+    bench.add_argument("--seconds", type=float, help="measured window per run (default 10)")
+    bench.add_argument("--warmup", type=float, help="warm-up per run (default 3)")
+    bench.add_argument("--rounds", type=int, help="alternating rounds (default 2)")
+    bench.add_argument("--connections", type=int, help="fixed concurrency (default 16)")
+    bench.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None)
+    bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
+    bench.set_defaults(handler=_bench)
+
+    reembed = commands.add_parser(
+        "reembed",
+        help="recompute pending embeddings, or all of them after a model or dimension change",
+    )
+    reembed.add_argument(
+        "--all", action="store_true", help="recompute every vector and rebuild the HNSW indexes"
+    )
+    reembed.add_argument("--batch-size", type=int, default=256, help="rows per embedding call")
+    reembed.set_defaults(handler=_reembed)
 
     dev_key = commands.add_parser(
         "dev-key", help="an admin API key for local development, kept in var/<profile>/"
@@ -122,6 +154,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from stores import GraphStore, PostgresStore, StoreError
+    from stores.metrics import MetricsStore
 
     async def run() -> None:
         async with PostgresStore(settings.postgres_options()) as postgres:
@@ -130,6 +163,12 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         async with GraphStore(settings.graph_options()) as graph:
             applied = await graph.migrate()
             print(f"neo4j: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+        async with MetricsStore(settings.metrics_options()) as metrics:
+            applied = await metrics.migrate()
+            print(
+                f"metrics: {metrics.backend.value if metrics.backend else '?'} path, "
+                f"{'applied ' + ', '.join(applied) if applied else 'up to date'}"
+            )
 
     try:
         asyncio.run(run())
@@ -215,6 +254,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
             await graph.migrate()
             if args.if_empty and (await bulk.table_counts(postgres))["agents"] > 0:
                 print("seed: agents exist already; nothing to do")
+                await _seed_metrics(settings, postgres, args)
                 return
             report = await seed(
                 postgres,
@@ -224,16 +264,103 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
                 seed_value=args.seed,
                 progress=_Bars(),
             )
+            knowledge = await _seed_knowledge(settings, postgres, args.agents, args.seed)
+            await _seed_metrics(settings, postgres, args)
         print(
             f"seed: {report.agents} agents, {report.relationships} relationships, "
             f"{report.tasks} tasks, {report.dependencies} dependencies in "
             f"{report.seconds:.1f}s ({report.rows / max(report.seconds, 1e-9):,.0f} rows/s)"
+        )
+        print(
+            f"seed: {knowledge.items} knowledge items and {knowledge.memories} memories, "
+            f"embedded, in {knowledge.seconds:.1f}s"
         )
 
     try:
         asyncio.run(run())
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _seed_metrics(settings: Settings, postgres: Any, args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from gateway.seed import seed_metrics
+    from stores.metrics import MetricsStore
+
+    if args.metrics_days <= 0:
+        return
+    async with MetricsStore(settings.metrics_options()) as metrics:
+        await metrics.migrate()
+        report = await seed_metrics(
+            postgres,
+            metrics,
+            days=args.metrics_days,
+            step=timedelta(seconds=args.metrics_step),
+            seed_value=args.seed,
+            progress=_Bars(),
+        )
+    print(
+        f"seed: {report.points:,} metric points ({report.inserted:,} new) in "
+        f"{report.seconds:.1f}s ({report.rows_per_second:,.0f} rows/s)"
+    )
+
+
+async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_value: int) -> Any:
+    from gateway.seed_knowledge import seed_knowledge
+    from stores.embeddings import create_embedder
+    from stores.search import EmbeddingSpace, SearchStore, ensure_space
+
+    search = SearchStore(postgres, settings.search_options())
+    embedder = create_embedder(settings.embedder_options())
+    try:
+        await ensure_space(search, EmbeddingSpace(embedder.model, embedder.dimension))
+        return await seed_knowledge(
+            search,
+            embedder,
+            await search.knowledge.agent_ids(agents),
+            # About three items per agent: 600 for `make run`'s 200 agents.
+            items=max(56, 3 * agents),
+            seed_value=seed_value,
+            progress=_Bars(),
+        )
+    finally:
+        await embedder.aclose()
+
+
+def _reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from resolvers.embeddings import reembed
+    from stores import PostgresStore, StoreError
+    from stores.embeddings import create_embedder
+    from stores.search import SearchStore
+
+    async def run() -> None:
+        embedder = create_embedder(settings.embedder_options())
+        try:
+            async with PostgresStore(settings.postgres_options()) as postgres:
+                await postgres.migrate()
+                search = SearchStore(postgres, settings.search_options())
+                moved, report = await reembed(
+                    search,
+                    embedder,
+                    everything=args.all,
+                    batch_size=args.batch_size,
+                    progress=_Bars(),
+                )
+        finally:
+            await embedder.aclose()
+        space = f"{embedder.model} ({embedder.dimension} dimensions)"
+        print(
+            f"reembed: {'moved to' if moved else 'already in'} {space}; embedded "
+            f"{report.knowledge} knowledge items and {report.memories} memories"
+        )
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        print(f"error: {exc}. Run it again to resume where it stopped.", file=sys.stderr)
         return 1
     return 0
 
@@ -255,6 +382,21 @@ def _graph(args: argparse.Namespace, settings: Settings) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from bench.harness import Options, run
+
+    given = {
+        name: value
+        for name in ("scale", "seconds", "warmup", "rounds", "connections", "peer")
+        if (value := getattr(args, name)) is not None
+    }
+    given["only"] = tuple(args.only)
+    options = Options.quick_mode(**given) if args.quick else Options(**given)
+    path = run(options)
+    print(f"bench: wrote {path} and {path.with_name('latest.md')}")
     return 0
 
 

@@ -9,10 +9,12 @@ retries that agree with the state machine. Neo4j is filled by a graph rebuild.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -20,7 +22,10 @@ from uuid import UUID
 
 from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
-from stores.postgres import bulk
+from stores.errors import InvalidInput
+from stores.metrics import MetricsStore
+from stores.metrics.store import UnlabelledRow
+from stores.postgres import bulk, metric_names
 from stores.postgres.records import Agent, AgentRelationship, Task
 
 ROLES = ("orchestrator", "planner", "researcher", "coder", "reviewer", "tester", "analyst")
@@ -254,3 +259,136 @@ async def seed(
         dependencies=len(edge_rows),
         seconds=time.perf_counter() - started,
     )
+
+
+# Metric names the demo registers: (name, unit, description, baseline, diurnal swing, noise).
+METRIC_SERIES = (
+    ("energy", "ratio", "Remaining energy budget, 0 to 1.", 0.7, 0.2, 0.03),
+    ("integrity", "ratio", "Share of self-checks passing.", 0.95, 0.02, 0.01),
+    ("entropy", "bits", "Entropy of the agent's recent decisions.", 3.0, 0.8, 0.2),
+    ("void", "ratio", "Share of idle capacity.", 0.3, 0.25, 0.05),
+    ("coherence", "ratio", "Agreement between plan and actions.", 0.85, 0.05, 0.02),
+    ("task_duration_ms", "ms", "Mean duration of tasks finished.", 1800.0, 900.0, 150.0),
+    ("tokens", "tokens", "Tokens used per minute.", 1200.0, 800.0, 120.0),
+    ("error_rate", "ratio", "Share of failed calls.", 0.02, 0.01, 0.004),
+)
+METRIC_BATCH_POINTS = 50_000
+METRIC_WRITERS = 2
+
+
+@dataclass(frozen=True)
+class MetricsSeedReport:
+    points: int
+    inserted: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.points / max(self.seconds, 1e-9)
+
+
+def generate_metric_rows(
+    rng: random.Random,
+    agent_ids: Sequence[UUID],
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    batch: int = METRIC_BATCH_POINTS,
+) -> Iterator[list[UnlabelledRow]]:
+    """Per agent and metric: a daily cycle peaking at a per-agent hour, Gaussian noise,
+    and a few incidents (a spike that decays over about half an hour). Batches of rows
+    in time order, ready for COPY (no labels)."""
+    per_series = int((end - start) / step)
+    day_s = 86_400.0
+    profiles = []
+    for agent_id in agent_ids:
+        for name, _, _, base, swing, noise in METRIC_SERIES:
+            incidents = {
+                rng.randrange(per_series): rng.choice((-1.0, 1.0)) * swing * rng.uniform(2, 4)
+                for _ in range(max(1, per_series // 2880))
+            }
+            profiles.append(
+                (agent_id, name, base * rng.uniform(0.8, 1.2), swing, noise,
+                 rng.uniform(0, 2 * math.pi), incidents)
+            )  # fmt: skip
+    gauss = rng.gauss
+    start_s = start.timestamp()
+    step_s = step.total_seconds()
+    # sin(angle + phase) = sin(angle) cos(phase) + cos(angle) sin(phase): two products
+    # per point instead of a sin; incidents as a bump per step index.
+    series = [
+        (
+            agent_id, name, base, swing * math.cos(phase), swing * math.sin(phase), noise,
+            {at + k: size * math.exp(-k / 8) for at, size in incidents.items() for k in range(30)},
+        )
+        for agent_id, name, base, swing, noise, phase, incidents in profiles
+    ]  # fmt: skip
+    rows: list[UnlabelledRow] = []
+    append = rows.append
+    for index in range(per_series):
+        moment = start + index * step
+        angle = 2 * math.pi * ((start_s + index * step_s) % day_s) / day_s
+        sin_a, cos_a = math.sin(angle), math.cos(angle)
+        for agent_id, name, base, cos_part, sin_part, noise, bumps in series:
+            value = base + sin_a * cos_part + cos_a * sin_part + gauss(0.0, noise)
+            if bumps and index in bumps:
+                value += bumps[index]
+            append((moment, agent_id, name, value if value > 0.0 else 0.0))
+        if len(rows) >= batch:
+            yield rows
+            rows = []
+            append = rows.append
+    if rows:
+        yield rows
+
+
+async def seed_metrics(
+    postgres: PostgresStore,
+    metrics: MetricsStore,
+    *,
+    days: float,
+    step: timedelta = timedelta(minutes=1),
+    seed_value: int = 42,
+    agent_ids: Sequence[UUID] | None = None,
+    progress: Progress | None = None,
+) -> MetricsSeedReport:
+    """Register the demo metric names and write `days` of points for every agent (or
+    `agent_ids`), ending at the current minute, with COPY; then bring the rollups up to
+    date. Re-running skips the points already there."""
+    report = progress or (lambda stage, done, total: None)
+    if timedelta(days=days) >= metrics.options.retention:
+        raise InvalidInput("metrics-days", "must be shorter than the metrics retention period")
+    for name, unit, description, *_ in METRIC_SERIES:
+        await metric_names.register(postgres, name, unit=unit, description=description)
+    if agent_ids is None:
+        async with postgres.connection() as conn:
+            agent_ids = [row["id"] for row in await conn.fetch("SELECT id FROM agents ORDER BY id")]
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = end - timedelta(days=days)
+    total = int((end - start) / step) * len(agent_ids) * len(METRIC_SERIES)
+    started = time.perf_counter()
+    done = inserted = 0
+    report("metric points", 0, total)
+    batches = generate_metric_rows(random.Random(seed_value), agent_ids, start, end, step)
+    # Batches are made in a thread while two connections COPY (one server process per
+    # core); the lock hands out one batch at a time, so the generator stays in order.
+    turn = asyncio.Lock()
+
+    async def writer() -> None:
+        nonlocal done, inserted
+        while True:
+            async with turn:
+                rows = await asyncio.to_thread(next, batches, None)
+            if rows is None:
+                return
+            result = await metrics.copy_points(rows)
+            # After the await: `x += await ...` would read x before another writer adds.
+            inserted += result.inserted
+            done += len(rows)
+            report("metric points", done, total)
+
+    await asyncio.gather(*(writer() for _ in range(METRIC_WRITERS)))
+    report("metric rollups", 0, 1)
+    await metrics.refresh_rollups(start, end)
+    report("metric rollups", 1, 1)
+    return MetricsSeedReport(done, inserted, time.perf_counter() - started)

@@ -7,15 +7,19 @@ Defaults point at the local `dev` stack, so nothing needs setting to try it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
+from stores.metrics import MetricsOptions
 from stores.postgres import PostgresOptions
 from stores.redis import RedisOptions
 from stores.redis.sessions import SessionOptions
+from stores.search import SearchOptions
 
 
 class Settings(BaseSettings):
@@ -76,6 +80,58 @@ class Settings(BaseSettings):
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
 
+    # Metrics (TimescaleDB when the server has it, native partitions otherwise).
+    # Unset DSN: the PostgreSQL one. Durations take seconds or ISO 8601 (`P1D`).
+    metrics_dsn: SecretStr | None = None
+    metrics_backend: Literal["auto", "timescaledb", "native"] = "auto"
+    metrics_schema: str = "metrics"
+    metrics_pool_max: int = Field(default=5, ge=1)
+    metrics_chunk_interval: timedelta = timedelta(days=1)
+    metrics_partitions_ahead: int = Field(default=3, ge=1)
+    metrics_compress_after: timedelta = timedelta(days=7)
+    metrics_retention: timedelta = timedelta(days=30)
+    metrics_rollup_retention: timedelta = timedelta(days=400)
+    metrics_max_future: timedelta = timedelta(minutes=10)
+    metrics_maintenance_interval_s: float = Field(default=3600.0, gt=0)
+
+    # Embeddings: `local` runs all-MiniLM-L6-v2 in this process (offline); `openai` calls
+    # any OpenAI-compatible /v1/embeddings server at `embedding_url`.
+    embedding_provider: Literal["local", "openai"] = "local"
+    embedding_model: str = DEFAULT_MODEL
+    embedding_dimension: int = Field(default=DEFAULT_DIMENSION, ge=1, le=4000)
+    embedding_batch_size: int = Field(default=32, ge=1, le=2048)
+    embedding_url: str = "http://127.0.0.1:8080/v1"
+    embedding_api_key: SecretStr = SecretStr("")
+    embedding_timeout_s: float = Field(default=10.0, gt=0)
+    embedding_max_retries: int = Field(default=3, ge=0, le=10)
+    # ONNX Runtime threads per batch for the local model (0: one per core).
+    embedding_threads: int = Field(default=0, ge=0)
+    # Compute embeddings left pending (the embedder was down at write time) in the background.
+    embedding_filler_enabled: bool = True
+    # HNSW: graph degree and build effort (applied when `polygraph reembed` builds the
+    # indexes), and candidates per query (raised per query to the page's depth).
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+
+    def embedder_options(self) -> EmbedderOptions:
+        return EmbedderOptions(
+            provider=self.embedding_provider,
+            model=self.embedding_model,
+            dimension=self.embedding_dimension,
+            batch_size=self.embedding_batch_size,
+            base_url=self.embedding_url,
+            api_key=self.embedding_api_key.get_secret_value(),
+            timeout=self.embedding_timeout_s,
+            max_retries=self.embedding_max_retries,
+            threads=self.embedding_threads,
+        )
+
+    def search_options(self) -> SearchOptions:
+        return SearchOptions(
+            m=self.hnsw_m, ef_construction=self.hnsw_ef_construction, ef_search=self.hnsw_ef_search
+        )
+
     def postgres_options(self) -> PostgresOptions:
         return PostgresOptions(
             dsn=self.postgres_dsn.get_secret_value(),
@@ -101,6 +157,24 @@ class Settings(BaseSettings):
             max_connections=self.redis_pool_max,
             command_timeout=self.redis_command_timeout_s,
             connect_timeout=self.redis_connect_timeout_s,
+        )
+
+    def metrics_options(self) -> MetricsOptions:
+        dsn = self.metrics_dsn or self.postgres_dsn
+        return MetricsOptions(
+            dsn=dsn.get_secret_value(),
+            backend=self.metrics_backend,
+            schema=self.metrics_schema,
+            min_size=min(1, self.metrics_pool_max),
+            max_size=self.metrics_pool_max,
+            acquire_timeout=self.postgres_acquire_timeout_s,
+            chunk_interval=self.metrics_chunk_interval,
+            partitions_ahead=self.metrics_partitions_ahead,
+            compress_after=self.metrics_compress_after,
+            retention=self.metrics_retention,
+            rollup_retention=self.metrics_rollup_retention,
+            max_future=self.metrics_max_future,
+            maintenance_interval=self.metrics_maintenance_interval_s,
         )
 
     def session_options(self) -> SessionOptions:

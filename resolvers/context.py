@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 from stores import GraphStore, PostgresStore, RedisStore
+from stores.embeddings import Embedder
+from stores.metrics import MetricsStore
 from stores.postgres.records import WriteContext
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
+from stores.search import SearchStore
 
 if TYPE_CHECKING:
     from resolvers.auth import Principal
+    from resolvers.embeddings import EmbeddingFiller
     from resolvers.loaders import Loaders
     from resolvers.projector import Projector
 
@@ -29,6 +33,10 @@ class Stores:
     sessions: SessionStore | None = None
     events: EventBus | None = None
     projector: Projector | None = None
+    metrics: MetricsStore | None = None
+    search: SearchStore | None = None
+    embedder: Embedder | None = None
+    embedding_filler: EmbeddingFiller | None = None
 
 
 @dataclass

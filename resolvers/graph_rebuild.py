@@ -50,6 +50,8 @@ class RebuildReport:
     outbox_marked: int
     tombstones_pruned: int
     seconds: float
+    knowledge: int = 0
+    knowledge_links: int = 0
 
 
 async def rebuild(
@@ -98,6 +100,8 @@ async def rebuild(
         outbox_marked=marked,
         tombstones_pruned=tombstones,
         seconds=round(time.perf_counter() - started, 3),
+        knowledge=report.knowledge_items,
+        knowledge_links=report.knowledge_relations,
     )
 
 
@@ -110,6 +114,8 @@ class _Counts:
     workflows: int = 0
     removed_nodes: int = 0
     removed_edges: int = 0
+    knowledge_items: int = 0
+    knowledge_relations: int = 0
 
 
 def _silent(phase: str, done: int, total: int) -> None:
@@ -232,6 +238,35 @@ _TABLES: tuple[_Table, ...] = (
         lambda r: (r["task_id"], r["depends_on_id"]),
         lambda r: {"task_id": str(r["task_id"]), "depends_on_id": str(r["depends_on_id"])},
     ),
+    _Table(
+        "knowledge_items",
+        "knowledge.upserted",
+        "SELECT count(*) FROM knowledge_items",
+        "SELECT id, title, source, tags FROM knowledge_items WHERE id > $1 ORDER BY id LIMIT $2",
+        (_NIL,),
+        lambda r: (r["id"],),
+        lambda r: {
+            "id": str(r["id"]),
+            "title": r["title"],
+            "source": r["source"],
+            "tags": list(r["tags"]),
+        },
+    ),
+    _Table(
+        "knowledge_relations",
+        "knowledge.related",
+        "SELECT count(*) FROM knowledge_relations",
+        "SELECT source_id, target_id, type FROM knowledge_relations"
+        " WHERE (source_id, target_id, type) > ($1, $2, $3)"
+        " ORDER BY source_id, target_id, type LIMIT $4",
+        (_NIL, _NIL, ""),
+        lambda r: (r["source_id"], r["target_id"], r["type"]),
+        lambda r: {
+            "source_id": str(r["source_id"]),
+            "target_id": str(r["target_id"]),
+            "type": r["type"],
+        },
+    ),
 )
 
 
@@ -293,6 +328,15 @@ _PRUNE_TARGETS: tuple[_PruneTarget, ...] = (
         NodeLabel.WORKFLOW,
         "workflow.deleted",
         "SELECT id FROM workflows WHERE id = ANY($1::uuid[])",
+    ),
+    _PruneTarget(
+        NodeLabel.KNOWLEDGE,
+        "knowledge.deleted",
+        "SELECT id FROM knowledge_items WHERE id = ANY($1::uuid[])",
+        "SELECT type, source_id, target_id FROM knowledge_relations"
+        " WHERE source_id = ANY($1::uuid[])",
+        "knowledge.unrelated",
+        lambda t, s, d: {"type": t, "source_id": s, "target_id": d},
     ),
 )
 

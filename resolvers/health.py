@@ -31,11 +31,15 @@ class HealthReport:
 
 
 async def check_health(stores: Stores) -> HealthReport:
-    probes = await asyncio.gather(
+    checks = [
         _bounded(stores.postgres.probe(), "postgres", stores.probe_timeout),
         _bounded(stores.graph.probe(), "neo4j", stores.probe_timeout),
         _bounded(stores.redis.probe(), "redis", stores.probe_timeout),
-    )
+    ]
+    if stores.metrics is not None:
+        # Its details say which path runs: {"backend": "timescaledb" | "native"}.
+        checks.append(_bounded(stores.metrics.probe(), "metrics", stores.probe_timeout))
+    probes = await asyncio.gather(*checks)
     components = tuple([await _with_sessions_fallback(probe, stores) for probe in probes])
     return HealthReport(tier_of(components), components, time.time())
 

@@ -12,10 +12,13 @@ from strawberry import relay
 
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
-from resolvers.loaders import TasksPageKey
+from resolvers.loaders import RecallKey, TasksPageKey
 from schema.enums import AgentRelationshipType, AgentStatus, TaskOrder, TaskStatus
+from schema.memories import MemoryHit, SearchMode, pick_mode
+from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, nodes_by_ids
 from schema.scalars import JSON
+from stores.metrics import Aggregate, Fill
 from stores.postgres import records
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
 
@@ -158,6 +161,59 @@ class Agent(relay.Node):
 
         found = await info.context.loaders.achievements_by_agent_id.load(self.record.id)
         return [Achievement.from_record(item) for item in found]
+
+    @strawberry.field(
+        description="One of this agent's metrics, bucketed (one query for a whole page of "
+        "agents; reads the 1-minute or 1-hour rollup when the bucket allows). " + BUCKET_HELP
+    )
+    async def metrics(
+        self,
+        info: Info,
+        name: str,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        bucket: str = "1h",
+        aggregate: MetricAggregate = Aggregate.AVG,  # type: ignore[valid-type]
+        fill: MetricFill = Fill.NONE,  # type: ignore[valid-type]
+        labels: Annotated[
+            JSON | None,
+            strawberry.argument(description="Only points whose labels contain these (reads raw)."),
+        ] = None,
+    ) -> MetricSeries | None:
+        return await agent_metrics(
+            info,
+            self.record.id,
+            name=name,
+            start=from_,
+            end=to,
+            bucket=bucket,
+            aggregate=aggregate,
+            how=fill,
+            labels=labels,
+        )
+
+    @strawberry.field(
+        description="This agent's memories that best match a query text or vector (one SQL "
+        "query for a whole page of agents; the text is embedded once per request)."
+    )
+    async def recall(
+        self,
+        info: Info,
+        query: str | None = None,
+        vector: list[float] | None = None,
+        mode: SearchMode | None = None,
+        first: int = 5,
+    ) -> list[MemoryHit]:
+        from resolvers.search import query_vector
+
+        require(info.context.principal, at_least=Role.VIEWER)
+        store_mode = pick_mode(mode, query)
+        text, checked = await query_vector(info.context, store_mode, query, vector)
+        key = RecallKey(
+            self.record.id, store_mode, text, tuple(checked) if checked else None, first
+        )
+        hits = await info.context.loaders.memories_by_recall.load(key)
+        return [MemoryHit.from_hit(hit) for hit in hits]
 
 
 @strawberry.type

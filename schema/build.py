@@ -7,13 +7,15 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 
+from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.query import Query as CoreQuery
+from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
-QUERIES: tuple[type, ...] = (CoreQuery,)
-SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription,)
+QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery)
+SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

@@ -25,6 +25,9 @@ class ComponentHealth:
     sessions_fallback: str | None = strawberry.field(
         description="Redis only: set while sessions are served from gateway memory."
     )
+    metrics_backend: str | None = strawberry.field(
+        description="Metrics only: `timescaledb` (hypertables) or `native` (partitions)."
+    )
     error: str | None
 
     @classmethod
@@ -37,6 +40,7 @@ class ComponentHealth:
             pgvector_version=probe.details.get("pgvector"),
             edition=probe.details.get("edition"),
             sessions_fallback=probe.details.get("sessions_fallback"),
+            metrics_backend=probe.details.get("backend"),
             error=probe.error,
         )
 

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
 from schema.mutations.agents import AgentMutations
+from schema.mutations.knowledge import KnowledgeMutations
+from schema.mutations.metrics import MetricMutations
 from schema.mutations.tasks import TaskMutations
 from schema.mutations.users import UserMutations
 from schema.mutations.workflows import WorkflowMutations
 
-MUTATIONS: tuple[type, ...] = (UserMutations, AgentMutations, TaskMutations, WorkflowMutations)
+MUTATIONS: tuple[type, ...] = (
+    UserMutations,
+    AgentMutations,
+    TaskMutations,
+    WorkflowMutations,
+    MetricMutations,
+    KnowledgeMutations,
+)

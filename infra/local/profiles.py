@@ -49,6 +49,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "dev": Profile("dev", 55432, 56379, 57687, VAR_ROOT / "dev"),
     "test": Profile("test", 55433, 56380, 57688, VAR_ROOT / "test"),
+    # `polygraph bench` only: its own ports and data, so benchmarks never touch dev or test.
+    "bench": Profile("bench", 55434, 56381, 57689, VAR_ROOT / "bench"),
 }
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack needs, only when missing:
-# redis-server (Redis 7), a JDK 17 and Maven (the Neo4j launcher).
+# redis-server (Redis 7), a JDK 17 and Maven (the Neo4j launcher), wrk (`polygraph bench`).
 set -euo pipefail
 
 missing=()
@@ -8,6 +8,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v wrk >/dev/null || missing+=(wrk)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

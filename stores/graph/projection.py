@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _STORE = "neo4j"
 _AGENT_EDGE_TYPES = ("COLLABORATES_WITH", "DELEGATES_TO")
+_KNOWLEDGE_EDGE_TYPES = ("RELATES_TO", "SUPPORTS", "CONTRADICTS")
 _TOMBSTONE_PRUNE_CHUNK = 5000
 
 Row = dict[str, Any]
@@ -46,6 +47,7 @@ class NodeLabel(enum.StrEnum):
     AGENT = "Agent"
     TASK = "Task"
     WORKFLOW = "Workflow"
+    KNOWLEDGE = "Knowledge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +265,30 @@ def _dependency_row(p: dict[str, Any]) -> Row:
     }
 
 
+def _knowledge_row(p: dict[str, Any]) -> Row:
+    item_id = _id(p["id"])
+    return {
+        "id": item_id,
+        "key": _key("knowledge", item_id),
+        "title": str(p["title"]),
+        "source": str(p.get("source") or ""),
+        "tags": [str(tag) for tag in p.get("tags") or []],
+    }
+
+
+def _knowledge_relation_row(p: dict[str, Any]) -> Row:
+    source, target, edge_type = _id(p["source_id"]), _id(p["target_id"]), str(p["type"])
+    if edge_type not in _KNOWLEDGE_EDGE_TYPES:
+        raise ValueError(f"knowledge relationship type {edge_type!r} is not projected")
+    return {
+        "source_id": source,
+        "target_id": target,
+        "type": edge_type,
+        "key": _key(edge_type, source, target),
+        "endpoint_keys": [_key("knowledge", source), _key("knowledge", target)],
+    }
+
+
 _ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], Row]] = {
     "agent.upserted": _agent_row,
     "task.upserted": _task_row,
@@ -274,6 +300,10 @@ _ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], Row]] = {
     "agent.deleted": _deleted_row("agent"),
     "task.deleted": _deleted_row("task"),
     "workflow.deleted": _deleted_row("workflow"),
+    "knowledge.upserted": _knowledge_row,
+    "knowledge.related": _knowledge_relation_row,
+    "knowledge.unrelated": _knowledge_relation_row,
+    "knowledge.deleted": _deleted_row("knowledge"),
 }
 
 # Raise a tombstone to this event's version (never lower it).
@@ -442,6 +472,58 @@ def _deleted(label: NodeLabel) -> str:
 """
 
 
+_KNOWLEDGE_UPSERTED = """
+    UNWIND $rows AS row
+    OPTIONAL MATCH (gone:Tombstone {key: row.key})
+    WITH row, gone WHERE gone IS NULL OR gone.outbox_id < row.oid
+    MERGE (k:Knowledge {id: row.id})
+    WITH k, row WHERE coalesce(k.outbox_id, -1) < row.oid
+    SET k.title = row.title, k.source = row.source, k.tags = row.tags, k.outbox_id = row.oid
+"""
+
+
+def _knowledge_related() -> str:
+    branches = "".join(
+        f"""
+    CALL (a, b, row) {{
+        WITH a, b, row WHERE row.type = '{edge_type}'
+        MERGE (a)-[r:{edge_type}]->(b)
+        WITH r, row WHERE coalesce(r.outbox_id, -1) < row.oid
+        SET r.outbox_id = row.oid
+    }}"""
+        for edge_type in _KNOWLEDGE_EDGE_TYPES
+    )
+    return f"""
+    UNWIND $rows AS row
+    WITH row WHERE NOT EXISTS {{
+        MATCH (gone:Tombstone)
+        WHERE (gone.key = row.key AND gone.outbox_id >= row.oid)
+           OR gone.key IN row.endpoint_keys
+    }}
+    MERGE (a:Knowledge {{id: row.source_id}})
+    MERGE (b:Knowledge {{id: row.target_id}})
+    WITH a, b, row{branches}
+"""
+
+
+def _knowledge_unrelated() -> str:
+    branches = "".join(
+        f"""
+    CALL (row) {{
+        WITH row WHERE row.type = '{edge_type}'
+        MATCH (:Knowledge {{id: row.source_id}})-[r:{edge_type}]->(:Knowledge {{id: row.target_id}})
+        WHERE coalesce(r.outbox_id, -1) < row.oid
+        DELETE r
+    }}"""
+        for edge_type in _KNOWLEDGE_EDGE_TYPES
+    )
+    return f"""
+    UNWIND $rows AS row
+    {_BURY}
+    WITH row{branches}
+"""
+
+
 # In this order within a batch: not needed for correctness (versions decide), but
 # upserting nodes before relating them avoids creating stubs.
 _STATEMENTS: dict[str, str] = {
@@ -455,11 +537,16 @@ _STATEMENTS: dict[str, str] = {
     "agent.deleted": _deleted(NodeLabel.AGENT),
     "task.deleted": _deleted(NodeLabel.TASK),
     "workflow.deleted": _deleted(NodeLabel.WORKFLOW),
+    "knowledge.upserted": _KNOWLEDGE_UPSERTED,
+    "knowledge.related": _knowledge_related(),
+    "knowledge.unrelated": _knowledge_unrelated(),
+    "knowledge.deleted": _deleted(NodeLabel.KNOWLEDGE),
 }
 
 _OUTGOING: dict[NodeLabel, str] = {
     NodeLabel.AGENT: "COLLABORATES_WITH|DELEGATES_TO",
     NodeLabel.TASK: "DEPENDS_ON",
+    NodeLabel.KNOWLEDGE: "|".join(_KNOWLEDGE_EDGE_TYPES),
 }
 
 

@@ -12,6 +12,11 @@ Kinds and payloads (ids are strings):
     task.dependency_added    {task_id, depends_on_id}
     task.dependency_removed  {task_id, depends_on_id}
     workflow.upserted        {id, name, status, steps: [{id, name, estimate}], edges: [{from, to}]}
+    workflow.deleted         {id}
+    knowledge.upserted       {id, title, source, tags}
+    knowledge.deleted        {id}
+    knowledge.related        {source_id, target_id, type: RELATES_TO | SUPPORTS | CONTRADICTS}
+    knowledge.unrelated      {source_id, target_id, type}
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def test_post_query_answers_with_graphql_response_json(client: TestClient) -> No
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/graphql-response+json"
     health = response.json()["data"]["health"]
-    assert {c["name"] for c in health["components"]} == {"postgres", "neo4j", "redis"}
+    assert {c["name"] for c in health["components"]} == {"postgres", "neo4j", "redis", "metrics"}
 
 
 def test_get_query_works(client: TestClient) -> None:

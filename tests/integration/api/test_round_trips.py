@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 
 PAGE_QUERY = """
-query Page($tag: String!, $first: Int!) {
+query Page($tag: String!, $first: Int!, $metric: String!, $from: DateTime!, $to: DateTime!) {
   agents(filter: {tagsAny: [$tag]}, first: $first) {
     edges { node {
       name
@@ -20,6 +21,9 @@ query Page($tag: String!, $first: Int!) {
       children { name }
       sessions { id }
       achievements { points }
+      metrics(name: $metric, from: $from, to: $to, bucket: "10m", aggregate: MAX) {
+        source points { time value }
+      }
     } }
   }
 }
@@ -108,10 +112,38 @@ def test_round_trips_are_the_same_for_10_and_100_agents(
         )
     )["login"]
     assert login["userErrors"] == [] and login["token"]
+    # Metric points for agents on both pages.
+    metric = unique("rt").replace("-", "_")
+    data(
+        gql(
+            "mutation($n: String!) { registerMetric(input: {name: $n}) { userErrors { code } } }",
+            {"n": metric},
+            caller=operator,
+        )
+    )
+    now = datetime.now(UTC)
+    points = [
+        {"agentId": agent_id, "name": metric, "value": float(i), "time": now.isoformat()}
+        for i, agent_id in enumerate(ids[:2] + ids[-2:])
+    ]
+    recorded = data(
+        gql(
+            """mutation($p: [MetricPointInput!]!) { recordMetrics(input: {points: $p}) {
+               accepted userErrors { field } } }""",
+            {"p": points},
+            caller=operator,
+        )
+    )["recordMetrics"]
+    assert recorded == {"accepted": 4, "userErrors": []}
+    window = {
+        "metric": metric,
+        "from": (now - timedelta(hours=1)).isoformat(),
+        "to": now.isoformat(),
+    }
 
-    small = data(gql(PAGE_QUERY, {"tag": tag, "first": 10}, caller=operator))
+    small = data(gql(PAGE_QUERY, {"tag": tag, "first": 10, **window}, caller=operator))
     small_trips = dict(gql.last_round_trips)
-    large = data(gql(PAGE_QUERY, {"tag": tag, "first": 100}, caller=operator))
+    large = data(gql(PAGE_QUERY, {"tag": tag, "first": 100, **window}, caller=operator))
     large_trips = dict(gql.last_round_trips)
 
     assert len(small["agents"]["edges"]) == 10
@@ -120,7 +152,8 @@ def test_round_trips_are_the_same_for_10_and_100_agents(
     assert any(node["sessions"] for node in nodes)
     assert any(node["collaborators"] for node in nodes)
     assert any(node["tasks"]["edges"] for node in nodes)
-    assert {"postgres", "neo4j", "redis"} <= small_trips.keys(), small_trips
+    assert sum(bool(node["metrics"]["points"]) for node in nodes) == 4
+    assert {"postgres", "neo4j", "redis", "metrics"} <= small_trips.keys(), small_trips
     assert small_trips == large_trips
 
 

@@ -1,0 +1,291 @@
+"""What the harness asks the servers besides load: schema capabilities, equal answers,
+round trips; and how runs become the figures, ratios and targets of the report."""
+
+from __future__ import annotations
+
+import statistics
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from bench.scenarios import (
+    RECORD_SEPARATOR,
+    S2_METRICS_FRAGMENT,
+    Fixtures,
+    Scenario,
+    gateway_bodies,
+    ingest_bodies,
+    peer_bodies,
+)
+
+if TYPE_CHECKING:
+    from bench.loadgen import LoadResult
+    from bench.servers import Child, Measure
+
+STORES = ("postgres", "neo4j", "redis")
+READS = ("S1", "S2", "S3", "S4", "S6")
+
+_INTROSPECTION = (
+    "{ __schema { queryType { fields { name } } mutationType { fields { name } } }"
+    ' agent: __type(name: "Agent") { fields { name } } }'
+)
+
+
+def post(
+    url: str, body: Mapping[str, Any] | bytes, token: str | None, *, content_type: str = ""
+) -> tuple[int, dict[str, str], Any]:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    headers = {"content-type": content_type or "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers.items()), orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            decoded: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            decoded = raw.decode(errors="replace")
+        return exc.code, dict(exc.headers.items()), decoded
+
+
+def capabilities(gateway_url: str, token: str) -> set[str]:
+    """`Type.field` coordinates the running gateway serves, plus `/ingest/metrics`."""
+    status, _, body = post(gateway_url + "/graphql", {"query": _INTROSPECTION}, token)
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise RuntimeError(f"the gateway cannot answer introspection ({status}): {body!s:.500}")
+    data = body["data"]
+    found: set[str] = set()
+    schema = data.get("__schema") or {}
+    for root, key in (("Query", "queryType"), ("Mutation", "mutationType")):
+        for item in (schema.get(key) or {}).get("fields") or []:
+            found.add(f"{root}.{item['name']}")
+    for item in (data.get("agent") or {}).get("fields") or []:
+        found.add(f"Agent.{item['name']}")
+    status, _, _ = post(
+        gateway_url + "/ingest/metrics", b"", token, content_type="application/x-ndjson"
+    )
+    if status not in (404, 405):
+        found.add("POST /ingest/metrics")
+    return found
+
+
+Body = dict[str, Any] | str
+
+
+@dataclass
+class HttpPlan:
+    urls: dict[str, str]
+    bodies: dict[str, list[Body]]
+    notes: list[str] = field(default_factory=list)
+    content_type: str = "application/json"
+
+
+def http_plan(
+    scenario: Scenario,
+    fixtures: Fixtures,
+    found: set[str],
+    children: Mapping[str, Child],
+    token: str,
+) -> HttpPlan:
+    name = scenario.name
+    if scenario.kind == "ingest":
+        return HttpPlan(
+            {"gateway": children["gateway"].url + "/ingest/metrics"},
+            {"gateway": list(ingest_bodies(fixtures))},
+            ["S7 rps is metric points per second (NDJSON batches of 500 points)."],
+            content_type="application/x-ndjson",
+        )
+    gateway = children["gateway"].url + "/graphql"
+    notes: list[str] = []
+    metrics = None
+    if name == "S2" and "Agent.metrics" in found:
+        candidate = gateway_bodies(name, fixtures, s2_metrics=S2_METRICS_FRAGMENT)[0]
+        _, _, body = post(gateway, candidate, token)
+        if isinstance(body, dict) and not body.get("errors"):
+            metrics = S2_METRICS_FRAGMENT
+            notes.append("S2 includes the one-hour metrics summary (Agent.metrics).")
+        else:
+            notes.append(f"S2 ran without its metrics summary: the fragment was refused: {body}")
+    elif name == "S2":
+        notes.append("S2 ran without its metrics summary: Agent.metrics is not in the schema yet.")
+    bodies: list[Body] = list(gateway_bodies(name, fixtures, s2_metrics=metrics))
+    plan = HttpPlan({"gateway": gateway}, {"gateway": bodies}, notes)
+    if scenario.floor and "floor" in children:
+        plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
+        plan.bodies["floor"] = bodies
+        if metrics:
+            notes.append("S2's floor has no metrics summary yet, so its answer is smaller.")
+    if scenario.peer and "peer" in children:
+        plan.urls["peer"] = children["peer"].url + "/graphql"
+        plan.bodies["peer"] = list(peer_bodies(name, fixtures))
+        notes.append(
+            f"{name} peer: PostGraphile serves only the PostgreSQL part (no session check,"
+            " no Neo4j collaborators)."
+        )
+    return plan
+
+
+def _masked(value: Any, volatile: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "<volatile>" if k in volatile else _masked(v, volatile) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_masked(v, volatile) for v in value]
+    return value
+
+
+def compare(scenario: Scenario, plan: HttpPlan, token: str) -> str:
+    """Send the first body to the gateway and the floor; their answers must be equal."""
+    body = plan.bodies["gateway"][0]
+    assert not isinstance(body, str)
+    answers = {t: post(plan.urls[t], body, token)[2] for t in ("gateway", "floor")}
+    return _verdict(scenario, answers)
+
+
+def compare_samples(scenario: Scenario, samples: Mapping[str, Any]) -> str:
+    return _verdict(scenario, samples)
+
+
+def _verdict(scenario: Scenario, answers: Mapping[str, Any]) -> str:
+    volatile = scenario.volatile | ({"at"} if scenario.name == "S8" else frozenset())
+    gateway, floor = (_masked(answers.get(t), volatile) for t in ("gateway", "floor"))
+    if gateway is not None and gateway == floor and not _has_errors(gateway):
+        return f"{scenario.name}: gateway and floor answers equal"
+    return (
+        f"{scenario.name}: gateway and floor answers DIFFER: gateway "
+        f"{orjson.dumps(gateway)[:300].decode()} floor {orjson.dumps(floor)[:300].decode()}"
+    )
+
+
+def _has_errors(answer: Any) -> bool:
+    return isinstance(answer, dict) and bool(answer.get("errors"))
+
+
+def parse_round_trips(header: str) -> dict[str, int]:
+    pairs = (part.strip().split("=") for part in header.split(",") if part.strip())
+    return {store: int(count) for store, count in pairs}
+
+
+def sample_round_trips(
+    url: str, bodies: Sequence[Body], token: str, *, content_type: str = "application/json"
+) -> dict[str, Any]:
+    """Round trips per request from `X-Round-Trips` on a sample of responses (median)."""
+    seen: dict[str, list[int]] = {store: [] for store in STORES}
+    for body in bodies[:5]:
+        sent = body.replace(RECORD_SEPARATOR, "\n").encode() if isinstance(body, str) else body
+        _, headers, _ = post(url, sent, token, content_type=content_type)
+        counted = parse_round_trips(headers.get("x-round-trips", headers.get("X-Round-Trips", "")))
+        for store in STORES:
+            seen[store].append(counted.get(store, 0))
+    return {store: statistics.median(counts) if counts else None for store, counts in seen.items()}
+
+
+def summarise(
+    measured: Sequence[tuple[LoadResult, Measure]], round_trips: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Means over rounds; the largest peak RSS."""
+    results = [r for r, _ in measured]
+    return {
+        "rps": round(statistics.mean(r.rps for r in results), 1),
+        "p50_ms": round(statistics.mean(r.p50_ms for r in results), 3),
+        "p95_ms": round(statistics.mean(r.p95_ms for r in results), 3),
+        "p99_ms": round(statistics.mean(r.p99_ms for r in results), 3),
+        "errors": sum(r.errors for r in results),
+        "round_trips": dict(round_trips) if round_trips else dict.fromkeys(STORES),
+        "cpu_s": round(statistics.mean(m.cpu_s for _, m in measured), 2),
+        "rss_mb": round(max(m.rss_mb for _, m in measured), 1),
+    }
+
+
+def _ratios(scenarios: Mapping[str, Any]) -> dict[str, Any]:
+    ratios: dict[str, Any] = {}
+    for name, by_target in scenarios.items():
+        gateway, floor, peer = (by_target.get(t) for t in ("gateway", "floor", "peer"))
+        entry: dict[str, Any] = {}
+        if gateway and floor and floor["p50_ms"]:
+            entry["gateway_floor_p50"] = round(gateway["p50_ms"] / floor["p50_ms"], 2)
+        if gateway and peer and peer["rps"]:
+            entry["gateway_peer_rps"] = round(gateway["rps"] / peer["rps"], 2)
+        ratios[name] = entry
+    return ratios
+
+
+def _targets(
+    scenarios: Mapping[str, Any], ratios: Mapping[str, Any], session: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+    for name in READS:
+        limit = 2.0 if name == "S2" else 1.5
+        ratio = ratios.get(name, {}).get("gateway_floor_p50")
+        targets.append(
+            {
+                "target": f"{name} p50 within {limit:g}x of the floor",
+                "result": "not run" if ratio is None else f"{ratio:.2f}x",
+                "met": None if ratio is None else ratio <= limit,
+            }
+        )
+    for name in ("S1", "S2"):
+        ratio = ratios.get(name, {}).get("gateway_peer_rps")
+        targets.append(
+            {
+                "target": f"{name} throughput at least PostGraphile's",
+                "result": "peer not run" if ratio is None else f"{ratio:.2f}x the peer's rps",
+                "met": None if ratio is None else ratio >= 1.0,
+            }
+        )
+    targets.append(
+        {
+            "target": "S6 session resolution under 1 ms p99 inside the gateway",
+            "result": f"p50 {session['p50_ms']} ms, p99 {session['p99_ms']} ms"
+            f" over {session['count']} lookups",
+            "met": session["p99_ms"] < 1.0,
+        }
+    )
+    targets.append(
+        {
+            "target": "round trips per request constant in page size",
+            "result": "asserted by tests/integration/api/test_round_trips.py; figures above",
+            "met": None,
+        }
+    )
+    return targets
+
+
+def assemble(
+    *,
+    started_at: str,
+    command: str,
+    machine: dict[str, Any],
+    versions: dict[str, Any],
+    dataset: dict[str, Any],
+    scenarios: dict[str, Any],
+    session: dict[str, Any],
+    skipped: dict[str, str],
+    checks: list[str],
+    notes: list[str],
+    load: str,
+) -> dict[str, Any]:
+    ratios = _ratios(scenarios)
+    return {
+        "machine": machine,
+        "versions": versions,
+        "command": command,
+        "scenarios": scenarios,
+        "started_at": started_at,
+        "dataset": dataset,
+        "load": {"description": load},
+        "ratios": ratios,
+        "targets": _targets(scenarios, ratios, session),
+        "session_resolution": session,
+        "skipped": skipped,
+        "checks": checks,
+        "notes": notes,
+    }

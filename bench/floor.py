@@ -1,0 +1,479 @@
+"""The floor: one hand-written Starlette endpoint per scenario, no GraphQL.
+
+Each endpoint does the fetches its scenario needs with the gateway's drivers
+(asyncpg, the neo4j driver, redis.asyncio) as directly as it can: one batched,
+prepared statement per list, independent fetches at once, orjson out. It returns
+the JSON the gateway returns for the same request body (the harness checks), so
+gateway/floor ratios measure what the GraphQL layer costs.
+
+Run: `python -m bench.floor --port P --postgres-dsn D --neo4j-uri U --redis-url R`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import neo4j
+import orjson
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from bench.floor_ws import FanOut
+from bench.ids import global_id, iso
+
+MEDIA_TYPE = "application/graphql-response+json"
+SESSION_KEY = "session:"
+USER_INDEX = "sessions:user:"
+
+# Every statement takes its values as parameters.
+AGENT_BY_ID = "SELECT id, name, role, status, created_at FROM agents WHERE id = $1"
+AGENT_PAGE = "SELECT id, name, status FROM agents ORDER BY created_at DESC, id DESC LIMIT $1"
+AGENT_NAMES = "SELECT id, name FROM agents WHERE id = ANY($1::uuid[])"
+TASKS_OF_AGENTS = (
+    "SELECT a.id AS agent_id, t.id, t.title, t.status, t.priority"
+    " FROM unnest($1::uuid[]) AS a(id) CROSS JOIN LATERAL ("
+    "  SELECT id, title, status, priority FROM tasks WHERE assignee_id = a.id"
+    "  ORDER BY created_at DESC, id DESC LIMIT $2) AS t"
+)
+TASK_BY_ID = "SELECT id, title, status FROM tasks WHERE id = $1"
+INSERT_TASK = (
+    "WITH t AS (INSERT INTO tasks (id, title, repository, priority, status, creator_id)"
+    " VALUES ($1, $2, $3, $4, 'pending', $5)"
+    " RETURNING id, title, status, priority, repository, assignee_id, workflow_id, version,"
+    " updated_at, to_jsonb(tasks.*) AS doc),"
+    " e AS (INSERT INTO task_events (task_id, version, type, data, actor_id, created_at)"
+    " SELECT id, version, 'created', doc - 'id' - 'created_at' - 'updated_at' - 'version',"
+    " $5, updated_at FROM t),"
+    " a AS (INSERT INTO audit_log (actor_id, action, resource_type, resource_id, new_value)"
+    " SELECT $5, 'create', 'task', id::text, doc FROM t),"
+    " o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', jsonb_build_object("
+    " 'id', id, 'title', title, 'status', status, 'priority', priority,"
+    " 'assignee_id', assignee_id, 'workflow_id', workflow_id) FROM t)"
+    " SELECT t.id, t.title, t.status, t.priority, t.version, t.updated_at,"
+    " pg_notify('polygraph_outbox', '') FROM t"
+)
+
+COLLABORATORS = """
+    UNWIND $ids AS id
+    MATCH (a:Agent {id: id})
+    CALL (a) {
+        MATCH (a)-[r:COLLABORATES_WITH]-(b:Agent)
+        RETURN b.id AS other, r.weight AS weight, type(r) AS type
+        UNION ALL
+        MATCH (a)-[r:DELEGATES_TO]->(b:Agent)
+        RETURN b.id AS other, r.weight AS weight, type(r) AS type
+    }
+    WITH id, other, type, max(weight) AS weight
+    RETURN id, other, type, weight
+    ORDER BY id, weight DESC, other, type
+"""
+
+NEIGHBOURHOOD = """
+    MATCH (s:Agent {id: $id})
+    OPTIONAL MATCH p = ANY SHORTEST (s)-[:COLLABORATES_WITH|DELEGATES_TO|PARENT_OF]-{1,2}(n:Agent)
+    WHERE n <> s
+    WITH s, n, length(p) AS distance
+    ORDER BY distance, n.id
+    LIMIT $limit
+    WITH s, [x IN collect({node: n, distance: distance}) WHERE x.node IS NOT NULL] AS found
+    WITH [{node: s, distance: 0}] + found AS hood
+    WITH hood, [h IN hood | h.node] AS members
+    CALL (members) {
+        UNWIND members AS a
+        MATCH (a)-[r:COLLABORATES_WITH|DELEGATES_TO|PARENT_OF]->(b:Agent)
+        WHERE b IN members
+        RETURN collect({source: a.id, target: b.id, type: type(r)}) AS edges
+    }
+    RETURN [h IN hood | {id: h.node.id, distance: h.distance}] AS nodes, edges
+"""
+
+
+@dataclass(frozen=True)
+class FloorConfig:
+    postgres_dsn: str
+    neo4j_uri: str
+    neo4j_user: str
+    neo4j_password: str
+    redis_url: str
+    events_channel: str
+    pool_size: int = 10
+
+
+class Unauthenticated(Exception):
+    pass
+
+
+@dataclass
+class Principal:
+    user_id: str
+    role: str
+
+
+class Floor:
+    """The stores, opened once by the lifespan, and one method per scenario."""
+
+    def __init__(self, config: FloorConfig) -> None:
+        self.config = config
+        self._pool: asyncpg.Pool | None = None
+        self._driver: neo4j.AsyncDriver | None = None
+        self._redis: aioredis.Redis | None = None
+        self.fanout: FanOut | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "floor not started"
+        return self._pool
+
+    @property
+    def driver(self) -> neo4j.AsyncDriver:
+        assert self._driver is not None, "floor not started"
+        return self._driver
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        assert self._redis is not None, "floor not started"
+        return self._redis
+
+    async def open(self) -> None:
+        async def keep_session(conn: asyncpg.Connection) -> None:
+            return None
+
+        self._pool = await asyncpg.create_pool(
+            self.config.postgres_dsn,
+            min_size=self.config.pool_size,
+            max_size=self.config.pool_size,
+            reset=keep_session,
+        )
+        self._driver = neo4j.AsyncGraphDatabase.driver(
+            self.config.neo4j_uri,
+            auth=(self.config.neo4j_user, self.config.neo4j_password),
+            max_connection_pool_size=20,
+        )
+        # Blocking: a burst of WebSocket sign-ins waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(self.config.redis_url, max_connections=50)
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self.fanout = FanOut(self.redis, self.config.events_channel, self._task_event)
+        await self.fanout.start()
+
+    async def aclose(self) -> None:
+        if self.fanout is not None:
+            await self.fanout.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._driver is not None:
+            await self._driver.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def principal(self, authorization: str | None) -> Principal:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated
+        key = SESSION_KEY + hashlib.sha256(token.strip().encode()).hexdigest()
+        member = await self.redis.hget(key, "member")
+        if member is None:
+            raise Unauthenticated
+        fields = orjson.loads(member)
+        return Principal(fields["user"], fields["role"])
+
+    async def cypher(self, text: str, **params: Any) -> list[dict[str, Any]]:
+        async with self.driver.session(default_access_mode=neo4j.READ_ACCESS) as session:
+            result = await session.run(text, params)
+            return await result.data()
+
+    async def s1(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        agent_id = _uuid_of(variables["id"], "Agent")
+        row = await self.pool.fetchrow(AGENT_BY_ID, agent_id)
+        node = None
+        if row is not None:
+            node = {
+                "id": global_id("Agent", row["id"]),
+                "name": row["name"],
+                "role": row["role"],
+                "status": row["status"].upper(),
+                "createdAt": iso(row["created_at"]),
+            }
+        return {"data": {"node": node}}
+
+    async def s2(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        agents = await self.pool.fetch(AGENT_PAGE, 50)
+        ids = [row["id"] for row in agents]
+        task_rows, links = await asyncio.gather(
+            self.pool.fetch(TASKS_OF_AGENTS, ids, 10),
+            self.cypher(COLLABORATORS, ids=[str(i) for i in ids]),
+        )
+        others = list({UUID(link["other"]) for link in links})
+        names = {row["id"]: row["name"] for row in await self.pool.fetch(AGENT_NAMES, others)}
+        tasks: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}
+        for row in task_rows:
+            tasks[row["agent_id"]].append(
+                {
+                    "node": {
+                        "id": global_id("Task", row["id"]),
+                        "title": row["title"],
+                        "status": row["status"].upper(),
+                        "priority": row["priority"],
+                    }
+                }
+            )
+        collaborators: dict[str, list[dict[str, Any]]] = {str(i): [] for i in ids}
+        for link in links:
+            other = UUID(link["other"])
+            name = names.get(other)
+            collaborators[link["id"]].append(
+                {
+                    "type": link["type"],
+                    "weight": float(link["weight"]),
+                    "agent": None
+                    if name is None
+                    else {"id": global_id("Agent", other), "name": name},
+                }
+            )
+        edges = [
+            {
+                "node": {
+                    "id": global_id("Agent", row["id"]),
+                    "name": row["name"],
+                    "status": row["status"].upper(),
+                    "tasks": {"edges": tasks[row["id"]]},
+                    "collaborators": collaborators[str(row["id"])],
+                }
+            }
+            for row in agents
+        ]
+        return {"data": {"agents": {"edges": edges}}}
+
+    async def s3(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        agent_id = _uuid_of(variables["id"], "Agent")
+        rows = await self.cypher(NEIGHBOURHOOD, id=str(agent_id), limit=1000)
+        if not rows:
+            return {"data": {"agentNeighbourhood": {"nodes": [], "edges": []}}}
+        found, links = rows[0]["nodes"], rows[0]["edges"]
+        names = {
+            str(row["id"]): row["name"]
+            for row in await self.pool.fetch(AGENT_NAMES, [UUID(n["id"]) for n in found])
+        }
+
+        def agent(node_id: str, *, with_name: bool) -> dict[str, Any] | None:
+            if node_id not in names:
+                return None
+            ref = {"id": global_id("Agent", node_id)}
+            if with_name:
+                ref["name"] = names[node_id]
+            return ref
+
+        nodes = [
+            {"distance": n["distance"], "agent": agent(n["id"], with_name=True)} for n in found
+        ]
+        edges = [
+            {
+                "type": e["type"],
+                "source": agent(e["source"], with_name=False),
+                "target": agent(e["target"], with_name=False),
+            }
+            for e in sorted(links, key=lambda e: (e["source"], e["target"], e["type"]))
+        ]
+        return {"data": {"agentNeighbourhood": {"nodes": nodes, "edges": edges}}}
+
+    async def s5(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        data = variables["input"]
+        if who.role not in ("operator", "admin"):
+            return _forbidden()
+        row = await self.pool.fetchrow(
+            INSERT_TASK,
+            _new_uuid(),
+            data["title"],
+            data.get("repository"),
+            data.get("priority", 5),
+            UUID(who.user_id),
+        )
+        assert row is not None
+        event = {
+            "task_id": str(row["id"]),
+            "status": row["status"],
+            "assignee_id": None,
+            "change": "created",
+            "version": row["version"],
+            "at": iso(row["updated_at"]),
+        }
+        await self.redis.publish(self.config.events_channel, orjson.dumps(event))
+        task = {
+            "id": global_id("Task", row["id"]),
+            "title": row["title"],
+            "status": row["status"].upper(),
+            "priority": row["priority"],
+        }
+        return {"data": {"createTask": {"task": task, "userErrors": []}}}
+
+    async def s6(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        now_ms = _now_ms()
+        index = USER_INDEX + who.user_id
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(index, "-inf", f"({now_ms}")
+            pipe.zrange(index, now_ms, "+inf", byscore=True)
+            _, members = await pipe.execute()
+        found = sorted((orjson.loads(m) for m in members), key=lambda f: (f["created"], f["id"]))
+        sessions = [
+            {"id": f["id"], "role": f["role"].upper(), "createdAt": _iso_ms(f["created"])}
+            for f in found
+        ]
+        return {"data": {"mySessions": sessions}}
+
+    async def _task_event(self, event: dict[str, Any]) -> bytes | None:
+        row = await self.pool.fetchrow(TASK_BY_ID, UUID(event["task_id"]))
+        if row is None:
+            return None
+        update = {
+            "change": event["change"],
+            "at": event["at"],
+            "task": {
+                "id": global_id("Task", row["id"]),
+                "title": row["title"],
+                "status": row["status"].upper(),
+            },
+        }
+        return orjson.dumps({"data": {"taskUpdated": update}})
+
+
+Handler = Callable[[dict[str, Any], Principal], Awaitable[dict[str, Any]]]
+
+
+def _endpoint(floor: Floor, handler_name: str, round_trips: str) -> Callable[..., Any]:
+    async def endpoint(request: Request) -> Response:
+        handler: Handler = getattr(floor, handler_name)
+        try:
+            who = await floor.principal(request.headers.get("authorization"))
+        except Unauthenticated:
+            return Response(
+                orjson.dumps({"errors": [{"message": "Sign in first."}]}),
+                401,
+                media_type=MEDIA_TYPE,
+            )
+        body = orjson.loads(await request.body())
+        result = await handler(body.get("variables") or {}, who)
+        return Response(
+            orjson.dumps(result), media_type=MEDIA_TYPE, headers={"x-round-trips": round_trips}
+        )
+
+    return endpoint
+
+
+# What each endpoint costs, counted by hand: the same format as the gateway's header.
+ROUND_TRIPS = {
+    "S1": "postgres=1, redis=1",
+    "S2": "neo4j=1, postgres=3, redis=1",
+    "S3": "neo4j=1, postgres=1, redis=1",
+    "S5": "postgres=1, redis=2",
+    "S6": "redis=2",
+}
+
+
+def create_floor(config: FloorConfig) -> Starlette:
+    floor = Floor(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await floor.open()
+        try:
+            yield
+        finally:
+            await floor.aclose()
+
+    async def health(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def fan_out(websocket: WebSocket) -> None:
+        assert floor.fanout is not None
+        with contextlib.suppress(WebSocketDisconnect):
+            await floor.fanout.serve(websocket, floor.principal)
+
+    routes: list[Route | WebSocketRoute] = [Route("/health", health)]
+    routes += [
+        Route(f"/floor/{name}", _endpoint(floor, name.lower(), trips), methods=["POST"])
+        for name, trips in ROUND_TRIPS.items()
+    ]
+    routes.append(WebSocketRoute("/floor/S8", fan_out))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _uuid_of(value: str, type_name: str) -> UUID:
+    import base64
+
+    decoded = base64.b64decode(value).decode()
+    prefix, _, node_id = decoded.partition(":")
+    if prefix != type_name:
+        raise ValueError(f"not a {type_name} id: {value}")
+    return UUID(node_id)
+
+
+def _forbidden() -> dict[str, Any]:
+    return {"data": None, "errors": [{"message": "forbidden"}]}
+
+
+def _new_uuid() -> UUID:
+    import uuid
+
+    return uuid.uuid4()
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _iso_ms(ms: int) -> str | None:
+    from datetime import UTC, datetime
+
+    return iso(datetime.fromtimestamp(ms / 1000, tz=UTC))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--postgres-dsn", required=True)
+    parser.add_argument("--neo4j-uri", required=True)
+    parser.add_argument("--neo4j-user", default="neo4j")
+    parser.add_argument("--neo4j-password", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--events-channel", required=True)
+    parser.add_argument("--pool-size", type=int, default=10)
+    args = parser.parse_args(argv)
+    config = FloorConfig(
+        postgres_dsn=args.postgres_dsn,
+        neo4j_uri=args.neo4j_uri,
+        neo4j_user=args.neo4j_user,
+        neo4j_password=args.neo4j_password,
+        redis_url=args.redis_url,
+        events_channel=args.events_channel,
+        pool_size=args.pool_size,
+    )
+    uvicorn.run(
+        create_floor(config),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

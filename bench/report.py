@@ -1,0 +1,107 @@
+"""Results out: `bench/results/<timestamp>.json` (+ `latest.json`) and `latest.md`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS_DIR = Path(__file__).with_name("results")
+PROFILE_NOTES = Path(__file__).with_name("profile_notes.md")
+FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_s", "rss_mb")
+TARGETS = ("gateway", "floor", "peer")
+
+
+def write(results: dict[str, Any], stamp: str, directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stamp}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    shutil.copyfile(path, directory / "latest.json")
+    (directory / "latest.md").write_text(markdown(results))
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 100 else f"{value:.2f}"
+    return str(value)
+
+
+def _trips(round_trips: dict[str, Any]) -> str:
+    known = {k: v for k, v in round_trips.items() if v is not None}
+    return " ".join(f"{k[:2]}={_fmt(v)}" for k, v in sorted(known.items())) or "-"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Polygraph benchmark",
+        "",
+        f"Run {results['started_at']} with `{results['command']}`.",
+        "",
+        "## Machine and versions",
+        "",
+    ]
+    lines += [f"- **{k}**: {v}" for k, v in results["machine"].items()]
+    lines += ["", "| component | version |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(results["versions"].items())]
+    dataset = results["dataset"]
+    lines += [
+        "",
+        "## Dataset",
+        "",
+        f"`{dataset['key']}` in database `{dataset['database']}`: {dataset['agents']:,} agents, "
+        f"{dataset['tasks']:,} tasks, {dataset['relationships']:,} agent relationships, "
+        f"{dataset['dependencies']:,} task dependencies"
+        + "".join(f", {v:,} {k}" for k, v in dataset["extra"].items())
+        + f" ({dataset['rows']:,} rows). Loaded in {dataset['load_seconds']:.1f} s, "
+        f"{dataset['rows_per_s']:,} rows/s"
+        + (" (loaded by an earlier run; reused)." if dataset["cached"] else "."),
+        "",
+        "## Results",
+        "",
+        f"Load: {results['load']['description']}",
+        "",
+        "| scenario | server | rps | p50 ms | p95 ms | p99 ms | errors | round trips | CPU s"
+        " | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for name, by_target in results["scenarios"].items():
+        for target in TARGETS:
+            row = by_target.get(target)
+            if row is None:
+                continue
+            cells = [_fmt(row[f]) for f in FIELDS[:5]]
+            lines.append(
+                f"| {name} | {target} | {' | '.join(cells)} | {_trips(row['round_trips'])}"
+                f" | {_fmt(row['cpu_s'])} | {_fmt(row['rss_mb'])} |"
+            )
+    lines += ["", "Round trips per request: po=postgres, ne=neo4j, re=redis.", ""]
+    lines += [
+        "## Ratios",
+        "",
+        "| scenario | gateway/floor p50 | gateway/peer rps |",
+        "|---|---:|---:|",
+    ]
+    for name, ratio in results["ratios"].items():
+        lines.append(
+            f"| {name} | {_fmt(ratio.get('gateway_floor_p50'))}"
+            f" | {_fmt(ratio.get('gateway_peer_rps'))} |"
+        )
+    lines += ["", "## Targets (issue 6)", "", "| target | result | met |", "|---|---|---|"]
+    for target in results["targets"]:
+        met = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
+        lines.append(f"| {target['target']} | {target['result']} | {met} |")
+    if results["skipped"]:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- {name}: {why}" for name, why in results["skipped"].items()]
+    lines += ["", "## Checks", ""]
+    lines += [f"- {check}" for check in results["checks"]]
+    lines += ["", "## Notes", ""]
+    lines += [f"- {note}" for note in results["notes"]]
+    if PROFILE_NOTES.exists():
+        lines += ["", PROFILE_NOTES.read_text().strip()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,250 @@
+"""The benchmark scenarios: what each sends, to the gateway, the floor and the peer.
+
+Every HTTP scenario is a list of request bodies the load generator cycles through
+(so ids vary between requests), the same bytes for the gateway and the floor. The
+floor reads only `variables`; the peer gets its own documents, since PostGraphile
+exposes the tables under its own names.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+from bench.ids import global_id
+
+Kind = Literal["http", "ingest", "fanout"]
+
+S1_QUERY = "query S1($id: ID!) { node(id: $id) { ... on Agent { id name role status createdAt } } }"
+
+# The metrics summary arrives with the metrics store (issue 4): until `Agent.metrics`
+# is in the schema, S2 runs without it.
+S2_METRICS_FRAGMENT = (
+    'metrics(name: "energy", from: $metricsFrom, to: $metricsTo, bucket: "1h", aggregate: AVG)'
+    " { time value }"
+)
+
+
+def s2_query(metrics_fragment: str | None = None) -> str:
+    """A page of 50 agents with 10 tasks each and their collaborators; with a metrics
+    summary per agent when `metrics_fragment` is given. Newest first: the oldest agents
+    are the orchestrators at the top of the hierarchy, with hundreds of delegations each,
+    which would measure one unusual page instead of a typical one."""
+    params = "$metricsFrom: DateTime!, $metricsTo: DateTime!" if metrics_fragment else ""
+    head = f"query S2({params})" if params else "query S2"
+    extra = f" {metrics_fragment}" if metrics_fragment else ""
+    return (
+        f"{head} {{ agents(first: 50, orderBy: CREATED_AT_DESC) {{ edges {{ node {{"
+        " id name status"
+        " tasks(first: 10) { edges { node { id title status priority } } }"
+        " collaborators { type weight agent { id name } }"
+        f"{extra} }} }} }} }}"
+    )
+
+
+S3_QUERY = (
+    "query S3($id: ID!) { agentNeighbourhood(agentId: $id, depth: 2) {"
+    " nodes { distance agent { id name } } edges { type source { id } target { id } } } }"
+)
+
+S4_QUERY = (
+    "query S4($agents: [ID!]!, $from: DateTime!, $to: DateTime!) {"
+    ' metricSeries(names: ["energy"], agents: $agents, from: $from, to: $to,'
+    ' bucket: "5m", aggregate: AVG) { __typename } }'
+)
+
+S5_MUTATION = (
+    "mutation S5($input: CreateTaskInput!) { createTask(input: $input) {"
+    " task { id title status priority } userErrors { field message code } } }"
+)
+
+S6_QUERY = "query S6 { mySessions { id role createdAt } }"
+
+S8_SUBSCRIPTION = "subscription S8 { taskUpdated { change at task { id title status } } }"
+
+PEER_S1_QUERY = (
+    "query S1($id: UUID!) { agentByRowId(rowId: $id) { id name role status createdAt } }"
+)
+PEER_S2_QUERY = (
+    "query S2 { allAgents(first: 50, orderBy: [CREATED_AT_DESC, PRIMARY_KEY_DESC]) { nodes {"
+    " id name status"
+    " tasksByAssigneeId(first: 10, orderBy: [CREATED_AT_DESC, PRIMARY_KEY_DESC])"
+    " { nodes { id title status priority } } } } }"
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    kind: Kind
+    # Schema coordinates that must exist for the scenario to run ("Type.field").
+    needs: tuple[str, ...] = ()
+    read: bool = True
+    peer: bool = False
+    floor: bool = True
+    # Response keys whose values differ between two correct answers (new ids).
+    volatile: frozenset[str] = field(default_factory=frozenset)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("S1", "agent by id, a few scalar fields (PostgreSQL)", "http", peer=True),
+    Scenario(
+        "S2",
+        "50 agents, 10 tasks each, collaborators (+ metrics summary once it exists)",
+        "http",
+        peer=True,
+    ),
+    Scenario("S3", "two-hop agent neighbourhood (Neo4j)", "http"),
+    Scenario(
+        "S4",
+        "one day of one metric for 20 agents in 5-minute buckets",
+        "http",
+        needs=("Query.metricSeries",),
+        floor=False,
+    ),
+    Scenario(
+        "S5",
+        "createTask mutation (rows + audit + outbox)",
+        "http",
+        read=False,
+        volatile=frozenset({"id"}),
+    ),
+    Scenario("S6", "authenticated query resolving the session from Redis", "http"),
+    Scenario(
+        "S7",
+        "bulk metrics ingest, NDJSON to POST /ingest/metrics",
+        "ingest",
+        needs=("POST /ingest/metrics",),
+        read=False,
+        floor=False,
+    ),
+    Scenario(
+        "S8",
+        "subscription fan-out to 100 WebSocket subscribers",
+        "fanout",
+        read=False,
+        volatile=frozenset(),
+    ),
+)
+
+
+def by_name(name: str) -> Scenario:
+    for scenario in SCENARIOS:
+        if scenario.name == name:
+            return scenario
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Fixtures:
+    """Ids from the dataset the request bodies refer to."""
+
+    agent_ids: Sequence[UUID]
+    task_ids: Sequence[UUID]
+    metrics_from: str
+    metrics_to: str
+
+
+def _body(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"query": query, "variables": variables or {}}
+
+
+def gateway_bodies(
+    name: str, fixtures: Fixtures, *, s2_metrics: str | None = None, count: int = 200
+) -> list[dict[str, Any]]:
+    """Request bodies for one HTTP scenario; the floor gets the same ones."""
+    rng = random.Random(f"bench-{name}")
+    agents = list(fixtures.agent_ids)
+    if name == "S1":
+        return [
+            _body(S1_QUERY, {"id": global_id("Agent", rng.choice(agents))}) for _ in range(count)
+        ]
+    if name == "S2":
+        variables = (
+            {"metricsFrom": fixtures.metrics_from, "metricsTo": fixtures.metrics_to}
+            if s2_metrics
+            else {}
+        )
+        return [_body(s2_query(s2_metrics), variables)]
+    if name == "S3":
+        return [
+            _body(S3_QUERY, {"id": global_id("Agent", rng.choice(agents))}) for _ in range(count)
+        ]
+    if name == "S4":
+        return [
+            _body(
+                S4_QUERY,
+                {
+                    "agents": [global_id("Agent", a) for a in rng.sample(agents, 20)],
+                    "from": fixtures.metrics_from,
+                    "to": fixtures.metrics_to,
+                },
+            )
+            for _ in range(min(count, 50))
+        ]
+    if name == "S5":
+        return [
+            _body(
+                S5_MUTATION,
+                {
+                    "input": {
+                        "title": f"Benchmark task {i:04d}",
+                        "priority": 1 + i % 10,
+                        "repository": "bench/load",
+                        "waitForProjection": False,
+                    }
+                },
+            )
+            for i in range(count)
+        ]
+    if name == "S6":
+        return [_body(S6_QUERY)]
+    raise KeyError(f"{name} is not an HTTP scenario")
+
+
+def peer_bodies(name: str, fixtures: Fixtures, *, count: int = 200) -> list[dict[str, Any]]:
+    """PostGraphile documents for the PostgreSQL-only part of S1 and S2."""
+    rng = random.Random(f"bench-{name}")
+    if name == "S1":
+        return [
+            _body(PEER_S1_QUERY, {"id": str(rng.choice(list(fixtures.agent_ids)))})
+            for _ in range(count)
+        ]
+    if name == "S2":
+        return [_body(PEER_S2_QUERY)]
+    raise KeyError(f"no peer for {name}")
+
+
+POINTS_PER_REQUEST = 500
+# NDJSON lines travel to wrk one body per line: RECORD_SEPARATOR stands for the newlines.
+RECORD_SEPARATOR = "\x1e"
+
+
+def ingest_bodies(fixtures: Fixtures, *, count: int = 20) -> list[str]:
+    """S7: NDJSON batches of points in the shape issue 4 gives `(time, agent_id, name, value,
+    labels)`, spread over the last day so they land in many buckets."""
+    import orjson
+
+    rng = random.Random("bench-S7")
+    agents = [str(a) for a in fixtures.agent_ids]
+    bodies = []
+    for _ in range(count):
+        lines = [
+            orjson.dumps(
+                {
+                    "time": f"{fixtures.metrics_to[:10]}T{rng.randrange(24):02d}:"
+                    f"{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}Z",
+                    "agent_id": rng.choice(agents),
+                    "name": "energy",
+                    "value": round(rng.uniform(0, 100), 3),
+                    "labels": {"source": "bench"},
+                }
+            ).decode()
+            for _ in range(POINTS_PER_REQUEST)
+        ]
+        bodies.append(RECORD_SEPARATOR.join(lines))
+    return bodies

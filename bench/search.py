@@ -1,0 +1,503 @@
+"""Search benchmark: HNSW recall, searchKnowledge latency over HTTP, embedding
+throughput, and nDCG@10 of KEYWORD, SEMANTIC and HYBRID on labelled demo data.
+
+    python -m bench.search [--items N] [--queries Q] [--profile bench|test|dev]
+
+It runs against its own database (`polygraph_bench_search`, recreated) on the
+profile's PostgreSQL, and a gateway it serves in-process on a free port.
+Vectors of the generated items are cached under var/cache/bench-search/, so a
+second run at the same size skips the embedding. Timings are reported, never
+asserted; `run_search_bench` is what the bench harness calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+import orjson
+import uvicorn
+
+from gateway.app import create_app
+from gateway.seed_knowledge import (
+    DemoItem,
+    LabelledQuery,
+    generate_items,
+    grade,
+    labelled_queries,
+)
+from gateway.settings import Settings
+from infra.local import stack
+from infra.local.profiles import REPO_ROOT, Profile, get_profile
+from stores import PostgresStore
+from stores.embeddings import Embedder, LocalEmbedder
+from stores.search import EmbeddingSpace, SearchStore, ensure_space
+from stores.search.ranking import vector_literal
+from stores.search.records import embedding_text
+
+DATABASE = "polygraph_bench_search"
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+CACHE_DIR = REPO_ROOT / "var" / "cache" / "bench-search"
+DEMO_ITEMS = 560
+WRITE_SAMPLES = 100
+TEXT_SAMPLES = 100
+
+SEARCH = """query($q: String, $v: [Float!], $mode: SearchMode, $first: Int) {
+  searchKnowledge(query: $q, vector: $v, mode: $mode, first: $first) {
+    edges { score node { id } }
+  }
+}"""
+CREATE = """mutation($input: CreateKnowledgeInput!) {
+  createKnowledge(input: $input) { knowledge { id } userErrors { code } }
+}"""
+
+
+@dataclass(frozen=True)
+class SearchBenchOptions:
+    items: int = 100_000
+    queries: int = 200
+    profile: str = "bench"
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.items < 100 or self.queries < 1:
+            raise ValueError("items must be at least 100 and queries at least 1")
+
+
+def run_search_bench(options: SearchBenchOptions) -> dict[str, Any]:
+    """Run every measurement; write bench/results/search.{json,md}; return the results."""
+    profile = get_profile(options.profile)
+    stack.up(profile, neo4j_password=Settings().neo4j_password.get_secret_value())
+    asyncio.run(_recreate_database(profile))
+    settings = Settings(
+        profile=options.profile if options.profile in ("dev", "test") else "dev",
+        postgres_dsn=profile.postgres_dsn(DATABASE),
+        neo4j_uri=profile.bolt_uri,
+        redis_url=profile.redis_url(0),
+        embedding_filler_enabled=False,
+        events_namespace="polygraph-bench-search",
+    )
+    embedder = LocalEmbedder()
+    results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "items": options.items,
+        "queries": options.queries,
+        "model": embedder.model,
+        "dimension": embedder.dimension,
+        "hnsw": {
+            "m": settings.hnsw_m,
+            "ef_construction": settings.hnsw_ef_construction,
+            "ef_search": settings.hnsw_ef_search,
+        },
+    }
+    try:
+        with _serve(settings, embedder) as (url, key):
+            results["relevance"] = asyncio.run(_relevance(settings, embedder, url, key))
+            results["write"] = _write_throughput(url, key, options.seed)
+            load = asyncio.run(_load_items(settings, embedder, options))
+            results["embedding"] = load.pop("embedding")
+            results["index"] = load
+            results["recall"] = asyncio.run(_recall(settings, embedder, options))
+            results["latency"] = _latency(url, key, embedder, options)
+    finally:
+        asyncio.run(embedder.aclose())
+    _write(results)
+    return results
+
+
+async def _recreate_database(profile: Profile) -> None:
+    conn = await asyncpg.connect(profile.postgres_dsn())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def _serve(settings: Settings, embedder: Embedder) -> Iterator[tuple[str, str]]:
+    """The gateway on a free loopback port, in a thread; yields its URL and an API key."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, embedder=embedder),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not start; see the log above")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/graphql", asyncio.run(_api_key(settings))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+async def _api_key(settings: Settings) -> str:
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        user = await postgres.users.create_user(
+            email=f"bench-{time.time_ns()}@polygraph.local", role="operator"
+        )
+        _, key = await postgres.users.create_api_key(user.id, name="search bench")
+    return key
+
+
+def _post(client: httpx.Client, url: str, query: str, variables: dict[str, Any]) -> Any:
+    response = client.post(url, content=orjson.dumps({"query": query, "variables": variables}))
+    body = orjson.loads(response.content)
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+def _client(key: str) -> httpx.Client:
+    return httpx.Client(headers={"x-api-key": key, "content-type": "application/json"}, timeout=60)
+
+
+async def _relevance(settings: Settings, embedder: Embedder, url: str, key: str) -> dict[str, Any]:
+    """nDCG@10 per mode over the labelled queries, on the demo data alone."""
+    demo = generate_items(random.Random(42), DEMO_ITEMS)
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        search = SearchStore(postgres, settings.search_options())
+        vectors = await embedder.embed([embedding_text(i.data.title, i.data.content) for i in demo])
+        await search.knowledge.bulk_insert(
+            [(i.id, i.data, v) for i, v in zip(demo, vectors, strict=True)]
+        )
+    by_id = {str(i.id): i for i in demo}
+    queries = labelled_queries()
+    modes = ("KEYWORD", "SEMANTIC", "HYBRID")
+    scores: dict[tuple[str, str], list[float]] = {}
+    with _client(key) as client:
+        for query in queries:
+            for mode in modes:
+                found = _post(client, url, SEARCH, {"q": query.text, "mode": mode, "first": 10})
+                ids = [_node_uuid(e["node"]["id"]) for e in found["searchKnowledge"]["edges"]]
+                ndcg = _ndcg(query, [by_id[i] for i in ids if i in by_id], demo)
+                scores.setdefault((query.style, mode), []).append(ndcg)
+                scores.setdefault(("all", mode), []).append(ndcg)
+    return {
+        "items": len(demo),
+        "queries": len(queries),
+        "ndcg_at_10": {
+            style: {mode: round(statistics.fmean(scores[(style, mode)]), 4) for mode in modes}
+            for style in ("all", "question", "terms")
+        },
+        "examples": {q.style: q.text for q in queries},
+    }
+
+
+def _node_uuid(global_id: str) -> str:
+    import base64
+
+    return base64.b64decode(global_id).decode().split(":", 1)[1]
+
+
+def _ndcg(query: LabelledQuery, ranked: Sequence[DemoItem], corpus: Sequence[DemoItem]) -> float:
+    def dcg(grades: Sequence[int]) -> float:
+        return float(sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(grades[:10])))
+
+    ideal = dcg(sorted((grade(query, item) for item in corpus), reverse=True))
+    return dcg([grade(query, item) for item in ranked]) / ideal if ideal else 0.0
+
+
+def _write_throughput(url: str, key: str, seed: int) -> dict[str, Any]:
+    """createKnowledge over HTTP, one at a time, embedding included."""
+    items = generate_items(random.Random(seed + 1), WRITE_SAMPLES)
+    latencies: list[float] = []
+    with _client(key) as client:
+        for item in items:
+            started = time.perf_counter()
+            _post(
+                client,
+                url,
+                CREATE,
+                {"input": {"title": item.data.title, "content": item.data.content,
+                           "tags": ["bench-write"], "waitForProjection": False}},
+            )  # fmt: skip
+            latencies.append(time.perf_counter() - started)
+    return {
+        "writes": len(latencies),
+        "writes_per_s": round(len(latencies) / sum(latencies), 1),
+        **_percentiles(latencies),
+    }
+
+
+def _cache_path(options: SearchBenchOptions, model: str) -> Path:
+    return CACHE_DIR / f"{model}-{options.items}-{options.seed}.npy"
+
+
+async def _vectors(
+    embedder: Embedder, items: Sequence[DemoItem], path: Path
+) -> tuple[np.ndarray, dict[str, Any]]:
+    cached = await asyncio.to_thread(_read_cache, path)
+    if cached is not None and cached.shape[0] == len(items):
+        return cached, {"cached": True}
+    started = time.perf_counter()
+    texts = [embedding_text(i.data.title, i.data.content) for i in items]
+    chunks: list[list[list[float]]] = []
+    for start in range(0, len(texts), 1024):
+        chunks.append(await embedder.embed(texts[start : start + 1024]))
+        done = start + len(chunks[-1])
+        rate = done / (time.perf_counter() - started)
+        print(f"  embedded {done:,}/{len(texts):,} ({rate:,.0f} sentences/s)", flush=True)
+    seconds = time.perf_counter() - started
+    array = np.asarray([v for chunk in chunks for v in chunk], dtype=np.float32)
+    await asyncio.to_thread(_write_cache, path, array)
+    return array, {
+        "cached": False,
+        "sentences": len(texts),
+        "seconds": round(seconds, 1),
+        "sentences_per_s": round(len(texts) / seconds, 1),
+    }
+
+
+def _read_cache(path: Path) -> np.ndarray | None:
+    return np.load(path) if path.exists() else None
+
+
+def _write_cache(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+
+
+async def _load_items(
+    settings: Settings, embedder: Embedder, options: SearchBenchOptions
+) -> dict[str, Any]:
+    items = generate_items(random.Random(options.seed), options.items)
+    vectors, embedding = await _vectors(embedder, items, _cache_path(options, embedder.model))
+    search_options = settings.search_options()
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        search = SearchStore(postgres, search_options)
+        await ensure_space(search, EmbeddingSpace(embedder.model, embedder.dimension))
+        async with postgres.connection() as conn:
+            await conn.execute("DROP INDEX IF EXISTS knowledge_items_embedding")
+        started = time.perf_counter()
+        for start in range(0, len(items), 2000):
+            batch = items[start : start + 2000]
+            await search.knowledge.bulk_insert(
+                [
+                    (item.id, item.data, vectors[start + offset].tolist())
+                    for offset, item in enumerate(batch)
+                ]
+            )
+        loaded = time.perf_counter() - started
+        # Built after the load: far faster than growing the graph row by row.
+        started = time.perf_counter()
+        async with postgres.connection() as conn:
+            await conn.execute("SET maintenance_work_mem = '512MB'")
+            await conn.execute(
+                "CREATE INDEX knowledge_items_embedding ON knowledge_items"
+                " USING hnsw (embedding vector_cosine_ops)"
+                f" WITH (m = {int(search_options.m)},"
+                f" ef_construction = {int(search_options.ef_construction)})"
+            )
+            await conn.execute("ANALYZE knowledge_items")
+        built = time.perf_counter() - started
+    return {
+        "embedding": embedding,
+        "rows_loaded": len(items),
+        "load_seconds": round(loaded, 1),
+        "index_build_seconds": round(built, 1),
+    }
+
+
+async def _query_vectors(embedder: Embedder, options: SearchBenchOptions) -> list[list[float]]:
+    """Held-out items (another seed), embedded: queries near the data but not in it."""
+    held_out = generate_items(random.Random(options.seed + 1000), options.queries)
+    return await embedder.embed([embedding_text(i.data.title, i.data.content) for i in held_out])
+
+
+async def _recall(
+    settings: Settings, embedder: Embedder, options: SearchBenchOptions
+) -> dict[str, Any]:
+    queries = await _query_vectors(embedder, options)
+    ef_search = settings.hnsw_ef_search
+    recalls: list[float] = []
+    hnsw_s: list[float] = []
+    exact_s: list[float] = []
+    sql = "SELECT id FROM knowledge_items ORDER BY embedding <=> $1::text::vector LIMIT 10"
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        postgres.connection() as conn,
+    ):
+        for vector in queries:
+            literal = vector_literal(vector)
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(ef_search))
+                started = time.perf_counter()
+                approximate = {r["id"] for r in await conn.fetch(sql, literal)}
+                hnsw_s.append(time.perf_counter() - started)
+            async with conn.transaction():
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                started = time.perf_counter()
+                exact = {r["id"] for r in await conn.fetch(sql, literal)}
+                exact_s.append(time.perf_counter() - started)
+            recalls.append(len(approximate & exact) / len(exact))
+    return {
+        "recall_at_10": round(statistics.fmean(recalls), 4),
+        "min_recall_at_10": round(min(recalls), 2),
+        "ef_search": ef_search,
+        "hnsw_sql": _percentiles(hnsw_s),
+        "exact_sql": _percentiles(exact_s),
+    }
+
+
+def _latency(url: str, key: str, embedder: Embedder, options: SearchBenchOptions) -> dict[str, Any]:
+    vectors = asyncio.run(_query_vectors(embedder, options))
+    texts = [q.text for q in labelled_queries()]
+    with _client(key) as client:
+        for vector in vectors[:10]:  # warm-up
+            _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
+        with_vector = []
+        for vector in vectors:
+            started = time.perf_counter()
+            _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
+            with_vector.append(time.perf_counter() - started)
+        with_text: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
+        for index in range(TEXT_SAMPLES):
+            for mode, samples in with_text.items():
+                # A fresh text every time: a request embeds its query, nothing is reused.
+                text = f"{texts[index % len(texts)]} ({index})"
+                started = time.perf_counter()
+                _post(client, url, SEARCH, {"q": text, "mode": mode, "first": 10})
+                samples.append(time.perf_counter() - started)
+    return {
+        "vector_semantic": _percentiles(with_vector),
+        "text_semantic": _percentiles(with_text["SEMANTIC"]),
+        "text_hybrid": _percentiles(with_text["HYBRID"]),
+    }
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(fraction: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
+
+    return {"p50_ms": at(0.5), "p99_ms": at(0.99), "n": len(ordered)}
+
+
+def _write(results: dict[str, Any]) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "search.json").write_bytes(
+        orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"
+    )
+    (RESULTS_DIR / "search.md").write_text(markdown(results))
+
+
+def markdown(results: dict[str, Any]) -> str:
+    relevance = results["relevance"]
+    recall = results["recall"]
+    latency = results["latency"]
+    embedding = results["embedding"]
+    write = results["write"]
+    index = results["index"]
+    hnsw = results["hnsw"]
+    throughput = (
+        f"{embedding['sentences_per_s']:,} sentences/s ({embedding['sentences']:,} in "
+        f"{embedding['seconds']} s)"
+        if not embedding.get("cached")
+        else "vectors from the cache (run with a new --items to measure)"
+    )
+    lines = [
+        "# Search benchmark",
+        "",
+        f"{results['generated_at']}: {results['items']:,} knowledge items, "
+        f"{results['queries']} queries, {results['model']} ({results['dimension']} dims), "
+        f"HNSW m={hnsw['m']}, ef_construction={hnsw['ef_construction']}, "
+        f"ef_search={hnsw['ef_search']}.",
+        "",
+        "## Recall of HNSW against exact search",
+        "",
+        f"- recall@10: **{recall['recall_at_10']}** (lowest single query "
+        f"{recall['min_recall_at_10']}; target >= 0.95)",
+        f"- SQL time p50/p99: HNSW {recall['hnsw_sql']['p50_ms']}/"
+        f"{recall['hnsw_sql']['p99_ms']} ms, exact {recall['exact_sql']['p50_ms']}/"
+        f"{recall['exact_sql']['p99_ms']} ms",
+        f"- load {index['rows_loaded']:,} rows in {index['load_seconds']} s, "
+        f"HNSW build {index['index_build_seconds']} s",
+        "",
+        "## searchKnowledge over HTTP (one client, sequential)",
+        "",
+        "| request | p50 ms | p99 ms | n |",
+        "|---|---|---|---|",
+    ]
+    for label, key in (
+        ("SEMANTIC, supplied vector", "vector_semantic"),
+        ("SEMANTIC, text (embedding included)", "text_semantic"),
+        ("HYBRID, text (embedding included)", "text_hybrid"),
+    ):
+        row = latency[key]
+        lines.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['n']} |")
+    lines += [
+        "",
+        "## Embedding throughput",
+        "",
+        f"- local model, batched: {throughput}",
+        f"- createKnowledge over HTTP, one at a time, embedding included: "
+        f"{write['writes_per_s']} writes/s (p50 {write['p50_ms']} ms, p99 {write['p99_ms']} ms)",
+        "",
+        f"## Relevance: nDCG@10 on the demo data ({relevance['items']} items, "
+        f"{relevance['queries']} labelled queries)",
+        "",
+        "Each query asks for one subject and aspect of the demo data, either as a "
+        "question in other words than the items use or in the items' own terms; items of "
+        "that subject and aspect have grade 2, of that subject grade 1.",
+        "",
+        "| queries | KEYWORD | SEMANTIC | HYBRID |",
+        "|---|---|---|---|",
+    ]
+    for style, label in (
+        ("question", f'questions, e.g. "{relevance["examples"]["question"]}"'),
+        ("terms", f'the items\' terms, e.g. "{relevance["examples"]["terms"]}"'),
+        ("all", "all"),
+    ):
+        row = relevance["ndcg_at_10"][style]
+        lines.append(f"| {label} | {row['KEYWORD']} | {row['SEMANTIC']} | {row['HYBRID']} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__)
+    parser.add_argument("--items", type=int, default=100_000, help="knowledge items to index")
+    parser.add_argument("--queries", type=int, default=200, help="recall and latency queries")
+    parser.add_argument("--profile", default="bench", choices=["bench", "test", "dev"])
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    results = run_search_bench(
+        SearchBenchOptions(
+            items=args.items, queries=args.queries, profile=args.profile, seed=args.seed
+        )
+    )
+    print(markdown(results))
+    print(f"wrote {RESULTS_DIR / 'search.json'} and {RESULTS_DIR / 'search.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The servers under test as child processes: start, wait until they answer, measure, stop.
+
+CPU time and peak RSS come from /proc/<pid>: `stat` (utime + stime) and `status`
+(VmHWM, reset per measured window through `clear_refs` where the kernel allows it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ServerFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    """One server under test, started by the harness and stopped by its pid only."""
+
+    name: str
+    argv: Sequence[str]
+    url: str
+    ready_path: str
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} is not running"
+        return self.process.pid
+
+    def start(self, *, timeout: float = 60.0, ready_body: bytes | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            list(self.argv),
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailed(
+                    f"{self.name} exited with {self.process.returncode}; see {self.log_path}"
+                )
+            if _answers(self.url + self.ready_path, ready_body):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise ServerFailed(f"{self.name} did not answer within {timeout:g}s; see {self.log_path}")
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime and stime are fields 14 and 15; the split starts at field 3.
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def reset_peak_rss(self) -> bool:
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def _answers(url: str, body: bytes | None) -> bool:
+    request = urllib.request.Request(
+        url, data=body, headers={"content-type": "application/json"} if body else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            status: int = response.status
+            return 200 <= status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Measure:
+    """CPU seconds and peak RSS of one child over a `with` block."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.cpu_s = 0.0
+        self.rss_mb = 0.0
+        self._cpu_before = 0.0
+
+    def __enter__(self) -> Measure:
+        self.child.reset_peak_rss()
+        self._cpu_before = self.child.cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.cpu_s = self.child.cpu_seconds() - self._cpu_before
+            self.rss_mb = self.child.peak_rss_mb()

@@ -1,0 +1,176 @@
+"""Embeddings left pending, filled in: in the background of every gateway, and by
+`polygraph reembed` when the model or dimension changes.
+
+A write whose embedding could not be computed is stored anyway, marked pending.
+Filling is resumable by construction: what is done is no longer pending, and a
+row edited while its text was being embedded stays pending for the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from stores import StoreUnavailable
+from stores.embeddings import Embedder, EmbeddingUnavailable
+from stores.search import EmbeddingSpace, SearchStore, move_space
+from stores.search.knowledge import KnowledgeRepository
+from stores.search.memories import MemoryRepository
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+_MIN_BACKOFF_S = 1.0
+_MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class FillReport:
+    knowledge: int
+    memories: int
+
+
+async def fill_pending(
+    search: SearchStore,
+    embedder: Embedder,
+    *,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> FillReport:
+    """Embed every pending knowledge item and memory, `batch_size` rows at a time.
+
+    Raises `EmbeddingUnavailable` when the embedder fails; what was filled stays filled.
+    """
+    counts: list[int] = []
+    tables: tuple[tuple[str, KnowledgeRepository | MemoryRepository], ...] = (
+        ("knowledge items", search.knowledge),
+        ("memories", search.memories),
+    )
+    for label, repository in tables:
+        total = await repository.count_pending() if progress else 0
+        done = 0
+        after = None
+        while True:
+            rows = await repository.pending(batch_size, after=after)
+            if not rows:
+                break
+            vectors = await embedder.embed([text for _, text in rows])
+            await repository.fill(
+                [
+                    (item_id, text, vector)
+                    for (item_id, text), vector in zip(rows, vectors, strict=True)
+                ]
+            )
+            done += len(rows)
+            after = rows[-1][0]
+            if progress:
+                progress(f"embedding {label}", done, max(total, done))
+        counts.append(done)
+    return FillReport(knowledge=counts[0], memories=counts[1])
+
+
+async def reembed(
+    search: SearchStore,
+    embedder: Embedder,
+    *,
+    everything: bool = False,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> tuple[bool, FillReport]:
+    """Move the database to `embedder`'s space when it differs (or when `everything`
+    is asked for: all vectors recomputed, indexes rebuilt with the current HNSW
+    settings), then fill every pending vector. Interrupted, it resumes where it
+    stopped when run again. Returns whether the space was moved, and the counts."""
+    moved = await move_space(
+        search, EmbeddingSpace(embedder.model, embedder.dimension), reindex=everything
+    )
+    return moved, await fill_pending(search, embedder, batch_size=batch_size, progress=progress)
+
+
+class EmbeddingFiller:
+    """Fills pending embeddings in the background until stopped; wakes on `wake()`
+    (a write just left a row pending) and every `idle_poll_s`. While the embedder or
+    PostgreSQL is down it backs off and retries; the rows wait, nothing is lost."""
+
+    def __init__(
+        self,
+        search: SearchStore,
+        embedder: Embedder,
+        *,
+        batch_size: int = 64,
+        idle_poll_s: float = 30.0,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        if batch_size < 1 or idle_poll_s <= 0 or stop_timeout_s <= 0:
+            raise ValueError("batch_size, idle_poll_s and stop_timeout_s must be positive")
+        self._search = search
+        self._embedder = embedder
+        self._batch_size = batch_size
+        self._idle_poll_s = idle_poll_s
+        self._stop_timeout_s = stop_timeout_s
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._failing = False
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the embedding filler is already started; stop() it first")
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="polygraph-embedding-filler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        self._wakeup.set()
+        _, pending = await asyncio.wait({task}, timeout=self._stop_timeout_s)
+        if pending:
+            task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        backoff = _MIN_BACKOFF_S
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                report = await fill_pending(
+                    self._search, self._embedder, batch_size=self._batch_size
+                )
+            except (EmbeddingUnavailable, StoreUnavailable) as exc:
+                if not self._failing:
+                    logger.warning("pending embeddings wait: %s", exc)
+                self._failing = True
+                await self._sleep(backoff, wakeable=False)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
+            except Exception:
+                logger.exception("filling pending embeddings failed; retrying later")
+                await self._sleep(backoff, wakeable=False)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
+            if self._failing:
+                logger.info("embeddings are computed again")
+            self._failing = False
+            backoff = _MIN_BACKOFF_S
+            if report.knowledge or report.memories:
+                logger.info(
+                    "filled %d pending knowledge and %d memory embeddings",
+                    report.knowledge,
+                    report.memories,
+                )
+            await self._sleep(self._idle_poll_s, wakeable=True)
+
+    async def _sleep(self, seconds: float, *, wakeable: bool) -> None:
+        event = self._wakeup if wakeable else self._stopping
+        with suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)

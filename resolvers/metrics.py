@@ -1,0 +1,207 @@
+"""Recording and reading metrics: checks that need PostgreSQL (agents, registered
+names) in front of the metrics store, and the `metric.recorded` events after it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from aiodataloader import DataLoader
+
+from resolvers.auth import Principal, Role, require
+from resolvers.context import Stores
+from resolvers.errors import ClientError, ErrorCode
+from stores.metrics import (
+    Aggregate,
+    Fill,
+    MetricPoint,
+    MetricsStore,
+    RecordResult,
+    Series,
+    Window,
+)
+from stores.metrics.validation import (
+    PointRejected,
+    check_labels,
+    check_name,
+    check_time,
+    check_value,
+)
+from stores.postgres import metric_names
+
+METRIC_RECORDED_CHANNEL = "metric.recorded"
+# Points per event: bulk loads publish many events, each small enough to fan out.
+EVENT_POINTS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A point as a client sent it, before any check; `index` names it in errors."""
+
+    index: int
+    agent_id: UUID
+    name: str
+    value: object
+    time: datetime | None
+    labels: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    field: str
+    message: str
+    code: ErrorCode = ErrorCode.BAD_USER_INPUT
+
+
+@dataclass
+class Checked:
+    accepted: list[MetricPoint] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def metrics_store(stores: Stores) -> MetricsStore:
+    if stores.metrics is None:
+        raise ClientError(ErrorCode.STORE_UNAVAILABLE, "metrics are not configured here")
+    return stores.metrics
+
+
+def require_recorder(principal: Principal) -> None:
+    """Operators record for any agent; agents too (collectors), except that an agent
+    signed in for one agent records for that agent only (checked per point)."""
+    require(principal, at_least=Role.AGENT)
+
+
+async def check_points(
+    stores: Stores, principal: Principal, candidates: Sequence[Candidate]
+) -> Checked:
+    """Every check a point must pass, batched: one query for agents, one for names."""
+    store = metrics_store(stores)
+    options = store.options
+    now = datetime.now(UTC)
+    outcome = Checked()
+    plausible: list[tuple[Candidate, MetricPoint]] = []
+    for candidate in candidates:
+        try:
+            check_name(candidate.name)
+            value = check_value(candidate.value)
+            moment = candidate.time or now
+            check_time(moment, now=now, retention=options.retention, future=options.max_future)
+            labels = check_labels(candidate.labels)
+        except PointRejected as exc:
+            outcome.rejected.append(Rejection(candidate.index, exc.field, exc.message))
+            continue
+        bound = principal.agent_id
+        if principal.role is Role.AGENT and bound is not None and candidate.agent_id != bound:
+            outcome.rejected.append(
+                Rejection(
+                    candidate.index,
+                    "agentId",
+                    "signed in as one agent, you record metrics for that agent only",
+                    ErrorCode.FORBIDDEN,
+                )
+            )
+            continue
+        point = MetricPoint(candidate.agent_id, candidate.name, moment, value, labels)
+        plausible.append((candidate, point))
+    if not plausible:
+        return outcome
+    agents = await stores.postgres.agents.by_ids(list({p.agent_id for _, p in plausible}))
+    names = await metric_names.by_names(stores.postgres, [p.name for _, p in plausible])
+    for candidate, point in plausible:
+        if point.agent_id not in agents:
+            outcome.rejected.append(
+                Rejection(
+                    candidate.index,
+                    "agentId",
+                    f"agent {point.agent_id} not found",
+                    ErrorCode.NOT_FOUND,
+                )
+            )
+        elif point.name not in names:
+            outcome.rejected.append(
+                Rejection(
+                    candidate.index,
+                    "name",
+                    f"metric {point.name!r} is not registered; register it with registerMetric",
+                )
+            )
+        else:
+            outcome.accepted.append(point)
+    outcome.rejected.sort(key=lambda rejection: rejection.index)
+    return outcome
+
+
+async def record_points(stores: Stores, points: Sequence[MetricPoint]) -> RecordResult:
+    """Write checked points and tell subscribers; events are best effort."""
+    result = await metrics_store(stores).record(points)
+    if stores.events is not None:
+        for start in range(0, len(points), EVENT_POINTS):
+            await stores.events.publish(
+                METRIC_RECORDED_CHANNEL,
+                {"points": [event_of(point) for point in points[start : start + EVENT_POINTS]]},
+            )
+    return result
+
+
+def event_of(point: MetricPoint) -> dict[str, Any]:
+    return {
+        "agent_id": str(point.agent_id),
+        "name": point.name,
+        "time": point.time.isoformat(),
+        "value": point.value,
+        "labels": point.labels,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    """`Agent.metrics` arguments: one query serves every agent asking the same thing."""
+
+    agent_id: UUID
+    names: tuple[str, ...]
+    window: Window
+    aggregate: Aggregate
+    fill: Fill = Fill.NONE
+    # Canonical JSON of the label filter, so equal filters batch together.
+    labels: str | None = None
+
+
+_Question = tuple[tuple[str, ...], Window, Aggregate, Fill, str | None]
+
+
+async def load_series(stores: Stores, keys: Sequence[SeriesKey]) -> list[list[Series]]:
+    """The batch function of the metrics loader: one round trip per distinct question."""
+    store = metrics_store(stores)
+    groups: dict[_Question, list[UUID]] = {}
+    for key in keys:
+        groups.setdefault(_question(key), []).append(key.agent_id)
+    found: dict[tuple[_Question, UUID], list[Series]] = {}
+    for question, agent_ids in groups.items():
+        names, window, aggregate, how, labels = question
+        series = await store.series(
+            list(dict.fromkeys(agent_ids)),
+            names,
+            window,
+            aggregate,
+            how=how,
+            labels=orjson.loads(labels) if labels is not None else None,
+        )
+        for agent_id in agent_ids:
+            found[(question, agent_id)] = [series[(agent_id, name)] for name in names]
+    return [found[(_question(key), key.agent_id)] for key in keys]
+
+
+def _question(key: SeriesKey) -> _Question:
+    return (key.names, key.window, key.aggregate, key.fill, key.labels)
+
+
+def series_loader(stores: Stores) -> DataLoader[SeriesKey, list[Series]]:
+    async def batch(keys: list[SeriesKey]) -> list[list[Series]]:
+        return await load_series(stores, keys)
+
+    return DataLoader(batch)

@@ -1,0 +1,298 @@
+"""Metrics: series, summaries, the name registry and live points (TimescaleDB or native)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import orjson
+import strawberry
+from strawberry import relay
+
+from resolvers import metrics as resolve
+from resolvers.auth import Role, require
+from resolvers.context import RequestContext
+from resolvers.errors import ClientError, ErrorCode
+from resolvers.loaders import build_loaders
+from schema.relay import decode_id, encode_id, require_ids
+from schema.scalars import JSON, json_object
+from stores import InvalidInput
+from stores import metrics as store
+from stores.postgres import metric_names
+from stores.postgres.metric_names import MetricName as MetricNameRecord
+
+if TYPE_CHECKING:
+    from schema.agents import Agent
+
+Info = strawberry.Info[RequestContext, None]
+
+MetricAggregate = strawberry.enum(
+    store.Aggregate,
+    name="MetricAggregate",
+    description="How points in a bucket combine; percentiles are exact, read from raw points.",
+)
+MetricFill = strawberry.enum(
+    store.Fill,
+    name="MetricFill",
+    description="Empty buckets: left out (NONE), null, the previous value, or interpolated.",
+)
+MetricSource = strawberry.enum(
+    store.Source,
+    name="MetricSource",
+    description="What answered: raw points, or the 1-minute or 1-hour rollup.",
+)
+
+MAX_SERIES = 1_000
+MAX_SUMMARY_ROWS = 1_000
+BUCKET_HELP = "Bucket width: 30s, 5m, 1h, 1d or 1w. Buckets start at whole UTC units."
+
+
+@strawberry.type(description="One bucket: its start (UTC) and the aggregate of its points.")
+class MetricBucket:
+    time: datetime
+    value: float | None
+
+
+@strawberry.type(description="An agent's metric, bucketed over a window.")
+class MetricSeries:
+    agent_uuid: strawberry.Private[UUID]
+    name: str
+    bucket: str
+    aggregate: MetricAggregate  # type: ignore[valid-type]
+    source: MetricSource  # type: ignore[valid-type]
+    points: list[MetricBucket]
+
+    @strawberry.field
+    def agent_id(self) -> relay.GlobalID:
+        return encode_id("Agent", self.agent_uuid)
+
+    @strawberry.field
+    async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("schema.agents")] | None:
+        from schema.agents import Agent
+
+        return await Agent.load(info, self.agent_uuid)
+
+    @classmethod
+    def from_record(
+        cls, series: store.Series, width: timedelta, aggregate: store.Aggregate
+    ) -> MetricSeries:
+        return cls(
+            agent_uuid=series.agent_id,
+            name=series.name,
+            bucket=store.format_bucket(width),
+            aggregate=aggregate,
+            source=series.source,
+            points=[MetricBucket(time=b.time, value=b.value) for b in series.buckets],
+        )
+
+
+@strawberry.type(description="A registered metric name.")
+class MetricName:
+    name: str
+    unit: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, record: MetricNameRecord) -> MetricName:
+        return cls(
+            name=record.name,
+            unit=record.unit,
+            description=record.description,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+@strawberry.type(description="For dashboards: an agent's latest value of a metric, and its trend.")
+class MetricSummary:
+    agent_uuid: strawberry.Private[UUID]
+    name: str
+    latest_value: float
+    latest_at: datetime
+    recent_average: float | None = strawberry.field(description="Mean over the last window.")
+    previous_average: float | None = strawberry.field(description="Mean over the window before it.")
+    trend: float | None = strawberry.field(
+        description="recentAverage - previousAverage; null without both."
+    )
+    points: int
+
+    @strawberry.field
+    def agent_id(self) -> relay.GlobalID:
+        return encode_id("Agent", self.agent_uuid)
+
+    @strawberry.field
+    async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("schema.agents")] | None:
+        from schema.agents import Agent
+
+        return await Agent.load(info, self.agent_uuid)
+
+
+@strawberry.type(description="A point just recorded.")
+class MetricPointRecorded:
+    agent_uuid: strawberry.Private[UUID]
+    name: str
+    time: datetime
+    value: float
+    labels: JSON
+
+    @strawberry.field
+    def agent_id(self) -> relay.GlobalID:
+        return encode_id("Agent", self.agent_uuid)
+
+
+def window_of(start: datetime, end: datetime, bucket: str) -> store.Window:
+    try:
+        return store.Window.of(start, end, store.parse_bucket(bucket))
+    except InvalidInput as exc:
+        raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from None
+
+
+def labels_key(labels: JSON | None) -> str | None:
+    if not labels:
+        return None
+    return orjson.dumps(json_object(labels, field="labels"), option=orjson.OPT_SORT_KEYS).decode()
+
+
+async def agent_metrics(
+    info: Info,
+    agent_id: UUID,
+    *,
+    name: str,
+    start: datetime,
+    end: datetime,
+    bucket: str,
+    aggregate: store.Aggregate,
+    how: store.Fill,
+    labels: JSON | None,
+) -> MetricSeries:
+    """`Agent.metrics`, through the loader that batches a page of agents into one query."""
+    require(info.context.principal, at_least=Role.VIEWER)
+    window = window_of(start, end, bucket)
+    key = resolve.SeriesKey(agent_id, (name,), window, aggregate, how, labels_key(labels))
+    (series,) = await info.context.loaders.metrics_by_agent_id.load(key)
+    return MetricSeries.from_record(series, window.width, aggregate)
+
+
+@strawberry.type
+class MetricQueries:
+    @strawberry.field(
+        description="Many agents' metrics over one window in one query. " + BUCKET_HELP
+    )
+    async def metric_series(
+        self,
+        info: Info,
+        names: list[str],
+        agents: list[relay.GlobalID],
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        bucket: str = "1h",
+        aggregate: MetricAggregate = store.Aggregate.AVG,  # type: ignore[valid-type]
+        fill: MetricFill = store.Fill.NONE,  # type: ignore[valid-type]
+    ) -> list[MetricSeries]:
+        require(info.context.principal, at_least=Role.VIEWER)
+        agent_ids = list(dict.fromkeys(require_ids(agents, "Agent", field="agents")))
+        unique_names = list(dict.fromkeys(names))
+        if len(agent_ids) * len(unique_names) > MAX_SERIES:
+            raise ClientError(
+                ErrorCode.BAD_USER_INPUT,
+                f"at most {MAX_SERIES} series (agents x names) per request",
+                field="agents",
+            )
+        window = window_of(from_, to, bucket)
+        found = await resolve.metrics_store(info.context.stores).series(
+            agent_ids, unique_names, window, aggregate, how=fill
+        )
+        return [
+            MetricSeries.from_record(found[(agent_id, name)], window.width, aggregate)
+            for agent_id in agent_ids
+            for name in unique_names
+        ]
+
+    @strawberry.field(
+        description="Latest value and trend per agent and metric, for dashboards. `window` "
+        "(e.g. 1h) compares the mean of the last window with the one before it."
+    )
+    async def metrics_summary(
+        self,
+        info: Info,
+        agents: list[relay.GlobalID] | None = None,
+        names: list[str] | None = None,
+        window: str = "1h",
+        first: int = 100,
+    ) -> list[MetricSummary]:
+        require(info.context.principal, at_least=Role.VIEWER)
+        agent_ids = require_ids(agents, "Agent", field="agents") if agents is not None else None
+        try:
+            width = store.parse_bucket(window, field="window")
+        except InvalidInput as exc:
+            raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from None
+        rows = await resolve.metrics_store(info.context.stores).summary(
+            agent_ids, names, window=width, limit=max(1, min(first, MAX_SUMMARY_ROWS))
+        )
+        return [
+            MetricSummary(
+                agent_uuid=row.agent_id,
+                name=row.name,
+                latest_value=row.latest_value,
+                latest_at=row.latest_at,
+                recent_average=row.recent_avg,
+                previous_average=row.previous_avg,
+                trend=row.trend,
+                points=row.points,
+            )
+            for row in rows
+        ]
+
+    @strawberry.field(description="Registered metric names, with unit and description.")
+    async def metric_names(self, info: Info) -> list[MetricName]:
+        require(info.context.principal, at_least=Role.VIEWER)
+        return [
+            MetricName.from_record(r)
+            for r in await metric_names.all_names(info.context.stores.postgres)
+        ]
+
+
+@strawberry.type
+class MetricSubscriptions:
+    @strawberry.subscription(
+        description="Points as they are recorded, from any gateway replica. Leave an argument "
+        "out to match everything."
+    )
+    async def metric_recorded(
+        self,
+        info: Info,
+        agent_id: relay.GlobalID | None = None,
+        names: list[str] | None = None,
+    ) -> AsyncGenerator[MetricPointRecorded, None]:
+        require(info.context.principal, at_least=Role.VIEWER)
+        wanted_agent = decode_id(agent_id, "Agent", field="agentId") if agent_id else None
+        wanted_names = set(names) if names else None
+        events = info.context.stores.events
+        if events is None:
+            raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
+        async with events.subscribe(resolve.METRIC_RECORDED_CHANNEL) as subscription:
+            async for event in subscription:
+                info.context.loaders = build_loaders(info.context.stores)
+                for point in _points_of(event):
+                    if wanted_agent is not None and point.agent_uuid != wanted_agent:
+                        continue
+                    if wanted_names is not None and point.name not in wanted_names:
+                        continue
+                    yield point
+
+
+def _points_of(event: dict[str, Any]) -> list[MetricPointRecorded]:
+    return [
+        MetricPointRecorded(
+            agent_uuid=UUID(point["agent_id"]),
+            name=point["name"],
+            time=datetime.fromisoformat(point["time"]),
+            value=point["value"],
+            labels=point.get("labels") or {},
+        )
+        for point in event.get("points", [])
+    ]

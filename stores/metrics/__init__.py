@@ -1,0 +1,35 @@
+"""Metrics and telemetry: TimescaleDB hypertables, or native partitions without it."""
+
+from stores.metrics.buckets import Window, format_bucket, parse_bucket
+from stores.metrics.options import MetricsOptions
+from stores.metrics.records import (
+    Aggregate,
+    Backend,
+    BucketValue,
+    Fill,
+    MaintenanceReport,
+    MetricPoint,
+    MetricSummary,
+    RecordResult,
+    Series,
+    Source,
+)
+from stores.metrics.store import MetricsStore
+
+__all__ = [
+    "Aggregate",
+    "Backend",
+    "BucketValue",
+    "Fill",
+    "MaintenanceReport",
+    "MetricPoint",
+    "MetricSummary",
+    "MetricsOptions",
+    "MetricsStore",
+    "RecordResult",
+    "Series",
+    "Source",
+    "Window",
+    "format_bucket",
+    "parse_bucket",
+]

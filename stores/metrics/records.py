@@ -1,0 +1,104 @@
+"""Plain records the metrics store takes and returns."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+class Backend(enum.Enum):
+    TIMESCALEDB = "timescaledb"
+    NATIVE = "native"
+
+
+class Aggregate(enum.Enum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+    P50 = "p50"
+    P95 = "p95"
+    P99 = "p99"
+
+
+PERCENTILES = frozenset({Aggregate.P50, Aggregate.P95, Aggregate.P99})
+
+
+class Fill(enum.Enum):
+    NONE = "none"
+    NULL = "null"
+    PREVIOUS = "previous"
+    LINEAR = "linear"
+
+
+class Source(enum.Enum):
+    """Where a series is read from: the raw points or a rollup of them."""
+
+    RAW = "raw"
+    MINUTE = "1m"
+    HOUR = "1h"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    agent_id: UUID
+    name: str
+    time: datetime
+    value: float
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketValue:
+    """One bucket of a series: its start and the aggregate (None: a filled gap)."""
+
+    time: datetime
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    agent_id: UUID
+    name: str
+    source: Source
+    buckets: list[BucketValue]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary:
+    agent_id: UUID
+    name: str
+    latest_value: float
+    latest_at: datetime
+    recent_avg: float | None
+    previous_avg: float | None
+    points: int
+
+    @property
+    def trend(self) -> float | None:
+        """Change of the mean from the previous window to the recent one."""
+        if self.recent_avg is None or self.previous_avg is None:
+            return None
+        return self.recent_avg - self.previous_avg
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    received: int
+    inserted: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.inserted
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    created: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    rollup_rows_deleted: int = 0

@@ -1,0 +1,437 @@
+"""Knowledge items and the typed links between them.
+
+Every write changes its rows and appends an audit row and an outbox row in one
+transaction; the knowledge graph in Neo4j follows from the outbox. A write
+without an embedding (the embedder failed) is stored all the same, marked
+pending, for the background filler or `polygraph reembed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import orjson
+from asyncpg import Record
+
+from stores.embeddings import Vector
+from stores.errors import InvalidInput, NotFound
+from stores.postgres.inputs import UNSET, check_text
+from stores.postgres.outbox import enqueue
+from stores.postgres.pagination import Params
+from stores.postgres.records import WriteContext
+from stores.postgres.writes import (
+    check_version,
+    claim_idempotency_key,
+    settle_idempotency_key,
+    write_audit,
+    write_transaction,
+)
+from stores.search.ranking import MAX_OFFSET, Ranked, ranked_sql, search_settings, vector_literal
+from stores.search.records import (
+    KNOWLEDGE_RELATION_TYPES,
+    KnowledgeFilter,
+    KnowledgeInput,
+    KnowledgeItem,
+    KnowledgePatch,
+    KnowledgeRelation,
+    SearchHit,
+    SearchPage,
+    SearchRequest,
+)
+
+if TYPE_CHECKING:
+    from stores.search.store import SearchStore
+
+_COLUMNS = (
+    "k.id, k.title, k.content, k.source, k.tags, k.agent_id, k.embedding_pending,"
+    " k.created_at, k.updated_at, k.version"
+)
+_TARGET = Ranked("knowledge_items", "k", _COLUMNS)
+MAX_TAGS = 50
+MAX_FIRST = 100
+
+
+class KnowledgeRepository:
+    """Knowledge items in PostgreSQL, the source of truth for the knowledge graph."""
+
+    __slots__ = ("_search",)
+
+    def __init__(self, search: SearchStore) -> None:
+        self._search = search
+
+    async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, KnowledgeItem]:
+        if not ids:
+            return {}
+        async with self._search.postgres.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM knowledge_items k WHERE k.id = ANY($1::uuid[])",
+                list(ids),
+            )
+        return {row["id"]: _item(row) for row in rows}
+
+    async def create(
+        self, ctx: WriteContext, data: KnowledgeInput, embedding: Vector | None
+    ) -> KnowledgeItem:
+        _check(data.title, data.content, data.source, data.tags)
+        item_id = uuid4()
+        async with write_transaction(self._search.postgres, _REFUSALS) as conn:
+            replay = await claim_idempotency_key(
+                conn, ctx, "knowledge.create", {"id": str(item_id)}
+            )
+            if replay is not None:
+                return await _get(conn, UUID(replay["id"]))
+            row = await conn.fetchrow(
+                "INSERT INTO knowledge_items AS k (id, title, content, source, tags, agent_id,"
+                " embedding, embedding_pending)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::vector, $7::text IS NULL)"
+                f" RETURNING {_COLUMNS}",
+                item_id,
+                data.title,
+                data.content,
+                data.source,
+                list(data.tags),
+                data.agent_id,
+                None if embedding is None else vector_literal(embedding),
+            )
+            assert row is not None
+            item = _item(row)
+            await write_audit(conn, ctx, "create", "knowledge", item.id, None, item)
+            await enqueue(conn, "knowledge.upserted", _upserted(item))
+        return item
+
+    async def update(
+        self,
+        ctx: WriteContext,
+        item_id: UUID,
+        patch: KnowledgePatch,
+        embedding: Vector | None,
+        *,
+        expected_version: int | None,
+    ) -> KnowledgeItem:
+        """Change the given fields. When the text changes and `embedding` is None, the
+        old vector is kept for searches until the filler replaces it."""
+        given: dict[str, Any] = {
+            name: value
+            for name in ("title", "content", "source", "tags", "agent_id")
+            if (value := getattr(patch, name)) is not UNSET
+        }
+        async with write_transaction(self._search.postgres, _REFUSALS) as conn:
+            current = await _lock(conn, item_id, expected_version)
+            merged = {
+                "title": given.get("title", current.title),
+                "content": given.get("content", current.content),
+                "source": given.get("source", current.source),
+                "tags": tuple(given.get("tags", current.tags)),
+            }
+            _check(merged["title"], merged["content"], merged["source"], merged["tags"])
+            text_changed = (merged["title"], merged["content"]) != (current.title, current.content)
+            params = Params([item_id])
+            sets = [
+                f"{name} = {params(list(v) if name == 'tags' else v)}" for name, v in given.items()
+            ]
+            if embedding is not None:
+                sets.append(f"embedding = {params(vector_literal(embedding))}::text::vector")
+                sets.append("embedding_pending = false")
+            elif text_changed:
+                sets.append("embedding_pending = true")
+            row = await conn.fetchrow(
+                f"UPDATE knowledge_items AS k SET {', '.join([*sets, 'version = version + 1'])},"
+                f" updated_at = now() WHERE k.id = $1 RETURNING {_COLUMNS}",
+                *params.values,
+            )
+            assert row is not None
+            item = _item(row)
+            await write_audit(conn, ctx, "update", "knowledge", item.id, current, item)
+            await enqueue(conn, "knowledge.upserted", _upserted(item))
+        return item
+
+    async def delete(
+        self, ctx: WriteContext, item_id: UUID, *, expected_version: int | None
+    ) -> KnowledgeItem:
+        async with write_transaction(self._search.postgres) as conn:
+            current = await _lock(conn, item_id, expected_version)
+            await conn.execute("DELETE FROM knowledge_items WHERE id = $1", item_id)
+            await write_audit(conn, ctx, "delete", "knowledge", item_id, current, None)
+            await enqueue(conn, "knowledge.deleted", {"id": str(item_id)})
+        return current
+
+    async def relate(
+        self, ctx: WriteContext, source_id: UUID, target_id: UUID, type: str
+    ) -> KnowledgeRelation:
+        """Link two items; linking them again the same way changes nothing."""
+        if type not in KNOWLEDGE_RELATION_TYPES:
+            raise InvalidInput("type", f"must be one of {', '.join(KNOWLEDGE_RELATION_TYPES)}")
+        if source_id == target_id:
+            raise InvalidInput("targetId", "an item cannot be linked to itself")
+        async with write_transaction(self._search.postgres, _REFUSALS) as conn:
+            replay = await claim_idempotency_key(
+                conn, ctx, "knowledge.relate", {"source_id": str(source_id)}
+            )
+            row = await conn.fetchrow(
+                "WITH added AS (INSERT INTO knowledge_relations (source_id, target_id, type)"
+                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING *)"
+                " SELECT source_id, target_id, type, created_at, true AS added FROM added"
+                " UNION ALL SELECT source_id, target_id, type, created_at, false"
+                " FROM knowledge_relations WHERE (source_id, target_id, type) = ($1, $2, $3)",
+                source_id,
+                target_id,
+                type,
+            )
+            assert row is not None
+            relation = KnowledgeRelation(
+                row["source_id"], row["target_id"], row["type"], row["created_at"]
+            )
+            if row["added"] and replay is None:
+                await write_audit(conn, ctx, "relate", "knowledge", source_id, None, relation)
+                await enqueue(conn, "knowledge.related", _related(relation))
+                await settle_idempotency_key(conn, ctx, {"source_id": str(source_id)})
+        return relation
+
+    async def unrelate(
+        self, ctx: WriteContext, source_id: UUID, target_id: UUID, type: str
+    ) -> bool:
+        async with write_transaction(self._search.postgres) as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM knowledge_relations WHERE source_id = $1 AND target_id = $2"
+                " AND type = $3 RETURNING source_id, target_id, type, created_at",
+                source_id,
+                target_id,
+                type,
+            )
+            if row is None:
+                return False
+            relation = KnowledgeRelation(
+                row["source_id"], row["target_id"], row["type"], row["created_at"]
+            )
+            await write_audit(conn, ctx, "unrelate", "knowledge", source_id, relation, None)
+            await enqueue(conn, "knowledge.unrelated", _related(relation))
+        return True
+
+    async def search(self, request: SearchRequest) -> SearchPage[KnowledgeItem]:
+        """One page of ranked items; see `stores.search.ranking` for the modes."""
+        first, offset = _page_bounds(request.first, request.offset)
+        params = Params()
+        where = _filter_conditions(request.filter, params)
+        sql = ranked_sql(
+            _TARGET,
+            mode=request.mode,
+            where=where,
+            params=params,
+            text=request.text,
+            vector=request.vector,
+            limit=first + 1,
+            offset=offset,
+            candidates=self._search.options.rrf_candidates,
+        )
+        async with (
+            self._search.postgres.connection() as conn,
+            conn.transaction(readonly=True),
+        ):
+            await search_settings(conn, self._search.ef_search_for(offset + first + 1))
+            rows = await conn.fetch(sql, *params.values)
+        hits = [_hit(row) for row in rows]
+        return SearchPage(hits[:first], offset, len(hits) > first)
+
+    async def similar(
+        self, item_id: UUID, first: int, filter: KnowledgeFilter | None = None
+    ) -> list[SearchHit[KnowledgeItem]]:
+        """The nearest items to `item_id` by meaning; empty while its embedding is pending."""
+        first, _ = _page_bounds(first, 0)
+        params = Params([item_id, first])
+        where = _filter_conditions(filter or KnowledgeFilter(), params)
+        conditions = " AND ".join(["k.embedding IS NOT NULL", "k.id <> $1", *where])
+        async with (
+            self._search.postgres.connection() as conn,
+            conn.transaction(readonly=True),
+        ):
+            await search_settings(conn, self._search.ef_search_for(first + 1))
+            rows = await conn.fetch(
+                f"""
+                SELECT hit.*, 1 - hit._distance AS score,
+                       row_number() OVER (ORDER BY hit._distance, hit.id) AS semantic_rank,
+                       NULL::bigint AS keyword_rank
+                FROM (
+                    SELECT {_COLUMNS}, k.embedding <=> src.embedding AS _distance
+                    FROM knowledge_items k,
+                         (SELECT embedding FROM knowledge_items WHERE id = $1) src
+                    WHERE {conditions}
+                    ORDER BY k.embedding <=> src.embedding
+                    LIMIT $2
+                ) hit
+                ORDER BY hit._distance, hit.id""",
+                *params.values,
+            )
+        return [_hit(row) for row in rows]
+
+    async def bulk_insert(self, rows: Sequence[tuple[UUID, KnowledgeInput, Vector]]) -> int:
+        """Load items with their vectors in one statement, without audit or outbox rows:
+        for seeding and benchmarks, not for client writes. Existing ids are skipped."""
+        for _, data, _ in rows:
+            _check(data.title, data.content, data.source, data.tags)
+        async with self._search.postgres.connection() as conn:
+            status: str = await conn.execute(
+                "INSERT INTO knowledge_items (id, title, content, source, tags, agent_id,"
+                " embedding, embedding_pending)"
+                " SELECT i.id, i.title, i.content, i.source,"
+                " ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)), i.agent_id,"
+                " i.embedding::vector, false"
+                " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                " $6::uuid[], $7::text[])"
+                " AS i(id, title, content, source, tags, agent_id, embedding)"
+                " ON CONFLICT (id) DO NOTHING",
+                [item_id for item_id, _, _ in rows],
+                [data.title for _, data, _ in rows],
+                [data.content for _, data, _ in rows],
+                [data.source for _, data, _ in rows],
+                # Arrays of arrays must be rectangular in SQL; JSON text is not.
+                [orjson.dumps(list(data.tags)).decode() for _, data, _ in rows],
+                [data.agent_id for _, data, _ in rows],
+                [vector_literal(vector) for _, _, vector in rows],
+            )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def agent_ids(self, limit: int) -> list[UUID]:
+        """Agents to attribute demo data to, oldest first."""
+        async with self._search.postgres.connection() as conn:
+            rows = await conn.fetch("SELECT id FROM agents ORDER BY created_at, id LIMIT $1", limit)
+        return [row["id"] for row in rows]
+
+    async def pending(self, limit: int, *, after: UUID | None = None) -> list[tuple[UUID, str]]:
+        """Items waiting for an embedding, by id, with the text to embed."""
+        async with self._search.postgres.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT t.id, {_KNOWLEDGE_TEXT} AS text FROM knowledge_items t"
+                " WHERE t.embedding_pending AND t.id > $1 ORDER BY t.id LIMIT $2",
+                after or UUID(int=0),
+                limit,
+            )
+        return [(row["id"], row["text"]) for row in rows]
+
+    async def count_pending(self) -> int:
+        async with self._search.postgres.connection() as conn:
+            total: int = await conn.fetchval(
+                "SELECT count(*) FROM knowledge_items WHERE embedding_pending"
+            )
+        return total
+
+    async def fill(self, vectors: Sequence[tuple[UUID, str, Vector]]) -> int:
+        """Store computed embeddings for rows whose text is still the text embedded;
+        returns how many rows took them."""
+        return await _fill(self._search, "knowledge_items", _KNOWLEDGE_TEXT, vectors)
+
+
+# The text embedded for an item, as `records.embedding_text` builds it.
+_KNOWLEDGE_TEXT = "t.title || E'\\n' || t.content"
+
+
+async def _fill(
+    search: SearchStore, table: str, text_sql: str, vectors: Sequence[tuple[UUID, str, Vector]]
+) -> int:
+    if not vectors:
+        return 0
+    # A row edited since its text was read keeps `pending`, and is embedded again.
+    async with search.postgres.connection() as conn:
+        status: str = await conn.execute(
+            f"UPDATE {table} AS t SET embedding = u.vector::vector, embedding_pending = false"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, text, vector)"
+            f" WHERE t.id = u.id AND {text_sql} = u.text",
+            [item_id for item_id, _, _ in vectors],
+            [text for _, text, _ in vectors],
+            [vector_literal(vector) for _, _, vector in vectors],
+        )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _page_bounds(first: int, offset: int) -> tuple[int, int]:
+    if not 0 <= first <= MAX_FIRST:
+        raise InvalidInput("first", f"must be between 0 and {MAX_FIRST}, got {first}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput("after", f"search pages end {MAX_OFFSET} results deep; refine the query")
+    return first, offset
+
+
+def _filter_conditions(filter: KnowledgeFilter, params: Params) -> list[str]:
+    where: list[str] = []
+    if filter.tags_any is not None:
+        where.append(f"k.tags && {params(list(filter.tags_any))}::text[]")
+    if filter.sources is not None:
+        where.append(f"k.source = ANY({params(list(filter.sources))}::text[])")
+    if filter.agent_ids is not None:
+        where.append(f"k.agent_id = ANY({params(list(filter.agent_ids))}::uuid[])")
+    if filter.created_after is not None:
+        where.append(f"k.created_at >= {params(filter.created_after)}::timestamptz")
+    if filter.created_before is not None:
+        where.append(f"k.created_at < {params(filter.created_before)}::timestamptz")
+    return where
+
+
+def _check(title: str, content: str, source: str, tags: Sequence[str]) -> None:
+    check_text("title", title, 500)
+    if len(content) > 100_000:
+        raise InvalidInput("content", "must be at most 100,000 characters")
+    if len(source) > 500:
+        raise InvalidInput("source", "must be at most 500 characters")
+    if len(tags) > MAX_TAGS or any(not t.strip() or len(t) > 100 for t in tags):
+        raise InvalidInput("tags", f"at most {MAX_TAGS} tags of 1 to 100 characters each")
+
+
+async def _lock(conn: Any, item_id: UUID, expected_version: int | None) -> KnowledgeItem:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM knowledge_items k WHERE k.id = $1 FOR UPDATE", item_id
+    )
+    if row is None:
+        raise NotFound("knowledge item", item_id, field="id")
+    item = _item(row)
+    check_version("knowledge item", item_id, item.version, expected_version)
+    return item
+
+
+async def _get(conn: Any, item_id: UUID) -> KnowledgeItem:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM knowledge_items k WHERE k.id = $1", item_id)
+    if row is None:
+        raise NotFound("knowledge item", item_id, field="id")
+    return _item(row)
+
+
+def _item(row: Record) -> KnowledgeItem:
+    return KnowledgeItem(
+        id=row["id"],
+        title=row["title"],
+        content=row["content"],
+        source=row["source"],
+        tags=tuple(row["tags"]),
+        agent_id=row["agent_id"],
+        embedding_pending=row["embedding_pending"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+def _hit(row: Record) -> SearchHit[KnowledgeItem]:
+    return SearchHit(_item(row), float(row["score"]), row["semantic_rank"], row["keyword_rank"])
+
+
+def _upserted(item: KnowledgeItem) -> dict[str, Any]:
+    return {"id": str(item.id), "title": item.title, "source": item.source, "tags": list(item.tags)}
+
+
+def _related(relation: KnowledgeRelation) -> dict[str, Any]:
+    return {
+        "source_id": str(relation.source_id),
+        "target_id": str(relation.target_id),
+        "type": relation.type,
+    }
+
+
+_REFUSALS = {
+    "knowledge_items_agent_id_fkey": lambda: NotFound("agent", "given", field="agentId"),
+    "knowledge_relations_source_id_fkey": lambda: NotFound(
+        "knowledge item", "given", field="sourceId"
+    ),
+    "knowledge_relations_target_id_fkey": lambda: NotFound(
+        "knowledge item", "given", field="targetId"
+    ),
+}

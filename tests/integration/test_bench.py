@@ -1,0 +1,61 @@
+"""`polygraph bench --quick` end to end: the harness works and writes valid reports.
+
+Checks the harness, never the timings. Runs on the bench stack (its own ports and
+data, started here when it is down), without the PostGraphile peer: quick mode
+leaves it out, so this test needs no Node and stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from bench.harness import Options, run
+from bench.scenarios import SCENARIOS
+
+FIELDS = {"rps", "p50_ms", "p95_ms", "p99_ms", "errors", "round_trips", "cpu_s", "rss_mb"}
+
+
+def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
+    path = run(Options.quick_mode(), results_dir=tmp_path)
+
+    results = orjson.loads(path.read_bytes())
+    assert (tmp_path / "latest.json").read_bytes() == path.read_bytes()
+    assert {"machine", "versions", "command", "scenarios"} <= results.keys()
+    assert results["command"].startswith("polygraph bench --quick")
+    assert results["machine"]["cores"] >= 1
+    assert results["versions"]["postgresql"]
+
+    # Every scenario either ran or is listed as skipped with a reason.
+    ran, skipped = set(results["scenarios"]), set(results["skipped"])
+    assert ran | skipped == {s.name for s in SCENARIOS}
+    assert not ran & skipped
+    assert {"S1", "S2", "S3", "S5", "S6", "S8"} <= ran
+    for name, by_target in results["scenarios"].items():
+        scenario = next(s for s in SCENARIOS if s.name == name)
+        expected = {"gateway", "floor"} if scenario.floor else {"gateway"}
+        assert set(by_target) == expected, name
+        for target, figures in by_target.items():
+            assert set(figures) == FIELDS, (name, target)
+            assert figures["rps"] >= 0, (name, target)
+            if scenario.kind == "http":
+                # GraphQL errors would mean a broken scenario; S8 counts events lost to
+                # overload, which depends on the machine.
+                assert figures["errors"] == 0, (name, target)
+            assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"], (name, target)
+            assert set(figures["round_trips"]) == {"postgres", "neo4j", "redis"}
+
+    # The floor answered exactly what the gateway answered.
+    floor_checks = [c for c in results["checks"] if "gateway and floor" in c]
+    with_floor = [s.name for s in SCENARIOS if s.floor and s.name in ran]
+    assert len(floor_checks) == len(with_floor)
+    assert all(c.endswith("answers equal") for c in floor_checks), floor_checks
+
+    markdown = (tmp_path / "latest.md").read_text()
+    assert results["command"] in markdown
+    for name in ran:
+        assert f"| {name} | gateway |" in markdown
+    for name in skipped:
+        assert f"- {name}:" in markdown
+    assert "## Targets" in markdown
