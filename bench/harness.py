@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import checks, report
-from bench.dataset import DatasetSpec, ensure_dataset, fixture_ids
+from bench.dataset import METRICS_DAYS, DatasetSpec, ensure_dataset, fixture_ids
 from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
 from bench.loadgen import LoadResult, ensure_wrk, run_fanout, run_wrk
 from bench.scenarios import (
@@ -37,6 +37,7 @@ from infra.local.profiles import REPO_ROOT, get_profile
 
 GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
 EVENTS_NAMESPACE = "polygraph-bench"
+BENCH_METRICS_RETENTION = timedelta(days=METRICS_DAYS + 15)
 
 
 STANDING_NOTES = (
@@ -101,6 +102,8 @@ class Bench:
             neo4j_uri=self.profile.bolt_uri,
             redis_url=self.profile.redis_url(0),
             events_namespace=EVENTS_NAMESPACE,
+            # The dataset holds METRICS_DAYS of points; retention must not drop any of them.
+            metrics_retention=BENCH_METRICS_RETENTION,
         )
         self.children: dict[str, Child] = {}
         self.notes: list[str] = []
@@ -196,6 +199,7 @@ class Bench:
                 "POLYGRAPH_EVENTS_NAMESPACE": EVENTS_NAMESPACE,
                 "POLYGRAPH_LOG_LEVEL": "warning",
                 "POLYGRAPH_GRAPHIQL": "false",
+                "POLYGRAPH_METRICS_RETENTION": f"P{BENCH_METRICS_RETENTION.days}D",
             },
             cwd=REPO_ROOT,
         )
