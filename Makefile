@@ -10,7 +10,7 @@ POLYGRAPH := $(VENV)/bin/polygraph
 help:
 	@echo "make run    start the dev stack and serve the gateway on http://127.0.0.1:8000"
 	@echo "make test   start the test stack, then ruff, mypy and pytest"
-	@echo "make stack-down   stop the dev and test stores"
+	@echo "make stack-down   stop the dev, test and bench stores"
 	@echo "make bench  benchmark the gateway (bench/results/latest.md)"
 
 $(UV):
@@ -61,8 +61,9 @@ bench: install
 	$(POLYGRAPH) bench $(BENCH_ARGS)
 
 stack-down:
-	-POLYGRAPH_PROFILE=dev $(POLYGRAPH) stack down
-	-POLYGRAPH_PROFILE=test $(POLYGRAPH) stack down
+	-$(POLYGRAPH) stack down --profile dev
+	-$(POLYGRAPH) stack down --profile test
+	-$(POLYGRAPH) stack down --profile bench
 
 clean: stack-down
 	rm -rf var $(VENV) $(TOOLS)

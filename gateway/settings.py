@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
 
     # Which local stack `polygraph stack` and `make run` manage.
-    profile: Literal["dev", "test"] = "dev"
+    profile: Literal["dev", "test", "bench"] = "dev"
 
     # PostgreSQL (source of truth)
     postgres_dsn: SecretStr = SecretStr(
