@@ -1,9 +1,13 @@
-"""`polygraph bench`: dataset, servers, load, baselines, report.
+"""`polygraph bench`: dataset, servers, load, baselines, search, report.
 
 The gateway (`polygraph serve`), the floor (`python -m bench.floor`) and the peer
 (PostGraphile on Node 22) run as child processes on the bench stack; each is
 measured in turn, alternating within every round, by a load generator in its own
 process, so the ratios compare runs made moments apart on the same noisy machine.
+Once they are stopped, the search stage (`bench.search`: HNSW recall, searchKnowledge
+latency, embedding throughput, nDCG@10 per mode) runs with its own in-process
+gateway. `--only search` runs that stage alone and merges it into the latest
+results; `--only S1 S2 ...` without `search` leaves it out.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import checks, report
+from bench import search as search_bench
 from bench.dataset import METRICS_DAYS, DatasetSpec, ensure_dataset, fixture_ids
 from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
 from bench.loadgen import LoadResult, ensure_wrk, run_fanout, run_wrk
@@ -36,6 +41,10 @@ from infra.local import stack
 from infra.local.profiles import REPO_ROOT, get_profile
 
 GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
+SEARCH_STAGE = "search"
+# Knowledge items the search stage indexes at --scale 1 (issue 5's scale).
+SEARCH_ITEMS = 100_000
+SEARCH_QUERIES = 200
 EVENTS_NAMESPACE = "polygraph-bench"
 BENCH_METRICS_RETENTION = timedelta(days=METRICS_DAYS + 15)
 
@@ -79,6 +88,25 @@ class Options:
             argv += ["--only", *self.only]
         return " ".join(shlex.quote(a) for a in argv)
 
+    @property
+    def run_scenarios(self) -> bool:
+        return not self.only or any(name != SEARCH_STAGE for name in self.only)
+
+    @property
+    def run_search(self) -> bool:
+        return not self.only or SEARCH_STAGE in self.only
+
+    @property
+    def search_options(self) -> search_bench.SearchBenchOptions:
+        """Quick: a few hundred items; otherwise SEARCH_ITEMS times the scale."""
+        if self.quick:
+            return search_bench.SearchBenchOptions.quick_mode(command=self.command)
+        return search_bench.SearchBenchOptions(
+            items=max(100, round(SEARCH_ITEMS * self.scale)),
+            queries=SEARCH_QUERIES,
+            command=self.command,
+        )
+
     @classmethod
     def quick_mode(cls, **overrides: Any) -> Options:
         values: dict[str, Any] = {
@@ -115,6 +143,9 @@ class Bench:
         print(f"bench: {line}", file=sys.stderr, flush=True)
 
     def run(self) -> Path:
+        if not self.options.run_scenarios:
+            # Search alone: its figures join the scenario results already written.
+            return report.merge_search(self._search(), self.results_dir)
         started_at = datetime.now(UTC).replace(microsecond=0)
         self.say(f"stack {self.profile.name}: data in {self.profile.var_dir}")
         stack.up(self.profile, neo4j_password=self.password, say=self.say)
@@ -152,6 +183,13 @@ class Bench:
         finally:
             for child in self.children.values():
                 child.stop()
+        # After the servers stop, so the search stage has the machine to itself.
+        searched = self._search() if self.options.run_search else None
+        if searched is None:
+            self.notes.append(
+                "Search not measured in this run (--only without search); see"
+                " bench/results/search.md for the last search run."
+            )
         results = checks.assemble(
             started_at=started_at.isoformat(),
             command=self.options.command,
@@ -165,8 +203,15 @@ class Bench:
             notes=self.notes,
             load=self._load_description(),
         )
+        if searched is not None:
+            results["search"] = searched
         stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
         return report.write(results, stamp, self.results_dir)
+
+    def _search(self) -> dict[str, Any]:
+        options = self.options.search_options
+        self.say(f"search: {options.items:,} knowledge items, {options.queries} queries")
+        return search_bench.run_search_bench(options, self.results_dir, say=self.say)
 
     def _load_description(self) -> str:
         o = self.options

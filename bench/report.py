@@ -1,4 +1,9 @@
-"""Results out: `bench/results/<timestamp>.json` (+ `latest.json`) and `latest.md`."""
+"""Results out: `bench/results/<timestamp>.json` (+ `latest.json`) and `latest.md`.
+
+The search stage's figures sit under a "search" key and in a "Search" section;
+`merge_search` puts a separate search run into the latest results, keeping the
+scenario results there.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from bench import search
 
 RESULTS_DIR = Path(__file__).with_name("results")
 PROFILE_NOTES = Path(__file__).with_name("profile_notes.md")
@@ -23,6 +30,22 @@ def write(results: dict[str, Any], stamp: str, directory: Path = RESULTS_DIR) ->
     return path
 
 
+def merge_search(searched: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    """Replace the "search" part of latest.{json,md} with searched, keeping the rest.
+
+    Returns latest.json; without one (no scenario run yet) there is nothing to merge
+    into, and search.json, written by the search run, is returned instead.
+    """
+    latest = directory / "latest.json"
+    if not latest.exists():
+        return directory / "search.json"
+    results = orjson.loads(latest.read_bytes())
+    results["search"] = searched
+    latest.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    (directory / "latest.md").write_text(markdown(results))
+    return latest
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -36,12 +59,28 @@ def _trips(round_trips: dict[str, Any]) -> str:
     return " ".join(f"{k[:2]}={_fmt(v)}" for k, v in sorted(known.items())) or "-"
 
 
+def _when(results: dict[str, Any]) -> list[str]:
+    """Which part was measured when, should the search figures come from another run."""
+    searched = results.get("search")
+    if searched is None:
+        return ["Search not measured in this run (see [search.md](search.md)).", ""]
+    if searched.get("command") == results["command"]:
+        return []
+    return [
+        f"Scenarios measured {results['started_at']} (the command above); the Search"
+        f" section measured {searched['generated_at']} with `{searched.get('command', '?')}`"
+        " and merged in afterwards.",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Polygraph benchmark",
         "",
         f"Run {results['started_at']} with `{results['command']}`.",
         "",
+        *_when(results),
         "## Machine and versions",
         "",
     ]
@@ -95,6 +134,8 @@ def markdown(results: dict[str, Any]) -> str:
     for target in results["targets"]:
         met = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
         lines.append(f"| {target['target']} | {target['result']} | {met} |")
+    if "search" in results:
+        lines += ["", "## Search", "", *search.section(results["search"], heading="###")]
     if results["skipped"]:
         lines += ["", "## Skipped", ""]
         lines += [f"- {name}: {why}" for name, why in results["skipped"].items()]

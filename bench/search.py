@@ -2,12 +2,17 @@
 throughput, and nDCG@10 of KEYWORD, SEMANTIC and HYBRID on labelled demo data.
 
     python -m bench.search [--items N] [--queries Q] [--profile bench|test|dev]
+                           [--merge-latest | --merge-only]
 
 It runs against its own database (`polygraph_bench_search`, recreated) on the
 profile's PostgreSQL, and a gateway it serves in-process on a free port.
 Vectors of the generated items are cached under var/cache/bench-search/, so a
 second run at the same size skips the embedding. Timings are reported, never
-asserted; `run_search_bench` is what the bench harness calls.
+asserted. Results go to bench/results/search.{json,md}; `--merge-latest` also
+puts them into latest.{json,md} beside the scenario results already there, and
+`--merge-only` does just that with the search.json of an earlier run.
+`run_search_bench` is what the bench harness (`polygraph bench`) calls as its
+last stage.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import argparse
 import asyncio
 import math
 import random
+import shlex
 import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +62,7 @@ CACHE_DIR = REPO_ROOT / "var" / "cache" / "bench-search"
 DEMO_ITEMS = 560
 WRITE_SAMPLES = 100
 TEXT_SAMPLES = 100
+INDEX_TIMEOUT = 3600.0  # seconds
 
 SEARCH = """query($q: String, $v: [Float!], $mode: SearchMode, $first: Int) {
   searchKnowledge(query: $q, vector: $v, mode: $mode, first: $first) {
@@ -73,20 +80,41 @@ class SearchBenchOptions:
     queries: int = 200
     profile: str = "bench"
     seed: int = 7
+    write_samples: int = WRITE_SAMPLES
+    text_samples: int = TEXT_SAMPLES
+    demo_items: int = DEMO_ITEMS
+    database: str = DATABASE
+    command: str = ""
 
     def __post_init__(self) -> None:
         if self.items < 100 or self.queries < 1:
             raise ValueError("items must be at least 100 and queries at least 1")
+        if self.write_samples < 1 or self.text_samples < 1 or self.demo_items < 1:
+            raise ValueError("write and text samples and demo items must be at least 1")
+
+    @classmethod
+    def quick_mode(cls, **overrides: Any) -> SearchBenchOptions:
+        """A few seconds: enough to prove every measurement runs, not to read its figures."""
+        values: dict[str, Any] = {
+            "items": 300, "queries": 20, "write_samples": 10, "text_samples": 10,
+            "demo_items": 112, "database": f"{DATABASE}_quick",
+        }  # fmt: skip
+        values.update(overrides)
+        return cls(**values)
 
 
-def run_search_bench(options: SearchBenchOptions) -> dict[str, Any]:
-    """Run every measurement; write bench/results/search.{json,md}; return the results."""
+def run_search_bench(
+    options: SearchBenchOptions,
+    results_dir: Path = RESULTS_DIR,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every measurement; write `search.{json,md}` in results_dir; return the results."""
     profile = get_profile(options.profile)
     stack.up(profile, neo4j_password=Settings().neo4j_password.get_secret_value())
-    asyncio.run(_recreate_database(profile))
+    asyncio.run(_recreate_database(profile, options.database))
     settings = Settings(
         profile=options.profile if options.profile in ("dev", "test") else "dev",
-        postgres_dsn=profile.postgres_dsn(DATABASE),
+        postgres_dsn=profile.postgres_dsn(options.database),
         neo4j_uri=profile.bolt_uri,
         redis_url=profile.redis_url(0),
         embedding_filler_enabled=False,
@@ -95,6 +123,7 @@ def run_search_bench(options: SearchBenchOptions) -> dict[str, Any]:
     embedder = LocalEmbedder()
     results: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": options.command or _command(options),
         "items": options.items,
         "queries": options.queries,
         "model": embedder.model,
@@ -105,26 +134,51 @@ def run_search_bench(options: SearchBenchOptions) -> dict[str, Any]:
             "ef_search": settings.hnsw_ef_search,
         },
     }
+    stages: dict[str, float] = {}
+    results["stage_seconds"] = stages
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        say(f"search: {name}")
+        started = time.perf_counter()
+        yield
+        stages[name] = round(time.perf_counter() - started, 1)
+        say(f"search: {name} took {stages[name]} s")
+
     try:
         with _serve(settings, embedder) as (url, key):
-            results["relevance"] = asyncio.run(_relevance(settings, embedder, url, key))
-            results["write"] = _write_throughput(url, key, options.seed)
-            load = asyncio.run(_load_items(settings, embedder, options))
+            with stage("relevance"):
+                results["relevance"] = asyncio.run(
+                    _relevance(settings, embedder, url, key, options.demo_items)
+                )
+            with stage("write"):
+                results["write"] = _write_throughput(url, key, options)
+            with stage("load"):
+                load = asyncio.run(_load_items(settings, embedder, options))
             results["embedding"] = load.pop("embedding")
             results["index"] = load
-            results["recall"] = asyncio.run(_recall(settings, embedder, options))
-            results["latency"] = _latency(url, key, embedder, options)
+            with stage("recall"):
+                results["recall"] = asyncio.run(_recall(settings, embedder, options))
+            with stage("latency"):
+                results["latency"] = _latency(url, key, embedder, options)
     finally:
         asyncio.run(embedder.aclose())
-    _write(results)
+    write(results, results_dir)
     return results
 
 
-async def _recreate_database(profile: Profile) -> None:
+def _command(options: SearchBenchOptions) -> str:
+    argv = ["python", "-m", "bench.search", f"--items={options.items}"]
+    argv += [f"--queries={options.queries}", f"--profile={options.profile}"]
+    argv += [f"--seed={options.seed}"]
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+async def _recreate_database(profile: Profile, database: str) -> None:
     conn = await asyncpg.connect(profile.postgres_dsn())
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
 
@@ -178,9 +232,11 @@ def _client(key: str) -> httpx.Client:
     return httpx.Client(headers={"x-api-key": key, "content-type": "application/json"}, timeout=60)
 
 
-async def _relevance(settings: Settings, embedder: Embedder, url: str, key: str) -> dict[str, Any]:
+async def _relevance(
+    settings: Settings, embedder: Embedder, url: str, key: str, demo_items: int
+) -> dict[str, Any]:
     """nDCG@10 per mode over the labelled queries, on the demo data alone."""
-    demo = generate_items(random.Random(42), DEMO_ITEMS)
+    demo = generate_items(random.Random(42), demo_items)
     async with PostgresStore(settings.postgres_options()) as postgres:
         search = SearchStore(postgres, settings.search_options())
         vectors = await embedder.embed([embedding_text(i.data.title, i.data.content) for i in demo])
@@ -224,9 +280,9 @@ def _ndcg(query: LabelledQuery, ranked: Sequence[DemoItem], corpus: Sequence[Dem
     return dcg([grade(query, item) for item in ranked]) / ideal if ideal else 0.0
 
 
-def _write_throughput(url: str, key: str, seed: int) -> dict[str, Any]:
+def _write_throughput(url: str, key: str, options: SearchBenchOptions) -> dict[str, Any]:
     """createKnowledge over HTTP, one at a time, embedding included."""
-    items = generate_items(random.Random(seed + 1), WRITE_SAMPLES)
+    items = generate_items(random.Random(options.seed + 1), options.write_samples)
     latencies: list[float] = []
     with _client(key) as client:
         for item in items:
@@ -250,14 +306,30 @@ def _cache_path(options: SearchBenchOptions, model: str) -> Path:
     return CACHE_DIR / f"{model}-{options.items}-{options.seed}.npy"
 
 
+def _prefix_cache(path: Path, items: int) -> Path | None:
+    """The cache of the largest smaller run, same model and seed (`{model}-{items}-{seed}`):
+    a smaller run's items are the first items of a larger one (one generator, one seed)."""
+    head, _, seed = path.stem.rpartition("-")
+    model = head.rpartition("-")[0]
+    smaller: list[tuple[int, Path]] = []
+    for candidate in path.parent.glob(f"{model}-*-{seed}.npy"):
+        count = candidate.stem.removeprefix(f"{model}-").removesuffix(f"-{seed}")
+        if count.isdigit() and int(count) < items:
+            smaller.append((int(count), candidate))
+    return max(smaller)[1] if smaller else None
+
+
 async def _vectors(
     embedder: Embedder, items: Sequence[DemoItem], path: Path
 ) -> tuple[np.ndarray, dict[str, Any]]:
     cached = await asyncio.to_thread(_read_cache, path)
     if cached is not None and cached.shape[0] == len(items):
         return cached, {"cached": True}
+    prefix_path = _prefix_cache(path, len(items))
+    prefix = await asyncio.to_thread(_read_cache, prefix_path) if prefix_path else None
+    reused = 0 if prefix is None else prefix.shape[0]
     started = time.perf_counter()
-    texts = [embedding_text(i.data.title, i.data.content) for i in items]
+    texts = [embedding_text(i.data.title, i.data.content) for i in items[reused:]]
     chunks: list[list[list[float]]] = []
     for start in range(0, len(texts), 1024):
         chunks.append(await embedder.embed(texts[start : start + 1024]))
@@ -266,9 +338,12 @@ async def _vectors(
         print(f"  embedded {done:,}/{len(texts):,} ({rate:,.0f} sentences/s)", flush=True)
     seconds = time.perf_counter() - started
     array = np.asarray([v for chunk in chunks for v in chunk], dtype=np.float32)
+    if prefix is not None:
+        array = np.concatenate([prefix, array])
     await asyncio.to_thread(_write_cache, path, array)
     return array, {
         "cached": False,
+        "reused_from_cache": reused,
         "sentences": len(texts),
         "seconds": round(seconds, 1),
         "sentences_per_s": round(len(texts) / seconds, 1),
@@ -309,13 +384,18 @@ async def _load_items(
         started = time.perf_counter()
         async with postgres.connection() as conn:
             await conn.execute("SET maintenance_work_mem = '512MB'")
+            # Minutes at 100,000 items on a small machine: past the store's statement
+            # timeout, which is for requests, not for an index build.
+            await conn.execute("SET statement_timeout = 0")
             await conn.execute(
                 "CREATE INDEX knowledge_items_embedding ON knowledge_items"
                 " USING hnsw (embedding vector_cosine_ops)"
                 f" WITH (m = {int(search_options.m)},"
-                f" ef_construction = {int(search_options.ef_construction)})"
+                f" ef_construction = {int(search_options.ef_construction)})",
+                timeout=INDEX_TIMEOUT,
             )
-            await conn.execute("ANALYZE knowledge_items")
+            await conn.execute("ANALYZE knowledge_items", timeout=INDEX_TIMEOUT)
+            await conn.execute("RESET statement_timeout")
         built = time.perf_counter() - started
     return {
         "embedding": embedding,
@@ -378,7 +458,7 @@ def _latency(url: str, key: str, embedder: Embedder, options: SearchBenchOptions
             _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
             with_vector.append(time.perf_counter() - started)
         with_text: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
-        for index in range(TEXT_SAMPLES):
+        for index in range(options.text_samples):
             for mode, samples in with_text.items():
                 # A fresh text every time: a request embeds its query, nothing is reused.
                 text = f"{texts[index % len(texts)]} ({index})"
@@ -401,15 +481,21 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": at(0.5), "p99_ms": at(0.99), "n": len(ordered)}
 
 
-def _write(results: dict[str, Any]) -> None:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "search.json").write_bytes(
-        orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n"
-    )
-    (RESULTS_DIR / "search.md").write_text(markdown(results))
+def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "search.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    (directory / "search.md").write_text(markdown(results))
+    return path
 
 
 def markdown(results: dict[str, Any]) -> str:
+    """search.md: the search results on their own."""
+    return "\n".join(["# Search benchmark", "", *section(results, heading="##")])
+
+
+def section(results: dict[str, Any], heading: str = "###") -> list[str]:
+    """The search results as Markdown lines, headings at the given level (also in latest.md)."""
     relevance = results["relevance"]
     recall = results["recall"]
     latency = results["latency"]
@@ -419,19 +505,24 @@ def markdown(results: dict[str, Any]) -> str:
     hnsw = results["hnsw"]
     throughput = (
         f"{embedding['sentences_per_s']:,} sentences/s ({embedding['sentences']:,} in "
-        f"{embedding['seconds']} s)"
+        f"{embedding['seconds']} s"
+        + (
+            f"; the first {embedding['reused_from_cache']:,} item vectors from a smaller run's"
+            " cache)"
+            if embedding.get("reused_from_cache")
+            else ")"
+        )
         if not embedding.get("cached")
         else "vectors from the cache (run with a new --items to measure)"
     )
     lines = [
-        "# Search benchmark",
-        "",
         f"{results['generated_at']}: {results['items']:,} knowledge items, "
         f"{results['queries']} queries, {results['model']} ({results['dimension']} dims), "
         f"HNSW m={hnsw['m']}, ef_construction={hnsw['ef_construction']}, "
-        f"ef_search={hnsw['ef_search']}.",
+        f"ef_search={hnsw['ef_search']}."
+        + (f" Command: `{results['command']}`." if results.get("command") else ""),
         "",
-        "## Recall of HNSW against exact search",
+        f"{heading} Recall of HNSW against exact search",
         "",
         f"- recall@10: **{recall['recall_at_10']}** (lowest single query "
         f"{recall['min_recall_at_10']}; target >= 0.95)",
@@ -441,7 +532,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- load {index['rows_loaded']:,} rows in {index['load_seconds']} s, "
         f"HNSW build {index['index_build_seconds']} s",
         "",
-        "## searchKnowledge over HTTP (one client, sequential)",
+        f"{heading} searchKnowledge over HTTP (one client, sequential)",
         "",
         "| request | p50 ms | p99 ms | n |",
         "|---|---|---|---|",
@@ -455,13 +546,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['n']} |")
     lines += [
         "",
-        "## Embedding throughput",
+        f"{heading} Embedding throughput",
         "",
         f"- local model, batched: {throughput}",
         f"- createKnowledge over HTTP, one at a time, embedding included: "
         f"{write['writes_per_s']} writes/s (p50 {write['p50_ms']} ms, p99 {write['p99_ms']} ms)",
         "",
-        f"## Relevance: nDCG@10 on the demo data ({relevance['items']} items, "
+        f"{heading} Relevance: nDCG@10 on the demo data ({relevance['items']} items, "
         f"{relevance['queries']} labelled queries)",
         "",
         "Each query asks for one subject and aspect of the demo data, either as a "
@@ -478,8 +569,11 @@ def markdown(results: dict[str, Any]) -> str:
     ):
         row = relevance["ndcg_at_10"][style]
         lines.append(f"| {label} | {row['KEYWORD']} | {row['SEMANTIC']} | {row['HYBRID']} |")
+    if results.get("stage_seconds"):
+        stages = ", ".join(f"{k} {v} s" for k, v in results["stage_seconds"].items())
+        lines += ["", f"Time per stage: {stages}."]
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,14 +582,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="recall and latency queries")
     parser.add_argument("--profile", default="bench", choices=["bench", "test", "dev"])
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
-    results = run_search_bench(
-        SearchBenchOptions(
-            items=args.items, queries=args.queries, profile=args.profile, seed=args.seed
-        )
+    merge = parser.add_mutually_exclusive_group()
+    merge.add_argument(
+        "--merge-latest",
+        action="store_true",
+        help="also put the results into latest.json and latest.md, keeping their scenarios",
     )
-    print(markdown(results))
-    print(f"wrote {RESULTS_DIR / 'search.json'} and {RESULTS_DIR / 'search.md'}")
+    merge.add_argument(
+        "--merge-only",
+        action="store_true",
+        help="measure nothing: merge the existing search.json into latest.json and latest.md",
+    )
+    args = parser.parse_args(argv)
+    from bench import report  # report renders this module's section: imported late
+
+    if args.merge_only:
+        results = orjson.loads((RESULTS_DIR / "search.json").read_bytes())
+    else:
+        results = run_search_bench(
+            SearchBenchOptions(
+                items=args.items, queries=args.queries, profile=args.profile, seed=args.seed
+            )
+        )
+        print(markdown(results))
+        print(f"wrote {RESULTS_DIR / 'search.json'} and {RESULTS_DIR / 'search.md'}")
+    if args.merge_only or args.merge_latest:
+        path = report.merge_search(results, RESULTS_DIR)
+        if path.name == "latest.json":
+            print(f"merged into {path} and {path.with_name('latest.md')}")
+        else:
+            print(f"no {RESULTS_DIR / 'latest.json'} to merge into (run polygraph bench)")
     return 0
 
 

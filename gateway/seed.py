@@ -10,6 +10,7 @@ retries that agree with the state machine. Neo4j is filled by a graph rebuild.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import time
@@ -20,11 +21,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
+import numpy as np
+import numpy.typing as npt
+
 from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
 from stores.errors import InvalidInput
-from stores.metrics import MetricsStore
-from stores.metrics.store import UnlabelledRow
+from stores.metrics import Backend, CopyData, EncodedPoints, MetricsStore, Rollups, binary
+from stores.metrics.buckets import ORIGIN
 from stores.postgres import bulk, metric_names
 from stores.postgres.records import Agent, AgentRelationship, Task
 
@@ -272,8 +276,14 @@ METRIC_SERIES = (
     ("tokens", "tokens", "Tokens used per minute.", 1200.0, 800.0, 120.0),
     ("error_rate", "ratio", "Share of failed calls.", 0.02, 0.01, 0.004),
 )
-METRIC_BATCH_POINTS = 50_000
+# Points per COPY batch, at least: a batch ends on a whole hour (so no rollup bucket
+# spans two batches and each batch's rollups go in by COPY), unless that takes four times
+# this many points (tiny steps); then it ends anywhere, and the rollups of the buckets it
+# shares with the next batch are merged instead, which is slower but as exact.
+METRIC_BATCH_POINTS = 200_000
 METRIC_WRITERS = 2
+_MINUTE_US = 60_000_000
+_HOUR_US = 3_600_000_000
 
 
 @dataclass(frozen=True)
@@ -287,59 +297,140 @@ class MetricsSeedReport:
         return self.points / max(self.seconds, 1e-9)
 
 
+@dataclass(frozen=True)
+class MetricBatch:
+    """Points ready for COPY (time order, no labels) and their exact rollups."""
+
+    points: EncodedPoints
+    rollups: Rollups
+
+
 def generate_metric_rows(
-    rng: random.Random,
+    rng: np.random.Generator,
     agent_ids: Sequence[UUID],
     start: datetime,
     end: datetime,
     step: timedelta,
     batch: int = METRIC_BATCH_POINTS,
-) -> Iterator[list[UnlabelledRow]]:
+) -> Iterator[MetricBatch]:
     """Per agent and metric: a daily cycle peaking at a per-agent hour, Gaussian noise,
-    and a few incidents (a spike that decays over about half an hour). Batches of rows
-    in time order, ready for COPY (no labels)."""
+    and a few incidents (a spike that decays over about half an hour).
+    The client was the bottleneck (a Python loop per point, then asyncpg encoding
+    tuples), so values are made with numpy a batch at a time and laid out in binary
+    COPY format directly. Since the generator knows every point, it also aggregates
+    each batch into its 1-minute and 1-hour rollups, sparing the database a
+    recomputation from raw."""
     per_series = int((end - start) / step)
-    day_s = 86_400.0
-    profiles = []
-    for agent_id in agent_ids:
-        for name, _, _, base, swing, noise in METRIC_SERIES:
-            incidents = {
-                rng.randrange(per_series): rng.choice((-1.0, 1.0)) * swing * rng.uniform(2, 4)
-                for _ in range(max(1, per_series // 2880))
-            }
-            profiles.append(
-                (agent_id, name, base * rng.uniform(0.8, 1.2), swing, noise,
-                 rng.uniform(0, 2 * math.pi), incidents)
-            )  # fmt: skip
-    gauss = rng.gauss
-    start_s = start.timestamp()
-    step_s = step.total_seconds()
-    # sin(angle + phase) = sin(angle) cos(phase) + cos(angle) sin(phase): two products
-    # per point instead of a sin; incidents as a bump per step index.
-    series = [
-        (
-            agent_id, name, base, swing * math.cos(phase), swing * math.sin(phase), noise,
-            {at + k: size * math.exp(-k / 8) for at, size in incidents.items() for k in range(30)},
+    keys = [(agent_id, name) for agent_id in agent_ids for name, *_ in METRIC_SERIES]
+    count = len(keys)
+    if per_series <= 0 or count == 0:
+        return
+    profile = np.array([spec[3:] for _ in agent_ids for spec in METRIC_SERIES], dtype=float)
+    base = profile[:, 0] * rng.uniform(0.8, 1.2, count)
+    swing, noise = profile[:, 1], profile[:, 2]
+    phase = rng.uniform(0.0, 2 * math.pi, count)
+    # sin(angle + phase) = sin(angle) cos(phase) + cos(angle) sin(phase): per step, one
+    # sin and cos for all series.
+    cos_part, sin_part = swing * np.cos(phase), swing * np.sin(phase)
+    # About one incident per series and day of minutes, each a bump over 30 steps, kept
+    # as (step, series, size) sorted by step so a batch takes its slice.
+    per = max(1, per_series // 2880)
+    series_of = np.repeat(np.arange(count), per)
+    size = rng.choice((-1.0, 1.0), count * per) * swing[series_of] * rng.uniform(2, 4, count * per)
+    bump_step = (rng.integers(0, per_series, count * per)[:, None] + np.arange(30)).ravel()
+    bump_series = np.repeat(series_of, 30)
+    bump_size = (size[:, None] * np.exp(-np.arange(30) / 8)).ravel()
+    order = np.argsort(bump_step, kind="stable")
+    bump_step, bump_series, bump_size = bump_step[order], bump_series[order], bump_size[order]
+
+    moments = [start + index * step for index in range(per_series)]
+    stamps = binary.timestamps(moments)
+    since_origin = stamps - int(binary.timestamps([ORIGIN])[0])
+    angles = 2 * math.pi * ((since_origin / 1e6) % 86_400.0) / 86_400.0
+    hour_starts = set((np.flatnonzero(np.diff(since_origin // _HOUR_US)) + 1).tolist())
+    cuts = [0]
+    for index in range(1, per_series):
+        taken = (index - cuts[-1]) * count
+        if taken >= batch and (taken >= 4 * batch or index in hour_starts):
+            cuts.append(index)
+    cuts.append(per_series)
+
+    series = _Series(
+        binary.uuids([agent_id for agent_id, _ in keys]),
+        np.array([index % len(METRIC_SERIES) for index in range(count)], dtype=np.intp),
+    )
+    for low, high in itertools.pairwise(cuts):
+        values = (
+            base
+            + np.sin(angles[low:high, None]) * cos_part
+            + np.cos(angles[low:high, None]) * sin_part
+            + rng.standard_normal((high - low, count)) * noise
         )
-        for agent_id, name, base, swing, noise, phase, incidents in profiles
-    ]  # fmt: skip
-    rows: list[UnlabelledRow] = []
-    append = rows.append
-    for index in range(per_series):
-        moment = start + index * step
-        angle = 2 * math.pi * ((start_s + index * step_s) % day_s) / day_s
-        sin_a, cos_a = math.sin(angle), math.cos(angle)
-        for agent_id, name, base, cos_part, sin_part, noise, bumps in series:
-            value = base + sin_a * cos_part + cos_a * sin_part + gauss(0.0, noise)
-            if bumps and index in bumps:
-                value += bumps[index]
-            append((moment, agent_id, name, value if value > 0.0 else 0.0))
-        if len(rows) >= batch:
-            yield rows
-            rows = []
-            append = rows.append
-    if rows:
-        yield rows
+        first, last = np.searchsorted(bump_step, (low, high))
+        np.add.at(
+            values, (bump_step[first:last] - low, bump_series[first:last]), bump_size[first:last]
+        )
+        np.maximum(values, 0.0, out=values)
+        steps = high - low
+        points = binary.encode(
+            ("time", "agent_id", "value", "name"),
+            (
+                np.repeat(stamps[low:high], count),
+                np.tile(series.agents, (steps, 1)),
+                values.ravel(),
+            ),
+            _NAMES,
+            np.tile(series.names, steps),
+        )
+        yield MetricBatch(
+            EncodedPoints(points, moments[low], moments[high - 1]),
+            Rollups(
+                _rollup(series, stamps[low:high], since_origin[low:high], values, _MINUTE_US),
+                _rollup(series, stamps[low:high], since_origin[low:high], values, _HOUR_US),
+            ),
+        )
+
+
+_NAMES = tuple(name for name, *_ in METRIC_SERIES)
+
+
+@dataclass(frozen=True)
+class _Series:
+    agents: npt.NDArray[np.uint8]  # a uuid's 16 bytes per series
+    names: npt.NDArray[np.intp]  # an index into _NAMES per series
+
+
+def _rollup(
+    series: _Series,
+    stamps: npt.NDArray[np.int64],
+    since_origin: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    width_us: int,
+) -> CopyData:
+    """The rollup rows of a (steps, series) block of values, in buckets `width_us` wide
+    aligned to ORIGIN, as the database computes them: count, sum, min, max and the value
+    at the latest time (one point per series and step, so no ties). Rows in key order
+    (agent, name, bucket), as the primary key has them."""
+    slots = since_origin // width_us
+    starts = np.flatnonzero(np.diff(slots, prepend=slots[0] - 1))
+    ends = np.append(starts[1:], len(slots)) - 1
+    buckets = stamps[starts] - since_origin[starts] + slots[starts] * width_us
+    count = len(series.names)
+    return binary.encode(
+        ("bucket", "agent_id", "count", "sum", "min", "max", "last_time", "last_value", "name"),
+        (
+            np.tile(buckets, count),
+            np.repeat(series.agents, len(starts), axis=0),
+            np.tile(ends - starts + 1, count),
+            np.add.reduceat(values, starts, axis=0).T.ravel(),
+            np.minimum.reduceat(values, starts, axis=0).T.ravel(),
+            np.maximum.reduceat(values, starts, axis=0).T.ravel(),
+            np.tile(stamps[ends], count),
+            values[ends].T.ravel(),
+        ),
+        _NAMES,
+        np.repeat(series.names, len(starts)),
+    )
 
 
 async def seed_metrics(
@@ -369,7 +460,7 @@ async def seed_metrics(
     started = time.perf_counter()
     done = inserted = 0
     report("metric points", 0, total)
-    batches = generate_metric_rows(random.Random(seed_value), agent_ids, start, end, step)
+    batches = generate_metric_rows(np.random.default_rng(seed_value), agent_ids, start, end, step)
     # Batches are made in a thread while two connections COPY (one server process per
     # core); the lock hands out one batch at a time, so the generator stays in order.
     turn = asyncio.Lock()
@@ -378,17 +469,22 @@ async def seed_metrics(
         nonlocal done, inserted
         while True:
             async with turn:
-                rows = await asyncio.to_thread(next, batches, None)
-            if rows is None:
+                made = await asyncio.to_thread(next, batches, None)
+            if made is None:
                 return
-            result = await metrics.copy_points(rows)
+            result = await metrics.copy_points(made.points, made.rollups)
             # After the await: `x += await ...` would read x before another writer adds.
             inserted += result.inserted
-            done += len(rows)
+            done += made.points.copy.rows
             report("metric points", done, total)
 
     await asyncio.gather(*(writer() for _ in range(METRIC_WRITERS)))
+    # On the native path every batch wrote its rollups with its points, or (holding
+    # points already stored) went through the folding insert. Recompute from raw only
+    # when points were there already, as reruns always did: that also repairs rollups a
+    # seed interrupted before its refresh left behind. TimescaleDB refreshes its own.
     report("metric rollups", 0, 1)
-    await metrics.refresh_rollups(start, end)
+    if metrics.backend is not Backend.NATIVE or inserted < done:
+        await metrics.refresh_rollups(start, end)
     report("metric rollups", 1, 1)
     return MetricsSeedReport(done, inserted, time.perf_counter() - started)

@@ -102,3 +102,31 @@ class MaintenanceReport:
     created: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     rollup_rows_deleted: int = 0
+
+
+@dataclass(frozen=True)
+class CopyData:
+    """Rows in PostgreSQL's binary COPY format for `columns`, in that order (made by
+    `stores.metrics.binary`)."""
+
+    columns: tuple[str, ...]
+    data: bytes
+    rows: int
+
+
+@dataclass(frozen=True)
+class EncodedPoints:
+    """Points ready for COPY, and the time range they span (for their partitions)."""
+
+    copy: CopyData
+    earliest: datetime
+    latest: datetime
+
+
+@dataclass(frozen=True)
+class Rollups:
+    """The 1-minute and 1-hour rollup rows of exactly the points of one bulk batch,
+    computed by whoever made the points (the seeder knows every one of them)."""
+
+    minutes: CopyData
+    hours: CopyData

@@ -43,11 +43,14 @@ from stores.metrics.records import (
     Aggregate,
     Backend,
     BucketValue,
+    CopyData,
+    EncodedPoints,
     Fill,
     MaintenanceReport,
     MetricPoint,
     MetricSummary,
     RecordResult,
+    Rollups,
     Series,
     Source,
 )
@@ -74,6 +77,8 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 PointRow = tuple[datetime, UUID, str, float, dict[str, Any]]
 UnlabelledRow = tuple[datetime, UUID, str, float]
 _DIALECTS = {Backend.NATIVE: NATIVE, Backend.TIMESCALEDB: TIMESCALE}
+# Encoded COPY data goes to the server in pieces of this size.
+_COPY_CHUNK = 1 << 20
 
 
 class MetricsStore:
@@ -244,26 +249,40 @@ class MetricsStore:
             inserted: int = await conn.fetchval(dialect.insert_from_staging)
         return RecordResult(len(rows), inserted)
 
-    async def copy_points(self, rows: Sequence[PointRow | UnlabelledRow]) -> RecordResult:
+    async def copy_points(
+        self,
+        rows: Sequence[PointRow | UnlabelledRow] | EncodedPoints,
+        rollups: Rollups | None = None,
+    ) -> RecordResult:
         """Bulk load: COPY straight into the points table, about twice as fast as
-        `record()`. Rollups are not folded: call `refresh_rollups()` when done. A batch
-        holding a point that is already stored falls back to `record()`'s path.
-        Rows without labels (4-tuples) skip encoding them: the column default is `{}`."""
-        if not rows:
+        `record()`. A batch holding a point that is already stored falls back to
+        `record()`'s path, which folds what it inserts into the rollups.
+        On the fast path the rollups are folded only when the caller passes `rollups`
+        (native path): exactly these rows' 1-minute and 1-hour rollups, written in the
+        same transaction as the points, so rollups equal raw aggregation at every commit.
+        Otherwise (or on TimescaleDB) call `refresh_rollups()` when done.
+        Rows come as tuples (4-tuples without labels skip encoding them: the column
+        default is `{}`) or already encoded, which spares the client most of its work."""
+        if isinstance(rows, EncodedPoints):
+            count, earliest, latest = rows.copy.rows, rows.earliest, rows.latest
+        elif rows:
+            count, earliest, latest = len(rows), min(r[0] for r in rows), max(r[0] for r in rows)
+        else:
             return RecordResult(0, 0)
-        columns = sql.STAGING_COLUMNS[: len(rows[0])]
         backend = await self._ready()
         if backend is Backend.NATIVE:
-            await self._ensure_partitions(min(r[0] for r in rows), max(r[0] for r in rows))
+            await self._ensure_partitions(earliest, latest)
         try:
             async with self.connection() as conn, conn.transaction():
-                await conn.copy_records_to_table("metric_points", records=rows, columns=columns)
+                await _copy(conn, "metric_points", rows)
+                if rollups is not None and backend is Backend.NATIVE:
+                    await _copy_rollups(conn, rollups)
         except asyncpg.UniqueViolationError:
             async with self.connection() as conn, conn.transaction():
-                await conn.copy_records_to_table("metric_staging", records=rows, columns=columns)
+                await _copy(conn, "metric_staging", rows)
                 inserted: int = await conn.fetchval(_DIALECTS[backend].insert_from_staging)
-            return RecordResult(len(rows), inserted)
-        return RecordResult(len(rows), len(rows))
+            return RecordResult(count, inserted)
+        return RecordResult(count, count)
 
     async def refresh_rollups(self, start: datetime, end: datetime, *, workers: int = 2) -> None:
         """Recompute the rollups of `[start, end)` (widened to whole hours) from raw
@@ -456,6 +475,42 @@ class MetricsStore:
         )
         assert pool is not None
         return pool
+
+
+async def _copy(
+    conn: PgConnection, table: str, rows: Sequence[PointRow | UnlabelledRow] | EncodedPoints
+) -> None:
+    if isinstance(rows, EncodedPoints):
+        await _copy_encoded(conn, table, rows.copy)
+    else:
+        columns = sql.STAGING_COLUMNS[: len(rows[0])]
+        await conn.copy_records_to_table(table, records=rows, columns=columns)
+
+
+async def _copy_encoded(conn: PgConnection, table: str, data: CopyData) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        view = memoryview(data.data)
+        for at in range(0, len(view), _COPY_CHUNK):
+            yield bytes(view[at : at + _COPY_CHUNK])
+
+    await conn.copy_to_table(table, source=chunks(), columns=data.columns, format="binary")
+
+
+async def _copy_rollups(conn: PgConnection, rollups: Rollups) -> None:
+    """Write the rollups of points just inserted, all of them new: COPY when none of
+    their buckets has a row yet (a fresh range, the common case of a seed), else fold
+    them in like an insert does. The savepoint keeps the points if the COPY fails."""
+    pairs = tuple(zip(native.ROLLUP_TABLES, (rollups.minutes, rollups.hours), strict=True))
+    try:
+        async with conn.transaction():
+            for table, data in pairs:
+                await _copy_encoded(conn, table, data)
+    except asyncpg.UniqueViolationError:
+        await conn.execute(native.CREATE_ROLLUP_STAGING)
+        for table, data in pairs:
+            await _copy_encoded(conn, "metric_rollup_staging", data)
+            await conn.execute(native.MERGE_ROLLUP_STAGING[table])
+            await conn.execute(native.CLEAR_ROLLUP_STAGING)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -1,4 +1,5 @@
-"""`polygraph bench --quick` end to end: the harness works and writes valid reports.
+"""`polygraph bench --quick` end to end: the harness works and writes valid reports,
+scenarios and the search stage alike.
 
 Checks the harness, never the timings. Runs on the bench stack (its own ports and
 data, started here when it is down), without the PostGraphile peer: quick mode
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from bench import report
 from bench.harness import Options, run
 from bench.scenarios import SCENARIOS
 
@@ -59,3 +61,37 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     for name in skipped:
         assert f"- {name}:" in markdown
     assert "## Targets" in markdown
+
+    # The search stage ran after the scenarios, on its own tiny corpus.
+    search = results["search"]
+    assert search["items"] == 300
+    assert search["command"] == results["command"]
+    assert 0 <= search["recall"]["recall_at_10"] <= 1
+    assert search["recall"]["hnsw_sql"]["n"] == search["queries"]
+    for request in ("vector_semantic", "text_semantic", "text_hybrid"):
+        figures = search["latency"][request]
+        assert 0 < figures["p50_ms"] <= figures["p99_ms"], request
+    assert search["write"]["writes_per_s"] > 0
+    assert search["embedding"]["cached"] or search["embedding"]["sentences_per_s"] > 0
+    for style in ("all", "question", "terms"):
+        ndcg = search["relevance"]["ndcg_at_10"][style]
+        assert set(ndcg) == {"KEYWORD", "SEMANTIC", "HYBRID"}
+        assert all(0 <= value <= 1 for value in ndcg.values()), (style, ndcg)
+    assert "## Search" in markdown
+    assert "### Recall of HNSW against exact search" in markdown
+    assert orjson.loads((tmp_path / "search.json").read_bytes()) == search
+    assert (tmp_path / "search.md").read_text().startswith("# Search benchmark")
+
+    # A separate search run merges into the latest results, keeping the scenarios.
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    without_search = {k: v for k, v in results.items() if k != "search"}
+    (earlier / "latest.json").write_bytes(orjson.dumps(without_search))
+    later = {**search, "generated_at": "2030-01-01T00:00:00+00:00", "command": "later"}
+    assert report.merge_search(later, earlier) == earlier / "latest.json"
+    merged = orjson.loads((earlier / "latest.json").read_bytes())
+    assert merged["scenarios"] == results["scenarios"]
+    assert merged["search"] == later
+    merged_markdown = (earlier / "latest.md").read_text()
+    assert "| S1 | gateway |" in merged_markdown
+    assert "the Search section measured 2030-01-01T00:00:00+00:00 with `later`" in merged_markdown

@@ -66,6 +66,19 @@ SETUP = (
 )
 
 
+# Folding rollup rows of new points into stored ones: counts and sums add up, extremes
+# and the last value (ties on time to the larger value) merge.
+_MERGE = """ON CONFLICT (agent_id, name, bucket) DO UPDATE SET
+            count = r.count + EXCLUDED.count,
+            sum = r.sum + EXCLUDED.sum,
+            min = LEAST(r.min, EXCLUDED.min),
+            max = GREATEST(r.max, EXCLUDED.max),
+            last_value = CASE
+                WHEN (EXCLUDED.last_time, EXCLUDED.last_value) > (r.last_time, r.last_value)
+                THEN EXCLUDED.last_value ELSE r.last_value END,
+            last_time = GREATEST(r.last_time, EXCLUDED.last_time)"""
+
+
 def _fold(cte: str, table: str, width: str, source: str) -> str:
     return f"""
     {cte} AS (
@@ -76,15 +89,7 @@ def _fold(cte: str, table: str, width: str, source: str) -> str:
                (array_agg(value ORDER BY time DESC, value DESC))[1]
         FROM {source}
         GROUP BY 1, agent_id, name
-        ON CONFLICT (agent_id, name, bucket) DO UPDATE SET
-            count = r.count + EXCLUDED.count,
-            sum = r.sum + EXCLUDED.sum,
-            min = LEAST(r.min, EXCLUDED.min),
-            max = GREATEST(r.max, EXCLUDED.max),
-            last_value = CASE
-                WHEN (EXCLUDED.last_time, EXCLUDED.last_value) > (r.last_time, r.last_value)
-                THEN EXCLUDED.last_value ELSE r.last_value END,
-            last_time = GREATEST(r.last_time, EXCLUDED.last_time)
+        {_MERGE}
         RETURNING 1
     )"""
 
@@ -100,6 +105,29 @@ WITH inserted AS (
 }
 SELECT count(*) AS inserted FROM inserted
 """
+
+
+ROLLUP_TABLES = ("metric_rollup_1m", "metric_rollup_1h")
+# Rollup rows computed by the caller for points a bulk COPY has just inserted (all new)
+# go straight into the rollup tables with COPY. When a bucket already has a row (older
+# points, or a gateway recording into the same minute) that COPY fails, and they land
+# here to be folded in with the same merge as an insert's.
+CREATE_ROLLUP_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS metric_rollup_staging
+    (LIKE metric_rollup_1m INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+MERGE_ROLLUP_STAGING = {
+    table: f"""
+    INSERT INTO {table} AS r
+        (bucket, agent_id, name, count, sum, min, max, last_time, last_value)
+    SELECT bucket, agent_id, name, count, sum, min, max, last_time, last_value
+    FROM metric_rollup_staging
+    ORDER BY agent_id, name, bucket
+    {_MERGE}
+    """
+    for table in ROLLUP_TABLES
+}
+CLEAR_ROLLUP_STAGING = "TRUNCATE metric_rollup_staging"
 
 
 def _refresh(table: str, source: str) -> str:
