@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway.settings import Settings
@@ -153,7 +153,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from stores import GraphStore, PostgresStore, StoreError
+    from stores import GraphStore, PostgresStore
     from stores.metrics import MetricsStore
 
     async def run() -> None:
@@ -170,12 +170,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
                 f"{'applied ' + ', '.join(applied) if applied else 'up to date'}"
             )
 
-    try:
-        asyncio.run(run())
-    except StoreError as exc:
-        print(f"error: {exc}. Is the stack up? Try `polygraph stack up`.", file=sys.stderr)
-        return 1
-    return 0
+    return _run_with_stores(run())
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -194,8 +189,7 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _users_create(args: argparse.Namespace, settings: Settings) -> int:
-    from stores import PostgresStore, StoreError
-    from stores.errors import Conflict, InvalidInput
+    from stores import PostgresStore
 
     async def run() -> None:
         async with PostgresStore(settings.postgres_options()) as postgres:
@@ -209,13 +203,20 @@ def _users_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"API key: {key}")
         print("The key is shown this once and is not stored; keep it somewhere safe.")
 
+    return _run_with_stores(run())
+
+
+def _run_with_stores(work: Coroutine[Any, Any, None], *, retry_hint: str = "") -> int:
+    """Run a command's store work; store errors become one line on stderr and exit 1."""
+    from stores import StoreError, StoreUnavailable
+
     try:
-        asyncio.run(run())
-    except (Conflict, InvalidInput) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        asyncio.run(work)
     except StoreError as exc:
-        print(f"error: {exc}. Is the stack up? Try `polygraph stack up`.", file=sys.stderr)
+        hint = retry_hint
+        if not hint and isinstance(exc, StoreUnavailable):
+            hint = "Is the stack up? Try `polygraph stack up`."
+        print(f"error: {exc}. {hint}" if hint else f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -242,7 +243,7 @@ class _Bars:
 
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.seed import seed
-    from stores import GraphStore, PostgresStore, StoreError
+    from stores import GraphStore, PostgresStore
     from stores.postgres import bulk
 
     async def run() -> None:
@@ -276,12 +277,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
             f"embedded, in {knowledge.seconds:.1f}s"
         )
 
-    try:
-        asyncio.run(run())
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _run_with_stores(run())
 
 
 async def _seed_metrics(settings: Settings, postgres: Any, args: argparse.Namespace) -> None:
@@ -332,7 +328,7 @@ async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_v
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
     from resolvers.embeddings import reembed
-    from stores import PostgresStore, StoreError
+    from stores import PostgresStore
     from stores.embeddings import create_embedder
     from stores.search import SearchStore
 
@@ -357,17 +353,12 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
             f"{report.knowledge} knowledge items and {report.memories} memories"
         )
 
-    try:
-        asyncio.run(run())
-    except StoreError as exc:
-        print(f"error: {exc}. Run it again to resume where it stopped.", file=sys.stderr)
-        return 1
-    return 0
+    return _run_with_stores(run(), retry_hint="Run it again to resume where it stopped.")
 
 
 def _graph(args: argparse.Namespace, settings: Settings) -> int:
     from resolvers.graph_rebuild import rebuild
-    from stores import GraphStore, PostgresStore, StoreError
+    from stores import GraphStore, PostgresStore
 
     async def run() -> None:
         async with (
@@ -377,12 +368,7 @@ def _graph(args: argparse.Namespace, settings: Settings) -> int:
             report = await rebuild(postgres, graph, progress=_Bars())
         print(f"graph rebuild: {report}")
 
-    try:
-        asyncio.run(run())
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _run_with_stores(run())
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
