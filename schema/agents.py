@@ -18,6 +18,7 @@ from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, nodes_by_ids
 from schema.scalars import JSON
+from schema.selection import selects
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
@@ -39,13 +40,10 @@ class AgentTasksFilter:
 
 @strawberry.type(description="An agent collaborating or delegating with this one.")
 class Collaboration:
-    agent_id: strawberry.Private[UUID]
     weight: float
     type: AgentRelationshipType
-
-    @strawberry.field
-    async def agent(self, info: Info) -> Agent | None:
-        return await Agent.load(info, self.agent_id)
+    # Fetched by `Agent.collaborators` for all links at once, when selected.
+    agent: Agent | None
 
 
 @strawberry.type(description="An autonomous worker on the platform.")
@@ -93,6 +91,16 @@ class Agent(relay.Node):
         return [cls.from_record(agent) for agent in found if agent is not None]
 
     @classmethod
+    async def load_map(cls, info: Info, agent_ids: Iterable[UUID]) -> dict[UUID, Agent | None]:
+        """Agents by id, for parents that hand them to their children ready-made."""
+        ids = list(dict.fromkeys(agent_ids))
+        found = await info.context.loaders.agent_by_id.load_many(ids)
+        return {
+            agent_id: cls.from_record(agent) if agent else None
+            for agent_id, agent in zip(ids, found, strict=True)
+        }
+
+    @classmethod
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Agent | None]:
@@ -122,11 +130,16 @@ class Agent(relay.Node):
     @strawberry.field(description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j).")
     async def collaborators(self, info: Info) -> list[Collaboration] | None:
         links = await info.context.loaders.collaborators_by_agent_id.load(self.record.id)
+        agents = (
+            await Agent.load_map(info, [link.agent_id for link in links])
+            if selects(info, "agent")
+            else {}
+        )
         return [
             Collaboration(
-                agent_id=link.agent_id,
                 weight=link.weight,
                 type=AgentRelationshipType(link.type),
+                agent=agents.get(link.agent_id),
             )
             for link in links
         ]

@@ -9,6 +9,7 @@ import strawberry
 
 from resolvers.context import RequestContext
 from schema.enums import AgentRelationshipType
+from schema.selection import selects
 from stores.graph import records
 from stores.postgres.records import Workflow
 
@@ -30,27 +31,15 @@ async def _agent(info: Info, agent_id: UUID) -> Agent | None:
 @strawberry.type(description="An agent and how many hops away it is.")
 class NeighbourNode:
     distance: int
-    agent_id: strawberry.Private[UUID]
-
-    @strawberry.field
-    async def agent(self, info: Info) -> AgentRef | None:
-        return await _agent(info, self.agent_id)
+    agent: AgentRef | None
 
 
 @strawberry.type(description="A relationship between two agents.")
 class AgentLink:
     type: AgentRelationshipType
     weight: float | None
-    source_id: strawberry.Private[UUID]
-    target_id: strawberry.Private[UUID]
-
-    @strawberry.field
-    async def source(self, info: Info) -> AgentRef | None:
-        return await _agent(info, self.source_id)
-
-    @strawberry.field
-    async def target(self, info: Info) -> AgentRef | None:
-        return await _agent(info, self.target_id)
+    source: AgentRef | None
+    target: AgentRef | None
 
 
 @strawberry.type(description="The agents and relationships around one agent.")
@@ -59,15 +48,26 @@ class AgentNeighbourhood:
     edges: list[AgentLink]
 
     @classmethod
-    def from_record(cls, found: records.Neighbourhood) -> AgentNeighbourhood:
+    async def load(cls, info: Info, found: records.Neighbourhood) -> AgentNeighbourhood:
+        """Every agent the selection shows is fetched here in one batch and handed down,
+        so a neighbourhood of hundreds of agents costs no async resolver per node or edge."""
+        from schema.agents import Agent
+
+        wanted = selects(info, "nodes", "agent") or any(
+            selects(info, "edges", end) for end in ("source", "target")
+        )
+        agents = await Agent.load_map(info, (n.agent_id for n in found.nodes)) if wanted else {}
         return cls(
-            nodes=[NeighbourNode(distance=n.distance, agent_id=n.agent_id) for n in found.nodes],
+            nodes=[
+                NeighbourNode(distance=n.distance, agent=agents.get(n.agent_id))
+                for n in found.nodes
+            ],
             edges=[
                 AgentLink(
                     type=AgentRelationshipType(e.type),
                     weight=e.weight,
-                    source_id=e.source,
-                    target_id=e.target,
+                    source=agents.get(e.source),
+                    target=agents.get(e.target),
                 )
                 for e in found.edges
             ],

@@ -168,7 +168,7 @@ class Query:
         found = await graph.neighbourhood(
             info.context, decode_id(agent_id, "Agent", field="agentId"), depth, _types(types)
         )
-        return AgentNeighbourhood.from_record(found)
+        return await AgentNeighbourhood.load(info, found)
 
     @strawberry.field(description="The shortest chain of relationships between two agents.")
     async def shortest_path(

@@ -11,6 +11,7 @@ from aiodataloader import DataLoader
 from strawberry import relay
 
 from resolvers.errors import ClientError, ErrorCode
+from schema.selection import selects
 from stores.postgres.pagination import Page, PageRequest
 
 NodeT = TypeVar("NodeT", bound=relay.Node)
@@ -75,11 +76,7 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
 
 def wants_total(info: strawberry.Info) -> bool:
     """True when the query selected `totalCount`, so the COUNT is only paid for on demand."""
-    return any(
-        getattr(selection, "name", None) == "totalCount"
-        for field in info.selected_fields
-        for selection in field.selections
-    )
+    return selects(info, "totalCount")
 
 
 async def nodes_by_ids(

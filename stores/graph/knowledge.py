@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-import neo4j
-from neo4j import AsyncManagedTransaction
-
-from stores import roundtrips
-from stores.graph.queries import translate_errors
+from stores.graph.queries import read_collected
 
 if TYPE_CHECKING:
     from stores.graph.store import GraphStore
@@ -38,7 +34,7 @@ _RELATED = """
         ORDER BY type, other
         LIMIT $limit
     }
-    RETURN id, type, other, outgoing
+    RETURN collect([id, type, other, outgoing]) AS rows
 """
 
 
@@ -50,20 +46,9 @@ async def related_of(
     found: dict[UUID, list[KnowledgeLink]] = {item_id: [] for item_id in ids}
     if not ids:
         return found
-    timeout = graph.query_timeout
-    roundtrips.record("neo4j")
-    async with graph.session() as session, translate_errors(timeout):
-        work = neo4j.unit_of_work(timeout=timeout)(_fetch)
-        rows = await session.execute_read(
-            work, {"ids": [str(i) for i in ids], "limit": MAX_LINKS_PER_ITEM}
-        )
-    for row in rows:
-        found[UUID(row["id"])].append(
-            KnowledgeLink(UUID(row["other"]), row["type"], row["outgoing"])
-        )
+    rows = await read_collected(
+        graph, _RELATED, ids=[str(i) for i in ids], limit=MAX_LINKS_PER_ITEM
+    )
+    for item_id, link_type, other, outgoing in rows:
+        found[UUID(item_id)].append(KnowledgeLink(UUID(other), link_type, outgoing))
     return found
-
-
-async def _fetch(tx: AsyncManagedTransaction, params: dict[str, Any]) -> list[dict[str, Any]]:
-    result = await tx.run(_RELATED, params)
-    return await result.data()

@@ -65,6 +65,26 @@ async def _fetch(
     return await result.data()
 
 
+async def _fetch_collected(tx: AsyncManagedTransaction, text: str, params: dict[str, Any]) -> Any:
+    result = await tx.run(text, params)
+    record = await result.single(strict=True)
+    return record[0]
+
+
+async def read_collected(graph: GraphStore, text: str, **params: Any) -> list[Any]:
+    """Run a read whose one record holds every row in one list (`RETURN collect(...)`).
+
+    Batched reads return hundreds of rows; one record instead of one Bolt message per
+    row is about three times faster to receive with the Python driver.
+    """
+    timeout = graph.query_timeout
+    roundtrips.record(_STORE)
+    async with graph.session() as session, translate_errors(timeout):
+        work = neo4j.unit_of_work(timeout=timeout)(_fetch_collected)
+        rows: list[Any] = await session.execute_read(work, text, params)
+        return rows
+
+
 class GraphQueries:
     """Traversals over agents, tasks and workflows; attached to `GraphStore` as `queries`."""
 
@@ -79,10 +99,10 @@ class GraphQueries:
         found: dict[UUID, list[Collaborator]] = {agent_id: [] for agent_id in ids}
         if not ids:
             return found
-        rows = await self._read(_COLLABORATORS, ids=[str(i) for i in ids])
-        for row in rows:
-            found[UUID(row["id"])].append(
-                Collaborator(UUID(row["other"]), float(row["weight"]), AgentEdge(row["type"]))
+        rows = await read_collected(self._graph, _COLLABORATORS, ids=[str(i) for i in ids])
+        for agent_id, other, edge_type, weight in rows:
+            found[UUID(agent_id)].append(
+                Collaborator(UUID(other), float(weight), AgentEdge(edge_type))
             )
         return found
 
@@ -91,8 +111,10 @@ class GraphQueries:
         found: dict[UUID, UUID | None] = dict.fromkeys(ids)
         if not ids:
             return found
-        for row in await self._read(_PARENTS, ids=[str(i) for i in ids]):
-            found[UUID(row["id"])] = UUID(row["parent"])
+        for agent_id, parent in await read_collected(
+            self._graph, _PARENTS, ids=[str(i) for i in ids]
+        ):
+            found[UUID(agent_id)] = UUID(parent)
         return found
 
     async def children_of(self, agent_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
@@ -100,8 +122,10 @@ class GraphQueries:
         found: dict[UUID, list[UUID]] = {agent_id: [] for agent_id in ids}
         if not ids:
             return found
-        for row in await self._read(_CHILDREN, ids=[str(i) for i in ids]):
-            found[UUID(row["id"])].append(UUID(row["child"]))
+        for agent_id, child in await read_collected(
+            self._graph, _CHILDREN, ids=[str(i) for i in ids]
+        ):
+            found[UUID(agent_id)].append(UUID(child))
         return found
 
     async def neighbourhood(
@@ -153,15 +177,17 @@ class GraphQueries:
         found: dict[UUID, list[UUID]] = {task_id: [] for task_id in ids}
         if not ids:
             return found
-        rows = await self._read(_BLOCKERS, ids=[str(i) for i in ids], done=DONE_TASK_STATUSES)
-        for row in rows:
-            found[UUID(row["id"])] = sorted(UUID(b) for b in row["blockers"])
+        rows = await read_collected(
+            self._graph, _BLOCKERS, ids=[str(i) for i in ids], done=DONE_TASK_STATUSES
+        )
+        for task_id, blockers in rows:
+            found[UUID(task_id)] = sorted(UUID(b) for b in blockers)
         return found
 
     async def dependents_of(self, task_id: UUID, *, transitive: bool = True) -> list[UUID]:
         """Tasks that depend on this one (directly, or through other tasks)."""
         text = _DEPENDENTS_TRANSITIVE if transitive else _DEPENDENTS_DIRECT
-        return [UUID(row["id"]) for row in await self._read(text, id=str(task_id))]
+        return [UUID(i) for i in await read_collected(self._graph, text, id=str(task_id))]
 
     async def critical_path(self, workflow_id: UUID) -> CriticalPath | None:
         """The chain of steps with the largest summed estimate, in execution order.
@@ -302,40 +328,45 @@ _COLLABORATORS = """
         RETURN b.id AS other, r.weight AS weight, type(r) AS type
     }
     WITH id, other, type, max(weight) AS weight
-    RETURN id, other, type, weight
     ORDER BY id, weight DESC, other, type
+    RETURN collect([id, other, type, weight]) AS rows
 """
 
 _PARENTS = """
     UNWIND $ids AS id
     MATCH (p:Agent)-[:PARENT_OF]->(:Agent {id: id})
-    RETURN id, min(p.id) AS parent
+    WITH id, min(p.id) AS parent
+    RETURN collect([id, parent]) AS rows
 """
 
 _CHILDREN = """
     UNWIND $ids AS id
     MATCH (:Agent {id: id})-[:PARENT_OF]->(c:Agent)
-    RETURN id, c.id AS child
+    WITH id, c
     ORDER BY id, c.name, c.id
+    RETURN collect([id, c.id]) AS rows
 """
 
 _BLOCKERS = """
     UNWIND $ids AS id
     MATCH (t:Task {id: id})-[:DEPENDS_ON*1..]->(d:Task)
     WHERE NOT d.status IN $done
-    RETURN id, collect(DISTINCT d.id) AS blockers
+    WITH id, collect(DISTINCT d.id) AS blockers
+    RETURN collect([id, blockers]) AS rows
 """
 
 _DEPENDENTS_TRANSITIVE = """
     MATCH (d:Task)-[:DEPENDS_ON*1..]->(:Task {id: $id})
-    RETURN DISTINCT d.id AS id
+    WITH DISTINCT d.id AS id
     ORDER BY id
+    RETURN collect(id) AS rows
 """
 
 _DEPENDENTS_DIRECT = """
     MATCH (d:Task)-[:DEPENDS_ON]->(:Task {id: $id})
-    RETURN DISTINCT d.id AS id
+    WITH DISTINCT d.id AS id
     ORDER BY id
+    RETURN collect(id) AS rows
 """
 
 _WORKFLOW_STEPS = """
