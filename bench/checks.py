@@ -120,8 +120,6 @@ def http_plan(
     if scenario.floor and "floor" in children:
         plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
         plan.bodies["floor"] = bodies
-        if metrics:
-            notes.append("S2's floor has no metrics summary yet, so its answer is smaller.")
     if scenario.peer and "peer" in children:
         plan.urls["peer"] = children["peer"].url + "/graphql"
         plan.bodies["peer"] = list(peer_bodies(name, fixtures))

@@ -2,27 +2,34 @@
 
 Each (scale, seed) gets a PostgreSQL database of its own on the bench stack, and
 a marker row (`bench_dataset`) written after the load completes says what is in
-it and how long loading took. Neo4j Community has one database: every dataset's
-graph lives there side by side (their ids never meet), and a sample check
-rebuilds the projection when the graph has lost it.
+it and how long loading took. Knowledge items (with embeddings, from the search
+bench's vector cache) came later: a dataset loaded without them gets them added.
+Neo4j Community has one database: every dataset's graph lives there side by side
+(their ids never meet), and a sample check rebuilds the projection when the graph
+has lost it.
 """
 
 from __future__ import annotations
 
-import inspect
+import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from gateway.seed import seed
+from bench import knowledge_vectors
+from gateway.seed import METRIC_SERIES, seed, seed_metrics
 from gateway.settings import Settings
 from infra.local.profiles import Profile
 from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
+from stores.embeddings import create_embedder
+from stores.metrics import MetricsStore
+from stores.search import EmbeddingSpace, SearchStore
 
 BASE_AGENTS = 10_000
 BASE_TASKS = 100_000
@@ -30,6 +37,10 @@ BASE_TASKS = 100_000
 # make about 200,000 dependencies and relationships at scale 1.
 RELATIONSHIPS_PER_AGENT = 5
 METRICS_DAYS = 30
+# Embedded knowledge items at scale 1; at least MIN_KNOWLEDGE_ITEMS, so --quick's tiny
+# scale still gives vector search a corpus worth an HNSW index.
+BASE_KNOWLEDGE_ITEMS = 50_000
+MIN_KNOWLEDGE_ITEMS = 200
 
 MARKER_DDL = """
 CREATE TABLE IF NOT EXISTS bench_dataset (
@@ -58,6 +69,12 @@ class DatasetSpec:
     def tasks(self) -> int:
         return max(100, round(BASE_TASKS * self.scale))
 
+    @property
+    def knowledge_items(self) -> int:
+        return max(MIN_KNOWLEDGE_ITEMS, round(BASE_KNOWLEDGE_ITEMS * self.scale))
+
+    # Knowledge items are not in the key: a dataset loaded before they were part of it
+    # keeps its database and gets them added (see `ensure_dataset`).
     @property
     def key(self) -> str:
         return f"a{self.agents}-t{self.tasks}-r{RELATIONSHIPS_PER_AGENT}-s{self.seed}"
@@ -103,38 +120,53 @@ Progress = Callable[[str, int, int], None]
 METRIC_POINTS = 5_000_000
 
 
-def _seed_extras() -> dict[str, Any]:
-    """Arguments for seed extensions that take part in `seed()` itself, when they exist."""
-    params = inspect.signature(seed).parameters
-    extras: dict[str, Any] = {}
-    if "metrics_days" in params:
-        extras["metrics_days"] = METRICS_DAYS
-    return extras
-
-
 async def _seed_metrics(
     settings: Settings, postgres: PostgresStore, spec: DatasetSpec, progress: Progress
-) -> dict[str, int]:
-    """Metric points through the metrics store's own seeder (`gateway.seed.seed_metrics`),
-    when the metrics store exists: 30 days, about 5,000,000 points at scale 1."""
-    import importlib
-    from datetime import timedelta
-
-    seeding = importlib.import_module("gateway.seed")
-    seed_metrics = getattr(seeding, "seed_metrics", None)
-    options = getattr(settings, "metrics_options", None)
-    if seed_metrics is None or options is None:
-        return {}
-    store_class: Any = importlib.import_module("stores.metrics").MetricsStore
-    series = len(getattr(seeding, "METRIC_SERIES", ())) or 1
+) -> dict[str, Any]:
+    """METRICS_DAYS of points ending now, about 5,000,000 at scale 1, and when they end:
+    the scenarios read the last day and hour of the data, not of the clock."""
     points = max(1_000, round(METRIC_POINTS * spec.scale))
-    step = timedelta(seconds=METRICS_DAYS * 86_400 * spec.agents * series / points)
-    async with store_class(options()) as metrics:
+    step = timedelta(seconds=METRICS_DAYS * 86_400 * spec.agents * len(METRIC_SERIES) / points)
+    async with MetricsStore(settings.metrics_options()) as metrics:
         await metrics.migrate()
         report = await seed_metrics(
             postgres, metrics, days=METRICS_DAYS, step=step, progress=progress
         )
-    return {"metric_points": int(report.points)}
+    return {"metric_points": report.points, "metrics_end": report.end.isoformat()}
+
+
+async def _seed_knowledge(
+    settings: Settings, postgres: PostgresStore, spec: DatasetSpec, progress: Progress
+) -> dict[str, Any]:
+    """The first `spec.knowledge_items` items of the search bench's corpus, with their
+    vectors from its cache (`bench.knowledge_vectors`), each drawn a dataset agent."""
+    search = SearchStore(postgres, settings.search_options())
+    embedder = create_embedder(settings.embedder_options())
+    try:
+        # Embeds only what no cache holds (none at all while a 100,000-item cache exists).
+        corpus = await knowledge_vectors.corpus(embedder, spec.knowledge_items, progress=progress)
+    finally:
+        await embedder.aclose()
+    agents = await search.knowledge.agent_ids(spec.agents)
+    # Agents are drawn here, not by `generate_items(agent_ids=...)`: that draws from the
+    # items' own generator, which would change every item and miss the vector cache.
+    rng = random.Random(spec.seed)
+    items = [
+        replace(item, data=replace(item.data, agent_id=rng.choice(agents))) for item in corpus.items
+    ]
+    space = EmbeddingSpace(embedder.model, embedder.dimension)
+    await knowledge_vectors.load(search, space, items, corpus.vectors, progress=progress)
+    return {"knowledge_items": len(items)}
+
+
+SeedPart = Callable[[Settings, PostgresStore, DatasetSpec, Progress], Awaitable[dict[str, Any]]]
+
+# Parts that joined the dataset after its first version, by the `extra` key each
+# records: a cached dataset without one gets it added on its next run.
+_LATER_PARTS: dict[str, SeedPart] = {
+    "metric_points": _seed_metrics,
+    "knowledge_items": _seed_knowledge,
+}
 
 
 async def _create_database(profile: Profile, name: str, *, fresh: bool) -> None:
@@ -166,6 +198,25 @@ async def ensure_dataset(
             partial = marker is None and await conn.fetchval("SELECT count(*) FROM agents") > 0
         if marker is not None:
             await _ensure_graph(postgres, graph, progress)
+            extra = dict(marker["extra"])
+            seconds = marker["seconds"]
+            for name, seed_part in _LATER_PARTS.items():
+                if name in extra:
+                    continue
+                # Loaded before datasets had this part: add it, and only it.
+                started = time.perf_counter()
+                added = await seed_part(settings, postgres, spec, progress)
+                took = time.perf_counter() - started
+                async with postgres.connection() as conn:
+                    await conn.execute(
+                        "UPDATE bench_dataset SET extra = extra || $2::jsonb,"
+                        " seconds = seconds + $3 WHERE key = $1",
+                        spec.key,
+                        added,
+                        took,
+                    )
+                extra |= added
+                seconds += took
             return DatasetReport(
                 key=spec.key,
                 database=spec.database,
@@ -173,8 +224,8 @@ async def ensure_dataset(
                 tasks=marker["tasks"],
                 relationships=marker["relationships"],
                 dependencies=marker["dependencies"],
-                extra=dict(marker["extra"]),
-                load_seconds=marker["seconds"],
+                extra=extra,
+                load_seconds=seconds,
                 cached=True,
             )
     if partial:
@@ -200,16 +251,20 @@ async def _load(settings: Settings, spec: DatasetSpec, progress: Progress) -> Da
             seed_value=spec.seed,
             relationships_per_agent=RELATIONSHIPS_PER_AGENT,
             progress=progress,
-            **_seed_extras(),
         )
         metric_points = await _seed_metrics(settings, postgres, spec, progress)
+        knowledge = await _seed_knowledge(settings, postgres, spec, progress)
         seconds = time.perf_counter() - started
-        extra = metric_points | {
-            name: value
-            for name, value in vars(report).items()
-            if name not in ("agents", "relationships", "tasks", "dependencies", "seconds")
-            and isinstance(value, int)
-        }
+        extra = (
+            metric_points
+            | knowledge
+            | {
+                name: value
+                for name, value in vars(report).items()
+                if name not in ("agents", "relationships", "tasks", "dependencies", "seconds")
+                and isinstance(value, int)
+            }
+        )
         async with postgres.connection() as conn:
             await conn.execute(
                 "INSERT INTO bench_dataset"

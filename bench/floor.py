@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +34,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bench.floor_ws import FanOut
 from bench.ids import global_id, iso
+from stores.metrics.buckets import HOUR, ORIGIN
+from stores.metrics.records import Aggregate, Source
+from stores.metrics.sql import NATIVE
 
 MEDIA_TYPE = "application/graphql-response+json"
 SESSION_KEY = "session:"
@@ -65,6 +69,8 @@ INSERT_TASK = (
     " SELECT t.id, t.title, t.status, t.priority, t.version, t.updated_at,"
     " pg_notify('polygraph_outbox', '') FROM t"
 )
+
+HOURLY_AVG = NATIVE.series[(Source.HOUR, Aggregate.AVG)]
 
 COLLABORATORS = """
     UNWIND $ids AS id
@@ -156,6 +162,8 @@ class Floor:
             min_size=self.config.pool_size,
             max_size=self.config.pool_size,
             reset=keep_session,
+            # The metric tables live in their own schema (POLYGRAPH_METRICS_SCHEMA).
+            server_settings={"search_path": "public,metrics"},
         )
         self._driver = neo4j.AsyncGraphDatabase.driver(
             self.config.neo4j_uri,
@@ -211,10 +219,15 @@ class Floor:
     async def s2(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
         agents = await self.pool.fetch(AGENT_PAGE, 50)
         ids = [row["id"] for row in agents]
-        task_rows, links = await asyncio.gather(
+        summary = "metricsFrom" in variables
+        task_rows, links, metric_rows = await asyncio.gather(
             self.pool.fetch(TASKS_OF_AGENTS, ids, 10),
             self.cypher(COLLABORATORS, ids=[str(i) for i in ids]),
+            self._hourly_energy(ids, variables) if summary else _no_rows(),
         )
+        points: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}
+        for row in metric_rows:
+            points[row["agent_id"]].append({"time": iso(row["slot"]), "value": row["value"]})
         others = list({UUID(link["other"]) for link in links})
         names = {row["id"]: row["name"] for row in await self.pool.fetch(AGENT_NAMES, others)}
         tasks: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}
@@ -251,10 +264,19 @@ class Floor:
                     "tasks": {"edges": tasks[row["id"]]},
                     "collaborators": collaborators[str(row["id"])],
                 }
+                | ({"metrics": {"points": points[row["id"]]}} if summary else {})
             }
             for row in agents
         ]
         return {"data": {"agents": {"edges": edges}}}
+
+    async def _hourly_energy(
+        self, ids: list[UUID], variables: dict[str, Any]
+    ) -> list[asyncpg.Record]:
+        """S2's one-hour summary: the hourly rollup, through the metrics store's own SQL."""
+        start = datetime.fromisoformat(variables["metricsFrom"])
+        end = datetime.fromisoformat(variables["metricsTo"])
+        return await self.pool.fetch(HOURLY_AVG, ids, ["energy"], start, end, HOUR, ORIGIN)
 
     async def s3(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
         agent_id = _uuid_of(variables["id"], "Agent")
@@ -374,7 +396,7 @@ def _endpoint(floor: Floor, handler_name: str, round_trips: str) -> Callable[...
 # What each endpoint costs, counted by hand: the same format as the gateway's header.
 ROUND_TRIPS = {
     "S1": "postgres=1, redis=1",
-    "S2": "neo4j=1, postgres=3, redis=1",
+    "S2": "neo4j=1, postgres=4, redis=1",
     "S3": "neo4j=1, postgres=1, redis=1",
     "S5": "postgres=1, redis=2",
     "S6": "redis=2",
@@ -417,6 +439,10 @@ def _uuid_of(value: str, type_name: str) -> UUID:
     if prefix != type_name:
         raise ValueError(f"not a {type_name} id: {value}")
     return UUID(node_id)
+
+
+async def _no_rows() -> list[asyncpg.Record]:
+    return []
 
 
 def _forbidden() -> dict[str, Any]:

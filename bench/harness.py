@@ -167,12 +167,15 @@ class Bench:
         )
         _, self.token = asyncio.run(bench_caller(self.settings))
         agent_ids, task_ids = asyncio.run(fixture_ids(self.settings, agents=500, tasks=200))
-        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        # Metric windows end where the data ends (its load time), not at the clock.
+        end = dataset.extra.get("metrics_end")
+        data_end = datetime.fromisoformat(end) if end else datetime.now(UTC)
+        last_hour = data_end.replace(minute=0, second=0, microsecond=0)
         fixtures = Fixtures(
             agent_ids,
             task_ids,
-            metrics_from=(now - timedelta(days=1)).isoformat(),
-            metrics_to=now.isoformat(),
+            metrics_from=(last_hour - timedelta(days=1)).isoformat(),
+            metrics_to=last_hour.isoformat(),
         )
         self.notes.extend(STANDING_NOTES)
         try:

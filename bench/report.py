@@ -95,7 +95,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{dataset['key']}` in database `{dataset['database']}`: {dataset['agents']:,} agents, "
         f"{dataset['tasks']:,} tasks, {dataset['relationships']:,} agent relationships, "
         f"{dataset['dependencies']:,} task dependencies"
-        + "".join(f", {v:,} {k}" for k, v in dataset["extra"].items())
+        + "".join(
+            f", {v:,} {k.replace('_', ' ')}"
+            for k, v in dataset["extra"].items()
+            if isinstance(v, int)
+        )
+        + (
+            f", metric points ending {dataset['extra']['metrics_end']}"
+            if "metrics_end" in dataset["extra"]
+            else ""
+        )
         + f" ({dataset['rows']:,} rows). Loaded in {dataset['load_seconds']:.1f} s, "
         f"{dataset['rows_per_s']:,} rows/s"
         + (" (loaded by an earlier run; reused)." if dataset["cached"] else "."),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -24,7 +25,7 @@ S1_QUERY = "query S1($id: ID!) { node(id: $id) { ... on Agent { id name role sta
 # is in the schema, S2 runs without it.
 S2_METRICS_FRAGMENT = (
     'metrics(name: "energy", from: $metricsFrom, to: $metricsTo, bucket: "1h", aggregate: AVG)'
-    " { time value }"
+    " { points { time value } }"
 )
 
 
@@ -164,8 +165,10 @@ def gateway_bodies(
             _body(S1_QUERY, {"id": global_id("Agent", rng.choice(agents))}) for _ in range(count)
         ]
     if name == "S2":
+        # A one-hour summary: the last hour of the data, in one 1h bucket per agent.
+        hour_before = datetime.fromisoformat(fixtures.metrics_to) - timedelta(hours=1)
         variables = (
-            {"metricsFrom": fixtures.metrics_from, "metricsTo": fixtures.metrics_to}
+            {"metricsFrom": hour_before.isoformat(), "metricsTo": fixtures.metrics_to}
             if s2_metrics
             else {}
         )

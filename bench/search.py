@@ -6,8 +6,9 @@ throughput, and nDCG@10 of KEYWORD, SEMANTIC and HYBRID on labelled demo data.
 
 It runs against its own database (`polygraph_bench_search`, recreated) on the
 profile's PostgreSQL, and a gateway it serves in-process on a free port.
-Vectors of the generated items are cached under var/cache/bench-search/, so a
-second run at the same size skips the embedding. Timings are reported, never
+Vectors of the generated items are cached under var/cache/bench-search/
+(`bench.knowledge_vectors`, shared with the bench dataset), so a second run at
+the same or a smaller size skips the embedding. Timings are reported, never
 asserted. Results go to bench/results/search.{json,md}; `--merge-latest` also
 puts them into latest.{json,md} beside the scenario results already there, and
 `--merge-only` does just that with the search.json of an earlier run.
@@ -35,10 +36,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-import numpy as np
 import orjson
 import uvicorn
 
+from bench import knowledge_vectors
 from gateway.app import create_app
 from gateway.seed_knowledge import (
     DemoItem,
@@ -52,17 +53,15 @@ from infra.local import stack
 from infra.local.profiles import REPO_ROOT, Profile, get_profile
 from stores import PostgresStore
 from stores.embeddings import Embedder, LocalEmbedder
-from stores.search import EmbeddingSpace, SearchStore, ensure_space
+from stores.search import EmbeddingSpace, SearchStore
 from stores.search.ranking import vector_literal
 from stores.search.records import embedding_text
 
 DATABASE = "polygraph_bench_search"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-CACHE_DIR = REPO_ROOT / "var" / "cache" / "bench-search"
 DEMO_ITEMS = 560
 WRITE_SAMPLES = 100
 TEXT_SAMPLES = 100
-INDEX_TIMEOUT = 3600.0  # seconds
 
 SEARCH = """query($q: String, $v: [Float!], $mode: SearchMode, $first: Int) {
   searchKnowledge(query: $q, vector: $v, mode: $mode, first: $first) {
@@ -79,7 +78,7 @@ class SearchBenchOptions:
     items: int = 100_000
     queries: int = 200
     profile: str = "bench"
-    seed: int = 7
+    seed: int = knowledge_vectors.SEED
     write_samples: int = WRITE_SAMPLES
     text_samples: int = TEXT_SAMPLES
     demo_items: int = DEMO_ITEMS
@@ -302,107 +301,23 @@ def _write_throughput(url: str, key: str, options: SearchBenchOptions) -> dict[s
     }
 
 
-def _cache_path(options: SearchBenchOptions, model: str) -> Path:
-    return CACHE_DIR / f"{model}-{options.items}-{options.seed}.npy"
-
-
-def _prefix_cache(path: Path, items: int) -> Path | None:
-    """The cache of the largest smaller run, same model and seed (`{model}-{items}-{seed}`):
-    a smaller run's items are the first items of a larger one (one generator, one seed)."""
-    head, _, seed = path.stem.rpartition("-")
-    model = head.rpartition("-")[0]
-    smaller: list[tuple[int, Path]] = []
-    for candidate in path.parent.glob(f"{model}-*-{seed}.npy"):
-        count = candidate.stem.removeprefix(f"{model}-").removesuffix(f"-{seed}")
-        if count.isdigit() and int(count) < items:
-            smaller.append((int(count), candidate))
-    return max(smaller)[1] if smaller else None
-
-
-async def _vectors(
-    embedder: Embedder, items: Sequence[DemoItem], path: Path
-) -> tuple[np.ndarray, dict[str, Any]]:
-    cached = await asyncio.to_thread(_read_cache, path)
-    if cached is not None and cached.shape[0] == len(items):
-        return cached, {"cached": True}
-    prefix_path = _prefix_cache(path, len(items))
-    prefix = await asyncio.to_thread(_read_cache, prefix_path) if prefix_path else None
-    reused = 0 if prefix is None else prefix.shape[0]
-    started = time.perf_counter()
-    texts = [embedding_text(i.data.title, i.data.content) for i in items[reused:]]
-    chunks: list[list[list[float]]] = []
-    for start in range(0, len(texts), 1024):
-        chunks.append(await embedder.embed(texts[start : start + 1024]))
-        done = start + len(chunks[-1])
-        rate = done / (time.perf_counter() - started)
-        print(f"  embedded {done:,}/{len(texts):,} ({rate:,.0f} sentences/s)", flush=True)
-    seconds = time.perf_counter() - started
-    array = np.asarray([v for chunk in chunks for v in chunk], dtype=np.float32)
-    if prefix is not None:
-        array = np.concatenate([prefix, array])
-    await asyncio.to_thread(_write_cache, path, array)
-    return array, {
-        "cached": False,
-        "reused_from_cache": reused,
-        "sentences": len(texts),
-        "seconds": round(seconds, 1),
-        "sentences_per_s": round(len(texts) / seconds, 1),
-    }
-
-
-def _read_cache(path: Path) -> np.ndarray | None:
-    return np.load(path) if path.exists() else None
-
-
-def _write_cache(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, array)
-
-
 async def _load_items(
     settings: Settings, embedder: Embedder, options: SearchBenchOptions
 ) -> dict[str, Any]:
-    items = generate_items(random.Random(options.seed), options.items)
-    vectors, embedding = await _vectors(embedder, items, _cache_path(options, embedder.model))
-    search_options = settings.search_options()
+    started = time.perf_counter()
+
+    def embedded(stage: str, done: int, total: int) -> None:
+        rate = done / (time.perf_counter() - started)
+        print(f"  embedded {done:,}/{total:,} ({rate:,.0f} sentences/s)", flush=True)
+
+    found = await knowledge_vectors.corpus(
+        embedder, options.items, seed=options.seed, progress=embedded
+    )
     async with PostgresStore(settings.postgres_options()) as postgres:
-        search = SearchStore(postgres, search_options)
-        await ensure_space(search, EmbeddingSpace(embedder.model, embedder.dimension))
-        async with postgres.connection() as conn:
-            await conn.execute("DROP INDEX IF EXISTS knowledge_items_embedding")
-        started = time.perf_counter()
-        for start in range(0, len(items), 2000):
-            batch = items[start : start + 2000]
-            await search.knowledge.bulk_insert(
-                [
-                    (item.id, item.data, vectors[start + offset].tolist())
-                    for offset, item in enumerate(batch)
-                ]
-            )
-        loaded = time.perf_counter() - started
-        # Built after the load: far faster than growing the graph row by row.
-        started = time.perf_counter()
-        async with postgres.connection() as conn:
-            await conn.execute("SET maintenance_work_mem = '512MB'")
-            # Minutes at 100,000 items on a small machine: past the store's statement
-            # timeout, which is for requests, not for an index build.
-            await conn.execute("SET statement_timeout = 0")
-            await conn.execute(
-                "CREATE INDEX knowledge_items_embedding ON knowledge_items"
-                " USING hnsw (embedding vector_cosine_ops)"
-                f" WITH (m = {int(search_options.m)},"
-                f" ef_construction = {int(search_options.ef_construction)})",
-                timeout=INDEX_TIMEOUT,
-            )
-            await conn.execute("ANALYZE knowledge_items", timeout=INDEX_TIMEOUT)
-            await conn.execute("RESET statement_timeout")
-        built = time.perf_counter() - started
-    return {
-        "embedding": embedding,
-        "rows_loaded": len(items),
-        "load_seconds": round(loaded, 1),
-        "index_build_seconds": round(built, 1),
-    }
+        search = SearchStore(postgres, settings.search_options())
+        space = EmbeddingSpace(embedder.model, embedder.dimension)
+        index = await knowledge_vectors.load(search, space, found.items, found.vectors)
+    return {"embedding": found.embedding, **index}
 
 
 async def _query_vectors(embedder: Embedder, options: SearchBenchOptions) -> list[list[float]]:
@@ -581,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=100_000, help="knowledge items to index")
     parser.add_argument("--queries", type=int, default=200, help="recall and latency queries")
     parser.add_argument("--profile", default="bench", choices=["bench", "test", "dev"])
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=knowledge_vectors.SEED)
     merge = parser.add_mutually_exclusive_group()
     merge.add_argument(
         "--merge-latest",

@@ -291,6 +291,8 @@ class MetricsSeedReport:
     points: int
     inserted: int
     seconds: float
+    # The points cover the `days` before this minute.
+    end: datetime
 
     @property
     def rows_per_second(self) -> float:
@@ -487,4 +489,4 @@ async def seed_metrics(
     if metrics.backend is not Backend.NATIVE or inserted < done:
         await metrics.refresh_rollups(start, end)
     report("metric rollups", 1, 1)
-    return MetricsSeedReport(done, inserted, time.perf_counter() - started)
+    return MetricsSeedReport(done, inserted, time.perf_counter() - started, end)
