@@ -15,7 +15,7 @@ from resolvers import metrics as resolve
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
-from resolvers.loaders import build_loaders
+from resolvers.loaders import event_loaders
 from schema.relay import decode_id, encode_id, require_ids
 from schema.scalars import JSON, json_object
 from stores import InvalidInput
@@ -276,7 +276,7 @@ class MetricSubscriptions:
             raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
         async with events.subscribe(resolve.METRIC_RECORDED_CHANNEL) as subscription:
             async for event in subscription:
-                info.context.loaders = build_loaders(info.context.stores)
+                info.context.loaders = event_loaders(info.context.stores, event)
                 for point in _points_of(event):
                     if wanted_agent is not None and point.agent_uuid != wanted_agent:
                         continue

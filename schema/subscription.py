@@ -15,7 +15,7 @@ from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.health import check_health
-from resolvers.loaders import build_loaders
+from resolvers.loaders import event_loaders
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from schema.agents import Agent
 from schema.enums import AgentStatus, TaskStatus
@@ -59,11 +59,12 @@ def _events(info: Info, channel: str) -> AsyncGenerator[Event, None]:
     if events is None:
         raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
 
+    stores = info.context.stores
+
     async def stream() -> AsyncGenerator[Event, None]:
         async with events.subscribe(channel) as subscription:
             async for event in subscription:
-                # Each event is its own read: fresh loaders, no stale cache.
-                info.context.loaders = build_loaders(info.context.stores)
+                info.context.loaders = event_loaders(stores, event)
                 yield event
 
     return stream()

@@ -9,6 +9,10 @@ gone; the bus reconnects with backoff and subscribes again.
     async with bus.subscribe("task.updated") as events:
         async for event in events:
             ...
+
+Every local subscriber of a channel gets the same `Event` object for one message:
+work derived from it (e.g. a store read) can be done once per process with
+`event.memo(key, build)` instead of once per subscriber.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn, TypeVar, cast
 
 import orjson
 from redis.asyncio.client import PubSub
@@ -33,7 +37,49 @@ from stores.redis.store import RedisStore
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
+T = TypeVar("T")
+
+
+class Event(dict[str, Any]):
+    """One decoded message, the same object for every local subscriber of its channel.
+
+    Read-only, because it is shared: mutating methods raise `TypeError` (nested values
+    are not guarded: leave them alone too); `dict(event)` is a private copy. Besides
+    the payload it carries per-event scratch, `memo`, so that subscribers share what
+    they derive from it.
+    """
+
+    __slots__ = ("_memo",)
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        super().__init__(payload)
+        self._memo: dict[str, object] = {}
+
+    def memo(self, key: str, build: Callable[[], T]) -> T:
+        """The value under `key` for this event: built by the first subscriber to ask,
+        reused by the others; it lives as long as the event does.
+
+        One key, one type: the value is returned as whatever the first `build` made.
+        Nothing here is per subscriber, so store nothing that depends on who asks.
+        """
+        try:
+            return cast(T, self._memo[key])
+        except KeyError:
+            value = self._memo[key] = build()
+            return value
+
+    def __reduce__(self) -> tuple[type[Event], tuple[dict[str, Any]]]:
+        # copy/pickle would otherwise rebuild the payload item by item through __setitem__.
+        return Event, (dict(self),)
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "events are shared by every subscriber of a channel; copy one with dict(event)"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
 
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
@@ -49,7 +95,7 @@ _POLL_S = 1.0
 class Subscription:
     """One local subscriber's events on one channel, in order; iterate it with `async for`.
 
-    Events are shared between the subscribers of a channel: treat them as read-only.
+    Events are shared between the local subscribers of a channel, hence read-only (`Event`).
     """
 
     __slots__ = ("_bus", "_closed", "_queue", "channel", "dropped")
@@ -139,6 +185,10 @@ class EventBus:
     def connected(self) -> bool:
         """True while the pub/sub connection is up."""
         return self._pubsub is not None
+
+    def subscribers(self, channel: str) -> int:
+        """How many local subscribers `channel` has now (for metrics and tests)."""
+        return len(self._subscribers.get(channel, ()))
 
     async def start(self) -> None:
         if self._closed:
@@ -305,5 +355,7 @@ class EventBus:
             self.malformed += 1
             logger.warning("ignored an event on %s that is not a JSON object", channel)
             return
+        # One object for all: they share its memo, hence the work derived from it.
+        shared = Event(event)
         for subscription in tuple(self._subscribers.get(channel, ())):
-            subscription._offer(event)
+            subscription._offer(shared)

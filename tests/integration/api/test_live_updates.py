@@ -7,24 +7,38 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx2
 import pytest
+import redis
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
+from gateway.app import create_app
 from gateway.settings import Settings
+from resolvers.tasks import TASK_UPDATED_CHANNEL
+from stores import roundtrips
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
+
+# Benchmarks run gateways there; tests keep out of their way.
+_BENCH_PORTS = range(58000, 58003)
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _BENCH_PORTS:
+            return port
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -212,3 +226,139 @@ def test_graphiql_passes_its_link_headers_to_the_websocket(gql: GraphQL, viewer:
         )
         assert json.loads(ws.receive_text())["type"] == "next"
         ws.send_text(json.dumps({"id": "1", "type": "complete"}))
+
+
+class _CountPerWebSocket:
+    """Counts store round trips per WebSocket connection, as the gateway does per HTTP
+    request. A DataLoader batch lands in the counter of the connection whose load
+    scheduled it, so the sum over connections is what all subscribers cost together."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.counters: list[Counter[str]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        with roundtrips.counting() as counter:
+            self.counters.append(counter)
+            await self.app(scope, receive, send)
+
+    def total(self) -> Counter[str]:
+        return sum(self.counters, Counter[str]())
+
+
+@contextmanager
+def _serve_in_thread(app: ASGIApp) -> Iterator[str]:
+    """A real uvicorn in this process (so the test can read its counters); yields its base URL."""
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="asyncio",
+            lifespan="on",
+            log_config=None,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, name="gateway-under-test", daemon=True)
+    thread.start()
+    try:
+        _wait_until(lambda: server.started or not thread.is_alive(), what="the gateway to start")
+        assert thread.is_alive(), "the gateway stopped while starting; see the log above"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _wait_until(check: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _redis_subscribers(settings: Settings, channel: str) -> int:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        ((_, count),) = client.pubsub_numsub(channel)
+        return int(count)
+    finally:
+        client.close()
+
+
+TASK_UPDATES = "subscription($ids: [ID!]) { taskUpdated(filter: {taskIds: $ids}) { change task { id status } } }"
+
+
+def test_subscribers_of_one_event_share_one_task_fetch(
+    settings: Settings, operator: Caller
+) -> None:
+    # Its own events namespace: the Redis check below then sees this gateway's bus alone.
+    namespace = unique("polygraph-test-shared")
+    app = create_app(settings.model_copy(update={"events_namespace": namespace}))
+    counted = _CountPerWebSocket(app)
+    with _serve_in_thread(counted) as base, ExitStack() as sockets:
+        agent = _post(
+            base,
+            operator,
+            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+            {"n": unique("shared")},
+        )["createAgent"]["agent"]
+        task = _post(
+            base,
+            operator,
+            'mutation($a: ID!) { createTask(input: {title: "watched", assigneeId: $a}) { task { id } } }',
+            {"a": agent["id"]},
+        )["createTask"]["task"]
+
+        # Three connections with two subscriptions each: six subscribers in one process.
+        operations = ("a", "b")
+        connections: list[ClientConnection] = []
+        ws_url = base.replace("http", "ws") + "/graphql"
+        for _ in range(3):
+            ws = sockets.enter_context(
+                connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")])
+            )
+            ws.send(
+                json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
+            )
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            for operation in operations:
+                payload = {"query": TASK_UPDATES, "variables": {"ids": [task["id"]]}}
+                ws.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
+            connections.append(ws)
+        bus = app.state.stores.events
+        _wait_until(
+            lambda: (
+                bus.subscribers(TASK_UPDATED_CHANNEL) == 6
+                and _redis_subscribers(settings, f"{namespace}:{TASK_UPDATED_CHANNEL}") == 1
+            ),
+            what="six subscribers behind one Redis subscription",
+        )
+
+        # Twice: the second event must read the task afresh, not from the first one's cache.
+        for mutation, change, status in (
+            ("startTask(input: {id: $id})", "started", "IN_PROGRESS"),
+            ("completeTask(input: {id: $id})", "completed", "COMPLETED"),
+        ):
+            before = counted.total()
+            _post(
+                base,
+                operator,
+                f"mutation($id: ID!) {{ {mutation} {{ task {{ id }} }} }}",
+                {"id": task["id"]},
+            )
+            expected = {"change": change, "task": {"id": task["id"], "status": status}}
+            for ws in connections:
+                received = {}
+                for _ in operations:
+                    message = _next(ws)
+                    assert message["type"] == "next", message
+                    received[message["id"]] = message["payload"]["data"]["taskUpdated"]
+                assert received == dict.fromkeys(operations, expected)
+            # Six subscribers of one event cost one PostgreSQL round trip, not six.
+            assert counted.total() - before == Counter(postgres=1)

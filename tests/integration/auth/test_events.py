@@ -13,7 +13,7 @@ from gateway.settings import Settings
 from infra.local.redis_server import RedisServer
 from stores import RedisOptions, RedisStore
 from stores.errors import StoreMisuse
-from stores.redis.events import EventBus, Subscription
+from stores.redis.events import Event, EventBus, Subscription
 
 TIMEOUT_S = 5.0
 
@@ -79,6 +79,35 @@ async def test_one_redis_subscription_per_process(
             assert await _next(a) == await _next(b) == {"n": 1}
         await _eventually_async(lambda: _equals(subscribers(), 1))
     await _eventually_async(lambda: _equals(subscribers(), 0))
+
+
+async def test_local_subscribers_share_one_read_only_event(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    async with first.subscribe("task.updated") as a, first.subscribe("task.updated") as b:
+        assert first.subscribers("task.updated") == 2
+        builds: list[str] = []
+
+        def build() -> str:
+            builds.append("built")
+            return f"derived #{len(builds)}"
+
+        for n in (1, 2):
+            await second.publish("task.updated", {"n": n})
+            seen_by_a, seen_by_b = await _next(a), await _next(b)
+            assert seen_by_a is seen_by_b  # one decoded object for every local subscriber
+            assert isinstance(seen_by_a, Event) and isinstance(seen_by_b, Event)
+            # The first subscriber to ask builds; the others reuse; each event starts afresh.
+            assert seen_by_a.memo("k", build) == seen_by_b.memo("k", build) == f"derived #{n}"
+            assert len(builds) == n
+            with pytest.raises(TypeError):
+                seen_by_a["n"] = 0
+            with pytest.raises(TypeError):
+                seen_by_b.update(n=0)
+            assert seen_by_a == {"n": n}
+            assert dict(seen_by_a) | {"n": 0} == {"n": 0}  # a copy is the caller's own
+    assert first.subscribers("task.updated") == 0
 
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
