@@ -67,12 +67,14 @@ async def _fetch(
 
 async def _fetch_collected(tx: AsyncManagedTransaction, text: str, params: dict[str, Any]) -> Any:
     result = await tx.run(text, params)
-    record = await result.single(strict=True)
-    return record[0]
+    # Values straight from the record: `data()` would walk every nested value again.
+    record = await result.single(strict=False)
+    return record[0] if record is not None else []
 
 
 async def read_collected(graph: GraphStore, text: str, **params: Any) -> list[Any]:
-    """Run a read whose one record holds every row in one list (`RETURN collect(...)`).
+    """Run a read whose one record holds every row in one list (`RETURN collect(...)`);
+    empty when the query returns no record.
 
     Batched reads return hundreds of rows; one record instead of one Bolt message per
     row is about three times faster to receive with the Python driver.
@@ -144,16 +146,17 @@ class GraphQueries:
         _check_range("depth", depth, 1, MAX_NEIGHBOURHOOD_DEPTH)
         _check_range("limit", limit, 1, MAX_NEIGHBOURHOOD_NODES)
         text = _neighbourhood_query(_edge_types(types), depth)
-        rows = await self._read(text, id=str(agent_id), limit=limit)
-        if not rows:
+        found = await read_collected(self._graph, text, id=str(agent_id), limit=limit)
+        if not found:
             return Neighbourhood([], [])
-        row = rows[0]
-        nodes = [NeighbourNode(UUID(n["id"]), n["distance"]) for n in row["nodes"]]
-        edges = [
-            NeighbourEdge(UUID(e["source"]), UUID(e["target"]), AgentEdge(e["type"]), e["weight"])
-            for e in sorted(row["edges"], key=lambda e: (e["source"], e["target"], e["type"]))
-        ]
-        return Neighbourhood(nodes, edges)
+        nodes, edges = found
+        return Neighbourhood(
+            [NeighbourNode(UUID(node_id), distance) for node_id, distance in nodes],
+            [
+                NeighbourEdge(UUID(source), UUID(target), AgentEdge(edge_type), weight)
+                for source, target, edge_type, weight in edges
+            ],
+        )
 
     async def shortest_path(
         self,
@@ -289,9 +292,12 @@ def _neighbourhood_query(types: tuple[AgentEdge, ...], depth: int) -> str:
             UNWIND members AS a
             MATCH (a)-[r:{pattern}]->(b:Agent)
             WHERE b IN members
-            RETURN collect({{source: a.id, target: b.id, type: type(r), weight: r.weight}}) AS edges
+            WITH a.id AS source, b.id AS target, type(r) AS type, r.weight AS weight
+            ORDER BY source, target, type
+            RETURN collect([source, target, type, weight]) AS edges
         }}
-        RETURN [h IN hood | {{id: h.node.id, distance: h.distance}}] AS nodes, edges
+        // One value, [nodes, edges], for `read_collected`.
+        RETURN [[h IN hood | [h.node.id, h.distance]], edges] AS found
     """
 
 
