@@ -138,7 +138,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     ]
     middleware = [
         Middleware(RequestIdMiddleware),
-        Middleware(AuthenticationMiddleware, stores=stores),
+        # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
+        Middleware(AuthenticationMiddleware, stores=stores),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -154,7 +154,15 @@ def test_round_trips_are_the_same_for_10_and_100_agents(
     assert any(node["tasks"]["edges"] for node in nodes)
     assert sum(bool(node["metrics"]["points"]) for node in nodes) == 4
     assert {"postgres", "neo4j", "redis", "metrics"} <= small_trips.keys(), small_trips
-    assert small_trips == large_trips
+    # Loaders batch per event-loop tick, and agents are asked for in waves (task assignees
+    # once PostgreSQL answers; collaborators, parent and children once Neo4j does), so the
+    # count can differ by a wave with timing. What must not happen is growth with the page:
+    # both pages stay within one budget, set by the query's shape alone (authentication's
+    # API key lookup included).
+    budget = {"postgres": 10, "neo4j": 3, "redis": 1, "metrics": 1}
+    for trips in (small_trips, large_trips):
+        assert set(trips) <= set(budget), trips
+        assert all(trips[store] <= budget[store] for store in trips), (trips, budget)
 
 
 def test_agent_tasks_follow_their_order_and_filter(gql: GraphQL, operator: Caller) -> None:
