@@ -13,7 +13,14 @@ from strawberry import relay
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.loaders import RecallKey, TasksPageKey
-from schema.enums import AgentRelationshipType, AgentStatus, TaskOrder, TaskStatus
+from schema.enums import (
+    AGENT_RELATIONSHIP,
+    AGENT_STATUS,
+    AgentRelationshipType,
+    AgentStatus,
+    TaskOrder,
+    TaskStatus,
+)
 from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, nodes_by_ids
@@ -67,7 +74,7 @@ class Agent(relay.Node):
             id=str(agent.id),
             name=agent.name,
             role=agent.role,
-            status=AgentStatus(agent.status),
+            status=AGENT_STATUS[agent.status],
             capabilities=list(agent.capabilities),
             tags=list(agent.tags),
             notes=agent.notes,
@@ -138,7 +145,7 @@ class Agent(relay.Node):
         return [
             Collaboration(
                 weight=link.weight,
-                type=AgentRelationshipType(link.type),
+                type=AGENT_RELATIONSHIP[link.type],
                 agent=agents.get(link.agent_id),
             )
             for link in links

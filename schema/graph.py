@@ -8,7 +8,7 @@ from uuid import UUID
 import strawberry
 
 from resolvers.context import RequestContext
-from schema.enums import AgentRelationshipType
+from schema.enums import AGENT_RELATIONSHIP, AgentRelationshipType
 from schema.selection import selects
 from stores.graph import records
 from stores.postgres.records import Workflow
@@ -64,7 +64,7 @@ class AgentNeighbourhood:
             ],
             edges=[
                 AgentLink(
-                    type=AgentRelationshipType(e.type),
+                    type=AGENT_RELATIONSHIP[e.type],
                     weight=e.weight,
                     source=agents.get(e.source),
                     target=agents.get(e.target),

@@ -11,7 +11,7 @@ import strawberry
 from strawberry import relay
 
 from resolvers.context import RequestContext
-from schema.enums import TaskStatus
+from schema.enums import TASK_STATUS, TaskStatus
 from schema.relay import CountedConnection, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
@@ -74,7 +74,7 @@ class Task(relay.Node):
             type=task.type,
             payload=task.payload,
             priority=task.priority,
-            status=TaskStatus(task.status),
+            status=TASK_STATUS[task.status],
             deadline=task.deadline,
             started_at=task.started_at,
             completed_at=task.completed_at,

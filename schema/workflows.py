@@ -10,7 +10,7 @@ import strawberry
 from strawberry import relay
 
 from resolvers.context import RequestContext
-from schema.enums import WorkflowStatus
+from schema.enums import WORKFLOW_STATUS, WorkflowStatus
 from schema.relay import CountedConnection, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
@@ -37,7 +37,7 @@ class Workflow(relay.Node):
             id=str(workflow.id),
             name=workflow.name,
             definition=workflow.definition,
-            status=WorkflowStatus(workflow.status),
+            status=WORKFLOW_STATUS[workflow.status],
             created_at=workflow.created_at,
             updated_at=workflow.updated_at,
             version=workflow.version,

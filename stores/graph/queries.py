@@ -39,6 +39,8 @@ MAX_NEIGHBOURHOOD_DEPTH = 5
 MAX_PATH_DEPTH = 15
 MAX_FIRST = 1000
 MAX_NEIGHBOURHOOD_NODES = 1000
+# `AgentEdge(value)` is slow enough to show in a page of hundreds of links.
+_EDGES = {edge.value: edge for edge in AgentEdge}
 
 
 @asynccontextmanager
@@ -104,7 +106,7 @@ class GraphQueries:
         rows = await read_collected(self._graph, _COLLABORATORS, ids=[str(i) for i in ids])
         for agent_id, other, edge_type, weight in rows:
             found[UUID(agent_id)].append(
-                Collaborator(UUID(other), float(weight), AgentEdge(edge_type))
+                Collaborator(UUID(other), float(weight), _EDGES[edge_type])
             )
         return found
 
@@ -153,7 +155,7 @@ class GraphQueries:
         return Neighbourhood(
             [NeighbourNode(UUID(node_id), distance) for node_id, distance in nodes],
             [
-                NeighbourEdge(UUID(source), UUID(target), AgentEdge(edge_type), weight)
+                NeighbourEdge(UUID(source), UUID(target), _EDGES[edge_type], weight)
                 for source, target, edge_type, weight in edges
             ],
         )
