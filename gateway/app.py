@@ -14,7 +14,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
-from gateway.graphql_view import GraphQLView
+from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
@@ -30,7 +30,7 @@ from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
 logger = logging.getLogger("polygraph")
 
-EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache]
+EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
 
 
 async def migrate_reachable(stores: Stores) -> None:

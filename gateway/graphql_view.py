@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -43,6 +44,17 @@ def negotiate_media_type(accept: str | None) -> str:
     if APPLICATION_JSON in accepted:
         return APPLICATION_JSON
     return GRAPHQL_RESPONSE_JSON
+
+
+class ReleaseLoaders(SchemaExtension):
+    """Frees an operation's loaders, and every record they fetched, when it ends (see
+    `Loaders.clear`): fewer objects for the garbage collector to walk under load."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        context = self.execution_context.context
+        if isinstance(context, RequestContext):
+            context.loaders.clear()
 
 
 class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
