@@ -109,8 +109,16 @@ class AgentRepository:
             )
             assert row is not None
             agent = _agent(row)
-            await write_audit(conn, ctx, "create", "agent", agent.id, None, agent)
-            await enqueue(conn, "agent.upserted", _upserted(agent))
+            await write_audit(
+                conn,
+                ctx,
+                "create",
+                "agent",
+                agent.id,
+                None,
+                agent,
+                outbox=("agent.upserted", _upserted(agent)),
+            )
         return agent
 
     async def update(
@@ -152,8 +160,16 @@ class AgentRepository:
             )
             assert row is not None, "the row is locked, so its version cannot have moved"
             agent = _agent(row)
-            await write_audit(conn, ctx, "update", "agent", agent.id, current, agent)
-            await enqueue(conn, "agent.upserted", _upserted(agent))
+            await write_audit(
+                conn,
+                ctx,
+                "update",
+                "agent",
+                agent.id,
+                current,
+                agent,
+                outbox=("agent.upserted", _upserted(agent)),
+            )
         return agent
 
     async def delete(
@@ -179,8 +195,16 @@ class AgentRepository:
             for child in children:
                 await enqueue(conn, "agent.upserted", _upserted(_agent(child)))
             await conn.execute("DELETE FROM agents WHERE id = $1", agent_id)
-            await write_audit(conn, ctx, "delete", "agent", agent_id, current, None)
-            await enqueue(conn, "agent.deleted", {"id": str(agent_id)})
+            await write_audit(
+                conn,
+                ctx,
+                "delete",
+                "agent",
+                agent_id,
+                current,
+                None,
+                outbox=("agent.deleted", {"id": str(agent_id)}),
+            )
             await settle_idempotency_key(
                 conn, ctx, {"id": str(agent_id), "deleted": to_json(current)}
             )
@@ -230,9 +254,15 @@ class AgentRepository:
             assert row is not None
             relationship = _relationship_from(row)
             await write_audit(
-                conn, ctx, "relate", "agent_relationship", _key(key), old, relationship
+                conn,
+                ctx,
+                "relate",
+                "agent_relationship",
+                _key(key),
+                old,
+                relationship,
+                outbox=("agent.related", {**key, "weight": relationship.weight}),
             )
-            await enqueue(conn, "agent.related", {**key, "weight": relationship.weight})
         return relationship
 
     async def unrelate(
@@ -256,8 +286,16 @@ class AgentRepository:
             if row is None:
                 return False
             old = _relationship_from(row)
-            await write_audit(conn, ctx, "unrelate", "agent_relationship", _key(key), old, None)
-            await enqueue(conn, "agent.unrelated", key)
+            await write_audit(
+                conn,
+                ctx,
+                "unrelate",
+                "agent_relationship",
+                _key(key),
+                old,
+                None,
+                outbox=("agent.unrelated", key),
+            )
             await settle_idempotency_key(conn, ctx, {"removed": True})
         return True
 

@@ -180,8 +180,16 @@ class TaskRepository:
             if replay_of is not None:
                 return await _get(conn, UUID(replay_of["id"]))
             task = await insert_task(conn, ctx, task_id, values)
-            await write_audit(conn, ctx, "create", "task", task.id, None, task)
-            await enqueue(conn, "task.upserted", _upserted(task))
+            await write_audit(
+                conn,
+                ctx,
+                "create",
+                "task",
+                task.id,
+                None,
+                task,
+                outbox=("task.upserted", _upserted(task)),
+            )
         return task
 
     async def update(
@@ -202,8 +210,16 @@ class TaskRepository:
             if not changes:
                 return current
             task = await change_task(conn, ctx, current, changes, "updated")
-            await write_audit(conn, ctx, "update", "task", task_id, current, task)
-            await enqueue(conn, "task.upserted", _upserted(task))
+            await write_audit(
+                conn,
+                ctx,
+                "update",
+                "task",
+                task_id,
+                current,
+                task,
+                outbox=("task.upserted", _upserted(task)),
+            )
         return task
 
     async def transition(
@@ -255,8 +271,16 @@ class TaskRepository:
             task = await change_task(
                 conn, ctx, current, changes, EVENT_TYPES[to_status], {"from": current.status}
             )
-            await write_audit(conn, ctx, "transition", "task", task_id, current, task)
-            await enqueue(conn, "task.upserted", _upserted(task))
+            await write_audit(
+                conn,
+                ctx,
+                "transition",
+                "task",
+                task_id,
+                current,
+                task,
+                outbox=("task.upserted", _upserted(task)),
+            )
         return task
 
     async def add_dependency(self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID) -> Task:
@@ -286,8 +310,16 @@ class TaskRepository:
                 return current
             edge = {"task_id": str(task_id), "depends_on_id": str(depends_on_id)}
             task = await change_task(conn, ctx, current, {}, "dependency_added", edge)
-            await write_audit(conn, ctx, "add_dependency", "task", task_id, None, edge)
-            await enqueue(conn, "task.dependency_added", edge)
+            await write_audit(
+                conn,
+                ctx,
+                "add_dependency",
+                "task",
+                task_id,
+                None,
+                edge,
+                outbox=("task.dependency_added", edge),
+            )
         return task
 
     async def remove_dependency(
@@ -310,8 +342,16 @@ class TaskRepository:
                 return False
             edge = {"task_id": str(task_id), "depends_on_id": str(depends_on_id)}
             await change_task(conn, ctx, current, {}, "dependency_removed", edge)
-            await write_audit(conn, ctx, "remove_dependency", "task", task_id, edge, None)
-            await enqueue(conn, "task.dependency_removed", edge)
+            await write_audit(
+                conn,
+                ctx,
+                "remove_dependency",
+                "task",
+                task_id,
+                edge,
+                None,
+                outbox=("task.dependency_removed", edge),
+            )
             await settle_idempotency_key(conn, ctx, {"removed": True})
         return True
 

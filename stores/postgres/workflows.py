@@ -22,7 +22,6 @@ from stores.postgres.inputs import (
     like_pattern,
 )
 from stores.postgres.options import PgConnection
-from stores.postgres.outbox import enqueue
 from stores.postgres.pagination import Page, PageRequest, Params, fetch_page, ordering
 from stores.postgres.records import JSON, Workflow, WriteContext
 from stores.postgres.writes import (
@@ -89,8 +88,16 @@ class WorkflowRepository:
             )
             assert row is not None
             workflow = _workflow(row)
-            await write_audit(conn, ctx, "create", "workflow", workflow.id, None, workflow)
-            await enqueue(conn, "workflow.upserted", _upserted(workflow))
+            await write_audit(
+                conn,
+                ctx,
+                "create",
+                "workflow",
+                workflow.id,
+                None,
+                workflow,
+                outbox=("workflow.upserted", _upserted(workflow)),
+            )
         return workflow
 
     async def update(
@@ -140,8 +147,16 @@ class WorkflowRepository:
             )
             assert row is not None, "the row is locked, so its version cannot have moved"
             workflow = _workflow(row)
-            await write_audit(conn, ctx, "update", "workflow", workflow_id, current, workflow)
-            await enqueue(conn, "workflow.upserted", _upserted(workflow))
+            await write_audit(
+                conn,
+                ctx,
+                "update",
+                "workflow",
+                workflow_id,
+                current,
+                workflow,
+                outbox=("workflow.upserted", _upserted(workflow)),
+            )
         return workflow
 
     async def list(

@@ -18,6 +18,7 @@ import orjson
 
 from stores.errors import Conflict, InvalidInput, StoreRefused
 from stores.postgres.options import PgConnection
+from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.records import JSON, WriteContext
 
 if TYPE_CHECKING:
@@ -60,6 +61,18 @@ def translate_violations(refusals: Refusals) -> Iterator[None]:
         ) from exc
 
 
+_AUDIT = (
+    "INSERT INTO audit_log (actor_id, action, resource_type, resource_id, old_value,"
+    " new_value, request_id, client_address)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::inet)"
+)
+_AUDIT_AND_OUTBOX = (
+    f"WITH audited AS ({_AUDIT}),"
+    " queued AS (INSERT INTO outbox (kind, payload) VALUES ($9, $10::jsonb))"
+    " SELECT pg_notify($11, '')"
+)
+
+
 async def write_audit(
     conn: PgConnection,
     ctx: WriteContext,
@@ -68,12 +81,15 @@ async def write_audit(
     resource_id: object,
     old: object | None,
     new: object | None,
+    *,
+    outbox: tuple[str, JSON] | None = None,
 ) -> None:
-    """Record a change. `old` and `new` are records or JSON objects (None when absent)."""
-    await conn.execute(
-        "INSERT INTO audit_log (actor_id, action, resource_type, resource_id, old_value,"
-        " new_value, request_id, client_address)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::inet)",
+    """Record a change. `old` and `new` are records or JSON objects (None when absent).
+
+    With `outbox` (kind, payload), the same statement also queues that outbox message
+    and wakes the projectors (as `outbox.enqueue` does): one round trip for both.
+    """
+    params = (
         ctx.actor_id,
         action,
         resource_type,
@@ -83,6 +99,11 @@ async def write_audit(
         ctx.request_id,
         _ip_or_none(ctx.client_address),
     )
+    if outbox is None:
+        await conn.execute(_AUDIT, *params)
+    else:
+        kind, payload = outbox
+        await conn.execute(_AUDIT_AND_OUTBOX, *params, kind, payload, OUTBOX_CHANNEL)
 
 
 def check_version(resource: str, resource_id: UUID, actual: int, expected: int | None) -> None:

@@ -18,7 +18,6 @@ from asyncpg import Record
 from stores.embeddings import Vector
 from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import UNSET, check_text
-from stores.postgres.outbox import enqueue
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
 from stores.postgres.writes import (
@@ -97,8 +96,16 @@ class KnowledgeRepository:
             )
             assert row is not None
             item = _item(row)
-            await write_audit(conn, ctx, "create", "knowledge", item.id, None, item)
-            await enqueue(conn, "knowledge.upserted", _upserted(item))
+            await write_audit(
+                conn,
+                ctx,
+                "create",
+                "knowledge",
+                item.id,
+                None,
+                item,
+                outbox=("knowledge.upserted", _upserted(item)),
+            )
         return item
 
     async def update(
@@ -143,8 +150,16 @@ class KnowledgeRepository:
             )
             assert row is not None
             item = _item(row)
-            await write_audit(conn, ctx, "update", "knowledge", item.id, current, item)
-            await enqueue(conn, "knowledge.upserted", _upserted(item))
+            await write_audit(
+                conn,
+                ctx,
+                "update",
+                "knowledge",
+                item.id,
+                current,
+                item,
+                outbox=("knowledge.upserted", _upserted(item)),
+            )
         return item
 
     async def delete(
@@ -153,8 +168,16 @@ class KnowledgeRepository:
         async with write_transaction(self._search.postgres) as conn:
             current = await _lock(conn, item_id, expected_version)
             await conn.execute("DELETE FROM knowledge_items WHERE id = $1", item_id)
-            await write_audit(conn, ctx, "delete", "knowledge", item_id, current, None)
-            await enqueue(conn, "knowledge.deleted", {"id": str(item_id)})
+            await write_audit(
+                conn,
+                ctx,
+                "delete",
+                "knowledge",
+                item_id,
+                current,
+                None,
+                outbox=("knowledge.deleted", {"id": str(item_id)}),
+            )
         return current
 
     async def relate(
@@ -184,8 +207,16 @@ class KnowledgeRepository:
                 row["source_id"], row["target_id"], row["type"], row["created_at"]
             )
             if row["added"] and replay is None:
-                await write_audit(conn, ctx, "relate", "knowledge", source_id, None, relation)
-                await enqueue(conn, "knowledge.related", _related(relation))
+                await write_audit(
+                    conn,
+                    ctx,
+                    "relate",
+                    "knowledge",
+                    source_id,
+                    None,
+                    relation,
+                    outbox=("knowledge.related", _related(relation)),
+                )
                 await settle_idempotency_key(conn, ctx, {"source_id": str(source_id)})
         return relation
 
@@ -205,8 +236,16 @@ class KnowledgeRepository:
             relation = KnowledgeRelation(
                 row["source_id"], row["target_id"], row["type"], row["created_at"]
             )
-            await write_audit(conn, ctx, "unrelate", "knowledge", source_id, relation, None)
-            await enqueue(conn, "knowledge.unrelated", _related(relation))
+            await write_audit(
+                conn,
+                ctx,
+                "unrelate",
+                "knowledge",
+                source_id,
+                relation,
+                None,
+                outbox=("knowledge.unrelated", _related(relation)),
+            )
         return True
 
     async def search(self, request: SearchRequest) -> SearchPage[KnowledgeItem]:
