@@ -50,10 +50,10 @@ BENCH_METRICS_RETENTION = timedelta(days=METRICS_DAYS + 15)
 
 
 STANDING_NOTES = (
-    "The gateway's X-Round-Trips header counts what resolvers do; the session lookup in"
-    " the authentication middleware (one Redis round trip per request) runs outside that"
-    " counter, so gateway rows show one Redis round trip fewer than they make. The floor"
-    " counts its session lookup.",
+    "Round trips come from each server's own count (the gateway's X-Round-Trips header,"
+    " the floor's fixed figures), authentication included: one Redis round trip per"
+    " request with a session, one PostgreSQL one with an API key. The gateway reports its"
+    " metrics store apart from PostgreSQL; the floor counts that query as PostgreSQL.",
     "The floor writes S5's task, event, audit and outbox rows in one statement; the"
     " gateway's projector applies both servers' outbox rows to Neo4j, in the gateway's CPU"
     " time.",

@@ -54,6 +54,15 @@ class Child:
             start_new_session=True,
         )
         log.close()
+        try:
+            self._wait_until_ready(timeout, ready_body)
+        except BaseException:
+            # Interrupted or failed while starting: the caller never got to own it.
+            self.stop()
+            raise
+
+    def _wait_until_ready(self, timeout: float, ready_body: bytes | None) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -63,7 +72,6 @@ class Child:
             if _answers(self.url + self.ready_path, ready_body):
                 return
             time.sleep(0.2)
-        self.stop()
         raise ServerFailed(f"{self.name} did not answer within {timeout:g}s; see {self.log_path}")
 
     def stop(self, *, timeout: float = 10.0) -> None:
