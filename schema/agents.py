@@ -23,7 +23,7 @@ from schema.enums import (
 )
 from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
-from schema.relay import CountedConnection, nodes_by_ids
+from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.scalars import JSON
 from schema.selection import selects
 from stores.metrics import Aggregate, Fill
@@ -56,6 +56,7 @@ class Collaboration:
 @strawberry.type(description="An autonomous worker on the platform.")
 class Agent(relay.Node):
     id: relay.NodeID[str]
+    _id: relay.GlobalID = node_id_field()
     name: str
     role: str
     status: AgentStatus
@@ -72,6 +73,7 @@ class Agent(relay.Node):
     def from_record(cls, agent: records.Agent) -> Agent:
         return cls(
             id=str(agent.id),
+            _id=encode_id("Agent", agent.id),
             name=agent.name,
             role=agent.role,
             status=AGENT_STATUS[agent.status],

@@ -12,6 +12,7 @@ import strawberry
 from strawberry import relay
 
 from resolvers.context import RequestContext
+from schema.relay import encode_id, node_id_field
 from schema.scalars import JSON
 from stores import search as records
 
@@ -48,6 +49,7 @@ class MemoryKind(enum.Enum):
 @strawberry.type(description="Something an agent remembers.")
 class Memory(relay.Node):
     id: relay.NodeID[str]
+    _id: relay.GlobalID = node_id_field()
     content: str
     kind: MemoryKind
     importance: float
@@ -62,6 +64,7 @@ class Memory(relay.Node):
     def from_record(cls, memory: records.Memory) -> Memory:
         return cls(
             id=str(memory.id),
+            _id=encode_id("Memory", memory.id),
             content=memory.content,
             kind=MemoryKind(memory.kind),
             importance=memory.importance,

@@ -44,6 +44,17 @@ def encode_id(type_name: str, node_id: UUID) -> relay.GlobalID:
     return relay.GlobalID(type_name, str(node_id))
 
 
+def node_id_field() -> relay.GlobalID:
+    """`id` for our node types, in place of relay's `Node.id` resolver: the global id is
+    made with the object (`_id=encode_id(...)` in `from_record`), so `id` is a plain
+    field, not a resolver call per object (about a tenth of a large page's CPU). One
+    field object per class: Strawberry fills in its owner."""
+    field: relay.GlobalID = strawberry.field(
+        name="id", description="The Globally Unique ID of this object"
+    )
+    return field
+
+
 def page_request(
     first: int | None, after: str | None, last: int | None, before: str | None
 ) -> PageRequest:

@@ -17,7 +17,7 @@ from resolvers import search as resolve
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.memories import SearchMode, pick_mode
-from schema.relay import decode_id, nodes_by_ids
+from schema.relay import decode_id, encode_id, node_id_field, nodes_by_ids
 from stores import search as records
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class KnowledgeLink:
 @strawberry.type(description="A piece of knowledge an agent discovered.")
 class Knowledge(relay.Node):
     id: relay.NodeID[str]
+    _id: relay.GlobalID = node_id_field()
     title: str
     content: str
     source: str
@@ -65,6 +66,7 @@ class Knowledge(relay.Node):
     def from_record(cls, item: records.KnowledgeItem) -> Knowledge:
         return cls(
             id=str(item.id),
+            _id=encode_id("Knowledge", item.id),
             title=item.title,
             content=item.content,
             source=item.source,

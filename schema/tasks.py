@@ -12,7 +12,7 @@ from strawberry import relay
 
 from resolvers.context import RequestContext
 from schema.enums import TASK_STATUS, TaskStatus
-from schema.relay import CountedConnection, nodes_by_ids
+from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
 
@@ -45,6 +45,7 @@ class TaskEvent:
 @strawberry.type(description="A unit of work, assigned to an agent.")
 class Task(relay.Node):
     id: relay.NodeID[str]
+    _id: relay.GlobalID = node_id_field()
     title: str
     description: str
     repository: str | None
@@ -68,6 +69,7 @@ class Task(relay.Node):
     def from_record(cls, task: records.Task) -> Task:
         return cls(
             id=str(task.id),
+            _id=encode_id("Task", task.id),
             title=task.title,
             description=task.description,
             repository=task.repository,

@@ -10,7 +10,7 @@ from strawberry import relay
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from schema.enums import UserRole
-from schema.relay import nodes_by_ids
+from schema.relay import encode_id, node_id_field, nodes_by_ids
 from stores.postgres import records
 
 Info = strawberry.Info[RequestContext, None]
@@ -19,6 +19,7 @@ Info = strawberry.Info[RequestContext, None]
 @strawberry.type(description="A person or service that signs in with an API key.")
 class User(relay.Node):
     id: relay.NodeID[str]
+    _id: relay.GlobalID = node_id_field()
     display_name: str
     role: UserRole
     created_at: datetime
@@ -28,6 +29,7 @@ class User(relay.Node):
     def from_record(cls, user: records.User) -> User:
         return cls(
             id=str(user.id),
+            _id=encode_id("User", user.id),
             display_name=user.display_name,
             role=UserRole(user.role),
             created_at=user.created_at,

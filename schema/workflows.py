@@ -11,7 +11,7 @@ from strawberry import relay
 
 from resolvers.context import RequestContext
 from schema.enums import WORKFLOW_STATUS, WorkflowStatus
-from schema.relay import CountedConnection, nodes_by_ids
+from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
 
@@ -21,6 +21,7 @@ Info = strawberry.Info[RequestContext, None]
 @strawberry.type(description="A set of steps and the edges that order them.")
 class Workflow(relay.Node):
     id: relay.NodeID[str]
+    _id: relay.GlobalID = node_id_field()
     name: str
     definition: JSON = strawberry.field(
         description='{"steps": [{"id", "name", "estimate"}], "edges": [{"from", "to"}]}'
@@ -35,6 +36,7 @@ class Workflow(relay.Node):
     def from_record(cls, workflow: records.Workflow) -> Workflow:
         return cls(
             id=str(workflow.id),
+            _id=encode_id("Workflow", workflow.id),
             name=workflow.name,
             definition=workflow.definition,
             status=WORKFLOW_STATUS[workflow.status],
