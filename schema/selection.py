@@ -7,29 +7,47 @@ does gets it without an async resolver per item.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import strawberry
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
 
 
 def selects(info: strawberry.Info, *path: str) -> bool:
-    """True when the current field selects `path` (GraphQL names, fragments included),
-    e.g. `selects(info, "nodes", "agent")`."""
-    # `selected_fields` holds the current field itself; its selections are the children.
-    return any(_selects(field.selections, path) for field in info.selected_fields)
+    """True when the current field selects `path` (GraphQL field names, through
+    fragments), e.g. `selects(info, "nodes", "agent")`."""
+    # graphql-core's AST, not `info.selected_fields`: that converts every argument and
+    # directive below the field, once per parent object (50 times for a page of agents).
+    raw = info._raw_info
+    return any(_selects(node.selection_set, path, raw.fragments) for node in raw.field_nodes)
 
 
-def _selects(selections: Iterable[Selection], path: tuple[str, ...]) -> bool:
+def _selects(
+    selection_set: SelectionSetNode | None,
+    path: tuple[str, ...],
+    fragments: Mapping[str, FragmentDefinitionNode],
+) -> bool:
     if not path:
         return True
-    head, rest = path[0], path[1:]
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            if selection.name == head and _selects(selection.selections, rest):
+    if selection_set is None:
+        return False
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if selection.name.value == path[0] and _selects(
+                selection.selection_set, path[1:], fragments
+            ):
                 return True
-        elif isinstance(selection, FragmentSpread | InlineFragment) and _selects(
-            selection.selections, path
-        ):
-            return True
+        elif isinstance(selection, InlineFragmentNode):
+            if _selects(selection.selection_set, path, fragments):
+                return True
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None and _selects(fragment.selection_set, path, fragments):
+                return True
     return False

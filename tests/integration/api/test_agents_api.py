@@ -210,3 +210,36 @@ def test_relate_agents_shows_in_collaborators_and_neighbourhood(
         "length": 2,
         "agents": [{"id": a["id"]}, {"id": b["id"]}, {"id": c["id"]}],
     }
+
+
+def test_nested_agents_are_fetched_only_when_selected(gql: GraphQL, operator: Caller) -> None:
+    a, b = (create_agent(gql, operator) for _ in range(2))
+    relate = """
+    mutation($s: ID!, $t: ID!) {
+      relateAgents(input: {sourceId: $s, targetId: $t, type: COLLABORATES_WITH}) {
+        projected userErrors { code }
+      }
+    }
+    """
+    assert data(gql(relate, {"s": a["id"], "t": b["id"]}, caller=operator))["relateAgents"] == {
+        "projected": True,
+        "userErrors": [],
+    }
+    bare = "query($id: ID!) { agentNeighbourhood(agentId: $id) { nodes { distance } } }"
+    assert data(gql(bare, {"id": a["id"]}, caller=operator))["agentNeighbourhood"]["nodes"] == [
+        {"distance": 0},
+        {"distance": 1},
+    ]
+    # The API key lookup is the only PostgreSQL round trip: no agent fetch.
+    assert gql.last_round_trips.get("postgres") == 1
+    # Selected through a named fragment, the agents come, in one fetch.
+    through_fragment = """
+    query($id: ID!) {
+      agentNeighbourhood(agentId: $id) { nodes { ...Hop } edges { source { name } } }
+    }
+    fragment Hop on NeighbourNode { distance agent { id } }
+    """
+    found = data(gql(through_fragment, {"id": a["id"]}, caller=operator))["agentNeighbourhood"]
+    assert [node["agent"]["id"] for node in found["nodes"]] == [a["id"], b["id"]]
+    assert found["edges"] == [{"source": {"name": a["name"]}}]
+    assert gql.last_round_trips.get("postgres") == 2
