@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bench.floor_ws import FanOut
 from bench.ids import global_id, iso
+from gateway.runtime import tune_gc
 from stores.metrics.buckets import HOUR, ORIGIN
 from stores.metrics.records import Aggregate, Source
 from stores.metrics.sql import NATIVE
@@ -516,8 +517,11 @@ def main(argv: list[str] | None = None) -> None:
         events_channel=args.events_channel,
         pool_size=args.pool_size,
     )
+    app = create_floor(config)
+    # The gateway's process settings, so the comparison is of the code, not the collector.
+    tune_gc()
     uvicorn.run(
-        create_floor(config),
+        app,
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -111,6 +111,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.runtime import tune_gc
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
@@ -120,8 +121,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"Polygraph: GraphiQL at http://{host}:{port}/graphql, health at http://{host}:{port}/health"
     )
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         loop="uvloop",
