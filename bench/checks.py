@@ -96,12 +96,17 @@ def http_plan(
 ) -> HttpPlan:
     name = scenario.name
     if scenario.kind == "ingest":
-        return HttpPlan(
+        batches: list[Body] = list(ingest_bodies(fixtures))
+        plan = HttpPlan(
             {"gateway": children["gateway"].url + "/ingest/metrics"},
-            {"gateway": list(ingest_bodies(fixtures))},
+            {"gateway": batches},
             ["S7 rps is metric points per second (NDJSON batches of 500 points)."],
             content_type="application/x-ndjson",
         )
+        if scenario.floor and "floor" in children:
+            plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
+            plan.bodies["floor"] = batches
+        return plan
     gateway = children["gateway"].url + "/graphql"
     notes: list[str] = []
     metrics = None
@@ -143,8 +148,11 @@ def _masked(value: Any, volatile: frozenset[str]) -> Any:
 def compare(scenario: Scenario, plan: HttpPlan, token: str) -> str:
     """Send the first body to the gateway and the floor; their answers must be equal."""
     body = plan.bodies["gateway"][0]
-    assert not isinstance(body, str)
-    answers = {t: post(plan.urls[t], body, token)[2] for t in ("gateway", "floor")}
+    sent = body.replace(RECORD_SEPARATOR, "\n").encode() if isinstance(body, str) else body
+    answers = {
+        t: post(plan.urls[t], sent, token, content_type=plan.content_type)[2]
+        for t in ("gateway", "floor")
+    }
     return _verdict(scenario, answers)
 
 

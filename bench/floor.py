@@ -38,6 +38,7 @@ from gateway.runtime import tune_gc
 from stores.metrics.buckets import HOUR, ORIGIN
 from stores.metrics.records import Aggregate, Source
 from stores.metrics.sql import NATIVE
+from stores.metrics.sql.common import CREATE_STAGING, STAGING_COLUMNS
 
 MEDIA_TYPE = "application/graphql-response+json"
 SESSION_KEY = "session:"
@@ -72,6 +73,10 @@ INSERT_TASK = (
 )
 
 HOURLY_AVG = NATIVE.series[(Source.HOUR, Aggregate.AVG)]
+KNOWN_AGENTS = "SELECT id FROM agents WHERE id = ANY($1::uuid[])"
+KNOWN_METRICS = "SELECT name FROM metric_names WHERE name = ANY($1::text[])"
+# The gateway's events carry at most this many points each (resolvers.metrics).
+EVENT_POINTS = 500
 BY_MINUTE_AVG = NATIVE.series[(Source.MINUTE, Aggregate.AVG)]
 FIVE_MINUTES = timedelta(minutes=5)
 
@@ -120,6 +125,7 @@ class FloorConfig:
     neo4j_password: str
     redis_url: str
     events_channel: str
+    metrics_channel: str = "polygraph:metric.recorded"
     pool_size: int = 10
 
 
@@ -169,6 +175,7 @@ class Floor:
             reset=keep_session,
             # The metric tables live in their own schema (POLYGRAPH_METRICS_SCHEMA).
             server_settings={"search_path": "public,metrics"},
+            init=_create_staging,
         )
         self._driver = neo4j.AsyncGraphDatabase.driver(
             self.config.neo4j_uri,
@@ -336,6 +343,60 @@ class Floor:
         ]
         return {"data": {"metricSeries": series}}
 
+    async def s7(self, body: bytes, who: Principal) -> dict[str, Any]:
+        """NDJSON points: the agents and names checked in one query each, then COPY into
+        the staging table and the metrics store's own insert (rollups folded in), and the
+        points published for `metricRecorded`."""
+        if who.role not in ("agent", "operator", "admin"):
+            return _forbidden()
+        lines = [orjson.loads(line) for line in body.splitlines() if line.strip()]
+        agents = {UUID(line["agent_id"]) for line in lines}
+        known_agents, known_names = await asyncio.gather(
+            self.pool.fetch(KNOWN_AGENTS, list(agents)),
+            self.pool.fetch(KNOWN_METRICS, list({line["name"] for line in lines})),
+        )
+        agent_ids = {row["id"] for row in known_agents}
+        names = {row["name"] for row in known_names}
+        rows, rejections = [], []
+        for number, line in enumerate(lines, start=1):
+            agent_id = UUID(line["agent_id"])
+            if agent_id not in agent_ids:
+                rejections.append({"line": number, "field": "agentId", "reason": "no such agent"})
+            elif line["name"] not in names:
+                rejections.append({"line": number, "field": "name", "reason": "unknown metric"})
+            else:
+                labels = orjson.dumps(line.get("labels") or {}).decode()
+                time = datetime.fromisoformat(line["time"])
+                rows.append((time, agent_id, line["name"], float(line["value"]), labels))
+        inserted = 0
+        if rows:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.copy_records_to_table(
+                    "metric_staging", records=rows, columns=STAGING_COLUMNS
+                )
+                inserted = await conn.fetchval(NATIVE.insert_from_staging)
+            for start in range(0, len(rows), EVENT_POINTS):
+                points = [
+                    {
+                        "agent_id": str(agent_id),
+                        "name": name,
+                        "time": time.isoformat(),
+                        "value": value,
+                        "labels": orjson.loads(labels),
+                    }
+                    for time, agent_id, name, value, labels in rows[start : start + EVENT_POINTS]
+                ]
+                await self.redis.publish(
+                    self.config.metrics_channel, orjson.dumps({"points": points})
+                )
+        return {
+            "accepted": inserted,
+            "duplicates": len(rows) - inserted,
+            "rejected": len(rejections),
+            "rejections": rejections,
+            "rejectionsTruncated": False,
+        }
+
     async def s5(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
         data = variables["input"]
         if who.role not in ("operator", "admin"):
@@ -430,6 +491,22 @@ ROUND_TRIPS = {
 }
 
 
+def _ingest_endpoint(floor: Floor) -> Callable[..., Any]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            who = await floor.principal(request.headers.get("authorization"))
+        except Unauthenticated:
+            return Response(orjson.dumps({"errors": [{"message": "Sign in first."}]}), 401)
+        result = await floor.s7(await request.body(), who)
+        return Response(
+            orjson.dumps(result),
+            media_type="application/json",
+            headers={"x-round-trips": "postgres=6, redis=2"},
+        )
+
+    return endpoint
+
+
 def create_floor(config: FloorConfig) -> Starlette:
     floor = Floor(config)
 
@@ -454,6 +531,7 @@ def create_floor(config: FloorConfig) -> Starlette:
         Route(f"/floor/{name}", _endpoint(floor, name.lower(), trips), methods=["POST"])
         for name, trips in ROUND_TRIPS.items()
     ]
+    routes.append(Route("/floor/S7", _ingest_endpoint(floor), methods=["POST"]))
     routes.append(WebSocketRoute("/floor/S8", fan_out))
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -466,6 +544,10 @@ def _uuid_of(value: str, type_name: str) -> UUID:
     if prefix != type_name:
         raise ValueError(f"not a {type_name} id: {value}")
     return UUID(node_id)
+
+
+async def _create_staging(conn: asyncpg.Connection) -> None:
+    await conn.execute(CREATE_STAGING)
 
 
 async def _no_rows() -> list[asyncpg.Record]:
@@ -506,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--neo4j-password", required=True)
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--events-channel", required=True)
+    parser.add_argument("--metrics-channel", default="polygraph:metric.recorded")
     parser.add_argument("--pool-size", type=int, default=10)
     args = parser.parse_args(argv)
     config = FloorConfig(
@@ -515,6 +598,7 @@ def main(argv: list[str] | None = None) -> None:
         neo4j_password=args.neo4j_password,
         redis_url=args.redis_url,
         events_channel=args.events_channel,
+        metrics_channel=args.metrics_channel,
         pool_size=args.pool_size,
     )
     app = create_floor(config)

@@ -271,6 +271,8 @@ class Bench:
                 s.redis_url.get_secret_value(),
                 "--events-channel",
                 f"{EVENTS_NAMESPACE}:task.updated",
+                "--metrics-channel",
+                f"{EVENTS_NAMESPACE}:metric.recorded",
             ],
             f"http://127.0.0.1:{FLOOR_PORT}",
             "/health",
@@ -377,7 +379,8 @@ class Bench:
                 )  # fmt: skip
             summary[target] = checks.summarise(measured, trips)
         if scenario.kind == "ingest":
-            summary["gateway"]["rps"] = round(summary["gateway"]["rps"] * POINTS_PER_REQUEST, 1)
+            for measured_target in summary.values():
+                measured_target["rps"] = round(measured_target["rps"] * POINTS_PER_REQUEST, 1)
         return summary
 
     def _fanout(self, scenario: Scenario, fixtures: Fixtures) -> Any:
