@@ -7,7 +7,7 @@ integers only; every value travels as a parameter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -81,12 +81,23 @@ async def read_collected(graph: GraphStore, text: str, **params: Any) -> list[An
     Batched reads return hundreds of rows; one record instead of one Bolt message per
     row is about three times faster to receive with the Python driver.
     """
+    rows: list[Any] = await _execute_read(graph, _fetch_collected, text, params)
+    return rows
+
+
+async def _execute_read(
+    graph: GraphStore,
+    fetch: Callable[[AsyncManagedTransaction, str, dict[str, Any]], Awaitable[Any]],
+    text: str,
+    params: dict[str, Any],
+) -> Any:
+    """One counted round trip: a read transaction with the store's timeout and retries,
+    driver errors turned into store errors."""
     timeout = graph.query_timeout
     roundtrips.record(_STORE)
     async with graph.session() as session, translate_errors(timeout):
-        work = neo4j.unit_of_work(timeout=timeout)(_fetch_collected)
-        rows: list[Any] = await session.execute_read(work, text, params)
-        return rows
+        work = neo4j.unit_of_work(timeout=timeout)(fetch)
+        return await session.execute_read(work, text, params)
 
 
 class GraphQueries:
@@ -237,11 +248,8 @@ class GraphQueries:
         return [AgentDegree(UUID(row["id"]), row["degree"]) for row in rows]
 
     async def _read(self, text: str, **params: Any) -> list[dict[str, Any]]:
-        timeout = self._graph.query_timeout
-        roundtrips.record(_STORE)
-        async with self._graph.session() as session, translate_errors(timeout):
-            work = neo4j.unit_of_work(timeout=timeout)(_fetch)
-            return await session.execute_read(work, text, params)
+        rows: list[dict[str, Any]] = await _execute_read(self._graph, _fetch, text, params)
+        return rows
 
 
 def _unique(ids: Iterable[UUID]) -> list[UUID]:
