@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -25,7 +25,7 @@ import orjson
 from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
-from stores._lifecycle import Lifecycle, StoreState
+from stores._pg_pool import PgPool
 from stores.errors import StoreRefused, StoreUnavailable
 from stores.health import ProbeResult
 from stores.metrics import partitions
@@ -66,13 +66,6 @@ SCHEMA_VERSION = 1
 # Any constant works as long as nothing else in the database takes the same lock.
 _SETUP_LOCK = 0x706F6C79_6D657472  # "polymetr"
 
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-)
 # (time, agent_id, name, value, labels), the column order of COPY.
 PointRow = tuple[datetime, UUID, str, float, dict[str, Any]]
 UnlabelledRow = tuple[datetime, UUID, str, float]
@@ -87,7 +80,6 @@ class MetricsStore:
     __slots__ = (
         "_backend",
         "_extension_version",
-        "_lifecycle",
         "_maintenance",
         "_options",
         "_partitions",
@@ -98,8 +90,13 @@ class MetricsStore:
     def __init__(self, options: MetricsOptions) -> None:
         self.options = options
         self._options = options
-        self._pool: asyncpg.Pool | None = None
-        self._lifecycle = Lifecycle(NAME)
+        self._pool = PgPool(
+            NAME,
+            self._create_pool,
+            min_size=options.min_size,
+            acquire_timeout=options.acquire_timeout,
+            close_timeout=options.close_timeout,
+        )
         self._backend: Backend | None = None
         self._extension_version: str | None = None
         self._partitions: dict[str, partitions.Partition] = {}
@@ -111,13 +108,7 @@ class MetricsStore:
         return self._backend
 
     async def open(self) -> None:
-        self._lifecycle.opening()
-        try:
-            self._pool = await self._create_pool(self._options.min_size)
-        except _UNAVAILABLE_ERRORS as exc:
-            logger.warning("metrics database not reachable at start-up (%s); will retry", exc)
-            self._pool = await self._create_pool(0)
-        self._lifecycle.state = StoreState.OPENED
+        await self._pool.open()
 
     async def aclose(self) -> None:
         if self._maintenance is not None:
@@ -125,15 +116,7 @@ class MetricsStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
             self._maintenance = None
-        if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
-            self._lifecycle.state = StoreState.CLOSED
-            return
-        self._lifecycle.state = StoreState.CLOSED
-        try:
-            await asyncio.wait_for(self._pool.close(), timeout=self._options.close_timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            self._pool.terminate()
-            raise
+        await self._pool.aclose()
 
     async def __aenter__(self) -> MetricsStore:
         await self.open()
@@ -147,15 +130,9 @@ class MetricsStore:
     ) -> None:
         await self.aclose()
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[PgConnection]:
-        self._lifecycle.check_open()
-        assert self._pool is not None
-        try:
-            async with self._pool.acquire(timeout=self._options.acquire_timeout) as conn:
-                yield conn
-        except _UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+    def connection(self) -> AbstractAsyncContextManager[PgConnection]:
+        """A pooled connection; an unreachable server surfaces as `StoreUnavailable`."""
+        return self._pool.connection()
 
     # Schema and maintenance
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 import asyncpg
@@ -14,7 +12,7 @@ import orjson
 from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
-from stores._lifecycle import Lifecycle, StoreState
+from stores._pg_pool import PgPool
 from stores.errors import StoreUnavailable
 from stores.health import ProbeResult
 from stores.postgres.achievements import AchievementRepository
@@ -30,22 +28,11 @@ logger = logging.getLogger(__name__)
 
 NAME = "postgres"
 
-# Errors that mean "the server is not there or the connection broke", as opposed to
-# the server refusing a statement.
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-)
-
 
 class PostgresStore:
     """Owns the asyncpg pool; everything else borrows connections through `connection()`."""
 
     __slots__ = (
-        "_lifecycle",
         "_options",
         "_pool",
         "achievements",
@@ -58,8 +45,13 @@ class PostgresStore:
 
     def __init__(self, options: PostgresOptions) -> None:
         self._options = options
-        self._pool: asyncpg.Pool | None = None
-        self._lifecycle = Lifecycle(NAME)
+        self._pool = PgPool(
+            NAME,
+            self._create_pool,
+            min_size=options.min_size,
+            acquire_timeout=options.acquire_timeout,
+            close_timeout=options.close_timeout,
+        )
         self.users = UserRepository(self)
         self.agents = AgentRepository(self)
         self.tasks = TaskRepository(self)
@@ -68,26 +60,10 @@ class PostgresStore:
         self.audit = AuditRepository(self)
 
     async def open(self) -> None:
-        self._lifecycle.opening()
-        try:
-            self._pool = await self._create_pool(self._options.min_size)
-        except _UNAVAILABLE_ERRORS as exc:
-            # Start degraded rather than not at all: the pool connects on first use.
-            logger.warning("postgres not reachable at start-up (%s); will retry on use", exc)
-            self._pool = await self._create_pool(0)
-        self._lifecycle.state = StoreState.OPENED
+        await self._pool.open()
 
     async def aclose(self) -> None:
-        if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
-            self._lifecycle.state = StoreState.CLOSED
-            return
-        self._lifecycle.state = StoreState.CLOSED
-        try:
-            await asyncio.wait_for(self._pool.close(), timeout=self._options.close_timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            # Connections still checked out after the grace period are not coming back.
-            self._pool.terminate()
-            raise
+        await self._pool.aclose()
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -101,16 +77,9 @@ class PostgresStore:
     ) -> None:
         await self.aclose()
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[PgConnection]:
-        """A pooled connection; unreachable servers surface as `StoreUnavailable`."""
-        self._lifecycle.check_open()
-        assert self._pool is not None
-        try:
-            async with self._pool.acquire(timeout=self._options.acquire_timeout) as conn:
-                yield conn
-        except _UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+    def connection(self) -> AbstractAsyncContextManager[PgConnection]:
+        """A pooled connection; an unreachable server surfaces as `StoreUnavailable`."""
+        return self._pool.connection()
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the versions applied by this call."""

@@ -1,0 +1,92 @@
+"""The asyncpg pool and its lifecycle, shared by the PostgreSQL and metrics stores."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from stores._lifecycle import Lifecycle, StoreState
+from stores.errors import StoreUnavailable
+from stores.postgres.options import PgConnection
+
+logger = logging.getLogger(__name__)
+
+# Errors that mean "the server is not there or the connection broke", as opposed to
+# the server refusing a statement.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+)
+
+
+class PgPool:
+    """Opens degraded when the server is down at start-up (the pool connects on first
+    use), closes within `close_timeout`, and turns an unreachable server into
+    `StoreUnavailable` naming the store."""
+
+    __slots__ = (
+        "_acquire_timeout",
+        "_close_timeout",
+        "_create",
+        "_lifecycle",
+        "_min_size",
+        "_name",
+        "_pool",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        create: Callable[[int], Awaitable[asyncpg.Pool]],
+        *,
+        min_size: int,
+        acquire_timeout: float,
+        close_timeout: float,
+    ) -> None:
+        """`create(min_size)` makes the pool; the store decides its settings."""
+        self._name = name
+        self._create = create
+        self._min_size = min_size
+        self._acquire_timeout = acquire_timeout
+        self._close_timeout = close_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._lifecycle = Lifecycle(name)
+
+    async def open(self) -> None:
+        self._lifecycle.opening()
+        try:
+            self._pool = await self._create(self._min_size)
+        except UNAVAILABLE_ERRORS as exc:
+            # Start degraded rather than not at all.
+            logger.warning("%s not reachable at start-up (%s); will retry on use", self._name, exc)
+            self._pool = await self._create(0)
+        self._lifecycle.state = StoreState.OPENED
+
+    async def aclose(self) -> None:
+        if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
+            self._lifecycle.state = StoreState.CLOSED
+            return
+        self._lifecycle.state = StoreState.CLOSED
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=self._close_timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            # Connections still checked out after the grace period are not coming back.
+            self._pool.terminate()
+            raise
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[PgConnection]:
+        self._lifecycle.check_open()
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                yield conn
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self._name, str(exc) or type(exc).__name__) from exc
