@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
@@ -53,6 +53,8 @@ class RequestContext:
     session_ttl_s: int = 3600
     # Filled from the graphql-transport-ws `connection_init` payload.
     connection_params: dict[str, object] | None = None
+    # Outbox rows this request's writes queued (see `WriteContext.outbox_ids`).
+    outbox_ids: list[int] = field(default_factory=list)
 
     def write_context(self, idempotency_key: str | None = None) -> WriteContext:
         client = self.connection.client
@@ -61,4 +63,5 @@ class RequestContext:
             request_id=self.request_id,
             client_address=client.host if client else None,
             idempotency_key=idempotency_key,
+            outbox_ids=self.outbox_ids,
         )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import suppress
+from dataclasses import dataclass
 
 from stores import GraphStore, PostgresStore, StoreRefused, StoreUnavailable
 from stores.graph import projection
@@ -21,8 +22,8 @@ from stores.postgres.outbox import (
     OutboxEvent,
     OutboxListener,
     claim_batch,
-    is_processed,
     low_watermark,
+    unprocessed,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ _MAX_BACKOFF_S = 30.0
 # How often `wait_for` re-reads PostgreSQL, for rows another gateway applies.
 _RECHECK_S = 0.25
 _LISTEN_RETRY_S = 5.0
+# While Neo4j is down: how often to probe it for its return.
+_OUTAGE_PROBE_S = 1.0
+_MIN_PROBE_GAP_S = 0.25
 # Tombstones are kept well past the point where no older event can arrive, and
 # pruning them is cheap but not free: once an hour is plenty.
 _TOMBSTONE_PRUNE_EVERY_S = 3600.0
@@ -50,6 +54,8 @@ class Projector:
         batch_size: int = 200,
         idle_poll_s: float = 1.0,
         stop_timeout_s: float = 5.0,
+        min_backoff_s: float = _MIN_BACKOFF_S,
+        max_backoff_s: float = _MAX_BACKOFF_S,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -60,13 +66,15 @@ class Projector:
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self._stop_timeout_s = stop_timeout_s
+        self._min_backoff_s = min_backoff_s
+        self._max_backoff_s = max(min_backoff_s, max_backoff_s)
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._listener: OutboxListener | None = None
         self._next_listen_at = 0.0
         self._next_prune_at = 0.0
-        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        self._waiters: dict[int, set[_Waiter]] = {}
         self._down: set[str] = set()
         # Probe Neo4j before the first claim: against a server that is down, a
         # write transaction would hold its rows through the driver's 30 s of retries.
@@ -113,39 +121,57 @@ class Projector:
         self._settle(event.id for event in claimed)
         return len(claimed)
 
+    @property
+    def graph_unavailable(self) -> bool:
+        """True while this projector's last attempt found Neo4j down: a mutation then
+        answers `projected: false` at once instead of waiting for nothing."""
+        return _NEO4J in self._down
+
+    async def wait_for(self, outbox_id: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """`wait_for_all` for one row."""
+        return await self.wait_for_all([outbox_id], timeout)
+
     # A timeout argument rather than asyncio.timeout(): running out is an answer
     # (False), not an error.
-    async def wait_for(self, outbox_id: int, timeout: float) -> bool:  # noqa: ASYNC109
-        """True once outbox row `outbox_id` is applied (by any gateway), False if that
-        does not happen within `timeout` seconds. Mutations use it to read their own
-        writes from the graph."""
+    async def wait_for_all(self, outbox_ids: Collection[int], timeout: float) -> bool:  # noqa: ASYNC109
+        """True once every row of `outbox_ids` is applied (by any gateway), False if
+        that does not happen within `timeout` seconds. Mutations use it to read their
+        own writes from the graph."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        applied: asyncio.Future[None] = loop.create_future()
+        waiter = _Waiter(set(outbox_ids), loop.create_future())
+        if not waiter.remaining:
+            return True
         # Registered before the first check, so a batch finishing in between is not missed.
-        self._waiters.setdefault(outbox_id, set()).add(applied)
+        for outbox_id in waiter.remaining:
+            self._waiters.setdefault(outbox_id, set()).add(waiter)
         self.wake()
         try:
             while True:
                 with suppress(StoreUnavailable):
-                    if await is_processed(self._postgres, outbox_id):
+                    # Rows another gateway applied are seen only in PostgreSQL.
+                    waiter.remaining &= await unprocessed(self._postgres, waiter.remaining)
+                    if not waiter.remaining:
                         return True
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                remaining_s = deadline - loop.time()
+                if remaining_s <= 0:
                     return False
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(applied), min(remaining, _RECHECK_S))
+                    await asyncio.wait_for(
+                        asyncio.shield(waiter.done), min(remaining_s, _RECHECK_S)
+                    )
                     return True
         finally:
-            waiters = self._waiters.get(outbox_id)
-            if waiters is not None:
-                waiters.discard(applied)
-                if not waiters:
-                    del self._waiters[outbox_id]
-            applied.cancel()
+            for outbox_id in outbox_ids:
+                waiters = self._waiters.get(outbox_id)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiters[outbox_id]
+            waiter.done.cancel()
 
     async def _run(self) -> None:
-        backoff = _MIN_BACKOFF_S
+        backoff = self._min_backoff_s
         try:
             while not self._stopping.is_set():
                 await self._listen()
@@ -160,15 +186,15 @@ class Projector:
                 except StoreUnavailable as exc:
                     self._outage(exc)
                     await self._pause(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    backoff = min(backoff * 2, self._max_backoff_s)
                     continue
                 except Exception:
                     # A bug or a refused statement: retried after a pause, rows stay pending.
                     logger.exception("projecting the outbox failed; the rows stay pending")
                     await self._pause(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                    backoff = min(backoff * 2, self._max_backoff_s)
                     continue
-                backoff = _MIN_BACKOFF_S
+                backoff = self._min_backoff_s
                 if applied < self._batch_size:
                     await self._idle()
         finally:
@@ -212,9 +238,10 @@ class Projector:
 
     def _settle(self, ids: Iterable[int]) -> None:
         for outbox_id in ids:
-            for applied in self._waiters.pop(outbox_id, ()):
-                if not applied.done():
-                    applied.set_result(None)
+            for waiter in self._waiters.pop(outbox_id, ()):
+                waiter.remaining.discard(outbox_id)
+                if not waiter.remaining and not waiter.done.done():
+                    waiter.done.set_result(None)
 
     async def _listen(self) -> None:
         if self._listener is not None and self._listener.connected:
@@ -249,6 +276,44 @@ class Projector:
         self._wakeup.clear()
 
     async def _pause(self, seconds: float) -> None:
-        # Not cut short by wake(): during an outage every mutation wakes the projector.
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        """Back off after a failure. While Neo4j is down, probe it every
+        `_OUTAGE_PROBE_S` and when new rows arrive, and end the pause as soon as it
+        answers, so projection resumes within about a second of its return; a probe
+        is cheap, unlike a write transaction the driver would retry for 30 s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        probed_at = loop.time()
+        while not self._stopping.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(
+                    _first_of(self._stopping, self._wakeup), min(remaining, _OUTAGE_PROBE_S)
+                )
+            if self._stopping.is_set():
+                return
+            if _NEO4J not in self._down or loop.time() - probed_at < _MIN_PROBE_GAP_S:
+                continue
+            probed_at = loop.time()
+            if await self._graph_answers():
+                self._probe_graph = False
+                return
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """One `wait_for_all` call: the rows it still waits for, resolved when none are left."""
+
+    remaining: set[int]
+    done: asyncio.Future[None]
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -10,19 +10,28 @@ from stores.postgres import outbox
 logger = logging.getLogger(__name__)
 
 
-async def await_projection(ctx: RequestContext, wait: bool) -> bool:
-    """Wait, bounded, until Neo4j shows every change committed so far (read your writes).
+# A replayed or no-op write queued nothing of its own; it waits for what is pending,
+# unless that is a backlog no bounded wait would see through.
+_MAX_PENDING_TO_WAIT_FOR = 1000
 
-    Returns True when the graph caught up in time; the write itself is durable either way.
+
+async def await_projection(ctx: RequestContext, wait: bool) -> bool:
+    """Wait, bounded, until Neo4j shows the outbox rows this request queued (read your
+    writes).
+
+    Returns True when the graph caught up in time, False at once while the projector
+    knows Neo4j is down; the write itself is durable either way.
     """
     projector = ctx.stores.projector
-    if not wait or projector is None:
+    if not wait or projector is None or projector.graph_unavailable:
         return False
-    latest = await outbox.latest_id(ctx.stores.postgres)
-    if latest is None:
-        return True
-    projector.wake()
-    return await projector.wait_for(latest, ctx.projection_wait_s)
+    own = ctx.outbox_ids
+    if not own:
+        pending = await outbox.pending_through(ctx.stores.postgres, _MAX_PENDING_TO_WAIT_FOR)
+        if pending is None:
+            return False
+        own = pending
+    return await projector.wait_for_all(own, ctx.projection_wait_s)
 
 
 async def publish(ctx: RequestContext, channel: str, event: dict[str, object]) -> None:

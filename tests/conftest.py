@@ -70,6 +70,9 @@ def settings(database_name: str, profile: Profile) -> Settings:
         redis_url=profile.redis_url(1 + _worker_index() % 15),
         postgres_pool_min=1,
         postgres_pool_max=5,
+        # Mutations return as soon as their rows reach Neo4j; the long limit only
+        # matters on a loaded machine, where 2 s is not always enough.
+        projection_wait_s=30,
         # Pub/sub is server-wide: each worker's events stay on its own channels.
         events_namespace=f"polygraph-test-{_worker()}",
     )

@@ -193,7 +193,7 @@ class AgentRepository:
                 agent_id,
             )
             for child in children:
-                await enqueue(conn, "agent.upserted", _upserted(_agent(child)))
+                await enqueue(conn, "agent.upserted", _upserted(_agent(child)), ctx)
             await conn.execute("DELETE FROM agents WHERE id = $1", agent_id)
             await write_audit(
                 conn,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +34,7 @@ import asyncpg
 
 from stores.errors import StoreUnavailable
 from stores.postgres.options import PgConnection
+from stores.postgres.records import WriteContext
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -44,8 +45,14 @@ OUTBOX_CHANNEL = "polygraph_outbox"
 _MAX_ERROR_LENGTH = 2000
 
 
-async def enqueue(conn: PgConnection, kind: str, payload: dict[str, Any]) -> int:
-    """Add one change inside the caller's transaction; returns its outbox id.
+async def enqueue(
+    conn: PgConnection,
+    kind: str,
+    payload: dict[str, Any],
+    ctx: WriteContext | None = None,
+) -> int:
+    """Add one change inside the caller's transaction; returns its outbox id, also
+    appended to `ctx.outbox_ids` when a write context is given.
 
     The NOTIFY is delivered on commit, waking projectors in every gateway.
     """
@@ -56,6 +63,8 @@ async def enqueue(conn: PgConnection, kind: str, payload: dict[str, Any]) -> int
         payload,
         OUTBOX_CHANNEL,
     )
+    if ctx is not None:
+        ctx.outbox_ids.append(outbox_id)
     return outbox_id
 
 
@@ -132,18 +141,29 @@ async def pending_count(store: PostgresStore) -> int:
 
 async def is_processed(store: PostgresStore, outbox_id: int) -> bool:
     """False for a pending row and for an id that does not exist (yet)."""
+    return not await unprocessed(store, [outbox_id])
+
+
+async def unprocessed(store: PostgresStore, outbox_ids: Collection[int]) -> set[int]:
+    """Those of `outbox_ids` not applied yet, including ids that do not exist (yet)."""
     async with store.connection() as conn:
-        done: bool | None = await conn.fetchval(
-            "SELECT processed_at IS NOT NULL FROM outbox WHERE id = $1", outbox_id
+        rows = await conn.fetch(
+            "SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND processed_at IS NOT NULL",
+            list(outbox_ids),
         )
-    return bool(done)
+    return set(outbox_ids) - {row["id"] for row in rows}
 
 
-async def latest_id(store: PostgresStore) -> int | None:
-    """The newest outbox id: a writer waiting for it sees its own change projected."""
+async def pending_through(store: PostgresStore, limit: int) -> list[int] | None:
+    """The ids of committed rows still pending, oldest first; None when there are more
+    than `limit` of them (a backlog no bounded wait would see through)."""
     async with store.connection() as conn:
-        newest: int | None = await conn.fetchval("SELECT max(id) FROM outbox")
-    return newest
+        rows = await conn.fetch(
+            "SELECT id FROM outbox WHERE processed_at IS NULL ORDER BY id LIMIT $1", limit + 1
+        )
+    if len(rows) > limit:
+        return None
+    return [row["id"] for row in rows]
 
 
 async def low_watermark(store: PostgresStore) -> int:

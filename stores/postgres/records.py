@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +18,10 @@ class WriteContext:
     request_id: str
     client_address: str | None = None
     idempotency_key: str | None = None
+    # The outbox rows this write queued, appended as they are written: a mutation
+    # waits for exactly these to reach Neo4j (ids commit out of order, so waiting
+    # for the newest id proves nothing about one's own).
+    outbox_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

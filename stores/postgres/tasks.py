@@ -592,7 +592,7 @@ def _shortest_path(edges: list[tuple[UUID, UUID]], start: UUID, goal: UUID) -> l
 async def unassign_all(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> None:
     """Unassign an agent's tasks inside the transaction that deletes the agent."""
     for task in await unassign_tasks_of(conn, ctx, agent_id):
-        await enqueue(conn, "task.upserted", _upserted(task))
+        await enqueue(conn, "task.upserted", _upserted(task), ctx)
 
 
 def _name(task_id: UUID, title: str) -> str:

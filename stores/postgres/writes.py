@@ -68,8 +68,8 @@ _AUDIT = (
 )
 _AUDIT_AND_OUTBOX = (
     f"WITH audited AS ({_AUDIT}),"
-    " queued AS (INSERT INTO outbox (kind, payload) VALUES ($9, $10::jsonb))"
-    " SELECT pg_notify($11, '')"
+    " queued AS (INSERT INTO outbox (kind, payload) VALUES ($9, $10::jsonb) RETURNING id)"
+    " SELECT id FROM queued, pg_notify($11, '') AS notified"
 )
 
 
@@ -87,7 +87,8 @@ async def write_audit(
     """Record a change. `old` and `new` are records or JSON objects (None when absent).
 
     With `outbox` (kind, payload), the same statement also queues that outbox message
-    and wakes the projectors (as `outbox.enqueue` does): one round trip for both.
+    and wakes the projectors (as `outbox.enqueue` does): one round trip for both. The
+    message's id is appended to `ctx.outbox_ids`.
     """
     params = (
         ctx.actor_id,
@@ -103,7 +104,10 @@ async def write_audit(
         await conn.execute(_AUDIT, *params)
     else:
         kind, payload = outbox
-        await conn.execute(_AUDIT_AND_OUTBOX, *params, kind, payload, OUTBOX_CHANNEL)
+        outbox_id: int = await conn.fetchval(
+            _AUDIT_AND_OUTBOX, *params, kind, payload, OUTBOX_CHANNEL
+        )
+        ctx.outbox_ids.append(outbox_id)
 
 
 def check_version(resource: str, resource_id: UUID, actual: int, expected: int | None) -> None:

@@ -3,15 +3,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
 import pytest
+from starlette.requests import HTTPConnection
 
+from gateway.settings import Settings
+from resolvers.auth import ANONYMOUS
+from resolvers.context import RequestContext, Stores
+from resolvers.loaders import build_loaders
 from resolvers.projector import Projector
-from stores import GraphOptions, GraphStore, PostgresStore, roundtrips
+from resolvers.writes import await_projection
+from stores import GraphOptions, GraphStore, PostgresStore, RedisStore, roundtrips
 from stores.graph import projection
 from stores.postgres.outbox import claim_batch, enqueue, is_processed, pending_count
+from stores.postgres.writes import write_audit
 from tests.integration.graph.conftest import (
     Events,
     Ids,
@@ -22,6 +30,8 @@ from tests.integration.graph.conftest import (
     related,
     task,
 )
+from tests.support.gate import Gate
+from tests.support.waiting import until
 
 
 async def drain(projector: Projector) -> int:
@@ -398,3 +408,78 @@ async def test_claimed_rows_are_skipped_by_other_claimers(pg: PostgresStore, ids
         assert first in {e.id for e in mine}
         assert not {e.id for e in mine} & {e.id for e in theirs}
     assert await is_processed(pg, first)
+
+
+def _request_context(
+    pg: PostgresStore, graph: GraphStore, redis: RedisStore, projector: Projector, *, wait_s: float
+) -> RequestContext:
+    stores = Stores(pg, graph, redis, projector=projector)
+    connection = HTTPConnection({"type": "http", "headers": [], "client": ("127.0.0.1", 1)})
+    return RequestContext(
+        stores=stores,
+        connection=connection,
+        request_id="test",
+        principal=ANONYMOUS,
+        loaders=build_loaders(stores),
+        projection_wait_s=wait_s,
+    )
+
+
+async def test_a_writer_waits_for_its_own_rows_not_the_newest_one(
+    pg: PostgresStore, graph: GraphStore, redis: RedisStore, ids: Ids
+) -> None:
+    projector = Projector(pg, graph)
+    await drain(projector)
+    ctx = _request_context(pg, graph, redis, projector, wait_s=0.3)
+    mine, theirs = ids.new(), ids.new()
+    async with pg.connection() as slow, slow.transaction():
+        await write_audit(
+            slow,
+            ctx.write_context(),
+            "create",
+            "agent",
+            mine,
+            None,
+            {"id": str(mine)},
+            outbox=("agent.upserted", agent(mine, "mine")),
+        )
+        # A later row commits first and is applied while this one is still open.
+        async with pg.connection() as fast:
+            await enqueue(fast, "agent.upserted", agent(theirs, "theirs"))
+        assert await projector.run_once() == 1
+    assert len(ctx.outbox_ids) == 1
+    # The newest row is applied; this writer's is not, and it must not say it is.
+    assert not await await_projection(ctx, True)
+    assert await agent_node(graph, mine) is None
+    assert await projector.run_once() == 1
+    assert await await_projection(ctx, True)
+    assert await agent_node(graph, mine) is not None
+
+
+async def test_the_projector_resumes_as_soon_as_neo4j_answers_again(
+    pg: PostgresStore, graph: GraphStore, redis: RedisStore, settings: Settings, seed: Seed
+) -> None:
+    await drain(Projector(pg, graph))
+    options = settings.graph_options()
+    async with Gate("127.0.0.1", int(options.uri.rsplit(":", 1)[1])) as gate:
+        gate.close()
+        gated = replace(options, uri=f"bolt://127.0.0.1:{gate.port}", connect_timeout=1.0)
+        async with GraphStore(gated) as through_gate:
+            # A backoff far longer than the waits below: only noticing Neo4j's
+            # return can end the outage in time.
+            projector = Projector(pg, through_gate, min_backoff_s=600, idle_poll_s=0.05)
+            await projector.start()
+            try:
+                agent_id, oid = await seed.agent()
+                await until(lambda: projector.graph_unavailable)
+                # While the projector knows Neo4j is down, a writer is told so at once.
+                ctx = _request_context(pg, graph, redis, projector, wait_s=600)
+                ctx.outbox_ids.append(oid)
+                async with asyncio.timeout(60):
+                    assert not await await_projection(ctx, True)
+                gate.open()
+                assert await projector.wait_for(oid, timeout=60)
+                assert not projector.graph_unavailable
+            finally:
+                await projector.stop()
+    assert await agent_node(graph, agent_id) is not None

@@ -7,8 +7,10 @@ from starlette.testclient import TestClient
 from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
 from stores.graph.knowledge import related_of
+from stores.postgres.outbox import unprocessed
 from stores.postgres.records import WriteContext
 from stores.search import KnowledgeInput, SearchStore
+from tests.support.waiting import until
 
 
 async def test_rebuild_restores_knowledge_links(
@@ -21,6 +23,9 @@ async def test_rebuild_restores_knowledge_links(
         ctx, KnowledgeInput(title="evidence"), [0.0, 1.0] + [0.0] * 382
     )
     await search.knowledge.relate(ctx, evidence.id, claim.id, "SUPPORTS")
+    # The test gateway's projector applies these rows in the background; the graph
+    # loses them only once they are applied, or it would apply them afterwards.
+    await until(lambda: _all_applied(postgres, ctx.outbox_ids))
     # The graph lost it (say, Neo4j was restored from an old backup).
     async with graph.session() as session:
         await session.run(
@@ -37,3 +42,7 @@ async def test_rebuild_restores_knowledge_links(
     assert [(link.type, link.item_id, link.outgoing) for link in links[evidence.id]] == [
         ("SUPPORTS", claim.id, True)
     ]
+
+
+async def _all_applied(postgres: PostgresStore, outbox_ids: list[int]) -> bool:
+    return not await unprocessed(postgres, outbox_ids)
