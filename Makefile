@@ -5,7 +5,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 POLYGRAPH := $(VENV)/bin/polygraph
 
-.PHONY: help install lock timescale system-packages run test lint typecheck bench stack-down clean
+.PHONY: help install lock timescale system-packages run test checks bench stack-down clean
 
 help:
 	@echo "make run    start the dev stack and serve the gateway on http://127.0.0.1:8000"
@@ -48,8 +48,11 @@ run: install
 	$(POLYGRAPH) dev-key
 	$(POLYGRAPH) serve
 
+# The test stack runs for the checks only: whatever `stack run` had to start, it stops.
 test: install
-	POLYGRAPH_PROFILE=test $(POLYGRAPH) stack up
+	$(POLYGRAPH) stack run --profile test -- $(MAKE) --no-print-directory checks
+
+checks:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

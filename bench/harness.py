@@ -150,7 +150,11 @@ class Bench:
             return report.merge_search(self._search(), self.results_dir)
         started_at = datetime.now(UTC).replace(microsecond=0)
         self.say(f"stack {self.profile.name}: data in {self.profile.var_dir}")
-        stack.up(self.profile, neo4j_password=self.password, say=self.say)
+        # Whatever the bench had to start is stopped when it ends, search stage included.
+        with stack.running(self.profile, neo4j_password=self.password, say=self.say):
+            return self._run_scenarios_and_search(started_at)
+
+    def _run_scenarios_and_search(self, started_at: datetime) -> Path:
         ensure_wrk()
         bars: dict[str, Any] = {}
 

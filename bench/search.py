@@ -107,9 +107,20 @@ def run_search_bench(
     results_dir: Path = RESULTS_DIR,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every measurement; write `search.{json,md}` in results_dir; return the results."""
+    """Run every measurement; write `search.{json,md}` in results_dir; return the results.
+    Whatever part of the stack this had to start is stopped at the end."""
     profile = get_profile(options.profile)
-    stack.up(profile, neo4j_password=Settings().neo4j_password.get_secret_value())
+    password = Settings().neo4j_password.get_secret_value()
+    with stack.running(profile, neo4j_password=password, say=say):
+        return _measure(options, profile, results_dir, say)
+
+
+def _measure(
+    options: SearchBenchOptions,
+    profile: Profile,
+    results_dir: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
     asyncio.run(_recreate_database(profile, options.database))
     settings = Settings(
         profile=options.profile if options.profile in ("dev", "test") else "dev",

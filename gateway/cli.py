@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.settings import Settings
 from stores.postgres.users import USER_ROLES
 
+if TYPE_CHECKING:
+    from infra.local.profiles import Profile
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` is a command for `stack run`, not options of ours.
+    command: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, command = argv[:at], argv[at + 1 :]
     args = parser.parse_args(argv)
+    args.argv = command
     settings = Settings()
     try:
         result: int = args.handler(args, settings)
@@ -34,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     stack = commands.add_parser("stack", help="start, stop or inspect the local stores")
-    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("action", choices=["up", "down", "status", "run"])
     stack.add_argument("--profile", choices=["dev", "test", "bench"], help="default: settings, dev")
+    # `stack run [--profile P] -- COMMAND...`: the command runs with the stack up, and
+    # whatever the stack had to start for it is stopped afterwards (see `main`).
     stack.set_defaults(handler=_stack)
 
     migrate = commands.add_parser("migrate", help="apply pending PostgreSQL and Neo4j migrations")
@@ -142,6 +155,8 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 
     profile = get_profile(args.profile or settings.profile)
     password = settings.neo4j_password.get_secret_value()
+    if args.action == "run":
+        return _run_with_stack(profile, password, args.argv)
     try:
         if args.action == "up":
             print(f"stack {profile.name}: data in {profile.var_dir}")
@@ -153,6 +168,24 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_with_stack(profile: Profile, password: str, command: list[str]) -> int:
+    from infra.local import stack
+    from infra.local._process import StackError
+
+    if not command:
+        print("error: `stack run` needs a command after --", file=sys.stderr)
+        return 2
+    try:
+        with stack.running(profile, neo4j_password=password):
+            return subprocess.call(command)
+    except FileNotFoundError:
+        print(f"error: no such command: {command[0]}", file=sys.stderr)
+        return 127
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -43,15 +43,49 @@ def _stack_lock(profile: Profile) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def up(profile: Profile, *, neo4j_password: str, say: Callable[[str], None] = print) -> None:
-    """Start whatever is not running yet; reuse what is."""
+def up(profile: Profile, *, neo4j_password: str, say: Callable[[str], None] = print) -> list[str]:
+    """Start whatever is not running yet; reuse what is. Returns the names of the
+    servers this call started, for `stop` to stop exactly those."""
+    started_now: list[str] = []
     with _stack_lock(profile):
         for server in servers(profile, neo4j_password=neo4j_password):
             started = time.monotonic()
             was_up = server.status().up
             server.start()
             verb = "already running" if was_up else f"started in {time.monotonic() - started:.1f}s"
+            if not was_up:
+                started_now.append(server.name)
             say(f"{server.name}: {verb}")
+    return started_now
+
+
+def stop(
+    profile: Profile,
+    names: Iterable[str],
+    *,
+    neo4j_password: str,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Stop the named servers of `profile` (those an `up` started), leaving the rest."""
+    wanted = set(names)
+    with _stack_lock(profile):
+        for server in reversed(servers(profile, neo4j_password=neo4j_password)):
+            if server.name in wanted:
+                server.stop()
+                say(f"{server.name}: stopped")
+
+
+@contextmanager
+def running(
+    profile: Profile, *, neo4j_password: str, say: Callable[[str], None] = print
+) -> Iterator[None]:
+    """The stack up for the body; whatever this started is stopped afterwards, so a
+    command or a test run leaves nothing behind that was not running before it."""
+    started = up(profile, neo4j_password=neo4j_password, say=say)
+    try:
+        yield
+    finally:
+        stop(profile, started, neo4j_password=neo4j_password, say=say)
 
 
 def down(profile: Profile, *, neo4j_password: str, say: Callable[[str], None] = print) -> None:
