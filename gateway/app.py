@@ -9,13 +9,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ValidationCache
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
+from gateway.parsing import ReportingParserCache
 from gateway.settings import Settings
 from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
@@ -30,7 +31,7 @@ from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
 logger = logging.getLogger("polygraph")
 
-EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
+EXTENSIONS = [ErrorCodes, ReportingParserCache, ValidationCache, ReleaseLoaders]
 
 
 async def migrate_reachable(stores: Stores) -> None:

@@ -9,15 +9,18 @@ sign in with the graphql-transport-ws `connection_init` payload instead.
 
 from __future__ import annotations
 
-import orjson
+import logging
+
 from starlette.datastructures import Headers
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import error_response, store_condition
 from resolvers.auth import ANONYMOUS, Principal, authenticate
 from resolvers.context import Stores
-from resolvers.errors import ClientError, ErrorCode
+from resolvers.errors import ClientError
 from stores import StoreUnavailable
+
+logger = logging.getLogger("polygraph.auth")
 
 PRINCIPAL_STATE_KEY = "principal"
 
@@ -26,8 +29,9 @@ _EXEMPT_PATH = "/health"
 
 
 class AuthenticationMiddleware:
-    """Refuses a request whose credential does not check out with 401; no credential
-    at all is anonymous, left for the resolvers to allow or refuse."""
+    """Refuses a request whose credential does not check out with 401 (GraphQL-shaped,
+    `WWW-Authenticate: Bearer`, as a resolver's UNAUTHENTICATED is); no credential at
+    all is anonymous, left for the resolvers to allow or refuse."""
 
     def __init__(self, app: ASGIApp, *, stores: Stores) -> None:
         self.app = app
@@ -43,14 +47,15 @@ class AuthenticationMiddleware:
                 self.stores, headers.get("authorization"), headers.get("x-api-key")
             )
         except ClientError as exc:
-            response = _error(exc.code, exc.message, 401)
-            response.headers["WWW-Authenticate"] = "Bearer"
+            response = error_response(exc.code, exc.message, 401, accept=headers.get("accept"))
             await response(scope, receive, send)
             return
         except StoreUnavailable as exc:
-            message = f"Cannot check credentials now: {exc}. Retry shortly."
-            response = _error(ErrorCode.STORE_UNAVAILABLE, message, 503)
-            response.headers["Retry-After"] = "1"
+            code, message = store_condition(exc)
+            logger.warning("cannot check credentials: %s", exc)
+            response = error_response(
+                code, f"Cannot check credentials now. {message}", 503, accept=headers.get("accept")
+            )
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
@@ -65,9 +70,3 @@ def principal_of(scope: Scope) -> Principal:
 
 def _exempt(path: str) -> bool:
     return path == _EXEMPT_PATH or path.startswith(_EXEMPT_PATH + "/")
-
-
-def _error(code: ErrorCode, message: str, status_code: int) -> Response:
-    # GraphQL-shaped, so clients handle it like any other GraphQL error.
-    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
-    return Response(orjson.dumps(body), status_code, media_type="application/json")

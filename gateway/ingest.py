@@ -14,6 +14,7 @@ counts accepted, duplicate and rejected lines and lists each rejected line
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,11 +27,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import principal_of
+from gateway.errors import RETRY_AFTER_S, store_condition
 from resolvers import metrics as resolve
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
 from schema.relay import decode_id
 from stores import StoreRefused, StoreUnavailable
+
+logger = logging.getLogger("polygraph.ingest")
 
 MAX_LINE_BYTES = 64 * 1024
 BATCH_LINES = 5_000
@@ -186,8 +190,12 @@ async def ingest_metrics(request: Request) -> Response:
         await _flush(stores, request, batch, report)
     except StoreUnavailable as exc:
         # What was written so far stays; the client resends, duplicates are harmless.
-        body = {**report.as_json(), "error": f"{exc}; resend the lines not yet accepted"}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        code, message = store_condition(exc)
+        logger.warning("ingest stopped: %s", exc)
+        body = {**report.as_json(), "error": f"{message} Resend the lines not yet accepted."}
+        return JSONResponse(
+            body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S[code])}
+        )
     except StoreRefused as exc:
         return _error(ErrorCode.STORE_UNAVAILABLE, str(exc), 503)
     return JSONResponse(report.as_json())

@@ -46,9 +46,11 @@ def test_mutation_over_get_is_refused_with_405(client: TestClient) -> None:
 def test_invalid_document_gets_400_and_a_code(client: TestClient) -> None:
     response = client.post("/graphql", json={"query": "{ noSuchField }"})
     assert response.status_code == 400
-    error = response.json()["errors"][0]
+    body = response.json()
+    assert "data" not in body
+    error = body["errors"][0]
     assert "noSuchField" in error["message"]
-    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
 
 def test_request_id_is_echoed(client: TestClient) -> None:
