@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import ValidationCache
+from strawberry.extensions import SchemaExtension
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
+from gateway.limits import (
+    BodyLimitMiddleware,
+    ParseLimiter,
+    PlanCache,
+    RequestLimiter,
+    RequestLimits,
+)
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.parsing import ReportingParserCache
 from gateway.settings import Settings
@@ -31,7 +39,18 @@ from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
 logger = logging.getLogger("polygraph")
 
-EXTENSIONS = [ErrorCodes, ReportingParserCache, ValidationCache, ReleaseLoaders]
+
+def schema_extensions(limits: RequestLimits) -> list[Callable[[], SchemaExtension]]:
+    """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
+    sees every error the others leave."""
+    plans = PlanCache()
+    return [
+        ErrorCodes,
+        partial(ParseLimiter, limits=limits),
+        ReportingParserCache,
+        partial(RequestLimiter, limits=limits, plans=plans),
+        ReleaseLoaders,
+    ]
 
 
 async def migrate_reachable(stores: Stores) -> None:
@@ -124,9 +143,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             yield
         logger.info("stores closed")
 
+    limits = settings.request_limits()
     graphql = GraphQLView(
-        build_schema(EXTENSIONS),
+        build_schema(schema_extensions(limits)),
         stores=stores,
+        limits=limits,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,
         graphql_ide="graphiql" if settings.graphiql else None,
@@ -141,6 +162,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         Middleware(RequestIdMiddleware),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
+        # Before authentication: an oversized body costs no credential lookup.
+        Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, paths=["/graphql"]),
         Middleware(AuthenticationMiddleware, stores=stores),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -144,6 +144,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         lifespan="on",
+        # A WebSocket message is bounded like an HTTP body.
+        ws_max_size=settings.max_body_bytes,
     )
     return 0
 

@@ -35,9 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("polygraph.errors")
 
-# graphql-core's parser stops at `max_tokens` with this message (a syntax error).
-_TOKEN_LIMIT_PREFIX = "Document contains more than"
-# ... and its variable coercion errors with this one.
+# graphql-core's variable coercion errors start so.
 _VARIABLE_PREFIX = "Variable '$"
 
 # Statuses every HTTP client understands, whatever the media type, for a response
@@ -64,8 +62,6 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
     if (error.extensions or {}).get("code"):
         return error
     if isinstance(error, GraphQLSyntaxError):
-        if error.message.startswith(_TOKEN_LIMIT_PREFIX):
-            return _with_code(error, ErrorCode.QUERY_TOO_COMPLEX, limit="POLYGRAPH_MAX_TOKENS")
         return _with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
     original = error.original_error
     if original is None or (error.path is None and error.message.startswith(_VARIABLE_PREFIX)):
@@ -200,11 +196,12 @@ def error_response(
     *,
     accept: str | None,
     headers: Mapping[str, str] | None = None,
-    **extensions: object,
+    extensions: Mapping[str, object] | None = None,
 ) -> Response:
     """A refusal written before (or instead of) execution: GraphQL-shaped, without
     `data`, in the media type the client accepts."""
-    body = {"errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]}
+    details = {**(extensions or {}), "code": code.value}
+    body = {"errors": [{"message": message, "extensions": details}]}
     merged = {**_headers_for(code), **(headers or {})}
     return Response(
         orjson.dumps(body),

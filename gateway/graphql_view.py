@@ -24,14 +24,21 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.errors import error_response, response_status
+from gateway.limits import RequestLimits
+from gateway.limits.refusal import Refused, document_size_refusal
 from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
 from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
@@ -59,19 +66,39 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
+class _LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        assert isinstance(self.view, GraphQLView)
+        refusal = document_size_refusal(
+            message["payload"].get("query"), self.view.limits.max_document_chars
+        )
+        if refusal is not None and self.connection_acknowledged:
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [refusal.error().formatted]}
+            )
+            return
+        await super().handle_subscribe(message)
+
+
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
+    graphql_transport_ws_handler_class = _LimitedTransportWSHandler
 
     def __init__(
         self,
         *args: Any,
         stores: Stores,
+        limits: RequestLimits,
         projection_wait_s: float = 2.0,
         session_ttl_s: int = 3600,
         **kwargs: Any,
     ) -> None:
+        # graphql-transport-ws only: the older graphql-ws protocol is one more surface
+        # to bound, and current clients speak the newer one.
+        kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
         super().__init__(*args, **kwargs)
         self._stores = stores
+        self.limits = limits
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
 
@@ -154,7 +181,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
             content_type, _ = parse_content_type(request.content_type or "")
             if content_type != APPLICATION_JSON:
                 raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
-        return await super().parse_http_body(request)
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            refusal = document_size_refusal(data.query, self.limits.max_document_chars)
+            if refusal is not None:
+                raise Refused(refusal)
+        return data
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -193,6 +225,8 @@ class GraphQLView(GraphQL[RequestContext, None]):
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
             return await super().run(request, context, root_value)
+        except Refused as exc:
+            return exc.refusal.response(400, accept=request.headers.get("accept"))
         except HTTPException as exc:
             accept = request.headers.get("accept")
             if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":

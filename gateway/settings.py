@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
@@ -68,6 +69,16 @@ class Settings(BaseSettings):
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
 
+    # Request limits, checked before anything executes (README: "Request limits").
+    max_body_bytes: int = Field(default=DEFAULT_LIMITS.max_body_bytes, ge=1024)
+    max_document_chars: int = Field(default=DEFAULT_LIMITS.max_document_chars, ge=100)
+    max_tokens: int = Field(default=DEFAULT_LIMITS.max_tokens, ge=10)
+    max_depth: int = Field(default=DEFAULT_LIMITS.max_depth, ge=2)
+    max_aliases: int = Field(default=DEFAULT_LIMITS.max_aliases, ge=1)
+    max_root_fields: int = Field(default=DEFAULT_LIMITS.max_root_fields, ge=1)
+    max_fields: int = Field(default=DEFAULT_LIMITS.max_fields, ge=1)
+    max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
+
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
 
@@ -113,6 +124,18 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_document_chars=self.max_document_chars,
+            max_tokens=self.max_tokens,
+            max_depth=self.max_depth,
+            max_aliases=self.max_aliases,
+            max_root_fields=self.max_root_fields,
+            max_fields=self.max_fields,
+            max_list_length=self.max_list_length,
+        )
 
     def embedder_options(self) -> EmbedderOptions:
         return EmbedderOptions(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import strawberry
@@ -24,8 +24,11 @@ Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> strawberry.Schema:
-    """The one schema. Extensions are classes, so each request gets fresh instances."""
+def build_schema(
+    extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
+) -> strawberry.Schema:
+    """The one schema. Extensions are classes or factories, so each request gets fresh
+    instances."""
     return strawberry.Schema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=list(extensions)
     )

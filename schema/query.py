@@ -145,7 +145,7 @@ class Query:
     ) -> list[LeaderboardEntry]:
         _viewer(info)
         entries = await info.context.stores.postgres.achievements.leaderboard(
-            first=max(1, min(first, 100)), since=since
+            first=first, since=since
         )
         return [
             LeaderboardEntry(
