@@ -38,7 +38,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.errors import error_response, response_status
 from gateway.limits import RequestLimits
-from gateway.limits.refusal import Refused, document_size_refusal
+from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
 from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
 from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
@@ -60,8 +60,15 @@ class ReleaseLoaders(SchemaExtension):
 class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
     # graphql-transport-ws messages are text frames; `encode_json` returns bytes.
     async def send_json(self, message: Mapping[str, object]) -> None:
+        encoded = orjson.dumps(message)
+        assert isinstance(self.view, GraphQLView)
+        limit = self.view.limits.max_response_bytes
+        if len(encoded) > limit and message.get("type") == "next":
+            refusal = response_size_refusal(len(encoded), limit)
+            payload = {"errors": [refusal.error().formatted]}
+            encoded = orjson.dumps({**message, "payload": payload})
         try:
-            await self.ws.send_text(orjson.dumps(message).decode())
+            await self.ws.send_text(encoded.decode())
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
 
@@ -204,13 +211,22 @@ class GraphQLView(GraphQL[RequestContext, None]):
         sub_response: Response,
     ) -> Response:
         media_type = sub_response.media_type or GRAPHQL_RESPONSE_JSON
+        body = self.encode_json(response_data)
+        if len(body) > self.limits.max_response_bytes and isinstance(response_data, dict):
+            refusal = response_size_refusal(len(body), self.limits.max_response_bytes)
+            # The cost report stays: the work was done.
+            response_data = {
+                "errors": [refusal.error().formatted],
+                "extensions": response_data.get("extensions") or {},
+            }
+            body = self.encode_json(response_data)
         status_code, headers = (
             response_status(response_data, media_type)
             if isinstance(response_data, dict)
             else (200, {})
         )
         response = Response(
-            self.encode_json(response_data),
+            body,
             sub_response.status_code or status_code,
             headers=headers,
             media_type=media_type,

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     max_root_fields: int = Field(default=DEFAULT_LIMITS.max_root_fields, ge=1)
     max_fields: int = Field(default=DEFAULT_LIMITS.max_fields, ge=1)
     max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
+    max_cost: int = Field(default=DEFAULT_LIMITS.max_cost, ge=1)
+    request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_LIMITS.max_response_bytes, ge=1024)
 
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
@@ -135,6 +138,9 @@ class Settings(BaseSettings):
             max_root_fields=self.max_root_fields,
             max_fields=self.max_fields,
             max_list_length=self.max_list_length,
+            max_cost=self.max_cost,
+            deadline_s=self.request_deadline_s,
+            max_response_bytes=self.max_response_bytes,
         )
 
     def embedder_options(self) -> EmbedderOptions:

@@ -20,7 +20,6 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLField,
     GraphQLID,
     GraphQLInputObjectType,
     GraphQLInputType,
@@ -38,12 +37,10 @@ from graphql import (
     get_named_type,
     get_nullable_type,
     is_input_type,
-    is_interface_type,
-    is_object_type,
     type_from_ast,
 )
-from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
+from gateway.limits.fields import field_definition
 from resolvers.errors import ErrorCode
 from stores.postgres.pagination import MAX_PAGE_SIZE
 
@@ -242,7 +239,7 @@ class _Walker:
                 yield from self.selection_set(fragment.selection_set, inner)
 
     def _field(self, node: FieldNode, parent: GraphQLNamedType | None) -> Iterator[GraphQLError]:
-        definition = _field_definition(self._schema, parent, node.name.value)
+        definition = field_definition(self._schema, parent, node.name.value)
         if definition is None:
             return
         coordinate = f"{getattr(parent, 'name', '?')}.{node.name.value}"
@@ -289,18 +286,3 @@ def _literal_list_errors(
                 yield from _literal_list_errors(
                     field.value, declared.type, where / field.name.value, max_length
                 )
-
-
-def _field_definition(
-    schema: GraphQLSchema, parent: GraphQLNamedType | None, name: str
-) -> GraphQLField | None:
-    if parent is None:
-        return None
-    if name == "__schema" and parent is schema.query_type:
-        return SchemaMetaFieldDef
-    if name == "__type" and parent is schema.query_type:
-        return TypeMetaFieldDef
-    if is_object_type(parent) or is_interface_type(parent):
-        field: GraphQLField | None = parent.fields.get(name)
-        return field
-    return None

@@ -5,22 +5,31 @@ Order, each step only if the one before passed:
 1. the document's shape (depth, aliases, root fields, fields) on the syntax tree,
    before validation, so a pathological document costs no validation;
 2. validation;
-3. the list-argument rule (`arguments.py`), with this request's variables.
+3. the list-argument rule (`arguments.py`), with this request's variables;
+4. the static cost (`cost.py`) with the same variables, against `max_cost`. The
+   estimate goes on the request context (`RequestContext.cost`) before execution
+   starts, and into the response's `extensions.cost` with the actual cost after.
 
-Steps 1 and 2, and the literal half of 3, depend on the document alone: they run
-once per document and operation and are kept in a `PlanCache`. A refusal becomes
-the operation's pre-execution errors, so HTTP and WebSocket transports report it as
-they report a validation error. Strawberry's `ValidationCache` cannot come first (it
-validates on entering its hook and overwrites earlier errors), so it is not used;
-this cache does its work.
+Steps 1 and 2, and what 3 and 4 need from the document, depend on the document
+alone: they run once per document and operation and are kept in a `PlanCache`. A
+refusal becomes the operation's pre-execution errors, so HTTP and WebSocket
+transports report it as they report a validation error. Strawberry's
+`ValidationCache` cannot come first (it validates on entering its hook and
+overwrites earlier errors), so it is not used; this cache does its work.
+
+Execution then runs under a deadline (subscriptions excepted: they live as long as
+their client wants); past it the work is cancelled and the answer is
+REQUEST_TIMEOUT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -32,11 +41,15 @@ from graphql import (
 from strawberry.extensions import MaxTokensLimiter, SchemaExtension
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from gateway.limits.arguments import ArgumentRules
+from gateway.limits.cost import CostPlan
 from gateway.limits.options import RequestLimits
 from gateway.limits.refusal import TooComplex
 from gateway.limits.shape import DocumentShape, measure
+from resolvers.cost import OperationCost
+from resolvers.errors import ErrorCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +58,7 @@ class DocumentPlan:
 
     errors: tuple[GraphQLError, ...]
     arguments: ArgumentRules | None = None
+    cost: CostPlan | None = None
 
 
 _PlanKey = tuple[str, str | None, tuple[type, ...]]
@@ -140,6 +154,8 @@ class RequestLimiter(SchemaExtension):
         super().__init__()
         self._limits = limits
         self._plans = plans
+        self._cost_plan: CostPlan | None = None
+        self._requested: int | None = None
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
@@ -147,9 +163,64 @@ class RequestLimiter(SchemaExtension):
         errors = list(plan.errors)
         if not errors and plan.arguments is not None:
             errors.extend(plan.arguments.check(context.variables))
+        if not errors and plan.cost is not None:
+            self._cost_plan = plan.cost
+            self._requested = plan.cost.requested(context.variables)
+            _set_cost(context, OperationCost(self._requested))
+            if self._requested > self._limits.max_cost:
+                refusal = TooComplex(
+                    f"The operation's estimated cost is {self._requested:,}",
+                    self._requested,
+                    self._limits.max_cost,
+                    "POLYGRAPH_MAX_COST",
+                )
+                errors.append(refusal.error())
         # Set, even empty: Strawberry then skips its own validation.
         context.pre_execution_errors = errors
         yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            yield
+            return
+        deadline = self._limits.deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        except TimeoutError:
+            # Raised with its code: an error escaping the hooks is never classified.
+            raise GraphQLError(
+                f"The operation ran past its {deadline:g} s deadline"
+                " (POLYGRAPH_REQUEST_DEADLINE_S) and was cancelled. Ask for less, or retry.",
+                extensions={"code": ErrorCode.REQUEST_TIMEOUT.value},
+            ) from None
+
+    def get_results(self) -> dict[str, Any]:
+        """`extensions.cost` of a query or mutation; a subscription's events get theirs
+        in `on_stream_result`."""
+        if self._requested is None:
+            return {}
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            return {}
+        return {"cost": self._report(getattr(self.execution_context.result, "data", None))}
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        if (
+            self._requested is not None
+            and self.execution_context.operation_type is OperationType.SUBSCRIPTION
+        ):
+            result.extensions = {
+                **(result.extensions or {}),
+                "cost": self._report(getattr(result, "data", None)),
+            }
+        yield
+
+    def _report(self, data: object) -> dict[str, int]:
+        assert self._cost_plan is not None and self._requested is not None
+        actual = self._cost_plan.actual(data)
+        cost = OperationCost(self._requested, actual)
+        _set_cost(self.execution_context, cost)
+        return {"requested": cost.requested, "actual": actual, "maximum": self._limits.max_cost}
 
     def _plan(self, context: ExecutionContext) -> DocumentPlan:
         document = context.graphql_document
@@ -183,4 +254,10 @@ class RequestLimiter(SchemaExtension):
         arguments = ArgumentRules.of(
             schema, operation, fragments, max_list_length=self._limits.max_list_length
         )
-        return DocumentPlan((), arguments)
+        return DocumentPlan((), arguments, CostPlan.of(schema, operation, fragments))
+
+
+def _set_cost(context: ExecutionContext, cost: OperationCost) -> None:
+    # `RequestContext.cost`; contexts of other shapes (tests' own) are left alone.
+    if hasattr(context.context, "cost"):
+        context.context.cost = cost

@@ -23,6 +23,13 @@ class RequestLimits:
     max_fields: int = 1_000
     # Items in any list argument other than a list of ids (those take MAX_PAGE_SIZE).
     max_list_length: int = 5_000
+    # The static cost model's estimate (`cost.py`): the S2 benchmark query costs 7,451,
+    # the standard introspection query about 4,100.
+    max_cost: int = 25_000
+    # An operation still running after this is cancelled (subscriptions excepted).
+    deadline_s: float = 30.0
+    # Bytes of an encoded response (one subscription event, over a WebSocket).
+    max_response_bytes: int = 10_000_000
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -17,6 +17,7 @@ class TooComplex:
     value: int | str
     maximum: int
     setting: str  # the environment variable that raises it
+    code: ErrorCode = ErrorCode.QUERY_TOO_COMPLEX
 
     @property
     def message(self) -> str:
@@ -28,7 +29,7 @@ class TooComplex:
     @property
     def extensions(self) -> dict[str, object]:
         return {
-            "code": ErrorCode.QUERY_TOO_COMPLEX.value,
+            "code": self.code.value,
             "limit": self.setting,
             "value": self.value,
             "maximum": self.maximum,
@@ -40,7 +41,7 @@ class TooComplex:
     def response(self, status_code: int, *, accept: str | None) -> Response:
         """For refusals made before GraphQL runs (body and document size)."""
         return error_response(
-            ErrorCode.QUERY_TOO_COMPLEX,
+            self.code,
             self.message,
             status_code,
             accept=accept,
@@ -66,4 +67,15 @@ def document_size_refusal(query: object, max_chars: int) -> TooComplex | None:
         len(query),
         max_chars,
         "POLYGRAPH_MAX_DOCUMENT_CHARS",
+    )
+
+
+def response_size_refusal(size: int, max_bytes: int) -> TooComplex:
+    """Found once the response is encoded: the work is done, but nothing is sent."""
+    return TooComplex(
+        f"The response is {size:,} bytes",
+        size,
+        max_bytes,
+        "POLYGRAPH_MAX_RESPONSE_BYTES",
+        ErrorCode.RESPONSE_TOO_LARGE,
     )
