@@ -9,8 +9,9 @@ from functools import partial
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import DisableIntrospection, SchemaExtension
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
@@ -40,17 +41,39 @@ from stores.search import EmbeddingSpace, SearchStore, ensure_space
 logger = logging.getLogger("polygraph")
 
 
-def schema_extensions(limits: RequestLimits) -> list[Callable[[], SchemaExtension]]:
+def schema_extensions(
+    limits: RequestLimits, *, introspection: bool = True
+) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave."""
     plans = PlanCache()
     return [
         ErrorCodes,
+        *([] if introspection else [DisableIntrospection]),
         partial(ParseLimiter, limits=limits),
         ReportingParserCache,
         partial(RequestLimiter, limits=limits, plans=plans),
         ReleaseLoaders,
     ]
+
+
+def cors(origins: list[str], preflight_headers: list[str]) -> Middleware:
+    """Browsers on `origins` may call the API. No credentials mode: API keys and
+    session tokens travel in headers, never cookies."""
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=[
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "x-request-id",
+            *preflight_headers,
+        ],
+        expose_headers=["x-request-id", "x-round-trips", "retry-after"],
+        max_age=600,
+    )
 
 
 async def migrate_reachable(stores: Stores) -> None:
@@ -145,12 +168,15 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     limits = settings.request_limits()
     graphql = GraphQLView(
-        build_schema(schema_extensions(limits)),
+        build_schema(schema_extensions(limits, introspection=settings.introspection_enabled)),
         stores=stores,
         limits=limits,
+        csrf_required_headers=settings.csrf_required_headers if settings.csrf_prevention else None,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,
-        graphql_ide="graphiql" if settings.graphiql else None,
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        # Cross-origin WebSockets (which carry no CORS check) from the CORS allowlist only.
+        allowed_origins=settings.cors_origins,
     )
     routes = [
         *health_routes.routes,
@@ -159,6 +185,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         WebSocketRoute("/graphql", graphql),
     ]
     middleware = [
+        # Outermost: a preflight carries no credentials and is answered here.
+        *(
+            [cors(settings.cors_origins, settings.csrf_required_headers)]
+            if settings.cors_origins
+            else []
+        ),
         Middleware(RequestIdMiddleware),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),

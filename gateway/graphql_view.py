@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -36,6 +36,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
+from gateway import csrf
+from gateway.csrf import preflighted
 from gateway.errors import error_response, response_status
 from gateway.limits import RequestLimits
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
@@ -96,6 +98,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         *args: Any,
         stores: Stores,
         limits: RequestLimits,
+        csrf_required_headers: Collection[str] | None = None,
         projection_wait_s: float = 2.0,
         session_ttl_s: int = 3600,
         **kwargs: Any,
@@ -106,6 +109,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         super().__init__(*args, **kwargs)
         self._stores = stores
         self.limits = limits
+        self._csrf_required_headers = csrf_required_headers
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
 
@@ -188,6 +192,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
             content_type, _ = parse_content_type(request.content_type or "")
             if content_type != APPLICATION_JSON:
                 raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
+        elif self._csrf_required_headers is not None and not preflighted(
+            request.headers, self._csrf_required_headers
+        ):
+            raise HTTPException(400, csrf.refusal_message(self._csrf_required_headers))
         data = await super().parse_http_body(request)
         if isinstance(data, GraphQLRequestData):
             refusal = document_size_refusal(data.query, self.limits.max_document_chars)

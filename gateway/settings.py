@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.csrf import DEFAULT_REQUIRED_HEADERS
 from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
@@ -32,7 +33,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    graphiql: bool = True
+    # `production` turns introspection and GraphiQL off unless they are set on here.
+    env: Literal["development", "production"] = "development"
+    graphiql: bool | None = None
+    introspection: bool | None = None
+    # Pages on these origins may call the API (CORS) and open WebSockets to it;
+    # a JSON list, e.g. ["https://app.example.com"]. Empty: same origin only.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Run GETs only with a preflight header (Apollo Router's CSRF prevention).
+    csrf_prevention: bool = True
+    csrf_required_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_HEADERS))
     # Several gateways may start at once: migrations take an advisory lock.
     migrate_on_start: bool = True
 
@@ -127,6 +137,16 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is not None:
+            return self.introspection
+        return self.env != "production"
 
     def request_limits(self) -> RequestLimits:
         return RequestLimits(

@@ -25,7 +25,11 @@ def test_post_query_answers_with_graphql_response_json(client: TestClient) -> No
 
 
 def test_get_query_works(client: TestClient) -> None:
-    response = client.get("/graphql", params={"query": "{ health { status } }"})
+    response = client.get(
+        "/graphql",
+        params={"query": "{ health { status } }"},
+        headers={"apollo-require-preflight": "true"},
+    )
     assert response.status_code == 200
     assert response.json()["data"]["health"]["status"] in {"HEALTHY", "MODERATE", "CRITICAL"}
 
@@ -38,7 +42,11 @@ def test_application_json_is_used_when_it_is_all_the_client_accepts(client: Test
 
 
 def test_mutation_over_get_is_refused_with_405(client: TestClient) -> None:
-    response = client.get("/graphql", params={"query": "mutation { anything }"})
+    response = client.get(
+        "/graphql",
+        params={"query": "mutation { anything }"},
+        headers={"apollo-require-preflight": "true"},
+    )
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
 

@@ -11,6 +11,8 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+# GETs run only with a header a cross-site page could not send unasked (CSRF).
+PREFLIGHT = {"apollo-require-preflight": "true"}
 
 
 def _refusal(response: Response, status: int, code: str) -> dict[str, Any]:
@@ -114,14 +116,20 @@ def test_a_malformed_operation_is_refused(client: TestClient, payload: dict[str,
 
 
 def test_malformed_get_parameters_are_refused(client: TestClient) -> None:
-    bad_json = client.get("/graphql", params={"query": "{ __typename }", "variables": "{"})
+    bad_json = client.get(
+        "/graphql", params={"query": "{ __typename }", "variables": "{"}, headers=PREFLIGHT
+    )
     _refusal(bad_json, 400, "BAD_REQUEST")
-    not_an_object = client.get("/graphql", params={"query": "{ __typename }", "variables": "7"})
+    not_an_object = client.get(
+        "/graphql", params={"query": "{ __typename }", "variables": "7"}, headers=PREFLIGHT
+    )
     _refusal(not_an_object, 400, "BAD_REQUEST")
 
 
 def test_a_mutation_over_get_is_graphql_shaped(client: TestClient) -> None:
-    response = client.get("/graphql", params={"query": "mutation { logout { loggedOut } }"})
+    response = client.get(
+        "/graphql", params={"query": "mutation { logout { loggedOut } }"}, headers=PREFLIGHT
+    )
     _refusal(response, 405, "BAD_REQUEST")
     assert response.headers["allow"] == "POST"
 
