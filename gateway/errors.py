@@ -134,8 +134,26 @@ def _replaced(error: GraphQLError, message: str, code: ErrorCode, **extra: objec
     )
 
 
+# Logged where they are classified, with what the client does not see.
+_LOGGED_WHEN_CLASSIFIED = frozenset(
+    code.value
+    for code in (
+        ErrorCode.INTERNAL,
+        ErrorCode.STORE_UNAVAILABLE,
+        ErrorCode.STORE_TIMEOUT,
+        ErrorCode.OVERLOADED,
+    )
+)
+
+
 class ErrorCodes(SchemaExtension):
-    """Gives every error in a result a code, masking the unexpected ones."""
+    """Gives every error in a result a code, masking the unexpected ones, and logs each
+    once: client errors at INFO without a traceback, store conditions at WARNING,
+    INTERNAL at ERROR with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._logged: set[int] = set()
 
     def on_operation(self) -> Iterator[None]:
         yield
@@ -159,6 +177,20 @@ class ErrorCodes(SchemaExtension):
         context: RequestContext | None = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
         result.errors = [classify(error, request_id) for error in errors]
+        for error in result.errors:
+            # A streamed operation's last result is classified twice; log it once.
+            if id(error) in self._logged:
+                continue
+            self._logged.add(id(error))
+            code = (error.extensions or {}).get("code")
+            if code not in _LOGGED_WHEN_CLASSIFIED:
+                logger.info(
+                    "%s in %s (request %s): %s",
+                    code,
+                    ".".join(map(str, error.path or [])) or "-",
+                    request_id,
+                    error.message,
+                )
 
 
 def response_status(body: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,7 +15,8 @@ from resolvers.health import HealthReport, HealthTier, check_health
 def report_json(report: HealthReport) -> dict[str, object]:
     return {
         "status": report.status.value,
-        "checkedAt": report.checked_at,
+        # RFC 3339, as the GraphQL `Health.checkedAt` is.
+        "checkedAt": datetime.fromtimestamp(report.checked_at, tz=UTC).isoformat(),
         "components": {
             probe.store: {
                 "status": "up" if probe.up else "down",

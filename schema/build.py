@@ -4,8 +4,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
@@ -24,12 +26,23 @@ Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
+class QuietSchema(strawberry.Schema):
+    """Strawberry logs every error at ERROR with a traceback, expected ones included (a
+    bad cursor, a missing sign-in). Errors are logged where they get their code
+    instead (`gateway.errors.ErrorCodes`), at the level each deserves."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        pass
+
+
 def build_schema(
     extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
 ) -> strawberry.Schema:
     """The one schema. Extensions are classes or factories, so each request gets fresh
     instances."""
-    return strawberry.Schema(
+    return QuietSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=list(extensions)
     )
 
