@@ -36,8 +36,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from gateway import csrf
-from gateway.csrf import preflighted
+from gateway.csrf import preflighted, refusal_message
 from gateway.errors import error_response, response_status
 from gateway.limits import RequestLimits
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
@@ -78,9 +77,19 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
 class _LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         assert isinstance(self.view, GraphQLView)
-        refusal = document_size_refusal(
-            message["payload"].get("query"), self.view.limits.max_document_chars
-        )
+        payload: Mapping[str, object] = message["payload"]
+        if not (
+            isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables"), dict | None)
+            and isinstance(payload.get("operationName"), str | None)
+        ):
+            # graphql-transport-ws: an invalid message closes the socket with 4400.
+            await self.handle_invalid_message(
+                "Invalid subscribe payload: `query` must be a string, `variables` an object"
+                " and `operationName` a string."
+            )
+            return
+        refusal = document_size_refusal(payload["query"], self.view.limits.max_document_chars)
         if refusal is not None and self.connection_acknowledged:
             await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [refusal.error().formatted]}
@@ -195,7 +204,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         elif self._csrf_required_headers is not None and not preflighted(
             request.headers, self._csrf_required_headers
         ):
-            raise HTTPException(400, csrf.refusal_message(self._csrf_required_headers))
+            raise HTTPException(400, refusal_message(self._csrf_required_headers))
         data = await super().parse_http_body(request)
         if isinstance(data, GraphQLRequestData):
             refusal = document_size_refusal(data.query, self.limits.max_document_chars)

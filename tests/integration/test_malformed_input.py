@@ -159,3 +159,20 @@ def test_websocket_operations_get_the_same_codes(client: TestClient) -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
         assert closed.value.code == 4400
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"query": 123}, {"query": "{ __typename }", "variables": [1]}, {"variables": {}}],
+    ids=["query-not-a-string", "variables-not-an-object", "no-query"],
+)
+def test_a_malformed_websocket_subscribe_closes_with_4400(
+    client: TestClient, payload: dict[str, Any]
+) -> None:
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        ws.send_text(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4400
