@@ -363,10 +363,10 @@ async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_v
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
-    from resolvers.embeddings import reembed
     from stores import PostgresStore
     from stores.embeddings import create_embedder
     from stores.search import SearchStore
+    from workers.embeddings import reembed
 
     async def run() -> None:
         embedder = create_embedder(settings.embedder_options())
@@ -393,8 +393,8 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _graph(args: argparse.Namespace, settings: Settings) -> int:
-    from resolvers.graph_rebuild import rebuild
     from stores import GraphStore, PostgresStore
+    from workers.graph_rebuild import rebuild
 
     async def run() -> None:
         async with (
