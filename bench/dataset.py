@@ -22,9 +22,9 @@ from uuid import UUID
 import asyncpg
 
 from bench import knowledge_vectors
-from gateway.seed import METRIC_SERIES, seed, seed_metrics
 from gateway.settings import Settings
 from infra.local.profiles import Profile
+from seeding.platform import METRIC_SERIES, seed, seed_metrics
 from stores import GraphStore, PostgresStore
 from stores.embeddings import create_embedder
 from stores.metrics import MetricsStore
