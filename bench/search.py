@@ -41,16 +41,16 @@ import uvicorn
 
 from bench import knowledge_vectors
 from gateway.app import create_app
-from gateway.seed_knowledge import (
+from gateway.settings import Settings
+from infra.local import stack
+from infra.local.profiles import REPO_ROOT, Profile, get_profile
+from seeding.knowledge import (
     DemoItem,
     LabelledQuery,
     generate_items,
     grade,
     labelled_queries,
 )
-from gateway.settings import Settings
-from infra.local import stack
-from infra.local.profiles import REPO_ROOT, Profile, get_profile
 from stores import PostgresStore
 from stores.embeddings import Embedder, LocalEmbedder
 from stores.search import EmbeddingSpace, SearchStore

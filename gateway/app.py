@@ -18,8 +18,6 @@ from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
-from resolvers.embeddings import EmbeddingFiller
-from resolvers.projector import Projector
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
@@ -27,6 +25,8 @@ from stores.metrics import MetricsStore
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
+from workers.embeddings import EmbeddingFiller
+from workers.projector import Projector
 
 logger = logging.getLogger("polygraph")
 

@@ -278,7 +278,7 @@ class _Bars:
 
 
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.seed import seed
+    from seeding.platform import seed
     from stores import GraphStore, PostgresStore
     from stores.postgres import bulk
 
@@ -319,7 +319,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
 async def _seed_metrics(settings: Settings, postgres: Any, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
-    from gateway.seed import seed_metrics
+    from seeding.platform import seed_metrics
     from stores.metrics import MetricsStore
 
     if args.metrics_days <= 0:
@@ -341,7 +341,7 @@ async def _seed_metrics(settings: Settings, postgres: Any, args: argparse.Namesp
 
 
 async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_value: int) -> Any:
-    from gateway.seed_knowledge import seed_knowledge
+    from seeding.knowledge import seed_knowledge
     from stores.embeddings import create_embedder
     from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
@@ -363,10 +363,10 @@ async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_v
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
-    from resolvers.embeddings import reembed
     from stores import PostgresStore
     from stores.embeddings import create_embedder
     from stores.search import SearchStore
+    from workers.embeddings import reembed
 
     async def run() -> None:
         embedder = create_embedder(settings.embedder_options())
@@ -393,8 +393,8 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _graph(args: argparse.Namespace, settings: Settings) -> int:
-    from resolvers.graph_rebuild import rebuild
     from stores import GraphStore, PostgresStore
+    from workers.graph_rebuild import rebuild
 
     async def run() -> None:
         async with (

@@ -1,4 +1,4 @@
-"""Agent writes: who may make them, and what follows them (projection, events)."""
+"""Agent lists and writes: who may write, and what follows a write (projection, events)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ from uuid import UUID
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.writes import publish
-from stores.postgres.inputs import AgentInput, AgentPatch, Unset
+from stores.postgres.inputs import AgentFilter, AgentInput, AgentOrder, AgentPatch, Unset
+from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import Agent, AgentRelationship
 
 AGENT_STATUS_CHANNEL = "agent.status_changed"
+
+
+async def list_agents(
+    ctx: RequestContext,
+    filter: AgentFilter,
+    order: AgentOrder,
+    page: PageRequest,
+    *,
+    with_total: bool,
+) -> Page[Agent]:
+    return await ctx.stores.postgres.agents.list(filter, order, page, with_total=with_total)
 
 
 async def create_agent(

@@ -17,9 +17,9 @@ from stores.search import SearchStore
 
 if TYPE_CHECKING:
     from resolvers.auth import Principal
-    from resolvers.embeddings import EmbeddingFiller
     from resolvers.loaders import Loaders
-    from resolvers.projector import Projector
+    from workers.embeddings import EmbeddingFiller
+    from workers.projector import Projector
 
 
 @dataclass(frozen=True)

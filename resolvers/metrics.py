@@ -3,9 +3,9 @@ names) in front of the metrics store, and the `metric.recorded` events after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,7 @@ from stores.metrics import (
     Fill,
     MetricPoint,
     MetricsStore,
+    MetricSummary,
     RecordResult,
     Series,
     Window,
@@ -32,6 +33,7 @@ from stores.metrics.validation import (
     check_value,
 )
 from stores.postgres import metric_names
+from stores.postgres.metric_names import MetricName
 
 METRIC_RECORDED_CHANNEL = "metric.recorded"
 # Points per event: bulk loads publish many events, each small enough to fan out.
@@ -68,6 +70,37 @@ def metrics_store(stores: Stores) -> MetricsStore:
     if stores.metrics is None:
         raise ClientError(ErrorCode.STORE_UNAVAILABLE, "metrics are not configured here")
     return stores.metrics
+
+
+async def read_series(
+    stores: Stores,
+    agent_ids: Sequence[UUID],
+    names: Sequence[str],
+    window: Window,
+    aggregate: Aggregate,
+    *,
+    how: Fill,
+) -> Mapping[tuple[UUID, str], Series]:
+    return await metrics_store(stores).series(agent_ids, names, window, aggregate, how=how)
+
+
+async def summarise(
+    stores: Stores,
+    agent_ids: Sequence[UUID] | None,
+    names: Sequence[str] | None,
+    *,
+    window: timedelta,
+    limit: int,
+) -> list[MetricSummary]:
+    return await metrics_store(stores).summary(agent_ids, names, window=window, limit=limit)
+
+
+async def registered_names(stores: Stores) -> list[MetricName]:
+    return await metric_names.all_names(stores.postgres)
+
+
+async def register_name(stores: Stores, name: str, *, unit: str, description: str) -> MetricName:
+    return await metric_names.register(stores.postgres, name, unit=unit, description=description)
 
 
 def require_recorder(principal: Principal) -> None:

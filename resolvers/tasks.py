@@ -1,4 +1,4 @@
-"""Task writes: permissions, the state machine's verbs, and the events they raise."""
+"""Task lists and writes: permissions, the state machine's verbs, the events they raise."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.writes import publish
-from stores.postgres.inputs import TaskInput, TaskPatch
+from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
+from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import JSON, Task
 
 TASK_UPDATED_CHANNEL = "task.updated"
@@ -22,6 +23,17 @@ _CHANGE_BY_STATUS = {
     "pending": "retried",
     "cancelled": "cancelled",
 }
+
+
+async def list_tasks(
+    ctx: RequestContext,
+    filter: TaskFilter,
+    order: TaskOrder,
+    page: PageRequest,
+    *,
+    with_total: bool,
+) -> Page[Task]:
+    return await ctx.stores.postgres.tasks.list(filter, order, page, with_total=with_total)
 
 
 async def create_task(ctx: RequestContext, data: TaskInput, *, idempotency_key: str | None) -> Task:

@@ -14,7 +14,7 @@ from strawberry import relay
 from resolvers.context import RequestContext
 from schema.relay import encode_id, node_id_field
 from schema.scalars import JSON
-from stores import search as records
+from stores.search import records
 
 if TYPE_CHECKING:
     from schema.agents import Agent

@@ -18,7 +18,7 @@ from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.memories import SearchMode, pick_mode
 from schema.relay import decode_id, encode_id, node_id_field, nodes_by_ids
-from stores import search as records
+from stores.search import records
 
 if TYPE_CHECKING:
     from schema.agents import Agent

@@ -16,7 +16,6 @@ from schema.relay import decode_id
 from schema.scalars import JSON
 from schema.user_errors import UserError, attempt
 from stores.metrics.validation import MAX_POINTS_PER_REQUEST
-from stores.postgres import metric_names
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -120,8 +119,8 @@ class MetricMutations:
     ) -> RegisterMetricPayload:
         require(info.context.principal, at_least=Role.OPERATOR)
         record, errors = await attempt(
-            metric_names.register(
-                info.context.stores.postgres,
+            resolve.register_name(
+                info.context.stores,
                 input.name,
                 unit=input.unit,
                 description=input.description,

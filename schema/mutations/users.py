@@ -9,6 +9,7 @@ from uuid import UUID
 import strawberry
 from strawberry import relay
 
+from resolvers import audit, users
 from resolvers import sessions as session_resolvers
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
@@ -104,8 +105,8 @@ class UserMutations:
                 ctx.stores, input.api_key, agent_id=agent_id, ttl_s=ctx.session_ttl_s
             )
             # Signed in just now, so the actor is the session's user, not the (anonymous) caller.
-            audit = replace(ctx.write_context(), actor_id=session.user_id)
-            await ctx.stores.postgres.audit.record(audit, "session.login", "session", session.id)
+            signed_in = replace(ctx.write_context(), actor_id=session.user_id)
+            await audit.record(ctx, "session.login", "session", session.id, write=signed_in)
             return Session.from_record(session), token
 
         outcome, errors = await attempt(run())
@@ -124,9 +125,7 @@ class UserMutations:
             )
         logged_out = await session_resolvers.logout(ctx.stores, token.strip())
         if logged_out:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.logout", "session", ctx.principal.session_id
-            )
+            await audit.record(ctx, "session.logout", "session", ctx.principal.session_id)
         return LogoutPayload(logged_out=logged_out)
 
     @strawberry.mutation(description="End one of your sessions (admins: anyone's).")
@@ -136,9 +135,7 @@ class UserMutations:
             session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
         )
         if revoked:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.revoke", "session", str(input.session_id)
-            )
+            await audit.record(ctx, "session.revoke", "session", str(input.session_id))
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
     @strawberry.mutation(description="Create a user. Admins only.")
@@ -147,11 +144,8 @@ class UserMutations:
 
         async def run() -> User:
             require(ctx.principal, at_least=Role.ADMIN)
-            user = await ctx.stores.postgres.users.create_user(
-                email=input.email,
-                display_name=input.display_name,
-                role=input.role.value,
-                ctx=ctx.write_context(),
+            user = await users.create_user(
+                ctx, email=input.email, display_name=input.display_name, role=input.role.value
             )
             return User.from_record(user)
 
@@ -166,12 +160,8 @@ class UserMutations:
             principal = ctx.principal
             require(principal, at_least=Role.VIEWER)
             user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
-            key, secret = await ctx.stores.postgres.users.create_api_key(
-                user_id,
-                name=input.name,
-                scopes=input.scopes,
-                expires_at=input.expires_at,
-                ctx=ctx.write_context(),
+            key, secret = await users.create_api_key(
+                ctx, user_id, name=input.name, scopes=input.scopes, expires_at=input.expires_at
             )
             return ApiKey.from_record(key), secret
 
@@ -193,9 +183,7 @@ class UserMutations:
                 raise ClientError(
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
-            return await ctx.stores.postgres.users.revoke_api_key(
-                ctx.principal.user_id, key_id, ctx=ctx.write_context()
-            )
+            return await users.revoke_api_key(ctx, ctx.principal.user_id, key_id)
 
         revoked, errors = await attempt(run())
         return RevokePayload(revoked=bool(revoked), user_errors=errors)

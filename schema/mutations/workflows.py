@@ -5,6 +5,8 @@ from __future__ import annotations
 import strawberry
 from strawberry import relay
 
+from resolvers import achievements
+from resolvers import workflows as resolve
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.writes import await_projection
@@ -68,8 +70,8 @@ class WorkflowMutations:
 
         async def run() -> Workflow:
             require(ctx.principal, at_least=Role.OPERATOR)
-            workflow = await ctx.stores.postgres.workflows.create(
-                ctx.write_context(input.idempotency_key), input.name, input.definition
+            workflow = await resolve.create_workflow(
+                ctx, input.name, input.definition, idempotency_key=input.idempotency_key
             )
             return Workflow.from_record(workflow)
 
@@ -86,8 +88,8 @@ class WorkflowMutations:
             name = given(input.name, field="name")
             definition = given(input.definition, field="definition")
             status = given(input.status, field="status")
-            workflow = await ctx.stores.postgres.workflows.update(
-                ctx.write_context(),
+            workflow = await resolve.update_workflow(
+                ctx,
                 decode_id(input.id, "Workflow", field="id"),
                 expected_version=input.expected_version,
                 name=None if name is UNSET else name,
@@ -108,11 +110,12 @@ class WorkflowMutations:
 
         async def run() -> Achievement:
             require(ctx.principal, at_least=Role.OPERATOR)
-            achievement = await ctx.stores.postgres.achievements.award(
-                ctx.write_context(input.idempotency_key),
+            achievement = await achievements.award_achievement(
+                ctx,
                 decode_id(input.agent_id, "Agent", field="agentId"),
                 input.type,
                 input.points,
+                idempotency_key=input.idempotency_key,
             )
             return Achievement.from_record(achievement)
 

@@ -13,7 +13,6 @@ from strawberry import relay
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from resolvers.embeddings import fill_pending, reembed
 from stores import PostgresStore
 from stores.embeddings import LocalEmbedder
 from stores.postgres.records import WriteContext
@@ -26,6 +25,7 @@ from stores.search import (
 )
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 from tests.integration.search.conftest import CREATE, SEARCH, FlakyEmbedder, titles
+from workers.embeddings import fill_pending, reembed
 
 
 @pytest.fixture(scope="module")

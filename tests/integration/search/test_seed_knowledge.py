@@ -7,7 +7,8 @@ from uuid import uuid4
 
 from starlette.testclient import TestClient
 
-from gateway.seed_knowledge import (
+from gateway.settings import Settings
+from seeding.knowledge import (
     ASPECTS,
     SUBJECTS,
     generate_items,
@@ -15,7 +16,6 @@ from gateway.seed_knowledge import (
     labelled_queries,
     seed_knowledge,
 )
-from gateway.settings import Settings
 from stores import PostgresStore
 from stores.embeddings import LocalEmbedder
 from stores.postgres.inputs import AgentInput

@@ -24,13 +24,13 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
 from stores.errors import InvalidInput
 from stores.metrics import Backend, CopyData, EncodedPoints, MetricsStore, Rollups, binary
 from stores.metrics.buckets import ORIGIN
 from stores.postgres import bulk, metric_names
 from stores.postgres.records import Agent, AgentRelationship, Task
+from workers.graph_rebuild import rebuild
 
 ROLES = ("orchestrator", "planner", "researcher", "coder", "reviewer", "tester", "analyst")
 CAPABILITIES = (
