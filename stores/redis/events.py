@@ -28,12 +28,10 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import orjson
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores import roundtrips
 from stores.errors import StoreMisuse
-from stores.redis.store import RedisStore
+from stores.redis.store import UNAVAILABLE_ERRORS, RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +78,6 @@ class Event(dict[str, Any]):
     __setitem__ = __delitem__ = __ior__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
 
-
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    TimeoutError,
-)
 
 # How long the reader waits for a message before checking the connection's health.
 _POLL_S = 1.0
@@ -235,7 +226,7 @@ class EventBus:
             await self._redis.client.publish(self._prefix + channel, payload)
         except Exception as exc:
             self.publish_failures += 1
-            if not isinstance(exc, _UNAVAILABLE_ERRORS):
+            if not isinstance(exc, UNAVAILABLE_ERRORS):
                 logger.error("event on %s not published", channel, exc_info=exc)
             elif not self._publish_outage:
                 # Once per outage: every mutation publishes, so the log would flood.
@@ -281,7 +272,7 @@ class EventBus:
         async with self._lock:
             if self._pubsub is not None:
                 # A broken connection is the reader's to notice; it resubscribes everything.
-                with contextlib.suppress(*_UNAVAILABLE_ERRORS):
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self._pubsub.subscribe(self._prefix + channel)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(confirmed.wait(), self._subscribe_timeout)
@@ -292,7 +283,7 @@ class EventBus:
                 return  # someone subscribed again meanwhile
             self._confirmed.pop(channel, None)
             if self._pubsub is not None and not self._closed:
-                with contextlib.suppress(*_UNAVAILABLE_ERRORS):
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self._pubsub.unsubscribe(self._prefix + channel)
 
     async def _read(self) -> None:
@@ -315,7 +306,7 @@ class EventBus:
                     message = await pubsub.get_message(timeout=_POLL_S)
                     if message is not None:
                         self._dispatch(message)
-            except _UNAVAILABLE_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 if not self._outage:
                     self._outage = True
                     logger.warning(
