@@ -86,7 +86,5 @@ class RedisStore:
         try:
             info = await self.client.info("server")
         except UNAVAILABLE_ERRORS as exc:
-            return ProbeResult(
-                NAME, False, ms_since(started), error=str(exc) or type(exc).__name__
-            )
+            return ProbeResult(NAME, False, ms_since(started), error=str(exc) or type(exc).__name__)
         return ProbeResult(NAME, True, ms_since(started), str(info.get("redis_version")))
