@@ -32,7 +32,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 
 lock: $(UV)
 	$(UV) lock --quiet
-	$(UV) export --quiet --format requirements.txt --all-groups --no-emit-project --frozen -o requirements.lock
+	$(UV) export --quiet --format requirements.txt --all-extras --all-groups --no-emit-project --frozen -o requirements.lock
 
 # TimescaleDB in WebAssembly (Node), for the metrics conformance tests; reinstalled
 # only when the lock file changes.

@@ -37,7 +37,7 @@ async def create_agent(
 async def update_agent(
     ctx: RequestContext, agent_id: UUID, patch: AgentPatch, *, expected_version: int | None
 ) -> Agent:
-    _require_operator_or_self(ctx, agent_id, status_only=_status_only(patch))
+    _require_operator_or_own_status(ctx, agent_id, status_only=_status_only(patch))
     before = await ctx.loaders.agent_by_id.load(agent_id)
     agent = await ctx.stores.postgres.agents.update(
         ctx.write_context(), agent_id, patch, expected_version=expected_version
@@ -86,7 +86,9 @@ def _status_only(patch: AgentPatch) -> bool:
     return changed <= {"status"}
 
 
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID, *, status_only: bool) -> None:
+def _require_operator_or_own_status(
+    ctx: RequestContext, agent_id: UUID, *, status_only: bool
+) -> None:
     # An agent may report its own status; everything else needs an operator.
     principal = ctx.principal
     if status_only and principal.agent_id == agent_id:

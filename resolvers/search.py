@@ -191,7 +191,7 @@ async def unrelate_knowledge(
     )
 
 
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID) -> None:
+def _require_operator_or_memory_owner(ctx: RequestContext, agent_id: UUID) -> None:
     # An agent may keep and drop its own memories; anyone else needs an operator.
     if ctx.principal.agent_id == agent_id:
         require(ctx.principal, at_least=Role.AGENT)
@@ -206,7 +206,7 @@ async def remember_memory(
     *,
     idempotency_key: str | None,
 ) -> Memory:
-    _require_operator_or_self(ctx, data.agent_id)
+    _require_operator_or_memory_owner(ctx, data.agent_id)
     embedding = client_vector(ctx, vector) or await embed_for_write(ctx, data.content)
     memory = await search_store(ctx).memories.remember(
         ctx.write_context(idempotency_key), data, embedding
@@ -221,7 +221,7 @@ async def forget_memory(ctx: RequestContext, memory_id: UUID) -> Memory:
     if found is None:
         require(ctx.principal, at_least=Role.OPERATOR)
     else:
-        _require_operator_or_self(ctx, found.agent_id)
+        _require_operator_or_memory_owner(ctx, found.agent_id)
     return await store.forget(ctx.write_context(), memory_id)
 
 

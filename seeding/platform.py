@@ -454,8 +454,7 @@ async def seed_metrics(
     for name, unit, description, *_ in METRIC_SERIES:
         await metric_names.register(postgres, name, unit=unit, description=description)
     if agent_ids is None:
-        async with postgres.connection() as conn:
-            agent_ids = [row["id"] for row in await conn.fetch("SELECT id FROM agents ORDER BY id")]
+        agent_ids = await bulk.agent_ids(postgres)
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
     total = int((end - start) / step) * len(agent_ids) * len(METRIC_SERIES)

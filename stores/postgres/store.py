@@ -14,7 +14,7 @@ from asyncpg.connection import LoggedQuery
 from stores import roundtrips
 from stores._pg_pool import PgPool
 from stores.errors import StoreUnavailable
-from stores.health import ProbeResult
+from stores.health import ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
@@ -95,10 +95,10 @@ class PostgresStore:
                     " (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector"
                 )
         except StoreUnavailable as exc:
-            return ProbeResult(NAME, False, _ms_since(started), error=exc.reason)
+            return ProbeResult(NAME, False, ms_since(started), error=exc.reason)
         assert row is not None
         details = {"pgvector": row["pgvector"]} if row["pgvector"] else {}
-        return ProbeResult(NAME, True, _ms_since(started), row["version"], details)
+        return ProbeResult(NAME, True, ms_since(started), row["version"], details)
 
     async def _create_pool(self, min_size: int) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
@@ -165,7 +165,3 @@ _INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config
 def _count_round_trip(logged: LoggedQuery) -> None:
     if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
         roundtrips.record(NAME)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

@@ -7,7 +7,6 @@ is kept, so the key is shown once, when it is created.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import string
 from collections.abc import Iterable, Sequence
@@ -17,6 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
+from stores._secrets import digest
 from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres.records import ApiKey, User, WriteContext
 from stores.postgres.writes import write_audit
@@ -130,7 +130,7 @@ class UserRepository:
                     user_id,
                     name,
                     prefix,
-                    _hash(key),
+                    digest(key),
                     scope_list,
                     expires_at,
                 )
@@ -176,7 +176,7 @@ class UserRepository:
                 )
                 SELECT found.*, (SELECT last_used_at FROM touched) AS touched_at FROM found
                 """,
-                _hash(key),
+                digest(key),
                 self._last_used_resolution,
             )
         if row is None:
@@ -235,10 +235,6 @@ def _validate_scopes(scopes: Iterable[str]) -> list[str]:
                 "scopes", f"{scope!r} is not a scope; use any of {', '.join(API_KEY_SCOPES)}"
             )
     return unique
-
-
-def _hash(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
 
 
 def _user(row: Record) -> User:
