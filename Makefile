@@ -5,7 +5,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 POLYGRAPH := $(VENV)/bin/polygraph
 
-.PHONY: help install lock timescale system-packages run test checks bench stack-down clean
+.PHONY: help install lock graphiql timescale system-packages run test checks bench stack-down clean
 
 help:
 	@echo "make run    start the dev stack and serve the gateway on http://127.0.0.1:8000"
@@ -22,7 +22,7 @@ system-packages:
 
 # requirements.lock pins every package by version and hash (exported from uv's lock,
 # without index addresses); `make lock` refreshes it after pyproject.toml changes.
-install: $(UV) system-packages timescale $(VENV)/.installed
+install: $(UV) system-packages graphiql timescale $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 	test -x $(VENV)/bin/python || $(UV) venv --quiet --python python3.11 $(VENV)
@@ -33,6 +33,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 lock: $(UV)
 	$(UV) lock --quiet
 	$(UV) export --quiet --format requirements.txt --all-groups --no-emit-project --frozen -o requirements.lock
+
+# GraphiQL's browser files, served by the gateway (gateway/graphiql); `npm ci` checks
+# each package against its package-lock.json integrity hash; no install scripts run.
+graphiql: gateway/graphiql/node_modules/.package-lock.json
+
+gateway/graphiql/node_modules/.package-lock.json: gateway/graphiql/package-lock.json
+	npm ci --prefix gateway/graphiql --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error
 
 # TimescaleDB in WebAssembly (Node), for the metrics conformance tests; reinstalled
 # only when the lock file changes.

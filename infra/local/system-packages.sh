@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack needs, only when missing:
-# redis-server (Redis 7), a JDK 17 and Maven (the Neo4j launcher), wrk (`polygraph bench`).
+# redis-server (Redis 7), a JDK 17 and Maven (the Neo4j launcher), wrk (`polygraph bench`),
+# chromium (the GraphiQL browser test).
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v chromium >/dev/null || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
