@@ -8,6 +8,7 @@ needed a CDN would stay on "Loading...".
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
@@ -54,6 +55,7 @@ class Gateway:
     link: str  # as `polygraph dev-key` printed it
     api_key: str
     events_namespace: str
+    log: Path
 
 
 def _free_port() -> int:
@@ -97,7 +99,7 @@ def gateway(settings: Settings, tmp_path: Path) -> Iterator[Gateway]:
             [str(POLYGRAPH), "serve"], env=env, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        yield Gateway(f"http://127.0.0.1:{port}", link, api_key.group(1), namespace)
+        yield Gateway(f"http://127.0.0.1:{port}", link, api_key.group(1), namespace, log)
     finally:
         server.terminate()
         try:
@@ -223,3 +225,6 @@ async def test_graphiql_runs_a_query_and_a_subscription_offline(
 
     assert left_loopback == []
     assert problems == []
+    # Nor did the gateway fail anywhere (GraphiQL's introspection once did).
+    log = await asyncio.to_thread(gateway.log.read_text)
+    assert "Traceback" not in log and "ERROR" not in log, log
