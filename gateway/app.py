@@ -14,6 +14,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
+from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
@@ -123,16 +124,18 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             yield
         logger.info("stores closed")
 
+    graphiql = GraphiQL() if settings.graphiql else None
     graphql = GraphQLView(
         build_schema(EXTENSIONS),
         stores=stores,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,
-        graphql_ide="graphiql" if settings.graphiql else None,
+        graphiql=graphiql,
     )
     routes = [
         *health_routes.routes,
         *ingest.routes,
+        *(graphiql.routes if graphiql else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
