@@ -262,7 +262,7 @@ class KnowledgeRepository:
             vector=request.vector,
             limit=first + 1,
             offset=offset,
-            candidates=self._search.options.rrf_candidates,
+            options=self._search.options,
         )
         async with (
             self._search.postgres.connection() as conn,
