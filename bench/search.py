@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,9 @@ from gateway.seed_knowledge import (
 from gateway.settings import Settings
 from infra.local import stack
 from infra.local.profiles import REPO_ROOT, Profile, get_profile
-from stores import PostgresStore
+from stores import PostgresOptions, PostgresStore
 from stores.embeddings import Embedder, LocalEmbedder
 from stores.search import EmbeddingSpace, SearchStore
-from stores.search.ranking import vector_literal
 from stores.search.records import embedding_text
 
 DATABASE = "polygraph_bench_search"
@@ -182,8 +181,8 @@ def _measure(
                 with stage("recall"):
                     results["recall"] = asyncio.run(_recall(settings, embedder, options))
             if "latency" in selected:
-                with stage("latency"):
-                    results["latency"] = _latency(url, key, embedder, options)
+                with stage("latency"), _serve(_TextVectors.like(settings), embedder) as text:
+                    results["latency"] = _latency(url, text[0], key, embedder, options)
     finally:
         asyncio.run(embedder.aclose())
     if set(selected) == set(STAGES):
@@ -207,6 +206,18 @@ async def _recreate_database(profile: Profile, database: str) -> None:
         await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
+
+
+class _TextVectors(Settings):
+    """The same gateway, sending vectors in pgvector's text form as before its binary
+    codec: served beside the other so both are timed in the same run."""
+
+    @classmethod
+    def like(cls, settings: Settings) -> _TextVectors:
+        return cls(**{name: getattr(settings, name) for name in Settings.model_fields})
+
+    def postgres_options(self) -> PostgresOptions:
+        return replace(super().postgres_options(), vector_format="text")
 
 
 @contextmanager
@@ -361,22 +372,21 @@ async def _recall(
     recalls: list[float] = []
     hnsw_s: list[float] = []
     exact_s: list[float] = []
-    sql = "SELECT id FROM knowledge_items ORDER BY embedding <=> $1::text::vector LIMIT 10"
+    sql = "SELECT id FROM knowledge_items ORDER BY embedding <=> $1::vector LIMIT 10"
     async with (
         PostgresStore(settings.postgres_options()) as postgres,
         postgres.connection() as conn,
     ):
         for vector in queries:
-            literal = vector_literal(vector)
             async with conn.transaction():
                 await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(ef_search))
                 started = time.perf_counter()
-                approximate = {r["id"] for r in await conn.fetch(sql, literal)}
+                approximate = {r["id"] for r in await conn.fetch(sql, vector)}
                 hnsw_s.append(time.perf_counter() - started)
             async with conn.transaction():
                 await conn.execute("SET LOCAL enable_indexscan = off")
                 started = time.perf_counter()
-                exact = {r["id"] for r in await conn.fetch(sql, literal)}
+                exact = {r["id"] for r in await conn.fetch(sql, vector)}
                 exact_s.append(time.perf_counter() - started)
             recalls.append(len(approximate & exact) / len(exact))
     return {
@@ -388,17 +398,23 @@ async def _recall(
     }
 
 
-def _latency(url: str, key: str, embedder: Embedder, options: SearchBenchOptions) -> dict[str, Any]:
+def _latency(
+    url: str, text_vectors_url: str, key: str, embedder: Embedder, options: SearchBenchOptions
+) -> dict[str, Any]:
+    """`url` sends vectors in binary, `text_vectors_url` (the same gateway otherwise) as
+    text; the supplied-vector requests alternate between them, in alternating order."""
     vectors = asyncio.run(_query_vectors(embedder, options))
     texts = [q.text for q in labelled_queries()]
     with _client(key) as client:
         for vector in vectors[:10]:  # warm-up
-            _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
-        with_vector = []
-        for vector in vectors:
-            started = time.perf_counter()
-            _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
-            with_vector.append(time.perf_counter() - started)
+            for target in (url, text_vectors_url):
+                _post(client, target, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
+        with_vector: dict[str, list[float]] = {url: [], text_vectors_url: []}
+        for index, vector in enumerate(vectors):
+            for target in (url, text_vectors_url)[:: 1 if index % 2 else -1]:
+                started = time.perf_counter()
+                _post(client, target, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
+                with_vector[target].append(time.perf_counter() - started)
         with_text: dict[str, list[float]] = {"SEMANTIC": [], "KEYWORD": [], "HYBRID": []}
         for index in range(options.text_samples):
             for mode, samples in with_text.items():
@@ -408,7 +424,8 @@ def _latency(url: str, key: str, embedder: Embedder, options: SearchBenchOptions
                 _post(client, url, SEARCH, {"q": text, "mode": mode, "first": 10})
                 samples.append(time.perf_counter() - started)
     return {
-        "vector_semantic": _percentiles(with_vector),
+        "vector_semantic": _percentiles(with_vector[url]),
+        "vector_semantic_as_text": _percentiles(with_vector[text_vectors_url]),
         "text_semantic": _percentiles(with_text["SEMANTIC"]),
         "text_keyword": _percentiles(with_text["KEYWORD"]),
         "text_hybrid": _percentiles(with_text["HYBRID"]),
@@ -481,6 +498,7 @@ def _recall_section(results: dict[str, Any], heading: str) -> list[str]:
 
 _LATENCY_ROWS = (
     ("SEMANTIC, supplied vector", "vector_semantic"),
+    ("SEMANTIC, supplied vector, sent to PostgreSQL as text", "vector_semantic_as_text"),
     ("SEMANTIC, text (embedding included)", "text_semantic"),
     ("KEYWORD, text", "text_keyword"),
     ("HYBRID, text (embedding included)", "text_hybrid"),
@@ -498,7 +516,21 @@ def _latency_section(latency: dict[str, Any], heading: str) -> list[str]:
         if key in latency:
             row = latency[key]
             lines.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['n']} |")
+    if "vector_semantic_as_text" in latency:
+        binary, text = latency["vector_semantic"], latency["vector_semantic_as_text"]
+        lines += [
+            "",
+            "Vectors go to PostgreSQL in binary (pgvector's asyncpg codec); the second row is "
+            "the same gateway sending them as text, as before, served beside it and "
+            "alternated request by request. Binary/text: p50 "
+            f"{_ratio(binary['p50_ms'], text['p50_ms'])}, p99 "
+            f"{_ratio(binary['p99_ms'], text['p99_ms'])}.",
+        ]
     return [*lines, ""]
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator else "-"
 
 
 def _throughput_section(results: dict[str, Any], heading: str) -> list[str]:

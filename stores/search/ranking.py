@@ -50,11 +50,6 @@ class Ranked:
     columns: str
 
 
-def vector_literal(vector: Vector) -> str:
-    """pgvector's text form; sent as a text parameter and cast in SQL."""
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
-
-
 def order_by(mode: SearchMode, alias: str) -> str:
     """The order of `ranked_sql`'s rows, for a caller that wraps them."""
     if mode is SearchMode.SEMANTIC:
@@ -81,7 +76,7 @@ def ranked_sql(
     if mode is SearchMode.SEMANTIC:
         assert vector is not None
         cond = " AND ".join(where) if where else "true"
-        v = f"{params(vector_literal(vector))}::text::vector"
+        v = f"{params(vector)}::vector"
         window = params(offset + limit)
         return f"""
             SELECT hit.*, 1 - hit._distance AS score,
@@ -124,7 +119,7 @@ def ranked_sql(
             ORDER BY hit._matched DESC, hit._density DESC, hit.id
             LIMIT {lim} OFFSET {off}"""
     assert vector is not None
-    v = f"{params(vector_literal(vector))}::text::vector"
+    v = f"{params(vector)}::vector"
     pool = params(max(options.hybrid_candidates, offset + limit))
     weight = f"{params(options.semantic_weight)}::float8"
     return f"""
