@@ -2,8 +2,9 @@
 
 SEMANTIC ranks by cosine similarity to the query vector. KEYWORD finds, through
 the GIN index, every item holding any of the query's terms (`stores.search.terms`)
-and ranks it by the share of the terms it holds, then by `ts_rank_cd` (how close
-together they stand, titles first); `score` is that share. HYBRID takes the best
+and ranks it by the share of the terms it holds, then by `ts_rank` (how often they
+occur, titles first; `ts_rank_cd`'s proximity cost five times as much per row on
+questions); `score` is that share. HYBRID takes the best
 `candidates` rows by meaning and the best by words, where words means the whole
 query in web search syntax (every term, phrases as phrases), and scores each
 candidate on both:
@@ -98,25 +99,28 @@ def ranked_sql(
         where = [*where, f"NOT ({a}.search_text @@ (SELECT excluded FROM _query))"]
     cond = " AND ".join(where) if where else "true"
     matched = _matched(a, len(terms.included))
-    density = f"ts_rank_cd({a}.search_text, _q.any_q)"
     if mode is SearchMode.KEYWORD:
         window = params(offset + limit)
+        # Ranked on ids and sort keys alone; the page's rows are read afterwards.
         return f"""
             WITH {query}
-            SELECT hit.*, hit._matched::float8 / greatest(hit._terms, 1) AS score,
+            SELECT {target.columns}, hit._matched::float8 / greatest(cardinality(_q.terms), 1)
+                       AS score,
                    NULL::bigint AS semantic_rank,
                    row_number() OVER (
-                       ORDER BY hit._matched DESC, hit._density DESC, hit.id
+                       ORDER BY hit._matched DESC, hit._text_rank DESC, hit.id
                    ) AS keyword_rank
             FROM (
-                SELECT {target.columns}, {matched} AS _matched,
-                       cardinality(_q.terms) AS _terms, {density} AS _density
+                SELECT {a}.id, {matched} AS _matched,
+                       ts_rank({a}.search_text, _q.any_q) AS _text_rank
                 FROM {target.table} {a} CROSS JOIN _query _q
                 WHERE {a}.search_text @@ _q.any_q AND {cond}
-                ORDER BY _matched DESC, _density DESC, {a}.id
+                ORDER BY _matched DESC, _text_rank DESC, {a}.id
                 LIMIT {window}
             ) hit
-            ORDER BY hit._matched DESC, hit._density DESC, hit.id
+                JOIN {target.table} {a} ON {a}.id = hit.id
+                CROSS JOIN _query _q
+            ORDER BY hit._matched DESC, hit._text_rank DESC, hit.id
             LIMIT {lim} OFFSET {off}"""
     assert vector is not None
     v = f"{params(vector)}::vector"
@@ -134,12 +138,12 @@ def ranked_sql(
                 LIMIT {pool}
             ) s
         ), keyword AS (
-            SELECT w.id, row_number() OVER (ORDER BY w._density DESC, w.id) AS rank
+            SELECT w.id, row_number() OVER (ORDER BY w._text_rank DESC, w.id) AS rank
             FROM (
-                SELECT {a}.id, {density} AS _density
+                SELECT {a}.id, ts_rank({a}.search_text, _q.all_q) AS _text_rank
                 FROM {target.table} {a} CROSS JOIN _query _q
                 WHERE {a}.search_text @@ _q.all_q AND {cond}
-                ORDER BY _density DESC, {a}.id
+                ORDER BY _text_rank DESC, {a}.id
                 LIMIT {pool}
             ) w
         ), fused AS (
