@@ -301,6 +301,7 @@ async def _relevance(
             for style in ("all", "question", "terms")
         },
         "examples": {q.style: q.text for q in queries},
+        "semantic_weight": settings.search_semantic_weight,
     }
 
 
@@ -570,6 +571,7 @@ def _relevance_section(relevance: dict[str, Any], heading: str) -> list[str]:
         "Each query asks for one subject and aspect of the demo data, either as a "
         "question in other words than the items use or in the items' own terms; items of "
         "that subject and aspect have grade 2, of that subject grade 1.",
+        *_hybrid_formula(relevance),
         "",
         "| queries | KEYWORD | SEMANTIC | HYBRID |",
         "|---|---|---|---|",
@@ -582,6 +584,18 @@ def _relevance_section(relevance: dict[str, Any], heading: str) -> list[str]:
         row = relevance["ndcg_at_10"][style]
         lines.append(f"| {label} | {row['KEYWORD']} | {row['SEMANTIC']} | {row['HYBRID']} |")
     return [*lines, ""]
+
+
+def _hybrid_formula(relevance: dict[str, Any]) -> list[str]:
+    weight = relevance.get("semantic_weight")
+    if weight is None:  # results of a run before HYBRID had a weight
+        return []
+    return [
+        "",
+        "KEYWORD ranks by the share of the query's terms an item holds; HYBRID scores the "
+        f"candidates of both sides as {weight} x cosine similarity, plus {round(1 - weight, 4)} "
+        "for holding every term (stores/search/ranking.py).",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
