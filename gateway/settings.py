@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
+    search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
 
     def embedder_options(self) -> EmbedderOptions:
         return EmbedderOptions(
@@ -129,7 +131,10 @@ class Settings(BaseSettings):
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(
-            m=self.hnsw_m, ef_construction=self.hnsw_ef_construction, ef_search=self.hnsw_ef_search
+            m=self.hnsw_m,
+            ef_construction=self.hnsw_ef_construction,
+            ef_search=self.hnsw_ef_search,
+            semantic_weight=self.search_semantic_weight,
         )
 
     def postgres_options(self) -> PostgresOptions:

@@ -81,6 +81,13 @@ class PgPool:
             self._pool.terminate()
             raise
 
+    async def expire_connections(self) -> None:
+        """Replace every connection (one in use when it is released), so that new ones
+        run the pool's `init` again."""
+        self._lifecycle.check_open()
+        assert self._pool is not None
+        await self._pool.expire_connections()
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:
         self._lifecycle.check_open()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -9,6 +9,8 @@ if TYPE_CHECKING:
 
 # What `PostgresStore.connection()` lends out.
 PgConnection: TypeAlias = "PoolConnectionProxy[Record]"
+# How pgvector's vectors travel (see stores.postgres.vectors).
+VectorFormat = Literal["binary", "text"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +23,7 @@ class PostgresOptions:
     statement_timeout: float = 10.0
     acquire_timeout: float = 5.0
     close_timeout: float = 10.0
+    vector_format: VectorFormat = "binary"
 
     def __post_init__(self) -> None:
         if self.min_size < 0:

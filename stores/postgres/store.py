@@ -22,6 +22,7 @@ from stores.postgres.migrations import apply_migrations
 from stores.postgres.options import PgConnection, PostgresOptions
 from stores.postgres.tasks import TaskRepository
 from stores.postgres.users import UserRepository
+from stores.postgres.vectors import register_vector_codec
 from stores.postgres.workflows import WorkflowRepository
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class PostgresStore:
     __slots__ = (
         "_options",
         "_pool",
+        "_vector_codec_missing",
         "achievements",
         "agents",
         "audit",
@@ -45,6 +47,7 @@ class PostgresStore:
 
     def __init__(self, options: PostgresOptions) -> None:
         self._options = options
+        self._vector_codec_missing = False
         self._pool = PgPool(
             NAME,
             self._create_pool,
@@ -84,7 +87,13 @@ class PostgresStore:
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the versions applied by this call."""
         async with self.connection() as conn:
-            return await apply_migrations(conn)
+            applied = await apply_migrations(conn)
+        if self._vector_codec_missing:
+            # Connections opened before the `vector` extension existed (a fresh database,
+            # or another replica migrating it) get its codec when replaced.
+            self._vector_codec_missing = False
+            await self._pool.expire_connections()
+        return applied
 
     async def probe(self) -> ProbeResult:
         started = time.perf_counter()
@@ -103,7 +112,7 @@ class PostgresStore:
     async def _create_pool(self, min_size: int) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             self._options.dsn,
-            init=_init_connection,
+            init=self._init_connection,
             reset=_keep_session,
             min_size=min_size,
             max_size=self._options.max_size,
@@ -117,21 +126,22 @@ class PostgresStore:
         assert pool is not None
         return pool
 
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
-    )
-    # Binary jsonb (a version byte, then the text) also serves COPY, which is binary only.
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=_encode_jsonb,
-        decoder=_decode_jsonb,
-        schema="pg_catalog",
-        format="binary",
-    )
-    # Every statement a request sends counts as one round trip (see stores.roundtrips).
-    conn.add_query_logger(_count_round_trip)
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec(
+            "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+        # Binary jsonb (a version byte, then the text) also serves COPY, which is binary only.
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=_encode_jsonb,
+            decoder=_decode_jsonb,
+            schema="pg_catalog",
+            format="binary",
+        )
+        if not await register_vector_codec(conn, self._options.vector_format):
+            self._vector_codec_missing = True
+        # Every statement a request sends counts as one round trip (see stores.roundtrips).
+        conn.add_query_logger(_count_round_trip)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -20,6 +20,7 @@ from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import UNSET, check_text
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
+from stores.postgres.vectors import vector_array
 from stores.postgres.writes import (
     check_version,
     claim_idempotency_key,
@@ -27,7 +28,7 @@ from stores.postgres.writes import (
     write_audit,
     write_transaction,
 )
-from stores.search.ranking import MAX_OFFSET, Ranked, ranked_sql, search_settings, vector_literal
+from stores.search.ranking import MAX_OFFSET, Ranked, ranked_sql, search_settings
 from stores.search.records import (
     KNOWLEDGE_RELATION_TYPES,
     KnowledgeFilter,
@@ -84,7 +85,7 @@ class KnowledgeRepository:
             row = await conn.fetchrow(
                 "INSERT INTO knowledge_items AS k (id, title, content, source, tags, agent_id,"
                 " embedding, embedding_pending)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::vector, $7::text IS NULL)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $7::vector IS NULL)"
                 f" RETURNING {_COLUMNS}",
                 item_id,
                 data.title,
@@ -92,7 +93,7 @@ class KnowledgeRepository:
                 data.source,
                 list(data.tags),
                 data.agent_id,
-                None if embedding is None else vector_literal(embedding),
+                embedding,
             )
             assert row is not None
             item = _item(row)
@@ -139,7 +140,7 @@ class KnowledgeRepository:
                 f"{name} = {params(list(v) if name == 'tags' else v)}" for name, v in given.items()
             ]
             if embedding is not None:
-                sets.append(f"embedding = {params(vector_literal(embedding))}::text::vector")
+                sets.append(f"embedding = {params(embedding)}::vector")
                 sets.append("embedding_pending = false")
             elif text_changed:
                 sets.append("embedding_pending = true")
@@ -262,7 +263,7 @@ class KnowledgeRepository:
             vector=request.vector,
             limit=first + 1,
             offset=offset,
-            candidates=self._search.options.rrf_candidates,
+            options=self._search.options,
         )
         async with (
             self._search.postgres.connection() as conn,
@@ -315,9 +316,9 @@ class KnowledgeRepository:
                 " embedding, embedding_pending)"
                 " SELECT i.id, i.title, i.content, i.source,"
                 " ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)), i.agent_id,"
-                " i.embedding::vector, false"
+                " i.embedding, false"
                 " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                " $6::uuid[], $7::text[])"
+                " $6::uuid[], $7::vector[])"
                 " AS i(id, title, content, source, tags, agent_id, embedding)"
                 " ON CONFLICT (id) DO NOTHING",
                 [item_id for item_id, _, _ in rows],
@@ -327,7 +328,7 @@ class KnowledgeRepository:
                 # Arrays of arrays must be rectangular in SQL; JSON text is not.
                 [orjson.dumps(list(data.tags)).decode() for _, data, _ in rows],
                 [data.agent_id for _, data, _ in rows],
-                [vector_literal(vector) for _, _, vector in rows],
+                vector_array(vector for _, _, vector in rows),
             )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -373,12 +374,12 @@ async def _fill(
     # A row edited since its text was read keeps `pending`, and is embedded again.
     async with search.postgres.connection() as conn:
         status: str = await conn.execute(
-            f"UPDATE {table} AS t SET embedding = u.vector::vector, embedding_pending = false"
-            " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, text, vector)"
+            f"UPDATE {table} AS t SET embedding = u.vector, embedding_pending = false"
+            " FROM unnest($1::uuid[], $2::text[], $3::vector[]) AS u(id, text, vector)"
             f" WHERE t.id = u.id AND {text_sql} = u.text",
             [item_id for item_id, _, _ in vectors],
             [text for _, text, _ in vectors],
-            [vector_literal(vector) for _, _, vector in vectors],
+            vector_array(vector for _, _, vector in vectors),
         )
     return int(status.rsplit(" ", 1)[-1])
 

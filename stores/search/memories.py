@@ -21,7 +21,7 @@ from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
 from stores.postgres.writes import claim_idempotency_key, write_audit, write_transaction
 from stores.search.knowledge import _fill, _page_bounds
-from stores.search.ranking import Ranked, ranked_sql, search_settings, vector_literal
+from stores.search.ranking import Ranked, order_by, ranked_sql, search_settings
 from stores.search.records import MEMORY_KINDS, Memory, MemoryInput, SearchHit, SearchMode
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class MemoryRepository:
             row = await conn.fetchrow(
                 "INSERT INTO agent_memories AS m (id, agent_id, content, kind, importance, context,"
                 " embedding, embedding_pending)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::vector, $7::text IS NULL)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $7::vector IS NULL)"
                 f" RETURNING {_COLUMNS}",
                 memory_id,
                 data.agent_id,
@@ -77,7 +77,7 @@ class MemoryRepository:
                 data.kind,
                 data.importance,
                 data.context,
-                None if embedding is None else vector_literal(embedding),
+                embedding,
             )
             assert row is not None
             memory = _memory(row)
@@ -126,12 +126,12 @@ class MemoryRepository:
             vector=vector,
             limit=first,
             offset=0,
-            candidates=self._search.options.rrf_candidates,
+            options=self._search.options,
         )
         sql = (
             "SELECT r.* FROM unnest($1::uuid[]) AS a(agent_id)"
             f" CROSS JOIN LATERAL ({inner}) AS r"
-            " ORDER BY r.agent_id, r.score DESC, r.id"
+            f" ORDER BY r.agent_id, {order_by(mode, 'r')}"
         )
         async with self._search.postgres.connection() as conn, conn.transaction(readonly=True):
             await search_settings(conn, self._search.ef_search_for(first))
