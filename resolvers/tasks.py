@@ -69,11 +69,13 @@ async def transition_task(
 
 async def add_dependency(
     ctx: RequestContext, task_id: UUID, depends_on_id: UUID, *, idempotency_key: str | None
-) -> None:
+) -> bool:
+    """True when the edge is new; False when it was there already."""
     require(ctx.principal, at_least=Role.OPERATOR)
-    await ctx.stores.postgres.tasks.add_dependency(
+    _, added = await ctx.stores.postgres.tasks.add_dependency(
         ctx.write_context(idempotency_key), task_id, depends_on_id
     )
+    return added
 
 
 async def remove_dependency(ctx: RequestContext, task_id: UUID, depends_on_id: UUID) -> bool:

@@ -296,10 +296,10 @@ async def _dependency(
         task_id = decode_id(input.task_id, "Task", field="taskId")
         depends_on_id = decode_id(input.depends_on_id, "Task", field="dependsOnId")
         if add:
-            await resolve.add_dependency(
+            added = await resolve.add_dependency(
                 ctx, task_id, depends_on_id, idempotency_key=input.idempotency_key
             )
-            return True, task_id, depends_on_id
+            return added, task_id, depends_on_id
         removed = await resolve.remove_dependency(ctx, task_id, depends_on_id)
         return removed, task_id, depends_on_id
 
