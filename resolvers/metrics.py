@@ -13,7 +13,7 @@ import orjson
 from aiodataloader import DataLoader
 
 from resolvers.auth import Principal, Role, require
-from resolvers.context import Stores
+from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
 from stores.metrics import (
     Aggregate,
@@ -32,6 +32,9 @@ from stores.metrics.validation import (
     check_value,
 )
 from stores.postgres import metric_names
+from stores.postgres.options import PgConnection
+from stores.postgres.records import JSON
+from stores.postgres.writes import run_once
 
 METRIC_RECORDED_CHANNEL = "metric.recorded"
 # Points per event: bulk loads publish many events, each small enough to fan out.
@@ -146,6 +149,23 @@ async def record_points(stores: Stores, points: Sequence[MetricPoint]) -> Record
                 {"points": [event_of(point) for point in points[start : start + EVENT_POINTS]]},
             )
     return result
+
+
+async def record_points_once(
+    ctx: RequestContext, points: Sequence[MetricPoint], *, idempotency_key: str | None
+) -> RecordResult:
+    """`record_points` for a mutation: a retry under the same key gets the first call's
+    counts. Points are idempotent by identity, so the metrics store, which may be
+    another database, needs no share in the key's transaction."""
+
+    async def record(conn: PgConnection) -> JSON:
+        result = await record_points(ctx.stores, points)
+        return {"received": result.received, "inserted": result.inserted}
+
+    answer = await run_once(
+        ctx.stores.postgres, ctx.write_context(idempotency_key), "metrics.record", record
+    )
+    return RecordResult(received=answer["received"], inserted=answer["inserted"])
 
 
 def event_of(point: MetricPoint) -> dict[str, Any]:

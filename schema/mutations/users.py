@@ -14,6 +14,7 @@ from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.enums import UserRole
+from schema.idempotency import idempotency_key
 from schema.relay import decode_id
 from schema.sessions import Session
 from schema.user_errors import UserError, attempt
@@ -47,6 +48,7 @@ class LogoutPayload:
 @strawberry.input
 class RevokeSessionInput:
     session_id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -60,6 +62,7 @@ class CreateUserInput:
     email: str
     role: UserRole
     display_name: str = ""
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -76,18 +79,23 @@ class CreateApiKeyInput:
     user_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Another user's id (admins only); yourself by default."
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
 class ApiKeyPayload:
     api_key: ApiKey | None
-    secret: str | None = strawberry.field(description="The key itself. Shown once, never again.")
+    secret: str | None = strawberry.field(
+        description="The key itself. Shown once, never again: null when this answer replays "
+        "an earlier call with the same idempotencyKey (revoke that key if its secret was lost)."
+    )
     user_errors: list[UserError]
 
 
 @strawberry.input
 class RevokeApiKeyInput:
     id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -133,12 +141,10 @@ class UserMutations:
     async def revoke_session(self, info: Info, input: RevokeSessionInput) -> RevokePayload:
         ctx = info.context
         revoked, errors = await attempt(
-            session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
-        )
-        if revoked:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.revoke", "session", str(input.session_id)
+            session_resolvers.revoke_session_once(
+                ctx, str(input.session_id), idempotency_key=input.idempotency_key
             )
+        )
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
     @strawberry.mutation(description="Create a user. Admins only.")
@@ -151,7 +157,7 @@ class UserMutations:
                 email=input.email,
                 display_name=input.display_name,
                 role=input.role.value,
-                ctx=ctx.write_context(),
+                ctx=ctx.write_context(input.idempotency_key),
             )
             return User.from_record(user)
 
@@ -162,16 +168,16 @@ class UserMutations:
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeyPayload:
         ctx = info.context
 
-        async def run() -> tuple[ApiKey, str]:
+        async def run() -> tuple[ApiKey, str | None]:
             principal = ctx.principal
             require(principal, at_least=Role.VIEWER)
             user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
-            key, secret = await ctx.stores.postgres.users.create_api_key(
+            key, secret = await ctx.stores.postgres.users.create_api_key_once(
                 user_id,
                 name=input.name,
                 scopes=input.scopes,
                 expires_at=input.expires_at,
-                ctx=ctx.write_context(),
+                ctx=ctx.write_context(input.idempotency_key),
             )
             return ApiKey.from_record(key), secret
 
@@ -194,7 +200,7 @@ class UserMutations:
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
             return await ctx.stores.postgres.users.revoke_api_key(
-                ctx.principal.user_id, key_id, ctx=ctx.write_context()
+                ctx.principal.user_id, key_id, ctx=ctx.write_context(input.idempotency_key)
             )
 
         revoked, errors = await attempt(run())

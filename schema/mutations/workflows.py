@@ -10,6 +10,7 @@ from resolvers.context import RequestContext
 from resolvers.writes import await_projection
 from schema.achievements import Achievement
 from schema.enums import WorkflowStatus
+from schema.idempotency import idempotency_key
 from schema.patch import given
 from schema.relay import decode_id
 from schema.scalars import JSON
@@ -27,7 +28,7 @@ class CreateWorkflowInput:
         description='{"steps": [{"id", "name", "estimate"}], "edges": [{"from", "to"}]}; '
         "must be a DAG."
     )
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -37,6 +38,7 @@ class UpdateWorkflowInput:
     name: str | None = strawberry.UNSET
     definition: JSON | None = strawberry.UNSET
     status: WorkflowStatus | None = strawberry.UNSET
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -44,7 +46,7 @@ class AwardAchievementInput:
     agent_id: relay.GlobalID
     type: str
     points: int
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -87,7 +89,7 @@ class WorkflowMutations:
             definition = given(input.definition, field="definition")
             status = given(input.status, field="status")
             workflow = await ctx.stores.postgres.workflows.update(
-                ctx.write_context(),
+                ctx.write_context(input.idempotency_key),
                 decode_id(input.id, "Workflow", field="id"),
                 expected_version=input.expected_version,
                 name=None if name is UNSET else name,
