@@ -279,6 +279,7 @@ class _Bars:
 
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.seed import seed
+    from resolvers.projector import Projector
     from stores import GraphStore, PostgresStore
     from stores.postgres import bulk
 
@@ -302,6 +303,10 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
                 progress=_Bars(),
             )
             knowledge = await _seed_knowledge(settings, postgres, args.agents, args.seed)
+            # The items' outbox rows, applied now: the graph is whole when seeding ends.
+            projector = Projector(postgres, graph)
+            while await projector.run_once():
+                pass
             await _seed_metrics(settings, postgres, args)
         print(
             f"seed: {report.agents} agents, {report.relationships} relationships, "

@@ -19,6 +19,7 @@ from asyncpg import Record
 from stores.embeddings import Vector
 from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import UNSET, check_text
+from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
 from stores.postgres.writes import (
@@ -327,14 +328,19 @@ class KnowledgeRepository:
             )
         return [_hit(row) for row in rows]
 
-    async def bulk_insert(self, rows: Sequence[tuple[UUID, KnowledgeInput, Vector]]) -> int:
-        """Load items with their vectors in one statement, without audit or outbox rows:
-        for seeding and benchmarks, not for client writes. Existing ids are skipped."""
+    async def bulk_insert(
+        self, rows: Sequence[tuple[UUID, KnowledgeInput, Vector]], *, project: bool = True
+    ) -> int:
+        """Load items with their vectors in one statement, for seeding and benchmarks:
+        no audit rows, and existing ids are skipped. Each new item gets its outbox row
+        in the same statement, as a client write does, so the graph follows; `project=False`
+        leaves that to a later `polygraph graph rebuild`."""
         for _, data, _ in rows:
             _check(data.title, data.content, data.source, data.tags)
         async with self._search.postgres.connection() as conn:
-            status: str = await conn.execute(
-                "INSERT INTO knowledge_items (id, title, content, source, tags, agent_id,"
+            inserted: int = await conn.fetchval(
+                "WITH inserted AS ("
+                " INSERT INTO knowledge_items (id, title, content, source, tags, agent_id,"
                 " embedding, embedding_pending)"
                 " SELECT i.id, i.title, i.content, i.source,"
                 " ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)), i.agent_id,"
@@ -342,7 +348,17 @@ class KnowledgeRepository:
                 " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
                 " $6::uuid[], $7::text[])"
                 " AS i(id, title, content, source, tags, agent_id, embedding)"
-                " ON CONFLICT (id) DO NOTHING",
+                " ON CONFLICT (id) DO NOTHING"
+                " RETURNING id, title, source, tags"
+                "), queued AS ("
+                # The payload `_upserted` builds for a client write.
+                " INSERT INTO outbox (kind, payload)"
+                " SELECT 'knowledge.upserted', jsonb_build_object("
+                " 'id', id, 'title', title, 'source', source, 'tags', tags)"
+                " FROM inserted WHERE $8 ORDER BY id RETURNING id"
+                ")"
+                " SELECT count(*) FROM inserted"
+                " LEFT JOIN (SELECT pg_notify($9, '') FROM queued LIMIT 1) AS woken ON true",
                 [item_id for item_id, _, _ in rows],
                 [data.title for _, data, _ in rows],
                 [data.content for _, data, _ in rows],
@@ -351,8 +367,10 @@ class KnowledgeRepository:
                 [orjson.dumps(list(data.tags)).decode() for _, data, _ in rows],
                 [data.agent_id for _, data, _ in rows],
                 [vector_literal(vector) for _, _, vector in rows],
+                project,
+                OUTBOX_CHANNEL,
             )
-        return int(status.rsplit(" ", 1)[-1])
+        return inserted
 
     async def agent_ids(self, limit: int) -> list[UUID]:
         """Agents to attribute demo data to, oldest first."""
