@@ -24,6 +24,7 @@ from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
 from stores.metrics import MetricsStore
+from stores.postgres.migrations import MigrationError, MigrationLockTimeout, SchemaOutdated
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
@@ -33,17 +34,53 @@ logger = logging.getLogger("polygraph")
 EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
 
 
+class StartupRefused(RuntimeError):
+    """The gateway will not serve; the message says what to do."""
+
+
+async def prepare_postgres(postgres: PostgresStore, settings: Settings) -> None:
+    """Migrate PostgreSQL (or only check it, without `migrate_on_start`) before serving:
+    a gateway never serves a schema older than its code. Refuses to start when that
+    cannot be done; a server that is down is migrated or checked when it answers."""
+    check = postgres.migrate if settings.migrate_on_start else postgres.check_schema
+    try:
+        applied = await check()
+    except StoreUnavailable as exc:
+        logger.warning("%s; nothing is served from it until its schema is checked", exc)
+        postgres.defer_schema_check(check)
+        return
+    except MigrationLockTimeout as exc:
+        raise _refuse(
+            f"{exc}. Another gateway or `polygraph migrate` is migrating: start this one "
+            "again once it is done, or let it wait longer with "
+            f"POLYGRAPH_MIGRATION_LOCK_TIMEOUT_S (now {settings.migration_lock_timeout_s:g})"
+        ) from exc
+    except SchemaOutdated as exc:
+        raise _refuse(
+            f"{exc}, and POLYGRAPH_MIGRATE_ON_START is false: run `polygraph migrate` "
+            "first, or start with POLYGRAPH_MIGRATE_ON_START=true"
+        ) from exc
+    except MigrationError as exc:
+        raise _refuse(str(exc)) from exc
+    if applied:
+        logger.info("PostgresStore: applied migrations %s", ", ".join(applied))
+
+
+def _refuse(message: str) -> StartupRefused:
+    logger.error("not starting: %s", message)
+    return StartupRefused(message)
+
+
 async def migrate_reachable(stores: Stores) -> None:
-    """Apply pending migrations to each store that answers; a store that is down
-    is migrated on the next start (or by `polygraph migrate`)."""
-    for store in (stores.postgres, stores.graph):
-        try:
-            applied = await store.migrate()
-        except StoreUnavailable as exc:
-            logger.warning("skipped migrations: %s", exc)
-        else:
-            if applied:
-                logger.info("%s: applied migrations %s", type(store).__name__, ", ".join(applied))
+    """Apply pending Neo4j and metrics migrations if those stores answer; one that is
+    down is migrated on the next start (or by `polygraph migrate`)."""
+    try:
+        applied = await stores.graph.migrate()
+    except StoreUnavailable as exc:
+        logger.warning("skipped migrations: %s", exc)
+    else:
+        if applied:
+            logger.info("GraphStore: applied migrations %s", ", ".join(applied))
     if stores.metrics is not None:
         try:
             applied = await stores.metrics.migrate()
@@ -104,6 +141,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await stack.enter_async_context(metrics)
             if owns_embedder:
                 stack.push_async_callback(embedder.aclose)
+            await prepare_postgres(postgres, settings)
             if settings.migrate_on_start:
                 await migrate_reachable(stores)
             metrics.start_maintenance()

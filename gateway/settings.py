@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     graphiql: bool = True
-    # Several gateways may start at once: migrations take an advisory lock.
+    # Several gateways may start at once: migrations take an advisory lock. A gateway
+    # never serves a PostgreSQL schema older than its code: without migrating, it checks.
     migrate_on_start: bool = True
+    # The longest migrations wait for a lock (another gateway's migration lock included).
+    migration_lock_timeout_s: float = Field(default=60.0, gt=0)
 
     # Which local stack `polygraph stack` and `make run` manage.
     profile: Literal["dev", "test", "bench"] = "dev"
@@ -139,6 +142,7 @@ class Settings(BaseSettings):
             max_size=self.postgres_pool_max,
             statement_timeout=self.postgres_statement_timeout_s,
             acquire_timeout=self.postgres_acquire_timeout_s,
+            migration_lock_timeout=self.migration_lock_timeout_s,
         )
 
     def graph_options(self) -> GraphOptions:
