@@ -17,6 +17,7 @@ from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
+from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
@@ -121,12 +122,21 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         events=EventBus(
             redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
         ),
-        projector=Projector(postgres, graph) if settings.projector_enabled else None,
+        projector=(
+            Projector(postgres, graph, stop_timeout_s=BACKGROUND_STOP_S)
+            if settings.projector_enabled
+            else None
+        ),
         metrics=metrics,
         search=search,
         embedder=embedder,
         embedding_filler=(
-            EmbeddingFiller(search, embedder, batch_size=settings.embedding_batch_size)
+            EmbeddingFiller(
+                search,
+                embedder,
+                batch_size=settings.embedding_batch_size,
+                stop_timeout_s=BACKGROUND_STOP_S,
+            )
             if settings.embedding_filler_enabled
             else None
         ),
@@ -174,10 +184,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
+    in_flight = InFlight()
     middleware = [
+        # Outermost: shutdown drains every request, and answers those it cuts short.
+        Middleware(TrackInFlight, in_flight=in_flight),
         Middleware(RequestIdMiddleware),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
         Middleware(AuthenticationMiddleware, stores=stores),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    # For the server, which drains these when it shuts down (see gateway.shutdown).
+    app.state.in_flight = in_flight
+    return app

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
 
+    # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
+    # half) to finish, and are cancelled after; the stores close in the rest.
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
 
