@@ -18,6 +18,7 @@ from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.startup import prepare_postgres
 from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
@@ -25,7 +26,6 @@ from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
 from stores.metrics import MetricsStore
-from stores.postgres.migrations import MigrationError, MigrationLockTimeout, SchemaOutdated
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
@@ -33,43 +33,6 @@ from stores.search import EmbeddingSpace, SearchStore, ensure_space
 logger = logging.getLogger("polygraph")
 
 EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
-
-
-class StartupRefused(RuntimeError):
-    """The gateway will not serve; the message says what to do."""
-
-
-async def prepare_postgres(postgres: PostgresStore, settings: Settings) -> None:
-    """Migrate PostgreSQL (or only check it, without `migrate_on_start`) before serving:
-    a gateway never serves a schema older than its code. Refuses to start when that
-    cannot be done; a server that is down is migrated or checked when it answers."""
-    check = postgres.migrate if settings.migrate_on_start else postgres.check_schema
-    try:
-        applied = await check()
-    except StoreUnavailable as exc:
-        logger.warning("%s; nothing is served from it until its schema is checked", exc)
-        postgres.defer_schema_check(check)
-        return
-    except MigrationLockTimeout as exc:
-        raise _refuse(
-            f"{exc}. Another gateway or `polygraph migrate` is migrating: start this one "
-            "again once it is done, or let it wait longer with "
-            f"POLYGRAPH_MIGRATION_LOCK_TIMEOUT_S (now {settings.migration_lock_timeout_s:g})"
-        ) from exc
-    except SchemaOutdated as exc:
-        raise _refuse(
-            f"{exc}, and POLYGRAPH_MIGRATE_ON_START is false: run `polygraph migrate` "
-            "first, or start with POLYGRAPH_MIGRATE_ON_START=true"
-        ) from exc
-    except MigrationError as exc:
-        raise _refuse(str(exc)) from exc
-    if applied:
-        logger.info("PostgresStore: applied migrations %s", ", ".join(applied))
-
-
-def _refuse(message: str) -> StartupRefused:
-    logger.error("not starting: %s", message)
-    return StartupRefused(message)
 
 
 async def migrate_reachable(stores: Stores) -> None:

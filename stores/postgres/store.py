@@ -111,13 +111,12 @@ class PostgresStore:
         async with self._own_connection("polygraph-migrate") as conn:
             return await apply_migrations(conn, lock_timeout=self._options.migration_lock_timeout)
 
-    async def check_schema(self) -> list[str]:
+    async def check_schema(self) -> None:
         """Raise `SchemaOutdated` unless every migration of this code is applied."""
         async with self._own_connection("polygraph-schema-check") as conn:
             pending = await pending_migrations(conn)
         if pending:
             raise SchemaOutdated([m.version for m in pending])
-        return []
 
     def defer_schema_check(self, check: Callable[[], Awaitable[object]]) -> None:
         """For a server that was down at start: until `check` (`migrate` or

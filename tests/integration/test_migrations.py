@@ -10,8 +10,9 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from gateway.app import StartupRefused, create_app, prepare_postgres
+from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.startup import StartupRefused, prepare_postgres
 from infra.local.profiles import Profile
 from stores import GraphStore, PostgresOptions, PostgresStore, StoreUnavailable
 from stores.graph.migrations import apply_migrations as apply_graph_migrations
@@ -103,7 +104,7 @@ async def test_a_gateway_that_does_not_migrate_refuses_an_old_schema(
         pass
     async with PostgresStore(PostgresOptions(dsn=fresh_dsn, min_size=0)) as store:
         await store.migrate()
-        assert await store.check_schema() == []
+        await store.check_schema()  # raises while migrations are missing
 
 
 async def test_a_server_down_at_start_is_served_only_once_migrated(
