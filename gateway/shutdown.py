@@ -94,11 +94,14 @@ class TrackInFlight:
         if scope["type"] not in ("http", "websocket") or task is None:
             await self.app(scope, receive, send)
             return
-        started = False
+        started = completed = False
 
         async def send_watching(message: Message) -> None:
-            nonlocal started
+            nonlocal started, completed
             started = started or message["type"] == "http.response.start"
+            completed = message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            )
             await send(message)
 
         in_flight = self.in_flight
@@ -110,8 +113,13 @@ class TrackInFlight:
                 raise
             # Cancelled by `drain`, not by the server: the request ends here, cleanly.
             task.uncancel()
-            if scope["type"] == "http" and not started:
+            if scope["type"] != "http" or completed:
+                return
+            if not started:
                 await _shutting_down(send)
+            else:
+                # A streamed response (incremental delivery) ends where it was.
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             in_flight._tasks.discard(task)
             in_flight._cut.discard(task)
