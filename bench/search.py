@@ -278,8 +278,9 @@ async def _relevance(
     async with PostgresStore(settings.postgres_options()) as postgres:
         search = SearchStore(postgres, settings.search_options())
         vectors = await embedder.embed([embedding_text(i.data.title, i.data.content) for i in demo])
+        # Searches read PostgreSQL alone; no graph needed.
         await search.knowledge.bulk_insert(
-            [(i.id, i.data, v) for i, v in zip(demo, vectors, strict=True)]
+            [(i.id, i.data, v) for i, v in zip(demo, vectors, strict=True)], project=False
         )
     by_id = {str(i.id): i for i in demo}
     queries = labelled_queries()

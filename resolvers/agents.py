@@ -35,23 +35,32 @@ async def create_agent(
 
 
 async def update_agent(
-    ctx: RequestContext, agent_id: UUID, patch: AgentPatch, *, expected_version: int | None
+    ctx: RequestContext,
+    agent_id: UUID,
+    patch: AgentPatch,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Agent:
     _require_operator_or_own_status(ctx, agent_id, status_only=_status_only(patch))
     before = await ctx.loaders.agent_by_id.load(agent_id)
     agent = await ctx.stores.postgres.agents.update(
-        ctx.write_context(), agent_id, patch, expected_version=expected_version
+        ctx.write_context(idempotency_key), agent_id, patch, expected_version=expected_version
     )
     await _status_event(ctx, agent, previous=before.status if before else None)
     return agent
 
 
 async def delete_agent(
-    ctx: RequestContext, agent_id: UUID, *, expected_version: int | None
+    ctx: RequestContext,
+    agent_id: UUID,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Agent:
     require(ctx.principal, at_least=Role.ADMIN)
     return await ctx.stores.postgres.agents.delete(
-        ctx.write_context(), agent_id, expected_version=expected_version
+        ctx.write_context(idempotency_key), agent_id, expected_version=expected_version
     )
 
 
@@ -70,10 +79,17 @@ async def relate_agents(
     )
 
 
-async def unrelate_agents(ctx: RequestContext, source_id: UUID, target_id: UUID, type: str) -> bool:
+async def unrelate_agents(
+    ctx: RequestContext,
+    source_id: UUID,
+    target_id: UUID,
+    type: str,
+    *,
+    idempotency_key: str | None = None,
+) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await ctx.stores.postgres.agents.unrelate(
-        ctx.write_context(), source_id, target_id, type
+        ctx.write_context(idempotency_key), source_id, target_id, type
     )
 
 

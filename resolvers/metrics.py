@@ -13,7 +13,7 @@ import orjson
 from aiodataloader import DataLoader
 
 from resolvers.auth import Principal, Role, require
-from resolvers.context import Stores
+from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
 from stores.metrics import (
     Aggregate,
@@ -34,6 +34,9 @@ from stores.metrics.validation import (
 )
 from stores.postgres import metric_names
 from stores.postgres.metric_names import MetricName
+from stores.postgres.options import PgConnection
+from stores.postgres.records import JSON
+from stores.postgres.writes import run_once
 
 METRIC_RECORDED_CHANNEL = "metric.recorded"
 # Points per event: bulk loads publish many events, each small enough to fan out.
@@ -99,8 +102,21 @@ async def registered_names(stores: Stores) -> list[MetricName]:
     return await metric_names.all_names(stores.postgres)
 
 
-async def register_name(stores: Stores, name: str, *, unit: str, description: str) -> MetricName:
-    return await metric_names.register(stores.postgres, name, unit=unit, description=description)
+async def register_name(
+    ctx: RequestContext,
+    name: str,
+    *,
+    unit: str,
+    description: str,
+    idempotency_key: str | None = None,
+) -> MetricName:
+    return await metric_names.register(
+        ctx.stores.postgres,
+        name,
+        unit=unit,
+        description=description,
+        ctx=ctx.write_context(idempotency_key),
+    )
 
 
 def require_recorder(principal: Principal) -> None:
@@ -179,6 +195,23 @@ async def record_points(stores: Stores, points: Sequence[MetricPoint]) -> Record
                 {"points": [event_of(point) for point in points[start : start + EVENT_POINTS]]},
             )
     return result
+
+
+async def record_points_once(
+    ctx: RequestContext, points: Sequence[MetricPoint], *, idempotency_key: str | None
+) -> RecordResult:
+    """`record_points` for a mutation: a retry under the same key gets the first call's
+    counts. Points are idempotent by identity, so the metrics store, which may be
+    another database, needs no share in the key's transaction."""
+
+    async def record(conn: PgConnection) -> JSON:
+        result = await record_points(ctx.stores, points)
+        return {"received": result.received, "inserted": result.inserted}
+
+    answer = await run_once(
+        ctx.stores.postgres, ctx.write_context(idempotency_key), "metrics.record", record
+    )
+    return RecordResult(received=answer["received"], inserted=answer["inserted"])
 
 
 def event_of(point: MetricPoint) -> dict[str, Any]:

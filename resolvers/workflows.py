@@ -37,9 +37,10 @@ async def update_workflow(
     name: str | None,
     definition: JSON | None,
     status: str | None,
+    idempotency_key: str | None = None,
 ) -> Workflow:
     return await ctx.stores.postgres.workflows.update(
-        ctx.write_context(),
+        ctx.write_context(idempotency_key),
         workflow_id,
         expected_version=expected_version,
         name=name,

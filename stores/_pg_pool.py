@@ -69,6 +69,10 @@ class PgPool:
             self._pool = await self._create(0)
         self._lifecycle.state = StoreState.OPENED
 
+    def check_open(self) -> None:
+        """Raise `StoreMisuse` unless the pool is open."""
+        self._lifecycle.check_open()
+
     async def aclose(self) -> None:
         if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
             self._lifecycle.state = StoreState.CLOSED

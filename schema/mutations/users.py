@@ -15,6 +15,7 @@ from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.enums import UserRole
+from schema.idempotency import idempotency_key
 from schema.relay import decode_id
 from schema.sessions import Session
 from schema.user_errors import UserError, attempt
@@ -48,6 +49,7 @@ class LogoutPayload:
 @strawberry.input
 class RevokeSessionInput:
     session_id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -61,6 +63,7 @@ class CreateUserInput:
     email: str
     role: UserRole
     display_name: str = ""
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -77,18 +80,23 @@ class CreateApiKeyInput:
     user_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Another user's id (admins only); yourself by default."
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
 class ApiKeyPayload:
     api_key: ApiKey | None
-    secret: str | None = strawberry.field(description="The key itself. Shown once, never again.")
+    secret: str | None = strawberry.field(
+        description="The key itself. Shown once, never again: null when this answer replays "
+        "an earlier call with the same idempotencyKey (revoke that key if its secret was lost)."
+    )
     user_errors: list[UserError]
 
 
 @strawberry.input
 class RevokeApiKeyInput:
     id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -132,10 +140,10 @@ class UserMutations:
     async def revoke_session(self, info: Info, input: RevokeSessionInput) -> RevokePayload:
         ctx = info.context
         revoked, errors = await attempt(
-            session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
+            session_resolvers.revoke_session_once(
+                ctx, str(input.session_id), idempotency_key=input.idempotency_key
+            )
         )
-        if revoked:
-            await audit.record(ctx, "session.revoke", "session", str(input.session_id))
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
     @strawberry.mutation(description="Create a user. Admins only.")
@@ -145,7 +153,11 @@ class UserMutations:
         async def run() -> User:
             require(ctx.principal, at_least=Role.ADMIN)
             user = await users.create_user(
-                ctx, email=input.email, display_name=input.display_name, role=input.role.value
+                ctx,
+                email=input.email,
+                display_name=input.display_name,
+                role=input.role.value,
+                idempotency_key=input.idempotency_key,
             )
             return User.from_record(user)
 
@@ -156,12 +168,17 @@ class UserMutations:
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeyPayload:
         ctx = info.context
 
-        async def run() -> tuple[ApiKey, str]:
+        async def run() -> tuple[ApiKey, str | None]:
             principal = ctx.principal
             require(principal, at_least=Role.VIEWER)
             user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
             key, secret = await users.create_api_key(
-                ctx, user_id, name=input.name, scopes=input.scopes, expires_at=input.expires_at
+                ctx,
+                user_id,
+                name=input.name,
+                scopes=input.scopes,
+                expires_at=input.expires_at,
+                idempotency_key=input.idempotency_key,
             )
             return ApiKey.from_record(key), secret
 
@@ -183,7 +200,9 @@ class UserMutations:
                 raise ClientError(
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
-            return await users.revoke_api_key(ctx, ctx.principal.user_id, key_id)
+            return await users.revoke_api_key(
+                ctx, ctx.principal.user_id, key_id, idempotency_key=input.idempotency_key
+            )
 
         revoked, errors = await attempt(run())
         return RevokePayload(revoked=bool(revoked), user_errors=errors)

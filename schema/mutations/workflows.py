@@ -12,6 +12,7 @@ from resolvers.context import RequestContext
 from resolvers.writes import await_projection
 from schema.achievements import Achievement
 from schema.enums import WorkflowStatus
+from schema.idempotency import idempotency_key
 from schema.patch import given
 from schema.relay import decode_id
 from schema.scalars import JSON
@@ -29,7 +30,7 @@ class CreateWorkflowInput:
         description='{"steps": [{"id", "name", "estimate"}], "edges": [{"from", "to"}]}; '
         "must be a DAG."
     )
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -39,6 +40,7 @@ class UpdateWorkflowInput:
     name: str | None = strawberry.UNSET
     definition: JSON | None = strawberry.UNSET
     status: WorkflowStatus | None = strawberry.UNSET
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -46,7 +48,7 @@ class AwardAchievementInput:
     agent_id: relay.GlobalID
     type: str
     points: int
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -95,6 +97,7 @@ class WorkflowMutations:
                 name=None if name is UNSET else name,
                 definition=None if definition is UNSET else definition,
                 status=None if status is UNSET else status.value,
+                idempotency_key=input.idempotency_key,
             )
             return Workflow.from_record(workflow)
 

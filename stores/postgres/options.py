@@ -24,6 +24,9 @@ class PostgresOptions:
     acquire_timeout: float = 5.0
     close_timeout: float = 10.0
     vector_format: VectorFormat = "binary"
+    # Migrations run without a statement timeout; this bounds their waits for locks,
+    # the migration lock another gateway holds included.
+    migration_lock_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.min_size < 0:
@@ -32,5 +35,5 @@ class PostgresOptions:
             raise ValueError("max_size must be at least 1")
         if self.min_size > self.max_size:
             raise ValueError("min_size is greater than max_size")
-        if self.statement_timeout <= 0 or self.acquire_timeout <= 0:
+        if min(self.statement_timeout, self.acquire_timeout, self.migration_lock_timeout) <= 0:
             raise ValueError("timeouts must be positive")

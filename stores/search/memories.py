@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from asyncpg import Record
@@ -19,7 +20,13 @@ from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import check_json_object
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
-from stores.postgres.writes import claim_idempotency_key, write_audit, write_transaction
+from stores.postgres.writes import (
+    claim_idempotency_key,
+    settle_idempotency_key,
+    to_json,
+    write_audit,
+    write_transaction,
+)
 from stores.search.knowledge import _fill, _page_bounds
 from stores.search.ranking import Ranked, order_by, ranked_sql, search_settings
 from stores.search.records import MEMORY_KINDS, Memory, MemoryInput, SearchHit, SearchMode
@@ -85,7 +92,12 @@ class MemoryRepository:
         return memory
 
     async def forget(self, ctx: WriteContext, memory_id: UUID) -> Memory:
+        """Delete a memory; returns it as it was. A retry under the same idempotency key
+        gets that again."""
         async with write_transaction(self._search.postgres) as conn:
+            replay = await claim_idempotency_key(conn, ctx, f"memory.forget {memory_id}", {})
+            if replay is not None:
+                return _memory_from_json(replay["deleted"])
             row = await conn.fetchrow(
                 f"DELETE FROM agent_memories AS m WHERE m.id = $1 RETURNING {_COLUMNS}", memory_id
             )
@@ -93,6 +105,7 @@ class MemoryRepository:
                 raise NotFound("memory", memory_id, field="id")
             memory = _memory(row)
             await write_audit(conn, ctx, "delete", "memory", memory_id, memory, None)
+            await settle_idempotency_key(conn, ctx, {"deleted": to_json(memory)})
         return memory
 
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, Memory]:
@@ -170,6 +183,20 @@ async def _by_ids(conn: object, ids: Sequence[UUID]) -> list[Memory]:
         f"SELECT {_COLUMNS} FROM agent_memories m WHERE m.id = ANY($1::uuid[])", list(ids)
     )
     return [_memory(row) for row in rows]
+
+
+def _memory_from_json(data: dict[str, Any]) -> Memory:
+    """A memory from its idempotency snapshot (see `to_json`)."""
+    return Memory(
+        id=UUID(data["id"]),
+        agent_id=UUID(data["agent_id"]),
+        content=data["content"],
+        kind=data["kind"],
+        importance=data["importance"],
+        context=data["context"],
+        embedding_pending=data["embedding_pending"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )
 
 
 def _memory(row: Record) -> Memory:
