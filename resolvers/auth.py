@@ -163,5 +163,37 @@ def scoped_role(role: Role, scopes: Iterable[str]) -> Role:
     return min(role, max(caps)) if caps else role
 
 
+def scopes_within(role: Role) -> frozenset[str]:
+    """The scopes a credential acting with `role` holds: every scope whose cap is at or
+    below it. An unscoped key of an operator holds `read`, `agent` and `write`; a `read`
+    key of an admin holds `read` alone; a session holds what the key that opened it held."""
+    return frozenset(scope for scope, cap in SCOPE_CAPS.items() if cap <= role)
+
+
+def require_may_mint(principal: Principal, user_role: Role, scopes: Iterable[str]) -> None:
+    """Refuse a new API key (for a user of `user_role`, limited to `scopes`) that would
+    hold a scope the calling credential does not: a key never mints a wider key."""
+    require(principal, at_least=Role.VIEWER)
+    assert principal.role is not None
+    held = scopes_within(principal.role)
+    wanted = scopes_within(scoped_role(user_role, scopes))
+    if not wanted <= held:
+        example = ", ".join(f'"{scope}"' for scope in _ordered(held))
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"This credential holds scopes {_listed(held)}; the key would hold"
+            f" {_listed(wanted)}. Ask for scopes within yours, e.g. `scopes: [{example}]`.",
+            field="scopes",
+        )
+
+
+def _ordered(scopes: Iterable[str]) -> list[str]:
+    return sorted(scopes, key=lambda scope: SCOPE_CAPS[scope])
+
+
+def _listed(scopes: Iterable[str]) -> str:
+    return ", ".join(_ordered(scopes)) or "none"
+
+
 def _refused(message: str) -> ClientError:
     return ClientError(ErrorCode.UNAUTHENTICATED, message)

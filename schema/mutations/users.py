@@ -10,7 +10,7 @@ import strawberry
 from strawberry import relay
 
 from resolvers import sessions as session_resolvers
-from resolvers.auth import Role, require
+from resolvers import users as user_resolvers
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.enums import UserRole
@@ -146,12 +146,8 @@ class UserMutations:
         ctx = info.context
 
         async def run() -> User:
-            require(ctx.principal, at_least=Role.ADMIN)
-            user = await ctx.stores.postgres.users.create_user(
-                email=input.email,
-                display_name=input.display_name,
-                role=input.role.value,
-                ctx=ctx.write_context(),
+            user = await user_resolvers.create_user(
+                ctx, email=input.email, display_name=input.display_name, role=input.role.value
             )
             return User.from_record(user)
 
@@ -163,15 +159,9 @@ class UserMutations:
         ctx = info.context
 
         async def run() -> tuple[ApiKey, str]:
-            principal = ctx.principal
-            require(principal, at_least=Role.VIEWER)
-            user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
-            key, secret = await ctx.stores.postgres.users.create_api_key(
-                user_id,
-                name=input.name,
-                scopes=input.scopes,
-                expires_at=input.expires_at,
-                ctx=ctx.write_context(),
+            user_id = decode_id(input.user_id, "User", field="userId") if input.user_id else None
+            key, secret = await user_resolvers.create_api_key(
+                ctx, user_id, name=input.name, scopes=input.scopes, expires_at=input.expires_at
             )
             return ApiKey.from_record(key), secret
 
@@ -185,29 +175,13 @@ class UserMutations:
         ctx = info.context
 
         async def run() -> bool:
-            require(ctx.principal, at_least=Role.VIEWER)
-            assert ctx.principal.user_id is not None
             try:
                 key_id = UUID(str(input.id))
             except ValueError:
                 raise ClientError(
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
-            return await ctx.stores.postgres.users.revoke_api_key(
-                ctx.principal.user_id, key_id, ctx=ctx.write_context()
-            )
+            return await user_resolvers.revoke_api_key(ctx, key_id)
 
         revoked, errors = await attempt(run())
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
-
-
-def _own_or_admin(
-    own_id: UUID | None, requested: relay.GlobalID | None, ctx: RequestContext
-) -> UUID:
-    assert own_id is not None
-    if requested is None:
-        return own_id
-    user_id = decode_id(requested, "User", field="userId")
-    if user_id != own_id:
-        require(ctx.principal, at_least=Role.ADMIN)
-    return user_id
