@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from uuid import UUID
 
+from resolvers.agent_grants import require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
@@ -191,12 +192,9 @@ async def unrelate_knowledge(
     )
 
 
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID) -> None:
+async def _require_operator_or_self(ctx: RequestContext, agent_id: UUID) -> None:
     # An agent may keep and drop its own memories; anyone else needs an operator.
-    if ctx.principal.agent_id == agent_id:
-        require(ctx.principal, at_least=Role.AGENT)
-    else:
-        require(ctx.principal, at_least=Role.OPERATOR)
+    await require_acts_as(ctx.stores, ctx.principal, agent_id, doing="keeping an agent's memories")
 
 
 async def remember_memory(
@@ -206,7 +204,7 @@ async def remember_memory(
     *,
     idempotency_key: str | None,
 ) -> Memory:
-    _require_operator_or_self(ctx, data.agent_id)
+    await _require_operator_or_self(ctx, data.agent_id)
     embedding = client_vector(ctx, vector) or await embed_for_write(ctx, data.content)
     memory = await search_store(ctx).memories.remember(
         ctx.write_context(idempotency_key), data, embedding
@@ -221,7 +219,7 @@ async def forget_memory(ctx: RequestContext, memory_id: UUID) -> Memory:
     if found is None:
         require(ctx.principal, at_least=Role.OPERATOR)
     else:
-        _require_operator_or_self(ctx, found.agent_id)
+        await _require_operator_or_self(ctx, found.agent_id)
     return await store.forget(ctx.write_context(), memory_id)
 
 

@@ -21,19 +21,27 @@ async def login(
 ) -> tuple[Session, str]:
     """A new session for the key's user, and its token (shown this once).
 
-    Only users with the agent role may bind the session to an agent: the
-    session then acts for that agent.
+    Only users with the agent role, and a grant for the agent, may bind the
+    session to an agent: the session then acts for that agent.
     """
     found = await stores.postgres.users.authenticate_api_key(api_key)
     if found is None:
         raise ClientError(ErrorCode.UNAUTHENTICATED, "The API key is invalid, expired or revoked.")
     user, key_record = found
-    if agent_id is not None and user.role != Role.AGENT.value:
-        raise ClientError(
-            ErrorCode.FORBIDDEN,
-            f"Only users with role agent may bind a session to an agent; you are {user.role}.",
-            field="agentId",
-        )
+    if agent_id is not None:
+        if user.role != Role.AGENT.value:
+            raise ClientError(
+                ErrorCode.FORBIDDEN,
+                f"Only users with role agent may bind a session to an agent; you are {user.role}.",
+                field="agentId",
+            )
+        if not await stores.postgres.agent_grants.allows(user.id, agent_id):
+            raise ClientError(
+                ErrorCode.FORBIDDEN,
+                f"You may not act as agent {agent_id}: an operator grants it with"
+                " grantAgentAccess.",
+                field="agentId",
+            )
     try:
         return await _sessions(stores).create(
             # The session keeps the key's scope cap, so logging in never widens a key.

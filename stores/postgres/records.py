@@ -47,6 +47,17 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentGrant:
+    """`user_id` may act as `agent_id` (bind a session to it, write as it)."""
+
+    id: UUID
+    user_id: UUID
+    agent_id: UUID
+    granted_by: UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Agent:
     id: UUID
     name: str

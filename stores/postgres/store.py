@@ -16,6 +16,7 @@ from stores._pg_pool import PgPool
 from stores.errors import StoreUnavailable
 from stores.health import ProbeResult
 from stores.postgres.achievements import AchievementRepository
+from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
 from stores.postgres.migrations import apply_migrations
@@ -36,6 +37,7 @@ class PostgresStore:
         "_options",
         "_pool",
         "achievements",
+        "agent_grants",
         "agents",
         "audit",
         "tasks",
@@ -58,6 +60,7 @@ class PostgresStore:
         self.workflows = WorkflowRepository(self)
         self.achievements = AchievementRepository(self)
         self.audit = AuditRepository(self)
+        self.agent_grants = AgentGrantRepository(self)
 
     async def open(self) -> None:
         await self._pool.open()

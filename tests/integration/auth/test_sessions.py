@@ -19,6 +19,7 @@ from stores.errors import InvalidInput
 from stores.postgres import UserRepository
 from stores.redis.sessions import SessionOptions, SessionStore
 from tests.integration.auth.conftest import unique_email
+from tests.integration.stores import new_agent, new_ctx
 
 
 async def test_create_and_resolve(sessions: SessionStore, redis: RedisStore) -> None:
@@ -211,10 +212,13 @@ async def test_login_refuses_a_bad_key_or_ttl(stores: Stores, users: UserReposit
     assert bad_ttl.value.code is ErrorCode.BAD_USER_INPUT
 
 
-async def test_only_agent_users_bind_an_agent(stores: Stores, users: UserRepository) -> None:
-    agent_id = uuid.uuid4()
+async def test_only_agent_users_with_a_grant_bind_an_agent(
+    stores: Stores, users: UserRepository
+) -> None:
+    agent_id = (await new_agent(stores.postgres)).id
     operator = await users.create_user(email=unique_email(), role="operator")
     _, operator_key = await users.create_api_key(operator.id)
+    await stores.postgres.agent_grants.grant(new_ctx(), operator.id, agent_id)
     with pytest.raises(ClientError) as caught:
         await login(stores, operator_key, agent_id=agent_id, ttl_s=600)
     assert caught.value.code is ErrorCode.FORBIDDEN
@@ -222,6 +226,10 @@ async def test_only_agent_users_bind_an_agent(stores: Stores, users: UserReposit
 
     agent_user = await users.create_user(email=unique_email(), role="agent")
     _, agent_key = await users.create_api_key(agent_user.id)
+    with pytest.raises(ClientError) as ungranted:
+        await login(stores, agent_key, agent_id=agent_id, ttl_s=600)
+    assert (ungranted.value.code, ungranted.value.field) == (ErrorCode.FORBIDDEN, "agentId")
+    await stores.postgres.agent_grants.grant(new_ctx(), agent_user.id, agent_id)
     session, token = await login(stores, agent_key, agent_id=agent_id, ttl_s=600)
     assert (await _principal(stores, token)).agent_id == agent_id
     assert stores.sessions is not None

@@ -226,7 +226,7 @@ def test_ndjson_ingest_reports_bad_lines_and_keeps_the_good(
     assert [p["value"] for p in series["points"]] == [3.0]
 
 
-@pytest.mark.parametrize("role, status", [(None, 401), ("viewer", 403)])
+@pytest.mark.parametrize("role, status", [(None, 401), ("viewer", 403), ("agent", 403)])
 def test_ndjson_ingest_needs_a_recorder(
     client: TestClient, make_caller: Callable[[str], Caller], role: str | None, status: int
 ) -> None:
