@@ -20,6 +20,7 @@ from gateway.settings import Settings
 from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
+from resolvers.revocations import Revocations
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
@@ -75,15 +76,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     graph = GraphStore(settings.graph_options())
     redis = RedisStore(settings.redis_options())
     metrics = MetricsStore(settings.metrics_options())
+    events = EventBus(
+        redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
+    )
     stores = Stores(
         postgres,
         graph,
         redis,
         probe_timeout=settings.health_probe_timeout_s,
         sessions=SessionStore(redis, settings.session_options()),
-        events=EventBus(
-            redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
-        ),
+        events=events,
         projector=Projector(postgres, graph) if settings.projector_enabled else None,
         metrics=metrics,
         search=search,
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if settings.embedding_filler_enabled
             else None
         ),
+        revocations=Revocations(events),
     )
 
     @asynccontextmanager
@@ -108,9 +111,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 await migrate_reachable(stores)
             metrics.start_maintenance()
             await check_embedding_space(stores)
-            assert stores.events is not None
-            await stores.events.start()
-            stack.push_async_callback(stores.events.aclose)
+            await events.start()
+            stack.push_async_callback(events.aclose)
+            assert stores.revocations is not None
+            await stores.revocations.start()
+            stack.push_async_callback(stores.revocations.aclose)
             if stores.projector is not None:
                 await stores.projector.start()
                 stack.push_async_callback(stores.projector.stop)

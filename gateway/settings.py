@@ -73,6 +73,8 @@ class Settings(BaseSettings):
 
     # Sessions (Redis, or this process's memory while Redis is away)
     session_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400)
+    # However it is used, a session ends this long after login.
+    session_lifetime_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
     # A session's expiry slides forward on use, at most once per interval.
     session_touch_interval_s: float = Field(default=5.0, ge=0)
     session_fallback_retry_s: float = Field(default=1.0, gt=0)
@@ -181,4 +183,5 @@ class Settings(BaseSettings):
         return SessionOptions(
             touch_interval=self.session_touch_interval_s,
             fallback_retry=self.session_fallback_retry_s,
+            lifetime=self.session_lifetime_s,
         )

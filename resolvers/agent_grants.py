@@ -14,6 +14,7 @@ from uuid import UUID
 from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
+from resolvers.revocations import Revocation, announce
 from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import AgentGrant
 
@@ -24,8 +25,17 @@ async def grant(ctx: RequestContext, user_id: UUID, agent_id: UUID) -> tuple[Age
 
 
 async def revoke(ctx: RequestContext, user_id: UUID, agent_id: UUID) -> bool:
+    """Stop `user_id` acting as `agent_id`: its sessions bound to the agent end too."""
     require(ctx.principal, at_least=Role.OPERATOR)
-    return await ctx.stores.postgres.agent_grants.revoke(ctx.write_context(), user_id, agent_id)
+    revoked = await ctx.stores.postgres.agent_grants.revoke(ctx.write_context(), user_id, agent_id)
+    if revoked:
+        if ctx.stores.sessions is not None:
+            await ctx.stores.sessions.end_matching(user_id, agent_id=agent_id)
+        await announce(
+            ctx.stores.revocations,
+            Revocation("agent grant revoked", user_id=user_id, agent_id=agent_id),
+        )
+    return revoked
 
 
 async def list_grants(

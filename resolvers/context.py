@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from resolvers.embeddings import EmbeddingFiller
     from resolvers.loaders import Loaders
     from resolvers.projector import Projector
+    from resolvers.revocations import Revocations
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Stores:
     search: SearchStore | None = None
     embedder: Embedder | None = None
     embedding_filler: EmbeddingFiller | None = None
+    revocations: Revocations | None = None
 
 
 @dataclass

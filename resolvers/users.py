@@ -8,6 +8,7 @@ from uuid import UUID
 
 from resolvers.auth import Role, require, require_may_mint
 from resolvers.context import RequestContext
+from resolvers.revocations import Revocation, announce
 from stores.errors import NotFound
 from stores.postgres.records import ApiKey, User
 
@@ -47,7 +48,14 @@ async def create_api_key(
 async def revoke_api_key(ctx: RequestContext, key_id: UUID) -> bool:
     """Revoke one of the caller's keys; False if it has no such key, or it was revoked."""
     require(ctx.principal, at_least=Role.VIEWER)
-    assert ctx.principal.user_id is not None
-    return await ctx.stores.postgres.users.revoke_api_key(
-        ctx.principal.user_id, key_id, ctx=ctx.write_context()
+    owner_id = ctx.principal.user_id
+    assert owner_id is not None
+    revoked = await ctx.stores.postgres.users.revoke_api_key(
+        owner_id, key_id, ctx=ctx.write_context()
     )
+    if revoked:
+        # The key's sessions end with it, and every replica closes their connections.
+        if ctx.stores.sessions is not None:
+            await ctx.stores.sessions.end_matching(owner_id, api_key_id=key_id)
+        await announce(ctx.stores.revocations, Revocation("API key revoked", api_key_id=key_id))
+    return revoked

@@ -122,7 +122,9 @@ class UserMutations:
             raise ClientError(
                 ErrorCode.UNAUTHENTICATED, "logout needs `Authorization: Bearer <session token>`"
             )
-        logged_out = await session_resolvers.logout(ctx.stores, token.strip())
+        logged_out = await session_resolvers.logout(
+            ctx.stores, token.strip(), session_id=ctx.principal.session_id
+        )
         if logged_out:
             await ctx.stores.postgres.audit.record(
                 ctx.write_context(), "session.logout", "session", ctx.principal.session_id

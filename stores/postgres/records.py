@@ -34,6 +34,17 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class SignInState:
+    """What a session's standing depends on, read afresh from the source of truth."""
+
+    role: str
+    # The API key that opened the session is neither revoked nor expired.
+    key_live: bool
+    # The user may still act as the agent the session is bound to.
+    may_act: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     id: UUID
     user_id: UUID

@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from stores.errors import Conflict, InvalidInput, NotFound
-from stores.postgres.records import ApiKey, User, WriteContext
+from stores.postgres.records import ApiKey, SignInState, User, WriteContext
 from stores.postgres.writes import write_audit
 
 if TYPE_CHECKING:
@@ -189,6 +189,33 @@ class UserRepository:
             created_at=row["user_created_at"],
         )
         return user, _api_key(row, last_used_at=row["touched_at"])
+
+    async def sign_in_state(
+        self, user_id: UUID, api_key_id: UUID | None, agent_id: UUID | None
+    ) -> SignInState | None:
+        """The user's role now, whether `api_key_id` (if given) is still live, and whether
+        the user may still act as `agent_id` (if given); None if the user is gone."""
+        async with self._store.connection() as conn:
+            row = await conn.fetchrow(
+                """
+                SELECT u.role,
+                       $2::uuid IS NULL OR EXISTS (
+                           SELECT FROM api_keys k
+                           WHERE k.id = $2 AND k.user_id = u.id AND k.revoked_at IS NULL
+                             AND (k.expires_at IS NULL OR k.expires_at > now())
+                       ) AS key_live,
+                       $3::uuid IS NULL OR EXISTS (
+                           SELECT FROM agent_grants g WHERE g.user_id = u.id AND g.agent_id = $3
+                       ) AS may_act
+                FROM users u WHERE u.id = $1
+                """,
+                user_id,
+                api_key_id,
+                agent_id,
+            )
+        if row is None:
+            return None
+        return SignInState(role=row["role"], key_live=row["key_live"], may_act=row["may_act"])
 
     async def list_api_keys(self, user_id: UUID) -> list[ApiKey]:
         """Every key of `user_id`, revoked and expired ones included, newest first."""
