@@ -21,6 +21,7 @@ from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
 from resolvers.revocations import Revocations
+from resolvers.session_cache import SessionCache
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
@@ -79,6 +80,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     events = EventBus(
         redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
     )
+    revocations = Revocations(events)
+    session_cache = SessionCache(settings.session_cache_s) if settings.session_cache_s else None
+    if session_cache is not None:
+        revocations.listen(session_cache.drop_covered)
     stores = Stores(
         postgres,
         graph,
@@ -95,7 +100,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if settings.embedding_filler_enabled
             else None
         ),
-        revocations=Revocations(events),
+        revocations=revocations,
+        session_cache=session_cache,
     )
 
     @asynccontextmanager
@@ -113,9 +119,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await check_embedding_space(stores)
             await events.start()
             stack.push_async_callback(events.aclose)
-            assert stores.revocations is not None
-            await stores.revocations.start()
-            stack.push_async_callback(stores.revocations.aclose)
+            await revocations.start()
+            stack.push_async_callback(revocations.aclose)
             if stores.projector is not None:
                 await stores.projector.start()
                 stack.push_async_callback(stores.projector.stop)

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # A session's expiry slides forward on use, at most once per interval.
     session_touch_interval_s: float = Field(default=5.0, ge=0)
     session_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # A checked session token is trusted this long without asking Redis and PostgreSQL
+    # again; revocations reach every replica's cache at once over pub/sub. 0: no cache.
+    session_cache_s: float = Field(default=5.0, ge=0, le=60)
 
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)

@@ -127,6 +127,9 @@ async def _by_session(stores: Stores, token: str) -> Principal:
     sessions = stores.sessions
     if sessions is None:
         raise RuntimeError("no session store: pass `sessions=` to `Stores` in create_app")
+    cache = stores.session_cache
+    if cache is not None and (cached := cache.get(token)) is not None:
+        return cached
     session = await sessions.resolve(token)
     if session is None:
         raise _refused("The session token is invalid or has expired; log in again.")
@@ -139,7 +142,7 @@ async def _by_session(stores: Stores, token: str) -> Principal:
         await sessions.revoke(None, session.id)
         raise _refused(f"The session has ended: {ended}. Log in again.")
     assert state is not None
-    return Principal(
+    principal = Principal(
         user_id=session.user_id,
         role=session_role(Role(state.role), session),
         agent_id=session.agent_id,
@@ -149,6 +152,9 @@ async def _by_session(stores: Stores, token: str) -> Principal:
         via="session",
         ends_at=session.ends_at,
     )
+    if cache is not None:
+        cache.put(token, principal, expires_at=session.expires_at)
+    return principal
 
 
 def session_role(user_role: Role, session: Session) -> Role:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from resolvers.loaders import Loaders
     from resolvers.projector import Projector
     from resolvers.revocations import Revocations
+    from resolvers.session_cache import SessionCache
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Stores:
     embedder: Embedder | None = None
     embedding_filler: EmbeddingFiller | None = None
     revocations: Revocations | None = None
+    # Principals of recently checked session tokens; None: every request checks.
+    session_cache: SessionCache | None = None
 
 
 @dataclass
