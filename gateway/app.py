@@ -19,6 +19,7 @@ from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
+from resolvers.health import HealthMonitor
 from resolvers.projector import Projector
 from resolvers.revocations import Revocations
 from resolvers.session_cache import SessionCache
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ),
         revocations=revocations,
         session_cache=session_cache,
+        health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
     )
 
     @asynccontextmanager

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    # One probe serves every health reader of a process for this long, and
+    # `healthUpdates` ticks no faster.
+    health_min_interval_s: float = Field(default=1.0, ge=0.1, le=60)
 
     # Sessions (Redis, or this process's memory while Redis is away)
     session_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400)

@@ -18,6 +18,7 @@ from stores.search import SearchStore
 if TYPE_CHECKING:
     from resolvers.auth import Principal
     from resolvers.embeddings import EmbeddingFiller
+    from resolvers.health import HealthMonitor
     from resolvers.loaders import Loaders
     from resolvers.projector import Projector
     from resolvers.revocations import Revocations
@@ -42,6 +43,8 @@ class Stores:
     revocations: Revocations | None = None
     # Principals of recently checked session tokens; None: every request checks.
     session_cache: SessionCache | None = None
+    # One health probe shared by every caller per interval; None: each caller probes.
+    health: HealthMonitor | None = None
 
 
 @dataclass
