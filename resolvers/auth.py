@@ -168,6 +168,8 @@ def session_role(user_role: Role, session: Session) -> Role:
 def _why_ended(state: SignInState | None, agent_id: UUID | None) -> str | None:
     if state is None:
         return "its user no longer exists"
+    if not state.enabled:
+        return "its user is disabled"
     if not state.key_live:
         return "the API key that opened it was revoked or has expired"
     if not state.may_act:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
@@ -18,6 +19,7 @@ from schema.relay import decode_id
 from schema.sessions import Session
 from schema.user_errors import UserError, attempt
 from schema.users import ApiKey, User
+from stores.postgres import records
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -88,6 +90,17 @@ class ApiKeyPayload:
 @strawberry.input
 class RevokeApiKeyInput:
     id: strawberry.ID
+
+
+@strawberry.input
+class UserIdInput:
+    user_id: relay.GlobalID
+
+
+@strawberry.input
+class SetUserRoleInput:
+    user_id: relay.GlobalID
+    role: UserRole
 
 
 @strawberry.type
@@ -172,7 +185,10 @@ class UserMutations:
             return ApiKeyPayload(api_key=None, secret=None, user_errors=errors)
         return ApiKeyPayload(api_key=outcome[0], secret=outcome[1], user_errors=errors)
 
-    @strawberry.mutation(description="Revoke one of your API keys.")
+    @strawberry.mutation(
+        description="Revoke one of your API keys (admins: anyone's); the sessions it opened "
+        "end with it."
+    )
     async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> RevokePayload:
         ctx = info.context
 
@@ -187,3 +203,43 @@ class UserMutations:
 
         revoked, errors = await attempt(run())
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
+
+    @strawberry.mutation(
+        description="Disable a user: its keys stop working and its sessions and connections "
+        "end, at once. Admins only (not themselves, not the last admin); audited."
+    )
+    async def disable_user(self, info: Info, input: UserIdInput) -> UserPayload:
+        return await _user_change(
+            lambda user_id: user_resolvers.set_disabled(info.context, user_id, disabled=True),
+            input.user_id,
+        )
+
+    @strawberry.mutation(
+        description="Enable a disabled user: its keys work again (its sessions do not come "
+        "back). Admins only; audited."
+    )
+    async def enable_user(self, info: Info, input: UserIdInput) -> UserPayload:
+        return await _user_change(
+            lambda user_id: user_resolvers.set_disabled(info.context, user_id, disabled=False),
+            input.user_id,
+        )
+
+    @strawberry.mutation(
+        description="Change a user's role; its keys and live sessions act with it within "
+        "moments, on every replica. Admins only (not demoting the last admin); audited."
+    )
+    async def set_user_role(self, info: Info, input: SetUserRoleInput) -> UserPayload:
+        return await _user_change(
+            lambda user_id: user_resolvers.set_role(info.context, user_id, input.role.value),
+            input.user_id,
+        )
+
+
+async def _user_change(
+    change: Callable[[UUID], Awaitable[records.User]], user_id: relay.GlobalID
+) -> UserPayload:
+    async def run() -> User:
+        return User.from_record(await change(decode_id(user_id, "User", field="userId")))
+
+    user, errors = await attempt(run())
+    return UserPayload(user=user, user_errors=errors)

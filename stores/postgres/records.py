@@ -31,6 +31,8 @@ class User:
     display_name: str
     role: str
     created_at: datetime
+    # Set while an admin has disabled the user: its keys and sessions do not work.
+    disabled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class SignInState:
     """What a session's standing depends on, read afresh from the source of truth."""
 
     role: str
+    enabled: bool
     # The API key that opened the session is neither revoked nor expired.
     key_live: bool
     # The user may still act as the agent the session is bound to.
