@@ -49,7 +49,14 @@ class _Watch:
         self._expiry: asyncio.TimerHandle | None = None
         self._ending: asyncio.Task[None] | None = None
 
-    def start(self, context: Any, end: Callable[[str], Any]) -> None:
+    @staticmethod
+    def generation(context: Any) -> int | None:
+        """Read before signing in, for `start(since=...)`."""
+        if isinstance(context, RequestContext) and context.stores.revocations is not None:
+            return context.stores.revocations.generation
+        return None
+
+    def start(self, context: Any, end: Callable[[str], Any], *, since: int | None) -> None:
         if not isinstance(context, RequestContext) or not context.principal.authenticated:
             return
         revocations = context.stores.revocations
@@ -59,7 +66,7 @@ class _Watch:
                 self._ending = asyncio.create_task(end(f"Signed out: {reason}"[:_MAX_REASON]))
 
         if revocations is not None:
-            self._unwatch = revocations.watch(context.principal, ended)
+            self._unwatch = revocations.watch(context.principal, ended, since=since)
         ends_at = context.principal.ends_at
         if ends_at is not None:
             delay = (ends_at - datetime.now(UTC)).total_seconds()
@@ -84,9 +91,10 @@ class SignedInTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, N
         self._watch = _Watch()
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        since = self._watch.generation(self.context)
         await super().handle_connection_init(message)
         if self.connection_acknowledged:
-            self._watch.start(self.context, self._end)
+            self._watch.start(self.context, self._end, since=since)
 
     async def shutdown(self) -> None:
         self._watch.stop()
@@ -108,9 +116,10 @@ class SignedInLegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
         self._watch = _Watch()
 
     async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
+        since = self._watch.generation(self.context)
         await super().handle_connection_init(message)
         if self.connection_acknowledged:
-            self._watch.start(self.context, self._end)
+            self._watch.start(self.context, self._end, since=since)
 
     async def cleanup(self) -> None:
         self._watch.stop()

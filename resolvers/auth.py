@@ -130,6 +130,7 @@ async def _by_session(stores: Stores, token: str) -> Principal:
     cache = stores.session_cache
     if cache is not None and (cached := cache.get(token)) is not None:
         return cached
+    generation = cache.generation if cache is not None else 0
     session = await sessions.resolve(token)
     if session is None:
         raise _refused("The session token is invalid or has expired; log in again.")
@@ -153,7 +154,7 @@ async def _by_session(stores: Stores, token: str) -> Principal:
         ends_at=session.ends_at,
     )
     if cache is not None:
-        cache.put(token, principal, expires_at=session.expires_at)
+        cache.put(token, principal, expires_at=session.expires_at, generation=generation)
     return principal
 
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from stores.redis.events import EventBus, Subscription
 logger = logging.getLogger(__name__)
 
 REVOCATIONS_CHANNEL = "auth.revoked"
+# Revocations kept for `watch(since=...)`: far more than arrive while one client signs in.
+_RECENT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,9 @@ class Revocations:
         self._listeners: list[Listener] = []
         self._watched: dict[int, tuple[Principal, EndConnection]] = {}
         self._handles = itertools.count()
+        # The latest revocations, numbered, for connections that signed in meanwhile.
+        self._generation = 0
+        self._recent: deque[tuple[int, Revocation]] = deque(maxlen=_RECENT)
         self._exit = AsyncExitStack()
         self._reader: asyncio.Task[None] | None = None
         self.received = 0
@@ -103,9 +109,23 @@ class Revocations:
         """Call `listener` with every revocation, local or remote (e.g. a cache's drop)."""
         self._listeners.append(listener)
 
-    def watch(self, principal: Principal, end: EndConnection) -> Callable[[], None]:
+    @property
+    def generation(self) -> int:
+        """Moves on with every revocation applied here; see `watch`."""
+        return self._generation
+
+    def watch(
+        self, principal: Principal, end: EndConnection, *, since: int | None = None
+    ) -> Callable[[], None]:
         """Call `end` once a revocation covers `principal`; returns the way to stop
-        watching (call it when the connection closes)."""
+        watching (call it when the connection closes). With `since` (the `generation`
+        read before `principal` was checked), a revocation that arrived meanwhile ends
+        it at once: signing in cannot race a revocation past the watch."""
+        if since is not None:
+            for generation, revocation in self._recent:
+                if generation > since and revocation.covers(principal):
+                    end(revocation.reason)
+                    return _nothing
         handle = next(self._handles)
         self._watched[handle] = (principal, end)
 
@@ -153,6 +173,8 @@ class Revocations:
             self._apply(revocation)
 
     def _apply(self, revocation: Revocation) -> None:
+        self._generation += 1
+        self._recent.append((self._generation, revocation))
         for listener in self._listeners:
             listener(revocation)
         ended = [
@@ -163,6 +185,10 @@ class Revocations:
         for handle, end in ended:
             del self._watched[handle]
             end(revocation.reason)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _text(value: UUID | None) -> str | None:

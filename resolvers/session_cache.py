@@ -31,7 +31,7 @@ class SessionCache:
     """Principals by session token (kept as a SHA-256, never in clear), for `ttl_s`
     seconds; the least recently used go first beyond `capacity`."""
 
-    __slots__ = ("_capacity", "_entries", "_ttl_s", "hits", "misses")
+    __slots__ = ("_capacity", "_entries", "_generation", "_ttl_s", "hits", "misses")
 
     def __init__(self, ttl_s: float, *, capacity: int = DEFAULT_CAPACITY) -> None:
         if ttl_s <= 0:
@@ -41,6 +41,7 @@ class SessionCache:
         self._ttl_s = ttl_s
         self._capacity = capacity
         self._entries: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self._generation = 0
         self.hits = 0
         self.misses = 0
 
@@ -59,8 +60,19 @@ class SessionCache:
         self.hits += 1
         return entry[0]
 
-    def put(self, token: str, principal: Principal, *, expires_at: datetime) -> None:
-        """Keep `principal` for `token` until the TTL passes or the session expires."""
+    @property
+    def generation(self) -> int:
+        """Moves on with every revocation: read it before checking a token, and pass it
+        to `put`, so a check that raced a revocation is not kept."""
+        return self._generation
+
+    def put(
+        self, token: str, principal: Principal, *, expires_at: datetime, generation: int
+    ) -> None:
+        """Keep `principal` for `token` until the TTL passes or the session expires,
+        unless a revocation arrived since `generation` was read (it may cover it)."""
+        if generation != self._generation:
+            return
         lapses_in = (expires_at - datetime.now(UTC)).total_seconds()
         keep_s = min(self._ttl_s, lapses_in)
         if keep_s <= 0:
@@ -73,6 +85,7 @@ class SessionCache:
 
     def drop_covered(self, revocation: Revocation) -> None:
         """A `Revocations` listener: forget every principal `revocation` covers."""
+        self._generation += 1
         covered = [key for key, (p, _) in self._entries.items() if revocation.covers(p)]
         for key in covered:
             del self._entries[key]

@@ -17,6 +17,7 @@ from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.health import current_health
 from resolvers.sessions import list_sessions
+from resolvers.users import list_api_keys
 from schema.achievements import LeaderboardEntry
 from schema.agents import Agent, AgentConnection
 from schema.audit import AuditEntry, AuditEntryConnection
@@ -246,7 +247,7 @@ class Query:
         principal = info.context.principal
         require(principal, at_least=Role.VIEWER)
         assert principal.user_id is not None
-        keys = await info.context.stores.postgres.users.list_api_keys(principal.user_id)
+        keys = await list_api_keys(info.context, principal.user_id)
         return [ApiKey.from_record(key) for key in keys]
 
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import httpx2
 import pytest
@@ -19,6 +20,8 @@ from websockets.typing import Subprotocol
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from resolvers.auth import Principal, Role
+from resolvers.revocations import Revocation, Revocations
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.support.serving import serve_in_thread, wait_until
 
@@ -64,13 +67,17 @@ def _post(base: str, query: str, variables: dict[str, Any], headers: dict[str, s
 
 
 @contextmanager
-def _subscribed(base: str, payload: dict[str, str]) -> Iterator[ClientConnection]:
+def _subscribed(
+    base: str, payload: dict[str, str], protocol: str = "graphql-transport-ws"
+) -> Iterator[ClientConnection]:
     url = base.replace("http", "ws") + "/graphql"
-    with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+    with connect(url, subprotocols=[Subprotocol(protocol)]) as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
         query = "subscription { taskUpdated { change } }"
-        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        # The older graphql-ws protocol says `start` where graphql-transport-ws says `subscribe`.
+        start = "subscribe" if protocol == "graphql-transport-ws" else "start"
+        ws.send(json.dumps({"id": "1", "type": start, "payload": {"query": query}}))
         yield ws
 
 
@@ -95,11 +102,12 @@ def test_logout_and_revocations_close_subscriptions_on_every_replica(
         # Logged out on B: the connection on A closes.
         token = _post(b, LOGIN, {"k": viewer.api_key}, {})["login"]["token"]
         bearer = {"authorization": f"Bearer {token}"}
-        with _subscribed(a, bearer) as ws:
-            wait_until(lambda: _watching(first) == 1, what="A to watch the connection")
+        with _subscribed(a, bearer) as ws, _subscribed(a, bearer, "graphql-ws") as legacy:
+            wait_until(lambda: _watching(first) == 2, what="A to watch the connections")
             _post(b, "mutation { logout { loggedOut } }", {}, bearer)
-            close = _closed(ws)
-            assert (close.code, close.reason) == (4403, "Signed out: logged out")
+            for connection in (ws, legacy):
+                close = _closed(connection)
+                assert (close.code, close.reason) == (4403, "Signed out: logged out")
 
         # Its key revoked on B: a connection signed in with the key, and one with a
         # session the key opened, close on A.
@@ -132,3 +140,28 @@ def test_logout_and_revocations_close_subscriptions_on_every_replica(
             untouched.send(json.dumps({"type": "ping"}))
             assert json.loads(untouched.recv(timeout=30))["type"] == "pong"
         wait_until(lambda: _watching(first) == 0, what="closed connections to be forgotten")
+
+
+def _signed_in(session_id: str) -> Principal:
+    return Principal(
+        user_id=UUID(int=1),
+        role=Role.VIEWER,
+        agent_id=None,
+        session_id=session_id,
+        api_key_id=None,
+        scopes=frozenset(),
+        via="session",
+    )
+
+
+async def test_a_connection_that_signed_in_during_a_revocation_ends_at_once() -> None:
+    revocations = Revocations(None)
+    since = revocations.generation  # read before the credential is checked
+    await revocations.announce(Revocation("logged out", session_id="raced"))
+    ended: list[str] = []
+    revocations.watch(_signed_in("raced"), ended.append, since=since)
+    assert ended == ["logged out"] and revocations.watching == 0
+    unwatch = revocations.watch(_signed_in("other"), ended.append, since=since)
+    assert ended == ["logged out"] and revocations.watching == 1
+    unwatch()
+    assert revocations.watching == 0

@@ -99,8 +99,9 @@ def test_revocations_drop_what_they_cover() -> None:
     cache = SessionCache(60)
     user, key, other_key, agent = (UUID(int=n) for n in range(1, 5))
     later = datetime.now(UTC) + timedelta(hours=1)
-    cache.put("by-key", _principal("s1", user, key, None), expires_at=later)
-    cache.put("bound", _principal("s2", user, other_key, agent), expires_at=later)
+    now = cache.generation
+    cache.put("by-key", _principal("s1", user, key, None), expires_at=later, generation=now)
+    cache.put("bound", _principal("s2", user, other_key, agent), expires_at=later, generation=now)
 
     cache.drop_covered(Revocation("key revoked", api_key_id=key))
     assert cache.get("by-key") is None and cache.get("bound") is not None
@@ -109,5 +110,13 @@ def test_revocations_drop_what_they_cover() -> None:
     cache.drop_covered(Revocation("role changed", user_id=user))
     assert len(cache) == 0
     # Never past the session's own expiry.
-    cache.put("lapsed", _principal("s3", user, key, None), expires_at=datetime.now(UTC))
+    lapsed = datetime.now(UTC)
+    cache.put(
+        "lapsed", _principal("s3", user, key, None), expires_at=lapsed, generation=cache.generation
+    )
     assert cache.get("lapsed") is None
+    # A check that raced a revocation is not kept: it may be what the revocation ended.
+    racing = cache.generation
+    cache.drop_covered(Revocation("logged out", session_id="elsewhere"))
+    cache.put("raced", _principal("s4", user, key, None), expires_at=later, generation=racing)
+    assert cache.get("raced") is None
