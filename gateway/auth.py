@@ -54,7 +54,11 @@ class AuthenticationMiddleware:
             code, message = store_condition(exc)
             logger.warning("cannot check credentials: %s", exc)
             response = error_response(
-                code, f"Cannot check credentials now. {message}", 503, accept=headers.get("accept")
+                code,
+                f"Cannot check credentials now. {message}",
+                503,
+                accept=headers.get("accept"),
+                extensions={"store": exc.store},
             )
             await response(scope, receive, send)
             return

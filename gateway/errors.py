@@ -45,6 +45,7 @@ _STATUS_BY_CODE: tuple[tuple[ErrorCode, int], ...] = (
     (ErrorCode.STORE_UNAVAILABLE, 503),
     (ErrorCode.STORE_TIMEOUT, 503),
     (ErrorCode.OVERLOADED, 503),
+    (ErrorCode.SHUTTING_DOWN, 503),
     (ErrorCode.REQUEST_TIMEOUT, 504),
     (ErrorCode.RATE_LIMITED, 429),
     (ErrorCode.UNAUTHENTICATED, 401),
@@ -55,6 +56,7 @@ RETRY_AFTER_S: Mapping[ErrorCode, int] = {
     ErrorCode.STORE_UNAVAILABLE: 5,
     ErrorCode.STORE_TIMEOUT: 1,
     ErrorCode.OVERLOADED: 1,
+    ErrorCode.SHUTTING_DOWN: 1,
 }
 
 

@@ -9,6 +9,7 @@
   sent with GET 405 with `Allow: POST`.
 - JSON is encoded and decoded with orjson (which refuses invalid UTF-8 and nesting
   deeper than 1,024 levels with a decode error rather than a RecursionError).
+- GraphiQL (gateway/graphiql) is served from the gateway's own files.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.csrf import preflighted, refusal_message
 from gateway.errors import error_response, response_status
+from gateway.graphiql import GraphiQL
 from gateway.limits import RequestLimits
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
 from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
+from gateway.ws_sign_in import SignedInTransportWSHandler
 from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
@@ -74,7 +74,7 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
-class _LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
+class _LimitedTransportWSHandler(SignedInTransportWSHandler):
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         assert isinstance(self.view, GraphQLView)
         payload: Mapping[str, object] = message["payload"]
@@ -100,6 +100,7 @@ class _LimitedTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, N
 
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
+    # Connections end with their sign-in (logout, revocation, expiry): gateway/ws_sign_in.py.
     graphql_transport_ws_handler_class = _LimitedTransportWSHandler
 
     def __init__(
@@ -110,12 +111,15 @@ class GraphQLView(GraphQL[RequestContext, None]):
         csrf_required_headers: Collection[str] | None = None,
         projection_wait_s: float = 2.0,
         session_ttl_s: int = 3600,
+        graphiql: GraphiQL | None = None,
         **kwargs: Any,
     ) -> None:
         # graphql-transport-ws only: the older graphql-ws protocol is one more surface
         # to bound, and current clients speak the newer one.
         kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
+        kwargs["graphql_ide"] = "graphiql" if graphiql else None
         super().__init__(*args, **kwargs)
+        self._graphiql = graphiql
         self._stores = stores
         self.limits = limits
         self._csrf_required_headers = csrf_required_headers
@@ -139,17 +143,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     @property
     def graphql_ide_html(self) -> str:
-        # GraphiQL sends the header editor's contents with queries but not over the
-        # WebSocket; the headers from the link `make run` prints (?headers=...) become
-        # the connection_init payload, so subscriptions work from GraphiQL too.
-        html = super().graphql_ide_html
-        return html.replace(
-            "        subscriptionUrl,\n",
-            "        subscriptionUrl,\n"
-            "        wsConnectionParams:"
-            " parameters.headers ? JSON.parse(parameters.headers) : {},\n",
-            1,
-        )
+        assert self._graphiql is not None, "graphql_ide is set only with a GraphiQL page"
+        return self._graphiql.html
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        assert self._graphiql is not None, "graphql_ide is set only with a GraphiQL page"
+        return self._graphiql.page_response()
 
     async def on_ws_connect(self, context: RequestContext) -> UnsetType | dict[str, object] | None:
         """Authenticate a WebSocket from its `connection_init` payload.

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import principal_of
-from gateway.errors import RETRY_AFTER_S, store_condition
+from gateway.errors import RETRY_AFTER_S, error_response, store_condition
 from resolvers import metrics as resolve
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
@@ -167,10 +167,10 @@ async def _flush(
 async def ingest_metrics(request: Request) -> Response:
     stores: Stores = request.app.state.stores
     try:
-        resolve.require_recorder(principal_of(request.scope))
+        await resolve.require_recorder(stores, principal_of(request.scope))
     except ClientError as exc:
         status = 401 if exc.code is ErrorCode.UNAUTHENTICATED else 403
-        return _error(exc.code, exc.message, status)
+        return error_response(exc.code, exc.message, status, accept=request.headers.get("accept"))
     report = IngestReport()
     batch: list[resolve.Candidate] = []
     try:
@@ -197,13 +197,10 @@ async def ingest_metrics(request: Request) -> Response:
             body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S[code])}
         )
     except StoreRefused as exc:
-        return _error(ErrorCode.STORE_UNAVAILABLE, str(exc), 503)
+        return error_response(
+            ErrorCode.STORE_UNAVAILABLE, str(exc), 503, accept=request.headers.get("accept")
+        )
     return JSONResponse(report.as_json())
-
-
-def _error(code: ErrorCode, message: str, status_code: int) -> Response:
-    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
-    return Response(orjson.dumps(body), status_code, media_type="application/json")
 
 
 routes = [Route("/ingest/metrics", ingest_metrics, methods=["POST"])]

@@ -154,10 +154,12 @@ def test_a_response_over_the_cap_is_replaced_by_an_error(settings: Settings) -> 
             assert message["payload"]["errors"][0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"
 
 
-def test_subscription_events_report_their_cost(client: TestClient) -> None:
+def test_subscription_events_report_their_cost(client: TestClient, viewer: Caller) -> None:
     query = "subscription { healthUpdates(intervalSeconds: 0.1) { components { name } } }"
     with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
-        ws.send_text(json.dumps({"type": "connection_init"}))
+        # Signed in: anonymous callers get no components.
+        init = {"type": "connection_init", "payload": {"apiKey": viewer.api_key}}
+        ws.send_text(json.dumps(init))
         assert json.loads(ws.receive_text())["type"] == "connection_ack"
         ws.send_text(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
         event = json.loads(ws.receive_text())

@@ -83,7 +83,7 @@ def _only_error(response: httpx2.Response) -> dict[str, Any]:
 async def test_postgres_down_answers_503_to_a_session_client_without_driver_text(
     settings: Settings, redis: RedisStore, operator: Caller
 ) -> None:
-    # A session lives in Redis, so it signs in while PostgreSQL is away.
+    # A session lives in Redis, but checking it needs PostgreSQL (its user's standing).
     sessions = SessionStore(redis, SessionOptions())
     _, token = await sessions.create(
         user_id=UUID(operator.user_id), role="operator", agent_id=None, ttl_s=60
@@ -122,7 +122,7 @@ async def test_api_key_client_with_postgres_down_gets_the_same_answer(
         response = await client.post("/graphql", json={"query": AGENTS}, headers=operator.headers)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
-    assert _only_error(response)["extensions"]["code"] == "STORE_UNAVAILABLE"
+    assert _only_error(response)["extensions"] == {"code": "STORE_UNAVAILABLE", "store": "postgres"}
     assert str(port) not in response.text
 
 
