@@ -10,27 +10,38 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import ParserCache, ValidationCache
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
+from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
+from resolvers.rate_limits import RateLimits
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
 from stores.metrics import MetricsStore
 from stores.redis.events import EventBus
+from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
 logger = logging.getLogger("polygraph")
 
-EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
+# RateLimiting charges `RequestContext.cost` in on_execute: after whatever sets it.
+EXTENSIONS = [
+    ErrorCodes,
+    ParserCache,
+    ValidationCache,
+    ReleaseLoaders,
+    RateLimiting,
+]
 
 
 async def migrate_reachable(stores: Stores) -> None:
@@ -93,6 +104,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if settings.embedding_filler_enabled
             else None
         ),
+        rate_limits=RateLimits(
+            RateLimitStore(redis, settings.rate_limit_options()), settings.rate_limit_policy()
+        ),
     )
 
     @asynccontextmanager
@@ -141,5 +155,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
         Middleware(AuthenticationMiddleware, stores=stores),
+        Middleware(RateLimitMiddleware, stores=stores),
     ]
+    if proxies := settings.trusted_proxy_list():
+        # First, so every later layer sees the client the proxies name.
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

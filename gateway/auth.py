@@ -14,9 +14,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resolvers.auth import ANONYMOUS, Principal, authenticate
+from resolvers.auth import ANONYMOUS, Principal
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
+from resolvers.rate_limits import SignInRefused, authenticate_counted
 from stores import StoreUnavailable
 
 PRINCIPAL_STATE_KEY = "principal"
@@ -38,10 +39,19 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        client = scope.get("client")
         try:
-            principal = await authenticate(
-                self.stores, headers.get("authorization"), headers.get("x-api-key")
+            principal = await authenticate_counted(
+                self.stores,
+                headers.get("authorization"),
+                headers.get("x-api-key"),
+                client[0] if client else None,
             )
+        except SignInRefused as exc:
+            response = _error(exc.code, exc.message, 429)
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+            await response(scope, receive, send)
+            return
         except ClientError as exc:
             response = _error(exc.code, exc.message, 401)
             response.headers["WWW-Authenticate"] = "Bearer"

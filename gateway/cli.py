@@ -144,6 +144,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         lifespan="on",
+        # X-Forwarded-For is honoured only from POLYGRAPH_TRUSTED_PROXIES (create_app);
+        # uvicorn would trust it from 127.0.0.1 by default.
+        proxy_headers=False,
     )
     return 0
 

@@ -25,10 +25,11 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET, UnsetType
 
-from resolvers.auth import ANONYMOUS, authenticate
+from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError
 from resolvers.loaders import build_loaders
+from resolvers.rate_limits import authenticate_counted
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
@@ -124,11 +125,14 @@ class GraphQLView(GraphQL[RequestContext, None]):
         params = {str(key).lower(): value for key, value in raw.items()}
         authorization = params.get("authorization")
         api_key = params.get("apikey") or params.get("x-api-key")
+        client = context.connection.client
         try:
-            context.principal = await authenticate(
+            # Counted like AuthenticationMiddleware's: see resolvers.rate_limits.
+            context.principal = await authenticate_counted(
                 self._stores,
                 authorization if isinstance(authorization, str) else None,
                 api_key if isinstance(api_key, str) else None,
+                client.host if client else None,
             )
         except ClientError as exc:
             raise ConnectionRejectionError(

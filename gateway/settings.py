@@ -7,17 +7,20 @@ Defaults point at the local `dev` stack, so nothing needs setting to try it.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from resolvers.rate_limits import RateLimitPolicy
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
 from stores.postgres import PostgresOptions
 from stores.redis import RedisOptions
+from stores.redis.rate_limits import RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
 
@@ -77,6 +80,21 @@ class Settings(BaseSettings):
     session_touch_interval_s: float = Field(default=5.0, ge=0)
     session_fallback_retry_s: float = Field(default=1.0, gt=0)
 
+    # Rate limits, in cost points per window: per user by role, per client address when
+    # anonymous; `login` attempts per client address. Shared by replicas through Redis.
+    rate_limit_enabled: bool = True
+    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
+    rate_limit_anonymous: int = Field(default=300, ge=1)
+    rate_limit_viewer: int = Field(default=3_000, ge=1)
+    rate_limit_agent: int = Field(default=6_000, ge=1)
+    rate_limit_operator: int = Field(default=12_000, ge=1)
+    rate_limit_admin: int = Field(default=12_000, ge=1)
+    rate_limit_login: int = Field(default=20, ge=1)
+    rate_limit_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # Proxies whose X-Forwarded-For names the client (addresses or CIDR blocks, comma
+    # separated). Empty: the client is the connection's peer and the header is ignored.
+    trusted_proxies: str = ""
+
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
 
@@ -113,6 +131,34 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR block") from exc
+        return value
+
+    def trusted_proxy_list(self) -> list[str]:
+        return _split(self.trusted_proxies)
+
+    def rate_limit_policy(self) -> RateLimitPolicy:
+        return RateLimitPolicy(
+            enabled=self.rate_limit_enabled,
+            window_s=self.rate_limit_window_s,
+            anonymous=self.rate_limit_anonymous,
+            viewer=self.rate_limit_viewer,
+            agent=self.rate_limit_agent,
+            operator=self.rate_limit_operator,
+            admin=self.rate_limit_admin,
+            login=self.rate_limit_login,
+        )
+
+    def rate_limit_options(self) -> RateLimitOptions:
+        return RateLimitOptions(fallback_retry=self.rate_limit_fallback_retry_s)
 
     def embedder_options(self) -> EmbedderOptions:
         return EmbedderOptions(
@@ -182,3 +228,7 @@ class Settings(BaseSettings):
             touch_interval=self.session_touch_interval_s,
             fallback_retry=self.session_fallback_retry_s,
         )
+
+
+def _split(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from resolvers.embeddings import EmbeddingFiller
     from resolvers.loaders import Loaders
     from resolvers.projector import Projector
+    from resolvers.rate_limits import RateLimits
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Stores:
     search: SearchStore | None = None
     embedder: Embedder | None = None
     embedding_filler: EmbeddingFiller | None = None
+    rate_limits: RateLimits | None = None
 
 
 @dataclass
