@@ -17,9 +17,11 @@ from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
+from gateway.persisted_documents import PersistedQueries
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.settings import Settings
 from resolvers.context import Stores
+from resolvers.documents import PersistedDocuments
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
 from resolvers.rate_limits import RateLimits
@@ -27,6 +29,7 @@ from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
 from stores.metrics import MetricsStore
+from stores.redis.apq import PersistedQueryCache
 from stores.redis.events import EventBus
 from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
@@ -37,6 +40,7 @@ logger = logging.getLogger("polygraph")
 # RateLimiting charges `RequestContext.cost` in on_execute: after whatever sets it.
 EXTENSIONS = [
     ErrorCodes,
+    PersistedQueries,
     ParserCache,
     ValidationCache,
     ReleaseLoaders,
@@ -106,6 +110,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         ),
         rate_limits=RateLimits(
             RateLimitStore(redis, settings.rate_limit_options()), settings.rate_limit_policy()
+        ),
+        documents=PersistedDocuments(
+            cache=PersistedQueryCache(redis, settings.apq_options()),
+            trusted=postgres.documents,
+            options=settings.document_options(),
         ),
     )
 

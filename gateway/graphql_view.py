@@ -13,20 +13,22 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET, UnsetType
 
+from gateway.persisted_documents import read_document_id
 from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
+from resolvers.documents import DOCUMENT_ID
 from resolvers.errors import ClientError
 from resolvers.loaders import build_loaders
 from resolvers.rate_limits import authenticate_counted
@@ -96,7 +98,25 @@ class GraphQLView(GraphQL[RequestContext, None]):
             loaders=build_loaders(self._stores),
             projection_wait_s=self._projection_wait_s,
             session_ttl_s=self._session_ttl_s,
+            response=response if isinstance(response, Response) else None,
         )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        parsed = await super().parse_http_body(request)
+        # A persisted document named by `documentId` (see gateway.persisted_documents).
+        if isinstance(parsed, GraphQLRequestData):
+            document_id = await read_document_id(request)
+            if document_id is not None:
+                parsed.extensions = {**(parsed.extensions or {}), DOCUMENT_ID: document_id}
+        return parsed
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET naming a persisted document is an operation, whatever it accepts.
+        params = request.query_params
+        named = "extensions" in params or DOCUMENT_ID in params
+        return not named and super().should_render_graphql_ide(request)
 
     @property
     def graphql_ide_html(self) -> str:
@@ -157,7 +177,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         media_type = sub_response.media_type or GRAPHQL_RESPONSE_JSON
         status_code = sub_response.status_code or 200
         if (
-            media_type == GRAPHQL_RESPONSE_JSON
+            # An extension that set the status explicitly knows better (persisted queries).
+            sub_response.status_code is None
+            and media_type == GRAPHQL_RESPONSE_JSON
             and isinstance(response_data, dict)
             and response_data.get("data") is None
             and response_data.get("errors")

@@ -14,12 +14,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from resolvers.documents import DocumentOptions
 from resolvers.rate_limits import RateLimitPolicy
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
 from stores.postgres import PostgresOptions
 from stores.redis import RedisOptions
+from stores.redis.apq import ApqOptions
 from stores.redis.rate_limits import RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
@@ -95,6 +97,14 @@ class Settings(BaseSettings):
     # separated). Empty: the client is the connection's peer and the header is ignored.
     trusted_proxies: str = ""
 
+    # Automatic persisted queries, kept in Redis for a while after their last registration.
+    apq_enabled: bool = True
+    apq_ttl_s: int = Field(default=86_400, ge=60)
+    # The largest document the APQ cache keeps and a manifest may register (bytes).
+    persisted_document_max_bytes: int = Field(default=65_536, ge=256, le=10_000_000)
+    # Only documents registered with `polygraph documents push` run.
+    trusted_documents_only: bool = False
+
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
 
@@ -159,6 +169,14 @@ class Settings(BaseSettings):
 
     def rate_limit_options(self) -> RateLimitOptions:
         return RateLimitOptions(fallback_retry=self.rate_limit_fallback_retry_s)
+
+    def apq_options(self) -> ApqOptions:
+        return ApqOptions(ttl_s=self.apq_ttl_s, max_bytes=self.persisted_document_max_bytes)
+
+    def document_options(self) -> DocumentOptions:
+        return DocumentOptions(
+            apq_enabled=self.apq_enabled, trusted_only=self.trusted_documents_only
+        )
 
     def embedder_options(self) -> EmbedderOptions:
         return EmbedderOptions(

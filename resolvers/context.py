@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from stores import GraphStore, PostgresStore, RedisStore
 from stores.embeddings import Embedder
@@ -17,6 +18,7 @@ from stores.search import SearchStore
 
 if TYPE_CHECKING:
     from resolvers.auth import Principal
+    from resolvers.documents import PersistedDocuments
     from resolvers.embeddings import EmbeddingFiller
     from resolvers.loaders import Loaders
     from resolvers.projector import Projector
@@ -39,6 +41,7 @@ class Stores:
     embedder: Embedder | None = None
     embedding_filler: EmbeddingFiller | None = None
     rate_limits: RateLimits | None = None
+    documents: PersistedDocuments | None = None
 
 
 @dataclass
@@ -57,6 +60,8 @@ class RequestContext:
     connection_params: dict[str, object] | None = None
     # Outbox rows this request's writes queued (see `WriteContext.outbox_ids`).
     outbox_ids: list[int] = field(default_factory=list)
+    # The HTTP response's status and headers, for extensions to set (None on WebSockets).
+    response: Response | None = None
 
     def write_context(self, idempotency_key: str | None = None) -> WriteContext:
         client = self.connection.client

@@ -18,6 +18,7 @@ from stores.health import ProbeResult
 from stores.postgres.achievements import AchievementRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
+from stores.postgres.documents import TrustedDocumentRepository
 from stores.postgres.migrations import apply_migrations
 from stores.postgres.options import PgConnection, PostgresOptions
 from stores.postgres.tasks import TaskRepository
@@ -38,6 +39,7 @@ class PostgresStore:
         "achievements",
         "agents",
         "audit",
+        "documents",
         "tasks",
         "users",
         "workflows",
@@ -58,6 +60,7 @@ class PostgresStore:
         self.workflows = WorkflowRepository(self)
         self.achievements = AchievementRepository(self)
         self.audit = AuditRepository(self)
+        self.documents = TrustedDocumentRepository(self)
 
     async def open(self) -> None:
         await self._pool.open()

@@ -1,0 +1,76 @@
+"""Puts the document a request names in place of its text before it is parsed
+(automatic persisted queries, trusted documents: see `resolvers.documents`).
+
+GET works as POST does: Apollo clients send persisted queries over GET, with
+`extensions` and `variables` as JSON in the query string. `documentId` travels at
+the top level of the request (`read_document_id`), where Strawberry does not look;
+the view carries it in the operation's extensions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import orjson
+from cross_web import AsyncHTTPRequestAdapter
+from graphql import ExecutionResult, GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+
+from resolvers.context import RequestContext
+from resolvers.documents import DOCUMENT_ID, PersistedDocumentError
+from resolvers.errors import ClientError
+from stores.errors import StoreError
+
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
+
+
+class PersistedQueries(SchemaExtension):
+    async def on_operation(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        documents = context.stores.documents if isinstance(context, RequestContext) else None
+        if documents is not None:
+            try:
+                document = await documents.resolve(execution.query, execution.operation_extensions)
+            except (ClientError, StoreError) as exc:
+                _refuse(execution, exc)
+                if isinstance(exc, PersistedDocumentError) and context.response is not None:
+                    if exc.status is not None:
+                        context.response.status_code = exc.status
+                    for name, value in exc.headers:
+                        context.response.headers[name] = value
+            else:
+                execution.query = document
+        yield
+
+
+def _refuse(execution: ExecutionContext, exc: Exception) -> None:
+    """End the operation with `exc` as its error, nothing executed.
+
+    Strawberry insists on a document to parse, with the operation the request names:
+    a stand-in `__typename` query takes the place of the missing one, and a preset
+    result the place of its execution. Streams (WebSockets) go the same way, since a
+    query runs as one result there.
+    """
+    name = execution.operation_name
+    execution.query = (
+        f"query {name} {{ __typename }}" if name and _NAME.fullmatch(name) else "{ __typename }"
+    )
+    error = GraphQLError(str(exc), original_error=exc)
+    execution.result = ExecutionResult(data=None, errors=[error])
+
+
+async def read_document_id(request: AsyncHTTPRequestAdapter) -> object | None:
+    """The request's top-level `documentId`, if it has one (any JSON value: checked later)."""
+    if request.method == "GET":
+        return request.query_params.get(DOCUMENT_ID)
+    body = await request.get_body()
+    if DOCUMENT_ID.encode() not in body:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data.get(DOCUMENT_ID) if isinstance(data, dict) else None
