@@ -17,6 +17,7 @@ request cost model gives one (`RequestContext.cost.requested`), 1 otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 
@@ -123,14 +124,42 @@ def client_bucket_key(address: str | None) -> str:
     return str(ip)
 
 
+class RefusalLane:
+    """Refusals are answered one at a time, each after the event loop has had a turn.
+
+    A client that retries at once over many connections (ignoring Retry-After) then
+    gets one refusal per turn, not one per connection per turn, and the requests
+    being served keep the loop. Past `max_waiting`, refusals are answered at once:
+    a waiting refusal holds its connection and a little memory.
+    """
+
+    __slots__ = ("_lock", "_max_waiting", "_waiting")
+
+    def __init__(self, max_waiting: int = 256) -> None:
+        self._lock = asyncio.Lock()
+        self._max_waiting = max_waiting
+        self._waiting = 0
+
+    async def wait(self) -> None:
+        if self._waiting >= self._max_waiting:
+            return
+        self._waiting += 1
+        try:
+            async with self._lock:
+                await asyncio.sleep(0)
+        finally:
+            self._waiting -= 1
+
+
 class RateLimits:
     """Charges callers against their buckets; one store round trip per call at most."""
 
-    __slots__ = ("_policy", "_store")
+    __slots__ = ("_policy", "_store", "refusals")
 
     def __init__(self, store: RateLimitStore, policy: RateLimitPolicy) -> None:
         self._store = store
         self._policy = policy
+        self.refusals = RefusalLane()
 
     @property
     def enabled(self) -> bool:
@@ -198,6 +227,7 @@ async def authenticate_counted(
         return await authenticate(stores, authorization, api_key)
     refused = limits.known_sign_in_refusal(address)
     if refused is not None:
+        await limits.refusals.wait()
         raise SignInRefused(refused)
     try:
         return await authenticate(stores, authorization, api_key)

@@ -47,6 +47,7 @@ class RateLimitMiddleware:
         usage.record(outcome)
         scope.setdefault("state", {})[STATE_KEY] = usage
         if not outcome.allowed:
+            await limits.refusals.wait()
             await _refusal(scope, usage)(scope, receive, send)
             return
 
