@@ -488,7 +488,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     given["only"] = tuple(args.only)
     options = Options.quick_mode(**given) if args.quick else Options(**given)
     path = run(options)
-    print(f"bench: wrote {path} and {path.with_name('latest.md')}")
+    summary = "abuse.md" if set(options.only) == {"A1"} else "latest.md"
+    print(f"bench: wrote {path} and {path.with_name(summary)}")
     return 0
 
 
