@@ -53,7 +53,7 @@ def abuse_markdown(abuse: dict[str, Any]) -> str:
         f" {abuse['machine']['cores']} cores ({abuse['machine']['cpu']}), dataset"
         f" `{abuse['dataset']['key']}`.",
         "",
-        *_abuse_section(abuse["abuse"])[1:],
+        *_abuse_section(abuse["abuse"])[2:],
     ]
     return "\n".join(lines) + "\n"
 
