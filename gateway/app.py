@@ -164,7 +164,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
         Middleware(AuthenticationMiddleware, stores=stores),
-        Middleware(RateLimitMiddleware, stores=stores),
+        Middleware(RateLimitMiddleware, stores=stores, paths=("/graphql", "/ingest/metrics")),
     ]
     if proxies := settings.trusted_proxy_list():
         # First, so every later layer sees the client the proxies name.

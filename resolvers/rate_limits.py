@@ -6,10 +6,10 @@ carries), an anonymous caller the bucket of its address. `login` has a bucket of
 its own per address, charged once per `login` field an operation holds, whoever
 sends it: each attempt costs a PostgreSQL query, and guessing keys must be slow.
 
-A credential that fails to check out (an unknown API key or session token, at
-sign-in or with a request) costs a login attempt too, after the fact: once its
-address has none left, this process refuses its credentials without asking
-PostgreSQL, and every other gateway does so after its next failure there.
+An API key that fails to check out (with a request, or in a WebSocket's
+`connection_init`) costs its address a login attempt too, after the fact: once the
+address has none left, a gateway that knows it refuses the address's API keys
+without asking PostgreSQL. Session tokens are checked in Redis, cheaply: not counted.
 
 Units are cost points: an operation is charged its estimated cost when the
 request cost model gives one (`RequestContext.cost.requested`), 1 otherwise.
@@ -95,7 +95,8 @@ class Outcome:
 
     def message(self) -> str:
         """What a refused caller reads."""
-        for bucket, cost in self.oversized:
+        if self.oversized:
+            bucket, cost = self.oversized[0]
             return (
                 f"This operation costs {cost} points, more than the whole {bucket.policy!r}"
                 f" quota of {bucket.limit} points per {bucket.window_s} s: it cannot run"

@@ -1,4 +1,5 @@
-"""Charges every GraphQL HTTP request one point before anything else happens.
+"""Charges every GraphQL HTTP request one point before anything else happens (and
+every other request to `paths`: an ingest batch costs one point).
 
 A caller whose bucket is empty is refused here, with 429 and `Retry-After`, before
 its body is read or parsed: a flood of refused requests costs little (and, once a

@@ -37,7 +37,6 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores import roundtrips
-from stores.errors import StoreRefused
 from stores.redis.store import RedisStore
 
 logger = logging.getLogger(__name__)
@@ -222,7 +221,9 @@ class RateLimitStore:
             except _UNAVAILABLE_ERRORS as exc:
                 self._enter_fallback(exc)
             except RedisError as exc:
-                raise StoreRefused(f"redis refused a rate limit command: {exc}") from exc
+                # Redis answered with an error (a bug, or a key of another type): count
+                # this call in memory rather than fail the request over its rate limit.
+                logger.error("redis refused a rate limit script: %s", exc)
             else:
                 if self._fallback_active:
                     self._leave_fallback()

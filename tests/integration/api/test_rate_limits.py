@@ -286,3 +286,13 @@ def test_api_keys_that_fail_cost_login_attempts(settings: Settings, viewer: Call
                 json.dumps({"type": "connection_init", "payload": {"apiKey": viewer.api_key}})
             )
             assert ws.receive()["code"] == 4403
+
+
+def test_ingest_batches_are_charged_too(settings: Settings, operator: Caller) -> None:
+    with gateway(_limited(settings)) as client:
+        answers = [
+            client.post("/ingest/metrics", content=b"", headers=operator.headers) for _ in range(4)
+        ]
+        assert [a.status_code for a in answers][3] == 429
+        assert answers[0].headers["ratelimit-policy"] == '"operator";q=3;w=60'
+        assert error_codes(answers[3].json()) == ["RATE_LIMITED"]

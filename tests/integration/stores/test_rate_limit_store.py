@@ -135,3 +135,15 @@ async def test_limits_are_counted_in_memory_while_redis_is_away(
     assert after.allowed and after.buckets[0] == BucketState(remaining=1, reset_s=40)
     assert limiter.fallback_operations >= 4
     assert await redis.client.exists(KEY_PREFIX + key)
+
+
+async def test_a_redis_error_is_decided_in_memory_not_raised(
+    limiter: RateLimitStore, redis: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = _key()
+    # A key of another type: the script's GET fails with WRONGTYPE.
+    await redis.client.hset(KEY_PREFIX + key, "field", "1")
+    decisions = [await limiter.charge([Charge(key, 1, 60, 1)]) for _ in range(2)]
+    assert [d.allowed for d in decisions] == [True, False]
+    assert not limiter.fallback_active
+    assert "redis refused a rate limit script" in caplog.text
