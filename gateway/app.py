@@ -15,15 +15,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
+from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.persisted_documents import PersistedQueries
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.settings import Settings
+from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.startup import prepare_postgres
 from resolvers.context import Stores
 from resolvers.documents import PersistedDocuments
-from resolvers.embeddings import EmbeddingFiller
-from resolvers.projector import Projector
 from resolvers.rate_limits import RateLimits
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
@@ -34,6 +35,8 @@ from stores.redis.events import EventBus
 from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
+from workers.embeddings import EmbeddingFiller
+from workers.projector import Projector
 
 logger = logging.getLogger("polygraph")
 
@@ -49,16 +52,15 @@ EXTENSIONS = [
 
 
 async def migrate_reachable(stores: Stores) -> None:
-    """Apply pending migrations to each store that answers; a store that is down
-    is migrated on the next start (or by `polygraph migrate`)."""
-    for store in (stores.postgres, stores.graph):
-        try:
-            applied = await store.migrate()
-        except StoreUnavailable as exc:
-            logger.warning("skipped migrations: %s", exc)
-        else:
-            if applied:
-                logger.info("%s: applied migrations %s", type(store).__name__, ", ".join(applied))
+    """Apply pending Neo4j and metrics migrations if those stores answer; one that is
+    down is migrated on the next start (or by `polygraph migrate`)."""
+    try:
+        applied = await stores.graph.migrate()
+    except StoreUnavailable as exc:
+        logger.warning("skipped migrations: %s", exc)
+    else:
+        if applied:
+            logger.info("GraphStore: applied migrations %s", ", ".join(applied))
     if stores.metrics is not None:
         try:
             applied = await stores.metrics.migrate()
@@ -99,12 +101,21 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         events=EventBus(
             redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
         ),
-        projector=Projector(postgres, graph) if settings.projector_enabled else None,
+        projector=(
+            Projector(postgres, graph, stop_timeout_s=BACKGROUND_STOP_S)
+            if settings.projector_enabled
+            else None
+        ),
         metrics=metrics,
         search=search,
         embedder=embedder,
         embedding_filler=(
-            EmbeddingFiller(search, embedder, batch_size=settings.embedding_batch_size)
+            EmbeddingFiller(
+                search,
+                embedder,
+                batch_size=settings.embedding_batch_size,
+                stop_timeout_s=BACKGROUND_STOP_S,
+            )
             if settings.embedding_filler_enabled
             else None
         ),
@@ -127,6 +138,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await stack.enter_async_context(metrics)
             if owns_embedder:
                 stack.push_async_callback(embedder.aclose)
+            await prepare_postgres(postgres, settings)
             if settings.migrate_on_start:
                 await migrate_reachable(stores)
             metrics.start_maintenance()
@@ -146,20 +158,25 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             yield
         logger.info("stores closed")
 
+    graphiql = GraphiQL() if settings.graphiql else None
     graphql = GraphQLView(
         build_schema(EXTENSIONS),
         stores=stores,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,
-        graphql_ide="graphiql" if settings.graphiql else None,
+        graphiql=graphiql,
     )
     routes = [
         *health_routes.routes,
         *ingest.routes,
+        *(graphiql.routes if graphiql else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
+    in_flight = InFlight()
     middleware = [
+        # Outermost: shutdown drains every request, and answers those it cuts short.
+        Middleware(TrackInFlight, in_flight=in_flight),
         Middleware(RequestIdMiddleware),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
@@ -169,4 +186,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     if proxies := settings.trusted_proxy_list():
         # First, so every later layer sees the client the proxies name.
         middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    # For the server, which drains these when it shuts down (see gateway.shutdown).
+    app.state.in_flight = in_flight
+    return app

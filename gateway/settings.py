@@ -37,8 +37,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     graphiql: bool = True
-    # Several gateways may start at once: migrations take an advisory lock.
+    # Several gateways may start at once: migrations take an advisory lock. A gateway
+    # never serves a PostgreSQL schema older than its code: without migrating, it checks.
     migrate_on_start: bool = True
+    # The longest migrations wait for a lock (another gateway's migration lock included).
+    migration_lock_timeout_s: float = Field(default=60.0, gt=0)
 
     # Which local stack `polygraph stack` and `make run` manage.
     profile: Literal["dev", "test", "bench"] = "dev"
@@ -72,6 +75,10 @@ class Settings(BaseSettings):
     projector_enabled: bool = True
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
+
+    # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
+    # half) to finish, and are cancelled after; the stores close in the rest.
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
@@ -141,6 +148,8 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
+    search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -193,7 +202,10 @@ class Settings(BaseSettings):
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(
-            m=self.hnsw_m, ef_construction=self.hnsw_ef_construction, ef_search=self.hnsw_ef_search
+            m=self.hnsw_m,
+            ef_construction=self.hnsw_ef_construction,
+            ef_search=self.hnsw_ef_search,
+            semantic_weight=self.search_semantic_weight,
         )
 
     def postgres_options(self) -> PostgresOptions:
@@ -203,6 +215,7 @@ class Settings(BaseSettings):
             max_size=self.postgres_pool_max,
             statement_timeout=self.postgres_statement_timeout_s,
             acquire_timeout=self.postgres_acquire_timeout_s,
+            migration_lock_timeout=self.migration_lock_timeout_s,
         )
 
     def graph_options(self) -> GraphOptions:

@@ -1,4 +1,4 @@
-"""Agent writes: who may make them, and what follows them (projection, events)."""
+"""Agent lists and writes: who may write, and what follows a write (projection, events)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ from uuid import UUID
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.writes import publish
-from stores.postgres.inputs import AgentInput, AgentPatch, Unset
+from stores.postgres.inputs import AgentFilter, AgentInput, AgentOrder, AgentPatch, Unset
+from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import Agent, AgentRelationship
 
 AGENT_STATUS_CHANNEL = "agent.status_changed"
+
+
+async def list_agents(
+    ctx: RequestContext,
+    filter: AgentFilter,
+    order: AgentOrder,
+    page: PageRequest,
+    *,
+    with_total: bool,
+) -> Page[Agent]:
+    return await ctx.stores.postgres.agents.list(filter, order, page, with_total=with_total)
 
 
 async def create_agent(
@@ -23,23 +35,32 @@ async def create_agent(
 
 
 async def update_agent(
-    ctx: RequestContext, agent_id: UUID, patch: AgentPatch, *, expected_version: int | None
+    ctx: RequestContext,
+    agent_id: UUID,
+    patch: AgentPatch,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Agent:
-    _require_operator_or_self(ctx, agent_id, status_only=_status_only(patch))
+    _require_operator_or_own_status(ctx, agent_id, status_only=_status_only(patch))
     before = await ctx.loaders.agent_by_id.load(agent_id)
     agent = await ctx.stores.postgres.agents.update(
-        ctx.write_context(), agent_id, patch, expected_version=expected_version
+        ctx.write_context(idempotency_key), agent_id, patch, expected_version=expected_version
     )
     await _status_event(ctx, agent, previous=before.status if before else None)
     return agent
 
 
 async def delete_agent(
-    ctx: RequestContext, agent_id: UUID, *, expected_version: int | None
+    ctx: RequestContext,
+    agent_id: UUID,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Agent:
     require(ctx.principal, at_least=Role.ADMIN)
     return await ctx.stores.postgres.agents.delete(
-        ctx.write_context(), agent_id, expected_version=expected_version
+        ctx.write_context(idempotency_key), agent_id, expected_version=expected_version
     )
 
 
@@ -58,10 +79,17 @@ async def relate_agents(
     )
 
 
-async def unrelate_agents(ctx: RequestContext, source_id: UUID, target_id: UUID, type: str) -> bool:
+async def unrelate_agents(
+    ctx: RequestContext,
+    source_id: UUID,
+    target_id: UUID,
+    type: str,
+    *,
+    idempotency_key: str | None = None,
+) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await ctx.stores.postgres.agents.unrelate(
-        ctx.write_context(), source_id, target_id, type
+        ctx.write_context(idempotency_key), source_id, target_id, type
     )
 
 
@@ -74,7 +102,9 @@ def _status_only(patch: AgentPatch) -> bool:
     return changed <= {"status"}
 
 
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID, *, status_only: bool) -> None:
+def _require_operator_or_own_status(
+    ctx: RequestContext, agent_id: UUID, *, status_only: bool
+) -> None:
     # An agent may report its own status; everything else needs an operator.
     principal = ctx.principal
     if status_only and principal.agent_id == agent_id:

@@ -19,10 +19,10 @@ from stores.search import SearchStore
 if TYPE_CHECKING:
     from resolvers.auth import Principal
     from resolvers.documents import PersistedDocuments
-    from resolvers.embeddings import EmbeddingFiller
     from resolvers.loaders import Loaders
-    from resolvers.projector import Projector
     from resolvers.rate_limits import RateLimits
+    from workers.embeddings import EmbeddingFiller
+    from workers.projector import Projector
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,7 @@ async def update_knowledge(
     vector: Sequence[float] | None,
     *,
     expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> KnowledgeItem:
     require(ctx.principal, at_least=Role.OPERATOR)
     store = search_store(ctx).knowledge
@@ -153,18 +154,26 @@ async def update_knowledge(
             content = patch.content if isinstance(patch.content, str) else current.content
             embedding = await embed_for_write(ctx, embedding_text(title, content))
     item = await store.update(
-        ctx.write_context(), item_id, patch, embedding, expected_version=expected_version
+        ctx.write_context(idempotency_key),
+        item_id,
+        patch,
+        embedding,
+        expected_version=expected_version,
     )
     _pending_written(ctx, item.embedding_pending)
     return item
 
 
 async def delete_knowledge(
-    ctx: RequestContext, item_id: UUID, *, expected_version: int | None
+    ctx: RequestContext,
+    item_id: UUID,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> KnowledgeItem:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await search_store(ctx).knowledge.delete(
-        ctx.write_context(), item_id, expected_version=expected_version
+        ctx.write_context(idempotency_key), item_id, expected_version=expected_version
     )
 
 
@@ -183,15 +192,20 @@ async def relate_knowledge(
 
 
 async def unrelate_knowledge(
-    ctx: RequestContext, source_id: UUID, target_id: UUID, type: str
+    ctx: RequestContext,
+    source_id: UUID,
+    target_id: UUID,
+    type: str,
+    *,
+    idempotency_key: str | None = None,
 ) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await search_store(ctx).knowledge.unrelate(
-        ctx.write_context(), source_id, target_id, type
+        ctx.write_context(idempotency_key), source_id, target_id, type
     )
 
 
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID) -> None:
+def _require_operator_or_memory_owner(ctx: RequestContext, agent_id: UUID) -> None:
     # An agent may keep and drop its own memories; anyone else needs an operator.
     if ctx.principal.agent_id == agent_id:
         require(ctx.principal, at_least=Role.AGENT)
@@ -206,7 +220,7 @@ async def remember_memory(
     *,
     idempotency_key: str | None,
 ) -> Memory:
-    _require_operator_or_self(ctx, data.agent_id)
+    _require_operator_or_memory_owner(ctx, data.agent_id)
     embedding = client_vector(ctx, vector) or await embed_for_write(ctx, data.content)
     memory = await search_store(ctx).memories.remember(
         ctx.write_context(idempotency_key), data, embedding
@@ -215,14 +229,18 @@ async def remember_memory(
     return memory
 
 
-async def forget_memory(ctx: RequestContext, memory_id: UUID) -> Memory:
+async def forget_memory(
+    ctx: RequestContext, memory_id: UUID, *, idempotency_key: str | None = None
+) -> Memory:
     store = search_store(ctx).memories
     found = (await store.by_ids([memory_id])).get(memory_id)
     if found is None:
-        require(ctx.principal, at_least=Role.OPERATOR)
+        # Gone (or never there): the store answers NOT_FOUND, or replays this caller's
+        # own first answer, which an agent retrying its own forget must get.
+        require(ctx.principal, at_least=Role.AGENT)
     else:
-        _require_operator_or_self(ctx, found.agent_id)
-    return await store.forget(ctx.write_context(), memory_id)
+        _require_operator_or_memory_owner(ctx, found.agent_id)
+    return await store.forget(ctx.write_context(idempotency_key), memory_id)
 
 
 def _bad(field: str, message: str) -> ClientError:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from uuid import UUID
 
 from resolvers.auth import Principal, Role, require, scoped_role
-from resolvers.context import Stores
+from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
 from stores.errors import InvalidInput
+from stores.postgres.options import PgConnection
+from stores.postgres.records import JSON
+from stores.postgres.writes import run_once, write_audit
 from stores.redis.records import Session
 from stores.redis.sessions import SessionStore
 
@@ -68,6 +71,24 @@ async def revoke_session(stores: Stores, principal: Principal, session_id: str) 
     assert principal.user_id is not None
     owner = None if principal.role is Role.ADMIN else principal.user_id
     return await _sessions(stores).revoke(owner, session_id)
+
+
+async def revoke_session_once(
+    ctx: RequestContext, session_id: str, *, idempotency_key: str | None
+) -> bool:
+    """`revoke_session` for a request: audited, and a retry under the same key gets the
+    first call's answer (the session lives in Redis; the key and audit row in PostgreSQL)."""
+    require(ctx.principal, at_least=Role.VIEWER)
+    write = ctx.write_context(idempotency_key)
+
+    async def revoke(conn: PgConnection) -> JSON:
+        revoked = await revoke_session(ctx.stores, ctx.principal, session_id)
+        if revoked:
+            await write_audit(conn, write, "session.revoke", "session", session_id, None, None)
+        return {"revoked": revoked}
+
+    answer = await run_once(ctx.stores.postgres, write, f"session.revoke {session_id}", revoke)
+    return bool(answer["revoked"])
 
 
 def _sessions(stores: Stores) -> SessionStore:

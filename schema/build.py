@@ -4,6 +4,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import strawberry
+from graphql import (
+    GraphQLArgument,
+    GraphQLDefaultInput,
+    GraphQLInputField,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    get_nullable_type,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 
@@ -26,9 +37,34 @@ SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> strawberry.Schema:
     """The one schema. Extensions are classes, so each request gets fresh instances."""
-    return strawberry.Schema(
+    schema = strawberry.Schema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=list(extensions)
     )
+    _introspectable_defaults(schema._schema)
+    return schema
+
+
+def _introspectable_defaults(schema: GraphQLSchema) -> None:
+    """Give JSON defaults (`payload: JSON! = {}`) a literal that introspection can print.
+
+    Strawberry hands graphql-core such defaults as Python values, which its
+    introspection turns into literals with `ast_from_value`; that fails on a dict
+    ("Cannot convert value to AST"), so every introspection (GraphiQL, codegen)
+    answered errors. Introspection prefers `default`, a `GraphQLDefaultInput` that
+    converts the value with `value_to_literal`, which handles objects and lists;
+    Strawberry's SDL printer still reads `default_value`.
+    """
+    for named in schema.type_map.values():
+        inputs: list[GraphQLArgument | GraphQLInputField] = []
+        if isinstance(named, GraphQLInputObjectType):
+            inputs.extend(named.fields.values())
+        elif isinstance(named, GraphQLObjectType | GraphQLInterfaceType):
+            inputs.extend(arg for field in named.fields.values() for arg in field.args.values())
+        for item in inputs:
+            if isinstance(item.default_value, dict | list) and isinstance(
+                get_nullable_type(item.type), GraphQLScalarType
+            ):
+                item.default = GraphQLDefaultInput(value=item.default_value)
 
 
 def export_sdl() -> str:

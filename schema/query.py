@@ -10,7 +10,7 @@ import strawberry
 from aiodataloader import DataLoader
 from strawberry import relay
 
-from resolvers import graph
+from resolvers import achievements, agents, audit, graph, tasks, users, workflows
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
@@ -71,7 +71,8 @@ class Query:
         before: str | None = None,
     ) -> AgentConnection:
         _viewer(info)
-        page = await info.context.stores.postgres.agents.list(
+        page = await agents.list_agents(
+            info.context,
             (filter or AgentFilter()).to_store(),
             StoreAgentOrder[order_by.name],
             page_request(first, after, last, before),
@@ -92,7 +93,8 @@ class Query:
         before: str | None = None,
     ) -> TaskConnection:
         _viewer(info)
-        page = await info.context.stores.postgres.tasks.list(
+        page = await tasks.list_tasks(
+            info.context,
             (filter or TaskFilter()).to_store(),
             StoreTaskOrder[order_by.name],
             page_request(first, after, last, before),
@@ -113,7 +115,8 @@ class Query:
         before: str | None = None,
     ) -> WorkflowConnection:
         _viewer(info)
-        page = await info.context.stores.postgres.workflows.list(
+        page = await workflows.list_workflows(
+            info.context,
             (filter or WorkflowFilter()).to_store(),
             StoreWorkflowOrder[order_by.name],
             page_request(first, after, last, before),
@@ -132,7 +135,8 @@ class Query:
         before: str | None = None,
     ) -> AuditEntryConnection:
         require(info.context.principal, at_least=Role.OPERATOR)
-        page = await info.context.stores.postgres.audit.list(
+        page = await audit.list_entries(
+            info.context,
             (filter or AuditFilter()).to_store(),
             page_request(first, after, last, before),
             with_total=wants_total(info),
@@ -144,8 +148,8 @@ class Query:
         self, info: Info, first: int = 10, since: datetime | None = None
     ) -> list[LeaderboardEntry]:
         _viewer(info)
-        entries = await info.context.stores.postgres.achievements.leaderboard(
-            first=max(1, min(first, 100)), since=since
+        entries = await achievements.leaderboard(
+            info.context, first=max(1, min(first, 100)), since=since
         )
         return [
             LeaderboardEntry(
@@ -239,7 +243,7 @@ class Query:
         principal = info.context.principal
         require(principal, at_least=Role.VIEWER)
         assert principal.user_id is not None
-        keys = await info.context.stores.postgres.users.list_api_keys(principal.user_id)
+        keys = await users.list_api_keys(info.context, principal.user_id)
         return [ApiKey.from_record(key) for key in keys]
 
 

@@ -13,16 +13,14 @@ from strawberry import relay
 from resolvers.agents import AGENT_STATUS_CHANNEL
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
-from resolvers.errors import ClientError, ErrorCode
 from resolvers.health import check_health
-from resolvers.loaders import event_loaders
+from resolvers.live import live_events
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from schema.agents import Agent
 from schema.enums import AgentStatus, TaskStatus
 from schema.health import Health
 from schema.relay import require_ids
 from schema.tasks import Task
-from stores.redis.events import Event
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -54,22 +52,6 @@ class AgentStatusChange:
     at: datetime
 
 
-def _events(info: Info, channel: str) -> AsyncGenerator[Event, None]:
-    events = info.context.stores.events
-    if events is None:
-        raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
-
-    stores = info.context.stores
-
-    async def stream() -> AsyncGenerator[Event, None]:
-        async with events.subscribe(channel) as subscription:
-            async for event in subscription:
-                info.context.loaders = event_loaders(stores, event)
-                yield event
-
-    return stream()
-
-
 def _ids(values: list[relay.GlobalID] | None, type_name: str, field: str) -> set[UUID] | None:
     return set(require_ids(values, type_name, field=field)) if values else None
 
@@ -94,7 +76,7 @@ class Subscription:
         task_ids = _ids(wanted.task_ids, "Task", "filter.taskIds")
         assignee_ids = _ids(wanted.assignee_ids, "Agent", "filter.assigneeIds")
         statuses = {s.value for s in wanted.status} if wanted.status else None
-        async for event in _events(info, TASK_UPDATED_CHANNEL):
+        async for event in live_events(info.context, TASK_UPDATED_CHANNEL):
             task_id = UUID(event["task_id"])
             assignee = event.get("assignee_id")
             if task_ids is not None and task_id not in task_ids:
@@ -121,7 +103,7 @@ class Subscription:
         wanted = filter or AgentStatusFilter()
         agent_ids = _ids(wanted.agent_ids, "Agent", "filter.agentIds")
         statuses = {s.value for s in wanted.status} if wanted.status else None
-        async for event in _events(info, AGENT_STATUS_CHANNEL):
+        async for event in live_events(info.context, AGENT_STATUS_CHANNEL):
             agent_id = UUID(event["agent_id"])
             if agent_ids is not None and agent_id not in agent_ids:
                 continue

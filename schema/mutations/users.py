@@ -9,11 +9,13 @@ from uuid import UUID
 import strawberry
 from strawberry import relay
 
+from resolvers import audit, users
 from resolvers import sessions as session_resolvers
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.enums import UserRole
+from schema.idempotency import idempotency_key
 from schema.relay import decode_id
 from schema.sessions import Session
 from schema.user_errors import UserError, attempt
@@ -47,6 +49,7 @@ class LogoutPayload:
 @strawberry.input
 class RevokeSessionInput:
     session_id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -60,6 +63,7 @@ class CreateUserInput:
     email: str
     role: UserRole
     display_name: str = ""
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -76,18 +80,23 @@ class CreateApiKeyInput:
     user_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Another user's id (admins only); yourself by default."
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
 class ApiKeyPayload:
     api_key: ApiKey | None
-    secret: str | None = strawberry.field(description="The key itself. Shown once, never again.")
+    secret: str | None = strawberry.field(
+        description="The key itself. Shown once, never again: null when this answer replays "
+        "an earlier call with the same idempotencyKey (revoke that key if its secret was lost)."
+    )
     user_errors: list[UserError]
 
 
 @strawberry.input
 class RevokeApiKeyInput:
     id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -104,8 +113,8 @@ class UserMutations:
                 ctx.stores, input.api_key, agent_id=agent_id, ttl_s=ctx.session_ttl_s
             )
             # Signed in just now, so the actor is the session's user, not the (anonymous) caller.
-            audit = replace(ctx.write_context(), actor_id=session.user_id)
-            await ctx.stores.postgres.audit.record(audit, "session.login", "session", session.id)
+            signed_in = replace(ctx.write_context(), actor_id=session.user_id)
+            await audit.record(ctx, "session.login", "session", session.id, write=signed_in)
             return Session.from_record(session), token
 
         outcome, errors = await attempt(run())
@@ -124,21 +133,17 @@ class UserMutations:
             )
         logged_out = await session_resolvers.logout(ctx.stores, token.strip())
         if logged_out:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.logout", "session", ctx.principal.session_id
-            )
+            await audit.record(ctx, "session.logout", "session", ctx.principal.session_id)
         return LogoutPayload(logged_out=logged_out)
 
     @strawberry.mutation(description="End one of your sessions (admins: anyone's).")
     async def revoke_session(self, info: Info, input: RevokeSessionInput) -> RevokePayload:
         ctx = info.context
         revoked, errors = await attempt(
-            session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
-        )
-        if revoked:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.revoke", "session", str(input.session_id)
+            session_resolvers.revoke_session_once(
+                ctx, str(input.session_id), idempotency_key=input.idempotency_key
             )
+        )
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
     @strawberry.mutation(description="Create a user. Admins only.")
@@ -147,11 +152,12 @@ class UserMutations:
 
         async def run() -> User:
             require(ctx.principal, at_least=Role.ADMIN)
-            user = await ctx.stores.postgres.users.create_user(
+            user = await users.create_user(
+                ctx,
                 email=input.email,
                 display_name=input.display_name,
                 role=input.role.value,
-                ctx=ctx.write_context(),
+                idempotency_key=input.idempotency_key,
             )
             return User.from_record(user)
 
@@ -162,16 +168,17 @@ class UserMutations:
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeyPayload:
         ctx = info.context
 
-        async def run() -> tuple[ApiKey, str]:
+        async def run() -> tuple[ApiKey, str | None]:
             principal = ctx.principal
             require(principal, at_least=Role.VIEWER)
             user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
-            key, secret = await ctx.stores.postgres.users.create_api_key(
+            key, secret = await users.create_api_key(
+                ctx,
                 user_id,
                 name=input.name,
                 scopes=input.scopes,
                 expires_at=input.expires_at,
-                ctx=ctx.write_context(),
+                idempotency_key=input.idempotency_key,
             )
             return ApiKey.from_record(key), secret
 
@@ -193,8 +200,8 @@ class UserMutations:
                 raise ClientError(
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
-            return await ctx.stores.postgres.users.revoke_api_key(
-                ctx.principal.user_id, key_id, ctx=ctx.write_context()
+            return await users.revoke_api_key(
+                ctx, ctx.principal.user_id, key_id, idempotency_key=input.idempotency_key
             )
 
         revoked, errors = await attempt(run())

@@ -7,23 +7,24 @@ is kept, so the key is shown once, when it is created.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import string
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
+from stores._secrets import digest
 from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres.records import ApiKey, User, WriteContext
-from stores.postgres.writes import write_audit
+from stores.postgres.writes import claim_idempotency_key, settle_idempotency_key, write_audit
 
 if TYPE_CHECKING:
     from asyncpg import Record
 
+    from stores.postgres.options import PgConnection
     from stores.postgres.store import PostgresStore
 
 USER_ROLES = ("admin", "operator", "agent", "viewer")
@@ -61,17 +62,24 @@ class UserRepository:
     async def create_user(
         self, *, email: str, display_name: str = "", role: str, ctx: WriteContext | None = None
     ) -> User:
-        """A new user; with `ctx`, audited in the same transaction."""
+        """A new user; with `ctx`, audited in the same transaction, and a retry under
+        the same `ctx.idempotency_key` gets the first call's user."""
         email = _normalise_email(email)
         if role not in USER_ROLES:
             raise InvalidInput("role", f"must be one of {', '.join(USER_ROLES)}; got {role!r}")
         if len(display_name) > 200:
             raise InvalidInput("display_name", "must be at most 200 characters")
+        user_id = uuid4()
         async with self._store.connection() as conn, conn.transaction():
+            if ctx is not None:
+                replay = await claim_idempotency_key(conn, ctx, "user.create", {"id": str(user_id)})
+                if replay is not None:
+                    return await _get_user(conn, UUID(replay["id"]))
             try:
                 row = await conn.fetchrow(
-                    "INSERT INTO users (email, display_name, role) VALUES ($1, $2, $3)"
+                    "INSERT INTO users (id, email, display_name, role) VALUES ($1, $2, $3, $4)"
                     f" RETURNING {_USER_COLUMNS}",
+                    user_id,
                     email,
                     display_name,
                     role,
@@ -112,6 +120,25 @@ class UserRepository:
     ) -> tuple[ApiKey, str]:
         """A new key for `user_id`: its record, and the key itself, which is not kept.
         With `ctx`, audited (without the secret) in the same transaction."""
+        if ctx is not None and ctx.idempotency_key is not None:
+            raise ValueError("a retried call may get no secret: use create_api_key_once")
+        api_key, secret = await self.create_api_key_once(
+            user_id, name=name, scopes=scopes, expires_at=expires_at, ctx=ctx
+        )
+        assert secret is not None
+        return api_key, secret
+
+    async def create_api_key_once(
+        self,
+        user_id: UUID,
+        *,
+        name: str = "",
+        scopes: Iterable[str] = (),
+        expires_at: datetime | None = None,
+        ctx: WriteContext | None = None,
+    ) -> tuple[ApiKey, str | None]:
+        """As `create_api_key`; a retry under the same `ctx.idempotency_key` gets the
+        first call's key record and None for the secret, which is never kept."""
         if len(name) > 200:
             raise InvalidInput("name", "must be at most 200 characters")
         scope_list = _validate_scopes(scopes)
@@ -122,15 +149,27 @@ class UserRepository:
                 raise InvalidInput("expires_at", "must be in the future")
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(_PREFIX_LENGTH))
         key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+        key_id = uuid4()
         async with self._store.connection() as conn, conn.transaction():
+            if ctx is not None:
+                operation = f"api_key.create {user_id}"
+                replay = await claim_idempotency_key(conn, ctx, operation, {"id": str(key_id)})
+                if replay is not None:
+                    row = await conn.fetchrow(
+                        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1", UUID(replay["id"])
+                    )
+                    if row is None:
+                        raise NotFound("api key", replay["id"], field="idempotencyKey")
+                    return _api_key(row), None
             try:
                 row = await conn.fetchrow(
-                    "INSERT INTO api_keys (user_id, name, prefix, key_hash, scopes, expires_at)"
-                    f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_KEY_COLUMNS}",
+                    "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, scopes,"
+                    f" expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_KEY_COLUMNS}",
+                    key_id,
                     user_id,
                     name,
                     prefix,
-                    _hash(key),
+                    digest(key),
                     scope_list,
                     expires_at,
                 )
@@ -176,7 +215,7 @@ class UserRepository:
                 )
                 SELECT found.*, (SELECT last_used_at FROM touched) AS touched_at FROM found
                 """,
-                _hash(key),
+                digest(key),
                 self._last_used_resolution,
             )
         if row is None:
@@ -203,8 +242,14 @@ class UserRepository:
     async def revoke_api_key(
         self, user_id: UUID, key_id: UUID, *, ctx: WriteContext | None = None
     ) -> bool:
-        """Revoke one of `user_id`'s keys; False if it has no such key, or it was revoked."""
+        """Revoke one of `user_id`'s keys; False if it has no such key, or it was revoked.
+        A retry under the same `ctx.idempotency_key` gets the first call's answer."""
         async with self._store.connection() as conn, conn.transaction():
+            if ctx is not None:
+                operation = f"api_key.revoke {key_id}"
+                replay = await claim_idempotency_key(conn, ctx, operation, {"revoked": False})
+                if replay is not None:
+                    return bool(replay["revoked"])
             revoked = await conn.fetchval(
                 "UPDATE api_keys SET revoked_at = now()"
                 " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
@@ -215,6 +260,7 @@ class UserRepository:
                 await write_audit(
                     conn, ctx, "api_key.revoke", "api_key", key_id, None, {"revoked": True}
                 )
+                await settle_idempotency_key(conn, ctx, {"revoked": True})
         return revoked is not None
 
 
@@ -237,8 +283,11 @@ def _validate_scopes(scopes: Iterable[str]) -> list[str]:
     return unique
 
 
-def _hash(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+async def _get_user(conn: PgConnection, user_id: UUID) -> User:
+    row = await conn.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+    if row is None:
+        raise NotFound("user", user_id, field="idempotencyKey")
+    return _user(row)
 
 
 def _user(row: Record) -> User:

@@ -25,7 +25,6 @@ resolved it before the outage.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import secrets
@@ -40,14 +39,13 @@ from uuid import UUID, uuid4
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores import roundtrips
+from stores._secrets import digest
 from stores.errors import InvalidInput, StoreRefused
 from stores.redis.records import Session
-from stores.redis.store import RedisStore
+from stores.redis.store import UNAVAILABLE_ERRORS, RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +56,12 @@ SESSION_ID_KEY = "session-id:"
 USER_INDEX = "sessions:user:"
 AGENT_INDEX = "sessions:agent:"
 
-# Errors after which Redis cannot serve sessions for now; anything else is a bug.
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
+# Errors after which Redis cannot serve sessions for now; anything else is a bug. Beyond a
+# lost connection, session writes fail on a read-only replica or a full memory.
+_SESSIONS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS,
     ReadOnlyError,
     OutOfMemoryError,
-    OSError,
-    TimeoutError,
 )
 
 # Resolves and, once `touch` ms have passed since the last push, slides the
@@ -193,7 +189,7 @@ class SessionStore:
         token = secrets.token_urlsafe(32)
         now = _now_ms()
         entry = _Entry.new(
-            token_hash=_hash(token),
+            token_hash=digest(token).hex(),
             user_id=user_id,
             role=role,
             agent_id=agent_id,
@@ -214,7 +210,7 @@ class SessionStore:
         """The live session `token` proves, its expiry pushed forward; None if there is none."""
         if not token:
             return None
-        token_hash = _hash(token)
+        token_hash = digest(token).hex()
         now = _now_ms()
         touch_ms = int(self._options.touch_interval * 1000)
 
@@ -243,7 +239,7 @@ class SessionStore:
 
     async def delete(self, token: str) -> bool:
         """Log out: end the session `token` proves. False if there was none."""
-        token_hash = _hash(token)
+        token_hash = digest(token).hex()
 
         async def in_redis(client: aioredis.Redis) -> bool:
             self._memory.discard(token_hash)
@@ -333,7 +329,7 @@ class SessionStore:
         if await self._redis_in_use():
             try:
                 return await in_redis(self._redis.client)
-            except _UNAVAILABLE_ERRORS as exc:
+            except _SESSIONS_UNAVAILABLE as exc:
                 self._enter_fallback(exc)
             except RedisError as exc:
                 raise StoreRefused(f"redis refused a session command: {exc}") from exc
@@ -362,7 +358,7 @@ class SessionStore:
             roundtrips.record("redis")
             try:
                 await pipe.execute()
-            except _UNAVAILABLE_ERRORS as exc:
+            except _SESSIONS_UNAVAILABLE as exc:
                 self._retry_at = time.monotonic() + self._options.fallback_retry
                 logger.debug("redis still unreachable for sessions: %s", exc)
                 return False
@@ -596,10 +592,6 @@ def _user_index(user_id: UUID) -> str:
 
 def _agent_index(agent_id: UUID) -> str:
     return f"{AGENT_INDEX}{agent_id}"
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _now_ms() -> int:

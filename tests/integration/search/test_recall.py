@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
 
 REMEMBER = """mutation($input: RememberMemoryInput!) {
@@ -144,3 +146,31 @@ def test_recall_round_trips_are_the_same_for_10_and_100_agents(
     assert small_trips == large_trips, (small_trips, large_trips)
     # Two recall argument sets: each one SQL statement (in its own short transaction).
     assert large_trips["postgres"] <= 14, large_trips
+
+
+def test_recall_by_keyword_ranks_partial_matches_like_knowledge_search(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    agent = _agent(gql, operator)
+    for content in (
+        "The staging cluster is small",
+        "Deployments to production need two approvals",
+        "Lunch with the platform team went well",
+    ):
+        data(gql(REMEMBER, {"input": {"agentId": agent, "content": content}}, caller=operator))
+    body = gql(
+        """query($id: ID!) { node(id: $id) { ... on Agent {
+                    recall(query: "who approves deployments to staging", mode: KEYWORD) {
+                      score keywordRank memory { content } }
+                  } } }""",
+        {"id": agent},
+        caller=viewer,
+    )
+    recalled = data(body)["node"]["recall"]
+    # Terms: approve, deployment, staging; the first holds two of them, the next one.
+    assert [hit["memory"]["content"] for hit in recalled] == [
+        "Deployments to production need two approvals",
+        "The staging cluster is small",
+    ]
+    assert [hit["score"] for hit in recalled] == pytest.approx([2 / 3, 1 / 3])
+    assert [hit["keywordRank"] for hit in recalled] == [1, 2]
