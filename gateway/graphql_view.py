@@ -28,6 +28,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.graphiql import GraphiQL
 from gateway.persisted_documents import read_document_id
+from gateway.ws_sign_in import SignedInLegacyWSHandler, SignedInTransportWSHandler
 from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
 from resolvers.documents import DOCUMENT_ID
@@ -73,6 +74,9 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
 
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
+    # Connections end with their sign-in (logout, revocation, expiry): gateway/ws_sign_in.py.
+    graphql_transport_ws_handler_class = SignedInTransportWSHandler
+    graphql_ws_handler_class = SignedInLegacyWSHandler
 
     def __init__(
         self,

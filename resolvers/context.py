@@ -19,8 +19,11 @@ from stores.search import SearchStore
 if TYPE_CHECKING:
     from resolvers.auth import Principal
     from resolvers.documents import PersistedDocuments
+    from resolvers.health import HealthMonitor
     from resolvers.loaders import Loaders
     from resolvers.rate_limits import RateLimits
+    from resolvers.revocations import Revocations
+    from resolvers.session_cache import SessionCache
     from workers.embeddings import EmbeddingFiller
     from workers.projector import Projector
 
@@ -42,6 +45,11 @@ class Stores:
     embedding_filler: EmbeddingFiller | None = None
     rate_limits: RateLimits | None = None
     documents: PersistedDocuments | None = None
+    revocations: Revocations | None = None
+    # Principals of recently checked session tokens; None: every request checks.
+    session_cache: SessionCache | None = None
+    # One health probe shared by every caller per interval; None: each caller probes.
+    health: HealthMonitor | None = None
 
 
 @dataclass
