@@ -166,6 +166,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # X-Forwarded-For is honoured only from POLYGRAPH_TRUSTED_PROXIES (create_app);
         # uvicorn would trust it from 127.0.0.1 by default.
         proxy_headers=False,
+        # A WebSocket message is bounded like an HTTP body.
+        ws_max_size=settings.max_body_bytes,
         # A backstop only: the server drains requests itself, before this passes.
         timeout_graceful_shutdown=math.ceil(request_grace(deadline)) + 1,
     )

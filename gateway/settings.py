@@ -14,8 +14,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.csrf import DEFAULT_REQUIRED_HEADERS
+from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
 from resolvers.documents import DocumentOptions
-from resolvers.rate_limits import RateLimitPolicy
+from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
@@ -36,7 +38,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    graphiql: bool = True
+    # `production` turns introspection and GraphiQL off unless they are set on here.
+    env: Literal["development", "production"] = "development"
+    graphiql: bool | None = None
+    introspection: bool | None = None
+    # Pages on these origins may call the API (CORS) and open WebSockets to it;
+    # a JSON list, e.g. ["https://app.example.com"]. Empty: same origin only.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Run GETs only with a preflight header (Apollo Router's CSRF prevention).
+    csrf_prevention: bool = True
+    csrf_required_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_HEADERS))
     # Several gateways may start at once: migrations take an advisory lock. A gateway
     # never serves a PostgreSQL schema older than its code: without migrating, it checks.
     migrate_on_start: bool = True
@@ -76,6 +87,18 @@ class Settings(BaseSettings):
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
 
+    # Request limits, checked before anything executes (README: "Request limits").
+    max_body_bytes: int = Field(default=DEFAULT_LIMITS.max_body_bytes, ge=1024)
+    max_document_chars: int = Field(default=DEFAULT_LIMITS.max_document_chars, ge=100)
+    max_tokens: int = Field(default=DEFAULT_LIMITS.max_tokens, ge=10)
+    max_depth: int = Field(default=DEFAULT_LIMITS.max_depth, ge=2)
+    max_aliases: int = Field(default=DEFAULT_LIMITS.max_aliases, ge=1)
+    max_root_fields: int = Field(default=DEFAULT_LIMITS.max_root_fields, ge=1)
+    max_fields: int = Field(default=DEFAULT_LIMITS.max_fields, ge=1)
+    max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
+    max_cost: int = Field(default=DEFAULT_LIMITS.max_cost, ge=1)
+    request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_LIMITS.max_response_bytes, ge=1024)
     # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
     # half) to finish, and are cancelled after; the stores close in the rest.
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
@@ -99,14 +122,15 @@ class Settings(BaseSettings):
 
     # Rate limits, in cost points per window: per user by role, per client address when
     # anonymous; `login` attempts per client address. Shared by replicas through Redis.
+    # Defaults (resolvers.rate_limits.RateLimitPolicy) hold at least `max_cost`.
     rate_limit_enabled: bool = True
-    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
-    rate_limit_anonymous: int = Field(default=300, ge=1)
-    rate_limit_viewer: int = Field(default=3_000, ge=1)
-    rate_limit_agent: int = Field(default=6_000, ge=1)
-    rate_limit_operator: int = Field(default=12_000, ge=1)
-    rate_limit_admin: int = Field(default=12_000, ge=1)
-    rate_limit_login: int = Field(default=20, ge=1)
+    rate_limit_window_s: int = Field(default=DEFAULT_POLICY.window_s, ge=1, le=86_400)
+    rate_limit_anonymous: int = Field(default=DEFAULT_POLICY.anonymous, ge=1)
+    rate_limit_viewer: int = Field(default=DEFAULT_POLICY.viewer, ge=1)
+    rate_limit_agent: int = Field(default=DEFAULT_POLICY.agent, ge=1)
+    rate_limit_operator: int = Field(default=DEFAULT_POLICY.operator, ge=1)
+    rate_limit_admin: int = Field(default=DEFAULT_POLICY.admin, ge=1)
+    rate_limit_login: int = Field(default=DEFAULT_POLICY.login, ge=1)
     rate_limit_fallback_retry_s: float = Field(default=1.0, gt=0)
     # Proxies whose X-Forwarded-For names the client (addresses or CIDR blocks, comma
     # separated). Empty: the client is the connection's peer and the header is ignored.
@@ -193,6 +217,31 @@ class Settings(BaseSettings):
     def document_options(self) -> DocumentOptions:
         return DocumentOptions(
             apq_enabled=self.apq_enabled, trusted_only=self.trusted_documents_only
+        )
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is not None:
+            return self.introspection
+        return self.env != "production"
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_document_chars=self.max_document_chars,
+            max_tokens=self.max_tokens,
+            max_depth=self.max_depth,
+            max_aliases=self.max_aliases,
+            max_root_fields=self.max_root_fields,
+            max_fields=self.max_fields,
+            max_list_length=self.max_list_length,
+            max_cost=self.max_cost,
+            deadline_s=self.request_deadline_s,
+            max_response_bytes=self.max_response_bytes,
         )
 
     def embedder_options(self) -> EmbedderOptions:

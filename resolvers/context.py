@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from resolvers.cost import OperationCost
 from stores import GraphStore, PostgresStore, RedisStore
 from stores.embeddings import Embedder
 from stores.metrics import MetricsStore
@@ -70,6 +71,8 @@ class RequestContext:
     outbox_ids: list[int] = field(default_factory=list)
     # The HTTP response's status and headers, for extensions to set (None on WebSockets).
     response: Response | None = None
+    # The operation's static cost, set after validation and before execution.
+    cost: OperationCost | None = None
 
     def write_context(self, idempotency_key: str | None = None) -> WriteContext:
         client = self.connection.client

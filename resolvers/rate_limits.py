@@ -32,15 +32,23 @@ LOGIN_POLICY = "login"
 
 @dataclass(frozen=True, kw_only=True)
 class RateLimitPolicy:
-    """Quotas in cost points per `window_s`; `login` counts login attempts."""
+    """Quotas in cost points per `window_s`; `login` counts login attempts.
+
+    A quota is also the most one operation may cost (GCRA's burst is the whole quota):
+    each default holds at least the request cost limit's maximum (25,000, which the
+    standard introspection query, about 4,100, and README's queries stay far below),
+    so anything the cost limit lets through can run. Per minute, an anonymous address
+    gets one operation at that maximum, a viewer four (or about 45 of bench S2's
+    dashboard query, 2,151 points, or 100,000 single-object reads).
+    """
 
     enabled: bool = True
     window_s: int = 60
-    anonymous: int = 300
-    viewer: int = 3_000
-    agent: int = 6_000
-    operator: int = 12_000
-    admin: int = 12_000
+    anonymous: int = 25_000
+    viewer: int = 100_000
+    agent: int = 100_000
+    operator: int = 250_000
+    admin: int = 250_000
     login: int = 20
 
     def __post_init__(self) -> None:
@@ -61,6 +69,9 @@ class RateLimitPolicy:
             Role.ADMIN: self.admin,
         }
         return role.value, by_role[role]
+
+
+DEFAULT_POLICY = RateLimitPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +192,13 @@ class RateLimits:
     def login_bucket(self, address: str | None) -> Bucket:
         key = f"login:{client_bucket_key(address)}"
         return Bucket(LOGIN_POLICY, key, self._policy.login, self._policy.window_s)
+
+    def known_refusal(self, principal: Principal, address: str | None) -> Outcome | None:
+        """A refusal if this process knows the caller's bucket to lack even one point;
+        no round trip."""
+        bucket = self.caller_bucket(principal, address)
+        decision = self._store.known_refusal(Charge(bucket.key, bucket.limit, bucket.window_s, 1))
+        return Outcome(decision, (bucket,)) if decision is not None else None
 
     def known_sign_in_refusal(self, address: str | None) -> Outcome | None:
         """A refusal if `address` is known here to have no login attempts left."""

@@ -73,6 +73,8 @@ def settings(database_name: str, profile: Profile) -> Settings:
         # Mutations return as soon as their rows reach Neo4j; the long limit only
         # matters on a loaded machine, where 2 s is not always enough.
         projection_wait_s=30,
+        # Past the projection wait, so a mutation waiting that long still answers.
+        request_deadline_s=60,
         # Pub/sub is server-wide: each worker's events stay on its own channels.
         events_namespace=f"polygraph-test-{_worker()}",
         # Every anonymous call and login of a worker comes from one address (TestClient's):
@@ -80,6 +82,11 @@ def settings(database_name: str, profile: Profile) -> Settings:
         # runs gateways of its own with small quotas.
         rate_limit_anonymous=1_000_000,
         rate_limit_login=1_000_000,
+        # Tests ask many a costly operation as one user in a few seconds.
+        rate_limit_viewer=10_000_000,
+        rate_limit_agent=10_000_000,
+        rate_limit_operator=10_000_000,
+        rate_limit_admin=10_000_000,
     )
 
 

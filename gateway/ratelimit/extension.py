@@ -1,14 +1,15 @@
-"""Charges an operation's cost to its caller before it executes.
+"""Charges an operation's cost to its caller just before it executes.
 
-Over HTTP the middleware has charged one point already, so this charges the rest of
-`RequestContext.cost.requested` (set by the request cost model before execution;
-one point per operation without it) and one attempt per `login` field. Over a
-WebSocket each operation, subscriptions included, is charged here in full when it
-starts. A refused operation does not execute: HTTP answers 429 with `Retry-After`
-(set by the middleware), a subscription gets a RATE_LIMITED error and completes.
+The cost is `RequestContext.cost.requested` (the static cost model's estimate, set
+by `gateway.limits.RequestLimiter` once the operation passed validation and every
+request limit; at least one point), and one login attempt per `login` field. Over
+HTTP this is the request's one charge (the middleware charges a point instead when
+nothing executes); over a WebSocket each operation, subscriptions included, is
+charged when it starts. A refused operation does not execute: HTTP answers 429 with
+`Retry-After` (gateway.errors maps the RATE_LIMITED error), a subscription gets a
+RATE_LIMITED error and completes.
 
-List it after the extension that sets `RequestContext.cost`, should that happen in
-`on_execute` too.
+List it after `RequestLimiter` in the schema's extensions.
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ class RateLimiting(SchemaExtension):
             yield
             return
         usage = usage_of(context.connection.scope)
-        already_charged = 1 if usage is not None else 0
-        cost = max(requested_cost(context) - already_charged, 0)
+        cost = requested_cost(context)
         operation_type = execution.operation_type
         logins = 0
         if operation_type is OperationType.MUTATION and execution.graphql_document is not None:

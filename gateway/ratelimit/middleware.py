@@ -1,24 +1,27 @@
-"""Charges every GraphQL HTTP request one point before anything else happens (and
-every other request to `paths`: an ingest batch costs one point).
+"""Rate limits for HTTP requests: one Redis round trip per request at most.
 
-A caller whose bucket is empty is refused here, with 429 and `Retry-After`, before
-its body is read or parsed: a flood of refused requests costs little (and, once a
-bucket is known to be empty, no Redis round trip: see `stores.redis.rate_limits`).
-The extension (`RateLimiting`) charges the rest of an operation's cost once it is
-known. Every response carries the RateLimit headers of the buckets it was charged to.
+GraphQL requests (`operation_paths`) are charged once: their operation's cost by the
+extension (`RateLimiting`) just before it executes, or, if it never executes
+(malformed, refused by a request limit, a persisted query not found, GraphiQL's
+page), one point here as the answer starts. Before anything else, a caller that this
+process knows to have an empty bucket is refused with 429 and `Retry-After`, without
+reading its body or asking Redis (see `stores.redis.rate_limits`): a flood of
+refused requests costs little. Other requests to `paths` (an ingest batch) are
+charged one point before they run.
+
+Every response carries the RateLimit headers of the buckets it was charged to.
 
 Wiring: after `AuthenticationMiddleware`, whose principal it charges.
 """
 
 from __future__ import annotations
 
-import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import principal_of
-from gateway.graphql_view import negotiate_media_type
+from gateway.errors import error_response
 from gateway.ratelimit.usage import STATE_KEY, Usage
 from resolvers.context import Stores
 from resolvers.errors import ErrorCode
@@ -26,11 +29,17 @@ from resolvers.errors import ErrorCode
 
 class RateLimitMiddleware:
     def __init__(
-        self, app: ASGIApp, *, stores: Stores, paths: tuple[str, ...] = ("/graphql",)
+        self,
+        app: ASGIApp,
+        *,
+        stores: Stores,
+        paths: tuple[str, ...] = ("/graphql",),
+        operation_paths: tuple[str, ...] = ("/graphql",),
     ) -> None:
         self.app = app
         self.stores = stores
         self.paths = paths
+        self.operation_paths = operation_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limits = self.stores.rate_limits
@@ -42,37 +51,49 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        principal = principal_of(scope)
         client = scope.get("client")
-        outcome = await limits.charge(principal_of(scope), client[0] if client else None, cost=1)
+        address = client[0] if client else None
         usage = Usage()
-        usage.record(outcome)
         scope.setdefault("state", {})[STATE_KEY] = usage
-        if not outcome.allowed:
-            await limits.refusals.wait()
-            await _refusal(scope, usage)(scope, receive, send)
-            return
+        if scope["path"] in self.operation_paths:
+            outcome = limits.known_refusal(principal, address)
+        else:
+            outcome = await limits.charge(principal, address, cost=1)
+        if outcome is not None:
+            usage.record(outcome)
+            if not outcome.allowed:
+                await limits.refusals.wait()
+                await _refusal(scope, usage)(scope, receive, send)
+                return
 
         async def send_with_headers(message: Message) -> None:
+            # A refusal by the extension, once the operation's cost was known, is a
+            # RATE_LIMITED error: gateway.errors gives it its 429 and Retry-After.
             if message["type"] == "http.response.start":
+                if not usage.charged:
+                    # Answered without executing anything: one point, after the fact.
+                    usage.record(await limits.charge(principal, address, cost=1))
                 headers = MutableHeaders(scope=message)
                 for name, value in usage.headers():
                     headers[name] = value
-                if usage.refused:
-                    # Refused by the extension once the operation's cost was known.
-                    message["status"] = 429
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
 def usage_of(scope: Scope) -> Usage | None:
-    """The request's usage if the middleware charged it (HTTP only)."""
+    """The request's usage if the middleware is charging it (HTTP only)."""
     usage = scope.get("state", {}).get(STATE_KEY)
     return usage if isinstance(usage, Usage) else None
 
 
 def _refusal(scope: Scope, usage: Usage) -> Response:
-    extensions = {"code": ErrorCode.RATE_LIMITED.value, "retryAfter": usage.retry_after_s}
-    body = {"errors": [{"message": usage.message, "extensions": extensions}]}
-    media_type = negotiate_media_type(Headers(scope=scope).get("accept"))
-    return Response(orjson.dumps(body), 429, dict(usage.headers()), media_type=media_type)
+    return error_response(
+        ErrorCode.RATE_LIMITED,
+        usage.message,
+        429,
+        accept=Headers(scope=scope).get("accept"),
+        headers=dict(usage.headers()),
+        extensions={"retryAfter": usage.retry_after_s},
+    )

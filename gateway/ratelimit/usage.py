@@ -19,15 +19,18 @@ STATE_KEY = "rate_limit"
 class Usage:
     """The buckets a request was charged to, kept in `scope["state"]` while it runs."""
 
-    __slots__ = ("_buckets", "message", "refused", "retry_after_s")
+    __slots__ = ("_buckets", "charged", "message", "refused", "retry_after_s")
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[Bucket, BucketState]] = {}
+        # Whether a charge was decided (made or refused) for this request.
+        self.charged = False
         self.refused = False
         self.retry_after_s = 0
         self.message = ""
 
     def record(self, outcome: Outcome) -> None:
+        self.charged = True
         for bucket, state in outcome.states():
             self._buckets[bucket.policy] = (bucket, state)
         if not outcome.allowed:
@@ -41,7 +44,5 @@ class Usage:
         entries = self._buckets.values()
         policy = ", ".join(f'"{b.policy}";q={b.limit};w={b.window_s}' for b, _ in entries)
         current = ", ".join(f'"{b.policy}";r={s.remaining};t={s.reset_s}' for b, s in entries)
-        headers = [("RateLimit-Policy", policy), ("RateLimit", current)]
-        if self.refused:
-            headers.append(("Retry-After", str(self.retry_after_s)))
-        return headers
+        # Retry-After comes with the RATE_LIMITED error (gateway.errors).
+        return [("RateLimit-Policy", policy), ("RateLimit", current)]

@@ -14,19 +14,17 @@ import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Any
 
 import httpx2
-import pytest
+from graphql import get_operation_ast, parse
 from pydantic import SecretStr
 from starlette.testclient import TestClient
-from strawberry.extensions import SchemaExtension
 
-from gateway import app as gateway_app
 from gateway.app import create_app
-from gateway.ratelimit import RateLimiting
+from gateway.limits.cost import CostPlan
 from gateway.settings import Settings
+from schema import build_schema
 from tests.integration.api.conftest import (
     Caller,
     GraphQL,
@@ -96,6 +94,18 @@ def test_every_response_says_its_quota_and_what_is_left(gql: GraphQL, operator: 
     assert broken.headers["ratelimit-policy"] == policy
 
 
+def test_each_request_is_charged_once_in_one_redis_round_trip(
+    gql: GraphQL, operator: Caller
+) -> None:
+    # Executed: charged its cost just before it runs; refused before execution (here a
+    # syntax error): one point as the answer starts. Either way one script call.
+    for query, status in (("{ __typename }", 200), ("{ __typename", 400)):
+        response = _post(gql.client, query, operator)
+        assert response.status_code == status
+        assert parse_round_trips(response.headers["x-round-trips"])["redis"] == 1
+        assert response.headers["ratelimit-policy"].startswith('"operator"')
+
+
 def test_a_caller_over_its_quota_gets_429_with_retry_after(
     settings: Settings, viewer: Caller
 ) -> None:
@@ -158,38 +168,67 @@ def test_every_login_field_of_an_operation_counts(settings: Settings) -> None:
         assert error_codes(_post(client, fragment).json()) == ["RATE_LIMITED"]
 
 
-class _Costs(SchemaExtension):
-    """Stands in for the request cost model: every operation costs 3 points."""
-
-    def on_validate(self) -> Iterator[None]:
-        yield
-        self.execution_context.context.cost = SimpleNamespace(requested=3, actual=None)
+def _cost(body: dict[str, Any]) -> int:
+    requested: int = body["extensions"]["cost"]["requested"]
+    return requested
 
 
 def test_an_operation_is_charged_its_cost_and_refused_before_it_runs(
-    settings: Settings, gql: GraphQL, operator: Caller, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, gql: GraphQL, operator: Caller, admin: Caller
 ) -> None:
-    extensions = [e for e in gateway_app.EXTENSIONS if e is not RateLimiting]
-    monkeypatch.setattr(gateway_app, "EXTENSIONS", [*extensions, _Costs, RateLimiting])
-    create = "mutation($n: String!) { createAgent(input: {name: $n}) { agent { name } } }"
-    with gateway(_limited(settings, rate_limit_operator=5)) as client:
-        first = _post(client, create, operator, variables={"n": unique("costly")})
+    create = (
+        "mutation($n: String!, $k: String) {"
+        " createAgent(input: {name: $n, idempotencyKey: $k}) { agent { name } } }"
+    )
+    # The static cost model's estimate (extensions.cost), from the suite's gateway; asked
+    # by another user, since gateways on one Redis share each user's bucket.
+    cost = _cost(gql(create, {"n": unique("priced")}, caller=admin))
+    assert cost > 1
+    # Room for two and a half such operations: the third is refused. Counted over an
+    # hour, so that what comes back while the test runs is less than a point.
+    quota = cost * 5 // 2
+    with gateway(_limited(settings, rate_limit_operator=quota, rate_limit_window_s=3600)) as client:
+        key = unique("key")
+        first = _post(client, create, operator, variables={"n": unique("costly"), "k": key})
         assert data(first.json())["createAgent"]["agent"]
-        assert _remaining(first, "operator") == 2
+        assert _remaining(first, "operator") == quota - cost
+        # A replay (same idempotencyKey) is charged like any operation: the limiter
+        # decides before anything is looked up.
+        replay = _post(client, create, operator, variables={"n": unique("costly"), "k": key})
+        assert data(replay.json())["createAgent"] == data(first.json())["createAgent"]
+        assert _remaining(replay, "operator") == quota - 2 * cost
 
         name = unique("refused")
         refused = _post(client, create, operator, variables={"n": name})
         assert refused.status_code == 429
         assert error_codes(refused.json()) == ["RATE_LIMITED"]
-        assert refused.json()["data"] is None
+        assert "data" not in refused.json()
         assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["errors"][0]["extensions"]["retryAfter"] == int(
+            refused.headers["retry-after"]
+        )
     # The refused mutation wrote nothing (asked of the suite's gateway, with its own quotas).
     found = gql(
         "query($q: String) { agents(filter: {nameContains: $q}) { totalCount } }",
         {"q": name},
-        caller=operator,
+        caller=admin,
     )
     assert data(found)["agents"]["totalCount"] == 0
+
+
+def test_an_operation_dearer_than_the_whole_quota_is_refused_for_good(
+    settings: Settings, gql: GraphQL, viewer: Caller, admin: Caller
+) -> None:
+    query = "{ agents(first: 50) { edges { node { name tasks(first: 50) { totalCount } } } } }"
+    cost = _cost(gql(query, caller=admin))
+    limited = _limited(settings, rate_limit_viewer=cost - 1, rate_limit_window_s=3600)
+    with gateway(limited) as client:
+        refused = _post(client, query, viewer)
+        assert refused.status_code == 429
+        message = refused.json()["errors"][0]["message"]
+        assert f"costs {cost} points, more than the whole 'viewer' quota" in message
+        # Nothing was taken from the bucket.
+        assert _remaining(refused, "viewer") == cost - 1
 
 
 def test_two_gateways_on_one_redis_share_the_buckets(settings: Settings, viewer: Caller) -> None:
@@ -220,10 +259,22 @@ def test_limits_hold_in_memory_while_redis_is_down(settings: Settings, viewer: C
         assert rate_limits.store.fallback_active
 
 
+def _price(query: str) -> int:
+    """The static cost model's estimate of `query`, as the gateway makes it."""
+    schema = build_schema()._schema
+    document = parse(query)
+    operation = get_operation_ast(document)
+    assert operation is not None
+    return CostPlan.of(schema, operation, {}).requested({})
+
+
 def test_a_subscription_is_charged_when_it_starts(settings: Settings, viewer: Caller) -> None:
     subscribe = "subscription { healthUpdates(intervalSeconds: 1) { status } }"
+    # Room for three and a half subscriptions, over an hour: the fourth is refused.
+    quota = _price(subscribe) * 7 // 2
+    limited = _limited(settings, rate_limit_viewer=quota, rate_limit_window_s=3600)
     with (
-        gateway(_limited(settings)) as client,
+        gateway(limited) as client,
         client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws,
     ):
         ws.send_text(json.dumps({"type": "connection_init", "payload": {"apiKey": viewer.api_key}}))
