@@ -272,6 +272,7 @@ def _users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _documents_push(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.persisted_documents import limit_problems
     from resolvers.manifests import ManifestError, check_against_schema, parse_manifest
     from schema import build_schema
     from stores import PostgresStore
@@ -281,6 +282,9 @@ def _documents_push(args: argparse.Namespace, settings: Settings) -> int:
             args.manifest.read_bytes(), max_bytes=settings.persisted_document_max_bytes
         )
         check_against_schema(manifest, build_schema()._schema)
+        # A document the request limits refuse could never run: refuse it now.
+        if problems := limit_problems(manifest, settings.request_limits()):
+            raise ManifestError(problems)
     except OSError as exc:
         print(f"error: cannot read {args.manifest}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -14,13 +14,18 @@ from collections.abc import AsyncIterator
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter
-from graphql import ExecutionResult, GraphQLError
+from graphql import ExecutionResult, GraphQLError, GraphQLSyntaxError, parse
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
+from gateway.limits.extension import shape_refusal
+from gateway.limits.options import RequestLimits
+from gateway.limits.refusal import document_size_refusal
+from gateway.limits.shape import measure
 from resolvers.context import RequestContext
 from resolvers.documents import DOCUMENT_ID, PersistedDocumentError
 from resolvers.errors import ClientError
+from resolvers.manifests import Manifest
 from stores.errors import StoreError
 
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
@@ -74,3 +79,22 @@ async def read_document_id(request: AsyncHTTPRequestAdapter) -> object | None:
     except orjson.JSONDecodeError:
         return None
     return data.get(DOCUMENT_ID) if isinstance(data, dict) else None
+
+
+def limit_problems(manifest: Manifest, limits: RequestLimits) -> list[str]:
+    """What would refuse each document at every request, found when it is pushed: its
+    size, its tokens and its shape (cost depends on each request's variables)."""
+    problems: list[str] = []
+    for document in manifest.documents:
+        refusal = document_size_refusal(document.body, limits.max_document_chars)
+        if refusal is None:
+            try:
+                parsed = parse(document.body, max_tokens=limits.max_tokens)
+            except GraphQLSyntaxError as exc:
+                # Validation against the schema reports syntax errors; this, the tokens.
+                problems.append(f"{document.id}: {exc.message}")
+                continue
+            refusal = shape_refusal(measure(parsed), limits)
+        if refusal is not None:
+            problems.append(f"{document.id}: {refusal.message}")
+    return problems

@@ -38,8 +38,7 @@ class RateLimitPolicy:
     each default holds at least the request cost limit's maximum (25,000, which the
     standard introspection query, about 4,100, and README's queries stay far below),
     so anything the cost limit lets through can run. Per minute, an anonymous address
-    gets one operation at that maximum, a viewer four (or about 45 of bench S2's
-    dashboard query, 2,151 points, or 100,000 single-object reads).
+    gets one operation at that maximum, a viewer four (or 100,000 single-object reads).
     """
 
     enabled: bool = True

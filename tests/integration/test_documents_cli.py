@@ -61,3 +61,24 @@ def test_push_refuses_a_manifest_with_any_bad_document(settings: Settings, tmp_p
 
     missing = _polygraph(settings, "documents", "push", str(tmp_path / "absent.json"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+def test_push_refuses_documents_the_request_limits_would_refuse(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Valid GraphQL, but 40 aliases (the limit is 30), and 18 levels deep (15).
+    label = secrets.token_hex(4)
+    aliases = " ".join(f"a{i}: __typename" for i in range(40))
+    parents = "parent { " * 14 + "id" + " }" * 14
+    documents = {
+        "aliases": f"query Aliases_{label} {{ {aliases} }}",
+        "deep": f"query Deep_{label} {{ agents(first: 1) {{ edges {{ node {{ {parents} }} }} }} }}",
+    }
+    manifest = tmp_path / "persisted_queries.json"
+    manifest.write_bytes(orjson.dumps(documents))
+    refused = _polygraph(settings, "documents", "push", str(manifest))
+    assert refused.returncode == 1, refused.stdout
+    assert "aliases: The operation has 40 aliases" in refused.stderr
+    assert "(POLYGRAPH_MAX_ALIASES)" in refused.stderr
+    assert "deep: The operation is nested" in refused.stderr
+    assert label not in _polygraph(settings, "documents", "list").stdout
