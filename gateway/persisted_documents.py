@@ -23,8 +23,8 @@ from gateway.limits.options import RequestLimits
 from gateway.limits.refusal import document_size_refusal
 from gateway.limits.shape import measure
 from resolvers.context import RequestContext
-from resolvers.documents import DOCUMENT_ID, PersistedDocumentError
-from resolvers.errors import ClientError
+from resolvers.documents import DOCUMENT_ID, PersistedDocumentError, registration_cost
+from resolvers.errors import ClientError, ErrorCode
 from resolvers.manifests import Manifest
 from stores.errors import StoreError
 
@@ -32,13 +32,22 @@ _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
 
 class PersistedQueries(SchemaExtension):
+    """APQ registrations happen once the operation has run: a document that fails to
+    parse, validate or pass a request limit is never kept. Each costs its caller
+    `registration_cost` points besides the operation's; a caller without them left
+    has its operation run but not kept (as while Redis is away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._register_as: str | None = None
+
     async def on_operation(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context = execution.context
         documents = context.stores.documents if isinstance(context, RequestContext) else None
         if documents is not None:
             try:
-                document = await documents.resolve(execution.query, execution.operation_extensions)
+                resolved = await documents.resolve(execution.query, execution.operation_extensions)
             except (ClientError, StoreError) as exc:
                 _refuse(execution, exc)
                 if isinstance(exc, PersistedDocumentError) and context.response is not None:
@@ -47,8 +56,38 @@ class PersistedQueries(SchemaExtension):
                     for name, value in exc.headers:
                         context.response.headers[name] = value
             else:
-                execution.query = document
+                execution.query = resolved.text
+                self._register_as = resolved.register_as
         yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        yield
+        execution = self.execution_context
+        context = execution.context
+        query = execution.query
+        if self._register_as is None or query is None or not isinstance(context, RequestContext):
+            return
+        documents = context.stores.documents
+        if documents is None or _refused(execution.result):
+            return
+        limits = context.stores.rate_limits
+        if limits is not None and limits.enabled:
+            client = context.connection.client
+            outcome = await limits.charge(
+                context.principal, client.host if client else None, cost=registration_cost(query)
+            )
+            if not outcome.allowed:
+                return
+        await documents.register(self._register_as, query)
+
+
+def _refused(result: object) -> bool:
+    """Whether a rate limit refused the operation (it did not run)."""
+    for error in getattr(result, "errors", None) or ():
+        original = getattr(error, "original_error", None)
+        if isinstance(original, ClientError) and original.code is ErrorCode.RATE_LIMITED:
+            return True
+    return False
 
 
 def _refuse(execution: ExecutionContext, exc: Exception) -> None:

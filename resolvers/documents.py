@@ -72,6 +72,20 @@ class DocumentOptions:
             raise ValueError("remembered must be at least 1")
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The document a request runs; `register_as`: the APQ hash it asks to be kept under."""
+
+    text: str | None
+    register_as: str | None = None
+
+
+def registration_cost(document: str) -> int:
+    """Rate limit points an APQ registration costs besides its operation: one per KiB
+    kept, so that no caller fills Redis faster than its quota allows."""
+    return -(-len(document.encode()) // 1024)
+
+
 def sha256_hex(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()
 
@@ -119,10 +133,9 @@ class PersistedDocuments:
     def options(self) -> DocumentOptions:
         return self._options
 
-    async def resolve(
-        self, query: str | None, extensions: Mapping[str, object] | None
-    ) -> str | None:
-        """The text to run, or None when the request names no document at all.
+    async def resolve(self, query: str | None, extensions: Mapping[str, object] | None) -> Resolved:
+        """The text to run (None when the request names no document at all), and the
+        APQ hash to `register` it under once it has run.
 
         Raises `PersistedDocumentError` for a document that cannot run, and
         `StoreUnavailable` when PostgreSQL cannot say whether a document is trusted.
@@ -131,7 +144,7 @@ class PersistedDocuments:
         if DOCUMENT_ID in extensions:
             if query is not None:
                 raise _bad_input("Send either `query` or `documentId`, not both.")
-            return await self._by_document_id(extensions[DOCUMENT_ID])
+            return Resolved(await self._by_document_id(extensions[DOCUMENT_ID]))
         if PERSISTED_QUERY in extensions:
             return await self._persisted_query(query, extensions[PERSISTED_QUERY])
         trusted_only = self._options.trusted_only
@@ -145,7 +158,7 @@ class PersistedDocuments:
                 " one: register it with `polygraph documents push`, then send its"
                 " `documentId`."
             )
-        return query
+        return Resolved(query)
 
     async def _by_document_id(self, document_id: object) -> str:
         if not isinstance(document_id, str) or not 0 < len(document_id) <= MAX_DOCUMENT_ID_LENGTH:
@@ -168,7 +181,7 @@ class PersistedDocuments:
             )
         return text
 
-    async def _persisted_query(self, query: str | None, persisted: object) -> str:
+    async def _persisted_query(self, query: str | None, persisted: object) -> Resolved:
         if not isinstance(persisted, Mapping) or persisted.get("version") != 1:
             raise _bad_input(
                 "Unsupported persisted query version: send"
@@ -189,17 +202,16 @@ class PersistedDocuments:
                     f"No trusted document has SHA-256 {sha256}: this gateway runs trusted"
                     " documents only."
                 )
-            return text
+            return Resolved(text)
         if query is not None:
-            if self._options.apq_enabled:
-                await self._register(sha256, query)
-            return query
+            known = self._apq.get(sha256) is not None
+            return Resolved(query, None if known or not self._options.apq_enabled else sha256)
         text = self._apq.get(sha256) or await self._cached(sha256)
         if text is None:
             # Registered documents run by hash too, APQ or not.
             text = await self._trusted_text(sha256)
         if text is not None:
-            return text
+            return Resolved(text)
         if not self._options.apq_enabled:
             raise PersistedDocumentError(
                 ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED,
@@ -226,7 +238,9 @@ class PersistedDocuments:
             self._apq.put(sha256, text)
         return text
 
-    async def _register(self, sha256: str, query: str) -> None:
+    async def register(self, sha256: str, query: str) -> None:
+        """Keep `query` (whose hash `resolve` checked) for APQ; the caller decides when:
+        only documents that passed every request limit, and were charged for it."""
         if self._apq.get(sha256) is not None:
             return
         try:
