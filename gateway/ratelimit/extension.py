@@ -66,7 +66,8 @@ class RateLimiting(SchemaExtension):
                     # Streams do not look at a preset result; Strawberry turns this into
                     # the subscription's one error.
                     raise refusal
-                retry = {"retryAfter": outcome.decision.retry_after_s}
+                # No time to come back for an operation dearer than the whole quota.
+                retry = {} if outcome.oversized else {"retryAfter": outcome.decision.retry_after_s}
                 error = GraphQLError(refusal.message, original_error=refusal, extensions=retry)
                 # A preset result stands in for execution: nothing runs.
                 execution.result = ExecutionResult(data=None, errors=[error])

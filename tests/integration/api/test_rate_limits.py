@@ -227,6 +227,9 @@ def test_an_operation_dearer_than_the_whole_quota_is_refused_for_good(
         assert refused.status_code == 429
         message = refused.json()["errors"][0]["message"]
         assert f"costs {cost} points, more than the whole 'viewer' quota" in message
+        # Waiting would not help: no Retry-After.
+        assert "retry-after" not in refused.headers
+        assert "retryAfter" not in refused.json()["errors"][0]["extensions"]
         # Nothing was taken from the bucket.
         assert _remaining(refused, "viewer") == cost - 1
 
