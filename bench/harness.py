@@ -42,6 +42,7 @@ from bench.servers import Child, Measure, ServerFailed
 from gateway.settings import Settings
 from infra.local import stack
 from infra.local.profiles import REPO_ROOT, get_profile
+from resolvers.rate_limits import DEFAULT_POLICY
 
 GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
 SEARCH_STAGE = "search"
@@ -461,11 +462,16 @@ class Bench:
         url = self.children["gateway"].url + "/graphql"
         s1 = checks.http_plan(by_name("S1"), fixtures, capabilities, self.children, self.token)
         s2_cost = checks.operation_cost(url, gateway_bodies("S2", fixtures)[0], self.token)
+        # What one S2 request is charged: its cost and the request's own points.
+        s2_charge = DEFAULT_POLICY.request_cost(s2_cost)
         cost_limits = checks.has_cost_limits(url, self.token)
         quotas = {
             "POLYGRAPH_RATE_LIMIT_WINDOW_S": "1",
-            "POLYGRAPH_RATE_LIMIT_VIEWER": str(ABUSE_EXPENSIVE_PER_SECOND * s2_cost),
-            "POLYGRAPH_RATE_LIMIT_ANONYMOUS": str(ABUSE_ANONYMOUS_PER_SECOND),
+            "POLYGRAPH_RATE_LIMIT_VIEWER": str(ABUSE_EXPENSIVE_PER_SECOND * s2_charge),
+            # S1's cost is 1: the request's points and 1.
+            "POLYGRAPH_RATE_LIMIT_ANONYMOUS": str(
+                ABUSE_ANONYMOUS_PER_SECOND * DEFAULT_POLICY.request_cost(1)
+            ),
             "POLYGRAPH_RATE_LIMIT_LOGIN": str(ABUSE_LOGINS_PER_SECOND),
         }
         self.children["gateway"].stop()
@@ -513,10 +519,12 @@ class Bench:
             "mix": [f"{r.label} ({r.caller})" for r in mix],
         }
         self.abuse["quotas"] = (
-            f"per second: anonymous {ABUSE_ANONYMOUS_PER_SECOND} point per address, login"
+            f"per second: anonymous {quotas['POLYGRAPH_RATE_LIMIT_ANONYMOUS']} points"
+            f" ({ABUSE_ANONYMOUS_PER_SECOND} S1 request) per address, login"
             f" {ABUSE_LOGINS_PER_SECOND} attempt per address, the abusive viewer"
             f" {quotas['POLYGRAPH_RATE_LIMIT_VIEWER']} points ({ABUSE_EXPENSIVE_PER_SECOND}"
-            f" operations of S2's cost, {s2_cost})"
+            f" S2 requests: its cost {s2_cost} and {DEFAULT_POLICY.request} for the request),"
+            f" every request {DEFAULT_POLICY.request} points at least"
         )
         if not cost_limits:
             self.notes.append(

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     rate_limit_operator: int = Field(default=DEFAULT_POLICY.operator, ge=1)
     rate_limit_admin: int = Field(default=DEFAULT_POLICY.admin, ge=1)
     rate_limit_login: int = Field(default=DEFAULT_POLICY.login, ge=1)
+    # Points every request costs besides its operation's estimate.
+    rate_limit_request: int = Field(default=DEFAULT_POLICY.request, ge=0)
     rate_limit_fallback_retry_s: float = Field(default=1.0, gt=0)
     # Proxies whose X-Forwarded-For names the client (addresses or CIDR blocks, comma
     # separated). Empty: the client is the connection's peer and the header is ignored.
@@ -206,6 +208,7 @@ class Settings(BaseSettings):
             operator=self.rate_limit_operator,
             admin=self.rate_limit_admin,
             login=self.rate_limit_login,
+            request=self.rate_limit_request,
         )
 
     def rate_limit_options(self) -> RateLimitOptions:

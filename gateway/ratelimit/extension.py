@@ -46,7 +46,7 @@ class RateLimiting(SchemaExtension):
             yield
             return
         usage = usage_of(context.connection.scope)
-        cost = requested_cost(context)
+        cost = limits.request_cost(requested_cost(context))
         operation_type = execution.operation_type
         logins = 0
         if operation_type is OperationType.MUTATION and execution.graphql_document is not None:

@@ -1,13 +1,14 @@
 """Rate limits for HTTP requests: one Redis round trip per request at most.
 
-GraphQL requests (`operation_paths`) are charged once: their operation's cost by the
-extension (`RateLimiting`) just before it executes, or, if it never executes
-(malformed, refused by a request limit, a persisted query not found, GraphiQL's
-page), one point here as the answer starts. Before anything else, a caller that this
-process knows to have an empty bucket is refused with 429 and `Retry-After`, without
-reading its body or asking Redis (see `stores.redis.rate_limits`): a flood of
-refused requests costs little. Other requests to `paths` (an ingest batch) are
-charged one point before they run.
+GraphQL requests (`operation_paths`) are charged once: the request's points and its
+operation's cost by the extension (`RateLimiting`) just before it executes, or, if
+it never executes (malformed, refused by a request limit, a persisted query not
+found, GraphiQL's page), the request's points alone here as the answer starts.
+Before anything else, a caller that this process knows to have an empty bucket is
+refused with 429 and `Retry-After`, without reading its body or asking Redis (see
+`stores.redis.rate_limits`): a flood of refused requests costs little. Other
+requests to `paths` (an ingest batch) are charged the request's points before they
+run.
 
 Every response carries the RateLimit headers of the buckets it was charged to.
 
@@ -59,7 +60,7 @@ class RateLimitMiddleware:
         if scope["path"] in self.operation_paths:
             outcome = limits.known_refusal(principal, address)
         else:
-            outcome = await limits.charge(principal, address, cost=1)
+            outcome = await limits.charge(principal, address, cost=limits.request_cost())
         if outcome is not None:
             usage.record(outcome)
             if not outcome.allowed:
@@ -72,8 +73,9 @@ class RateLimitMiddleware:
             # RATE_LIMITED error: gateway.errors gives it its 429 and Retry-After.
             if message["type"] == "http.response.start":
                 if not usage.charged:
-                    # Answered without executing anything: one point, after the fact.
-                    usage.record(await limits.charge(principal, address, cost=1))
+                    # Answered without executing anything: the request alone, after the fact.
+                    cost = limits.request_cost()
+                    usage.record(await limits.charge(principal, address, cost=cost))
                 headers = MutableHeaders(scope=message)
                 for name, value in usage.headers():
                     headers[name] = value

@@ -39,6 +39,8 @@ QUOTAS = {
     "rate_limit_viewer": 3,
     "rate_limit_operator": 3,
     "rate_limit_login": 2,
+    # Operations alone: `{ __typename }` costs 1 (test_every_request_costs_its_own_points).
+    "rate_limit_request": 0,
 }
 
 
@@ -104,6 +106,28 @@ def test_each_request_is_charged_once_in_one_redis_round_trip(
         assert response.status_code == status
         assert parse_round_trips(response.headers["x-round-trips"])["redis"] == 1
         assert response.headers["ratelimit-policy"].startswith('"operator"')
+
+
+def test_every_request_costs_its_own_points(settings: Settings, viewer: Caller) -> None:
+    # 25 points for the request itself, on top of the operation's estimate: a request
+    # refused before it executes costs them alone.
+    limited = _limited(
+        settings, rate_limit_request=25, rate_limit_viewer=100, rate_limit_window_s=3600
+    )
+    with gateway(limited) as client:
+        ran = _post(client, "{ __typename }", viewer)
+        assert ran.status_code == 200
+        assert _remaining(ran, "viewer") == 100 - 26
+        malformed = _post(client, "{ __typename", viewer)
+        assert malformed.status_code == 400
+        assert _remaining(malformed, "viewer") == 100 - 26 - 25
+        too_complex = _post(
+            client, "{ " + " ".join(f"a{i}: __typename" for i in range(40)) + " }", viewer
+        )
+        assert error_codes(too_complex.json()) == ["QUERY_TOO_COMPLEX"]
+        assert _remaining(too_complex, "viewer") == 100 - 26 - 25 - 25
+        # Left: 24 points, less than a request's own.
+        assert _post(client, "{ __typename }", viewer).status_code == 429
 
 
 def test_a_caller_over_its_quota_gets_429_with_retry_after(
