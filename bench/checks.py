@@ -17,6 +17,7 @@ from bench.scenarios import (
     S2_METRICS_FRAGMENT,
     Fixtures,
     Scenario,
+    cost_limits_probe,
     gateway_bodies,
     ingest_bodies,
     peer_bodies,
@@ -135,6 +136,23 @@ def http_plan(
     return plan
 
 
+def operation_cost(url: str, body: Mapping[str, Any], token: str) -> int:
+    """What the gateway says an operation costs (`extensions.cost.requested`); 1 from a
+    gateway without a cost model."""
+    _, _, answer = post(url, body, token)
+    cost = answer.get("extensions", {}).get("cost") if isinstance(answer, dict) else None
+    requested = cost.get("requested") if isinstance(cost, dict) else None
+    return max(requested, 1) if isinstance(requested, int) else 1
+
+
+def has_cost_limits(url: str, token: str) -> bool:
+    """Whether the gateway refuses over-complex operations before running them."""
+    _, _, answer = post(url, cost_limits_probe(), token)
+    errors = answer.get("errors") if isinstance(answer, dict) else None
+    codes = {(e.get("extensions") or {}).get("code") for e in errors or [] if isinstance(e, dict)}
+    return "QUERY_TOO_COMPLEX" in codes
+
+
 def _without_extensions(answer: Any) -> Any:
     # Response metadata (the gateway's `extensions.cost`), not part of the answer.
     if isinstance(answer, dict):
@@ -233,8 +251,25 @@ def _ratios(scenarios: Mapping[str, Any]) -> dict[str, Any]:
     return ratios
 
 
+ABUSE_P99_LIMIT = 2.0
+
+
+def abuse_summary(alone: dict[str, Any], under: dict[str, Any]) -> dict[str, Any]:
+    """S1 alone against S1 under abuse, measured in the same run."""
+    ratio = under["p99_ms"] / alone["p99_ms"] if alone["p99_ms"] else None
+    return {
+        "alone": alone,
+        "under_abuse": under,
+        "p99_ratio": None if ratio is None else round(ratio, 2),
+        "p99_limit": ABUSE_P99_LIMIT,
+    }
+
+
 def _targets(
-    scenarios: Mapping[str, Any], ratios: Mapping[str, Any], session: Mapping[str, Any]
+    scenarios: Mapping[str, Any],
+    ratios: Mapping[str, Any],
+    session: Mapping[str, Any],
+    abuse: Mapping[str, Any] | None,
 ) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
     for name in READS:
@@ -264,6 +299,17 @@ def _targets(
             "met": session["p99_ms"] < 1.0,
         }
     )
+    ratio = abuse.get("p99_ratio") if abuse else None
+    targets.append(
+        {
+            "target": f"S1 p99 under abuse (A1) within {ABUSE_P99_LIMIT:g}x of S1 p99 alone",
+            "result": "not run"
+            if ratio is None or abuse is None
+            else f"{ratio:.2f}x ({abuse['alone']['p99_ms']:.1f} ms alone,"
+            f" {abuse['under_abuse']['p99_ms']:.1f} ms under abuse)",
+            "met": None if ratio is None else ratio <= ABUSE_P99_LIMIT,
+        }
+    )
     targets.append(
         {
             "target": "round trips per request constant in page size",
@@ -287,9 +333,10 @@ def assemble(
     checks: list[str],
     notes: list[str],
     load: str,
+    abuse: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     ratios = _ratios(scenarios)
-    return {
+    results = {
         "machine": machine,
         "versions": versions,
         "command": command,
@@ -298,9 +345,12 @@ def assemble(
         "dataset": dataset,
         "load": {"description": load},
         "ratios": ratios,
-        "targets": _targets(scenarios, ratios, session),
+        "targets": _targets(scenarios, ratios, session, abuse),
         "session_resolution": session,
         "skipped": skipped,
         "checks": checks,
         "notes": notes,
     }
+    if abuse is not None:
+        results["abuse"] = abuse
+    return results

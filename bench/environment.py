@@ -94,19 +94,19 @@ async def versions(settings: Settings) -> dict[str, Any]:
     return found
 
 
-async def bench_caller(settings: Settings, *, ttl_s: int = 6 * 3600) -> tuple[str, str]:
-    """A fresh operator and a Redis session for it: (user id, bearer token)."""
+async def bench_caller(
+    settings: Settings, *, role: str = "operator", ttl_s: int = 6 * 3600
+) -> tuple[str, str]:
+    """A fresh user of `role` and a Redis session for it: (user id, bearer token)."""
     async with PostgresStore(settings.postgres_options()) as postgres:
         user = await postgres.users.create_user(
             email=f"bench-{secrets.token_hex(6)}@polygraph.local",
             display_name="Benchmark",
-            role="operator",
+            role=role,
         )
     async with RedisStore(settings.redis_options()) as redis:
         sessions = SessionStore(redis, settings.session_options())
-        _, token = await sessions.create(
-            user_id=user.id, role="operator", agent_id=None, ttl_s=ttl_s
-        )
+        _, token = await sessions.create(user_id=user.id, role=role, agent_id=None, ttl_s=ttl_s)
     return str(user.id), token
 
 

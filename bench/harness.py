@@ -27,18 +27,22 @@ from bench import checks, report
 from bench import search as search_bench
 from bench.dataset import METRICS_DAYS, DatasetSpec, ensure_dataset, fixture_ids
 from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
-from bench.loadgen import LoadResult, ensure_wrk, run_fanout, run_wrk
+from bench.loadgen import AbuseLoad, AbuseResult, LoadResult, ensure_wrk, run_fanout, run_wrk
 from bench.scenarios import (
     POINTS_PER_REQUEST,
     S8_SUBSCRIPTION,
     SCENARIOS,
     Fixtures,
     Scenario,
+    abuse_mix,
+    by_name,
+    gateway_bodies,
 )
 from bench.servers import Child, Measure, ServerFailed
 from gateway.settings import Settings
 from infra.local import stack
 from infra.local.profiles import REPO_ROOT, get_profile
+from resolvers.rate_limits import DEFAULT_POLICY
 
 GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
 SEARCH_STAGE = "search"
@@ -49,6 +53,17 @@ SEARCH_QUERIES = 200
 SUBSCRIBERS = 100
 EVENTS_NAMESPACE = "polygraph-bench"
 BENCH_METRICS_RETENTION = timedelta(days=METRICS_DAYS + 15)
+# The bench's own callers are operators: a quota no scenario reaches, so only the
+# abusive client of A1 is ever refused.
+BENCH_OPERATOR_QUOTA = 1_000_000_000
+# A1's quotas for the abusive client, per second (a one-second window, so that no
+# burst outlasts a second): one request and one login attempt from its address, and,
+# signed in as a viewer, two operations of S2's cost.
+ABUSE_ANONYMOUS_PER_SECOND = 1
+ABUSE_LOGINS_PER_SECOND = 1
+ABUSE_EXPENSIVE_PER_SECOND = 2
+# An API key of the right shape that does not exist.
+GUESSED_KEY = "pg_guess000_" + "0" * 43
 
 
 STANDING_NOTES = (
@@ -61,6 +76,12 @@ STANDING_NOTES = (
     " time.",
     "S8 publishes at a fixed rate; a server that cannot keep up drops events once a"
     " subscriber's queue is full, and the lost deliveries are its errors.",
+    "A1's abusive client waits for each answer before sending again, as a client that"
+    " retries at once does (wrk is closed-loop); the gateway answers refusals one at a"
+    " time, so such a client gets one refusal per event-loop turn. Against a flood that"
+    " does not wait, what bounds the harm is what a refusal costs: the request is"
+    " refused before its body is read, without a store round trip once its bucket is"
+    " known to be empty.",
     "The machine is shared and noisy (other test runs, CPU steal): servers alternate within"
     " each round so ratios compare runs made moments apart; absolute figures vary between"
     " runs.",
@@ -139,6 +160,7 @@ class Bench:
         self.notes: list[str] = []
         self.checks: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.abuse: dict[str, Any] | None = None
         self.token = ""
 
     def say(self, line: str) -> None:
@@ -211,11 +233,14 @@ class Bench:
             checks=self.checks,
             notes=self.notes,
             load=self._load_description(),
+            abuse=self.abuse,
         )
         if searched is not None:
             results["search"] = searched
         stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
-        return report.write(results, stamp, self.results_dir)
+        # A1 alone leaves the latest full results as they are (see bench.report).
+        abuse_only = bool(self.options.only) and set(self.options.only) == {"A1"}
+        return report.write(results, stamp, self.results_dir, latest=not abuse_only)
 
     def _search(self) -> dict[str, Any]:
         options = self.options.search_options
@@ -229,13 +254,13 @@ class Bench:
             f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway, floor"
             f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
             f" largest); S8: {SUBSCRIBERS} WebSocket subscribers, {o.fanout_rate:g} events/s"
-            " published to Redis, rps = events delivered per second"
+            " published to Redis, rps = events delivered per second; A1: S1 alone, then"
+            " under abuse, in each round"
         )
 
-    def _start_servers(self) -> None:
-        log_dir = self.profile.log_dir
+    def _gateway(self, **env: str) -> Child:
         s = self.settings
-        gateway = Child(
+        return Child(
             "gateway",
             [
                 str(Path(sys.executable).with_name("polygraph")),
@@ -245,7 +270,7 @@ class Bench:
             ],
             f"http://127.0.0.1:{GATEWAY_PORT}",
             "/health/live",
-            log_dir / "bench-gateway.log",
+            self.profile.log_dir / "bench-gateway.log",
             env={
                 "POLYGRAPH_POSTGRES_DSN": s.postgres_dsn.get_secret_value(),
                 "POLYGRAPH_NEO4J_URI": s.neo4j_uri,
@@ -254,9 +279,16 @@ class Bench:
                 "POLYGRAPH_LOG_LEVEL": "warning",
                 "POLYGRAPH_GRAPHIQL": "false",
                 "POLYGRAPH_METRICS_RETENTION": f"P{BENCH_METRICS_RETENTION.days}D",
+                "POLYGRAPH_RATE_LIMIT_OPERATOR": str(BENCH_OPERATOR_QUOTA),
+                **env,
             },
             cwd=REPO_ROOT,
         )
+
+    def _start_servers(self) -> None:
+        log_dir = self.profile.log_dir
+        s = self.settings
+        gateway = self._gateway()
         floor = Child(
             "floor",
             [
@@ -338,6 +370,8 @@ class Bench:
             self.say(f"{scenario.name}: {scenario.title}")
             if scenario.kind == "fanout":
                 results[scenario.name] = self._fanout(scenario, fixtures)
+            elif scenario.kind == "abuse":
+                results[scenario.name] = self._abuse(fixtures, capabilities)
             else:
                 results[scenario.name] = self._http(scenario, fixtures, capabilities)
         return results
@@ -420,6 +454,98 @@ class Bench:
             " code (and a test), not a header."
         )
         return {target: checks.summarise(runs[target], per_delivery) for target in runs}
+
+    def _abuse(self, fixtures: Fixtures, capabilities: set[str]) -> Any:
+        """S1 alone, then S1 while the abusive client runs, in each round; on a gateway
+        restarted with A1's quotas for the abusive client."""
+        o = self.options
+        url = self.children["gateway"].url + "/graphql"
+        s1 = checks.http_plan(by_name("S1"), fixtures, capabilities, self.children, self.token)
+        s2_cost = checks.operation_cost(url, gateway_bodies("S2", fixtures)[0], self.token)
+        # What one S2 request is charged: its cost and the request's own points.
+        s2_charge = DEFAULT_POLICY.request_cost(s2_cost)
+        cost_limits = checks.has_cost_limits(url, self.token)
+        quotas = {
+            "POLYGRAPH_RATE_LIMIT_WINDOW_S": "1",
+            "POLYGRAPH_RATE_LIMIT_VIEWER": str(ABUSE_EXPENSIVE_PER_SECOND * s2_charge),
+            # S1's cost is 1: the request's points and 1.
+            "POLYGRAPH_RATE_LIMIT_ANONYMOUS": str(
+                ABUSE_ANONYMOUS_PER_SECOND * DEFAULT_POLICY.request_cost(1)
+            ),
+            "POLYGRAPH_RATE_LIMIT_LOGIN": str(ABUSE_LOGINS_PER_SECOND),
+        }
+        self.children["gateway"].stop()
+        gateway = self.children["gateway"] = self._gateway(**quotas)
+        gateway.start()
+        _, abuser = asyncio.run(bench_caller(self.settings, role="viewer"))
+        credentials = {
+            "abuser": f"Authorization: Bearer {abuser}",
+            "anonymous": "",
+            "bad-key": f"X-Api-Key: {GUESSED_KEY}",
+        }
+        mix = abuse_mix(fixtures, cost_limits=cost_limits)
+        requests = [(credentials[r.caller], r.content_type, r.body) for r in mix]
+        bodies = s1.bodies["gateway"]
+        alone: list[tuple[LoadResult, Measure]] = []
+        under: list[tuple[LoadResult, Measure]] = []
+        clients: list[AbuseResult] = []
+        for _ in range(o.rounds):
+            alone.append(self._s1(url, bodies))
+            # Started first and ends after S1's measured window: S1 never runs alone here.
+            load = AbuseLoad(
+                url, requests, seconds=o.warmup + o.seconds + 2, connections=o.connections
+            )
+            try:
+                under.append(self._s1(url, bodies))
+            except BaseException:
+                load.stop()
+                raise
+            clients.append(load.finish())
+        trips = checks.sample_round_trips(url, bodies, self.token)
+        self.abuse = checks.abuse_summary(
+            checks.summarise(alone, trips), checks.summarise(under, trips)
+        )
+        seconds = sum(c.seconds for c in clients)
+        outcomes: dict[str, int] = {}
+        for client in clients:
+            for kind, count in client.outcomes.items():
+                outcomes[kind] = outcomes.get(kind, 0) + count
+        self.abuse["client"] = {
+            "connections": o.connections,
+            "rps": round(sum(c.requests for c in clients) / seconds, 1) if seconds else 0.0,
+            "socket_errors": sum(c.socket_errors for c in clients),
+            "outcomes": dict(sorted(outcomes.items())),
+            "expensive_ran_per_s": round(outcomes.get("ran", 0) / seconds, 2) if seconds else 0,
+            "mix": [f"{r.label} ({r.caller})" for r in mix],
+        }
+        self.abuse["quotas"] = (
+            f"per second: anonymous {quotas['POLYGRAPH_RATE_LIMIT_ANONYMOUS']} points"
+            f" ({ABUSE_ANONYMOUS_PER_SECOND} S1 request) per address, login"
+            f" {ABUSE_LOGINS_PER_SECOND} attempt per address, the abusive viewer"
+            f" {quotas['POLYGRAPH_RATE_LIMIT_VIEWER']} points ({ABUSE_EXPENSIVE_PER_SECOND}"
+            f" S2 requests: its cost {s2_cost} and {DEFAULT_POLICY.request} for the request),"
+            f" every request {DEFAULT_POLICY.request} points at least"
+        )
+        if not cost_limits:
+            self.notes.append(
+                "A1 sends no operation the request cost limits would refuse: this gateway"
+                " has none (probed with 1,000 aliases), and it would run them."
+            )
+        return {"gateway": self.abuse["under_abuse"]}
+
+    def _s1(self, url: str, bodies: list[checks.Body]) -> tuple[LoadResult, Measure]:
+        """S1's warm-up, then its measured window."""
+        o = self.options
+        for seconds in (o.warmup, o.seconds):
+            with Measure(self.children["gateway"]) as measure:
+                result = run_wrk(
+                    url,
+                    bodies,
+                    seconds=seconds,
+                    connections=o.connections,
+                    authorization=f"Bearer {self.token}",
+                )
+        return result, measure
 
 
 def run(options: Options, results_dir: Path | None = None) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
+ABUSE_SCRIPT = Path(__file__).with_name("abuse.lua")
 SYSTEM_PACKAGES = Path(__file__).resolve().parents[1] / "infra" / "local" / "system-packages.sh"
 
 
@@ -109,6 +110,82 @@ def run_wrk(
                 errors=raw["socket_errors"] + raw["graphql_errors"],
             )
     raise LoadError(f"wrk gave no result: {completed.stdout[-500:]} {completed.stderr[-500:]}")
+
+
+@dataclass(frozen=True)
+class AbuseResult:
+    requests: int
+    seconds: float
+    socket_errors: int
+    # Answers by what became of the request: ran, rate_limited, too_complex, ...
+    outcomes: dict[str, int]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+class AbuseLoad:
+    """The abusive client of scenario A1: wrk in the background, sending `requests`
+    (header, content type, body) in turn for `seconds`, as fast as answers come."""
+
+    def __init__(
+        self,
+        url: str,
+        requests: Sequence[tuple[str, str, bytes]],
+        *,
+        seconds: float,
+        connections: int,
+    ) -> None:
+        wrk = ensure_wrk()
+        with tempfile.NamedTemporaryFile("wb", suffix=".abuse", delete=False) as handle:
+            for header, content_type, body in requests:
+                if b"\n" in body or b"\t" in body:
+                    raise LoadError("abuse bodies are sent one a line: no newlines or tabs")
+                handle.write(f"{header}\t{content_type}\t".encode() + body + b"\n")
+            self._path = Path(handle.name)
+        self._seconds = seconds
+        self._process = subprocess.Popen(
+            [
+                wrk,
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(ABUSE_SCRIPT),
+                url,
+            ],
+            env={"BENCH_ABUSE": str(self._path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(self) -> AbuseResult:
+        """Wait for the run to end; its counts."""
+        try:
+            stdout, stderr = self._process.communicate(timeout=self._seconds + 60)
+        finally:
+            self._path.unlink(missing_ok=True)
+        for line in stdout.splitlines():
+            if line.startswith("BENCH_ABUSE "):
+                raw = json.loads(line.removeprefix("BENCH_ABUSE "))
+                return AbuseResult(
+                    requests=raw["requests"],
+                    seconds=raw["duration_us"] / 1e6,
+                    socket_errors=raw["socket_errors"],
+                    outcomes=dict(sorted(raw["outcomes"].items())),
+                )
+        raise LoadError(f"wrk (abuse) gave no result: {stdout[-500:]} {stderr[-500:]}")
+
+    def stop(self) -> None:
+        """End it early (the harness failed meanwhile)."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._path.unlink(missing_ok=True)
 
 
 def run_fanout(

@@ -2,7 +2,9 @@
 
 The search stage's figures sit under a "search" key and in a "Search" section;
 `merge_search` puts a separate search run into the latest results, keeping the
-scenario results there.
+scenario results there. A run with the abuse scenario (A1) also writes its part on
+its own, to `abuse.json` and `abuse.md`, so `--only A1` reports it without replacing
+the latest full results.
 """
 
 from __future__ import annotations
@@ -21,13 +23,39 @@ FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_s", "rss_mb")
 TARGETS = ("gateway", "floor", "peer")
 
 
-def write(results: dict[str, Any], stamp: str, directory: Path = RESULTS_DIR) -> Path:
+def write(
+    results: dict[str, Any], stamp: str, directory: Path = RESULTS_DIR, *, latest: bool = True
+) -> Path:
+    """Write the run's JSON; with `latest`, make it the latest results too."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stamp}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    shutil.copyfile(path, directory / "latest.json")
-    (directory / "latest.md").write_text(markdown(results))
+    if latest:
+        shutil.copyfile(path, directory / "latest.json")
+        (directory / "latest.md").write_text(markdown(results))
+    if "abuse" in results:
+        abuse = {key: results[key] for key in ("started_at", "command", "machine", "dataset")} | {
+            "abuse": results["abuse"]
+        }
+        (directory / "abuse.json").write_bytes(
+            orjson.dumps(abuse, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        )
+        (directory / "abuse.md").write_text(abuse_markdown(abuse))
     return path
+
+
+def abuse_markdown(abuse: dict[str, Any]) -> str:
+    """abuse.md: scenario A1 on its own."""
+    lines = [
+        "# Polygraph benchmark: abuse",
+        "",
+        f"Run {abuse['started_at']} with `{abuse['command']}`, on"
+        f" {abuse['machine']['cores']} cores ({abuse['machine']['cpu']}), dataset"
+        f" `{abuse['dataset']['key']}`.",
+        "",
+        *_abuse_section(abuse["abuse"])[2:],
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def merge_search(searched: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
@@ -143,6 +171,8 @@ def markdown(results: dict[str, Any]) -> str:
     for target in results["targets"]:
         met = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
         lines.append(f"| {target['target']} | {target['result']} | {met} |")
+    if "abuse" in results:
+        lines += ["", *_abuse_section(results["abuse"])]
     if "search" in results:
         lines += ["", "## Search", "", *search.section(results["search"], heading="###")]
     if results["skipped"]:
@@ -155,3 +185,38 @@ def markdown(results: dict[str, Any]) -> str:
     if PROFILE_NOTES.exists():
         lines += ["", PROFILE_NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def _abuse_section(abuse: dict[str, Any]) -> list[str]:
+    client = abuse["client"]
+    lines = [
+        "## Abuse (A1, issue 10)",
+        "",
+        f"S1 measured alone, then while a second client sends the mix below at full speed"
+        f" ({client['connections']} connections), alternating within each round of the"
+        " same run. S1's own caller is never refused (an operator with a quota far"
+        " above its rate).",
+        "",
+        "| S1 | rps | p50 ms | p95 ms | p99 ms | errors | CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, key in (("alone", "alone"), ("under abuse", "under_abuse")):
+        row = abuse[key]
+        cells = [_fmt(row[f]) for f in ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_s")]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    ratio = abuse["p99_ratio"]
+    outcomes = ", ".join(f"{kind} {count:,}" for kind, count in client["outcomes"].items())
+    lines += [
+        "",
+        f"S1 p99 under abuse / alone: **{_fmt(ratio)}x** (target: at most"
+        f" {abuse['p99_limit']:g}x).",
+        "",
+        f"The abusive client: {client['rps']:,.0f} requests/s; answers: {outcomes}"
+        f" ({client['expensive_ran_per_s']:.1f} expensive operations ran per second).",
+        f"Quotas in this scenario: {abuse['quotas']}.",
+        "",
+        "The mix, sent in turn:",
+        "",
+    ]
+    lines += [f"- {label}" for label in client["mix"]]
+    return lines

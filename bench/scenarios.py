@@ -17,7 +17,7 @@ from uuid import UUID
 
 from bench.ids import global_id
 
-Kind = Literal["http", "ingest", "fanout"]
+Kind = Literal["http", "ingest", "fanout", "abuse"]
 
 S1_QUERY = "query S1($id: ID!) { node(id: $id) { ... on Agent { id name role status createdAt } } }"
 
@@ -128,6 +128,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "fanout",
         read=False,
         volatile=frozenset(),
+    ),
+    Scenario(
+        "A1",
+        "S1 while a second client sends refused and expensive operations at full speed",
+        "abuse",
+        floor=False,
     ),
 )
 
@@ -253,3 +259,72 @@ def ingest_bodies(fixtures: Fixtures, *, count: int = 20) -> list[str]:
         ]
         bodies.append(RECORD_SEPARATOR.join(lines))
     return bodies
+
+
+# A1: what the abusive client sends, in turn, as fast as the gateway answers.
+Caller = Literal["abuser", "anonymous", "bad-key"]
+
+
+@dataclass(frozen=True)
+class AbuseRequest:
+    """One request of the abuse mix; `caller` says whose credentials it carries: the
+    abusive viewer's session, none, or an API key that does not exist."""
+
+    label: str
+    body: bytes
+    caller: Caller
+    content_type: str = "application/json"
+
+
+def _json(query: str, variables: dict[str, Any] | None = None) -> bytes:
+    import orjson
+
+    return orjson.dumps(_body(query, variables))
+
+
+LOGIN_GUESS = 'mutation { login(input: {apiKey: "pg_guess000_' + "0" * 43 + '"}) { token } }'
+
+# Refused by the request cost limits (issue 10); sent only to a gateway that has them,
+# since a gateway without them would run these for minutes (see `cost_limits_probe`).
+_HOPS = 14
+_DEEP = (
+    "agents(first: 5) { edges { node { "
+    + "collaborators { agent { " * _HOPS
+    + "id"
+    + " } }" * _HOPS
+    + " } } }"
+)
+_ALIASES = " ".join(f"a{i}: __typename" for i in range(1000))
+COST_REFUSED = (
+    ("collaborators 14 hops deep", "{ " + _DEEP + " }"),
+    ("1,000 aliases", "{ " + _ALIASES + " }"),
+    (
+        "tasks(first: 100000) under 50 agents",
+        "{ agents(first: 50) { edges { node { tasks(first: 100000) { totalCount } } } } }",
+    ),
+)
+
+
+def cost_limits_probe() -> bytes:
+    """Harmless where nothing limits cost (1,000 `__typename`s), refused where limits are."""
+    return _json("{ " + _ALIASES + " }")
+
+
+def abuse_mix(fixtures: Fixtures, *, cost_limits: bool) -> list[AbuseRequest]:
+    """The abuse mix: expensive reads the abuser's quota allows a few of a second, and
+    requests refused for their rate, their credentials, their form or (with the request
+    cost limits) their cost. Add a kind of abuse by adding a line here."""
+    rng = random.Random("bench-A1")
+    agent = global_id("Agent", rng.choice(list(fixtures.agent_ids)))
+    mix = [
+        AbuseRequest("S2, expensive: runs within the abuser's quota", _json(s2_query()), "abuser"),
+        AbuseRequest("S3, expensive (Neo4j)", _json(S3_QUERY, {"id": agent}), "abuser"),
+        AbuseRequest("S1 without credentials", _json(S1_QUERY, {"id": agent}), "anonymous"),
+        AbuseRequest("login with a guessed key", _json(LOGIN_GUESS), "anonymous"),
+        AbuseRequest("S1 with a guessed API key", _json(S1_QUERY, {"id": agent}), "bad-key"),
+        AbuseRequest("malformed JSON", b'{"query": "{ agents(first: 5', "abuser"),
+        AbuseRequest("GraphQL syntax error", _json("{ agents(first: ) { totalCount }"), "abuser"),
+    ]
+    if cost_limits:
+        mix += [AbuseRequest(label, _json(query), "abuser") for label, query in COST_REFUSED]
+    return mix

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import SchemaExtension
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
@@ -28,19 +29,25 @@ from gateway.limits import (
 )
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.parsing import ReportingParserCache
+from gateway.persisted_documents import PersistedQueries
+from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
 from resolvers.context import Stores
+from resolvers.documents import PersistedDocuments
 from resolvers.health import HealthMonitor
+from resolvers.rate_limits import RateLimits
 from resolvers.revocations import Revocations
 from resolvers.session_cache import SessionCache
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
 from stores.metrics import MetricsStore
+from stores.redis.apq import PersistedQueryCache
 from stores.redis.events import EventBus
+from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
@@ -60,9 +67,13 @@ def schema_extensions(
         partial(SlowOperations, threshold_s=slow_operation_s),
         ErrorCodes,
         *([] if introspection else [DisableIntrospection]),
+        # Puts a persisted document's text in place before anything parses it.
+        PersistedQueries,
         partial(ParseLimiter, limits=limits),
         ReportingParserCache,
         partial(RequestLimiter, limits=limits, plans=plans),
+        # Charges the cost RequestLimiter set, in on_execute: after it.
+        RateLimiting,
         ReleaseLoaders,
     ]
 
@@ -81,7 +92,13 @@ def cors(origins: list[str], preflight_headers: list[str]) -> Middleware:
             "x-request-id",
             *preflight_headers,
         ],
-        expose_headers=["x-request-id", "x-round-trips", "retry-after"],
+        expose_headers=[
+            "x-request-id",
+            "x-round-trips",
+            "retry-after",
+            "ratelimit",
+            "ratelimit-policy",
+        ],
         max_age=600,
     )
 
@@ -160,6 +177,14 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if settings.embedding_filler_enabled
             else None
         ),
+        rate_limits=RateLimits(
+            RateLimitStore(redis, settings.rate_limit_options()), settings.rate_limit_policy()
+        ),
+        documents=PersistedDocuments(
+            cache=PersistedQueryCache(redis, settings.apq_options()),
+            trusted=postgres.documents,
+            options=settings.document_options(),
+        ),
         revocations=revocations,
         session_cache=session_cache,
         health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
@@ -237,7 +262,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         # Before authentication: an oversized body costs no credential lookup.
         Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, paths=["/graphql"]),
         Middleware(AuthenticationMiddleware, stores=stores),
+        Middleware(RateLimitMiddleware, stores=stores, paths=("/graphql", "/ingest/metrics")),
     ]
+    if proxies := settings.trusted_proxy_list():
+        # First, so every later layer sees the client the proxies name.
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # For the server, which drains these when it shuts down (see gateway.shutdown).
     app.state.in_flight = in_flight

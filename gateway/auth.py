@@ -15,9 +15,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import error_response, store_condition
-from resolvers.auth import ANONYMOUS, Principal, authenticate
+from resolvers.auth import ANONYMOUS, Principal
 from resolvers.context import Stores
 from resolvers.errors import ClientError
+from resolvers.rate_limits import SignInRefused, authenticate_counted
 from stores import StoreUnavailable
 
 logger = logging.getLogger("polygraph.auth")
@@ -42,10 +43,24 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        client = scope.get("client")
         try:
-            principal = await authenticate(
-                self.stores, headers.get("authorization"), headers.get("x-api-key")
+            principal = await authenticate_counted(
+                self.stores,
+                headers.get("authorization"),
+                headers.get("x-api-key"),
+                client[0] if client else None,
             )
+        except SignInRefused as exc:
+            response = error_response(
+                exc.code,
+                exc.message,
+                429,
+                accept=headers.get("accept"),
+                extensions={"retryAfter": exc.retry_after_s},
+            )
+            await response(scope, receive, send)
+            return
         except ClientError as exc:
             response = error_response(exc.code, exc.message, 401, accept=headers.get("accept"))
             await response(scope, receive, send)

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.settings import Settings
@@ -113,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     reembed.add_argument("--batch-size", type=int, default=256, help="rows per embedding call")
     reembed.set_defaults(handler=_reembed)
 
+    documents = commands.add_parser(
+        "documents", help="trusted documents: the operations registered clients may run"
+    )
+    document_actions = documents.add_subparsers(dest="action", required=True, metavar="ACTION")
+    push = document_actions.add_parser(
+        "push",
+        help="register a client's manifest (Relay, GraphQL Codegen or Apollo persisted queries)",
+    )
+    push.add_argument("manifest", type=Path, help="the manifest's JSON file")
+    push.add_argument("--client", default="", help="the client's name, kept with its documents")
+    push.set_defaults(handler=_documents_push)
+    list_documents = document_actions.add_parser("list", help="the registered documents")
+    list_documents.set_defaults(handler=_documents_list)
+
     dev_key = commands.add_parser(
         "dev-key", help="an admin API key for local development, kept in var/<profile>/"
     )
@@ -148,6 +163,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         lifespan="on",
+        # X-Forwarded-For is honoured only from POLYGRAPH_TRUSTED_PROXIES (create_app);
+        # uvicorn would trust it from 127.0.0.1 by default.
+        proxy_headers=False,
         # A WebSocket message is bounded like an HTTP body.
         ws_max_size=settings.max_body_bytes,
         # A backstop only: the server drains requests itself, before this passes.
@@ -249,6 +267,62 @@ def _users_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created user {user.email} ({user.id}), role {user.role}")
         print(f"API key: {key}")
         print("The key is shown this once and is not stored; keep it somewhere safe.")
+
+    return _run_with_stores(run())
+
+
+def _documents_push(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.persisted_documents import limit_problems
+    from resolvers.manifests import ManifestError, check_against_schema, parse_manifest
+    from schema import build_schema
+    from stores import PostgresStore
+
+    try:
+        manifest = parse_manifest(
+            args.manifest.read_bytes(), max_bytes=settings.persisted_document_max_bytes
+        )
+        check_against_schema(manifest, build_schema()._schema)
+        # A document the request limits refuse could never run: refuse it now.
+        if problems := limit_problems(manifest, settings.request_limits()):
+            raise ManifestError(problems)
+    except OSError as exc:
+        print(f"error: cannot read {args.manifest}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except ManifestError as exc:
+        print(f"error: {args.manifest} cannot be registered:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        async with PostgresStore(settings.postgres_options()) as postgres:
+            await postgres.migrate()
+            added = await postgres.documents.register(
+                [(d.id, d.sha256, d.body) for d in manifest.documents], client_name=args.client
+            )
+        total = len(manifest.documents)
+        print(
+            f"documents: {total} in {args.manifest} ({manifest.format} format):"
+            f" {added} registered, {total - added} already were"
+        )
+
+    return _run_with_stores(run())
+
+
+def _documents_list(args: argparse.Namespace, settings: Settings) -> int:
+    from stores import PostgresStore
+
+    async def run() -> None:
+        async with PostgresStore(settings.postgres_options()) as postgres:
+            await postgres.migrate()
+            documents = await postgres.documents.recent()
+        for document in documents:
+            name = document.body.split("{", 1)[0].strip() or "(anonymous query)"
+            print(
+                f"{document.created_at:%Y-%m-%d %H:%M}  {document.id}"
+                f"  {document.client_name or '-'}  {name[:60]}"
+            )
+        print(f"{len(documents)} document(s)", file=sys.stderr)
 
     return _run_with_stores(run())
 
@@ -434,7 +508,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     given["only"] = tuple(args.only)
     options = Options.quick_mode(**given) if args.quick else Options(**given)
     path = run(options)
-    print(f"bench: wrote {path} and {path.with_name('latest.md')}")
+    summary = "abuse.md" if set(options.only) == {"A1"} else "latest.md"
+    print(f"bench: wrote {path} and {path.with_name(summary)}")
     return 0
 
 

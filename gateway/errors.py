@@ -206,18 +206,25 @@ def response_status(body: Mapping[str, Any], media_type: str) -> tuple[int, dict
     errors = body.get("errors")
     if not errors or body.get("data") is not None:
         return 200, {}
-    codes = {(error.get("extensions") or {}).get("code") for error in errors}
+    by_code: dict[object, Mapping[str, object]] = {}
+    for error in errors:
+        extensions = error.get("extensions") or {}
+        by_code.setdefault(extensions.get("code"), extensions)
     for code, status in _STATUS_BY_CODE:
-        if code.value in codes:
-            return status, _headers_for(code)
+        if code.value in by_code:
+            return status, _headers_for(code, by_code[code.value])
     if "data" in body or media_type == APPLICATION_JSON:
         return 200, {}
     return 400, {}
 
 
-def _headers_for(code: ErrorCode) -> dict[str, str]:
+def _headers_for(code: ErrorCode, extensions: Mapping[str, object]) -> dict[str, str]:
     if code is ErrorCode.UNAUTHENTICATED:
         return {"WWW-Authenticate": "Bearer"}
+    # An error that knows when to come back (RATE_LIMITED: when the bucket has room).
+    retry_after = extensions.get("retryAfter")
+    if isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        return {"Retry-After": str(retry_after)}
     if code in RETRY_AFTER_S:
         return {"Retry-After": str(RETRY_AFTER_S[code])}
     return {}
@@ -236,7 +243,7 @@ def error_response(
     `data`, in the media type the client accepts."""
     details = {**(extensions or {}), "code": code.value}
     body = {"errors": [{"message": message, "extensions": details}]}
-    merged = {**_headers_for(code), **(headers or {})}
+    merged = {**_headers_for(code, details), **(headers or {})}
     return Response(
         orjson.dumps(body),
         status_code,

@@ -40,11 +40,14 @@ from gateway.graphiql import GraphiQL
 from gateway.limits import RequestLimits
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
 from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
+from gateway.persisted_documents import read_document_id
 from gateway.ws_sign_in import SignedInTransportWSHandler
-from resolvers.auth import ANONYMOUS, authenticate
+from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
+from resolvers.documents import DOCUMENT_ID
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.loaders import build_loaders
+from resolvers.rate_limits import authenticate_counted
 
 
 class ReleaseLoaders(SchemaExtension):
@@ -139,7 +142,14 @@ class GraphQLView(GraphQL[RequestContext, None]):
             loaders=build_loaders(self._stores),
             projection_wait_s=self._projection_wait_s,
             session_ttl_s=self._session_ttl_s,
+            response=response if isinstance(response, Response) else None,
         )
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET naming a persisted document is an operation, whatever it accepts.
+        params = request.query_params
+        named = "extensions" in params or DOCUMENT_ID in params
+        return not named and super().should_render_graphql_ide(request)
 
     @property
     def graphql_ide_html(self) -> str:
@@ -163,11 +173,14 @@ class GraphQLView(GraphQL[RequestContext, None]):
         params = {str(key).lower(): value for key, value in raw.items()}
         authorization = params.get("authorization")
         api_key = params.get("apikey") or params.get("x-api-key")
+        client = context.connection.client
         try:
-            context.principal = await authenticate(
+            # Counted like AuthenticationMiddleware's: see resolvers.rate_limits.
+            context.principal = await authenticate_counted(
                 self._stores,
                 authorization if isinstance(authorization, str) else None,
                 api_key if isinstance(api_key, str) else None,
+                client.host if client else None,
             )
         except ClientError as exc:
             raise ConnectionRejectionError(
@@ -209,6 +222,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
             refusal = document_size_refusal(data.query, self.limits.max_document_chars)
             if refusal is not None:
                 raise Refused(refusal)
+            # A persisted document named by `documentId` (see gateway.persisted_documents).
+            document_id = await read_document_id(request)
+            if document_id is not None:
+                data.extensions = {**(data.extensions or {}), DOCUMENT_ID: document_id}
         return data
 
     async def process_result(

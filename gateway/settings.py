@@ -7,19 +7,24 @@ Defaults point at the local `dev` stack, so nothing needs setting to try it.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.csrf import DEFAULT_REQUIRED_HEADERS
 from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
+from resolvers.documents import DocumentOptions
+from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
 from stores.postgres import PostgresOptions
 from stores.redis import RedisOptions
+from stores.redis.apq import ApqOptions
+from stores.redis.rate_limits import RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
 
@@ -117,6 +122,32 @@ class Settings(BaseSettings):
     # again; revocations reach every replica's cache at once over pub/sub. 0: no cache.
     session_cache_s: float = Field(default=5.0, ge=0, le=60)
 
+    # Rate limits, in cost points per window: per user by role, per client address when
+    # anonymous; `login` attempts per client address. Shared by replicas through Redis.
+    # Defaults (resolvers.rate_limits.RateLimitPolicy) hold at least `max_cost`.
+    rate_limit_enabled: bool = True
+    rate_limit_window_s: int = Field(default=DEFAULT_POLICY.window_s, ge=1, le=86_400)
+    rate_limit_anonymous: int = Field(default=DEFAULT_POLICY.anonymous, ge=1)
+    rate_limit_viewer: int = Field(default=DEFAULT_POLICY.viewer, ge=1)
+    rate_limit_agent: int = Field(default=DEFAULT_POLICY.agent, ge=1)
+    rate_limit_operator: int = Field(default=DEFAULT_POLICY.operator, ge=1)
+    rate_limit_admin: int = Field(default=DEFAULT_POLICY.admin, ge=1)
+    rate_limit_login: int = Field(default=DEFAULT_POLICY.login, ge=1)
+    # Points every request costs besides its operation's estimate.
+    rate_limit_request: int = Field(default=DEFAULT_POLICY.request, ge=0)
+    rate_limit_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # Proxies whose X-Forwarded-For names the client (addresses or CIDR blocks, comma
+    # separated). Empty: the client is the connection's peer and the header is ignored.
+    trusted_proxies: str = ""
+
+    # Automatic persisted queries, kept in Redis for a while after their last registration.
+    apq_enabled: bool = True
+    apq_ttl_s: int = Field(default=86_400, ge=60)
+    # The largest document the APQ cache keeps and a manifest may register (bytes).
+    persisted_document_max_bytes: int = Field(default=65_536, ge=256, le=10_000_000)
+    # Only documents registered with `polygraph documents push` run.
+    trusted_documents_only: bool = False
+
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
 
@@ -155,6 +186,43 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
     search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR block") from exc
+        return value
+
+    def trusted_proxy_list(self) -> list[str]:
+        return _split(self.trusted_proxies)
+
+    def rate_limit_policy(self) -> RateLimitPolicy:
+        return RateLimitPolicy(
+            enabled=self.rate_limit_enabled,
+            window_s=self.rate_limit_window_s,
+            anonymous=self.rate_limit_anonymous,
+            viewer=self.rate_limit_viewer,
+            agent=self.rate_limit_agent,
+            operator=self.rate_limit_operator,
+            admin=self.rate_limit_admin,
+            login=self.rate_limit_login,
+            request=self.rate_limit_request,
+        )
+
+    def rate_limit_options(self) -> RateLimitOptions:
+        return RateLimitOptions(fallback_retry=self.rate_limit_fallback_retry_s)
+
+    def apq_options(self) -> ApqOptions:
+        return ApqOptions(ttl_s=self.apq_ttl_s, max_bytes=self.persisted_document_max_bytes)
+
+    def document_options(self) -> DocumentOptions:
+        return DocumentOptions(
+            apq_enabled=self.apq_enabled, trusted_only=self.trusted_documents_only
+        )
 
     @property
     def graphiql_enabled(self) -> bool:
@@ -254,3 +322,7 @@ class Settings(BaseSettings):
             fallback_retry=self.session_fallback_retry_s,
             lifetime=self.session_lifetime_s,
         )
+
+
+def _split(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]

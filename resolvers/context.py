@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from resolvers.cost import OperationCost
 from stores import GraphStore, PostgresStore, RedisStore
@@ -18,8 +19,10 @@ from stores.search import SearchStore
 
 if TYPE_CHECKING:
     from resolvers.auth import Principal
+    from resolvers.documents import PersistedDocuments
     from resolvers.health import HealthMonitor
     from resolvers.loaders import Loaders
+    from resolvers.rate_limits import RateLimits
     from resolvers.revocations import Revocations
     from resolvers.session_cache import SessionCache
     from workers.embeddings import EmbeddingFiller
@@ -41,6 +44,8 @@ class Stores:
     search: SearchStore | None = None
     embedder: Embedder | None = None
     embedding_filler: EmbeddingFiller | None = None
+    rate_limits: RateLimits | None = None
+    documents: PersistedDocuments | None = None
     revocations: Revocations | None = None
     # Principals of recently checked session tokens; None: every request checks.
     session_cache: SessionCache | None = None
@@ -64,6 +69,8 @@ class RequestContext:
     connection_params: dict[str, object] | None = None
     # Outbox rows this request's writes queued (see `WriteContext.outbox_ids`).
     outbox_ids: list[int] = field(default_factory=list)
+    # The HTTP response's status and headers, for extensions to set (None on WebSockets).
+    response: Response | None = None
     # The operation's static cost, set after validation and before execution.
     cost: OperationCost | None = None
 

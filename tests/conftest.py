@@ -77,6 +77,16 @@ def settings(database_name: str, profile: Profile) -> Settings:
         request_deadline_s=60,
         # Pub/sub is server-wide: each worker's events stay on its own channels.
         events_namespace=f"polygraph-test-{_worker()}",
+        # Every anonymous call and login of a worker comes from one address (TestClient's):
+        # far more than a client would send. tests/integration/api/test_rate_limits.py
+        # runs gateways of its own with small quotas.
+        rate_limit_anonymous=1_000_000,
+        rate_limit_login=1_000_000,
+        # Tests ask many a costly operation as one user in a few seconds.
+        rate_limit_viewer=10_000_000,
+        rate_limit_agent=10_000_000,
+        rate_limit_operator=10_000_000,
+        rate_limit_admin=10_000_000,
     )
 
 

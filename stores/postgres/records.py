@@ -171,3 +171,14 @@ class AuditEntry:
     request_id: str | None
     client_address: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedDocument:
+    """A registered operation (see `polygraph documents push`)."""
+
+    id: str
+    sha256: str
+    body: str
+    client_name: str
+    created_at: datetime

@@ -23,6 +23,7 @@ from stores.postgres.advisory import exclusive_job
 from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
+from stores.postgres.documents import TrustedDocumentRepository
 from stores.postgres.migrations import (
     MigrationError,
     SchemaOutdated,
@@ -54,6 +55,7 @@ class PostgresStore:
         "agent_grants",
         "agents",
         "audit",
+        "documents",
         "tasks",
         "users",
         "workflows",
@@ -75,6 +77,7 @@ class PostgresStore:
         self.workflows = WorkflowRepository(self)
         self.achievements = AchievementRepository(self)
         self.audit = AuditRepository(self)
+        self.documents = TrustedDocumentRepository(self)
         # Set while the schema is unverified: connections wait for this check first.
         self._schema_check: Callable[[], Awaitable[object]] | None = None
         self._schema_checking: asyncio.Task[None] | None = None

@@ -54,6 +54,16 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert len(floor_checks) == len(with_floor)
     assert all(c.endswith("answers equal") for c in floor_checks), floor_checks
 
+    # A1: S1 alone and under abuse in the same run; the abusive client was refused.
+    abuse = results["abuse"]
+    assert abuse["alone"]["errors"] == abuse["under_abuse"]["errors"] == 0
+    assert results["scenarios"]["A1"]["gateway"] == abuse["under_abuse"]
+    assert abuse["p99_ratio"] > 0
+    assert abuse["client"]["outcomes"].get("rate_limited", 0) > 0
+    assert any(t["target"].startswith("S1 p99 under abuse") for t in results["targets"])
+    assert orjson.loads((tmp_path / "abuse.json").read_bytes())["abuse"] == abuse
+    assert "S1 p99 under abuse / alone" in (tmp_path / "abuse.md").read_text()
+
     markdown = (tmp_path / "latest.md").read_text()
     assert results["command"] in markdown
     for name in ran:
@@ -61,6 +71,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     for name in skipped:
         assert f"- {name}:" in markdown
     assert "## Targets" in markdown
+    assert "## Abuse (A1, issue 10)" in markdown
 
     # The search stage ran after the scenarios, on its own tiny corpus.
     search = results["search"]

@@ -27,7 +27,8 @@ WHO = {"query": "{ viewer { id } }"}
 @pytest.fixture
 def replicas(settings: Settings) -> Iterator[tuple[TestClient, TestClient]]:
     # A cache far longer than any test: only the pub/sub news can end a cached session.
-    cached = settings.model_copy(update={"session_cache_s": 60.0})
+    # Without rate limits: their one Redis call per request would hide the session check's.
+    cached = settings.model_copy(update={"session_cache_s": 60.0, "rate_limit_enabled": False})
     with TestClient(create_app(cached)) as first, TestClient(create_app(cached)) as second:
         yield first, second
 

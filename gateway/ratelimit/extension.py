@@ -1,0 +1,108 @@
+"""Charges an operation's cost to its caller just before it executes.
+
+The cost is `RequestContext.cost.requested` (the static cost model's estimate, set
+by `gateway.limits.RequestLimiter` once the operation passed validation and every
+request limit; at least one point), and one login attempt per `login` field. Over
+HTTP this is the request's one charge (the middleware charges a point instead when
+nothing executes); over a WebSocket each operation, subscriptions included, is
+charged when it starts. A refused operation does not execute: HTTP answers 429 with
+`Retry-After` (gateway.errors maps the RATE_LIMITED error), a subscription gets a
+RATE_LIMITED error and completes.
+
+List it after `RequestLimiter` in the schema's extensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
+from graphql.utilities import get_operation_ast
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from gateway.ratelimit.middleware import usage_of
+from resolvers.context import RequestContext
+from resolvers.errors import ClientError, ErrorCode
+
+LOGIN_FIELD = "login"
+
+
+class RateLimiting(SchemaExtension):
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        limits = context.stores.rate_limits if isinstance(context, RequestContext) else None
+        if limits is None or not limits.enabled:
+            yield
+            return
+        usage = usage_of(context.connection.scope)
+        cost = limits.request_cost(requested_cost(context))
+        operation_type = execution.operation_type
+        logins = 0
+        if operation_type is OperationType.MUTATION and execution.graphql_document is not None:
+            logins = count_root_fields(
+                execution.graphql_document, execution.operation_name, LOGIN_FIELD
+            )
+        if cost or logins:
+            client = context.connection.client
+            outcome = await limits.charge(
+                context.principal, client.host if client else None, cost=cost, logins=logins
+            )
+            if usage is not None:
+                usage.record(outcome)
+            if not outcome.allowed:
+                refusal = ClientError(ErrorCode.RATE_LIMITED, outcome.message())
+                if operation_type is OperationType.SUBSCRIPTION:
+                    # Streams do not look at a preset result; Strawberry turns this into
+                    # the subscription's one error.
+                    raise refusal
+                # No time to come back for an operation dearer than the whole quota.
+                retry = {} if outcome.oversized else {"retryAfter": outcome.decision.retry_after_s}
+                error = GraphQLError(refusal.message, original_error=refusal, extensions=retry)
+                # A preset result stands in for execution: nothing runs.
+                execution.result = ExecutionResult(data=None, errors=[error])
+        yield
+
+
+def requested_cost(context: RequestContext) -> int:
+    """The operation's estimated cost, at least 1; 1 when there is no estimate."""
+    cost = getattr(context, "cost", None)
+    requested = getattr(cost, "requested", None)
+    return max(requested, 1) if isinstance(requested, int) else 1
+
+
+def count_root_fields(document: DocumentNode, operation_name: str | None, name: str) -> int:
+    """How many times the operation selects root field `name`, through fragments too."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return 0
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    # Fields with the same response key merge into one execution.
+    keys: set[str] = set()
+    pending: list[SelectionSetNode] = [operation.selection_set]
+    seen: set[str] = set()
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value == name:
+                    keys.add(selection.alias.value if selection.alias else name)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None and fragment.name.value not in seen:
+                    seen.add(fragment.name.value)
+                    pending.append(fragment.selection_set)
+    return len(keys)

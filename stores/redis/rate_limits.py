@@ -1,0 +1,326 @@
+"""Rate limits in Redis: GCRA buckets, charged atomically by one Lua script, with an
+in-process fallback while Redis is unreachable.
+
+A bucket allows `limit` units per `window` seconds, all of them at once if they are
+unused (a burst of the whole quota). GCRA keeps one number per bucket, its
+theoretical arrival time (TAT): charging `cost` units moves the TAT forward by
+`cost * window / limit`, and a charge is refused when it would put the TAT more
+than `window` ahead of now. Times come from Redis's clock, so every gateway agrees.
+
+    ratelimit:<bucket>   the TAT in microseconds; expires once the bucket is full again
+
+One call charges several buckets at once (a caller's bucket and the login bucket of
+its address): all of them or none.
+
+A bucket found empty is remembered in this process until it can take one unit again,
+and refused without a round trip meanwhile: a flood of refused requests costs no
+Redis call. That is never wrong, since a bucket's TAT only moves forward.
+
+While Redis is unreachable, buckets live in this process's memory, so each gateway
+enforces the limits on its own (N replicas allow up to N times the quota) until
+Redis answers again; the memory is then forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stores import roundtrips
+from stores.redis.store import RedisStore
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "ratelimit:"
+
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    OSError,
+    TimeoutError,
+)
+
+# KEYS: the buckets. ARGV: limit, window (us), cost for each bucket in turn.
+# Returns {allowed, retry after (us), then TAT - now (us) per bucket}: the charged
+# TAT when allowed, the untouched one when refused.
+_CHARGE_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tats, news = {}, {}
+local allowed, retry = 1, 0
+for i = 1, #KEYS do
+  local limit, window, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new = tat + cost * window / limit
+  tats[i], news[i] = tat, new
+  local wait = new - window - now
+  if wait > 0 then
+    allowed = 0
+    if wait > retry then retry = wait end
+  end
+end
+local reply = {allowed, math.ceil(retry)}
+for i = 1, #KEYS do
+  local tat = tats[i]
+  if allowed == 1 and news[i] > tat then
+    tat = news[i]
+    redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
+  reply[#reply + 1] = math.ceil(tat - now)
+end
+return reply
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """`cost` units against the bucket `key`, which allows `limit` per `window_s`."""
+
+    key: str
+    limit: int
+    window_s: float
+    cost: int
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError("limit must be at least 1")
+        if self.window_s <= 0:
+            raise ValueError("window_s must be positive")
+        if self.cost < 0:
+            raise ValueError("cost must be 0 or more")
+
+    @property
+    def interval_us(self) -> float:
+        """How long one unit takes to come back."""
+        return self.window_s * 1_000_000 / self.limit
+
+    @property
+    def window_us(self) -> float:
+        return self.window_s * 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    """A bucket after a charge: units left now, and seconds until it is full again."""
+
+    remaining: int
+    reset_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """All of a call's charges were made, or none was. `retry_after_s` (0 when
+    allowed) is how long until the same charges would be allowed. A bucket's state
+    is None when it is unknown: a refusal made in this process knows only the
+    buckets it refused."""
+
+    allowed: bool
+    retry_after_s: int
+    buckets: tuple[BucketState | None, ...]
+
+
+def _state(charge: Charge, ahead_us: float) -> BucketState:
+    """The state of a bucket whose TAT is `ahead_us` past now."""
+    ahead_us = max(ahead_us, 0.0)
+    remaining = int((charge.window_us - ahead_us) // charge.interval_us)
+    return BucketState(remaining=max(remaining, 0), reset_s=math.ceil(ahead_us / 1_000_000))
+
+
+def _seconds(us: float) -> int:
+    """Whole seconds for Retry-After: rounded up, at least one."""
+    return max(1, math.ceil(us / 1_000_000))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitOptions:
+    """How the limiter behaves while Redis is away, and how much it remembers."""
+
+    # While Redis is away, how long to count in memory before trying it again (seconds).
+    fallback_retry: float = 1.0
+    # Buckets this process keeps: empty ones, and all of them during an outage.
+    remembered: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.fallback_retry <= 0:
+            raise ValueError("fallback_retry must be positive")
+        if self.remembered < 1:
+            raise ValueError("remembered must be at least 1")
+
+
+DEFAULT_RATE_LIMIT_OPTIONS = RateLimitOptions()
+
+
+class RateLimitStore:
+    """GCRA buckets: Redis while it answers, this process's memory while it does not."""
+
+    __slots__ = (
+        "_blocked",
+        "_fallback_active",
+        "_fallback_operations",
+        "_memory",
+        "_options",
+        "_redis",
+        "_retry_at",
+        "_script",
+        "_script_client",
+    )
+
+    def __init__(
+        self, redis: RedisStore, options: RateLimitOptions = DEFAULT_RATE_LIMIT_OPTIONS
+    ) -> None:
+        self._redis = redis
+        self._options = options
+        # Empty buckets: key -> (monotonic time it takes a unit again, TAT as monotonic).
+        self._blocked: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # The fallback's buckets: key -> TAT in microseconds of this process's clock.
+        self._memory: OrderedDict[str, float] = OrderedDict()
+        self._fallback_active = False
+        self._fallback_operations = 0
+        self._retry_at = 0.0
+        self._script: AsyncScript | None = None
+        self._script_client: aioredis.Redis | None = None
+
+    @property
+    def fallback_active(self) -> bool:
+        """True from the first failed Redis call until Redis answers again."""
+        return self._fallback_active
+
+    @property
+    def fallback_operations(self) -> int:
+        """Charges decided in memory since this store was made."""
+        return self._fallback_operations
+
+    def known_refusal(self, charge: Charge) -> RateDecision | None:
+        """The refusal `charge` would get from what this process knows, without a round
+        trip; None if it knows of none (which does not mean Redis would allow it)."""
+        return self._refused_locally([charge])
+
+    async def charge(self, charges: Sequence[Charge]) -> RateDecision:
+        """Make every charge, or none if any bucket lacks the units; one round trip at most."""
+        if not charges:
+            return RateDecision(allowed=True, retry_after_s=0, buckets=())
+        blocked = self._refused_locally(charges)
+        if blocked is not None:
+            return blocked
+        if not self._fallback_active or time.monotonic() >= self._retry_at:
+            try:
+                decision, aheads = await self._charge_in_redis(charges)
+            except _UNAVAILABLE_ERRORS as exc:
+                self._enter_fallback(exc)
+            except RedisError as exc:
+                # Redis answered with an error (a bug, or a key of another type): count
+                # this call in memory rather than fail the request over its rate limit.
+                logger.error("redis refused a rate limit script: %s", exc)
+            else:
+                if self._fallback_active:
+                    self._leave_fallback()
+                self._remember_empty(charges, aheads)
+                return decision
+        self._fallback_operations += 1
+        return self._charge_in_memory(charges)
+
+    async def _charge_in_redis(self, charges: Sequence[Charge]) -> tuple[RateDecision, list[int]]:
+        client = self._redis.client
+        if self._script is None or self._script_client is not client:
+            self._script = client.register_script(_CHARGE_SCRIPT)
+            self._script_client = client
+        args: list[float | int] = []
+        for charge in charges:
+            args += [charge.limit, charge.window_us, charge.cost]
+        roundtrips.record("redis")
+        reply = await self._script(keys=[KEY_PREFIX + c.key for c in charges], args=args)
+        allowed, retry_us, *aheads = (int(value) for value in reply)
+        decision = RateDecision(
+            allowed=bool(allowed),
+            retry_after_s=0 if allowed else _seconds(retry_us),
+            buckets=tuple(_state(c, a) for c, a in zip(charges, aheads, strict=True)),
+        )
+        return decision, aheads
+
+    def _remember_empty(self, charges: Sequence[Charge], aheads: Sequence[int]) -> None:
+        """Note the buckets left without a whole unit, until one comes back."""
+        now = time.monotonic()
+        for charge, ahead_us in zip(charges, aheads, strict=True):
+            # When one unit fits again: the TAT less the window plus one interval.
+            takes_one_in = ahead_us - charge.window_us + charge.interval_us
+            if takes_one_in > 0:
+                self._blocked[charge.key] = (now + takes_one_in / 1e6, now + ahead_us / 1e6)
+                self._blocked.move_to_end(charge.key)
+        while len(self._blocked) > self._options.remembered:
+            self._blocked.popitem(last=False)
+
+    def _refused_locally(self, charges: Sequence[Charge]) -> RateDecision | None:
+        if not self._blocked:
+            return None
+        now = time.monotonic()
+        retry_s = 0.0
+        states: list[BucketState | None] = []
+        for charge in charges:
+            known = self._blocked.get(charge.key)
+            if known is not None and known[0] <= now:
+                del self._blocked[charge.key]
+                known = None
+            if known is None:
+                states.append(None)
+                continue
+            takes_one_at, full_at = known
+            states.append(BucketState(remaining=0, reset_s=math.ceil(full_at - now)))
+            if charge.cost > 0:
+                wait = takes_one_at - now + (charge.cost - 1) * charge.interval_us / 1e6
+                retry_s = max(retry_s, wait)
+        if retry_s <= 0:
+            return None
+        return RateDecision(
+            allowed=False, retry_after_s=_seconds(retry_s * 1e6), buckets=tuple(states)
+        )
+
+    def _charge_in_memory(self, charges: Sequence[Charge]) -> RateDecision:
+        now = time.time() * 1e6
+        tats = [max(self._memory.get(c.key, 0.0), now) for c in charges]
+        news = [tat + c.cost * c.interval_us for tat, c in zip(tats, charges, strict=True)]
+        waits = [new - c.window_us - now for new, c in zip(news, charges, strict=True)]
+        allowed = all(wait <= 0 for wait in waits)
+        if allowed:
+            for charge, new in zip(charges, news, strict=True):
+                self._memory[charge.key] = new
+                self._memory.move_to_end(charge.key)
+            while len(self._memory) > self._options.remembered:
+                self._memory.popitem(last=False)
+        final = news if allowed else tats
+        return RateDecision(
+            allowed=allowed,
+            retry_after_s=0 if allowed else _seconds(max(waits)),
+            buckets=tuple(_state(c, t - now) for c, t in zip(charges, final, strict=True)),
+        )
+
+    def _enter_fallback(self, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self._options.fallback_retry
+        if not self._fallback_active:
+            self._fallback_active = True
+            logger.warning(
+                "redis unreachable (%s): rate limits are counted in this process's memory"
+                " until it answers",
+                str(exc) or type(exc).__name__,
+            )
+
+    def _leave_fallback(self) -> None:
+        self._fallback_active = False
+        self._memory.clear()
+        logger.warning(
+            "redis answers again: rate limits are back in Redis"
+            " (%d charges were decided in memory)",
+            self._fallback_operations,
+        )

@@ -1,0 +1,149 @@
+"""GCRA buckets in Redis: all-or-nothing charges, refusals without round trips once a
+bucket is known to be empty, and counting in memory while Redis is away."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import pytest
+
+from gateway.settings import Settings
+from stores import RedisStore, roundtrips
+from stores.redis.rate_limits import (
+    KEY_PREFIX,
+    BucketState,
+    Charge,
+    RateLimitOptions,
+    RateLimitStore,
+)
+from tests.support.gate import Gate
+from tests.support.waiting import until
+
+
+def _key() -> str:
+    return f"test:{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def limiter(redis: RedisStore) -> RateLimitStore:
+    return RateLimitStore(redis)
+
+
+async def test_a_bucket_allows_its_quota_at_once_then_refuses(limiter: RateLimitStore) -> None:
+    key = _key()
+    decisions = [await limiter.charge([Charge(key, 3, 60, 1)]) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.buckets[0] for d in decisions[:3]] == [
+        BucketState(remaining=2, reset_s=20),
+        BucketState(remaining=1, reset_s=40),
+        BucketState(remaining=0, reset_s=60),
+    ]
+    # One unit comes back every 20 s.
+    assert 19 <= decisions[3].retry_after_s <= 20
+
+
+async def test_charges_to_several_buckets_are_all_or_nothing(
+    limiter: RateLimitStore, redis: RedisStore
+) -> None:
+    roomy, tight = _key(), _key()
+    assert (await limiter.charge([Charge(tight, 2, 60, 2)])).allowed
+    refused = await limiter.charge([Charge(roomy, 100, 60, 5), Charge(tight, 2, 60, 1)])
+    assert not refused.allowed
+    # The roomy bucket was not charged for the refused call.
+    assert await redis.client.get(KEY_PREFIX + roomy) is None
+    allowed = await limiter.charge([Charge(roomy, 100, 60, 5)])
+    assert allowed.buckets[0] == BucketState(remaining=95, reset_s=3)
+
+
+async def test_a_charge_larger_than_the_quota_is_refused(limiter: RateLimitStore) -> None:
+    decision = await limiter.charge([Charge(_key(), 10, 60, 11)])
+    assert not decision.allowed
+    assert decision.buckets[0] == BucketState(remaining=10, reset_s=0)
+
+
+async def test_units_come_back_as_the_window_passes(limiter: RateLimitStore) -> None:
+    key = _key()
+    # Two units per 200 ms: one back every 100 ms.
+    assert (await limiter.charge([Charge(key, 2, 0.2, 2)])).allowed
+    assert not (await limiter.charge([Charge(key, 2, 0.2, 1)])).allowed
+
+    async def allowed_again() -> bool:
+        return (await limiter.charge([Charge(key, 2, 0.2, 1)])).allowed
+
+    await until(allowed_again)
+
+
+async def test_a_known_empty_bucket_is_refused_without_a_round_trip(
+    limiter: RateLimitStore,
+) -> None:
+    key = _key()
+    with roundtrips.counting() as counter:
+        # The charge that empties the bucket tells this process so.
+        assert (await limiter.charge([Charge(key, 1, 60, 1)])).allowed
+        first = await limiter.charge([Charge(key, 1, 60, 1)])
+        second = await limiter.charge([Charge(key, 1, 60, 1)])
+    assert not first.allowed and not second.allowed
+    assert counter["redis"] == 1
+    assert 0 < second.retry_after_s <= first.retry_after_s <= 60
+    # Another bucket in the same call is unknown here, not made up.
+    mixed = await limiter.charge([Charge(key, 1, 60, 1), Charge(_key(), 5, 60, 1)])
+    assert not mixed.allowed and mixed.buckets[1] is None
+
+
+@pytest.fixture
+async def gated_redis(settings: Settings) -> AsyncIterator[tuple[Gate, RedisStore]]:
+    target = urlsplit(settings.redis_url.get_secret_value())
+    assert target.hostname and target.port
+    async with Gate(target.hostname, target.port) as gate:
+        options = replace(
+            settings.redis_options(),
+            url=f"redis://127.0.0.1:{gate.port}{target.path}",
+            command_timeout=0.5,
+            connect_timeout=0.5,
+        )
+        async with RedisStore(options) as redis:
+            yield gate, redis
+
+
+async def test_limits_are_counted_in_memory_while_redis_is_away(
+    gated_redis: tuple[Gate, RedisStore], redis: RedisStore
+) -> None:
+    gate, through_gate = gated_redis
+    limiter = RateLimitStore(through_gate, RateLimitOptions(fallback_retry=0.05))
+    key = _key()
+    assert (await limiter.charge([Charge(key, 3, 60, 1)])).allowed
+
+    gate.close()
+    during = [await limiter.charge([Charge(key, 3, 60, 1)]) for _ in range(4)]
+    assert limiter.fallback_active
+    # Memory starts from a full bucket: what Redis counted is out of reach.
+    assert [d.allowed for d in during] == [True, True, True, False]
+    assert during[3].retry_after_s >= 1
+
+    gate.open()
+
+    async def back_in_redis() -> bool:
+        await limiter.charge([Charge(_key(), 3, 60, 1)])
+        return not limiter.fallback_active
+
+    await until(back_in_redis)
+    # Redis's count resumes where it was: one unit used before the outage.
+    after = await limiter.charge([Charge(key, 3, 60, 1)])
+    assert after.allowed and after.buckets[0] == BucketState(remaining=1, reset_s=40)
+    assert limiter.fallback_operations >= 4
+    assert await redis.client.exists(KEY_PREFIX + key)
+
+
+async def test_a_redis_error_is_decided_in_memory_not_raised(
+    limiter: RateLimitStore, redis: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = _key()
+    # A key of another type: the script's GET fails with WRONGTYPE.
+    await redis.client.hset(KEY_PREFIX + key, "field", "1")
+    decisions = [await limiter.charge([Charge(key, 1, 60, 1)]) for _ in range(2)]
+    assert [d.allowed for d in decisions] == [True, False]
+    assert not limiter.fallback_active
+    assert "redis refused a rate limit script" in caplog.text

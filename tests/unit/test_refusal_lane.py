@@ -1,0 +1,49 @@
+"""Refusals are answered one at a time, one per event-loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+from resolvers.rate_limits import RefusalLane
+
+
+async def test_refusals_take_turns_with_everything_else() -> None:
+    lane = RefusalLane()
+    turns = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    answered_at: list[int] = []
+
+    async def refusal() -> None:
+        await lane.wait()
+        answered_at.append(turns)
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.gather(*(refusal() for _ in range(10)))
+    stop.set()
+    await ticking
+    # Ten refusals waiting at once are answered in ten different turns, in order.
+    assert len(set(answered_at)) == 10
+    assert answered_at == sorted(answered_at)
+
+
+async def test_past_its_limit_the_lane_answers_at_once() -> None:
+    lane = RefusalLane(max_waiting=2)
+    done: list[int] = []
+
+    async def refusal(i: int) -> None:
+        await lane.wait()
+        done.append(i)
+
+    tasks = [asyncio.create_task(refusal(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    # Two wait their turn; the other three did not wait.
+    assert sorted(done) == [2, 3, 4]
+    await asyncio.gather(*tasks)
+    assert sorted(done) == [0, 1, 2, 3, 4]
