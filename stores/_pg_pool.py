@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from stores._lifecycle import Lifecycle, StoreState
+from stores._tls import describe_failure
 from stores.errors import StoreUnavailable
 from stores.postgres.options import PgConnection
 
@@ -65,7 +66,11 @@ class PgPool:
             self._pool = await self._create(self._min_size)
         except UNAVAILABLE_ERRORS as exc:
             # Start degraded rather than not at all.
-            logger.warning("%s not reachable at start-up (%s); will retry on use", self._name, exc)
+            logger.warning(
+                "%s not reachable at start-up (%s); will retry on use",
+                self._name,
+                describe_failure(exc),
+            )
             self._pool = await self._create(0)
         self._lifecycle.state = StoreState.OPENED
 
@@ -100,4 +105,4 @@ class PgPool:
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
                 yield conn
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(self._name, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(self._name, describe_failure(exc)) from exc

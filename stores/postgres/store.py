@@ -16,6 +16,7 @@ from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
 from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
+from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
 from stores.health import ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
@@ -177,11 +178,11 @@ class PostgresStore:
                 server_settings={"application_name": application_name},
             )
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(NAME, describe_failure(exc)) from exc
         try:
             yield conn
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(NAME, describe_failure(exc)) from exc
         finally:
             try:
                 await asyncio.wait_for(conn.close(), timeout=self._options.acquire_timeout)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -11,8 +12,18 @@ class RedisOptions:
     max_connections: int = 50
     command_timeout: float = 2.0
     connect_timeout: float = 2.0
+    # TLS (a `rediss://` URL): the CA that signed the server's certificate (unset: the
+    # system's), and a client certificate and key for servers that ask for one.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
+        tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        if any(tls_files) and urlsplit(self.url).scheme != "rediss":
+            raise ValueError("TLS files are for a rediss:// URL; this one is not")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if self.command_timeout <= 0 or self.connect_timeout <= 0:

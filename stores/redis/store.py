@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -12,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores._lifecycle import Lifecycle, StoreState
+from stores._tls import describe_failure
 from stores.health import ProbeResult, ms_since
 from stores.redis.options import RedisOptions
 
@@ -50,6 +52,7 @@ class RedisStore:
             # that is really down still fails fast.
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[RedisConnectionError],
+            **_tls_arguments(self._options),
         )
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._lifecycle.state = StoreState.OPENED
@@ -86,5 +89,18 @@ class RedisStore:
         try:
             info = await self.client.info("server")
         except UNAVAILABLE_ERRORS as exc:
-            return ProbeResult(NAME, False, ms_since(started), error=str(exc) or type(exc).__name__)
+            return ProbeResult(NAME, False, ms_since(started), error=describe_failure(exc))
         return ProbeResult(NAME, True, ms_since(started), str(info.get("redis_version")))
+
+
+def _tls_arguments(options: RedisOptions) -> dict[str, Any]:
+    """redis-py's TLS arguments, for a `rediss://` URL only (a plain connection takes none)."""
+    if not options.url.startswith("rediss://"):
+        return {}
+    arguments: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if options.tls_ca_file:
+        arguments["ssl_ca_certs"] = options.tls_ca_file
+    if options.tls_cert_file:
+        arguments["ssl_certfile"] = options.tls_cert_file
+        arguments["ssl_keyfile"] = options.tls_key_file
+    return arguments
