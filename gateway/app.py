@@ -21,6 +21,9 @@ from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from gateway.startup import prepare_postgres
 from resolvers.context import Stores
+from resolvers.health import HealthMonitor
+from resolvers.revocations import Revocations
+from resolvers.session_cache import SessionCache
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
@@ -77,15 +80,20 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     graph = GraphStore(settings.graph_options())
     redis = RedisStore(settings.redis_options())
     metrics = MetricsStore(settings.metrics_options())
+    events = EventBus(
+        redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
+    )
+    revocations = Revocations(events)
+    session_cache = SessionCache(settings.session_cache_s) if settings.session_cache_s else None
+    if session_cache is not None:
+        revocations.listen(session_cache.drop_covered)
     stores = Stores(
         postgres,
         graph,
         redis,
         probe_timeout=settings.health_probe_timeout_s,
         sessions=SessionStore(redis, settings.session_options()),
-        events=EventBus(
-            redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
-        ),
+        events=events,
         projector=(
             Projector(postgres, graph, stop_timeout_s=BACKGROUND_STOP_S)
             if settings.projector_enabled
@@ -104,6 +112,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             if settings.embedding_filler_enabled
             else None
         ),
+        revocations=revocations,
+        session_cache=session_cache,
+        health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
     )
 
     @asynccontextmanager
@@ -120,9 +131,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 await migrate_reachable(stores)
             metrics.start_maintenance()
             await check_embedding_space(stores)
-            assert stores.events is not None
-            await stores.events.start()
-            stack.push_async_callback(stores.events.aclose)
+            await events.start()
+            stack.push_async_callback(events.aclose)
+            await revocations.start()
+            stack.push_async_callback(revocations.aclose)
             if stores.projector is not None:
                 await stores.projector.start()
                 stack.push_async_callback(stores.projector.stop)

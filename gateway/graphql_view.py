@@ -27,6 +27,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.graphiql import GraphiQL
+from gateway.ws_sign_in import SignedInLegacyWSHandler, SignedInTransportWSHandler
 from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError
@@ -70,6 +71,9 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
 
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
+    # Connections end with their sign-in (logout, revocation, expiry): gateway/ws_sign_in.py.
+    graphql_transport_ws_handler_class = SignedInTransportWSHandler
+    graphql_ws_handler_class = SignedInLegacyWSHandler
 
     def __init__(
         self,

@@ -164,7 +164,7 @@ async def _flush(
 async def ingest_metrics(request: Request) -> Response:
     stores: Stores = request.app.state.stores
     try:
-        resolve.require_recorder(principal_of(request.scope))
+        await resolve.require_recorder(stores, principal_of(request.scope))
     except ClientError as exc:
         status = 401 if exc.code is ErrorCode.UNAUTHENTICATED else 403
         return error_response(exc.code, exc.message, status)

@@ -89,12 +89,20 @@ class Settings(BaseSettings):
 
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    # One probe serves every health reader of a process for this long, and
+    # `healthUpdates` ticks no faster.
+    health_min_interval_s: float = Field(default=1.0, ge=0.1, le=60)
 
     # Sessions (Redis, or this process's memory while Redis is away)
     session_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400)
+    # However it is used, a session ends this long after login.
+    session_lifetime_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
     # A session's expiry slides forward on use, at most once per interval.
     session_touch_interval_s: float = Field(default=5.0, ge=0)
     session_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # A checked session token is trusted this long without asking Redis and PostgreSQL
+    # again; revocations reach every replica's cache at once over pub/sub. 0: no cache.
+    session_cache_s: float = Field(default=5.0, ge=0, le=60)
 
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
@@ -218,4 +226,5 @@ class Settings(BaseSettings):
         return SessionOptions(
             touch_interval=self.session_touch_interval_s,
             fallback_retry=self.session_fallback_retry_s,
+            lifetime=self.session_lifetime_s,
         )

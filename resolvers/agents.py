@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from resolvers.agent_grants import require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.writes import publish
@@ -42,7 +43,11 @@ async def update_agent(
     expected_version: int | None,
     idempotency_key: str | None = None,
 ) -> Agent:
-    _require_operator_or_own_status(ctx, agent_id, status_only=_status_only(patch))
+    if _status_only(patch):
+        # An agent may report its own status; everything else needs an operator.
+        await require_acts_as(ctx.stores, ctx.principal, agent_id, doing="setting its status")
+    else:
+        require(ctx.principal, at_least=Role.OPERATOR)
     before = await ctx.loaders.agent_by_id.load(agent_id)
     agent = await ctx.stores.postgres.agents.update(
         ctx.write_context(idempotency_key), agent_id, patch, expected_version=expected_version
@@ -100,17 +105,6 @@ def _status_only(patch: AgentPatch) -> bool:
         if not isinstance(getattr(patch, name), Unset)
     }
     return changed <= {"status"}
-
-
-def _require_operator_or_own_status(
-    ctx: RequestContext, agent_id: UUID, *, status_only: bool
-) -> None:
-    # An agent may report its own status; everything else needs an operator.
-    principal = ctx.principal
-    if status_only and principal.agent_id == agent_id:
-        require(principal, at_least=Role.AGENT)
-    else:
-        require(principal, at_least=Role.OPERATOR)
 
 
 async def _status_event(ctx: RequestContext, agent: Agent, *, previous: str | None) -> None:

@@ -12,6 +12,7 @@ from uuid import UUID
 import orjson
 from aiodataloader import DataLoader
 
+from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
@@ -119,10 +120,19 @@ async def register_name(
     )
 
 
-def require_recorder(principal: Principal) -> None:
-    """Operators record for any agent; agents too (collectors), except that an agent
-    signed in for one agent records for that agent only (checked per point)."""
+async def require_recorder(stores: Stores, principal: Principal) -> None:
+    """Operators record for any agent; below them, only a session bound to an agent
+    (with its grant) records, and for that agent only (checked per point)."""
     require(principal, at_least=Role.AGENT)
+    if is_operator(principal):
+        return
+    if principal.agent_id is None:
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            "recording metrics needs an operator, or a session bound to the agent they"
+            " are for: log in with `agentId`",
+        )
+    await require_acts_as(stores, principal, principal.agent_id, doing="recording metrics")
 
 
 async def check_points(
@@ -144,8 +154,7 @@ async def check_points(
         except PointRejected as exc:
             outcome.rejected.append(Rejection(candidate.index, exc.field, exc.message))
             continue
-        bound = principal.agent_id
-        if principal.role is Role.AGENT and bound is not None and candidate.agent_id != bound:
+        if not is_operator(principal) and candidate.agent_id != principal.agent_id:
             outcome.rejected.append(
                 Rejection(
                     candidate.index,

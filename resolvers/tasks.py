@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
@@ -107,16 +108,17 @@ async def remove_dependency(
 async def _require_may_move(ctx: RequestContext, task_id: UUID, to_status: str) -> None:
     # Agents drive their own tasks through start/complete/fail; the rest needs an operator.
     principal = ctx.principal
-    if (principal.role is not None and principal.role >= Role.OPERATOR) or to_status == "assigned":
+    if is_operator(principal) or to_status == "assigned":
         require(principal, at_least=Role.OPERATOR)
         return
     require(principal, at_least=Role.AGENT)
     task = await ctx.loaders.task_by_id.load(task_id)
-    if task is None or principal.agent_id is None or task.assignee_id != principal.agent_id:
+    if task is None or task.assignee_id is None:
         raise ClientError(
             ErrorCode.FORBIDDEN,
             "agents may only move tasks assigned to the agent their session is bound to",
         )
+    await require_acts_as(ctx.stores, principal, task.assignee_id, doing="moving a task")
 
 
 async def _task_event(ctx: RequestContext, task: Task, change: str) -> None:

@@ -18,6 +18,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 
+from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.query import Query as CoreQuery
@@ -25,7 +26,7 @@ from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
-QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery)
+QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery, AgentGrantQueries)
 SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
 
 Query = merge_types("Query", QUERIES)

@@ -81,7 +81,7 @@ class Memory(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Memory | None]:
-        from resolvers.search import search_store
+        from resolvers.search import readable_memories
 
         ids: list[UUID | None] = []
         for node_id in node_ids:
@@ -89,7 +89,8 @@ class Memory(relay.Node):
                 ids.append(UUID(node_id))
             except ValueError:
                 ids.append(None)
-        found = await search_store(info.context).memories.by_ids([i for i in ids if i])
+        # Memories the caller may not read are null, as if they did not exist.
+        found = await readable_memories(info.context, [i for i in ids if i])
         return [cls.from_record(found[i]) if i and i in found else None for i in ids]
 
     @strawberry.field(description="The agent this memory belongs to.")

@@ -14,7 +14,7 @@ from resolvers import achievements, agents, audit, graph, tasks, users, workflow
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
-from resolvers.health import check_health
+from resolvers.health import current_health
 from resolvers.sessions import list_sessions
 from schema.achievements import LeaderboardEntry
 from schema.agents import Agent, AgentConnection
@@ -41,9 +41,12 @@ def _viewer(info: Info) -> None:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Live health of the gateway and each store it uses.")
+    @strawberry.field(
+        description="Health of the gateway and each store it uses, from a probe shared by "
+        "every caller for a second."
+    )
     async def health(self, info: Info) -> Health:
-        return Health.from_report(await check_health(info.context.stores))
+        return Health.from_report(await current_health(info.context.stores))
 
     @strawberry.field(description="Any object by its global id.")
     async def node(self, info: Info, id: relay.GlobalID) -> relay.Node | None:
@@ -124,7 +127,10 @@ class Query:
         )
         return WorkflowConnection.from_page(page, Workflow.from_record)
 
-    @strawberry.field(description="Every mutation, newest first. Operators and up.")
+    @strawberry.field(
+        description="Every mutation, newest first. Operators and up; fields you may not see "
+        "are taken out of the values (`redacted`)."
+    )
     async def audit_log(
         self,
         info: Info,
@@ -134,14 +140,13 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> AuditEntryConnection:
-        require(info.context.principal, at_least=Role.OPERATOR)
-        page = await audit.list_entries(
+        page = await audit.audit_log(
             info.context,
             (filter or AuditFilter()).to_store(),
             page_request(first, after, last, before),
             with_total=wants_total(info),
         )
-        return AuditEntryConnection.from_page(page, AuditEntry.from_record)
+        return AuditEntryConnection.from_page(page, AuditEntry.from_visible)
 
     @strawberry.field(description="Agents by points from achievements.")
     async def leaderboard(

@@ -13,7 +13,7 @@ from strawberry import relay
 from resolvers.agents import AGENT_STATUS_CHANNEL
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
-from resolvers.health import check_health
+from resolvers.health import current_health, update_interval
 from resolvers.live import live_events
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from schema.agents import Agent
@@ -58,13 +58,17 @@ def _ids(values: list[relay.GlobalID] | None, type_name: str, field: str) -> set
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="A fresh health report every `intervalSeconds`.")
+    @strawberry.subscription(
+        description="A health report every `intervalSeconds` (at least 1 s): one probe per "
+        "interval serves every subscriber of a gateway."
+    )
     async def health_updates(
         self, info: Info, interval_seconds: float = 5.0
     ) -> AsyncGenerator[Health, None]:
-        interval = min(max(interval_seconds, 0.1), 3600.0)
+        stores = info.context.stores
+        interval = update_interval(stores, interval_seconds)
         while True:
-            yield Health.from_report(await check_health(info.context.stores))
+            yield Health.from_report(await current_health(stores, max_age_s=interval))
             await asyncio.sleep(interval)
 
     @strawberry.subscription(description="Tasks as they change, from any gateway replica.")

@@ -73,7 +73,7 @@ class MetricMutations:
     )
     async def record_metrics(self, info: Info, input: RecordMetricsInput) -> RecordMetricsPayload:
         ctx = info.context
-        resolve.require_recorder(ctx.principal)
+        await resolve.require_recorder(ctx.stores, ctx.principal)
         if len(input.points) > MAX_POINTS_PER_REQUEST:
             error = UserError(
                 field="points",

@@ -20,6 +20,7 @@ from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
 from stores.health import ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
+from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
 from stores.postgres.migrations import (
@@ -50,6 +51,7 @@ class PostgresStore:
         "_schema_failure",
         "_vector_codec_missing",
         "achievements",
+        "agent_grants",
         "agents",
         "audit",
         "tasks",
@@ -77,6 +79,7 @@ class PostgresStore:
         self._schema_check: Callable[[], Awaitable[object]] | None = None
         self._schema_checking: asyncio.Task[None] | None = None
         self._schema_failure: str | None = None
+        self.agent_grants = AgentGrantRepository(self)
 
     async def open(self) -> None:
         await self._pool.open()

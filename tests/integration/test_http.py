@@ -8,7 +8,7 @@ from starlette.testclient import TestClient
 
 from gateway.graphiql import CONTENT_SECURITY_POLICY
 
-HEALTH_QUERY = "{ health { status components { name up version pgvectorVersion } } }"
+HEALTH_QUERY = "{ health { status checkedAt } }"
 
 
 def test_graphiql_page_is_served_to_browsers(client: TestClient) -> None:
@@ -26,8 +26,7 @@ def test_post_query_answers_with_graphql_response_json(client: TestClient) -> No
     response = client.post("/graphql", json={"query": HEALTH_QUERY})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/graphql-response+json"
-    health = response.json()["data"]["health"]
-    assert {c["name"] for c in health["components"]} == {"postgres", "neo4j", "redis", "metrics"}
+    assert response.json()["data"]["health"]["status"] == "HEALTHY"
 
 
 def test_get_query_works(client: TestClient) -> None:

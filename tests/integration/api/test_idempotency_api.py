@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from strawberry import relay
+
 from schema import build_schema
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
 
@@ -254,10 +256,14 @@ def test_an_agent_retrying_its_own_forget_gets_the_replay(
     gql: GraphQL, operator: Caller, viewer: Caller, make_caller: Callable[[str], Caller]
 ) -> None:
     agent = _agent(gql, operator)
+    agent_user = make_caller("agent")
+    grant = "mutation($u: ID!, $a: ID!) { grantAgentAccess(input: {userId: $u, agentId: $a}) { created } }"
+    user_id = str(relay.GlobalID("User", agent_user.user_id))
+    data(gql(grant, {"u": user_id, "a": agent}, caller=operator))
     token = data(
         gql(
             "mutation($k: String!, $a: ID!) { login(input: {apiKey: $k, agentId: $a}) { token } }",
-            {"k": make_caller("agent").api_key, "a": agent},
+            {"k": agent_user.api_key, "a": agent},
         )
     )["login"]["token"]
     as_agent = {"authorization": f"Bearer {token}"}
