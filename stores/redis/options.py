@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from stores.redis.clients import RedisTarget, parse_redis_url
 
 
 @dataclass(frozen=True, kw_only=True)
 class RedisOptions:
-    """How the gateway connects to Redis. Timeouts are in seconds."""
+    """How the gateway connects to Redis (see stores.redis.clients for the URLs).
+    Timeouts are in seconds."""
 
     url: str
     max_connections: int = 50
@@ -17,6 +20,7 @@ class RedisOptions:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    target: RedisTarget = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
@@ -28,6 +32,7 @@ class RedisOptions:
             raise ValueError("max_connections must be at least 1")
         if self.command_timeout <= 0 or self.connect_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        object.__setattr__(self, "target", parse_redis_url(self.url))
 
     def __repr__(self) -> str:
         return f"RedisOptions(max_connections={self.max_connections})"
