@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     postgres_sslrootcert: str | None = None
     postgres_sslcert: str | None = None
     postgres_sslkey: str | None = None
+    # Where `polygraph backup` and `restore` find pg_dump and pg_restore (unset: the
+    # local stack's PostgreSQL when installed, then PATH).
+    postgres_bin_dir: str | None = None
 
     # Neo4j (graph projection)
     neo4j_uri: str = "bolt://127.0.0.1:57687"
