@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import strawberry
 from graphql import (
     GraphQLArgument,
     GraphQLDefaultInput,
+    GraphQLError,
     GraphQLInputField,
     GraphQLInputObjectType,
     GraphQLInterfaceType,
@@ -17,6 +18,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
@@ -36,9 +38,23 @@ Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> strawberry.Schema:
-    """The one schema. Extensions are classes, so each request gets fresh instances."""
-    schema = strawberry.Schema(
+class QuietSchema(strawberry.Schema):
+    """Strawberry logs every error at ERROR with a traceback, expected ones included (a
+    bad cursor, a missing sign-in). Errors are logged where they get their code
+    instead (`gateway.errors.ErrorCodes`), at the level each deserves."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        pass
+
+
+def build_schema(
+    extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
+) -> strawberry.Schema:
+    """The one schema. Extensions are classes or factories, so each request gets fresh
+    instances."""
+    schema = QuietSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=list(extensions)
     )
     _introspectable_defaults(schema._schema)
