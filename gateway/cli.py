@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from infra.local.profiles import Profile
 
 
+# Plain log lines: `2026-12-03 15:24:18,042 INFO polygraph: gateway ready`.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -158,9 +162,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.runtime import tune_gc
     from gateway.shutdown import GatewayServer, request_grace
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     host = args.host or settings.host
     port = args.port or settings.port
     print(

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     postgres_sslrootcert: str | None = None
     postgres_sslcert: str | None = None
     postgres_sslkey: str | None = None
+    # Bearer token a Prometheus scraper sends for /metrics; unset, /metrics is off (404).
+    prometheus_token: SecretStr | None = None
     # Where `polygraph backup` and `restore` find pg_dump and pg_restore (unset: the
     # local stack's PostgreSQL when installed, then PATH).
     postgres_bin_dir: str | None = None

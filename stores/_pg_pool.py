@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -27,6 +28,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    in_use: int
+    idle: int
+    waiting: int
+    max: int
+
+
 class PgPool:
     """Opens degraded when the server is down at start-up (the pool connects on first
     use), closes within `close_timeout`, and turns an unreachable server into
@@ -40,6 +49,7 @@ class PgPool:
         "_min_size",
         "_name",
         "_pool",
+        "_waiting",
     )
 
     def __init__(
@@ -58,6 +68,7 @@ class PgPool:
         self._acquire_timeout = acquire_timeout
         self._close_timeout = close_timeout
         self._pool: asyncpg.Pool | None = None
+        self._waiting = 0
         self._lifecycle = Lifecycle(name)
 
     async def open(self) -> None:
@@ -97,6 +108,19 @@ class PgPool:
         assert self._pool is not None
         await self._pool.expire_connections()
 
+    def usage(self) -> PoolUsage:
+        """Connections in use, idle and waited for, now (for metrics)."""
+        pool = self._pool
+        if pool is None:
+            return PoolUsage(in_use=0, idle=0, waiting=self._waiting, max=0)
+        idle = pool.get_idle_size()
+        return PoolUsage(
+            in_use=pool.get_size() - idle,
+            idle=idle,
+            waiting=self._waiting,
+            max=pool.get_max_size(),
+        )
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:
         """A pooled connection. Waiting too long for one is `StoreOverloaded` when every
@@ -106,7 +130,11 @@ class PgPool:
         pool = self._pool
         assert pool is not None
         try:
-            conn = await pool.acquire(timeout=self._acquire_timeout)
+            self._waiting += 1
+            try:
+                conn = await pool.acquire(timeout=self._acquire_timeout)
+            finally:
+                self._waiting -= 1
         except TimeoutError as exc:
             if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
                 raise StoreOverloaded(

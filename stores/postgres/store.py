@@ -15,7 +15,7 @@ import orjson
 from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
-from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
+from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool, PoolUsage
 from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
 from stores.health import ProbeResult, ms_since
@@ -102,6 +102,10 @@ class PostgresStore:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def pool_usage(self) -> PoolUsage:
+        """The pool's connections in use, idle and waited for (for metrics)."""
+        return self._pool.usage()
 
     def connection(self) -> AbstractAsyncContextManager[PgConnection]:
         """A pooled connection; an unreachable server surfaces as `StoreUnavailable`,
@@ -272,4 +276,4 @@ _INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config
 
 def _count_round_trip(logged: LoggedQuery) -> None:
     if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
-        roundtrips.record(NAME)
+        roundtrips.record(NAME, seconds=logged.elapsed)
