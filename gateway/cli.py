@@ -134,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--replace",
         action="store_true",
-        help="drop the existing database first (ends its connections: stop the gateways)",
+        help="replace an existing database once the restored copy checks out (ends its"
+        " connections: stop the gateways first)",
     )
     restore.add_argument(
         "--no-redis", action="store_true", help="leave Redis alone even if the backup has keys"

@@ -196,11 +196,12 @@ async def restore(
 ) -> RestoreReport:
     """Restore the backup in `directory` into the database `postgres.dsn` names.
 
-    An existing database is dropped only when `replace` is set (its connections are
-    ended: stop the gateways first). `redis`, when given and the backup has a
-    snapshot, gets its keys back. `graph_scope` limits the graph's clearing and pruning
-    to those ids, for a Neo4j that other data shares (a test server); by default the
-    whole projection is rebuilt.
+    The backup is restored into a staging database and checked there; only then is
+    an existing database dropped (when `replace` is set: its connections are ended,
+    so stop the gateways first) and the staging one renamed in its place. `redis`,
+    when given and the backup has a snapshot, gets its keys back. `graph_scope` limits
+    the graph's clearing and pruning to those ids, for a Neo4j that other data shares
+    (a test server); by default the whole projection is rebuilt.
     """
     started = time.perf_counter()
     manifest = read_manifest(directory)
@@ -212,25 +213,24 @@ async def restore(
             f"database {name!r} exists; pass --replace to drop it and restore the backup "
             "in its place (stop the gateways first: its connections are ended)"
         )
-    await pg.recreate_database(maintenance, name)
-    await pg.restore(
-        tools,
-        postgres.dsn,
-        directory / manifest["postgres"]["file"],
-        tables=len(expected),
-        progress=progress,
-    )
-    restored = await pg.contents(postgres.dsn)
-    differing = {
-        table: (rows, restored.tables.get(table))
-        for table, rows in expected.items()
-        if restored.tables.get(table) != rows
-    }
-    if differing:
-        listed = ", ".join(
-            f"{t}: {want} rows backed up, {got} restored" for t, (want, got) in differing.items()
+    # Restored and checked under another name first: a backup that fails to restore
+    # leaves the existing database as it was.
+    staging = pg.staging_name(name)
+    staging_dsn = pg.with_database(postgres.dsn, staging)
+    await pg.recreate_database(maintenance, staging)
+    try:
+        await pg.restore(
+            tools,
+            staging_dsn,
+            directory / manifest["postgres"]["file"],
+            tables=len(expected),
+            progress=progress,
         )
-        raise BackupError(f"the restored database differs from the backup: {listed}")
+        _check_counts(expected, (await pg.contents(staging_dsn)).tables)
+    except BaseException:
+        await pg.drop_database(maintenance, staging)
+        raise
+    await pg.replace_database(maintenance, staging, name)
 
     async with PostgresStore(postgres) as store, GraphStore(graph) as graph_store:
         applied = await store.migrate()
@@ -259,6 +259,22 @@ async def restore(
         redis_keys=redis_keys,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _check_counts(expected: dict[str, int], restored: dict[str, int]) -> None:
+    differing = {
+        table: (rows, restored.get(table))
+        for table, rows in expected.items()
+        if restored.get(table) != rows
+    }
+    if differing:
+        listed = ", ".join(
+            f"{t}: {want} rows backed up, {got} restored" for t, (want, got) in differing.items()
+        )
+        raise BackupError(
+            f"the restored database differs from the backup ({listed}); "
+            "the existing database was left as it was"
+        )
 
 
 async def _restore_redis(options: RedisOptions, path: Path, total: int, progress: Progress) -> int:

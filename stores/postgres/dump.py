@@ -153,18 +153,59 @@ async def database_exists(maintenance_dsn: str, name: str) -> bool:
     return found is not None
 
 
-async def recreate_database(maintenance_dsn: str, name: str) -> None:
-    """Drop database `name` (ending its connections) and create it empty."""
-    conn = await _connect(maintenance_dsn)
+def staging_name(name: str) -> str:
+    """Where a restore lands before it replaces `name` (within the 63-byte limit)."""
+    suffix = "_restoring"
+    return name.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
+
+
+def _quoted(name: str) -> str:
     # A database name cannot be a parameter: it is quoted as an identifier instead.
-    quoted = '"' + name.replace('"', '""') + '"'
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def _maintain(maintenance_dsn: str, what: str, statements: list[str]) -> None:
+    conn = await _connect(maintenance_dsn)
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {quoted}")
+        for statement in statements:
+            await conn.execute(statement)
     except asyncpg.PostgresError as exc:
-        raise DumpError(f"could not recreate database {name!r}: {exc}") from exc
+        raise DumpError(f"could not {what}: {exc}") from exc
     finally:
         await conn.close()
+
+
+async def recreate_database(maintenance_dsn: str, name: str) -> None:
+    """Drop database `name` (ending its connections) and create it empty."""
+    await _maintain(
+        maintenance_dsn,
+        f"recreate database {name!r}",
+        [
+            f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)",
+            f"CREATE DATABASE {_quoted(name)}",
+        ],
+    )
+
+
+async def drop_database(maintenance_dsn: str, name: str) -> None:
+    await _maintain(
+        maintenance_dsn,
+        f"drop database {name!r}",
+        [f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)"],
+    )
+
+
+async def replace_database(maintenance_dsn: str, source: str, target: str) -> None:
+    """Drop `target` (ending its connections) and rename `source` to it."""
+    await _maintain(
+        maintenance_dsn,
+        f"put database {source!r} in the place of {target!r} (the restored copy is "
+        f"still there under {source!r})",
+        [
+            f"DROP DATABASE IF EXISTS {_quoted(target)} WITH (FORCE)",
+            f"ALTER DATABASE {_quoted(source)} RENAME TO {_quoted(target)}",
+        ],
+    )
 
 
 async def dump(tools: PgTools, dsn: str, target: Path, *, progress: Progress) -> DatabaseContents:

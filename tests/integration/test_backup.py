@@ -33,7 +33,7 @@ from stores import GraphStore, RedisStore
 from stores.graph import projection
 from stores.postgres import dump
 from stores.postgres.dump import DumpError, PgTools
-from workers.backup import BackupError, read_manifest, restore
+from workers.backup import BackupError, backup, read_manifest, restore
 
 CREATE_WORKFLOW = """
 mutation($input: CreateWorkflowInput!) {
@@ -308,3 +308,40 @@ async def test_an_older_pg_dump_is_refused_before_it_starts(
             tools, settings.postgres_dsn.get_secret_value(), tmp_path / "x", progress=print
         )
     assert not (tmp_path / "x").exists()
+
+
+async def test_a_restore_that_fails_its_check_leaves_the_existing_database(
+    settings: Settings, profile: Profile, database: str, tmp_path: Path
+) -> None:
+    dsn = profile.postgres_dsn(database)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
+    finally:
+        await conn.close()
+    tools = await PgTools.find([_pg_bin()])
+    directory = tmp_path / "backup"
+    await backup(directory, postgres_dsn=dsn, tools=tools)
+    # The manifest now expects rows the dump does not hold.
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["postgres"]["tables"]["public.kept"] = 2
+    manifest_path.write_text(json.dumps(manifest))
+    own = settings.model_copy(update={"postgres_dsn": SecretStr(dsn)})
+    with pytest.raises(BackupError, match=r"public.kept: 2 rows backed up, 1 restored.*left as it"):
+        await restore(
+            directory,
+            postgres=own.postgres_options(),
+            graph=own.graph_options(),
+            tools=tools,
+            replace=True,
+        )
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM kept") == 1
+        staging = await conn.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = $1", dump.staging_name(database)
+        )
+        assert staging == 0
+    finally:
+        await conn.close()
