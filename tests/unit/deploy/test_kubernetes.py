@@ -109,12 +109,17 @@ def test_settings_come_from_the_config_map_and_the_secret() -> None:
     assert {"configMapRef": {"name": "polygraph"}} in sources
     assert {"secretRef": {"name": "polygraph"}} in sources
     secret_keys = resource("Secret")["stringData"].keys()
-    assert {"POLYGRAPH_POSTGRES_DSN", "POLYGRAPH_REDIS_URL", "POLYGRAPH_NEO4J_PASSWORD"} <= (
-        secret_keys
-    )
+    assert {
+        "POLYGRAPH_POSTGRES_DSN",
+        "POLYGRAPH_REDIS_URL",
+        "POLYGRAPH_NEO4J_PASSWORD",
+        "POLYGRAPH_PROMETHEUS_TOKEN",
+    } <= secret_keys
     # Nothing secret in the ConfigMap.
     assert not any(
-        word in key for key in resource("ConfigMap")["data"] for word in ("DSN", "PASSWORD", "URL")
+        word in key
+        for key in resource("ConfigMap")["data"]
+        for word in ("DSN", "PASSWORD", "URL", "TOKEN")
     )
 
 
