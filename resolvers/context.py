@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from workers.projector import Projector
 
 
+@dataclass
+class OpenCount:
+    """How many of something are open now; shared, so mutable inside frozen `Stores`."""
+
+    open: int = 0
+
+
 @dataclass(frozen=True)
 class Stores:
     """The stores the app lifespan opened; shared by all requests of one process."""
@@ -51,6 +58,8 @@ class Stores:
     session_cache: SessionCache | None = None
     # One health probe shared by every caller per interval; None: each caller probes.
     health: HealthMonitor | None = None
+    # GraphQL subscriptions streaming from this process now (for metrics).
+    subscriptions: OpenCount = field(default_factory=lambda: OpenCount())
 
 
 @dataclass

@@ -19,9 +19,13 @@ def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None
     stores = ctx.stores
 
     async def stream() -> AsyncGenerator[Event, None]:
-        async with events.subscribe(channel) as subscription:
-            async for event in subscription:
-                ctx.loaders = event_loaders(stores, event)
-                yield event
+        stores.subscriptions.open += 1
+        try:
+            async with events.subscribe(channel) as subscription:
+                async for event in subscription:
+                    ctx.loaders = event_loaders(stores, event)
+                    yield event
+        finally:
+            stores.subscriptions.open -= 1
 
     return stream()

@@ -6,10 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
 from stores._lifecycle import Lifecycle, StoreState
+from stores._tls import describe_failure
 from stores.errors import StoreOverloaded, StoreTimeout, StoreUnavailable
 from stores.postgres.options import PgConnection
 
@@ -26,6 +28,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    in_use: int
+    idle: int
+    waiting: int
+    max: int
+
+
 class PgPool:
     """Opens degraded when the server is down at start-up (the pool connects on first
     use), closes within `close_timeout`, and turns an unreachable server into
@@ -39,6 +49,7 @@ class PgPool:
         "_min_size",
         "_name",
         "_pool",
+        "_waiting",
     )
 
     def __init__(
@@ -57,6 +68,7 @@ class PgPool:
         self._acquire_timeout = acquire_timeout
         self._close_timeout = close_timeout
         self._pool: asyncpg.Pool | None = None
+        self._waiting = 0
         self._lifecycle = Lifecycle(name)
 
     async def open(self) -> None:
@@ -65,7 +77,11 @@ class PgPool:
             self._pool = await self._create(self._min_size)
         except UNAVAILABLE_ERRORS as exc:
             # Start degraded rather than not at all.
-            logger.warning("%s not reachable at start-up (%s); will retry on use", self._name, exc)
+            logger.warning(
+                "%s not reachable at start-up (%s); will retry on use",
+                self._name,
+                describe_failure(exc),
+            )
             self._pool = await self._create(0)
         self._lifecycle.state = StoreState.OPENED
 
@@ -92,6 +108,19 @@ class PgPool:
         assert self._pool is not None
         await self._pool.expire_connections()
 
+    def usage(self) -> PoolUsage:
+        """Connections in use, idle and waited for, now (for metrics)."""
+        pool = self._pool
+        if pool is None:
+            return PoolUsage(in_use=0, idle=0, waiting=self._waiting, max=0)
+        idle = pool.get_idle_size()
+        return PoolUsage(
+            in_use=pool.get_size() - idle,
+            idle=idle,
+            waiting=self._waiting,
+            max=pool.get_max_size(),
+        )
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:
         """A pooled connection. Waiting too long for one is `StoreOverloaded` when every
@@ -101,7 +130,11 @@ class PgPool:
         pool = self._pool
         assert pool is not None
         try:
-            conn = await pool.acquire(timeout=self._acquire_timeout)
+            self._waiting += 1
+            try:
+                conn = await pool.acquire(timeout=self._acquire_timeout)
+            finally:
+                self._waiting -= 1
         except TimeoutError as exc:
             if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
                 raise StoreOverloaded(
@@ -109,13 +142,13 @@ class PgPool:
                 ) from exc
             raise StoreUnavailable(self._name, "connecting timed out") from exc
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(self._name, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(self._name, describe_failure(exc)) from exc
         try:
             yield conn
         except (TimeoutError, asyncpg.QueryCanceledError) as exc:
             # The client-side command timeout and the server's statement_timeout.
             raise StoreTimeout(self._name, "a statement ran past its timeout") from exc
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(self._name, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(self._name, describe_failure(exc)) from exc
         finally:
             await pool.release(conn)

@@ -8,17 +8,33 @@ their queries land in the same counter. Outside a scope, recording is a no-op.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 _current: ContextVar[Counter[str] | None] = ContextVar("polygraph_round_trips", default=None)
 
+# Process-wide listeners to every round trip, in a request or not (the gateway's
+# Prometheus counters): `(store, count, seconds or None where not measured)`.
+Observer = Callable[[str, int, "float | None"], None]
+_observers: list[Observer] = []
 
-def record(store: str, count: int = 1) -> None:
+
+def record(store: str, count: int = 1, *, seconds: float | None = None) -> None:
     counter = _current.get()
     if counter is not None:
         counter[store] += count
+    for observer in _observers:
+        observer(store, count, seconds)
+
+
+def add_observer(observer: Observer) -> None:
+    _observers.append(observer)
+
+
+def remove_observer(observer: Observer) -> None:
+    if observer in _observers:
+        _observers.remove(observer)
 
 
 @contextmanager

@@ -86,6 +86,11 @@ class Projector(BackgroundLoop):
         # Its constraints keep MERGE from duplicating nodes: a Neo4j that was down
         # when the gateway started is migrated before anything is projected into it.
         self._graph_migrated = False
+        # For metrics: rows this process applied, attempts that failed (retried, rows
+        # kept pending), rows Neo4j refused and that were skipped.
+        self.applied = 0
+        self.failed = 0
+        self.skipped = 0
 
     async def run_once(self) -> int:
         """Claim, apply and mark one batch; returns how many rows it applied."""
@@ -96,6 +101,7 @@ class Projector(BackgroundLoop):
                 except StoreRefused:
                     await self._apply_one_by_one(claimed)
         self._settle(event.id for event in claimed)
+        self.applied += len(claimed)
         return len(claimed)
 
     @property
@@ -187,6 +193,7 @@ class Projector(BackgroundLoop):
 
     def _failed(self, state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome is not None else None
+        self.failed += 1
         if isinstance(failure, StoreUnavailable):
             self._outage(failure)
         else:
@@ -200,6 +207,7 @@ class Projector(BackgroundLoop):
             try:
                 await projection.apply(self._graph, [event])
             except StoreRefused as exc:
+                self.skipped += 1
                 logger.error(
                     "Neo4j refused outbox row %d (%s), which is skipped;"
                     " `polygraph graph rebuild` repairs the graph: %s",

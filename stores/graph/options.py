@@ -18,8 +18,13 @@ class GraphOptions:
     # How long the driver retries a transaction that failed transiently. Short: a graph
     # field should come back null quickly when Neo4j is away, not after 30 s.
     max_retry_time: float = 1.0
+    # The CA that signed the server's certificate, for `bolt+s://` or `neo4j+s://` (the
+    # driver checks it instead of the system's CAs); with it, `bolt://` is encrypted too.
+    tls_ca_file: str | None = None
 
     def __post_init__(self) -> None:
+        if self.tls_ca_file and "+ssc://" in self.uri:
+            raise ValueError("a `+ssc` URI trusts any certificate; drop it or the CA file")
         if self.max_pool_size < 1:
             raise ValueError("max_pool_size must be at least 1")
         if self.query_timeout <= 0 or self.acquire_timeout <= 0 or self.connect_timeout <= 0:

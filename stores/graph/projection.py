@@ -120,6 +120,22 @@ async def prune_tombstones(
             return total
 
 
+async def clear_projection(graph: GraphStore, *, subjects: Sequence[str] | None = None) -> int:
+    """Delete every projected node and tombstone (or only those of `subjects`), before
+    a rebuild after a restore: the graph may hold versions newer than the restored
+    outbox, which a rebuild would otherwise keep. Returns how many nodes went."""
+    if subjects is not None:
+        rows = await _run_one(graph, _CLEAR_SUBJECTS, {"subjects": list(subjects)})
+        return int(rows[0]["deleted"])
+    total = 0
+    while True:
+        rows = await _run_one(graph, _CLEAR_ALL, {"chunk": _TOMBSTONE_PRUNE_CHUNK})
+        deleted = int(rows[0]["deleted"])
+        total += deleted
+        if deleted < _TOMBSTONE_PRUNE_CHUNK:
+            return total
+
+
 async def _run_all(tx: AsyncManagedTransaction, statements: list[tuple[str, list[Row]]]) -> None:
     for text, rows in statements:
         result = await tx.run(text, rows=rows)
@@ -581,6 +597,26 @@ _PRUNE_TOMBSTONES = """
     WHERE t.outbox_id < $below AND t.at <= datetime() - duration({seconds: $age})
     WITH t LIMIT $chunk
     DELETE t
+    RETURN count(*) AS deleted
+"""
+
+_CLEAR_ALL = """
+    MATCH (n) WHERE n:Agent OR n:Task OR n:Workflow OR n:Step OR n:Knowledge OR n:Tombstone
+    WITH n LIMIT $chunk
+    DETACH DELETE n
+    RETURN count(*) AS deleted
+"""
+_CLEAR_SUBJECTS = """
+    UNWIND $subjects AS subject
+    CALL (subject) {
+        MATCH (n:Agent {id: subject}) RETURN n
+        UNION MATCH (n:Task {id: subject}) RETURN n
+        UNION MATCH (n:Workflow {id: subject}) RETURN n
+        UNION MATCH (n:Knowledge {id: subject}) RETURN n
+        UNION MATCH (n:Tombstone {subject: subject}) RETURN n
+    }
+    CALL (n) { MATCH (n)-[:HAS_STEP]->(s:Step) DETACH DELETE s }
+    DETACH DELETE n
     RETURN count(*) AS deleted
 """
 

@@ -6,12 +6,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import Any
 
 import neo4j
 from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncSession
 from neo4j.exceptions import ServiceUnavailable, SessionExpired
 
 from stores._lifecycle import Lifecycle, StoreState
+from stores._tls import describe_failure
 from stores.errors import StoreUnavailable
 from stores.graph.migrations import apply_migrations
 from stores.graph.options import GraphOptions
@@ -43,14 +45,16 @@ class GraphStore:
     async def open(self) -> None:
         self._lifecycle.opening()
         # The driver connects lazily, so a Neo4j that is down does not stop the gateway.
+        uri, tls = _with_tls(self._options)
         self._driver = AsyncGraphDatabase.driver(
-            self._options.uri,
+            uri,
             auth=(self._options.user, self._options.password),
             max_connection_pool_size=self._options.max_pool_size,
             connection_acquisition_timeout=self._options.acquire_timeout,
             connection_timeout=self._options.connect_timeout,
             max_transaction_retry_time=self._options.max_retry_time,
             notifications_min_severity="OFF",
+            **tls,
         )
         self._lifecycle.state = StoreState.OPENED
 
@@ -84,7 +88,7 @@ class GraphStore:
             async with self._driver.session(database=self._options.database) as session:
                 yield session
         except _UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(NAME, describe_failure(exc)) from exc
 
     async def migrate(self) -> list[str]:
         async with self.session() as session:
@@ -109,3 +113,16 @@ class GraphStore:
         return ProbeResult(
             NAME, True, ms_since(started), record["version"], {"edition": record["edition"]}
         )
+
+
+def _with_tls(options: GraphOptions) -> tuple[str, dict[str, Any]]:
+    """The URI and driver settings for `options`. The driver takes a custom CA only with
+    a plain scheme and `encrypted=True`, so `bolt+s://` with a CA file becomes that."""
+    if not options.tls_ca_file:
+        return options.uri, {}
+    scheme, _, rest = options.uri.partition("://")
+    plain = scheme.removesuffix("+s")
+    return f"{plain}://{rest}", {
+        "encrypted": True,
+        "trusted_certificates": neo4j.TrustCustomCAs(options.tls_ca_file),
+    }

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -11,6 +12,37 @@ if TYPE_CHECKING:
 PgConnection: TypeAlias = "PoolConnectionProxy[Record]"
 # How pgvector's vectors travel (see stores.postgres.vectors).
 VectorFormat = Literal["binary", "text"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresTLS:
+    """TLS to PostgreSQL in libpq's terms. `apply` writes it into a DSN's query, so
+    asyncpg and the client tools (`pg_dump`, `pg_restore`) read it alike; what is
+    unset leaves the DSN's own parameters (and libpq's defaults) alone."""
+
+    mode: SslMode | None = None
+    root_cert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+
+    def apply(self, dsn: str) -> str:
+        given = {
+            "sslmode": self.mode,
+            "sslrootcert": self.root_cert,
+            "sslcert": self.cert,
+            "sslkey": self.key,
+        }
+        wanted = {name: value for name, value in given.items() if value is not None}
+        if not wanted:
+            return dsn
+        parts = urlsplit(dsn)
+        query = {**dict(parse_qsl(parts.query)), **wanted}
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 @dataclass(frozen=True, kw_only=True)

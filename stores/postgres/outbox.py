@@ -133,6 +133,26 @@ async def _record_failure(conn: PgConnection, ids: list[int], exc: Exception) ->
         logger.warning("could not record the failure of outbox rows %s", ids, exc_info=True)
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    pending: int
+    # Seconds since the oldest pending row was written; 0 when none is pending.
+    oldest_age_s: float
+
+
+async def backlog(store: PostgresStore) -> OutboxBacklog:
+    """How much is waiting for Neo4j and for how long (for metrics): both read the
+    partial index of pending rows."""
+    async with store.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM outbox WHERE processed_at IS NULL) AS pending,"
+            " coalesce(extract(epoch FROM now() - (SELECT created_at FROM outbox"
+            "   WHERE processed_at IS NULL ORDER BY id LIMIT 1)), 0)::float8 AS oldest"
+        )
+    assert row is not None
+    return OutboxBacklog(int(row["pending"]), float(row["oldest"]))
+
+
 async def pending_count(store: PostgresStore) -> int:
     async with store.connection() as conn:
         count: int = await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL")

@@ -15,7 +15,8 @@ import orjson
 from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
-from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
+from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool, PoolUsage
+from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
 from stores.health import ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
@@ -106,6 +107,10 @@ class PostgresStore:
     ) -> None:
         await self.aclose()
 
+    def pool_usage(self) -> PoolUsage:
+        """The pool's connections in use, idle and waited for (for metrics)."""
+        return self._pool.usage()
+
     def connection(self) -> AbstractAsyncContextManager[PgConnection]:
         """A pooled connection; an unreachable server surfaces as `StoreUnavailable`,
         and so does a schema not yet checked (see `defer_schema_check`)."""
@@ -191,11 +196,11 @@ class PostgresStore:
                 server_settings={"application_name": application_name},
             )
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(NAME, describe_failure(exc)) from exc
         try:
             yield conn
         except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+            raise StoreUnavailable(NAME, describe_failure(exc)) from exc
         finally:
             try:
                 await asyncio.wait_for(conn.close(), timeout=self._options.acquire_timeout)
@@ -282,4 +287,4 @@ _INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config
 
 def _count_round_trip(logged: LoggedQuery) -> None:
     if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
-        roundtrips.record(NAME)
+        roundtrips.record(NAME, seconds=logged.elapsed)

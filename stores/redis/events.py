@@ -13,6 +13,11 @@ gone; the bus reconnects with backoff and subscribes again.
 Every local subscriber of a channel gets the same `Event` object for one message:
 work derived from it (e.g. a store read) can be done once per process with
 `event.memo(key, build)` instead of once per subscriber.
+
+Under Redis Cluster the bus uses sharded pub/sub (SSUBSCRIBE, SPUBLISH): a message
+stays on the shard that owns its channel instead of crossing every node. The
+namespace becomes a hash tag (`{polygraph}:task.updated`), so all of a deployment's
+channels share one slot and each process still needs one pub/sub connection.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import orjson
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
 from tenacity import AsyncRetrying, RetryCallState
 
 from stores import roundtrips
@@ -82,6 +88,9 @@ class Event(dict[str, Any]):
 
 # How long the reader waits for a message before checking the connection's health.
 _POLL_S = 1.0
+# Message types of plain and of sharded pub/sub.
+_DELIVERIES = ("message", "smessage")
+_CONFIRMATIONS = ("subscribe", "ssubscribe")
 
 
 class Subscription:
@@ -152,7 +161,8 @@ class EventBus:
         self._redis = redis
         # Pub/sub channels are server-wide, not per database: the namespace keeps
         # deployments (and test runs) sharing one Redis apart.
-        self._prefix = f"{namespace}:"
+        self._sharded = redis.topology == "cluster"
+        self._prefix = f"{{{namespace}}}:" if self._sharded else f"{namespace}:"
         self._queue_size = queue_size
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
@@ -160,6 +170,9 @@ class EventBus:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: PubSub | None = None
+        # Set when a cluster pub/sub gets its first channel: until then it has no
+        # connection to wait on (see `_session`).
+        self._has_channels = asyncio.Event()
         # Held while the pub/sub connection is swapped or its subscriptions change.
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
@@ -227,7 +240,11 @@ class EventBus:
         try:
             payload = orjson.dumps(event)
             roundtrips.record("redis")
-            await self._redis.client.publish(self._prefix + channel, payload)
+            cluster = self._redis.cluster if self._sharded else None
+            if cluster is not None:
+                await cluster.spublish(self._prefix + channel, payload)
+            else:
+                await self._redis.client.publish(self._prefix + channel, payload)
         except Exception as exc:
             self.publish_failures += 1
             if not isinstance(exc, UNAVAILABLE_ERRORS):
@@ -277,7 +294,7 @@ class EventBus:
             if self._pubsub is not None:
                 # A broken connection is the reader's to notice; it resubscribes everything.
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                    await self._pubsub.subscribe(self._prefix + channel)
+                    await self._subscribe(self._pubsub, [self._prefix + channel])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(confirmed.wait(), self._subscribe_timeout)
 
@@ -288,7 +305,10 @@ class EventBus:
             self._confirmed.pop(channel, None)
             if self._pubsub is not None and not self._closed:
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                    await self._pubsub.unsubscribe(self._prefix + channel)
+                    if isinstance(self._pubsub, ClusterPubSub):
+                        await self._pubsub.sunsubscribe(self._prefix + channel)
+                    else:
+                        await self._pubsub.unsubscribe(self._prefix + channel)
 
     async def _read(self) -> None:
         async for attempt in AsyncRetrying(
@@ -300,13 +320,19 @@ class EventBus:
     async def _session(self, attempt: int) -> NoReturn:
         """Connect, subscribe to every channel with subscribers, and dispatch messages
         until the connection fails."""
-        pubsub = self._redis.client.pubsub()
+        cluster = self._redis.cluster if self._sharded else None
+        pubsub = cluster.pubsub() if cluster is not None else self._redis.client.pubsub()
         try:
-            await pubsub.connect()  # type: ignore[no-untyped-call]
+            if cluster is not None:
+                # A cluster pub/sub connects to a node per channel; this checks that
+                # the cluster answers at all.
+                await cluster.initialize()
+            else:
+                await pubsub.connect()  # type: ignore[no-untyped-call]
             async with self._lock:
                 channels = [self._prefix + channel for channel in self._subscribers]
                 if channels:
-                    await pubsub.subscribe(*channels)
+                    await self._subscribe(pubsub, channels)
                 self._pubsub = pubsub
             self._connected_on = attempt
             if self._outage:
@@ -314,7 +340,16 @@ class EventBus:
                 self.reconnects += 1
                 logger.warning("event bus reconnected to redis")
             while True:
-                message = await pubsub.get_message(timeout=_POLL_S)
+                if isinstance(pubsub, ClusterPubSub):
+                    if not pubsub.node_pubsub_mapping:
+                        # No channel yet, so no connection: wait for one, not in a hot loop.
+                        self._has_channels.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._has_channels.wait(), _POLL_S)
+                        continue
+                    message = await pubsub.get_sharded_message(timeout=_POLL_S)
+                else:
+                    message = await pubsub.get_message(timeout=_POLL_S)
                 if message is not None:
                     self._dispatch(message)
         finally:
@@ -323,6 +358,13 @@ class EventBus:
                 confirmed.clear()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _subscribe(self, pubsub: PubSub, channels: list[str]) -> None:
+        if isinstance(pubsub, ClusterPubSub):
+            await pubsub.ssubscribe(*channels)
+            self._has_channels.set()
+        else:
+            await pubsub.subscribe(*channels)
 
     def _reconnect_wait(self, state: RetryCallState) -> float:
         # Doubling from `reconnect_delay` since the last connection that worked, with
@@ -347,11 +389,11 @@ class EventBus:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind not in ("message", "subscribe"):
+        if kind not in _DELIVERIES and kind not in _CONFIRMATIONS:
             return
         name = message["channel"]
         channel = (name.decode() if isinstance(name, bytes) else name).removeprefix(self._prefix)
-        if kind == "subscribe":
+        if kind in _CONFIRMATIONS:
             if channel in self._confirmed:
                 self._confirmed[channel].set()
             return

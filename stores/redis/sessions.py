@@ -2,10 +2,11 @@
 
 Layout; a token is never stored, only its SHA-256:
 
-    session:<sha256 of token>   hash {member, id, user, agent, ttl, seen, ends}; expires with it
-    session-id:<session id>     the token's hash, to end a session by its public id
-    sessions:user:<user id>     sorted set: the user's sessions
-    sessions:agent:<agent id>   sorted set: the sessions bound to the agent
+    {sessions}session:<sha256 of token>   hash {member, id, user, agent, ttl, seen, ends}
+                                          expires with the session
+    {sessions}session-id:<session id>     the token's hash, to end a session by its id
+    {sessions}user:<user id>              sorted set: the user's sessions
+    {sessions}agent:<agent id>            sorted set: the sessions bound to the agent
 
 An index member is the session's fixed fields as JSON and its score the expiry
 in ms, so listing a user's sessions, or many agents', reads the indexes alone:
@@ -16,7 +17,9 @@ A session slides forward on use (`ttl`) but never past `ends`, its absolute end:
 however busy, a session is over once its lifetime has passed. It remembers the
 API key that opened it and that key's scopes, so ending a key can end its sessions.
 The scripts derive keys from the session they read, so under Redis Cluster they
-need all of these keys in one slot (a hash tag in the prefixes).
+need all of these keys in one slot: `{sessions}`, the hash tag every key starts
+with, puts them there (on one shard; a shard serves far more session lookups than
+a gateway fleet makes, see README's scale-out section).
 
 While Redis is unreachable, sessions live in this process: those created during
 the outage, and copies of those this process resolved recently, so clients that
@@ -55,10 +58,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SESSION_KEY = "session:"
-SESSION_ID_KEY = "session-id:"
-USER_INDEX = "sessions:user:"
-AGENT_INDEX = "sessions:agent:"
+SESSION_KEY = "{sessions}session:"
+SESSION_ID_KEY = "{sessions}session-id:"
+USER_INDEX = "{sessions}user:"
+AGENT_INDEX = "{sessions}agent:"
 
 # Errors after which Redis cannot serve sessions for now; anything else is a bug. Beyond a
 # lost connection, session writes fail on a read-only replica or a full memory.
@@ -424,10 +427,10 @@ class SessionStore:
                 _queue_write(pipe, entry, now)
             for token_hash in logged_out:
                 pipe.eval(_DELETE_SCRIPT, 1, _session_key(token_hash), *_PREFIXES, "")
-            pipe.ping()
             roundtrips.record("redis")
             try:
-                await pipe.execute()
+                # A cluster pipeline refuses PING: nothing to write back, PING alone.
+                await (pipe.execute() if created or logged_out else self._redis.client.ping())
             except _SESSIONS_UNAVAILABLE as exc:
                 self._retry_at = time.monotonic() + self._options.fallback_retry
                 logger.debug("redis still unreachable for sessions: %s", exc)

@@ -1,18 +1,26 @@
-"""The Redis store: one connection pool, created and closed here (redis-py's lesson)."""
+"""The Redis store: one client and its pools, created and closed here (redis-py's lesson).
+
+The URL picks one server, a Sentinel-managed master or a Redis Cluster
+(stores.redis.clients). Under a cluster, every Lua script and MULTI must keep the
+keys of one call in one hash slot: give them a common hash tag (`{sessions}...`).
+"""
 
 from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores._lifecycle import Lifecycle, StoreState
+from stores._tls import describe_failure
 from stores.health import ProbeResult, ms_since
+from stores.redis.clients import RedisClients, open_clients
 from stores.redis.options import RedisOptions
 
 NAME = "redis"
@@ -24,44 +32,36 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     RedisTimeoutError,
     OSError,
     TimeoutError,
+    # A cluster whose slot's master is gone, until a replica takes over.
+    ClusterDownError,
+    SlotNotCoveredError,
 )
 
 
 class RedisStore:
-    __slots__ = ("_client", "_lifecycle", "_options", "_pool")
+    __slots__ = ("_clients", "_lifecycle", "_options")
 
     def __init__(self, options: RedisOptions) -> None:
         self._options = options
-        self._pool: aioredis.ConnectionPool | None = None
-        self._client: aioredis.Redis | None = None
+        self._clients: RedisClients | None = None
         self._lifecycle = Lifecycle(NAME)
 
     async def open(self) -> None:
         self._lifecycle.opening()
-        self._pool = aioredis.ConnectionPool.from_url(
-            self._options.url,
+        self._clients = open_clients(
+            self._options.target,
             max_connections=self._options.max_connections,
-            socket_timeout=self._options.command_timeout,
-            socket_connect_timeout=self._options.connect_timeout,
-            health_check_interval=30,
-            decode_responses=False,
-            # A pooled connection left over from before a Redis restart fails its first
-            # command; one immediate retry on a fresh connection hides that, while a Redis
-            # that is really down still fails fast.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
+            command_timeout=self._options.command_timeout,
+            connect_timeout=self._options.connect_timeout,
+            tls=_tls_arguments(self._options),
         )
-        self._client = aioredis.Redis(connection_pool=self._pool)
         self._lifecycle.state = StoreState.OPENED
 
     async def aclose(self) -> None:
-        client, pool = self._client, self._pool
-        self._client = self._pool = None
+        clients, self._clients = self._clients, None
         self._lifecycle.state = StoreState.CLOSED
-        if client is not None:
-            await client.aclose()
-        if pool is not None:
-            await pool.aclose()
+        if clients is not None:
+            await clients.aclose()
 
     async def __aenter__(self) -> RedisStore:
         await self.open()
@@ -77,14 +77,48 @@ class RedisStore:
 
     @property
     def client(self) -> aioredis.Redis:
+        """The client for commands. Under a cluster it is a `RedisCluster`, which has the
+        same commands without being a subclass; it is typed as `Redis` so that callers
+        need not care, and `cluster` gives it its own type where the two differ (pub/sub)."""
         self._lifecycle.check_open()
-        assert self._client is not None
-        return self._client
+        assert self._clients is not None
+        return cast(aioredis.Redis, self._clients.client)
+
+    @property
+    def cluster(self) -> RedisCluster | None:
+        """The cluster client under a Redis Cluster URL, None otherwise."""
+        self._lifecycle.check_open()
+        assert self._clients is not None
+        client = self._clients.client
+        return client if isinstance(client, RedisCluster) else None
+
+    @property
+    def topology(self) -> str:
+        """`server`, `sentinel` or `cluster`: what the URL names."""
+        return self._options.target.topology
 
     async def probe(self) -> ProbeResult:
         started = time.perf_counter()
         try:
-            info = await self.client.info("server")
+            if self.cluster is not None:
+                # One node answers for the cluster: they run the same version.
+                info = await self.cluster.info("server", target_nodes=RedisCluster.RANDOM)
+            else:
+                info = await self.client.info("server")
         except UNAVAILABLE_ERRORS as exc:
-            return ProbeResult(NAME, False, ms_since(started), error=str(exc) or type(exc).__name__)
-        return ProbeResult(NAME, True, ms_since(started), str(info.get("redis_version")))
+            return ProbeResult(NAME, False, ms_since(started), error=describe_failure(exc))
+        details = {"topology": self.topology} if self.topology != "server" else {}
+        return ProbeResult(NAME, True, ms_since(started), str(info.get("redis_version")), details)
+
+
+def _tls_arguments(options: RedisOptions) -> dict[str, Any]:
+    """redis-py's TLS arguments, for a `rediss://` URL only (a plain connection takes none)."""
+    if not options.url.startswith("rediss://"):
+        return {}
+    arguments: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if options.tls_ca_file:
+        arguments["ssl_ca_certs"] = options.tls_ca_file
+    if options.tls_cert_file:
+        arguments["ssl_certfile"] = options.tls_cert_file
+        arguments["ssl_keyfile"] = options.tls_key_file
+    return arguments

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx2
 import pytest
 import redis
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -27,18 +24,7 @@ from gateway.settings import Settings
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from stores import roundtrips
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
-
-# Benchmarks run gateways there; tests keep out of their way.
-_BENCH_PORTS = range(58000, 58003)
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _BENCH_PORTS:
-            return port
+from tests.support.serving import free_port, serve_in_thread, wait_until
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -56,7 +42,7 @@ def _env(settings: Settings) -> dict[str, str]:
 @contextmanager
 def gateway_process(settings: Settings) -> Iterator[str]:
     """A real `polygraph serve` in its own process; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
         env=_env(settings),
@@ -251,39 +237,6 @@ class _CountPerWebSocket:
         return sum(self.counters, Counter[str]())
 
 
-@contextmanager
-def _serve_in_thread(app: ASGIApp) -> Iterator[str]:
-    """A real uvicorn in this process (so the test can read its counters); yields its base URL."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            loop="asyncio",
-            lifespan="on",
-            log_config=None,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="gateway-under-test", daemon=True)
-    thread.start()
-    try:
-        _wait_until(lambda: server.started or not thread.is_alive(), what="the gateway to start")
-        assert thread.is_alive(), "the gateway stopped while starting; see the log above"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def _wait_until(check: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _redis_subscribers(settings: Settings, channel: str) -> int:
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     try:
@@ -303,7 +256,7 @@ def test_subscribers_of_one_event_share_one_task_fetch(
     namespace = unique("polygraph-test-shared")
     app = create_app(settings.model_copy(update={"events_namespace": namespace}))
     counted = _CountPerWebSocket(app)
-    with _serve_in_thread(counted) as base, ExitStack() as sockets:
+    with serve_in_thread(counted) as base, ExitStack() as sockets:
         agent = _post(
             base,
             operator,
@@ -334,7 +287,7 @@ def test_subscribers_of_one_event_share_one_task_fetch(
                 ws.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
             connections.append(ws)
         bus = app.state.stores.events
-        _wait_until(
+        wait_until(
             lambda: (
                 bus.subscribers(TASK_UPDATED_CHANNEL) == 6
                 and _redis_subscribers(settings, f"{namespace}:{TASK_UPDATED_CHANNEL}") == 1

@@ -16,11 +16,11 @@ from infra.local.redis_server import RedisServer
 from resolvers.context import Stores
 from resolvers.health import HealthTier, check_health
 from stores import GraphStore, PostgresStore, ProbeResult, RedisStore
-from stores.redis.sessions import SessionOptions, SessionStore
+from stores.redis.sessions import SESSION_KEY, SessionOptions, SessionStore
 
 
 def _key(token: str) -> str:
-    return "session:" + hashlib.sha256(token.encode()).hexdigest()
+    return SESSION_KEY + hashlib.sha256(token.encode()).hexdigest()
 
 
 def _redis_component(components: tuple[ProbeResult, ...]) -> ProbeResult:

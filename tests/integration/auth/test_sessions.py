@@ -17,7 +17,14 @@ from resolvers.sessions import list_sessions, login, logout, revoke_session
 from stores import GraphStore, PostgresStore, RedisStore, roundtrips
 from stores.errors import InvalidInput
 from stores.postgres import UserRepository
-from stores.redis.sessions import SessionOptions, SessionStore
+from stores.redis.sessions import (
+    AGENT_INDEX,
+    SESSION_ID_KEY,
+    SESSION_KEY,
+    USER_INDEX,
+    SessionOptions,
+    SessionStore,
+)
 from tests.integration.auth.conftest import unique_email
 from tests.integration.stores import new_agent, new_ctx
 from tests.support.waiting import until
@@ -40,13 +47,13 @@ async def test_create_and_resolve(sessions: SessionStore, redis: RedisStore) -> 
 
     # Redis holds the token's hash, never the token.
     token_hash = hashlib.sha256(token.encode()).hexdigest()
-    assert await redis.client.exists(f"session:{token_hash}") == 1
-    async for key in redis.client.scan_iter(match="session*"):
+    assert await redis.client.exists(SESSION_KEY + token_hash) == 1
+    async for key in redis.client.scan_iter(match="{sessions}*"):
         assert token.encode() not in key
         if await redis.client.type(key) == b"hash":
             values = await redis.client.hvals(key)
             assert all(token.encode() not in value for value in values if isinstance(value, bytes))
-    for key in (f"session:{token_hash}", f"session-id:{session.id}"):
+    for key in (SESSION_KEY + token_hash, SESSION_ID_KEY + session.id):
         assert 55_000 < await redis.client.pttl(key) <= 60_000
 
 
@@ -74,7 +81,7 @@ async def test_expiry_slides_with_use_but_not_more_often_than_the_interval(
         assert touched.expires_at == touched.last_seen_at + timedelta(seconds=1)
     (listed,) = await sessions.list_for_user(session.user_id)
     assert listed.expires_at == touched.expires_at
-    assert await redis.client.exists(f"session-id:{session.id}") == 1
+    assert await redis.client.exists(SESSION_ID_KEY + session.id) == 1
 
     # ...and ends a second after its last use.
     await asyncio.sleep(1.2)
@@ -92,8 +99,8 @@ async def test_sessions_expire_by_ttl_and_leave_the_indexes(
     assert await sessions.resolve(token) is None
     assert await sessions.list_for_user(user_id) == []
     assert await sessions.for_agents([agent_id]) == {agent_id: []}
-    assert await redis.client.zcard(f"sessions:user:{user_id}") == 0
-    assert await redis.client.zcard(f"sessions:agent:{agent_id}") == 0
+    assert await redis.client.zcard(f"{USER_INDEX}{user_id}") == 0
+    assert await redis.client.zcard(f"{AGENT_INDEX}{agent_id}") == 0
 
 
 async def test_logout(sessions: SessionStore) -> None:
@@ -137,7 +144,7 @@ async def test_revoke_by_id_alone(sessions: SessionStore, redis: RedisStore) -> 
     assert await sessions.revoke(None, session.id) is True
     assert await sessions.resolve(token) is None
     assert await sessions.for_agents([agent_id]) == {agent_id: []}
-    assert await redis.client.exists(f"session-id:{session.id}") == 0
+    assert await redis.client.exists(SESSION_ID_KEY + session.id) == 0
     assert await sessions.revoke(None, "no-such-session") is False
 
 
@@ -170,7 +177,7 @@ async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(
     # Sliding never pushes it past its end: not in Redis, not in what it reports.
     assert session.expires_at == session.ends_at
     token_hash = hashlib.sha256(token.encode()).hexdigest()
-    assert await redis.client.pttl(f"session:{token_hash}") <= 1000
+    assert 0 < await redis.client.pttl(SESSION_KEY + token_hash) <= 1000
 
     async def ended() -> bool:
         resolved = await sessions.resolve(token)  # used all along: slides every time

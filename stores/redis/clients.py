@@ -1,0 +1,207 @@
+"""The redis-py client a URL asks for: one server, a Sentinel-managed master, or a Cluster.
+
+    redis://[[user]:password@]host:port/db           one server (also rediss://, unix://)
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
+                                                      the master Sentinel names `service`
+    redis+cluster://[[user]:password@]host:port[,host:port...]
+                                                      a Redis Cluster, from any of its nodes
+
+redis-py has `Sentinel` and `RedisCluster` but no URL for either, so the two `+`
+schemes are this project's. Credentials in the URL are the data nodes'; sentinels
+that want their own take `?sentinel_password=...` (and `sentinel_username`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import EqualJitterBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Topology = Literal["server", "sentinel", "cluster"]
+
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+_DEFAULT_PORTS = {SENTINEL_SCHEME: 26379, CLUSTER_SCHEME: 6379}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisTarget:
+    """What a Redis URL names. Only `server` URLs are handed to redis-py as they are."""
+
+    topology: Topology
+    url: str = field(repr=False)
+    nodes: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Raises `ValueError` naming what is wrong with `url`."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "a Redis URL starts with redis://, rediss://, unix://,"
+                f" {SENTINEL_SCHEME}:// or {CLUSTER_SCHEME}://"
+            )
+        return RedisTarget(topology="server", url=url)
+    parts = urlsplit(url)
+    # urlsplit cannot read a host list: split the network location by hand.
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = tuple(_node(item, _DEFAULT_PORTS[scheme]) for item in hosts.split(",") if item)
+    if not nodes:
+        raise ValueError(f"a {scheme}:// URL names at least one host:port")
+    path = [unquote(segment) for segment in parts.path.split("/") if segment]
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    common: dict[str, Any] = {
+        "url": url,
+        "nodes": nodes,
+        "username": unquote(username) or None,
+        "password": unquote(password) or None,
+    }
+    if scheme == CLUSTER_SCHEME:
+        if path not in ([], ["0"]):
+            raise ValueError("a Redis Cluster has database 0 only: leave the path empty")
+        return RedisTarget(topology="cluster", **common)
+    if not 1 <= len(path) <= 2:
+        raise ValueError(
+            f"a {SENTINEL_SCHEME}:// URL ends with /<service name>[/<db>],"
+            f" e.g. {SENTINEL_SCHEME}://127.0.0.1:26379/mymaster/0"
+        )
+    return RedisTarget(
+        topology="sentinel",
+        service=path[0],
+        db=_db(path[1]) if len(path) == 2 else 0,
+        sentinel_username=query.get("sentinel_username"),
+        sentinel_password=query.get("sentinel_password"),
+        **common,
+    )
+
+
+def _node(item: str, default_port: int) -> tuple[str, int]:
+    host, _, port = item.strip().rpartition(":")
+    if not host:
+        return item.strip(), default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{item!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _db(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"the database must be a number, not {text!r}")
+    return int(text)
+
+
+class _Cluster(RedisCluster):
+    """Reports a cluster that no seed node answers as a connection error, as a single
+    server that is down would be, rather than as a generic cluster exception."""
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        try:
+            return await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+        except RedisClusterException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RedisConnectionError | RedisTimeoutError | OSError):
+                raise RedisConnectionError(str(exc)) from exc
+            raise
+
+
+@dataclass
+class RedisClients:
+    """The client commands go through, and whatever else must be closed with it."""
+
+    client: aioredis.Redis | RedisCluster
+    # A pool handed to the client is not the client's to close.
+    pool: aioredis.ConnectionPool | None = None
+    sentinel: Sentinel | None = None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
+        if self.sentinel is not None:
+            for sentinel in self.sentinel.sentinels:
+                await sentinel.aclose()
+
+
+def open_clients(
+    target: RedisTarget,
+    *,
+    max_connections: int,
+    command_timeout: float,
+    connect_timeout: float,
+    tls: dict[str, Any] | None = None,
+) -> RedisClients:
+    """Build the clients; none of them connects before its first command, so a Redis
+    that is down at start-up does not stop the gateway. `tls` is redis-py's `ssl_*`
+    arguments, for a `rediss://` server."""
+    connection: dict[str, Any] = {
+        "socket_timeout": command_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "decode_responses": False,
+        # A pooled connection left over from before a restart or a failover fails its
+        # first command; one immediate retry on a fresh connection hides that, while a
+        # Redis that is really down still fails fast.
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
+    }
+    if target.topology == "server":
+        pool = aioredis.ConnectionPool.from_url(
+            target.url,
+            max_connections=max_connections,
+            health_check_interval=30,
+            **connection,
+            **(tls or {}),
+        )
+        return RedisClients(aioredis.Redis(connection_pool=pool), pool=pool)
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.topology == "cluster":
+        # Redirections (MOVED, ASK) are followed by the client itself; these retries
+        # cover a node that dropped its connection, with a short pause for a failover.
+        connection["retry"] = Retry(EqualJitterBackoff(cap=0.5, base=0.05), 3)
+        cluster = _Cluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            max_connections=max_connections,
+            **credentials,
+            **connection,
+        )
+        return RedisClients(cluster)
+    assert target.service is not None
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.nodes),
+        sentinel_kwargs={
+            "socket_timeout": command_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+        },
+    )
+    master = sentinel.master_for(
+        target.service,
+        redis_class=aioredis.Redis,
+        db=target.db,
+        max_connections=max_connections,
+        health_check_interval=30,
+        **credentials,
+        **connection,
+    )
+    return RedisClients(master, sentinel=sentinel)
