@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+from graphql.execution import Executor as GraphQLExecutionContext
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
@@ -13,6 +15,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
+from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
@@ -65,8 +68,18 @@ async def check_embedding_space(stores: Stores) -> None:
         logger.warning("skipped the embedding space check: %s", exc)
 
 
-def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Starlette:
-    """`embedder` replaces the one settings describe; its owner closes it."""
+def _execution_context(settings: Settings) -> type[PlannedExecutionContext] | None:
+    return planned_execution_context() if settings.executor == "planned" else None
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    execution_context_class: type[GraphQLExecutionContext[Any]] | None = None,
+) -> Starlette:
+    """`embedder` replaces the one settings describe; its owner closes it.
+    `execution_context_class` replaces the executor `settings.executor` names."""
     settings = settings or Settings()
     owns_embedder = embedder is None
     embedder = embedder or create_embedder(settings.embedder_options())
@@ -124,7 +137,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         logger.info("stores closed")
 
     graphql = GraphQLView(
-        build_schema(EXTENSIONS),
+        build_schema(
+            EXTENSIONS,
+            execution_context_class=execution_context_class or _execution_context(settings),
+        ),
         stores=stores,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,

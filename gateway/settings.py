@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # Several gateways may start at once: migrations take an advisory lock.
     migrate_on_start: bool = True
 
+    # `planned` runs each operation from a plan cached per document (gateway/engine);
+    # `stock` is graphql-core's own executor, kept to compare against.
+    executor: Literal["planned", "stock"] = "planned"
+
     # Which local stack `polygraph stack` and `make run` manage.
     profile: Literal["dev", "test", "bench"] = "dev"
 

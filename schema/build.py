@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import strawberry
+from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 
@@ -24,10 +26,19 @@ Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
-def build_schema(extensions: Sequence[type[SchemaExtension]] = ()) -> strawberry.Schema:
-    """The one schema. Extensions are classes, so each request gets fresh instances."""
+def build_schema(
+    extensions: Sequence[type[SchemaExtension]] = (),
+    *,
+    execution_context_class: type[GraphQLExecutionContext[Any]] | None = None,
+) -> strawberry.Schema:
+    """The one schema. Extensions are classes, so each request gets fresh instances;
+    `execution_context_class` replaces graphql-core's executor (None: Strawberry's)."""
     return strawberry.Schema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=list(extensions)
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=list(extensions),
+        execution_context_class=execution_context_class,
     )
 
 

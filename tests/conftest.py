@@ -19,6 +19,7 @@ from gateway.settings import Settings
 from infra.local import stack
 from infra.local.profiles import Profile, get_profile
 from stores import GraphStore, PostgresStore, RedisStore
+from tests.support.differential import DifferentialExecutionContext, take_mismatches
 
 TEST_PROFILE = get_profile("test")
 
@@ -80,9 +81,22 @@ def settings(database_name: str, profile: Profile) -> Settings:
 
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> Iterator[TestClient]:
-    """An in-process gateway with its lifespan run (stores opened, migrations applied)."""
-    with TestClient(create_app(settings)) as test_client:
+    """An in-process gateway with its lifespan run (stores opened, migrations applied).
+
+    With the planned executor (the default) every operation is also run on graphql-core's
+    own executor and compared (tests/support/differential.py); `POLYGRAPH_EXECUTOR=stock`
+    runs graphql-core's executor alone."""
+    executor = DifferentialExecutionContext if settings.executor == "planned" else None
+    with TestClient(create_app(settings, execution_context_class=executor)) as test_client:
         yield test_client
+
+
+@pytest.fixture(autouse=True)
+def _planned_matches_stock() -> Iterator[None]:
+    """Fails a test during which the planned and the stock executor answered differently."""
+    yield
+    mismatches = take_mismatches()
+    assert not mismatches, "planned and stock executors differ:\n" + "\n".join(mismatches)
 
 
 @pytest.fixture
