@@ -46,7 +46,6 @@ from gateway.engine.plan import (
     LeafShape,
     ListShape,
     ObjectPlan,
-    ObjectShape,
     OperationPlan,
     PlanCache,
     Shape,
@@ -116,51 +115,8 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def _execute_fields(
         self, plan: ObjectPlan, source: Any, path: Path | None
     ) -> AwaitableOrValue[dict[str, Any]]:
-        """graphql-core's `execute_fields`, over a plan."""
-        results: dict[str, Any] = {}
-        is_awaitable = self.is_awaitable
-        awaitable_keys: list[str] | None = None
-        try:
-            for field in plan.fields:
-                mode = field.mode
-                key = field.key
-                if mode == LEAF:
-                    # Strawberry's basic resolver is `getattr(source, python_name)`.
-                    try:
-                        value = getattr(source, field.attribute)  # type: ignore[arg-type]
-                        if value is None or value is Undefined:
-                            if field.non_null:
-                                raise TypeError(field.null_message)
-                            results[key] = None
-                        else:
-                            results[key] = field.serialize(value)  # type: ignore[misc]
-                    except Exception as raw_error:
-                        self.handle_field_error(
-                            raw_error,
-                            field.return_type,
-                            field.details,
-                            Path(path, key, field.parent_name),
-                        )
-                        results[key] = None
-                    continue
-                if mode == TYPENAME:
-                    results[key] = field.parent_name
-                    continue
-                result = self._execute_field(field, source, Path(path, key, field.parent_name))
-                results[key] = result
-                if is_awaitable(result):
-                    if awaitable_keys is None:
-                        awaitable_keys = [key]
-                    else:
-                        awaitable_keys.append(key)
-        except Exception:
-            if awaitable_keys:
-                self.settle_in_background([results[key] for key in awaitable_keys])
-            raise
-
-        if not awaitable_keys:
-            return results
-        return self._gather_fields(results, awaitable_keys)
+        """graphql-core's `execute_fields`, compiled per plan (gateway/engine/compile.py)."""
+        return plan.complete(self, source, path)  # type: ignore[no-any-return]
 
     async def _gather_fields(
         self, results: dict[str, Any], awaitable_keys: list[str]
@@ -303,13 +259,13 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return None
         kind = shape.kind
         if kind == LEAF_SHAPE:
-            return cast(LeafShape, shape).serialize(result)
+            return shape.serialize(result)  # type: ignore[attr-defined]
         if kind == OBJECT_SHAPE:
-            plan = cast(ObjectShape, shape).plan(self)
+            plan = shape.plan(self)  # type: ignore[attr-defined]
             return self._complete_object(field, plan, info, path, result)
         if kind == LIST_SHAPE:
-            return self._complete_list(field, cast(ListShape, shape), info, path, result)
-        return self._complete_abstract(field, cast(AbstractShape, shape), info, path, result)
+            return self._complete_list(field, shape, info, path, result)  # type: ignore[arg-type]
+        return self._complete_abstract(field, shape, info, path, result)  # type: ignore[arg-type]
 
     def _complete_object(
         self,
@@ -323,12 +279,12 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if is_type_of is not None:
             # Strawberry's own checks ignore the info; others get the field's (the
             # shape asked for it, see `Shape.needs_info`).
-            matches = is_type_of(result, cast(Info, info if plan.is_type_of_needs_info else None))
+            matches = is_type_of(result, info if plan.is_type_of_needs_info else None)  # type: ignore[arg-type]
             if self.is_awaitable(matches):
                 return self._complete_object_async(field, plan, path, result, matches)
             if not matches:
                 raise invalid_return_type_error(plan.object_type, result, field.details)
-        return self._execute_fields(plan, result, path)
+        return plan.complete(self, result, path)  # type: ignore[no-any-return]
 
     async def _complete_object_async(
         self, field: FieldPlan, plan: ObjectPlan, path: Path, result: Any, matches: Any
@@ -436,10 +392,41 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         awaitable_indices: list[int] | None = None
         iterator = iter(items)
         index = 0
+        # Objects of one type, the common list: `_complete` and `_complete_object`
+        # inlined (an exception or a null takes the general path below).
+        plan = item.plan(self) if item.kind == OBJECT_SHAPE and not item.needs_info else None  # type: ignore[attr-defined]
         try:
             for value in iterator:
                 item_path = Path(path, index, None)
-                if is_awaitable(value):
+                if plan is not None and value is not None and not isinstance(value, Exception):
+                    completed: Any
+                    try:
+                        is_type_of = plan.is_type_of
+                        if is_type_of is not None:
+                            matches = is_type_of(value, None)
+                            if is_awaitable(matches):
+                                completed = self._complete_object_async(
+                                    field, plan, item_path, value, matches
+                                )
+                            elif not matches:
+                                raise invalid_return_type_error(
+                                    plan.object_type, value, field.details
+                                )
+                            else:
+                                completed = plan.complete(self, value, item_path)
+                        else:
+                            completed = plan.complete(self, value, item_path)
+                        if type(completed) is dict:
+                            append(completed)
+                        else:
+                            append(self._await_item(field, item, item_path, completed))
+                            awaitable_indices = _add(awaitable_indices, index)
+                    except Exception as raw_error:
+                        self.handle_field_error(
+                            raw_error, item.graphql_type, field.details, item_path
+                        )
+                        append(None)
+                elif is_awaitable(value):
                     append(self._complete_awaitable_item(field, item, info, item_path, value))
                     awaitable_indices = _add(awaitable_indices, index)
                 else:

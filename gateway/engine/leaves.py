@@ -50,7 +50,7 @@ def serializer(leaf_type: GraphQLLeafType) -> Serializer:
         return coerced
 
     # The fast paths hold only while the type still has graphql-core's own coercion.
-    builtin = leaf_type.coerce_output_value is _BUILTIN_COERCIONS.get(id(leaf_type))
+    builtin = leaf_type.coerce_output_value is builtin_coercion(leaf_type)
     if builtin and leaf_type is GraphQLString:
         return lambda value: value if type(value) is str else complete(value)
     if builtin and leaf_type is GraphQLID:
@@ -84,6 +84,11 @@ _BUILTIN_COERCIONS = {
     id(scalar): scalar.coerce_output_value
     for scalar in (GraphQLString, GraphQLID, GraphQLInt, GraphQLFloat, GraphQLBoolean)
 }
+
+
+def builtin_coercion(leaf_type: GraphQLLeafType) -> Serializer | None:
+    """graphql-core's own output coercion of a built-in scalar; None for other types."""
+    return _BUILTIN_COERCIONS.get(id(leaf_type))
 
 
 def _plain_enum(enum_type: GraphQLEnumType) -> bool:

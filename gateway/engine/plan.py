@@ -58,6 +58,8 @@ from gateway.engine.leaves import Serializer, serializer
 if TYPE_CHECKING:
     from graphql.execution import Executor
 
+    from gateway.engine.compile import CompiledObject
+
     AnyExecutor = Executor[Any]
 
 LEAF, ATTRIBUTE, TYPENAME, RESOLVE = range(4)
@@ -112,15 +114,26 @@ def _needs_info(is_type_of: Callable[..., Any] | None) -> bool:
 
 
 class ObjectPlan:
-    """The fields of one object type for one selection, in response order."""
+    """The fields of one object type for one selection, in response order; `complete`
+    is them compiled to one function (gateway/engine/compile.py), made on first use."""
 
-    __slots__ = ("fields", "is_type_of", "is_type_of_needs_info", "object_type")
+    __slots__ = ("_complete", "fields", "is_type_of", "is_type_of_needs_info", "object_type")
 
     def __init__(self, object_type: GraphQLObjectType, fields: list[FieldPlan]) -> None:
         self.object_type = object_type
         self.fields = fields
         self.is_type_of = object_type.is_type_of
         self.is_type_of_needs_info = _needs_info(object_type.is_type_of)
+        self._complete: CompiledObject | None = None
+
+    @property
+    def complete(self) -> CompiledObject:
+        complete = self._complete
+        if complete is None:
+            from gateway.engine.compile import compile_object
+
+            complete = self._complete = compile_object(self)
+        return complete
 
 
 class Shape:
