@@ -20,7 +20,8 @@ from gateway.errors import ErrorCodes
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
-from resolvers.context import Stores
+from resolvers.auth import Principal
+from resolvers.context import RequestContext, Stores
 from resolvers.embeddings import EmbeddingFiller
 from resolvers.projector import Projector
 from schema import build_schema
@@ -68,8 +69,16 @@ async def check_embedding_space(stores: Stores) -> None:
         logger.warning("skipped the embedding space check: %s", exc)
 
 
+def permission_scope(context: object) -> Principal | None:
+    """Subscribers with the same principal get the same answer to the same event (every
+    permission check reads the principal), so they share one execution of it."""
+    return context.principal if isinstance(context, RequestContext) else None
+
+
 def _execution_context(settings: Settings) -> type[PlannedExecutionContext] | None:
-    return planned_execution_context() if settings.executor == "planned" else None
+    if settings.executor == "stock":
+        return None
+    return planned_execution_context(share_events_by=permission_scope)
 
 
 def create_app(

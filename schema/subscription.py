@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 import strawberry
@@ -22,6 +23,7 @@ from schema.enums import AgentStatus, TaskStatus
 from schema.health import Health
 from schema.relay import require_ids
 from schema.tasks import Task
+from stores.postgres import records
 from stores.redis.events import Event
 
 Info = strawberry.Info[RequestContext, None]
@@ -70,6 +72,23 @@ def _events(info: Info, channel: str) -> AsyncGenerator[Event, None]:
     return stream()
 
 
+def _task_update(event: Event, record: records.Task) -> TaskUpdate:
+    return TaskUpdate(
+        task=Task.from_record(record),
+        change=event["change"],
+        at=datetime.fromisoformat(event["at"]),
+    )
+
+
+def _status_change(event: Event, record: records.Agent) -> AgentStatusChange:
+    previous = event.get("previous_status")
+    return AgentStatusChange(
+        agent=Agent.from_record(record),
+        previous_status=AgentStatus(previous) if previous else None,
+        at=datetime.fromisoformat(event["at"]),
+    )
+
+
 def _ids(values: list[relay.GlobalID] | None, type_name: str, field: str) -> set[UUID] | None:
     return set(require_ids(values, type_name, field=field)) if values else None
 
@@ -107,11 +126,11 @@ class Subscription:
                 continue
             record = await info.context.loaders.task_by_id.load(task_id)
             if record is not None:
-                yield TaskUpdate(
-                    task=Task.from_record(record),
-                    change=event["change"],
-                    at=datetime.fromisoformat(event["at"]),
-                )
+                # One payload object per event for every subscriber: the executor runs
+                # the selection once per event and scope (gateway/engine/events.py).
+                # One payload object per event for every local subscriber, so the
+                # executor runs the selection once per event and permission scope.
+                yield event.memo("task_update", partial(_task_update, event, record))
 
     @strawberry.subscription(description="Agent status changes, from any gateway replica.")
     async def agent_status_changed(
@@ -129,9 +148,4 @@ class Subscription:
                 continue
             record = await info.context.loaders.agent_by_id.load(agent_id)
             if record is not None:
-                previous = event.get("previous_status")
-                yield AgentStatusChange(
-                    agent=Agent.from_record(record),
-                    previous_status=AgentStatus(previous) if previous else None,
-                    at=datetime.fromisoformat(event["at"]),
-                )
+                yield event.memo("agent_status_change", partial(_status_change, event, record))

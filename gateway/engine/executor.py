@@ -22,7 +22,8 @@ signal, fragment arguments, incremental delivery.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+import asyncio
+from collections.abc import Awaitable, Hashable, Iterable
 from typing import Any, ClassVar, cast
 
 from graphql import GraphQLError, GraphQLResolveInfo
@@ -34,6 +35,7 @@ from graphql.pyutils.async_reduce import async_reduce
 from graphql.pyutils.gather_with_cancel import gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from gateway.engine.events import Scope, SharedEvents, SharedResult, freeze
 from gateway.engine.plan import (
     LEAF,
     LEAF_SHAPE,
@@ -59,15 +61,34 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Runs each operation from its cached plan (see the module docstring)."""
 
     plans: ClassVar[PlanCache] = PlanCache()
+    # Who may share a subscription event's result (see gateway/engine/events.py).
+    share_events_by: ClassVar[Scope | None] = None
+    shared_events: ClassVar[SharedEvents] = SharedEvents()
 
     # Per execution: coerced arguments of fields whose arguments read variables.
     _arguments: dict[FieldPlan, dict[str, Any]]
+    # A subscription's sharing key, worked out at its first event (False: none).
+    _event_key: Hashable | None = None
+    # A per-event executor whose result the other subscribers take: (results, key).
+    _sharing: tuple[dict[Hashable, Any], Hashable] | None = None
 
     def execute_operation(
         self, serially: bool | None = None
     ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
         if not self._plannable():
             return super().execute_operation(serially)
+        result = self._execute_operation(serially)
+        if self._sharing is not None:
+            shared, key = self._sharing
+            if self.is_awaitable(result):
+                future = shared[key] = asyncio.ensure_future(result)
+                return SharedResult(future).execute_operation()  # type: ignore[no-any-return]
+            shared[key] = result
+        return result
+
+    def _execute_operation(
+        self, serially: bool | None
+    ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
         self._arguments = {}
         try:
             plan = self.plans.plan(self)
@@ -83,9 +104,35 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return self.build_response(cast(dict[str, Any], result))
 
     def build_per_event_executor(self, payload: Any) -> PlannedExecutionContext:
+        key = self._sharing_key()
+        shared = None if key is None else self.shared_events.results_of(payload)
+        if shared is not None:
+            entry = shared.get(key)
+            if entry is not None:
+                return SharedResult(entry)  # type: ignore[return-value]
         executor = cast(PlannedExecutionContext, super().build_per_event_executor(payload))
         executor._arguments = {}
+        executor._sharing = None if shared is None else (shared, key)
         return executor
+
+    def _sharing_key(self) -> Hashable | None:
+        key = self._event_key
+        if key is None:
+            key = self._event_key = self._work_out_sharing_key()
+        return None if key is False else key
+
+    def _work_out_sharing_key(self) -> Hashable:
+        share_by = self.share_events_by
+        if share_by is None or not self._plannable():
+            return False
+        scope = share_by(self.context_value)  # type: ignore[call-arg]
+        if scope is None:
+            return False
+        try:
+            variables = freeze(self.variable_values.coerced)
+        except TypeError:
+            return False
+        return (self.plans.plan(self), variables, scope)
 
     def operation_plan(self) -> OperationPlan:
         return self.plans.plan(self)
@@ -500,10 +547,21 @@ def _add(indices: list[int] | None, index: int) -> list[int]:
     return indices
 
 
-def planned_execution_context(*, max_plans: int = 1000) -> type[PlannedExecutionContext]:
-    """A planned execution context class with its own plan cache (one per schema)."""
+def planned_execution_context(
+    *, max_plans: int = 1000, share_events_by: Scope | None = None
+) -> type[PlannedExecutionContext]:
+    """A planned execution context class with its own plan cache (one per schema).
+
+    `share_events_by(context)` gives a subscriber's permission scope: subscribers of
+    one event with the same operation, variables and scope share one execution of it
+    (None: that subscriber shares nothing)."""
     return type(
         "PlannedExecutionContext",
         (PlannedExecutionContext,),
-        {"plans": PlanCache(max_plans), "__module__": __name__},
+        {
+            "plans": PlanCache(max_plans),
+            "share_events_by": staticmethod(share_events_by) if share_events_by else None,
+            "shared_events": SharedEvents(),
+            "__module__": __name__,
+        },
     )

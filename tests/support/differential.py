@@ -26,6 +26,7 @@ from graphql.execution import MiddlewareManager
 from graphql.execution.types import ExecutionResult
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from gateway.app import permission_scope
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.engine.plan import FieldPlan
 from resolvers.context import RequestContext
@@ -49,7 +50,7 @@ def _record(message: str) -> None:
         _mismatches.append(message)
 
 
-class DifferentialExecutionContext(planned_execution_context()):  # type: ignore[misc]
+class DifferentialExecutionContext(planned_execution_context(share_events_by=permission_scope)):  # type: ignore[misc]
     """The planned executor, checked against the stock one on every operation."""
 
     # Root field -> (arguments, value, exception, whether the resolver returned an awaitable).

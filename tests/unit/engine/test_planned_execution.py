@@ -381,3 +381,86 @@ def _plan_of(schema: strawberry.Schema, query: str) -> tuple[Executor[Any], Oper
     executor = executor_class.build(schema._schema, parse(query))
     assert isinstance(executor, Executor)
     return executor, executor_class.plans.plan(executor)
+
+
+RESOLVED: list[str] = []
+
+
+@strawberry.type
+class Watched:
+    name: str
+
+    @strawberry.field
+    def seen_by(self, info: strawberry.Info) -> str:
+        RESOLVED.append(self.name)
+        return str(info.context["scope"])
+
+
+class Feed:
+    """One payload object per event for every subscriber, as `Event.memo` gives."""
+
+    def __init__(self, subscribers: int) -> None:
+        self.queues: list[asyncio.Queue[Watched | None]] = []
+        self.subscribers = subscribers
+        self.all_subscribed = asyncio.Event()
+
+    def subscribe(self) -> asyncio.Queue[Watched | None]:
+        queue: asyncio.Queue[Watched | None] = asyncio.Queue()
+        self.queues.append(queue)
+        if len(self.queues) == self.subscribers:
+            self.all_subscribed.set()
+        return queue
+
+    def publish(self, payload: Watched | None) -> None:
+        for queue in self.queues:
+            queue.put_nowait(payload)
+
+
+@strawberry.type
+class WatchSubscription:
+    @strawberry.subscription
+    async def watched(self, info: strawberry.Info) -> AsyncGenerator[Watched, None]:
+        queue = info.context["feed"].subscribe()
+        while (payload := await queue.get()) is not None:
+            yield payload
+
+
+async def test_subscribers_in_one_scope_share_each_event_execution() -> None:
+    schema = strawberry.Schema(
+        query=Query,
+        subscription=WatchSubscription,
+        execution_context_class=planned_execution_context(
+            share_events_by=lambda context: context["scope"]
+        ),
+        # Shared executions need the same document: the parser cache hands it out.
+        extensions=[ParserCache],
+    )
+    scopes = ("a", "a", "a", "b")
+    feed = Feed(len(scopes))
+    query = "subscription { watched { name seenBy } }"
+    streams = [
+        await schema.subscribe(query, context_value={"feed": feed, "scope": scope})
+        for scope in scopes
+    ]
+    received: list[list[Any]] = [[] for _ in streams]
+
+    async def read(index: int, stream: Any) -> None:
+        async for result in stream:
+            received[index].append(_outcome(result))
+
+    readers = [asyncio.ensure_future(read(i, s)) for i, s in enumerate(streams)]
+    await feed.all_subscribed.wait()
+    RESOLVED.clear()
+    for name in ("first", "second"):
+        feed.publish(Watched(name=name))
+    feed.publish(None)
+    await asyncio.gather(*readers)
+    # One execution per event and scope: scope "a" (three subscribers) and "b".
+    assert sorted(RESOLVED) == ["first", "first", "second", "second"]
+    expected: list[Any] = [
+        ({"watched": {"name": n, "seenBy": "a"}}, []) for n in ("first", "second")
+    ]
+    assert received[:3] == [expected] * 3
+    assert received[3] == [
+        ({"watched": {"name": n, "seenBy": "b"}}, []) for n in ("first", "second")
+    ]
