@@ -5,11 +5,11 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 POLYGRAPH := $(VENV)/bin/polygraph
 
-.PHONY: help install lock timescale system-packages run test checks bench stack-down clean
+.PHONY: help install install-test install-bench lock graphiql timescale run test checks bench stack-down clean
 
 help:
 	@echo "make run    start the dev stack and serve the gateway on http://127.0.0.1:8000"
-	@echo "make test   start the test stack, then ruff, mypy and pytest"
+	@echo "make test   start the test stack, then ruff, mypy and pytest (browser test included)"
 	@echo "make stack-down   stop the dev, test and bench stores"
 	@echo "make bench  benchmark the gateway (bench/results/latest.md)"
 
@@ -17,13 +17,23 @@ $(UV):
 	python3 -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-system-packages:
-	@bash infra/local/system-packages.sh
+# Each command installs what it needs and no more (README, "Prerequisites"): Debian
+# packages through infra/local/system-packages.sh, npm packages with `npm ci`, which
+# checks each one against the integrity hash in its package-lock.json.
+install: $(UV)
+	@bash infra/local/system-packages.sh run
+	@$(MAKE) --no-print-directory $(VENV)/.installed graphiql
+
+install-test: $(UV)
+	@bash infra/local/system-packages.sh test
+	@$(MAKE) --no-print-directory $(VENV)/.installed graphiql timescale
+
+install-bench: $(UV)
+	@bash infra/local/system-packages.sh bench
+	@$(MAKE) --no-print-directory $(VENV)/.installed graphiql
 
 # requirements.lock pins every package by version and hash (exported from uv's lock,
 # without index addresses); `make lock` refreshes it after pyproject.toml changes.
-install: $(UV) system-packages timescale $(VENV)/.installed
-
 $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 	test -x $(VENV)/bin/python || $(UV) venv --quiet --python python3.11 $(VENV)
 	$(UV) pip install --quiet --python $(VENV)/bin/python --require-hashes -r requirements.lock
@@ -32,7 +42,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(UV)
 
 lock: $(UV)
 	$(UV) lock --quiet
-	$(UV) export --quiet --format requirements.txt --all-groups --no-emit-project --frozen -o requirements.lock
+	$(UV) export --quiet --format requirements.txt --all-extras --all-groups --no-emit-project --frozen -o requirements.lock
+
+# GraphiQL's browser files, served by the gateway (gateway/graphiql); no install scripts run.
+graphiql: gateway/graphiql/node_modules/.package-lock.json
+
+gateway/graphiql/node_modules/.package-lock.json: gateway/graphiql/package-lock.json
+	npm ci --prefix gateway/graphiql --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error
 
 # TimescaleDB in WebAssembly (Node), for the metrics conformance tests; reinstalled
 # only when the lock file changes.
@@ -49,7 +65,7 @@ run: install
 	$(POLYGRAPH) serve
 
 # The test stack runs for the checks only: whatever `stack run` had to start, it stops.
-test: install
+test: install-test
 	$(POLYGRAPH) stack run --profile test -- $(MAKE) --no-print-directory checks
 
 # The API tests run twice: the first run answers with the planned executor and compares
@@ -64,7 +80,7 @@ checks:
 	POLYGRAPH_EXECUTOR=stock $(VENV)/bin/pytest -n 2 --dist loadfile -q tests/integration/api
 
 # `polygraph bench --help` for options (e.g. BENCH_ARGS="--quick" or "--scale 0.1").
-bench: install
+bench: install-bench
 	$(POLYGRAPH) bench $(BENCH_ARGS)
 
 stack-down:

@@ -22,14 +22,14 @@ from uuid import UUID
 import asyncpg
 
 from bench import knowledge_vectors
-from gateway.seed import METRIC_SERIES, seed, seed_metrics
 from gateway.settings import Settings
 from infra.local.profiles import Profile
-from resolvers.graph_rebuild import rebuild
+from seeding.platform import METRIC_SERIES, seed, seed_metrics
 from stores import GraphStore, PostgresStore
 from stores.embeddings import create_embedder
 from stores.metrics import MetricsStore
 from stores.search import EmbeddingSpace, SearchStore
+from workers.graph_rebuild import rebuild
 
 BASE_AGENTS = 10_000
 BASE_TASKS = 100_000

@@ -2,7 +2,7 @@
 throughput, and nDCG@10 of KEYWORD, SEMANTIC and HYBRID on labelled demo data.
 
     python -m bench.search [--items N] [--queries Q] [--profile bench|test|dev]
-                           [--merge-latest | --merge-only]
+                           [--only STAGE ...] [--merge-latest | --merge-only]
 
 It runs against its own database (`polygraph_bench_search`, recreated) on the
 profile's PostgreSQL, and a gateway it serves in-process on a free port.
@@ -12,8 +12,10 @@ the same or a smaller size skips the embedding. Timings are reported, never
 asserted. Results go to bench/results/search.{json,md}; `--merge-latest` also
 puts them into latest.{json,md} beside the scenario results already there, and
 `--merge-only` does just that with the search.json of an earlier run.
-`run_search_bench` is what the bench harness (`polygraph bench`) calls as its
-last stage.
+`--only relevance` (or any of the stages `relevance`, `write`, `recall`,
+`latency`; the last two load the items first) measures just those and prints
+them, writing nothing: a quick look while working on ranking. `run_search_bench`
+is what the bench harness (`polygraph bench`) calls as its last stage.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,25 +43,26 @@ import uvicorn
 
 from bench import knowledge_vectors
 from gateway.app import create_app
-from gateway.seed_knowledge import (
+from gateway.settings import Settings
+from infra.local import stack
+from infra.local.profiles import REPO_ROOT, Profile, get_profile
+from seeding.knowledge import (
     DemoItem,
     LabelledQuery,
     generate_items,
     grade,
     labelled_queries,
 )
-from gateway.settings import Settings
-from infra.local import stack
-from infra.local.profiles import REPO_ROOT, Profile, get_profile
-from stores import PostgresStore
+from stores import PostgresOptions, PostgresStore
 from stores.embeddings import Embedder, LocalEmbedder
 from stores.search import EmbeddingSpace, SearchStore
-from stores.search.ranking import vector_literal
 from stores.search.records import embedding_text
 
 DATABASE = "polygraph_bench_search"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEMO_ITEMS = 560
+STAGES = ("relevance", "write", "recall", "latency")
+VECTOR_PASSES = 3
 WRITE_SAMPLES = 100
 TEXT_SAMPLES = 100
 
@@ -84,10 +87,13 @@ class SearchBenchOptions:
     demo_items: int = DEMO_ITEMS
     database: str = DATABASE
     command: str = ""
+    stages: tuple[str, ...] = STAGES
 
     def __post_init__(self) -> None:
         if self.items < 100 or self.queries < 1:
             raise ValueError("items must be at least 100 and queries at least 1")
+        if not self.stages or not set(self.stages) <= set(STAGES):
+            raise ValueError(f"stages must be some of {', '.join(STAGES)}")
         if self.write_samples < 1 or self.text_samples < 1 or self.demo_items < 1:
             raise ValueError("write and text samples and demo items must be at least 1")
 
@@ -107,8 +113,9 @@ def run_search_bench(
     results_dir: Path = RESULTS_DIR,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every measurement; write `search.{json,md}` in results_dir; return the results.
-    Whatever part of the stack this had to start is stopped at the end."""
+    """Run the measurements; return the results and, when every stage ran, write them
+    to `search.{json,md}` in results_dir. Whatever part of the stack this had to start
+    is stopped at the end."""
     profile = get_profile(options.profile)
     password = Settings().neo4j_password.get_secret_value()
     with stack.running(profile, neo4j_password=password, say=say):
@@ -155,25 +162,32 @@ def _measure(
         stages[name] = round(time.perf_counter() - started, 1)
         say(f"search: {name} took {stages[name]} s")
 
+    selected = options.stages
     try:
         with _serve(settings, embedder) as (url, key):
-            with stage("relevance"):
-                results["relevance"] = asyncio.run(
-                    _relevance(settings, embedder, url, key, options.demo_items)
-                )
-            with stage("write"):
-                results["write"] = _write_throughput(url, key, options)
-            with stage("load"):
-                load = asyncio.run(_load_items(settings, embedder, options))
-            results["embedding"] = load.pop("embedding")
-            results["index"] = load
-            with stage("recall"):
-                results["recall"] = asyncio.run(_recall(settings, embedder, options))
-            with stage("latency"):
-                results["latency"] = _latency(url, key, embedder, options)
+            if "relevance" in selected:
+                with stage("relevance"):
+                    results["relevance"] = asyncio.run(
+                        _relevance(settings, embedder, url, key, options.demo_items)
+                    )
+            if "write" in selected:
+                with stage("write"):
+                    results["write"] = _write_throughput(url, key, options)
+            if {"recall", "latency"} & set(selected):
+                with stage("load"):
+                    load = asyncio.run(_load_items(settings, embedder, options))
+                results["embedding"] = load.pop("embedding")
+                results["index"] = load
+            if "recall" in selected:
+                with stage("recall"):
+                    results["recall"] = asyncio.run(_recall(settings, embedder, options))
+            if "latency" in selected:
+                with stage("latency"), _serve(_TextVectors.like(settings), embedder) as text:
+                    results["latency"] = _latency(url, text[0], key, embedder, options)
     finally:
         asyncio.run(embedder.aclose())
-    write(results, results_dir)
+    if set(selected) == set(STAGES):
+        write(results, results_dir)
     return results
 
 
@@ -181,6 +195,8 @@ def _command(options: SearchBenchOptions) -> str:
     argv = ["python", "-m", "bench.search", f"--items={options.items}"]
     argv += [f"--queries={options.queries}", f"--profile={options.profile}"]
     argv += [f"--seed={options.seed}"]
+    if set(options.stages) != set(STAGES):
+        argv += ["--only", *options.stages]
     return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -191,6 +207,18 @@ async def _recreate_database(profile: Profile, database: str) -> None:
         await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
+
+
+class _TextVectors(Settings):
+    """The same gateway, sending vectors in pgvector's text form as before its binary
+    codec: served beside the other so both are timed in the same run."""
+
+    @classmethod
+    def like(cls, settings: Settings) -> _TextVectors:
+        return cls(**{name: getattr(settings, name) for name in Settings.model_fields})
+
+    def postgres_options(self) -> PostgresOptions:
+        return replace(super().postgres_options(), vector_format="text")
 
 
 @contextmanager
@@ -250,8 +278,9 @@ async def _relevance(
     async with PostgresStore(settings.postgres_options()) as postgres:
         search = SearchStore(postgres, settings.search_options())
         vectors = await embedder.embed([embedding_text(i.data.title, i.data.content) for i in demo])
+        # Searches read PostgreSQL alone; no graph needed.
         await search.knowledge.bulk_insert(
-            [(i.id, i.data, v) for i, v in zip(demo, vectors, strict=True)]
+            [(i.id, i.data, v) for i, v in zip(demo, vectors, strict=True)], project=False
         )
     by_id = {str(i.id): i for i in demo}
     queries = labelled_queries()
@@ -273,6 +302,7 @@ async def _relevance(
             for style in ("all", "question", "terms")
         },
         "examples": {q.style: q.text for q in queries},
+        "semantic_weight": settings.search_semantic_weight,
     }
 
 
@@ -345,22 +375,21 @@ async def _recall(
     recalls: list[float] = []
     hnsw_s: list[float] = []
     exact_s: list[float] = []
-    sql = "SELECT id FROM knowledge_items ORDER BY embedding <=> $1::text::vector LIMIT 10"
+    sql = "SELECT id FROM knowledge_items ORDER BY embedding <=> $1::vector LIMIT 10"
     async with (
         PostgresStore(settings.postgres_options()) as postgres,
         postgres.connection() as conn,
     ):
         for vector in queries:
-            literal = vector_literal(vector)
             async with conn.transaction():
                 await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(ef_search))
                 started = time.perf_counter()
-                approximate = {r["id"] for r in await conn.fetch(sql, literal)}
+                approximate = {r["id"] for r in await conn.fetch(sql, vector)}
                 hnsw_s.append(time.perf_counter() - started)
             async with conn.transaction():
                 await conn.execute("SET LOCAL enable_indexscan = off")
                 started = time.perf_counter()
-                exact = {r["id"] for r in await conn.fetch(sql, literal)}
+                exact = {r["id"] for r in await conn.fetch(sql, vector)}
                 exact_s.append(time.perf_counter() - started)
             recalls.append(len(approximate & exact) / len(exact))
     return {
@@ -372,18 +401,25 @@ async def _recall(
     }
 
 
-def _latency(url: str, key: str, embedder: Embedder, options: SearchBenchOptions) -> dict[str, Any]:
+def _latency(
+    url: str, text_vectors_url: str, key: str, embedder: Embedder, options: SearchBenchOptions
+) -> dict[str, Any]:
+    """`url` sends vectors in binary, `text_vectors_url` (the same gateway otherwise) as
+    text; the supplied-vector requests alternate between them, in alternating order."""
     vectors = asyncio.run(_query_vectors(embedder, options))
     texts = [q.text for q in labelled_queries()]
     with _client(key) as client:
         for vector in vectors[:10]:  # warm-up
-            _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
-        with_vector = []
-        for vector in vectors:
-            started = time.perf_counter()
-            _post(client, url, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
-            with_vector.append(time.perf_counter() - started)
-        with_text: dict[str, list[float]] = {"SEMANTIC": [], "HYBRID": []}
+            for target in (url, text_vectors_url):
+                _post(client, target, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
+        with_vector: dict[str, list[float]] = {url: [], text_vectors_url: []}
+        # Several passes: enough samples per side for a p99 to compare.
+        for index, vector in enumerate(vectors * VECTOR_PASSES):
+            for target in (url, text_vectors_url)[:: 1 if index % 2 else -1]:
+                started = time.perf_counter()
+                _post(client, target, SEARCH, {"v": vector, "mode": "SEMANTIC", "first": 10})
+                with_vector[target].append(time.perf_counter() - started)
+        with_text: dict[str, list[float]] = {"SEMANTIC": [], "KEYWORD": [], "HYBRID": []}
         for index in range(options.text_samples):
             for mode, samples in with_text.items():
                 # A fresh text every time: a request embeds its query, nothing is reused.
@@ -392,8 +428,10 @@ def _latency(url: str, key: str, embedder: Embedder, options: SearchBenchOptions
                 _post(client, url, SEARCH, {"q": text, "mode": mode, "first": 10})
                 samples.append(time.perf_counter() - started)
     return {
-        "vector_semantic": _percentiles(with_vector),
+        "vector_semantic": _percentiles(with_vector[url]),
+        "vector_semantic_as_text": _percentiles(with_vector[text_vectors_url]),
         "text_semantic": _percentiles(with_text["SEMANTIC"]),
+        "text_keyword": _percentiles(with_text["KEYWORD"]),
         "text_hybrid": _percentiles(with_text["HYBRID"]),
     }
 
@@ -421,26 +459,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def section(results: dict[str, Any], heading: str = "###") -> list[str]:
-    """The search results as Markdown lines, headings at the given level (also in latest.md)."""
-    relevance = results["relevance"]
-    recall = results["recall"]
-    latency = results["latency"]
-    embedding = results["embedding"]
-    write = results["write"]
-    index = results["index"]
+    """The search results as Markdown lines, headings at the given level (also in
+    latest.md); parts a run left out (`--only`) are left out here too."""
     hnsw = results["hnsw"]
-    throughput = (
-        f"{embedding['sentences_per_s']:,} sentences/s ({embedding['sentences']:,} in "
-        f"{embedding['seconds']} s"
-        + (
-            f"; the first {embedding['reused_from_cache']:,} item vectors from a smaller run's"
-            " cache)"
-            if embedding.get("reused_from_cache")
-            else ")"
-        )
-        if not embedding.get("cached")
-        else "vectors from the cache (run with a new --items to measure)"
-    )
     lines = [
         f"{results['generated_at']}: {results['items']:,} knowledge items, "
         f"{results['queries']} queries, {results['model']} ({results['dimension']} dims), "
@@ -448,6 +469,24 @@ def section(results: dict[str, Any], heading: str = "###") -> list[str]:
         f"ef_search={hnsw['ef_search']}."
         + (f" Command: `{results['command']}`." if results.get("command") else ""),
         "",
+    ]
+    if "recall" in results:
+        lines += _recall_section(results, heading)
+    if "latency" in results:
+        lines += _latency_section(results["latency"], heading)
+    if "embedding" in results or "write" in results:
+        lines += _throughput_section(results, heading)
+    if "relevance" in results:
+        lines += _relevance_section(results["relevance"], heading)
+    if results.get("stage_seconds"):
+        stages = ", ".join(f"{k} {v} s" for k, v in results["stage_seconds"].items())
+        lines += [f"Time per stage: {stages}.", ""]
+    return lines
+
+
+def _recall_section(results: dict[str, Any], heading: str) -> list[str]:
+    recall, index = results["recall"], results["index"]
+    return [
         f"{heading} Recall of HNSW against exact search",
         "",
         f"- recall@10: **{recall['recall_at_10']}** (lowest single query "
@@ -458,32 +497,82 @@ def section(results: dict[str, Any], heading: str = "###") -> list[str]:
         f"- load {index['rows_loaded']:,} rows in {index['load_seconds']} s, "
         f"HNSW build {index['index_build_seconds']} s",
         "",
+    ]
+
+
+_LATENCY_ROWS = (
+    ("SEMANTIC, supplied vector", "vector_semantic"),
+    ("SEMANTIC, supplied vector, sent to PostgreSQL as text", "vector_semantic_as_text"),
+    ("SEMANTIC, text (embedding included)", "text_semantic"),
+    ("KEYWORD, text", "text_keyword"),
+    ("HYBRID, text (embedding included)", "text_hybrid"),
+)
+
+
+def _latency_section(latency: dict[str, Any], heading: str) -> list[str]:
+    lines = [
         f"{heading} searchKnowledge over HTTP (one client, sequential)",
         "",
         "| request | p50 ms | p99 ms | n |",
         "|---|---|---|---|",
     ]
-    for label, key in (
-        ("SEMANTIC, supplied vector", "vector_semantic"),
-        ("SEMANTIC, text (embedding included)", "text_semantic"),
-        ("HYBRID, text (embedding included)", "text_hybrid"),
-    ):
-        row = latency[key]
-        lines.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['n']} |")
-    lines += [
-        "",
-        f"{heading} Embedding throughput",
-        "",
-        f"- local model, batched: {throughput}",
-        f"- createKnowledge over HTTP, one at a time, embedding included: "
-        f"{write['writes_per_s']} writes/s (p50 {write['p50_ms']} ms, p99 {write['p99_ms']} ms)",
-        "",
+    for label, key in _LATENCY_ROWS:
+        if key in latency:
+            row = latency[key]
+            lines.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['n']} |")
+    if "vector_semantic_as_text" in latency:
+        binary, text = latency["vector_semantic"], latency["vector_semantic_as_text"]
+        lines += [
+            "",
+            "Vectors go to PostgreSQL in binary (pgvector's asyncpg codec); the second row is "
+            "the same gateway sending them as text, as before, served beside it and "
+            "alternated request by request. Binary/text: p50 "
+            f"{_ratio(binary['p50_ms'], text['p50_ms'])}, p99 "
+            f"{_ratio(binary['p99_ms'], text['p99_ms'])}.",
+        ]
+    return [*lines, ""]
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator else "-"
+
+
+def _throughput_section(results: dict[str, Any], heading: str) -> list[str]:
+    lines = [f"{heading} Embedding throughput", ""]
+    if "embedding" in results:
+        embedding = results["embedding"]
+        throughput = (
+            f"{embedding['sentences_per_s']:,} sentences/s ({embedding['sentences']:,} in "
+            f"{embedding['seconds']} s"
+            + (
+                f"; the first {embedding['reused_from_cache']:,} item vectors from a smaller"
+                " run's cache)"
+                if embedding.get("reused_from_cache")
+                else ")"
+            )
+            if not embedding.get("cached")
+            else "vectors from the cache (run with a new --items to measure)"
+        )
+        lines.append(f"- local model, batched: {throughput}")
+    if "write" in results:
+        write = results["write"]
+        lines.append(
+            f"- createKnowledge over HTTP, one at a time, embedding included: "
+            f"{write['writes_per_s']} writes/s (p50 {write['p50_ms']} ms, "
+            f"p99 {write['p99_ms']} ms)"
+        )
+    return [*lines, ""]
+
+
+def _relevance_section(relevance: dict[str, Any], heading: str) -> list[str]:
+    lines = [
         f"{heading} Relevance: nDCG@10 on the demo data ({relevance['items']} items, "
         f"{relevance['queries']} labelled queries)",
         "",
         "Each query asks for one subject and aspect of the demo data, either as a "
         "question in other words than the items use or in the items' own terms; items of "
         "that subject and aspect have grade 2, of that subject grade 1.",
+        *_hybrid_formula(relevance),
         "",
         "| queries | KEYWORD | SEMANTIC | HYBRID |",
         "|---|---|---|---|",
@@ -495,11 +584,19 @@ def section(results: dict[str, Any], heading: str = "###") -> list[str]:
     ):
         row = relevance["ndcg_at_10"][style]
         lines.append(f"| {label} | {row['KEYWORD']} | {row['SEMANTIC']} | {row['HYBRID']} |")
-    if results.get("stage_seconds"):
-        stages = ", ".join(f"{k} {v} s" for k, v in results["stage_seconds"].items())
-        lines += ["", f"Time per stage: {stages}."]
-    lines.append("")
-    return lines
+    return [*lines, ""]
+
+
+def _hybrid_formula(relevance: dict[str, Any]) -> list[str]:
+    weight = relevance.get("semantic_weight")
+    if weight is None:  # results of a run before HYBRID had a weight
+        return []
+    return [
+        "",
+        "KEYWORD ranks by the share of the query's terms an item holds; HYBRID scores the "
+        f"candidates of both sides as {weight} x cosine similarity, plus {round(1 - weight, 4)} "
+        "for holding every term (stores/search/ranking.py).",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,6 +605,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="recall and latency queries")
     parser.add_argument("--profile", default="bench", choices=["bench", "test", "dev"])
     parser.add_argument("--seed", type=int, default=knowledge_vectors.SEED)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        metavar="STAGE",
+        help=f"measure only these ({', '.join(STAGES)}); prints them, writes nothing",
+    )
     merge = parser.add_mutually_exclusive_group()
     merge.add_argument(
         "--merge-latest",
@@ -520,6 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="measure nothing: merge the existing search.json into latest.json and latest.md",
     )
     args = parser.parse_args(argv)
+    stages = tuple(dict.fromkeys(args.only))
+    complete = set(stages) == set(STAGES)
+    if args.merge_latest and not complete:
+        parser.error("--merge-latest needs every stage; a partial run writes nothing")
     from bench import report  # report renders this module's section: imported late
 
     if args.merge_only:
@@ -527,11 +636,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         results = run_search_bench(
             SearchBenchOptions(
-                items=args.items, queries=args.queries, profile=args.profile, seed=args.seed
+                items=args.items,
+                queries=args.queries,
+                profile=args.profile,
+                seed=args.seed,
+                stages=stages,
             )
         )
         print(markdown(results))
-        print(f"wrote {RESULTS_DIR / 'search.json'} and {RESULTS_DIR / 'search.md'}")
+        if complete:
+            print(f"wrote {RESULTS_DIR / 'search.json'} and {RESULTS_DIR / 'search.md'}")
     if args.merge_only or args.merge_latest:
         path = report.merge_search(results, RESULTS_DIR)
         if path.name == "latest.json":

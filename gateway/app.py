@@ -17,13 +17,17 @@ from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
+from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.settings import Settings
+from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.startup import prepare_postgres
 from resolvers.auth import Principal
 from resolvers.context import RequestContext, Stores
-from resolvers.embeddings import EmbeddingFiller
-from resolvers.projector import Projector
+from resolvers.health import HealthMonitor
+from resolvers.revocations import Revocations
+from resolvers.session_cache import SessionCache
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
@@ -31,6 +35,8 @@ from stores.metrics import MetricsStore
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
+from workers.embeddings import EmbeddingFiller
+from workers.projector import Projector
 
 logger = logging.getLogger("polygraph")
 
@@ -38,16 +44,15 @@ EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
 
 
 async def migrate_reachable(stores: Stores) -> None:
-    """Apply pending migrations to each store that answers; a store that is down
-    is migrated on the next start (or by `polygraph migrate`)."""
-    for store in (stores.postgres, stores.graph):
-        try:
-            applied = await store.migrate()
-        except StoreUnavailable as exc:
-            logger.warning("skipped migrations: %s", exc)
-        else:
-            if applied:
-                logger.info("%s: applied migrations %s", type(store).__name__, ", ".join(applied))
+    """Apply pending Neo4j and metrics migrations if those stores answer; one that is
+    down is migrated on the next start (or by `polygraph migrate`)."""
+    try:
+        applied = await stores.graph.migrate()
+    except StoreUnavailable as exc:
+        logger.warning("skipped migrations: %s", exc)
+    else:
+        if applied:
+            logger.info("GraphStore: applied migrations %s", ", ".join(applied))
     if stores.metrics is not None:
         try:
             applied = await stores.metrics.migrate()
@@ -97,24 +102,41 @@ def create_app(
     graph = GraphStore(settings.graph_options())
     redis = RedisStore(settings.redis_options())
     metrics = MetricsStore(settings.metrics_options())
+    events = EventBus(
+        redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
+    )
+    revocations = Revocations(events)
+    session_cache = SessionCache(settings.session_cache_s) if settings.session_cache_s else None
+    if session_cache is not None:
+        revocations.listen(session_cache.drop_covered)
     stores = Stores(
         postgres,
         graph,
         redis,
         probe_timeout=settings.health_probe_timeout_s,
         sessions=SessionStore(redis, settings.session_options()),
-        events=EventBus(
-            redis, namespace=settings.events_namespace, queue_size=settings.event_queue_size
+        events=events,
+        projector=(
+            Projector(postgres, graph, stop_timeout_s=BACKGROUND_STOP_S)
+            if settings.projector_enabled
+            else None
         ),
-        projector=Projector(postgres, graph) if settings.projector_enabled else None,
         metrics=metrics,
         search=search,
         embedder=embedder,
         embedding_filler=(
-            EmbeddingFiller(search, embedder, batch_size=settings.embedding_batch_size)
+            EmbeddingFiller(
+                search,
+                embedder,
+                batch_size=settings.embedding_batch_size,
+                stop_timeout_s=BACKGROUND_STOP_S,
+            )
             if settings.embedding_filler_enabled
             else None
         ),
+        revocations=revocations,
+        session_cache=session_cache,
+        health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
     )
 
     @asynccontextmanager
@@ -126,13 +148,15 @@ def create_app(
             await stack.enter_async_context(metrics)
             if owns_embedder:
                 stack.push_async_callback(embedder.aclose)
+            await prepare_postgres(postgres, settings)
             if settings.migrate_on_start:
                 await migrate_reachable(stores)
             metrics.start_maintenance()
             await check_embedding_space(stores)
-            assert stores.events is not None
-            await stores.events.start()
-            stack.push_async_callback(stores.events.aclose)
+            await events.start()
+            stack.push_async_callback(events.aclose)
+            await revocations.start()
+            stack.push_async_callback(revocations.aclose)
             if stores.projector is not None:
                 await stores.projector.start()
                 stack.push_async_callback(stores.projector.stop)
@@ -145,6 +169,7 @@ def create_app(
             yield
         logger.info("stores closed")
 
+    graphiql = GraphiQL() if settings.graphiql else None
     graphql = GraphQLView(
         build_schema(
             EXTENSIONS,
@@ -153,18 +178,25 @@ def create_app(
         stores=stores,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,
-        graphql_ide="graphiql" if settings.graphiql else None,
+        graphiql=graphiql,
     )
     routes = [
         *health_routes.routes,
         *ingest.routes,
+        *(graphiql.routes if graphiql else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
+    in_flight = InFlight()
     middleware = [
+        # Outermost: shutdown drains every request, and answers those it cuts short.
+        Middleware(TrackInFlight, in_flight=in_flight),
         Middleware(RequestIdMiddleware),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
         Middleware(AuthenticationMiddleware, stores=stores),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    # For the server, which drains these when it shuts down (see gateway.shutdown).
+    app.state.in_flight = in_flight
+    return app

@@ -9,11 +9,10 @@ sign in with the graphql-transport-ws `connection_init` payload instead.
 
 from __future__ import annotations
 
-import orjson
 from starlette.datastructures import Headers
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import error_response
 from resolvers.auth import ANONYMOUS, Principal, authenticate
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
@@ -43,13 +42,13 @@ class AuthenticationMiddleware:
                 self.stores, headers.get("authorization"), headers.get("x-api-key")
             )
         except ClientError as exc:
-            response = _error(exc.code, exc.message, 401)
+            response = error_response(exc.code, exc.message, 401)
             response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)
             return
         except StoreUnavailable as exc:
             message = f"Cannot check credentials now: {exc}. Retry shortly."
-            response = _error(ErrorCode.STORE_UNAVAILABLE, message, 503)
+            response = error_response(ErrorCode.STORE_UNAVAILABLE, message, 503)
             response.headers["Retry-After"] = "1"
             await response(scope, receive, send)
             return
@@ -65,9 +64,3 @@ def principal_of(scope: Scope) -> Principal:
 
 def _exempt(path: str) -> bool:
     return path == _EXEMPT_PATH or path.startswith(_EXEMPT_PATH + "/")
-
-
-def _error(code: ErrorCode, message: str, status_code: int) -> Response:
-    # GraphQL-shaped, so clients handle it like any other GraphQL error.
-    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
-    return Response(orjson.dumps(body), status_code, media_type="application/json")

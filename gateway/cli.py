@@ -121,10 +121,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import math
+
     import uvicorn
 
     from gateway.app import create_app
     from gateway.runtime import tune_gc
+    from gateway.shutdown import GatewayServer, request_grace
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
@@ -136,7 +139,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     app = create_app(settings)
     tune_gc()
-    uvicorn.run(
+    deadline = settings.shutdown_timeout_s
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -144,8 +148,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         lifespan="on",
+        # A backstop only: the server drains requests itself, before this passes.
+        timeout_graceful_shutdown=math.ceil(request_grace(deadline)) + 1,
     )
-    return 0
+    server = GatewayServer(config, in_flight=app.state.in_flight, deadline_s=deadline)
+    server.run()
+    # uvicorn's exit status when the app refused to start (see `uvicorn.run`).
+    return 0 if server.started else 3
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -278,9 +287,10 @@ class _Bars:
 
 
 def _seed(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.seed import seed
+    from seeding.platform import seed
     from stores import GraphStore, PostgresStore
     from stores.postgres import bulk
+    from workers.projector import Projector
 
     async def run() -> None:
         async with (
@@ -302,6 +312,10 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
                 progress=_Bars(),
             )
             knowledge = await _seed_knowledge(settings, postgres, args.agents, args.seed)
+            # The items' outbox rows, applied now: the graph is whole when seeding ends.
+            projector = Projector(postgres, graph)
+            while await projector.run_once():
+                pass
             await _seed_metrics(settings, postgres, args)
         print(
             f"seed: {report.agents} agents, {report.relationships} relationships, "
@@ -319,7 +333,7 @@ def _seed(args: argparse.Namespace, settings: Settings) -> int:
 async def _seed_metrics(settings: Settings, postgres: Any, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
-    from gateway.seed import seed_metrics
+    from seeding.platform import seed_metrics
     from stores.metrics import MetricsStore
 
     if args.metrics_days <= 0:
@@ -341,7 +355,7 @@ async def _seed_metrics(settings: Settings, postgres: Any, args: argparse.Namesp
 
 
 async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_value: int) -> Any:
-    from gateway.seed_knowledge import seed_knowledge
+    from seeding.knowledge import seed_knowledge
     from stores.embeddings import create_embedder
     from stores.search import EmbeddingSpace, SearchStore, ensure_space
 
@@ -363,10 +377,10 @@ async def _seed_knowledge(settings: Settings, postgres: Any, agents: int, seed_v
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
-    from resolvers.embeddings import reembed
     from stores import PostgresStore
     from stores.embeddings import create_embedder
     from stores.search import SearchStore
+    from workers.embeddings import reembed
 
     async def run() -> None:
         embedder = create_embedder(settings.embedder_options())
@@ -393,8 +407,8 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _graph(args: argparse.Namespace, settings: Settings) -> int:
-    from resolvers.graph_rebuild import rebuild
     from stores import GraphStore, PostgresStore
+    from workers.graph_rebuild import rebuild
 
     async def run() -> None:
         async with (

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from graphql import GraphQLError
+from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.relay import GlobalIDValueError
 
@@ -83,3 +85,10 @@ class ErrorCodes(SchemaExtension):
         context: RequestContext | None = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
         result.errors = [classify(error, request_id) for error in errors]
+
+
+def error_response(code: ErrorCode, message: str, status_code: int) -> Response:
+    """An HTTP error outside GraphQL execution (authentication, ingest), GraphQL-shaped
+    so that clients handle it like any other GraphQL error."""
+    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
+    return Response(orjson.dumps(body), status_code, media_type="application/json")

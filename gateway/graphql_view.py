@@ -5,6 +5,7 @@
   `data`) gets 400, as the spec asks.
 - A mutation sent with GET gets 405 with `Allow: POST` (Strawberry says 400).
 - JSON is encoded with orjson.
+- GraphiQL (gateway/graphiql) is served from the gateway's own files.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.unset import UNSET, UnsetType
 
+from gateway.graphiql import GraphiQL
+from gateway.ws_sign_in import SignedInLegacyWSHandler, SignedInTransportWSHandler
 from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError
@@ -68,6 +71,9 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
 
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
+    # Connections end with their sign-in (logout, revocation, expiry): gateway/ws_sign_in.py.
+    graphql_transport_ws_handler_class = SignedInTransportWSHandler
+    graphql_ws_handler_class = SignedInLegacyWSHandler
 
     def __init__(
         self,
@@ -75,9 +81,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
         stores: Stores,
         projection_wait_s: float = 2.0,
         session_ttl_s: int = 3600,
+        graphiql: GraphiQL | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs["graphql_ide"] = "graphiql" if graphiql else None
         super().__init__(*args, **kwargs)
+        self._graphiql = graphiql
         self._stores = stores
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
@@ -99,17 +108,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     @property
     def graphql_ide_html(self) -> str:
-        # GraphiQL sends the header editor's contents with queries but not over the
-        # WebSocket; the headers from the link `make run` prints (?headers=...) become
-        # the connection_init payload, so subscriptions work from GraphiQL too.
-        html = super().graphql_ide_html
-        return html.replace(
-            "        subscriptionUrl,\n",
-            "        subscriptionUrl,\n"
-            "        wsConnectionParams:"
-            " parameters.headers ? JSON.parse(parameters.headers) : {},\n",
-            1,
-        )
+        assert self._graphiql is not None, "graphql_ide is set only with a GraphiQL page"
+        return self._graphiql.html
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        assert self._graphiql is not None, "graphql_ide is set only with a GraphiQL page"
+        return self._graphiql.page_response()
 
     async def on_ws_connect(self, context: RequestContext) -> UnsetType | dict[str, object] | None:
         """Authenticate a WebSocket from its `connection_init` payload.

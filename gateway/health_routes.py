@@ -1,13 +1,25 @@
-"""`/health` for people and dashboards, `/health/live` and `/health/ready` for orchestrators."""
+"""`/health` for people and dashboards, `/health/live` and `/health/ready` for orchestrators.
+
+Orchestrators probe without credentials, so none of these needs one. Anonymous
+callers learn the tier only (`healthy`, `moderate`, `critical`); a signed-in
+caller (any role) gets the breakdown per store from `/health`. Every route reads
+the probe shared by the whole process (`resolvers.health`), so polling them,
+however often, costs the stores one probe per interval.
+"""
 
 from __future__ import annotations
 
+import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from resolvers.auth import ANONYMOUS, Principal, authenticate
 from resolvers.context import Stores
-from resolvers.health import HealthReport, HealthTier, check_health
+from resolvers.errors import ClientError
+from resolvers.health import HealthReport, HealthTier, current_health
+from stores import StoreUnavailable
 
 
 def report_json(report: HealthReport) -> dict[str, object]:
@@ -27,16 +39,44 @@ def report_json(report: HealthReport) -> dict[str, object]:
     }
 
 
+def status_json(report: HealthReport) -> dict[str, object]:
+    return {"status": report.status.value, "checkedAt": report.checked_at}
+
+
 def _stores(request: Request) -> Stores:
     stores: Stores = request.app.state.stores
     return stores
 
 
+async def _caller(request: Request) -> Principal | Response:
+    """Who asks, if anyone; a credential that does not check out is refused (401) as
+    anywhere else, one that cannot be checked now (a store is down) counts as none."""
+    headers = Headers(scope=request.scope)
+    try:
+        return await authenticate(
+            _stores(request), headers.get("authorization"), headers.get("x-api-key")
+        )
+    except ClientError as exc:
+        body = {"errors": [{"message": exc.message, "extensions": {"code": exc.code.value}}]}
+        return Response(
+            orjson.dumps(body),
+            401,
+            media_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    except StoreUnavailable:
+        return ANONYMOUS
+
+
 async def health(request: Request) -> Response:
-    report = await check_health(_stores(request))
+    caller = await _caller(request)
+    if isinstance(caller, Response):
+        return caller
+    report = await current_health(_stores(request))
     # 503 only when critical: a degraded gateway still serves most requests.
     status_code = 503 if report.status is HealthTier.CRITICAL else 200
-    return JSONResponse(report_json(report), status_code=status_code)
+    body = report_json(report) if caller.authenticated else status_json(report)
+    return JSONResponse(body, status_code=status_code)
 
 
 async def live(request: Request) -> Response:
@@ -44,9 +84,9 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    report = await check_health(_stores(request))
+    report = await current_health(_stores(request))
     if report.status is HealthTier.CRITICAL:
-        return JSONResponse({"status": "not ready", **report_json(report)}, status_code=503)
+        return JSONResponse({"status": "not ready", "health": report.status.value}, 503)
     return JSONResponse({"status": "ready"})
 
 

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import principal_of
+from gateway.errors import error_response
 from resolvers import metrics as resolve
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
@@ -163,10 +164,10 @@ async def _flush(
 async def ingest_metrics(request: Request) -> Response:
     stores: Stores = request.app.state.stores
     try:
-        resolve.require_recorder(principal_of(request.scope))
+        await resolve.require_recorder(stores, principal_of(request.scope))
     except ClientError as exc:
         status = 401 if exc.code is ErrorCode.UNAUTHENTICATED else 403
-        return _error(exc.code, exc.message, status)
+        return error_response(exc.code, exc.message, status)
     report = IngestReport()
     batch: list[resolve.Candidate] = []
     try:
@@ -189,13 +190,8 @@ async def ingest_metrics(request: Request) -> Response:
         body = {**report.as_json(), "error": f"{exc}; resend the lines not yet accepted"}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
     except StoreRefused as exc:
-        return _error(ErrorCode.STORE_UNAVAILABLE, str(exc), 503)
+        return error_response(ErrorCode.STORE_UNAVAILABLE, str(exc), 503)
     return JSONResponse(report.as_json())
-
-
-def _error(code: ErrorCode, message: str, status_code: int) -> Response:
-    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
-    return Response(orjson.dumps(body), status_code, media_type="application/json")
 
 
 routes = [Route("/ingest/metrics", ingest_metrics, methods=["POST"])]

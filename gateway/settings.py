@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     graphiql: bool = True
-    # Several gateways may start at once: migrations take an advisory lock.
+    # Several gateways may start at once: migrations take an advisory lock. A gateway
+    # never serves a PostgreSQL schema older than its code: without migrating, it checks.
     migrate_on_start: bool = True
+    # The longest migrations wait for a lock (another gateway's migration lock included).
+    migration_lock_timeout_s: float = Field(default=60.0, gt=0)
 
     # `planned` runs each operation from a plan cached per document (gateway/engine);
     # `stock` is graphql-core's own executor, kept to compare against.
@@ -72,14 +75,26 @@ class Settings(BaseSettings):
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
 
+    # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
+    # half) to finish, and are cancelled after; the stores close in the rest.
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    # One probe serves every health reader of a process for this long, and
+    # `healthUpdates` ticks no faster.
+    health_min_interval_s: float = Field(default=1.0, ge=0.1, le=60)
 
     # Sessions (Redis, or this process's memory while Redis is away)
     session_ttl_s: int = Field(default=3600, ge=60, le=30 * 86_400)
+    # However it is used, a session ends this long after login.
+    session_lifetime_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
     # A session's expiry slides forward on use, at most once per interval.
     session_touch_interval_s: float = Field(default=5.0, ge=0)
     session_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # A checked session token is trusted this long without asking Redis and PostgreSQL
+    # again; revocations reach every replica's cache at once over pub/sub. 0: no cache.
+    session_cache_s: float = Field(default=5.0, ge=0, le=60)
 
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
@@ -117,6 +132,8 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
+    search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
 
     def embedder_options(self) -> EmbedderOptions:
         return EmbedderOptions(
@@ -133,7 +150,10 @@ class Settings(BaseSettings):
 
     def search_options(self) -> SearchOptions:
         return SearchOptions(
-            m=self.hnsw_m, ef_construction=self.hnsw_ef_construction, ef_search=self.hnsw_ef_search
+            m=self.hnsw_m,
+            ef_construction=self.hnsw_ef_construction,
+            ef_search=self.hnsw_ef_search,
+            semantic_weight=self.search_semantic_weight,
         )
 
     def postgres_options(self) -> PostgresOptions:
@@ -143,6 +163,7 @@ class Settings(BaseSettings):
             max_size=self.postgres_pool_max,
             statement_timeout=self.postgres_statement_timeout_s,
             acquire_timeout=self.postgres_acquire_timeout_s,
+            migration_lock_timeout=self.migration_lock_timeout_s,
         )
 
     def graph_options(self) -> GraphOptions:
@@ -185,4 +206,5 @@ class Settings(BaseSettings):
         return SessionOptions(
             touch_interval=self.session_touch_interval_s,
             fallback_retry=self.session_fallback_retry_s,
+            lifetime=self.session_lifetime_s,
         )

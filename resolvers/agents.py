@@ -1,16 +1,29 @@
-"""Agent writes: who may make them, and what follows them (projection, events)."""
+"""Agent lists and writes: who may write, and what follows a write (projection, events)."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from resolvers.agent_grants import require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.writes import publish
-from stores.postgres.inputs import AgentInput, AgentPatch, Unset
+from stores.postgres.inputs import AgentFilter, AgentInput, AgentOrder, AgentPatch, Unset
+from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import Agent, AgentRelationship
 
 AGENT_STATUS_CHANNEL = "agent.status_changed"
+
+
+async def list_agents(
+    ctx: RequestContext,
+    filter: AgentFilter,
+    order: AgentOrder,
+    page: PageRequest,
+    *,
+    with_total: bool,
+) -> Page[Agent]:
+    return await ctx.stores.postgres.agents.list(filter, order, page, with_total=with_total)
 
 
 async def create_agent(
@@ -23,23 +36,36 @@ async def create_agent(
 
 
 async def update_agent(
-    ctx: RequestContext, agent_id: UUID, patch: AgentPatch, *, expected_version: int | None
+    ctx: RequestContext,
+    agent_id: UUID,
+    patch: AgentPatch,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Agent:
-    _require_operator_or_self(ctx, agent_id, status_only=_status_only(patch))
+    if _status_only(patch):
+        # An agent may report its own status; everything else needs an operator.
+        await require_acts_as(ctx.stores, ctx.principal, agent_id, doing="setting its status")
+    else:
+        require(ctx.principal, at_least=Role.OPERATOR)
     before = await ctx.loaders.agent_by_id.load(agent_id)
     agent = await ctx.stores.postgres.agents.update(
-        ctx.write_context(), agent_id, patch, expected_version=expected_version
+        ctx.write_context(idempotency_key), agent_id, patch, expected_version=expected_version
     )
     await _status_event(ctx, agent, previous=before.status if before else None)
     return agent
 
 
 async def delete_agent(
-    ctx: RequestContext, agent_id: UUID, *, expected_version: int | None
+    ctx: RequestContext,
+    agent_id: UUID,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Agent:
     require(ctx.principal, at_least=Role.ADMIN)
     return await ctx.stores.postgres.agents.delete(
-        ctx.write_context(), agent_id, expected_version=expected_version
+        ctx.write_context(idempotency_key), agent_id, expected_version=expected_version
     )
 
 
@@ -58,10 +84,17 @@ async def relate_agents(
     )
 
 
-async def unrelate_agents(ctx: RequestContext, source_id: UUID, target_id: UUID, type: str) -> bool:
+async def unrelate_agents(
+    ctx: RequestContext,
+    source_id: UUID,
+    target_id: UUID,
+    type: str,
+    *,
+    idempotency_key: str | None = None,
+) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await ctx.stores.postgres.agents.unrelate(
-        ctx.write_context(), source_id, target_id, type
+        ctx.write_context(idempotency_key), source_id, target_id, type
     )
 
 
@@ -72,15 +105,6 @@ def _status_only(patch: AgentPatch) -> bool:
         if not isinstance(getattr(patch, name), Unset)
     }
     return changed <= {"status"}
-
-
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID, *, status_only: bool) -> None:
-    # An agent may report its own status; everything else needs an operator.
-    principal = ctx.principal
-    if status_only and principal.agent_id == agent_id:
-        require(principal, at_least=Role.AGENT)
-    else:
-        require(principal, at_least=Role.OPERATOR)
 
 
 async def _status_event(ctx: RequestContext, agent: Agent, *, previous: str | None) -> None:

@@ -15,11 +15,14 @@ import enum
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
+from stores.postgres.records import SignInState
+from stores.redis.records import Session
 
 
 @functools.total_ordering
@@ -58,6 +61,9 @@ class Principal:
     # What an API key was limited to at creation; empty means the role decides alone.
     scopes: frozenset[str]
     via: Via
+    # When the credential stops working however it is used: a session's absolute end,
+    # an API key's expiry. Long-lived connections end then.
+    ends_at: datetime | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -116,20 +122,60 @@ async def authenticate(
 
 
 async def _by_session(stores: Stores, token: str) -> Principal:
-    if stores.sessions is None:
+    """The session's principal, its standing checked afresh in PostgreSQL: the user's
+    role now, the key that opened it still live, its agent grant still held."""
+    sessions = stores.sessions
+    if sessions is None:
         raise RuntimeError("no session store: pass `sessions=` to `Stores` in create_app")
-    session = await stores.sessions.resolve(token)
+    cache = stores.session_cache
+    if cache is not None and (cached := cache.get(token)) is not None:
+        return cached
+    generation = cache.generation if cache is not None else 0
+    session = await sessions.resolve(token)
     if session is None:
         raise _refused("The session token is invalid or has expired; log in again.")
-    return Principal(
+    state = await stores.postgres.users.sign_in_state(
+        session.user_id, session.api_key_id, session.agent_id
+    )
+    ended = _why_ended(state, session.agent_id)
+    if ended is not None:
+        # It can never be used again: spare the next request the lookups.
+        await sessions.revoke(None, session.id)
+        raise _refused(f"The session has ended: {ended}. Log in again.")
+    assert state is not None
+    principal = Principal(
         user_id=session.user_id,
-        role=Role(session.role),
+        role=session_role(Role(state.role), session),
         agent_id=session.agent_id,
         session_id=session.id,
-        api_key_id=None,
-        scopes=frozenset(),
+        api_key_id=session.api_key_id,
+        scopes=frozenset(session.scopes or ()),
         via="session",
+        ends_at=session.ends_at,
     )
+    if cache is not None:
+        cache.put(token, principal, expires_at=session.expires_at, generation=generation)
+    return principal
+
+
+def session_role(user_role: Role, session: Session) -> Role:
+    """The role a session acts with, given its user's role now."""
+    if session.scopes is None:
+        # A session from before sessions kept their key's scopes: its role was the cap.
+        return min(user_role, Role(session.role))
+    return scoped_role(user_role, session.scopes)
+
+
+def _why_ended(state: SignInState | None, agent_id: UUID | None) -> str | None:
+    if state is None:
+        return "its user no longer exists"
+    if not state.enabled:
+        return "its user is disabled"
+    if not state.key_live:
+        return "the API key that opened it was revoked or has expired"
+    if not state.may_act:
+        return f"its user may no longer act as agent {agent_id}"
+    return None
 
 
 async def _by_api_key(stores: Stores, key: str) -> Principal:
@@ -145,6 +191,7 @@ async def _by_api_key(stores: Stores, key: str) -> Principal:
         api_key_id=api_key.id,
         scopes=frozenset(api_key.scopes),
         via="api_key",
+        ends_at=api_key.expires_at,
     )
 
 
@@ -161,6 +208,38 @@ SCOPE_CAPS: dict[str, Role] = {
 def scoped_role(role: Role, scopes: Iterable[str]) -> Role:
     caps = [SCOPE_CAPS[scope] for scope in scopes if scope in SCOPE_CAPS]
     return min(role, max(caps)) if caps else role
+
+
+def scopes_within(role: Role) -> frozenset[str]:
+    """The scopes a credential acting with `role` holds: every scope whose cap is at or
+    below it. An unscoped key of an operator holds `read`, `agent` and `write`; a `read`
+    key of an admin holds `read` alone; a session holds what the key that opened it held."""
+    return frozenset(scope for scope, cap in SCOPE_CAPS.items() if cap <= role)
+
+
+def require_may_mint(principal: Principal, user_role: Role, scopes: Iterable[str]) -> None:
+    """Refuse a new API key (for a user of `user_role`, limited to `scopes`) that would
+    hold a scope the calling credential does not: a key never mints a wider key."""
+    require(principal, at_least=Role.VIEWER)
+    assert principal.role is not None
+    held = scopes_within(principal.role)
+    wanted = scopes_within(scoped_role(user_role, scopes))
+    if not wanted <= held:
+        example = ", ".join(f'"{scope}"' for scope in _ordered(held))
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"This credential holds scopes {_listed(held)}; the key would hold"
+            f" {_listed(wanted)}. Ask for scopes within yours, e.g. `scopes: [{example}]`.",
+            field="scopes",
+        )
+
+
+def _ordered(scopes: Iterable[str]) -> list[str]:
+    return sorted(scopes, key=lambda scope: SCOPE_CAPS[scope])
+
+
+def _listed(scopes: Iterable[str]) -> str:
+    return ", ".join(_ordered(scopes)) or "none"
 
 
 def _refused(message: str) -> ClientError:

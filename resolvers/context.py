@@ -17,9 +17,12 @@ from stores.search import SearchStore
 
 if TYPE_CHECKING:
     from resolvers.auth import Principal
-    from resolvers.embeddings import EmbeddingFiller
+    from resolvers.health import HealthMonitor
     from resolvers.loaders import Loaders
-    from resolvers.projector import Projector
+    from resolvers.revocations import Revocations
+    from resolvers.session_cache import SessionCache
+    from workers.embeddings import EmbeddingFiller
+    from workers.projector import Projector
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class Stores:
     search: SearchStore | None = None
     embedder: Embedder | None = None
     embedding_filler: EmbeddingFiller | None = None
+    revocations: Revocations | None = None
+    # Principals of recently checked session tokens; None: every request checks.
+    session_cache: SessionCache | None = None
+    # One health probe shared by every caller per interval; None: each caller probes.
+    health: HealthMonitor | None = None
 
 
 @dataclass

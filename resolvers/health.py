@@ -1,4 +1,12 @@
-"""Three-tier health from a live probe of every store."""
+"""Three-tier health from a live probe of every store, shared by everyone who asks.
+
+Probing costs every store a round trip (PostgreSQL a transaction), and anyone may
+ask for health, anonymously and as often as they like. So one probe serves every
+caller within a process for `min_interval_s` (default 1 s): a caller who asks for
+a fresher report gets that one, callers arriving while a probe runs wait for it,
+and subscriptions tick no faster than the interval. However many ask, a process
+probes at most once per interval.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +36,64 @@ class HealthReport:
     status: HealthTier
     components: tuple[ProbeResult, ...]
     checked_at: float
+
+
+DEFAULT_MIN_INTERVAL_S = 1.0
+
+
+class HealthMonitor:
+    """The latest report, probed again once it is `min_interval_s` old and asked for."""
+
+    __slots__ = ("_last", "_last_at", "_min_interval_s", "_probing", "probes")
+
+    def __init__(self, *, min_interval_s: float = DEFAULT_MIN_INTERVAL_S) -> None:
+        if min_interval_s <= 0:
+            raise ValueError("min_interval_s must be positive")
+        self._min_interval_s = min_interval_s
+        self._last: HealthReport | None = None
+        self._last_at = 0.0
+        self._probing: asyncio.Task[HealthReport] | None = None
+        # Probes run so far (for tests and metrics).
+        self.probes = 0
+
+    @property
+    def min_interval_s(self) -> float:
+        return self._min_interval_s
+
+    async def report(self, stores: Stores, *, max_age_s: float | None = None) -> HealthReport:
+        """A report at most `max_age_s` old (never less than the floor)."""
+        max_age = max(max_age_s or 0.0, self._min_interval_s)
+        if self._last is not None and time.monotonic() - self._last_at < max_age:
+            return self._last
+        if self._probing is None:
+            self._probing = asyncio.create_task(self._probe(stores), name="polygraph-health")
+        # Shielded: a caller that gives up does not cancel the probe the others wait for.
+        return await asyncio.shield(self._probing)
+
+    async def _probe(self, stores: Stores) -> HealthReport:
+        try:
+            self.probes += 1
+            report = await check_health(stores)
+            self._last, self._last_at = report, time.monotonic()
+            return report
+        finally:
+            self._probing = None
+
+
+MAX_INTERVAL_S = 3600.0
+
+
+def update_interval(stores: Stores, requested_s: float) -> float:
+    """A subscriber's interval: what it asked for, between the floor and an hour."""
+    floor = stores.health.min_interval_s if stores.health else DEFAULT_MIN_INTERVAL_S
+    return min(max(requested_s, floor), MAX_INTERVAL_S)
+
+
+async def current_health(stores: Stores, *, max_age_s: float | None = None) -> HealthReport:
+    """The shared report where the process has a monitor, a fresh probe otherwise."""
+    if stores.health is None:
+        return await check_health(stores)
+    return await stores.health.report(stores, max_age_s=max_age_s)
 
 
 async def check_health(stores: Stores) -> HealthReport:

@@ -224,6 +224,17 @@ class Loaders:
         return _loader(related_for, [])
 
     @cached_property
+    def grant_by_user_and_agent(self) -> DataLoader[tuple[UUID, UUID], bool]:
+        """Whether a user may act as an agent (an agent grant)."""
+        grants = self._stores.postgres.agent_grants
+
+        async def batch(pairs: list[tuple[UUID, UUID]]) -> list[bool]:
+            allowed = await grants.allowed(pairs)
+            return [pair in allowed for pair in pairs]
+
+        return DataLoader(batch)
+
+    @cached_property
     def memories_by_recall(self) -> DataLoader[RecallKey, list[SearchHit[Memory]]]:
         return _recall_loader(self._stores)
 

@@ -3,23 +3,25 @@ names) in front of the metrics store, and the `metric.recorded` events after it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import orjson
 from aiodataloader import DataLoader
 
+from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Principal, Role, require
-from resolvers.context import Stores
+from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
 from stores.metrics import (
     Aggregate,
     Fill,
     MetricPoint,
     MetricsStore,
+    MetricSummary,
     RecordResult,
     Series,
     Window,
@@ -32,6 +34,10 @@ from stores.metrics.validation import (
     check_value,
 )
 from stores.postgres import metric_names
+from stores.postgres.metric_names import MetricName
+from stores.postgres.options import PgConnection
+from stores.postgres.records import JSON
+from stores.postgres.writes import run_once
 
 METRIC_RECORDED_CHANNEL = "metric.recorded"
 # Points per event: bulk loads publish many events, each small enough to fan out.
@@ -70,10 +76,63 @@ def metrics_store(stores: Stores) -> MetricsStore:
     return stores.metrics
 
 
-def require_recorder(principal: Principal) -> None:
-    """Operators record for any agent; agents too (collectors), except that an agent
-    signed in for one agent records for that agent only (checked per point)."""
+async def read_series(
+    stores: Stores,
+    agent_ids: Sequence[UUID],
+    names: Sequence[str],
+    window: Window,
+    aggregate: Aggregate,
+    *,
+    how: Fill,
+) -> Mapping[tuple[UUID, str], Series]:
+    return await metrics_store(stores).series(agent_ids, names, window, aggregate, how=how)
+
+
+async def summarise(
+    stores: Stores,
+    agent_ids: Sequence[UUID] | None,
+    names: Sequence[str] | None,
+    *,
+    window: timedelta,
+    limit: int,
+) -> list[MetricSummary]:
+    return await metrics_store(stores).summary(agent_ids, names, window=window, limit=limit)
+
+
+async def registered_names(stores: Stores) -> list[MetricName]:
+    return await metric_names.all_names(stores.postgres)
+
+
+async def register_name(
+    ctx: RequestContext,
+    name: str,
+    *,
+    unit: str,
+    description: str,
+    idempotency_key: str | None = None,
+) -> MetricName:
+    return await metric_names.register(
+        ctx.stores.postgres,
+        name,
+        unit=unit,
+        description=description,
+        ctx=ctx.write_context(idempotency_key),
+    )
+
+
+async def require_recorder(stores: Stores, principal: Principal) -> None:
+    """Operators record for any agent; below them, only a session bound to an agent
+    (with its grant) records, and for that agent only (checked per point)."""
     require(principal, at_least=Role.AGENT)
+    if is_operator(principal):
+        return
+    if principal.agent_id is None:
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            "recording metrics needs an operator, or a session bound to the agent they"
+            " are for: log in with `agentId`",
+        )
+    await require_acts_as(stores, principal, principal.agent_id, doing="recording metrics")
 
 
 async def check_points(
@@ -95,8 +154,7 @@ async def check_points(
         except PointRejected as exc:
             outcome.rejected.append(Rejection(candidate.index, exc.field, exc.message))
             continue
-        bound = principal.agent_id
-        if principal.role is Role.AGENT and bound is not None and candidate.agent_id != bound:
+        if not is_operator(principal) and candidate.agent_id != principal.agent_id:
             outcome.rejected.append(
                 Rejection(
                     candidate.index,
@@ -146,6 +204,23 @@ async def record_points(stores: Stores, points: Sequence[MetricPoint]) -> Record
                 {"points": [event_of(point) for point in points[start : start + EVENT_POINTS]]},
             )
     return result
+
+
+async def record_points_once(
+    ctx: RequestContext, points: Sequence[MetricPoint], *, idempotency_key: str | None
+) -> RecordResult:
+    """`record_points` for a mutation: a retry under the same key gets the first call's
+    counts. Points are idempotent by identity, so the metrics store, which may be
+    another database, needs no share in the key's transaction."""
+
+    async def record(conn: PgConnection) -> JSON:
+        result = await record_points(ctx.stores, points)
+        return {"received": result.received, "inserted": result.inserted}
+
+    answer = await run_once(
+        ctx.stores.postgres, ctx.write_context(idempotency_key), "metrics.record", record
+    )
+    return RecordResult(received=answer["received"], inserted=answer["inserted"])
 
 
 def event_of(point: MetricPoint) -> dict[str, Any]:

@@ -3,10 +3,12 @@ how a search's arguments become a store request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from uuid import UUID
 
+from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
@@ -142,6 +144,7 @@ async def update_knowledge(
     vector: Sequence[float] | None,
     *,
     expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> KnowledgeItem:
     require(ctx.principal, at_least=Role.OPERATOR)
     store = search_store(ctx).knowledge
@@ -153,18 +156,26 @@ async def update_knowledge(
             content = patch.content if isinstance(patch.content, str) else current.content
             embedding = await embed_for_write(ctx, embedding_text(title, content))
     item = await store.update(
-        ctx.write_context(), item_id, patch, embedding, expected_version=expected_version
+        ctx.write_context(idempotency_key),
+        item_id,
+        patch,
+        embedding,
+        expected_version=expected_version,
     )
     _pending_written(ctx, item.embedding_pending)
     return item
 
 
 async def delete_knowledge(
-    ctx: RequestContext, item_id: UUID, *, expected_version: int | None
+    ctx: RequestContext,
+    item_id: UUID,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> KnowledgeItem:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await search_store(ctx).knowledge.delete(
-        ctx.write_context(), item_id, expected_version=expected_version
+        ctx.write_context(idempotency_key), item_id, expected_version=expected_version
     )
 
 
@@ -183,20 +194,22 @@ async def relate_knowledge(
 
 
 async def unrelate_knowledge(
-    ctx: RequestContext, source_id: UUID, target_id: UUID, type: str
+    ctx: RequestContext,
+    source_id: UUID,
+    target_id: UUID,
+    type: str,
+    *,
+    idempotency_key: str | None = None,
 ) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await search_store(ctx).knowledge.unrelate(
-        ctx.write_context(), source_id, target_id, type
+        ctx.write_context(idempotency_key), source_id, target_id, type
     )
 
 
-def _require_operator_or_self(ctx: RequestContext, agent_id: UUID) -> None:
+async def _require_operator_or_memory_owner(ctx: RequestContext, agent_id: UUID) -> None:
     # An agent may keep and drop its own memories; anyone else needs an operator.
-    if ctx.principal.agent_id == agent_id:
-        require(ctx.principal, at_least=Role.AGENT)
-    else:
-        require(ctx.principal, at_least=Role.OPERATOR)
+    await require_acts_as(ctx.stores, ctx.principal, agent_id, doing="keeping an agent's memories")
 
 
 async def remember_memory(
@@ -206,7 +219,7 @@ async def remember_memory(
     *,
     idempotency_key: str | None,
 ) -> Memory:
-    _require_operator_or_self(ctx, data.agent_id)
+    await _require_operator_or_memory_owner(ctx, data.agent_id)
     embedding = client_vector(ctx, vector) or await embed_for_write(ctx, data.content)
     memory = await search_store(ctx).memories.remember(
         ctx.write_context(idempotency_key), data, embedding
@@ -215,14 +228,49 @@ async def remember_memory(
     return memory
 
 
-async def forget_memory(ctx: RequestContext, memory_id: UUID) -> Memory:
+async def forget_memory(
+    ctx: RequestContext, memory_id: UUID, *, idempotency_key: str | None = None
+) -> Memory:
     store = search_store(ctx).memories
     found = (await store.by_ids([memory_id])).get(memory_id)
     if found is None:
-        require(ctx.principal, at_least=Role.OPERATOR)
+        # Gone (or never there): the store answers NOT_FOUND, or replays this caller's
+        # own first answer, which an agent retrying its own forget must get.
+        require(ctx.principal, at_least=Role.AGENT)
     else:
-        _require_operator_or_self(ctx, found.agent_id)
-    return await store.forget(ctx.write_context(), memory_id)
+        await _require_operator_or_memory_owner(ctx, found.agent_id)
+    return await store.forget(ctx.write_context(idempotency_key), memory_id)
+
+
+async def may_read_memories(ctx: RequestContext, agent_id: UUID) -> bool:
+    """An agent's memories are for the agent itself (a session bound to it), the users
+    allowed to act as it (a grant), and operators and admins; not for other viewers."""
+    principal = ctx.principal
+    if principal.role is None or principal.user_id is None:
+        return False
+    if is_operator(principal) or principal.agent_id == agent_id:
+        return True
+    return await ctx.loaders.grant_by_user_and_agent.load((principal.user_id, agent_id))
+
+
+async def require_memory_reader(ctx: RequestContext, agent_id: UUID) -> None:
+    require(ctx.principal, at_least=Role.VIEWER)
+    if not await may_read_memories(ctx, agent_id):
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            "An agent's memories are for the agent itself, users allowed to act as it,"
+            " operators and admins.",
+        )
+
+
+async def readable_memories(ctx: RequestContext, ids: Sequence[UUID]) -> dict[UUID, Memory]:
+    """The memories of `ids` the caller may read; others read as missing, so ids
+    cannot be probed."""
+    found = await search_store(ctx).memories.by_ids(list(ids))
+    agents = list({memory.agent_id for memory in found.values()})
+    allowed = await asyncio.gather(*(may_read_memories(ctx, agent_id) for agent_id in agents))
+    readable = {agent_id for agent_id, ok in zip(agents, allowed, strict=True) if ok}
+    return {key: memory for key, memory in found.items() if memory.agent_id in readable}
 
 
 def _bad(field: str, message: str) -> ClientError:

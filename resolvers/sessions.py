@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from resolvers.auth import Principal, Role, require, scoped_role
-from resolvers.context import Stores
+from resolvers.auth import Principal, Role, require, scoped_role, session_role
+from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
+from resolvers.revocations import Revocation, announce
 from stores.errors import InvalidInput
+from stores.postgres.options import PgConnection
+from stores.postgres.records import JSON
+from stores.postgres.writes import run_once, write_audit
 from stores.redis.records import Session
 from stores.redis.sessions import SessionStore
 
@@ -21,34 +25,49 @@ async def login(
 ) -> tuple[Session, str]:
     """A new session for the key's user, and its token (shown this once).
 
-    Only users with the agent role may bind the session to an agent: the
-    session then acts for that agent.
+    Only users with the agent role, and a grant for the agent, may bind the
+    session to an agent: the session then acts for that agent.
     """
     found = await stores.postgres.users.authenticate_api_key(api_key)
     if found is None:
         raise ClientError(ErrorCode.UNAUTHENTICATED, "The API key is invalid, expired or revoked.")
     user, key_record = found
-    if agent_id is not None and user.role != Role.AGENT.value:
-        raise ClientError(
-            ErrorCode.FORBIDDEN,
-            f"Only users with role agent may bind a session to an agent; you are {user.role}.",
-            field="agentId",
-        )
+    if agent_id is not None:
+        if user.role != Role.AGENT.value:
+            raise ClientError(
+                ErrorCode.FORBIDDEN,
+                f"Only users with role agent may bind a session to an agent; you are {user.role}.",
+                field="agentId",
+            )
+        if not await stores.postgres.agent_grants.allows(user.id, agent_id):
+            raise ClientError(
+                ErrorCode.FORBIDDEN,
+                f"You may not act as agent {agent_id}: an operator grants it with"
+                " grantAgentAccess.",
+                field="agentId",
+            )
     try:
         return await _sessions(stores).create(
-            # The session keeps the key's scope cap, so logging in never widens a key.
+            # The session keeps the key's scopes, so logging in never widens a key; and
+            # the key's id, so revoking the key ends it.
             user_id=user.id,
             role=scoped_role(Role(user.role), key_record.scopes).value,
             agent_id=agent_id,
             ttl_s=ttl_s,
+            api_key_id=key_record.id,
+            scopes=key_record.scopes,
         )
     except InvalidInput as exc:
         raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from exc
 
 
-async def logout(stores: Stores, token: str) -> bool:
-    """End the session `token` proves; False if it had already ended."""
-    return await _sessions(stores).delete(token)
+async def logout(stores: Stores, token: str, *, session_id: str | None = None) -> bool:
+    """End the session `token` proves (`session_id`: its id, to close its connections
+    on every replica); False if it had already ended."""
+    logged_out = await _sessions(stores).delete(token)
+    if session_id is not None:
+        await announce(stores.revocations, Revocation("logged out", session_id=session_id))
+    return logged_out
 
 
 async def list_sessions(stores: Stores, principal: Principal) -> list[Session]:
@@ -67,7 +86,36 @@ async def revoke_session(stores: Stores, principal: Principal, session_id: str) 
     require(principal, at_least=Role.VIEWER)
     assert principal.user_id is not None
     owner = None if principal.role is Role.ADMIN else principal.user_id
-    return await _sessions(stores).revoke(owner, session_id)
+    revoked = await _sessions(stores).revoke(owner, session_id)
+    if revoked:
+        await announce(stores.revocations, Revocation("session revoked", session_id=session_id))
+    return revoked
+
+
+async def current_role(ctx: RequestContext, session: Session) -> Role:
+    """The role `session` acts with now (as `authenticate` computes it)."""
+    user = await ctx.loaders.user_by_id.load(session.user_id)
+    if user is None:
+        return Role(session.role)
+    return session_role(Role(user.role), session)
+
+
+async def revoke_session_once(
+    ctx: RequestContext, session_id: str, *, idempotency_key: str | None
+) -> bool:
+    """`revoke_session` for a request: audited, and a retry under the same key gets the
+    first call's answer (the session lives in Redis; the key and audit row in PostgreSQL)."""
+    require(ctx.principal, at_least=Role.VIEWER)
+    write = ctx.write_context(idempotency_key)
+
+    async def revoke(conn: PgConnection) -> JSON:
+        revoked = await revoke_session(ctx.stores, ctx.principal, session_id)
+        if revoked:
+            await write_audit(conn, write, "session.revoke", "session", session_id, None, None)
+        return {"revoked": revoked}
+
+    answer = await run_once(ctx.stores.postgres, write, f"session.revoke {session_id}", revoke)
+    return bool(answer["revoked"])
 
 
 def _sessions(stores: Stores) -> SessionStore:

@@ -1,14 +1,16 @@
-"""Task writes: permissions, the state machine's verbs, and the events they raise."""
+"""Task lists and writes: permissions, the state machine's verbs, the events they raise."""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.writes import publish
-from stores.postgres.inputs import TaskInput, TaskPatch
+from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
+from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import JSON, Task
 
 TASK_UPDATED_CHANNEL = "task.updated"
@@ -24,6 +26,17 @@ _CHANGE_BY_STATUS = {
 }
 
 
+async def list_tasks(
+    ctx: RequestContext,
+    filter: TaskFilter,
+    order: TaskOrder,
+    page: PageRequest,
+    *,
+    with_total: bool,
+) -> Page[Task]:
+    return await ctx.stores.postgres.tasks.list(filter, order, page, with_total=with_total)
+
+
 async def create_task(ctx: RequestContext, data: TaskInput, *, idempotency_key: str | None) -> Task:
     require(ctx.principal, at_least=Role.OPERATOR)
     task = await ctx.stores.postgres.tasks.create(ctx.write_context(idempotency_key), data)
@@ -32,11 +45,16 @@ async def create_task(ctx: RequestContext, data: TaskInput, *, idempotency_key: 
 
 
 async def update_task(
-    ctx: RequestContext, task_id: UUID, patch: TaskPatch, *, expected_version: int | None
+    ctx: RequestContext,
+    task_id: UUID,
+    patch: TaskPatch,
+    *,
+    expected_version: int | None,
+    idempotency_key: str | None = None,
 ) -> Task:
     require(ctx.principal, at_least=Role.OPERATOR)
     task = await ctx.stores.postgres.tasks.update(
-        ctx.write_context(), task_id, patch, expected_version=expected_version
+        ctx.write_context(idempotency_key), task_id, patch, expected_version=expected_version
     )
     await _task_event(ctx, task, "updated")
     return task
@@ -69,33 +87,38 @@ async def transition_task(
 
 async def add_dependency(
     ctx: RequestContext, task_id: UUID, depends_on_id: UUID, *, idempotency_key: str | None
-) -> None:
+) -> bool:
+    """True when the edge is new; False when it was there already."""
     require(ctx.principal, at_least=Role.OPERATOR)
-    await ctx.stores.postgres.tasks.add_dependency(
+    _, added = await ctx.stores.postgres.tasks.add_dependency(
         ctx.write_context(idempotency_key), task_id, depends_on_id
     )
+    return added
 
 
-async def remove_dependency(ctx: RequestContext, task_id: UUID, depends_on_id: UUID) -> bool:
+async def remove_dependency(
+    ctx: RequestContext, task_id: UUID, depends_on_id: UUID, *, idempotency_key: str | None
+) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
     return await ctx.stores.postgres.tasks.remove_dependency(
-        ctx.write_context(), task_id, depends_on_id
+        ctx.write_context(idempotency_key), task_id, depends_on_id
     )
 
 
 async def _require_may_move(ctx: RequestContext, task_id: UUID, to_status: str) -> None:
     # Agents drive their own tasks through start/complete/fail; the rest needs an operator.
     principal = ctx.principal
-    if (principal.role is not None and principal.role >= Role.OPERATOR) or to_status == "assigned":
+    if is_operator(principal) or to_status == "assigned":
         require(principal, at_least=Role.OPERATOR)
         return
     require(principal, at_least=Role.AGENT)
     task = await ctx.loaders.task_by_id.load(task_id)
-    if task is None or principal.agent_id is None or task.assignee_id != principal.agent_id:
+    if task is None or task.assignee_id is None:
         raise ClientError(
             ErrorCode.FORBIDDEN,
             "agents may only move tasks assigned to the agent their session is bound to",
         )
+    await require_acts_as(ctx.stores, principal, task.assignee_id, doing="moving a task")
 
 
 async def _task_event(ctx: RequestContext, task: Task, change: str) -> None:

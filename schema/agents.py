@@ -216,7 +216,8 @@ class Agent(relay.Node):
 
     @strawberry.field(
         description="This agent's memories that best match a query text or vector (one SQL "
-        "query for a whole page of agents; the text is embedded once per request)."
+        "query for a whole page of agents; the text is embedded once per request). For the "
+        "agent itself, users allowed to act as it, operators and admins."
     )
     async def recall(
         self,
@@ -225,10 +226,10 @@ class Agent(relay.Node):
         vector: list[float] | None = None,
         mode: SearchMode | None = None,
         first: int = 5,
-    ) -> list[MemoryHit]:
-        from resolvers.search import query_vector
+    ) -> list[MemoryHit] | None:
+        from resolvers.search import query_vector, require_memory_reader
 
-        require(info.context.principal, at_least=Role.VIEWER)
+        await require_memory_reader(info.context, self.record.id)
         store_mode = pick_mode(mode, query)
         text, checked = await query_vector(info.context, store_mode, query, vector)
         key = RecallKey(

@@ -6,10 +6,10 @@ from uuid import UUID
 import strawberry
 from strawberry import relay
 
+from resolvers.audit import VisibleEntry
 from resolvers.context import RequestContext
 from schema.relay import CountedConnection
 from schema.scalars import JSON
-from stores.postgres import records
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -25,11 +25,17 @@ class AuditEntry:
     request_id: str | None
     client_address: str | None
     created_at: datetime
+    redacted: list[str] = strawberry.field(
+        description="Fields taken out of the values because you may not see them, e.g. "
+        "`newValue.email` (a user's email is for that user and admins)."
+    )
     actor_id: strawberry.Private[UUID | None]
 
     @classmethod
-    def from_record(cls, entry: records.AuditEntry) -> AuditEntry:
+    def from_visible(cls, visible: VisibleEntry) -> AuditEntry:
+        entry = visible.entry
         return cls(
+            redacted=list(visible.redacted),
             id=strawberry.ID(str(entry.id)),
             action=entry.action,
             resource_type=entry.resource_type,

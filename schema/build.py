@@ -5,10 +5,22 @@ from pathlib import Path
 from typing import Any
 
 import strawberry
+from graphql import (
+    GraphQLArgument,
+    GraphQLDefaultInput,
+    GraphQLInputField,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLSchema,
+    get_nullable_type,
+)
 from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 
+from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.query import Query as CoreQuery
@@ -16,7 +28,7 @@ from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
-QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery)
+QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery, AgentGrantQueries)
 SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
 
 Query = merge_types("Query", QUERIES)
@@ -33,13 +45,38 @@ def build_schema(
 ) -> strawberry.Schema:
     """The one schema. Extensions are classes, so each request gets fresh instances;
     `execution_context_class` replaces graphql-core's executor (None: Strawberry's)."""
-    return strawberry.Schema(
+    schema = strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=list(extensions),
         execution_context_class=execution_context_class,
     )
+    _introspectable_defaults(schema._schema)
+    return schema
+
+
+def _introspectable_defaults(schema: GraphQLSchema) -> None:
+    """Give JSON defaults (`payload: JSON! = {}`) a literal that introspection can print.
+
+    Strawberry hands graphql-core such defaults as Python values, which its
+    introspection turns into literals with `ast_from_value`; that fails on a dict
+    ("Cannot convert value to AST"), so every introspection (GraphiQL, codegen)
+    answered errors. Introspection prefers `default`, a `GraphQLDefaultInput` that
+    converts the value with `value_to_literal`, which handles objects and lists;
+    Strawberry's SDL printer still reads `default_value`.
+    """
+    for named in schema.type_map.values():
+        inputs: list[GraphQLArgument | GraphQLInputField] = []
+        if isinstance(named, GraphQLInputObjectType):
+            inputs.extend(named.fields.values())
+        elif isinstance(named, GraphQLObjectType | GraphQLInterfaceType):
+            inputs.extend(arg for field in named.fields.values() for arg in field.args.values())
+        for item in inputs:
+            if isinstance(item.default_value, dict | list) and isinstance(
+                get_nullable_type(item.type), GraphQLScalarType
+            ):
+                item.default = GraphQLDefaultInput(value=item.default_value)
 
 
 def export_sdl() -> str:

@@ -6,8 +6,12 @@ from datetime import UTC, datetime
 
 import strawberry
 
+from resolvers.auth import Role, require
+from resolvers.context import RequestContext
 from resolvers.health import HealthReport, HealthTier
 from stores import ProbeResult
+
+Info = strawberry.Info[RequestContext, None]
 
 HealthStatus = strawberry.enum(HealthTier, name="HealthStatus", description="Three-tier health.")
 
@@ -46,17 +50,23 @@ class ComponentHealth:
 
 
 @strawberry.type(
-    description="Gateway health: `critical` without PostgreSQL, `moderate` without Neo4j or Redis."
+    description="Gateway health: `critical` without PostgreSQL, `moderate` without Neo4j or "
+    "Redis. Anyone may read the status; the breakdown per store needs a sign-in."
 )
 class Health:
     status: HealthStatus  # type: ignore[valid-type]
-    components: list[ComponentHealth]
     checked_at: datetime
+    report: strawberry.Private[HealthReport]
 
     @classmethod
     def from_report(cls, report: HealthReport) -> Health:
         return cls(
             status=report.status,
-            components=[ComponentHealth.from_probe(p) for p in report.components],
             checked_at=datetime.fromtimestamp(report.checked_at, tz=UTC),
+            report=report,
         )
+
+    @strawberry.field(description="Each store as the last probe saw it. Viewers and up.")
+    def components(self, info: Info) -> list[ComponentHealth] | None:
+        require(info.context.principal, at_least=Role.VIEWER)
+        return [ComponentHealth.from_probe(p) for p in self.report.components]

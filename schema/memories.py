@@ -14,7 +14,7 @@ from strawberry import relay
 from resolvers.context import RequestContext
 from schema.relay import encode_id, node_id_field
 from schema.scalars import JSON
-from stores import search as records
+from stores.search import records
 
 if TYPE_CHECKING:
     from schema.agents import Agent
@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 Info = strawberry.Info[RequestContext, None]
 
 
-@strawberry.enum(description="How a search ranks: by meaning, by words, or both fused.")
+@strawberry.enum(
+    description="How a search ranks: by meaning, by words (any of them; more of them "
+    "first), or by meaning with items holding every word lifted."
+)
 class SearchMode(enum.Enum):
     SEMANTIC = "semantic"
     KEYWORD = "keyword"
@@ -78,7 +81,7 @@ class Memory(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Memory | None]:
-        from resolvers.search import search_store
+        from resolvers.search import readable_memories
 
         ids: list[UUID | None] = []
         for node_id in node_ids:
@@ -86,7 +89,8 @@ class Memory(relay.Node):
                 ids.append(UUID(node_id))
             except ValueError:
                 ids.append(None)
-        found = await search_store(info.context).memories.by_ids([i for i in ids if i])
+        # Memories the caller may not read are null, as if they did not exist.
+        found = await readable_memories(info.context, [i for i in ids if i])
         return [cls.from_record(found[i]) if i and i in found else None for i in ids]
 
     @strawberry.field(description="The agent this memory belongs to.")
@@ -100,7 +104,9 @@ class Memory(relay.Node):
 class MemoryHit:
     memory: Memory
     score: float = strawberry.field(
-        description="SEMANTIC: cosine similarity; KEYWORD: text rank; HYBRID: fused RRF score."
+        description="SEMANTIC: cosine similarity. KEYWORD: the share of the query's terms "
+        "held. HYBRID: the similarity times a weight (0.7 unless configured), plus the "
+        "rest of the weight when the item holds every term."
     )
     semantic_rank: int | None
     keyword_rank: int | None

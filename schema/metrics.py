@@ -15,12 +15,12 @@ from resolvers import metrics as resolve
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
-from resolvers.loaders import event_loaders
+from resolvers.live import live_events
 from schema.relay import decode_id, encode_id, require_ids
 from schema.scalars import JSON, json_object
 from stores import InvalidInput
-from stores import metrics as store
-from stores.postgres import metric_names
+from stores.metrics import records as store
+from stores.metrics.buckets import Window, format_bucket, parse_bucket
 from stores.postgres.metric_names import MetricName as MetricNameRecord
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class MetricSeries:
         return cls(
             agent_uuid=series.agent_id,
             name=series.name,
-            bucket=store.format_bucket(width),
+            bucket=format_bucket(width),
             aggregate=aggregate,
             source=series.source,
             points=[MetricBucket(time=b.time, value=b.value) for b in series.buckets],
@@ -144,9 +144,9 @@ class MetricPointRecorded:
         return encode_id("Agent", self.agent_uuid)
 
 
-def window_of(start: datetime, end: datetime, bucket: str) -> store.Window:
+def window_of(start: datetime, end: datetime, bucket: str) -> Window:
     try:
-        return store.Window.of(start, end, store.parse_bucket(bucket))
+        return Window.of(start, end, parse_bucket(bucket))
     except InvalidInput as exc:
         raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from None
 
@@ -203,8 +203,8 @@ class MetricQueries:
                 field="agents",
             )
         window = window_of(from_, to, bucket)
-        found = await resolve.metrics_store(info.context.stores).series(
-            agent_ids, unique_names, window, aggregate, how=fill
+        found = await resolve.read_series(
+            info.context.stores, agent_ids, unique_names, window, aggregate, how=fill
         )
         return [
             MetricSeries.from_record(found[(agent_id, name)], window.width, aggregate)
@@ -227,11 +227,15 @@ class MetricQueries:
         require(info.context.principal, at_least=Role.VIEWER)
         agent_ids = require_ids(agents, "Agent", field="agents") if agents is not None else None
         try:
-            width = store.parse_bucket(window, field="window")
+            width = parse_bucket(window, field="window")
         except InvalidInput as exc:
             raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from None
-        rows = await resolve.metrics_store(info.context.stores).summary(
-            agent_ids, names, window=width, limit=max(1, min(first, MAX_SUMMARY_ROWS))
+        rows = await resolve.summarise(
+            info.context.stores,
+            agent_ids,
+            names,
+            window=width,
+            limit=max(1, min(first, MAX_SUMMARY_ROWS)),
         )
         return [
             MetricSummary(
@@ -251,8 +255,7 @@ class MetricQueries:
     async def metric_names(self, info: Info) -> list[MetricName]:
         require(info.context.principal, at_least=Role.VIEWER)
         return [
-            MetricName.from_record(r)
-            for r in await metric_names.all_names(info.context.stores.postgres)
+            MetricName.from_record(r) for r in await resolve.registered_names(info.context.stores)
         ]
 
 
@@ -271,18 +274,13 @@ class MetricSubscriptions:
         require(info.context.principal, at_least=Role.VIEWER)
         wanted_agent = decode_id(agent_id, "Agent", field="agentId") if agent_id else None
         wanted_names = set(names) if names else None
-        events = info.context.stores.events
-        if events is None:
-            raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
-        async with events.subscribe(resolve.METRIC_RECORDED_CHANNEL) as subscription:
-            async for event in subscription:
-                info.context.loaders = event_loaders(info.context.stores, event)
-                for point in _points_of(event):
-                    if wanted_agent is not None and point.agent_uuid != wanted_agent:
-                        continue
-                    if wanted_names is not None and point.name not in wanted_names:
-                        continue
-                    yield point
+        async for event in live_events(info.context, resolve.METRIC_RECORDED_CHANNEL):
+            for point in _points_of(event):
+                if wanted_agent is not None and point.agent_uuid != wanted_agent:
+                    continue
+                if wanted_names is not None and point.name not in wanted_names:
+                    continue
+                yield point
 
 
 def _points_of(event: dict[str, Any]) -> list[MetricPointRecorded]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from schema.agent_grants import AgentGrantMutations
 from schema.mutations.agents import AgentMutations
 from schema.mutations.knowledge import KnowledgeMutations
 from schema.mutations.metrics import MetricMutations
@@ -10,6 +11,7 @@ from schema.mutations.workflows import WorkflowMutations
 MUTATIONS: tuple[type, ...] = (
     UserMutations,
     AgentMutations,
+    AgentGrantMutations,
     TaskMutations,
     WorkflowMutations,
     MetricMutations,

@@ -10,11 +10,11 @@ import strawberry
 from aiodataloader import DataLoader
 from strawberry import relay
 
-from resolvers import graph
+from resolvers import achievements, agents, audit, graph, tasks, users, workflows
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
-from resolvers.health import check_health
+from resolvers.health import current_health
 from resolvers.sessions import list_sessions
 from schema.achievements import LeaderboardEntry
 from schema.agents import Agent, AgentConnection
@@ -41,9 +41,12 @@ def _viewer(info: Info) -> None:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Live health of the gateway and each store it uses.")
+    @strawberry.field(
+        description="Health of the gateway and each store it uses, from a probe shared by "
+        "every caller for a second."
+    )
     async def health(self, info: Info) -> Health:
-        return Health.from_report(await check_health(info.context.stores))
+        return Health.from_report(await current_health(info.context.stores))
 
     @strawberry.field(description="Any object by its global id.")
     async def node(self, info: Info, id: relay.GlobalID) -> relay.Node | None:
@@ -71,7 +74,8 @@ class Query:
         before: str | None = None,
     ) -> AgentConnection:
         _viewer(info)
-        page = await info.context.stores.postgres.agents.list(
+        page = await agents.list_agents(
+            info.context,
             (filter or AgentFilter()).to_store(),
             StoreAgentOrder[order_by.name],
             page_request(first, after, last, before),
@@ -92,7 +96,8 @@ class Query:
         before: str | None = None,
     ) -> TaskConnection:
         _viewer(info)
-        page = await info.context.stores.postgres.tasks.list(
+        page = await tasks.list_tasks(
+            info.context,
             (filter or TaskFilter()).to_store(),
             StoreTaskOrder[order_by.name],
             page_request(first, after, last, before),
@@ -113,7 +118,8 @@ class Query:
         before: str | None = None,
     ) -> WorkflowConnection:
         _viewer(info)
-        page = await info.context.stores.postgres.workflows.list(
+        page = await workflows.list_workflows(
+            info.context,
             (filter or WorkflowFilter()).to_store(),
             StoreWorkflowOrder[order_by.name],
             page_request(first, after, last, before),
@@ -121,7 +127,10 @@ class Query:
         )
         return WorkflowConnection.from_page(page, Workflow.from_record)
 
-    @strawberry.field(description="Every mutation, newest first. Operators and up.")
+    @strawberry.field(
+        description="Every mutation, newest first. Operators and up; fields you may not see "
+        "are taken out of the values (`redacted`)."
+    )
     async def audit_log(
         self,
         info: Info,
@@ -131,21 +140,21 @@ class Query:
         last: int | None = None,
         before: str | None = None,
     ) -> AuditEntryConnection:
-        require(info.context.principal, at_least=Role.OPERATOR)
-        page = await info.context.stores.postgres.audit.list(
+        page = await audit.audit_log(
+            info.context,
             (filter or AuditFilter()).to_store(),
             page_request(first, after, last, before),
             with_total=wants_total(info),
         )
-        return AuditEntryConnection.from_page(page, AuditEntry.from_record)
+        return AuditEntryConnection.from_page(page, AuditEntry.from_visible)
 
     @strawberry.field(description="Agents by points from achievements.")
     async def leaderboard(
         self, info: Info, first: int = 10, since: datetime | None = None
     ) -> list[LeaderboardEntry]:
         _viewer(info)
-        entries = await info.context.stores.postgres.achievements.leaderboard(
-            first=max(1, min(first, 100)), since=since
+        entries = await achievements.leaderboard(
+            info.context, first=max(1, min(first, 100)), since=since
         )
         return [
             LeaderboardEntry(
@@ -239,7 +248,7 @@ class Query:
         principal = info.context.principal
         require(principal, at_least=Role.VIEWER)
         assert principal.user_id is not None
-        keys = await info.context.stores.postgres.users.list_api_keys(principal.user_id)
+        keys = await users.list_api_keys(info.context, principal.user_id)
         return [ApiKey.from_record(key) for key in keys]
 
 

@@ -18,7 +18,7 @@ from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.memories import SearchMode, pick_mode
 from schema.relay import decode_id, encode_id, node_id_field, nodes_by_ids
-from stores import search as records
+from stores.search import records
 
 if TYPE_CHECKING:
     from schema.agents import Agent
@@ -140,7 +140,9 @@ class KnowledgeSearchEdge:
     cursor: str
     node: Knowledge
     score: float = strawberry.field(
-        description="SEMANTIC: cosine similarity; KEYWORD: text rank; HYBRID: fused RRF score."
+        description="SEMANTIC: cosine similarity. KEYWORD: the share of the query's terms "
+        "held. HYBRID: the similarity times a weight (0.7 unless configured), plus the "
+        "rest of the weight when the item holds every term."
     )
     semantic_rank: int | None = strawberry.field(description="Rank by meaning (1 is best).")
     keyword_rank: int | None = strawberry.field(description="Rank by words (1 is best).")
@@ -207,9 +209,10 @@ def decode_cursor(cursor: str | None) -> int:
 @strawberry.type
 class SearchQuery:
     @strawberry.field(
-        description="Knowledge ranked by meaning (SEMANTIC), words (KEYWORD) or both fused "
-        "with Reciprocal Rank Fusion (HYBRID, the default with a query). Pass `vector` to "
-        "search with your own embedding."
+        description="Knowledge ranked by meaning (SEMANTIC), by words (KEYWORD: items "
+        'holding any word of the query, more of them first; `"a phrase"` and `-word` '
+        "work) or both (HYBRID, the default with a query: meaning, with items holding every "
+        "word lifted). Pass `vector` to search with your own embedding."
     )
     async def search_knowledge(
         self,

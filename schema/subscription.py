@@ -14,9 +14,8 @@ from strawberry import relay
 from resolvers.agents import AGENT_STATUS_CHANNEL
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
-from resolvers.errors import ClientError, ErrorCode
-from resolvers.health import check_health
-from resolvers.loaders import event_loaders
+from resolvers.health import current_health, update_interval
+from resolvers.live import live_events
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from schema.agents import Agent
 from schema.enums import AgentStatus, TaskStatus
@@ -24,7 +23,6 @@ from schema.health import Health
 from schema.relay import require_ids
 from schema.tasks import Task
 from stores.postgres import records
-from stores.redis.events import Event
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -56,36 +54,15 @@ class AgentStatusChange:
     at: datetime
 
 
-def _events(info: Info, channel: str) -> AsyncGenerator[Event, None]:
-    events = info.context.stores.events
-    if events is None:
-        raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
-
-    stores = info.context.stores
-
-    async def stream() -> AsyncGenerator[Event, None]:
-        async with events.subscribe(channel) as subscription:
-            async for event in subscription:
-                info.context.loaders = event_loaders(stores, event)
-                yield event
-
-    return stream()
+def _task_update(change: str, at: str, record: records.Task) -> TaskUpdate:
+    return TaskUpdate(task=Task.from_record(record), change=change, at=datetime.fromisoformat(at))
 
 
-def _task_update(event: Event, record: records.Task) -> TaskUpdate:
-    return TaskUpdate(
-        task=Task.from_record(record),
-        change=event["change"],
-        at=datetime.fromisoformat(event["at"]),
-    )
-
-
-def _status_change(event: Event, record: records.Agent) -> AgentStatusChange:
-    previous = event.get("previous_status")
+def _status_change(previous: str | None, at: str, record: records.Agent) -> AgentStatusChange:
     return AgentStatusChange(
         agent=Agent.from_record(record),
         previous_status=AgentStatus(previous) if previous else None,
-        at=datetime.fromisoformat(event["at"]),
+        at=datetime.fromisoformat(at),
     )
 
 
@@ -95,13 +72,17 @@ def _ids(values: list[relay.GlobalID] | None, type_name: str, field: str) -> set
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="A fresh health report every `intervalSeconds`.")
+    @strawberry.subscription(
+        description="A health report every `intervalSeconds` (at least 1 s): one probe per "
+        "interval serves every subscriber of a gateway."
+    )
     async def health_updates(
         self, info: Info, interval_seconds: float = 5.0
     ) -> AsyncGenerator[Health, None]:
-        interval = min(max(interval_seconds, 0.1), 3600.0)
+        stores = info.context.stores
+        interval = update_interval(stores, interval_seconds)
         while True:
-            yield Health.from_report(await check_health(info.context.stores))
+            yield Health.from_report(await current_health(stores, max_age_s=interval))
             await asyncio.sleep(interval)
 
     @strawberry.subscription(description="Tasks as they change, from any gateway replica.")
@@ -113,7 +94,7 @@ class Subscription:
         task_ids = _ids(wanted.task_ids, "Task", "filter.taskIds")
         assignee_ids = _ids(wanted.assignee_ids, "Agent", "filter.assigneeIds")
         statuses = {s.value for s in wanted.status} if wanted.status else None
-        async for event in _events(info, TASK_UPDATED_CHANNEL):
+        async for event in live_events(info.context, TASK_UPDATED_CHANNEL):
             task_id = UUID(event["task_id"])
             assignee = event.get("assignee_id")
             if task_ids is not None and task_id not in task_ids:
@@ -126,11 +107,12 @@ class Subscription:
                 continue
             record = await info.context.loaders.task_by_id.load(task_id)
             if record is not None:
-                # One payload object per event for every subscriber: the executor runs
-                # the selection once per event and scope (gateway/engine/events.py).
                 # One payload object per event for every local subscriber, so the
-                # executor runs the selection once per event and permission scope.
-                yield event.memo("task_update", partial(_task_update, event, record))
+                # executor runs the selection once per event and permission scope
+                # (gateway/engine/events.py).
+                yield event.memo(
+                    "task_update", partial(_task_update, event["change"], event["at"], record)
+                )
 
     @strawberry.subscription(description="Agent status changes, from any gateway replica.")
     async def agent_status_changed(
@@ -140,7 +122,7 @@ class Subscription:
         wanted = filter or AgentStatusFilter()
         agent_ids = _ids(wanted.agent_ids, "Agent", "filter.agentIds")
         statuses = {s.value for s in wanted.status} if wanted.status else None
-        async for event in _events(info, AGENT_STATUS_CHANNEL):
+        async for event in live_events(info.context, AGENT_STATUS_CHANNEL):
             agent_id = UUID(event["agent_id"])
             if agent_ids is not None and agent_id not in agent_ids:
                 continue
@@ -148,4 +130,7 @@ class Subscription:
                 continue
             record = await info.context.loaders.agent_by_id.load(agent_id)
             if record is not None:
-                yield event.memo("agent_status_change", partial(_status_change, event, record))
+                previous = event.get("previous_status")
+                yield event.memo(
+                    "agent_status_change", partial(_status_change, previous, event["at"], record)
+                )

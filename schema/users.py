@@ -9,6 +9,7 @@ from strawberry import relay
 
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
+from resolvers.users import list_api_keys
 from schema.enums import UserRole
 from schema.relay import encode_id, node_id_field, nodes_by_ids
 from stores.postgres import records
@@ -23,6 +24,9 @@ class User(relay.Node):
     display_name: str
     role: UserRole
     created_at: datetime
+    disabled_at: datetime | None = strawberry.field(
+        description="Set while an admin has disabled the user."
+    )
     record: strawberry.Private[records.User]
 
     @classmethod
@@ -33,6 +37,7 @@ class User(relay.Node):
             display_name=user.display_name,
             role=UserRole(user.role),
             created_at=user.created_at,
+            disabled_at=user.disabled_at,
             record=user,
         )
 
@@ -54,6 +59,12 @@ class User(relay.Node):
         if info.context.principal.user_id != self.record.id:
             require(info.context.principal, at_least=Role.ADMIN)
         return self.record.email
+
+    @strawberry.field(description="The user's API keys, without secrets. The user and admins.")
+    async def api_keys(self, info: Info) -> list[ApiKey] | None:
+        return [
+            ApiKey.from_record(key) for key in await list_api_keys(info.context, self.record.id)
+        ]
 
 
 @strawberry.type(description="An API key's metadata; the secret is shown once, at creation.")

@@ -69,6 +69,10 @@ class PgPool:
             self._pool = await self._create(0)
         self._lifecycle.state = StoreState.OPENED
 
+    def check_open(self) -> None:
+        """Raise `StoreMisuse` unless the pool is open."""
+        self._lifecycle.check_open()
+
     async def aclose(self) -> None:
         if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
             self._lifecycle.state = StoreState.CLOSED
@@ -80,6 +84,13 @@ class PgPool:
             # Connections still checked out after the grace period are not coming back.
             self._pool.terminate()
             raise
+
+    async def expire_connections(self) -> None:
+        """Replace every connection (one in use when it is released), so that new ones
+        run the pool's `init` again."""
+        self._lifecycle.check_open()
+        assert self._pool is not None
+        await self._pool.expire_connections()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:

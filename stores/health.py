@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 
@@ -16,3 +17,8 @@ class ProbeResult:
     # Extra versions worth showing, e.g. {"pgvector": "0.8.6"}.
     details: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+
+
+def ms_since(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading), as probes report them."""
+    return round((time.perf_counter() - started) * 1000, 3)

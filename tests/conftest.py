@@ -45,7 +45,7 @@ def stack_up(profile: Profile) -> None:
     stack.up(profile, neo4j_password=password, say=lambda line: None)
 
 
-async def _recreate_database(profile: Profile, name: str) -> None:
+async def recreate_database(profile: Profile, name: str) -> None:
     conn = await asyncpg.connect(profile.postgres_dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -57,7 +57,7 @@ async def _recreate_database(profile: Profile, name: str) -> None:
 @pytest.fixture(scope="session")
 def database_name(stack_up: None, profile: Profile) -> str:
     name = f"polygraph_test_{_worker()}"
-    asyncio.run(_recreate_database(profile, name))
+    asyncio.run(recreate_database(profile, name))
     return name
 
 

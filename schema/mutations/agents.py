@@ -10,6 +10,7 @@ from resolvers.context import RequestContext
 from resolvers.writes import await_projection
 from schema.agents import Agent
 from schema.enums import AgentLinkType, AgentStatus
+from schema.idempotency import idempotency_key
 from schema.patch import given, given_nullable
 from schema.relay import decode_id
 from schema.scalars import JSON
@@ -31,9 +32,7 @@ class CreateAgentInput:
     notes: str = ""
     metadata: JSON = strawberry.field(default_factory=dict)
     parent_id: relay.GlobalID | None = None
-    idempotency_key: str | None = strawberry.field(
-        default=None, description="Retrying with the same key returns the first result."
-    )
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -51,6 +50,7 @@ class UpdateAgentInput:
     notes: str | None = strawberry.UNSET
     metadata: JSON | None = strawberry.UNSET
     parent_id: relay.GlobalID | None = strawberry.UNSET
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
     def to_patch(self) -> AgentPatch:
@@ -76,6 +76,7 @@ class UpdateAgentInput:
 class DeleteAgentInput:
     id: relay.GlobalID
     expected_version: int | None = None
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -85,7 +86,7 @@ class RelateAgentsInput:
     target_id: relay.GlobalID
     type: AgentLinkType
     weight: float = 1.0
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -94,6 +95,7 @@ class UnrelateAgentsInput:
     source_id: relay.GlobalID
     target_id: relay.GlobalID
     type: AgentLinkType
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -148,7 +150,11 @@ class AgentMutations:
         async def run() -> Agent:
             agent_id = decode_id(input.id, "Agent", field="id")
             agent = await resolve.update_agent(
-                ctx, agent_id, input.to_patch(), expected_version=input.expected_version
+                ctx,
+                agent_id,
+                input.to_patch(),
+                expected_version=input.expected_version,
+                idempotency_key=input.idempotency_key,
             )
             return Agent.from_record(agent)
 
@@ -163,7 +169,10 @@ class AgentMutations:
         async def run() -> Agent:
             agent_id = decode_id(input.id, "Agent", field="id")
             agent = await resolve.delete_agent(
-                ctx, agent_id, expected_version=input.expected_version
+                ctx,
+                agent_id,
+                expected_version=input.expected_version,
+                idempotency_key=input.idempotency_key,
             )
             return Agent.from_record(agent)
 
@@ -200,7 +209,9 @@ class AgentMutations:
         async def run() -> tuple[bool, Agent | None, Agent | None]:
             source_id = decode_id(input.source_id, "Agent", field="sourceId")
             target_id = decode_id(input.target_id, "Agent", field="targetId")
-            removed = await resolve.unrelate_agents(ctx, source_id, target_id, input.type.value)
+            removed = await resolve.unrelate_agents(
+                ctx, source_id, target_id, input.type.value, idempotency_key=input.idempotency_key
+            )
             return removed, await Agent.load(info, source_id), await Agent.load(info, target_id)
 
         outcome, errors = await attempt(run())

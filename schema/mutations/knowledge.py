@@ -9,6 +9,7 @@ from strawberry import relay
 from resolvers import search as resolve
 from resolvers.context import RequestContext
 from resolvers.writes import await_projection
+from schema.idempotency import idempotency_key
 from schema.memories import Memory, MemoryKind
 from schema.patch import given, given_nullable
 from schema.relay import decode_id
@@ -34,9 +35,7 @@ class CreateKnowledgeInput:
         default=None, description="The agent that discovered it."
     )
     vector: list[float] | None = strawberry.field(default=None, description=VECTOR)
-    idempotency_key: str | None = strawberry.field(
-        default=None, description="Retrying with the same key returns the first result."
-    )
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -50,6 +49,7 @@ class UpdateKnowledgeInput:
     tags: list[str] | None = strawberry.UNSET
     agent_id: relay.GlobalID | None = strawberry.UNSET
     vector: list[float] | None = strawberry.field(default=None, description=VECTOR)
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
     def to_patch(self) -> KnowledgePatch:
@@ -72,6 +72,7 @@ class UpdateKnowledgeInput:
 class DeleteKnowledgeInput:
     id: relay.GlobalID
     expected_version: int | None = None
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -80,7 +81,7 @@ class RelateKnowledgeInput:
     source_id: relay.GlobalID
     target_id: relay.GlobalID
     type: KnowledgeRelationType
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -89,6 +90,7 @@ class UnrelateKnowledgeInput:
     source_id: relay.GlobalID
     target_id: relay.GlobalID
     type: KnowledgeRelationType
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -100,12 +102,13 @@ class RememberMemoryInput:
     importance: float = 0.5
     context: JSON = strawberry.field(default_factory=dict)
     vector: list[float] | None = strawberry.field(default=None, description=VECTOR)
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
 class ForgetMemoryInput:
     id: relay.GlobalID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -169,6 +172,7 @@ class KnowledgeMutations:
                 input.to_patch(),
                 input.vector,
                 expected_version=input.expected_version,
+                idempotency_key=input.idempotency_key,
             )
             return Knowledge.from_record(item)
 
@@ -183,7 +187,10 @@ class KnowledgeMutations:
         async def run() -> Knowledge:
             item_id = decode_id(input.id, "Knowledge", field="id")
             item = await resolve.delete_knowledge(
-                ctx, item_id, expected_version=input.expected_version
+                ctx,
+                item_id,
+                expected_version=input.expected_version,
+                idempotency_key=input.idempotency_key,
             )
             return Knowledge.from_record(item)
 
@@ -226,7 +233,9 @@ class KnowledgeMutations:
         async def run() -> tuple[bool, Knowledge | None, Knowledge | None]:
             source_id = decode_id(input.source_id, "Knowledge", field="sourceId")
             target_id = decode_id(input.target_id, "Knowledge", field="targetId")
-            removed = await resolve.unrelate_knowledge(ctx, source_id, target_id, input.type.value)
+            removed = await resolve.unrelate_knowledge(
+                ctx, source_id, target_id, input.type.value, idempotency_key=input.idempotency_key
+            )
             return (
                 removed,
                 await Knowledge.load(info, source_id),
@@ -267,7 +276,11 @@ class KnowledgeMutations:
         ctx = info.context
 
         async def run() -> Memory:
-            memory = await resolve.forget_memory(ctx, decode_id(input.id, "Memory", field="id"))
+            memory = await resolve.forget_memory(
+                ctx,
+                decode_id(input.id, "Memory", field="id"),
+                idempotency_key=input.idempotency_key,
+            )
             return Memory.from_record(memory)
 
         memory, errors = await attempt(run())

@@ -11,12 +11,12 @@ from resolvers import metrics as resolve
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
+from schema.idempotency import idempotency_key
 from schema.metrics import MetricName
 from schema.relay import decode_id
 from schema.scalars import JSON
 from schema.user_errors import UserError, attempt
 from stores.metrics.validation import MAX_POINTS_PER_REQUEST
-from stores.postgres import metric_names
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -39,6 +39,7 @@ class RecordMetricsInput:
     points: list[MetricPointInput] = strawberry.field(
         description=f"At most {MAX_POINTS_PER_REQUEST}; one bad point and none is written."
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -55,6 +56,7 @@ class RegisterMetricInput:
     name: str
     unit: str = ""
     description: str = ""
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -71,7 +73,7 @@ class MetricMutations:
     )
     async def record_metrics(self, info: Info, input: RecordMetricsInput) -> RecordMetricsPayload:
         ctx = info.context
-        resolve.require_recorder(ctx.principal)
+        await resolve.require_recorder(ctx.stores, ctx.principal)
         if len(input.points) > MAX_POINTS_PER_REQUEST:
             error = UserError(
                 field="points",
@@ -106,7 +108,9 @@ class MetricMutations:
         if errors:
             errors.sort(key=lambda error: int((error.field or "points.0").split(".")[1]))
             return RecordMetricsPayload(accepted=0, duplicates=0, user_errors=errors)
-        result = await resolve.record_points(ctx.stores, checked.accepted)
+        result = await resolve.record_points_once(
+            ctx, checked.accepted, idempotency_key=input.idempotency_key
+        )
         return RecordMetricsPayload(
             accepted=result.inserted, duplicates=result.duplicates, user_errors=[]
         )
@@ -120,11 +124,12 @@ class MetricMutations:
     ) -> RegisterMetricPayload:
         require(info.context.principal, at_least=Role.OPERATOR)
         record, errors = await attempt(
-            metric_names.register(
-                info.context.stores.postgres,
+            resolve.register_name(
+                info.context,
                 input.name,
                 unit=input.unit,
                 description=input.description,
+                idempotency_key=input.idempotency_key,
             )
         )
         return RegisterMetricPayload(

@@ -12,6 +12,7 @@ from strawberry import relay
 from resolvers import tasks as resolve
 from resolvers.context import RequestContext
 from resolvers.writes import await_projection
+from schema.idempotency import idempotency_key
 from schema.patch import given, given_nullable
 from schema.relay import decode_id
 from schema.scalars import JSON
@@ -39,9 +40,7 @@ class CreateTaskInput:
     workflow_id: relay.GlobalID | None = None
     deadline: datetime | None = None
     max_retries: int = 3
-    idempotency_key: str | None = strawberry.field(
-        default=None, description="Retrying with the same key returns the first result."
-    )
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
     def to_store(self, creator_id: UUID | None) -> TaskInput:
@@ -81,6 +80,7 @@ class UpdateTaskInput:
     workflow_id: relay.GlobalID | None = strawberry.UNSET
     deadline: datetime | None = strawberry.UNSET
     max_retries: int | None = strawberry.UNSET
+    idempotency_key: str | None = idempotency_key()
 
     def to_patch(self) -> TaskPatch:
         workflow = given_nullable(self.workflow_id)
@@ -106,14 +106,14 @@ class AssignTaskInput:
     id: relay.GlobalID
     assignee_id: relay.GlobalID
     expected_version: int | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input(description="Move a task on: start, cancel or retry it.")
 class TaskMoveInput:
     id: relay.GlobalID
     expected_version: int | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -121,7 +121,7 @@ class CompleteTaskInput:
     id: relay.GlobalID
     result: JSON | None = None
     expected_version: int | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -129,14 +129,14 @@ class FailTaskInput:
     id: relay.GlobalID
     error_message: str
     expected_version: int | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input(description="`taskId` cannot start before `dependsOnId` completes.")
 class TaskDependencyInput:
     task_id: relay.GlobalID
     depends_on_id: relay.GlobalID
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
 
@@ -192,7 +192,11 @@ class TaskMutations:
         return await _task_payload(
             info,
             lambda: resolve.update_task(
-                ctx, _id(input.id), input.to_patch(), expected_version=input.expected_version
+                ctx,
+                _id(input.id),
+                input.to_patch(),
+                expected_version=input.expected_version,
+                idempotency_key=input.idempotency_key,
             ),
             wait=True,
         )
@@ -296,11 +300,13 @@ async def _dependency(
         task_id = decode_id(input.task_id, "Task", field="taskId")
         depends_on_id = decode_id(input.depends_on_id, "Task", field="dependsOnId")
         if add:
-            await resolve.add_dependency(
+            added = await resolve.add_dependency(
                 ctx, task_id, depends_on_id, idempotency_key=input.idempotency_key
             )
-            return True, task_id, depends_on_id
-        removed = await resolve.remove_dependency(ctx, task_id, depends_on_id)
+            return added, task_id, depends_on_id
+        removed = await resolve.remove_dependency(
+            ctx, task_id, depends_on_id, idempotency_key=input.idempotency_key
+        )
         return removed, task_id, depends_on_id
 
     outcome, errors = await attempt(run())

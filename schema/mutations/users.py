@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
@@ -9,15 +10,18 @@ from uuid import UUID
 import strawberry
 from strawberry import relay
 
+from resolvers import audit
 from resolvers import sessions as session_resolvers
-from resolvers.auth import Role, require
+from resolvers import users as user_resolvers
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from schema.enums import UserRole
+from schema.idempotency import idempotency_key
 from schema.relay import decode_id
 from schema.sessions import Session
 from schema.user_errors import UserError, attempt
 from schema.users import ApiKey, User
+from stores.postgres import records
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -47,6 +51,7 @@ class LogoutPayload:
 @strawberry.input
 class RevokeSessionInput:
     session_id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -60,6 +65,7 @@ class CreateUserInput:
     email: str
     role: UserRole
     display_name: str = ""
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -76,18 +82,36 @@ class CreateApiKeyInput:
     user_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Another user's id (admins only); yourself by default."
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
 class ApiKeyPayload:
     api_key: ApiKey | None
-    secret: str | None = strawberry.field(description="The key itself. Shown once, never again.")
+    secret: str | None = strawberry.field(
+        description="The key itself. Shown once, never again: null when this answer replays "
+        "an earlier call with the same idempotencyKey (revoke that key if its secret was lost)."
+    )
     user_errors: list[UserError]
 
 
 @strawberry.input
 class RevokeApiKeyInput:
     id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
+
+
+@strawberry.input
+class UserIdInput:
+    user_id: relay.GlobalID
+    idempotency_key: str | None = idempotency_key()
+
+
+@strawberry.input
+class SetUserRoleInput:
+    user_id: relay.GlobalID
+    role: UserRole
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -104,8 +128,8 @@ class UserMutations:
                 ctx.stores, input.api_key, agent_id=agent_id, ttl_s=ctx.session_ttl_s
             )
             # Signed in just now, so the actor is the session's user, not the (anonymous) caller.
-            audit = replace(ctx.write_context(), actor_id=session.user_id)
-            await ctx.stores.postgres.audit.record(audit, "session.login", "session", session.id)
+            signed_in = replace(ctx.write_context(), actor_id=session.user_id)
+            await audit.record(ctx, "session.login", "session", session.id, write=signed_in)
             return Session.from_record(session), token
 
         outcome, errors = await attempt(run())
@@ -122,23 +146,21 @@ class UserMutations:
             raise ClientError(
                 ErrorCode.UNAUTHENTICATED, "logout needs `Authorization: Bearer <session token>`"
             )
-        logged_out = await session_resolvers.logout(ctx.stores, token.strip())
+        logged_out = await session_resolvers.logout(
+            ctx.stores, token.strip(), session_id=ctx.principal.session_id
+        )
         if logged_out:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.logout", "session", ctx.principal.session_id
-            )
+            await audit.record(ctx, "session.logout", "session", ctx.principal.session_id)
         return LogoutPayload(logged_out=logged_out)
 
     @strawberry.mutation(description="End one of your sessions (admins: anyone's).")
     async def revoke_session(self, info: Info, input: RevokeSessionInput) -> RevokePayload:
         ctx = info.context
         revoked, errors = await attempt(
-            session_resolvers.revoke_session(ctx.stores, ctx.principal, str(input.session_id))
-        )
-        if revoked:
-            await ctx.stores.postgres.audit.record(
-                ctx.write_context(), "session.revoke", "session", str(input.session_id)
+            session_resolvers.revoke_session_once(
+                ctx, str(input.session_id), idempotency_key=input.idempotency_key
             )
+        )
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
     @strawberry.mutation(description="Create a user. Admins only.")
@@ -146,12 +168,12 @@ class UserMutations:
         ctx = info.context
 
         async def run() -> User:
-            require(ctx.principal, at_least=Role.ADMIN)
-            user = await ctx.stores.postgres.users.create_user(
+            user = await user_resolvers.create_user(
+                ctx,
                 email=input.email,
                 display_name=input.display_name,
                 role=input.role.value,
-                ctx=ctx.write_context(),
+                idempotency_key=input.idempotency_key,
             )
             return User.from_record(user)
 
@@ -162,16 +184,15 @@ class UserMutations:
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> ApiKeyPayload:
         ctx = info.context
 
-        async def run() -> tuple[ApiKey, str]:
-            principal = ctx.principal
-            require(principal, at_least=Role.VIEWER)
-            user_id = _own_or_admin(principal.user_id, input.user_id, ctx)
-            key, secret = await ctx.stores.postgres.users.create_api_key(
+        async def run() -> tuple[ApiKey, str | None]:
+            user_id = decode_id(input.user_id, "User", field="userId") if input.user_id else None
+            key, secret = await user_resolvers.create_api_key(
+                ctx,
                 user_id,
                 name=input.name,
                 scopes=input.scopes,
                 expires_at=input.expires_at,
-                ctx=ctx.write_context(),
+                idempotency_key=input.idempotency_key,
             )
             return ApiKey.from_record(key), secret
 
@@ -180,34 +201,69 @@ class UserMutations:
             return ApiKeyPayload(api_key=None, secret=None, user_errors=errors)
         return ApiKeyPayload(api_key=outcome[0], secret=outcome[1], user_errors=errors)
 
-    @strawberry.mutation(description="Revoke one of your API keys.")
+    @strawberry.mutation(
+        description="Revoke one of your API keys (admins: anyone's); the sessions it opened "
+        "end with it."
+    )
     async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> RevokePayload:
         ctx = info.context
 
         async def run() -> bool:
-            require(ctx.principal, at_least=Role.VIEWER)
-            assert ctx.principal.user_id is not None
             try:
                 key_id = UUID(str(input.id))
             except ValueError:
                 raise ClientError(
                     ErrorCode.BAD_USER_INPUT, "not an API key id", field="id"
                 ) from None
-            return await ctx.stores.postgres.users.revoke_api_key(
-                ctx.principal.user_id, key_id, ctx=ctx.write_context()
+            return await user_resolvers.revoke_api_key(
+                ctx, key_id, idempotency_key=input.idempotency_key
             )
 
         revoked, errors = await attempt(run())
         return RevokePayload(revoked=bool(revoked), user_errors=errors)
 
+    @strawberry.mutation(
+        description="Disable a user: its keys stop working and its sessions and connections "
+        "end, at once. Admins only (not themselves, not the last admin); audited."
+    )
+    async def disable_user(self, info: Info, input: UserIdInput) -> UserPayload:
+        return await _user_change(
+            lambda user_id: user_resolvers.set_disabled(
+                info.context, user_id, disabled=True, idempotency_key=input.idempotency_key
+            ),
+            input.user_id,
+        )
 
-def _own_or_admin(
-    own_id: UUID | None, requested: relay.GlobalID | None, ctx: RequestContext
-) -> UUID:
-    assert own_id is not None
-    if requested is None:
-        return own_id
-    user_id = decode_id(requested, "User", field="userId")
-    if user_id != own_id:
-        require(ctx.principal, at_least=Role.ADMIN)
-    return user_id
+    @strawberry.mutation(
+        description="Enable a disabled user: its keys work again (its sessions do not come "
+        "back). Admins only; audited."
+    )
+    async def enable_user(self, info: Info, input: UserIdInput) -> UserPayload:
+        return await _user_change(
+            lambda user_id: user_resolvers.set_disabled(
+                info.context, user_id, disabled=False, idempotency_key=input.idempotency_key
+            ),
+            input.user_id,
+        )
+
+    @strawberry.mutation(
+        description="Change a user's role; its keys and live sessions act with it within "
+        "moments, on every replica. Admins only (not demoting the last admin); audited."
+    )
+    async def set_user_role(self, info: Info, input: SetUserRoleInput) -> UserPayload:
+        return await _user_change(
+            lambda user_id: user_resolvers.set_role(
+                info.context, user_id, input.role.value, idempotency_key=input.idempotency_key
+            ),
+            input.user_id,
+        )
+
+
+async def _user_change(
+    change: Callable[[UUID], Awaitable[records.User]], user_id: relay.GlobalID
+) -> UserPayload:
+    async def run() -> User:
+        return User.from_record(await change(decode_id(user_id, "User", field="userId")))
+
+    user, errors = await attempt(run())
+    return UserPayload(user=user, user_errors=errors)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import strawberry
 from strawberry import relay
 
+from resolvers import achievements
+from resolvers import workflows as resolve
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.writes import await_projection
 from schema.achievements import Achievement
 from schema.enums import WorkflowStatus
+from schema.idempotency import idempotency_key
 from schema.patch import given
 from schema.relay import decode_id
 from schema.scalars import JSON
@@ -27,7 +30,7 @@ class CreateWorkflowInput:
         description='{"steps": [{"id", "name", "estimate"}], "edges": [{"from", "to"}]}; '
         "must be a DAG."
     )
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -37,6 +40,7 @@ class UpdateWorkflowInput:
     name: str | None = strawberry.UNSET
     definition: JSON | None = strawberry.UNSET
     status: WorkflowStatus | None = strawberry.UNSET
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -44,7 +48,7 @@ class AwardAchievementInput:
     agent_id: relay.GlobalID
     type: str
     points: int
-    idempotency_key: str | None = None
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -68,8 +72,8 @@ class WorkflowMutations:
 
         async def run() -> Workflow:
             require(ctx.principal, at_least=Role.OPERATOR)
-            workflow = await ctx.stores.postgres.workflows.create(
-                ctx.write_context(input.idempotency_key), input.name, input.definition
+            workflow = await resolve.create_workflow(
+                ctx, input.name, input.definition, idempotency_key=input.idempotency_key
             )
             return Workflow.from_record(workflow)
 
@@ -86,13 +90,14 @@ class WorkflowMutations:
             name = given(input.name, field="name")
             definition = given(input.definition, field="definition")
             status = given(input.status, field="status")
-            workflow = await ctx.stores.postgres.workflows.update(
-                ctx.write_context(),
+            workflow = await resolve.update_workflow(
+                ctx,
                 decode_id(input.id, "Workflow", field="id"),
                 expected_version=input.expected_version,
                 name=None if name is UNSET else name,
                 definition=None if definition is UNSET else definition,
                 status=None if status is UNSET else status.value,
+                idempotency_key=input.idempotency_key,
             )
             return Workflow.from_record(workflow)
 
@@ -108,11 +113,12 @@ class WorkflowMutations:
 
         async def run() -> Achievement:
             require(ctx.principal, at_least=Role.OPERATOR)
-            achievement = await ctx.stores.postgres.achievements.award(
-                ctx.write_context(input.idempotency_key),
+            achievement = await achievements.award_achievement(
+                ctx,
                 decode_id(input.agent_id, "Agent", field="agentId"),
                 input.type,
                 input.points,
+                idempotency_key=input.idempotency_key,
             )
             return Achievement.from_record(achievement)
 

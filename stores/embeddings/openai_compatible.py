@@ -8,14 +8,24 @@ any other status is a refusal and is not retried.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from stores.embeddings.base import EmbedderOptions, EmbeddingUnavailable, Vector
+
+
+class _Retryable(Exception):
+    """A batch that failed on the way, worth another attempt."""
+
+    def __init__(self, failure: str, *, retry_after: float | None = None) -> None:
+        super().__init__(failure)
+        self.failure = failure
+        self.retry_after = retry_after
+
 
 _RETRIED_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 30.0
@@ -55,28 +65,41 @@ class OpenAIEmbedder:
         await self._client.aclose()
 
     async def _batch(self, texts: list[str]) -> list[Vector]:
-        attempt = 0
-        while True:
-            wait = self._options.backoff * 2**attempt
-            try:
-                response = await self._client.post(
-                    "embeddings", json={"model": self._options.model, "input": texts}
-                )
-            except httpx.HTTPError as exc:
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if response.status_code == 200:
-                    return self._vectors(response, len(texts))
-                failure = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in _RETRIED_STATUSES:
-                    raise EmbeddingUnavailable(f"the embedding server refused: {failure}")
-                wait = _retry_after(response) or wait
-            if attempt >= self._options.max_retries:
-                raise EmbeddingUnavailable(
-                    f"the embedding server failed {attempt + 1} times; last: {failure}"
-                )
-            attempt += 1
-            await asyncio.sleep(wait)
+        attempts = self._options.max_retries + 1
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(attempts),
+            wait=self._wait,
+            reraise=True,
+        )
+        try:
+            vectors: list[Vector] = await retrying(self._attempt, texts)
+        except _Retryable as exc:
+            raise EmbeddingUnavailable(
+                f"the embedding server failed {attempts} times; last: {exc.failure}"
+            ) from None
+        return vectors
+
+    async def _attempt(self, texts: list[str]) -> list[Vector]:
+        try:
+            response = await self._client.post(
+                "embeddings", json={"model": self._options.model, "input": texts}
+            )
+        except httpx.HTTPError as exc:
+            failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise _Retryable(failure) from exc
+        if response.status_code == 200:
+            return self._vectors(response, len(texts))
+        failure = f"HTTP {response.status_code}: {response.text[:200]}"
+        if response.status_code not in _RETRIED_STATUSES:
+            raise EmbeddingUnavailable(f"the embedding server refused: {failure}")
+        raise _Retryable(failure, retry_after=_retry_after(response))
+
+    def _wait(self, state: RetryCallState) -> float:
+        failed = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failed, _Retryable) and failed.retry_after is not None:
+            return failed.retry_after
+        return float(self._options.backoff * 2 ** (state.attempt_number - 1))
 
     def _vectors(self, response: httpx.Response, expected: int) -> list[Vector]:
         try:

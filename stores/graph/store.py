@@ -16,7 +16,7 @@ from stores.errors import StoreUnavailable
 from stores.graph.migrations import apply_migrations
 from stores.graph.options import GraphOptions
 from stores.graph.queries import GraphQueries
-from stores.health import ProbeResult
+from stores.health import ProbeResult, ms_since
 
 NAME = "neo4j"
 
@@ -103,13 +103,9 @@ class GraphStore:
                 )
                 record = await result.single(strict=True)
         except StoreUnavailable as exc:
-            return ProbeResult(NAME, False, _ms_since(started), error=exc.reason)
+            return ProbeResult(NAME, False, ms_since(started), error=exc.reason)
         except neo4j.exceptions.Neo4jError as exc:
-            return ProbeResult(NAME, False, _ms_since(started), error=exc.message or str(exc))
+            return ProbeResult(NAME, False, ms_since(started), error=exc.message or str(exc))
         return ProbeResult(
-            NAME, True, _ms_since(started), record["version"], {"edition": record["edition"]}
+            NAME, True, ms_since(started), record["version"], {"edition": record["edition"]}
         )
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

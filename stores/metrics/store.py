@@ -27,7 +27,7 @@ from asyncpg.connection import LoggedQuery
 from stores import roundtrips
 from stores._pg_pool import PgPool
 from stores.errors import StoreRefused, StoreUnavailable
-from stores.health import ProbeResult
+from stores.health import ProbeResult, ms_since
 from stores.metrics import partitions
 from stores.metrics.buckets import (
     HOUR,
@@ -202,12 +202,12 @@ class MetricsStore:
             backend = await self._ready()
         except (StoreUnavailable, StoreRefused) as exc:
             reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
-            return ProbeResult(NAME, False, _ms_since(started), error=reason)
+            return ProbeResult(NAME, False, ms_since(started), error=reason)
         assert row is not None
         details = {"backend": backend.value}
         if row["installed"]:
             details["timescaledb"] = row["installed"]
-        return ProbeResult(NAME, True, _ms_since(started), row["server_version"], details)
+        return ProbeResult(NAME, True, ms_since(started), row["server_version"], details)
 
     # Writes
 
@@ -527,7 +527,3 @@ _INTROSPECTION_MARKERS = (
 def _count_round_trip(logged: LoggedQuery) -> None:
     if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
         roundtrips.record(NAME)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

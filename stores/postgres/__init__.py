@@ -1,6 +1,7 @@
 """PostgreSQL: the source of truth."""
 
 from stores.postgres.achievements import AchievementRepository
+from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
 from stores.postgres.options import PostgresOptions
@@ -12,6 +13,7 @@ from stores.postgres.workflows import WorkflowRepository
 
 __all__ = [
     "AchievementRepository",
+    "AgentGrantRepository",
     "AgentRepository",
     "AuditRepository",
     "Page",

@@ -9,6 +9,7 @@ outbox: `polygraph graph rebuild` projects them into Neo4j afterwards.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 from stores.postgres.records import Agent, AgentRelationship, Task
 from stores.postgres.store import PostgresStore
@@ -93,3 +94,10 @@ async def table_counts(store: PostgresStore) -> dict[str, int]:
         )
     assert row is not None
     return dict(row)
+
+
+async def agent_ids(store: PostgresStore) -> list[UUID]:
+    """Every agent's id, in id order: the agents seeded metric points are drawn for."""
+    async with store.connection() as conn:
+        rows = await conn.fetch("SELECT id FROM agents ORDER BY id")
+    return [row["id"] for row in rows]

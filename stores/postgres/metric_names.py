@@ -12,7 +12,9 @@ from datetime import datetime
 
 from stores.errors import InvalidInput
 from stores.metrics.validation import PointRejected, check_name
+from stores.postgres.records import WriteContext
 from stores.postgres.store import PostgresStore
+from stores.postgres.writes import claim_idempotency_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +30,15 @@ _COLUMNS = "name, unit, description, created_at, updated_at"
 
 
 async def register(
-    store: PostgresStore, name: str, *, unit: str = "", description: str = ""
+    store: PostgresStore,
+    name: str,
+    *,
+    unit: str = "",
+    description: str = "",
+    ctx: WriteContext | None = None,
 ) -> MetricName:
-    """Create the name, or update its unit and description (idempotent)."""
+    """Create the name, or update its unit and description (idempotent). A retry under
+    the same `ctx.idempotency_key` changes nothing and gets the name as it is."""
     try:
         check_name(name)
     except PointRejected as exc:
@@ -39,17 +47,23 @@ async def register(
         raise InvalidInput("unit", "a unit is at most 32 characters")
     if len(description) > 1000:
         raise InvalidInput("description", "a description is at most 1000 characters")
-    async with store.connection() as conn:
-        row = await conn.fetchrow(
-            "INSERT INTO metric_names (name, unit, description) VALUES ($1, $2, $3)"
-            " ON CONFLICT (name) DO UPDATE SET unit = EXCLUDED.unit,"
-            " description = EXCLUDED.description, updated_at = now()"
-            f" RETURNING {_COLUMNS}",
-            name,
-            unit,
-            description,
-        )
-    assert row is not None
+    async with store.connection() as conn, conn.transaction():
+        replay = None
+        if ctx is not None:
+            replay = await claim_idempotency_key(conn, ctx, f"metric.register {name}", {})
+        if replay is None:
+            row = await conn.fetchrow(
+                "INSERT INTO metric_names (name, unit, description) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO UPDATE SET unit = EXCLUDED.unit,"
+                " description = EXCLUDED.description, updated_at = now()"
+                f" RETURNING {_COLUMNS}",
+                name,
+                unit,
+                description,
+            )
+        else:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM metric_names WHERE name = $1", name)
+    assert row is not None, "metric names are never deleted"
     return MetricName(**dict(row))
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -9,6 +9,8 @@ if TYPE_CHECKING:
 
 # What `PostgresStore.connection()` lends out.
 PgConnection: TypeAlias = "PoolConnectionProxy[Record]"
+# How pgvector's vectors travel (see stores.postgres.vectors).
+VectorFormat = Literal["binary", "text"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +23,10 @@ class PostgresOptions:
     statement_timeout: float = 10.0
     acquire_timeout: float = 5.0
     close_timeout: float = 10.0
+    vector_format: VectorFormat = "binary"
+    # Migrations run without a statement timeout; this bounds their waits for locks,
+    # the migration lock another gateway holds included.
+    migration_lock_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.min_size < 0:
@@ -29,5 +35,5 @@ class PostgresOptions:
             raise ValueError("max_size must be at least 1")
         if self.min_size > self.max_size:
             raise ValueError("min_size is greater than max_size")
-        if self.statement_timeout <= 0 or self.acquire_timeout <= 0:
+        if min(self.statement_timeout, self.acquire_timeout, self.migration_lock_timeout) <= 0:
             raise ValueError("timeouts must be positive")

@@ -31,6 +31,20 @@ class User:
     display_name: str
     role: str
     created_at: datetime
+    # Set while an admin has disabled the user: its keys and sessions do not work.
+    disabled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignInState:
+    """What a session's standing depends on, read afresh from the source of truth."""
+
+    role: str
+    enabled: bool
+    # The API key that opened the session is neither revoked nor expired.
+    key_live: bool
+    # The user may still act as the agent the session is bound to.
+    may_act: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,17 @@ class ApiKey:
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AgentGrant:
+    """`user_id` may act as `agent_id` (bind a session to it, write as it)."""
+
+    id: UUID
+    user_id: UUID
+    agent_id: UUID
+    granted_by: UUID | None
     created_at: datetime
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 
 import asyncpg
@@ -12,16 +15,23 @@ import orjson
 from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
-from stores._pg_pool import PgPool
-from stores.errors import StoreUnavailable
-from stores.health import ProbeResult
+from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
+from stores.errors import StoreError, StoreUnavailable
+from stores.health import ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
+from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
-from stores.postgres.migrations import apply_migrations
+from stores.postgres.migrations import (
+    MigrationError,
+    SchemaOutdated,
+    apply_migrations,
+    pending_migrations,
+)
 from stores.postgres.options import PgConnection, PostgresOptions
 from stores.postgres.tasks import TaskRepository
 from stores.postgres.users import UserRepository
+from stores.postgres.vectors import register_vector_codec
 from stores.postgres.workflows import WorkflowRepository
 
 logger = logging.getLogger(__name__)
@@ -35,7 +45,12 @@ class PostgresStore:
     __slots__ = (
         "_options",
         "_pool",
+        "_schema_check",
+        "_schema_checking",
+        "_schema_failure",
+        "_vector_codec_missing",
         "achievements",
+        "agent_grants",
         "agents",
         "audit",
         "tasks",
@@ -45,6 +60,7 @@ class PostgresStore:
 
     def __init__(self, options: PostgresOptions) -> None:
         self._options = options
+        self._vector_codec_missing = False
         self._pool = PgPool(
             NAME,
             self._create_pool,
@@ -58,11 +74,20 @@ class PostgresStore:
         self.workflows = WorkflowRepository(self)
         self.achievements = AchievementRepository(self)
         self.audit = AuditRepository(self)
+        # Set while the schema is unverified: connections wait for this check first.
+        self._schema_check: Callable[[], Awaitable[object]] | None = None
+        self._schema_checking: asyncio.Task[None] | None = None
+        self._schema_failure: str | None = None
+        self.agent_grants = AgentGrantRepository(self)
 
     async def open(self) -> None:
         await self._pool.open()
 
     async def aclose(self) -> None:
+        if self._schema_checking is not None:
+            self._schema_checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
+                await self._schema_checking
         await self._pool.aclose()
 
     async def __aenter__(self) -> PostgresStore:
@@ -78,13 +103,94 @@ class PostgresStore:
         await self.aclose()
 
     def connection(self) -> AbstractAsyncContextManager[PgConnection]:
-        """A pooled connection; an unreachable server surfaces as `StoreUnavailable`."""
-        return self._pool.connection()
+        """A pooled connection; an unreachable server surfaces as `StoreUnavailable`,
+        and so does a schema not yet checked (see `defer_schema_check`)."""
+        if self._schema_check is None:
+            return self._pool.connection()
+        return self._checked_connection()
 
     async def migrate(self) -> list[str]:
-        """Apply pending migrations; returns the versions applied by this call."""
-        async with self.connection() as conn:
-            return await apply_migrations(conn)
+        """Apply pending migrations; returns the versions applied by this call.
+
+        Runs on a connection of its own, without a statement timeout; waiting longer
+        than `migration_lock_timeout` for a lock raises `MigrationLockTimeout`."""
+        async with self._own_connection("polygraph-migrate") as conn:
+            applied = await apply_migrations(
+                conn, lock_timeout=self._options.migration_lock_timeout
+            )
+        if self._vector_codec_missing:
+            # Connections opened before the `vector` extension existed (a fresh database,
+            # or another replica migrating it) get its codec when replaced.
+            self._vector_codec_missing = False
+            await self._pool.expire_connections()
+        return applied
+
+    async def check_schema(self) -> None:
+        """Raise `SchemaOutdated` unless every migration of this code is applied."""
+        async with self._own_connection("polygraph-schema-check") as conn:
+            pending = await pending_migrations(conn)
+        if pending:
+            raise SchemaOutdated([m.version for m in pending])
+
+    def defer_schema_check(self, check: Callable[[], Awaitable[object]]) -> None:
+        """For a server that was down at start: until `check` (`migrate` or
+        `check_schema`) succeeds, every connection runs it first, and fails with
+        `StoreUnavailable` while it fails, so nothing is served from a schema older
+        than this code. Concurrent callers share one run of the check."""
+        self._schema_check = check
+
+    @asynccontextmanager
+    async def _checked_connection(self) -> AsyncIterator[PgConnection]:
+        running = self._schema_checking
+        if running is None or running.done():
+            running = self._schema_checking = asyncio.create_task(
+                self._run_schema_check(), name="polygraph-schema-check"
+            )
+            # Its outcome reaches whoever waits; this keeps a failure nobody waited
+            # for (every caller cancelled) out of asyncio's "never retrieved" log.
+            running.add_done_callback(lambda task: task.cancelled() or task.exception())
+        await asyncio.shield(running)
+        async with self._pool.connection() as conn:
+            yield conn
+
+    async def _run_schema_check(self) -> None:
+        check = self._schema_check
+        if check is None:
+            return
+        try:
+            await check()
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(NAME, f"its schema is not checked yet: {exc.reason}") from exc
+        except MigrationError as exc:
+            if str(exc) != self._schema_failure:
+                logger.error("PostgreSQL is not served until its schema is ready: %s", exc)
+                self._schema_failure = str(exc)
+            raise StoreUnavailable(NAME, f"its schema is not ready: {exc}") from exc
+        self._schema_check = None
+        logger.info("PostgreSQL schema checked; serving it")
+
+    @asynccontextmanager
+    async def _own_connection(self, application_name: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection outside the pool, for work that changes session settings."""
+        self._pool.check_open()
+        try:
+            conn = await asyncpg.connect(
+                self._options.dsn,
+                timeout=self._options.acquire_timeout,
+                server_settings={"application_name": application_name},
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+        try:
+            yield conn
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
+        finally:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=self._options.acquire_timeout)
+            except Exception:
+                # Closing politely failed; the server ends the session when the socket goes.
+                conn.terminate()
 
     async def probe(self) -> ProbeResult:
         started = time.perf_counter()
@@ -95,15 +201,15 @@ class PostgresStore:
                     " (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector"
                 )
         except StoreUnavailable as exc:
-            return ProbeResult(NAME, False, _ms_since(started), error=exc.reason)
+            return ProbeResult(NAME, False, ms_since(started), error=exc.reason)
         assert row is not None
         details = {"pgvector": row["pgvector"]} if row["pgvector"] else {}
-        return ProbeResult(NAME, True, _ms_since(started), row["version"], details)
+        return ProbeResult(NAME, True, ms_since(started), row["version"], details)
 
     async def _create_pool(self, min_size: int) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
             self._options.dsn,
-            init=_init_connection,
+            init=self._init_connection,
             reset=_keep_session,
             min_size=min_size,
             max_size=self._options.max_size,
@@ -117,21 +223,22 @@ class PostgresStore:
         assert pool is not None
         return pool
 
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
-    )
-    # Binary jsonb (a version byte, then the text) also serves COPY, which is binary only.
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=_encode_jsonb,
-        decoder=_decode_jsonb,
-        schema="pg_catalog",
-        format="binary",
-    )
-    # Every statement a request sends counts as one round trip (see stores.roundtrips).
-    conn.add_query_logger(_count_round_trip)
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec(
+            "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+        # Binary jsonb (a version byte, then the text) also serves COPY, which is binary only.
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=_encode_jsonb,
+            decoder=_decode_jsonb,
+            schema="pg_catalog",
+            format="binary",
+        )
+        if not await register_vector_codec(conn, self._options.vector_format):
+            self._vector_codec_missing = True
+        # Every statement a request sends counts as one round trip (see stores.roundtrips).
+        conn.add_query_logger(_count_round_trip)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -165,7 +272,3 @@ _INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config
 def _count_round_trip(logged: LoggedQuery) -> None:
     if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
         roundtrips.record(NAME)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

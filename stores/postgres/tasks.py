@@ -283,10 +283,13 @@ class TaskRepository:
             )
         return task
 
-    async def add_dependency(self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID) -> Task:
+    async def add_dependency(
+        self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID
+    ) -> tuple[Task, bool]:
         """Make `task_id` wait for `depends_on_id`; refuses an edge that closes a cycle.
 
-        Returns the dependent task (a new version when the edge is new)."""
+        Returns the dependent task (a new version when the edge is new) and whether the
+        edge is new: adding an edge that exists changes nothing."""
         refusals: Refusals = {
             "task_dependencies_depends_on_id_fkey": lambda: NotFound(
                 "task", depends_on_id, field="dependsOnId"
@@ -294,9 +297,12 @@ class TaskRepository:
         }
         async with write_transaction(self._store, refusals) as conn:
             operation = f"task.add_dependency {task_id} {depends_on_id}"
-            replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
+            replay_of = await claim_idempotency_key(
+                conn, ctx, operation, {"id": str(task_id), "added": False}
+            )
             if replay_of is not None:
-                return await _get(conn, task_id)
+                # Keys stored before `added` was recorded answered that it was added.
+                return await _get(conn, task_id), bool(replay_of.get("added", True))
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _DEPENDENCY_LOCK)
             current = await _lock(conn, task_id, None, field="taskId")
             await _refuse_cycle(conn, current, depends_on_id)
@@ -307,7 +313,7 @@ class TaskRepository:
                 depends_on_id,
             )
             if not added:
-                return current
+                return current, False
             edge = {"task_id": str(task_id), "depends_on_id": str(depends_on_id)}
             task = await change_task(conn, ctx, current, {}, "dependency_added", edge)
             await write_audit(
@@ -320,7 +326,8 @@ class TaskRepository:
                 edge,
                 outbox=("task.dependency_added", edge),
             )
-        return task
+            await settle_idempotency_key(conn, ctx, {"id": str(task_id), "added": True})
+        return task, True
 
     async def remove_dependency(
         self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID

@@ -8,7 +8,7 @@ cannot write twice.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -201,6 +201,32 @@ async def settle_idempotency_key(conn: PgConnection, ctx: WriteContext, response
         key,
         response,
     )
+
+
+async def run_once(
+    store: PostgresStore,
+    ctx: WriteContext,
+    operation: str,
+    work: Callable[[PgConnection], Awaitable[JSON]],
+) -> JSON:
+    """Run `work` at most once per `ctx.idempotency_key`, for a write that lands outside
+    this database (Redis, the metrics store), and return its answer, or the first call's.
+
+    The key is claimed in a transaction that stays open while `work` runs (a concurrent
+    retry waits for it), then settled with the answer. `work` gets that transaction's
+    connection for its audit rows. Should the commit fail after `work` succeeded, a
+    retry runs `work` again, so its outside effect must be idempotent itself.
+    """
+    if ctx.idempotency_key is None:
+        async with store.connection() as conn:
+            return await work(conn)
+    async with write_transaction(store) as conn:
+        replay = await claim_idempotency_key(conn, ctx, operation, {})
+        if replay is not None:
+            return replay
+        answer = await work(conn)
+        await settle_idempotency_key(conn, ctx, answer)
+    return answer
 
 
 def _principal(ctx: WriteContext, key: str) -> UUID:

@@ -28,12 +28,11 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import orjson
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import AsyncRetrying, RetryCallState
 
 from stores import roundtrips
 from stores.errors import StoreMisuse
-from stores.redis.store import RedisStore
+from stores.redis.store import UNAVAILABLE_ERRORS, RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +79,6 @@ class Event(dict[str, Any]):
     __setitem__ = __delitem__ = __ior__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
 
-
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    TimeoutError,
-)
 
 # How long the reader waits for a message before checking the connection's health.
 _POLL_S = 1.0
@@ -174,6 +166,9 @@ class EventBus:
         self._closed = False
         self._outage = False
         self._publish_outage = False
+        # The reader's attempt that last connected; its backoff counts from there. The
+        # first attempt counts as one, so a first failure waits `reconnect_delay`.
+        self._connected_on = 1
         self.published = 0
         self.publish_failures = 0
         self.received = 0
@@ -235,7 +230,7 @@ class EventBus:
             await self._redis.client.publish(self._prefix + channel, payload)
         except Exception as exc:
             self.publish_failures += 1
-            if not isinstance(exc, _UNAVAILABLE_ERRORS):
+            if not isinstance(exc, UNAVAILABLE_ERRORS):
                 logger.error("event on %s not published", channel, exc_info=exc)
             elif not self._publish_outage:
                 # Once per outage: every mutation publishes, so the log would flood.
@@ -281,7 +276,7 @@ class EventBus:
         async with self._lock:
             if self._pubsub is not None:
                 # A broken connection is the reader's to notice; it resubscribes everything.
-                with contextlib.suppress(*_UNAVAILABLE_ERRORS):
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self._pubsub.subscribe(self._prefix + channel)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(confirmed.wait(), self._subscribe_timeout)
@@ -292,49 +287,63 @@ class EventBus:
                 return  # someone subscribed again meanwhile
             self._confirmed.pop(channel, None)
             if self._pubsub is not None and not self._closed:
-                with contextlib.suppress(*_UNAVAILABLE_ERRORS):
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await self._pubsub.unsubscribe(self._prefix + channel)
 
     async def _read(self) -> None:
-        delay = self._reconnect_delay
-        while True:
-            pubsub = self._redis.client.pubsub()
-            try:
-                await pubsub.connect()  # type: ignore[no-untyped-call]
-                async with self._lock:
-                    channels = [self._prefix + channel for channel in self._subscribers]
-                    if channels:
-                        await pubsub.subscribe(*channels)
-                    self._pubsub = pubsub
-                if self._outage:
-                    self._outage = False
-                    self.reconnects += 1
-                    logger.warning("event bus reconnected to redis")
-                delay = self._reconnect_delay
-                while True:
-                    message = await pubsub.get_message(timeout=_POLL_S)
-                    if message is not None:
-                        self._dispatch(message)
-            except _UNAVAILABLE_ERRORS as exc:
-                if not self._outage:
-                    self._outage = True
-                    logger.warning(
-                        "event bus lost redis (%s); reconnecting, events published"
-                        " meanwhile are missed",
-                        str(exc) or type(exc).__name__,
-                    )
-            except Exception:
-                # Keep the bus alive through the unexpected too; the backoff stops a hot loop.
-                logger.exception("event bus reader failed; reconnecting")
-            finally:
-                self._pubsub = None
-                for confirmed in self._confirmed.values():
-                    confirmed.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            # Jitter, so that many gateways do not reconnect in lockstep.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self._max_reconnect_delay)
+        async for attempt in AsyncRetrying(
+            wait=self._reconnect_wait, before_sleep=self._lost, reraise=True
+        ):
+            with attempt:
+                await self._session(attempt.retry_state.attempt_number)
+
+    async def _session(self, attempt: int) -> NoReturn:
+        """Connect, subscribe to every channel with subscribers, and dispatch messages
+        until the connection fails."""
+        pubsub = self._redis.client.pubsub()
+        try:
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+            async with self._lock:
+                channels = [self._prefix + channel for channel in self._subscribers]
+                if channels:
+                    await pubsub.subscribe(*channels)
+                self._pubsub = pubsub
+            self._connected_on = attempt
+            if self._outage:
+                self._outage = False
+                self.reconnects += 1
+                logger.warning("event bus reconnected to redis")
+            while True:
+                message = await pubsub.get_message(timeout=_POLL_S)
+                if message is not None:
+                    self._dispatch(message)
+        finally:
+            self._pubsub = None
+            for confirmed in self._confirmed.values():
+                confirmed.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _reconnect_wait(self, state: RetryCallState) -> float:
+        # Doubling from `reconnect_delay` since the last connection that worked, with
+        # jitter, so that many gateways do not reconnect in lockstep.
+        failed_since = max(0, state.attempt_number - self._connected_on)
+        delay: float = min(self._reconnect_delay * 2**failed_since, self._max_reconnect_delay)
+        return delay * random.uniform(0.5, 1.0)
+
+    def _lost(self, state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, UNAVAILABLE_ERRORS):
+            if not self._outage:
+                self._outage = True
+                logger.warning(
+                    "event bus lost redis (%s); reconnecting, events published"
+                    " meanwhile are missed",
+                    str(failure) or type(failure).__name__,
+                )
+        else:
+            # Keep the bus alive through the unexpected too; the backoff stops a hot loop.
+            logger.error("event bus reader failed; reconnecting", exc_info=failure)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -2,7 +2,7 @@
 
 Layout; a token is never stored, only its SHA-256:
 
-    session:<sha256 of token>   hash {member, id, user, agent, ttl, seen}; expires with it
+    session:<sha256 of token>   hash {member, id, user, agent, ttl, seen, ends}; expires with it
     session-id:<session id>     the token's hash, to end a session by its public id
     sessions:user:<user id>     sorted set: the user's sessions
     sessions:agent:<agent id>   sorted set: the sessions bound to the agent
@@ -11,6 +11,10 @@ An index member is the session's fixed fields as JSON and its score the expiry
 in ms, so listing a user's sessions, or many agents', reads the indexes alone:
 one pipeline, however many agents. Expired members are pruned by score whenever
 an index is read or written. Times are epoch milliseconds from the gateway's clock.
+
+A session slides forward on use (`ttl`) but never past `ends`, its absolute end:
+however busy, a session is over once its lifetime has passed. It remembers the
+API key that opened it and that key's scopes, so ending a key can end its sessions.
 The scripts derive keys from the session they read, so under Redis Cluster they
 need all of these keys in one slot (a hash tag in the prefixes).
 
@@ -25,7 +29,6 @@ resolved it before the outage.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import secrets
@@ -40,14 +43,13 @@ from uuid import UUID, uuid4
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores import roundtrips
+from stores._secrets import digest
 from stores.errors import InvalidInput, StoreRefused
 from stores.redis.records import Session
-from stores.redis.store import RedisStore
+from stores.redis.store import UNAVAILABLE_ERRORS, RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +60,12 @@ SESSION_ID_KEY = "session-id:"
 USER_INDEX = "sessions:user:"
 AGENT_INDEX = "sessions:agent:"
 
-# Errors after which Redis cannot serve sessions for now; anything else is a bug.
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
+# Errors after which Redis cannot serve sessions for now; anything else is a bug. Beyond a
+# lost connection, session writes fail on a read-only replica or a full memory.
+_SESSIONS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS,
     ReadOnlyError,
     OutOfMemoryError,
-    OSError,
-    TimeoutError,
 )
 
 # Resolves and, once `touch` ms have passed since the last push, slides the
@@ -78,15 +78,19 @@ local session_prefix, id_prefix, user_prefix, agent_prefix = ARGV[1], ARGV[2], A
 
 # KEYS[1]: the session. ARGV[5]: now; ARGV[6]: touch interval (ms). Once the
 # interval has passed since the last push, slides the expiry of the session, of
-# its id, and of its index entries. Returns {member, seen}, or nil.
+# its id, and of its index entries, never past its absolute end (`ends`, absent
+# from sessions made before there was one). Returns {member, seen}, or nil.
 _RESOLVE_SCRIPT = (
     _PREFIX_LOCALS
     + """
-local f = redis.call('HMGET', KEYS[1], 'member', 'seen', 'ttl', 'user', 'agent', 'id')
+local f = redis.call('HMGET', KEYS[1], 'member', 'seen', 'ttl', 'user', 'agent', 'id', 'ends')
 if not f[1] then return false end
 local now = tonumber(ARGV[5])
+local ends = tonumber(f[7])
+if ends and now >= ends then return false end
 if now - tonumber(f[2]) < tonumber(ARGV[6]) then return {f[1], f[2]} end
 local expires = now + tonumber(f[3])
+if ends and expires > ends then expires = ends end
 redis.call('HSET', KEYS[1], 'seen', ARGV[5])
 redis.call('PEXPIREAT', KEYS[1], expires)
 redis.call('PEXPIREAT', id_prefix .. f[6], expires)
@@ -97,6 +101,27 @@ for _, index in ipairs(indexes) do
   redis.call('PEXPIREAT', index, expires, 'GT')
 end
 return {f[1], ARGV[5]}
+"""
+)
+
+# KEYS[1]: a user's index. ARGV[5]: an API key id, ARGV[6]: an agent id ('' for
+# any). Deletes the user's sessions opened with that key and bound to that agent,
+# and what points at them; returns how many.
+_END_MATCHING_SCRIPT = (
+    _PREFIX_LOCALS
+    + """
+local count = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local m = cjson.decode(member)
+  local key, agent = m['key'], m['agent']
+  if (ARGV[5] == '' or key == ARGV[5]) and (ARGV[6] == '' or agent == ARGV[6]) then
+    redis.call('DEL', session_prefix .. m['token'], id_prefix .. m['id'])
+    redis.call('ZREM', KEYS[1], member)
+    if type(agent) == 'string' then redis.call('ZREM', agent_prefix .. agent, member) end
+    count = count + 1
+  end
+end
+return count
 """
 )
 
@@ -135,6 +160,8 @@ class SessionOptions:
     # How many resolved sessions this process keeps, to serve them during an outage.
     remembered: int = 10_000
     max_ttl: int = 30 * 86_400
+    # However it is used, a session ends this long after it was opened.
+    lifetime: int = 86_400
 
     def __post_init__(self) -> None:
         if self.touch_interval < 0:
@@ -145,6 +172,8 @@ class SessionOptions:
             raise ValueError("remembered must be 0 or more")
         if self.max_ttl < 1:
             raise ValueError("max_ttl must be at least 1")
+        if self.lifetime < 1:
+            raise ValueError("lifetime must be at least 1")
 
 
 DEFAULT_SESSION_OPTIONS = SessionOptions()
@@ -185,20 +214,35 @@ class SessionStore:
         return self._fallback_operations
 
     async def create(
-        self, *, user_id: UUID, role: str, agent_id: UUID | None, ttl_s: int
+        self,
+        *,
+        user_id: UUID,
+        role: str,
+        agent_id: UUID | None,
+        ttl_s: int,
+        api_key_id: UUID | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> tuple[Session, str]:
-        """A new session and its token; the token is returned here and never again."""
+        """A new session and its token; the token is returned here and never again.
+
+        `api_key_id` and `scopes`: the key that opened it and that key's scopes (None:
+        unknown, the session's `role` is then its cap). It ends `lifetime` seconds from
+        now at the latest, however it is used.
+        """
         if not 1 <= ttl_s <= self._options.max_ttl:
             raise InvalidInput("ttl_s", f"must be between 1 and {self._options.max_ttl} seconds")
         token = secrets.token_urlsafe(32)
         now = _now_ms()
         entry = _Entry.new(
-            token_hash=_hash(token),
+            token_hash=digest(token).hex(),
             user_id=user_id,
             role=role,
             agent_id=agent_id,
+            api_key_id=api_key_id,
+            scopes=scopes,
             ttl_ms=ttl_s * 1000,
             now_ms=now,
+            ends_ms=now + self._options.lifetime * 1000,
         )
 
         async def in_redis(client: aioredis.Redis) -> None:
@@ -214,7 +258,7 @@ class SessionStore:
         """The live session `token` proves, its expiry pushed forward; None if there is none."""
         if not token:
             return None
-        token_hash = _hash(token)
+        token_hash = digest(token).hex()
         now = _now_ms()
         touch_ms = int(self._options.touch_interval * 1000)
 
@@ -243,7 +287,7 @@ class SessionStore:
 
     async def delete(self, token: str) -> bool:
         """Log out: end the session `token` proves. False if there was none."""
-        token_hash = _hash(token)
+        token_hash = digest(token).hex()
 
         async def in_redis(client: aioredis.Redis) -> bool:
             self._memory.discard(token_hash)
@@ -318,6 +362,28 @@ class SessionStore:
             for agent_id, entries in found.items()
         }
 
+    async def end_matching(
+        self, user_id: UUID, *, api_key_id: UUID | None = None, agent_id: UUID | None = None
+    ) -> int:
+        """End the user's sessions opened with `api_key_id` and bound to `agent_id`
+        (either, both, or neither: all of them); returns how many ended."""
+        key = str(api_key_id) if api_key_id else ""
+        agent = str(agent_id) if agent_id else ""
+        now = _now_ms()
+
+        async def in_redis(client: aioredis.Redis) -> int:
+            self._memory.end_matching(user_id, api_key_id, agent_id, now, log_out=False)
+            roundtrips.record("redis")
+            ended = await client.register_script(_END_MATCHING_SCRIPT)(
+                keys=[_user_index(user_id)], args=[*_PREFIXES, key, agent]
+            )
+            return int(ended)
+
+        return await self._run(
+            in_redis,
+            lambda: self._memory.end_matching(user_id, api_key_id, agent_id, now, log_out=True),
+        )
+
     async def recover(self) -> bool:
         """Try Redis now, even if the retry interval has not passed; True if it is in use."""
         if not self._fallback_active:
@@ -333,7 +399,7 @@ class SessionStore:
         if await self._redis_in_use():
             try:
                 return await in_redis(self._redis.client)
-            except _UNAVAILABLE_ERRORS as exc:
+            except _SESSIONS_UNAVAILABLE as exc:
                 self._enter_fallback(exc)
             except RedisError as exc:
                 raise StoreRefused(f"redis refused a session command: {exc}") from exc
@@ -362,7 +428,7 @@ class SessionStore:
             roundtrips.record("redis")
             try:
                 await pipe.execute()
-            except _UNAVAILABLE_ERRORS as exc:
+            except _SESSIONS_UNAVAILABLE as exc:
                 self._retry_at = time.monotonic() + self._options.fallback_retry
                 logger.debug("redis still unreachable for sessions: %s", exc)
                 return False
@@ -400,13 +466,18 @@ class _Entry:
     user_id: UUID
     role: str
     agent_id: UUID | None
+    api_key_id: UUID | None
+    scopes: tuple[str, ...] | None
     created_ms: int
     ttl_ms: int
     seen_ms: int
+    # The absolute end; None for sessions made before there was one.
+    ends_ms: int | None
 
     @property
     def expires_ms(self) -> int:
-        return self.seen_ms + self.ttl_ms
+        sliding = self.seen_ms + self.ttl_ms
+        return sliding if self.ends_ms is None else min(sliding, self.ends_ms)
 
     @classmethod
     def new(
@@ -416,16 +487,22 @@ class _Entry:
         user_id: UUID,
         role: str,
         agent_id: UUID | None,
+        api_key_id: UUID | None,
+        scopes: Sequence[str] | None,
         ttl_ms: int,
         now_ms: int,
+        ends_ms: int,
     ) -> _Entry:
         fields = {
             "id": str(uuid4()),
             "user": str(user_id),
             "role": role,
             "agent": str(agent_id) if agent_id else None,
+            "key": str(api_key_id) if api_key_id else None,
+            "scopes": list(scopes) if scopes is not None else None,
             "created": now_ms,
             "ttl": ttl_ms,
+            "ends": ends_ms,
             "token": token_hash,
         }
         member = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
@@ -434,6 +511,8 @@ class _Entry:
     @classmethod
     def from_member(cls, member: str | bytes, seen_ms: int) -> _Entry:
         fields: dict[str, Any] = orjson.loads(member)
+        # `key`, `scopes` and `ends` are absent from sessions made before they existed.
+        key, scopes = fields.get("key"), fields.get("scopes")
         return cls(
             token_hash=fields["token"],
             member=member.decode() if isinstance(member, bytes) else member,
@@ -441,9 +520,12 @@ class _Entry:
             user_id=UUID(fields["user"]),
             role=fields["role"],
             agent_id=UUID(fields["agent"]) if fields["agent"] else None,
+            api_key_id=UUID(key) if key else None,
+            scopes=tuple(scopes) if scopes is not None else None,
             created_ms=fields["created"],
             ttl_ms=fields["ttl"],
             seen_ms=seen_ms,
+            ends_ms=fields.get("ends"),
         )
 
     def session(self) -> Session:
@@ -455,6 +537,9 @@ class _Entry:
             created_at=_datetime(self.created_ms),
             expires_at=_datetime(self.expires_ms),
             last_seen_at=_datetime(self.seen_ms),
+            api_key_id=self.api_key_id,
+            scopes=self.scopes,
+            ends_at=_datetime(self.ends_ms) if self.ends_ms is not None else None,
         )
 
 
@@ -515,6 +600,31 @@ class _Memory:
         for token_hash in found:
             self.discard(token_hash)
 
+    def end_matching(
+        self,
+        user_id: UUID,
+        api_key_id: UUID | None,
+        agent_id: UUID | None,
+        now_ms: int,
+        *,
+        log_out: bool,
+    ) -> int:
+        """Forget the user's sessions opened with `api_key_id` and bound to `agent_id`
+        (None: any); with `log_out`, Redis learns of it once it answers again."""
+        matching = [
+            e.token_hash
+            for e in self._live(now_ms)
+            if e.user_id == user_id
+            and (api_key_id is None or e.api_key_id == api_key_id)
+            and (agent_id is None or e.agent_id == agent_id)
+        ]
+        for token_hash in matching:
+            if log_out:
+                self.log_out(token_hash)
+            else:
+                self.discard(token_hash)
+        return len(matching)
+
     def for_user(self, user_id: UUID, now_ms: int) -> list[_Entry]:
         return [e for e in self._live(now_ms) if e.user_id == user_id]
 
@@ -551,6 +661,7 @@ def _queue_write(pipe: Pipeline, entry: _Entry, now_ms: int) -> None:
             "agent": str(entry.agent_id) if entry.agent_id else "",
             "ttl": entry.ttl_ms,
             "seen": entry.seen_ms,
+            **({"ends": entry.ends_ms} if entry.ends_ms is not None else {}),
         },
     )
     pipe.pexpireat(key, entry.expires_ms)
@@ -576,7 +687,8 @@ def _entries(members: Sequence[tuple[bytes, float]]) -> list[_Entry]:
     entries = []
     for member, expires in members:
         entry = _Entry.from_member(member, 0)
-        # The score is the expiry, which is always the last touch plus the TTL.
+        # The score is the expiry: the last touch plus the TTL, unless the absolute end
+        # came first (last_seen_at then reads a little early).
         entry.seen_ms = int(expires) - entry.ttl_ms
         entries.append(entry)
     return entries
@@ -596,10 +708,6 @@ def _user_index(user_id: UUID) -> str:
 
 def _agent_index(agent_id: UUID) -> str:
     return f"{AGENT_INDEX}{agent_id}"
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _now_ms() -> int:

@@ -12,12 +12,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores._lifecycle import Lifecycle, StoreState
-from stores.health import ProbeResult
+from stores.health import ProbeResult, ms_since
 from stores.redis.options import RedisOptions
 
 NAME = "redis"
 
-_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+# Errors that mean the server is not there or the connection broke; shared by the
+# stores built on this connection (sessions, events).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     OSError,
@@ -83,12 +85,6 @@ class RedisStore:
         started = time.perf_counter()
         try:
             info = await self.client.info("server")
-        except _UNAVAILABLE_ERRORS as exc:
-            return ProbeResult(
-                NAME, False, _ms_since(started), error=str(exc) or type(exc).__name__
-            )
-        return ProbeResult(NAME, True, _ms_since(started), str(info.get("redis_version")))
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+        except UNAVAILABLE_ERRORS as exc:
+            return ProbeResult(NAME, False, ms_since(started), error=str(exc) or type(exc).__name__)
+        return ProbeResult(NAME, True, ms_since(started), str(info.get("redis_version")))

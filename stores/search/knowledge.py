@@ -9,6 +9,7 @@ pending, for the background filler or `polygraph reembed`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
@@ -18,16 +19,19 @@ from asyncpg import Record
 from stores.embeddings import Vector
 from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import UNSET, check_text
+from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
+from stores.postgres.vectors import vector_array
 from stores.postgres.writes import (
     check_version,
     claim_idempotency_key,
     settle_idempotency_key,
+    to_json,
     write_audit,
     write_transaction,
 )
-from stores.search.ranking import MAX_OFFSET, Ranked, ranked_sql, search_settings, vector_literal
+from stores.search.ranking import MAX_OFFSET, Ranked, ranked_sql, search_settings
 from stores.search.records import (
     KNOWLEDGE_RELATION_TYPES,
     KnowledgeFilter,
@@ -84,7 +88,7 @@ class KnowledgeRepository:
             row = await conn.fetchrow(
                 "INSERT INTO knowledge_items AS k (id, title, content, source, tags, agent_id,"
                 " embedding, embedding_pending)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::vector, $7::text IS NULL)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $7::vector IS NULL)"
                 f" RETURNING {_COLUMNS}",
                 item_id,
                 data.title,
@@ -92,7 +96,7 @@ class KnowledgeRepository:
                 data.source,
                 list(data.tags),
                 data.agent_id,
-                None if embedding is None else vector_literal(embedding),
+                embedding,
             )
             assert row is not None
             item = _item(row)
@@ -125,6 +129,10 @@ class KnowledgeRepository:
             if (value := getattr(patch, name)) is not UNSET
         }
         async with write_transaction(self._search.postgres, _REFUSALS) as conn:
+            operation = f"knowledge.update {item_id}"
+            replay = await claim_idempotency_key(conn, ctx, operation, {"id": str(item_id)})
+            if replay is not None:
+                return await _get(conn, item_id)
             current = await _lock(conn, item_id, expected_version)
             merged = {
                 "title": given.get("title", current.title),
@@ -139,7 +147,7 @@ class KnowledgeRepository:
                 f"{name} = {params(list(v) if name == 'tags' else v)}" for name, v in given.items()
             ]
             if embedding is not None:
-                sets.append(f"embedding = {params(vector_literal(embedding))}::text::vector")
+                sets.append(f"embedding = {params(embedding)}::vector")
                 sets.append("embedding_pending = false")
             elif text_changed:
                 sets.append("embedding_pending = true")
@@ -165,7 +173,13 @@ class KnowledgeRepository:
     async def delete(
         self, ctx: WriteContext, item_id: UUID, *, expected_version: int | None
     ) -> KnowledgeItem:
+        """Delete an item and its links; returns it as it was. A retry under the same
+        idempotency key gets that again."""
         async with write_transaction(self._search.postgres) as conn:
+            operation = f"knowledge.delete {item_id}"
+            replay = await claim_idempotency_key(conn, ctx, operation, {})
+            if replay is not None:
+                return _item_from_json(replay["deleted"])
             current = await _lock(conn, item_id, expected_version)
             await conn.execute("DELETE FROM knowledge_items WHERE id = $1", item_id)
             await write_audit(
@@ -178,6 +192,7 @@ class KnowledgeRepository:
                 None,
                 outbox=("knowledge.deleted", {"id": str(item_id)}),
             )
+            await settle_idempotency_key(conn, ctx, {"deleted": to_json(current)})
         return current
 
     async def relate(
@@ -189,9 +204,18 @@ class KnowledgeRepository:
         if source_id == target_id:
             raise InvalidInput("targetId", "an item cannot be linked to itself")
         async with write_transaction(self._search.postgres, _REFUSALS) as conn:
-            replay = await claim_idempotency_key(
-                conn, ctx, "knowledge.relate", {"source_id": str(source_id)}
-            )
+            operation = f"knowledge.relate {source_id} {type} {target_id}"
+            if await claim_idempotency_key(conn, ctx, operation, {}) is not None:
+                found = await conn.fetchrow(
+                    "SELECT source_id, target_id, type, created_at FROM knowledge_relations"
+                    " WHERE (source_id, target_id, type) = ($1, $2, $3)",
+                    source_id,
+                    target_id,
+                    type,
+                )
+                if found is None:
+                    raise NotFound("knowledge link", f"{source_id} {type} {target_id}")
+                return _relation(found)
             row = await conn.fetchrow(
                 "WITH added AS (INSERT INTO knowledge_relations (source_id, target_id, type)"
                 " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING *)"
@@ -203,10 +227,8 @@ class KnowledgeRepository:
                 type,
             )
             assert row is not None
-            relation = KnowledgeRelation(
-                row["source_id"], row["target_id"], row["type"], row["created_at"]
-            )
-            if row["added"] and replay is None:
+            relation = _relation(row)
+            if row["added"]:
                 await write_audit(
                     conn,
                     ctx,
@@ -217,13 +239,17 @@ class KnowledgeRepository:
                     relation,
                     outbox=("knowledge.related", _related(relation)),
                 )
-                await settle_idempotency_key(conn, ctx, {"source_id": str(source_id)})
         return relation
 
     async def unrelate(
         self, ctx: WriteContext, source_id: UUID, target_id: UUID, type: str
     ) -> bool:
+        """Remove the link; False when there was none."""
         async with write_transaction(self._search.postgres) as conn:
+            operation = f"knowledge.unrelate {source_id} {type} {target_id}"
+            replay = await claim_idempotency_key(conn, ctx, operation, {"removed": False})
+            if replay is not None:
+                return bool(replay["removed"])
             row = await conn.fetchrow(
                 "DELETE FROM knowledge_relations WHERE source_id = $1 AND target_id = $2"
                 " AND type = $3 RETURNING source_id, target_id, type, created_at",
@@ -233,9 +259,7 @@ class KnowledgeRepository:
             )
             if row is None:
                 return False
-            relation = KnowledgeRelation(
-                row["source_id"], row["target_id"], row["type"], row["created_at"]
-            )
+            relation = _relation(row)
             await write_audit(
                 conn,
                 ctx,
@@ -246,6 +270,7 @@ class KnowledgeRepository:
                 None,
                 outbox=("knowledge.unrelated", _related(relation)),
             )
+            await settle_idempotency_key(conn, ctx, {"removed": True})
         return True
 
     async def search(self, request: SearchRequest) -> SearchPage[KnowledgeItem]:
@@ -262,7 +287,7 @@ class KnowledgeRepository:
             vector=request.vector,
             limit=first + 1,
             offset=offset,
-            candidates=self._search.options.rrf_candidates,
+            options=self._search.options,
         )
         async with (
             self._search.postgres.connection() as conn,
@@ -304,22 +329,37 @@ class KnowledgeRepository:
             )
         return [_hit(row) for row in rows]
 
-    async def bulk_insert(self, rows: Sequence[tuple[UUID, KnowledgeInput, Vector]]) -> int:
-        """Load items with their vectors in one statement, without audit or outbox rows:
-        for seeding and benchmarks, not for client writes. Existing ids are skipped."""
+    async def bulk_insert(
+        self, rows: Sequence[tuple[UUID, KnowledgeInput, Vector]], *, project: bool = True
+    ) -> int:
+        """Load items with their vectors in one statement, for seeding and benchmarks:
+        no audit rows, and existing ids are skipped. Each new item gets its outbox row
+        in the same statement, as a client write does, so the graph follows; `project=False`
+        leaves that to a later `polygraph graph rebuild`."""
         for _, data, _ in rows:
             _check(data.title, data.content, data.source, data.tags)
         async with self._search.postgres.connection() as conn:
-            status: str = await conn.execute(
-                "INSERT INTO knowledge_items (id, title, content, source, tags, agent_id,"
+            inserted: int = await conn.fetchval(
+                "WITH inserted AS ("
+                " INSERT INTO knowledge_items (id, title, content, source, tags, agent_id,"
                 " embedding, embedding_pending)"
                 " SELECT i.id, i.title, i.content, i.source,"
                 " ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)), i.agent_id,"
-                " i.embedding::vector, false"
+                " i.embedding, false"
                 " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                " $6::uuid[], $7::text[])"
+                " $6::uuid[], $7::vector[])"
                 " AS i(id, title, content, source, tags, agent_id, embedding)"
-                " ON CONFLICT (id) DO NOTHING",
+                " ON CONFLICT (id) DO NOTHING"
+                " RETURNING id, title, source, tags"
+                "), queued AS ("
+                # The payload `_upserted` builds for a client write.
+                " INSERT INTO outbox (kind, payload)"
+                " SELECT 'knowledge.upserted', jsonb_build_object("
+                " 'id', id, 'title', title, 'source', source, 'tags', tags)"
+                " FROM inserted WHERE $8 ORDER BY id RETURNING id"
+                ")"
+                " SELECT count(*) FROM inserted"
+                " LEFT JOIN (SELECT pg_notify($9, '') FROM queued LIMIT 1) AS woken ON true",
                 [item_id for item_id, _, _ in rows],
                 [data.title for _, data, _ in rows],
                 [data.content for _, data, _ in rows],
@@ -327,9 +367,11 @@ class KnowledgeRepository:
                 # Arrays of arrays must be rectangular in SQL; JSON text is not.
                 [orjson.dumps(list(data.tags)).decode() for _, data, _ in rows],
                 [data.agent_id for _, data, _ in rows],
-                [vector_literal(vector) for _, _, vector in rows],
+                vector_array(vector for _, _, vector in rows),
+                project,
+                OUTBOX_CHANNEL,
             )
-        return int(status.rsplit(" ", 1)[-1])
+        return inserted
 
     async def agent_ids(self, limit: int) -> list[UUID]:
         """Agents to attribute demo data to, oldest first."""
@@ -373,12 +415,12 @@ async def _fill(
     # A row edited since its text was read keeps `pending`, and is embedded again.
     async with search.postgres.connection() as conn:
         status: str = await conn.execute(
-            f"UPDATE {table} AS t SET embedding = u.vector::vector, embedding_pending = false"
-            " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, text, vector)"
+            f"UPDATE {table} AS t SET embedding = u.vector, embedding_pending = false"
+            " FROM unnest($1::uuid[], $2::text[], $3::vector[]) AS u(id, text, vector)"
             f" WHERE t.id = u.id AND {text_sql} = u.text",
             [item_id for item_id, _, _ in vectors],
             [text for _, text, _ in vectors],
-            [vector_literal(vector) for _, _, vector in vectors],
+            vector_array(vector for _, _, vector in vectors),
         )
     return int(status.rsplit(" ", 1)[-1])
 
@@ -432,6 +474,26 @@ async def _get(conn: Any, item_id: UUID) -> KnowledgeItem:
     if row is None:
         raise NotFound("knowledge item", item_id, field="id")
     return _item(row)
+
+
+def _relation(row: Record) -> KnowledgeRelation:
+    return KnowledgeRelation(row["source_id"], row["target_id"], row["type"], row["created_at"])
+
+
+def _item_from_json(data: dict[str, Any]) -> KnowledgeItem:
+    """An item from its idempotency snapshot (see `to_json`)."""
+    return KnowledgeItem(
+        id=UUID(data["id"]),
+        title=data["title"],
+        content=data["content"],
+        source=data["source"],
+        tags=tuple(data["tags"]),
+        agent_id=None if data["agent_id"] is None else UUID(data["agent_id"]),
+        embedding_pending=data["embedding_pending"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        updated_at=datetime.fromisoformat(data["updated_at"]),
+        version=data["version"],
+    )
 
 
 def _item(row: Record) -> KnowledgeItem:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from asyncpg import Record
@@ -19,9 +20,15 @@ from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import check_json_object
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
-from stores.postgres.writes import claim_idempotency_key, write_audit, write_transaction
+from stores.postgres.writes import (
+    claim_idempotency_key,
+    settle_idempotency_key,
+    to_json,
+    write_audit,
+    write_transaction,
+)
 from stores.search.knowledge import _fill, _page_bounds
-from stores.search.ranking import Ranked, ranked_sql, search_settings, vector_literal
+from stores.search.ranking import Ranked, order_by, ranked_sql, search_settings
 from stores.search.records import MEMORY_KINDS, Memory, MemoryInput, SearchHit, SearchMode
 
 if TYPE_CHECKING:
@@ -69,7 +76,7 @@ class MemoryRepository:
             row = await conn.fetchrow(
                 "INSERT INTO agent_memories AS m (id, agent_id, content, kind, importance, context,"
                 " embedding, embedding_pending)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::text::vector, $7::text IS NULL)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::vector, $7::vector IS NULL)"
                 f" RETURNING {_COLUMNS}",
                 memory_id,
                 data.agent_id,
@@ -77,7 +84,7 @@ class MemoryRepository:
                 data.kind,
                 data.importance,
                 data.context,
-                None if embedding is None else vector_literal(embedding),
+                embedding,
             )
             assert row is not None
             memory = _memory(row)
@@ -85,7 +92,12 @@ class MemoryRepository:
         return memory
 
     async def forget(self, ctx: WriteContext, memory_id: UUID) -> Memory:
+        """Delete a memory; returns it as it was. A retry under the same idempotency key
+        gets that again."""
         async with write_transaction(self._search.postgres) as conn:
+            replay = await claim_idempotency_key(conn, ctx, f"memory.forget {memory_id}", {})
+            if replay is not None:
+                return _memory_from_json(replay["deleted"])
             row = await conn.fetchrow(
                 f"DELETE FROM agent_memories AS m WHERE m.id = $1 RETURNING {_COLUMNS}", memory_id
             )
@@ -93,6 +105,7 @@ class MemoryRepository:
                 raise NotFound("memory", memory_id, field="id")
             memory = _memory(row)
             await write_audit(conn, ctx, "delete", "memory", memory_id, memory, None)
+            await settle_idempotency_key(conn, ctx, {"deleted": to_json(memory)})
         return memory
 
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, Memory]:
@@ -126,12 +139,12 @@ class MemoryRepository:
             vector=vector,
             limit=first,
             offset=0,
-            candidates=self._search.options.rrf_candidates,
+            options=self._search.options,
         )
         sql = (
             "SELECT r.* FROM unnest($1::uuid[]) AS a(agent_id)"
             f" CROSS JOIN LATERAL ({inner}) AS r"
-            " ORDER BY r.agent_id, r.score DESC, r.id"
+            f" ORDER BY r.agent_id, {order_by(mode, 'r')}"
         )
         async with self._search.postgres.connection() as conn, conn.transaction(readonly=True):
             await search_settings(conn, self._search.ef_search_for(first))
@@ -170,6 +183,20 @@ async def _by_ids(conn: object, ids: Sequence[UUID]) -> list[Memory]:
         f"SELECT {_COLUMNS} FROM agent_memories m WHERE m.id = ANY($1::uuid[])", list(ids)
     )
     return [_memory(row) for row in rows]
+
+
+def _memory_from_json(data: dict[str, Any]) -> Memory:
+    """A memory from its idempotency snapshot (see `to_json`)."""
+    return Memory(
+        id=UUID(data["id"]),
+        agent_id=UUID(data["agent_id"]),
+        content=data["content"],
+        kind=data["kind"],
+        importance=data["importance"],
+        context=data["context"],
+        embedding_pending=data["embedding_pending"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )
 
 
 def _memory(row: Record) -> Memory:

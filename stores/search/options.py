@@ -9,14 +9,17 @@ MAX_EF = 1000
 
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions:
-    """HNSW index shape (`m`, `ef_construction`: used when indexes are (re)built) and
-    search effort (`ef_search`: per query, raised to the page depth when deeper)."""
+    """HNSW index shape (`m`, `ef_construction`: used when indexes are (re)built),
+    search effort (`ef_search`: per query, raised to the page depth when deeper), and
+    HYBRID's fusion (see `stores.search.ranking`)."""
 
     m: int = 16
     ef_construction: int = 64
     ef_search: int = 100
     # Rows each side of a HYBRID search contributes before fusion.
-    rrf_candidates: int = 100
+    hybrid_candidates: int = 100
+    # HYBRID's weight of cosine similarity; the keyword side gets the rest.
+    semantic_weight: float = 0.7
 
     def __post_init__(self) -> None:
         if not 2 <= self.m <= MAX_M:
@@ -25,5 +28,7 @@ class SearchOptions:
             raise ValueError(f"ef_construction must be 2*m to {MAX_EF}, got {self.ef_construction}")
         if not 1 <= self.ef_search <= MAX_EF:
             raise ValueError(f"ef_search must be 1 to {MAX_EF}, got {self.ef_search}")
-        if not 1 <= self.rrf_candidates <= MAX_EF:
-            raise ValueError(f"rrf_candidates must be 1 to {MAX_EF}")
+        if not 1 <= self.hybrid_candidates <= MAX_EF:
+            raise ValueError(f"hybrid_candidates must be 1 to {MAX_EF}")
+        if not 0 <= self.semantic_weight <= 1:
+            raise ValueError(f"semantic_weight must be 0 to 1, got {self.semantic_weight}")

@@ -68,7 +68,7 @@ class Memory:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit(Generic[T]):
-    """One result: the record, its score (cosine similarity, keyword rank or RRF), and
+    """One result: the record, its score (see `stores.search.ranking`), and
     its rank in each list that was fused (1-based; None when it was not in that list)."""
 
     item: T

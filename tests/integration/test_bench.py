@@ -68,7 +68,13 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert search["command"] == results["command"]
     assert 0 <= search["recall"]["recall_at_10"] <= 1
     assert search["recall"]["hnsw_sql"]["n"] == search["queries"]
-    for request in ("vector_semantic", "text_semantic", "text_hybrid"):
+    for request in (
+        "vector_semantic",
+        "vector_semantic_as_text",
+        "text_semantic",
+        "text_keyword",
+        "text_hybrid",
+    ):
         figures = search["latency"][request]
         assert 0 < figures["p50_ms"] <= figures["p99_ms"], request
     assert search["write"]["writes_per_s"] > 0

@@ -45,8 +45,27 @@ async def _ids(dsn: str) -> list[str]:
     try:
         rows = await conn.fetch(
             "SELECT id::text AS id FROM agents UNION ALL SELECT id::text FROM tasks"
+            " UNION ALL SELECT id::text FROM knowledge_items"
         )
         return [row["id"] for row in rows]
+    finally:
+        await conn.close()
+
+
+async def _graph_knowledge_count(settings: Settings, ids: list[str]) -> int:
+    async with GraphStore(settings.graph_options()) as graph, graph.session() as session:
+        result = await session.run(
+            "MATCH (k:Knowledge) WHERE k.id IN $ids RETURN count(k) AS n", ids=ids
+        )
+        record = await result.single(strict=True)
+        count: int = record["n"]
+        return count
+
+
+async def _knowledge_ids(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [row["id"] for row in await conn.fetch("SELECT id::text FROM knowledge_items")]
     finally:
         await conn.close()
 
@@ -89,6 +108,10 @@ def test_seed_loads_rows_and_projects_them(settings: Settings, profile: Profile)
         assert counts["events"] == 120
         assert pending == 0
         assert asyncio.run(_graph_agent_count(settings, names)) == 30
+        # Knowledge items too, without a `graph rebuild`.
+        knowledge = asyncio.run(_knowledge_ids(profile.postgres_dsn(database)))
+        assert len(knowledge) == 90
+        assert asyncio.run(_graph_knowledge_count(settings, knowledge)) == 90
 
         again = subprocess.run(
             [*command, "--if-empty"], env=env, capture_output=True, text=True, timeout=300

@@ -4,7 +4,7 @@ import random
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from gateway.seed import generate_agents, generate_relationships, generate_tasks
+from seeding.platform import generate_agents, generate_relationships, generate_tasks
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

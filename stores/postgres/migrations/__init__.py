@@ -2,7 +2,8 @@
 
 Files are named `NNNN_description.sql`. An advisory lock serialises gateways that
 start at the same time; a checksum per version refuses a migration edited after
-it was applied.
+it was applied. Migrations run without a statement timeout (building an index on
+a large table takes what it takes) but wait for locks at most `lock_timeout`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,29 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from stores.postgres.options import PgConnection
+import asyncpg
+
+from stores.errors import StoreRefused
 
 MIGRATIONS_DIR = Path(__file__).parent
 # Any constant works as long as nothing else in the database takes the same lock.
 _ADVISORY_LOCK_KEY = 0x706F6C79_6D696772  # "polymigr"
 
 
-class MigrationError(Exception):
-    pass
+class MigrationError(StoreRefused):
+    """The schema cannot be brought to, or is not at, the version this code needs."""
+
+
+class MigrationLockTimeout(MigrationError):
+    """Another session held a lock the migrations needed for longer than `lock_timeout`."""
+
+
+class SchemaOutdated(MigrationError):
+    """Migrations this code needs have not been applied (and were not to be)."""
+
+    def __init__(self, pending: list[str]) -> None:
+        super().__init__(f"PostgreSQL lacks migrations {', '.join(pending)}")
+        self.pending = pending
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,49 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def apply_migrations(conn: PgConnection, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply what is pending; returns the versions this call applied."""
+async def pending_migrations(
+    conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR
+) -> list[Migration]:
+    """What this code has and the database has not applied, oldest first. A migration
+    edited after it was applied is an error. Versions the database has and this code
+    does not (a newer gateway migrated it) are fine: migrations only add."""
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return discover(directory)
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    done = {row["version"]: row["checksum"] for row in rows}
+    pending = []
+    for migration in discover(directory):
+        if migration.version not in done:
+            pending.append(migration)
+        elif done[migration.version] != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.version}_{migration.name} changed after it was "
+                "applied; add a new migration instead of editing an applied one"
+            )
+    return pending
+
+
+async def apply_migrations(
+    conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR, *, lock_timeout: float
+) -> list[str]:
+    """Apply what is pending; returns the versions this call applied.
+
+    Sets the session's timeouts, so `conn` must be a connection of its own, not a
+    pooled one. Waiting more than `lock_timeout` seconds, for the migration lock or a
+    table lock, raises `MigrationLockTimeout` naming who holds the migration lock.
+    """
+    await conn.execute(
+        "SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', $1, false)",
+        f"{max(1, round(lock_timeout * 1000))}ms",
+    )
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
+    except asyncpg.LockNotAvailableError as exc:
+        holder = await _lock_holder(conn)
+        raise MigrationLockTimeout(
+            f"waited {lock_timeout:g} s for the migration lock, held by {holder}"
+        ) from exc
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
     try:
         await conn.execute(
             """
@@ -58,25 +112,41 @@ async def apply_migrations(conn: PgConnection, directory: Path = MIGRATIONS_DIR)
             )
             """
         )
-        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
-        done = {row["version"]: row["checksum"] for row in rows}
-        for migration in discover(directory):
-            if migration.version in done:
-                if done[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version}_{migration.name} changed after it was "
-                        "applied; add a new migration instead of editing an applied one"
+        for migration in await pending_migrations(conn, directory):
+            try:
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
                     )
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
+            except asyncpg.LockNotAvailableError as exc:
+                raise MigrationLockTimeout(
+                    f"migration {migration.version}_{migration.name} waited {lock_timeout:g} s"
+                    " for a lock on a table other sessions are using"
+                ) from exc
             applied_now.append(migration.version)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
     return applied_now
+
+
+async def _lock_holder(conn: asyncpg.Connection) -> str:
+    # A bigint advisory key is kept as two 32-bit halves.
+    row = await conn.fetchrow(
+        "SELECT a.pid, a.application_name, host(a.client_addr) AS client,"
+        " round(extract(epoch FROM now() - a.backend_start)) AS seconds"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
+        _ADVISORY_LOCK_KEY >> 32,
+        _ADVISORY_LOCK_KEY & 0xFFFFFFFF,
+    )
+    if row is None:
+        return "a session that has let it go since"
+    application = row["application_name"] or "no application name"
+    where = f" from {row['client']}" if row["client"] else ""
+    return f"server process {row['pid']} ({application}{where}, connected {row['seconds']} s ago)"

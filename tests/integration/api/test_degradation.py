@@ -25,7 +25,7 @@ def test_neo4j_down_nulls_graph_fields_and_keeps_the_rest(
         update={"neo4j_uri": f"bolt://127.0.0.1:{_closed_port()}", "projection_wait_s": 0.2}
     )
     with TestClient(create_app(no_graph)) as client:
-        health = client.get("/health").json()
+        health = client.get("/health", headers=operator.headers).json()
         assert health["status"] == "moderate"
         assert health["components"]["neo4j"]["status"] == "down"
 

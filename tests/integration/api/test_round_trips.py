@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from strawberry import relay
+
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 
 PAGE_QUERY = """
@@ -104,6 +106,14 @@ def test_round_trips_are_the_same_for_10_and_100_agents(
             )
         )
     agent_user = make_caller("agent")
+    data(
+        gql(
+            """mutation($u: ID!, $a: ID!) { grantAgentAccess(input: {userId: $u, agentId: $a}) {
+               created } }""",
+            {"u": str(relay.GlobalID("User", agent_user.user_id)), "a": ids[1]},
+            caller=operator,
+        )
+    )
     login = data(
         gql(
             """mutation($key: String!, $agent: ID!) { login(input: {apiKey: $key, agentId: $agent}) {

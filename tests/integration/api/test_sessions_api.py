@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from strawberry import relay
+
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 
 LOGIN = """mutation($key: String!) { login(input: {apiKey: $key}) {
@@ -73,6 +75,9 @@ def test_agent_sessions_are_for_operators(
         )
     )["createAgent"]["agent"]["id"]
     agent_user = make_caller("agent")
+    grant = "mutation($u: ID!, $a: ID!) { grantAgentAccess(input: {userId: $u, agentId: $a}) { created } }"
+    user_id = str(relay.GlobalID("User", agent_user.user_id))
+    assert data(gql(grant, {"u": user_id, "a": agent_id}, caller=operator))["grantAgentAccess"]
     login = data(
         gql(
             "mutation($k: String!, $a: ID!) { login(input: {apiKey: $k, agentId: $a}) { token userErrors { code } } }",

@@ -165,3 +165,13 @@ def test_idempotency_key_makes_a_retry_write_once(gql: GraphQL, operator: Caller
 def test_viewers_cannot_create_tasks(gql: GraphQL, viewer: Caller) -> None:
     body = gql('mutation { createTask(input: {title: "x"}) { task { id } } }', caller=viewer)
     assert error_codes(body) == ["FORBIDDEN"]
+
+
+def test_adding_an_existing_dependency_changes_nothing(gql: GraphQL, operator: Caller) -> None:
+    a, b = _create_task(gql, operator), _create_task(gql, operator)
+    add = """mutation($t: ID!, $d: ID!) { addTaskDependency(input: {taskId: $t, dependsOnId: $d}) {
+               changed task { version } userErrors { code } } }"""
+    first = data(gql(add, {"t": a["id"], "d": b["id"]}, caller=operator))["addTaskDependency"]
+    again = data(gql(add, {"t": a["id"], "d": b["id"]}, caller=operator))["addTaskDependency"]
+    assert first == {"changed": True, "task": {"version": 2}, "userErrors": []}
+    assert again == {"changed": False, "task": {"version": 2}, "userErrors": []}

@@ -19,6 +19,8 @@ from stores.errors import InvalidInput
 from stores.postgres import UserRepository
 from stores.redis.sessions import SessionOptions, SessionStore
 from tests.integration.auth.conftest import unique_email
+from tests.integration.stores import new_agent, new_ctx
+from tests.support.waiting import until
 
 
 async def test_create_and_resolve(sessions: SessionStore, redis: RedisStore) -> None:
@@ -156,6 +158,61 @@ async def test_for_agents_is_one_round_trip(sessions: SessionStore) -> None:
     assert await sessions.for_agents([]) == {}
 
 
+async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(
+    redis: RedisStore,
+) -> None:
+    sessions = SessionStore(redis, SessionOptions(touch_interval=0, lifetime=1))
+    session, token = await sessions.create(
+        user_id=uuid.uuid4(), role="viewer", agent_id=None, ttl_s=60
+    )
+    assert session.ends_at is not None
+    assert (session.ends_at - session.created_at).total_seconds() == 1
+    # Sliding never pushes it past its end: not in Redis, not in what it reports.
+    assert session.expires_at == session.ends_at
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    assert await redis.client.pttl(f"session:{token_hash}") <= 1000
+
+    async def ended() -> bool:
+        resolved = await sessions.resolve(token)  # used all along: slides every time
+        if resolved is not None:
+            assert resolved.expires_at <= session.ends_at  # type: ignore[operator]
+        return resolved is None
+
+    await until(ended)
+    assert await sessions.list_for_user(session.user_id) == []
+
+
+async def test_end_matching_by_key_and_by_agent(sessions: SessionStore) -> None:
+    user_id, stranger = uuid.uuid4(), uuid.uuid4()
+    key, other_key, agent_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    async def open_session(user: uuid.UUID, api_key: uuid.UUID, agent: uuid.UUID | None) -> str:
+        _, token = await sessions.create(
+            user_id=user, role="agent", agent_id=agent, ttl_s=60, api_key_id=api_key, scopes=()
+        )
+        return token
+
+    by_key_bound = await open_session(user_id, key, agent_id)
+    by_key = await open_session(user_id, key, None)
+    other_bound = await open_session(user_id, other_key, agent_id)
+    other = await open_session(user_id, other_key, None)
+    strangers = await open_session(stranger, key, agent_id)
+    strangers_session = await sessions.resolve(strangers)
+    assert strangers_session is not None
+
+    assert await sessions.end_matching(user_id, api_key_id=key) == 2
+    for token in (by_key_bound, by_key):
+        assert await sessions.resolve(token) is None
+    assert await sessions.end_matching(user_id, agent_id=agent_id) == 1
+    assert await sessions.resolve(other_bound) is None
+    bound = await sessions.for_agents([agent_id])
+    assert [s.id for s in bound[agent_id]] == [strangers_session.id]
+    assert [s.api_key_id for s in await sessions.list_for_user(user_id)] == [other_key]
+    assert await sessions.end_matching(user_id) == 1
+    assert await sessions.resolve(other) is None
+    assert await sessions.resolve(strangers) is not None
+
+
 async def test_ttl_is_checked(sessions: SessionStore) -> None:
     for ttl_s in (0, 31 * 86_400):
         with pytest.raises(InvalidInput):
@@ -211,10 +268,13 @@ async def test_login_refuses_a_bad_key_or_ttl(stores: Stores, users: UserReposit
     assert bad_ttl.value.code is ErrorCode.BAD_USER_INPUT
 
 
-async def test_only_agent_users_bind_an_agent(stores: Stores, users: UserRepository) -> None:
-    agent_id = uuid.uuid4()
+async def test_only_agent_users_with_a_grant_bind_an_agent(
+    stores: Stores, users: UserRepository
+) -> None:
+    agent_id = (await new_agent(stores.postgres)).id
     operator = await users.create_user(email=unique_email(), role="operator")
     _, operator_key = await users.create_api_key(operator.id)
+    await stores.postgres.agent_grants.grant(new_ctx(), operator.id, agent_id)
     with pytest.raises(ClientError) as caught:
         await login(stores, operator_key, agent_id=agent_id, ttl_s=600)
     assert caught.value.code is ErrorCode.FORBIDDEN
@@ -222,6 +282,10 @@ async def test_only_agent_users_bind_an_agent(stores: Stores, users: UserReposit
 
     agent_user = await users.create_user(email=unique_email(), role="agent")
     _, agent_key = await users.create_api_key(agent_user.id)
+    with pytest.raises(ClientError) as ungranted:
+        await login(stores, agent_key, agent_id=agent_id, ttl_s=600)
+    assert (ungranted.value.code, ungranted.value.field) == (ErrorCode.FORBIDDEN, "agentId")
+    await stores.postgres.agent_grants.grant(new_ctx(), agent_user.id, agent_id)
     session, token = await login(stores, agent_key, agent_id=agent_id, ttl_s=600)
     assert (await _principal(stores, token)).agent_id == agent_id
     assert stores.sessions is not None

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
+from gateway.settings import Settings
+from infra.local.profiles import Profile
 from stores import PostgresStore
 from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres import UserRepository
+from stores.postgres.records import WriteContext
 from tests.integration.auth.conftest import unique_email
 
 KEY_FORMAT = re.compile(r"pg_[a-z0-9]{8}_[A-Za-z0-9_-]{43}")
@@ -91,10 +98,10 @@ async def test_revoked_key_is_refused(users: UserRepository) -> None:
     other = await users.create_user(email=unique_email(), role="viewer")
     api_key, key = await users.create_api_key(user.id)
 
-    assert await users.revoke_api_key(other.id, api_key.id) is False
+    assert await users.revoke_api_key(api_key.id, owner_id=other.id) is None
     assert await users.authenticate_api_key(key) is not None
-    assert await users.revoke_api_key(user.id, api_key.id) is True
-    assert await users.revoke_api_key(user.id, api_key.id) is False
+    assert await users.revoke_api_key(api_key.id, owner_id=user.id) == user.id
+    assert await users.revoke_api_key(api_key.id, owner_id=None) is None
     assert await users.authenticate_api_key(key) is None
     (listed,) = await users.list_api_keys(user.id)
     assert listed.revoked_at is not None
@@ -159,3 +166,54 @@ async def test_list_api_keys_newest_first(users: UserRepository) -> None:
     newer, _ = await users.create_api_key(user.id, name="newer")
     assert [k.id for k in await users.list_api_keys(user.id)] == [newer.id, older.id]
     assert await users.list_api_keys(uuid.uuid4()) == []
+
+
+@pytest.fixture
+async def lonely(profile: Profile, settings: Settings) -> AsyncIterator[PostgresStore]:
+    """A database of this test's own, so it can hold exactly one admin."""
+    name = f"polygraph_lonely_{secrets.token_hex(4)}"
+    admin_dsn = profile.postgres_dsn()
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    options = replace(settings.postgres_options(), dsn=profile.postgres_dsn(name))
+    try:
+        async with PostgresStore(options) as store:
+            await store.migrate()
+            yield store
+    finally:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def test_the_last_enabled_admin_is_neither_disabled_nor_demoted(
+    lonely: PostgresStore,
+) -> None:
+    users = lonely.users
+    ctx = WriteContext(actor_id=None, request_id="test")
+    only = await users.create_user(email=unique_email(), role="admin")
+    for refused in (
+        users.set_disabled(only.id, True, ctx=ctx),
+        users.set_role(only.id, "operator", ctx=ctx),
+    ):
+        with pytest.raises(Conflict):
+            await refused
+    second = await users.create_user(email=unique_email(), role="admin")
+    demoted, changed = await users.set_role(only.id, "operator", ctx=ctx)
+    assert (demoted.role, changed) == ("operator", True)
+    assert (await users.set_role(only.id, "operator", ctx=ctx))[1] is False
+    with pytest.raises(Conflict):
+        await users.set_disabled(second.id, True, ctx=ctx)
+    await users.set_role(only.id, "admin", ctx=ctx)
+    disabled, _ = await users.set_disabled(second.id, True, ctx=ctx)
+    assert disabled.disabled_at is not None
+    # A disabled admin does not count: the other one is now the last.
+    with pytest.raises(Conflict):
+        await users.set_role(only.id, "viewer", ctx=ctx)
+    with pytest.raises(NotFound):
+        await users.set_disabled(uuid.uuid4(), True, ctx=ctx)

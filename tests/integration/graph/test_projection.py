@@ -14,7 +14,6 @@ from gateway.settings import Settings
 from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
 from resolvers.loaders import build_loaders
-from resolvers.projector import Projector
 from resolvers.writes import await_projection
 from stores import GraphOptions, GraphStore, PostgresStore, RedisStore, roundtrips
 from stores.graph import projection
@@ -32,6 +31,7 @@ from tests.integration.graph.conftest import (
 )
 from tests.support.gate import Gate
 from tests.support.waiting import until
+from workers.projector import Projector
 
 
 async def drain(projector: Projector) -> int:
@@ -252,13 +252,13 @@ async def test_an_event_neo4j_refuses_is_skipped_instead_of_stalling_the_outbox(
         await enqueue(conn, "agent.upserted", agent(poison, "x" * 40_000))
         last = await enqueue(conn, "agent.upserted", agent(good))
 
-    with caplog.at_level(logging.ERROR, logger="resolvers.projector"):
+    with caplog.at_level(logging.ERROR, logger="workers.projector"):
         assert await projector.run_once() == 2
 
     assert await is_processed(pg, last)
     assert await agent_node(graph, good) is not None
     assert await agent_node(graph, poison) is None
-    assert [r.name for r in caplog.records] == ["resolvers.projector"]
+    assert [r.name for r in caplog.records] == ["workers.projector"]
 
 
 class _Crash(Exception):
@@ -374,7 +374,7 @@ async def test_the_projector_keeps_rows_pending_while_neo4j_is_down(
     agent_id, oid = await seed.agent()
     async with GraphStore(nowhere) as down:
         projector = Projector(pg, down, idle_poll_s=0.05)
-        with caplog.at_level(logging.INFO, logger="resolvers.projector"):
+        with caplog.at_level(logging.INFO, logger="workers.projector"):
             await projector.start()
             await asyncio.sleep(1.5)
             assert projector.running
@@ -382,7 +382,7 @@ async def test_the_projector_keeps_rows_pending_while_neo4j_is_down(
             async with asyncio.timeout(2):
                 await projector.stop()
     outages = [
-        r for r in caplog.records if r.name == "resolvers.projector" and "unavailable" in r.message
+        r for r in caplog.records if r.name == "workers.projector" and "unavailable" in r.message
     ]
     assert len(outages) == 1
 

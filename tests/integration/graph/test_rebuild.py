@@ -10,12 +10,12 @@ from uuid import UUID
 
 import pytest
 
-from resolvers.graph_rebuild import rebuild
-from resolvers.projector import Projector
 from stores import GraphStore, PostgresStore, StoreUnavailable
 from stores.graph import projection
 from stores.postgres.outbox import enqueue, pending_count
 from tests.integration.graph.conftest import Events, Ids, Seed, agent, forget, graph_state, related
+from workers.graph_rebuild import rebuild
+from workers.projector import Projector
 
 
 async def drain(projector: Projector) -> None:

@@ -226,7 +226,7 @@ def test_ndjson_ingest_reports_bad_lines_and_keeps_the_good(
     assert [p["value"] for p in series["points"]] == [3.0]
 
 
-@pytest.mark.parametrize("role, status", [(None, 401), ("viewer", 403)])
+@pytest.mark.parametrize("role, status", [(None, 401), ("viewer", 403), ("agent", 403)])
 def test_ndjson_ingest_needs_a_recorder(
     client: TestClient, make_caller: Callable[[str], Caller], role: str | None, status: int
 ) -> None:
@@ -238,11 +238,13 @@ def test_ndjson_ingest_needs_a_recorder(
         assert anonymous.status_code == 401
 
 
-def test_health_says_which_metrics_path_runs(client: TestClient, gql: GraphQL) -> None:
-    components = client.get("/health").json()["components"]
+def test_health_says_which_metrics_path_runs(
+    client: TestClient, gql: GraphQL, viewer: Caller
+) -> None:
+    components = client.get("/health", headers=viewer.headers).json()["components"]
     assert components["metrics"]["status"] == "up"
     assert components["metrics"]["details"]["backend"] == "native"
-    health = data(gql("{ health { components { name metricsBackend } } }"))["health"]
+    health = data(gql("{ health { components { name metricsBackend } } }", caller=viewer))["health"]
     by_name = {c["name"]: c["metricsBackend"] for c in health["components"]}
     assert by_name["metrics"] == "native" and by_name["postgres"] is None
 

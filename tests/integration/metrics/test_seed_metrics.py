@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from gateway.seed import METRIC_SERIES, generate_metric_rows, seed_metrics
+from seeding.platform import METRIC_SERIES, generate_metric_rows, seed_metrics
 from stores import PostgresStore
 from stores.metrics import Aggregate, MetricPoint, MetricsStore, Source, Window
 from stores.metrics.buckets import ORIGIN

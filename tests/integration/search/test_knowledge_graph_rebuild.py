@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
 from stores.graph.knowledge import related_of
 from stores.postgres.outbox import unprocessed
 from stores.postgres.records import WriteContext
 from stores.search import KnowledgeInput, SearchStore
 from tests.support.waiting import until
+from workers.graph_rebuild import rebuild
 
 
 async def test_rebuild_restores_knowledge_links(

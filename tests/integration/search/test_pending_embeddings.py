@@ -4,16 +4,18 @@ catch up once it answers again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from uuid import UUID
 
+import asyncpg
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 from strawberry import relay
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from resolvers.embeddings import fill_pending, reembed
+from infra.local.profiles import Profile
 from stores import PostgresStore
 from stores.embeddings import LocalEmbedder
 from stores.postgres.records import WriteContext
@@ -22,10 +24,13 @@ from stores.search import (
     EmbeddingSpaceMismatch,
     KnowledgeInput,
     SearchStore,
+    ensure_space,
     stored_space,
 )
+from tests.conftest import recreate_database
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 from tests.integration.search.conftest import CREATE, SEARCH, FlakyEmbedder, titles
+from workers.embeddings import fill_pending, reembed
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +130,23 @@ def test_a_memory_is_kept_when_the_embedder_fails(
     assert memory["memory"]["embeddingPending"] is True and memory["memory"]["kind"] == "SEMANTIC"
 
 
-async def test_reembed_moves_the_space_and_resumes_after_a_failure(settings: Settings) -> None:
+@pytest.fixture
+async def alone(
+    settings: Settings, profile: Profile, database_name: str
+) -> AsyncIterator[Settings]:
+    """A database no gateway serves: a running gateway's embedding filler would fill
+    the rows `reembed` is meant to find pending, and race the test."""
+    name = f"{database_name}_alone"
+    await recreate_database(profile, name)
+    yield settings.model_copy(update={"postgres_dsn": SecretStr(profile.postgres_dsn(name))})
+    conn = await asyncpg.connect(profile.postgres_dsn())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def test_reembed_moves_the_space_and_resumes_after_a_failure(alone: Settings) -> None:
     local = LocalEmbedder()
 
     class Renamed(FlakyEmbedder):
@@ -143,8 +164,10 @@ async def test_reembed_moves_the_space_and_resumes_after_a_failure(settings: Set
             self.failing = self.calls >= self.fail_after
             return await super().embed(texts)
 
-    async with PostgresStore(settings.postgres_options()) as postgres:
+    async with PostgresStore(alone.postgres_options()) as postgres:
+        await postgres.migrate()
         search = SearchStore(postgres)
+        await ensure_space(search, EmbeddingSpace(local.model, 384))
         ctx = WriteContext(actor_id=None, request_id="test")
         for index in range(5):
             await search.knowledge.create(ctx, KnowledgeInput(title=f"reembed {index}"), None)
@@ -170,14 +193,12 @@ async def test_reembed_moves_the_space_and_resumes_after_a_failure(settings: Set
             assert await search.knowledge.count_pending() == 0
             assert seen and seen[0][0] == "embedding knowledge items"
             # A gateway configured for the old model now refuses to start.
-            from stores.search import ensure_space
-
             with pytest.raises(EmbeddingSpaceMismatch, match="polygraph reembed"):
                 await ensure_space(search, EmbeddingSpace(local.model, 384))
             with pytest.raises(EmbeddingSpaceMismatch, match="768 dimensions"):
                 await ensure_space(search, EmbeddingSpace("renamed-minilm", 768))
         finally:
-            # Back to the model the other tests' gateway runs.
+            # Back to the model it started with.
             await reembed(search, local, batch_size=256)
             assert await stored_space(search) == original
             assert (await fill_pending(search, local)).knowledge == 0

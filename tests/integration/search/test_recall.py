@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+from strawberry import relay
+
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
 
 REMEMBER = """mutation($input: RememberMemoryInput!) {
@@ -69,7 +74,7 @@ def test_recall_ranks_an_agents_own_memories(
                     words: recall(query: "billing", mode: KEYWORD) { memory { content } }
                   } } }""",
         {"id": agent},
-        caller=viewer,
+        caller=operator,
     )
     node = data(body)["node"]
     assert node["hybrid"][0]["memory"]["content"] == "Deployments to production need two approvals"
@@ -113,10 +118,21 @@ def test_recall_ranks_an_agents_own_memories(
 
 
 def test_recall_round_trips_are_the_same_for_10_and_100_agents(
-    gql: GraphQL, operator: Caller, viewer: Caller
+    gql: GraphQL, operator: Caller, make_caller: Callable[[str], Caller]
 ) -> None:
     tag = unique("recall-rt")
     agents = [_agent(gql, operator, tag) for _ in range(100)]
+    # A reader whose right to each agent's memories is a grant: checked in one batch too.
+    reader = make_caller("viewer")
+    for agent in agents:
+        data(
+            gql(
+                """mutation($u: ID!, $a: ID!) { grantAgentAccess(input: {userId: $u, agentId: $a}) {
+                   created } }""",
+                {"u": str(relay.GlobalID("User", reader.user_id)), "a": agent},
+                caller=operator,
+            )
+        )
     for index, agent in enumerate(agents[:5] + agents[-5:]):
         data(
             gql(
@@ -132,9 +148,9 @@ def test_recall_round_trips_are_the_same_for_10_and_100_agents(
             )
         )
     query = "what went wrong with the cache?"
-    small = data(gql(RECALL_PAGE, {"tag": tag, "first": 10, "q": query}, caller=viewer))
+    small = data(gql(RECALL_PAGE, {"tag": tag, "first": 10, "q": query}, caller=reader))
     small_trips = dict(gql.last_round_trips)
-    large = data(gql(RECALL_PAGE, {"tag": tag, "first": 100, "q": query}, caller=viewer))
+    large = data(gql(RECALL_PAGE, {"tag": tag, "first": 100, "q": query}, caller=reader))
     large_trips = dict(gql.last_round_trips)
     assert len(small["agents"]["edges"]) == 10
     assert len(large["agents"]["edges"]) == 100
@@ -142,5 +158,34 @@ def test_recall_round_trips_are_the_same_for_10_and_100_agents(
     assert len(with_memories) == 10
     assert all("cache" in node["recall"][0]["memory"]["content"] for node in with_memories)
     assert small_trips == large_trips, (small_trips, large_trips)
-    # Two recall argument sets: each one SQL statement (in its own short transaction).
-    assert large_trips["postgres"] <= 14, large_trips
+    # Two recall argument sets: each one SQL statement (in its own short transaction);
+    # one more for the reader's grants.
+    assert large_trips["postgres"] <= 15, large_trips
+
+
+def test_recall_by_keyword_ranks_partial_matches_like_knowledge_search(
+    gql: GraphQL, operator: Caller
+) -> None:
+    agent = _agent(gql, operator)
+    for content in (
+        "The staging cluster is small",
+        "Deployments to production need two approvals",
+        "Lunch with the platform team went well",
+    ):
+        data(gql(REMEMBER, {"input": {"agentId": agent, "content": content}}, caller=operator))
+    body = gql(
+        """query($id: ID!) { node(id: $id) { ... on Agent {
+                    recall(query: "who approves deployments to staging", mode: KEYWORD) {
+                      score keywordRank memory { content } }
+                  } } }""",
+        {"id": agent},
+        caller=operator,
+    )
+    recalled = data(body)["node"]["recall"]
+    # Terms: approve, deployment, staging; the first holds two of them, the next one.
+    assert [hit["memory"]["content"] for hit in recalled] == [
+        "Deployments to production need two approvals",
+        "The staging cluster is small",
+    ]
+    assert [hit["score"] for hit in recalled] == pytest.approx([2 / 3, 1 / 3])
+    assert [hit["keywordRank"] for hit in recalled] == [1, 2]

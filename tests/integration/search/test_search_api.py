@@ -64,10 +64,21 @@ def test_hybrid_search_fuses_both_rankings(
     )
     edges = data(body)["searchKnowledge"]["edges"]
     assert edges[0]["node"]["title"] == "Rotating database credentials"
-    # Found by both: both ranks present; the score is RRF's sum of 1/(60 + rank).
+    # Found by both: both ranks present; it holds every word of the query, so its
+    # score is 0.7 times its similarity plus 0.3.
     top = edges[0]
     assert top["semanticRank"] == 1 and top["keywordRank"] == 1
-    assert abs(top["score"] - 2 / 61) < 1e-9
+    semantic = gql(
+        SEARCH,
+        {
+            "q": "password rotation for the database",
+            "mode": "SEMANTIC",
+            "filter": {"tagsAny": [tag]},
+        },
+        caller=viewer,
+    )
+    similarity = data(semantic)["searchKnowledge"]["edges"][0]["score"]
+    assert abs(top["score"] - (0.7 * similarity + 0.3)) < 1e-6
     # Items only one side found still appear, with the other rank null.
     assert any(edge["keywordRank"] is None for edge in edges[1:])
 

@@ -8,6 +8,7 @@ import pytest
 
 from stores import PostgresStore, roundtrips
 from stores.errors import Conflict, InvalidInput, NotFound
+from stores.postgres import bulk
 from stores.postgres.inputs import UNSET, AgentFilter, AgentInput, AgentOrder, AgentPatch
 from stores.postgres.pagination import PageRequest
 from tests.integration.stores import (
@@ -453,3 +454,10 @@ async def test_idempotency_key_needs_a_principal(store: PostgresStore) -> None:
     assert refused.value.field == "idempotencyKey"
     with pytest.raises(InvalidInput):
         await store.agents.create(new_ctx(key="k" * 201), AgentInput(name=unique("agent")))
+
+
+async def test_bulk_agent_ids_are_every_agent_in_id_order(store: PostgresStore) -> None:
+    created = {(await new_agent(store)).id for _ in range(3)}
+    ids = await bulk.agent_ids(store)
+    assert ids == sorted(ids)
+    assert created <= set(ids)

@@ -320,11 +320,11 @@ async def test_batch_reads_are_one_statement_each(single: PostgresStore) -> None
 async def test_dependencies_and_dependents(store: PostgresStore) -> None:
     a, b, c = [await new_task(store) for _ in range(3)]
     ctx = new_ctx()
-    after = await store.tasks.add_dependency(ctx, a.id, b.id)
+    after, added = await store.tasks.add_dependency(ctx, a.id, b.id)
     await store.tasks.add_dependency(new_ctx(), a.id, c.id)
     await store.tasks.add_dependency(new_ctx(), b.id, c.id)
 
-    assert after.version == 2
+    assert (after.version, added) == (2, True)
     assert (await store.tasks.dependencies_of([a.id, b.id, c.id])) == {
         a.id: [b.id, c.id],
         b.id: [c.id],
@@ -336,9 +336,9 @@ async def test_dependencies_and_dependents(store: PostgresStore) -> None:
     edge = {"task_id": str(a.id), "depends_on_id": str(b.id)}
     assert ("task.dependency_added", edge) in await outbox_rows(store, task_id=str(a.id))
 
-    # Adding an existing edge changes nothing.
-    same = await store.tasks.add_dependency(new_ctx(), a.id, b.id)
-    assert same.version == 3
+    # Adding an existing edge changes nothing, and says so.
+    same, added_again = await store.tasks.add_dependency(new_ctx(), a.id, b.id)
+    assert (same.version, added_again) == (3, False)
 
     assert await store.tasks.remove_dependency(new_ctx(), a.id, b.id)
     assert not await store.tasks.remove_dependency(new_ctx(), a.id, b.id)
@@ -389,7 +389,7 @@ async def test_concurrent_opposite_edges_cannot_both_land(store: PostgresStore) 
             store.tasks.add_dependency(new_ctx(), b.id, a.id),
             return_exceptions=True,
         )
-        assert sorted(type(result).__name__ for result in results) == ["Conflict", "Task"]
+        assert sorted(type(result).__name__ for result in results) == ["Conflict", "tuple"]
 
 
 async def test_idempotent_dependency_writes(store: PostgresStore) -> None:
@@ -397,6 +397,8 @@ async def test_idempotent_dependency_writes(store: PostgresStore) -> None:
     actor = uuid4()
     add = new_ctx(actor_id=actor, key=unique("key"))
     first = await store.tasks.add_dependency(add, a.id, b.id)
+    assert first[1] is True
+    # The retry replays the first answer: added, although the edge exists now.
     assert await store.tasks.add_dependency(add, a.id, b.id) == first
     remove = new_ctx(actor_id=actor, key=unique("key"))
     assert await store.tasks.remove_dependency(remove, a.id, b.id)

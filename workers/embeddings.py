@@ -14,11 +14,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
+
 from stores import StoreUnavailable
 from stores.embeddings import Embedder, EmbeddingUnavailable
 from stores.search import EmbeddingSpace, SearchStore, move_space
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
+from workers._loop import BackgroundLoop
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ async def reembed(
     return moved, await fill_pending(search, embedder, batch_size=batch_size, progress=progress)
 
 
-class EmbeddingFiller:
+class EmbeddingFiller(BackgroundLoop):
     """Fills pending embeddings in the background until stopped; wakes on `wake()`
     (a write just left a row pending) and every `idle_poll_s`. While the embedder or
     PostgreSQL is down it backs off and retries; the rows wait, nothing is lost."""
@@ -107,61 +110,29 @@ class EmbeddingFiller:
     ) -> None:
         if batch_size < 1 or idle_poll_s <= 0 or stop_timeout_s <= 0:
             raise ValueError("batch_size, idle_poll_s and stop_timeout_s must be positive")
+        super().__init__(what="embedding filler", stop_timeout_s=stop_timeout_s)
         self._search = search
         self._embedder = embedder
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
-        self._stop_timeout_s = stop_timeout_s
-        self._task: asyncio.Task[None] | None = None
-        self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._failing = False
 
-    async def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("the embedding filler is already started; stop() it first")
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="polygraph-embedding-filler")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        self._wakeup.set()
-        _, pending = await asyncio.wait({task}, timeout=self._stop_timeout_s)
-        if pending:
-            task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
-    def wake(self) -> None:
-        self._wakeup.set()
-
     async def _run(self) -> None:
-        backoff = _MIN_BACKOFF_S
+        # A failed pass is retried after a pause that doubles each time, up to
+        # _MAX_BACKOFF_S; a pass that succeeds starts the next one's count afresh.
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=_MIN_BACKOFF_S, max=_MAX_BACKOFF_S),
+            sleep=self._back_off,
+            before_sleep=self._failed,
+            reraise=True,
+        )
         while not self._stopping.is_set():
-            self._wakeup.clear()
-            try:
-                report = await fill_pending(
-                    self._search, self._embedder, batch_size=self._batch_size
-                )
-            except (EmbeddingUnavailable, StoreUnavailable) as exc:
-                if not self._failing:
-                    logger.warning("pending embeddings wait: %s", exc)
-                self._failing = True
-                await self._sleep(backoff, wakeable=False)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                continue
-            except Exception:
-                logger.exception("filling pending embeddings failed; retrying later")
-                await self._sleep(backoff, wakeable=False)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                continue
+            report: FillReport | None = await retrying(self._fill)
+            if report is None:
+                return
             if self._failing:
                 logger.info("embeddings are computed again")
             self._failing = False
-            backoff = _MIN_BACKOFF_S
             if report.knowledge or report.memories:
                 logger.info(
                     "filled %d pending knowledge and %d memory embeddings",
@@ -169,6 +140,25 @@ class EmbeddingFiller:
                     report.memories,
                 )
             await self._sleep(self._idle_poll_s, wakeable=True)
+
+    async def _fill(self) -> FillReport | None:
+        """One pass over what is pending; None once stopping."""
+        if self._stopping.is_set():
+            return None
+        self._wakeup.clear()
+        return await fill_pending(self._search, self._embedder, batch_size=self._batch_size)
+
+    def _failed(self, state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, EmbeddingUnavailable | StoreUnavailable):
+            if not self._failing:
+                logger.warning("pending embeddings wait: %s", failure)
+            self._failing = True
+        else:
+            logger.error("filling pending embeddings failed; retrying later", exc_info=failure)
+
+    async def _back_off(self, seconds: float) -> None:
+        await self._sleep(seconds, wakeable=False)
 
     async def _sleep(self, seconds: float, *, wakeable: bool) -> None:
         event = self._wakeup if wakeable else self._stopping

@@ -16,6 +16,8 @@ from collections.abc import Collection, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
+
 from stores import GraphStore, PostgresStore, StoreRefused, StoreUnavailable
 from stores.graph import projection
 from stores.postgres.outbox import (
@@ -25,6 +27,7 @@ from stores.postgres.outbox import (
     low_watermark,
     unprocessed,
 )
+from workers._loop import BackgroundLoop
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +46,12 @@ _TOMBSTONE_PRUNE_EVERY_S = 3600.0
 _TOMBSTONE_MIN_AGE_S = 3600.0
 
 
-class Projector:
-    """Applies outbox rows to Neo4j, `batch_size` at a time, until stopped."""
+class Projector(BackgroundLoop):
+    """Applies outbox rows to Neo4j, `batch_size` at a time, until stopped.
+
+    A batch cancelled by `stop()` stays pending and is applied again; applying is
+    idempotent.
+    """
 
     def __init__(
         self,
@@ -61,16 +68,13 @@ class Projector:
             raise ValueError("batch_size must be at least 1")
         if idle_poll_s <= 0 or stop_timeout_s <= 0:
             raise ValueError("idle_poll_s and stop_timeout_s must be positive")
+        super().__init__(what="projector", stop_timeout_s=stop_timeout_s)
         self._postgres = postgres
         self._graph = graph
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
-        self._stop_timeout_s = stop_timeout_s
         self._min_backoff_s = min_backoff_s
         self._max_backoff_s = max(min_backoff_s, max_backoff_s)
-        self._task: asyncio.Task[None] | None = None
-        self._wakeup = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._listener: OutboxListener | None = None
         self._next_listen_at = 0.0
         self._next_prune_at = 0.0
@@ -79,36 +83,6 @@ class Projector:
         # Probe Neo4j before the first claim: against a server that is down, a
         # write transaction would hold its rows through the driver's 30 s of retries.
         self._probe_graph = True
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def start(self) -> None:
-        if self._task is not None:
-            raise RuntimeError("the projector is already started; stop() it first")
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="polygraph-projector")
-
-    async def stop(self) -> None:
-        """Let the current batch finish for up to `stop_timeout_s`, then cancel it.
-
-        A cancelled batch stays pending and is applied again; applying is idempotent.
-        """
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        self._wakeup.set()
-        _, pending = await asyncio.wait({task}, timeout=self._stop_timeout_s)
-        if pending:
-            task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
-    def wake(self) -> None:
-        """Look at the outbox now rather than at the next poll."""
-        self._wakeup.set()
 
     async def run_once(self) -> int:
         """Claim, apply and mark one batch; returns how many rows it applied."""
@@ -171,36 +145,45 @@ class Projector:
             waiter.done.cancel()
 
     async def _run(self) -> None:
-        backoff = self._min_backoff_s
+        # A failed step is retried after a pause that doubles each time, up to
+        # `max_backoff_s`; a step that succeeds starts the next one's count afresh.
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=self._min_backoff_s, max=self._max_backoff_s),
+            sleep=self._pause,
+            before_sleep=self._failed,
+            reraise=True,
+        )
         try:
             while not self._stopping.is_set():
-                await self._listen()
-                try:
-                    if self._probe_graph and not await self._graph_answers():
-                        raise StoreUnavailable(_NEO4J, "did not answer a probe")
-                    self._probe_graph = False
-                    applied = await self.run_once()
-                    self._recovered()
-                    if applied < self._batch_size:
-                        await self._prune_tombstones()
-                except StoreUnavailable as exc:
-                    self._outage(exc)
-                    await self._pause(backoff)
-                    backoff = min(backoff * 2, self._max_backoff_s)
-                    continue
-                except Exception:
-                    # A bug or a refused statement: retried after a pause, rows stay pending.
-                    logger.exception("projecting the outbox failed; the rows stay pending")
-                    await self._pause(backoff)
-                    backoff = min(backoff * 2, self._max_backoff_s)
-                    continue
-                backoff = self._min_backoff_s
-                if applied < self._batch_size:
+                applied: int = await retrying(self._step)
+                if applied < self._batch_size and not self._stopping.is_set():
                     await self._idle()
         finally:
             listener, self._listener = self._listener, None
             if listener is not None:
                 await listener.aclose()
+
+    async def _step(self) -> int:
+        """One batch; returns how many rows it applied. Raises when a store fails."""
+        if self._stopping.is_set():
+            return 0
+        await self._listen()
+        if self._probe_graph and not await self._graph_answers():
+            raise StoreUnavailable(_NEO4J, "did not answer a probe")
+        self._probe_graph = False
+        applied = await self.run_once()
+        self._recovered()
+        if applied < self._batch_size:
+            await self._prune_tombstones()
+        return applied
+
+    def _failed(self, state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, StoreUnavailable):
+            self._outage(failure)
+        else:
+            # A bug or a refused statement: retried after a pause, rows stay pending.
+            logger.error("projecting the outbox failed; the rows stay pending", exc_info=failure)
 
     async def _apply_one_by_one(self, events: list[OutboxEvent]) -> None:
         # Neo4j refused the batch, and would refuse it on every retry: find the

@@ -20,21 +20,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-import asyncpg
-
-from stores import GraphStore, PostgresStore, StoreUnavailable
+from stores import GraphStore, PostgresStore
 from stores.graph import projection
 from stores.graph.projection import NodeLabel
-from stores.postgres.options import PgConnection
+from stores.postgres import rebuild as source
 from stores.postgres.outbox import OutboxEvent, mark_processed_through
 
 Progress = Callable[[str, int, int], None]
-
-# gen_random_uuid() never yields the nil UUID, so it sorts before every real id.
-_NIL = UUID(int=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +70,10 @@ async def rebuild(
     started = time.perf_counter()
     report = _Counts()
     say = progress or _silent
-    horizon = await _horizon(postgres, lock_timeout_s)
-    async with (
-        postgres.connection() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
+    horizon = await source.outbox_horizon(postgres, lock_timeout_s)
+    async with source.snapshot(postgres) as snapshot:
         for table in _TABLES:
-            exported = await _export(conn, graph, table, horizon, batch_size, say)
+            exported = await _export(snapshot, graph, table, horizon, batch_size, say)
             setattr(report, table.phase, exported)
     scope = None if prune_only is None else sorted(str(i) for i in prune_only)
     for target in _PRUNE_TARGETS:
@@ -122,185 +114,114 @@ def _silent(phase: str, done: int, total: int) -> None:
     pass
 
 
-async def _horizon(postgres: PostgresStore, lock_timeout_s: float) -> int:
-    # SHARE conflicts with the ROW EXCLUSIVE lock every outbox writer holds until it
-    # commits, so taking it waits out the writers in flight; ids handed out before
-    # the max() below are then all committed (or rolled back). New writers queue
-    # behind the lock only for that wait, bounded by lock_timeout.
-    async with postgres.connection() as conn, conn.transaction():
-        await conn.execute(
-            "SELECT set_config('lock_timeout', $1, true)", f"{int(lock_timeout_s * 1000)}ms"
-        )
-        try:
-            await conn.execute("LOCK TABLE outbox IN SHARE MODE")
-        except asyncpg.LockNotAvailableError as exc:
-            raise StoreUnavailable(
-                "postgres",
-                f"outbox writers did not finish within {lock_timeout_s:g}s; retry the rebuild",
-            ) from exc
-        horizon: int = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
-    return horizon
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class _Table:
+class _Table(Generic[R]):
     phase: str
     kind: str
-    count: str
-    page: str
-    start: tuple[Any, ...]
-    cursor: Callable[[asyncpg.Record], tuple[Any, ...]]
-    payload: Callable[[asyncpg.Record], dict[str, Any]]
-
-
-def _workflow_payload(row: asyncpg.Record) -> dict[str, Any]:
-    # Definitions are stored normalised: {"steps": [{id, name, estimate}], "edges": [{from, to}]}.
-    definition = row["definition"]
-    return {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "status": row["status"],
-        "steps": definition.get("steps", []),
-        "edges": definition.get("edges", []),
-    }
+    export: source.Export[R]
+    payload: Callable[[R], dict[str, Any]]
 
 
 def _text(value: UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
+def _agent(r: source.AgentNode) -> dict[str, Any]:
+    return {
+        "id": str(r.id),
+        "name": r.name,
+        "role": r.role,
+        "status": r.status,
+        "parent_id": _text(r.parent_id),
+    }
+
+
+def _task(r: source.TaskNode) -> dict[str, Any]:
+    return {
+        "id": str(r.id),
+        "title": r.title,
+        "status": r.status,
+        "priority": r.priority,
+        "assignee_id": _text(r.assignee_id),
+        "workflow_id": _text(r.workflow_id),
+    }
+
+
+def _workflow(r: source.WorkflowNode) -> dict[str, Any]:
+    return {
+        "id": str(r.id),
+        "name": r.name,
+        "status": r.status,
+        "steps": r.definition.get("steps", []),
+        "edges": r.definition.get("edges", []),
+    }
+
+
+def _agent_edge(r: source.AgentEdge) -> dict[str, Any]:
+    return {
+        "source_id": str(r.source_id),
+        "target_id": str(r.target_id),
+        "type": r.type,
+        "weight": r.weight,
+    }
+
+
+def _task_dependency(r: source.TaskDependencyEdge) -> dict[str, Any]:
+    return {"task_id": str(r.task_id), "depends_on_id": str(r.depends_on_id)}
+
+
+def _knowledge(r: source.KnowledgeNode) -> dict[str, Any]:
+    return {"id": str(r.id), "title": r.title, "source": r.source, "tags": list(r.tags)}
+
+
+def _knowledge_edge(r: source.KnowledgeEdge) -> dict[str, Any]:
+    return {"source_id": str(r.source_id), "target_id": str(r.target_id), "type": r.type}
+
+
 # Nodes first, so relationships find their endpoints instead of creating stubs.
-_TABLES: tuple[_Table, ...] = (
-    _Table(
-        "agents",
-        "agent.upserted",
-        "SELECT count(*) FROM agents",
-        "SELECT id, name, role, status, parent_id FROM agents WHERE id > $1 ORDER BY id LIMIT $2",
-        (_NIL,),
-        lambda r: (r["id"],),
-        lambda r: {
-            "id": str(r["id"]),
-            "name": r["name"],
-            "role": r["role"],
-            "status": r["status"],
-            "parent_id": _text(r["parent_id"]),
-        },
-    ),
-    _Table(
-        "tasks",
-        "task.upserted",
-        "SELECT count(*) FROM tasks",
-        "SELECT id, title, status, priority, assignee_id, workflow_id FROM tasks"
-        " WHERE id > $1 ORDER BY id LIMIT $2",
-        (_NIL,),
-        lambda r: (r["id"],),
-        lambda r: {
-            "id": str(r["id"]),
-            "title": r["title"],
-            "status": r["status"],
-            "priority": r["priority"],
-            "assignee_id": _text(r["assignee_id"]),
-            "workflow_id": _text(r["workflow_id"]),
-        },
-    ),
-    _Table(
-        "workflows",
-        "workflow.upserted",
-        "SELECT count(*) FROM workflows",
-        "SELECT id, name, status, definition FROM workflows WHERE id > $1 ORDER BY id LIMIT $2",
-        (_NIL,),
-        lambda r: (r["id"],),
-        _workflow_payload,
-    ),
-    _Table(
-        "agent_relationships",
-        "agent.related",
-        "SELECT count(*) FROM agent_relationships",
-        "SELECT source_id, target_id, type, weight FROM agent_relationships"
-        " WHERE (source_id, target_id, type) > ($1, $2, $3)"
-        " ORDER BY source_id, target_id, type LIMIT $4",
-        (_NIL, _NIL, ""),
-        lambda r: (r["source_id"], r["target_id"], r["type"]),
-        lambda r: {
-            "source_id": str(r["source_id"]),
-            "target_id": str(r["target_id"]),
-            "type": r["type"],
-            "weight": r["weight"],
-        },
-    ),
+_TABLES: tuple[_Table[Any], ...] = (
+    _Table("agents", "agent.upserted", source.AGENTS, _agent),
+    _Table("tasks", "task.upserted", source.TASKS, _task),
+    _Table("workflows", "workflow.upserted", source.WORKFLOWS, _workflow),
+    _Table("agent_relationships", "agent.related", source.AGENT_EDGES, _agent_edge),
     _Table(
         "task_dependencies",
         "task.dependency_added",
-        "SELECT count(*) FROM task_dependencies",
-        "SELECT task_id, depends_on_id FROM task_dependencies"
-        " WHERE (task_id, depends_on_id) > ($1, $2) ORDER BY task_id, depends_on_id LIMIT $3",
-        (_NIL, _NIL),
-        lambda r: (r["task_id"], r["depends_on_id"]),
-        lambda r: {"task_id": str(r["task_id"]), "depends_on_id": str(r["depends_on_id"])},
+        source.TASK_DEPENDENCIES,
+        _task_dependency,
     ),
-    _Table(
-        "knowledge_items",
-        "knowledge.upserted",
-        "SELECT count(*) FROM knowledge_items",
-        "SELECT id, title, source, tags FROM knowledge_items WHERE id > $1 ORDER BY id LIMIT $2",
-        (_NIL,),
-        lambda r: (r["id"],),
-        lambda r: {
-            "id": str(r["id"]),
-            "title": r["title"],
-            "source": r["source"],
-            "tags": list(r["tags"]),
-        },
-    ),
-    _Table(
-        "knowledge_relations",
-        "knowledge.related",
-        "SELECT count(*) FROM knowledge_relations",
-        "SELECT source_id, target_id, type FROM knowledge_relations"
-        " WHERE (source_id, target_id, type) > ($1, $2, $3)"
-        " ORDER BY source_id, target_id, type LIMIT $4",
-        (_NIL, _NIL, ""),
-        lambda r: (r["source_id"], r["target_id"], r["type"]),
-        lambda r: {
-            "source_id": str(r["source_id"]),
-            "target_id": str(r["target_id"]),
-            "type": r["type"],
-        },
-    ),
+    _Table("knowledge_items", "knowledge.upserted", source.KNOWLEDGE, _knowledge),
+    _Table("knowledge_relations", "knowledge.related", source.KNOWLEDGE_EDGES, _knowledge_edge),
 )
 
 
 async def _export(
-    conn: PgConnection,
+    snapshot: source.Snapshot,
     graph: GraphStore,
-    table: _Table,
+    table: _Table[Any],
     horizon: int,
     batch_size: int,
     say: Progress,
 ) -> int:
-    # Workflow definitions can be large; keep their pages small.
-    limit = max(1, batch_size // 10) if table.kind == "workflow.upserted" else batch_size
-    total: int = await conn.fetchval(table.count)
+    total = await snapshot.count(table.export)
     done = 0
-    cursor = table.start
-    while True:
-        rows = await conn.fetch(table.page, *cursor, limit)
-        if not rows:
-            return done
+    async for rows in snapshot.pages(table.export, batch_size):
         now = datetime.now(UTC)
         events = [OutboxEvent(horizon, table.kind, table.payload(r), now) for r in rows]
         await projection.apply(graph, events)
         done += len(rows)
         say(table.phase, done, total)
-        cursor = table.cursor(rows[-1])
+    return done
 
 
 @dataclass(frozen=True)
 class _PruneTarget:
     label: NodeLabel
     delete_kind: str
-    exists: str
-    edges: str | None = None
+    nodes: source.NodeTable
     edge_kind: str | None = None
     edge_payload: Callable[[str, str, str], dict[str, Any]] | None = None
 
@@ -309,32 +230,22 @@ _PRUNE_TARGETS: tuple[_PruneTarget, ...] = (
     _PruneTarget(
         NodeLabel.AGENT,
         "agent.deleted",
-        "SELECT id FROM agents WHERE id = ANY($1::uuid[])",
-        "SELECT type, source_id, target_id FROM agent_relationships"
-        " WHERE source_id = ANY($1::uuid[])",
+        source.AGENT_NODES,
         "agent.unrelated",
         lambda t, s, d: {"type": t, "source_id": s, "target_id": d},
     ),
     _PruneTarget(
         NodeLabel.TASK,
         "task.deleted",
-        "SELECT id FROM tasks WHERE id = ANY($1::uuid[])",
-        "SELECT 'DEPENDS_ON' AS type, task_id AS source_id, depends_on_id AS target_id"
-        " FROM task_dependencies WHERE task_id = ANY($1::uuid[])",
+        source.TASK_NODES,
         "task.dependency_removed",
         lambda t, s, d: {"task_id": s, "depends_on_id": d},
     ),
-    _PruneTarget(
-        NodeLabel.WORKFLOW,
-        "workflow.deleted",
-        "SELECT id FROM workflows WHERE id = ANY($1::uuid[])",
-    ),
+    _PruneTarget(NodeLabel.WORKFLOW, "workflow.deleted", source.WORKFLOW_NODES),
     _PruneTarget(
         NodeLabel.KNOWLEDGE,
         "knowledge.deleted",
-        "SELECT id FROM knowledge_items WHERE id = ANY($1::uuid[])",
-        "SELECT type, source_id, target_id FROM knowledge_relations"
-        " WHERE source_id = ANY($1::uuid[])",
+        source.KNOWLEDGE_NODES,
         "knowledge.unrelated",
         lambda t, s, d: {"type": t, "source_id": s, "target_id": d},
     ),
@@ -378,14 +289,14 @@ async def _prune(
     async for page in _pages(graph, target.label, horizon, batch_size, scope):
         sources = {source for _, source, _ in page.stale_edges}
         candidates = {i: _uuid(i) for i in {*page.stale_nodes, *sources}}
-        async with postgres.connection() as conn:
-            rows = await conn.fetch(target.exists, [u for u in candidates.values() if u])
-            present = {str(r["id"]) for r in rows}
-            kept: set[tuple[str, str, str]] = set()
-            if target.edges is not None and page.stale_edges:
-                source_ids = [u for s in sources if (u := candidates[s])]
-                edge_rows = await conn.fetch(target.edges, source_ids)
-                kept = {(r["type"], str(r["source_id"]), str(r["target_id"])) for r in edge_rows}
+        found = await source.existing(
+            postgres,
+            target.nodes,
+            [u for u in candidates.values() if u],
+            edges_from=[u for s in sources if (u := candidates[s])] if page.stale_edges else (),
+        )
+        present = {str(i) for i in found.ids}
+        kept = {(t, str(s), str(d)) for t, s, d in found.edges}
         now = datetime.now(UTC)
         # Ids that are not UUIDs were never written by the projection; leave them be.
         gone = [i for i in page.stale_nodes if i not in present and candidates[i] is not None]

@@ -249,9 +249,8 @@ async def seed_knowledge(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> KnowledgeSeedReport:
-    """Insert demo items and memories with their embeddings, in batches (one statement
-    each; the demo needs no audit or outbox rows, and a graph rebuild is not needed
-    because demo items carry no links)."""
+    """Insert demo items and memories with their embeddings, in batches of one statement
+    each. Items get their outbox rows, so Neo4j shows them once a projector runs."""
     report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     rng = random.Random(seed_value)

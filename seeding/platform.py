@@ -24,13 +24,13 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
-from resolvers.graph_rebuild import rebuild
 from stores import GraphStore, PostgresStore
 from stores.errors import InvalidInput
 from stores.metrics import Backend, CopyData, EncodedPoints, MetricsStore, Rollups, binary
 from stores.metrics.buckets import ORIGIN
 from stores.postgres import bulk, metric_names
 from stores.postgres.records import Agent, AgentRelationship, Task
+from workers.graph_rebuild import rebuild
 
 ROLES = ("orchestrator", "planner", "researcher", "coder", "reviewer", "tester", "analyst")
 CAPABILITIES = (
@@ -454,8 +454,7 @@ async def seed_metrics(
     for name, unit, description, *_ in METRIC_SERIES:
         await metric_names.register(postgres, name, unit=unit, description=description)
     if agent_ids is None:
-        async with postgres.connection() as conn:
-            agent_ids = [row["id"] for row in await conn.fetch("SELECT id FROM agents ORDER BY id")]
+        agent_ids = await bulk.agent_ids(postgres)
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
     total = int((end - start) / step) * len(agent_ids) * len(METRIC_SERIES)

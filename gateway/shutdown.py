@@ -1,0 +1,177 @@
+"""Graceful shutdown within a deadline, from SIGTERM (or Ctrl-C) to exit.
+
+1. uvicorn stops accepting connections, closes idle ones and asks WebSockets to
+   go away (close code 1012, "service restart"); subscriptions end with them.
+2. Requests in flight get `request_grace(deadline)` to finish. Those still running
+   then are cancelled (a query waiting on PostgreSQL is cancelled on the server
+   too) and answer 503 `SHUTTING_DOWN`, for the client to retry elsewhere.
+3. The app's lifespan stops the background work and closes the stores.
+4. A gateway still running at the deadline (a request stuck in CPU work that never
+   yields, a store that will not close) exits at once, saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import threading
+from types import FrameType
+
+import orjson
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from resolvers.errors import ErrorCode
+
+logger = logging.getLogger("polygraph.shutdown")
+
+# What closing the stores gets after the last request, out of the deadline.
+CLOSE_RESERVE_S = 2.0
+# How long the projector and the embedding filler may finish a batch once told to
+# stop; a batch cut short is done again (both are idempotent).
+BACKGROUND_STOP_S = CLOSE_RESERVE_S / 4
+_SHUTTING_DOWN_BODY = orjson.dumps(
+    {
+        "errors": [
+            {
+                "message": "The gateway is shutting down and stopped this request before it "
+                "finished; send it again.",
+                "extensions": {"code": ErrorCode.SHUTTING_DOWN.value},
+            }
+        ]
+    }
+)
+
+
+def request_grace(deadline_s: float) -> float:
+    """How long requests in flight may run on once shutdown begins."""
+    return max(deadline_s / 2, deadline_s - CLOSE_RESERVE_S)
+
+
+class InFlight:
+    """The tasks serving HTTP requests and WebSockets now; `drain` ends them."""
+
+    __slots__ = ("_cut", "_tasks")
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._cut: set[asyncio.Task[object]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, grace_s: float) -> None:
+        """Wait up to `grace_s` for the requests in flight, then cancel the rest."""
+        if not self._tasks:
+            return
+        _, running = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if not running:
+            return
+        logger.warning(
+            "cancelling %d request(s) still running %g s into shutdown"
+            " (POLYGRAPH_SHUTDOWN_TIMEOUT_S)",
+            len(running),
+            grace_s,
+        )
+        for task in running:
+            self._cut.add(task)
+            task.cancel()
+
+
+class TrackInFlight:
+    """Pure ASGI middleware: registers each request's task with `InFlight`, and turns
+    the cancellation of a drained HTTP request into a 503 the client can act on."""
+
+    def __init__(self, app: ASGIApp, *, in_flight: InFlight) -> None:
+        self.app = app
+        self.in_flight = in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        if scope["type"] not in ("http", "websocket") or task is None:
+            await self.app(scope, receive, send)
+            return
+        started = completed = False
+
+        async def send_watching(message: Message) -> None:
+            nonlocal started, completed
+            started = started or message["type"] == "http.response.start"
+            completed = message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            )
+            await send(message)
+
+        in_flight = self.in_flight
+        in_flight._tasks.add(task)
+        try:
+            await self.app(scope, receive, send_watching)
+        except asyncio.CancelledError:
+            if task not in in_flight._cut:
+                raise
+            # Cancelled by `drain`, not by the server: the request ends here, cleanly.
+            task.uncancel()
+            if scope["type"] != "http" or completed:
+                return
+            if not started:
+                await _shutting_down(send)
+            else:
+                # A streamed response (incremental delivery) ends where it was.
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            in_flight._tasks.discard(task)
+            in_flight._cut.discard(task)
+
+
+async def _shutting_down(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_SHUTTING_DOWN_BODY)).encode()),
+                (b"retry-after", b"0"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _SHUTTING_DOWN_BODY})
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, with requests drained and the whole shutdown bounded by `deadline_s`."""
+
+    def __init__(self, config: uvicorn.Config, *, in_flight: InFlight, deadline_s: float) -> None:
+        super().__init__(config)
+        self.in_flight = in_flight
+        self.deadline_s = deadline_s
+        self._watchdog: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: it runs even while a request hogs the event loop, which is
+        # when the watchdog matters.
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.deadline_s, self._exit_now)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        drain = asyncio.create_task(self.in_flight.drain(request_grace(self.deadline_s)))
+        try:
+            await super().shutdown(sockets)
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+
+    def _exit_now(self) -> None:
+        logger.error(
+            "still running %g s after the signal to stop (POLYGRAPH_SHUTDOWN_TIMEOUT_S):"
+            " exiting without closing the stores",
+            self.deadline_s,
+        )
+        sys.stderr.flush()
+        os._exit(1)
