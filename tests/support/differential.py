@@ -11,7 +11,9 @@ Root fields are resolved once: the stock run replays the planned run's root reso
 results (after checking it would pass the same arguments), so a mutation writes once
 and a clock or a probe read at the root cannot differ. Everything below the root is
 resolved again by the stock run, with loaders of its own. Its store round trips are
-not counted, so X-Round-Trips reports the planned run alone.
+not counted, so X-Round-Trips reports the planned run alone. A run in which a store
+failed (a statement timeout on a loaded machine, a server gone) proves nothing about
+the executors; such an operation is not compared.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
+import asyncpg
+import neo4j.exceptions
+import redis.exceptions
 from graphql import GraphQLError, GraphQLResolveInfo, print_ast
 from graphql.execution import MiddlewareManager
 from graphql.execution.types import ExecutionResult
@@ -31,7 +36,18 @@ from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.engine.plan import FieldPlan
 from resolvers.context import RequestContext
 from resolvers.loaders import build_loaders
-from stores import roundtrips
+from stores import StoreUnavailable, roundtrips
+
+# Failures of a store rather than of a request: they may hit one run and not the other.
+STORE_FAILURES = (
+    StoreUnavailable,
+    asyncpg.QueryCanceledError,
+    asyncpg.InterfaceError,
+    neo4j.exceptions.ServiceUnavailable,
+    neo4j.exceptions.SessionExpired,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 _lock = threading.Lock()
 _mismatches: list[str] = []
@@ -65,8 +81,11 @@ class DifferentialExecutionContext(planned_execution_context(share_events_by=per
         return planned
 
     def build_per_event_executor(self, payload: Any) -> PlannedExecutionContext:
-        executor = cast(DifferentialExecutionContext, super().build_per_event_executor(payload))
-        executor._root_results = {}
+        executor = cast(PlannedExecutionContext, super().build_per_event_executor(payload))
+        if isinstance(executor, DifferentialExecutionContext):
+            executor._root_results = {}
+        # else another subscriber's execution of this event (gateway/engine/events.py),
+        # compared when it ran.
         return executor
 
     async def _then_compare(
@@ -179,6 +198,8 @@ class DifferentialExecutionContext(planned_execution_context(share_events_by=per
         return f"{print_ast(self.operation)!r} with {variables!r}"
 
     def _check(self, planned: ExecutionResult, stock: ExecutionResult) -> None:
+        if _store_failed(planned) or _store_failed(stock):
+            return
         if planned.data != stock.data:
             _record(
                 f"{self._describe()}: data differs\n  planned: {planned.data!r}\n"
@@ -195,6 +216,13 @@ async def _later(value: Any, error: Exception | None) -> Any:
     if error is not None:
         raise error
     return value
+
+
+def _store_failed(result: ExecutionResult) -> bool:
+    return any(
+        isinstance(error, GraphQLError) and isinstance(error.original_error, STORE_FAILURES)
+        for error in result.errors or ()
+    )
 
 
 def _errors(result: ExecutionResult) -> list[tuple[Any, ...]]:

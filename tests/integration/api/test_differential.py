@@ -6,7 +6,8 @@ of the spec where executors go wrong (aliases, fragments on an interface, @skip 
 @include with variables, introspection, __typename, null propagation through
 non-null fields, errors inside list items), for a principal who may and one who
 may not, and a corpus of queries generated from the schema (hypothesis-graphql,
-derandomized: the same documents on every run).
+derandomized: the same documents on every run). They run on a gateway of their own
+that compares, whichever executor the rest of the run uses.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from hypothesis import strategies as st
 from hypothesis_graphql import queries
 from starlette.testclient import TestClient
 
+from gateway.app import create_app
 from gateway.settings import Settings
 from schema import build_schema
 from tests.integration.api.conftest import Caller, GraphQL, _make_caller, data, unique
-from tests.support.differential import take_mismatches
+from tests.support.differential import DifferentialExecutionContext, take_mismatches
 
 ANONYMOUS = Caller(user_id="", role="anonymous", api_key="")
 
@@ -49,12 +51,22 @@ def _ask(gql: GraphQL, query: str, variables: dict[str, Any], caller: Caller) ->
 
 
 @pytest.fixture(scope="module")
-def world(client: TestClient, settings: Settings) -> Iterator[World]:
-    if settings.executor != "planned":
-        pytest.skip("compares the planned executor, which this run does not use")
+def differential_client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings, execution_context_class=DifferentialExecutionContext)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def gql(differential_client: TestClient) -> GraphQL:
+    return GraphQL(differential_client)
+
+
+@pytest.fixture(scope="module")
+def world(differential_client: TestClient, settings: Settings) -> Iterator[World]:
     admin = asyncio.run(_make_caller(settings, "admin"))
     viewer = asyncio.run(_make_caller(settings, "viewer"))
-    gql = GraphQL(client)
+    gql = GraphQL(differential_client)
     agents: list[str] = []
     parent: str | None = None
     for role in ("orchestrator", "worker", "worker", "reviewer"):
