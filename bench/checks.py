@@ -135,6 +135,13 @@ def http_plan(
     return plan
 
 
+def _without_extensions(answer: Any) -> Any:
+    # Response metadata (the gateway's `extensions.cost`), not part of the answer.
+    if isinstance(answer, dict):
+        return {k: v for k, v in answer.items() if k != "extensions"}
+    return answer
+
+
 def _masked(value: Any, volatile: frozenset[str]) -> Any:
     if isinstance(value, dict):
         return {
@@ -162,7 +169,9 @@ def compare_samples(scenario: Scenario, samples: Mapping[str, Any]) -> str:
 
 def _verdict(scenario: Scenario, answers: Mapping[str, Any]) -> str:
     volatile = scenario.volatile | ({"at"} if scenario.name == "S8" else frozenset())
-    gateway, floor = (_masked(answers.get(t), volatile) for t in ("gateway", "floor"))
+    gateway, floor = (
+        _masked(_without_extensions(answers.get(t)), volatile) for t in ("gateway", "floor")
+    )
     if gateway is not None and gateway == floor and not _has_errors(gateway):
         return f"{scenario.name}: gateway and floor answers equal"
     return (

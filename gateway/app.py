@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any
 
 from graphql.execution import Executor as GraphQLExecutionContext
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import DisableIntrospection, SchemaExtension
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
@@ -19,7 +21,15 @@ from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
+from gateway.limits import (
+    BodyLimitMiddleware,
+    ParseLimiter,
+    PlanCache,
+    RequestLimiter,
+    RequestLimits,
+)
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
+from gateway.parsing import ReportingParserCache
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from gateway.startup import prepare_postgres
@@ -40,7 +50,40 @@ from workers.projector import Projector
 
 logger = logging.getLogger("polygraph")
 
-EXTENSIONS = [ErrorCodes, ParserCache, ValidationCache, ReleaseLoaders]
+
+def schema_extensions(
+    limits: RequestLimits, *, introspection: bool = True
+) -> list[Callable[[], SchemaExtension]]:
+    """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
+    sees every error the others leave."""
+    plans = PlanCache()
+    return [
+        ErrorCodes,
+        *([] if introspection else [DisableIntrospection]),
+        partial(ParseLimiter, limits=limits),
+        ReportingParserCache,
+        partial(RequestLimiter, limits=limits, plans=plans),
+        ReleaseLoaders,
+    ]
+
+
+def cors(origins: list[str], preflight_headers: list[str]) -> Middleware:
+    """Browsers on `origins` may call the API. No credentials mode: API keys and
+    session tokens travel in headers, never cookies."""
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=[
+            "authorization",
+            "content-type",
+            "x-api-key",
+            "x-request-id",
+            *preflight_headers,
+        ],
+        expose_headers=["x-request-id", "x-round-trips", "retry-after"],
+        max_age=600,
+    )
 
 
 async def migrate_reachable(stores: Stores) -> None:
@@ -169,16 +212,21 @@ def create_app(
             yield
         logger.info("stores closed")
 
-    graphiql = GraphiQL() if settings.graphiql else None
+    limits = settings.request_limits()
+    graphiql = GraphiQL() if settings.graphiql_enabled else None
     graphql = GraphQLView(
         build_schema(
-            EXTENSIONS,
+            schema_extensions(limits, introspection=settings.introspection_enabled),
             execution_context_class=execution_context_class or _execution_context(settings),
         ),
         stores=stores,
+        limits=limits,
+        csrf_required_headers=settings.csrf_required_headers if settings.csrf_prevention else None,
         projection_wait_s=settings.projection_wait_s,
         session_ttl_s=settings.session_ttl_s,
         graphiql=graphiql,
+        # Cross-origin WebSockets (which carry no CORS check) from the CORS allowlist only.
+        allowed_origins=settings.cors_origins,
     )
     routes = [
         *health_routes.routes,
@@ -191,9 +239,17 @@ def create_app(
     middleware = [
         # Outermost: shutdown drains every request, and answers those it cuts short.
         Middleware(TrackInFlight, in_flight=in_flight),
+        # A preflight carries no credentials and is answered here.
+        *(
+            [cors(settings.cors_origins, settings.csrf_required_headers)]
+            if settings.cors_origins
+            else []
+        ),
         Middleware(RequestIdMiddleware),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
+        # Before authentication: an oversized body costs no credential lookup.
+        Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, paths=["/graphql"]),
         Middleware(AuthenticationMiddleware, stores=stores),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

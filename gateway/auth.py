@@ -9,14 +9,18 @@ sign in with the graphql-transport-ws `connection_init` payload instead.
 
 from __future__ import annotations
 
+import logging
+
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import error_response
+from gateway.errors import error_response, store_condition
 from resolvers.auth import ANONYMOUS, Principal, authenticate
 from resolvers.context import Stores
-from resolvers.errors import ClientError, ErrorCode
+from resolvers.errors import ClientError
 from stores import StoreUnavailable
+
+logger = logging.getLogger("polygraph.auth")
 
 PRINCIPAL_STATE_KEY = "principal"
 
@@ -25,8 +29,9 @@ _EXEMPT_PATH = "/health"
 
 
 class AuthenticationMiddleware:
-    """Refuses a request whose credential does not check out with 401; no credential
-    at all is anonymous, left for the resolvers to allow or refuse."""
+    """Refuses a request whose credential does not check out with 401 (GraphQL-shaped,
+    `WWW-Authenticate: Bearer`, as a resolver's UNAUTHENTICATED is); no credential at
+    all is anonymous, left for the resolvers to allow or refuse."""
 
     def __init__(self, app: ASGIApp, *, stores: Stores) -> None:
         self.app = app
@@ -42,14 +47,19 @@ class AuthenticationMiddleware:
                 self.stores, headers.get("authorization"), headers.get("x-api-key")
             )
         except ClientError as exc:
-            response = error_response(exc.code, exc.message, 401)
-            response.headers["WWW-Authenticate"] = "Bearer"
+            response = error_response(exc.code, exc.message, 401, accept=headers.get("accept"))
             await response(scope, receive, send)
             return
         except StoreUnavailable as exc:
-            message = f"Cannot check credentials now: {exc}. Retry shortly."
-            response = error_response(ErrorCode.STORE_UNAVAILABLE, message, 503)
-            response.headers["Retry-After"] = "1"
+            code, message = store_condition(exc)
+            logger.warning("cannot check credentials: %s", exc)
+            response = error_response(
+                code,
+                f"Cannot check credentials now. {message}",
+                503,
+                accept=headers.get("accept"),
+                extensions={"store": exc.store},
+            )
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal

@@ -148,6 +148,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         lifespan="on",
+        # A WebSocket message is bounded like an HTTP body.
+        ws_max_size=settings.max_body_bytes,
         # A backstop only: the server drains requests itself, before this passes.
         timeout_graceful_shutdown=math.ceil(request_grace(deadline)) + 1,
     )

@@ -1,35 +1,75 @@
-"""One place that turns exceptions into GraphQL errors with `extensions.code`.
+"""One place that turns exceptions into GraphQL errors with `extensions.code`, and
+errors into HTTP status codes.
 
-Client errors and store outages keep their message; anything else is logged with
-its traceback and masked, so internals never reach the client, but the request id
-in the masked message finds the log line.
+Client errors keep their message. Store conditions get a message without the
+driver's text (hosts, ports), which goes to the log instead. Anything else is
+logged with its traceback and masked, so internals never reach the client, but
+the request id in the masked message finds the log line.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.relay import GlobalIDValueError
 
+from gateway.media import APPLICATION_JSON, negotiate_media_type
 from resolvers.errors import ClientError, ErrorCode
-from stores import Conflict, InvalidInput, NotFound, StoreUnavailable
+from stores import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StoreOverloaded,
+    StoreTimeout,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from resolvers.context import RequestContext
 
 logger = logging.getLogger("polygraph.errors")
 
+# graphql-core's variable coercion errors start so.
+_VARIABLE_PREFIX = "Variable '$"
+
+# Statuses every HTTP client understands, whatever the media type, for a response
+# without data; the first code found in this order decides.
+_STATUS_BY_CODE: tuple[tuple[ErrorCode, int], ...] = (
+    (ErrorCode.INTERNAL, 500),
+    (ErrorCode.STORE_UNAVAILABLE, 503),
+    (ErrorCode.STORE_TIMEOUT, 503),
+    (ErrorCode.OVERLOADED, 503),
+    (ErrorCode.SHUTTING_DOWN, 503),
+    (ErrorCode.REQUEST_TIMEOUT, 504),
+    (ErrorCode.RATE_LIMITED, 429),
+    (ErrorCode.UNAUTHENTICATED, 401),
+    (ErrorCode.FORBIDDEN, 403),
+)
+# An outage lasts longer than a busy moment.
+RETRY_AFTER_S: Mapping[ErrorCode, int] = {
+    ErrorCode.STORE_UNAVAILABLE: 5,
+    ErrorCode.STORE_TIMEOUT: 1,
+    ErrorCode.OVERLOADED: 1,
+    ErrorCode.SHUTTING_DOWN: 1,
+}
+
 
 def classify(error: GraphQLError, request_id: str) -> GraphQLError:
+    if (error.extensions or {}).get("code"):
+        return error
+    if isinstance(error, GraphQLSyntaxError):
+        return _with_code(error, ErrorCode.GRAPHQL_PARSE_FAILED)
     original = error.original_error
-    if original is None:
-        # Syntax and validation errors: the client sent a document we cannot run.
+    if original is None or (error.path is None and error.message.startswith(_VARIABLE_PREFIX)):
+        # Errors graphql-core raises before resolving anything (validation errors are
+        # coded in `ErrorCodes.on_validate`): a variable of the wrong type, say, whose
+        # original error is whatever the scalar's parser raised.
         return _with_code(error, ErrorCode.BAD_USER_INPUT)
     if isinstance(original, GlobalIDValueError):
         return _with_code(error, ErrorCode.BAD_USER_INPUT)
@@ -37,7 +77,7 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
         extra = {"field": original.field} if original.field else {}
         return _with_code(error, original.code, **extra)
     if isinstance(original, StoreUnavailable):
-        return _with_code(error, ErrorCode.STORE_UNAVAILABLE, store=original.store)
+        return _store_condition(error, original, request_id)
     if isinstance(original, InvalidInput):
         return _with_code(error, ErrorCode.BAD_USER_INPUT, field=original.field)
     if isinstance(original, NotFound):
@@ -50,12 +90,33 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
         request_id,
         exc_info=original,
     )
-    return GraphQLError(
+    return _replaced(
+        error,
         f"Internal error. Quote request id {request_id} when reporting it.",
-        nodes=error.nodes,
-        path=error.path,
-        extensions={"code": ErrorCode.INTERNAL.value, "requestId": request_id},
+        ErrorCode.INTERNAL,
+        requestId=request_id,
     )
+
+
+def store_condition(exc: StoreUnavailable) -> tuple[ErrorCode, str]:
+    """The code and the client's message for a store that cannot serve now."""
+    if isinstance(exc, StoreOverloaded):
+        return ErrorCode.OVERLOADED, f"Every {exc.store} connection is busy; retry shortly."
+    if isinstance(exc, StoreTimeout):
+        return ErrorCode.STORE_TIMEOUT, f"{exc.store} did not answer in time; retry shortly."
+    return ErrorCode.STORE_UNAVAILABLE, f"{exc.store} is unavailable; retry shortly."
+
+
+def _store_condition(error: GraphQLError, exc: StoreUnavailable, request_id: str) -> GraphQLError:
+    code, message = store_condition(exc)
+    logger.warning(
+        "%s in %s (request %s): %s",
+        code.value,
+        ".".join(map(str, error.path or [])) or "-",
+        request_id,
+        exc,
+    )
+    return _replaced(error, message, code, store=exc.store)
 
 
 def _with_code(error: GraphQLError, code: ErrorCode, **extra: object) -> GraphQLError:
@@ -66,12 +127,45 @@ def _with_code(error: GraphQLError, code: ErrorCode, **extra: object) -> GraphQL
     return error
 
 
+def _replaced(error: GraphQLError, message: str, code: ErrorCode, **extra: object) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": code.value, **extra},
+    )
+
+
+# Logged where they are classified, with what the client does not see.
+_LOGGED_WHEN_CLASSIFIED = frozenset(
+    code.value
+    for code in (
+        ErrorCode.INTERNAL,
+        ErrorCode.STORE_UNAVAILABLE,
+        ErrorCode.STORE_TIMEOUT,
+        ErrorCode.OVERLOADED,
+    )
+)
+
+
 class ErrorCodes(SchemaExtension):
-    """Gives every error in a result a code, masking the unexpected ones."""
+    """Gives every error in a result a code, masking the unexpected ones, and logs each
+    once: client errors at INFO without a traceback, store conditions at WARNING,
+    INTERNAL at ERROR with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._logged: set[int] = set()
 
     def on_operation(self) -> Iterator[None]:
         yield
         self._classify(self.execution_context.result)
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        # Listed first, this runs after every other extension's validation.
+        for error in self.execution_context.pre_execution_errors or ():
+            _with_code(error, ErrorCode.GRAPHQL_VALIDATION_FAILED)
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         # Subscriptions (and other streamed operations) bypass on_operation's result.
@@ -85,10 +179,67 @@ class ErrorCodes(SchemaExtension):
         context: RequestContext | None = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
         result.errors = [classify(error, request_id) for error in errors]
+        for error in result.errors:
+            # A streamed operation's last result is classified twice; log it once.
+            if id(error) in self._logged:
+                continue
+            self._logged.add(id(error))
+            code = (error.extensions or {}).get("code")
+            if code not in _LOGGED_WHEN_CLASSIFIED:
+                logger.info(
+                    "%s in %s (request %s): %s",
+                    code,
+                    ".".join(map(str, error.path or [])) or "-",
+                    request_id,
+                    error.message,
+                )
 
 
-def error_response(code: ErrorCode, message: str, status_code: int) -> Response:
-    """An HTTP error outside GraphQL execution (authentication, ingest), GraphQL-shaped
-    so that clients handle it like any other GraphQL error."""
-    body = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
-    return Response(orjson.dumps(body), status_code, media_type="application/json")
+def response_status(body: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:
+    """The HTTP status and extra headers for a GraphQL response body.
+
+    Data, even partial: 200. No data: the first of `_STATUS_BY_CODE` found among the
+    errors; otherwise 400 for a request that never executed (no `data` key) with
+    `application/graphql-response+json`, and 200 as the spec asks of the legacy
+    `application/json` and of an execution whose `data` is null.
+    """
+    errors = body.get("errors")
+    if not errors or body.get("data") is not None:
+        return 200, {}
+    codes = {(error.get("extensions") or {}).get("code") for error in errors}
+    for code, status in _STATUS_BY_CODE:
+        if code.value in codes:
+            return status, _headers_for(code)
+    if "data" in body or media_type == APPLICATION_JSON:
+        return 200, {}
+    return 400, {}
+
+
+def _headers_for(code: ErrorCode) -> dict[str, str]:
+    if code is ErrorCode.UNAUTHENTICATED:
+        return {"WWW-Authenticate": "Bearer"}
+    if code in RETRY_AFTER_S:
+        return {"Retry-After": str(RETRY_AFTER_S[code])}
+    return {}
+
+
+def error_response(
+    code: ErrorCode,
+    message: str,
+    status_code: int,
+    *,
+    accept: str | None,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, object] | None = None,
+) -> Response:
+    """A refusal written before (or instead of) execution: GraphQL-shaped, without
+    `data`, in the media type the client accepts."""
+    details = {**(extensions or {}), "code": code.value}
+    body = {"errors": [{"message": message, "extensions": details}]}
+    merged = {**_headers_for(code), **(headers or {})}
+    return Response(
+        orjson.dumps(body),
+        status_code,
+        headers=merged,
+        media_type=negotiate_media_type(accept),
+    )

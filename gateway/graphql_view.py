@@ -1,52 +1,50 @@
 """Strawberry's ASGI view, tuned to the GraphQL-over-HTTP spec.
 
 - Responds `application/graphql-response+json` unless the client only accepts
-  `application/json`; with that media type a request that never executed (no
-  `data`) gets 400, as the spec asks.
-- A mutation sent with GET gets 405 with `Allow: POST` (Strawberry says 400).
-- JSON is encoded with orjson.
+  `application/json`. A request that never executed has no `data` key; the status
+  says what happened (`gateway.errors.response_status`).
+- Every refusal is GraphQL-shaped with a code, never plain text and never a 500:
+  a body that is not a JSON object (or not JSON, or not UTF-8, or nested too deep)
+  gets 400, a batch 400, a POST that is not `application/json` 415, a mutation
+  sent with GET 405 with `Allow: POST`.
+- JSON is encoded and decoded with orjson (which refuses invalid UTF-8 and nesting
+  deeper than 1,024 levels with a decode error rather than a RecursionError).
 - GraphiQL (gateway/graphiql) is served from the gateway's own files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import orjson
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.extensions import SchemaExtension
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
+from gateway.csrf import preflighted, refusal_message
+from gateway.errors import error_response, response_status
 from gateway.graphiql import GraphiQL
-from gateway.ws_sign_in import SignedInLegacyWSHandler, SignedInTransportWSHandler
+from gateway.limits import RequestLimits
+from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
+from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
+from gateway.ws_sign_in import SignedInTransportWSHandler
 from resolvers.auth import ANONYMOUS, authenticate
 from resolvers.context import RequestContext, Stores
-from resolvers.errors import ClientError
+from resolvers.errors import ClientError, ErrorCode
 from resolvers.loaders import build_loaders
-
-GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
-APPLICATION_JSON = "application/json"
-
-
-def negotiate_media_type(accept: str | None) -> str:
-    """Pick the response media type from the Accept header (spec section 6.4.1)."""
-    if not accept:
-        return GRAPHQL_RESPONSE_JSON
-    accepted = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
-    if GRAPHQL_RESPONSE_JSON in accepted or "*/*" in accepted or "application/*" in accepted:
-        return GRAPHQL_RESPONSE_JSON
-    if APPLICATION_JSON in accepted:
-        return APPLICATION_JSON
-    return GRAPHQL_RESPONSE_JSON
 
 
 class ReleaseLoaders(SchemaExtension):
@@ -63,31 +61,68 @@ class ReleaseLoaders(SchemaExtension):
 class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
     # graphql-transport-ws messages are text frames; `encode_json` returns bytes.
     async def send_json(self, message: Mapping[str, object]) -> None:
+        encoded = orjson.dumps(message)
+        assert isinstance(self.view, GraphQLView)
+        limit = self.view.limits.max_response_bytes
+        if len(encoded) > limit and message.get("type") == "next":
+            refusal = response_size_refusal(len(encoded), limit)
+            payload = {"errors": [refusal.error().formatted]}
+            encoded = orjson.dumps({**message, "payload": payload})
         try:
-            await self.ws.send_text(orjson.dumps(message).decode())
+            await self.ws.send_text(encoded.decode())
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
+
+
+class _LimitedTransportWSHandler(SignedInTransportWSHandler):
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        assert isinstance(self.view, GraphQLView)
+        payload: Mapping[str, object] = message["payload"]
+        if not (
+            isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables"), dict | None)
+            and isinstance(payload.get("operationName"), str | None)
+        ):
+            # graphql-transport-ws: an invalid message closes the socket with 4400.
+            await self.handle_invalid_message(
+                "Invalid subscribe payload: `query` must be a string, `variables` an object"
+                " and `operationName` a string."
+            )
+            return
+        refusal = document_size_refusal(payload["query"], self.view.limits.max_document_chars)
+        if refusal is not None and self.connection_acknowledged:
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [refusal.error().formatted]}
+            )
+            return
+        await super().handle_subscribe(message)
 
 
 class GraphQLView(GraphQL[RequestContext, None]):
     websocket_adapter_class = _TextFrameWebSocketAdapter
     # Connections end with their sign-in (logout, revocation, expiry): gateway/ws_sign_in.py.
-    graphql_transport_ws_handler_class = SignedInTransportWSHandler
-    graphql_ws_handler_class = SignedInLegacyWSHandler
+    graphql_transport_ws_handler_class = _LimitedTransportWSHandler
 
     def __init__(
         self,
         *args: Any,
         stores: Stores,
+        limits: RequestLimits,
+        csrf_required_headers: Collection[str] | None = None,
         projection_wait_s: float = 2.0,
         session_ttl_s: int = 3600,
         graphiql: GraphiQL | None = None,
         **kwargs: Any,
     ) -> None:
+        # graphql-transport-ws only: the older graphql-ws protocol is one more surface
+        # to bound, and current clients speak the newer one.
+        kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
         kwargs["graphql_ide"] = "graphiql" if graphiql else None
         super().__init__(*args, **kwargs)
         self._graphiql = graphiql
         self._stores = stores
+        self.limits = limits
+        self._csrf_required_headers = csrf_required_headers
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
 
@@ -149,21 +184,69 @@ class GraphQLView(GraphQL[RequestContext, None]):
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # Bodies, and the `variables` and `extensions` of a GET, are objects (an array
+        # is a batch, refused further on with its own message).
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, 'Expected a JSON object: {"query": "...", "variables": {}}.')
+        return parsed
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if content_type != APPLICATION_JSON:
+                raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
+        elif self._csrf_required_headers is not None and not preflighted(
+            request.headers, self._csrf_required_headers
+        ):
+            raise HTTPException(400, refusal_message(self._csrf_required_headers))
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            refusal = document_size_refusal(data.query, self.limits.max_document_chars)
+            if refusal is not None:
+                raise Refused(refusal)
+        return data
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        processed = await super().process_result(request, result)
+        # A request that never executed has no `data` at all (GraphQL spec, section 7.1):
+        # every error is then a request error, located in the document but with no path.
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            processed.pop("data", None)
+        return processed
+
     def create_response(
         self,
         response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: Response,
     ) -> Response:
         media_type = sub_response.media_type or GRAPHQL_RESPONSE_JSON
-        status_code = sub_response.status_code or 200
-        if (
-            media_type == GRAPHQL_RESPONSE_JSON
-            and isinstance(response_data, dict)
-            and response_data.get("data") is None
-            and response_data.get("errors")
-        ):
-            status_code = 400
-        response = Response(self.encode_json(response_data), status_code, media_type=media_type)
+        body = self.encode_json(response_data)
+        if len(body) > self.limits.max_response_bytes and isinstance(response_data, dict):
+            refusal = response_size_refusal(len(body), self.limits.max_response_bytes)
+            # The cost report stays: the work was done.
+            response_data = {
+                "errors": [refusal.error().formatted],
+                "extensions": response_data.get("extensions") or {},
+            }
+            body = self.encode_json(response_data)
+        status_code, headers = (
+            response_status(response_data, media_type)
+            if isinstance(response_data, dict)
+            else (200, {})
+        )
+        response = Response(
+            body,
+            sub_response.status_code or status_code,
+            headers=headers,
+            media_type=media_type,
+        )
         response.headers.raw.extend(
             (k, v) for k, v in sub_response.headers.raw if k.lower() != b"content-type"
         )
@@ -174,9 +257,16 @@ class GraphQLView(GraphQL[RequestContext, None]):
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
             return await super().run(request, context, root_value)
+        except Refused as exc:
+            return exc.refusal.response(400, accept=request.headers.get("accept"))
         except HTTPException as exc:
+            accept = request.headers.get("accept")
             if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
-                return PlainTextResponse(
-                    "Mutations are only accepted over POST.", 405, headers={"Allow": "POST"}
+                return error_response(
+                    ErrorCode.BAD_REQUEST,
+                    "Mutations are only accepted over POST.",
+                    405,
+                    accept=accept,
+                    headers={"Allow": "POST"},
                 )
-            raise
+            return error_response(ErrorCode.BAD_REQUEST, exc.reason, exc.status_code, accept=accept)

@@ -9,6 +9,8 @@ however often, costs the stores one probe per interval.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -25,7 +27,7 @@ from stores import StoreUnavailable
 def report_json(report: HealthReport) -> dict[str, object]:
     return {
         "status": report.status.value,
-        "checkedAt": report.checked_at,
+        "checkedAt": _rfc3339(report.checked_at),
         "components": {
             probe.store: {
                 "status": "up" if probe.up else "down",
@@ -40,7 +42,12 @@ def report_json(report: HealthReport) -> dict[str, object]:
 
 
 def status_json(report: HealthReport) -> dict[str, object]:
-    return {"status": report.status.value, "checkedAt": report.checked_at}
+    return {"status": report.status.value, "checkedAt": _rfc3339(report.checked_at)}
+
+
+def _rfc3339(epoch_s: float) -> str:
+    # As the GraphQL `Health.checkedAt` is.
+    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()
 
 
 def _stores(request: Request) -> Stores:

@@ -14,6 +14,7 @@ counts accepted, duplicate and rejected lines and lists each rejected line
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,12 +27,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import principal_of
-from gateway.errors import error_response
+from gateway.errors import RETRY_AFTER_S, error_response, store_condition
 from resolvers import metrics as resolve
 from resolvers.context import Stores
 from resolvers.errors import ClientError, ErrorCode
 from schema.relay import decode_id
 from stores import StoreRefused, StoreUnavailable
+
+logger = logging.getLogger("polygraph.ingest")
 
 MAX_LINE_BYTES = 64 * 1024
 BATCH_LINES = 5_000
@@ -167,7 +170,7 @@ async def ingest_metrics(request: Request) -> Response:
         await resolve.require_recorder(stores, principal_of(request.scope))
     except ClientError as exc:
         status = 401 if exc.code is ErrorCode.UNAUTHENTICATED else 403
-        return error_response(exc.code, exc.message, status)
+        return error_response(exc.code, exc.message, status, accept=request.headers.get("accept"))
     report = IngestReport()
     batch: list[resolve.Candidate] = []
     try:
@@ -187,10 +190,16 @@ async def ingest_metrics(request: Request) -> Response:
         await _flush(stores, request, batch, report)
     except StoreUnavailable as exc:
         # What was written so far stays; the client resends, duplicates are harmless.
-        body = {**report.as_json(), "error": f"{exc}; resend the lines not yet accepted"}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        code, message = store_condition(exc)
+        logger.warning("ingest stopped: %s", exc)
+        body = {**report.as_json(), "error": f"{message} Resend the lines not yet accepted."}
+        return JSONResponse(
+            body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S[code])}
+        )
     except StoreRefused as exc:
-        return error_response(ErrorCode.STORE_UNAVAILABLE, str(exc), 503)
+        return error_response(
+            ErrorCode.STORE_UNAVAILABLE, str(exc), 503, accept=request.headers.get("accept")
+        )
     return JSONResponse(report.as_json())
 
 

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.csrf import DEFAULT_REQUIRED_HEADERS
+from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
@@ -31,7 +33,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    graphiql: bool = True
+    # `production` turns introspection and GraphiQL off unless they are set on here.
+    env: Literal["development", "production"] = "development"
+    graphiql: bool | None = None
+    introspection: bool | None = None
+    # Pages on these origins may call the API (CORS) and open WebSockets to it;
+    # a JSON list, e.g. ["https://app.example.com"]. Empty: same origin only.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Run GETs only with a preflight header (Apollo Router's CSRF prevention).
+    csrf_prevention: bool = True
+    csrf_required_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_HEADERS))
     # Several gateways may start at once: migrations take an advisory lock. A gateway
     # never serves a PostgreSQL schema older than its code: without migrating, it checks.
     migrate_on_start: bool = True
@@ -75,6 +86,18 @@ class Settings(BaseSettings):
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
 
+    # Request limits, checked before anything executes (README: "Request limits").
+    max_body_bytes: int = Field(default=DEFAULT_LIMITS.max_body_bytes, ge=1024)
+    max_document_chars: int = Field(default=DEFAULT_LIMITS.max_document_chars, ge=100)
+    max_tokens: int = Field(default=DEFAULT_LIMITS.max_tokens, ge=10)
+    max_depth: int = Field(default=DEFAULT_LIMITS.max_depth, ge=2)
+    max_aliases: int = Field(default=DEFAULT_LIMITS.max_aliases, ge=1)
+    max_root_fields: int = Field(default=DEFAULT_LIMITS.max_root_fields, ge=1)
+    max_fields: int = Field(default=DEFAULT_LIMITS.max_fields, ge=1)
+    max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
+    max_cost: int = Field(default=DEFAULT_LIMITS.max_cost, ge=1)
+    request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
+    max_response_bytes: int = Field(default=DEFAULT_LIMITS.max_response_bytes, ge=1024)
     # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
     # half) to finish, and are cancelled after; the stores close in the rest.
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
@@ -134,6 +157,31 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
     search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is not None:
+            return self.introspection
+        return self.env != "production"
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_document_chars=self.max_document_chars,
+            max_tokens=self.max_tokens,
+            max_depth=self.max_depth,
+            max_aliases=self.max_aliases,
+            max_root_fields=self.max_root_fields,
+            max_fields=self.max_fields,
+            max_list_length=self.max_list_length,
+            max_cost=self.max_cost,
+            deadline_s=self.request_deadline_s,
+            max_response_bytes=self.max_response_bytes,
+        )
 
     def embedder_options(self) -> EmbedderOptions:
         return EmbedderOptions(

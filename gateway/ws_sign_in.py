@@ -7,7 +7,7 @@ revocation covers its principal, on this replica or another, its operations are
 cancelled and the socket is closed with 4403 and the reason. A connection also
 ends when its credential does (a session's absolute end, a key's expiry).
 
-Wiring: `GraphQLView` names these classes as its protocol handlers.
+Wiring: `GraphQLView`'s graphql-transport-ws handler derives from this one.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    ConnectionInitMessage as LegacyConnectionInitMessage,
-)
 
 from resolvers.context import RequestContext
 
@@ -104,28 +100,5 @@ class SignedInTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, N
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
         # Already closed by the client: nothing left to end.
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code=SIGNED_OUT_CLOSE_CODE, reason=reason)
-
-
-class SignedInLegacyWSHandler(BaseGraphQLWSHandler[RequestContext, None]):
-    """The older graphql-ws (subscriptions-transport-ws) protocol, likewise."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._watch = _Watch()
-
-    async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
-        since = self._watch.generation(self.context)
-        await super().handle_connection_init(message)
-        if self.connection_acknowledged:
-            self._watch.start(self.context, self._end, since=since)
-
-    async def cleanup(self) -> None:
-        self._watch.stop()
-        await super().cleanup()
-
-    async def _end(self, reason: str) -> None:
-        await self.cleanup()
         with contextlib.suppress(Exception):
             await self.websocket.close(code=SIGNED_OUT_CLOSE_CODE, reason=reason)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
+from resolvers.cost import OperationCost
 from stores import GraphStore, PostgresStore, RedisStore
 from stores.embeddings import Embedder
 from stores.metrics import MetricsStore
@@ -63,6 +64,8 @@ class RequestContext:
     connection_params: dict[str, object] | None = None
     # Outbox rows this request's writes queued (see `WriteContext.outbox_ids`).
     outbox_ids: list[int] = field(default_factory=list)
+    # The operation's static cost, set after validation and before execution.
+    cost: OperationCost | None = None
 
     def write_context(self, idempotency_key: str | None = None) -> WriteContext:
         client = self.connection.client

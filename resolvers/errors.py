@@ -13,7 +13,17 @@ class ErrorCode(enum.Enum):
     CONFLICT = "CONFLICT"
     RATE_LIMITED = "RATE_LIMITED"
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    # The HTTP request itself is malformed (not JSON, wrong content type, a batch).
+    BAD_REQUEST = "BAD_REQUEST"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    # The operation ran past its deadline and was cancelled.
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+    # Server-side: a store is down, too slow, or every connection to it is busy.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    STORE_TIMEOUT = "STORE_TIMEOUT"
+    OVERLOADED = "OVERLOADED"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     INTERNAL = "INTERNAL"
 

@@ -12,7 +12,6 @@ from stores.graph.records import CriticalPath, Neighbourhood
 from stores.postgres.records import Workflow
 
 MAX_DEPTH = 5
-MAX_RESULTS = 100
 
 
 async def neighbourhood(
@@ -59,7 +58,7 @@ async def most_connected(
     ctx: RequestContext, first: int, types: Sequence[str] | None
 ) -> list[tuple[UUID, int]]:
     require(ctx.principal, at_least=Role.VIEWER)
-    found = await ctx.stores.graph.queries.most_connected(
-        first=max(1, min(first, MAX_RESULTS)), types=types
-    )
+    if first == 0:
+        return []
+    found = await ctx.stores.graph.queries.most_connected(first=first, types=types)
     return [(entry.agent_id, entry.degree) for entry in found]

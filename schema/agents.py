@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 Info = strawberry.Info[RequestContext, None]
 
-MAX_NESTED_TASKS = 100
-
 
 @strawberry.input(description="Narrows an agent's tasks.")
 class AgentTasksFilter:
@@ -128,7 +126,6 @@ class Agent(relay.Node):
     ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
         from schema.tasks import TaskConnection
 
-        first = max(0, min(first, MAX_NESTED_TASKS))
         status = filter.status if filter else None
         statuses = tuple(sorted(s.value for s in status)) if status else None
         page = await info.context.loaders.tasks_by_agent_id.load(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +8,7 @@ import strawberry
 from graphql import (
     GraphQLArgument,
     GraphQLDefaultInput,
+    GraphQLError,
     GraphQLInputField,
     GraphQLInputObjectType,
     GraphQLInterfaceType,
@@ -19,6 +20,7 @@ from graphql import (
 from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
@@ -38,14 +40,26 @@ Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
+class QuietSchema(strawberry.Schema):
+    """Strawberry logs every error at ERROR with a traceback, expected ones included (a
+    bad cursor, a missing sign-in). Errors are logged where they get their code
+    instead (`gateway.errors.ErrorCodes`), at the level each deserves."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        pass
+
+
 def build_schema(
-    extensions: Sequence[type[SchemaExtension]] = (),
+    extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
     *,
     execution_context_class: type[GraphQLExecutionContext[Any]] | None = None,
 ) -> strawberry.Schema:
-    """The one schema. Extensions are classes, so each request gets fresh instances;
-    `execution_context_class` replaces graphql-core's executor (None: Strawberry's)."""
-    schema = strawberry.Schema(
+    """The one schema. Extensions are classes or factories, so each request gets fresh
+    instances; `execution_context_class` replaces graphql-core's executor (None:
+    Strawberry's)."""
+    schema = QuietSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -45,7 +45,6 @@ MetricSource = strawberry.enum(
 )
 
 MAX_SERIES = 1_000
-MAX_SUMMARY_ROWS = 1_000
 BUCKET_HELP = "Bucket width: 30s, 5m, 1h, 1d or 1w. Buckets start at whole UTC units."
 
 
@@ -226,16 +225,14 @@ class MetricQueries:
     ) -> list[MetricSummary]:
         require(info.context.principal, at_least=Role.VIEWER)
         agent_ids = require_ids(agents, "Agent", field="agents") if agents is not None else None
+        if first == 0:
+            return []
         try:
             width = parse_bucket(window, field="window")
         except InvalidInput as exc:
             raise ClientError(ErrorCode.BAD_USER_INPUT, exc.message, field=exc.field) from None
         rows = await resolve.summarise(
-            info.context.stores,
-            agent_ids,
-            names,
-            window=width,
-            limit=max(1, min(first, MAX_SUMMARY_ROWS)),
+            info.context.stores, agent_ids, names, window=width, limit=first
         )
         return [
             MetricSummary(

@@ -153,9 +153,7 @@ class Query:
         self, info: Info, first: int = 10, since: datetime | None = None
     ) -> list[LeaderboardEntry]:
         _viewer(info)
-        entries = await achievements.leaderboard(
-            info.context, first=max(1, min(first, 100)), since=since
-        )
+        entries = await achievements.leaderboard(info.context, first=first, since=since)
         return [
             LeaderboardEntry(
                 rank=rank,

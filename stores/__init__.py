@@ -6,7 +6,9 @@ from stores.errors import (
     NotFound,
     StoreError,
     StoreMisuse,
+    StoreOverloaded,
     StoreRefused,
+    StoreTimeout,
     StoreUnavailable,
 )
 from stores.graph import GraphOptions, GraphStore
@@ -27,6 +29,8 @@ __all__ = [
     "RedisStore",
     "StoreError",
     "StoreMisuse",
+    "StoreOverloaded",
     "StoreRefused",
+    "StoreTimeout",
     "StoreUnavailable",
 ]

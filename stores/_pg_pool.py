@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from stores._lifecycle import Lifecycle, StoreState
-from stores.errors import StoreUnavailable
+from stores.errors import StoreOverloaded, StoreTimeout, StoreUnavailable
 from stores.postgres.options import PgConnection
 
 logger = logging.getLogger(__name__)
@@ -94,10 +94,28 @@ class PgPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:
+        """A pooled connection. Waiting too long for one is `StoreOverloaded` when every
+        connection is busy (an unreachable server times out connecting instead); a
+        statement past its timeout is `StoreTimeout`."""
         self._lifecycle.check_open()
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                yield conn
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError as exc:
+            if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
+                raise StoreOverloaded(
+                    self._name, f"no free connection within {self._acquire_timeout:g}s"
+                ) from exc
+            raise StoreUnavailable(self._name, "connecting timed out") from exc
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self._name, str(exc) or type(exc).__name__) from exc
+        try:
+            yield conn
+        except (TimeoutError, asyncpg.QueryCanceledError) as exc:
+            # The client-side command timeout and the server's statement_timeout.
+            raise StoreTimeout(self._name, "a statement ran past its timeout") from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self._name, str(exc) or type(exc).__name__) from exc
+        finally:
+            await pool.release(conn)

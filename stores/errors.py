@@ -1,7 +1,9 @@
 """Errors raised by the stores; driver exceptions never cross this boundary.
 
 StoreError
-├── StoreUnavailable   the server cannot be reached or did not answer in time
+├── StoreUnavailable   the server cannot be reached
+│   ├── StoreTimeout   it was reached but did not answer in time
+│   └── StoreOverloaded  every pooled connection stayed busy past the acquire timeout
 ├── StoreRefused       the server answered and said no
 │   ├── NotFound
 │   └── Conflict
@@ -20,6 +22,15 @@ class StoreUnavailable(StoreError):
         super().__init__(f"{store} is unavailable: {reason}")
         self.store = store
         self.reason = reason
+
+
+class StoreTimeout(StoreUnavailable):
+    """A statement or query ran past its timeout: the store is up but slow (or the
+    request asked for too much)."""
+
+
+class StoreOverloaded(StoreUnavailable):
+    """No pooled connection came free in time: the store is up, this gateway is busy."""
 
 
 class StoreRefused(StoreError):

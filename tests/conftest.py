@@ -75,6 +75,8 @@ def settings(database_name: str, profile: Profile) -> Settings:
         # Mutations return as soon as their rows reach Neo4j; the long limit only
         # matters on a loaded machine, where 2 s is not always enough.
         projection_wait_s=30,
+        # Past the projection wait, so a mutation waiting that long still answers.
+        request_deadline_s=60,
         # Pub/sub is server-wide: each worker's events stay on its own channels.
         events_namespace=f"polygraph-test-{_worker()}",
     )

@@ -19,7 +19,7 @@ from neo4j import AsyncManagedTransaction
 from neo4j.exceptions import ClientError, Neo4jError, TransientError
 
 from stores import roundtrips
-from stores.errors import InvalidInput, StoreRefused, StoreUnavailable
+from stores.errors import InvalidInput, StoreRefused, StoreTimeout, StoreUnavailable
 from stores.graph.records import (
     AgentDegree,
     AgentEdge,
@@ -53,7 +53,7 @@ async def translate_errors(within: float) -> AsyncIterator[None]:
         yield
     except ClientError as exc:
         if "TransactionTimedOut" in (exc.code or ""):
-            raise StoreUnavailable(_STORE, f"query did not finish within {within:g}s") from exc
+            raise StoreTimeout(_STORE, f"query did not finish within {within:g}s") from exc
         raise StoreRefused(exc.message or str(exc)) from exc
     except TransientError as exc:
         raise StoreUnavailable(_STORE, exc.message or str(exc)) from exc

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -46,6 +48,17 @@ def test_health_reports_live_versions_of_every_store(
     assert components["neo4j"]["version"].startswith("5.26")
     assert components["redis"]["version"].startswith("7.")
     assert all(c["latencyMs"] >= 0 for c in components.values())
+
+
+def test_checked_at_is_rfc_3339_like_the_rest_of_the_api(client: TestClient) -> None:
+    checked_at = client.get("/health").json()["checkedAt"]
+    assert isinstance(checked_at, str)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", checked_at)
+    assert abs(datetime.fromisoformat(checked_at) - datetime.now(UTC)) < timedelta(minutes=5)
+    graphql = client.post("/graphql", json={"query": "{ health { checkedAt } }"}).json()
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00", graphql["data"]["health"]["checkedAt"]
+    )
 
 
 def test_live_and_ready(client: TestClient) -> None:

@@ -30,7 +30,11 @@ def test_post_query_answers_with_graphql_response_json(client: TestClient) -> No
 
 
 def test_get_query_works(client: TestClient) -> None:
-    response = client.get("/graphql", params={"query": "{ health { status } }"})
+    response = client.get(
+        "/graphql",
+        params={"query": "{ health { status } }"},
+        headers={"apollo-require-preflight": "true"},
+    )
     assert response.status_code == 200
     assert response.json()["data"]["health"]["status"] in {"HEALTHY", "MODERATE", "CRITICAL"}
 
@@ -43,7 +47,11 @@ def test_application_json_is_used_when_it_is_all_the_client_accepts(client: Test
 
 
 def test_mutation_over_get_is_refused_with_405(client: TestClient) -> None:
-    response = client.get("/graphql", params={"query": "mutation { anything }"})
+    response = client.get(
+        "/graphql",
+        params={"query": "mutation { anything }"},
+        headers={"apollo-require-preflight": "true"},
+    )
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
 
@@ -51,9 +59,11 @@ def test_mutation_over_get_is_refused_with_405(client: TestClient) -> None:
 def test_invalid_document_gets_400_and_a_code(client: TestClient) -> None:
     response = client.post("/graphql", json={"query": "{ noSuchField }"})
     assert response.status_code == 400
-    error = response.json()["errors"][0]
+    body = response.json()
+    assert "data" not in body
+    error = body["errors"][0]
     assert "noSuchField" in error["message"]
-    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
 
 def test_request_id_is_echoed(client: TestClient) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.graphql_view import negotiate_media_type
+from gateway.media import negotiate_media_type
 
 
 @pytest.mark.parametrize(

@@ -67,17 +67,13 @@ def _post(base: str, query: str, variables: dict[str, Any], headers: dict[str, s
 
 
 @contextmanager
-def _subscribed(
-    base: str, payload: dict[str, str], protocol: str = "graphql-transport-ws"
-) -> Iterator[ClientConnection]:
+def _subscribed(base: str, payload: dict[str, str]) -> Iterator[ClientConnection]:
     url = base.replace("http", "ws") + "/graphql"
-    with connect(url, subprotocols=[Subprotocol(protocol)]) as ws:
+    with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
         query = "subscription { taskUpdated { change } }"
-        # The older graphql-ws protocol says `start` where graphql-transport-ws says `subscribe`.
-        start = "subscribe" if protocol == "graphql-transport-ws" else "start"
-        ws.send(json.dumps({"id": "1", "type": start, "payload": {"query": query}}))
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
         yield ws
 
 
@@ -102,10 +98,10 @@ def test_logout_and_revocations_close_subscriptions_on_every_replica(
         # Logged out on B: the connection on A closes.
         token = _post(b, LOGIN, {"k": viewer.api_key}, {})["login"]["token"]
         bearer = {"authorization": f"Bearer {token}"}
-        with _subscribed(a, bearer) as ws, _subscribed(a, bearer, "graphql-ws") as legacy:
+        with _subscribed(a, bearer) as ws, _subscribed(a, bearer) as other:
             wait_until(lambda: _watching(first) == 2, what="A to watch the connections")
             _post(b, "mutation { logout { loggedOut } }", {}, bearer)
-            for connection in (ws, legacy):
+            for connection in (ws, other):
                 close = _closed(connection)
                 assert (close.code, close.reason) == (4403, "Signed out: logged out")
 

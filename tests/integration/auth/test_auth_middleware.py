@@ -131,7 +131,8 @@ async def test_invalid_credential_is_401(
     response = await client.get("/whoami", headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.headers["content-type"] == "application/json"
+    # GraphQL-shaped, in the media type the client accepts, like any GraphQL refusal.
+    assert response.headers["content-type"] == "application/graphql-response+json"
     (error,) = response.json()["errors"]
     assert error["extensions"] == {"code": "UNAUTHENTICATED"}
     assert error["message"]

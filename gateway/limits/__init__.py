@@ -1,0 +1,13 @@
+"""Bounds on what one request may cost, checked before anything executes."""
+
+from gateway.limits.body import BodyLimitMiddleware
+from gateway.limits.extension import ParseLimiter, PlanCache, RequestLimiter
+from gateway.limits.options import RequestLimits
+
+__all__ = [
+    "BodyLimitMiddleware",
+    "ParseLimiter",
+    "PlanCache",
+    "RequestLimiter",
+    "RequestLimits",
+]

@@ -1,0 +1,263 @@
+"""The extension that holds each operation within `RequestLimits` before it executes.
+
+Order, each step only if the one before passed:
+
+1. the document's shape (depth, aliases, root fields, fields) on the syntax tree,
+   before validation, so a pathological document costs no validation;
+2. validation;
+3. the list-argument rule (`arguments.py`), with this request's variables;
+4. the static cost (`cost.py`) with the same variables, against `max_cost`. The
+   estimate goes on the request context (`RequestContext.cost`) before execution
+   starts, and into the response's `extensions.cost` with the actual cost after.
+
+Steps 1 and 2, and what 3 and 4 need from the document, depend on the document
+alone: they run once per document and operation and are kept in a `PlanCache`. A
+refusal becomes the operation's pre-execution errors, so HTTP and WebSocket
+transports report it as they report a validation error. Strawberry's
+`ValidationCache` cannot come first (it validates on entering its hook and
+overwrites earlier errors), so it is not used; this cache does its work.
+
+Execution then runs under a deadline (subscriptions excepted: they live as long as
+their client wants); past it the work is cancelled and the answer is
+REQUEST_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLSchema,
+    get_operation_ast,
+)
+from strawberry.extensions import MaxTokensLimiter, SchemaExtension
+from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
+
+from gateway.limits.arguments import ArgumentRules
+from gateway.limits.cost import CostPlan
+from gateway.limits.options import RequestLimits
+from gateway.limits.refusal import TooComplex
+from gateway.limits.shape import DocumentShape, measure
+from resolvers.cost import OperationCost
+from resolvers.errors import ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentPlan:
+    """What one document and operation need checked; `errors` refuse it outright."""
+
+    errors: tuple[GraphQLError, ...]
+    arguments: ArgumentRules | None = None
+    cost: CostPlan | None = None
+
+
+_PlanKey = tuple[str, str | None, tuple[type, ...]]
+
+
+class PlanCache:
+    """Plans by document text, operation name and validation rules, least recently
+    used dropped first. One per app, shared by its requests."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._maxsize = maxsize
+        self._plans: OrderedDict[_PlanKey, DocumentPlan] = OrderedDict()
+
+    def get(self, key: _PlanKey) -> DocumentPlan | None:
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+        return plan
+
+    def put(self, key: _PlanKey, plan: DocumentPlan) -> None:
+        self._plans[key] = plan
+        if len(self._plans) > self._maxsize:
+            self._plans.popitem(last=False)
+
+
+def shape_refusal(shape: DocumentShape, limits: RequestLimits) -> TooComplex | None:
+    checks = (
+        (shape.depth, limits.max_depth, "is nested {:,} levels deep", "POLYGRAPH_MAX_DEPTH"),
+        (shape.aliases, limits.max_aliases, "has {:,} aliases", "POLYGRAPH_MAX_ALIASES"),
+        (
+            shape.root_fields,
+            limits.max_root_fields,
+            "asks for {:,} root fields",
+            "POLYGRAPH_MAX_ROOT_FIELDS",
+        ),
+        (
+            shape.fields,
+            limits.max_fields,
+            "has {:,} fields once its fragments are expanded",
+            "POLYGRAPH_MAX_FIELDS",
+        ),
+    )
+    for value, maximum, what, setting in checks:
+        if value > maximum:
+            return TooComplex(f"The operation {what.format(value)}", value, maximum, setting)
+    return None
+
+
+# graphql-core's parser reports its limits as syntax errors with these messages.
+_PARSER_LIMITS = (
+    (re.compile(r"Document contains more than (\d+) (tokens|comments)"), "POLYGRAPH_MAX_TOKENS"),
+    (re.compile(r"Source contains more than (\d+) code points"), "POLYGRAPH_MAX_DOCUMENT_CHARS"),
+)
+
+
+class ParseLimiter(MaxTokensLimiter):
+    """Strawberry's token limiter, plus the document's length as a parser option (the
+    transports check it first; this covers documents that arrive another way), with
+    the parser's refusals named and coded like every other limit."""
+
+    def __init__(self, *, limits: RequestLimits) -> None:
+        super().__init__(max_token_count=limits.max_tokens)
+        self._max_chars = limits.max_document_chars
+
+    def on_operation(self) -> Iterator[None]:
+        # A graphql-core 3.3 option that Strawberry's `ParseOptions` does not list yet.
+        options = self.execution_context.parse_options
+        options["max_source_length"] = self._max_chars  # type: ignore[typeddict-unknown-key]
+        yield from super().on_operation()
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            for pattern, setting in _PARSER_LIMITS:
+                if found := pattern.search(error.message):
+                    maximum = int(found.group(1))
+                    what = found.group(2) if found.lastindex == 2 else "characters"
+                    refusal = TooComplex(
+                        f"The document has more than {maximum:,} {what}",
+                        f"more than {maximum}",
+                        maximum,
+                        setting,
+                    )
+                    error.message = refusal.message
+                    error.extensions = refusal.extensions
+
+
+class RequestLimiter(SchemaExtension):
+    """Pass a factory (`functools.partial(RequestLimiter, limits=..., plans=...)`): the
+    plans are shared, the extension is per request."""
+
+    def __init__(self, *, limits: RequestLimits, plans: PlanCache) -> None:
+        super().__init__()
+        self._limits = limits
+        self._plans = plans
+        self._cost_plan: CostPlan | None = None
+        self._requested: int | None = None
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        plan = self._plan(context)
+        errors = list(plan.errors)
+        if not errors and plan.arguments is not None:
+            errors.extend(plan.arguments.check(context.variables))
+        if not errors and plan.cost is not None:
+            self._cost_plan = plan.cost
+            self._requested = plan.cost.requested(context.variables)
+            _set_cost(context, OperationCost(self._requested))
+            if self._requested > self._limits.max_cost:
+                refusal = TooComplex(
+                    f"The operation's estimated cost is {self._requested:,}",
+                    self._requested,
+                    self._limits.max_cost,
+                    "POLYGRAPH_MAX_COST",
+                )
+                errors.append(refusal.error())
+        # Set, even empty: Strawberry then skips its own validation.
+        context.pre_execution_errors = errors
+        yield
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            yield
+            return
+        deadline = self._limits.deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        except TimeoutError:
+            # Raised with its code: an error escaping the hooks is never classified.
+            raise GraphQLError(
+                f"The operation ran past its {deadline:g} s deadline"
+                " (POLYGRAPH_REQUEST_DEADLINE_S) and was cancelled. Ask for less, or retry.",
+                extensions={"code": ErrorCode.REQUEST_TIMEOUT.value},
+            ) from None
+
+    def get_results(self) -> dict[str, Any]:
+        """`extensions.cost` of a query or mutation; a subscription's events get theirs
+        in `on_stream_result`."""
+        if self._requested is None:
+            return {}
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            return {}
+        return {"cost": self._report(getattr(self.execution_context.result, "data", None))}
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        if (
+            self._requested is not None
+            and self.execution_context.operation_type is OperationType.SUBSCRIPTION
+        ):
+            result.extensions = {
+                **(result.extensions or {}),
+                "cost": self._report(getattr(result, "data", None)),
+            }
+        yield
+
+    def _report(self, data: object) -> dict[str, int]:
+        assert self._cost_plan is not None and self._requested is not None
+        actual = self._cost_plan.actual(data)
+        cost = OperationCost(self._requested, actual)
+        _set_cost(self.execution_context, cost)
+        return {"requested": cost.requested, "actual": actual, "maximum": self._limits.max_cost}
+
+    def _plan(self, context: ExecutionContext) -> DocumentPlan:
+        document = context.graphql_document
+        assert document is not None
+        if context.query is None:
+            return self._make_plan(context.schema._schema, document, context)
+        key = (context.query, context.operation_name, tuple(context.validation_rules))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._make_plan(context.schema._schema, document, context)
+            self._plans.put(key, plan)
+        return plan
+
+    def _make_plan(
+        self, schema: GraphQLSchema, document: DocumentNode, context: ExecutionContext
+    ) -> DocumentPlan:
+        refusal = shape_refusal(measure(document), self._limits)
+        if refusal is not None:
+            return DocumentPlan((refusal.error(),))
+        errors = validate_document(schema, document, context.validation_rules)
+        if errors:
+            return DocumentPlan(tuple(errors))
+        operation = get_operation_ast(document, context.operation_name)
+        if operation is None:
+            return DocumentPlan(())
+        fragments = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+        arguments = ArgumentRules.of(
+            schema, operation, fragments, max_list_length=self._limits.max_list_length
+        )
+        return DocumentPlan((), arguments, CostPlan.of(schema, operation, fragments))
+
+
+def _set_cost(context: ExecutionContext, cost: OperationCost) -> None:
+    # `RequestContext.cost`; contexts of other shapes (tests' own) are left alone.
+    if hasattr(context.context, "cost"):
+        context.context.cost = cost

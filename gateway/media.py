@@ -1,0 +1,18 @@
+"""Response media types (GraphQL over HTTP, section 6.4.1)."""
+
+from __future__ import annotations
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+APPLICATION_JSON = "application/json"
+
+
+def negotiate_media_type(accept: str | None) -> str:
+    """`application/graphql-response+json` unless the client only accepts `application/json`."""
+    if not accept:
+        return GRAPHQL_RESPONSE_JSON
+    accepted = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    if GRAPHQL_RESPONSE_JSON in accepted or "*/*" in accepted or "application/*" in accepted:
+        return GRAPHQL_RESPONSE_JSON
+    if APPLICATION_JSON in accepted:
+        return APPLICATION_JSON
+    return GRAPHQL_RESPONSE_JSON

@@ -1,0 +1,178 @@
+"""Malformed requests get a 4xx with a GraphQL-shaped error and a code, never a 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from httpx2 import Response
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+# GETs run only with a header a cross-site page could not send unasked (CSRF).
+PREFLIGHT = {"apollo-require-preflight": "true"}
+
+
+def _refusal(response: Response, status: int, code: str) -> dict[str, Any]:
+    """The one error of a request that never executed: no `data` key at all."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == GRAPHQL_RESPONSE_JSON
+    body: dict[str, Any] = response.json()
+    assert "data" not in body
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == code
+    assert error["message"]
+    result: dict[str, Any] = error
+    return result
+
+
+def _post(client: TestClient, content: bytes, content_type: str = "application/json") -> Response:
+    return client.post("/graphql", content=content, headers={"content-type": content_type})
+
+
+@pytest.mark.parametrize("body", [b"123", b"null", b'"{ __typename }"', b"true"])
+def test_a_body_that_is_not_an_object_is_refused(client: TestClient, body: bytes) -> None:
+    error = _refusal(_post(client, body), 400, "BAD_REQUEST")
+    assert "JSON object" in error["message"]
+
+
+def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
+    _refusal(_post(client, b'{"query": '), 400, "BAD_REQUEST")
+
+
+def test_a_body_that_is_not_utf8_is_refused(client: TestClient) -> None:
+    _refusal(_post(client, b'{"query": "{ __typename \xff\xfe }"}'), 400, "BAD_REQUEST")
+
+
+def test_json_nested_5000_levels_is_refused(client: TestClient) -> None:
+    nested = b"[" * 5000 + b"]" * 5000
+    _refusal(_post(client, nested), 400, "BAD_REQUEST")
+    in_variables = b'{"query": "{ __typename }", "variables": {"v": ' + nested + b"}}"
+    _refusal(_post(client, in_variables), 400, "BAD_REQUEST")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""],
+)
+def test_a_post_that_is_not_json_gets_415(client: TestClient, content_type: str) -> None:
+    response = _post(client, b'{"query": "{ __typename }"}', content_type)
+    error = _refusal(response, 415, "BAD_REQUEST")
+    assert "application/json" in error["message"]
+
+
+def test_a_batch_is_refused_while_batching_is_off(client: TestClient) -> None:
+    response = client.post("/graphql", json=[{"query": "{ __typename }"}])
+    error = _refusal(response, 400, "BAD_REQUEST")
+    assert "atch" in error["message"]
+
+
+def test_a_parse_error_is_graphql_parse_failed(client: TestClient) -> None:
+    error = _refusal(
+        client.post("/graphql", json={"query": "{ viewer {"}), 400, "GRAPHQL_PARSE_FAILED"
+    )
+    assert error["locations"]
+
+
+def test_a_validation_error_is_graphql_validation_failed(client: TestClient) -> None:
+    error = _refusal(
+        client.post("/graphql", json={"query": "{ noSuchField }"}), 400, "GRAPHQL_VALIDATION_FAILED"
+    )
+    assert "noSuchField" in error["message"]
+
+
+def test_a_variable_of_the_wrong_type_is_bad_user_input(client: TestClient) -> None:
+    response = client.post(
+        "/graphql",
+        json={
+            "query": "query($n: Int) { agents(first: $n) { totalCount } }",
+            "variables": {"n": "ten"},
+        },
+    )
+    _refusal(response, 400, "BAD_USER_INPUT")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": 5},
+        {"query": "{ __typename }", "variables": [1]},
+        {"query": "{ __typename }", "operationName": 5},
+        {"query": "query A { __typename }", "operationName": "B"},
+        {"variables": {}},
+    ],
+    ids=[
+        "query-not-a-string",
+        "variables-not-an-object",
+        "bad-operation-name",
+        "unknown-operation",
+        "no-query",
+    ],
+)
+def test_a_malformed_operation_is_refused(client: TestClient, payload: dict[str, Any]) -> None:
+    _refusal(client.post("/graphql", json=payload), 400, "BAD_REQUEST")
+
+
+def test_malformed_get_parameters_are_refused(client: TestClient) -> None:
+    bad_json = client.get(
+        "/graphql", params={"query": "{ __typename }", "variables": "{"}, headers=PREFLIGHT
+    )
+    _refusal(bad_json, 400, "BAD_REQUEST")
+    not_an_object = client.get(
+        "/graphql", params={"query": "{ __typename }", "variables": "7"}, headers=PREFLIGHT
+    )
+    _refusal(not_an_object, 400, "BAD_REQUEST")
+
+
+def test_a_mutation_over_get_is_graphql_shaped(client: TestClient) -> None:
+    response = client.get(
+        "/graphql", params={"query": "mutation { logout { loggedOut } }"}, headers=PREFLIGHT
+    )
+    _refusal(response, 405, "BAD_REQUEST")
+    assert response.headers["allow"] == "POST"
+
+
+def test_legacy_json_clients_get_200_for_request_errors_without_data(client: TestClient) -> None:
+    response = client.post(
+        "/graphql", json={"query": "{ noSuchField }"}, headers={"accept": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+def test_websocket_operations_get_the_same_codes(client: TestClient) -> None:
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        subscribe = {"type": "subscribe", "payload": {"query": "subscription { noSuchField }"}}
+        ws.send_text(json.dumps({"id": "1", **subscribe}))
+        message = json.loads(ws.receive_text())
+        assert message["type"] == "error"
+        assert message["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        # A syntax error closes the socket, as graphql-transport-ws asks.
+        ws.send_text(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": "{"}}))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4400
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"query": 123}, {"query": "{ __typename }", "variables": [1]}, {"variables": {}}],
+    ids=["query-not-a-string", "variables-not-an-object", "no-query"],
+)
+def test_a_malformed_websocket_subscribe_closes_with_4400(
+    client: TestClient, payload: dict[str, Any]
+) -> None:
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        ws.send_text(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4400
