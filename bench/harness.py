@@ -40,7 +40,7 @@ from gateway.settings import Settings
 from infra.local import stack
 from infra.local.profiles import REPO_ROOT, get_profile
 
-GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
+GATEWAY_PORT, FLOOR_PORT, PEER_PORT, STOCK_GATEWAY_PORT = 58000, 58001, 58002, 58003
 SEARCH_STAGE = "search"
 # Knowledge items the search stage indexes at --scale 1 (issue 5's scale).
 SEARCH_ITEMS = 100_000
@@ -76,6 +76,8 @@ class Options:
     rounds: int = 2
     connections: int = 16
     peer: bool = True
+    # A second gateway on graphql-core's own executor, measured in the same rounds.
+    stock: bool = True
     only: tuple[str, ...] = ()
     fanout_rate: float = 20.0
 
@@ -86,6 +88,7 @@ class Options:
         argv += [f"--scale={self.scale:g}", f"--seconds={self.seconds:g}"]
         argv += [f"--warmup={self.warmup:g}", f"--rounds={self.rounds}"]
         argv += [f"--connections={self.connections}", "--peer" if self.peer else "--no-peer"]
+        argv += ["--stock" if self.stock else "--no-stock"]
         if self.only:
             argv += ["--only", *self.only]
         return " ".join(shlex.quote(a) for a in argv)
@@ -113,7 +116,7 @@ class Options:
     def quick_mode(cls, **overrides: Any) -> Options:
         values: dict[str, Any] = {
             "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
-            "connections": 8, "peer": False, "fanout_rate": 5.0,
+            "connections": 8, "peer": False, "stock": False, "fanout_rate": 5.0,
         }  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -226,26 +229,21 @@ class Bench:
         o = self.options
         return (
             f"wrk, {o.connections} connections, 1 thread, {o.warmup:g} s warm-up then"
-            f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway, floor"
+            f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway"
+            f"{', gateway-stock (graphql-core executor)' if o.stock else ''}, floor"
             f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
             f" largest); S8: {SUBSCRIBERS} WebSocket subscribers, {o.fanout_rate:g} events/s"
             " published to Redis, rps = events delivered per second"
         )
 
-    def _start_servers(self) -> None:
-        log_dir = self.profile.log_dir
+    def _gateway(self, name: str, port: int, executor: str) -> Child:
         s = self.settings
-        gateway = Child(
-            "gateway",
-            [
-                str(Path(sys.executable).with_name("polygraph")),
-                "serve",
-                "--port",
-                str(GATEWAY_PORT),
-            ],
-            f"http://127.0.0.1:{GATEWAY_PORT}",
+        return Child(
+            name,
+            [str(Path(sys.executable).with_name("polygraph")), "serve", "--port", str(port)],
+            f"http://127.0.0.1:{port}",
             "/health/live",
-            log_dir / "bench-gateway.log",
+            self.profile.log_dir / f"bench-{name}.log",
             env={
                 "POLYGRAPH_POSTGRES_DSN": s.postgres_dsn.get_secret_value(),
                 "POLYGRAPH_NEO4J_URI": s.neo4j_uri,
@@ -254,9 +252,19 @@ class Bench:
                 "POLYGRAPH_LOG_LEVEL": "warning",
                 "POLYGRAPH_GRAPHIQL": "false",
                 "POLYGRAPH_METRICS_RETENTION": f"P{BENCH_METRICS_RETENTION.days}D",
+                "POLYGRAPH_EXECUTOR": executor,
+                # One projector is enough: the stock gateway's would race the other's.
+                **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
             },
             cwd=REPO_ROOT,
         )
+
+    def _start_servers(self) -> None:
+        log_dir = self.profile.log_dir
+        s = self.settings
+        gateways = [self._gateway("gateway", GATEWAY_PORT, "planned")]
+        if self.options.stock:
+            gateways.append(self._gateway("gateway-stock", STOCK_GATEWAY_PORT, "stock"))
         floor = Child(
             "floor",
             [
@@ -283,7 +291,7 @@ class Bench:
             log_dir / "bench-floor.log",
             cwd=REPO_ROOT,
         )
-        for child in (gateway, floor):
+        for child in (*gateways, floor):
             self.say(f"starting {child.name}")
             child.start()
             self.children[child.name] = child
@@ -344,6 +352,8 @@ class Bench:
 
     def _targets(self, scenario: Scenario) -> list[str]:
         targets = ["gateway"]
+        if "gateway-stock" in self.children:
+            targets.append("gateway-stock")
         if scenario.floor:
             targets.append("floor")
         if scenario.peer and "peer" in self.children:
@@ -388,10 +398,10 @@ class Bench:
         return summary
 
     def _fanout(self, scenario: Scenario, fixtures: Fixtures) -> Any:
-        urls = {
-            "gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql",
-            "floor": f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8",
-        }
+        urls = {"gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql"}
+        if "gateway-stock" in self.children:
+            urls["gateway-stock"] = f"ws://127.0.0.1:{STOCK_GATEWAY_PORT}/graphql"
+        urls["floor"] = f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8"
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
         samples: dict[str, Any] = {}
         for _ in range(self.options.rounds):
