@@ -265,7 +265,8 @@ def _targets(
     scenarios: Mapping[str, Any], ratios: Mapping[str, Any], session: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
-    for name in READS:
+    singles = [name for name in scenarios if name.endswith(" @1")]
+    for name in (*READS, *singles):
         limit = 2.0 if name.startswith("S2") else 1.5
         ratio = ratios.get(name, {}).get("gateway_floor_p50")
         targets.append(
@@ -275,7 +276,7 @@ def _targets(
                 "met": None if ratio is None else ratio <= limit,
             }
         )
-    for name in ("S1", "S2-pg"):
+    for name in ("S1", "S2-pg", *singles):
         ratio = ratios.get(name, {}).get("gateway_peer_rps")
         targets.append(
             {

@@ -78,6 +78,8 @@ class Options:
     peer: bool = True
     # A second gateway on graphql-core's own executor, measured in the same rounds.
     stock: bool = True
+    # Scenarios measured once more at one connection (reported as "<name> @1").
+    single: tuple[str, ...] = ("S1", "S2-pg")
     only: tuple[str, ...] = ()
     fanout_rate: float = 20.0
 
@@ -116,7 +118,8 @@ class Options:
     def quick_mode(cls, **overrides: Any) -> Options:
         values: dict[str, Any] = {
             "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
-            "connections": 8, "peer": False, "stock": False, "fanout_rate": 5.0,
+            "connections": 8, "peer": False, "stock": False, "single": (),
+            "fanout_rate": 5.0,
         }  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -227,8 +230,9 @@ class Bench:
 
     def _load_description(self) -> str:
         o = self.options
+        single = f" ({', '.join(o.single)} also at one, as '<name> @1')" if o.single else ""
         return (
-            f"wrk, {o.connections} connections, 1 thread, {o.warmup:g} s warm-up then"
+            f"wrk, {o.connections} connections{single}, 1 thread, {o.warmup:g} s warm-up then"
             f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway"
             f"{', gateway-stock (graphql-core executor)' if o.stock else ''}, floor"
             f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
@@ -348,6 +352,11 @@ class Bench:
                 results[scenario.name] = self._fanout(scenario, fixtures)
             else:
                 results[scenario.name] = self._http(scenario, fixtures, capabilities)
+                if scenario.name in self.options.single:
+                    self.say(f"{scenario.name}: again at one connection")
+                    results[f"{scenario.name} @1"] = self._http(
+                        scenario, fixtures, capabilities, connections=1
+                    )
         return results
 
     def _targets(self, scenario: Scenario) -> list[str]:
@@ -360,10 +369,18 @@ class Bench:
             targets.append("peer")
         return targets
 
-    def _http(self, scenario: Scenario, fixtures: Fixtures, capabilities: set[str]) -> Any:
+    def _http(
+        self,
+        scenario: Scenario,
+        fixtures: Fixtures,
+        capabilities: set[str],
+        *,
+        connections: int | None = None,
+    ) -> Any:
         plan = checks.http_plan(scenario, fixtures, capabilities, self.children, self.token)
-        self.notes.extend(plan.notes)
-        if scenario.floor:
+        if connections is None:
+            self.notes.extend(plan.notes)
+        if scenario.floor and connections is None:
             self.checks.append(checks.compare(scenario, plan, self.token))
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in self._targets(scenario)}
         for _ in range(self.options.rounds):
@@ -377,7 +394,7 @@ class Bench:
                             url,
                             bodies,
                             seconds=seconds,
-                            connections=o.connections,
+                            connections=connections or o.connections,
                             authorization=auth,
                             content_type=plan.content_type,
                         )
