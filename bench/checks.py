@@ -107,6 +107,9 @@ def http_plan(
             ["S7 rps is metric points per second (NDJSON batches of 500 points)."],
             content_type="application/x-ndjson",
         )
+        if "gateway-stock" in children:
+            plan.urls["gateway-stock"] = children["gateway-stock"].url + "/ingest/metrics"
+            plan.bodies["gateway-stock"] = batches
         if scenario.floor and "floor" in children:
             plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
             plan.bodies["floor"] = batches
