@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from bench.servers import Child, Measure
 
 STORES = ("postgres", "neo4j", "redis")
-READS = ("S1", "S2", "S3", "S4", "S6")
+READS = ("S1", "S2", "S2-pg", "S3", "S4", "S6")
+# The servers a scenario may measure, in report order. `gateway-stock` is the gateway
+# on graphql-core's own executor (POLYGRAPH_EXECUTOR=stock): the planned executor's
+# before and after, measured in the same rounds.
+TARGETS = ("gateway", "gateway-stock", "floor", "peer")
 
 _INTROSPECTION = (
     "{ __schema { queryType { fields { name } } mutationType { fields { name } } }"
@@ -104,6 +108,9 @@ def http_plan(
             ["S7 rps is metric points per second (NDJSON batches of 500 points)."],
             content_type="application/x-ndjson",
         )
+        if "gateway-stock" in children:
+            plan.urls["gateway-stock"] = children["gateway-stock"].url + "/ingest/metrics"
+            plan.bodies["gateway-stock"] = batches
         if scenario.floor and "floor" in children:
             plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
             plan.bodies["floor"] = batches
@@ -123,6 +130,9 @@ def http_plan(
         notes.append("S2 ran without its metrics summary: Agent.metrics is not in the schema yet.")
     bodies: list[Body] = list(gateway_bodies(name, fixtures, s2_metrics=metrics))
     plan = HttpPlan({"gateway": gateway}, {"gateway": bodies}, notes)
+    if "gateway-stock" in children:
+        plan.urls["gateway-stock"] = children["gateway-stock"].url + "/graphql"
+        plan.bodies["gateway-stock"] = bodies
     if scenario.floor and "floor" in children:
         plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
         plan.bodies["floor"] = bodies
@@ -130,8 +140,8 @@ def http_plan(
         plan.urls["peer"] = children["peer"].url + "/graphql"
         plan.bodies["peer"] = list(peer_bodies(name, fixtures))
         notes.append(
-            f"{name} peer: PostGraphile serves only the PostgreSQL part (no session check,"
-            " no Neo4j collaborators)."
+            f"{name} peer: PostGraphile answers the same leaves from the same rows, without"
+            " a session check (the gateway and the floor check a Bearer session)."
         )
     return plan
 
@@ -224,8 +234,11 @@ def sample_round_trips(
 def summarise(
     measured: Sequence[tuple[LoadResult, Measure]], round_trips: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """Means over rounds; the largest peak RSS."""
+    """Means over rounds; the largest peak RSS; CPU seconds per 1,000 requests (of the
+    load generator's: HTTP requests, S7 batches, S8 deliveries) over all rounds."""
     results = [r for r, _ in measured]
+    requests = sum(r.requests for r in results)
+    cpu = sum(m.cpu_s for _, m in measured)
     return {
         "rps": round(statistics.mean(r.rps for r in results), 1),
         "p50_ms": round(statistics.mean(r.p50_ms for r in results), 3),
@@ -234,19 +247,37 @@ def summarise(
         "errors": sum(r.errors for r in results),
         "round_trips": dict(round_trips) if round_trips else dict.fromkeys(STORES),
         "cpu_s": round(statistics.mean(m.cpu_s for _, m in measured), 2),
+        "cpu_s_per_1k": round(cpu / requests * 1000, 3) if requests else None,
         "rss_mb": round(max(m.rss_mb for _, m in measured), 1),
     }
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 2)
+
+
 def _ratios(scenarios: Mapping[str, Any]) -> dict[str, Any]:
+    """The gateway against each other server: p50 and CPU per request (lower is better
+    below 1), throughput (higher is better above 1)."""
     ratios: dict[str, Any] = {}
     for name, by_target in scenarios.items():
-        gateway, floor, peer = (by_target.get(t) for t in ("gateway", "floor", "peer"))
+        gateway = by_target.get("gateway")
         entry: dict[str, Any] = {}
-        if gateway and floor and floor["p50_ms"]:
-            entry["gateway_floor_p50"] = round(gateway["p50_ms"] / floor["p50_ms"], 2)
-        if gateway and peer and peer["rps"]:
-            entry["gateway_peer_rps"] = round(gateway["rps"] / peer["rps"], 2)
+        if gateway:
+            for other, key in (("floor", "floor"), ("peer", "peer"), ("gateway-stock", "stock")):
+                theirs = by_target.get(other)
+                if not theirs:
+                    continue
+                found = {
+                    f"gateway_{key}_p50": _ratio(gateway["p50_ms"], theirs["p50_ms"]),
+                    f"gateway_{key}_rps": _ratio(gateway["rps"], theirs["rps"]),
+                    f"gateway_{key}_cpu": _ratio(
+                        gateway.get("cpu_s_per_1k"), theirs.get("cpu_s_per_1k")
+                    ),
+                }
+                entry.update({k: v for k, v in found.items() if v is not None})
         ratios[name] = entry
     return ratios
 
@@ -272,8 +303,9 @@ def _targets(
     abuse: Mapping[str, Any] | None,
 ) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
-    for name in READS:
-        limit = 2.0 if name == "S2" else 1.5
+    singles = [name for name in scenarios if name.endswith(" @1")]
+    for name in (*READS, *singles):
+        limit = 2.0 if name.startswith("S2") else 1.5
         ratio = ratios.get(name, {}).get("gateway_floor_p50")
         targets.append(
             {
@@ -282,7 +314,7 @@ def _targets(
                 "met": None if ratio is None else ratio <= limit,
             }
         )
-    for name in ("S1", "S2"):
+    for name in ("S1", "S2-pg", *singles):
         ratio = ratios.get(name, {}).get("gateway_peer_rps")
         targets.append(
             {

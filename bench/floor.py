@@ -285,6 +285,34 @@ class Floor:
         ]
         return {"data": {"agents": {"edges": edges}}}
 
+    async def s2_pg(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        agents = await self.pool.fetch(AGENT_PAGE, 50)
+        task_rows = await self.pool.fetch(TASKS_OF_AGENTS, [row["id"] for row in agents], 10)
+        tasks: dict[UUID, list[dict[str, Any]]] = {row["id"]: [] for row in agents}
+        for row in task_rows:
+            tasks[row["agent_id"]].append(
+                {
+                    "node": {
+                        "id": global_id("Task", row["id"]),
+                        "title": row["title"],
+                        "status": row["status"].upper(),
+                        "priority": row["priority"],
+                    }
+                }
+            )
+        edges = [
+            {
+                "node": {
+                    "id": global_id("Agent", row["id"]),
+                    "name": row["name"],
+                    "status": row["status"].upper(),
+                    "tasks": {"edges": tasks[row["id"]]},
+                }
+            }
+            for row in agents
+        ]
+        return {"data": {"agents": {"edges": edges}}}
+
     async def _hourly_energy(
         self, ids: list[UUID], variables: dict[str, Any]
     ) -> list[asyncpg.Record]:
@@ -484,6 +512,7 @@ def _endpoint(floor: Floor, handler_name: str, round_trips: str) -> Callable[...
 ROUND_TRIPS = {
     "S1": "postgres=1, redis=1",
     "S2": "neo4j=1, postgres=4, redis=1",
+    "S2-pg": "postgres=2, redis=1",
     "S3": "neo4j=1, postgres=1, redis=1",
     "S4": "postgres=1, redis=1",
     "S5": "postgres=1, redis=2",
@@ -528,7 +557,11 @@ def create_floor(config: FloorConfig) -> Starlette:
 
     routes: list[Route | WebSocketRoute] = [Route("/health", health)]
     routes += [
-        Route(f"/floor/{name}", _endpoint(floor, name.lower(), trips), methods=["POST"])
+        Route(
+            f"/floor/{name}",
+            _endpoint(floor, name.lower().replace("-", "_"), trips),
+            methods=["POST"],
+        )
         for name, trips in ROUND_TRIPS.items()
     ]
     routes.append(Route("/floor/S7", _ingest_endpoint(floor), methods=["POST"]))

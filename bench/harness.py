@@ -16,6 +16,7 @@ import asyncio
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ from infra.local import stack
 from infra.local.profiles import REPO_ROOT, get_profile
 from resolvers.rate_limits import DEFAULT_POLICY
 
-GATEWAY_PORT, FLOOR_PORT, PEER_PORT = 58000, 58001, 58002
+GATEWAY_PORT, FLOOR_PORT, PEER_PORT, STOCK_GATEWAY_PORT = 58000, 58001, 58002, 58003
 SEARCH_STAGE = "search"
 # Knowledge items the search stage indexes at --scale 1 (issue 5's scale).
 SEARCH_ITEMS = 100_000
@@ -97,6 +98,10 @@ class Options:
     rounds: int = 2
     connections: int = 16
     peer: bool = True
+    # A second gateway on graphql-core's own executor, measured in the same rounds.
+    stock: bool = True
+    # Scenarios measured once more at one connection (reported as "<name> @1").
+    single: tuple[str, ...] = ("S1", "S2-pg")
     only: tuple[str, ...] = ()
     fanout_rate: float = 20.0
 
@@ -107,6 +112,7 @@ class Options:
         argv += [f"--scale={self.scale:g}", f"--seconds={self.seconds:g}"]
         argv += [f"--warmup={self.warmup:g}", f"--rounds={self.rounds}"]
         argv += [f"--connections={self.connections}", "--peer" if self.peer else "--no-peer"]
+        argv += ["--stock" if self.stock else "--no-stock"]
         if self.only:
             argv += ["--only", *self.only]
         return " ".join(shlex.quote(a) for a in argv)
@@ -134,7 +140,8 @@ class Options:
     def quick_mode(cls, **overrides: Any) -> Options:
         values: dict[str, Any] = {
             "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
-            "connections": 8, "peer": False, "fanout_rate": 5.0,
+            "connections": 8, "peer": False, "stock": False, "single": (),
+            "fanout_rate": 5.0,
         }  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -249,28 +256,31 @@ class Bench:
 
     def _load_description(self) -> str:
         o = self.options
+        single = f" ({', '.join(o.single)} also at one, as '<name> @1')" if o.single else ""
         return (
-            f"wrk, {o.connections} connections, 1 thread, {o.warmup:g} s warm-up then"
-            f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway, floor"
+            f"wrk, {o.connections} connections{single}, 1 thread, {o.warmup:g} s warm-up then"
+            f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway"
+            f"{', gateway-stock (graphql-core executor)' if o.stock else ''}, floor"
             f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
             f" largest); S8: {SUBSCRIBERS} WebSocket subscribers, {o.fanout_rate:g} events/s"
             " published to Redis, rps = events delivered per second; A1: S1 alone, then"
             " under abuse, in each round"
         )
 
-    def _gateway(self, **env: str) -> Child:
+    def _gateway(
+        self,
+        name: str = "gateway",
+        port: int = GATEWAY_PORT,
+        executor: str = "planned",
+        env: Mapping[str, str] | None = None,
+    ) -> Child:
         s = self.settings
         return Child(
-            "gateway",
-            [
-                str(Path(sys.executable).with_name("polygraph")),
-                "serve",
-                "--port",
-                str(GATEWAY_PORT),
-            ],
-            f"http://127.0.0.1:{GATEWAY_PORT}",
+            name,
+            [str(Path(sys.executable).with_name("polygraph")), "serve", "--port", str(port)],
+            f"http://127.0.0.1:{port}",
             "/health/live",
-            self.profile.log_dir / "bench-gateway.log",
+            self.profile.log_dir / f"bench-{name}.log",
             env={
                 "POLYGRAPH_POSTGRES_DSN": s.postgres_dsn.get_secret_value(),
                 "POLYGRAPH_NEO4J_URI": s.neo4j_uri,
@@ -280,7 +290,10 @@ class Bench:
                 "POLYGRAPH_GRAPHIQL": "false",
                 "POLYGRAPH_METRICS_RETENTION": f"P{BENCH_METRICS_RETENTION.days}D",
                 "POLYGRAPH_RATE_LIMIT_OPERATOR": str(BENCH_OPERATOR_QUOTA),
-                **env,
+                "POLYGRAPH_EXECUTOR": executor,
+                # One projector is enough: the stock gateway's would race the other's.
+                **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
+                **(env or {}),
             },
             cwd=REPO_ROOT,
         )
@@ -288,7 +301,9 @@ class Bench:
     def _start_servers(self) -> None:
         log_dir = self.profile.log_dir
         s = self.settings
-        gateway = self._gateway()
+        gateways = [self._gateway("gateway", GATEWAY_PORT, "planned")]
+        if self.options.stock:
+            gateways.append(self._gateway("gateway-stock", STOCK_GATEWAY_PORT, "stock"))
         floor = Child(
             "floor",
             [
@@ -315,7 +330,7 @@ class Bench:
             log_dir / "bench-floor.log",
             cwd=REPO_ROOT,
         )
-        for child in (gateway, floor):
+        for child in (*gateways, floor):
             self.say(f"starting {child.name}")
             child.start()
             self.children[child.name] = child
@@ -374,20 +389,35 @@ class Bench:
                 results[scenario.name] = self._abuse(fixtures, capabilities)
             else:
                 results[scenario.name] = self._http(scenario, fixtures, capabilities)
+                if scenario.name in self.options.single:
+                    self.say(f"{scenario.name}: again at one connection")
+                    results[f"{scenario.name} @1"] = self._http(
+                        scenario, fixtures, capabilities, connections=1
+                    )
         return results
 
     def _targets(self, scenario: Scenario) -> list[str]:
         targets = ["gateway"]
+        if "gateway-stock" in self.children:
+            targets.append("gateway-stock")
         if scenario.floor:
             targets.append("floor")
         if scenario.peer and "peer" in self.children:
             targets.append("peer")
         return targets
 
-    def _http(self, scenario: Scenario, fixtures: Fixtures, capabilities: set[str]) -> Any:
+    def _http(
+        self,
+        scenario: Scenario,
+        fixtures: Fixtures,
+        capabilities: set[str],
+        *,
+        connections: int | None = None,
+    ) -> Any:
         plan = checks.http_plan(scenario, fixtures, capabilities, self.children, self.token)
-        self.notes.extend(plan.notes)
-        if scenario.floor:
+        if connections is None:
+            self.notes.extend(plan.notes)
+        if scenario.floor and connections is None:
             self.checks.append(checks.compare(scenario, plan, self.token))
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in self._targets(scenario)}
         for _ in range(self.options.rounds):
@@ -401,7 +431,7 @@ class Bench:
                             url,
                             bodies,
                             seconds=seconds,
-                            connections=o.connections,
+                            connections=connections or o.connections,
                             authorization=auth,
                             content_type=plan.content_type,
                         )
@@ -422,10 +452,10 @@ class Bench:
         return summary
 
     def _fanout(self, scenario: Scenario, fixtures: Fixtures) -> Any:
-        urls = {
-            "gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql",
-            "floor": f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8",
-        }
+        urls = {"gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql"}
+        if "gateway-stock" in self.children:
+            urls["gateway-stock"] = f"ws://127.0.0.1:{STOCK_GATEWAY_PORT}/graphql"
+        urls["floor"] = f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8"
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
         samples: dict[str, Any] = {}
         for _ in range(self.options.rounds):
@@ -475,7 +505,7 @@ class Bench:
             "POLYGRAPH_RATE_LIMIT_LOGIN": str(ABUSE_LOGINS_PER_SECOND),
         }
         self.children["gateway"].stop()
-        gateway = self.children["gateway"] = self._gateway(**quotas)
+        gateway = self.children["gateway"] = self._gateway(env=quotas)
         gateway.start()
         _, abuser = asyncio.run(bench_caller(self.settings, role="viewer"))
         credentials = {

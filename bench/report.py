@@ -20,7 +20,7 @@ from bench import search
 RESULTS_DIR = Path(__file__).with_name("results")
 PROFILE_NOTES = Path(__file__).with_name("profile_notes.md")
 FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_s", "rss_mb")
-TARGETS = ("gateway", "floor", "peer")
+TARGETS = ("gateway", "gateway-stock", "floor", "peer")
 
 
 def write(
@@ -142,8 +142,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Load: {results['load']['description']}",
         "",
         "| scenario | server | rps | p50 ms | p95 ms | p99 ms | errors | round trips | CPU s"
-        " | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        " | CPU s / 1k req | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for name, by_target in results["scenarios"].items():
         for target in TARGETS:
@@ -153,21 +153,29 @@ def markdown(results: dict[str, Any]) -> str:
             cells = [_fmt(row[f]) for f in FIELDS[:5]]
             lines.append(
                 f"| {name} | {target} | {' | '.join(cells)} | {_trips(row['round_trips'])}"
-                f" | {_fmt(row['cpu_s'])} | {_fmt(row['rss_mb'])} |"
+                f" | {_fmt(row['cpu_s'])} | {_fmt(row.get('cpu_s_per_1k'))}"
+                f" | {_fmt(row['rss_mb'])} |"
             )
     lines += ["", "Round trips per request: po=postgres, ne=neo4j, re=redis.", ""]
     lines += [
         "## Ratios",
         "",
-        "| scenario | gateway/floor p50 | gateway/peer rps |",
-        "|---|---:|---:|",
+        "The gateway's figure over the other server's, measured in the same rounds: p50 and"
+        " CPU per request below 1 and rps above 1 favour the gateway. `stock` is the gateway"
+        " on graphql-core's own executor.",
+        "",
+        "| scenario | p50 / floor | rps / floor | CPU / floor | p50 / peer | rps / peer"
+        " | CPU / peer | p50 / stock | rps / stock | CPU / stock |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, ratio in results["ratios"].items():
-        lines.append(
-            f"| {name} | {_fmt(ratio.get('gateway_floor_p50'))}"
-            f" | {_fmt(ratio.get('gateway_peer_rps'))} |"
-        )
-    lines += ["", "## Targets (issue 6)", "", "| target | result | met |", "|---|---|---|"]
+        cells = [
+            _fmt(ratio.get(f"gateway_{other}_{what}"))
+            for other in ("floor", "peer", "stock")
+            for what in ("p50", "rps", "cpu")
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", "## Targets (issues 6 and 11)", "", "| target | result | met |", "|---|---|---|"]
     for target in results["targets"]:
         met = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
         lines.append(f"| {target['target']} | {target['result']} | {met} |")

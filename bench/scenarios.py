@@ -45,6 +45,13 @@ def s2_query(metrics_fragment: str | None = None) -> str:
     )
 
 
+# S2-pg: exactly the part of S2 PostGraphile serves (PostgreSQL only), with the leaves
+# of the peer's document.
+S2_PG_QUERY = (
+    "query S2pg { agents(first: 50, orderBy: CREATED_AT_DESC) { edges { node {"
+    " id name status tasks(first: 10) { edges { node { id title status priority } } } } } } }"
+)
+
 S3_QUERY = (
     "query S3($id: ID!) { agentNeighbourhood(agentId: $id, depth: 2) {"
     " nodes { distance agent { id name } } edges { type source { id } target { id } } } }"
@@ -92,9 +99,10 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("S1", "agent by id, a few scalar fields (PostgreSQL)", "http", peer=True),
+    Scenario("S2", "50 agents, 10 tasks each, collaborators, one-hour metrics summary", "http"),
     Scenario(
-        "S2",
-        "50 agents, 10 tasks each, collaborators, one-hour metrics summary",
+        "S2-pg",
+        "50 agents, 10 tasks each (S2's PostgreSQL part, PostGraphile's share)",
         "http",
         peer=True,
     ),
@@ -178,6 +186,8 @@ def gateway_bodies(
             else {}
         )
         return [_body(s2_query(s2_metrics), variables)]
+    if name == "S2-pg":
+        return [_body(S2_PG_QUERY)]
     if name == "S3":
         return [
             _body(S3_QUERY, {"id": global_id("Agent", rng.choice(agents))}) for _ in range(count)
@@ -215,14 +225,14 @@ def gateway_bodies(
 
 
 def peer_bodies(name: str, fixtures: Fixtures, *, count: int = 200) -> list[dict[str, Any]]:
-    """PostGraphile documents for the PostgreSQL-only part of S1 and S2."""
+    """PostGraphile documents for S1 and S2-pg (S2's PostgreSQL part)."""
     rng = random.Random(f"bench-{name}")
     if name == "S1":
         return [
             _body(PEER_S1_QUERY, {"id": str(rng.choice(list(fixtures.agent_ids)))})
             for _ in range(count)
         ]
-    if name == "S2":
+    if name == "S2-pg":
         return [_body(PEER_S2_QUERY)]
     raise KeyError(f"no peer for {name}")
 

@@ -6,7 +6,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from typing import Any
 
+from graphql.execution import Executor as GraphQLExecutionContext
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -16,6 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
+from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
@@ -36,7 +39,8 @@ from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
-from resolvers.context import Stores
+from resolvers.auth import Principal
+from resolvers.context import RequestContext, Stores
 from resolvers.documents import PersistedDocuments
 from resolvers.health import HealthMonitor
 from resolvers.rate_limits import RateLimits
@@ -136,8 +140,26 @@ async def check_embedding_space(stores: Stores) -> None:
         logger.warning("skipped the embedding space check: %s", exc)
 
 
-def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> Starlette:
-    """`embedder` replaces the one settings describe; its owner closes it."""
+def permission_scope(context: object) -> Principal | None:
+    """Subscribers with the same principal get the same answer to the same event (every
+    permission check reads the principal), so they share one execution of it."""
+    return context.principal if isinstance(context, RequestContext) else None
+
+
+def _execution_context(settings: Settings) -> type[PlannedExecutionContext] | None:
+    if settings.executor == "stock":
+        return None
+    return planned_execution_context(share_events_by=permission_scope)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedder: Embedder | None = None,
+    execution_context_class: type[GraphQLExecutionContext[Any]] | None = None,
+) -> Starlette:
+    """`embedder` replaces the one settings describe; its owner closes it.
+    `execution_context_class` replaces the executor `settings.executor` names."""
     settings = settings or Settings()
     owns_embedder = embedder is None
     embedder = embedder or create_embedder(settings.embedder_options())
@@ -236,7 +258,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                     introspection=settings.introspection_enabled,
                     slow_operation_s=settings.slow_operation_s,
                 ),
-            ]
+            ],
+            execution_context_class=execution_context_class or _execution_context(settings),
         ),
         stores=stores,
         limits=limits,

@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, help="alternating rounds (default 2)")
     bench.add_argument("--connections", type=int, help="fixed concurrency (default 16)")
     bench.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None)
+    bench.add_argument(
+        "--stock",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure a gateway on graphql-core's executor (default: on, off in --quick)",
+    )
     bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
     bench.set_defaults(handler=_bench)
 
@@ -617,7 +623,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     given = {
         name: value
-        for name in ("scale", "seconds", "warmup", "rounds", "connections", "peer")
+        for name in ("scale", "seconds", "warmup", "rounds", "connections", "peer", "stock")
         if (value := getattr(args, name)) is not None
     }
     given["only"] = tuple(args.only)

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # The longest migrations wait for a lock (another gateway's migration lock included).
     migration_lock_timeout_s: float = Field(default=60.0, gt=0)
 
+    # `planned` runs each operation from a plan cached per document (gateway/engine);
+    # `stock` is graphql-core's own executor, kept to compare against.
+    executor: Literal["planned", "stock"] = "planned"
+
     # Which local stack `polygraph stack` and `make run` manage.
     profile: Literal["dev", "test", "bench"] = "dev"
 

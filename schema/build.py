@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import strawberry
 from graphql import (
@@ -16,6 +17,7 @@ from graphql import (
     GraphQLSchema,
     get_nullable_type,
 )
+from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -52,11 +54,18 @@ class QuietSchema(strawberry.federation.Schema):
 
 def build_schema(
     extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
+    *,
+    execution_context_class: type[GraphQLExecutionContext[Any]] | None = None,
 ) -> strawberry.Schema:
     """The one schema. Extensions are classes or factories, so each request gets fresh
-    instances."""
+    instances; `execution_context_class` replaces graphql-core's executor (None:
+    Strawberry's)."""
     schema = QuietSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=list(extensions)
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=list(extensions),
+        execution_context_class=execution_context_class,
     )
     _introspectable_defaults(schema._schema)
     return schema

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 import strawberry
@@ -21,6 +22,7 @@ from schema.enums import AgentStatus, TaskStatus
 from schema.health import Health
 from schema.relay import require_ids
 from schema.tasks import Task
+from stores.postgres import records
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -50,6 +52,18 @@ class AgentStatusChange:
     agent: Agent
     previous_status: AgentStatus | None
     at: datetime
+
+
+def _task_update(change: str, at: str, record: records.Task) -> TaskUpdate:
+    return TaskUpdate(task=Task.from_record(record), change=change, at=datetime.fromisoformat(at))
+
+
+def _status_change(previous: str | None, at: str, record: records.Agent) -> AgentStatusChange:
+    return AgentStatusChange(
+        agent=Agent.from_record(record),
+        previous_status=AgentStatus(previous) if previous else None,
+        at=datetime.fromisoformat(at),
+    )
 
 
 def _ids(values: list[relay.GlobalID] | None, type_name: str, field: str) -> set[UUID] | None:
@@ -93,10 +107,11 @@ class Subscription:
                 continue
             record = await info.context.loaders.task_by_id.load(task_id)
             if record is not None:
-                yield TaskUpdate(
-                    task=Task.from_record(record),
-                    change=event["change"],
-                    at=datetime.fromisoformat(event["at"]),
+                # One payload object per event for every local subscriber, so the
+                # executor runs the selection once per event and permission scope
+                # (gateway/engine/events.py).
+                yield event.memo(
+                    "task_update", partial(_task_update, event["change"], event["at"], record)
                 )
 
     @strawberry.subscription(description="Agent status changes, from any gateway replica.")
@@ -116,8 +131,6 @@ class Subscription:
             record = await info.context.loaders.agent_by_id.load(agent_id)
             if record is not None:
                 previous = event.get("previous_status")
-                yield AgentStatusChange(
-                    agent=Agent.from_record(record),
-                    previous_status=AgentStatus(previous) if previous else None,
-                    at=datetime.fromisoformat(event["at"]),
+                yield event.memo(
+                    "agent_status_change", partial(_status_change, previous, event["at"], record)
                 )

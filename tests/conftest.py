@@ -14,11 +14,13 @@ import asyncpg
 import pytest
 from starlette.testclient import TestClient
 
+from gateway import app as gateway_app
 from gateway.app import create_app
 from gateway.settings import Settings
 from infra.local import stack
 from infra.local.profiles import Profile, get_profile
 from stores import GraphStore, PostgresStore, RedisStore
+from tests.support.differential import DifferentialExecutionContext, take_mismatches
 
 TEST_PROFILE = get_profile("test")
 
@@ -90,11 +92,34 @@ def settings(database_name: str, profile: Profile) -> Settings:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _every_gateway_compares_executors() -> Iterator[None]:
+    """Every gateway a test builds (the shared client, and those on settings of their
+    own) answers with the planned executor and also runs each operation on graphql-core's
+    own, comparing the two (tests/support/differential.py); `POLYGRAPH_EXECUTOR=stock`
+    runs graphql-core's executor alone."""
+
+    def differential(settings: Settings) -> type[DifferentialExecutionContext] | None:
+        return None if settings.executor == "stock" else DifferentialExecutionContext
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway_app, "_execution_context", differential)
+        yield
+
+
 @pytest.fixture(scope="session")
 def client(settings: Settings) -> Iterator[TestClient]:
     """An in-process gateway with its lifespan run (stores opened, migrations applied)."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture(autouse=True)
+def _planned_matches_stock() -> Iterator[None]:
+    """Fails a test during which the planned and the stock executor answered differently."""
+    yield
+    mismatches = take_mismatches()
+    assert not mismatches, "planned and stock executors differ:\n" + "\n".join(mismatches)
 
 
 @pytest.fixture

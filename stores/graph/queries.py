@@ -7,6 +7,7 @@ integers only; every value travels as a parameter.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -92,12 +93,37 @@ async def _execute_read(
     params: dict[str, Any],
 ) -> Any:
     """One counted round trip: a read transaction with the store's timeout and retries,
-    driver errors turned into store errors."""
+    driver errors turned into store errors.
+
+    A caller cancelled mid-read (a sibling field failed, the client left) does not
+    cancel the read: the driver, cancelled while it opens a connection, leaves the
+    socket open for the garbage collector. The read finishes in the background and
+    its connection goes back to the pool."""
+    read = asyncio.ensure_future(_read(graph, fetch, text, params))
+    try:
+        return await asyncio.shield(read)
+    except asyncio.CancelledError:
+        read.add_done_callback(_settled)
+        raise
+
+
+async def _read(
+    graph: GraphStore,
+    fetch: Callable[[AsyncManagedTransaction, str, dict[str, Any]], Awaitable[Any]],
+    text: str,
+    params: dict[str, Any],
+) -> Any:
     timeout = graph.query_timeout
     roundtrips.record(_STORE)
     async with graph.session() as session, translate_errors(timeout):
         work = neo4j.unit_of_work(timeout=timeout)(fetch)
         return await session.execute_read(work, text, params)
+
+
+def _settled(read: asyncio.Future[Any]) -> None:
+    # Nobody awaits a read whose caller was cancelled; its outcome is dropped.
+    if not read.cancelled():
+        read.exception()
 
 
 class GraphQueries:

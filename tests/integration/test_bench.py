@@ -16,7 +16,10 @@ from bench import report
 from bench.harness import Options, run
 from bench.scenarios import SCENARIOS
 
-FIELDS = {"rps", "p50_ms", "p95_ms", "p99_ms", "errors", "round_trips", "cpu_s", "rss_mb"}
+FIELDS = {
+    "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "round_trips", "cpu_s", "cpu_s_per_1k",
+    "rss_mb",
+}  # fmt: skip
 
 
 def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
@@ -33,7 +36,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     ran, skipped = set(results["scenarios"]), set(results["skipped"])
     assert ran | skipped == {s.name for s in SCENARIOS}
     assert not ran & skipped
-    assert {"S1", "S2", "S3", "S5", "S6", "S8"} <= ran
+    assert {"S1", "S2", "S2-pg", "S3", "S5", "S6", "S8"} <= ran
     for name, by_target in results["scenarios"].items():
         scenario = next(s for s in SCENARIOS if s.name == name)
         expected = {"gateway", "floor"} if scenario.floor else {"gateway"}
@@ -41,6 +44,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         for target, figures in by_target.items():
             assert set(figures) == FIELDS, (name, target)
             assert figures["rps"] >= 0, (name, target)
+            assert figures["cpu_s_per_1k"] is None or figures["cpu_s_per_1k"] >= 0
             if scenario.kind == "http":
                 # GraphQL errors would mean a broken scenario; S8 counts events lost to
                 # overload, which depends on the machine.
@@ -72,6 +76,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
         assert f"- {name}:" in markdown
     assert "## Targets" in markdown
     assert "## Abuse (A1, issue 10)" in markdown
+    assert "CPU s / 1k req" in markdown
+    assert set(results["ratios"]) == ran
+    assert all("gateway_floor_p50" in results["ratios"][name] for name in with_floor)
 
     # The search stage ran after the scenarios, on its own tiny corpus.
     search = results["search"]

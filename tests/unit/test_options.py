@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.settings import Settings
 from stores import GraphOptions, PostgresOptions, PostgresStore, StoreMisuse
 
 
@@ -24,3 +25,17 @@ async def test_store_refuses_use_before_open_and_reopen_after_close() -> None:
     await store.aclose()
     with pytest.raises(StoreMisuse, match="cannot reopen"):
         await store.open()
+
+
+def test_the_executor_setting_reaches_settings_built_with_other_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # tests/conftest.py builds Settings(...) field by field; `make checks` picks the
+    # executor for its second API run through the environment.
+    monkeypatch.delenv("POLYGRAPH_EXECUTOR", raising=False)
+    assert Settings(profile="test").executor == "planned"
+    monkeypatch.setenv("POLYGRAPH_EXECUTOR", "stock")
+    assert Settings(profile="test").executor == "stock"
+    monkeypatch.setenv("POLYGRAPH_EXECUTOR", "fast")
+    with pytest.raises(ValueError, match="executor"):
+        Settings(profile="test")

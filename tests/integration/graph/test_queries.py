@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import gc
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 import pytest
 
+from gateway.settings import Settings
 from stores import GraphStore, roundtrips
 from stores.errors import InvalidInput
 from stores.graph import (
@@ -17,6 +20,7 @@ from stores.graph import (
     projection,
 )
 from tests.integration.graph.conftest import Events, Ids, agent, depends, related, task
+from tests.support.waiting import until
 
 COLLAB, DELEG, PARENT = AgentEdge.COLLABORATES_WITH, AgentEdge.DELEGATES_TO, AgentEdge.PARENT_OF
 
@@ -307,3 +311,23 @@ async def test_batch_queries_take_one_round_trip_whatever_the_number_of_ids(
     with roundtrips.counting() as counter:
         assert await graph.queries.collaborators_of([]) == {}
     assert counter["neo4j"] == 0
+
+
+async def test_a_read_cancelled_while_connecting_leaves_no_socket_open(settings: Settings) -> None:
+    # Each store starts with an empty pool, so the read opens a connection; cancelling
+    # its caller some loop iterations in lands, for some of them, inside the driver's
+    # connect, which used to leave the socket to the garbage collector
+    # (ResourceWarning: unclosed socket, an error in this suite).
+    for steps in range(40):
+        async with GraphStore(settings.graph_options()) as graph:
+            caller = asyncio.ensure_future(graph.queries.collaborators_of([uuid4()]))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
+            await until(lambda: not _pending_reads())
+        gc.collect()
+
+
+def _pending_reads() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "_read"]  # type: ignore[union-attr]

@@ -1,0 +1,173 @@
+"""An object plan compiled to one Python function, as graphql-jit compiles to JavaScript.
+
+The function completes one object: each field of the plan unrolled in response order,
+leaves read and serialized inline (`source.title`, a type check, the value), every
+other field handed to the executor. It does what `PlannedExecutionContext`'s field
+loop does, statement for statement, without the loop's per-field dispatch and
+attribute lookups; errors take the same path (`handle_field_error`).
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from graphql import GraphQLBoolean, GraphQLID, GraphQLInt, GraphQLString
+from graphql.pyutils import Path, Undefined
+
+from gateway.engine.leaves import MAX_INT, MIN_INT, builtin_coercion
+from gateway.engine.plan import (
+    ATTRIBUTE,
+    LEAF,
+    TYPENAME,
+    FieldPlan,
+    LeafShape,
+    ObjectPlan,
+    ObjectShape,
+)
+
+if TYPE_CHECKING:
+    from gateway.engine.executor import PlannedExecutionContext
+
+CompiledObject = Callable[["PlannedExecutionContext", Any, Path | None], Any]
+
+
+def compile_object(plan: ObjectPlan) -> CompiledObject:
+    names: dict[str, Any] = {"Path": Path, "Undefined": Undefined, "MIN": MIN_INT, "MAX": MAX_INT}
+    lines = [
+        "def complete(executor, source, path):",
+        "    results = {}",
+    ]
+    body: list[str] = []
+    others = False
+    for index, field in enumerate(plan.fields):
+        names[f"F{index}"] = field
+        key = repr(field.key)
+        if field.mode == TYPENAME:
+            body.append(f"results[{key}] = {field.parent_name!r}")
+        elif field.mode == LEAF:
+            body.extend(_leaf(field, index, names))
+        elif field.mode == ATTRIBUTE and _plain_object(field):
+            others = True
+            body.extend(_object(field, index))
+        else:
+            others = True
+            body += [
+                f"result = executor._execute_field(F{index}, source,"
+                f" Path(path, {key}, {field.parent_name!r}))",
+                f"results[{key}] = result",
+                "if is_awaitable(result):",
+                "    if awaitable is None:",
+                f"        awaitable = [{key}]",
+                "    else:",
+                f"        awaitable.append({key})",
+            ]
+    if not others:
+        lines += [f"    {line}" for line in body]
+        lines.append("    return results")
+    else:
+        lines += [
+            "    is_awaitable = executor.is_awaitable",
+            "    awaitable = None",
+            "    try:",
+            *(f"        {line}" for line in body),
+            "    except Exception:",
+            "        if awaitable:",
+            "            executor.settle_in_background([results[key] for key in awaitable])",
+            "        raise",
+            "    if awaitable is None:",
+            "        return results",
+            "    return executor._gather_fields(results, awaitable)",
+        ]
+    namespace: dict[str, Any] = {}
+    source = "\n".join(lines)
+    exec(compile(source, f"<plan {plan.object_type.name}>", "exec"), names, namespace)
+    complete: CompiledObject = namespace["complete"]
+    return complete
+
+
+def _plain_object(field: FieldPlan) -> bool:
+    shape = field.shape
+    return isinstance(shape, ObjectShape) and not shape.needs_info
+
+
+def _object(field: FieldPlan, index: int) -> list[str]:
+    """An object read from an attribute: `_execute_field`, `_complete` and
+    `_complete_nullable` inlined down to `_complete_object`."""
+    key = repr(field.key)
+    on_null = (
+        f"raise TypeError(F{index}.null_message)" if field.non_null else f"results[{key}] = None"
+    )
+    return [
+        f"field_path = Path(path, {key}, {field.parent_name!r})",
+        "try:",
+        f"    value = {_read(field)}",
+        "    if value is None or value is Undefined:",
+        f"        {on_null}",
+        "    else:",
+        "        if isinstance(value, Exception):",
+        "            raise value",
+        f"        result = executor._complete_object(F{index},"
+        f" F{index}.shape.plan(executor), None, field_path, value)",
+        "        if type(result) is dict:",
+        f"            results[{key}] = result",
+        "        else:",
+        f"            results[{key}] = executor._await_completed(F{index}, result, field_path)",
+        "            if awaitable is None:",
+        f"                awaitable = [{key}]",
+        "            else:",
+        f"                awaitable.append({key})",
+        "except Exception as raw_error:",
+        f"    executor.handle_field_error(raw_error, F{index}.return_type, F{index}.details,"
+        " field_path)",
+        f"    results[{key}] = None",
+    ]
+
+
+def _read(field: FieldPlan) -> str:
+    attribute = field.attribute
+    assert attribute is not None
+    if attribute.isidentifier() and not keyword.iskeyword(attribute):
+        return f"source.{attribute}"
+    return f"getattr(source, {attribute!r})"
+
+
+def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
+    assert isinstance(field.shape, LeafShape)
+    key = repr(field.key)
+    read = _read(field)
+    names[f"S{index}"] = field.serialize
+    leaf_type = field.shape.graphql_type
+    leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
+    value = _inline_serialization(leaf_type, f"S{index}")
+    if field.non_null:
+        on_null = f"raise TypeError(F{index}.null_message)"
+    else:
+        on_null = f"results[{key}] = None"
+    return [
+        "try:",
+        f"    value = {read}",
+        "    if value is None or value is Undefined:",
+        f"        {on_null}",
+        "    else:",
+        f"        results[{key}] = {value}",
+        "except Exception as raw_error:",
+        f"    executor.handle_field_error(raw_error, F{index}.return_type, F{index}.details,"
+        f" Path(path, {key}, {field.parent_name!r}))",
+        f"    results[{key}] = None",
+    ]
+
+
+def _inline_serialization(leaf_type: Any, serializer: str) -> str:
+    """The serializer's fast path inlined; its own call for everything else."""
+    builtin = {
+        GraphQLString: "type(value) is str",
+        GraphQLID: "type(value) is str",
+        GraphQLBoolean: "type(value) is bool",
+        GraphQLInt: "type(value) is int and MIN <= value <= MAX",
+    }
+    check = builtin.get(leaf_type)
+    if check is None or leaf_type.coerce_output_value is not builtin_coercion(leaf_type):
+        return f"{serializer}(value)"
+    return f"value if {check} else {serializer}(value)"

@@ -1,0 +1,121 @@
+"""Leaf values to response values, exactly as graphql-core completes them, only sooner.
+
+`serializer(leaf_type)` gives a function equal to graphql-core's `complete_leaf_value`
+for a value that is not None: the common Python types go straight through (a `str`
+for String and ID, an `int` in range for Int, a finite `float`, a `bool`, a member
+of a Strawberry enum by a dict lookup); anything else takes graphql-core's own path,
+errors included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from graphql import (
+    GraphQLBoolean,
+    GraphQLEnumType,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLLeafType,
+    GraphQLString,
+)
+from graphql.pyutils import Undefined, inspect
+from strawberry.relay import GlobalID
+from strawberry.schema.schema_converter import CustomGraphQLEnumType
+
+Serializer = Callable[[Any], Any]
+
+MIN_INT = -(2**31)
+MAX_INT = 2**31 - 1
+
+
+def serializer(leaf_type: GraphQLLeafType) -> Serializer:
+    coerce = leaf_type.coerce_output_value
+
+    def complete(value: Any) -> Any:
+        # graphql-core's complete_value and complete_leaf_value, for a value not None.
+        if isinstance(value, Exception):
+            raise value
+        coerced = coerce(value)
+        if coerced is Undefined or coerced is None:
+            msg = (
+                f"Expected `{inspect(leaf_type)}.coerce_output_value("
+                f"{inspect(value)})` to return non-nullable value, returned:"
+                f" {inspect(coerced)}"
+            )
+            raise TypeError(msg)
+        return coerced
+
+    # The fast paths hold only while the type still has graphql-core's own coercion.
+    builtin = leaf_type.coerce_output_value is builtin_coercion(leaf_type)
+    if builtin and leaf_type is GraphQLString:
+        return lambda value: value if type(value) is str else complete(value)
+    if builtin and leaf_type is GraphQLID:
+
+        def serialize_id(value: Any) -> Any:
+            kind = type(value)
+            if kind is str:
+                return value
+            if kind is GlobalID:
+                # serialize_id's answer for any non-builtin type: its str().
+                return str(value)
+            return complete(value)
+
+        return serialize_id
+    if builtin and leaf_type is GraphQLInt:
+        return lambda value: (
+            value if type(value) is int and MIN_INT <= value <= MAX_INT else complete(value)
+        )
+    if builtin and leaf_type is GraphQLFloat:
+        return lambda value: (
+            value if type(value) is float and math.isfinite(value) else complete(value)
+        )
+    if builtin and leaf_type is GraphQLBoolean:
+        return lambda value: value if type(value) is bool else complete(value)
+    if isinstance(leaf_type, CustomGraphQLEnumType) and _plain_enum(leaf_type):
+        return _enum_serializer(leaf_type, complete)
+    return complete
+
+
+_BUILTIN_COERCIONS = {
+    id(scalar): scalar.coerce_output_value
+    for scalar in (GraphQLString, GraphQLID, GraphQLInt, GraphQLFloat, GraphQLBoolean)
+}
+
+
+def builtin_coercion(leaf_type: GraphQLLeafType) -> Serializer | None:
+    """graphql-core's own output coercion of a built-in scalar; None for other types."""
+    return _BUILTIN_COERCIONS.get(id(leaf_type))
+
+
+def _plain_enum(enum_type: GraphQLEnumType) -> bool:
+    # Strawberry's own coercion, over hashable values: a dict answers the same.
+    method = type(enum_type).coerce_output_value
+    if method is not CustomGraphQLEnumType.coerce_output_value:
+        return False
+    try:
+        {value.value for value in enum_type.values.values()}
+    except TypeError:
+        return False
+    return True
+
+
+def _enum_serializer(enum_type: CustomGraphQLEnumType, complete: Serializer) -> Serializer:
+    # CustomGraphQLEnumType.coerce_output_value returns the first name whose value
+    # equals the member's value; setdefault keeps the first as well.
+    names: dict[Any, str] = {}
+    for name, value in enum_type.values.items():
+        names.setdefault(value.value, name)
+    wrapped = enum_type.wrapped_cls
+
+    def serialize_enum(value: Any) -> Any:
+        if type(value) is wrapped:
+            name = names.get(value.value)
+            if name is not None:
+                return name
+        return complete(value)
+
+    return serialize_enum

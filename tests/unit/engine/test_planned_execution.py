@@ -1,0 +1,466 @@
+"""The planned executor answers exactly as graphql-core's, on a schema built for it.
+
+Each case runs one document on two copies of the same inline Strawberry schema, one
+with the planned executor and one with graphql-core's own, and compares `data` and
+the formatted errors (message, locations, path, extensions) in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncGenerator, Iterator
+from enum import Enum
+from typing import Annotated, Any
+
+import pytest
+import strawberry
+from graphql import get_introspection_query, parse
+from graphql.execution import Executor
+from strawberry.extensions import ParserCache, SchemaExtension
+from strawberry.permission import BasePermission
+from strawberry.types import ExecutionResult
+
+from gateway.engine import PlannedExecutionContext, planned_execution_context
+from gateway.engine.plan import LEAF, RESOLVE, ObjectShape, OperationPlan
+
+
+@strawberry.enum
+class Colour(Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Leaf(Named):
+    value: int | None
+    must: int
+    colour: Colour | None = None
+
+
+@strawberry.type
+class Other(Named):
+    size: float
+
+
+Either = Annotated[Leaf | Other, strawberry.union("Either")]
+
+
+class Denied(BasePermission):
+    message = "not for you"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return False
+
+
+@strawberry.type
+class Branch:
+    label: str
+    leaves: list[Leaf]
+    maybe_leaves: list[Leaf | None] | None
+    tags: list[str]
+    scores: list[float | None]
+    guarded: str = strawberry.field(default="secret", permission_classes=[Denied])
+
+    @strawberry.field
+    async def children(self, first: int = 2) -> list[Branch]:
+        await asyncio.sleep(0)
+        return [_branch(f"{self.label}.{i}") for i in range(first)]
+
+    @strawberry.field
+    async def optional_children(self, first: int = 2) -> list[Branch | None] | None:
+        return [_branch(f"{self.label}.{i}") for i in range(first)]
+
+    @strawberry.field
+    async def failing(self) -> str | None:
+        await asyncio.sleep(0)
+        raise ValueError(f"failing under {self.label}")
+
+    @strawberry.field
+    async def failing_required(self) -> str:
+        raise ValueError(f"required failure under {self.label}")
+
+    @strawberry.field
+    def sometimes(self, index: int) -> Leaf:
+        if index % 2:
+            raise ValueError(f"odd {index}")
+        return Leaf(name=f"even {index}", value=index, must=index)
+
+    @strawberry.field
+    def returns_error(self) -> str | None:
+        return ValueError("returned, not raised")  # type: ignore[return-value]
+
+    @strawberry.field
+    def things(self) -> list[Either]:
+        return [
+            Leaf(name="l", value=1, must=1, colour=Colour.GREEN),
+            Other(name="o", size=2.5),
+        ]
+
+    @strawberry.field
+    def named(self) -> list[Named]:
+        return [Leaf(name="n", value=None, must=2), Other(name="m", size=0.5)]
+
+    @strawberry.field
+    def wrong_type(self) -> Leaf:
+        return Other(name="x", size=1.0)  # type: ignore[return-value]
+
+
+def _branch(label: str) -> Branch:
+    return Branch(
+        label=label,
+        leaves=[Leaf(name=f"{label}/{i}", value=i, must=i, colour=Colour.RED) for i in range(3)],
+        maybe_leaves=[Leaf(name="a", value=1, must=1), None],
+        tags=["x", "y"],
+        scores=[1.5, None, 2.0],
+    )
+
+
+def _with_none() -> list[int]:
+    values: list[Any] = [1, None, 3]
+    return values
+
+
+@strawberry.type
+class Broken:
+    """Values that fail to complete, to compare the errors."""
+
+    big: int = 2**40
+    not_a_number: float = math.nan
+    null_required: int = None  # type: ignore[assignment]
+    bad_colour: Colour = "purple"  # type: ignore[assignment]
+    number_as_string: str = 7  # type: ignore[assignment]
+    number_as_id: strawberry.ID = 12  # type: ignore[assignment]
+    nulls_in_required_list: list[int] = strawberry.field(default_factory=lambda: _with_none())
+    nested: list[Leaf] = strawberry.field(
+        default_factory=lambda: [
+            Leaf(name="ok", value=1, must=1),
+            Leaf(name="bad", value=2, must=_with_none()[1]),
+        ]
+    )
+
+
+MUTATIONS: list[str] = []
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def branch(self, label: str = "root") -> Branch:
+        return _branch(label)
+
+    @strawberry.field
+    def maybe_branch(self) -> Branch | None:
+        return _branch("maybe")
+
+    @strawberry.field
+    def broken(self) -> Broken:
+        return Broken()
+
+    @strawberry.field
+    def missing_attribute(self) -> Leaf:
+        return object()  # type: ignore[return-value]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def record(self, word: str) -> str:
+        await asyncio.sleep(0.001 if word == "first" else 0)
+        MUTATIONS.append(word)
+        return word
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def ticks(self, count: int = 3) -> AsyncGenerator[Branch, None]:
+        for i in range(count):
+            yield _branch(f"tick{i}")
+
+
+class CountResolves(SchemaExtension):
+    calls: list[str] = []  # noqa: RUF012
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        CountResolves.calls.append(".".join(map(str, info.path.as_list())))
+        return _next(root, info, *args, **kwargs)
+
+
+def _schemas(**kwargs: Any) -> tuple[strawberry.Schema, strawberry.Schema]:
+    types: dict[str, Any] = {"query": Query, "mutation": Mutation, "subscription": Subscription}
+    stock = strawberry.Schema(**types, **kwargs)
+    planned = strawberry.Schema(
+        **types, execution_context_class=planned_execution_context(), **kwargs
+    )
+    return stock, planned
+
+
+STOCK, PLANNED = _schemas()
+
+
+def _outcome(result: Any) -> tuple[Any, list[dict[str, Any]]]:
+    return result.data, [error.formatted for error in result.errors or ()]
+
+
+async def same(
+    query: str, variables: dict[str, Any] | None = None, *, schemas: Any = None
+) -> tuple[Any, list[dict[str, Any]]]:
+    stock, planned = schemas or (STOCK, PLANNED)
+    expected = _outcome(await stock.execute(query, variable_values=variables))
+    answered = _outcome(await planned.execute(query, variable_values=variables))
+    assert answered == expected
+    return answered
+
+
+@pytest.fixture(autouse=True)
+def _quiet_strawberry(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    # Strawberry logs every resolver error; these tests raise them on purpose.
+    caplog.set_level("CRITICAL", logger="strawberry.execution")
+    yield
+
+
+async def test_nested_lists_aliases_and_arguments() -> None:
+    data, errors = await same(
+        """query($n: Int!) {
+          branch(label: "top") {
+            label
+            first: children(first: $n) { label tags leaves { name value colour } }
+            again: children(first: 1) { label scores children { label } }
+            leaves { __typename name must }
+          }
+        }""",
+        {"n": 3},
+    )
+    assert not errors
+    assert [child["label"] for child in data["branch"]["first"]] == ["top.0", "top.1", "top.2"]
+    assert data["branch"]["leaves"][0] == {"__typename": "Leaf", "name": "top/0", "must": 0}
+
+
+async def test_errors_null_the_nearest_nullable_field() -> None:
+    data, errors = await same(
+        """{
+          branch { label failing optionalChildren { failing failingRequired label } }
+          maybeBranch { failingRequired }
+        }"""
+    )
+    assert data["branch"]["optionalChildren"] == [None, None]
+    assert data["maybeBranch"] is None
+    assert {tuple(error["path"]) for error in errors} >= {
+        ("branch", "failing"),
+        ("branch", "optionalChildren", 0, "failingRequired"),
+        ("maybeBranch", "failingRequired"),
+    }
+
+
+async def test_a_failing_required_root_nulls_the_data() -> None:
+    data, errors = await same("{ branch { failingRequired } }")
+    assert data is None
+    assert errors[0]["path"] == ["branch", "failingRequired"]
+
+
+async def test_errors_inside_list_items() -> None:
+    _, errors = await same(
+        "{ maybeBranch { zero: sometimes(index: 0) { name } one: sometimes(index: 1) { name } } }"
+    )
+    assert errors
+    await same("{ broken { nestedRequired: nested { name must } } }")
+    await same("{ broken { nullsInRequiredList } }")
+    await same("{ maybeBranch { maybeLeaves { name must } scores } }")
+
+
+async def test_leaves_that_cannot_be_serialized() -> None:
+    _, errors = await same(
+        "{ broken { big notANumber nullRequired badColour numberAsString numberAsId } }"
+    )
+    assert errors
+
+
+async def test_values_that_are_exceptions_or_of_the_wrong_type() -> None:
+    await same("{ maybeBranch { returnsError } }")
+    await same("{ maybeBranch { wrongType { name } } }")
+    await same("{ missingAttribute { name } }")
+
+
+async def test_fragments_on_interfaces_and_unions() -> None:
+    data, errors = await same(
+        """
+        fragment LeafParts on Leaf { value colour }
+        query {
+          branch {
+            things { __typename ... on Named { name } ...LeafParts ... on Other { size } }
+            named { __typename name ... on Leaf { must } }
+          }
+        }"""
+    )
+    assert not errors
+    assert data["branch"]["things"][1] == {"__typename": "Other", "name": "o", "size": 2.5}
+
+
+@pytest.mark.parametrize("hide", [True, False])
+async def test_skip_and_include_with_variables(hide: bool) -> None:
+    query = """query($hide: Boolean!, $show: Boolean!) {
+      branch {
+        label @skip(if: $hide)
+        tags @include(if: $show)
+        leaves { name ...L @skip(if: $hide) }
+      }
+    }
+    fragment L on Leaf { value }"""
+    data, _ = await same(query, {"hide": hide, "show": not hide})
+    assert ("label" in data["branch"]) is not hide
+    # The same document with the other values gets a plan of its own.
+    await same(query, {"hide": not hide, "show": hide})
+
+
+async def test_introspection() -> None:
+    await same(get_introspection_query(descriptions=True))
+    await same('{ __type(name: "Branch") { name fields { name type { name kind } } } }')
+
+
+async def test_permission_classes_are_checked_as_before() -> None:
+    data, errors = await same("{ branch { label guarded } }")
+    assert data is None
+    assert errors[0]["message"] == "not for you"
+    executor, plan = _plan_of(PLANNED, "{ branch { label guarded } }")
+    branch = plan.root.fields[0].shape
+    assert isinstance(branch, ObjectShape)
+    modes = {field.name: field.mode for field in branch.plan(executor).fields}
+    assert modes == {"label": LEAF, "guarded": RESOLVE}
+
+
+async def test_mutations_run_in_order() -> None:
+    MUTATIONS.clear()
+    await same('mutation { a: record(word: "first") b: record(word: "second") }')
+    assert MUTATIONS == ["first", "second", "first", "second"]
+
+
+async def test_resolver_middleware_sees_every_field() -> None:
+    stock, planned = _schemas(extensions=[CountResolves])
+    query = "{ branch { label leaves { name } children(first: 1) { tags } } }"
+    CountResolves.calls.clear()
+    await stock.execute(query)
+    seen_by_stock = list(CountResolves.calls)
+    CountResolves.calls.clear()
+    await same(query, schemas=(stock, planned))
+    assert CountResolves.calls[len(seen_by_stock) :] == seen_by_stock
+    assert "branch.leaves.0.name" in seen_by_stock
+
+
+async def test_subscription_events() -> None:
+    query = "subscription { ticks(count: 2) { label leaves { name } failing } }"
+    answers = []
+    for schema in (STOCK, PLANNED):
+        stream = await schema.subscribe(query)
+        assert not isinstance(stream, ExecutionResult)
+        answers.append([_outcome(result) async for result in stream])
+    assert answers[0] == answers[1]
+    assert len(answers[0]) == 2
+
+
+async def test_plans_are_kept_per_document_and_bounded() -> None:
+    executor_class = planned_execution_context(max_plans=2)
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=executor_class, extensions=[ParserCache]
+    )
+    for _ in range(3):
+        await schema.execute("{ branch { label } }")
+    assert len(executor_class.plans) == 1
+    for query in ("{ branch { tags } }", "{ maybeBranch { label } }"):
+        await schema.execute(query)
+    assert len(executor_class.plans) == 2
+
+
+def _plan_of(schema: strawberry.Schema, query: str) -> tuple[Executor[Any], OperationPlan]:
+    executor_class: type[PlannedExecutionContext] = schema.execution_context_class  # type: ignore[assignment]
+    executor = executor_class.build(schema._schema, parse(query))
+    assert isinstance(executor, Executor)
+    return executor, executor_class.plans.plan(executor)
+
+
+RESOLVED: list[str] = []
+
+
+@strawberry.type
+class Watched:
+    name: str
+
+    @strawberry.field
+    def seen_by(self, info: strawberry.Info) -> str:
+        RESOLVED.append(self.name)
+        return str(info.context["scope"])
+
+
+class Feed:
+    """One payload object per event for every subscriber, as `Event.memo` gives."""
+
+    def __init__(self, subscribers: int) -> None:
+        self.queues: list[asyncio.Queue[Watched | None]] = []
+        self.subscribers = subscribers
+        self.all_subscribed = asyncio.Event()
+
+    def subscribe(self) -> asyncio.Queue[Watched | None]:
+        queue: asyncio.Queue[Watched | None] = asyncio.Queue()
+        self.queues.append(queue)
+        if len(self.queues) == self.subscribers:
+            self.all_subscribed.set()
+        return queue
+
+    def publish(self, payload: Watched | None) -> None:
+        for queue in self.queues:
+            queue.put_nowait(payload)
+
+
+@strawberry.type
+class WatchSubscription:
+    @strawberry.subscription
+    async def watched(self, info: strawberry.Info) -> AsyncGenerator[Watched, None]:
+        queue = info.context["feed"].subscribe()
+        while (payload := await queue.get()) is not None:
+            yield payload
+
+
+async def test_subscribers_in_one_scope_share_each_event_execution() -> None:
+    schema = strawberry.Schema(
+        query=Query,
+        subscription=WatchSubscription,
+        execution_context_class=planned_execution_context(
+            share_events_by=lambda context: context["scope"]
+        ),
+        # Shared executions need the same document: the parser cache hands it out.
+        extensions=[ParserCache],
+    )
+    scopes = ("a", "a", "a", "b")
+    feed = Feed(len(scopes))
+    query = "subscription { watched { name seenBy } }"
+    streams = [
+        await schema.subscribe(query, context_value={"feed": feed, "scope": scope})
+        for scope in scopes
+    ]
+    received: list[list[Any]] = [[] for _ in streams]
+
+    async def read(index: int, stream: Any) -> None:
+        async for result in stream:
+            received[index].append(_outcome(result))
+
+    readers = [asyncio.ensure_future(read(i, s)) for i, s in enumerate(streams)]
+    await feed.all_subscribed.wait()
+    RESOLVED.clear()
+    for name in ("first", "second"):
+        feed.publish(Watched(name=name))
+    feed.publish(None)
+    await asyncio.gather(*readers)
+    # One execution per event and scope: scope "a" (three subscribers) and "b".
+    assert sorted(RESOLVED) == ["first", "first", "second", "second"]
+    expected: list[Any] = [
+        ({"watched": {"name": n, "seenBy": "a"}}, []) for n in ("first", "second")
+    ]
+    assert received[:3] == [expected] * 3
+    assert received[3] == [
+        ({"watched": {"name": n, "seenBy": "b"}}, []) for n in ("first", "second")
+    ]
