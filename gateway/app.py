@@ -83,8 +83,9 @@ def cors(origins: list[str], preflight_headers: list[str]) -> Middleware:
 
 
 async def migrate_reachable(stores: Stores) -> None:
-    """Apply pending Neo4j and metrics migrations if those stores answer; one that is
-    down is migrated on the next start (or by `polygraph migrate`)."""
+    """Apply pending Neo4j and metrics migrations if those stores answer. A Neo4j that
+    is down is migrated by the projector before it projects anything; metrics, on the
+    next start (or by `polygraph migrate`)."""
     try:
         applied = await stores.graph.migrate()
     except StoreUnavailable as exc:
