@@ -30,6 +30,7 @@ from gateway.limits import (
     RequestLimiter,
     RequestLimits,
 )
+from gateway.logs import AccessLog, OperationName
 from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
@@ -71,6 +72,7 @@ def schema_extensions(
         # Outermost: the whole operation counts.
         partial(SlowOperations, threshold_s=slow_operation_s),
         ErrorCodes,
+        OperationName,
         *([] if introspection else [DisableIntrospection]),
         # Puts a persisted document's text in place before anything parses it.
         PersistedQueries,
@@ -292,6 +294,8 @@ def create_app(
             else []
         ),
         Middleware(RequestIdMiddleware),
+        # Inside the request id, so that every record of the request carries it.
+        Middleware(AccessLog),
         # Outside authentication, so the API key or session lookup counts too.
         Middleware(RoundTripsMiddleware),
         # Before authentication: an oversized body costs no credential lookup.

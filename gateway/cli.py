@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
@@ -16,10 +15,6 @@ from stores.postgres.users import USER_ROLES
 
 if TYPE_CHECKING:
     from infra.local.profiles import Profile
-
-
-# Plain log lines: `2026-12-03 15:24:18,042 INFO polygraph: gateway ready`.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,10 +175,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.logs import configure
     from gateway.runtime import tune_gc
     from gateway.shutdown import GatewayServer, request_grace
 
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure(settings.log_level, settings.log_format)
     host = args.host or settings.host
     port = args.port or settings.port
     print(
@@ -199,6 +195,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        # Our handler and format for uvicorn's records too; gateway.logs.AccessLog
+        # writes the access lines, with the request's fields.
+        log_config=None,
+        access_log=False,
         lifespan="on",
         # X-Forwarded-For is honoured only from POLYGRAPH_TRUSTED_PROXIES (create_app);
         # uvicorn would trust it from 127.0.0.1 by default.

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # `json`: one JSON object per record, for log shippers (gateway/logs.py).
+    log_format: Literal["text", "json"] = "text"
     # `production` turns introspection and GraphiQL off unless they are set on here.
     env: Literal["development", "production"] = "development"
     graphiql: bool | None = None
