@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
     # Queries and mutations slower than this are logged with their name and cost.
     slow_operation_s: float = Field(default=1.0, gt=0)
+    # PostgreSQL statements and Neo4j reads slower than this are logged.
+    slow_store_call_s: float = Field(default=1.0, gt=0)
     max_response_bytes: int = Field(default=DEFAULT_LIMITS.max_response_bytes, ge=1024)
     # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
     # half) to finish, and are cancelled after; the stores close in the rest.
@@ -301,6 +303,7 @@ class Settings(BaseSettings):
             statement_timeout=self.postgres_statement_timeout_s,
             acquire_timeout=self.postgres_acquire_timeout_s,
             migration_lock_timeout=self.migration_lock_timeout_s,
+            slow_statement_s=self.slow_store_call_s,
         )
 
     def postgres_tls(self) -> PostgresTLS:
@@ -320,6 +323,7 @@ class Settings(BaseSettings):
             query_timeout=self.neo4j_query_timeout_s,
             acquire_timeout=self.neo4j_acquire_timeout_s,
             tls_ca_file=self.neo4j_tls_ca_file,
+            slow_query_s=self.slow_store_call_s,
         )
 
     def redis_options(self) -> RedisOptions:

@@ -18,6 +18,8 @@ class GraphOptions:
     # How long the driver retries a transaction that failed transiently. Short: a graph
     # field should come back null quickly when Neo4j is away, not after 30 s.
     max_retry_time: float = 1.0
+    # Reads slower than this are logged (stores/slow.py).
+    slow_query_s: float = 1.0
     # The CA that signed the server's certificate, for `bolt+s://` or `neo4j+s://` (the
     # driver checks it instead of the system's CAs); with it, `bolt://` is encrypted too.
     tls_ca_file: str | None = None

@@ -8,6 +8,7 @@ integers only; every value travels as a parameter.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -18,7 +19,7 @@ import neo4j
 from neo4j import AsyncManagedTransaction
 from neo4j.exceptions import ClientError, Neo4jError, TransientError
 
-from stores import roundtrips
+from stores import roundtrips, slow
 from stores.errors import InvalidInput, StoreRefused, StoreTimeout, StoreUnavailable
 from stores.graph.records import (
     AgentDegree,
@@ -115,9 +116,12 @@ async def _read(
 ) -> Any:
     timeout = graph.query_timeout
     roundtrips.record(_STORE)
+    started = time.perf_counter()
     async with graph.session() as session, translate_errors(timeout):
         work = neo4j.unit_of_work(timeout=timeout)(fetch)
-        return await session.execute_read(work, text, params)
+        result = await session.execute_read(work, text, params)
+    slow.observe(_STORE, time.perf_counter() - started, text, threshold_s=graph.slow_query_s)
+    return result
 
 
 def _settled(read: asyncio.Future[Any]) -> None:

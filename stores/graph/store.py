@@ -80,6 +80,10 @@ class GraphStore:
     def query_timeout(self) -> float:
         return self._options.query_timeout
 
+    @property
+    def slow_query_s(self) -> float:
+        return self._options.slow_query_s
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         self._lifecycle.check_open()

@@ -59,6 +59,8 @@ class PostgresOptions:
     # Migrations run without a statement timeout; this bounds their waits for locks,
     # the migration lock another gateway holds included.
     migration_lock_timeout: float = 60.0
+    # Statements slower than this are logged (stores/slow.py).
+    slow_statement_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.min_size < 0:

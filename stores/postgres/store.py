@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 from asyncpg.connection import LoggedQuery
 
-from stores import roundtrips
+from stores import roundtrips, slow
 from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool, PoolUsage
 from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
@@ -254,7 +254,13 @@ class PostgresStore:
         if not await register_vector_codec(conn, self._options.vector_format):
             self._vector_codec_missing = True
         # Every statement a request sends counts as one round trip (see stores.roundtrips).
-        conn.add_query_logger(_count_round_trip)
+        conn.add_query_logger(self._observe_statement)
+
+    def _observe_statement(self, logged: LoggedQuery) -> None:
+        if any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
+            return
+        roundtrips.record(NAME, seconds=logged.elapsed)
+        slow.observe(NAME, logged.elapsed, logged.query, threshold_s=self._options.slow_statement_s)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -283,8 +289,3 @@ def _decode_jsonb(data: bytes) -> object:
 # asyncpg looks up unfamiliar types once per connection with these statements: that is
 # connection warm-up, not work the request asked for, so it is not counted.
 _INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config('jit'")
-
-
-def _count_round_trip(logged: LoggedQuery) -> None:
-    if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
-        roundtrips.record(NAME, seconds=logged.elapsed)
