@@ -9,6 +9,8 @@ from functools import partial
 from typing import Any
 
 from graphql.execution import Executor as GraphQLExecutionContext
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -40,6 +42,12 @@ from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
+from gateway.tracing import (
+    GraphQLSpans,
+    instrument_stores,
+    otlp_provider,
+    without_query_string,
+)
 from resolvers.auth import Principal
 from resolvers.context import RequestContext, Stores
 from resolvers.documents import PersistedDocuments
@@ -50,6 +58,7 @@ from resolvers.session_cache import SessionCache
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
 from stores.embeddings import Embedder, create_embedder
+from stores.graph import tracing as graph_tracing
 from stores.metrics import MetricsStore
 from stores.redis.apq import PersistedQueryCache
 from stores.redis.events import EventBus
@@ -159,10 +168,15 @@ def create_app(
     *,
     embedder: Embedder | None = None,
     execution_context_class: type[GraphQLExecutionContext[Any]] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Starlette:
     """`embedder` replaces the one settings describe; its owner closes it.
-    `execution_context_class` replaces the executor `settings.executor` names."""
+    `execution_context_class` replaces the executor `settings.executor` names.
+    `tracer_provider` traces the app into it (otherwise `POLYGRAPH_TRACING` exports
+    over OTLP); its owner shuts it down."""
     settings = settings or Settings()
+    owns_provider = tracer_provider is None and settings.tracing
+    provider = otlp_provider() if owns_provider else tracer_provider
     owns_embedder = embedder is None
     embedder = embedder or create_embedder(settings.embedder_options())
     postgres = PostgresStore(settings.postgres_options())
@@ -219,6 +233,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if provider is not None:
+                stack.callback(instrument_stores(provider))
+                graph_tracing.set_tracer(provider.get_tracer("polygraph.neo4j"))
+                stack.callback(graph_tracing.set_tracer, None)
+                if owns_provider:
+                    stack.callback(provider.shutdown)
             prometheus.start()
             stack.callback(prometheus.stop)
             # Entered in dependency order, so they close in reverse.
@@ -254,6 +274,11 @@ def create_app(
         build_schema(
             # First, so that it leaves last and sees every error's code.
             [
+                *(
+                    [partial(GraphQLSpans, tracer=provider.get_tracer("polygraph.graphql"))]
+                    if provider is not None
+                    else []
+                ),
                 operations_extension(prometheus),
                 *schema_extensions(
                     limits,
@@ -306,6 +331,16 @@ def create_app(
     if proxies := settings.trusted_proxy_list():
         # First, so every later layer sees the client the proxies name.
         middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies))
+    if provider is not None:
+        # Outermost: the request's span covers everything, under the caller's trace.
+        middleware.insert(
+            0,
+            Middleware(
+                OpenTelemetryMiddleware,
+                tracer_provider=provider,
+                server_request_hook=without_query_string,
+            ),
+        )
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # For the server, which drains these when it shuts down (see gateway.shutdown).
     app.state.in_flight = in_flight

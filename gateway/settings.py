@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # `json`: one JSON object per record, for log shippers (gateway/logs.py).
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry traces over OTLP, configured by the OTEL_* variables (gateway/tracing.py).
+    tracing: bool = False
     # `production` turns introspection and GraphiQL off unless they are set on here.
     env: Literal["development", "production"] = "development"
     graphiql: bool | None = None

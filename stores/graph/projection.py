@@ -25,6 +25,7 @@ import neo4j
 from neo4j import AsyncManagedTransaction
 
 from stores import roundtrips
+from stores.graph import tracing
 from stores.graph.queries import translate_errors
 from stores.postgres.outbox import OutboxEvent
 
@@ -69,9 +70,10 @@ async def apply(graph: GraphStore, events: Sequence[OutboxEvent]) -> None:
     if not statements:
         return
     timeout = graph.query_timeout
-    async with graph.session() as session, translate_errors(timeout):
-        work = neo4j.unit_of_work(timeout=timeout)(_run_all)
-        await session.execute_write(work, statements)
+    with tracing.span("project", "; ".join(text for text, _ in statements)):
+        async with graph.session() as session, translate_errors(timeout):
+            work = neo4j.unit_of_work(timeout=timeout)(_run_all)
+            await session.execute_write(work, statements)
     roundtrips.record(_STORE, len(statements))
 
 
@@ -152,9 +154,10 @@ async def _fetch_all(
 async def _run_one(graph: GraphStore, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     timeout = graph.query_timeout
     roundtrips.record(_STORE)
-    async with graph.session() as session, translate_errors(timeout):
-        work = neo4j.unit_of_work(timeout=timeout)(_fetch_all)
-        return await session.execute_write(work, text, params)
+    with tracing.span("write", text):
+        async with graph.session() as session, translate_errors(timeout):
+            work = neo4j.unit_of_work(timeout=timeout)(_fetch_all)
+            return await session.execute_write(work, text, params)
 
 
 def _statements_for(events: Sequence[OutboxEvent]) -> list[tuple[str, list[Row]]]:

@@ -21,6 +21,7 @@ from neo4j.exceptions import ClientError, Neo4jError, TransientError
 
 from stores import roundtrips, slow
 from stores.errors import InvalidInput, StoreRefused, StoreTimeout, StoreUnavailable
+from stores.graph import tracing
 from stores.graph.records import (
     AgentDegree,
     AgentEdge,
@@ -117,9 +118,10 @@ async def _read(
     timeout = graph.query_timeout
     roundtrips.record(_STORE)
     started = time.perf_counter()
-    async with graph.session() as session, translate_errors(timeout):
-        work = neo4j.unit_of_work(timeout=timeout)(fetch)
-        result = await session.execute_read(work, text, params)
+    with tracing.span("read", text):
+        async with graph.session() as session, translate_errors(timeout):
+            work = neo4j.unit_of_work(timeout=timeout)(fetch)
+            result = await session.execute_read(work, text, params)
     slow.observe(_STORE, time.perf_counter() - started, text, threshold_s=graph.slow_query_s)
     return result
 
