@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from graphql import (
 )
 from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
+from strawberry.federation.schema import FederationAny
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
@@ -50,6 +53,21 @@ class QuietSchema(strawberry.federation.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         pass
+
+    async def entities_resolver(  # type: ignore[override]
+        self, info: Info, representations: list[FederationAny]
+    ) -> list[FederationAny]:
+        # Strawberry's takes `__typename` out of each representation, in place: on
+        # copies, a representation given as a variable stays as the client sent it.
+        copies = [FederationAny(dict(r)) for r in representations]  # type: ignore[call-overload]
+        references = super().entities_resolver(info, copies)
+        # Its items are coroutines: awaited together, one loader batch serves them all,
+        # and the list holds values (or errors, each reported at its index) by the end.
+        pending = [(i, item) for i, item in enumerate(references) if inspect.isawaitable(item)]
+        settled = await asyncio.gather(*(item for _, item in pending), return_exceptions=True)
+        for (i, _), value in zip(pending, settled, strict=True):
+            references[i] = FederationAny(value)
+        return references
 
 
 def build_schema(
