@@ -30,6 +30,7 @@ from gateway.parsing import ReportingParserCache
 from gateway.prometheus import GatewayMetrics, metrics_route, operations_extension
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
 from resolvers.context import Stores
 from resolvers.health import HealthMonitor
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             # First, so that it leaves last and sees every error's code.
             [
                 operations_extension(prometheus),
+                partial(SlowOperations, threshold_s=settings.slow_operation_s),
                 *schema_extensions(limits, introspection=settings.introspection_enabled),
             ]
         ),

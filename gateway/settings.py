@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     postgres_sslrootcert: str | None = None
     postgres_sslcert: str | None = None
     postgres_sslkey: str | None = None
+    # Statements and GraphQL operations that take this long are logged (name, duration;
+    # operations with their cost).
+    slow_statement_s: float = Field(default=1.0, gt=0)
+    slow_operation_s: float = Field(default=1.0, gt=0)
     # Bearer token a Prometheus scraper sends for /metrics; unset, /metrics is off (404).
     prometheus_token: SecretStr | None = None
     # Where `polygraph backup` and `restore` find pg_dump and pg_restore (unset: the
@@ -225,6 +229,7 @@ class Settings(BaseSettings):
             statement_timeout=self.postgres_statement_timeout_s,
             acquire_timeout=self.postgres_acquire_timeout_s,
             migration_lock_timeout=self.migration_lock_timeout_s,
+            slow_statement_s=self.slow_statement_s,
         )
 
     def postgres_tls(self) -> PostgresTLS:

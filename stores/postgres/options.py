@@ -59,8 +59,12 @@ class PostgresOptions:
     # Migrations run without a statement timeout; this bounds their waits for locks,
     # the migration lock another gateway holds included.
     migration_lock_timeout: float = 60.0
+    # A statement that takes this long is logged (its text, never its parameters).
+    slow_statement_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.slow_statement_s <= 0:
+            raise ValueError("slow_statement_s must be positive")
         if self.min_size < 0:
             raise ValueError("min_size must be 0 or more")
         if self.max_size < 1:

@@ -243,7 +243,19 @@ class PostgresStore:
         if not await register_vector_codec(conn, self._options.vector_format):
             self._vector_codec_missing = True
         # Every statement a request sends counts as one round trip (see stores.roundtrips).
-        conn.add_query_logger(_count_round_trip)
+        conn.add_query_logger(self._observe_statement)
+
+    def _observe_statement(self, logged: LoggedQuery) -> None:
+        if any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
+            return
+        roundtrips.record(NAME, seconds=logged.elapsed)
+        if logged.elapsed >= self._options.slow_statement_s:
+            # The text has placeholders ($1...), never the values a client sent.
+            logger.warning(
+                "slow PostgreSQL statement (%.3f s): %s",
+                logged.elapsed,
+                statement_name(logged.query),
+            )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -274,6 +286,7 @@ def _decode_jsonb(data: bytes) -> object:
 _INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config('jit'")
 
 
-def _count_round_trip(logged: LoggedQuery) -> None:
-    if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
-        roundtrips.record(NAME, seconds=logged.elapsed)
+def statement_name(query: str, *, limit: int = 160) -> str:
+    """A statement as a log line names it: its text on one line, cut at `limit`."""
+    text = " ".join(query.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
