@@ -11,13 +11,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.extensions import SchemaExtension
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
+from gateway.introspection import DisableIntrospection
 from gateway.limits import (
     BodyLimitMiddleware,
     ParseLimiter,
@@ -50,12 +51,14 @@ logger = logging.getLogger("polygraph")
 
 
 def schema_extensions(
-    limits: RequestLimits, *, introspection: bool = True
+    limits: RequestLimits, *, introspection: bool = True, slow_operation_s: float = 1.0
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave."""
     plans = PlanCache()
     return [
+        # Outermost: the whole operation counts.
+        partial(SlowOperations, threshold_s=slow_operation_s),
         ErrorCodes,
         *([] if introspection else [DisableIntrospection]),
         partial(ParseLimiter, limits=limits),
@@ -203,8 +206,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             # First, so that it leaves last and sees every error's code.
             [
                 operations_extension(prometheus),
-                partial(SlowOperations, threshold_s=settings.slow_operation_s),
-                *schema_extensions(limits, introspection=settings.introspection_enabled),
+                *schema_extensions(
+                    limits,
+                    introspection=settings.introspection_enabled,
+                    slow_operation_s=settings.slow_operation_s,
+                ),
             ]
         ),
         stores=stores,

@@ -66,10 +66,8 @@ class Settings(BaseSettings):
     postgres_sslrootcert: str | None = None
     postgres_sslcert: str | None = None
     postgres_sslkey: str | None = None
-    # Statements and GraphQL operations that take this long are logged (name, duration;
-    # operations with their cost).
+    # PostgreSQL statements that take this long are logged (their text, never values).
     slow_statement_s: float = Field(default=1.0, gt=0)
-    slow_operation_s: float = Field(default=1.0, gt=0)
     # Bearer token a Prometheus scraper sends for /metrics; unset, /metrics is off (404).
     prometheus_token: SecretStr | None = None
     # Where `polygraph backup` and `restore` find pg_dump and pg_restore (unset: the
@@ -114,6 +112,8 @@ class Settings(BaseSettings):
     max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
     max_cost: int = Field(default=DEFAULT_LIMITS.max_cost, ge=1)
     request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
+    # Queries and mutations slower than this are logged with their name and cost.
+    slow_operation_s: float = Field(default=1.0, gt=0)
     max_response_bytes: int = Field(default=DEFAULT_LIMITS.max_response_bytes, ge=1024)
     # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
     # half) to finish, and are cancelled after; the stores close in the rest.

@@ -1,5 +1,7 @@
-"""Logs GraphQL operations slower than a threshold, with their name and cost, so that
-an operator can find what to look at without logging every request."""
+"""Queries and mutations slower than `POLYGRAPH_SLOW_OPERATION_S` are logged at WARNING
+with their name, type, duration, estimated cost and request id, so that the expensive ones can
+be found without tracing every request. Subscriptions live long by design and are
+left out."""
 
 from __future__ import annotations
 
@@ -8,32 +10,37 @@ import time
 from collections.abc import Iterator
 
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 logger = logging.getLogger("polygraph.slow")
 
-# Operation names come from clients: a log line carries a bounded piece of one.
-_NAME_LIMIT = 64
-
 
 class SlowOperations(SchemaExtension):
+    """Pass a factory (`functools.partial(SlowOperations, threshold_s=...)`)."""
+
     def __init__(self, *, threshold_s: float) -> None:
+        super().__init__()
         self._threshold_s = threshold_s
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         yield
-        elapsed = time.perf_counter() - started
-        if elapsed < self._threshold_s:
+        elapsed_s = time.perf_counter() - started
+        if elapsed_s < self._threshold_s:
             return
         context = self.execution_context
-        name = (context.operation_name or "anonymous")[:_NAME_LIMIT]
+        try:
+            kind = context.operation_type
+        except RuntimeError:  # never parsed: nothing ran that could be slow
+            return
+        if kind is OperationType.SUBSCRIPTION:
+            return
         cost = getattr(context.context, "cost", None)
-        request_id = getattr(context.context, "request_id", "?")
         logger.warning(
-            "slow GraphQL operation %s (%.3f s, request %s): cost %s requested, %s actual",
-            name,
-            elapsed,
-            request_id,
-            cost.requested if cost is not None else "?",
-            cost.actual if cost is not None and cost.actual is not None else "?",
+            "slow %s %s: %.0f ms, estimated cost %s, request %s",
+            kind.value,
+            context.operation_name or "(anonymous)",
+            elapsed_s * 1000,
+            getattr(cost, "requested", None),
+            getattr(context.context, "request_id", "-"),
         )

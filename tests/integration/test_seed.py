@@ -15,11 +15,10 @@ from infra.local.profiles import Profile
 from stores import GraphStore
 
 
-async def _graph_agent_count(settings: Settings, ids: list[str]) -> int:
-    # By id: Neo4j is shared, and other seeded data may reuse a name.
+async def _graph_agent_count(settings: Settings, agent_ids: list[str]) -> int:
     async with GraphStore(settings.graph_options()) as graph, graph.session() as session:
         result = await session.run(
-            "MATCH (a:Agent) WHERE a.id IN $ids RETURN count(a) AS n", ids=ids
+            "MATCH (a:Agent) WHERE a.id IN $ids RETURN count(a) AS n", ids=agent_ids
         )
         record = await result.single(strict=True)
         count: int = record["n"]
@@ -81,9 +80,10 @@ async def _seeded(dsn: str) -> tuple[dict[str, int], list[str], int]:
         )
         assert row is not None
         counts = dict(row)
-        ids = [row["id"] for row in await conn.fetch("SELECT id::text AS id FROM agents")]
+        # By id: other seeded data in the shared Neo4j may reuse a name.
+        agent_ids = [row["id"] for row in await conn.fetch("SELECT id::text AS id FROM agents")]
         pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL")
-        return counts, ids, pending
+        return counts, agent_ids, pending
     finally:
         await conn.close()
 
