@@ -63,6 +63,8 @@ class PostgresOptions:
     slow_statement_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.slow_statement_s <= 0:
+            raise ValueError("slow_statement_s must be positive")
         if self.min_size < 0:
             raise ValueError("min_size must be 0 or more")
         if self.max_size < 1:

@@ -145,8 +145,26 @@ def database(profile: Profile, stack_up: None) -> Iterator[str]:
     asyncio.run(_admin(profile, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def forget_in_graph(settings: Settings) -> Iterator[list[UUID]]:
+    """Ids whose nodes leave Neo4j, shared by every test, when the test is done."""
+    ids: list[UUID] = []
+    yield ids
+
+    async def forget() -> None:
+        async with GraphStore(settings.graph_options()) as graph:
+            await projection.clear_projection(graph, subjects=[str(i) for i in ids])
+
+    if ids:
+        asyncio.run(forget())
+
+
 def test_backup_drop_everything_restore_and_find_it_all_again(
-    settings: Settings, profile: Profile, database: str, tmp_path: Path
+    settings: Settings,
+    profile: Profile,
+    database: str,
+    tmp_path: Path,
+    forget_in_graph: list[UUID],
 ) -> None:
     dsn = profile.postgres_dsn(database)
     own = settings.model_copy(update={"postgres_dsn": SecretStr(dsn)})
@@ -209,6 +227,7 @@ def test_backup_drop_everything_restore_and_find_it_all_again(
     asyncio.run(write_redis())
     tables_before = asyncio.run(_tables(dsn))
     ids = asyncio.run(_projected_ids(dsn))
+    forget_in_graph.extend(ids)
     graph_before = asyncio.run(_graph(own, ids))
     # Something in every kind of table the issue names, so that comparing is not vacuous.
     for table in (
@@ -283,6 +302,12 @@ def test_backup_drop_everything_restore_and_find_it_all_again(
     assert fields == {b"a": b"1", b"b": b"two"}
     assert 0 < ttl <= 3600
     assert forever == b"\x00\xffbinary"
+
+    async def forget_redis() -> None:
+        async with RedisStore(settings.redis_options()) as redis:
+            await redis.client.delete(redis_key, redis_key + b":forever")
+
+    asyncio.run(forget_redis())
 
 
 def test_a_damaged_or_missing_backup_is_refused(tmp_path: Path) -> None:
