@@ -7,7 +7,11 @@ theoretical arrival time (TAT): charging `cost` units moves the TAT forward by
 `cost * window / limit`, and a charge is refused when it would put the TAT more
 than `window` ahead of now. Times come from Redis's clock, so every gateway agrees.
 
-    ratelimit:<bucket>   the TAT in microseconds; expires once the bucket is full again
+    ratelimit:{rl}:<bucket>   the TAT in microseconds; expires once the bucket is full again
+
+One hash tag for every bucket: a script's keys must share a slot in Redis Cluster, and
+one call charges a caller's bucket and its address's together. Rate limits thus live on
+one shard of a cluster: one small script call per request.
 
 One call charges several buckets at once (a caller's bucket and the login bucket of
 its address): all of them or none.
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores import roundtrips
@@ -41,7 +45,7 @@ from stores.redis.store import RedisStore
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "ratelimit:"
+KEY_PREFIX = "ratelimit:{rl}:"
 
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
@@ -220,7 +224,7 @@ class RateLimitStore:
                 decision, aheads = await self._charge_in_redis(charges)
             except _UNAVAILABLE_ERRORS as exc:
                 self._enter_fallback(exc)
-            except RedisError as exc:
+            except (RedisError, RedisClusterException) as exc:
                 # Redis answered with an error (a bug, or a key of another type): count
                 # this call in memory rather than fail the request over its rate limit.
                 logger.error("redis refused a rate limit script: %s", exc)
