@@ -5,7 +5,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 POLYGRAPH := $(VENV)/bin/polygraph
 
-.PHONY: help install install-test install-bench lock graphiql timescale run test checks bench stack-down clean
+.PHONY: help install install-test install-bench lock graphiql timescale federation run test checks bench stack-down clean
 
 help:
 	@echo "make run    start the dev stack and serve the gateway on http://127.0.0.1:8000"
@@ -26,7 +26,7 @@ install: $(UV)
 
 install-test: $(UV)
 	@bash infra/local/system-packages.sh test
-	@$(MAKE) --no-print-directory $(VENV)/.installed graphiql timescale
+	@$(MAKE) --no-print-directory $(VENV)/.installed graphiql timescale federation
 
 install-bench: $(UV)
 	@bash infra/local/system-packages.sh bench
@@ -56,6 +56,12 @@ timescale: infra/timescale/node_modules/.package-lock.json
 
 infra/timescale/node_modules/.package-lock.json: infra/timescale/package-lock.json
 	npm ci --prefix infra/timescale --no-audit --no-fund --loglevel=error
+
+# Apollo's composition and gateway, for the federation test; no install scripts run.
+federation: infra/federation/node_modules/.package-lock.json
+
+infra/federation/node_modules/.package-lock.json: infra/federation/package-lock.json
+	npm ci --prefix infra/federation --ignore-scripts --no-audit --no-fund --loglevel=error
 
 run: install
 	$(POLYGRAPH) stack up --profile dev

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.extensions import SchemaExtension
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import health_routes, ingest
@@ -19,6 +19,7 @@ from gateway.auth import AuthenticationMiddleware
 from gateway.errors import ErrorCodes
 from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView, ReleaseLoaders
+from gateway.introspection import DisableIntrospection
 from gateway.limits import (
     BodyLimitMiddleware,
     ParseLimiter,
@@ -32,6 +33,7 @@ from gateway.persisted_documents import PersistedQueries
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
 from resolvers.context import Stores
 from resolvers.documents import PersistedDocuments
@@ -55,12 +57,14 @@ logger = logging.getLogger("polygraph")
 
 
 def schema_extensions(
-    limits: RequestLimits, *, introspection: bool = True
+    limits: RequestLimits, *, introspection: bool = True, slow_operation_s: float = 1.0
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave."""
     plans = PlanCache()
     return [
+        # Outermost: the whole operation counts.
+        partial(SlowOperations, threshold_s=slow_operation_s),
         ErrorCodes,
         *([] if introspection else [DisableIntrospection]),
         # Puts a persisted document's text in place before anything parses it.
@@ -100,8 +104,9 @@ def cors(origins: list[str], preflight_headers: list[str]) -> Middleware:
 
 
 async def migrate_reachable(stores: Stores) -> None:
-    """Apply pending Neo4j and metrics migrations if those stores answer; one that is
-    down is migrated on the next start (or by `polygraph migrate`)."""
+    """Apply pending Neo4j and metrics migrations if those stores answer. A Neo4j that
+    is down is migrated by the projector before it projects anything; metrics, on the
+    next start (or by `polygraph migrate`)."""
     try:
         applied = await stores.graph.migrate()
     except StoreUnavailable as exc:
@@ -218,7 +223,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     limits = settings.request_limits()
     graphiql = GraphiQL() if settings.graphiql_enabled else None
     graphql = GraphQLView(
-        build_schema(schema_extensions(limits, introspection=settings.introspection_enabled)),
+        build_schema(
+            schema_extensions(
+                limits,
+                introspection=settings.introspection_enabled,
+                slow_operation_s=settings.slow_operation_s,
+            )
+        ),
         stores=stores,
         limits=limits,
         csrf_required_headers=settings.csrf_required_headers if settings.csrf_prevention else None,

@@ -21,6 +21,7 @@ from schema.enums import (
     TaskOrder,
     TaskStatus,
 )
+from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
@@ -51,7 +52,7 @@ class Collaboration:
     agent: Agent | None
 
 
-@strawberry.type(description="An autonomous worker on the platform.")
+@strawberry.type(description="An autonomous worker on the platform.", directives=[ENTITY_KEY])
 class Agent(relay.Node):
     id: relay.NodeID[str]
     _id: relay.GlobalID = node_id_field()
@@ -106,6 +107,10 @@ class Agent(relay.Node):
             agent_id: cls.from_record(agent) if agent else None
             for agent_id, agent in zip(ids, found, strict=True)
         }
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: str) -> Agent | None:
+        return await entity_by_reference(cls, info, id)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

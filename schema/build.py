@@ -38,10 +38,11 @@ Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 SDL_PATH = Path(__file__).with_name("schema.graphql")
 
 
-class QuietSchema(strawberry.Schema):
-    """Strawberry logs every error at ERROR with a traceback, expected ones included (a
-    bad cursor, a missing sign-in). Errors are logged where they get their code
-    instead (`gateway.errors.ErrorCodes`), at the level each deserves."""
+class QuietSchema(strawberry.federation.Schema):
+    """A federation v2 subgraph schema (schema/federation.py) that leaves logging to the
+    gateway: Strawberry logs every error at ERROR with a traceback, expected ones
+    included (a bad cursor, a missing sign-in). Errors are logged where they get their
+    code instead (`gateway.errors.ErrorCodes`), at the level each deserves."""
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

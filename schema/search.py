@@ -16,6 +16,7 @@ from strawberry import relay
 from resolvers import search as resolve
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
+from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.memories import SearchMode, pick_mode
 from schema.relay import decode_id, encode_id, node_id_field, nodes_by_ids
 from stores.search import records
@@ -46,7 +47,7 @@ class KnowledgeLink:
         return await Knowledge.load(info, self.item_id)
 
 
-@strawberry.type(description="A piece of knowledge an agent discovered.")
+@strawberry.type(description="A piece of knowledge an agent discovered.", directives=[ENTITY_KEY])
 class Knowledge(relay.Node):
     id: relay.NodeID[str]
     _id: relay.GlobalID = node_id_field()
@@ -84,6 +85,10 @@ class Knowledge(relay.Node):
             return None
         found = await info.context.loaders.knowledge_by_id.load(item_id)
         return cls.from_record(found) if found else None
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: str) -> Knowledge | None:
+        return await entity_by_reference(cls, info, id)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -12,6 +12,7 @@ from strawberry import relay
 
 from resolvers.context import RequestContext
 from schema.enums import TASK_STATUS, TaskStatus
+from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
@@ -42,7 +43,7 @@ class TaskEvent:
         )
 
 
-@strawberry.type(description="A unit of work, assigned to an agent.")
+@strawberry.type(description="A unit of work, assigned to an agent.", directives=[ENTITY_KEY])
 class Task(relay.Node):
     id: relay.NodeID[str]
     _id: relay.GlobalID = node_id_field()
@@ -94,6 +95,10 @@ class Task(relay.Node):
     async def load_many(cls, info: Info, task_ids: Iterable[UUID]) -> list[Task]:
         found = await info.context.loaders.task_by_id.load_many(list(task_ids))
         return [cls.from_record(task) for task in found if task is not None]
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: str) -> Task | None:
+        return await entity_by_reference(cls, info, id)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

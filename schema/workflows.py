@@ -11,6 +11,7 @@ from strawberry import relay
 
 from resolvers.context import RequestContext
 from schema.enums import WORKFLOW_STATUS, WorkflowStatus
+from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.scalars import JSON
 from stores.postgres import records
@@ -18,7 +19,9 @@ from stores.postgres import records
 Info = strawberry.Info[RequestContext, None]
 
 
-@strawberry.type(description="A set of steps and the edges that order them.")
+@strawberry.type(
+    description="A set of steps and the edges that order them.", directives=[ENTITY_KEY]
+)
 class Workflow(relay.Node):
     id: relay.NodeID[str]
     _id: relay.GlobalID = node_id_field()
@@ -52,6 +55,10 @@ class Workflow(relay.Node):
             return None
         found = await info.context.loaders.workflow_by_id.load(workflow_id)
         return cls.from_record(found) if found else None
+
+    @classmethod
+    async def resolve_reference(cls, info: Info, id: str) -> Workflow | None:
+        return await entity_by_reference(cls, info, id)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

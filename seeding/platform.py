@@ -444,10 +444,11 @@ async def seed_metrics(
     seed_value: int = 42,
     agent_ids: Sequence[UUID] | None = None,
     progress: Progress | None = None,
+    end: datetime | None = None,
 ) -> MetricsSeedReport:
     """Register the demo metric names and write `days` of points for every agent (or
-    `agent_ids`), ending at the current minute, with COPY; then bring the rollups up to
-    date. Re-running skips the points already there."""
+    `agent_ids`), ending at `end` (by default the current minute), with COPY; then bring
+    the rollups up to date. Re-running with the same end skips the points already there."""
     report = progress or (lambda stage, done, total: None)
     if timedelta(days=days) >= metrics.options.retention:
         raise InvalidInput("metrics-days", "must be shorter than the metrics retention period")
@@ -455,7 +456,8 @@ async def seed_metrics(
         await metric_names.register(postgres, name, unit=unit, description=description)
     if agent_ids is None:
         agent_ids = await bulk.agent_ids(postgres)
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    if end is None:
+        end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
     total = int((end - start) / step) * len(agent_ids) * len(METRIC_SERIES)
     started = time.perf_counter()

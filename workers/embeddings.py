@@ -76,6 +76,9 @@ async def fill_pending(
     return FillReport(knowledge=counts[0], memories=counts[1])
 
 
+REEMBED_JOB = "reembed"
+
+
 async def reembed(
     search: SearchStore,
     embedder: Embedder,
@@ -88,10 +91,13 @@ async def reembed(
     is asked for: all vectors recomputed, indexes rebuilt with the current HNSW
     settings), then fill every pending vector. Interrupted, it resumes where it
     stopped when run again. Returns whether the space was moved, and the counts."""
-    moved = await move_space(
-        search, EmbeddingSpace(embedder.model, embedder.dimension), reindex=everything
-    )
-    return moved, await fill_pending(search, embedder, batch_size=batch_size, progress=progress)
+    # Two at once would both rebuild the indexes and embed the same rows.
+    async with search.postgres.exclusive_job(REEMBED_JOB):
+        moved = await move_space(
+            search, EmbeddingSpace(embedder.model, embedder.dimension), reindex=everything
+        )
+        filled = await fill_pending(search, embedder, batch_size=batch_size, progress=progress)
+    return moved, filled
 
 
 class EmbeddingFiller(BackgroundLoop):

@@ -49,6 +49,9 @@ class RebuildReport:
     knowledge_links: int = 0
 
 
+REBUILD_JOB = "graph rebuild"
+
+
 async def rebuild(
     postgres: PostgresStore,
     graph: GraphStore,
@@ -67,9 +70,29 @@ async def rebuild(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    # Two at once would each prune what the other has not exported yet.
+    async with postgres.exclusive_job(REBUILD_JOB):
+        return await _rebuild(
+            postgres,
+            graph,
+            say=progress or _silent,
+            batch_size=batch_size,
+            lock_timeout_s=lock_timeout_s,
+            prune_only=prune_only,
+        )
+
+
+async def _rebuild(
+    postgres: PostgresStore,
+    graph: GraphStore,
+    *,
+    say: Progress,
+    batch_size: int,
+    lock_timeout_s: float,
+    prune_only: Collection[UUID] | None,
+) -> RebuildReport:
     started = time.perf_counter()
     report = _Counts()
-    say = progress or _silent
     horizon = await source.outbox_horizon(postgres, lock_timeout_s)
     async with source.snapshot(postgres) as snapshot:
         for table in _TABLES:

@@ -83,6 +83,9 @@ class Projector(BackgroundLoop):
         # Probe Neo4j before the first claim: against a server that is down, a
         # write transaction would hold its rows through the driver's 30 s of retries.
         self._probe_graph = True
+        # Its constraints keep MERGE from duplicating nodes: a Neo4j that was down
+        # when the gateway started is migrated before anything is projected into it.
+        self._graph_migrated = False
 
     async def run_once(self) -> int:
         """Claim, apply and mark one batch; returns how many rows it applied."""
@@ -171,6 +174,11 @@ class Projector(BackgroundLoop):
         if self._probe_graph and not await self._graph_answers():
             raise StoreUnavailable(_NEO4J, "did not answer a probe")
         self._probe_graph = False
+        if not self._graph_migrated:
+            migrations = await self._graph.migrate()
+            if migrations:
+                logger.info("GraphStore: applied migrations %s", ", ".join(migrations))
+            self._graph_migrated = True
         applied = await self.run_once()
         self._recovered()
         if applied < self._batch_size:

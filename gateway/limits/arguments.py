@@ -1,8 +1,9 @@
 """One rule for every list argument, checked after validation and before execution.
 
 - `first` and `last`, wherever they appear: between 0 and `MAX_PAGE_SIZE`.
-- A list of ids (`nodes(ids:)`, `metricSeries(agents:)`, filters' `agentIds`): at
-  most `MAX_PAGE_SIZE` items, since each is an object to fetch.
+- A list of ids (`nodes(ids:)`, `metricSeries(agents:)`, filters' `agentIds`) or of
+  entity representations (`_entities`): at most `MAX_PAGE_SIZE` items, since each is
+  an object to fetch.
 - Any other list, at any depth of an input: at most `max_list_length` items.
 
 Literal arguments are checked once per document (`ArgumentRules.of`); arguments
@@ -45,6 +46,8 @@ from resolvers.errors import ErrorCode
 from stores.postgres.pagination import MAX_PAGE_SIZE
 
 PAGE_ARGUMENTS = frozenset({"first", "last"})
+# Federation's `_entities(representations: [_Any!]!)`: each one an object to fetch.
+ENTITY_REPRESENTATION = "_Any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +160,11 @@ def _page_size_error(coordinate: str, argument: str, size: int) -> GraphQLError 
 def _list_error(
     where: _Where, length: int, item_type: GraphQLNamedType, max_length: int
 ) -> GraphQLError | None:
-    limit = MAX_PAGE_SIZE if item_type is GraphQLID else max_length
+    fetched = item_type is GraphQLID or item_type.name == ENTITY_REPRESENTATION
+    limit = MAX_PAGE_SIZE if fetched else max_length
     if length <= limit:
         return None
-    kind = "ids" if item_type is GraphQLID else "items"
+    kind = "items" if not fetched else "ids" if item_type is GraphQLID else "representations"
     return refusal(f"{where.label} takes at most {limit} {kind}; got {length}.", field=where.field)
 
 

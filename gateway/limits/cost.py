@@ -88,6 +88,7 @@ LIST_SIZES: Mapping[str, int] = {
 # Lists as long as the product of these arguments' lengths.
 SIZE_ARGUMENTS: Mapping[str, tuple[str, ...]] = {
     "Query.nodes": ("ids",),
+    "Query._entities": ("representations",),
     "Query.metricSeries": ("agents", "names"),
 }
 _PAGE_ARGUMENTS = ("first", "last")

@@ -36,6 +36,7 @@ from graphql import (
     FragmentDefinitionNode,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
     get_operation_ast,
 )
 from strawberry.extensions import MaxTokensLimiter, SchemaExtension
@@ -227,7 +228,7 @@ class RequestLimiter(SchemaExtension):
         assert document is not None
         if context.query is None:
             return self._make_plan(context.schema._schema, document, context)
-        key = (context.query, context.operation_name, tuple(context.validation_rules))
+        key = (context.query, _requested_operation(context), tuple(context.validation_rules))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._make_plan(context.schema._schema, document, context)
@@ -243,7 +244,19 @@ class RequestLimiter(SchemaExtension):
         errors = validate_document(schema, document, context.validation_rules)
         if errors:
             return DocumentPlan(tuple(errors))
-        operation = get_operation_ast(document, context.operation_name)
+        requested = _requested_operation(context)
+        if requested is None and _operation_count(document) > 1:
+            # As the spec asks; Strawberry would run the first one.
+            return DocumentPlan(
+                (
+                    GraphQLError(
+                        "The document has several operations: name the one to run in"
+                        " `operationName`.",
+                        extensions={"code": ErrorCode.BAD_REQUEST.value},
+                    ),
+                )
+            )
+        operation = get_operation_ast(document, requested)
         if operation is None:
             return DocumentPlan(())
         fragments = {
@@ -255,6 +268,16 @@ class RequestLimiter(SchemaExtension):
             schema, operation, fragments, max_list_length=self._limits.max_list_length
         )
         return DocumentPlan((), arguments, CostPlan.of(schema, operation, fragments))
+
+
+def _requested_operation(context: ExecutionContext) -> str | None:
+    # `operation_name` falls back to the first operation's name; the client's own is here.
+    name: str | None = getattr(context, "_provided_operation_name", None)
+    return name
+
+
+def _operation_count(document: DocumentNode) -> int:
+    return sum(isinstance(node, OperationDefinitionNode) for node in document.definitions)
 
 
 def _set_cost(context: ExecutionContext, cost: OperationCost) -> None:

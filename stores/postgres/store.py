@@ -19,6 +19,7 @@ from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
 from stores.errors import StoreError, StoreUnavailable
 from stores.health import ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
+from stores.postgres.advisory import exclusive_job
 from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
@@ -127,6 +128,13 @@ class PostgresStore:
             self._vector_codec_missing = False
             await self._pool.expire_connections()
         return applied
+
+    @asynccontextmanager
+    async def exclusive_job(self, job: str) -> AsyncIterator[None]:
+        """Run the block as the only `job` on this database, whichever process asks
+        (stores/postgres/advisory.py); raises `JobAlreadyRunning` naming the holder."""
+        async with self._own_connection(f"polygraph {job}") as conn, exclusive_job(conn, job):
+            yield
 
     async def check_schema(self) -> None:
         """Raise `SchemaOutdated` unless every migration of this code is applied."""

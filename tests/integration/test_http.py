@@ -66,6 +66,20 @@ def test_invalid_document_gets_400_and_a_code(client: TestClient) -> None:
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
 
+def test_several_operations_need_an_operation_name(client: TestClient) -> None:
+    document = "query A { __typename } query B { health { status } }"
+    response = client.post("/graphql", json={"query": document})
+    assert response.status_code == 400
+    body = response.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert "operationName" in body["errors"][0]["message"]
+
+    named = client.post("/graphql", json={"query": document, "operationName": "B"})
+    assert named.status_code == 200
+    assert list(named.json()["data"]) == ["health"]
+
+
 def test_request_id_is_echoed(client: TestClient) -> None:
     response = client.post(
         "/graphql", json={"query": "{ health { status } }"}, headers={"x-request-id": "abc-123"}

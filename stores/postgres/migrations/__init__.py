@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 
 from stores.errors import StoreRefused
+from stores.postgres.advisory import lock_holder
 
 MIGRATIONS_DIR = Path(__file__).parent
 # Any constant works as long as nothing else in the database takes the same lock.
@@ -96,7 +97,7 @@ async def apply_migrations(
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
     except asyncpg.LockNotAvailableError as exc:
-        holder = await _lock_holder(conn)
+        holder = await lock_holder(conn, _ADVISORY_LOCK_KEY)
         raise MigrationLockTimeout(
             f"waited {lock_timeout:g} s for the migration lock, held by {holder}"
         ) from exc
@@ -132,21 +133,3 @@ async def apply_migrations(
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
     return applied_now
-
-
-async def _lock_holder(conn: asyncpg.Connection) -> str:
-    # A bigint advisory key is kept as two 32-bit halves.
-    row = await conn.fetchrow(
-        "SELECT a.pid, a.application_name, host(a.client_addr) AS client,"
-        " round(extract(epoch FROM now() - a.backend_start)) AS seconds"
-        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-        " AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
-        _ADVISORY_LOCK_KEY >> 32,
-        _ADVISORY_LOCK_KEY & 0xFFFFFFFF,
-    )
-    if row is None:
-        return "a session that has let it go since"
-    application = row["application_name"] or "no application name"
-    where = f" from {row['client']}" if row["client"] else ""
-    return f"server process {row['pid']} ({application}{where}, connected {row['seconds']} s ago)"

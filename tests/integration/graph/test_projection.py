@@ -483,3 +483,38 @@ async def test_the_projector_resumes_as_soon_as_neo4j_answers_again(
             finally:
                 await projector.stop()
     assert await agent_node(graph, agent_id) is not None
+
+
+class _CountingMigrations(GraphStore):
+    """A real store that remembers each migration run that got through."""
+
+    migrated = 0
+
+    async def migrate(self) -> list[str]:
+        applied = await super().migrate()
+        self.migrated += 1
+        return applied
+
+
+async def test_a_neo4j_down_at_start_is_migrated_before_anything_is_projected_into_it(
+    pg: PostgresStore, graph: GraphStore, settings: Settings, seed: Seed
+) -> None:
+    await drain(Projector(pg, graph))
+    options = settings.graph_options()
+    async with Gate("127.0.0.1", int(options.uri.rsplit(":", 1)[1])) as gate:
+        gate.close()
+        gated = replace(options, uri=f"bolt://127.0.0.1:{gate.port}", connect_timeout=1.0)
+        counting = _CountingMigrations(gated)
+        async with counting as through_gate:
+            projector = Projector(pg, through_gate, min_backoff_s=600, idle_poll_s=0.05)
+            await projector.start()
+            try:
+                agent_id, oid = await seed.agent()
+                await until(lambda: projector.graph_unavailable)
+                assert counting.migrated == 0
+                gate.open()
+                assert await projector.wait_for(oid, timeout=60)
+                assert counting.migrated == 1
+            finally:
+                await projector.stop()
+    assert await agent_node(graph, agent_id) is not None

@@ -22,18 +22,24 @@ async def test_seed_writes_series_and_rollups_and_is_idempotent(
     await postgres.migrate()
     agents = [uuid.uuid4(), uuid.uuid4()]
     stages: list[str] = []
+    # One end for both runs: a minute turning between them would shift the second.
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
     report = await seed_metrics(
-        postgres, metrics, days=0.1, agent_ids=agents, progress=lambda s, d, t: stages.append(s)
+        postgres,
+        metrics,
+        days=0.1,
+        agent_ids=agents,
+        progress=lambda s, d, t: stages.append(s),
+        end=end,
     )
     assert report.points == report.inserted == 2 * len(METRIC_SERIES) * 144
     assert {"metric points", "metric rollups"} <= set(stages)
     registered = await metric_names.by_names(postgres, [name for name, *_ in METRIC_SERIES])
     assert registered["tokens"].unit == "tokens"
 
-    again = await seed_metrics(postgres, metrics, days=0.1, agent_ids=agents)
+    again = await seed_metrics(postgres, metrics, days=0.1, agent_ids=agents, end=end)
     assert again.inserted == 0
 
-    end = datetime.now(UTC)
     window = Window.of(end - timedelta(hours=3), end, timedelta(hours=1))
     names = [name for name, *_ in METRIC_SERIES]
     rolled = await metrics.series(agents, names, window, Aggregate.COUNT)
@@ -87,7 +93,8 @@ async def test_rollups_written_with_the_points_equal_raw_aggregation(
     folding insert, and a rerun over a wider range that meets the stored points."""
     await postgres.migrate()
     agents = [uuid.uuid4(), uuid.uuid4()]
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    end = now - timedelta(hours=1)
     start = end - timedelta(hours=3)
     rng = np.random.default_rng(7)
     # 7-second steps do not divide a minute; 500-point batches cut anywhere.
@@ -100,9 +107,9 @@ async def test_rollups_written_with_the_points_equal_raw_aggregation(
     assert (await metrics.record([late])).inserted == 1
     assert await _rollups_match_raw(metrics, agents) > 0
 
-    wider = await seed_metrics(postgres, metrics, days=5 / 24, agent_ids=agents)
+    wider = await seed_metrics(postgres, metrics, days=5 / 24, agent_ids=agents, end=now)
     assert 0 < wider.inserted < wider.points
     assert await _rollups_match_raw(metrics, agents) > 0
-    again = await seed_metrics(postgres, metrics, days=5 / 24, agent_ids=agents)
+    again = await seed_metrics(postgres, metrics, days=5 / 24, agent_ids=agents, end=now)
     assert again.inserted == 0
     assert await _rollups_match_raw(metrics, agents) > 0
