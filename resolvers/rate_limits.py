@@ -207,13 +207,6 @@ class RateLimits:
         key = f"login:{client_bucket_key(address)}"
         return Bucket(LOGIN_POLICY, key, self._policy.login, self._policy.window_s)
 
-    def known_refusal(self, principal: Principal, address: str | None) -> Outcome | None:
-        """A refusal if this process knows the caller's bucket to lack even one point;
-        no round trip."""
-        bucket = self.caller_bucket(principal, address)
-        decision = self._store.known_refusal(Charge(bucket.key, bucket.limit, bucket.window_s, 1))
-        return Outcome(decision, (bucket,)) if decision is not None else None
-
     def known_sign_in_refusal(self, address: str | None) -> Outcome | None:
         """A refusal if `address` is known here to have no login attempts left."""
         bucket = self.login_bucket(address)
@@ -226,19 +219,27 @@ class RateLimits:
         await self._store.charge([Charge(bucket.key, bucket.limit, bucket.window_s, 1)])
 
     async def charge(
-        self, principal: Principal, address: str | None, *, cost: int, logins: int = 0
+        self,
+        principal: Principal,
+        address: str | None,
+        *,
+        cost: int,
+        logins: int = 0,
+        prepaid: int = 0,
     ) -> Outcome:
         """Charge `cost` points to the caller and `logins` attempts to its address's login
-        bucket: both or neither. A zero charge leaves its bucket out."""
-        wanted: list[tuple[Bucket, int]] = []
+        bucket: both or neither. A zero charge leaves its bucket out. `prepaid` points of
+        the same request were charged already: a request whose whole cost exceeds the
+        quota is told it can never run, not to wait."""
+        wanted: list[tuple[Bucket, int, int]] = []
         if cost > 0:
-            wanted.append((self.caller_bucket(principal, address), cost))
+            wanted.append((self.caller_bucket(principal, address), cost, cost + prepaid))
         if logins > 0:
-            wanted.append((self.login_bucket(address), logins))
-        charges = [Charge(b.key, b.limit, b.window_s, units) for b, units in wanted]
+            wanted.append((self.login_bucket(address), logins, logins))
+        charges = [Charge(b.key, b.limit, b.window_s, units) for b, units, _ in wanted]
         decision = await self._store.charge(charges)
-        oversized = tuple((b, units) for b, units in wanted if units > b.limit)
-        return Outcome(decision, tuple(b for b, _ in wanted), oversized)
+        oversized = tuple((b, whole) for b, _, whole in wanted if whole > b.limit)
+        return Outcome(decision, tuple(b for b, _, _ in wanted), oversized)
 
 
 class SignInRefused(ClientError):

@@ -1,11 +1,12 @@
 """Charges an operation's cost to its caller just before it executes.
 
-The cost is `RequestContext.cost.requested` (the static cost model's estimate, set
-by `gateway.limits.RequestLimiter` once the operation passed validation and every
-request limit; at least one point), and one login attempt per `login` field. Over
-HTTP this is the request's one charge (the middleware charges a point instead when
-nothing executes); over a WebSocket each operation, subscriptions included, is
-charged when it starts. A refused operation does not execute: HTTP answers 429 with
+The cost is the request's own points (`RateLimitPolicy.request`) plus
+`RequestContext.cost.requested` (the static cost model's estimate, set by
+`gateway.limits.RequestLimiter` once the operation passed validation and every
+request limit), at least 1, and one login attempt per `login` field. Over HTTP the
+middleware charged the request's points before reading it; this charges the rest.
+Over a WebSocket each operation, subscriptions included, is charged here in full
+when it starts. A refused operation does not execute: HTTP answers 429 with
 `Retry-After` (gateway.errors maps the RATE_LIMITED error), a subscription gets a
 RATE_LIMITED error and completes.
 
@@ -46,7 +47,9 @@ class RateLimiting(SchemaExtension):
             yield
             return
         usage = usage_of(context.connection.scope)
-        cost = limits.request_cost(requested_cost(context))
+        # Over HTTP the middleware charged the request's own points already.
+        prepaid = limits.request_cost() if usage is not None else 0
+        cost = max(limits.request_cost(requested_cost(context)) - prepaid, 0)
         operation_type = execution.operation_type
         logins = 0
         if operation_type is OperationType.MUTATION and execution.graphql_document is not None:
@@ -56,7 +59,11 @@ class RateLimiting(SchemaExtension):
         if cost or logins:
             client = context.connection.client
             outcome = await limits.charge(
-                context.principal, client.host if client else None, cost=cost, logins=logins
+                context.principal,
+                client.host if client else None,
+                cost=cost,
+                logins=logins,
+                prepaid=prepaid,
             )
             if usage is not None:
                 usage.record(outcome)

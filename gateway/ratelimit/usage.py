@@ -19,18 +19,15 @@ STATE_KEY = "rate_limit"
 class Usage:
     """The buckets a request was charged to, kept in `scope["state"]` while it runs."""
 
-    __slots__ = ("_buckets", "charged", "message", "refused", "retry_after_s")
+    __slots__ = ("_buckets", "message", "refused", "retry_after_s")
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[Bucket, BucketState]] = {}
-        # Whether a charge was decided (made or refused) for this request.
-        self.charged = False
         self.refused = False
         self.retry_after_s = 0
         self.message = ""
 
     def record(self, outcome: Outcome) -> None:
-        self.charged = True
         for bucket, state in outcome.states():
             self._buckets[bucket.policy] = (bucket, state)
         if not outcome.allowed:

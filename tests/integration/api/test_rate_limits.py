@@ -96,15 +96,15 @@ def test_every_response_says_its_quota_and_what_is_left(gql: GraphQL, operator: 
     assert broken.headers["ratelimit-policy"] == policy
 
 
-def test_each_request_is_charged_once_in_one_redis_round_trip(
+def test_a_request_is_charged_before_it_is_read_and_its_operation_before_it_runs(
     gql: GraphQL, operator: Caller
 ) -> None:
-    # Executed: charged its cost just before it runs; refused before execution (here a
-    # syntax error): one point as the answer starts. Either way one script call.
-    for query, status in (("{ __typename }", 200), ("{ __typename", 400)):
+    # Executed: the request's points, then its operation's cost, one script call each;
+    # refused before execution (here a syntax error): the request's points alone.
+    for query, status, trips in (("{ __typename }", 200, 2), ("{ __typename", 400, 1)):
         response = _post(gql.client, query, operator)
         assert response.status_code == status
-        assert parse_round_trips(response.headers["x-round-trips"])["redis"] == 1
+        assert parse_round_trips(response.headers["x-round-trips"])["redis"] == trips
         assert response.headers["ratelimit-policy"].startswith('"operator"')
 
 
@@ -254,8 +254,8 @@ def test_an_operation_dearer_than_the_whole_quota_is_refused_for_good(
         # Waiting would not help: no Retry-After.
         assert "retry-after" not in refused.headers
         assert "retryAfter" not in refused.json()["errors"][0]["extensions"]
-        # Nothing was taken from the bucket.
-        assert _remaining(refused, "viewer") == cost - 1
+        # Only the request's own point was taken.
+        assert _remaining(refused, "viewer") == cost - 2
 
 
 def test_two_gateways_on_one_redis_share_the_buckets(settings: Settings, viewer: Caller) -> None:
