@@ -15,10 +15,10 @@ from infra.local.profiles import Profile
 from stores import GraphStore
 
 
-async def _graph_agent_count(settings: Settings, names: list[str]) -> int:
+async def _graph_agent_count(settings: Settings, agent_ids: list[str]) -> int:
     async with GraphStore(settings.graph_options()) as graph, graph.session() as session:
         result = await session.run(
-            "MATCH (a:Agent) WHERE a.name IN $names RETURN count(a) AS n", names=names
+            "MATCH (a:Agent) WHERE a.id IN $ids RETURN count(a) AS n", ids=agent_ids
         )
         record = await result.single(strict=True)
         count: int = record["n"]
@@ -80,9 +80,10 @@ async def _seeded(dsn: str) -> tuple[dict[str, int], list[str], int]:
         )
         assert row is not None
         counts = dict(row)
-        names = [row["name"] for row in await conn.fetch("SELECT name FROM agents")]
+        # By id: other seeded data in the shared Neo4j may reuse a name.
+        agent_ids = [row["id"] for row in await conn.fetch("SELECT id::text AS id FROM agents")]
         pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL")
-        return counts, names, pending
+        return counts, agent_ids, pending
     finally:
         await conn.close()
 
@@ -103,11 +104,11 @@ def test_seed_loads_rows_and_projects_them(settings: Settings, profile: Profile)
         first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stderr
         assert "30 agents" in first.stdout and "rows/s" in first.stdout
-        counts, names, pending = asyncio.run(_seeded(profile.postgres_dsn(database)))
+        counts, agent_ids, pending = asyncio.run(_seeded(profile.postgres_dsn(database)))
         assert counts["agents"] == 30 and counts["tasks"] == 120
         assert counts["events"] == 120
         assert pending == 0
-        assert asyncio.run(_graph_agent_count(settings, names)) == 30
+        assert asyncio.run(_graph_agent_count(settings, agent_ids)) == 30
         # Knowledge items too, without a `graph rebuild`.
         knowledge = asyncio.run(_knowledge_ids(profile.postgres_dsn(database)))
         assert len(knowledge) == 90
