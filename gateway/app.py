@@ -30,6 +30,7 @@ from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
 from gateway.parsing import ReportingParserCache
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
 from resolvers.context import Stores
 from resolvers.health import HealthMonitor
@@ -49,12 +50,14 @@ logger = logging.getLogger("polygraph")
 
 
 def schema_extensions(
-    limits: RequestLimits, *, introspection: bool = True
+    limits: RequestLimits, *, introspection: bool = True, slow_operation_s: float = 1.0
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave."""
     plans = PlanCache()
     return [
+        # Outermost: the whole operation counts.
+        partial(SlowOperations, threshold_s=slow_operation_s),
         ErrorCodes,
         *([] if introspection else [DisableIntrospection]),
         partial(ParseLimiter, limits=limits),
@@ -195,7 +198,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     limits = settings.request_limits()
     graphiql = GraphiQL() if settings.graphiql_enabled else None
     graphql = GraphQLView(
-        build_schema(schema_extensions(limits, introspection=settings.introspection_enabled)),
+        build_schema(
+            schema_extensions(
+                limits,
+                introspection=settings.introspection_enabled,
+                slow_operation_s=settings.slow_operation_s,
+            )
+        ),
         stores=stores,
         limits=limits,
         csrf_required_headers=settings.csrf_required_headers if settings.csrf_prevention else None,

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
     max_cost: int = Field(default=DEFAULT_LIMITS.max_cost, ge=1)
     request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
+    # Queries and mutations slower than this are logged with their name and cost.
+    slow_operation_s: float = Field(default=1.0, gt=0)
     max_response_bytes: int = Field(default=DEFAULT_LIMITS.max_response_bytes, ge=1024)
     # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
     # half) to finish, and are cancelled after; the stores close in the rest.
