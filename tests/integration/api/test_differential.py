@@ -210,6 +210,17 @@ def test_spec_areas_answer_alike(world: World, gql: GraphQL, name: str) -> None:
 _SCHEMA = build_schema()._schema
 
 
+def _representation(typename: str, id: str) -> graphql.ObjectValueNode:
+    return graphql.ObjectValueNode(
+        fields=(
+            graphql.ObjectFieldNode(
+                name=graphql.NameNode(value="__typename"), value=_string(typename)
+            ),
+            graphql.ObjectFieldNode(name=graphql.NameNode(value="id"), value=_string(id)),
+        )
+    )
+
+
 def _string(value: str) -> graphql.StringValueNode:
     return graphql.StringValueNode(value=value)
 
@@ -228,6 +239,10 @@ def generated(world: World) -> st.SearchStrategy[str]:
                 ["2026-01-01T00:00:00+00:00", "2030-06-30T12:00:00Z", "yesterday"]
             ).map(_string),
             "JSON": st.sampled_from([_string("x"), graphql.IntValueNode(value="1")]),
+            # Federation's entity references: `{__typename, id}` objects.
+            "_Any": st.tuples(
+                st.sampled_from(["Agent", "Task", "Workflow"]), st.sampled_from(ids)
+            ).map(lambda reference: _representation(*reference)),
         },
         allow_x00=False,
     )
