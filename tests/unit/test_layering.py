@@ -1,12 +1,13 @@
 """Imports go one way. `schema/` reaches the stores only through `resolvers/`: from
 `stores/` it may name record, input, enum and error types, nothing that talks to a
 server. `workers/` run beside requests and use `stores/` alone. `stores/` know nothing
-of the layers above them."""
+of the layers above them, and SQL and Cypher are written nowhere else."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,16 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "resolvers": frozenset({"gateway", "schema", "seeding", "bench"}),
     "schema": frozenset({"gateway", "workers", "seeding", "bench"}),
 }
+
+# A statement as a string literal: a leading SQL or Cypher verb, then the clause that
+# makes it a statement rather than prose ("Select the agent from ...").
+STATEMENT = re.compile(
+    r"^\s*(SELECT\b.*\bFROM|INSERT\s+INTO|UPDATE\b.*\bSET|DELETE\s+FROM|WITH\b.*\bAS\s*\("
+    r"|MATCH\s*\(|MERGE\s*\(|UNWIND\b.*\bAS|CREATE\s+(TABLE|INDEX|CONSTRAINT))",
+    re.DOTALL,
+)
+# Layers above the stores and beside them: none of them speaks a store's language.
+STATEMENT_FREE = ("gateway", "resolvers", "schema", "workers", "seeding")
 
 # Modules of `stores` that hold only records, inputs, enums and errors: schema/ may
 # import anything from these.
@@ -156,3 +167,34 @@ def test_the_checks_see_a_violation() -> None:
     (found,) = imports_of(path, tree)
     assert not _schema_may_import(found)
     assert [node.attr for node in stores_bundle_uses(tree)] == ["postgres"]
+
+
+def statements_in(tree: ast.Module) -> Iterator[ast.Constant]:
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and STATEMENT.match(node.value)
+        ):
+            yield node
+
+
+def test_sql_and_cypher_live_only_in_stores() -> None:
+    wrong = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {str(node.value).split()[0]} ..."
+        for package in STATEMENT_FREE
+        for path, tree in _parsed(package)
+        for node in statements_in(tree)
+    ]
+    assert wrong == [], "move the statement into stores/"
+
+
+def test_the_statement_check_sees_sql_and_cypher() -> None:
+    tree = ast.parse(
+        'a = "SELECT id FROM agents WHERE id = $1"\n'
+        'b = "MATCH (a:Agent {id: $id}) RETURN a"\n'
+        'c = "Select the agent from the list"\n'
+    )
+    assert [node.lineno for node in statements_in(tree)] == [1, 2]
+    in_stores = [node for _, tree in _parsed("stores") for node in statements_in(tree)]
+    assert len(in_stores) > 50, "the stores' own statements are not recognised"
