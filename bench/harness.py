@@ -13,10 +13,12 @@ results; `--only S1 S2 ...` without `search` leaves it out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -579,4 +581,20 @@ class Bench:
 
 
 def run(options: Options, results_dir: Path | None = None) -> Path:
-    return Bench(options, results_dir or report.RESULTS_DIR).run()
+    with _one_run_at_a_time():
+        return Bench(options, results_dir or report.RESULTS_DIR).run()
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time() -> Iterator[None]:
+    """Runs share the bench stack's ports (58000-58003) and dataset: a second run, or the
+    bench test, waits for the first instead of failing on a port in use."""
+    lock_path = REPO_ROOT / "var" / "bench.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another bench run to finish ...", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
