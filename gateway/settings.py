@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     redis_pool_max: int = Field(default=50, ge=1)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
     redis_connect_timeout_s: float = Field(default=2.0, gt=0)
-    # TLS, for a `rediss://` URL: the CA (unset: the system's) and a client certificate.
+    # TLS, for a `rediss://` URL (also `rediss+sentinel://`, `rediss+cluster://`): the CA
+    # (unset: the system's) and a client certificate.
     redis_tls_ca_file: str | None = None
     redis_tls_cert_file: str | None = None
     redis_tls_key_file: str | None = None
