@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from stores.postgres.replicas import ReplicaSet, replica_reads
 from tests.integration.api.conftest import Caller, GraphQL, _make_caller, data, unique
+from tests.integration.api.test_prometheus import samples
 from tests.support.pg_replica import Standby, streaming_replica, wait_for
 
 CREATE = """
@@ -31,6 +32,7 @@ NODE = "query($id: ID!) { node(id: $id) { ... on Agent { id name } } }"
 COUNT = "query { agents(first: 1) { totalCount } }"
 HEALTH = "query { health { status components { name up error } } }"
 REPLICA = "postgres-replica"
+TOKEN = "replica-scraper"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def replica_component(gql: GraphQL, viewer: Caller) -> dict[str, Any]:
 
 def test_queries_are_served_by_the_replica(settings: Settings, standby: Standby) -> None:
     viewer = caller(settings, "viewer")
-    with gateway(settings, standby) as client:
+    with gateway(settings, standby, prometheus_token=SecretStr(TOKEN)) as client:
         gql = GraphQL(client)
         wait_until_serving(client)
         assert data(gql(COUNT, caller=viewer))["agents"]["totalCount"] >= 0
@@ -107,6 +109,13 @@ def test_queries_are_served_by_the_replica(settings: Settings, standby: Standby)
         assert client.portal.call(in_recovery) is True  # type: ignore[union-attr]
         component = replica_component(gql, viewer)
         assert component["up"] is True and component["error"] is None
+
+        page = client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
+        seen = samples(page)
+        assert seen[("polygraph_store_calls_total", (("store", REPLICA),))] >= 1
+        for role, server in (("primary", "postgres"), ("replica", REPLICA)):
+            labels = (("role", role), ("server", server), ("store", "postgres"))
+            assert seen[("polygraph_store_pool_max_connections", labels)] > 0
 
 
 def test_a_writer_reads_its_write_at_once(settings: Settings, standby: Standby) -> None:
