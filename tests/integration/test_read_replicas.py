@@ -49,7 +49,9 @@ def gateway(settings: Settings, standby: Standby, **more: Any) -> TestClient:
             settings.model_copy(
                 update={
                     "postgres_replica_dsns": [SecretStr(standby.dsn(primary))],
-                    "postgres_replica_check_interval_s": 0.1,
+                    # A replica whose last check is older than three intervals is
+                    # skipped: the default's 3 s outlasts a loaded machine's stalls.
+                    "postgres_replica_check_interval_s": 1.0,
                     # Far past any stall of a loaded machine, unless a test wants it small.
                     "postgres_replica_max_lag_s": 600.0,
                     **more,
