@@ -38,6 +38,7 @@ from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
 from gateway.prometheus import GatewayMetrics, metrics_route, operations_extension
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
+from gateway.read_routing import read_your_writes
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
 from gateway.slow_operations import SlowOperations
@@ -64,6 +65,7 @@ from stores.redis.apq import PersistedQueryCache
 from stores.redis.events import EventBus
 from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
+from stores.redis.write_positions import WritePositions
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
 from workers.projector import Projector
@@ -179,7 +181,8 @@ def create_app(
     provider = otlp_provider() if owns_provider else tracer_provider
     owns_embedder = embedder is None
     embedder = embedder or create_embedder(settings.embedder_options())
-    postgres = PostgresStore(settings.postgres_options())
+    postgres_options = settings.postgres_options()
+    postgres = PostgresStore(postgres_options)
     search = SearchStore(postgres, settings.search_options())
     graph = GraphStore(settings.graph_options())
     redis = RedisStore(settings.redis_options())
@@ -280,6 +283,16 @@ def create_app(
                     else []
                 ),
                 operations_extension(prometheus),
+                # Queries read from PostgreSQL replicas, when there are any.
+                *(
+                    [
+                        read_your_writes(
+                            WritePositions(redis, memory_s=postgres_options.write_memory_s)
+                        )
+                    ]
+                    if postgres_options.replica_dsns
+                    else []
+                ),
                 *schema_extensions(
                     limits,
                     introspection=settings.introspection_enabled,

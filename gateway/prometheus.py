@@ -146,20 +146,25 @@ class _StateCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        usage = self._stores.postgres.pool_usage()
+        postgres = self._stores.postgres
+        pools = [("primary", "postgres", postgres.pool_usage())]
+        pools += [("replica", name, usage) for name, usage in postgres.replica_pool_usage()]
         pool = GaugeMetricFamily(
             "polygraph_store_pool_connections",
-            "Pool connections by state",
-            labels=["store", "state"],
+            "Pool connections by state; PostgreSQL's per server (`role`: primary or replica)",
+            labels=["store", "role", "server", "state"],
         )
-        pool.add_metric(["postgres", "in_use"], usage.in_use)
-        pool.add_metric(["postgres", "idle"], usage.idle)
-        pool.add_metric(["postgres", "waiting"], usage.waiting)
-        yield pool
         pool_max = GaugeMetricFamily(
-            "polygraph_store_pool_max_connections", "Pool size limit", labels=["store"]
+            "polygraph_store_pool_max_connections",
+            "Pool size limit",
+            labels=["store", "role", "server"],
         )
-        pool_max.add_metric(["postgres"], usage.max)
+        for role, server, usage in pools:
+            pool.add_metric(["postgres", role, server, "in_use"], usage.in_use)
+            pool.add_metric(["postgres", role, server, "idle"], usage.idle)
+            pool.add_metric(["postgres", role, server, "waiting"], usage.waiting)
+            pool_max.add_metric(["postgres", role, server], usage.max)
+        yield pool
         yield pool_max
         if self._outbox_pending is not None:
             yield GaugeMetricFamily(

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     postgres_sslrootcert: str | None = None
     postgres_sslcert: str | None = None
     postgres_sslkey: str | None = None
+    # Streaming replicas that serve queries (a JSON list of DSNs; README: "Scale-out").
+    # One lagging more than the bound, or down, is skipped; the TLS settings apply too.
+    postgres_replica_dsns: list[SecretStr] = Field(default_factory=list)
+    postgres_replica_max_lag_s: float = Field(default=5.0, gt=0, le=3600)
+    postgres_replica_check_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Bearer token a Prometheus scraper sends for /metrics; unset, /metrics is off (404).
     prometheus_token: SecretStr | None = None
     # Where `polygraph backup` and `restore` find pg_dump and pg_restore (unset: the
@@ -100,7 +105,8 @@ class Settings(BaseSettings):
     redis_pool_max: int = Field(default=50, ge=1)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
     redis_connect_timeout_s: float = Field(default=2.0, gt=0)
-    # TLS, for a `rediss://` URL: the CA (unset: the system's) and a client certificate.
+    # TLS, for a `rediss://` URL (also `rediss+sentinel://`, `rediss+cluster://`): the CA
+    # (unset: the system's) and a client certificate.
     redis_tls_ca_file: str | None = None
     redis_tls_cert_file: str | None = None
     redis_tls_key_file: str | None = None
@@ -306,6 +312,12 @@ class Settings(BaseSettings):
             acquire_timeout=self.postgres_acquire_timeout_s,
             migration_lock_timeout=self.migration_lock_timeout_s,
             slow_statement_s=self.slow_store_call_s,
+            replica_dsns=tuple(
+                self.postgres_tls().apply(dsn.get_secret_value())
+                for dsn in self.postgres_replica_dsns
+            ),
+            replica_max_lag_s=self.postgres_replica_max_lag_s,
+            replica_check_interval_s=self.postgres_replica_check_interval_s,
         )
 
     def postgres_tls(self) -> PostgresTLS:

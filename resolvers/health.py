@@ -106,7 +106,14 @@ async def check_health(stores: Stores) -> HealthReport:
         # Its details say which path runs: {"backend": "timescaledb" | "native"}.
         checks.append(_bounded(stores.metrics.probe(), "metrics", stores.probe_timeout))
     probes = await asyncio.gather(*checks)
-    components = tuple([await _with_sessions_fallback(probe, stores) for probe in probes])
+    components = tuple(
+        [
+            *[await _with_sessions_fallback(probe, stores) for probe in probes],
+            # Read replicas as their background check found them: one down or lagging
+            # is skipped (reads go to the primary), so the gateway is only `moderate`.
+            *stores.postgres.replica_probes(),
+        ]
+    )
     return HealthReport(tier_of(components), components, time.time())
 
 

@@ -65,7 +65,7 @@ class AchievementRepository:
         found: dict[UUID, list[Achievement]] = {agent_id: [] for agent_id in agent_ids}
         if not found:
             return found
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM achievements WHERE agent_id = ANY($1::uuid[])"
                 " ORDER BY agent_id, awarded_at DESC, id",
@@ -83,7 +83,7 @@ class AchievementRepository:
             raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
         params = Params([first])
         where = "" if since is None else f" WHERE awarded_at >= {params(since)}"
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 "SELECT agent_id, sum(points) AS points, count(*) AS achievements"
                 f" FROM achievements{where} GROUP BY agent_id"

@@ -82,14 +82,14 @@ class AgentRepository:
         """The agents that exist among `ids`, in one query."""
         if not ids:
             return {}
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM agents WHERE id = ANY($1::uuid[])", list(ids)
             )
         return {row["id"]: _agent(row) for row in rows}
 
     async def count(self) -> int:
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             total: int = await conn.fetchval("SELECT count(*) FROM agents")
         return total
 
@@ -306,7 +306,7 @@ class AgentRepository:
         found: dict[UUID, list[AgentRelationship]] = {agent_id: [] for agent_id in agent_ids}
         if not found:
             return found
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_RELATIONSHIP_COLUMNS} FROM agent_relationships"
                 " WHERE source_id = ANY($1::uuid[]) OR target_id = ANY($1::uuid[])"
@@ -331,7 +331,7 @@ class AgentRepository:
         )
         after: tuple[UUID, UUID, str] | None = None
         while True:
-            async with self._store.connection() as conn:
+            async with self._store.read_connection() as conn:
                 if after is None:
                     rows = await conn.fetch(sql.format(where=""), batch_size)
                 else:
@@ -373,7 +373,7 @@ class AgentRepository:
             where.append(f"parent_id = {params(filter.parent_id)}")
         if filter.metadata_contains is not None:
             where.append(f"metadata @> {params(filter.metadata_contains)}::jsonb")
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
                 select=_COLUMNS,

@@ -61,8 +61,15 @@ class PostgresOptions:
     migration_lock_timeout: float = 60.0
     # Statements slower than this are logged (stores/slow.py).
     slow_statement_s: float = 1.0
+    # Streaming replicas for reads that tolerate lag (stores/postgres/replicas.py):
+    # skipped while they lag more than `replica_max_lag_s`, checked this often.
+    replica_dsns: tuple[str, ...] = ()
+    replica_max_lag_s: float = 5.0
+    replica_check_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.replica_max_lag_s <= 0 or self.replica_check_interval_s <= 0:
+            raise ValueError("replica_max_lag_s and replica_check_interval_s must be positive")
         if self.slow_statement_s <= 0:
             raise ValueError("slow_statement_s must be positive")
         if self.min_size < 0:
@@ -73,3 +80,11 @@ class PostgresOptions:
             raise ValueError("min_size is greater than max_size")
         if min(self.statement_timeout, self.acquire_timeout, self.migration_lock_timeout) <= 0:
             raise ValueError("timeouts must be positive")
+
+    @property
+    def write_memory_s(self) -> float:
+        """How long a principal's last write position must be remembered. Past it, any
+        replica still in use has replayed the write: it is checked at least every
+        `3 * interval`, its lag measured against primary samples at most `interval`
+        apart, and it is used only while that lag is within `replica_max_lag_s`."""
+        return self.replica_max_lag_s + 4 * self.replica_check_interval_s + 1.0

@@ -1,4 +1,5 @@
-"""The PostgreSQL store: one asyncpg pool, opened once, closed once."""
+"""The PostgreSQL store: one asyncpg pool to the primary (and one per read replica),
+opened once, closed once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from types import TracebackType
 
 import asyncpg
@@ -32,6 +34,14 @@ from stores.postgres.migrations import (
     pending_migrations,
 )
 from stores.postgres.options import PgConnection, PostgresOptions
+from stores.postgres.replicas import (
+    PRIMARY_POSITION,
+    WRITE_POSITION,
+    Replica,
+    ReplicaSet,
+    current_scope,
+    replica_or_primary,
+)
 from stores.postgres.tasks import TaskRepository
 from stores.postgres.users import UserRepository
 from stores.postgres.vectors import register_vector_codec
@@ -40,6 +50,7 @@ from stores.postgres.workflows import WorkflowRepository
 logger = logging.getLogger(__name__)
 
 NAME = "postgres"
+REPLICA_NAME = "postgres-replica"
 
 
 class PostgresStore:
@@ -48,6 +59,7 @@ class PostgresStore:
     __slots__ = (
         "_options",
         "_pool",
+        "_replicas",
         "_schema_check",
         "_schema_checking",
         "_schema_failure",
@@ -65,13 +77,21 @@ class PostgresStore:
     def __init__(self, options: PostgresOptions) -> None:
         self._options = options
         self._vector_codec_missing = False
-        self._pool = PgPool(
-            NAME,
-            self._create_pool,
-            min_size=options.min_size,
-            acquire_timeout=options.acquire_timeout,
-            close_timeout=options.close_timeout,
-        )
+        self._pool = self._new_pool(NAME, options.dsn)
+        self._replicas: ReplicaSet | None = None
+        if options.replica_dsns:
+            several = len(options.replica_dsns) > 1
+            replicas = [
+                Replica(name, self._new_pool(name, dsn))
+                for index, dsn in enumerate(options.replica_dsns, start=1)
+                for name in [f"{REPLICA_NAME}-{index}" if several else REPLICA_NAME]
+            ]
+            self._replicas = ReplicaSet(
+                replicas,
+                self._written_position,
+                max_lag_s=options.replica_max_lag_s,
+                check_interval_s=options.replica_check_interval_s,
+            )
         self.users = UserRepository(self)
         self.agents = AgentRepository(self)
         self.tasks = TaskRepository(self)
@@ -85,14 +105,27 @@ class PostgresStore:
         self._schema_failure: str | None = None
         self.agent_grants = AgentGrantRepository(self)
 
+    def _new_pool(self, name: str, dsn: str) -> PgPool:
+        return PgPool(
+            name,
+            partial(self._create_pool, dsn, name),
+            min_size=self._options.min_size,
+            acquire_timeout=self._options.acquire_timeout,
+            close_timeout=self._options.close_timeout,
+        )
+
     async def open(self) -> None:
         await self._pool.open()
+        if self._replicas is not None:
+            await self._replicas.open()
 
     async def aclose(self) -> None:
         if self._schema_checking is not None:
             self._schema_checking.cancel()
             with contextlib.suppress(asyncio.CancelledError, StoreError):
                 await self._schema_checking
+        if self._replicas is not None:
+            await self._replicas.aclose()
         await self._pool.aclose()
 
     async def __aenter__(self) -> PostgresStore:
@@ -110,6 +143,39 @@ class PostgresStore:
     def pool_usage(self) -> PoolUsage:
         """The pool's connections in use, idle and waited for (for metrics)."""
         return self._pool.usage()
+
+    def replica_pool_usage(self) -> list[tuple[str, PoolUsage]]:
+        """Each read replica's name and pool usage (for metrics)."""
+        return self._replicas.usage() if self._replicas is not None else []
+
+    @property
+    def replicas(self) -> ReplicaSet | None:
+        """The read replicas, when any are configured."""
+        return self._replicas
+
+    def replica_probes(self) -> list[ProbeResult]:
+        """Each read replica as its last background check found it (for health)."""
+        return self._replicas.probes() if self._replicas is not None else []
+
+    def read_connection(self) -> AbstractAsyncContextManager[PgConnection]:
+        """A connection for a read that tolerates lag: a replica's inside a
+        `replica_reads` scope (stores/postgres/replicas.py) when one has replayed the
+        reader's own last write, the primary's otherwise."""
+        scope = current_scope()
+        if self._replicas is None or scope is None or self._schema_check is not None:
+            return self.connection()
+        return replica_or_primary(self._replicas, scope, self.connection)
+
+    async def wal_position(self) -> int:
+        """The primary's WAL position after every write committed so far (bytes)."""
+        async with self.connection() as conn:
+            position = await conn.fetchval(WRITE_POSITION)
+        return int(position)
+
+    async def _written_position(self) -> int:
+        async with self.connection() as conn:
+            position = await conn.fetchval(PRIMARY_POSITION)
+        return int(position)
 
     def connection(self) -> AbstractAsyncContextManager[PgConnection]:
         """A pooled connection; an unreachable server surfaces as `StoreUnavailable`,
@@ -132,6 +198,8 @@ class PostgresStore:
             # or another replica migrating it) get its codec when replaced.
             self._vector_codec_missing = False
             await self._pool.expire_connections()
+            for replica in self._replicas.replicas if self._replicas is not None else []:
+                await replica.pool.expire_connections()
         return applied
 
     @asynccontextmanager
@@ -222,10 +290,10 @@ class PostgresStore:
         details = {"pgvector": row["pgvector"]} if row["pgvector"] else {}
         return ProbeResult(NAME, True, ms_since(started), row["version"], details)
 
-    async def _create_pool(self, min_size: int) -> asyncpg.Pool:
+    async def _create_pool(self, dsn: str, name: str, min_size: int) -> asyncpg.Pool:
         pool = await asyncpg.create_pool(
-            self._options.dsn,
-            init=self._init_connection,
+            dsn,
+            init=partial(self._init_connection, name=name),
             reset=_keep_session,
             min_size=min_size,
             max_size=self._options.max_size,
@@ -239,7 +307,7 @@ class PostgresStore:
         assert pool is not None
         return pool
 
-    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+    async def _init_connection(self, conn: asyncpg.Connection, *, name: str) -> None:
         await conn.set_type_codec(
             "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
         )
@@ -253,13 +321,16 @@ class PostgresStore:
         )
         if not await register_vector_codec(conn, self._options.vector_format):
             self._vector_codec_missing = True
-        # Every statement a request sends counts as one round trip (see stores.roundtrips).
-        conn.add_query_logger(self._observe_statement)
+        # Every statement a request sends counts as one round trip (see stores.roundtrips),
+        # under the name of the server that answered it.
+        conn.add_query_logger(
+            partial(self._observe_statement, name=REPLICA_NAME if name != NAME else NAME)
+        )
 
-    def _observe_statement(self, logged: LoggedQuery) -> None:
+    def _observe_statement(self, logged: LoggedQuery, *, name: str) -> None:
         if any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
             return
-        roundtrips.record(NAME, seconds=logged.elapsed)
+        roundtrips.record(name, seconds=logged.elapsed)
         slow.observe(NAME, logged.elapsed, logged.query, threshold_s=self._options.slow_statement_s)
 
 

@@ -101,7 +101,7 @@ class TaskRepository:
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, Task]:
         if not ids:
             return {}
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {ROW} FROM tasks WHERE id = ANY($1::uuid[])", list(ids)
             )
@@ -131,7 +131,7 @@ class TaskRepository:
         ordering = _ORDERS[order]
         direction = "DESC" if ordering.descending else "ASC"
         window_order = ", ".join(f"{key.expression} {direction}" for key in ordering.keys)
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT * FROM (SELECT {ROW}, row_number() OVER newest AS _rank,"
                 " count(*) OVER (PARTITION BY assignee_id) AS _total"
@@ -160,7 +160,7 @@ class TaskRepository:
         found: dict[UUID, list[TaskEvent]] = {task_id: [] for task_id in task_ids}
         if not found:
             return found
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {EVENT_ROW} FROM task_events WHERE task_id = ANY($1::uuid[])"
                 " ORDER BY task_id, version",
@@ -388,7 +388,7 @@ class TaskRepository:
         found: dict[UUID, list[UUID]] = {task_id: [] for task_id in task_ids}
         if not found:
             return found
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {key} AS key, {other} AS other FROM task_dependencies"
                 f" WHERE {key} = ANY($1::uuid[]) ORDER BY created_at, {other}",
@@ -426,7 +426,7 @@ class TaskRepository:
             where.append(f"priority <= {params(filter.max_priority)}")
         if filter.title_contains is not None:
             where.append(f"title ILIKE {params(like_pattern(filter.title_contains))}")
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
                 select=ROW,

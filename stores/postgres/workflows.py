@@ -63,7 +63,7 @@ class WorkflowRepository:
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, Workflow]:
         if not ids:
             return {}
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM workflows WHERE id = ANY($1::uuid[])", list(ids)
             )
@@ -173,7 +173,7 @@ class WorkflowRepository:
             where.append(params.any_of("status", filter.statuses, "text"))
         if filter.name_contains is not None:
             where.append(f"name ILIKE {params(like_pattern(filter.name_contains))}")
-        async with self._store.connection() as conn:
+        async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
                 select=_COLUMNS,

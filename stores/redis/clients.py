@@ -9,6 +9,10 @@
 redis-py has `Sentinel` and `RedisCluster` but no URL for either, so the two `+`
 schemes are this project's. Credentials in the URL are the data nodes'; sentinels
 that want their own take `?sentinel_password=...` (and `sentinel_username`).
+
+`rediss+sentinel://` and `rediss+cluster://` speak TLS, as `rediss://` does, with
+the same CA and client certificate settings: to every cluster node, and to the
+master and the sentinels (`?sentinel_tls=false` for sentinels on a plain port).
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ Topology = Literal["server", "sentinel", "cluster"]
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
+# The same over TLS.
+TLS_SCHEMES = {
+    "rediss": "redis",
+    "rediss+sentinel": SENTINEL_SCHEME,
+    "rediss+cluster": CLUSTER_SCHEME,
+}
 _DEFAULT_PORTS = {SENTINEL_SCHEME: 26379, CLUSTER_SCHEME: 6379}
 
 
@@ -39,6 +49,9 @@ class RedisTarget:
 
     topology: Topology
     url: str = field(repr=False)
+    # TLS to the data nodes (a `rediss` scheme), and to the sentinels.
+    tls: bool = False
+    sentinel_tls: bool = False
     nodes: tuple[tuple[str, int], ...] = ()
     service: str | None = None
     db: int = 0
@@ -50,14 +63,16 @@ class RedisTarget:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """Raises `ValueError` naming what is wrong with `url`."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    given = url.split("://", 1)[0].lower() if "://" in url else ""
+    tls = given in TLS_SCHEMES
+    scheme = TLS_SCHEMES.get(given, given)
     if scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
-        if scheme not in ("redis", "rediss", "unix"):
+        if scheme not in ("redis", "unix"):
             raise ValueError(
                 "a Redis URL starts with redis://, rediss://, unix://,"
-                f" {SENTINEL_SCHEME}:// or {CLUSTER_SCHEME}://"
+                f" {SENTINEL_SCHEME}://, {CLUSTER_SCHEME}:// (rediss+... for TLS)"
             )
-        return RedisTarget(topology="server", url=url)
+        return RedisTarget(topology="server", url=url, tls=tls)
     parts = urlsplit(url)
     # urlsplit cannot read a host list: split the network location by hand.
     userinfo, _, hosts = parts.netloc.rpartition("@")
@@ -69,6 +84,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
     common: dict[str, Any] = {
         "url": url,
+        "tls": tls,
         "nodes": nodes,
         "username": unquote(username) or None,
         "password": unquote(password) or None,
@@ -88,6 +104,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         db=_db(path[1]) if len(path) == 2 else 0,
         sentinel_username=query.get("sentinel_username"),
         sentinel_password=query.get("sentinel_password"),
+        sentinel_tls=tls and _flag(query.get("sentinel_tls", "true"), "sentinel_tls"),
         **common,
     )
 
@@ -99,6 +116,12 @@ def _node(item: str, default_port: int) -> tuple[str, int]:
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{item!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def _flag(text: str, name: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"{name} is true or false, not {text!r}")
+    return text.lower() == "true"
 
 
 def _db(text: str) -> int:
@@ -153,7 +176,9 @@ def open_clients(
 ) -> RedisClients:
     """Build the clients; none of them connects before its first command, so a Redis
     that is down at start-up does not stop the gateway. `tls` is redis-py's `ssl_*`
-    arguments, for a `rediss://` server."""
+    arguments, for every TLS connection the target asks for (`target.tls`,
+    `target.sentinel_tls`)."""
+    tls = tls or {}
     connection: dict[str, Any] = {
         "socket_timeout": command_timeout,
         "socket_connect_timeout": connect_timeout,
@@ -170,9 +195,10 @@ def open_clients(
             max_connections=max_connections,
             health_check_interval=30,
             **connection,
-            **(tls or {}),
+            **(tls if target.tls else {}),
         )
         return RedisClients(aioredis.Redis(connection_pool=pool), pool=pool)
+    secured: dict[str, Any] = {"ssl": True, **tls} if target.tls else {}
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.topology == "cluster":
         # Redirections (MOVED, ASK) are followed by the client itself; these retries
@@ -183,6 +209,7 @@ def open_clients(
             max_connections=max_connections,
             **credentials,
             **connection,
+            **secured,
         )
         return RedisClients(cluster)
     assert target.service is not None
@@ -193,6 +220,7 @@ def open_clients(
             "socket_connect_timeout": connect_timeout,
             "username": target.sentinel_username,
             "password": target.sentinel_password,
+            **({"ssl": True, **tls} if target.sentinel_tls else {}),
         },
     )
     master = sentinel.master_for(
@@ -203,5 +231,7 @@ def open_clients(
         health_check_interval=30,
         **credentials,
         **connection,
+        # `ssl` picks redis-py's SentinelManagedSSLConnection for the master's pool.
+        **secured,
     )
     return RedisClients(master, sentinel=sentinel)

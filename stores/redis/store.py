@@ -112,8 +112,9 @@ class RedisStore:
 
 
 def _tls_arguments(options: RedisOptions) -> dict[str, Any]:
-    """redis-py's TLS arguments, for a `rediss://` URL only (a plain connection takes none)."""
-    if not options.url.startswith("rediss://"):
+    """redis-py's TLS arguments, for a `rediss` URL only (a plain connection takes none);
+    under Sentinel and Cluster they apply to every connection that speaks TLS."""
+    if not options.target.tls:
         return {}
     arguments: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     if options.tls_ca_file:

@@ -67,7 +67,7 @@ class KnowledgeRepository:
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, KnowledgeItem]:
         if not ids:
             return {}
-        async with self._search.postgres.connection() as conn:
+        async with self._search.postgres.read_connection() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM knowledge_items k WHERE k.id = ANY($1::uuid[])",
                 list(ids),
@@ -290,7 +290,7 @@ class KnowledgeRepository:
             options=self._search.options,
         )
         async with (
-            self._search.postgres.connection() as conn,
+            self._search.postgres.read_connection() as conn,
             conn.transaction(readonly=True),
         ):
             await search_settings(conn, self._search.ef_search_for(offset + first + 1))
@@ -307,7 +307,7 @@ class KnowledgeRepository:
         where = _filter_conditions(filter or KnowledgeFilter(), params)
         conditions = " AND ".join(["k.embedding IS NOT NULL", "k.id <> $1", *where])
         async with (
-            self._search.postgres.connection() as conn,
+            self._search.postgres.read_connection() as conn,
             conn.transaction(readonly=True),
         ):
             await search_settings(conn, self._search.ef_search_for(first + 1))

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from infra.local._process import require_commands
+from tests.support.tls import Certificates
 
 # Only stops a broken set-up; a healthy one is ready as soon as its condition holds.
 _LIMIT_S = 60.0
@@ -62,14 +63,57 @@ def free_ports(count: int) -> list[int]:
     return found
 
 
-class RedisProcess:
-    """One `redis-server` (or sentinel) in the foreground, with its config in `directory`."""
+def tls_config(certificates: Certificates) -> list[str]:
+    """TLS only, on every link: clients (who must show a certificate from the CA),
+    the cluster bus and replication, where a server is the client of another."""
+    return [
+        f"tls-cert-file {certificates.server_cert}",
+        f"tls-key-file {certificates.server_key}",
+        f"tls-client-cert-file {certificates.client_cert}",
+        f"tls-client-key-file {certificates.client_key}",
+        f"tls-ca-cert-file {certificates.ca}",
+        "tls-auth-clients yes",
+        "tls-replication yes",
+        "tls-cluster yes",
+    ]
 
-    def __init__(self, port: int, directory: Path, config: list[str], *, sentinel: bool = False):
+
+def tls_client_arguments(certificates: Certificates) -> dict[str, Any]:
+    return {
+        "ssl": True,
+        "ssl_ca_certs": str(certificates.ca),
+        "ssl_certfile": str(certificates.client_cert),
+        "ssl_keyfile": str(certificates.client_key),
+    }
+
+
+def tls_cli_arguments(certificates: Certificates) -> list[str]:
+    return [
+        "--tls",
+        "--cacert", str(certificates.ca),
+        "--cert", str(certificates.client_cert),
+        "--key", str(certificates.client_key),
+    ]  # fmt: skip
+
+
+class RedisProcess:
+    """One `redis-server` (or sentinel) in the foreground, with its config in `directory`;
+    with `tls`, it listens for TLS only."""
+
+    def __init__(
+        self,
+        port: int,
+        directory: Path,
+        config: list[str],
+        *,
+        sentinel: bool = False,
+        tls: Certificates | None = None,
+    ):
         self.port = port
         self.directory = directory
         self._config = config
         self._sentinel = sentinel
+        self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -80,7 +124,11 @@ class RedisProcess:
             "\n".join(
                 [
                     "bind 127.0.0.1",
-                    f"port {self.port}",
+                    *(
+                        [f"port {self.port}"]
+                        if self._tls is None
+                        else ["port 0", f"tls-port {self.port}", *tls_config(self._tls)]
+                    ),
                     f"dir {self.directory}",
                     "daemonize no",
                     "save ''",
@@ -104,7 +152,8 @@ class RedisProcess:
 
     def connect(self) -> redis.Redis:
         """A client to use in a `with` block."""
-        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        secured = tls_client_arguments(self._tls) if self._tls is not None else {}
+        return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2, **secured)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -123,13 +172,17 @@ class SentinelSetup:
 
     service = "mymaster"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Certificates | None = None) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="polygraph-sentinel-"))
+        self.tls = tls
         master_port, replica_port, sentinel_port = free_ports(3)
         self.servers = {
-            master_port: RedisProcess(master_port, self.directory / "a", []),
+            master_port: RedisProcess(master_port, self.directory / "a", [], tls=tls),
             replica_port: RedisProcess(
-                replica_port, self.directory / "b", [f"replicaof 127.0.0.1 {master_port}"]
+                replica_port,
+                self.directory / "b",
+                [f"replicaof 127.0.0.1 {master_port}"],
+                tls=tls,
             ),
         }
         self.sentinel = RedisProcess(
@@ -141,11 +194,13 @@ class SentinelSetup:
                 f"sentinel failover-timeout {self.service} 10000",
             ],
             sentinel=True,
+            tls=tls,
         )
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{self.service}/0"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://127.0.0.1:{self.sentinel.port}/{self.service}/0"
 
     def start(self) -> None:
         for server in self.servers.values():
@@ -201,8 +256,9 @@ class SentinelSetup:
 class ClusterSetup:
     """Three masters, no replicas: every slot covered."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Certificates | None = None) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="polygraph-cluster-"))
+        self.tls = tls
         self.nodes = [
             RedisProcess(
                 port,
@@ -212,6 +268,7 @@ class ClusterSetup:
                     "cluster-config-file nodes.conf",
                     "cluster-node-timeout 5000",
                 ],
+                tls=tls,
             )
             for port in free_ports(3)
         ]
@@ -219,7 +276,7 @@ class ClusterSetup:
     @property
     def url(self) -> str:
         seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:2])
-        return f"redis+cluster://{seeds}"
+        return f"{'rediss+cluster' if self.tls else 'redis+cluster'}://{seeds}"
 
     def start(self) -> None:
         for node in self.nodes:
@@ -232,6 +289,7 @@ class ClusterSetup:
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-yes",
+                *(tls_cli_arguments(self.tls) if self.tls else []),
             ],
             check=True,
             capture_output=True,

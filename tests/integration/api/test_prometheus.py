@@ -73,11 +73,12 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert seen[("polygraph_graphql_errors_total", (("code", "UNAUTHENTICATED"),))] >= 1
     assert seen[("polygraph_store_calls_total", (("store", "postgres"),))] > 0
     assert seen[("polygraph_store_call_duration_seconds_count", (("store", "postgres"),))] > 0
+    primary = (("role", "primary"), ("server", "postgres"))
     in_use = seen[
-        ("polygraph_store_pool_connections", (("state", "in_use"), ("store", "postgres")))
+        ("polygraph_store_pool_connections", (*primary, ("state", "in_use"), ("store", "postgres")))
     ]
     assert in_use >= 0
-    assert seen[("polygraph_store_pool_max_connections", (("store", "postgres"),))] > 0
+    assert seen[("polygraph_store_pool_max_connections", (*primary, ("store", "postgres")))] > 0
     assert seen[("polygraph_outbox_pending", ())] >= 0
     assert seen[("polygraph_outbox_oldest_pending_age_seconds", ())] >= 0
     assert ("polygraph_projector_applied_total", ()) in seen
