@@ -25,6 +25,7 @@ from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
 from stores.postgres.documents import TrustedDocumentRepository
+from stores.postgres.event_sinks import EventSinkRepository
 from stores.postgres.migrations import (
     MigrationError,
     SchemaOutdated,
@@ -57,6 +58,7 @@ class PostgresStore:
         "agents",
         "audit",
         "documents",
+        "event_sinks",
         "tasks",
         "users",
         "workflows",
@@ -84,6 +86,7 @@ class PostgresStore:
         self._schema_checking: asyncio.Task[None] | None = None
         self._schema_failure: str | None = None
         self.agent_grants = AgentGrantRepository(self)
+        self.event_sinks = EventSinkRepository(self)
 
     async def open(self) -> None:
         await self._pool.open()
