@@ -121,8 +121,9 @@ class EventSinkDelivery(BackgroundLoop):
     async def run_once(self) -> int:
         """Queue new events, then attempt one batch of due deliveries; returns how many
         attempts were made."""
-        if not await self._postgres.event_sinks.fan_out(self.options.batch_size):
-            return 0
+        # Sinks another replica is queueing for are skipped, not waited for; their
+        # deliveries are claimed all the same.
+        await self._postgres.event_sinks.fan_out(self.options.batch_size)
         claimed = await self._postgres.event_sinks.claim_due(
             self.options.batch_size, self.options.lease_s
         )

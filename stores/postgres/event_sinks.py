@@ -227,7 +227,7 @@ class EventSinkRepository:
 
     async def fan_out(self, limit: int) -> int:
         """Queue, for every active sink no other process is queueing for, up to `limit`
-        matching events past its cursor; returns how many sinks were looked at."""
+        matching events past its cursor; returns how many sinks it queued for."""
         async with self._store.connection() as conn, conn.transaction():
             sinks = await conn.fetch(
                 "SELECT id FROM event_sinks WHERE NOT paused ORDER BY id FOR UPDATE SKIP LOCKED"

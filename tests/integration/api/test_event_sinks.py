@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from uuid import UUID
 
 import pytest
 from pydantic import SecretStr
@@ -249,6 +250,29 @@ def test_a_sink_that_stays_down_has_its_events_dropped_and_counted(
         assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
 
 
+def test_two_gateways_share_the_deliveries_and_send_each_event_once(
+    sink_settings: Settings, receiver: Receiver
+) -> None:
+    apps = (create_app(sink_settings), create_app(sink_settings))
+    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+        admin = asyncio.run(_make_caller(sink_settings, "admin"))
+        gateways = (GraphQL(first), GraphQL(second))
+        sink_id, secret = _create(gateways[0], admin, receiver.url, ["task.create"])
+        for i in range(20):
+            assert data(gateways[i % 2](CREATE_TASK, caller=admin))["createTask"]["task"]
+        wait_until(
+            lambda: _sink(gateways[1], admin, sink_id)["deliveredCount"] == 20,
+            what="twenty deliveries",
+        )
+        events = receiver.events()
+        assert len(events) == len({e["id"] for e in events}) == 20
+        assert all(_signature_ok(secret, d) for d in receiver.deliveries())
+        # Each gateway counts what it delivered itself; together, each event once.
+        counts = [app.state.stores.event_sinks.counts for app in apps]
+        assert sum(c[UUID(sink_id)].delivered for c in counts if UUID(sink_id) in c) == 20
+        assert data(gateways[0](DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]
+
+
 def test_only_admins_manage_event_sinks(
     gql: GraphQL, admin: Caller, operator: Caller, viewer: Caller
 ) -> None:
@@ -268,6 +292,11 @@ def test_only_admins_manage_event_sinks(
         listed = data(gql(SINKS, caller=admin))["eventSinks"]
         assert [s["url"] for s in listed if s["id"] == sink_id] == [url]
         assert "secret" not in json.dumps(listed)
+        one_sink = gql.last_round_trips
+        other_id, _ = _create(gql, admin, url + "/other", ["agent.*"])
+        assert len(data(gql(SINKS, caller=admin))["eventSinks"]) == len(listed) + 1
+        assert gql.last_round_trips == one_sink, "a sink more costs no round trip more"
+        assert data(gql(DELETE, {"id": other_id}, caller=admin))["deleteEventSink"]["deleted"]
     finally:
         assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
     gone = data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]
