@@ -19,21 +19,25 @@ SECRET_PREFIX = "whsec_"
 
 
 async def create_sink(
-    ctx: RequestContext, *, url: str, events: Sequence[str], description: str
+    ctx: RequestContext,
+    *,
+    url: str,
+    events: Sequence[str],
+    description: str,
+    idempotency_key: str | None = None,
 ) -> tuple[EventSink, str]:
-    """The new sink and its signing secret, which is shown this once."""
+    """The new sink and its signing secret, shown to this call (and to its retries with
+    the same idempotency key) only."""
     require(ctx.principal, at_least=Role.ADMIN)
     delivery = ctx.stores.event_sinks
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    sink = await ctx.stores.postgres.event_sinks.create(
-        ctx.write_context(),
+    return await ctx.stores.postgres.event_sinks.create(
+        ctx.write_context(idempotency_key),
         url=url,
         events=events,
         description=description,
-        secret=secret,
+        secret=SECRET_PREFIX + secrets.token_urlsafe(32),
         allow_loopback=delivery is not None and delivery.options.allow_loopback,
     )
-    return sink, secret
 
 
 async def list_sinks(ctx: RequestContext) -> list[EventSink]:
@@ -41,11 +45,17 @@ async def list_sinks(ctx: RequestContext) -> list[EventSink]:
     return await ctx.stores.postgres.event_sinks.list_sinks()
 
 
-async def delete_sink(ctx: RequestContext, sink_id: UUID) -> bool:
+async def delete_sink(
+    ctx: RequestContext, sink_id: UUID, *, idempotency_key: str | None = None
+) -> bool:
     require(ctx.principal, at_least=Role.ADMIN)
-    return await ctx.stores.postgres.event_sinks.delete(ctx.write_context(), sink_id)
+    return await ctx.stores.postgres.event_sinks.delete(ctx.write_context(idempotency_key), sink_id)
 
 
-async def pause_sink(ctx: RequestContext, sink_id: UUID, paused: bool) -> EventSink:
+async def pause_sink(
+    ctx: RequestContext, sink_id: UUID, paused: bool, *, idempotency_key: str | None = None
+) -> EventSink:
     require(ctx.principal, at_least=Role.ADMIN)
-    return await ctx.stores.postgres.event_sinks.set_paused(ctx.write_context(), sink_id, paused)
+    return await ctx.stores.postgres.event_sinks.set_paused(
+        ctx.write_context(idempotency_key), sink_id, paused
+    )

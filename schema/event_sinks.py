@@ -10,6 +10,7 @@ import strawberry
 from resolvers import event_sinks as resolve
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
+from schema.idempotency import idempotency_key
 from schema.user_errors import UserError, attempt
 from stores.postgres import records
 
@@ -69,6 +70,7 @@ class CreateEventSinkInput:
         "action such as task.transition or agent.update."
     )
     description: str = ""
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -83,6 +85,7 @@ class CreateEventSinkPayload:
 @strawberry.input
 class EventSinkIdInput:
     id: strawberry.ID
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.input
@@ -92,6 +95,7 @@ class PauseEventSinkInput:
         default=True,
         description="False resumes it; what happened while paused is delivered then.",
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -133,7 +137,11 @@ class EventSinkMutations:
     ) -> CreateEventSinkPayload:
         outcome, errors = await attempt(
             resolve.create_sink(
-                info.context, url=input.url, events=input.events, description=input.description
+                info.context,
+                url=input.url,
+                events=input.events,
+                description=input.description,
+                idempotency_key=input.idempotency_key,
             )
         )
         if outcome is None:
@@ -150,7 +158,9 @@ class EventSinkMutations:
         self, info: Info, input: EventSinkIdInput
     ) -> DeleteEventSinkPayload:
         async def run() -> bool:
-            return await resolve.delete_sink(info.context, _sink_id(input.id))
+            return await resolve.delete_sink(
+                info.context, _sink_id(input.id), idempotency_key=input.idempotency_key
+            )
 
         deleted, errors = await attempt(run())
         return DeleteEventSinkPayload(deleted=bool(deleted), user_errors=errors)
@@ -162,7 +172,12 @@ class EventSinkMutations:
         self, info: Info, input: PauseEventSinkInput
     ) -> PauseEventSinkPayload:
         async def run() -> records.EventSink:
-            return await resolve.pause_sink(info.context, _sink_id(input.id), input.paused)
+            return await resolve.pause_sink(
+                info.context,
+                _sink_id(input.id),
+                input.paused,
+                idempotency_key=input.idempotency_key,
+            )
 
         sink, errors = await attempt(run())
         return PauseEventSinkPayload(

@@ -23,8 +23,14 @@ from uuid import UUID
 from asyncpg import Record
 
 from stores.errors import InvalidInput, NotFound
+from stores.postgres.options import PgConnection
 from stores.postgres.records import JSON, EventSink, WriteContext
-from stores.postgres.writes import write_audit, write_transaction
+from stores.postgres.writes import (
+    claim_idempotency_key,
+    settle_idempotency_key,
+    write_audit,
+    write_transaction,
+)
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -154,8 +160,9 @@ class EventSinkRepository:
         description: str,
         secret: str,
         allow_loopback: bool = False,
-    ) -> EventSink:
-        """A new sink that receives events committed from now on. Audited (without its
+    ) -> tuple[EventSink, str]:
+        """A new sink that receives events committed from now on, and its secret: `secret`,
+        or the first call's when `ctx.idempotency_key` replays it. Audited (without the
         secret)."""
         url = check_url(url, allow_loopback=allow_loopback)
         events = check_patterns(events)
@@ -164,6 +171,9 @@ class EventSinkRepository:
                 "description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters"
             )
         async with write_transaction(self._store) as conn:
+            replay = await claim_idempotency_key(conn, ctx, f"event_sink.create {url}", {})
+            if replay is not None:
+                return await _created_before(conn, UUID(replay["id"]))
             # Concurrent creations may pass this together; the cap is a bound, not a count.
             if await conn.fetchval("SELECT count(*) FROM event_sinks") >= MAX_SINKS:
                 raise InvalidInput(
@@ -185,7 +195,8 @@ class EventSinkRepository:
             sink = _sink(row)
             new = {"url": url, "events": list(events), "description": description}
             await write_audit(conn, ctx, "create", "event_sink", sink.id, None, new)
-        return sink
+            await settle_idempotency_key(conn, ctx, {"id": str(sink.id)})
+        return sink, secret
 
     async def list_sinks(self) -> list[EventSink]:
         """Every sink, oldest first (there are few: creation is capped)."""
@@ -198,6 +209,10 @@ class EventSinkRepository:
     async def delete(self, ctx: WriteContext, sink_id: UUID) -> bool:
         """Remove a sink and its undelivered events; False if there was none. Audited."""
         async with write_transaction(self._store) as conn:
+            operation = f"event_sink.delete {sink_id}"
+            replay = await claim_idempotency_key(conn, ctx, operation, {"deleted": False})
+            if replay is not None:
+                return bool(replay["deleted"])
             row = await conn.fetchrow(
                 "DELETE FROM event_sinks WHERE id = $1 RETURNING url, events, description",
                 sink_id,
@@ -206,12 +221,21 @@ class EventSinkRepository:
                 return False
             old = {"url": row["url"], "events": row["events"], "description": row["description"]}
             await write_audit(conn, ctx, "delete", "event_sink", sink_id, old, None)
+            await settle_idempotency_key(conn, ctx, {"deleted": True})
         return True
 
     async def set_paused(self, ctx: WriteContext, sink_id: UUID, paused: bool) -> EventSink:
         """Pause or resume a sink. A paused sink's cursor stands still, so on resume it
         receives what happened meanwhile. Audited."""
         async with write_transaction(self._store) as conn:
+            operation = f"event_sink.pause {sink_id} {paused}"
+            if await claim_idempotency_key(conn, ctx, operation, {}) is not None:
+                row = await conn.fetchrow(
+                    f"SELECT {_SINK_COLUMNS} FROM event_sinks s WHERE s.id = $1", sink_id
+                )
+                if row is None:
+                    raise NotFound("event sink", sink_id, field="id")
+                return _sink(row)
             row = await conn.fetchrow(
                 "WITH s AS (UPDATE event_sinks SET paused = $2 WHERE id = $1 RETURNING *)"
                 f" SELECT {_SINK_COLUMNS} FROM s",
@@ -288,6 +312,15 @@ class EventSinkRepository:
                 [o.error is not None and o.retry_in_s is None for o in outcomes],
                 [None if o.error is None else o.error[:_MAX_ERROR_LENGTH] for o in outcomes],
             )
+
+
+async def _created_before(conn: PgConnection, sink_id: UUID) -> tuple[EventSink, str]:
+    row = await conn.fetchrow(
+        f"SELECT {_SINK_COLUMNS}, s.secret FROM event_sinks s WHERE s.id = $1", sink_id
+    )
+    if row is None:
+        raise NotFound("event sink", sink_id, field="idempotencyKey")
+    return _sink(row), row["secret"]
 
 
 # Rows of the sink's patterns past its cursor and below the horizon, queued; the cursor

@@ -328,6 +328,23 @@ def test_bad_sinks_are_refused_with_the_field_at_fault(
     assert [(e["field"], e["code"]) for e in created["userErrors"]] == [(field, "BAD_USER_INPUT")]
 
 
+def test_a_retried_creation_answers_the_same_sink_and_secret(gql: GraphQL, admin: Caller) -> None:
+    create = """mutation($url: String!, $key: String) {
+      createEventSink(input: {url: $url, events: ["task.*"], idempotencyKey: $key}) {
+        sink { id } secret userErrors { code } } }"""
+    variables = {"url": "https://hooks.example.test/" + unique("retried"), "key": unique("key")}
+    first = data(gql(create, variables, caller=admin))["createEventSink"]
+    again = data(gql(create, variables, caller=admin))["createEventSink"]
+    assert again == first and first["secret"]
+    listed = data(gql(SINKS, caller=admin))["eventSinks"]
+    assert [s["id"] for s in listed if s["url"] == variables["url"]] == [first["sink"]["id"]]
+    delete = """mutation($id: ID!, $key: String) {
+      deleteEventSink(input: {id: $id, idempotencyKey: $key}) { deleted } }"""
+    removal = {"id": first["sink"]["id"], "key": unique("key")}
+    assert data(gql(delete, removal, caller=admin))["deleteEventSink"] == {"deleted": True}
+    assert data(gql(delete, removal, caller=admin))["deleteEventSink"] == {"deleted": True}
+
+
 def test_a_malformed_sink_id_is_bad_input(gql: GraphQL, admin: Caller) -> None:
     refused = data(gql(PAUSE, {"id": "not-a-uuid", "p": True}, caller=admin))["pauseEventSink"]
     assert refused == {"sink": None, "userErrors": [{"code": "BAD_USER_INPUT"}]}

@@ -34,7 +34,7 @@ async def store(settings: Settings, profile: Profile) -> AsyncIterator[PostgresS
 
 
 async def _sink(store: PostgresStore, events: list[str]) -> uuid.UUID:
-    sink = await store.event_sinks.create(
+    sink, _ = await store.event_sinks.create(
         CTX, url="https://hooks.example.test/in", events=events, description="", secret="s"
     )
     return sink.id
