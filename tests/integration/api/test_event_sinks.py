@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -232,22 +233,39 @@ def test_a_sink_that_stays_down_has_its_events_dropped_and_counted(
     sink_settings: Settings, receiver: Receiver
 ) -> None:
     impatient = sink_settings.model_copy(
-        update={"event_sink_max_attempts": 2, "event_sink_max_backoff_s": 0.1}
+        update={
+            "event_sink_max_attempts": 2,
+            "event_sink_max_backoff_s": 0.1,
+            "event_sink_timeout_s": 0.5,
+        }
     )
-    with TestClient(create_app(impatient)) as client:
+    # A sink that takes the connection and never answers: the timeout bounds each attempt.
+    with socket.socket() as silent, TestClient(create_app(impatient)) as client:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
         admin = asyncio.run(_make_caller(sink_settings, "admin"))
         gql = GraphQL(client)
-        sink_id, _ = _create(gql, admin, receiver.url, ["agent.*"])
+        down_id, _ = _create(gql, admin, receiver.url, ["agent.*"])
+        mute_url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks"
+        mute_id, _ = _create(gql, admin, mute_url, ["agent.*"])
         receiver.stop()
         for _ in range(2):
             assert data(gql(CREATE_AGENT, {"n": unique("dropped")}, caller=admin))
-        wait_until(lambda: _sink(gql, admin, sink_id)["droppedCount"] == 2, what="two drops")
-        dropped = _sink(gql, admin, sink_id)
-        assert dropped["retriedCount"] == 2 and dropped["pendingCount"] == 0
-        assert dropped["deliveredCount"] == 0 and dropped["lastError"]
+
+        def both_dropped() -> bool:
+            return all(_sink(gql, admin, i)["droppedCount"] == 2 for i in (down_id, mute_id))
+
+        wait_until(both_dropped, what="two drops per sink")
+        for sink_id in (down_id, mute_id):
+            dropped = _sink(gql, admin, sink_id)
+            assert dropped["retriedCount"] == 2 and dropped["pendingCount"] == 0
+            assert dropped["deliveredCount"] == 0 and dropped["lastError"]
+        mute_error = _sink(gql, admin, mute_id)["lastError"]
+        assert "Timeout" in mute_error or "no answer" in mute_error
         metrics = client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
-        assert f'polygraph_event_sink_dropped_total{{sink="{sink_id}"}} 2.0' in metrics
-        assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
+        for sink_id in (down_id, mute_id):
+            assert f'polygraph_event_sink_dropped_total{{sink="{sink_id}"}} 2.0' in metrics
+            assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
 
 
 def test_two_gateways_share_the_deliveries_and_send_each_event_once(
