@@ -107,12 +107,10 @@ class EventSinkDelivery(BackgroundLoop):
         options: DeliveryOptions,
         *,
         stop_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(what="event sink delivery", stop_timeout_s=stop_timeout_s)
         self._postgres = postgres
         self.options = options
-        self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._limit = asyncio.Semaphore(options.concurrency)
         self._failing = False
@@ -136,7 +134,6 @@ class EventSinkDelivery(BackgroundLoop):
 
     async def _run(self) -> None:
         self._client = httpx.AsyncClient(
-            transport=self._transport,
             timeout=httpx.Timeout(self.options.timeout_s),
             limits=httpx.Limits(max_connections=self.options.concurrency),
             follow_redirects=False,

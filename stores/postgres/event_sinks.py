@@ -249,6 +249,22 @@ class EventSinkRepository:
             )
         return _sink(row)
 
+    async def rebase_after_restore(self) -> int:
+        """Transaction ids belong to a server: rows restored from a dump of another one
+        may carry ids this server has not reached yet, and would be sent again once it
+        reaches them. Move such rows below every cursor (they are the dump's past), and
+        cursors ahead of this server to now; returns how many rows moved."""
+        async with self._store.connection() as conn, conn.transaction():
+            moved = await conn.execute(
+                "UPDATE audit_log SET xid = '0'::xid8"
+                " WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())"
+            )
+            await conn.execute(
+                "UPDATE event_sinks SET cursor_xid = pg_snapshot_xmin(pg_current_snapshot()),"
+                " cursor_id = 0 WHERE cursor_xid > pg_snapshot_xmin(pg_current_snapshot())"
+            )
+        return int(moved.rsplit(" ", 1)[-1])
+
     async def fan_out(self, limit: int) -> int:
         """Queue, for every active sink no other process is queueing for, up to `limit`
         matching events past its cursor; returns how many sinks it queued for."""

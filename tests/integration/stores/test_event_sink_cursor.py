@@ -90,3 +90,30 @@ async def test_the_cursor_moves_in_batches_past_rows_no_sink_wants(store: Postgr
     await _sink(store, ["agent.*", "task.*"])
     await store.event_sinks.fan_out(100)
     assert await _queued(store) == []
+
+
+async def test_rows_restored_from_a_server_ahead_are_not_sent_again(
+    store: PostgresStore,
+) -> None:
+    sink = await _sink(store, ["task.*"])
+    await _audit(store)
+    await store.event_sinks.fan_out(100)
+    assert len(await _queued(store)) == 1
+    # As a dump of a busier server restores here: its rows and cursors carry
+    # transaction ids this server has not reached yet.
+    async with store.connection() as conn:
+        ahead = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint + 1000000"
+        await conn.execute(f"UPDATE audit_log SET xid = ({ahead})::text::xid8")
+        await conn.execute(
+            f"UPDATE event_sinks SET cursor_xid = ({ahead})::text::xid8 WHERE id = $1", sink
+        )
+    assert await store.event_sinks.rebase_after_restore() >= 2
+
+    async with store.connection() as conn:
+        future = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())"
+        )
+    assert future == 0, "a restored row would be sent again once this server reaches its xid"
+    await _audit(store)
+    await store.event_sinks.fan_out(100)
+    assert len(await _queued(store)) == 1, "the sink receives what happens after the restore"
