@@ -81,9 +81,11 @@ def check_url(url: str, *, allow_loopback: bool) -> str:
     """The URL a sink may have: http or https, a host, no credentials, bounded length;
     a loopback or link-local host only when `allow_loopback` (names are checked again,
     resolved, before each delivery)."""
-    if not 10 <= len(url) <= MAX_URL_LENGTH or url != url.strip() or " " in url:
+    if not 10 <= len(url) <= MAX_URL_LENGTH or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
         raise InvalidInput(
-            "url", f"must be an http(s) URL of 10 to {MAX_URL_LENGTH} characters, no spaces"
+            "url",
+            f"must be an http(s) URL of 10 to {MAX_URL_LENGTH} characters, without spaces"
+            " or control characters",
         )
     try:
         parts = urlsplit(url)

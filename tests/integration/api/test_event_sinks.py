@@ -327,6 +327,8 @@ def test_only_admins_manage_event_sinks(
         ("ftp://hooks.example.test/x", ["task.*"], "url"),
         ("https://user:pass@hooks.example.test/x", ["task.*"], "url"),
         ("https://hooks.example.test/" + "x" * 2048, ["task.*"], "url"),
+        ("https://hooks.example.test/a\nb", ["task.*"], "url"),
+        ("https://hooks.example.test/\u0000", ["task.*"], "url"),
         # The shared gateway does not allow loopback or link-local sinks.
         ("http://127.0.0.1:8000/hooks", ["task.*"], "url"),
         ("http://localhost/hooks", ["task.*"], "url"),
@@ -344,6 +346,16 @@ def test_bad_sinks_are_refused_with_the_field_at_fault(
     created = data(gql(CREATE, {"url": url, "events": events}, caller=admin))["createEventSink"]
     assert created["sink"] is None and created["secret"] is None
     assert [(e["field"], e["code"]) for e in created["userErrors"]] == [(field, "BAD_USER_INPUT")]
+
+
+@pytest.mark.parametrize("description", ["x" * 501, "a\u0000b"])
+def test_a_bad_description_is_refused(gql: GraphQL, admin: Caller, description: str) -> None:
+    create = """mutation($d: String!) { createEventSink(input: {url: "https://hooks.example.test/d",
+      events: ["task.*"], description: $d}) { sink { id } userErrors { code } } }"""
+    refused = data(gql(create, {"d": description}, caller=admin))["createEventSink"]
+    assert refused == {"sink": None, "userErrors": [{"code": "BAD_USER_INPUT"}]}
+    listed = data(gql(SINKS, caller=admin))["eventSinks"]
+    assert not [s for s in listed if s["url"] == "https://hooks.example.test/d"]
 
 
 def test_a_retried_creation_answers_the_same_sink_and_secret(gql: GraphQL, admin: Caller) -> None:
