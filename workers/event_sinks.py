@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import math
 import random
 import time
 from collections import Counter
@@ -68,12 +67,14 @@ class DeliveryOptions:
 
     @property
     def batch_size(self) -> int:
+        """Events queued per sink per round."""
         return self.concurrency * 4
 
     @property
     def lease_s(self) -> float:
-        """How long a claimed batch is hidden from other replicas: its longest run."""
-        return math.ceil(self.batch_size / self.concurrency) * self.timeout_s + 30.0
+        """How long a claimed delivery is hidden from other replicas: past its attempt's
+        end, with room for recording it."""
+        return self.timeout_s + 30.0
 
 
 @dataclass(slots=True)
@@ -112,25 +113,8 @@ class EventSinkDelivery(BackgroundLoop):
         self._postgres = postgres
         self.options = options
         self._client: httpx.AsyncClient | None = None
-        self._limit = asyncio.Semaphore(options.concurrency)
         self._failing = False
         self.counts: dict[UUID, SinkCounts] = {}
-
-    async def run_once(self) -> int:
-        """Queue new events, then attempt one batch of due deliveries; returns how many
-        attempts were made."""
-        # Sinks another replica is queueing for are skipped, not waited for; their
-        # deliveries are claimed all the same.
-        await self._postgres.event_sinks.fan_out(self.options.batch_size)
-        claimed = await self._postgres.event_sinks.claim_due(
-            self.options.batch_size, self.options.lease_s
-        )
-        if not claimed:
-            return 0
-        outcomes = await asyncio.gather(*(self._attempt(d) for d in claimed))
-        await self._postgres.event_sinks.settle(outcomes)
-        self._count(outcomes)
-        return len(claimed)
 
     async def _run(self) -> None:
         self._client = httpx.AsyncClient(
@@ -141,10 +125,14 @@ class EventSinkDelivery(BackgroundLoop):
             trust_env=False,
             headers={"user-agent": _USER_AGENT, "content-type": "application/json"},
         )
+        # Attempts run side by side and are recorded as each ends, while free slots are
+        # filled with more: a sink that keeps its attempts waiting for the timeout takes
+        # up its slots, not everyone's turn.
+        in_flight: set[asyncio.Task[Outcome]] = set()
         try:
             while not self._stopping.is_set():
                 try:
-                    attempted = await self.run_once()
+                    await self._step(in_flight)
                 except StoreUnavailable as exc:
                     self._failed(f"PostgreSQL is unavailable ({exc.reason})")
                     await self._sleep(_PAUSE_AFTER_FAILURE_S)
@@ -157,23 +145,50 @@ class EventSinkDelivery(BackgroundLoop):
                 if self._failing:
                     logger.info("event sink delivery resumed")
                     self._failing = False
-                if attempted < self.options.batch_size:
-                    await self._sleep(self.options.poll_s)
         finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
             client, self._client = self._client, None
             await client.aclose()
+
+    async def _step(self, in_flight: set[asyncio.Task[Outcome]]) -> None:
+        """Queue new events and start due attempts in the free slots, then record those
+        that end within `poll_s` (attempts a failed record leaves are tried again after
+        their lease)."""
+        room = self.options.concurrency - len(in_flight)
+        if room > 0:
+            # Sinks another replica is queueing for are skipped, not waited for; their
+            # deliveries are claimed all the same.
+            await self._postgres.event_sinks.fan_out(self.options.batch_size)
+            claimed = await self._postgres.event_sinks.claim_due(room, self.options.lease_s)
+            in_flight.update(asyncio.create_task(self._attempt(d)) for d in claimed)
+        if not in_flight:
+            await self._sleep(self.options.poll_s)
+            return
+        done, _ = await asyncio.wait(
+            in_flight, timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        in_flight.difference_update(done)
+        outcomes = [task.result() for task in done]
+        await self._postgres.event_sinks.settle(outcomes)
+        self._count(outcomes)
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         if delivery.event is None:
             gone = "the event's audit row no longer exists"
             return Outcome(delivery.sink_id, delivery.event_id, error=gone)
         error: str | None
-        async with self._limit:
-            try:
-                async with asyncio.timeout(self.options.timeout_s):
-                    error = await self._post(delivery, delivery.event)
-            except TimeoutError:
-                error = f"no answer within {self.options.timeout_s:g} s"
+        try:
+            async with asyncio.timeout(self.options.timeout_s):
+                error = await self._post(delivery, delivery.event)
+        except TimeoutError:
+            error = f"no answer within {self.options.timeout_s:g} s"
+        except Exception as exc:
+            # Such as a URL the HTTP client cannot use: a failed attempt like any other,
+            # so that the event is dropped in the end rather than tried forever.
+            logger.warning("event sink %s: attempt failed", delivery.sink_id, exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"[:_ERROR_LENGTH]
         if error is None:
             return Outcome(delivery.sink_id, delivery.event_id)
         if delivery.attempts >= self.options.max_attempts:

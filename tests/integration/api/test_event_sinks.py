@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -266,6 +267,40 @@ def test_a_sink_that_stays_down_has_its_events_dropped_and_counted(
         for sink_id in (down_id, mute_id):
             assert f'polygraph_event_sink_dropped_total{{sink="{sink_id}"}} 2.0' in metrics
             assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
+
+
+def test_a_sink_that_never_answers_does_not_hold_up_the_others(
+    sink_settings: Settings, receiver: Receiver
+) -> None:
+    patient = sink_settings.model_copy(update={"event_sink_timeout_s": 60.0})
+    held: list[socket.socket] = []
+
+    def hold_connections(listener: socket.socket) -> None:
+        with suppress(OSError):  # the listener closes at the end
+            while True:
+                held.append(listener.accept()[0])
+
+    with socket.socket() as silent, TestClient(create_app(patient)) as client:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        threading.Thread(target=hold_connections, args=(silent,), daemon=True).start()
+        admin = asyncio.run(_make_caller(sink_settings, "admin"))
+        gql = GraphQL(client)
+        mute_url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks"
+        mute_id, _ = _create(gql, admin, mute_url, ["agent.*"])
+        healthy_id, _ = _create(gql, admin, receiver.url, ["task.*"])
+        assert data(gql(CREATE_AGENT, {"n": unique("unanswered")}, caller=admin))
+        wait_until(lambda: len(held) == 1, what="an attempt waiting on the silent sink")
+
+        for _ in range(3):
+            assert data(gql(CREATE_TASK, caller=admin))["createTask"]["task"]["id"]
+        wait_until(lambda: len(receiver.events()) == 3, what="the other sink's events")
+        waiting = _sink(gql, admin, mute_id)
+        assert (waiting["retriedCount"], waiting["pendingCount"]) == (0, 1), "still waiting"
+        for sink_id in (mute_id, healthy_id):
+            assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
+    for connection in held:
+        connection.close()
 
 
 def test_two_gateways_share_the_deliveries_and_send_each_event_once(
