@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # Event sinks (README: "Event sinks"): deliver task and agent events from this
     # process (replicas share the work); each attempt's timeout, attempts per event
     # before it is dropped, the exponential pause between them (with jitter), attempts
-    # in flight at once, and how often to look for new events.
+    # in flight at once (one sink's: half at most), and how often to look for new events.
     event_sinks_enabled: bool = True
     event_sink_timeout_s: float = Field(default=5.0, gt=0, le=60)
     event_sink_max_attempts: int = Field(default=8, ge=1, le=50)

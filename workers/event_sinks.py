@@ -71,6 +71,12 @@ class DeliveryOptions:
         return self.concurrency * 4
 
     @property
+    def per_sink(self) -> int:
+        """Attempts in flight for one sink: half the slots, so that a sink that keeps
+        its attempts waiting leaves the rest to the others."""
+        return max(1, self.concurrency // 2)
+
+    @property
     def lease_s(self) -> float:
         """How long a claimed delivery is hidden from other replicas: past its attempt's
         end, with room for recording it."""
@@ -114,6 +120,8 @@ class EventSinkDelivery(BackgroundLoop):
         self.options = options
         self._client: httpx.AsyncClient | None = None
         self._failing = False
+        # Attempts in flight per sink: at most `options.per_sink` each.
+        self._attempting: Counter[UUID] = Counter()
         self.counts: dict[UUID, SinkCounts] = {}
 
     async def _run(self) -> None:
@@ -149,6 +157,7 @@ class EventSinkDelivery(BackgroundLoop):
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+            self._attempting.clear()
             client, self._client = self._client, None
             await client.aclose()
 
@@ -161,8 +170,19 @@ class EventSinkDelivery(BackgroundLoop):
             # Sinks another replica is queueing for are skipped, not waited for; their
             # deliveries are claimed all the same.
             await self._postgres.event_sinks.fan_out(self.options.batch_size)
-            claimed = await self._postgres.event_sinks.claim_due(room, self.options.lease_s)
-            in_flight.update(asyncio.create_task(self._attempt(d)) for d in claimed)
+            per_sink = self.options.per_sink
+            full = [sink for sink, count in self._attempting.items() if count >= per_sink]
+            claimed = await self._postgres.event_sinks.claim_due(
+                room, self.options.lease_s, skip_sinks=full
+            )
+            excess = []
+            for delivery in claimed:
+                if self._attempting[delivery.sink_id] >= per_sink:
+                    excess.append(delivery)
+                    continue
+                self._attempting[delivery.sink_id] += 1
+                in_flight.add(asyncio.create_task(self._attempt(delivery)))
+            await self._postgres.event_sinks.release(excess)
         if not in_flight:
             await self._sleep(self.options.poll_s)
             return
@@ -171,6 +191,9 @@ class EventSinkDelivery(BackgroundLoop):
         )
         in_flight.difference_update(done)
         outcomes = [task.result() for task in done]
+        for outcome in outcomes:
+            self._attempting[outcome.sink_id] -= 1
+        self._attempting += Counter()  # drops the sinks with none left
         await self._postgres.event_sinks.settle(outcomes)
         self._count(outcomes)
 

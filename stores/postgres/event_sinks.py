@@ -278,11 +278,14 @@ class EventSinkRepository:
                 await conn.execute(_FAN_OUT, sink["id"], limit)
         return len(sinks)
 
-    async def claim_due(self, limit: int, lease_s: float) -> list[Delivery]:
-        """Take up to `limit` deliveries whose time has come, counting an attempt for each
-        and hiding them from other claimers for `lease_s` (the attempt's longest run)."""
+    async def claim_due(
+        self, limit: int, lease_s: float, *, skip_sinks: Sequence[UUID] = ()
+    ) -> list[Delivery]:
+        """Take up to `limit` deliveries whose time has come, but none for `skip_sinks`,
+        counting an attempt for each and hiding them from other claimers for `lease_s`
+        (the attempt's longest run)."""
         async with self._store.connection() as conn, conn.transaction():
-            rows = await conn.fetch(_CLAIM, limit, lease_s)
+            rows = await conn.fetch(_CLAIM, limit, lease_s, list(skip_sinks))
         return [
             Delivery(
                 sink_id=row["sink_id"],
@@ -294,6 +297,21 @@ class EventSinkRepository:
             )
             for row in rows
         ]
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back claimed deliveries that were not attempted: due again, their attempt
+        uncounted."""
+        if not deliveries:
+            return
+        async with self._store.connection() as conn:
+            await conn.execute(
+                "UPDATE event_deliveries d"
+                " SET attempts = d.attempts - 1, next_attempt_at = now()"
+                " FROM unnest($1::uuid[], $2::bigint[]) AS o(sink_id, event_id)"
+                " WHERE d.sink_id = o.sink_id AND d.event_id = o.event_id",
+                [d.sink_id for d in deliveries],
+                [d.event_id for d in deliveries],
+            )
 
     async def settle(self, outcomes: Sequence[Outcome]) -> None:
         """Record how attempts ended: delivered and dropped events leave the queue,
@@ -379,7 +397,7 @@ _CLAIM = """
 WITH due AS (
     SELECT d.sink_id, d.event_id
     FROM event_deliveries d JOIN event_sinks s ON s.id = d.sink_id
-    WHERE d.next_attempt_at <= now() AND NOT s.paused
+    WHERE d.next_attempt_at <= now() AND NOT s.paused AND NOT (d.sink_id = ANY ($3::uuid[]))
     ORDER BY d.next_attempt_at, d.event_id
     LIMIT $1
     FOR UPDATE OF d SKIP LOCKED

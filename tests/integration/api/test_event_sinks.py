@@ -272,7 +272,10 @@ def test_a_sink_that_stays_down_has_its_events_dropped_and_counted(
 def test_a_sink_that_never_answers_does_not_hold_up_the_others(
     sink_settings: Settings, receiver: Receiver
 ) -> None:
-    patient = sink_settings.model_copy(update={"event_sink_timeout_s": 60.0})
+    # Two slots: the silent sink may hold one, however many of its events are due.
+    patient = sink_settings.model_copy(
+        update={"event_sink_timeout_s": 60.0, "event_sink_concurrency": 2}
+    )
     held: list[socket.socket] = []
 
     def hold_connections(listener: socket.socket) -> None:
@@ -289,14 +292,16 @@ def test_a_sink_that_never_answers_does_not_hold_up_the_others(
         mute_url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks"
         mute_id, _ = _create(gql, admin, mute_url, ["agent.*"])
         healthy_id, _ = _create(gql, admin, receiver.url, ["task.*"])
-        assert data(gql(CREATE_AGENT, {"n": unique("unanswered")}, caller=admin))
+        for _ in range(3):
+            assert data(gql(CREATE_AGENT, {"n": unique("unanswered")}, caller=admin))
         wait_until(lambda: len(held) == 1, what="an attempt waiting on the silent sink")
 
         for _ in range(3):
             assert data(gql(CREATE_TASK, caller=admin))["createTask"]["task"]["id"]
         wait_until(lambda: len(receiver.events()) == 3, what="the other sink's events")
         waiting = _sink(gql, admin, mute_id)
-        assert (waiting["retriedCount"], waiting["pendingCount"]) == (0, 1), "still waiting"
+        assert (waiting["retriedCount"], waiting["pendingCount"]) == (0, 3), "still waiting"
+        assert len(held) == 1
         for sink_id in (mute_id, healthy_id):
             assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
     for connection in held:
