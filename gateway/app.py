@@ -68,6 +68,7 @@ from stores.redis.sessions import SessionStore
 from stores.redis.write_positions import WritePositions
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
+from workers.event_sinks import EventSinkDelivery
 from workers.projector import Projector
 
 logger = logging.getLogger("polygraph")
@@ -230,6 +231,13 @@ def create_app(
         revocations=revocations,
         session_cache=session_cache,
         health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
+        event_sinks=(
+            EventSinkDelivery(
+                postgres, settings.event_sink_options(), stop_timeout_s=BACKGROUND_STOP_S
+            )
+            if settings.event_sinks_enabled
+            else None
+        ),
     )
     prometheus = GatewayMetrics(stores)
 
@@ -265,6 +273,9 @@ def create_app(
             if stores.embedding_filler is not None:
                 await stores.embedding_filler.start()
                 stack.push_async_callback(stores.embedding_filler.stop)
+            if stores.event_sinks is not None:
+                await stores.event_sinks.start()
+                stack.push_async_callback(stores.event_sinks.stop)
             app.state.stores = stores
             app.state.settings = settings
             logger.info("gateway ready")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, ClassVar
+from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,6 +35,7 @@ from stores.postgres import outbox
 
 if TYPE_CHECKING:
     from resolvers.context import Stores
+    from workers.event_sinks import SinkCounts
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +191,9 @@ class _StateCollector(Collector):
                 "Projector batches that failed (retried later; rows stay pending)",
                 value=projector.failed,
             )
+        sinks = self._stores.event_sinks
+        if sinks is not None:
+            yield from _event_sink_counts(sinks.counts)
         yield GaugeMetricFamily(
             "polygraph_subscriptions_open",
             "Open GraphQL subscriptions in this process",
@@ -206,6 +211,23 @@ class _StateCollector(Collector):
                 "Best-effort event publications that failed (Redis unreachable)",
                 value=events.publish_failures,
             )
+
+
+def _event_sink_counts(counts: Mapping[UUID, SinkCounts]) -> Iterator[Metric]:
+    """Outcomes of event deliveries from this process, per sink (their number is capped)."""
+    families = {
+        outcome: CounterMetricFamily(f"polygraph_event_sink_{outcome}", help_text, labels=["sink"])
+        for outcome, help_text in (
+            ("delivered", "Events this process delivered to each event sink"),
+            ("retried", "Failed delivery attempts to each event sink that will be retried"),
+            ("dropped", "Events given up on after their last attempt, per event sink"),
+        )
+    }
+    for sink_id, sink_counts in counts.items():
+        families["delivered"].add_metric([str(sink_id)], sink_counts.delivered)
+        families["retried"].add_metric([str(sink_id)], sink_counts.retried)
+        families["dropped"].add_metric([str(sink_id)], sink_counts.dropped)
+    yield from families.values()
 
 
 class PrometheusOperations(SchemaExtension):

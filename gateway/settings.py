@@ -28,6 +28,7 @@ from stores.redis.apq import ApqOptions
 from stores.redis.rate_limits import RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
+from workers.event_sinks import DeliveryOptions
 
 
 class Settings(BaseSettings):
@@ -117,6 +118,21 @@ class Settings(BaseSettings):
     projector_enabled: bool = True
     # The longest a mutation waits for Neo4j to show its change (read your writes).
     projection_wait_s: float = Field(default=2.0, ge=0, le=30)
+
+    # Event sinks (README: "Event sinks"): deliver task and agent events from this
+    # process (replicas share the work); each attempt's timeout, attempts per event
+    # before it is dropped, the exponential pause between them (with jitter), attempts
+    # in flight at once (one sink's: half at most), and how often to look for new events.
+    event_sinks_enabled: bool = True
+    event_sink_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    event_sink_max_attempts: int = Field(default=8, ge=1, le=50)
+    event_sink_min_backoff_s: float = Field(default=1.0, gt=0)
+    event_sink_max_backoff_s: float = Field(default=600.0, gt=0)
+    event_sink_concurrency: int = Field(default=8, ge=1, le=100)
+    event_sink_poll_s: float = Field(default=1.0, gt=0, le=60)
+    # Sink URLs on loopback and link-local addresses (the gateway's own host, cloud
+    # metadata services) are refused unless this is set.
+    event_sinks_allow_loopback: bool = False
 
     # Request limits, checked before anything executes (README: "Request limits").
     max_body_bytes: int = Field(default=DEFAULT_LIMITS.max_body_bytes, ge=1024)
@@ -293,6 +309,17 @@ class Settings(BaseSettings):
             timeout=self.embedding_timeout_s,
             max_retries=self.embedding_max_retries,
             threads=self.embedding_threads,
+        )
+
+    def event_sink_options(self) -> DeliveryOptions:
+        return DeliveryOptions(
+            timeout_s=self.event_sink_timeout_s,
+            max_attempts=self.event_sink_max_attempts,
+            min_backoff_s=self.event_sink_min_backoff_s,
+            max_backoff_s=max(self.event_sink_min_backoff_s, self.event_sink_max_backoff_s),
+            concurrency=self.event_sink_concurrency,
+            poll_s=self.event_sink_poll_s,
+            allow_loopback=self.event_sinks_allow_loopback,
         )
 
     def search_options(self) -> SearchOptions:

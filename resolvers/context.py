@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from resolvers.revocations import Revocations
     from resolvers.session_cache import SessionCache
     from workers.embeddings import EmbeddingFiller
+    from workers.event_sinks import EventSinkDelivery
     from workers.projector import Projector
 
 
@@ -58,6 +59,8 @@ class Stores:
     session_cache: SessionCache | None = None
     # One health probe shared by every caller per interval; None: each caller probes.
     health: HealthMonitor | None = None
+    # Delivers task and agent events to event sinks; None when this process does not.
+    event_sinks: EventSinkDelivery | None = None
     # GraphQL subscriptions streaming from this process now (for metrics).
     subscriptions: OpenCount = field(default_factory=lambda: OpenCount())
 

@@ -234,6 +234,7 @@ async def restore(
 
     async with PostgresStore(postgres) as store, GraphStore(graph) as graph_store:
         applied = await store.migrate()
+        await store.event_sinks.rebase_after_restore()
         await graph_store.migrate()
         scope = None if graph_scope is None else [str(i) for i in graph_scope]
         cleared = await projection.clear_projection(graph_store, subjects=scope)

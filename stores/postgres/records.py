@@ -182,3 +182,22 @@ class TrustedDocument:
     body: str
     client_name: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventSink:
+    id: UUID
+    url: str
+    events: tuple[str, ...]
+    description: str
+    paused: bool
+    delivered: int
+    retried: int
+    dropped: int
+    # Matched events waiting for delivery (or for their next attempt).
+    pending: int
+    last_delivered_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    created_by: UUID | None
+    created_at: datetime

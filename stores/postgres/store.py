@@ -27,6 +27,7 @@ from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
 from stores.postgres.documents import TrustedDocumentRepository
+from stores.postgres.event_sinks import EventSinkRepository
 from stores.postgres.migrations import (
     MigrationError,
     SchemaOutdated,
@@ -69,6 +70,7 @@ class PostgresStore:
         "agents",
         "audit",
         "documents",
+        "event_sinks",
         "tasks",
         "users",
         "workflows",
@@ -104,6 +106,7 @@ class PostgresStore:
         self._schema_checking: asyncio.Task[None] | None = None
         self._schema_failure: str | None = None
         self.agent_grants = AgentGrantRepository(self)
+        self.event_sinks = EventSinkRepository(self)
 
     def _new_pool(self, name: str, dsn: str) -> PgPool:
         return PgPool(
