@@ -81,7 +81,7 @@ class GatewayMetrics:
         )
         self.store_latency = Histogram(
             "polygraph_store_call_duration_seconds",
-            "Store round-trip latency, where the driver reports it (PostgreSQL)",
+            "Store round-trip latency: PostgreSQL statements and Neo4j reads",
             ["store"],
             buckets=_STORE_BUCKETS,
             registry=self.registry,

@@ -116,12 +116,15 @@ async def _read(
     params: dict[str, Any],
 ) -> Any:
     timeout = graph.query_timeout
-    roundtrips.record(_STORE)
     started = time.perf_counter()
-    with tracing.span("read", text):
-        async with graph.session() as session, translate_errors(timeout):
-            work = neo4j.unit_of_work(timeout=timeout)(fetch)
-            result = await session.execute_read(work, text, params)
+    try:
+        with tracing.span("read", text):
+            async with graph.session() as session, translate_errors(timeout):
+                work = neo4j.unit_of_work(timeout=timeout)(fetch)
+                result = await session.execute_read(work, text, params)
+    finally:
+        # Counted failed or not; timed as the driver saw it, for the latency histogram.
+        roundtrips.record(_STORE, seconds=time.perf_counter() - started)
     slow.observe(_STORE, time.perf_counter() - started, text, threshold_s=graph.slow_query_s)
     return result
 

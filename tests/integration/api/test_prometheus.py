@@ -55,9 +55,16 @@ def test_without_a_token_setting_there_is_no_metrics_endpoint(client: TestClient
 
 
 def test_a_scrape_counts_operations_errors_and_store_calls(
-    scraped_app: TestClient, viewer: Caller
+    scraped_app: TestClient, viewer: Caller, operator: Caller
 ) -> None:
-    query = "query AgentsForMetrics { agents(first: 1) { totalCount } }"
+    created = scraped_app.post(
+        "/graphql",
+        json={"query": 'mutation { createAgent(input: {name: "scraped"}) { agent { id } } }'},
+        headers=operator.headers,
+    )
+    assert created.status_code == 200, created.text
+    # `children` is read from Neo4j: both stores' latency is timed.
+    query = "query AgentsForMetrics { agents(first: 1) { totalCount edges { node { children { id } } } } }"
     for _ in range(2):
         response = scraped_app.post("/graphql", json={"query": query}, headers=viewer.headers)
         data(response.json())
@@ -72,7 +79,8 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert seen[("polygraph_graphql_operation_duration_seconds_count", named)] == 2
     assert seen[("polygraph_graphql_errors_total", (("code", "UNAUTHENTICATED"),))] >= 1
     assert seen[("polygraph_store_calls_total", (("store", "postgres"),))] > 0
-    assert seen[("polygraph_store_call_duration_seconds_count", (("store", "postgres"),))] > 0
+    for store in ("postgres", "neo4j"):
+        assert seen[("polygraph_store_call_duration_seconds_count", (("store", store),))] > 0
     primary = (("role", "primary"), ("server", "postgres"))
     in_use = seen[
         ("polygraph_store_pool_connections", (*primary, ("state", "in_use"), ("store", "postgres")))
