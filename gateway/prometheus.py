@@ -14,15 +14,18 @@ token rather than a user's API key.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -45,12 +48,30 @@ OTHER = "other"
 ANONYMOUS = "anonymous"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+# With several workers: how often each copies its pool, subscription and background
+# counters into the shared metrics.
+STATE_SYNC_S = 1.0
+
+
+def multiprocess() -> bool:
+    """Whether this process is one of several workers (`polygraph serve --workers N`),
+    whose metrics live in `PROMETHEUS_MULTIPROC_DIR` (gateway.serving)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class GatewayMetrics:
-    """One gateway's metrics; `render()` is what `/metrics` serves."""
+    """One gateway's metrics; `render()` is what `/metrics` serves.
+
+    With several workers, prometheus-client's multiprocess mode keeps each worker's
+    values in a file of its own, and a scrape of any worker sums them all: counters
+    and histograms add up, gauges of live state (pool connections, open
+    subscriptions) add up over the workers alive. The state other objects keep
+    (pools, projector, event bus) is copied into those metrics at each scrape and,
+    with several workers, every `STATE_SYNC_S` seconds, so a scrape of one worker
+    sees the others' state as of at most that long ago."""
 
     def __init__(self, stores: Stores) -> None:
+        self._stores = stores
         self.registry = CollectorRegistry(auto_describe=True)
         self.operations = Counter(
             "polygraph_graphql_operations",
@@ -84,10 +105,19 @@ class GatewayMetrics:
             buckets=_STORE_BUCKETS,
             registry=self.registry,
         )
-        self._state = _StateCollector(stores)
-        self.registry.register(self._state)
+        self._state = _StateMetrics(stores, self.registry)
+        self._outbox = _OutboxCollector(stores)
+        if multiprocess():
+            # What a scrape reads: every worker's files, and the outbox (one database,
+            # the same backlog whichever worker reads it: not summed).
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)  # type: ignore[no-untyped-call]
+        else:
+            self._exposed = self.registry
+        self._exposed.register(self._outbox)
         self._names: set[str] = set()
         self._store_children: dict[str, tuple[Counter, Histogram]] = {}
+        self._sync_task: asyncio.Task[None] | None = None
 
     def operation_label(self, name: str | None) -> str:
         if not name:
@@ -112,18 +142,104 @@ class GatewayMetrics:
             children[1].observe(seconds)
 
     def start(self) -> None:
+        """Call from the running event loop (the app's lifespan)."""
         roundtrips.add_observer(self.observe_store)
+        if multiprocess():
+            self._sync_task = asyncio.get_running_loop().create_task(
+                self._sync_forever(), name="polygraph-metrics-state"
+            )
 
     def stop(self) -> None:
         roundtrips.remove_observer(self.observe_store)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = None
 
     async def render(self) -> bytes:
-        await self._state.refresh()
-        return generate_latest(self.registry)
+        self._state.sync()
+        await self._outbox.refresh()
+        return generate_latest(self._exposed)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            self._state.sync()
+            await asyncio.sleep(STATE_SYNC_S)
 
 
-class _StateCollector(Collector):
-    """Gauges and counters read from the stores and workers at scrape time."""
+class _StateMetrics:
+    """Gauges and counters copied from the objects that keep them: pool usage, open
+    subscriptions, the projector's and the event bus's counters."""
+
+    def __init__(self, stores: Stores, registry: CollectorRegistry) -> None:
+        self._stores = stores
+        self.pool = Gauge(
+            "polygraph_store_pool_connections",
+            "Pool connections by state, over every worker",
+            ["store", "state"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_max = Gauge(
+            "polygraph_store_pool_max_connections",
+            "Pool size limit, over every worker",
+            ["store"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.subscriptions_open = Gauge(
+            "polygraph_subscriptions_open",
+            "Open GraphQL subscriptions, over every worker",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._registry = registry
+        # (counter, its value when last copied, how to read it now); made at the first
+        # sync, as the stores are read only once serving.
+        self._counters: list[tuple[Counter, list[float], Callable[[], float]]] | None = None
+
+    def _background_counters(self) -> list[tuple[Counter, list[float], Callable[[], float]]]:
+        readers: list[tuple[str, str, Callable[[], float]]] = []
+        projector = self._stores.projector
+        if projector is not None:
+            readers += [
+                ("polygraph_projector_applied", "Outbox rows applied to Neo4j",
+                 lambda: projector.applied),
+                ("polygraph_projector_failed",
+                 "Projector batches that failed (retried later; rows stay pending)",
+                 lambda: projector.failed),
+            ]  # fmt: skip
+        events = self._stores.events
+        if events is not None:
+            readers += [
+                ("polygraph_events_dropped", "Events a slow subscriber lost (its queue was full)",
+                 lambda: events.dropped),
+                ("polygraph_events_publish_failures",
+                 "Best-effort event publications that failed (Redis unreachable)",
+                 lambda: events.publish_failures),
+            ]  # fmt: skip
+        return [
+            (Counter(name, doc, registry=self._registry), [0.0], read)
+            for name, doc, read in readers
+        ]
+
+    def sync(self) -> None:
+        usage = self._stores.postgres.pool_usage()
+        self.pool.labels("postgres", "in_use").set(usage.in_use)
+        self.pool.labels("postgres", "idle").set(usage.idle)
+        self.pool.labels("postgres", "waiting").set(usage.waiting)
+        self.pool_max.labels("postgres").set(usage.max)
+        self.subscriptions_open.set(self._stores.subscriptions.open)
+        if self._counters is None:
+            self._counters = self._background_counters()
+        for counter, copied, read in self._counters:
+            now = read()
+            if now > copied[0]:
+                counter.inc(now - copied[0])
+                copied[0] = now
+
+
+class _OutboxCollector(Collector):
+    """The outbox backlog, read from PostgreSQL at scrape time."""
 
     def __init__(self, stores: Stores) -> None:
         self._stores = stores
@@ -131,8 +247,8 @@ class _StateCollector(Collector):
         self._outbox_oldest_s: float | None = None
 
     async def refresh(self) -> None:
-        """What needs a query: the outbox backlog. A PostgreSQL that is down leaves
-        the gauges out of this scrape rather than failing it."""
+        """A PostgreSQL that is down leaves the gauges out of this scrape rather than
+        failing it."""
         try:
             backlog = await outbox.backlog(self._stores.postgres)
         except StoreError as exc:
@@ -146,21 +262,6 @@ class _StateCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        usage = self._stores.postgres.pool_usage()
-        pool = GaugeMetricFamily(
-            "polygraph_store_pool_connections",
-            "Pool connections by state",
-            labels=["store", "state"],
-        )
-        pool.add_metric(["postgres", "in_use"], usage.in_use)
-        pool.add_metric(["postgres", "idle"], usage.idle)
-        pool.add_metric(["postgres", "waiting"], usage.waiting)
-        yield pool
-        pool_max = GaugeMetricFamily(
-            "polygraph_store_pool_max_connections", "Pool size limit", labels=["store"]
-        )
-        pool_max.add_metric(["postgres"], usage.max)
-        yield pool_max
         if self._outbox_pending is not None:
             yield GaugeMetricFamily(
                 "polygraph_outbox_pending",
@@ -171,35 +272,6 @@ class _StateCollector(Collector):
                 "polygraph_outbox_oldest_pending_age_seconds",
                 "Age of the oldest outbox row not yet projected (0 when none)",
                 value=self._outbox_oldest_s or 0.0,
-            )
-        projector = self._stores.projector
-        if projector is not None:
-            yield CounterMetricFamily(
-                "polygraph_projector_applied",
-                "Outbox rows this process applied to Neo4j",
-                value=projector.applied,
-            )
-            yield CounterMetricFamily(
-                "polygraph_projector_failed",
-                "Projector batches that failed (retried later; rows stay pending)",
-                value=projector.failed,
-            )
-        yield GaugeMetricFamily(
-            "polygraph_subscriptions_open",
-            "Open GraphQL subscriptions in this process",
-            value=self._stores.subscriptions.open,
-        )
-        events = self._stores.events
-        if events is not None:
-            yield CounterMetricFamily(
-                "polygraph_events_dropped",
-                "Events a slow subscriber lost (its queue was full)",
-                value=events.dropped,
-            )
-            yield CounterMetricFamily(
-                "polygraph_events_publish_failures",
-                "Best-effort event publications that failed (Redis unreachable)",
-                value=events.publish_failures,
             )
 
 
