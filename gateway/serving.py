@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -61,7 +62,7 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
-        # Our handler and format for uvicorn's records too; gateway.logs.AccessLog
+        # Our handler and format for uvicorn's records too; gateway.middleware.RequestObserver
         # writes the access lines, with the request's fields.
         log_config=None,
         access_log=False,
@@ -115,12 +116,18 @@ class _Worker(Process):
         # Answer the supervisor's pings at once ("not started yet"): building the app
         # takes a while, and a worker that does not answer is killed as hung.
         threading.Thread(target=self.always_pong, daemon=True).start()
-        from gateway.logs import configure
+        try:
+            from gateway.logs import configure
 
-        settings = Settings()
-        configure(settings.log_level, settings.log_format)
-        host, _, port = self._address.rpartition(":")
-        self._server = gateway_server(settings, host, int(port))
+            settings = Settings()
+            configure(settings.log_level, settings.log_format)
+            host, _, port = self._address.rpartition(":")
+            self._server = gateway_server(settings, host, int(port))
+        except Exception:
+            # A worker that cannot even be built (bad settings, a broken install) would
+            # fail the same way when replaced: say so, and stop them all.
+            logger.exception("a gateway worker could not be built")
+            sys.exit(uvicorn.config.STARTUP_FAILURE)
         self._server.run(sockets)
 
     def pong(self) -> None:
