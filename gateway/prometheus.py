@@ -18,10 +18,10 @@ import asyncio
 import hmac
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
+from graphql import GraphQLError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -30,7 +30,6 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from strawberry.extensions import SchemaExtension
 
 from stores import StoreError, roundtrips
 from stores.postgres import outbox
@@ -155,6 +154,17 @@ class GatewayMetrics:
             self._sync_task.cancel()
             self._sync_task = None
 
+    def record_operation(
+        self, name: str | None, kind: str, seconds: float, errors: Iterable[GraphQLError]
+    ) -> None:
+        """One operation, its latency and its errors' codes (gateway.operation_hooks)."""
+        label = self.operation_label(name)
+        self.operations.labels(label, kind).inc()
+        self.latency.labels(label, kind).observe(seconds)
+        for error in errors:
+            code = (error.extensions or {}).get("code", "INTERNAL")
+            self.errors.labels(str(code)).inc()
+
     async def render(self) -> bytes:
         self._state.sync()
         await self._outbox.refresh()
@@ -273,34 +283,6 @@ class _OutboxCollector(Collector):
                 "Age of the oldest outbox row not yet projected (0 when none)",
                 value=self._outbox_oldest_s or 0.0,
             )
-
-
-class PrometheusOperations(SchemaExtension):
-    """Counts each operation, its latency and its errors' codes. Listed before
-    `ErrorCodes`, so it leaves after it and sees the codes."""
-
-    metrics: ClassVar[GatewayMetrics]
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        context = self.execution_context
-        try:
-            kind = context.operation_type.value
-        except Exception:  # a document that did not parse has no operation type
-            kind = "unknown"
-        name = self.metrics.operation_label(context.operation_name)
-        self.metrics.operations.labels(name, kind).inc()
-        self.metrics.latency.labels(name, kind).observe(time.perf_counter() - started)
-        result = context.result
-        for error in getattr(result, "errors", None) or []:
-            code = (error.extensions or {}).get("code", "INTERNAL")
-            self.metrics.errors.labels(str(code)).inc()
-
-
-def operations_extension(metrics: GatewayMetrics) -> type[PrometheusOperations]:
-    """The extension class bound to one app's metrics (Strawberry builds one per request)."""
-    return type("BoundPrometheusOperations", (PrometheusOperations,), {"metrics": metrics})
 
 
 def metrics_route(metrics: GatewayMetrics, token: str | None) -> Route:
