@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also measure a gateway on graphql-core's executor (default: on, off in --quick)",
     )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        help="S1 and S2-pg again, gateway and peer on N processes each (default 2; 0: not)",
+    )
     bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
     bench.set_defaults(handler=_bench)
 
@@ -604,7 +609,16 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     given = {
         name: value
-        for name in ("scale", "seconds", "warmup", "rounds", "connections", "peer", "stock")
+        for name in (
+            "scale",
+            "seconds",
+            "warmup",
+            "rounds",
+            "connections",
+            "peer",
+            "stock",
+            "workers",
+        )
         if (value := getattr(args, name)) is not None
     }
     given["only"] = tuple(args.only)
