@@ -172,7 +172,10 @@ class GatewayMetrics:
 
     async def _sync_forever(self) -> None:
         while True:
-            self._state.sync()
+            try:
+                self._state.sync()
+            except Exception:  # the stores are still opening: next time
+                logger.debug("metrics state not copied yet", exc_info=True)
             await asyncio.sleep(STATE_SYNC_S)
 
 

@@ -13,12 +13,14 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx2
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.settings import Settings
+from infra.local.profiles import Profile
 from stores import PostgresStore
 from tests.support.serving import free_port
 from tests.support.waiting import until
@@ -163,6 +165,12 @@ async def test_a_scrape_of_any_worker_counts_every_workers_requests(
 
     named = (("operation", OPERATION), ("type", "query"))
     pool_max = ("polygraph_store_pool_max_connections", (("store", "postgres"),))
+
+    async def both_synced() -> bool:
+        # Each worker copies its pool's figures in every STATE_SYNC_S.
+        return (await scrape())[pool_max] == WORKERS * POOL_MAX
+
+    await until(both_synced)
     for _ in range(4):
         seen = await scrape()
         assert seen[("polygraph_graphql_operations_total", named)] == sent
@@ -183,9 +191,48 @@ async def test_a_scrape_of_any_worker_counts_every_workers_requests(
 
     await until(replaced)
 
-    async def replacement_serving() -> bool:
-        return (await scrape())[pool_max] == WORKERS * POOL_MAX
-
-    await until(replacement_serving)
+    await until(both_synced)
     seen = await scrape()
     assert seen[("polygraph_graphql_operations_total", named)] == sent
+
+
+async def test_workers_that_cannot_start_stop_the_server(
+    settings: Settings, profile: Profile, tmp_path: Path
+) -> None:
+    # A database never migrated, and no migrating on start: every worker refuses to
+    # serve, the same way each time, so none is replaced and the server exits 3.
+    name = f"polygraph_workers_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(profile.postgres_dsn())
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    log_path = tmp_path / "gateway.log"
+    try:
+        env = {
+            **os.environ,
+            "POLYGRAPH_POSTGRES_DSN": profile.postgres_dsn(name),
+            "POLYGRAPH_MIGRATE_ON_START": "false",
+            "POLYGRAPH_NEO4J_URI": settings.neo4j_uri,
+            "POLYGRAPH_NEO4J_PASSWORD": settings.neo4j_password.get_secret_value(),
+            "POLYGRAPH_REDIS_URL": settings.redis_url.get_secret_value(),
+            "POLYGRAPH_EVENTS_NAMESPACE": f"polygraph-workers-{secrets.token_hex(4)}",
+        }
+        with log_path.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port()),
+                "--workers", str(WORKERS),
+                env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            # Only stops a broken test: the workers refuse within seconds.
+            async with asyncio.timeout(120):
+                returncode = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()  # only the process this test started
+                await process.wait()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    log = log_path.read_text()
+    assert returncode == 3, log
+    assert "POLYGRAPH_MIGRATE_ON_START is false" in log, log
+    assert "failed to start; stopping every worker" in log, log
