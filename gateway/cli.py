@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the gateway (GraphiQL at /graphql)")
     serve.add_argument("--host", help="bind address (default: settings, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: settings, 8000)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="gateway processes sharing the port (default: 1); about one per core",
+    )
     serve.set_defaults(handler=_serve)
 
     stack = commands.add_parser("stack", help="start, stop or inspect the local stores")
@@ -106,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also measure a gateway on graphql-core's executor (default: on, off in --quick)",
     )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        help="S1 and S2-pg again, gateway and peer on N processes each (default 2; 0: not)",
+    )
     bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
     bench.set_defaults(handler=_bench)
 
@@ -169,15 +180,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import math
-
-    import uvicorn
-
-    from gateway.app import create_app
     from gateway.logs import configure
-    from gateway.runtime import tune_gc
-    from gateway.shutdown import GatewayServer, request_grace
+    from gateway.serving import serve
 
     configure(settings.log_level, settings.log_format)
     host = args.host or settings.host
@@ -185,33 +197,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"Polygraph: GraphiQL at http://{host}:{port}/graphql, health at http://{host}:{port}/health"
     )
-    app = create_app(settings)
-    tune_gc()
-    deadline = settings.shutdown_timeout_s
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        # Our handler and format for uvicorn's records too; gateway.logs.AccessLog
-        # writes the access lines, with the request's fields.
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        # X-Forwarded-For is honoured only from POLYGRAPH_TRUSTED_PROXIES (create_app);
-        # uvicorn would trust it from 127.0.0.1 by default.
-        proxy_headers=False,
-        # A WebSocket message is bounded like an HTTP body.
-        ws_max_size=settings.max_body_bytes,
-        # A backstop only: the server drains requests itself, before this passes.
-        timeout_graceful_shutdown=math.ceil(request_grace(deadline)) + 1,
-    )
-    server = GatewayServer(config, in_flight=app.state.in_flight, deadline_s=deadline)
-    server.run()
-    # uvicorn's exit status when the app refused to start (see `uvicorn.run`).
-    return 0 if server.started else 3
+    return serve(settings, host, port, args.workers)
 
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
@@ -623,7 +609,16 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     given = {
         name: value
-        for name in ("scale", "seconds", "warmup", "rounds", "connections", "peer", "stock")
+        for name in (
+            "scale",
+            "seconds",
+            "warmup",
+            "rounds",
+            "connections",
+            "peer",
+            "stock",
+            "workers",
+        )
         if (value := getattr(args, name)) is not None
     }
     given["only"] = tuple(args.only)

@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+import functools
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import orjson
@@ -24,7 +25,6 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.extensions import SchemaExtension
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
@@ -50,15 +50,10 @@ from resolvers.loaders import build_loaders
 from resolvers.rate_limits import authenticate_counted
 
 
-class ReleaseLoaders(SchemaExtension):
-    """Frees an operation's loaders, and every record they fetched, when it ends (see
-    `Loaders.clear`): fewer objects for the garbage collector to walk under load."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        context = self.execution_context.context
-        if isinstance(context, RequestContext):
-            context.loaders.clear()
+@functools.lru_cache(maxsize=64)
+def _media_type(content_type: str) -> str:
+    # Parsed by the email package, slowly; clients send the same few values.
+    return parse_content_type(content_type)[0]
 
 
 class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
@@ -210,8 +205,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
         if request.method == "POST":
-            content_type, _ = parse_content_type(request.content_type or "")
-            if content_type != APPLICATION_JSON:
+            if _media_type(request.content_type or "") != APPLICATION_JSON:
                 raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
         elif self._csrf_required_headers is not None and not preflighted(
             request.headers, self._csrf_required_headers

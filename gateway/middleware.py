@@ -3,69 +3,91 @@
 from __future__ import annotations
 
 import secrets
+import time
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import logs
 from stores import roundtrips
 
-REQUEST_ID_HEADER = "x-request-id"
 
+class RequestObserver:
+    """What every request gets, in one ASGI layer (one frame and one `send` wrapper
+    rather than three on the hot path):
 
-class RequestIdMiddleware:
-    """Gives every request an id (the client's, if it sent a sane one) and echoes it back."""
+    - an id (the client's, if it sent a sane one), echoed in `X-Request-Id`;
+    - the request's log fields, and one access line once it is answered
+      (gateway.logs);
+    - its store round trips, counted and reported in `X-Round-Trips` (e.g.
+      `neo4j=1, postgres=2, redis=1`): tests assert on it, benchmarks record it.
+
+    WebSockets get the id and the log fields; only HTTP requests are counted and logged.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket":
+                request_id = _incoming_id(scope) or secrets.token_hex(8)
+                scope.setdefault("state", {})["request_id"] = request_id
+                with logs.request_fields(scope, request_id):
+                    await self.app(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         request_id = _incoming_id(scope) or secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
+        encoded_id = request_id.encode("latin-1")
+        started = time.perf_counter()
+        status = 500
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
+        with logs.request_fields(scope, request_id), roundtrips.counting() as counter:
 
-        await self.app(scope, receive, send_with_id)
+            async def observed_send(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    counts = dict.fromkeys(ALWAYS_REPORTED, 0) | counter
+                    headers = message.setdefault("headers", [])
+                    if not isinstance(headers, list):
+                        headers = message["headers"] = list(headers)
+                    # Ours: whatever the app set under these names is replaced.
+                    headers[:] = [
+                        (name, value) for name, value in headers if name.lower() not in _OWN_HEADERS
+                    ]
+                    headers.append(
+                        (
+                            _ROUND_TRIPS_HEADER,
+                            ", ".join(
+                                f"{store}={count}" for store, count in sorted(counts.items())
+                            ).encode(),
+                        )
+                    )
+                    headers.append((_REQUEST_ID_HEADER, encoded_id))
+                await send(message)
+
+            try:
+                await self.app(scope, receive, observed_send)
+            finally:
+                logs.log_access(scope, status, started)
 
 
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
-        if name == REQUEST_ID_HEADER.encode():
+        if name == _REQUEST_ID_HEADER:
             candidate: str = value.decode("latin-1")
             if 0 < len(candidate) <= 64 and candidate.replace("-", "").isalnum():
                 return candidate
     return None
 
 
+REQUEST_ID_HEADER = "x-request-id"
 ROUND_TRIPS_HEADER = "x-round-trips"
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
+_ROUND_TRIPS_HEADER = ROUND_TRIPS_HEADER.encode()
+_OWN_HEADERS = frozenset((_REQUEST_ID_HEADER, _ROUND_TRIPS_HEADER))
 # Named even at zero, so the header is never empty and reads the same on every response.
 ALWAYS_REPORTED = ("neo4j", "postgres", "redis")
-
-
-class RoundTripsMiddleware:
-    """Counts store round trips per request and reports them in `X-Round-Trips`
-    (e.g. `neo4j=1, postgres=2, redis=1`): tests assert on it, benchmarks record it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        with roundtrips.counting() as counter:
-
-            async def send_with_count(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    counts = dict.fromkeys(ALWAYS_REPORTED, 0) | counter
-                    MutableHeaders(scope=message)[ROUND_TRIPS_HEADER] = ", ".join(
-                        f"{store}={count}" for store, count in sorted(counts.items())
-                    )
-                await send(message)
-
-            await self.app(scope, receive, send_with_count)

@@ -14,28 +14,28 @@ token rather than a user's API key.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, ClassVar
-from uuid import UUID
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from graphql import GraphQLError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from strawberry.extensions import SchemaExtension
 
 from stores import StoreError, roundtrips
 from stores.postgres import outbox
 
 if TYPE_CHECKING:
     from resolvers.context import Stores
-    from workers.event_sinks import SinkCounts
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,30 @@ OTHER = "other"
 ANONYMOUS = "anonymous"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+# With several workers: how often each copies its pool, subscription and background
+# counters into the shared metrics.
+STATE_SYNC_S = 1.0
+
+
+def multiprocess() -> bool:
+    """Whether this process is one of several workers (`polygraph serve --workers N`),
+    whose metrics live in `PROMETHEUS_MULTIPROC_DIR` (gateway.serving)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 class GatewayMetrics:
-    """One gateway's metrics; `render()` is what `/metrics` serves."""
+    """One gateway's metrics; `render()` is what `/metrics` serves.
+
+    With several workers, prometheus-client's multiprocess mode keeps each worker's
+    values in a file of its own, and a scrape of any worker sums them all: counters
+    and histograms add up, gauges of live state (pool connections, open
+    subscriptions) add up over the workers alive. The state other objects keep
+    (pools, projector, event bus) is copied into those metrics at each scrape and,
+    with several workers, every `STATE_SYNC_S` seconds, so a scrape of one worker
+    sees the others' state as of at most that long ago."""
 
     def __init__(self, stores: Stores) -> None:
+        self._stores = stores
         self.registry = CollectorRegistry(auto_describe=True)
         self.operations = Counter(
             "polygraph_graphql_operations",
@@ -86,10 +104,19 @@ class GatewayMetrics:
             buckets=_STORE_BUCKETS,
             registry=self.registry,
         )
-        self._state = _StateCollector(stores)
-        self.registry.register(self._state)
+        self._state = _StateMetrics(stores, self.registry)
+        self._outbox = _OutboxCollector(stores)
+        if multiprocess():
+            # What a scrape reads: every worker's files, and the outbox (one database,
+            # the same backlog whichever worker reads it: not summed).
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)  # type: ignore[no-untyped-call]
+        else:
+            self._exposed = self.registry
+        self._exposed.register(self._outbox)
         self._names: set[str] = set()
         self._store_children: dict[str, tuple[Counter, Histogram]] = {}
+        self._sync_task: asyncio.Task[None] | None = None
 
     def operation_label(self, name: str | None) -> str:
         if not name:
@@ -114,18 +141,145 @@ class GatewayMetrics:
             children[1].observe(seconds)
 
     def start(self) -> None:
+        """Call from the running event loop (the app's lifespan)."""
         roundtrips.add_observer(self.observe_store)
+        if multiprocess():
+            self._sync_task = asyncio.get_running_loop().create_task(
+                self._sync_forever(), name="polygraph-metrics-state"
+            )
 
     def stop(self) -> None:
         roundtrips.remove_observer(self.observe_store)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            self._sync_task = None
+
+    def record_operation(
+        self, name: str | None, kind: str, seconds: float, errors: Iterable[GraphQLError]
+    ) -> None:
+        """One operation, its latency and its errors' codes (gateway.operation_hooks)."""
+        label = self.operation_label(name)
+        self.operations.labels(label, kind).inc()
+        self.latency.labels(label, kind).observe(seconds)
+        for error in errors:
+            code = (error.extensions or {}).get("code", "INTERNAL")
+            self.errors.labels(str(code)).inc()
 
     async def render(self) -> bytes:
-        await self._state.refresh()
-        return generate_latest(self.registry)
+        self._state.sync()
+        await self._outbox.refresh()
+        return generate_latest(self._exposed)
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                self._state.sync()
+            except Exception:  # the stores are still opening: next time
+                logger.debug("metrics state not copied yet", exc_info=True)
+            await asyncio.sleep(STATE_SYNC_S)
 
 
-class _StateCollector(Collector):
-    """Gauges and counters read from the stores and workers at scrape time."""
+class _StateMetrics:
+    """Gauges and counters copied from the objects that keep them: pool usage, open
+    subscriptions, the projector's and the event bus's counters."""
+
+    def __init__(self, stores: Stores, registry: CollectorRegistry) -> None:
+        self._stores = stores
+        self.pool = Gauge(
+            "polygraph_store_pool_connections",
+            "Pool connections by state, over every worker; PostgreSQL's per server"
+            " (`role`: primary or replica)",
+            ["store", "role", "server", "state"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.pool_max = Gauge(
+            "polygraph_store_pool_max_connections",
+            "Pool size limit, over every worker",
+            ["store", "role", "server"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        # Counters kept per label by other objects (event sinks per sink), copied as the
+        # background counters are: each labelled value's last copy.
+        self.sink_outcomes = {
+            outcome: Counter(f"polygraph_event_sink_{outcome}", doc, ["sink"], registry=registry)
+            for outcome, doc in (
+                ("delivered", "Events delivered to each event sink"),
+                ("retried", "Failed delivery attempts to each event sink that will be retried"),
+                ("dropped", "Events given up on after their last attempt, per event sink"),
+            )
+        }
+        self._labelled_copies: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.subscriptions_open = Gauge(
+            "polygraph_subscriptions_open",
+            "Open GraphQL subscriptions, over every worker",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._registry = registry
+        # (counter, its value when last copied, how to read it now); made at the first
+        # sync, as the stores are read only once serving.
+        self._counters: list[tuple[Counter, list[float], Callable[[], float]]] | None = None
+
+    def _background_counters(self) -> list[tuple[Counter, list[float], Callable[[], float]]]:
+        readers: list[tuple[str, str, Callable[[], float]]] = []
+        projector = self._stores.projector
+        if projector is not None:
+            readers += [
+                ("polygraph_projector_applied", "Outbox rows applied to Neo4j",
+                 lambda: projector.applied),
+                ("polygraph_projector_failed",
+                 "Projector batches that failed (retried later; rows stay pending)",
+                 lambda: projector.failed),
+            ]  # fmt: skip
+        events = self._stores.events
+        if events is not None:
+            readers += [
+                ("polygraph_events_dropped", "Events a slow subscriber lost (its queue was full)",
+                 lambda: events.dropped),
+                ("polygraph_events_publish_failures",
+                 "Best-effort event publications that failed (Redis unreachable)",
+                 lambda: events.publish_failures),
+            ]  # fmt: skip
+        return [
+            (Counter(name, doc, registry=self._registry), [0.0], read)
+            for name, doc, read in readers
+        ]
+
+    def _copy_labelled(self, counter: Counter, labels: tuple[str, ...], now: float) -> None:
+        key = (counter._name, labels)
+        copied = self._labelled_copies.get(key, 0.0)
+        if now > copied:
+            counter.labels(*labels).inc(now - copied)
+            self._labelled_copies[key] = now
+
+    def sync(self) -> None:
+        postgres = self._stores.postgres
+        pools = [("primary", "postgres", postgres.pool_usage())]
+        pools += [("replica", name, usage) for name, usage in postgres.replica_pool_usage()]
+        for role, server, usage in pools:
+            self.pool.labels("postgres", role, server, "in_use").set(usage.in_use)
+            self.pool.labels("postgres", role, server, "idle").set(usage.idle)
+            self.pool.labels("postgres", role, server, "waiting").set(usage.waiting)
+            self.pool_max.labels("postgres", role, server).set(usage.max)
+        self.subscriptions_open.set(self._stores.subscriptions.open)
+        sinks = self._stores.event_sinks
+        if sinks is not None:
+            for sink_id, counts in sinks.counts.items():
+                for outcome, counter in self.sink_outcomes.items():
+                    self._copy_labelled(counter, (str(sink_id),), getattr(counts, outcome))
+        if self._counters is None:
+            self._counters = self._background_counters()
+        for counter, copied, read in self._counters:
+            now = read()
+            if now > copied[0]:
+                counter.inc(now - copied[0])
+                copied[0] = now
+
+
+class _OutboxCollector(Collector):
+    """The outbox backlog, read from PostgreSQL at scrape time."""
 
     def __init__(self, stores: Stores) -> None:
         self._stores = stores
@@ -133,8 +287,8 @@ class _StateCollector(Collector):
         self._outbox_oldest_s: float | None = None
 
     async def refresh(self) -> None:
-        """What needs a query: the outbox backlog. A PostgreSQL that is down leaves
-        the gauges out of this scrape rather than failing it."""
+        """A PostgreSQL that is down leaves the gauges out of this scrape rather than
+        failing it."""
         try:
             backlog = await outbox.backlog(self._stores.postgres)
         except StoreError as exc:
@@ -148,26 +302,6 @@ class _StateCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        postgres = self._stores.postgres
-        pools = [("primary", "postgres", postgres.pool_usage())]
-        pools += [("replica", name, usage) for name, usage in postgres.replica_pool_usage()]
-        pool = GaugeMetricFamily(
-            "polygraph_store_pool_connections",
-            "Pool connections by state; PostgreSQL's per server (`role`: primary or replica)",
-            labels=["store", "role", "server", "state"],
-        )
-        pool_max = GaugeMetricFamily(
-            "polygraph_store_pool_max_connections",
-            "Pool size limit",
-            labels=["store", "role", "server"],
-        )
-        for role, server, usage in pools:
-            pool.add_metric(["postgres", role, server, "in_use"], usage.in_use)
-            pool.add_metric(["postgres", role, server, "idle"], usage.idle)
-            pool.add_metric(["postgres", role, server, "waiting"], usage.waiting)
-            pool_max.add_metric(["postgres", role, server], usage.max)
-        yield pool
-        yield pool_max
         if self._outbox_pending is not None:
             yield GaugeMetricFamily(
                 "polygraph_outbox_pending",
@@ -179,83 +313,6 @@ class _StateCollector(Collector):
                 "Age of the oldest outbox row not yet projected (0 when none)",
                 value=self._outbox_oldest_s or 0.0,
             )
-        projector = self._stores.projector
-        if projector is not None:
-            yield CounterMetricFamily(
-                "polygraph_projector_applied",
-                "Outbox rows this process applied to Neo4j",
-                value=projector.applied,
-            )
-            yield CounterMetricFamily(
-                "polygraph_projector_failed",
-                "Projector batches that failed (retried later; rows stay pending)",
-                value=projector.failed,
-            )
-        sinks = self._stores.event_sinks
-        if sinks is not None:
-            yield from _event_sink_counts(sinks.counts)
-        yield GaugeMetricFamily(
-            "polygraph_subscriptions_open",
-            "Open GraphQL subscriptions in this process",
-            value=self._stores.subscriptions.open,
-        )
-        events = self._stores.events
-        if events is not None:
-            yield CounterMetricFamily(
-                "polygraph_events_dropped",
-                "Events a slow subscriber lost (its queue was full)",
-                value=events.dropped,
-            )
-            yield CounterMetricFamily(
-                "polygraph_events_publish_failures",
-                "Best-effort event publications that failed (Redis unreachable)",
-                value=events.publish_failures,
-            )
-
-
-def _event_sink_counts(counts: Mapping[UUID, SinkCounts]) -> Iterator[Metric]:
-    """Outcomes of event deliveries from this process, per sink (their number is capped)."""
-    families = {
-        outcome: CounterMetricFamily(f"polygraph_event_sink_{outcome}", help_text, labels=["sink"])
-        for outcome, help_text in (
-            ("delivered", "Events this process delivered to each event sink"),
-            ("retried", "Failed delivery attempts to each event sink that will be retried"),
-            ("dropped", "Events given up on after their last attempt, per event sink"),
-        )
-    }
-    for sink_id, sink_counts in counts.items():
-        families["delivered"].add_metric([str(sink_id)], sink_counts.delivered)
-        families["retried"].add_metric([str(sink_id)], sink_counts.retried)
-        families["dropped"].add_metric([str(sink_id)], sink_counts.dropped)
-    yield from families.values()
-
-
-class PrometheusOperations(SchemaExtension):
-    """Counts each operation, its latency and its errors' codes. Listed before
-    `ErrorCodes`, so it leaves after it and sees the codes."""
-
-    metrics: ClassVar[GatewayMetrics]
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        context = self.execution_context
-        try:
-            kind = context.operation_type.value
-        except Exception:  # a document that did not parse has no operation type
-            kind = "unknown"
-        name = self.metrics.operation_label(context.operation_name)
-        self.metrics.operations.labels(name, kind).inc()
-        self.metrics.latency.labels(name, kind).observe(time.perf_counter() - started)
-        result = context.result
-        for error in getattr(result, "errors", None) or []:
-            code = (error.extensions or {}).get("code", "INTERNAL")
-            self.metrics.errors.labels(str(code)).inc()
-
-
-def operations_extension(metrics: GatewayMetrics) -> type[PrometheusOperations]:
-    """The extension class bound to one app's metrics (Strawberry builds one per request)."""
-    return type("BoundPrometheusOperations", (PrometheusOperations,), {"metrics": metrics})
 
 
 def metrics_route(metrics: GatewayMetrics, token: str | None) -> Route:

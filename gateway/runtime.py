@@ -6,7 +6,7 @@ import gc
 
 # Collect the youngest generation after 20,000 net allocations instead of 700. A large
 # GraphQL response allocates hundreds of thousands of short-lived objects, nearly all
-# freed by reference counting (see `ReleaseLoaders`); at the default every request ran
+# freed by reference counting (see `OperationHooks`); at the default every request ran
 # dozens of collections and several full ones that walked the whole schema. Measured on
 # S2 at 16 concurrent requests: about 25% less CPU per request, far fewer p99 outliers.
 YOUNG_GENERATION_THRESHOLD = 20_000

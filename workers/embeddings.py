@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from stores import StoreUnavailable
 from stores.embeddings import Embedder, EmbeddingUnavailable
+from stores.postgres.advisory import JobAlreadyRunning
 from stores.search import EmbeddingSpace, SearchStore, move_space
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
@@ -77,6 +78,7 @@ async def fill_pending(
 
 
 REEMBED_JOB = "reembed"
+FILLER_JOB = "embedding filler"
 
 
 async def reembed(
@@ -148,11 +150,17 @@ class EmbeddingFiller(BackgroundLoop):
             await self._sleep(self._idle_poll_s, wakeable=True)
 
     async def _fill(self) -> FillReport | None:
-        """One pass over what is pending; None once stopping."""
+        """One pass over what is pending; None once stopping. One filler at a time per
+        database: every gateway worker and replica runs one, and two would embed the
+        same rows. The others find the pass taken and wait for their next turn."""
         if self._stopping.is_set():
             return None
         self._wakeup.clear()
-        return await fill_pending(self._search, self._embedder, batch_size=self._batch_size)
+        try:
+            async with self._search.postgres.exclusive_job(FILLER_JOB):
+                return await fill_pending(self._search, self._embedder, batch_size=self._batch_size)
+        except JobAlreadyRunning:
+            return FillReport(knowledge=0, memories=0)
 
     def _failed(self, state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome is not None else None
