@@ -164,7 +164,10 @@ async def test_a_scrape_of_any_worker_counts_every_workers_requests(
         }
 
     named = (("operation", OPERATION), ("type", "query"))
-    pool_max = ("polygraph_store_pool_max_connections", (("store", "postgres"),))
+    pool_max = (
+        "polygraph_store_pool_max_connections",
+        (("role", "primary"), ("server", "postgres"), ("store", "postgres")),
+    )
 
     async def both_synced() -> bool:
         # Each worker copies its pool's figures in every STATE_SYNC_S.
