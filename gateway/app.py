@@ -49,6 +49,7 @@ from gateway.tracing import (
     without_query_string,
 )
 from resolvers.auth import Principal
+from resolvers.claims import announce_change
 from resolvers.context import RequestContext, Stores
 from resolvers.documents import PersistedDocuments
 from resolvers.health import HealthMonitor
@@ -67,6 +68,7 @@ from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
 from workers.projector import Projector
+from workers.task_leases import LeaseSweeper
 
 logger = logging.getLogger("polygraph")
 
@@ -227,6 +229,13 @@ def create_app(
         revocations=revocations,
         session_cache=session_cache,
         health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
+        claim_options=settings.claim_options(),
+    )
+    lease_sweeper = LeaseSweeper(
+        postgres,
+        on_expired=partial(announce_change, stores, change="lease_expired"),
+        interval_s=settings.claim_sweep_interval_s,
+        stop_timeout_s=BACKGROUND_STOP_S,
     )
     prometheus = GatewayMetrics(stores)
 
@@ -262,6 +271,8 @@ def create_app(
             if stores.embedding_filler is not None:
                 await stores.embedding_filler.start()
                 stack.push_async_callback(stores.embedding_filler.stop)
+            await lease_sweeper.start()
+            stack.push_async_callback(lease_sweeper.stop)
             app.state.stores = stores
             app.state.settings = settings
             logger.info("gateway ready")
@@ -344,4 +355,5 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # For the server, which drains these when it shuts down (see gateway.shutdown).
     app.state.in_flight = in_flight
+    app.state.lease_sweeper = lease_sweeper
     return app

@@ -92,3 +92,23 @@ async def require_acts_as(
             ErrorCode.FORBIDDEN,
             f"{doing}: you may no longer act as agent {agent_id}; its grant was revoked",
         )
+
+
+async def require_claimer(ctx: RequestContext, *, doing: str) -> UUID:
+    """The agent the caller's session is bound to, its grant checked now; anyone else
+    is refused: claims are made as an agent, never on an agent's behalf."""
+    principal = ctx.principal
+    require(principal, at_least=Role.AGENT)
+    assert principal.user_id is not None
+    if principal.agent_id is None:
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"{doing} needs a session bound to an agent: log in with `agentId` (an operator"
+            " grants it with grantAgentAccess)",
+        )
+    if not await ctx.stores.postgres.agent_grants.allows(principal.user_id, principal.agent_id):
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"{doing}: you may no longer act as agent {principal.agent_id}; its grant was revoked",
+        )
+    return principal.agent_id

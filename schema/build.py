@@ -28,13 +28,14 @@ from strawberry.types import ExecutionContext, Info
 from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
+from schema.mutations.claims import ClaimSubscriptions
 from schema.query import Query as CoreQuery
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
 QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery, AgentGrantQueries)
-SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
+SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions, ClaimSubscriptions)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

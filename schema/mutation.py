@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from schema.agent_grants import AgentGrantMutations
 from schema.mutations.agents import AgentMutations
+from schema.mutations.claims import ClaimMutations
 from schema.mutations.knowledge import KnowledgeMutations
 from schema.mutations.metrics import MetricMutations
 from schema.mutations.tasks import TaskMutations
@@ -13,6 +14,7 @@ MUTATIONS: tuple[type, ...] = (
     AgentMutations,
     AgentGrantMutations,
     TaskMutations,
+    ClaimMutations,
     WorkflowMutations,
     MetricMutations,
     KnowledgeMutations,

@@ -32,6 +32,7 @@ from stores.postgres.migrations import (
     pending_migrations,
 )
 from stores.postgres.options import PgConnection, PostgresOptions
+from stores.postgres.task_claims import TaskClaims
 from stores.postgres.tasks import TaskRepository
 from stores.postgres.users import UserRepository
 from stores.postgres.vectors import register_vector_codec
@@ -56,6 +57,7 @@ class PostgresStore:
         "agent_grants",
         "agents",
         "audit",
+        "claims",
         "documents",
         "tasks",
         "users",
@@ -75,6 +77,7 @@ class PostgresStore:
         self.users = UserRepository(self)
         self.agents = AgentRepository(self)
         self.tasks = TaskRepository(self)
+        self.claims = TaskClaims(self)
         self.workflows = WorkflowRepository(self)
         self.achievements = AchievementRepository(self)
         self.audit = AuditRepository(self)
