@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from uuid import UUID
 
-from resolvers.agent_grants import require_claimer
+from resolvers.agent_grants import bound_agent, grant_revoked, require_claimer
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.live import live_events
@@ -39,7 +39,8 @@ async def claim_next_task(
 ) -> Task | None:
     """The best ready task for the caller's agent, claimed; None when none came within
     `wait_s`. Without `capabilities`, the agent's registered ones."""
-    agent_id = await require_claimer(ctx, doing="claiming a task")
+    doing = "claiming a task"
+    agent_id = bound_agent(ctx.principal, doing=doing)
     options = ctx.stores.claim_options
     if not 0 <= wait_s <= options.max_wait_s:
         raise ClientError(
@@ -47,9 +48,14 @@ async def claim_next_task(
             f"waitSeconds must be from 0 to {options.max_wait_s:g}",
             field="waitSeconds",
         )
-    held = await _capabilities(ctx, agent_id, capabilities)
-    lease = options.lease_s if lease_s is None else lease_s
     claims = ctx.stores.postgres.claims
+    assert ctx.principal.user_id is not None
+    # The grant and the agent's capabilities in one query.
+    registered = await claims.claimer_capabilities(ctx.principal.user_id, agent_id)
+    if registered is None:
+        raise grant_revoked(agent_id, doing=doing)
+    held = registered if capabilities is None else capabilities
+    lease = options.lease_s if lease_s is None else lease_s
 
     async def attempt() -> Task | None:
         return await claims.claim_next(
@@ -84,8 +90,15 @@ async def task_available(
     ctx: RequestContext, *, capabilities: Sequence[str] | None, repository: str | None
 ) -> AsyncGenerator[Task, None]:
     """Tasks as they become ready for the caller's agent (still pending when sent)."""
-    agent_id = await require_claimer(ctx, doing="listening for work")
-    held = frozenset(await _capabilities(ctx, agent_id, capabilities))
+    doing = "listening for work"
+    agent_id = bound_agent(ctx.principal, doing=doing)
+    assert ctx.principal.user_id is not None
+    registered = await ctx.stores.postgres.claims.claimer_capabilities(
+        ctx.principal.user_id, agent_id
+    )
+    if registered is None:
+        raise grant_revoked(agent_id, doing=doing)
+    held = frozenset(registered if capabilities is None else capabilities)
     async for signal in live_events(ctx, TASK_AVAILABLE_CHANNEL):
         if not _fits(signal, held, repository):
             continue
@@ -140,14 +153,3 @@ def _fits(signal: Event, held: frozenset[str], repository: str | None) -> bool:
         return False
     required = signal.get("required_capabilities") or []
     return isinstance(required, list) and held.issuperset(required)
-
-
-async def _capabilities(
-    ctx: RequestContext, agent_id: UUID, given: Sequence[str] | None
-) -> Sequence[str]:
-    if given is not None:
-        return given
-    agent = await ctx.loaders.agent_by_id.load(agent_id)
-    if agent is None:
-        raise ClientError(ErrorCode.NOT_FOUND, f"agent {agent_id} no longer exists")
-    return agent.capabilities

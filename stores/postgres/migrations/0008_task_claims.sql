@@ -11,3 +11,6 @@ CREATE INDEX tasks_claimable ON tasks (priority DESC, created_at, id) WHERE stat
 -- The lease sweep: leases that lapse first.
 CREATE INDEX tasks_lease_expires_at ON tasks (lease_expires_at)
     WHERE lease_expires_at IS NOT NULL;
+-- Claimers that name a repository walk only its pending tasks.
+CREATE INDEX tasks_claimable_repository ON tasks (repository, priority DESC, created_at, id)
+    WHERE status = 'pending';

@@ -89,8 +89,11 @@ def test_only_a_session_bound_to_an_agent_claims(
     assert error_codes(gql(CLAIM, {"in": {"repository": repository}})) == ["UNAUTHENTICATED"]
 
     bound = _claimer(gql, operator, make_caller, agent_id)
+    assert _claim(gql, bound, repository=unique("empty"))["task"] is None
     claimed = _claim(gql, bound, repository=repository)
     assert claimed["task"]["id"] == task_id and claimed["fencingToken"] == 1
+    # The grant with the agent's capabilities, the claim, the assignee the answer selects.
+    assert gql.last_round_trips["postgres"] == 3
     assert claimed["task"]["assignee"] == {"id": agent_id}
     assert claimed["task"]["status"] == "ASSIGNED" and claimed["leaseExpiresAt"]
     # Heartbeats too: the holder's token alone is not enough.

@@ -14,7 +14,7 @@ from stores import PostgresStore
 from stores.errors import Conflict, InvalidInput
 from stores.postgres.records import Task
 from stores.postgres.task_events import replay
-from tests.integration.stores import new_agent, new_ctx, new_task, unique
+from tests.integration.stores import new_agent, new_ctx, new_task, outbox_rows, unique
 from tests.support.waiting import until
 
 CLAIMERS = 20
@@ -115,6 +115,14 @@ async def test_a_claimer_needs_every_capability_the_task_requires(store: Postgre
     assert await _claim(store, agent, repository, caps=("python",)) is None
     claimed = await _claim(store, agent, repository, caps=("gpu", "python", "rust"))
     assert claimed is not None and claimed.id == task.id
+    # Queued for Neo4j like every task change (the projector polls for it).
+    assert (await outbox_rows(store, id=str(task.id)))[-1] == (
+        "task.upserted",
+        {
+            "id": str(task.id), "title": task.title, "status": "assigned",
+            "priority": task.priority, "assignee_id": str(agent), "workflow_id": None,
+        },
+    )  # fmt: skip
     with pytest.raises(InvalidInput):
         await _claim(store, agent, repository, caps=tuple(str(n) for n in range(101)))
     with pytest.raises(InvalidInput):
