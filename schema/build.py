@@ -26,9 +26,9 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
+from schema.claims import ClaimSubscriptions
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
-from schema.mutations.claims import ClaimSubscriptions
 from schema.query import Query as CoreQuery
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription

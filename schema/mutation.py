@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from schema.agent_grants import AgentGrantMutations
+from schema.claims import ClaimMutations
 from schema.mutations.agents import AgentMutations
-from schema.mutations.claims import ClaimMutations
 from schema.mutations.knowledge import KnowledgeMutations
 from schema.mutations.metrics import MetricMutations
 from schema.mutations.tasks import TaskMutations
