@@ -290,6 +290,8 @@ class Bench:
                 "POLYGRAPH_GRAPHIQL": "false",
                 "POLYGRAPH_METRICS_RETENTION": f"P{BENCH_METRICS_RETENTION.days}D",
                 "POLYGRAPH_RATE_LIMIT_OPERATOR": str(BENCH_OPERATOR_QUOTA),
+                # C1's claimers sign in as an agent.
+                "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
                 # One projector is enough: the stock gateway's would race the other's.
                 **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),

@@ -36,6 +36,7 @@ async def claim_next_task(
     repository: str | None,
     wait_s: float,
     lease_s: float | None,
+    idempotency_key: str | None = None,
 ) -> Task | None:
     """The best ready task for the caller's agent, claimed; None when none came within
     `wait_s`. Without `capabilities`, the agent's registered ones."""
@@ -59,7 +60,7 @@ async def claim_next_task(
 
     async def attempt() -> Task | None:
         return await claims.claim_next(
-            ctx.write_context(),
+            ctx.write_context(idempotency_key),
             agent_id,
             capabilities=held,
             repository=repository,
@@ -76,14 +77,22 @@ async def claim_next_task(
 
 
 async def heartbeat_task(
-    ctx: RequestContext, task_id: UUID, *, fencing_token: int, lease_s: float | None
+    ctx: RequestContext,
+    task_id: UUID,
+    *,
+    fencing_token: int,
+    lease_s: float | None,
+    idempotency_key: str | None = None,
 ) -> Task:
     agent_id = await require_claimer(ctx, doing="extending a lease")
     lease = ctx.stores.claim_options.lease_s if lease_s is None else lease_s
     return await ctx.stores.postgres.claims.heartbeat(
-        ctx.write_context(), task_id, fencing_token=fencing_token, holder_id=agent_id,
+        ctx.write_context(idempotency_key),
+        task_id,
+        fencing_token=fencing_token,
+        holder_id=agent_id,
         lease_s=lease,
-    )  # fmt: skip
+    )
 
 
 async def task_available(

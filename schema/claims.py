@@ -10,6 +10,7 @@ from strawberry import relay
 
 from resolvers import claims as resolve
 from resolvers.context import RequestContext
+from schema.idempotency import idempotency_key
 from schema.relay import decode_id
 from schema.tasks import Task
 from schema.user_errors import UserError, attempt
@@ -42,6 +43,11 @@ class ClaimNextTaskInput:
         description="How long the claim holds without a heartbeat, 1 to 3600 s."
         " Omitted: POLYGRAPH_CLAIM_LEASE_S.",
     )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="A retry with the same key answers the task the first call claimed"
+        " instead of claiming another; a call that claimed nothing keeps no key.",
+    )
 
 
 @strawberry.type
@@ -61,6 +67,7 @@ class HeartbeatTaskInput:
     lease_seconds: float | None = strawberry.field(
         default=None, description="The lease from now, 1 to 3600 s. Omitted: the default."
     )
+    idempotency_key: str | None = idempotency_key()
 
 
 @strawberry.type
@@ -84,6 +91,7 @@ class ClaimMutations:
                 repository=input.repository,
                 wait_s=input.wait_seconds,
                 lease_s=input.lease_seconds,
+                idempotency_key=input.idempotency_key,
             )
         )
         return ClaimNextTaskPayload(
@@ -105,6 +113,7 @@ class ClaimMutations:
                     decode_id(input.id, "Task", field="id"),
                     fencing_token=input.fencing_token,
                     lease_s=input.lease_seconds,
+                    idempotency_key=input.idempotency_key,
                 )
             )
 

@@ -31,7 +31,13 @@ from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import Params
 from stores.postgres.records import Task, WriteContext
 from stores.postgres.task_events import ROW, _event_insert, change_task, task_from_row
-from stores.postgres.writes import _ip_or_none, write_audit, write_transaction
+from stores.postgres.writes import (
+    _ip_or_none,
+    claim_idempotency_key,
+    settle_idempotency_key,
+    write_audit,
+    write_transaction,
+)
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -98,9 +104,31 @@ class TaskClaims:
         sql, values = claim_statement(
             ctx, agent_id, capabilities=capabilities, repository=repository, lease_s=lease_s
         )
+        if ctx.idempotency_key is not None:
+            return await self._claim_once(ctx, sql, values)
         async with self._store.connection() as conn:
             row = await conn.fetchrow(sql, *values)
         if row is None:
+            return None
+        ctx.outbox_ids.append(row["outbox_id"])
+        return task_from_row(row)
+
+    async def _claim_once(self, ctx: WriteContext, sql: str, values: list[object]) -> Task | None:
+        """A claim under an idempotency key: a retry answers the task the first call
+        claimed. A call that claimed nothing keeps no key, so a retry may claim."""
+        try:
+            async with write_transaction(self._store) as conn:
+                replay = await claim_idempotency_key(conn, ctx, "task.claim", {})
+                if replay is not None:
+                    found = await conn.fetchrow(
+                        f"SELECT {ROW} FROM tasks WHERE id = $1", UUID(replay["id"])
+                    )
+                    return None if found is None else task_from_row(found)
+                row = await conn.fetchrow(sql, *values)
+                if row is None:
+                    raise _NothingClaimed
+                await settle_idempotency_key(conn, ctx, {"id": str(row["id"])})
+        except _NothingClaimed:
             return None
         ctx.outbox_ids.append(row["outbox_id"])
         return task_from_row(row)
@@ -123,6 +151,12 @@ class TaskClaims:
         """Extend the holder's lease to `lease_s` from now."""
         check_lease_s(lease_s)
         async with write_transaction(self._store) as conn:
+            replay = await claim_idempotency_key(conn, ctx, f"task.heartbeat {task_id}", {})
+            if replay is not None:
+                found = await conn.fetchrow(f"SELECT {ROW} FROM tasks WHERE id = $1", task_id)
+                if found is None:
+                    raise NotFound("task", task_id, field="id")
+                return task_from_row(found)
             row = await conn.fetchrow(
                 f"SELECT {ROW}, now() AS now FROM tasks WHERE id = $1 FOR NO KEY UPDATE", task_id
             )
@@ -324,6 +358,10 @@ def check_capabilities(field: str, values: object) -> tuple[str, ...]:
 
 
 DEFAULT_CLAIM_OPTIONS = ClaimOptions()
+
+
+class _NothingClaimed(Exception):
+    """Rolls back a keyed claim that found no task, so its key is not kept."""
 
 
 def _qualified(table: str) -> str:

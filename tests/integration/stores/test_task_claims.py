@@ -245,3 +245,36 @@ async def _finish(store: PostgresStore, task: Task, agent: UUID) -> Task:
             fencing_token=task.fencing_token, holder_id=agent,
         )  # fmt: skip
     return task
+
+
+async def test_a_retried_claim_answers_the_task_the_first_claimed(store: PostgresStore) -> None:
+    repository = unique("repo")
+    agent = (await new_agent(store)).id
+    caller = new_ctx(key=unique("claim"))
+
+    async def claim() -> Task | None:
+        keyed = new_ctx(actor_id=caller.actor_id, key=caller.idempotency_key)
+        return await store.claims.claim_next(
+            keyed, agent, capabilities=(), repository=repository, lease_s=600
+        )
+
+    # Nothing claimed keeps no key: the same key claims once there is work.
+    assert await claim() is None
+    first = await new_task(store, repository=repository)
+    second = await new_task(store, repository=repository)
+    claimed = await claim()
+    assert claimed is not None and claimed.id in (first.id, second.id)
+    again = await claim()
+    assert again is not None and again.id == claimed.id and again.fencing_token == 1
+    other = await _claim(store, agent, repository)
+    assert other is not None and other.id != claimed.id
+
+    beat_key = new_ctx(actor_id=caller.actor_id, key=unique("beat"))
+    beat = await store.claims.heartbeat(
+        beat_key, claimed.id, fencing_token=1, holder_id=agent, lease_s=900
+    )
+    replayed = await store.claims.heartbeat(
+        new_ctx(actor_id=caller.actor_id, key=beat_key.idempotency_key),
+        claimed.id, fencing_token=1, holder_id=agent, lease_s=30,
+    )  # fmt: skip
+    assert replayed == beat
