@@ -39,6 +39,8 @@ from stores.metrics.buckets import HOUR, ORIGIN
 from stores.metrics.records import Aggregate, Source
 from stores.metrics.sql import NATIVE
 from stores.metrics.sql.common import CREATE_STAGING, STAGING_COLUMNS
+from stores.postgres.records import WriteContext
+from stores.postgres.task_claims import CLAIMER_CAPABILITIES, claim_statement
 
 MEDIA_TYPE = "application/graphql-response+json"
 SESSION_KEY = "{sessions}session:"
@@ -137,6 +139,8 @@ class Unauthenticated(Exception):
 class Principal:
     user_id: str
     role: str
+    # The agent a session is bound to, if any.
+    agent_id: str | None = None
 
 
 class Floor:
@@ -207,7 +211,7 @@ class Floor:
         if member is None:
             raise Unauthenticated
         fields = orjson.loads(member)
-        return Principal(fields["user"], fields["role"])
+        return Principal(fields["user"], fields["role"], fields.get("agent"))
 
     async def cypher(self, text: str, **params: Any) -> Any:
         """The one value a query returns (every row collected into it): one Bolt record
@@ -455,6 +459,49 @@ class Floor:
         }
         return {"data": {"createTask": {"task": task, "userErrors": []}}}
 
+    async def c1(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        """claimNextTask: the gateway's own statements (the session's agent, its grant and
+        capabilities in one; then the claim), then the task.updated event."""
+        if who.agent_id is None:
+            return _forbidden()
+        given = variables["input"]
+        user_id, agent_id = UUID(who.user_id), UUID(who.agent_id)
+        async with self.pool.acquire() as conn:
+            capabilities = await conn.fetchval(CLAIMER_CAPABILITIES, user_id, agent_id)
+            if capabilities is None:
+                return _forbidden()
+            sql, values = claim_statement(
+                WriteContext(actor_id=user_id, request_id=_new_uuid().hex),
+                agent_id,
+                capabilities=capabilities,
+                repository=given.get("repository"),
+                lease_s=given["leaseSeconds"],
+            )
+            # This pool has no jsonb codec: JSON values go as text.
+            row = await conn.fetchrow(
+                sql, *(orjson.dumps(v).decode() if isinstance(v, dict) else v for v in values)
+            )
+        if row is None:
+            empty: dict[str, Any] = {"task": None, "fencingToken": None, "userErrors": []}
+            return {"data": {"claimNextTask": empty}}
+        event = {
+            "task_id": str(row["id"]),
+            "status": row["status"],
+            "assignee_id": str(row["assignee_id"]),
+            "change": "claimed",
+            "version": row["version"],
+            "at": iso(row["updated_at"]),
+        }
+        await self.redis.publish(self.config.events_channel, orjson.dumps(event))
+        task = {
+            "id": global_id("Task", row["id"]),
+            "title": row["title"],
+            "status": row["status"].upper(),
+            "priority": row["priority"],
+        }
+        claim = {"task": task, "fencingToken": row["fencing_token"], "userErrors": []}
+        return {"data": {"claimNextTask": claim}}
+
     async def s6(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
         now_ms = _now_ms()
         index = USER_INDEX + who.user_id
@@ -517,6 +564,7 @@ ROUND_TRIPS = {
     "S4": "postgres=1, redis=1",
     "S5": "postgres=1, redis=2",
     "S6": "redis=2",
+    "C1": "postgres=2, redis=2",
 }
 
 

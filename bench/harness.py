@@ -19,14 +19,14 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from bench import checks, report
+from bench import checks, claims, report
 from bench import search as search_bench
 from bench.dataset import METRICS_DAYS, DatasetSpec, ensure_dataset, fixture_ids
 from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
@@ -307,6 +307,8 @@ class Bench:
                 "POLYGRAPH_GRAPHIQL": "false",
                 "POLYGRAPH_METRICS_RETENTION": f"P{BENCH_METRICS_RETENTION.days}D",
                 "POLYGRAPH_RATE_LIMIT_OPERATOR": str(BENCH_OPERATOR_QUOTA),
+                # C1's claimers sign in as an agent.
+                "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
                 # One projector is enough: the stock gateway's would race the other's.
                 **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
@@ -405,6 +407,8 @@ class Bench:
                 results[scenario.name] = self._fanout(scenario, fixtures)
             elif scenario.kind == "abuse":
                 results[scenario.name] = self._abuse(fixtures, capabilities)
+            elif scenario.kind == "claims":
+                results[scenario.name] = self._claims(scenario)
             else:
                 results[scenario.name] = self._http(scenario, fixtures, capabilities)
                 if scenario.name in self.options.single:
@@ -540,6 +544,65 @@ class Bench:
             " code (and a test), not a header."
         )
         return {target: checks.summarise(runs[target], per_delivery) for target in runs}
+
+    def _claims(self, scenario: Scenario) -> Any:
+        """C1: each target drains a queue of its own (see bench/claims.py); its rate is
+        the tasks claimed in the measured window per second."""
+        o = self.options
+        token = asyncio.run(claims.claimer(self.settings))
+        urls = {"gateway": self.children["gateway"].url + "/graphql"}
+        if "gateway-stock" in self.children:
+            urls["gateway-stock"] = self.children["gateway-stock"].url + "/graphql"
+        urls["floor"] = self.children["floor"].url + "/floor/C1"
+        # The same first claim from both: a queue of one identical task each.
+        answers = {}
+        for target in ("gateway", "floor"):
+            queue = claims.repository(f"check-{target}")
+            asyncio.run(claims.fill(self.settings, queue, 1))
+            answers[target] = checks.post(urls[target], claims.bodies(queue)[0], token)[2]
+        self.checks.append(checks.compare_samples(scenario, answers))
+        size = claims.queue_size(o.warmup + o.seconds)
+        runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
+        drained: set[str] = set()
+        for round_number in range(o.rounds):
+            for target, url in urls.items():
+                queue = claims.repository(f"{target}-{round_number}")
+                asyncio.run(claims.fill(self.settings, queue, size))
+                bodies = claims.bodies(queue)
+                auth = f"Bearer {token}"
+                run_wrk(
+                    url, bodies, seconds=o.warmup, connections=claims.CLAIMERS, authorization=auth
+                )
+                before = asyncio.run(claims.claimed(self.settings, queue))
+                with Measure(self.children[target]) as measure:
+                    result = run_wrk(
+                        url,
+                        bodies,
+                        seconds=o.seconds,
+                        connections=claims.CLAIMERS,
+                        authorization=auth,
+                    )
+                after = asyncio.run(claims.claimed(self.settings, queue))
+                if after >= size:
+                    drained.add(target)
+                asyncio.run(claims.drop_unclaimed(self.settings, queue))
+                runs[target].append((replace(result, requests=after - before), measure))
+        summary: dict[str, Any] = {}
+        for target, url in urls.items():
+            queue = claims.repository(f"trips-{target}")
+            asyncio.run(claims.fill(self.settings, queue, 5))
+            trips = checks.sample_round_trips(url, claims.bodies(queue), token)
+            summary[target] = checks.summarise(runs[target], trips)
+        self.notes.append(
+            f"C1 rps is tasks claimed per second (counted in PostgreSQL) by {claims.CLAIMERS}"
+            " connections claiming as one agent, each server from a queue of its own of"
+            f" {size:,} ready tasks; latencies are wrk's, per claim."
+        )
+        if drained:
+            self.notes.append(
+                f"C1: {', '.join(sorted(drained))} emptied its queue: its figure is a floor."
+            )
+        return summary
 
     def _abuse(self, fixtures: Fixtures, capabilities: set[str]) -> Any:
         """S1 alone, then S1 while the abusive client runs, in each round; on a gateway

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from bench.ids import global_id
 
-Kind = Literal["http", "ingest", "fanout", "abuse"]
+Kind = Literal["http", "ingest", "fanout", "abuse", "claims"]
 
 S1_QUERY = "query S1($id: ID!) { node(id: $id) { ... on Agent { id name role status createdAt } } }"
 
@@ -136,6 +136,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         "fanout",
         read=False,
         volatile=frozenset(),
+    ),
+    Scenario(
+        "C1",
+        "claimNextTask: 20 claimers take ready tasks from one queue (bench/claims.py)",
+        "claims",
+        needs=("Mutation.claimNextTask",),
+        read=False,
+        volatile=frozenset({"id"}),
     ),
     Scenario(
         "A1",

@@ -49,6 +49,7 @@ from gateway.tracing import (
     without_query_string,
 )
 from resolvers.auth import Principal
+from resolvers.claims import announce_change
 from resolvers.context import RequestContext, Stores
 from resolvers.documents import PersistedDocuments
 from resolvers.health import HealthMonitor
@@ -69,6 +70,7 @@ from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
 from workers.event_sinks import EventSinkDelivery
 from workers.projector import Projector
+from workers.task_leases import LeaseSweeper
 
 logger = logging.getLogger("polygraph")
 
@@ -239,6 +241,13 @@ def create_app(
             if settings.event_sinks_enabled
             else None
         ),
+        claim_options=settings.claim_options(),
+    )
+    lease_sweeper = LeaseSweeper(
+        postgres,
+        on_expired=partial(announce_change, stores, change="lease_expired"),
+        interval_s=settings.claim_sweep_interval_s,
+        stop_timeout_s=BACKGROUND_STOP_S,
     )
     prometheus = GatewayMetrics(stores)
 
@@ -277,6 +286,8 @@ def create_app(
             if stores.event_sinks is not None:
                 await stores.event_sinks.start()
                 stack.push_async_callback(stores.event_sinks.stop)
+            await lease_sweeper.start()
+            stack.push_async_callback(lease_sweeper.stop)
             app.state.stores = stores
             app.state.settings = settings
             logger.info("gateway ready")
@@ -367,4 +378,5 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # For the server, which drains these when it shuts down (see gateway.shutdown).
     app.state.in_flight = in_flight
+    app.state.lease_sweeper = lease_sweeper
     return app

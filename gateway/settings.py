@@ -23,6 +23,7 @@ from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
 from stores.postgres import PostgresOptions
 from stores.postgres.options import PostgresTLS, SslMode
+from stores.postgres.task_claims import ClaimOptions
 from stores.redis import RedisOptions
 from stores.redis.apq import ApqOptions
 from stores.redis.rate_limits import RateLimitOptions
@@ -133,6 +134,12 @@ class Settings(BaseSettings):
     # Sink URLs on loopback and link-local addresses (the gateway's own host, cloud
     # metadata services) are refused unless this is set.
     event_sinks_allow_loopback: bool = False
+    # Work distribution (README: "Work distribution"): a claim's lease when the claimer
+    # names none, the longest claimNextTask may wait for work (keep it under the request
+    # deadline), and how often, at most, the lease sweep looks for lapsed leases.
+    claim_lease_s: float = Field(default=60.0, ge=1, le=3600)
+    claim_max_wait_s: float = Field(default=20.0, ge=0, le=300)
+    claim_sweep_interval_s: float = Field(default=5.0, gt=0, le=3600)
 
     # Request limits, checked before anything executes (README: "Request limits").
     max_body_bytes: int = Field(default=DEFAULT_LIMITS.max_body_bytes, ge=1024)
@@ -394,6 +401,13 @@ class Settings(BaseSettings):
             rollup_retention=self.metrics_rollup_retention,
             max_future=self.metrics_max_future,
             maintenance_interval=self.metrics_maintenance_interval_s,
+        )
+
+    def claim_options(self) -> ClaimOptions:
+        return ClaimOptions(
+            lease_s=self.claim_lease_s,
+            max_wait_s=self.claim_max_wait_s,
+            sweep_interval_s=self.claim_sweep_interval_s,
         )
 
     def session_options(self) -> SessionOptions:

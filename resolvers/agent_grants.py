@@ -92,3 +92,33 @@ async def require_acts_as(
             ErrorCode.FORBIDDEN,
             f"{doing}: you may no longer act as agent {agent_id}; its grant was revoked",
         )
+
+
+def bound_agent(principal: Principal, *, doing: str) -> UUID:
+    """The agent the caller's session is bound to; anyone else is refused: claims are
+    made as an agent, never on an agent's behalf. The grant is the caller's to check."""
+    require(principal, at_least=Role.AGENT)
+    if principal.agent_id is None:
+        raise ClientError(
+            ErrorCode.FORBIDDEN,
+            f"{doing} needs a session bound to an agent: log in with `agentId` (an operator"
+            " grants it with grantAgentAccess)",
+        )
+    return principal.agent_id
+
+
+def grant_revoked(agent_id: UUID, *, doing: str) -> ClientError:
+    return ClientError(
+        ErrorCode.FORBIDDEN,
+        f"{doing}: you may no longer act as agent {agent_id}; its grant was revoked",
+    )
+
+
+async def require_claimer(ctx: RequestContext, *, doing: str) -> UUID:
+    """The agent the caller's session is bound to (`bound_agent`), its grant checked now."""
+    agent_id = bound_agent(ctx.principal, doing=doing)
+    user_id = ctx.principal.user_id
+    assert user_id is not None
+    if not await ctx.stores.postgres.agent_grants.allows(user_id, agent_id):
+        raise grant_revoked(agent_id, doing=doing)
+    return agent_id

@@ -13,6 +13,7 @@ from stores import GraphStore, PostgresStore, RedisStore
 from stores.embeddings import Embedder
 from stores.metrics import MetricsStore
 from stores.postgres.records import WriteContext
+from stores.postgres.task_claims import DEFAULT_CLAIM_OPTIONS, ClaimOptions
 from stores.redis.events import EventBus
 from stores.redis.sessions import SessionStore
 from stores.search import SearchStore
@@ -61,6 +62,8 @@ class Stores:
     health: HealthMonitor | None = None
     # Delivers task and agent events to event sinks; None when this process does not.
     event_sinks: EventSinkDelivery | None = None
+    # Leases and waits of claimNextTask (resolvers/claims.py).
+    claim_options: ClaimOptions = DEFAULT_CLAIM_OPTIONS
     # GraphQL subscriptions streaming from this process now (for metrics).
     subscriptions: OpenCount = field(default_factory=lambda: OpenCount())
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
-from resolvers.agent_grants import is_operator, require_acts_as
+from resolvers.agent_grants import is_operator, require_acts_as, require_claimer
 from resolvers.auth import Role, require
-from resolvers.context import RequestContext
+from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
-from resolvers.writes import publish
 from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
 from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import JSON, Task
 
 TASK_UPDATED_CHANNEL = "task.updated"
+# Wakes claimers: a task may have become ready (resolvers/claims.py).
+TASK_AVAILABLE_CHANNEL = "task.available"
 
 # The task event each target status records (see stores/postgres/task_states.py).
 _CHANGE_BY_STATUS = {
@@ -40,7 +42,8 @@ async def list_tasks(
 async def create_task(ctx: RequestContext, data: TaskInput, *, idempotency_key: str | None) -> Task:
     require(ctx.principal, at_least=Role.OPERATOR)
     task = await ctx.stores.postgres.tasks.create(ctx.write_context(idempotency_key), data)
-    await _task_event(ctx, task, "created")
+    await publish_task_update(ctx.stores, task, "created")
+    await announce_available(ctx.stores, [task])
     return task
 
 
@@ -56,7 +59,7 @@ async def update_task(
     task = await ctx.stores.postgres.tasks.update(
         ctx.write_context(idempotency_key), task_id, patch, expected_version=expected_version
     )
-    await _task_event(ctx, task, "updated")
+    await publish_task_update(ctx.stores, task, "updated")
     return task
 
 
@@ -70,8 +73,11 @@ async def transition_task(
     assignee_id: UUID | None = None,
     result: JSON | None = None,
     error_message: str | None = None,
+    fencing_token: int | None = None,
 ) -> Task:
-    await _require_may_move(ctx, task_id, to_status)
+    """A claimer (a session bound to an agent) moving a claimed task sends its claim's
+    `fencing_token`; a stale one is refused with CONFLICT."""
+    holder_id = await _require_may_move(ctx, task_id, to_status, fencing_token)
     task = await ctx.stores.postgres.tasks.transition(
         ctx.write_context(idempotency_key),
         task_id,
@@ -80,8 +86,17 @@ async def transition_task(
         assignee_id=assignee_id,
         result=result,
         error_message=error_message,
+        fencing_token=fencing_token,
+        holder_id=holder_id,
     )
-    await _task_event(ctx, task, _CHANGE_BY_STATUS[to_status])
+    await publish_task_update(ctx.stores, task, _CHANGE_BY_STATUS[to_status])
+    # What the move made ready: the task back in the queue, or the dependents a
+    # completion freed.
+    if task.status == "pending":
+        await announce_available(ctx.stores, [task])
+    elif task.status == "completed" and ctx.stores.events is not None:
+        freed = await ctx.stores.postgres.claims.ready_dependents(task.id)
+        await announce_available(ctx.stores, freed)
     return task
 
 
@@ -100,18 +115,31 @@ async def remove_dependency(
     ctx: RequestContext, task_id: UUID, depends_on_id: UUID, *, idempotency_key: str | None
 ) -> bool:
     require(ctx.principal, at_least=Role.OPERATOR)
-    return await ctx.stores.postgres.tasks.remove_dependency(
+    removed = await ctx.stores.postgres.tasks.remove_dependency(
         ctx.write_context(idempotency_key), task_id, depends_on_id
     )
+    if removed:
+        # The task may wait for nothing now.
+        task = await ctx.loaders.task_by_id.load(task_id)
+        await announce_available(ctx.stores, [task] if task is not None else [])
+    return removed
 
 
-async def _require_may_move(ctx: RequestContext, task_id: UUID, to_status: str) -> None:
+async def _require_may_move(
+    ctx: RequestContext, task_id: UUID, to_status: str, fencing_token: int | None
+) -> UUID | None:
+    """Who moves the task as its holder: the agent a non-operator acts as (the store
+    then holds it to the task's claim); None for an operator."""
     # Agents drive their own tasks through start/complete/fail; the rest needs an operator.
     principal = ctx.principal
     if is_operator(principal) or to_status == "assigned":
         require(principal, at_least=Role.OPERATOR)
-        return
+        return None
     require(principal, at_least=Role.AGENT)
+    if fencing_token is not None:
+        # A claimer: the token proves the claim (a stale one is a CONFLICT, whoever
+        # holds the task now), the session and its grant prove the agent.
+        return await require_claimer(ctx, doing="moving a claimed task")
     task = await ctx.loaders.task_by_id.load(task_id)
     if task is None or task.assignee_id is None:
         raise ClientError(
@@ -119,18 +147,38 @@ async def _require_may_move(ctx: RequestContext, task_id: UUID, to_status: str) 
             "agents may only move tasks assigned to the agent their session is bound to",
         )
     await require_acts_as(ctx.stores, principal, task.assignee_id, doing="moving a task")
+    return task.assignee_id
 
 
-async def _task_event(ctx: RequestContext, task: Task, change: str) -> None:
-    await publish(
-        ctx,
-        TASK_UPDATED_CHANNEL,
-        {
-            "task_id": str(task.id),
-            "status": task.status,
-            "assignee_id": str(task.assignee_id) if task.assignee_id else None,
-            "change": change,
-            "version": task.version,
-            "at": task.updated_at.isoformat(),
-        },
-    )
+async def publish_task_update(stores: Stores, task: Task, change: str) -> None:
+    """Best effort: subscribers miss an event rather than a client losing its write."""
+    if stores.events is not None:
+        await stores.events.publish(
+            TASK_UPDATED_CHANNEL,
+            {
+                "task_id": str(task.id),
+                "status": task.status,
+                "assignee_id": str(task.assignee_id) if task.assignee_id else None,
+                "change": change,
+                "version": task.version,
+                "at": task.updated_at.isoformat(),
+            },
+        )
+
+
+async def announce_available(stores: Stores, tasks: Sequence[Task]) -> None:
+    """Wake claimers on every replica for each pending task of `tasks`: it may have
+    become ready. PostgreSQL decides at the claim; the signal only says "try again"."""
+    if stores.events is None:
+        return
+    for task in tasks:
+        if task.status == "pending":
+            await stores.events.publish(
+                TASK_AVAILABLE_CHANNEL,
+                {
+                    "task_id": str(task.id),
+                    "repository": task.repository,
+                    "required_capabilities": list(task.required_capabilities),
+                    "priority": task.priority,
+                },
+            )

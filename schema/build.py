@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
+from schema.claims import ClaimSubscriptions
 from schema.event_sinks import EventSinkQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
@@ -41,7 +42,7 @@ QUERIES: tuple[type, ...] = (
     AgentGrantQueries,
     EventSinkQueries,
 )
-SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
+SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions, ClaimSubscriptions)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from schema.agent_grants import AgentGrantMutations
+from schema.claims import ClaimMutations
 from schema.event_sinks import EventSinkMutations
 from schema.mutations.agents import AgentMutations
 from schema.mutations.knowledge import KnowledgeMutations
@@ -14,6 +15,7 @@ MUTATIONS: tuple[type, ...] = (
     AgentMutations,
     AgentGrantMutations,
     TaskMutations,
+    ClaimMutations,
     WorkflowMutations,
     MetricMutations,
     KnowledgeMutations,

@@ -61,6 +61,15 @@ class Task(relay.Node):
     error_message: str | None
     retry_count: int
     max_retries: int
+    required_capabilities: list[str] = strawberry.field(
+        description="A claimer needs every one of these to claim it (claimNextTask)."
+    )
+    lease_expires_at: datetime | None = strawberry.field(
+        description="While claimed: when the claim lapses unless its holder sends a heartbeat."
+    )
+    fencing_token: int = strawberry.field(
+        description="Grows with every claim of the task; 0 if it was never claimed."
+    )
     created_at: datetime
     updated_at: datetime
     version: int = strawberry.field(description="Send it back as `expectedVersion` to update.")
@@ -85,6 +94,9 @@ class Task(relay.Node):
             error_message=task.error_message,
             retry_count=task.retry_count,
             max_retries=task.max_retries,
+            required_capabilities=list(task.required_capabilities),
+            lease_expires_at=task.lease_expires_at,
+            fencing_token=task.fencing_token,
             created_at=task.created_at,
             updated_at=task.updated_at,
             version=task.version,

@@ -24,6 +24,10 @@ from stores.postgres.inputs import UNSET, TaskInput, TaskPatch
 Info = strawberry.Info[RequestContext, None]
 
 WAIT = "Wait, bounded, until the task graph in Neo4j shows this change."
+FENCING = (
+    "The fencing token claimNextTask returned: required of a claimer moving a claimed task;"
+    " a stale one is refused with CONFLICT."
+)
 
 
 @strawberry.input
@@ -40,6 +44,9 @@ class CreateTaskInput:
     workflow_id: relay.GlobalID | None = None
     deadline: datetime | None = None
     max_retries: int = 3
+    required_capabilities: list[str] = strawberry.field(
+        default_factory=list, description="Only a claimer with all of these may claim it."
+    )
     idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
@@ -64,6 +71,7 @@ class CreateTaskInput:
             ),
             deadline=self.deadline,
             max_retries=self.max_retries,
+            required_capabilities=self.required_capabilities,
         )
 
 
@@ -80,6 +88,7 @@ class UpdateTaskInput:
     workflow_id: relay.GlobalID | None = strawberry.UNSET
     deadline: datetime | None = strawberry.UNSET
     max_retries: int | None = strawberry.UNSET
+    required_capabilities: list[str] | None = strawberry.UNSET
     idempotency_key: str | None = idempotency_key()
 
     def to_patch(self) -> TaskPatch:
@@ -98,6 +107,7 @@ class UpdateTaskInput:
             ),
             deadline=given_nullable(self.deadline),
             max_retries=given(self.max_retries, field="maxRetries"),
+            required_capabilities=given(self.required_capabilities, field="requiredCapabilities"),
         )
 
 
@@ -113,6 +123,7 @@ class AssignTaskInput:
 class TaskMoveInput:
     id: relay.GlobalID
     expected_version: int | None = None
+    fencing_token: int | None = strawberry.field(default=None, description=FENCING)
     idempotency_key: str | None = idempotency_key()
 
 
@@ -121,6 +132,7 @@ class CompleteTaskInput:
     id: relay.GlobalID
     result: JSON | None = None
     expected_version: int | None = None
+    fencing_token: int | None = strawberry.field(default=None, description=FENCING)
     idempotency_key: str | None = idempotency_key()
 
 
@@ -129,6 +141,7 @@ class FailTaskInput:
     id: relay.GlobalID
     error_message: str
     expected_version: int | None = None
+    fencing_token: int | None = strawberry.field(default=None, description=FENCING)
     idempotency_key: str | None = idempotency_key()
 
 
@@ -233,6 +246,7 @@ class TaskMutations:
                 expected_version=input.expected_version,
                 idempotency_key=input.idempotency_key,
                 result=input.result,
+                fencing_token=input.fencing_token,
             ),
             wait=True,
         )
@@ -249,6 +263,7 @@ class TaskMutations:
                 expected_version=input.expected_version,
                 idempotency_key=input.idempotency_key,
                 error_message=input.error_message,
+                fencing_token=input.fencing_token,
             ),
             wait=True,
         )
@@ -286,6 +301,7 @@ async def _move(info: Info, input: TaskMoveInput, to_status: str) -> TaskPayload
             to_status,
             expected_version=input.expected_version,
             idempotency_key=input.idempotency_key,
+            fencing_token=input.fencing_token,
         ),
         wait=True,
     )

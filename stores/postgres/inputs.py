@@ -88,6 +88,8 @@ class TaskInput:
     workflow_id: UUID | None = None
     deadline: datetime | None = None
     max_retries: int = 3
+    # Only a claimer with all of these may claim it (claimNextTask).
+    required_capabilities: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +106,7 @@ class TaskPatch:
     workflow_id: UUID | Unset | None = UNSET
     deadline: datetime | Unset | None = UNSET
     max_retries: int | Unset = UNSET
+    required_capabilities: Sequence[str] | Unset = UNSET
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

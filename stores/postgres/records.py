@@ -119,6 +119,11 @@ class Task:
     created_at: datetime
     updated_at: datetime
     version: int
+    # Work distribution (stores/postgres/task_claims.py); defaults replay events
+    # recorded before tasks had them.
+    required_capabilities: tuple[str, ...] = ()
+    lease_expires_at: datetime | None = None
+    fencing_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from stores.postgres.replicas import (
     current_scope,
     replica_or_primary,
 )
+from stores.postgres.task_claims import TaskClaims
 from stores.postgres.tasks import TaskRepository
 from stores.postgres.users import UserRepository
 from stores.postgres.vectors import register_vector_codec
@@ -69,6 +70,7 @@ class PostgresStore:
         "agent_grants",
         "agents",
         "audit",
+        "claims",
         "documents",
         "event_sinks",
         "tasks",
@@ -97,6 +99,7 @@ class PostgresStore:
         self.users = UserRepository(self)
         self.agents = AgentRepository(self)
         self.tasks = TaskRepository(self)
+        self.claims = TaskClaims(self)
         self.workflows = WorkflowRepository(self)
         self.achievements = AchievementRepository(self)
         self.audit = AuditRepository(self)

@@ -30,6 +30,10 @@ EVENT_TYPES = (
     "cancelled",
     "dependency_added",
     "dependency_removed",
+    # Work distribution (stores/postgres/task_claims.py).
+    "claimed",
+    "heartbeat",
+    "lease_expired",
 )
 
 # What replay rebuilds from event data; id, created_at, updated_at and version come
@@ -52,9 +56,12 @@ TASK_COLUMNS = (
     "error_message",
     "retry_count",
     "max_retries",
+    "required_capabilities",
+    "lease_expires_at",
+    "fencing_token",
 )
 _UUID_COLUMNS = frozenset({"assignee_id", "creator_id", "workflow_id"})
-_TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at"})
+_TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at", "lease_expires_at"})
 
 ROW = ", ".join(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
 EVENT_ROW = "id, task_id, version, type, data, actor_id, created_at"
@@ -185,6 +192,9 @@ def task_from_row(row: Record) -> Task:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        required_capabilities=tuple(row["required_capabilities"]),
+        lease_expires_at=row["lease_expires_at"],
+        fencing_token=row["fencing_token"],
     )
 
 
@@ -214,4 +224,6 @@ def _decode(column: str, value: Any) -> Any:
         return UUID(value)
     if column in _TIME_COLUMNS:
         return datetime.fromisoformat(value)
+    if column == "required_capabilities":
+        return tuple(value)
     return value

@@ -5,7 +5,10 @@
     pending | assigned | in_progress  -> cancelled
 
 A task must be assigned before it starts. Completed and cancelled are final;
-failed is final once `retry_count` reaches `max_retries`.
+failed is final once `retry_count` reaches `max_retries`. Claims move a task from
+pending to assigned too; a claim whose lease lapses sends an assigned or in-progress
+task back to pending (or to failed, retries used up) outside this table: no one asks
+for that move, the lease sweep makes it (stores/postgres/task_claims.py).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from stores.postgres.pagination import (
     ordering,
 )
 from stores.postgres.records import JSON, Task, TaskEvent, WriteContext
+from stores.postgres.task_claims import check_capabilities, check_holder
 from stores.postgres.task_events import (
     EVENT_ROW,
     NOW,
@@ -232,12 +233,17 @@ class TaskRepository:
         assignee_id: UUID | None = None,
         result: JSON | None = None,
         error_message: str | None = None,
+        fencing_token: int | None = None,
+        holder_id: UUID | None = None,
     ) -> Task:
         """Move a task along the state machine (see `task_states`).
 
         Assigning takes `assignee_id` (or keeps the current assignee of a retried task);
         starting stamps `started_at`; completing and failing stamp `completed_at` and keep
         `result` or `error_message`; a retry counts itself and clears the last attempt.
+        A claimed task moved by its claimer (`holder_id`, the agent it acts as) needs
+        the claim's `fencing_token` (see `task_claims.check_holder`); any move but a
+        start ends the lease.
         """
         _check_transition_arguments(to_status, assignee_id, result, error_message)
         refusals: Refusals = {
@@ -249,8 +255,14 @@ class TaskRepository:
             if replay_of is not None:
                 return await _get(conn, task_id)
             current = await _lock(conn, task_id, expected_version)
+            # The claim first: a stale holder learns that, whatever the task's state now.
+            if fencing_token is not None or holder_id is not None:
+                now = await conn.fetchval("SELECT now()") if current.lease_expires_at else None
+                check_holder(current, fencing_token, holder_id, now=now)
             check_transition(current, to_status)
             changes: dict[str, Any] = {"status": to_status}
+            if current.lease_expires_at is not None and to_status != "in_progress":
+                changes["lease_expires_at"] = None
             if to_status == "assigned":
                 assignee = assignee_id or current.assignee_id
                 if assignee is None:
@@ -452,6 +464,7 @@ _INPUT_COLUMNS = (
     "workflow_id",
     "deadline",
     "max_retries",
+    "required_capabilities",
 )
 _PATCH_COLUMNS = (
     "title",
@@ -463,6 +476,7 @@ _PATCH_COLUMNS = (
     "workflow_id",
     "deadline",
     "max_retries",
+    "required_capabilities",
 )
 
 
@@ -481,6 +495,10 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
         check_int("priority", values["priority"], 1, 10)
     if "max_retries" in values:
         check_int("maxRetries", values["max_retries"], 0, 100)
+    if "required_capabilities" in values:
+        values["required_capabilities"] = check_capabilities(
+            "requiredCapabilities", values["required_capabilities"]
+        )
     deadline = values.get("deadline")
     if deadline is not None and (not isinstance(deadline, datetime) or deadline.tzinfo is None):
         raise InvalidInput("deadline", "must be a date and time with a time zone")
