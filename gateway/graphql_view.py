@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
@@ -79,7 +80,38 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
+class PerOperationContext:
+    """Stands in for the schema of one WebSocket: each operation on it streams with a
+    context of its own, copied from the connection's (its principal, connection
+    and `connection_init` payload), so that one operation's cost, loaders and outbox
+    are never another's. Everything else is the schema's."""
+
+    def __init__(self, schema: Any) -> None:
+        self._schema = schema
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schema, name)
+
+    async def stream(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
+        shared = kwargs.get("context_value")
+        if isinstance(shared, RequestContext):
+            kwargs["context_value"] = operation_context(shared)
+        return await self._schema.stream(query, *args, **kwargs)
+
+
+def operation_context(connection: RequestContext) -> RequestContext:
+    """A context for one operation on a WebSocket whose context is `connection`."""
+    return dataclasses.replace(
+        connection, cost=None, outbox_ids=[], loaders=build_loaders(connection.stores)
+    )
+
+
 class _LimitedTransportWSHandler(SignedInTransportWSHandler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The connection's context stays the one it signed in with (see ws_sign_in).
+        self.schema = PerOperationContext(self.schema)  # type: ignore[assignment]
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         assert isinstance(self.view, GraphQLView)
         payload: Mapping[str, object] = message["payload"]
