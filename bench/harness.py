@@ -611,16 +611,19 @@ class Bench:
         url = self.children["gateway"].url + "/graphql"
         s1 = checks.http_plan(by_name("S1"), fixtures, capabilities, self.children, self.token)
         s2_cost = checks.operation_cost(url, gateway_bodies("S2", fixtures)[0], self.token)
-        # What one S2 request is charged: its cost and the request's own points.
-        s2_charge = DEFAULT_POLICY.request_cost(s2_cost)
         cost_limits = checks.has_cost_limits(url, self.token)
+        mix = abuse_mix(fixtures, cost_limits=cost_limits)
+        by_label = {r.label: r for r in mix}
+        s2_body = by_label["S2, expensive: runs within the abuser's quota"].body
+        s1_body = by_label["S1 without credentials"].body
+        # What one S2 request is charged: its cost, the request's own points and its body's.
+        s2_charge = DEFAULT_POLICY.request_cost(s2_cost) + DEFAULT_POLICY.body_cost(len(s2_body))
+        # S1's cost is 1: the request's points, its body's and 1.
+        s1_charge = DEFAULT_POLICY.request_cost(1) + DEFAULT_POLICY.body_cost(len(s1_body))
         quotas = {
             "POLYGRAPH_RATE_LIMIT_WINDOW_S": "1",
             "POLYGRAPH_RATE_LIMIT_VIEWER": str(ABUSE_EXPENSIVE_PER_SECOND * s2_charge),
-            # S1's cost is 1: the request's points and 1.
-            "POLYGRAPH_RATE_LIMIT_ANONYMOUS": str(
-                ABUSE_ANONYMOUS_PER_SECOND * DEFAULT_POLICY.request_cost(1)
-            ),
+            "POLYGRAPH_RATE_LIMIT_ANONYMOUS": str(ABUSE_ANONYMOUS_PER_SECOND * s1_charge),
             "POLYGRAPH_RATE_LIMIT_LOGIN": str(ABUSE_LOGINS_PER_SECOND),
         }
         self.children["gateway"].stop()
@@ -632,7 +635,6 @@ class Bench:
             "anonymous": "",
             "bad-key": f"X-Api-Key: {GUESSED_KEY}",
         }
-        mix = abuse_mix(fixtures, cost_limits=cost_limits)
         requests = [(credentials[r.caller], r.content_type, r.body) for r in mix]
         bodies = s1.bodies["gateway"]
         alone: list[tuple[LoadResult, Measure]] = []
@@ -672,8 +674,10 @@ class Bench:
             f" ({ABUSE_ANONYMOUS_PER_SECOND} S1 request) per address, login"
             f" {ABUSE_LOGINS_PER_SECOND} attempt per address, the abusive viewer"
             f" {quotas['POLYGRAPH_RATE_LIMIT_VIEWER']} points ({ABUSE_EXPENSIVE_PER_SECOND}"
-            f" S2 requests: its cost {s2_cost} and {DEFAULT_POLICY.request} for the request),"
-            f" every request {DEFAULT_POLICY.request} points at least"
+            f" S2 requests: its cost {s2_cost}, {DEFAULT_POLICY.request} for the request and"
+            f" {DEFAULT_POLICY.body_cost(len(s2_body))} for its body), every request"
+            f" {DEFAULT_POLICY.request} points at least and one per"
+            f" {DEFAULT_POLICY.body_bytes_per_point} bytes of its body"
         )
         if not cost_limits:
             self.notes.append(

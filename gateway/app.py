@@ -224,7 +224,9 @@ def create_app(
             else None
         ),
         rate_limits=RateLimits(
-            RateLimitStore(redis, settings.rate_limit_options()), settings.rate_limit_policy()
+            RateLimitStore(redis, settings.rate_limit_options()),
+            settings.rate_limit_policy(),
+            settings.refusal_lane(),
         ),
         documents=PersistedDocuments(
             cache=PersistedQueryCache(redis, settings.apq_options()),

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -38,6 +39,8 @@ from gateway.csrf import preflighted, refusal_message
 from gateway.errors import error_response, response_status
 from gateway.graphiql import GraphiQL
 from gateway.limits import RequestLimits
+from gateway.limits.known_refusals import STATE_KEY as REFUSAL_KEY
+from gateway.limits.known_refusals import KnownRefusals, request_key
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
 from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
 from gateway.persisted_documents import read_document_id
@@ -72,7 +75,38 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
+class PerOperationContext:
+    """Stands in for the schema of one WebSocket: each operation on it streams with a
+    context of its own, copied from the connection's (its principal, connection
+    and `connection_init` payload), so that one operation's cost, loaders and outbox
+    are never another's. Everything else is the schema's."""
+
+    def __init__(self, schema: Any) -> None:
+        self._schema = schema
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schema, name)
+
+    async def stream(self, query: str | None, *args: Any, **kwargs: Any) -> Any:
+        shared = kwargs.get("context_value")
+        if isinstance(shared, RequestContext):
+            kwargs["context_value"] = operation_context(shared)
+        return await self._schema.stream(query, *args, **kwargs)
+
+
+def operation_context(connection: RequestContext) -> RequestContext:
+    """A context for one operation on a WebSocket whose context is `connection`."""
+    return dataclasses.replace(
+        connection, cost=None, outbox_ids=[], loaders=build_loaders(connection.stores)
+    )
+
+
 class _LimitedTransportWSHandler(SignedInTransportWSHandler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The connection's context stays the one it signed in with (see ws_sign_in).
+        self.schema = PerOperationContext(self.schema)  # type: ignore[assignment]
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         assert isinstance(self.view, GraphQLView)
         payload: Mapping[str, object] = message["payload"]
@@ -110,6 +144,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         projection_wait_s: float = 2.0,
         session_ttl_s: int = 3600,
         graphiql: GraphiQL | None = None,
+        known_refusals: KnownRefusals | None = None,
         **kwargs: Any,
     ) -> None:
         # graphql-transport-ws only: the older graphql-ws protocol is one more surface
@@ -123,6 +158,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._csrf_required_headers = csrf_required_headers
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
+        self.known_refusals = known_refusals if known_refusals is not None else KnownRefusals()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -230,6 +266,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         # every error is then a request error, located in the document but with no path.
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             processed.pop("data", None)
+            key = request.scope.get("state", {}).get(REFUSAL_KEY)
+            if key is not None:
+                self.known_refusals.remember(key, processed)
         return processed
 
     def create_response(
@@ -266,6 +305,19 @@ class GraphQLView(GraphQL[RequestContext, None]):
         return response
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        if isinstance(request, Request) and request.method in ("GET", "POST"):
+            # A request refused before for what it holds gets the same answer unread.
+            if request.method == "POST":
+                payload = await request.body()
+            else:
+                payload = request.scope.get("query_string", b"")
+            # What a persisted document's id names can change: never remembered.
+            if b"extensions" not in payload and DOCUMENT_ID.encode() not in payload:
+                key = request_key(request.method, payload)
+                known = self.known_refusals.get(key)
+                if known is not None:
+                    return self.create_response(known, await self.get_sub_response(request))
+                request.scope.setdefault("state", {})[REFUSAL_KEY] = key
         try:
             return await super().run(request, context, root_value)
         except Refused as exc:

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.csrf import DEFAULT_REQUIRED_HEADERS
 from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
 from resolvers.documents import DocumentOptions
-from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy
+from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy, RefusalLane
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
@@ -191,7 +191,12 @@ class Settings(BaseSettings):
     rate_limit_login: int = Field(default=DEFAULT_POLICY.login, ge=1)
     # Points every request costs besides its operation's estimate.
     rate_limit_request: int = Field(default=DEFAULT_POLICY.request, ge=0)
+    # And one point more per this many bytes of its body (0: none).
+    rate_limit_body_bytes_per_point: int = Field(default=DEFAULT_POLICY.body_bytes_per_point, ge=0)
     rate_limit_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # A refusal for rate is answered this long after it is decided: a client that
+    # ignores Retry-After (a second at least) cannot turn the gateway into a refusal loop.
+    rate_limit_refusal_delay_s: float = Field(default=0.25, ge=0, le=1)
     # Proxies whose X-Forwarded-For names the client (addresses or CIDR blocks, comma
     # separated). Empty: the client is the connection's peer and the header is ignored.
     trusted_proxies: str = ""
@@ -267,7 +272,11 @@ class Settings(BaseSettings):
             admin=self.rate_limit_admin,
             login=self.rate_limit_login,
             request=self.rate_limit_request,
+            body_bytes_per_point=self.rate_limit_body_bytes_per_point,
         )
+
+    def refusal_lane(self) -> RefusalLane:
+        return RefusalLane(delay_s=self.rate_limit_refusal_delay_s)
 
     def rate_limit_options(self) -> RateLimitOptions:
         return RateLimitOptions(fallback_retry=self.rate_limit_fallback_retry_s)

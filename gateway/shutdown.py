@@ -22,8 +22,11 @@ from types import FrameType
 
 import orjson
 import uvicorn
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import RETRY_AFTER_S
+from gateway.media import negotiate_media_type
 from resolvers.errors import ErrorCode
 
 logger = logging.getLogger("polygraph.shutdown")
@@ -116,7 +119,7 @@ class TrackInFlight:
             if scope["type"] != "http" or completed:
                 return
             if not started:
-                await _shutting_down(send)
+                await _shutting_down(scope, send)
             else:
                 # A streamed response (incremental delivery) ends where it was.
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -125,15 +128,19 @@ class TrackInFlight:
             in_flight._cut.discard(task)
 
 
-async def _shutting_down(send: Send) -> None:
+async def _shutting_down(scope: Scope, send: Send) -> None:
+    # As every other refusal: in the media type the client accepts, with the Retry-After
+    # `gateway.errors` gives SHUTTING_DOWN (another replica answers by then).
+    media_type = negotiate_media_type(Headers(scope=scope).get("accept"))
+    retry_after = RETRY_AFTER_S[ErrorCode.SHUTTING_DOWN]
     await send(
         {
             "type": "http.response.start",
             "status": 503,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", media_type.encode()),
                 (b"content-length", str(len(_SHUTTING_DOWN_BODY)).encode()),
-                (b"retry-after", b"0"),
+                (b"retry-after", str(retry_after).encode()),
                 (b"connection", b"close"),
             ],
         }

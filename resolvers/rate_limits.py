@@ -55,6 +55,12 @@ class RateLimitPolicy:
     # in bench/: about 1 ms a request, where S2 spends about 0.04 ms per point. A request
     # that never executes (malformed, over a limit) costs this alone.
     request: int = 25
+    # One point more per this many bytes of a request's body (0: none): taking a body in
+    # and parsing its document grow with its length, and a document refused unparsed
+    # again (gateway.limits.known_refusals) was still read. About what parsing costs
+    # at S2's 0.04 ms a point: A1's 1,000 aliases (16.5 kB, refused at the token limit)
+    # cost 528.
+    body_bytes_per_point: int = 32
 
     def __post_init__(self) -> None:
         if self.window_s < 1:
@@ -64,10 +70,16 @@ class RateLimitPolicy:
             raise ValueError("every quota must be at least 1")
         if self.request < 0:
             raise ValueError("request must be at least 0")
+        if self.body_bytes_per_point < 0:
+            raise ValueError("body_bytes_per_point must be at least 0")
 
     def request_cost(self, operation: int = 0) -> int:
         """What a request whose operation is estimated at `operation` points is charged."""
         return max(self.request + operation, 1)
+
+    def body_cost(self, size: int) -> int:
+        """The points a body of `size` bytes adds to its request's own."""
+        return size // self.body_bytes_per_point if self.body_bytes_per_point else 0
 
     def quota(self, role: Role | None) -> tuple[str, int]:
         """The policy name and quota of a caller with `role` (None: anonymous)."""
@@ -148,19 +160,26 @@ def client_bucket_key(address: str | None) -> str:
 
 
 class RefusalLane:
-    """Refusals are answered one at a time, each after the event loop has had a turn.
+    """Refusals are held `delay_s` before they are answered, then answered one at a time,
+    each after the event loop has had a turn.
 
-    A client that retries at once over many connections (ignoring Retry-After) then
-    gets one refusal per turn, not one per connection per turn, and the requests
-    being served keep the loop. Past `max_waiting`, refusals are answered at once:
-    a waiting refusal holds its connection and a little memory.
+    A refused caller must wait its Retry-After (a second at least) anyway; holding its
+    answer a moment costs a well-behaved client nothing. A client that retries at once
+    over many connections, ignoring Retry-After, is then answered a few times a second
+    per connection instead of as fast as the gateway can refuse: its connections idle
+    meanwhile, and the requests being served keep the loop. Past `max_waiting`,
+    refusals are answered at once: a waiting refusal holds its connection and a little
+    memory.
     """
 
-    __slots__ = ("_lock", "_max_waiting", "_waiting")
+    __slots__ = ("_delay_s", "_lock", "_max_waiting", "_waiting")
 
-    def __init__(self, max_waiting: int = 256) -> None:
+    def __init__(self, max_waiting: int = 1024, delay_s: float = 0.0) -> None:
+        if delay_s < 0:
+            raise ValueError("delay_s must be 0 or more")
         self._lock = asyncio.Lock()
         self._max_waiting = max_waiting
+        self._delay_s = delay_s
         self._waiting = 0
 
     async def wait(self) -> None:
@@ -168,6 +187,8 @@ class RefusalLane:
             return
         self._waiting += 1
         try:
+            if self._delay_s:
+                await asyncio.sleep(self._delay_s)
             async with self._lock:
                 await asyncio.sleep(0)
         finally:
@@ -179,10 +200,12 @@ class RateLimits:
 
     __slots__ = ("_policy", "_store", "refusals")
 
-    def __init__(self, store: RateLimitStore, policy: RateLimitPolicy) -> None:
+    def __init__(
+        self, store: RateLimitStore, policy: RateLimitPolicy, refusals: RefusalLane | None = None
+    ) -> None:
         self._store = store
         self._policy = policy
-        self.refusals = RefusalLane()
+        self.refusals = refusals or RefusalLane()
 
     @property
     def enabled(self) -> bool:
@@ -194,6 +217,9 @@ class RateLimits:
 
     def request_cost(self, operation: int = 0) -> int:
         return self._policy.request_cost(operation)
+
+    def body_cost(self, size: int) -> int:
+        return self._policy.body_cost(size)
 
     def caller_bucket(self, principal: Principal, address: str | None) -> Bucket:
         policy, limit = self._policy.quota(principal.role)

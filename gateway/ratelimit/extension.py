@@ -48,8 +48,10 @@ class RateLimiting(SchemaExtension):
             return
         usage = usage_of(context.connection.scope)
         # Over HTTP the middleware charged the request's own points already.
-        prepaid = limits.request_cost() if usage is not None else 0
-        cost = max(limits.request_cost(requested_cost(context)) - prepaid, 0)
+        cost = limits.request_cost(requested_cost(context))
+        if usage is not None:
+            cost = max(cost - limits.request_cost(), 0)
+        prepaid = usage.prepaid if usage is not None else 0
         operation_type = execution.operation_type
         logins = 0
         if operation_type is OperationType.MUTATION and execution.graphql_document is not None:

@@ -1,6 +1,7 @@
-"""Charges every request to `paths` its own points (`RateLimitPolicy.request`)
-before anything else happens; `RateLimiting` charges a GraphQL operation's
-estimated cost once it is known, before it executes.
+"""Charges every request to `paths` its own points (`RateLimitPolicy.request`, and
+one per `body_bytes_per_point` bytes of its declared body) before anything else
+happens; `RateLimiting` charges a GraphQL operation's estimated cost once it is
+known, before it executes.
 
 A caller whose bucket lacks them is refused here, with 429 and `Retry-After`, before
 its body is read or parsed: a flood of requests refused for their rate costs little
@@ -45,10 +46,13 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        outcome = await limits.charge(
-            principal_of(scope), client[0] if client else None, cost=limits.request_cost()
-        )
+        # A body sent without a length (chunked) is bounded by BodyLimitMiddleware alone.
+        declared = Headers(scope=scope).get("content-length", "")
+        size = int(declared) if declared.isdigit() else 0
+        cost = limits.request_cost() + limits.body_cost(size)
+        outcome = await limits.charge(principal_of(scope), client[0] if client else None, cost=cost)
         usage = Usage()
+        usage.prepaid = cost
         usage.record(outcome)
         scope.setdefault("state", {})[STATE_KEY] = usage
         if not outcome.allowed:

@@ -19,13 +19,15 @@ STATE_KEY = "rate_limit"
 class Usage:
     """The buckets a request was charged to, kept in `scope["state"]` while it runs."""
 
-    __slots__ = ("_buckets", "message", "refused", "retry_after_s")
+    __slots__ = ("_buckets", "message", "prepaid", "refused", "retry_after_s")
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[Bucket, BucketState]] = {}
         self.refused = False
         self.retry_after_s = 0
         self.message = ""
+        # Points charged before the request was read.
+        self.prepaid = 0
 
     def record(self, outcome: Outcome) -> None:
         for bucket, state in outcome.states():

@@ -16,9 +16,12 @@ one shard of a cluster: one small script call per request.
 One call charges several buckets at once (a caller's bucket and the login bucket of
 its address): all of them or none.
 
-A bucket found empty is remembered in this process until it can take one unit again,
-and refused without a round trip meanwhile: a flood of refused requests costs no
-Redis call. That is never wrong, since a bucket's TAT only moves forward.
+Each answer tells this process how far ahead a bucket's TAT was, which it remembers
+(as a time on its own clock, taken before the call: never later than the true TAT)
+while that TAT is in the future. A charge that this TAT already refuses is refused
+without a round trip: a flood of refused requests costs no Redis call until its
+bucket has room for one again. That is never wrong, since a bucket's TAT only moves
+forward.
 
 While Redis is unreachable, buckets live in this process's memory, so each gateway
 enforces the limits on its own (N replicas allow up to N times the quota) until
@@ -154,7 +157,7 @@ class RateLimitOptions:
 
     # While Redis is away, how long to count in memory before trying it again (seconds).
     fallback_retry: float = 1.0
-    # Buckets this process keeps: empty ones, and all of them during an outage.
+    # Buckets this process keeps: the TATs it learnt, and every bucket during an outage.
     remembered: int = 100_000
 
     def __post_init__(self) -> None:
@@ -187,8 +190,8 @@ class RateLimitStore:
     ) -> None:
         self._redis = redis
         self._options = options
-        # Empty buckets: key -> (monotonic time it takes a unit again, TAT as monotonic).
-        self._blocked: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # What Redis said of buckets whose TAT is ahead: key -> TAT as monotonic time.
+        self._blocked: OrderedDict[str, float] = OrderedDict()
         # The fallback's buckets: key -> TAT in microseconds of this process's clock.
         self._memory: OrderedDict[str, float] = OrderedDict()
         self._fallback_active = False
@@ -219,7 +222,8 @@ class RateLimitStore:
         blocked = self._refused_locally(charges)
         if blocked is not None:
             return blocked
-        if not self._fallback_active or time.monotonic() >= self._retry_at:
+        asked_at = time.monotonic()
+        if not self._fallback_active or asked_at >= self._retry_at:
             try:
                 decision, aheads = await self._charge_in_redis(charges)
             except _UNAVAILABLE_ERRORS as exc:
@@ -231,7 +235,7 @@ class RateLimitStore:
             else:
                 if self._fallback_active:
                     self._leave_fallback()
-                self._remember_empty(charges, aheads)
+                self._remember(charges, aheads, asked_at)
                 return decision
         self._fallback_operations += 1
         return self._charge_in_memory(charges)
@@ -254,15 +258,14 @@ class RateLimitStore:
         )
         return decision, aheads
 
-    def _remember_empty(self, charges: Sequence[Charge], aheads: Sequence[int]) -> None:
-        """Note the buckets left without a whole unit, until one comes back."""
-        now = time.monotonic()
+    def _remember(self, charges: Sequence[Charge], aheads: Sequence[int], asked_at: float) -> None:
+        """Note each bucket's TAT, as a time no later than the true one."""
         for charge, ahead_us in zip(charges, aheads, strict=True):
-            # When one unit fits again: the TAT less the window plus one interval.
-            takes_one_in = ahead_us - charge.window_us + charge.interval_us
-            if takes_one_in > 0:
-                self._blocked[charge.key] = (now + takes_one_in / 1e6, now + ahead_us / 1e6)
+            if ahead_us > 0:
+                self._blocked[charge.key] = asked_at + ahead_us / 1e6
                 self._blocked.move_to_end(charge.key)
+            else:
+                self._blocked.pop(charge.key, None)
         while len(self._blocked) > self._options.remembered:
             self._blocked.popitem(last=False)
 
@@ -273,18 +276,20 @@ class RateLimitStore:
         retry_s = 0.0
         states: list[BucketState | None] = []
         for charge in charges:
-            known = self._blocked.get(charge.key)
-            if known is not None and known[0] <= now:
+            tat = self._blocked.get(charge.key)
+            if tat is not None and tat <= now:
                 del self._blocked[charge.key]
-                known = None
-            if known is None:
+                tat = None
+            if tat is None:
                 states.append(None)
                 continue
-            takes_one_at, full_at = known
-            states.append(BucketState(remaining=0, reset_s=math.ceil(full_at - now)))
+            ahead_us = (tat - now) * 1e6
+            states.append(_state(charge, ahead_us))
             if charge.cost > 0:
-                wait = takes_one_at - now + (charge.cost - 1) * charge.interval_us / 1e6
-                retry_s = max(retry_s, wait)
+                # GCRA on what is known: the charge fits once the TAT it would make is
+                # no more than a window ahead.
+                wait_us = ahead_us + charge.cost * charge.interval_us - charge.window_us
+                retry_s = max(retry_s, wait_us / 1e6)
         if retry_s <= 0:
             return None
         return RateDecision(

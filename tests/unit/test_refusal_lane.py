@@ -47,3 +47,21 @@ async def test_past_its_limit_the_lane_answers_at_once() -> None:
     assert sorted(done) == [2, 3, 4]
     await asyncio.gather(*tasks)
     assert sorted(done) == [0, 1, 2, 3, 4]
+
+
+async def test_a_refusal_is_held_before_it_is_answered() -> None:
+    # Held far longer than this test lasts: only the loop's other work goes on.
+    lane = RefusalLane(delay_s=30)
+    held = asyncio.create_task(lane.wait())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not held.done()
+    # A lane that is full answers at once, held or not.
+    full = RefusalLane(max_waiting=1, delay_s=30)
+    first = asyncio.create_task(full.wait())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(full.wait(), timeout=30)
+    assert not first.done()
+    for task in (held, first):
+        task.cancel()
+    await asyncio.gather(held, first, return_exceptions=True)

@@ -133,8 +133,9 @@ def test_apq_registrations_are_charged_by_size(settings: Settings) -> None:
         settings,
         rate_limit_anonymous=24,
         rate_limit_window_s=3600,
-        # The operation alone (1 point), not the request's own points too.
+        # The operation alone (1 point), not the request's own points (nor its body's) too.
         rate_limit_request=0,
+        rate_limit_body_bytes_per_point=0,
         persisted_document_max_bytes=65_536,
     )
     for kib, kept in ((10, True), (30, False)):

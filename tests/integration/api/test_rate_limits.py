@@ -41,6 +41,7 @@ QUOTAS = {
     "rate_limit_login": 2,
     # Operations alone: `{ __typename }` costs 1 (test_every_request_costs_its_own_points).
     "rate_limit_request": 0,
+    "rate_limit_body_bytes_per_point": 0,
 }
 
 
@@ -128,6 +129,38 @@ def test_every_request_costs_its_own_points(settings: Settings, viewer: Caller) 
         assert _remaining(too_complex, "viewer") == 100 - 26 - 25 - 25
         # Left: 24 points, less than a request's own.
         assert _post(client, "{ __typename }", viewer).status_code == 429
+
+
+def test_a_body_costs_a_point_per_bytes_before_it_is_read(
+    settings: Settings, viewer: Caller
+) -> None:
+    # A document refused again from memory (gateway.limits.known_refusals) was still
+    # taken in: its body is charged before anything reads it, each time.
+    limited = _limited(
+        settings,
+        rate_limit_request=25,
+        rate_limit_body_bytes_per_point=32,
+        rate_limit_viewer=10_000,
+        rate_limit_window_s=3600,
+    )
+    document = "{ " + " ".join(f"alias{i}: __typename" for i in range(200)) + " }"
+    body = json.dumps({"query": document}).encode()
+    with gateway(limited) as client:
+        left = 10_000
+        for _ in range(2):
+            refused = client.post(
+                "/graphql",
+                content=body,
+                headers={**viewer.headers, "content-type": "application/json"},
+            )
+            assert error_codes(refused.json()) == ["QUERY_TOO_COMPLEX"]
+            left -= 25 + len(body) // 32
+            assert _remaining(refused, "viewer") == left
+        # An operation that runs pays its body once, with its request's points.
+        ran = _post(client, "{ __typename }", viewer)
+        assert ran.status_code == 200
+        small = len(json.dumps({"query": "{ __typename }"}).encode())
+        assert _remaining(ran, "viewer") == left - 25 - small // 32 - 1
 
 
 def test_a_caller_over_its_quota_gets_429_with_retry_after(

@@ -4,6 +4,7 @@ bucket is known to be empty, and counting in memory while Redis is away."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from urllib.parse import urlsplit
@@ -91,6 +92,22 @@ async def test_a_known_empty_bucket_is_refused_without_a_round_trip(
     # Another bucket in the same call is unknown here, not made up.
     mixed = await limiter.charge([Charge(key, 1, 60, 1), Charge(_key(), 5, 60, 1)])
     assert not mixed.allowed and mixed.buckets[1] is None
+
+
+async def test_a_bucket_known_to_lack_a_charge_is_refused_without_a_round_trip(
+    limiter: RateLimitStore,
+) -> None:
+    key = _key()
+    # 1,000 units a second: one back every millisecond.
+    assert (await limiter.charge([Charge(key, 1000, 1, 1000)])).allowed
+    emptied = time.monotonic()
+    await until(lambda: time.monotonic() > emptied + 0.005)
+    # Some units are back, not the 900 this needs: the TAT Redis gave says so.
+    with roundtrips.counting() as counter:
+        refused = await limiter.charge([Charge(key, 1000, 1, 900)])
+    assert not refused.allowed and counter["redis"] == 0
+    assert refused.retry_after_s == 1
+    assert refused.buckets[0] is not None and refused.buckets[0].remaining < 900
 
 
 @pytest.fixture
