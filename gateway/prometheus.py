@@ -184,6 +184,29 @@ class _StateCollector(Collector):
                 "Projector batches that failed (retried later; rows stay pending)",
                 value=projector.failed,
             )
+        cache = self._stores.entity_cache
+        if cache is not None:
+            hits = CounterMetricFamily(
+                "polygraph_cache_hits",
+                "Entity reads served by the cache, by kind and level (local, shared)",
+                labels=["kind", "level"],
+            )
+            for (kind, level), count in sorted(cache.counts.hits.items()):
+                hits.add_metric([kind, level], count)
+            yield hits
+            misses = CounterMetricFamily(
+                "polygraph_cache_misses",
+                "Entity reads the cache sent on to PostgreSQL, by kind",
+                labels=["kind"],
+            )
+            for kind, count in sorted(cache.counts.misses.items()):
+                misses.add_metric([kind], count)
+            yield misses
+            yield CounterMetricFamily(
+                "polygraph_cache_shared_failures",
+                "Reads and writes of the cache's Redis level that failed (L1 carried on)",
+                value=cache.counts.shared_failures,
+            )
         yield GaugeMetricFamily(
             "polygraph_subscriptions_open",
             "Open GraphQL subscriptions in this process",
