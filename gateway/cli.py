@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also measure a gateway on graphql-core's executor (default: on, off in --quick)",
     )
+    bench.add_argument(
+        "--cached",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure S1 and S2 on a gateway with the entity cache on (default: on,"
+        " off in --quick)",
+    )
     bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
     bench.set_defaults(handler=_bench)
 
@@ -623,7 +630,16 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     given = {
         name: value
-        for name in ("scale", "seconds", "warmup", "rounds", "connections", "peer", "stock")
+        for name in (
+            "scale",
+            "seconds",
+            "warmup",
+            "rounds",
+            "connections",
+            "peer",
+            "stock",
+            "cached",
+        )
         if (value := getattr(args, name)) is not None
     }
     given["only"] = tuple(args.only)
