@@ -222,6 +222,8 @@ class EntityCache:
         self._tombstones: asyncio.Queue[tuple[str, list[UUID] | None] | asyncio.Future[None]]
         self._tombstones = asyncio.Queue()
         self._barriers: dict[str, asyncio.Future[None]] = {}
+        # Told of each drop from L1, as it happens (the invalidation bench times them).
+        self.on_dropped: Callable[[str, list[UUID] | None], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # L1 serves reads only while invalidations arrive: a listener that lost its
         # connection may have missed some.
@@ -305,6 +307,8 @@ class EntityCache:
         if rest == "*":
             self.local.invalidate_kind(kind)
             self._tombstones.put_nowait((kind, None))
+            if self.on_dropped is not None:
+                self.on_dropped(kind, None)
             return
         try:
             ids = [UUID(part) for part in rest.split(",")]
@@ -313,6 +317,8 @@ class EntityCache:
             return
         self.local.invalidate(kind, ids)
         self._tombstones.put_nowait((kind, ids))
+        if self.on_dropped is not None:
+            self.on_dropped(kind, ids)
 
     async def _write_tombstones(self) -> None:
         while True:
