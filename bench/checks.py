@@ -32,7 +32,8 @@ READS = ("S1", "S2", "S2-pg", "S3", "S4", "S6")
 # The servers a scenario may measure, in report order. `gateway-stock` is the gateway
 # on graphql-core's own executor (POLYGRAPH_EXECUTOR=stock): the planned executor's
 # before and after, measured in the same rounds.
-TARGETS = ("gateway", "gateway-stock", "floor", "peer")
+# `gateway-cached` has the entity cache on (every other gateway runs without it).
+TARGETS = ("gateway", "gateway-stock", "gateway-cached", "floor", "peer")
 
 _INTROSPECTION = (
     "{ __schema { queryType { fields { name } } mutationType { fields { name } } }"
@@ -130,9 +131,10 @@ def http_plan(
         notes.append("S2 ran without its metrics summary: Agent.metrics is not in the schema yet.")
     bodies: list[Body] = list(gateway_bodies(name, fixtures, s2_metrics=metrics))
     plan = HttpPlan({"gateway": gateway}, {"gateway": bodies}, notes)
-    if "gateway-stock" in children:
-        plan.urls["gateway-stock"] = children["gateway-stock"].url + "/graphql"
-        plan.bodies["gateway-stock"] = bodies
+    for other in ("gateway-stock", "gateway-cached"):
+        if other in children:
+            plan.urls[other] = children[other].url + "/graphql"
+            plan.bodies[other] = bodies
     if scenario.floor and "floor" in children:
         plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
         plan.bodies["floor"] = bodies

@@ -48,6 +48,10 @@ from infra.local.profiles import REPO_ROOT, get_profile
 from resolvers.rate_limits import DEFAULT_POLICY
 
 GATEWAY_PORT, FLOOR_PORT, PEER_PORT, STOCK_GATEWAY_PORT = 58000, 58001, 58002, 58003
+CACHED_GATEWAY_PORT = 58004
+# Measured once more on a gateway with the entity cache on (the others run without it,
+# so the peer and floor comparisons stay on uncached figures).
+CACHED_SCENARIOS = ("S1", "S2")
 SEARCH_STAGE = "search"
 # Knowledge items the search stage indexes at --scale 1 (issue 5's scale).
 SEARCH_ITEMS = 100_000
@@ -102,6 +106,8 @@ class Options:
     peer: bool = True
     # A second gateway on graphql-core's own executor, measured in the same rounds.
     stock: bool = True
+    # A third gateway with the entity cache on, for CACHED_SCENARIOS.
+    cached: bool = True
     # Scenarios measured once more at one connection (reported as "<name> @1").
     single: tuple[str, ...] = ("S1", "S2-pg")
     # Whole machine against whole machine: these scenarios once more with the gateway
@@ -121,6 +127,7 @@ class Options:
         argv += [f"--connections={self.connections}", "--peer" if self.peer else "--no-peer"]
         argv += ["--stock" if self.stock else "--no-stock"]
         argv += [f"--workers={self.workers}"]
+        argv += ["--cached" if self.cached else "--no-cached"]
         if self.only:
             argv += ["--only", *self.only]
         return " ".join(shlex.quote(a) for a in argv)
@@ -148,7 +155,7 @@ class Options:
     def quick_mode(cls, **overrides: Any) -> Options:
         values: dict[str, Any] = {
             "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
-            "connections": 8, "peer": False, "stock": False, "single": (),
+            "connections": 8, "peer": False, "stock": False, "cached": False, "single": (),
             "workers": 0, "fanout_rate": 5.0,
         }  # fmt: skip
         values.update(overrides)
@@ -269,7 +276,8 @@ class Bench:
         return (
             f"wrk, {o.connections} connections{single}, 1 thread, {o.warmup:g} s warm-up then"
             f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway"
-            f"{', gateway-stock (graphql-core executor)' if o.stock else ''}, floor"
+            f"{', gateway-stock (graphql-core executor)' if o.stock else ''}"
+            f"{', gateway-cached (entity cache on; S1, S2)' if o.cached else ''}, floor"
             f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
             f" largest); S8: {SUBSCRIBERS} WebSocket subscribers, {o.fanout_rate:g} events/s"
             " published to Redis, rps = events delivered per second; A1: S1 alone, then"
@@ -310,6 +318,7 @@ class Bench:
                 # C1's claimers sign in as an agent.
                 "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
+                "POLYGRAPH_CACHE_ENABLED": "false",
                 # One projector is enough: the stock gateway's would race the other's.
                 **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
                 **(env or {}),
@@ -323,6 +332,13 @@ class Bench:
         gateways = [self._gateway("gateway", GATEWAY_PORT, "planned")]
         if self.options.stock:
             gateways.append(self._gateway("gateway-stock", STOCK_GATEWAY_PORT, "stock"))
+        if self.options.cached and set(CACHED_SCENARIOS) & set(
+            self.options.only or CACHED_SCENARIOS
+        ):
+            cache_on = {"POLYGRAPH_CACHE_ENABLED": "true", "POLYGRAPH_PROJECTOR_ENABLED": "false"}
+            gateways.append(
+                self._gateway("gateway-cached", CACHED_GATEWAY_PORT, "planned", env=cache_on)
+            )
         floor = Child(
             "floor",
             [
@@ -459,6 +475,8 @@ class Bench:
         targets = ["gateway"]
         if "gateway-stock" in self.children:
             targets.append("gateway-stock")
+        if "gateway-cached" in self.children and scenario.name in CACHED_SCENARIOS:
+            targets.append("gateway-cached")
         if scenario.floor and "floor" in self.children:
             targets.append("floor")
         if scenario.peer and "peer" in self.children:

@@ -20,7 +20,7 @@ from bench import search
 RESULTS_DIR = Path(__file__).with_name("results")
 PROFILE_NOTES = Path(__file__).with_name("profile_notes.md")
 FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_s", "rss_mb")
-TARGETS = ("gateway", "gateway-stock", "floor", "peer")
+TARGETS = ("gateway", "gateway-stock", "gateway-cached", "floor", "peer")
 
 
 def write(

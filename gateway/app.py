@@ -20,6 +20,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
+from gateway.cache_settle import SettleEntityCache
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from gateway.graphiql import GraphiQL
@@ -58,6 +59,7 @@ from resolvers.revocations import Revocations
 from resolvers.session_cache import SessionCache
 from schema import build_schema
 from stores import GraphStore, PostgresStore, RedisStore, StoreUnavailable
+from stores.cache import EntityCache
 from stores.embeddings import Embedder, create_embedder
 from stores.graph import tracing as graph_tracing
 from stores.metrics import MetricsStore
@@ -97,6 +99,7 @@ def schema_extensions(
         partial(RequestLimiter, limits=limits, plans=plans),
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,
+        SettleEntityCache,
     ]
 
 
@@ -244,6 +247,11 @@ def create_app(
             else None
         ),
         claim_options=settings.claim_options(),
+        entity_cache=(
+            EntityCache(postgres, redis, settings.cache_options())
+            if settings.cache_enabled
+            else None
+        ),
     )
     lease_sweeper = LeaseSweeper(
         postgres,
@@ -279,6 +287,9 @@ def create_app(
             stack.push_async_callback(events.aclose)
             await revocations.start()
             stack.push_async_callback(revocations.aclose)
+            if stores.entity_cache is not None:
+                await stores.entity_cache.start()
+                stack.push_async_callback(stores.entity_cache.aclose)
             if stores.projector is not None:
                 await stores.projector.start()
                 stack.push_async_callback(stores.projector.stop)

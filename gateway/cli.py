@@ -117,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="S1 and S2-pg again, gateway and peer on N processes each (default 2; 0: not)",
     )
+    bench.add_argument(
+        "--cached",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure S1 and S2 on a gateway with the entity cache on (default: on,"
+        " off in --quick)",
+    )
     bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
     bench.set_defaults(handler=_bench)
 
@@ -618,6 +625,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             "peer",
             "stock",
             "workers",
+            "cached",
         )
         if (value := getattr(args, name)) is not None
     }

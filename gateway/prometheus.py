@@ -210,6 +210,23 @@ class _StateMetrics:
                 ("dropped", "Events given up on after their last attempt, per event sink"),
             )
         }
+        self.cache_hits = Counter(
+            "polygraph_cache_hits",
+            "Entity reads served by the cache, by kind and level (local, shared)",
+            ["kind", "level"],
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            "polygraph_cache_misses",
+            "Entity reads the cache sent on to PostgreSQL, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        self.cache_shared_failures = Counter(
+            "polygraph_cache_shared_failures",
+            "Reads and writes of the cache's Redis level that failed (L1 carried on)",
+            registry=registry,
+        )
         self._labelled_copies: dict[tuple[str, tuple[str, ...]], float] = {}
         self.subscriptions_open = Gauge(
             "polygraph_subscriptions_open",
@@ -251,7 +268,7 @@ class _StateMetrics:
         key = (counter._name, labels)
         copied = self._labelled_copies.get(key, 0.0)
         if now > copied:
-            counter.labels(*labels).inc(now - copied)
+            (counter.labels(*labels) if labels else counter).inc(now - copied)
             self._labelled_copies[key] = now
 
     def sync(self) -> None:
@@ -269,6 +286,13 @@ class _StateMetrics:
             for sink_id, counts in sinks.counts.items():
                 for outcome, counter in self.sink_outcomes.items():
                     self._copy_labelled(counter, (str(sink_id),), getattr(counts, outcome))
+        cache = self._stores.entity_cache
+        if cache is not None:
+            for (kind, level), count in cache.counts.hits.items():
+                self._copy_labelled(self.cache_hits, (kind, level), count)
+            for kind, count in cache.counts.misses.items():
+                self._copy_labelled(self.cache_misses, (kind,), count)
+            self._copy_labelled(self.cache_shared_failures, (), cache.counts.shared_failures)
         if self._counters is None:
             self._counters = self._background_counters()
         for counter, copied, read in self._counters:

@@ -18,6 +18,7 @@ from gateway.csrf import DEFAULT_REQUIRED_HEADERS
 from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
 from resolvers.documents import DocumentOptions
 from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy, RefusalLane
+from stores.cache import CacheOptions
 from stores.embeddings import DEFAULT_DIMENSION, DEFAULT_MODEL, EmbedderOptions
 from stores.graph import GraphOptions
 from stores.metrics import MetricsOptions
@@ -178,6 +179,17 @@ class Settings(BaseSettings):
     # again; revocations reach every replica's cache at once over pub/sub. 0: no cache.
     session_cache_s: float = Field(default=5.0, ge=0, le=60)
 
+    # Entity cache (agents, tasks, workflows, users by id): L1 in process, L2 in Redis,
+    # invalidated by PostgreSQL on every change (stores.cache.entities).
+    cache_enabled: bool = True
+    cache_shared: bool = True
+    cache_agent_ttl_s: float = Field(default=300, gt=0, le=86_400)
+    cache_task_ttl_s: float = Field(default=300, gt=0, le=86_400)
+    cache_finished_task_ttl_s: float = Field(default=86_400, gt=0, le=7 * 86_400)
+    cache_workflow_ttl_s: float = Field(default=600, gt=0, le=86_400)
+    cache_user_ttl_s: float = Field(default=600, gt=0, le=86_400)
+    cache_local_capacity: int = Field(default=50_000, ge=1, le=10_000_000)
+
     # Rate limits, in cost points per window: per user by role, per client address when
     # anonymous; `login` attempts per client address. Shared by replicas through Redis.
     # Defaults (resolvers.rate_limits.RateLimitPolicy) hold at least `max_cost`.
@@ -280,6 +292,18 @@ class Settings(BaseSettings):
 
     def rate_limit_options(self) -> RateLimitOptions:
         return RateLimitOptions(fallback_retry=self.rate_limit_fallback_retry_s)
+
+    def cache_options(self) -> CacheOptions:
+        return CacheOptions(
+            enabled=self.cache_enabled,
+            shared=self.cache_shared,
+            agent_ttl_s=self.cache_agent_ttl_s,
+            task_ttl_s=self.cache_task_ttl_s,
+            finished_task_ttl_s=self.cache_finished_task_ttl_s,
+            workflow_ttl_s=self.cache_workflow_ttl_s,
+            user_ttl_s=self.cache_user_ttl_s,
+            local_capacity=self.cache_local_capacity,
+        )
 
     def apq_options(self) -> ApqOptions:
         return ApqOptions(ttl_s=self.apq_ttl_s, max_bytes=self.persisted_document_max_bytes)

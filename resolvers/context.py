@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from resolvers.cost import OperationCost
 from stores import GraphStore, PostgresStore, RedisStore
+from stores.cache import EntityCache
 from stores.embeddings import Embedder
 from stores.metrics import MetricsStore
 from stores.postgres.records import WriteContext
@@ -58,6 +59,8 @@ class Stores:
     revocations: Revocations | None = None
     # Principals of recently checked session tokens; None: every request checks.
     session_cache: SessionCache | None = None
+    # Agents, tasks, workflows and users by id, in two levels; None: read through.
+    entity_cache: EntityCache | None = None
     # One health probe shared by every caller per interval; None: each caller probes.
     health: HealthMonitor | None = None
     # Delivers task and agent events to event sinks; None when this process does not.

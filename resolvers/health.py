@@ -108,7 +108,10 @@ async def check_health(stores: Stores) -> HealthReport:
     probes = await asyncio.gather(*checks)
     components = tuple(
         [
-            *[await _with_sessions_fallback(probe, stores) for probe in probes],
+            *[
+                _with_cache_state(await _with_sessions_fallback(probe, stores), stores)
+                for probe in probes
+            ],
             # Read replicas as their background check found them: one down or lagging
             # is skipped (reads go to the primary), so the gateway is only `moderate`.
             *stores.postgres.replica_probes(),
@@ -135,6 +138,16 @@ async def _with_sessions_fallback(probe: ProbeResult, stores: Stores) -> ProbeRe
         return probe
     detail = f"active; {sessions.fallback_operations} operations served from memory"
     return replace(probe, details={**probe.details, "sessions_fallback": detail})
+
+
+def _with_cache_state(probe: ProbeResult, stores: Stores) -> ProbeResult:
+    """Redis's details say when the entity cache runs on its memory level alone."""
+    cache = stores.entity_cache
+    if probe.store != "redis" or cache is None or cache.shared is None:
+        return probe
+    if probe.up and cache.shared_available:
+        return replace(probe, details={**probe.details, "cache": "memory and redis"})
+    return replace(probe, details={**probe.details, "cache": "memory only"})
 
 
 async def _bounded(

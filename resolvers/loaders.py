@@ -141,21 +141,29 @@ class Loaders:
         for name in [name for name in vars(self) if name != "_stores"]:
             del self.__dict__[name]
 
+    # Entities by id come through the entity cache when there is one: it sits below
+    # every permission check, like PostgreSQL itself.
+
     @cached_property
     def agent_by_id(self) -> DataLoader[UUID, Agent | None]:
-        return _loader(self._stores.postgres.agents.by_ids, None)
+        cache = self._stores.entity_cache
+        return _loader(cache.agents.by_ids if cache else self._stores.postgres.agents.by_ids, None)
 
     @cached_property
     def task_by_id(self) -> DataLoader[UUID, Task | None]:
-        return _loader(self._stores.postgres.tasks.by_ids, None)
+        cache = self._stores.entity_cache
+        return _loader(cache.tasks.by_ids if cache else self._stores.postgres.tasks.by_ids, None)
 
     @cached_property
     def workflow_by_id(self) -> DataLoader[UUID, Workflow | None]:
-        return _loader(self._stores.postgres.workflows.by_ids, None)
+        cache = self._stores.entity_cache
+        fetch = cache.workflows.by_ids if cache else self._stores.postgres.workflows.by_ids
+        return _loader(fetch, None)
 
     @cached_property
     def user_by_id(self) -> DataLoader[UUID, User | None]:
-        return _loader(self._stores.postgres.users.by_ids, None)
+        cache = self._stores.entity_cache
+        return _loader(cache.users.by_ids if cache else self._stores.postgres.users.by_ids, None)
 
     @cached_property
     def tasks_by_agent_id(self) -> DataLoader[TasksPageKey, TasksPage]:

@@ -32,6 +32,10 @@ class ComponentHealth:
     metrics_backend: str | None = strawberry.field(
         description="Metrics only: `timescaledb` (hypertables) or `native` (partitions)."
     )
+    entity_cache: str | None = strawberry.field(
+        description="Redis only: the levels the entity cache reads, `memory and redis` or "
+        "`memory only` while Redis fails."
+    )
     error: str | None
 
     @classmethod
@@ -45,6 +49,7 @@ class ComponentHealth:
             edition=probe.details.get("edition"),
             sessions_fallback=probe.details.get("sessions_fallback"),
             metrics_backend=probe.details.get("backend"),
+            entity_cache=probe.details.get("cache"),
             error=probe.error,
         )
 

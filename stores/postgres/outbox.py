@@ -21,18 +21,14 @@ Kinds and payloads (ids are strings):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
-from stores.errors import StoreUnavailable
+from stores.postgres.listen import ChannelListener
 from stores.postgres.options import PgConnection
 from stores.postgres.records import WriteContext
 
@@ -209,63 +205,15 @@ async def mark_processed_through(store: PostgresStore, outbox_id: int) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class OutboxListener:
-    """LISTENs on the outbox channel on a dedicated connection (a pooled one would be
-    reset on release and lose the subscription) and calls `on_notify` per NOTIFY.
+class OutboxListener(ChannelListener):
+    """Calls `on_notify()` for each NOTIFY on the outbox channel."""
 
-    `connected` turns False when the server drops the connection; `connect()` again.
-    """
-
-    __slots__ = ("_conn", "_dsn", "_on_notify", "_timeout")
+    __slots__ = ()
 
     def __init__(self, store: PostgresStore, on_notify: Callable[[], None]) -> None:
-        # Package-internal: the listener needs the DSN but must not borrow from the pool.
-        self._dsn = store._options.dsn
-        self._timeout = store._options.acquire_timeout
-        self._on_notify = on_notify
-        self._conn: asyncpg.Connection | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
-
-    async def connect(self) -> None:
-        await self.aclose()
-        try:
-            conn = await asyncpg.connect(
-                self._dsn,
-                timeout=self._timeout,
-                server_settings={"application_name": "polygraph-outbox-listener"},
-            )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreUnavailable("postgres", str(exc) or type(exc).__name__) from exc
-        try:
-            await conn.add_listener(OUTBOX_CHANNEL, self._notified)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._conn = conn
-
-    async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None or conn.is_closed():
-            return
-        try:
-            await asyncio.wait_for(conn.close(), timeout=self._timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            conn.terminate()
-
-    async def __aenter__(self) -> OutboxListener:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._on_notify()
+        super().__init__(
+            store,
+            OUTBOX_CHANNEL,
+            lambda _payload: on_notify(),
+            application_name="polygraph-outbox-listener",
+        )

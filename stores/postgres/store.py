@@ -190,6 +190,11 @@ class PostgresStore:
             return self._pool.connection()
         return self._checked_connection()
 
+    async def notify(self, channel: str, payload: str) -> None:
+        """NOTIFY `channel` on a pooled connection (its own transaction)."""
+        async with self.connection() as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the versions applied by this call.
 

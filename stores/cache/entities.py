@@ -1,0 +1,358 @@
+"""The entity cache: agents, tasks, workflows and users by id, in two levels.
+
+L1 is this process's memory, L2 is Redis, shared by every replica; PostgreSQL stays
+the truth. A read looks in L1, then L2, then loads what is left from PostgreSQL, one
+load per key at a time in this process (concurrent readers of a key share it).
+
+Invalidation does not depend on any write path remembering to publish: triggers on
+the four tables NOTIFY `polygraph_entity_changed` on every UPDATE, DELETE and
+TRUNCATE, whoever makes it, and PostgreSQL delivers those on commit, in commit order,
+to every replica's listener. Each listener drops its L1 entries and writes L2
+tombstones. A writer then waits for its own changes to come back (`settle`): it
+sends a NOTIFY after its transaction and, when its listener has seen that, has seen
+everything committed before it. So a client never reads its own write stale, in any
+replica, and a Redis outage costs L2 and nothing else.
+
+The cache sits below the resolvers: every permission check runs on what it returns,
+exactly as on a record read from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Generic, TypeVar, cast
+from uuid import UUID
+
+from pydantic import TypeAdapter, ValidationError
+
+from stores.cache.local import MISSING, LocalCache
+from stores.errors import StoreError, StoreUnavailable
+from stores.postgres.listen import ChannelListener
+from stores.postgres.records import Agent, Task, User, Workflow
+from stores.postgres.store import PostgresStore
+from stores.redis.entity_cache import SharedEntityCache
+from stores.redis.store import RedisStore
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "polygraph_entity_changed"
+_BARRIER = "barrier"
+_RECONNECT_S = 1.0
+# After L2 fails, reads skip it this long instead of each paying a connection timeout.
+_SHARED_RETRY_S = 5.0
+_FINISHED_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheOptions:
+    """Lifetimes follow the platforms' persistence strategy: agent state 5 minutes,
+    task results a day; workflows and users change as rarely as query results do."""
+
+    enabled: bool = True
+    shared: bool = True
+    agent_ttl_s: float = 300
+    task_ttl_s: float = 300
+    finished_task_ttl_s: float = 86_400
+    workflow_ttl_s: float = 600
+    user_ttl_s: float = 600
+    local_capacity: int = 50_000
+    # How long a change keeps fills out of L2: longer than any read can take.
+    tombstone_s: float = 30
+    # How long a writer waits for its changes to come back before it drops all of L1.
+    settle_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("agent_ttl_s", "task_ttl_s", "finished_task_ttl_s", "workflow_ttl_s",
+                     "user_ttl_s", "tombstone_s", "settle_timeout_s"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.local_capacity < 1:
+            raise ValueError("local_capacity must be at least 1")
+
+
+@dataclass
+class CacheCounts:
+    """Reads served by each level and by PostgreSQL, by kind; failures of L2."""
+
+    hits: Counter[tuple[str, str]]  # (kind, level)
+    misses: Counter[str]  # kind
+    shared_failures: int = 0
+
+
+class CachedKind(Generic[R]):
+    """One kind of entity: `by_ids` with the cache in front of PostgreSQL."""
+
+    __slots__ = ("_adapter", "_cache", "_fetch", "_in_flight", "_ttl_of", "kind")
+
+    def __init__(
+        self,
+        cache: EntityCache,
+        kind: str,
+        record: type[R],
+        fetch: Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, R]]],
+        ttl_of: Callable[[R], float],
+    ) -> None:
+        self._cache = cache
+        self.kind = kind
+        self._adapter: TypeAdapter[R] = TypeAdapter(record)
+        self._fetch = fetch
+        self._ttl_of = ttl_of
+        self._in_flight: dict[UUID, asyncio.Future[R | None]] = {}
+
+    async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, R]:
+        cache = self._cache
+        if not cache.following:
+            return dict(await self._fetch(ids))
+        local = cache.local
+        found: dict[UUID, R] = {}
+        wanted: list[UUID] = []
+        for entity_id in dict.fromkeys(ids):
+            value = local.get((self.kind, entity_id))
+            if value is MISSING:
+                wanted.append(entity_id)
+            else:
+                found[entity_id] = cast(R, value)
+        if found:
+            cache.counts.hits[(self.kind, "local")] += len(found)
+        if not wanted:
+            return found
+        # Keys another reader is loading: their futures, taken now (each leaves
+        # `_in_flight` when its load ends).
+        waiting = {i: self._in_flight[i] for i in wanted if i in self._in_flight}
+        own = [i for i in wanted if i not in waiting]
+        if own:
+            # A task of its own: a reader cancelled mid-load (its deadline) does not
+            # fail the readers waiting on the same keys.
+            load = asyncio.ensure_future(self._load(own))
+            loop = asyncio.get_running_loop()
+            for entity_id in own:
+                self._in_flight[entity_id] = loop.create_future()
+            load.add_done_callback(partial(self._settle_waiters, keys=own))
+            found.update(await asyncio.shield(load))
+        for entity_id, waiter in waiting.items():
+            loaded = await asyncio.shield(waiter)
+            if loaded is not None:
+                found[entity_id] = loaded
+        return found
+
+    def _settle_waiters(self, load: asyncio.Future[dict[UUID, R]], *, keys: list[UUID]) -> None:
+        error = None if load.cancelled() else load.exception()
+        for entity_id in keys:
+            waiter = self._in_flight.pop(entity_id, None)
+            if waiter is None or waiter.done():
+                continue
+            if load.cancelled():
+                waiter.cancel()
+            elif error is not None:
+                waiter.set_exception(error)
+                waiter.exception()  # retrieved: the loading reader raises it already
+            else:
+                waiter.set_result(load.result().get(entity_id))
+
+    async def _load(self, ids: list[UUID]) -> dict[UUID, R]:
+        cache = self._cache
+        ticket = cache.local.begin_load()
+        try:
+            found = await self._from_shared(ids, ticket)
+            rest = [i for i in ids if i not in found]
+            if rest:
+                cache.counts.misses[self.kind] += len(rest)
+                loaded = dict(await self._fetch(rest))
+                ttls = {i: self._ttl_of(record) for i, record in loaded.items()}
+                for entity_id, record in loaded.items():
+                    cache.local.fill((self.kind, entity_id), record, ttls[entity_id], ticket)
+                if cache.shared_usable() and loaded:
+                    encoded = {i: self._adapter.dump_json(r) for i, r in loaded.items()}
+                    try:
+                        await cache.shared.put_many(self.kind, encoded, ttls)  # type: ignore[union-attr]
+                    except StoreError:
+                        cache.shared_failed()
+                found.update(loaded)
+            return found
+        finally:
+            cache.local.end_load()
+
+    async def _from_shared(self, ids: list[UUID], ticket: int) -> dict[UUID, R]:
+        cache = self._cache
+        if not cache.shared_usable():
+            return {}
+        try:
+            raw = await cache.shared.get_many(self.kind, ids)  # type: ignore[union-attr]
+        except StoreError:
+            cache.shared_failed()
+            return {}
+        found: dict[UUID, R] = {}
+        for entity_id, encoded in raw.items():
+            try:
+                record = self._adapter.validate_json(encoded)
+            except ValidationError:
+                continue  # written by another version of the record: load it afresh
+            found[entity_id] = record
+            cache.local.fill((self.kind, entity_id), record, self._ttl_of(record), ticket)
+        if found:
+            cache.counts.hits[(self.kind, "shared")] += len(found)
+        return found
+
+
+class EntityCache:
+    """The cache's two levels, its per-kind readers and the change listener."""
+
+    def __init__(
+        self, postgres: PostgresStore, redis: RedisStore | None, options: CacheOptions
+    ) -> None:
+        self.options = options
+        self.local = LocalCache(options.local_capacity)
+        self.shared = SharedEntityCache(redis) if redis is not None and options.shared else None
+        self.counts = CacheCounts(hits=Counter(), misses=Counter())
+        self._shared_retry_at = 0.0
+        self._postgres = postgres
+        self._listener = ChannelListener(
+            postgres, CHANNEL, self._changed, application_name="polygraph-cache-listener"
+        )
+        self._tombstones: asyncio.Queue[tuple[str, list[UUID] | None] | asyncio.Future[None]]
+        self._tombstones = asyncio.Queue()
+        self._barriers: dict[str, asyncio.Future[None]] = {}
+        # Told of each drop from L1, as it happens (the invalidation bench times them).
+        self.on_dropped: Callable[[str, list[UUID] | None], None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # L1 serves reads only while invalidations arrive: a listener that lost its
+        # connection may have missed some.
+        self.following = False
+        self.agents = CachedKind(
+            self, "agents", Agent, postgres.agents.by_ids, lambda _: options.agent_ttl_s
+        )
+        self.tasks = CachedKind(self, "tasks", Task, postgres.tasks.by_ids, self._task_ttl)
+        self.workflows = CachedKind(
+            self, "workflows", Workflow, postgres.workflows.by_ids, lambda _: options.workflow_ttl_s
+        )
+        self.users = CachedKind(
+            self, "users", User, postgres.users.by_ids, lambda _: options.user_ttl_s
+        )
+
+    def shared_usable(self) -> bool:
+        return self.shared is not None and time.monotonic() >= self._shared_retry_at
+
+    def shared_failed(self) -> None:
+        self.counts.shared_failures += 1
+        if time.monotonic() >= self._shared_retry_at:
+            logger.warning("cache: Redis unreachable; L1 only for %.0f s", _SHARED_RETRY_S)
+        self._shared_retry_at = time.monotonic() + _SHARED_RETRY_S
+
+    @property
+    def shared_available(self) -> bool | None:
+        """None without L2; False while it is skipped after a failure."""
+        return None if self.shared is None else self.shared_usable()
+
+    def _task_ttl(self, task: Task) -> float:
+        if task.status in _FINISHED_TASK_STATUSES:
+            return self.options.finished_task_ttl_s
+        return self.options.task_ttl_s
+
+    async def start(self) -> None:
+        """Follow changes from now on; returns once following (or once the first attempt
+        failed: reads then go to PostgreSQL until a retry succeeds)."""
+        started = asyncio.get_running_loop().create_future()
+        self._tasks = [
+            asyncio.create_task(self._follow(started), name="cache-listener"),
+            asyncio.create_task(self._write_tombstones(), name="cache-tombstones"),
+        ]
+        await started
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self.following = False
+        await self._listener.aclose()
+
+    async def settle(self) -> None:
+        """Return once this process has applied every change committed before the call
+        (its own writes included), L2 tombstones written; bounded by `settle_timeout_s`,
+        after which L1 is dropped whole rather than trusted."""
+        if not self.following:
+            return
+        token = uuid.uuid4().hex
+        arrived = asyncio.get_running_loop().create_future()
+        self._barriers[token] = arrived
+        try:
+            await self._postgres.notify(CHANNEL, f"{_BARRIER}:{token}")
+            await asyncio.wait_for(asyncio.shield(arrived), self.options.settle_timeout_s)
+        except (TimeoutError, StoreError) as exc:
+            logger.warning("cache: changes did not come back in time (%s); dropped L1", exc)
+            self.local.clear()
+        finally:
+            self._barriers.pop(token, None)
+
+    def _changed(self, payload: str) -> None:
+        kind, _, rest = payload.partition(":")
+        if kind == _BARRIER:
+            arrived = self._barriers.get(rest)
+            if arrived is not None:
+                # Resolved once the tombstones queued before it are written.
+                self._tombstones.put_nowait(arrived)
+            return
+        if rest == "*":
+            self.local.invalidate_kind(kind)
+            self._tombstones.put_nowait((kind, None))
+            if self.on_dropped is not None:
+                self.on_dropped(kind, None)
+            return
+        try:
+            ids = [UUID(part) for part in rest.split(",")]
+        except ValueError:
+            logger.warning("cache: ignored a malformed change notice %r", payload[:100])
+            return
+        self.local.invalidate(kind, ids)
+        self._tombstones.put_nowait((kind, ids))
+        if self.on_dropped is not None:
+            self.on_dropped(kind, ids)
+
+    async def _write_tombstones(self) -> None:
+        while True:
+            item = await self._tombstones.get()
+            if isinstance(item, asyncio.Future):
+                if not item.done():
+                    item.set_result(None)
+                continue
+            if self.shared is None:
+                continue
+            kind, ids = item
+            try:
+                if ids is None:
+                    await self.shared.drop_kind(kind)
+                else:
+                    await self.shared.tombstone(kind, ids, self.options.tombstone_s)
+            except StoreError:
+                self.shared_failed()
+
+    async def _follow(self, started: asyncio.Future[None]) -> None:
+        while True:
+            try:
+                await self._listener.connect()
+            except StoreUnavailable as exc:
+                logger.warning("cache: cannot follow changes (%s); reading through", exc)
+            else:
+                # Whatever changed while nobody listened is unknown: start empty.
+                self.local.clear()
+                self.following = True
+                if not started.done():
+                    started.set_result(None)
+                await self._listener.wait_closed()
+                self.following = False
+                logger.warning("cache: lost the change listener; reading through until it is back")
+            if not started.done():
+                started.set_result(None)
+            await asyncio.sleep(_RECONNECT_S)

@@ -1,0 +1,213 @@
+"""The entity cache: two levels, invalidated by PostgreSQL on every change, below
+every permission check; a client reads its own writes on any replica."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from stores import PostgresStore, RedisStore, roundtrips
+from stores.cache import CacheOptions, EntityCache
+from stores.postgres.inputs import AgentInput
+from stores.postgres.records import WriteContext
+from stores.redis.entity_cache import KEY_PREFIX
+from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
+from tests.integration.api.test_agents_api import create_agent
+from tests.support.serving import wait_until
+from tests.support.waiting import until
+
+AGENT = "query($id: ID!) { node(id: $id) { ... on Agent { id name notes version } } }"
+UPDATE = """
+mutation($id: ID!, $notes: String!) {
+  updateAgent(input: {id: $id, notes: $notes}) { agent { notes } userErrors { code } }
+}
+"""
+EMAIL = "query($id: ID!) { node(id: $id) { ... on User { id email } } }"
+
+
+@pytest.fixture
+def cached(settings: Settings) -> Settings:
+    # Lifetimes far past any test: only invalidations can end an entry.
+    return settings.model_copy(
+        update={"cache_enabled": True, "cache_agent_ttl_s": 3600, "rate_limit_enabled": False}
+    )
+
+
+@pytest.fixture
+def replicas(cached: Settings) -> Iterator[tuple[GraphQL, GraphQL]]:
+    with TestClient(create_app(cached)) as first, TestClient(create_app(cached)) as second:
+        yield GraphQL(first), GraphQL(second)
+
+
+def _agent(gql: GraphQL, caller: Caller, agent_id: str) -> dict[str, Any]:
+    node: dict[str, Any] = data(gql(AGENT, {"id": agent_id}, caller=caller))["node"]
+    return node
+
+
+def _entity_cache(gql: GraphQL) -> EntityCache:
+    cache = gql.client.app.state.stores.entity_cache  # type: ignore[attr-defined]
+    assert isinstance(cache, EntityCache)
+    return cache
+
+
+def test_reads_come_from_each_level_in_turn(
+    replicas: tuple[GraphQL, GraphQL], operator: Caller
+) -> None:
+    first, second = replicas
+    agent = create_agent(first, operator)
+
+    _agent(first, operator, str(agent["id"]))
+    counts = _entity_cache(first).counts
+    assert counts.misses["agents"] >= 1
+    local_hits = counts.hits[("agents", "local")]
+    _agent(first, operator, str(agent["id"]))
+    assert counts.hits[("agents", "local")] == local_hits + 1
+
+    # The other replica finds it in Redis, then in its own memory.
+    _agent(second, operator, str(agent["id"]))
+    assert _entity_cache(second).counts.hits[("agents", "shared")] == 1
+    _agent(second, operator, str(agent["id"]))
+    assert _entity_cache(second).counts.hits[("agents", "local")] == 1
+
+
+def test_a_writer_reads_its_write_on_every_replica(
+    replicas: tuple[GraphQL, GraphQL], operator: Caller
+) -> None:
+    first, second = replicas
+    agent = create_agent(first, operator, notes="before")
+    for gql in (first, second, first, second):  # cached in both levels of both replicas
+        assert _agent(gql, operator, str(agent["id"]))["notes"] == "before"
+
+    written = data(first(UPDATE, {"id": agent["id"], "notes": "after"}, caller=operator))
+    assert written["updateAgent"]["userErrors"] == []
+    # The writer's replica: at once, the mutation waited for its change to come back.
+    assert _agent(first, operator, str(agent["id"]))["notes"] == "after"
+    # The other replica drops its copy when PostgreSQL's notice arrives (no TTL passed).
+    wait_until(
+        lambda: _agent(second, operator, str(agent["id"]))["notes"] == "after",
+        what="the second replica to drop its copy",
+    )
+
+
+def test_a_change_made_outside_the_gateway_is_seen(
+    replicas: tuple[GraphQL, GraphQL], operator: Caller, settings: Settings
+) -> None:
+    first, second = replicas
+    agent = create_agent(first, operator, notes="before")
+    for gql in (first, second):
+        assert _agent(gql, operator, str(agent["id"]))["notes"] == "before"
+
+    async def update_by_hand() -> None:
+        async with (
+            PostgresStore(settings.postgres_options()) as postgres,
+            postgres.connection() as conn,
+        ):
+            await conn.execute("UPDATE agents SET notes = 'by hand' WHERE id = $1", raw_id)
+
+    raw_id = UUID(base64.b64decode(str(agent["id"])).decode().split(":", 1)[1])
+    asyncio.run(update_by_hand())
+    for replica in (first, second):
+
+        def updated(gql: GraphQL = replica) -> bool:
+            return bool(_agent(gql, operator, str(agent["id"]))["notes"] == "by hand")
+
+        wait_until(updated, what="a change made with SQL to reach the cache")
+
+
+def test_a_cached_record_still_passes_every_permission_check(
+    replicas: tuple[GraphQL, GraphQL], admin: Caller, operator: Caller, viewer: Caller
+) -> None:
+    first, _ = replicas
+    user_id = base64.b64encode(f"User:{viewer.user_id}".encode()).decode()
+    seen_by_admin = data(first(EMAIL, {"id": user_id}, caller=admin))["node"]
+    assert seen_by_admin["email"]
+    first(EMAIL, {"id": user_id}, caller=admin)
+    assert _entity_cache(first).counts.hits[("users", "local")] >= 1
+
+    refused = first(EMAIL, {"id": user_id}, caller=operator)
+    assert "FORBIDDEN" in error_codes(refused), refused
+    assert (refused.get("data") or {}).get("node") in (None, {"id": user_id, "email": None})
+
+
+def test_round_trips_fall_as_the_cache_fills(
+    replicas: tuple[GraphQL, GraphQL], operator: Caller
+) -> None:
+    first, _ = replicas
+    agent = create_agent(first, operator)
+    _entity_cache(first).local.clear()
+    _agent(first, operator, str(agent["id"]))
+    _agent(first, operator, str(agent["id"]))
+    # API keys are checked in PostgreSQL each time; the agent itself costs nothing now.
+    again = dict(first.last_round_trips)
+    _entity_cache(first).local.clear()
+    _agent(first, operator, str(agent["id"]))
+    from_redis = dict(first.last_round_trips)
+    assert from_redis["redis"] == again["redis"] + 1
+    assert from_redis["postgres"] == again["postgres"]
+
+
+async def _new_agents(postgres: PostgresStore, count: int) -> list[UUID]:
+    ctx = WriteContext(actor_id=None, request_id="test")
+    made = [
+        await postgres.agents.create(ctx, AgentInput(name=f"cached-{uuid4()}"))
+        for _ in range(count)
+    ]
+    return [agent.id for agent in made]
+
+
+async def test_one_load_per_key_however_many_readers(settings: Settings) -> None:
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(settings.redis_options()) as redis,
+    ):
+        cache = EntityCache(postgres, redis, CacheOptions())
+        await cache.start()
+        try:
+            agent_ids = await _new_agents(postgres, 2)
+            with roundtrips.counting() as trips:
+                results = await asyncio.gather(*(cache.agents.by_ids(agent_ids) for _ in range(50)))
+            assert [sorted(found) for found in results] == [sorted(agent_ids)] * 50
+            assert trips["postgres"] == 1
+        finally:
+            await cache.aclose()
+
+
+async def test_redis_down_leaves_the_memory_level(settings: Settings) -> None:
+    dead_redis = settings.model_copy(update={"redis_url": SecretStr("redis://127.0.0.1:9/0")})
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(dead_redis.redis_options()) as redis,
+    ):
+        cache = EntityCache(postgres, redis, CacheOptions())
+        await cache.start()
+        try:
+            agent_ids = await _new_agents(postgres, 1)
+            assert set(await cache.agents.by_ids(agent_ids)) == set(agent_ids)
+            assert cache.counts.shared_failures >= 1
+            assert cache.shared_available is False
+            with roundtrips.counting() as trips:
+                assert set(await cache.agents.by_ids(agent_ids)) == set(agent_ids)
+            assert trips["postgres"] == 0 and trips["redis"] == 0
+            await until(lambda: cache.following)
+        finally:
+            await cache.aclose()
+    assert KEY_PREFIX.startswith("cache:")
+
+
+def test_health_names_the_cache_levels_in_use(
+    replicas: tuple[GraphQL, GraphQL], viewer: Caller
+) -> None:
+    first, _ = replicas
+    health = data(first("{ health { components { name entityCache } } }", caller=viewer))
+    by_store = {c["name"]: c["entityCache"] for c in health["health"]["components"]}
+    assert by_store["redis"] == "memory and redis"
+    assert by_store["postgres"] is None
