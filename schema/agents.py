@@ -26,7 +26,7 @@ from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.scalars import JSON
-from schema.selection import selects
+from schema.selection import selected_names, selects
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
@@ -129,13 +129,19 @@ class Agent(relay.Node):
         filter: AgentTasksFilter | None = None,
         order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
     ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
-        from schema.tasks import TaskConnection
+        from schema.tasks import Task, TaskConnection
 
         status = filter.status if filter else None
         statuses = tuple(sorted(s.value for s in status)) if status else None
-        page = await info.context.loaders.tasks_by_agent_id.load(
-            TasksPageKey(self.record.id, first, statuses, StoreTaskOrder[order_by.name])
-        )
+        order = StoreTaskOrder[order_by.name]
+        loader = info.context.loaders.tasks_by_agent_id
+        # A page that selects only the tasks' own columns reads just those, as rows.
+        read = Task.row_reader(selected_names(info, "edges", "node"))
+        if read is not None:
+            key = TasksPageKey(self.record.id, first, statuses, order, read.columns)
+            page = await loader.load(key)
+            return TaskConnection.from_rows(page.rows, page.total_count, read)
+        page = await loader.load(TasksPageKey(self.record.id, first, statuses, order))
         return TaskConnection.from_task_list(page.items, page.total_count)
 
     @strawberry.field(description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j).")
