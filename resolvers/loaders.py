@@ -95,6 +95,10 @@ def _tasks_by_agent_loader(stores: Stores) -> DataLoader[TasksPageKey, TasksPage
     return DataLoader(batch)
 
 
+# An agent's id and the columns to read of it.
+AgentColumnsKey = tuple[UUID, tuple[str, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class RecallKey:
     """Agent.recall arguments: one SQL query serves every agent with the same arguments."""
@@ -163,6 +167,25 @@ class Loaders:
     @cached_property
     def agent_by_id(self) -> DataLoader[UUID, Agent | None]:
         return _loader(self._stores.postgres.agents.by_ids, None)
+
+    @cached_property
+    def agent_columns_by_id(
+        self,
+    ) -> DataLoader[tuple[UUID, tuple[str, ...]], tuple[Any, ...] | None]:
+        """Agents as tuples of the given columns (`id` first), by (id, columns)."""
+        agents = self._stores.postgres.agents
+
+        async def batch(keys: list[tuple[UUID, tuple[str, ...]]]) -> list[tuple[Any, ...] | None]:
+            by_columns: dict[tuple[str, ...], list[UUID]] = defaultdict(list)
+            for agent_id, columns in keys:
+                by_columns[columns].append(agent_id)
+            found: dict[AgentColumnsKey, tuple[Any, ...]] = {}
+            for columns, ids in by_columns.items():
+                rows = await agents.columns_by_ids(ids, columns)
+                found.update(((agent_id, columns), row) for agent_id, row in rows.items())
+            return [found.get(key) for key in keys]
+
+        return DataLoader(batch)
 
     @cached_property
     def task_by_id(self) -> DataLoader[UUID, Task | None]:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
 from strawberry import relay
-from strawberry.relay.utils import to_base64
 
 from resolvers.context import RequestContext
 from schema.enums import TASK_STATUS, TaskStatus
 from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
+from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
 from stores.postgres import records
 
@@ -93,16 +93,10 @@ class Task(relay.Node):
         )
 
     @classmethod
-    def row_reader(cls, names: frozenset[str]) -> TaskRowReader | None:
+    def row_reader(cls, names: frozenset[str]) -> RowReader[Task] | None:
         """How to build tasks for a selection of these field names from their columns
         alone (None: a selected field needs a whole task, e.g. a resolver's `record`)."""
-        try:
-            return _READERS[names]
-        except KeyError:
-            if len(_READERS) >= _MAX_READERS:
-                _READERS.clear()
-            reader = _READERS[names] = TaskRowReader.for_names(names)
-            return reader
+        return _READERS.reader(names)
 
     @classmethod
     async def load_many(cls, info: Info, task_ids: Iterable[UUID]) -> list[Task]:
@@ -158,85 +152,27 @@ def _status(value: str) -> TaskStatus:
     return TASK_STATUS[value]
 
 
-# Task's fields that are a column as it is (or through a conversion), by GraphQL name:
-# (attribute, column, conversion). `id` is the global id, made from the `id` column.
-_COLUMN_FIELDS: dict[str, tuple[str, str, Callable[[Any], Any] | None]] = {
-    "title": ("title", "title", None),
-    "description": ("description", "description", None),
-    "repository": ("repository", "repository", None),
-    "type": ("type", "type", None),
-    "payload": ("payload", "payload", None),
-    "priority": ("priority", "priority", None),
-    "status": ("status", "status", _status),
-    "deadline": ("deadline", "deadline", None),
-    "startedAt": ("started_at", "started_at", None),
-    "completedAt": ("completed_at", "completed_at", None),
-    "result": ("result", "result", None),
-    "errorMessage": ("error_message", "error_message", None),
-    "retryCount": ("retry_count", "retry_count", None),
-    "maxRetries": ("max_retries", "max_retries", None),
-    "createdAt": ("created_at", "created_at", None),
-    "updatedAt": ("updated_at", "updated_at", None),
-    "version": ("version", "version", None),
+# Task's fields that are a column (see schema/rows.py), by GraphQL name.
+COLUMN_FIELDS = {
+    "title": ColumnField("title", "title"),
+    "description": ColumnField("description", "description"),
+    "repository": ColumnField("repository", "repository"),
+    "type": ColumnField("type", "type"),
+    "payload": ColumnField("payload", "payload"),
+    "priority": ColumnField("priority", "priority"),
+    "status": ColumnField("status", "status", _status),
+    "deadline": ColumnField("deadline", "deadline"),
+    "startedAt": ColumnField("started_at", "started_at"),
+    "completedAt": ColumnField("completed_at", "completed_at"),
+    "result": ColumnField("result", "result"),
+    "errorMessage": ColumnField("error_message", "error_message"),
+    "retryCount": ColumnField("retry_count", "retry_count"),
+    "maxRetries": ColumnField("max_retries", "max_retries"),
+    "createdAt": ColumnField("created_at", "created_at"),
+    "updatedAt": ColumnField("updated_at", "updated_at"),
+    "version": ColumnField("version", "version"),
 }
-_NO_COLUMN_FIELDS = frozenset(("id", "__typename"))
-_new = object.__new__
-
-
-class TaskRowReader:
-    """Builds `Task` objects holding only the selected fields, from rows holding only
-    their columns: no store record, no JSON column nobody asked for, the global id only
-    when `id` is selected. Such a task has no `record`, so it serves only selections
-    without a resolver field (`row_reader` decides)."""
-
-    __slots__ = ("attributes", "columns", "converted", "global_id")
-
-    def __init__(
-        self,
-        columns: tuple[str, ...],
-        attributes: tuple[str, ...],
-        converted: list[tuple[str, Callable[[Any], Any]]],
-        global_id: bool,
-    ) -> None:
-        # The columns to read, `id` first; a row is a tuple starting with them.
-        self.columns = columns
-        # The attribute each column after `id` fills.
-        self.attributes = attributes
-        self.converted = converted
-        self.global_id = global_id
-
-    @classmethod
-    def for_names(cls, names: frozenset[str]) -> TaskRowReader | None:
-        found = []
-        for name in sorted(names):
-            if name in _NO_COLUMN_FIELDS:
-                continue
-            field = _COLUMN_FIELDS.get(name)
-            if field is None:
-                return None
-            found.append(field)
-        return cls(
-            ("id", *(column for _, column, _ in found)),
-            tuple(attribute for attribute, _, _ in found),
-            [(attribute, convert) for attribute, _, convert in found if convert is not None],
-            "id" in names,
-        )
-
-    def __call__(self, row: Sequence[Any]) -> Task:
-        values = dict(zip(self.attributes, row[1:], strict=False))
-        for attribute, convert in self.converted:
-            values[attribute] = convert(values[attribute])
-        node_id = values["id"] = str(row[0])
-        if self.global_id:
-            # What the ID scalar makes of `encode_id(...)`, made directly.
-            values["_id"] = to_base64("Task", node_id)
-        task: Task = _new(Task)
-        vars(task).update(values)
-        return task
-
-
-_READERS: dict[frozenset[str], TaskRowReader | None] = {}
-_MAX_READERS = 1000
+_READERS = RowReaders(Task, COLUMN_FIELDS)
 
 
 @strawberry.type
@@ -258,9 +194,9 @@ class TaskConnection(CountedConnection[Task]):
 
     @classmethod
     def from_rows(
-        cls, rows: Sequence[Sequence[Any]], total: int, read: TaskRowReader
+        cls, rows: Sequence[Sequence[Any]], total: int, read: RowReader[Task]
     ) -> TaskConnection:
-        """`from_task_list` over rows read for one selection (see `TaskRowReader`)."""
+        """`from_task_list` over rows read for one selection (see schema/rows.py)."""
         edges = []
         for row in rows:
             task = read(row)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from graphql import GraphQLObjectType
 
 from gateway.engine.plan import basic_attribute
-from schema import build_schema
-from schema.tasks import _COLUMN_FIELDS, _NO_COLUMN_FIELDS
+from schema import agents, build_schema, tasks
+from schema.rows import NO_COLUMN_FIELDS, ColumnField
 from stores.metrics.records import BucketValue
-from stores.postgres.task_events import ROW
+from stores.postgres.agents import _COLUMNS as AGENT_ROW
+from stores.postgres.task_events import ROW as TASK_ROW
 
 
 def _object_type(name: str) -> GraphQLObjectType:
@@ -27,10 +29,16 @@ def test_metric_buckets_can_be_the_stores_bucket_values() -> None:
     assert attributes == {field.name for field in dataclasses.fields(BucketValue)}
 
 
-def test_task_row_fields_are_plain_columns_of_task() -> None:
-    task = _object_type("Task")
-    columns = set(ROW.split(", "))
-    for name, (attribute, column, _) in _COLUMN_FIELDS.items():
-        assert basic_attribute(task.fields[name]) == attribute, name
-        assert column in columns, name
-    assert {*task.fields, "__typename"} >= _NO_COLUMN_FIELDS
+@pytest.mark.parametrize(
+    ("type_name", "fields", "row"),
+    [("Task", tasks.COLUMN_FIELDS, TASK_ROW), ("Agent", agents.COLUMN_FIELDS, AGENT_ROW)],
+)
+def test_row_fields_are_plain_columns(
+    type_name: str, fields: dict[str, ColumnField], row: str
+) -> None:
+    graphql_type = _object_type(type_name)
+    columns = set(row.replace(",", " ").split())
+    for name, field in fields.items():
+        assert basic_attribute(graphql_type.fields[name]) == field.attribute, name
+        assert field.column in columns, name
+    assert {*graphql_type.fields, "__typename"} >= NO_COLUMN_FIELDS

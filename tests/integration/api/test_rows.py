@@ -1,4 +1,4 @@
-"""An agent's tasks read as rows of the selected columns answer as whole tasks do."""
+"""Tasks and agents read as rows of the selected columns answer as whole records do."""
 
 from __future__ import annotations
 
@@ -109,3 +109,66 @@ def test_rows_keep_round_trips_constant_in_page_size(gql: GraphQL, operator: Cal
     assert len(large["agents"]["edges"]) == 12
     assert all(len(e["node"]["tasks"]["edges"]) == 1 for e in large["agents"]["edges"])
     assert small_trips["postgres"] == large_trips["postgres"], (small_trips, large_trips)
+
+
+AGENT_LEAVES = """
+  id name role status capabilities tags notes metadata createdAt updatedAt version __typename
+"""
+
+# Agents below collaborators and the neighbourhood: rows when only columns are selected,
+# whole agents when a resolver field (`tasks`) is selected as well.
+AGENTS_QUERY = """query($id: ID!) {{
+  node(id: $id) {{ ... on Agent {{ collaborators {{ type agent {{ {leaves} }} }} }} }}
+  agentNeighbourhood(agentId: $id, depth: 2) {{
+    nodes {{ distance agent {{ {leaves} }} }} edges {{ type source {{ id }} target {{ {leaves} }} }}
+  }}
+}}"""
+
+
+def _strip_tasks(value: object) -> None:
+    if isinstance(value, dict):
+        value.pop("tasks", None)
+        for item in value.values():
+            _strip_tasks(item)
+    elif isinstance(value, list):
+        for item in value:
+            _strip_tasks(item)
+
+
+def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
+    tag = unique("rows")
+    centre, near, far = (_agent(gql, operator, tag) for _ in range(3))
+    data(
+        gql(
+            """mutation($id: ID!, $m: JSON!) { updateAgent(input: {id: $id,
+               capabilities: ["a", "b"], notes: "n", metadata: $m}) { userErrors { code } } }""",
+            {"id": near, "m": {"deep": {"x": [1, None]}}},
+            caller=operator,
+        )
+    )
+    for source, target, kind in ((centre, near, "COLLABORATES_WITH"), (near, far, "DELEGATES_TO")):
+        related = data(
+            gql(
+                """mutation($s: ID!, $t: ID!, $k: AgentLinkType!) {
+                  relateAgents(input: {sourceId: $s, targetId: $t, type: $k}) {
+                    userErrors { code } } }""",
+                {"s": source, "t": target, "k": kind},
+                caller=operator,
+            )
+        )["relateAgents"]
+        assert related["userErrors"] == []
+
+    rows = data(gql(AGENTS_QUERY.format(leaves=AGENT_LEAVES), {"id": centre}, caller=operator))
+    whole = data(
+        gql(
+            AGENTS_QUERY.format(leaves=AGENT_LEAVES + " tasks { totalCount }"),
+            {"id": centre},
+            caller=operator,
+        )
+    )
+
+    _strip_tasks(whole)
+    assert rows == whole
+    hood = rows["agentNeighbourhood"]
+    assert {node["agent"]["id"] for node in hood["nodes"]} == {centre, near, far}
+    assert rows["node"]["collaborators"][0]["agent"]["metadata"] == {"deep": {"x": [1, None]}}
