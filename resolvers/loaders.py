@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from aiodataloader import DataLoader
@@ -44,36 +44,59 @@ def _loader(fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) ->
 
 @dataclass(frozen=True, slots=True)
 class TasksPageKey:
-    """Agent.tasks arguments: one SQL query serves every agent with the same arguments."""
+    """Agent.tasks arguments: one SQL query serves every agent with the same arguments.
+    With `columns`, the page holds tuples of those columns, as `rows`; without, whole
+    tasks."""
 
     agent_id: UUID
     first: int
     statuses: tuple[str, ...] | None
     order: TaskOrder = TaskOrder.CREATED_AT_DESC
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TasksPage:
     items: list[Task]
     total_count: int
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+_PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | None]
 
 
 def _tasks_by_agent_loader(stores: Stores) -> DataLoader[TasksPageKey, TasksPage]:
+    tasks = stores.postgres.tasks
+
     async def batch(keys: list[TasksPageKey]) -> list[TasksPage]:
-        groups: dict[tuple[int, tuple[str, ...] | None, TaskOrder], list[UUID]] = defaultdict(list)
+        groups: dict[_PageGroup, list[UUID]] = defaultdict(list)
         for key in keys:
-            groups[(key.first, key.statuses, key.order)].append(key.agent_id)
+            groups[(key.first, key.statuses, key.order, key.columns)].append(key.agent_id)
         results: dict[TasksPageKey, TasksPage] = {}
-        for (first, statuses, order), agent_ids in groups.items():
-            pages = await stores.postgres.tasks.for_assignees(
-                agent_ids, first=first, statuses=statuses, order=order
-            )
-            for agent_id in agent_ids:
-                items, total = pages.get(agent_id, ([], 0))
-                results[TasksPageKey(agent_id, first, statuses, order)] = TasksPage(items, total)
+        for (first, statuses, order, columns), agent_ids in groups.items():
+            if columns is None:
+                pages = await tasks.for_assignees(
+                    agent_ids, first=first, statuses=statuses, order=order
+                )
+                for agent_id in agent_ids:
+                    items, total = pages.get(agent_id, ([], 0))
+                    page = TasksPage(items, total)
+                    results[TasksPageKey(agent_id, first, statuses, order)] = page
+            else:
+                row_pages = await tasks.columns_for_assignees(
+                    agent_ids, columns, first=first, statuses=statuses, order=order
+                )
+                for agent_id in agent_ids:
+                    rows, total = row_pages.get(agent_id, ([], 0))
+                    page = TasksPage([], total, rows)
+                    results[TasksPageKey(agent_id, first, statuses, order, columns)] = page
         return [results[key] for key in keys]
 
     return DataLoader(batch)
+
+
+# An agent's id and the columns to read of it.
+AgentColumnsKey = tuple[UUID, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +171,25 @@ class Loaders:
     def agent_by_id(self) -> DataLoader[UUID, Agent | None]:
         cache = self._stores.entity_cache
         return _loader(cache.agents.by_ids if cache else self._stores.postgres.agents.by_ids, None)
+
+    @cached_property
+    def agent_columns_by_id(
+        self,
+    ) -> DataLoader[tuple[UUID, tuple[str, ...]], tuple[Any, ...] | None]:
+        """Agents as tuples of the given columns (`id` first), by (id, columns)."""
+        agents = self._stores.postgres.agents
+
+        async def batch(keys: list[tuple[UUID, tuple[str, ...]]]) -> list[tuple[Any, ...] | None]:
+            by_columns: dict[tuple[str, ...], list[UUID]] = defaultdict(list)
+            for agent_id, columns in keys:
+                by_columns[columns].append(agent_id)
+            found: dict[AgentColumnsKey, tuple[Any, ...]] = {}
+            for columns, ids in by_columns.items():
+                rows = await agents.columns_by_ids(ids, columns)
+                found.update(((agent_id, columns), row) for agent_id, row in rows.items())
+            return [found.get(key) for key in keys]
+
+        return DataLoader(batch)
 
     @cached_property
     def task_by_id(self) -> DataLoader[UUID, Task | None]:

@@ -25,8 +25,9 @@ from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
+from schema.rows import ColumnField, RowReaders
 from schema.scalars import JSON
-from schema.selection import selects
+from schema.selection import selected_names, selects
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
@@ -99,9 +100,23 @@ class Agent(relay.Node):
         return [cls.from_record(agent) for agent in found if agent is not None]
 
     @classmethod
-    async def load_map(cls, info: Info, agent_ids: Iterable[UUID]) -> dict[UUID, Agent | None]:
-        """Agents by id, for parents that hand them to their children ready-made."""
+    async def load_map(
+        cls, info: Info, agent_ids: Iterable[UUID], *paths: tuple[str, ...]
+    ) -> dict[UUID, Agent | None]:
+        """Agents by id, for parents that hand them to their children ready-made. With
+        `paths` (where the agents sit below the current field), a selection of columns
+        only reads just those columns (schema/rows.py)."""
         ids = list(dict.fromkeys(agent_ids))
+        names = frozenset().union(*(selected_names(info, *path) for path in paths))
+        read = _READERS.reader(names) if paths else None
+        if read is not None:
+            rows = await info.context.loaders.agent_columns_by_id.load_many(
+                [(agent_id, read.columns) for agent_id in ids]
+            )
+            return {
+                agent_id: read(row) if row else None
+                for agent_id, row in zip(ids, rows, strict=True)
+            }
         found = await info.context.loaders.agent_by_id.load_many(ids)
         return {
             agent_id: cls.from_record(agent) if agent else None
@@ -129,20 +144,26 @@ class Agent(relay.Node):
         filter: AgentTasksFilter | None = None,
         order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
     ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
-        from schema.tasks import TaskConnection
+        from schema.tasks import Task, TaskConnection
 
         status = filter.status if filter else None
         statuses = tuple(sorted(s.value for s in status)) if status else None
-        page = await info.context.loaders.tasks_by_agent_id.load(
-            TasksPageKey(self.record.id, first, statuses, StoreTaskOrder[order_by.name])
-        )
+        order = StoreTaskOrder[order_by.name]
+        loader = info.context.loaders.tasks_by_agent_id
+        # A page that selects only the tasks' own columns reads just those, as rows.
+        read = Task.row_reader(selected_names(info, "edges", "node"))
+        if read is not None:
+            key = TasksPageKey(self.record.id, first, statuses, order, read.columns)
+            page = await loader.load(key)
+            return TaskConnection.from_rows(page.rows, page.total_count, read)
+        page = await loader.load(TasksPageKey(self.record.id, first, statuses, order))
         return TaskConnection.from_task_list(page.items, page.total_count)
 
     @strawberry.field(description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j).")
     async def collaborators(self, info: Info) -> list[Collaboration] | None:
         links = await info.context.loaders.collaborators_by_agent_id.load(self.record.id)
         agents = (
-            await Agent.load_map(info, [link.agent_id for link in links])
+            await Agent.load_map(info, [link.agent_id for link in links], ("agent",))
             if selects(info, "agent")
             else {}
         )
@@ -239,6 +260,26 @@ class Agent(relay.Node):
         )
         hits = await info.context.loaders.memories_by_recall.load(key)
         return [MemoryHit.from_hit(hit) for hit in hits]
+
+
+def _status(value: str) -> AgentStatus:
+    return AGENT_STATUS[value]
+
+
+# Agent's fields that are a column (see schema/rows.py), by GraphQL name.
+COLUMN_FIELDS = {
+    "name": ColumnField("name", "name"),
+    "role": ColumnField("role", "role"),
+    "status": ColumnField("status", "status", _status),
+    "capabilities": ColumnField("capabilities", "capabilities", list),
+    "tags": ColumnField("tags", "tags", list),
+    "notes": ColumnField("notes", "notes"),
+    "metadata": ColumnField("metadata", "metadata"),
+    "createdAt": ColumnField("created_at", "created_at"),
+    "updatedAt": ColumnField("updated_at", "updated_at"),
+    "version": ColumnField("version", "version"),
+}
+_READERS = RowReaders(Agent, COLUMN_FIELDS)
 
 
 @strawberry.type

@@ -56,7 +56,17 @@ class AgentNeighbourhood:
         wanted = selects(info, "nodes", "agent") or any(
             selects(info, "edges", end) for end in ("source", "target")
         )
-        agents = await Agent.load_map(info, (n.agent_id for n in found.nodes)) if wanted else {}
+        agents = (
+            await Agent.load_map(
+                info,
+                (n.agent_id for n in found.nodes),
+                ("nodes", "agent"),
+                ("edges", "source"),
+                ("edges", "target"),
+            )
+            if wanted
+            else {}
+        )
         return cls(
             nodes=[
                 NeighbourNode(distance=n.distance, agent=agents.get(n.agent_id))

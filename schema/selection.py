@@ -28,6 +28,54 @@ def selects(info: strawberry.Info, *path: str) -> bool:
     return any(_selects(node.selection_set, path, raw.fragments) for node in raw.field_nodes)
 
 
+def selected_names(info: strawberry.Info, *path: str) -> frozenset[str]:
+    """The field names selected at `path` below the current field (through fragments,
+    whatever their type condition or directives: a superset of what the response shows),
+    e.g. `selected_names(info, "edges", "node")`. Worked out once per document."""
+    raw = info._raw_info
+    nodes = raw.field_nodes
+    key = (*map(id, nodes), *path)
+    cached = _NAMES.get(key)
+    if cached is not None:
+        return cached[1]
+    names: set[str] = set()
+    for node in nodes:
+        _collect_names(node.selection_set, path, raw.fragments, names)
+    found = frozenset(names)
+    if len(_NAMES) >= _MAX_NAMES:
+        _NAMES.clear()
+    # The entry holds the field nodes, so no other node takes their ids while it is
+    # cached: a key found is the same nodes.
+    _NAMES[key] = (list(nodes), found)
+    return found
+
+
+_NAMES: dict[tuple[object, ...], tuple[list[FieldNode], frozenset[str]]] = {}
+_MAX_NAMES = 2000
+
+
+def _collect_names(
+    selection_set: SelectionSetNode | None,
+    path: tuple[str, ...],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    names: set[str],
+) -> None:
+    if selection_set is None:
+        return
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if not path:
+                names.add(selection.name.value)
+            elif selection.name.value == path[0]:
+                _collect_names(selection.selection_set, path[1:], fragments, names)
+        elif isinstance(selection, InlineFragmentNode):
+            _collect_names(selection.selection_set, path, fragments, names)
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None:
+                _collect_names(fragment.selection_set, path, fragments, names)
+
+
 def _selects(
     selection_set: SelectionSetNode | None,
     path: tuple[str, ...],

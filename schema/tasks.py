@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -14,6 +14,7 @@ from resolvers.context import RequestContext
 from schema.enums import TASK_STATUS, TaskStatus
 from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
+from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
 from stores.postgres import records
 
@@ -104,6 +105,12 @@ class Task(relay.Node):
         )
 
     @classmethod
+    def row_reader(cls, names: frozenset[str]) -> RowReader[Task] | None:
+        """How to build tasks for a selection of these field names from their columns
+        alone (None: a selected field needs a whole task, e.g. a resolver's `record`)."""
+        return _READERS.reader(names)
+
+    @classmethod
     async def load_many(cls, info: Info, task_ids: Iterable[UUID]) -> list[Task]:
         found = await info.context.loaders.task_by_id.load_many(list(task_ids))
         return [cls.from_record(task) for task in found if task is not None]
@@ -153,6 +160,33 @@ class Task(relay.Node):
         return [TaskEvent.from_record(event) for event in events]
 
 
+def _status(value: str) -> TaskStatus:
+    return TASK_STATUS[value]
+
+
+# Task's fields that are a column (see schema/rows.py), by GraphQL name.
+COLUMN_FIELDS = {
+    "title": ColumnField("title", "title"),
+    "description": ColumnField("description", "description"),
+    "repository": ColumnField("repository", "repository"),
+    "type": ColumnField("type", "type"),
+    "payload": ColumnField("payload", "payload"),
+    "priority": ColumnField("priority", "priority"),
+    "status": ColumnField("status", "status", _status),
+    "deadline": ColumnField("deadline", "deadline"),
+    "startedAt": ColumnField("started_at", "started_at"),
+    "completedAt": ColumnField("completed_at", "completed_at"),
+    "result": ColumnField("result", "result"),
+    "errorMessage": ColumnField("error_message", "error_message"),
+    "retryCount": ColumnField("retry_count", "retry_count"),
+    "maxRetries": ColumnField("max_retries", "max_retries"),
+    "createdAt": ColumnField("created_at", "created_at"),
+    "updatedAt": ColumnField("updated_at", "updated_at"),
+    "version": ColumnField("version", "version"),
+}
+_READERS = RowReaders(Task, COLUMN_FIELDS)
+
+
 @strawberry.type
 class TaskConnection(CountedConnection[Task]):
     @classmethod
@@ -163,6 +197,26 @@ class TaskConnection(CountedConnection[Task]):
             edges=edges,
             page_info=relay.PageInfo(
                 has_next_page=total > len(tasks),
+                has_previous_page=False,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            total_count=total,
+        )
+
+    @classmethod
+    def from_rows(
+        cls, rows: Sequence[Sequence[Any]], total: int, read: RowReader[Task]
+    ) -> TaskConnection:
+        """`from_task_list` over rows read for one selection (see schema/rows.py)."""
+        edges = []
+        for row in rows:
+            task = read(row)
+            edges.append(relay.Edge(cursor=task.id, node=task))
+        return cls(
+            edges=edges,
+            page_info=relay.PageInfo(
+                has_next_page=total > len(rows),
                 has_previous_page=False,
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=edges[-1].cursor if edges else None,

@@ -52,6 +52,7 @@ from gateway.engine.plan import (
     PlanCache,
     Shape,
 )
+from gateway.engine.resolvers import DirectResolver
 
 Result = AwaitableOrValue[Any]
 Info = GraphQLResolveInfo[Any]
@@ -67,6 +68,8 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     # Per execution: coerced arguments of fields whose arguments read variables.
     _arguments: dict[FieldPlan, dict[str, Any]]
+    # Per execution: Strawberry's arguments of directly called resolvers, when immutable.
+    _converted: dict[FieldPlan, dict[str, Any]]
     # A subscription's sharing key, worked out at its first event (False: none).
     _event_key: Hashable | None = None
     # A per-event executor whose result the other subscribers take: (results, key).
@@ -90,6 +93,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self, serially: bool | None
     ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
         self._arguments = {}
+        self._converted = {}
         try:
             plan = self.plans.plan(self)
             if serially is None:
@@ -112,6 +116,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return SharedResult(entry)  # type: ignore[return-value]
         executor = cast(PlannedExecutionContext, super().build_per_event_executor(payload))
         executor._arguments = {}
+        executor._converted = {}
         executor._sharing = None if shared is None else (shared, key)
         return executor
 
@@ -230,10 +235,31 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def _resolve(self, field: FieldPlan, source: Any, info: Info, args: dict[str, Any]) -> Any:
         """Call the field's resolver, wrapped by any resolver middleware, as graphql-core does."""
+        direct = field.direct
+        if direct is not None:
+            return self._resolve_directly(field, direct, source, info, args)
         resolve = field.resolve or self.field_resolver
         if self.middleware_manager is not None:
             resolve = self.middleware_manager.get_field_resolver(resolve)
         return resolve(source, info, **args)
+
+    def _resolve_directly(
+        self,
+        field: FieldPlan,
+        direct: DirectResolver,
+        source: Any,
+        info: Info,
+        args: dict[str, Any],
+    ) -> Any:
+        """Strawberry's wrapper, done by `DirectResolver`; arguments converted once per
+        request when they convert to immutable values."""
+        strawberry_info = direct.info(info)
+        converted = self._converted.get(field)
+        if converted is None:
+            converted, shareable = direct.convert(strawberry_info, args)
+            if shareable:
+                self._converted[field] = converted
+        return direct.call(source, strawberry_info, converted)
 
     def _info(self, field: FieldPlan, path: Path) -> Info:
         return self.build_resolve_info(field.field_def, field.nodes, field.parent_type, path)

@@ -54,6 +54,7 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
 from gateway.engine.leaves import Serializer, serializer
+from gateway.engine.resolvers import DirectResolver, direct_resolver
 
 if TYPE_CHECKING:
     from graphql.execution import Executor
@@ -241,6 +242,7 @@ class FieldPlan:
         "args",
         "attribute",
         "details",
+        "direct",
         "field_def",
         "key",
         "mode",
@@ -283,6 +285,7 @@ class FieldPlan:
         self.resolve = field_def.resolve
         self.attribute = basic_attribute(field_def) if direct else None
         self.serialize: Serializer | None = None
+        self.direct: DirectResolver | None = None
         # Arguments without variables are the same for every request: coerced once.
         self.args: dict[str, Any] | None = None
         if self.name == "__typename":
@@ -295,6 +298,8 @@ class FieldPlan:
                 self.mode = ATTRIBUTE
         else:
             self.mode = RESOLVE
+            # Without resolver middleware, a resolver function can be called directly.
+            self.direct = direct_resolver(field_def) if direct else None
             if not field_def.args and not self.node.arguments:
                 self.args = {}
             elif not _reads_variables(self.node):

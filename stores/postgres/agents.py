@@ -52,6 +52,8 @@ _COLUMNS = (
     "id, name, role, status, capabilities, tags, notes, metadata, parent_id,"
     " created_at, updated_at, version"
 )
+# What `columns_by_ids` may be asked to read.
+_READABLE_COLUMNS = frozenset(_COLUMNS.replace(",", " ").split())
 _RELATIONSHIP_COLUMNS = "source_id, target_id, type, weight, created_at"
 # Serialises parent changes, so two concurrent moves cannot jointly close a loop.
 _PARENT_LOCK = 0x706F6C79_70617265  # "polypare"
@@ -87,6 +89,22 @@ class AgentRepository:
                 f"SELECT {_COLUMNS} FROM agents WHERE id = ANY($1::uuid[])", list(ids)
             )
         return {row["id"]: _agent(row) for row in rows}
+
+    async def columns_by_ids(
+        self, ids: Sequence[UUID], columns: Sequence[str]
+    ) -> dict[UUID, tuple[Any, ...]]:
+        """The agents that exist among `ids`, each a tuple of `columns` in that order
+        (`id` among them), in one query: for selections that show a few columns."""
+        if not set(columns) <= _READABLE_COLUMNS or "id" not in columns:
+            raise ValueError(f"not agent columns: {columns!r}")
+        if not ids:
+            return {}
+        at = columns.index("id")
+        async with self._store.read_connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {', '.join(columns)} FROM agents WHERE id = ANY($1::uuid[])", list(ids)
+            )
+        return {row[at]: tuple(row) for row in rows}
 
     async def count(self) -> int:
         async with self._store.read_connection() as conn:

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
+from asyncpg import Record
+
 from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres.inputs import (
     UNSET,
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+# What `columns_for_assignees` may be asked to read.
+_READABLE_COLUMNS = frozenset(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
 # Serialises dependency inserts, so two concurrent edges cannot jointly close a cycle.
 _DEPENDENCY_LOCK = 0x706F6C79_64657073  # "polydeps"
 
@@ -118,12 +122,56 @@ class TaskRepository:
     ) -> dict[UUID, tuple[list[Task], int]]:
         """Each agent's first `first` tasks in `order` and its total, for a page of agents,
         in one query."""
+        found: dict[UUID, tuple[list[Task], int]] = {agent_id: ([], 0) for agent_id in agent_ids}
+        for row in await self._ranked_for_assignees(agent_ids, first, statuses, order, ROW):
+            tasks, _ = found[row["assignee_id"]]
+            if row["_rank"] <= first:
+                tasks.append(task_from_row(row))
+            found[row["assignee_id"]] = (tasks, row["_total"])
+        return found
+
+    async def columns_for_assignees(
+        self,
+        agent_ids: Sequence[UUID],
+        columns: Sequence[str],
+        *,
+        first: int,
+        statuses: Sequence[str] | None,
+        order: TaskOrder = TaskOrder.CREATED_AT_DESC,
+    ) -> dict[UUID, tuple[list[tuple[Any, ...]], int]]:
+        """`for_assignees` reading only `columns`, each task a tuple that starts with them
+        in that order: a page that shows a task's title and status does not pay for a
+        whole record or for decoding its JSON columns."""
+        unknown = set(columns) - _READABLE_COLUMNS
+        if unknown or not columns:
+            raise ValueError(f"not task columns: {columns!r}")
+        found: dict[UUID, tuple[list[tuple[Any, ...]], int]] = {
+            agent_id: ([], 0) for agent_id in agent_ids
+        }
+        # Positions after the columns: the assignee, the rank and the total.
+        at = len(columns)
+        select = ", ".join((*columns, "assignee_id"))
+        for row in await self._ranked_for_assignees(agent_ids, first, statuses, order, select):
+            values = tuple(row)
+            tasks, _ = found[values[at]]
+            if values[at + 1] <= first:
+                tasks.append(values)
+            found[values[at]] = (tasks, values[at + 2])
+        return found
+
+    async def _ranked_for_assignees(
+        self,
+        agent_ids: Sequence[UUID],
+        first: int,
+        statuses: Sequence[str] | None,
+        order: TaskOrder,
+        select: str,
+    ) -> list[Record]:
         if not 0 <= first <= MAX_PAGE_SIZE:
             raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
-        found: dict[UUID, tuple[list[Task], int]] = {agent_id: ([], 0) for agent_id in agent_ids}
-        if not found:
-            return found
-        params = Params([list(found)])
+        if not agent_ids:
+            return []
+        params = Params([list(dict.fromkeys(agent_ids))])
         where = ["assignee_id = ANY($1::uuid[])"]
         if statuses is not None:
             where.append(params.any_of("status", statuses, "text"))
@@ -133,20 +181,15 @@ class TaskRepository:
         direction = "DESC" if ordering.descending else "ASC"
         window_order = ", ".join(f"{key.expression} {direction}" for key in ordering.keys)
         async with self._store.read_connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT * FROM (SELECT {ROW}, row_number() OVER newest AS _rank,"
+            rows: list[Record] = await conn.fetch(
+                f"SELECT * FROM (SELECT {select}, row_number() OVER newest AS _rank,"
                 " count(*) OVER (PARTITION BY assignee_id) AS _total"
                 f" FROM tasks WHERE {' AND '.join(where)}"
                 f" WINDOW newest AS (PARTITION BY assignee_id ORDER BY {window_order})"
                 f") AS ranked WHERE _rank <= {rows_wanted} ORDER BY assignee_id, _rank",
                 *params.values,
             )
-        for row in rows:
-            tasks, _ = found[row["assignee_id"]]
-            if row["_rank"] <= first:
-                tasks.append(task_from_row(row))
-            found[row["assignee_id"]] = (tasks, row["_total"])
-        return found
+        return rows
 
     async def dependencies_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
         """What each task waits for, oldest edge first."""

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import pytest
 import strawberry
-from graphql import get_introspection_query, parse
+from graphql import GraphQLObjectType, get_introspection_query, parse
 from graphql.execution import Executor
 from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.permission import BasePermission
@@ -23,6 +23,7 @@ from strawberry.types import ExecutionResult
 
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.engine.plan import LEAF, RESOLVE, ObjectShape, OperationPlan
+from gateway.engine.resolvers import direct_resolver
 
 
 @strawberry.enum
@@ -145,6 +146,39 @@ class Broken:
     )
 
 
+@strawberry.input
+class Window:
+    size: int = 2
+
+
+@strawberry.type
+class Counter:
+    n: int
+
+    @strawberry.field
+    def echo(
+        self,
+        info: strawberry.Info,
+        window: Window | None = None,
+        words: list[str] | None = None,
+        colour: Colour = Colour.RED,
+        at: int = 0,
+    ) -> str:
+        # Changes its list argument: each call must get its own.
+        if words is not None:
+            words.append(str(self.n))
+        size = window.size if window else None
+        return f"{info.path.as_list()}:{info.field_name}:{self.n}:{size}:{words}:{colour}:{at}"
+
+    guarded_echo: str | None = strawberry.field(
+        resolver=lambda: "secret", permission_classes=[Denied]
+    )
+
+    @strawberry.field
+    def parent_n(self, parent: strawberry.Parent[Counter]) -> int:
+        return parent.n * 10
+
+
 MUTATIONS: list[str] = []
 
 
@@ -161,6 +195,10 @@ class Query:
     @strawberry.field
     def broken(self) -> Broken:
         return Broken()
+
+    @strawberry.field
+    def counters(self, count: int = 3) -> list[Counter]:
+        return [Counter(n=n) for n in range(count)]
 
     @strawberry.field
     def missing_attribute(self) -> Leaf:
@@ -464,3 +502,24 @@ async def test_subscribers_in_one_scope_share_each_event_execution() -> None:
     assert received[3] == [
         ({"watched": {"name": n, "seenBy": "b"}}, []) for n in ("first", "second")
     ]
+
+
+async def test_resolver_functions_called_directly_answer_as_through_strawberry() -> None:
+    data, errors = await same(
+        """query($words: [String!], $at: Int!) { counters(count: 3) {
+          n parentN guardedEcho
+          echo(words: $words, window: {size: 4}, colour: GREEN, at: $at)
+          plain: echo
+        } }""",
+        {"words": ["a"], "at": 7},
+    )
+    assert [c["echo"] for c in data["counters"]] == [
+        f"['counters', {n}, 'echo']:echo:{n}:4:['a', '{n}']:Colour.GREEN:7" for n in range(3)
+    ]
+    assert [c["parentN"] for c in data["counters"]] == [0, 10, 20]
+    assert {error["message"] for error in errors} == {"not for you"}
+    counter = PLANNED._schema.type_map["Counter"]
+    assert isinstance(counter, GraphQLObjectType)
+    # Permission classes keep Strawberry's wrapper; a plain resolver function does not.
+    assert direct_resolver(counter.fields["guardedEcho"]) is None
+    assert direct_resolver(counter.fields["echo"]) is not None

@@ -1,0 +1,156 @@
+"""Strawberry resolver functions called directly, without Strawberry's per-call wrapper.
+
+For a field with a resolver function, Strawberry's wrapper (`from_resolver`'s
+`_resolver`) builds an `Info`, converts the arguments graphql-core coerced into
+Strawberry's (input objects, enums, scalars), runs field extensions and exception
+handlers, and calls the function with `self`, `info` and the arguments it names.
+For a field without extensions (permission classes are one) or exception handlers,
+`DirectResolver` does the same work minus what repeats: arguments that convert to
+immutable values (numbers, strings, enums, ids, times) are converted once per
+request, not once per parent object. Every other field keeps Strawberry's wrapper.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import uuid
+from collections.abc import Callable, Iterator
+from types import CodeType
+from typing import Any, cast
+
+from graphql import GraphQLField, GraphQLResolveInfo
+from strawberry.relay import GlobalID
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.arguments import convert_arguments
+from strawberry.types.field import StrawberryField
+from strawberry.types.fields.resolver import StrawberryResolver
+
+_DEFINITION = GraphQLCoreConverter.DEFINITION_BACKREF
+
+
+def _nested_code(code: CodeType, names: tuple[str, ...]) -> Iterator[CodeType]:
+    for constant in code.co_consts:
+        if isinstance(constant, CodeType):
+            if constant.co_name in names:
+                yield constant
+            yield from _nested_code(constant, names)
+
+
+# Strawberry's wrappers for fields with a resolver function, sync and async. Should
+# Strawberry change them, no field matches, and every field keeps its wrapper.
+_WRAPPER_CODES = frozenset(
+    _nested_code(GraphQLCoreConverter.from_resolver.__code__, ("_resolver", "_async_resolver"))
+)
+_INFO_FACTORY_CODES = frozenset(
+    _nested_code(GraphQLCoreConverter.from_resolver.__code__, ("_strawberry_info_from_graphql",))
+)
+_IMMUTABLE = frozenset(
+    (int, float, str, bool, type(None), uuid.UUID, GlobalID, datetime.datetime, datetime.date)
+)
+
+
+def _closure(function: Callable[..., Any]) -> dict[str, Any] | None:
+    cells = function.__closure__ or ()
+    try:
+        return dict(
+            zip(function.__code__.co_freevars, (c.cell_contents for c in cells), strict=True)
+        )
+    except ValueError:  # an empty cell
+        return None
+
+
+def _immutable(value: Any) -> bool:
+    return type(value) in _IMMUTABLE or isinstance(value, enum.Enum)
+
+
+class DirectResolver:
+    """Calls one field's resolver function as Strawberry's wrapper would (see the module
+    docstring); `convert` and `call` are the wrapper's two halves."""
+
+    __slots__ = (
+        "config",
+        "field",
+        "function",
+        "info_class",
+        "info_name",
+        "parent_name",
+        "root_name",
+        "scalar_registry",
+        "self_source",
+    )
+
+    def __init__(self, field: StrawberryField, converter: GraphQLCoreConverter) -> None:
+        resolver = field.base_resolver
+        assert resolver is not None
+        self.field = field
+        # Callable: `direct_resolver` checked (a classmethod object is not).
+        self.function = cast(Callable[..., Any], resolver.wrapped_func)
+        self.config = converter.config
+        self.info_class = converter.config.info_class
+        self.scalar_registry = converter.scalar_registry
+        self.self_source = resolver.self_parameter is not None
+        parent = resolver.parent_parameter
+        root = resolver.root_parameter
+        info = resolver.info_parameter
+        self.parent_name = parent.name if parent else None
+        self.root_name = root.name if root else None
+        self.info_name = info.name if info else None
+
+    def info(self, raw_info: GraphQLResolveInfo[Any]) -> Any:
+        return self.info_class(_raw_info=raw_info, _field=self.field)
+
+    def convert(self, info: Any, coerced: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Strawberry's arguments, and whether they may serve every call of the request."""
+        converted = convert_arguments(
+            coerced,
+            self.field.arguments,
+            scalar_registry=self.scalar_registry,
+            config=self.config,
+            info=info,
+        )
+        return converted, all(_immutable(value) for value in converted.values())
+
+    def call(self, source: Any, info: Any, converted: dict[str, Any]) -> Any:
+        kwargs = dict(converted)
+        if self.parent_name is not None:
+            kwargs[self.parent_name] = source
+        if self.root_name is not None:
+            kwargs[self.root_name] = source
+        if self.info_name is not None:
+            kwargs[self.info_name] = info
+        if self.self_source:
+            return self.function(source, **kwargs)
+        return self.function(**kwargs)
+
+
+def direct_resolver(field_def: GraphQLField) -> DirectResolver | None:
+    """A `DirectResolver` for the field, when Strawberry's wrapper adds nothing to it
+    but the `Info` and the argument conversion."""
+    resolve = field_def.resolve
+    if getattr(resolve, "__code__", None) not in _WRAPPER_CODES:
+        return None
+    definition = (field_def.extensions or {}).get(_DEFINITION)
+    if not isinstance(definition, StrawberryField) or type(definition) is not StrawberryField:
+        return None
+    if definition.extensions:
+        return None
+    resolver = definition.base_resolver
+    if resolver is None or type(resolver).__call__ is not StrawberryResolver.__call__:
+        return None
+    if not callable(resolver.wrapped_func):
+        return None
+    assert resolve is not None
+    cells = _closure(resolve)
+    if cells is None or cells.get("field_exception_handlers", True):
+        return None
+    make_info = cells.get("_strawberry_info_from_graphql")
+    if getattr(make_info, "__code__", None) not in _INFO_FACTORY_CODES:
+        return None
+    info_cells = _closure(make_info)  # type: ignore[arg-type]
+    if info_cells is None:
+        return None
+    converter, wrapped_field = info_cells.get("self"), info_cells.get("field")
+    if not isinstance(converter, GraphQLCoreConverter) or wrapped_field is not definition:
+        return None
+    return DirectResolver(wrapped_field, converter)

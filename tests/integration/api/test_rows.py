@@ -1,0 +1,174 @@
+"""Tasks and agents read as rows of the selected columns answer as whole records do."""
+
+from __future__ import annotations
+
+from tests.integration.api.conftest import Caller, GraphQL, data, unique
+
+TASK_LEAVES = """
+  id title description repository type payload priority status deadline startedAt
+  completedAt result errorMessage retryCount maxRetries createdAt updatedAt version __typename
+"""
+
+# Only the tasks' own fields: read as rows of those columns (through a fragment, too).
+ROWS_QUERY = f"""query($id: ID!) {{ node(id: $id) {{ ... on Agent {{
+  tasks(first: 10) {{
+    totalCount pageInfo {{ hasNextPage startCursor endCursor }}
+    edges {{ cursor node {{ ...Leaves ... on Node {{ id }} }} }}
+  }}
+}} }} }}
+fragment Leaves on Task {{ {TASK_LEAVES} }}"""
+
+# The same and a resolver field (`assignee` reads the task's record): whole tasks.
+WHOLE_QUERY = f"""query($id: ID!) {{ node(id: $id) {{ ... on Agent {{
+  tasks(first: 10) {{
+    totalCount pageInfo {{ hasNextPage startCursor endCursor }}
+    edges {{ cursor node {{ {TASK_LEAVES} assignee {{ id }} }} }}
+  }}
+}} }} }}"""
+
+PAGE_QUERY = """query($tag: String!, $first: Int!) {
+  agents(filter: {tagsAny: [$tag]}, first: $first) { edges { node {
+    id name tasks(first: 10) { edges { node { id title status priority } } }
+  } } }
+}"""
+
+
+def _agent(gql: GraphQL, operator: Caller, tag: str) -> str:
+    created = data(
+        gql(
+            """mutation($input: CreateAgentInput!) {
+              createAgent(input: $input) { agent { id } userErrors { code } } }""",
+            {"input": {"name": unique("rows"), "tags": [tag], "waitForProjection": False}},
+            caller=operator,
+        )
+    )["createAgent"]
+    assert created["userErrors"] == []
+    agent_id: str = created["agent"]["id"]
+    return agent_id
+
+
+def _task(gql: GraphQL, operator: Caller, agent_id: str, **fields: object) -> None:
+    created = data(
+        gql(
+            """mutation($input: CreateTaskInput!) {
+              createTask(input: $input) { task { id } userErrors { code } } }""",
+            {
+                "input": {
+                    "title": unique("row-task"),
+                    "assigneeId": agent_id,
+                    "waitForProjection": False,
+                    **fields,
+                }
+            },
+            caller=operator,
+        )
+    )["createTask"]
+    assert created["userErrors"] == []
+
+
+def test_rows_of_selected_columns_answer_as_whole_tasks(gql: GraphQL, operator: Caller) -> None:
+    agent_id = _agent(gql, operator, unique("rows"))
+    _task(gql, operator, agent_id)
+    _task(
+        gql,
+        operator,
+        agent_id,
+        description="with everything",
+        repository="git@example.invalid:repo.git",
+        type="build",
+        payload={"nested": {"list": [1, 2.5, "x", None, True]}},
+        priority=9,
+        deadline="2030-01-02T03:04:05+00:00",
+        maxRetries=7,
+    )
+    _task(gql, operator, agent_id, priority=1, payload={"k": "v"})
+
+    rows = data(gql(ROWS_QUERY, {"id": agent_id}, caller=operator))["node"]["tasks"]
+    whole = data(gql(WHOLE_QUERY, {"id": agent_id}, caller=operator))["node"]["tasks"]
+
+    assert len(rows["edges"]) == 3
+    for edge in whole["edges"]:
+        assert edge["node"].pop("assignee") == {"id": agent_id}
+    assert rows == whole
+    payloads = [edge["node"]["payload"] for edge in rows["edges"]]
+    assert {"nested": {"list": [1, 2.5, "x", None, True]}} in payloads
+
+
+def test_rows_keep_round_trips_constant_in_page_size(gql: GraphQL, operator: Caller) -> None:
+    tag = unique("rows")
+    agents = [_agent(gql, operator, tag) for _ in range(12)]
+    for agent_id in agents:
+        _task(gql, operator, agent_id)
+
+    small = data(gql(PAGE_QUERY, {"tag": tag, "first": 3}, caller=operator))
+    small_trips = dict(gql.last_round_trips)
+    large = data(gql(PAGE_QUERY, {"tag": tag, "first": 12}, caller=operator))
+    large_trips = dict(gql.last_round_trips)
+
+    assert len(small["agents"]["edges"]) == 3
+    assert len(large["agents"]["edges"]) == 12
+    assert all(len(e["node"]["tasks"]["edges"]) == 1 for e in large["agents"]["edges"])
+    assert small_trips["postgres"] == large_trips["postgres"], (small_trips, large_trips)
+
+
+AGENT_LEAVES = """
+  id name role status capabilities tags notes metadata createdAt updatedAt version __typename
+"""
+
+# Agents below collaborators and the neighbourhood: rows when only columns are selected,
+# whole agents when a resolver field (`tasks`) is selected as well.
+AGENTS_QUERY = """query($id: ID!) {{
+  node(id: $id) {{ ... on Agent {{ collaborators {{ type agent {{ {leaves} }} }} }} }}
+  agentNeighbourhood(agentId: $id, depth: 2) {{
+    nodes {{ distance agent {{ {leaves} }} }} edges {{ type source {{ id }} target {{ {leaves} }} }}
+  }}
+}}"""
+
+
+def _strip_tasks(value: object) -> None:
+    if isinstance(value, dict):
+        value.pop("tasks", None)
+        for item in value.values():
+            _strip_tasks(item)
+    elif isinstance(value, list):
+        for item in value:
+            _strip_tasks(item)
+
+
+def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
+    tag = unique("rows")
+    centre, near, far = (_agent(gql, operator, tag) for _ in range(3))
+    data(
+        gql(
+            """mutation($id: ID!, $m: JSON!) { updateAgent(input: {id: $id,
+               capabilities: ["a", "b"], notes: "n", metadata: $m}) { userErrors { code } } }""",
+            {"id": near, "m": {"deep": {"x": [1, None]}}},
+            caller=operator,
+        )
+    )
+    for source, target, kind in ((centre, near, "COLLABORATES_WITH"), (near, far, "DELEGATES_TO")):
+        related = data(
+            gql(
+                """mutation($s: ID!, $t: ID!, $k: AgentLinkType!) {
+                  relateAgents(input: {sourceId: $s, targetId: $t, type: $k}) {
+                    userErrors { code } } }""",
+                {"s": source, "t": target, "k": kind},
+                caller=operator,
+            )
+        )["relateAgents"]
+        assert related["userErrors"] == []
+
+    rows = data(gql(AGENTS_QUERY.format(leaves=AGENT_LEAVES), {"id": centre}, caller=operator))
+    whole = data(
+        gql(
+            AGENTS_QUERY.format(leaves=AGENT_LEAVES + " tasks { totalCount }"),
+            {"id": centre},
+            caller=operator,
+        )
+    )
+
+    _strip_tasks(whole)
+    assert rows == whole
+    hood = rows["agentNeighbourhood"]
+    assert {node["agent"]["id"] for node in hood["nodes"]} == {centre, near, far}
+    assert rows["node"]["collaborators"][0]["agent"]["metadata"] == {"deep": {"x": [1, None]}}
