@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
     search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
+    # `createTask { possibleDuplicates }`: open tasks at least this similar (cosine), and
+    # how long the mutation waits for the new text's embedding to find them.
+    task_duplicate_threshold: float = Field(default=0.8, ge=-1, le=1)
+    task_duplicate_timeout_s: float = Field(default=2.0, gt=0, le=30)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -295,6 +299,8 @@ class Settings(BaseSettings):
             ef_construction=self.hnsw_ef_construction,
             ef_search=self.hnsw_ef_search,
             semantic_weight=self.search_semantic_weight,
+            duplicate_threshold=self.task_duplicate_threshold,
+            duplicate_embed_timeout_s=self.task_duplicate_timeout_s,
         )
 
     def postgres_options(self) -> PostgresOptions:

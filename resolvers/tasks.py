@@ -8,8 +8,9 @@ from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
+from resolvers.task_search import embedding_wanted
 from resolvers.writes import publish
-from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
+from stores.postgres.inputs import UNSET, TaskFilter, TaskInput, TaskOrder, TaskPatch
 from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import JSON, Task
 
@@ -56,6 +57,8 @@ async def update_task(
     task = await ctx.stores.postgres.tasks.update(
         ctx.write_context(idempotency_key), task_id, patch, expected_version=expected_version
     )
+    if patch.title is not UNSET or patch.description is not UNSET:
+        embedding_wanted(ctx)
     await _task_event(ctx, task, "updated")
     return task
 

@@ -31,9 +31,16 @@ from schema.mutation import MUTATIONS
 from schema.query import Query as CoreQuery
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
+from schema.task_search import TaskSearchQuery
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
-QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery, AgentGrantQueries)
+QUERIES: tuple[type, ...] = (
+    CoreQuery,
+    MetricQueries,
+    SearchQuery,
+    AgentGrantQueries,
+    TaskSearchQuery,
+)
 SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
 
 Query = merge_types("Query", QUERIES)

@@ -61,6 +61,9 @@ class Task(relay.Node):
     error_message: str | None
     retry_count: int
     max_retries: int
+    worktree_path: str | None = strawberry.field(
+        description="Where the agent working on it checks its repository out."
+    )
     created_at: datetime
     updated_at: datetime
     version: int = strawberry.field(description="Send it back as `expectedVersion` to update.")
@@ -85,6 +88,7 @@ class Task(relay.Node):
             error_message=task.error_message,
             retry_count=task.retry_count,
             max_retries=task.max_retries,
+            worktree_path=task.worktree_path,
             created_at=task.created_at,
             updated_at=task.updated_at,
             version=task.version,

@@ -88,6 +88,7 @@ class TaskInput:
     workflow_id: UUID | None = None
     deadline: datetime | None = None
     max_retries: int = 3
+    worktree_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +105,7 @@ class TaskPatch:
     workflow_id: UUID | Unset | None = UNSET
     deadline: datetime | Unset | None = UNSET
     max_retries: int | Unset = UNSET
+    worktree_path: str | Unset | None = UNSET
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

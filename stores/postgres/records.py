@@ -119,6 +119,8 @@ class Task:
     created_at: datetime
     updated_at: datetime
     version: int
+    # Last, with a default: events written before the column existed replay without it.
+    worktree_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

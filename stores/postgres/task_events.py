@@ -52,6 +52,7 @@ TASK_COLUMNS = (
     "error_message",
     "retry_count",
     "max_retries",
+    "worktree_path",
 )
 _UUID_COLUMNS = frozenset({"assignee_id", "creator_id", "workflow_id"})
 _TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at"})
@@ -185,6 +186,7 @@ def task_from_row(row: Record) -> Task:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        worktree_path=row["worktree_path"],
     )
 
 
