@@ -62,10 +62,12 @@ from stores.graph import tracing as graph_tracing
 from stores.metrics import MetricsStore
 from stores.redis.apq import PersistedQueryCache
 from stores.redis.events import EventBus
+from stores.redis.presence import PresenceStore
 from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
+from workers.presence import PresenceSweeper
 from workers.projector import Projector
 
 logger = logging.getLogger("polygraph")
@@ -191,6 +193,7 @@ def create_app(
     session_cache = SessionCache(settings.session_cache_s) if settings.session_cache_s else None
     if session_cache is not None:
         revocations.listen(session_cache.drop_covered)
+    presence = PresenceStore(redis, settings.presence_options())
     stores = Stores(
         postgres,
         graph,
@@ -227,6 +230,10 @@ def create_app(
         revocations=revocations,
         session_cache=session_cache,
         health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
+        presence=presence,
+        presence_sweeper=PresenceSweeper(
+            presence, events, interval_s=settings.presence_sweep_s, stop_timeout_s=BACKGROUND_STOP_S
+        ),
     )
     prometheus = GatewayMetrics(stores)
 
@@ -262,6 +269,9 @@ def create_app(
             if stores.embedding_filler is not None:
                 await stores.embedding_filler.start()
                 stack.push_async_callback(stores.embedding_filler.stop)
+            if stores.presence_sweeper is not None:
+                await stores.presence_sweeper.start()
+                stack.push_async_callback(stores.presence_sweeper.stop)
             app.state.stores = stores
             app.state.settings = settings
             logger.info("gateway ready")

@@ -25,6 +25,7 @@ from stores.postgres import PostgresOptions
 from stores.postgres.options import PostgresTLS, SslMode
 from stores.redis import RedisOptions
 from stores.redis.apq import ApqOptions
+from stores.redis.presence import PresenceOptions
 from stores.redis.rate_limits import RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
@@ -174,6 +175,13 @@ class Settings(BaseSettings):
     persisted_document_max_bytes: int = Field(default=65_536, ge=256, le=10_000_000)
     # Only documents registered with `polygraph documents push` run.
     trusted_documents_only: bool = False
+
+    # Agents' presence (Redis): offline this long after the last heartbeat; every replica
+    # sweeps for expired heartbeats this often; a report's `details` at most this many
+    # bytes of JSON.
+    presence_offline_after_s: float = Field(default=30.0, ge=1, le=86_400)
+    presence_sweep_s: float = Field(default=5.0, gt=0, le=3600)
+    presence_details_max_bytes: int = Field(default=4096, ge=0, le=65_536)
 
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
@@ -361,6 +369,12 @@ class Settings(BaseSettings):
             rollup_retention=self.metrics_rollup_retention,
             max_future=self.metrics_max_future,
             maintenance_interval=self.metrics_maintenance_interval_s,
+        )
+
+    def presence_options(self) -> PresenceOptions:
+        return PresenceOptions(
+            offline_after=self.presence_offline_after_s,
+            details_max_bytes=self.presence_details_max_bytes,
         )
 
     def session_options(self) -> SessionOptions:

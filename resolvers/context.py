@@ -14,6 +14,7 @@ from stores.embeddings import Embedder
 from stores.metrics import MetricsStore
 from stores.postgres.records import WriteContext
 from stores.redis.events import EventBus
+from stores.redis.presence import PresenceStore
 from stores.redis.sessions import SessionStore
 from stores.search import SearchStore
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from resolvers.revocations import Revocations
     from resolvers.session_cache import SessionCache
     from workers.embeddings import EmbeddingFiller
+    from workers.presence import PresenceSweeper
     from workers.projector import Projector
 
 
@@ -58,6 +60,9 @@ class Stores:
     session_cache: SessionCache | None = None
     # One health probe shared by every caller per interval; None: each caller probes.
     health: HealthMonitor | None = None
+    # Agents' live presence in Redis, and the sweep that notices them going offline.
+    presence: PresenceStore | None = None
+    presence_sweeper: PresenceSweeper | None = None
     # GraphQL subscriptions streaming from this process now (for metrics).
     subscriptions: OpenCount = field(default_factory=lambda: OpenCount())
 

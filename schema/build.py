@@ -28,6 +28,7 @@ from strawberry.types import ExecutionContext, Info
 from schema.agent_grants import AgentGrantQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
+from schema.presence import PresenceQueries, PresenceSubscriptions
 from schema.query import Query as CoreQuery
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
@@ -40,8 +41,9 @@ QUERIES: tuple[type, ...] = (
     SearchQuery,
     AgentGrantQueries,
     TaskSearchQuery,
+    PresenceQueries,
 )
-SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
+SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions, PresenceSubscriptions)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

@@ -7,6 +7,7 @@ from schema.mutations.metrics import MetricMutations
 from schema.mutations.tasks import TaskMutations
 from schema.mutations.users import UserMutations
 from schema.mutations.workflows import WorkflowMutations
+from schema.presence import PresenceMutations
 
 MUTATIONS: tuple[type, ...] = (
     UserMutations,
@@ -16,4 +17,5 @@ MUTATIONS: tuple[type, ...] = (
     WorkflowMutations,
     MetricMutations,
     KnowledgeMutations,
+    PresenceMutations,
 )

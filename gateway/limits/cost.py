@@ -66,6 +66,8 @@ CALL_WEIGHTS: Mapping[str, int] = {
     "Query.searchTasks": 10,
     "Query.similarTasks": 10,
     "CreateTaskPayload.possibleDuplicates": 10,
+    # Who is online (Redis), then a page of agents (PostgreSQL).
+    "Query.agentsOnline": 5,
     # Paths: graph traversals in Neo4j.
     "Query.agentNeighbourhood": 10,
     "Query.shortestPath": 10,

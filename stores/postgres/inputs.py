@@ -64,6 +64,8 @@ class AgentFilter:
     name_contains: str | None = None
     parent_id: UUID | Unset | None = UNSET
     metadata_contains: JSON | None = None
+    # Only these agents (agentsOnline: the ones online now).
+    ids: Sequence[UUID] | None = None
 
 
 class AgentOrder(enum.Enum):
