@@ -48,18 +48,12 @@ async def report_presence(
             "(`login(input: {apiKey, agentId})`) and report with that token.",
         )
     await require_acts_as(ctx.stores, principal, principal.agent_id, doing="reporting presence")
-    changes = await presence_store(ctx).report(
+    presence, changes = await presence_store(ctx).report(
         principal.agent_id, activity=activity, load=load, details=details
     )
     for change in changes:
         await publish(ctx, PRESENCE_CHANNEL, change_event(change))
-    return Presence(
-        online=True,
-        last_seen_at=changes[-1].at if changes else None,
-        activity=activity,
-        load=float(load),
-        details=details,
-    )
+    return presence
 
 
 async def presence_of(ctx: RequestContext, agent_id: UUID) -> Presence:

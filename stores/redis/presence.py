@@ -168,9 +168,10 @@ class PresenceStore:
 
     async def report(
         self, agent_id: UUID, *, activity: str, load: float, details: dict[str, Any]
-    ) -> list[PresenceChange]:
-        """Record a heartbeat; returns the transitions it made (none for a plain heartbeat;
-        `offline` then `online` for an agent whose expiry no sweep had announced yet)."""
+    ) -> tuple[Presence, list[PresenceChange]]:
+        """Record a heartbeat; returns the presence now and the transitions it made (none
+        for a plain heartbeat; `offline` then `online` for an agent whose expiry no sweep
+        had announced yet)."""
         encoded = self._checked(activity, load, details)
         reply = await self._run(
             _REPORT,
@@ -181,16 +182,16 @@ class PresenceStore:
         now = _time(int(now_ms))
         presence = Presence(True, now, activity, float(load), details)
         if transition == b"online":
-            return [PresenceChange(agent_id, "online", now, presence)]
+            return presence, [PresenceChange(agent_id, "online", now, presence)]
         if transition == b"returned":
             went = _time(int(previous_ms) + self._ttl_ms)
-            return [
+            return presence, [
                 PresenceChange(agent_id, "offline", went, Presence(False, _time(int(previous_ms)))),
                 PresenceChange(agent_id, "online", now, presence),
             ]
         if transition == b"activity":
-            return [PresenceChange(agent_id, "activity", now, presence)]
-        return []
+            return presence, [PresenceChange(agent_id, "activity", now, presence)]
+        return presence, []
 
     async def read(self, agent_ids: Sequence[UUID]) -> dict[UUID, Presence]:
         """Every agent's presence, in one round trip for the lot."""
