@@ -97,6 +97,9 @@ def test_only_an_agents_own_session_reports_its_presence(
     assert presence["online"] is True and presence["activity"] == "coding"
     assert presence["load"] == 0.25 and presence["details"] == {"task": "T-1"}
     assert presence["lastSeenAt"] is not None
+    # A heartbeat that changes nothing still answers when it was seen.
+    again = _report(gql, bound, "coding", 0.25, task="T-1")["presence"]
+    assert again["online"] is True and again["lastSeenAt"] >= presence["lastSeenAt"]
 
 
 def test_reports_are_bounded(
