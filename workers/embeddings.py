@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from stores import StoreUnavailable
-from stores.embeddings import Embedder, EmbeddingUnavailable
+from stores.embeddings import Embedder, EmbeddingUnavailable, Vector
 from stores.search import EmbeddingSpace, SearchStore, move_space
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
@@ -30,6 +30,8 @@ Progress = Callable[[str, int, int], None]
 
 _MIN_BACKOFF_S = 1.0
 _MAX_BACKOFF_S = 60.0
+# Texts (and their vectors: 1.5 KB each at 384 dimensions) one fill remembers.
+_MAX_REMEMBERED = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +50,14 @@ async def fill_pending(
 ) -> FillReport:
     """Embed every pending knowledge item, memory and task, `batch_size` rows at a time.
 
+    Each distinct text is embedded once per call (up to `_MAX_REMEMBERED` texts): seeded
+    and templated rows (a hundred thousand tasks with a few hundred titles) cost a few
+    hundred embeddings, not one each.
+
     Raises `EmbeddingUnavailable` when the embedder fails; what was filled stays filled.
     """
     counts: list[int] = []
+    remembered: dict[str, Vector] = {}
     tables: tuple[
         tuple[str, KnowledgeRepository | MemoryRepository | TaskSearchRepository], ...
     ] = (
@@ -66,13 +73,15 @@ async def fill_pending(
             rows = await repository.pending(batch_size, after=after)
             if not rows:
                 break
-            vectors = await embedder.embed([text for _, text in rows])
-            await repository.fill(
-                [
-                    (item_id, text, vector)
-                    for (item_id, text), vector in zip(rows, vectors, strict=True)
-                ]
+            missing = list(dict.fromkeys(text for _, text in rows if text not in remembered))
+            fresh = (
+                dict(zip(missing, await embedder.embed(missing), strict=True)) if missing else {}
             )
+            await repository.fill(
+                [(item_id, text, remembered.get(text) or fresh[text]) for item_id, text in rows]
+            )
+            if len(remembered) < _MAX_REMEMBERED:
+                remembered.update(fresh)
             done += len(rows)
             after = rows[-1][0]
             if progress:

@@ -4,7 +4,7 @@ the real model; Task.worktreePath."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -12,10 +12,15 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from stores.embeddings import LocalEmbedder
+from stores import PostgresStore
+from stores.embeddings import LocalEmbedder, Vector
+from stores.postgres.inputs import TaskInput
+from stores.postgres.records import WriteContext
+from stores.search import SearchStore
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
 from tests.integration.search.conftest import FlakyEmbedder
 from tests.support.waiting import until
+from workers.embeddings import fill_pending
 
 CREATE = """mutation($input: CreateTaskInput!) {
   createTask(input: $input) { task { id title worktreePath } userErrors { field code } }
@@ -302,3 +307,33 @@ def test_an_embedder_down_nulls_possible_duplicates_and_keeps_the_task(
     # Written, pending, and embedded by a filler once one can: the test's shared gateway.
     embedder.failing = False
     asyncio.run(until(lambda: bool(_semantic(run, viewer, "authentication test", marker))))
+
+
+class _CountingEmbedder(FlakyEmbedder):
+    """The local model, recording every text it is asked for."""
+
+    def __init__(self, inner: LocalEmbedder) -> None:
+        super().__init__(inner, failing=False)
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        self.texts.extend(texts)
+        return await super().embed(texts)
+
+
+async def test_the_filler_embeds_each_distinct_text_once(
+    postgres: PostgresStore, settings: Settings
+) -> None:
+    search = SearchStore(postgres, settings.search_options())
+    title = unique("Review the session cache in platform/api")
+    write = WriteContext(actor_id=None, request_id="test", client_address=None)
+    created = [await postgres.tasks.create(write, TaskInput(title=title)) for _ in range(5)]
+    embedder = _CountingEmbedder(LocalEmbedder())
+    try:
+        await fill_pending(search, embedder, batch_size=2)
+    finally:
+        await embedder.aclose()
+    # Another gateway's filler may have taken some first; never more than one embedding.
+    assert embedder.texts.count(f"{title}\n") <= 1
+    pending = {task_id for task_id, _ in await search.tasks.pending(10_000)}
+    assert not pending & {task.id for task in created}
