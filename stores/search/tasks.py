@@ -85,7 +85,7 @@ class TaskSearchRepository:
         params = Params([task_id, first])
         where = task_conditions(filter or TaskFilter(), params, "t")
         return await self._nearest(
-            "(SELECT embedding FROM tasks WHERE id = $1)", where, params, min_score=None
+            "(SELECT embedding FROM tasks WHERE id = $1)", where, params, first, min_score=None
         )
 
     async def duplicates(
@@ -97,10 +97,16 @@ class TaskSearchRepository:
         params = Params([task_id, first])
         source = f"(SELECT {params(vector)}::vector AS embedding)"
         where = [params.any_of("t.status", OPEN_STATUSES, "text")]
-        return await self._nearest(source, where, params, min_score=min_score)
+        return await self._nearest(source, where, params, first, min_score=min_score)
 
     async def _nearest(
-        self, source: str, where: list[str], params: Params, *, min_score: float | None
+        self,
+        source: str,
+        where: list[str],
+        params: Params,
+        first: int,
+        *,
+        min_score: float | None,
     ) -> list[SearchHit[Task]]:
         # $1 is the task to leave out, $2 how many to return.
         conditions = " AND ".join(["t.embedding IS NOT NULL", "t.id <> $1", *where])
@@ -109,7 +115,7 @@ class TaskSearchRepository:
             self._search.postgres.connection() as conn,
             conn.transaction(readonly=True),
         ):
-            await search_settings(conn, self._search.ef_search_for(MAX_DUPLICATES + 1))
+            await search_settings(conn, self._search.ef_search_for(first + 1))
             rows = await conn.fetch(
                 f"""
                 SELECT hit.*, 1 - hit._distance AS score,
