@@ -65,12 +65,14 @@ from stores.graph import tracing as graph_tracing
 from stores.metrics import MetricsStore
 from stores.redis.apq import PersistedQueryCache
 from stores.redis.events import EventBus
+from stores.redis.presence import PresenceStore
 from stores.redis.rate_limits import RateLimitStore
 from stores.redis.sessions import SessionStore
 from stores.redis.write_positions import WritePositions
 from stores.search import EmbeddingSpace, SearchStore, ensure_space
 from workers.embeddings import EmbeddingFiller
 from workers.event_sinks import EventSinkDelivery
+from workers.presence import PresenceSweeper
 from workers.projector import Projector
 from workers.task_leases import LeaseSweeper
 
@@ -201,6 +203,7 @@ def create_app(
     session_cache = SessionCache(settings.session_cache_s) if settings.session_cache_s else None
     if session_cache is not None:
         revocations.listen(session_cache.drop_covered)
+    presence = PresenceStore(redis, settings.presence_options())
     stores = Stores(
         postgres,
         graph,
@@ -252,6 +255,10 @@ def create_app(
             if settings.cache_enabled
             else None
         ),
+        presence=presence,
+        presence_sweeper=PresenceSweeper(
+            presence, events, interval_s=settings.presence_sweep_s, stop_timeout_s=BACKGROUND_STOP_S
+        ),
     )
     lease_sweeper = LeaseSweeper(
         postgres,
@@ -301,6 +308,9 @@ def create_app(
                 stack.push_async_callback(stores.event_sinks.stop)
             await lease_sweeper.start()
             stack.push_async_callback(lease_sweeper.stop)
+            if stores.presence_sweeper is not None:
+                await stores.presence_sweeper.start()
+                stack.push_async_callback(stores.presence_sweeper.stop)
             app.state.stores = stores
             app.state.settings = settings
             logger.info("gateway ready")

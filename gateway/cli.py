@@ -511,7 +511,8 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
         space = f"{embedder.model} ({embedder.dimension} dimensions)"
         print(
             f"reembed: {'moved to' if moved else 'already in'} {space}; embedded "
-            f"{report.knowledge} knowledge items and {report.memories} memories"
+            f"{report.knowledge} knowledge items, {report.memories} memories"
+            f" and {report.tasks} tasks"
         )
 
     return _run_with_stores(run(), retry_hint="Run it again to resume where it stopped.")

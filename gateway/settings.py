@@ -27,6 +27,7 @@ from stores.postgres.options import PostgresTLS, SslMode
 from stores.postgres.task_claims import ClaimOptions
 from stores.redis import RedisOptions
 from stores.redis.apq import ApqOptions
+from stores.redis.presence import PresenceOptions
 from stores.redis.rate_limits import RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
@@ -221,6 +222,13 @@ class Settings(BaseSettings):
     # Only documents registered with `polygraph documents push` run.
     trusted_documents_only: bool = False
 
+    # Agents' presence (Redis): offline this long after the last heartbeat; every replica
+    # sweeps for expired heartbeats this often; a report's `details` at most this many
+    # bytes of JSON.
+    presence_offline_after_s: float = Field(default=30.0, ge=1, le=86_400)
+    presence_sweep_s: float = Field(default=5.0, gt=0, le=3600)
+    presence_details_max_bytes: int = Field(default=4096, ge=0, le=65_536)
+
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
     event_queue_size: int = Field(default=256, ge=1)
 
@@ -259,6 +267,10 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
     search_semantic_weight: float = Field(default=0.7, ge=0, le=1)
+    # `createTask { possibleDuplicates }`: open tasks at least this similar (cosine), and
+    # how long the mutation waits for the new text's embedding to find them.
+    task_duplicate_threshold: float = Field(default=0.8, ge=-1, le=1)
+    task_duplicate_timeout_s: float = Field(default=2.0, gt=0, le=30)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -368,6 +380,8 @@ class Settings(BaseSettings):
             ef_construction=self.hnsw_ef_construction,
             ef_search=self.hnsw_ef_search,
             semantic_weight=self.search_semantic_weight,
+            duplicate_threshold=self.task_duplicate_threshold,
+            duplicate_embed_timeout_s=self.task_duplicate_timeout_s,
         )
 
     def postgres_options(self) -> PostgresOptions:
@@ -441,6 +455,12 @@ class Settings(BaseSettings):
             lease_s=self.claim_lease_s,
             max_wait_s=self.claim_max_wait_s,
             sweep_interval_s=self.claim_sweep_interval_s,
+        )
+
+    def presence_options(self) -> PresenceOptions:
+        return PresenceOptions(
+            offline_after=self.presence_offline_after_s,
+            details_max_bytes=self.presence_details_max_bytes,
         )
 
     def session_options(self) -> SessionOptions:

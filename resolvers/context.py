@@ -16,6 +16,7 @@ from stores.metrics import MetricsStore
 from stores.postgres.records import WriteContext
 from stores.postgres.task_claims import DEFAULT_CLAIM_OPTIONS, ClaimOptions
 from stores.redis.events import EventBus
+from stores.redis.presence import PresenceStore
 from stores.redis.sessions import SessionStore
 from stores.search import SearchStore
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from resolvers.session_cache import SessionCache
     from workers.embeddings import EmbeddingFiller
     from workers.event_sinks import EventSinkDelivery
+    from workers.presence import PresenceSweeper
     from workers.projector import Projector
 
 
@@ -67,6 +69,9 @@ class Stores:
     event_sinks: EventSinkDelivery | None = None
     # Leases and waits of claimNextTask (resolvers/claims.py).
     claim_options: ClaimOptions = DEFAULT_CLAIM_OPTIONS
+    # Agents' live presence in Redis, and the sweep that notices them going offline.
+    presence: PresenceStore | None = None
+    presence_sweeper: PresenceSweeper | None = None
     # GraphQL subscriptions streaming from this process now (for metrics).
     subscriptions: OpenCount = field(default_factory=lambda: OpenCount())
 

@@ -25,7 +25,7 @@ from stores.metrics import Series
 from stores.postgres.inputs import TaskOrder
 from stores.postgres.records import Achievement, Agent, Task, TaskEvent, User, Workflow
 from stores.redis.events import Event
-from stores.redis.records import Session
+from stores.redis.records import Presence, Session
 from stores.search import KnowledgeItem, Memory, SearchHit, SearchMode, SearchStore
 
 K = TypeVar("K", bound=Hashable)
@@ -283,6 +283,19 @@ class Loaders:
             return [pair in allowed for pair in pairs]
 
         return DataLoader(batch)
+
+    @cached_property
+    def presence_by_agent_id(self) -> DataLoader[UUID, Presence]:
+        """Presence of a page of agents: one Redis round trip (`PresenceStore.read`)."""
+        presence = self._stores.presence
+        offline = Presence(online=False, last_seen_at=None)
+
+        async def presence_for(agent_ids: Sequence[UUID]) -> Mapping[UUID, Presence]:
+            if presence is None:
+                return {}
+            return await presence.read(agent_ids)
+
+        return _loader(presence_for, offline)
 
     @cached_property
     def memories_by_recall(self) -> DataLoader[RecallKey, list[SearchHit[Memory]]]:

@@ -9,7 +9,8 @@ from resolvers.agent_grants import is_operator, require_acts_as, require_claimer
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
-from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
+from resolvers.task_search import embedding_wanted
+from stores.postgres.inputs import UNSET, TaskFilter, TaskInput, TaskOrder, TaskPatch
 from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import JSON, Task
 
@@ -59,6 +60,8 @@ async def update_task(
     task = await ctx.stores.postgres.tasks.update(
         ctx.write_context(idempotency_key), task_id, patch, expected_version=expected_version
     )
+    if patch.title is not UNSET or patch.description is not UNSET:
+        embedding_wanted(ctx)
     await publish_task_update(ctx.stores, task, "updated")
     return task
 

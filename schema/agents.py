@@ -34,6 +34,7 @@ from stores.postgres.inputs import TaskOrder as StoreTaskOrder
 
 if TYPE_CHECKING:
     from schema.achievements import Achievement
+    from schema.presence import AgentPresence
     from schema.sessions import Session
     from schema.tasks import TaskConnection
 
@@ -197,6 +198,17 @@ class Agent(relay.Node):
             require(principal, at_least=Role.OPERATOR)
         found = await info.context.loaders.sessions_by_agent_id.load(self.record.id)
         return [Session.from_record(session) for session in found]
+
+    @strawberry.field(
+        description="Live presence (Redis): one round trip for a whole page of agents; null "
+        "with STORE_UNAVAILABLE while Redis is down. `status` is the durable state."
+    )
+    async def presence(
+        self, info: Info
+    ) -> Annotated[AgentPresence, strawberry.lazy("schema.presence")] | None:
+        from schema.presence import presence_field
+
+        return await presence_field(info, self.record.id)
 
     @strawberry.field(description="Achievements awarded to this agent.")
     async def achievements(

@@ -30,9 +30,11 @@ from schema.claims import ClaimSubscriptions
 from schema.event_sinks import EventSinkQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
+from schema.presence import PresenceQueries, PresenceSubscriptions
 from schema.query import Query as CoreQuery
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
+from schema.task_search import TaskSearchQuery
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
 QUERIES: tuple[type, ...] = (
@@ -41,8 +43,15 @@ QUERIES: tuple[type, ...] = (
     SearchQuery,
     AgentGrantQueries,
     EventSinkQueries,
+    TaskSearchQuery,
+    PresenceQueries,
 )
-SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions, ClaimSubscriptions)
+SUBSCRIPTIONS: tuple[type, ...] = (
+    CoreSubscription,
+    MetricSubscriptions,
+    ClaimSubscriptions,
+    PresenceSubscriptions,
+)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

@@ -9,6 +9,7 @@ from schema.mutations.metrics import MetricMutations
 from schema.mutations.tasks import TaskMutations
 from schema.mutations.users import UserMutations
 from schema.mutations.workflows import WorkflowMutations
+from schema.presence import PresenceMutations
 
 MUTATIONS: tuple[type, ...] = (
     UserMutations,
@@ -20,4 +21,5 @@ MUTATIONS: tuple[type, ...] = (
     MetricMutations,
     KnowledgeMutations,
     EventSinkMutations,
+    PresenceMutations,
 )

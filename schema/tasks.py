@@ -71,6 +71,9 @@ class Task(relay.Node):
     fencing_token: int = strawberry.field(
         description="Grows with every claim of the task; 0 if it was never claimed."
     )
+    worktree_path: str | None = strawberry.field(
+        description="Where the agent working on it checks its repository out."
+    )
     created_at: datetime
     updated_at: datetime
     version: int = strawberry.field(description="Send it back as `expectedVersion` to update.")
@@ -98,6 +101,7 @@ class Task(relay.Node):
             required_capabilities=list(task.required_capabilities),
             lease_expires_at=task.lease_expires_at,
             fencing_token=task.fencing_token,
+            worktree_path=task.worktree_path,
             created_at=task.created_at,
             updated_at=task.updated_at,
             version=task.version,

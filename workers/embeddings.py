@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from stores import StoreUnavailable
-from stores.embeddings import Embedder, EmbeddingUnavailable
+from stores.embeddings import Embedder, EmbeddingUnavailable, Vector
 from stores.postgres.advisory import JobAlreadyRunning
 from stores.search import EmbeddingSpace, SearchStore, move_space
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
+from stores.search.tasks import TaskSearchRepository
 from workers._loop import BackgroundLoop
 
 logger = logging.getLogger(__name__)
@@ -30,12 +31,15 @@ Progress = Callable[[str, int, int], None]
 
 _MIN_BACKOFF_S = 1.0
 _MAX_BACKOFF_S = 60.0
+# Texts (and their vectors: 1.5 KB each at 384 dimensions) one fill remembers.
+_MAX_REMEMBERED = 20_000
 
 
 @dataclass(frozen=True, slots=True)
 class FillReport:
     knowledge: int
     memories: int
+    tasks: int = 0
 
 
 async def fill_pending(
@@ -45,14 +49,22 @@ async def fill_pending(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> FillReport:
-    """Embed every pending knowledge item and memory, `batch_size` rows at a time.
+    """Embed every pending knowledge item, memory and task, `batch_size` rows at a time.
+
+    Each distinct text is embedded once per call (up to `_MAX_REMEMBERED` texts): seeded
+    and templated rows (a hundred thousand tasks with a few hundred titles) cost a few
+    hundred embeddings, not one each.
 
     Raises `EmbeddingUnavailable` when the embedder fails; what was filled stays filled.
     """
     counts: list[int] = []
-    tables: tuple[tuple[str, KnowledgeRepository | MemoryRepository], ...] = (
+    remembered: dict[str, Vector] = {}
+    tables: tuple[
+        tuple[str, KnowledgeRepository | MemoryRepository | TaskSearchRepository], ...
+    ] = (
         ("knowledge items", search.knowledge),
         ("memories", search.memories),
+        ("tasks", search.tasks),
     )
     for label, repository in tables:
         total = await repository.count_pending() if progress else 0
@@ -62,19 +74,21 @@ async def fill_pending(
             rows = await repository.pending(batch_size, after=after)
             if not rows:
                 break
-            vectors = await embedder.embed([text for _, text in rows])
-            await repository.fill(
-                [
-                    (item_id, text, vector)
-                    for (item_id, text), vector in zip(rows, vectors, strict=True)
-                ]
+            missing = list(dict.fromkeys(text for _, text in rows if text not in remembered))
+            fresh = (
+                dict(zip(missing, await embedder.embed(missing), strict=True)) if missing else {}
             )
+            await repository.fill(
+                [(item_id, text, remembered.get(text) or fresh[text]) for item_id, text in rows]
+            )
+            if len(remembered) < _MAX_REMEMBERED:
+                remembered.update(fresh)
             done += len(rows)
             after = rows[-1][0]
             if progress:
                 progress(f"embedding {label}", done, max(total, done))
         counts.append(done)
-    return FillReport(knowledge=counts[0], memories=counts[1])
+    return FillReport(knowledge=counts[0], memories=counts[1], tasks=counts[2])
 
 
 REEMBED_JOB = "reembed"
@@ -141,11 +155,12 @@ class EmbeddingFiller(BackgroundLoop):
             if self._failing:
                 logger.info("embeddings are computed again")
             self._failing = False
-            if report.knowledge or report.memories:
+            if report.knowledge or report.memories or report.tasks:
                 logger.info(
-                    "filled %d pending knowledge and %d memory embeddings",
+                    "filled %d pending knowledge, %d memory and %d task embeddings",
                     report.knowledge,
                     report.memories,
+                    report.tasks,
                 )
             await self._sleep(self._idle_poll_s, wakeable=True)
 

@@ -63,6 +63,11 @@ CALL_WEIGHTS: Mapping[str, int] = {
     "Query.searchKnowledge": 10,
     "Query.similarKnowledge": 10,
     "Agent.recall": 10,
+    "Query.searchTasks": 10,
+    "Query.similarTasks": 10,
+    "CreateTaskPayload.possibleDuplicates": 10,
+    # Who is online (Redis), then a page of agents (PostgreSQL).
+    "Query.agentsOnline": 5,
     # Paths: graph traversals in Neo4j.
     "Query.agentNeighbourhood": 10,
     "Query.shortestPath": 10,

@@ -11,11 +11,14 @@ from strawberry import relay
 
 from resolvers import tasks as resolve
 from resolvers.context import RequestContext
+from resolvers.task_search import embedding_wanted, possible_duplicates
 from resolvers.writes import await_projection
 from schema.idempotency import idempotency_key
 from schema.patch import given, given_nullable
 from schema.relay import decode_id
 from schema.scalars import JSON
+from schema.selection import selects
+from schema.task_search import TaskSearchEdge, edges
 from schema.tasks import Task
 from schema.user_errors import UserError, attempt
 from stores.postgres import records
@@ -47,6 +50,7 @@ class CreateTaskInput:
     required_capabilities: list[str] = strawberry.field(
         default_factory=list, description="Only a claimer with all of these may claim it."
     )
+    worktree_path: str | None = strawberry.field(default=None, description="1 to 1000 characters.")
     idempotency_key: str | None = idempotency_key()
     wait_for_projection: bool = strawberry.field(default=True, description=WAIT)
 
@@ -72,6 +76,7 @@ class CreateTaskInput:
             deadline=self.deadline,
             max_retries=self.max_retries,
             required_capabilities=self.required_capabilities,
+            worktree_path=self.worktree_path,
         )
 
 
@@ -89,6 +94,7 @@ class UpdateTaskInput:
     deadline: datetime | None = strawberry.UNSET
     max_retries: int | None = strawberry.UNSET
     required_capabilities: list[str] | None = strawberry.UNSET
+    worktree_path: str | None = strawberry.UNSET
     idempotency_key: str | None = idempotency_key()
 
     def to_patch(self) -> TaskPatch:
@@ -108,6 +114,7 @@ class UpdateTaskInput:
             deadline=given_nullable(self.deadline),
             max_retries=given(self.max_retries, field="maxRetries"),
             required_capabilities=given(self.required_capabilities, field="requiredCapabilities"),
+            worktree_path=given_nullable(self.worktree_path),
         )
 
 
@@ -161,6 +168,21 @@ class TaskPayload:
 
 
 @strawberry.type
+class CreateTaskPayload(TaskPayload):
+    @strawberry.field(
+        description="Open tasks (pending, assigned, in progress) at least "
+        "POLYGRAPH_TASK_DUPLICATE_THRESHOLD similar in meaning to the new one, most similar "
+        "first: check them before doing the work twice. Asking for it embeds the new task's "
+        "text now (bounded by POLYGRAPH_TASK_DUPLICATE_TIMEOUT_S; that vector becomes the "
+        "task's own); null with STORE_UNAVAILABLE when the embedder cannot answer in time."
+    )
+    async def possible_duplicates(self, info: Info, first: int = 5) -> list[TaskSearchEdge] | None:
+        if self.task is None:
+            return None
+        return edges(await possible_duplicates(info.context, self.task.record, first))
+
+
+@strawberry.type
 class TaskDependencyPayload:
     task: Task | None
     depends_on: Task | None
@@ -186,10 +208,13 @@ def _id(value: relay.GlobalID) -> UUID:
 
 @strawberry.type
 class TaskMutations:
-    @strawberry.mutation(description="Create a task. Operators and up.")
-    async def create_task(self, info: Info, input: CreateTaskInput) -> TaskPayload:
+    @strawberry.mutation(
+        description="Create a task. Operators and up. The task is written first; its "
+        "embedding follows in the background (or at once, for `possibleDuplicates`)."
+    )
+    async def create_task(self, info: Info, input: CreateTaskInput) -> CreateTaskPayload:
         ctx = info.context
-        return await _task_payload(
+        created = await _task_payload(
             info,
             lambda: resolve.create_task(
                 ctx,
@@ -197,6 +222,11 @@ class TaskMutations:
                 idempotency_key=input.idempotency_key,
             ),
             wait=input.wait_for_projection,
+        )
+        if created.task is not None and not selects(info, "possibleDuplicates"):
+            embedding_wanted(ctx)
+        return CreateTaskPayload(
+            task=created.task, user_errors=created.user_errors, projected=created.projected
         )
 
     @strawberry.mutation(description="Change a task's fields (not its status).")

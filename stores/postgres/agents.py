@@ -391,6 +391,8 @@ class AgentRepository:
             where.append(f"parent_id = {params(filter.parent_id)}")
         if filter.metadata_contains is not None:
             where.append(f"metadata @> {params(filter.metadata_contains)}::jsonb")
+        if filter.ids is not None:
+            where.append(f"id = ANY({params(list(filter.ids))}::uuid[])")
         async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,

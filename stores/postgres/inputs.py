@@ -64,6 +64,8 @@ class AgentFilter:
     name_contains: str | None = None
     parent_id: UUID | Unset | None = UNSET
     metadata_contains: JSON | None = None
+    # Only these agents (agentsOnline: the ones online now).
+    ids: Sequence[UUID] | None = None
 
 
 class AgentOrder(enum.Enum):
@@ -90,6 +92,7 @@ class TaskInput:
     max_retries: int = 3
     # Only a claimer with all of these may claim it (claimNextTask).
     required_capabilities: Sequence[str] = ()
+    worktree_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +110,7 @@ class TaskPatch:
     deadline: datetime | Unset | None = UNSET
     max_retries: int | Unset = UNSET
     required_capabilities: Sequence[str] | Unset = UNSET
+    worktree_path: str | Unset | None = UNSET
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

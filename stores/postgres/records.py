@@ -124,6 +124,8 @@ class Task:
     required_capabilities: tuple[str, ...] = ()
     lease_expires_at: datetime | None = None
     fencing_token: int = 0
+    # Last, with a default: events written before the column existed replay without it.
+    worktree_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

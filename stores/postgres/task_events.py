@@ -59,6 +59,7 @@ TASK_COLUMNS = (
     "required_capabilities",
     "lease_expires_at",
     "fencing_token",
+    "worktree_path",
 )
 _UUID_COLUMNS = frozenset({"assignee_id", "creator_id", "workflow_id"})
 _TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at", "lease_expires_at"})
@@ -195,6 +196,7 @@ def task_from_row(row: Record) -> Task:
         required_capabilities=tuple(row["required_capabilities"]),
         lease_expires_at=row["lease_expires_at"],
         fencing_token=row["fencing_token"],
+        worktree_path=row["worktree_path"],
     )
 
 

@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 MAX_PAYLOAD_BYTES = 256 * 1024
 # What `columns_for_assignees` may be asked to read.
 _READABLE_COLUMNS = frozenset(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
+# Bounded like a knowledge item's content: it is indexed for full-text search and embedded.
+MAX_DESCRIPTION_CHARS = 100_000
 # Serialises dependency inserts, so two concurrent edges cannot jointly close a cycle.
 _DEPENDENCY_LOCK = 0x706F6C79_64657073  # "polydeps"
 
@@ -462,25 +464,7 @@ class TaskRepository:
         with_total: bool = False,
     ) -> Page[Task]:
         params = Params()
-        where: list[str] = []
-        if filter.statuses is not None:
-            where.append(params.any_of("status", filter.statuses, "text"))
-        if filter.assignee_id is None:
-            where.append("assignee_id IS NULL")
-        elif filter.assignee_id is not UNSET:
-            where.append(f"assignee_id = {params(filter.assignee_id)}")
-        if filter.creator_id is not None:
-            where.append(f"creator_id = {params(filter.creator_id)}")
-        if filter.workflow_id is not None:
-            where.append(f"workflow_id = {params(filter.workflow_id)}")
-        if filter.types is not None:
-            where.append(params.any_of("type", filter.types, "text"))
-        if filter.min_priority is not None:
-            where.append(f"priority >= {params(filter.min_priority)}")
-        if filter.max_priority is not None:
-            where.append(f"priority <= {params(filter.max_priority)}")
-        if filter.title_contains is not None:
-            where.append(f"title ILIKE {params(like_pattern(filter.title_contains))}")
+        where = task_conditions(filter, params)
         async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
@@ -493,6 +477,32 @@ class TaskRepository:
                 with_total=with_total,
                 decode=task_from_row,
             )
+
+
+def task_conditions(filter: TaskFilter, params: Params, alias: str = "") -> list[str]:
+    """SQL conditions for `filter` on the tasks table (as `alias`, when given): the
+    `tasks` list and task search narrow alike."""
+    a = f"{alias}." if alias else ""
+    where: list[str] = []
+    if filter.statuses is not None:
+        where.append(params.any_of(f"{a}status", filter.statuses, "text"))
+    if filter.assignee_id is None:
+        where.append(f"{a}assignee_id IS NULL")
+    elif filter.assignee_id is not UNSET:
+        where.append(f"{a}assignee_id = {params(filter.assignee_id)}")
+    if filter.creator_id is not None:
+        where.append(f"{a}creator_id = {params(filter.creator_id)}")
+    if filter.workflow_id is not None:
+        where.append(f"{a}workflow_id = {params(filter.workflow_id)}")
+    if filter.types is not None:
+        where.append(params.any_of(f"{a}type", filter.types, "text"))
+    if filter.min_priority is not None:
+        where.append(f"{a}priority >= {params(filter.min_priority)}")
+    if filter.max_priority is not None:
+        where.append(f"{a}priority <= {params(filter.max_priority)}")
+    if filter.title_contains is not None:
+        where.append(f"{a}title ILIKE {params(like_pattern(filter.title_contains))}")
+    return where
 
 
 _INPUT_COLUMNS = (
@@ -508,6 +518,7 @@ _INPUT_COLUMNS = (
     "deadline",
     "max_retries",
     "required_capabilities",
+    "worktree_path",
 )
 _PATCH_COLUMNS = (
     "title",
@@ -520,6 +531,7 @@ _PATCH_COLUMNS = (
     "deadline",
     "max_retries",
     "required_capabilities",
+    "worktree_path",
 )
 
 
@@ -528,8 +540,15 @@ def _checked(values: dict[str, Any]) -> dict[str, Any]:
         check_text("title", values["title"], 200)
     if "type" in values:
         check_text("type", values["type"], 100)
-    if "description" in values and not isinstance(values["description"], str):
-        raise InvalidInput("description", "must be text")
+    if "description" in values and (
+        not isinstance(values["description"], str)
+        or len(values["description"]) > MAX_DESCRIPTION_CHARS
+    ):
+        raise InvalidInput(
+            "description", f"must be text of at most {MAX_DESCRIPTION_CHARS:,} characters"
+        )
+    if values.get("worktree_path") is not None:
+        check_text("worktreePath", values["worktree_path"], 1000)
     if values.get("repository") is not None:
         check_text("repository", values["repository"], 500)
     if "payload" in values:

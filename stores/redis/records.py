@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 
@@ -25,3 +26,24 @@ class Session:
     scopes: tuple[str, ...] | None = None
     # The absolute end, however much it is used.
     ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """An agent's presence now. Offline, only `last_seen_at` may be known."""
+
+    online: bool
+    last_seen_at: datetime | None
+    activity: str | None = None
+    load: float | None = None
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """What a report or a sweep changed: `change` is `online`, `offline` or `activity`."""
+
+    agent_id: UUID
+    change: str
+    at: datetime
+    presence: Presence

@@ -20,6 +20,10 @@ class SearchOptions:
     hybrid_candidates: int = 100
     # HYBRID's weight of cosine similarity; the keyword side gets the rest.
     semantic_weight: float = 0.7
+    # A new task's possible duplicates: open tasks at least this similar (cosine).
+    duplicate_threshold: float = 0.8
+    # How long creating a task waits for its text's embedding when duplicates are asked.
+    duplicate_embed_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.m <= MAX_M:
@@ -32,3 +36,7 @@ class SearchOptions:
             raise ValueError(f"hybrid_candidates must be 1 to {MAX_EF}")
         if not 0 <= self.semantic_weight <= 1:
             raise ValueError(f"semantic_weight must be 0 to 1, got {self.semantic_weight}")
+        if not -1 <= self.duplicate_threshold <= 1:
+            raise ValueError(f"duplicate_threshold must be -1 to 1, got {self.duplicate_threshold}")
+        if self.duplicate_embed_timeout_s <= 0:
+            raise ValueError("duplicate_embed_timeout_s must be positive")

@@ -1,4 +1,4 @@
-"""Search over knowledge and memories: repositories on the PostgreSQL store's pool."""
+"""Search over knowledge, memories and tasks: repositories on the PostgreSQL store's pool."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ from stores.postgres import PostgresStore
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
 from stores.search.options import SearchOptions
+from stores.search.tasks import TaskSearchRepository
 
 
 class SearchStore:
     """Borrows the PostgreSQL store's connections (it opens no pool of its own, so it
-    has nothing to open or close); `knowledge` and `memories` hold the queries."""
+    has nothing to open or close); `knowledge`, `memories` and `tasks` hold the queries."""
 
-    __slots__ = ("knowledge", "memories", "options", "postgres")
+    __slots__ = ("knowledge", "memories", "options", "postgres", "tasks")
 
     def __init__(self, postgres: PostgresStore, options: SearchOptions | None = None) -> None:
         self.postgres = postgres
         self.options = options or SearchOptions()
         self.knowledge = KnowledgeRepository(self)
         self.memories = MemoryRepository(self)
+        self.tasks = TaskSearchRepository(self)
 
     def ef_search_for(self, depth: int) -> int:
         """The HNSW candidate list for a page reaching `depth` rows deep."""
