@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
+from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.query import Query as CoreQuery
@@ -33,8 +34,18 @@ from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 
 # One root type per domain module, merged here: a new domain adds its class to a tuple.
-QUERIES: tuple[type, ...] = (CoreQuery, MetricQueries, SearchQuery, AgentGrantQueries)
-SUBSCRIPTIONS: tuple[type, ...] = (CoreSubscription, MetricSubscriptions)
+QUERIES: tuple[type, ...] = (
+    CoreQuery,
+    MetricQueries,
+    SearchQuery,
+    AgentGrantQueries,
+    ConversationQueries,
+)
+SUBSCRIPTIONS: tuple[type, ...] = (
+    CoreSubscription,
+    MetricSubscriptions,
+    ConversationSubscriptions,
+)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

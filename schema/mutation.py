@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from schema.agent_grants import AgentGrantMutations
+from schema.conversation_roots import ConversationMutations
 from schema.mutations.agents import AgentMutations
 from schema.mutations.knowledge import KnowledgeMutations
 from schema.mutations.metrics import MetricMutations
@@ -16,4 +17,5 @@ MUTATIONS: tuple[type, ...] = (
     WorkflowMutations,
     MetricMutations,
     KnowledgeMutations,
+    ConversationMutations,
 )

@@ -21,6 +21,7 @@ from stores.embeddings import Embedder, EmbeddingUnavailable
 from stores.search import EmbeddingSpace, SearchStore, move_space
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
+from stores.search.messages import MessageRepository
 from workers._loop import BackgroundLoop
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ _MAX_BACKOFF_S = 60.0
 class FillReport:
     knowledge: int
     memories: int
+    messages: int = 0
 
 
 async def fill_pending(
@@ -44,14 +46,15 @@ async def fill_pending(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> FillReport:
-    """Embed every pending knowledge item and memory, `batch_size` rows at a time.
+    """Embed every pending knowledge item, memory and message, `batch_size` rows at a time.
 
     Raises `EmbeddingUnavailable` when the embedder fails; what was filled stays filled.
     """
     counts: list[int] = []
-    tables: tuple[tuple[str, KnowledgeRepository | MemoryRepository], ...] = (
+    tables: tuple[tuple[str, KnowledgeRepository | MemoryRepository | MessageRepository], ...] = (
         ("knowledge items", search.knowledge),
         ("memories", search.memories),
+        ("messages", search.messages),
     )
     for label, repository in tables:
         total = await repository.count_pending() if progress else 0
@@ -73,7 +76,7 @@ async def fill_pending(
             if progress:
                 progress(f"embedding {label}", done, max(total, done))
         counts.append(done)
-    return FillReport(knowledge=counts[0], memories=counts[1])
+    return FillReport(knowledge=counts[0], memories=counts[1], messages=counts[2])
 
 
 REEMBED_JOB = "reembed"
@@ -139,11 +142,12 @@ class EmbeddingFiller(BackgroundLoop):
             if self._failing:
                 logger.info("embeddings are computed again")
             self._failing = False
-            if report.knowledge or report.memories:
+            if report.knowledge or report.memories or report.messages:
                 logger.info(
-                    "filled %d pending knowledge and %d memory embeddings",
+                    "filled %d pending knowledge, %d memory and %d message embeddings",
                     report.knowledge,
                     report.memories,
+                    report.messages,
                 )
             await self._sleep(self._idle_poll_s, wakeable=True)
 

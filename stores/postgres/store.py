@@ -24,6 +24,7 @@ from stores.postgres.advisory import exclusive_job
 from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
+from stores.postgres.conversations import ConversationRepository
 from stores.postgres.documents import TrustedDocumentRepository
 from stores.postgres.migrations import (
     MigrationError,
@@ -56,6 +57,7 @@ class PostgresStore:
         "agent_grants",
         "agents",
         "audit",
+        "conversations",
         "documents",
         "tasks",
         "users",
@@ -84,6 +86,7 @@ class PostgresStore:
         self._schema_checking: asyncio.Task[None] | None = None
         self._schema_failure: str | None = None
         self.agent_grants = AgentGrantRepository(self)
+        self.conversations = ConversationRepository(self)
 
     async def open(self) -> None:
         await self._pool.open()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 VECTOR_TABLES = (
     ("knowledge_items", "knowledge_items_embedding"),
     ("agent_memories", "agent_memories_embedding"),
+    ("messages", "messages_embedding"),
 )
 
 
