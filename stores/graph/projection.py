@@ -648,7 +648,9 @@ _PRUNE_TOMBSTONES = """
 """
 
 _CLEAR_ALL = """
-    MATCH (n) WHERE n:Agent OR n:Task OR n:Workflow OR n:Step OR n:Knowledge OR n:Tombstone
+    MATCH (n)
+    WHERE n:Agent OR n:Task OR n:Workflow OR n:Step OR n:Knowledge OR n:Negotiation
+       OR n:Tombstone
     WITH n LIMIT $chunk
     DETACH DELETE n
     RETURN count(*) AS deleted
@@ -660,6 +662,7 @@ _CLEAR_SUBJECTS = """
         UNION MATCH (n:Task {id: subject}) RETURN n
         UNION MATCH (n:Workflow {id: subject}) RETURN n
         UNION MATCH (n:Knowledge {id: subject}) RETURN n
+        UNION MATCH (n:Negotiation {id: subject}) RETURN n
         UNION MATCH (n:Tombstone {subject: subject}) RETURN n
     }
     CALL (n) { MATCH (n)-[:HAS_STEP]->(s:Step) DETACH DELETE s }
