@@ -15,6 +15,7 @@ from uuid import UUID
 
 from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext
+from resolvers.conversation_loaders import FirstMessagesKey
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.search import query_vector, search_store
 from resolvers.writes import publish
@@ -131,6 +132,11 @@ async def list_messages(
     with_total: bool,
 ) -> Page[Message]:
     await readable(ctx, conversation_id)
+    if page.after is None and page.before is None and not page.backward and not with_total:
+        # A first page: batched with the other conversations of the response.
+        return await ctx.loaders.conversations.first_messages.load(
+            FirstMessagesKey(conversation_id, page.size, newest_first)
+        )
     return await ctx.stores.postgres.conversations.messages(
         conversation_id, page, newest_first=newest_first, with_total=with_total
     )

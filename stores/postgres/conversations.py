@@ -39,7 +39,15 @@ from stores.postgres.conversation_records import (
 )
 from stores.postgres.inputs import check_json_object, check_text
 from stores.postgres.options import PgConnection
-from stores.postgres.pagination import Page, PageRequest, Params, fetch_page, ordering
+from stores.postgres.pagination import (
+    MAX_PAGE_SIZE,
+    Page,
+    PageRequest,
+    Params,
+    cursor_for,
+    fetch_page,
+    ordering,
+)
 from stores.postgres.records import JSON, WriteContext
 from stores.postgres.writes import (
     Refusals,
@@ -241,6 +249,40 @@ class ConversationRepository:
                 with_total=with_total,
                 decode=message_from_row,
             )
+
+    async def first_messages_of(
+        self, conversation_ids: Sequence[UUID], *, first: int, newest_first: bool
+    ) -> dict[UUID, Page[Message]]:
+        """The first page of messages of each conversation, for a page of conversations in
+        one query (each conversation reads at most `first + 1` rows of its index)."""
+        if not 0 <= first <= MAX_PAGE_SIZE:
+            raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
+        ids = list(dict.fromkeys(conversation_ids))
+        found: dict[UUID, list[Message]] = {i: [] for i in ids}
+        if ids:
+            direction = "DESC" if newest_first else "ASC"
+            async with self._store.connection() as conn:
+                rows = await conn.fetch(
+                    f"SELECT {MESSAGE_COLUMNS} FROM unnest($1::uuid[]) AS c(id)"
+                    " CROSS JOIN LATERAL (SELECT * FROM messages AS page"
+                    "   WHERE page.conversation_id = c.id"
+                    f"   ORDER BY page.created_at {direction}, page.id {direction}"
+                    "   LIMIT $2) AS m",
+                    ids,
+                    first + 1,
+                )
+            for row in rows:
+                found[row["conversation_id"]].append(message_from_row(row))
+        order = _MESSAGES_NEWEST if newest_first else _MESSAGES_OLDEST
+        return {
+            conversation_id: Page(
+                items=messages[:first],
+                cursors=[cursor_for(order, [m.created_at, m.id]) for m in messages[:first]],
+                has_next_page=len(messages) > first,
+                has_previous_page=False,
+            )
+            for conversation_id, messages in found.items()
+        }
 
     async def messages_by_ids(self, ids: Sequence[UUID]) -> dict[UUID, Message]:
         if not ids:
