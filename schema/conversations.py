@@ -272,8 +272,9 @@ class Conversation(relay.Node):
         return Message.from_record(found) if found else None
 
     @strawberry.field(
-        description="Messages, a page at a time, newest or oldest first (one query per "
-        "conversation: for a list of conversations use `lastMessage`)."
+        description="Messages, a page at a time, newest or oldest first. A first page "
+        "without `totalCount` is read for a whole page of conversations in one query; later "
+        "pages, and counts, take one query per conversation."
     )
     async def messages(
         self,

@@ -490,3 +490,24 @@ def test_round_trips_for_a_page_of_conversations_do_not_grow_with_its_size(
     # pages of messages, the participants' agents and the authors (users): one each,
     # whatever the page size.
     assert large["postgres"] <= 7, large
+
+
+def test_a_retried_post_or_move_with_its_key_writes_once(
+    gql: GraphQL, negotiation: dict[str, Any]
+) -> None:
+    n = negotiation
+    post = """mutation($c: ID!, $k: String!) { postMessage(input: {conversationId: $c,
+      content: "once", idempotencyKey: $k}) { message { id } userErrors { code } } }"""
+    first = data(gql(post, {"c": n["id"], "k": "post-1"}, caller=n["member"]))["postMessage"]
+    again = data(gql(post, {"c": n["id"], "k": "post-1"}, caller=n["member"]))["postMessage"]
+    assert again == first and first["userErrors"] == []
+
+    move = """mutation($c: ID!, $k: String!) { moveNegotiation(input: {conversationId: $c,
+      move: THESIS, content: "t", expectedVersion: 1, idempotencyKey: $k}) {
+      conversation { version } message { id } userErrors { code } } }"""
+    moved = data(gql(move, {"c": n["id"], "k": "move-1"}, headers=n["proposer"]))
+    replayed = data(gql(move, {"c": n["id"], "k": "move-1"}, headers=n["proposer"]))
+    assert replayed == moved and moved["moveNegotiation"]["conversation"] == {"version": 2}
+
+    page = data(gql(MESSAGES, {"id": n["id"], "order": "OLDEST_FIRST"}, caller=n["member"]))
+    assert page["conversation"]["messages"]["totalCount"] == 2
