@@ -63,6 +63,7 @@ CALL_WEIGHTS: Mapping[str, int] = {
     "Query.searchKnowledge": 10,
     "Query.similarKnowledge": 10,
     "Agent.recall": 10,
+    "Query.searchMessages": 10,
     # Paths: graph traversals in Neo4j.
     "Query.agentNeighbourhood": 10,
     "Query.shortestPath": 10,
