@@ -10,6 +10,7 @@ allows it (`stores.postgres.conversations.MOVES`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -94,12 +95,10 @@ async def readable_conversations(
 ) -> dict[UUID, Conversation]:
     """Those of `ids` the caller may read; the others read as missing (`node`)."""
     loaders = ctx.loaders.conversations
-    found = await loaders.conversation_by_id.load_many(list(ids))
-    result: dict[UUID, Conversation] = {}
-    for conversation in found:
-        if conversation is not None and await may_read(ctx, conversation.id):
-            result[conversation.id] = conversation
-    return result
+    found = [c for c in await loaders.conversation_by_id.load_many(list(ids)) if c is not None]
+    # Together, so one participants query serves them all.
+    allowed = await asyncio.gather(*(may_read(ctx, c.id) for c in found))
+    return {c.id: c for c, ok in zip(found, allowed, strict=True) if ok}
 
 
 async def list_conversations(

@@ -511,3 +511,17 @@ def test_a_retried_post_or_move_with_its_key_writes_once(
 
     page = data(gql(MESSAGES, {"id": n["id"], "order": "OLDEST_FIRST"}, caller=n["member"]))
     assert page["conversation"]["messages"]["totalCount"] == 2
+
+
+def test_conversations_by_node_id_cost_the_same_round_trips_for_any_number(
+    gql: GraphQL, make_caller: Callable[[str], Caller]
+) -> None:
+    owner, other = make_caller("agent"), make_caller("agent")
+    ids = [_chat(gql, owner, other) for _ in range(5)]
+    query = "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Conversation { title } } }"
+    trips = []
+    for some in (ids[:2], ids):
+        found = data(gql(query, {"ids": some}, caller=other))["nodes"]
+        assert all(node["title"] for node in found)
+        trips.append(dict(gql.last_round_trips))
+    assert trips[0] == trips[1], trips
