@@ -17,6 +17,7 @@ from uuid import UUID
 from aiodataloader import DataLoader
 
 from resolvers.context import Stores
+from resolvers.conversation_loaders import ConversationLoaders
 from resolvers.metrics import SeriesKey, series_loader
 from stores.embeddings import Vector
 from stores.graph.knowledge import KnowledgeLink, related_of
@@ -304,6 +305,10 @@ class Loaders:
     @cached_property
     def embedding_by_query_text(self) -> DataLoader[str, Vector]:
         return _query_embedding_loader(self._stores)
+
+    @cached_property
+    def conversations(self) -> ConversationLoaders:
+        return ConversationLoaders(self._stores)
 
 
 def build_loaders(stores: Stores) -> Loaders:

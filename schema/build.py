@@ -27,6 +27,7 @@ from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
 from schema.claims import ClaimSubscriptions
+from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.event_sinks import EventSinkQueries
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
@@ -45,12 +46,14 @@ QUERIES: tuple[type, ...] = (
     EventSinkQueries,
     TaskSearchQuery,
     PresenceQueries,
+    ConversationQueries,
 )
 SUBSCRIPTIONS: tuple[type, ...] = (
     CoreSubscription,
     MetricSubscriptions,
     ClaimSubscriptions,
     PresenceSubscriptions,
+    ConversationSubscriptions,
 )
 
 Query = merge_types("Query", QUERIES)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from schema.agent_grants import AgentGrantMutations
 from schema.claims import ClaimMutations
+from schema.conversation_roots import ConversationMutations
 from schema.event_sinks import EventSinkMutations
 from schema.mutations.agents import AgentMutations
 from schema.mutations.knowledge import KnowledgeMutations
@@ -22,4 +23,5 @@ MUTATIONS: tuple[type, ...] = (
     KnowledgeMutations,
     EventSinkMutations,
     PresenceMutations,
+    ConversationMutations,
 )

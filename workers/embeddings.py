@@ -22,6 +22,7 @@ from stores.postgres.advisory import JobAlreadyRunning
 from stores.search import EmbeddingSpace, SearchStore, move_space
 from stores.search.knowledge import KnowledgeRepository
 from stores.search.memories import MemoryRepository
+from stores.search.messages import MessageRepository
 from stores.search.tasks import TaskSearchRepository
 from workers._loop import BackgroundLoop
 
@@ -40,6 +41,7 @@ class FillReport:
     knowledge: int
     memories: int
     tasks: int = 0
+    messages: int = 0
 
 
 async def fill_pending(
@@ -49,7 +51,8 @@ async def fill_pending(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> FillReport:
-    """Embed every pending knowledge item, memory and task, `batch_size` rows at a time.
+    """Embed every pending knowledge item, memory, task and message, `batch_size` rows
+    at a time.
 
     Each distinct text is embedded once per call (up to `_MAX_REMEMBERED` texts): seeded
     and templated rows (a hundred thousand tasks with a few hundred titles) cost a few
@@ -60,11 +63,16 @@ async def fill_pending(
     counts: list[int] = []
     remembered: dict[str, Vector] = {}
     tables: tuple[
-        tuple[str, KnowledgeRepository | MemoryRepository | TaskSearchRepository], ...
+        tuple[
+            str,
+            KnowledgeRepository | MemoryRepository | TaskSearchRepository | MessageRepository,
+        ],
+        ...,
     ] = (
         ("knowledge items", search.knowledge),
         ("memories", search.memories),
         ("tasks", search.tasks),
+        ("messages", search.messages),
     )
     for label, repository in tables:
         total = await repository.count_pending() if progress else 0
@@ -88,7 +96,7 @@ async def fill_pending(
             if progress:
                 progress(f"embedding {label}", done, max(total, done))
         counts.append(done)
-    return FillReport(knowledge=counts[0], memories=counts[1], tasks=counts[2])
+    return FillReport(knowledge=counts[0], memories=counts[1], tasks=counts[2], messages=counts[3])
 
 
 REEMBED_JOB = "reembed"
@@ -155,12 +163,13 @@ class EmbeddingFiller(BackgroundLoop):
             if self._failing:
                 logger.info("embeddings are computed again")
             self._failing = False
-            if report.knowledge or report.memories or report.tasks:
+            if report.knowledge or report.memories or report.tasks or report.messages:
                 logger.info(
-                    "filled %d pending knowledge, %d memory and %d task embeddings",
+                    "filled %d pending knowledge, %d memory, %d task and %d message embeddings",
                     report.knowledge,
                     report.memories,
                     report.tasks,
+                    report.messages,
                 )
             await self._sleep(self._idle_poll_s, wakeable=True)
 

@@ -7,7 +7,8 @@ as the projector and can run while projectors do:
 1. Horizon: wait for every transaction writing the outbox to finish, then take
    the newest outbox id, H. Every event up to H is now committed.
 2. Export, in one REPEATABLE READ snapshot taken after that: agents, tasks,
-   workflows, then relationships and dependencies, in keyset pages. What the
+   workflows, then relationships and dependencies, knowledge, and resolved
+   negotiations, in keyset pages. What the
    graph holds at a version below H is overwritten; anything newer is kept.
 3. Prune: whatever the export did not confirm (still below H) and PostgreSQL no
    longer has is deleted, again as versioned events at H.
@@ -47,6 +48,7 @@ class RebuildReport:
     seconds: float
     knowledge: int = 0
     knowledge_links: int = 0
+    negotiations: int = 0
 
 
 REBUILD_JOB = "graph rebuild"
@@ -117,6 +119,7 @@ async def _rebuild(
         seconds=round(time.perf_counter() - started, 3),
         knowledge=report.knowledge_items,
         knowledge_links=report.knowledge_relations,
+        negotiations=report.negotiations,
     )
 
 
@@ -131,6 +134,7 @@ class _Counts:
     removed_edges: int = 0
     knowledge_items: int = 0
     knowledge_relations: int = 0
+    negotiations: int = 0
 
 
 def _silent(phase: str, done: int, total: int) -> None:
@@ -204,6 +208,16 @@ def _knowledge_edge(r: source.KnowledgeEdge) -> dict[str, Any]:
     return {"source_id": str(r.source_id), "target_id": str(r.target_id), "type": r.type}
 
 
+def _negotiation(r: source.NegotiationNode) -> dict[str, Any]:
+    return {
+        "id": str(r.id),
+        "title": r.title,
+        "resolution": r.resolution,
+        "agent_ids": [str(a) for a in r.agent_ids],
+        "task_ids": [str(t) for t in r.task_ids],
+    }
+
+
 # Nodes first, so relationships find their endpoints instead of creating stubs.
 _TABLES: tuple[_Table[Any], ...] = (
     _Table("agents", "agent.upserted", source.AGENTS, _agent),
@@ -218,6 +232,9 @@ _TABLES: tuple[_Table[Any], ...] = (
     ),
     _Table("knowledge_items", "knowledge.upserted", source.KNOWLEDGE, _knowledge),
     _Table("knowledge_relations", "knowledge.related", source.KNOWLEDGE_EDGES, _knowledge_edge),
+    # After agents and tasks: a resolution links to them. Resolutions are final, so
+    # there is nothing of theirs to prune.
+    _Table("negotiations", "negotiation.resolved", source.NEGOTIATIONS, _negotiation),
 )
 
 

@@ -68,6 +68,7 @@ CALL_WEIGHTS: Mapping[str, int] = {
     "CreateTaskPayload.possibleDuplicates": 10,
     # Who is online (Redis), then a page of agents (PostgreSQL).
     "Query.agentsOnline": 5,
+    "Query.searchMessages": 10,
     # Paths: graph traversals in Neo4j.
     "Query.agentNeighbourhood": 10,
     "Query.shortestPath": 10,

@@ -308,6 +308,24 @@ def _knowledge_relation_row(p: dict[str, Any]) -> Row:
     }
 
 
+def _negotiation_row(p: dict[str, Any]) -> Row:
+    negotiation_id = _id(p["id"])
+    return {
+        "id": negotiation_id,
+        "key": _key("negotiation", negotiation_id),
+        "title": str(p["title"]),
+        "resolution": str(p.get("resolution") or ""),
+        "agents": [
+            {"id": agent_id, "key": _key("agent", agent_id)}
+            for agent_id in (_id(a) for a in p.get("agent_ids") or [])
+        ],
+        "tasks": [
+            {"id": task_id, "key": _key("task", task_id)}
+            for task_id in (_id(t) for t in p.get("task_ids") or [])
+        ],
+    }
+
+
 _ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], Row]] = {
     "agent.upserted": _agent_row,
     "task.upserted": _task_row,
@@ -323,6 +341,7 @@ _ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], Row]] = {
     "knowledge.related": _knowledge_relation_row,
     "knowledge.unrelated": _knowledge_relation_row,
     "knowledge.deleted": _deleted_row("knowledge"),
+    "negotiation.resolved": _negotiation_row,
 }
 
 # Raise a tombstone to this event's version (never lower it).
@@ -543,6 +562,30 @@ def _knowledge_unrelated() -> str:
 """
 
 
+# A resolution is final: the node and its links are written once (again on a replay),
+# never changed. Agents and tasks deleted meanwhile (tombstoned) are not brought back.
+_NEGOTIATION_RESOLVED = """
+    UNWIND $rows AS row
+    MERGE (n:Negotiation {id: row.id})
+    WITH n, row WHERE coalesce(n.outbox_id, -1) < row.oid
+    SET n.title = row.title, n.resolution = row.resolution, n.state = 'resolved',
+        n.outbox_id = row.oid
+    WITH n, row
+    CALL (n, row) {
+        UNWIND row.agents AS agent
+        WITH n, agent WHERE NOT EXISTS { MATCH (:Tombstone {key: agent.key}) }
+        MERGE (a:Agent {id: agent.id})
+        MERGE (a)-[:AGREED_TO]->(n)
+    }
+    CALL (n, row) {
+        UNWIND row.tasks AS task
+        WITH n, task WHERE NOT EXISTS { MATCH (:Tombstone {key: task.key}) }
+        MERGE (t:Task {id: task.id})
+        MERGE (n)-[:CONCERNS]->(t)
+    }
+"""
+
+
 # In this order within a batch: not needed for correctness (versions decide), but
 # upserting nodes before relating them avoids creating stubs.
 _STATEMENTS: dict[str, str] = {
@@ -560,6 +603,7 @@ _STATEMENTS: dict[str, str] = {
     "knowledge.related": _knowledge_related(),
     "knowledge.unrelated": _knowledge_unrelated(),
     "knowledge.deleted": _deleted(NodeLabel.KNOWLEDGE),
+    "negotiation.resolved": _NEGOTIATION_RESOLVED,
 }
 
 _OUTGOING: dict[NodeLabel, str] = {
@@ -604,7 +648,9 @@ _PRUNE_TOMBSTONES = """
 """
 
 _CLEAR_ALL = """
-    MATCH (n) WHERE n:Agent OR n:Task OR n:Workflow OR n:Step OR n:Knowledge OR n:Tombstone
+    MATCH (n)
+    WHERE n:Agent OR n:Task OR n:Workflow OR n:Step OR n:Knowledge OR n:Negotiation
+       OR n:Tombstone
     WITH n LIMIT $chunk
     DETACH DELETE n
     RETURN count(*) AS deleted
@@ -616,6 +662,7 @@ _CLEAR_SUBJECTS = """
         UNION MATCH (n:Task {id: subject}) RETURN n
         UNION MATCH (n:Workflow {id: subject}) RETURN n
         UNION MATCH (n:Knowledge {id: subject}) RETURN n
+        UNION MATCH (n:Negotiation {id: subject}) RETURN n
         UNION MATCH (n:Tombstone {subject: subject}) RETURN n
     }
     CALL (n) { MATCH (n)-[:HAS_STEP]->(s:Step) DETACH DELETE s }

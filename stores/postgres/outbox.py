@@ -17,6 +17,7 @@ Kinds and payloads (ids are strings):
     knowledge.deleted        {id}
     knowledge.related        {source_id, target_id, type: RELATES_TO | SUPPORTS | CONTRADICTS}
     knowledge.unrelated      {source_id, target_id, type}
+    negotiation.resolved     {id, title, resolution, message_id, agent_ids, task_ids}
 """
 
 from __future__ import annotations

@@ -200,6 +200,12 @@ async def fetch_page(
     )
 
 
+def cursor_for(order: Ordering, values: Sequence[object]) -> str:
+    """The cursor of a row with these sort-key values (the id last), for a first page a
+    store assembles itself, e.g. one page per parent in one query."""
+    return _encode_cursor(order, values)
+
+
 def _where(conditions: Sequence[str]) -> str:
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 

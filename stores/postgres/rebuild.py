@@ -63,6 +63,17 @@ class KnowledgeNode:
 
 
 @dataclass(frozen=True, slots=True)
+class NegotiationNode:
+    """A resolved negotiation, with the agents that took part and the tasks it concerns."""
+
+    id: UUID
+    title: str
+    resolution: str
+    agent_ids: tuple[UUID, ...]
+    task_ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AgentEdge:
     source_id: UUID
     target_id: UUID
@@ -145,6 +156,25 @@ KNOWLEDGE: Export[KnowledgeNode] = Export(
     (_NIL,),
     lambda r: (r.id,),
     lambda row: KnowledgeNode(row["id"], row["title"], row["source"], tuple(row["tags"])),
+)
+NEGOTIATIONS: Export[NegotiationNode] = Export(
+    "SELECT count(*) FROM conversations WHERE state = 'resolved'",
+    "SELECT c.id, c.title, coalesce(c.resolution, '') AS resolution,"
+    " ARRAY(SELECT p.agent_id FROM conversation_participants AS p"
+    "   WHERE p.conversation_id = c.id AND p.agent_id IS NOT NULL ORDER BY p.agent_id)"
+    "   AS agent_ids,"
+    " ARRAY(SELECT t.task_id FROM conversation_tasks AS t"
+    "   WHERE t.conversation_id = c.id ORDER BY t.task_id) AS task_ids"
+    " FROM conversations AS c WHERE c.state = 'resolved' AND c.id > $1 ORDER BY c.id LIMIT $2",
+    (_NIL,),
+    lambda r: (r.id,),
+    lambda row: NegotiationNode(
+        row["id"],
+        row["title"],
+        row["resolution"],
+        tuple(row["agent_ids"]),
+        tuple(row["task_ids"]),
+    ),
 )
 KNOWLEDGE_EDGES: Export[KnowledgeEdge] = Export(
     "SELECT count(*) FROM knowledge_relations",

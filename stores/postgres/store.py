@@ -26,6 +26,7 @@ from stores.postgres.advisory import exclusive_job
 from stores.postgres.agent_grants import AgentGrantRepository
 from stores.postgres.agents import AgentRepository
 from stores.postgres.audit import AuditRepository
+from stores.postgres.conversations import ConversationRepository
 from stores.postgres.documents import TrustedDocumentRepository
 from stores.postgres.event_sinks import EventSinkRepository
 from stores.postgres.migrations import (
@@ -71,6 +72,7 @@ class PostgresStore:
         "agents",
         "audit",
         "claims",
+        "conversations",
         "documents",
         "event_sinks",
         "tasks",
@@ -110,6 +112,7 @@ class PostgresStore:
         self._schema_failure: str | None = None
         self.agent_grants = AgentGrantRepository(self)
         self.event_sinks = EventSinkRepository(self)
+        self.conversations = ConversationRepository(self)
 
     def _new_pool(self, name: str, dsn: str) -> PgPool:
         return PgPool(

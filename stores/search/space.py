@@ -21,6 +21,7 @@ VECTOR_TABLES = (
     ("knowledge_items", "knowledge_items_embedding"),
     ("agent_memories", "agent_memories_embedding"),
     ("tasks", "tasks_embedding"),
+    ("messages", "messages_embedding"),
 )
 
 

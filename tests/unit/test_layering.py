@@ -44,6 +44,7 @@ SCHEMA_STORE_MODULES = frozenset(
         "stores.health",
         "stores.graph.records",
         "stores.metrics.records",
+        "stores.postgres.conversation_records",
         "stores.postgres.inputs",
         "stores.postgres.records",
         "stores.redis.records",

@@ -39,6 +39,7 @@ def plan(query: str) -> CostPlan:
         # Ids decide the size; a search weighs 10 more per call.
         ("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": ["a", "b", "c"]}, 3),
         ('{ searchKnowledge(query: "x", first: 4) { edges { node { id } } } }', {}, 19),
+        ('{ searchMessages(query: "x", first: 4) { edges { node { id } } } }', {}, 19),
         # Series: agents x names.
         (
             'query($a: [ID!]!) { metricSeries(names: ["e", "f"], agents: $a, from: "2025-01-01T00:00:00Z", to: "2025-01-02T00:00:00Z") { name } }',
