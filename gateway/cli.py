@@ -511,8 +511,8 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
         space = f"{embedder.model} ({embedder.dimension} dimensions)"
         print(
             f"reembed: {'moved to' if moved else 'already in'} {space}; embedded "
-            f"{report.knowledge} knowledge items, {report.memories} memories"
-            f" and {report.tasks} tasks"
+            f"{report.knowledge} knowledge items, {report.memories} memories,"
+            f" {report.tasks} tasks and {report.messages} messages"
         )
 
     return _run_with_stores(run(), retry_hint="Run it again to resume where it stopped.")
