@@ -17,18 +17,25 @@ master and the sentinels (`?sentinel_tls=false` for sentinels on a plain port).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stores import roundtrips
+
+T = TypeVar("T")
 
 Topology = Literal["server", "sentinel", "cluster"]
 
@@ -130,6 +137,39 @@ def _db(text: str) -> int:
     return int(text)
 
 
+async def _timed(call: Awaitable[T]) -> T:
+    started = time.perf_counter()
+    try:
+        return await call
+    finally:
+        roundtrips.timed("redis", time.perf_counter() - started)
+
+
+class _TimedRedis(aioredis.Redis):
+    """Times each command and pipeline for the store latency histogram (each call is
+    counted by the code that makes it, in `stores.roundtrips`)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await _timed(super().execute_command(*args, **options))  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _TimedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+
+
+class _TimedPipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        return await _timed(super().execute(raise_on_error))
+
+
+class _TimedClusterPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        return await _timed(super().execute(raise_on_error, allow_redirections))
+
+
 class _Cluster(RedisCluster):
     """Reports a cluster that no seed node answers as a connection error, as a single
     server that is down would be, rather than as a generic cluster exception."""
@@ -146,6 +186,16 @@ class _Cluster(RedisCluster):
             if isinstance(cause, RedisConnectionError | RedisTimeoutError | OSError):
                 raise RedisConnectionError(str(exc)) from exc
             raise
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await _timed(super().execute_command(*args, **kwargs))
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused, as redis-py does
+        return _TimedClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
 @dataclass
@@ -197,7 +247,7 @@ def open_clients(
             **connection,
             **(tls if target.tls else {}),
         )
-        return RedisClients(aioredis.Redis(connection_pool=pool), pool=pool)
+        return RedisClients(_TimedRedis(connection_pool=pool), pool=pool)
     secured: dict[str, Any] = {"ssl": True, **tls} if target.tls else {}
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.topology == "cluster":
@@ -225,7 +275,7 @@ def open_clients(
     )
     master = sentinel.master_for(
         target.service,
-        redis_class=aioredis.Redis,
+        redis_class=_TimedRedis,
         db=target.db,
         max_connections=max_connections,
         health_check_interval=30,
