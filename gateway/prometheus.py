@@ -99,7 +99,7 @@ class GatewayMetrics:
         )
         self.store_latency = Histogram(
             "polygraph_store_call_duration_seconds",
-            "Store round-trip latency: PostgreSQL statements and Neo4j reads",
+            "Store round-trip latency: PostgreSQL statements, Neo4j reads, Redis commands",
             ["store"],
             buckets=_STORE_BUCKETS,
             registry=self.registry,
@@ -227,6 +227,18 @@ class _StateMetrics:
             "Reads and writes of the cache's Redis level that failed (L1 carried on)",
             registry=registry,
         )
+        self.rate_limit_points = Counter(
+            "polygraph_rate_limit_points",
+            "Cost points charged to callers, by policy (role, anonymous, login)",
+            ["policy"],
+            registry=registry,
+        )
+        self.rate_limit_refusals = Counter(
+            "polygraph_rate_limit_refusals",
+            "Requests refused for want of points (HTTP 429), by policy",
+            ["policy"],
+            registry=registry,
+        )
         self._labelled_copies: dict[tuple[str, tuple[str, ...]], float] = {}
         self.subscriptions_open = Gauge(
             "polygraph_subscriptions_open",
@@ -286,6 +298,12 @@ class _StateMetrics:
             for sink_id, counts in sinks.counts.items():
                 for outcome, counter in self.sink_outcomes.items():
                     self._copy_labelled(counter, (str(sink_id),), getattr(counts, outcome))
+        limits = self._stores.rate_limits
+        if limits is not None:
+            for policy, points in limits.charged.items():
+                self._copy_labelled(self.rate_limit_points, (policy,), points)
+            for policy, count in limits.refused.items():
+                self._copy_labelled(self.rate_limit_refusals, (policy,), count)
         cache = self._stores.entity_cache
         if cache is not None:
             for (kind, level), count in cache.counts.hits.items():

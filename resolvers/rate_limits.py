@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
 
 from resolvers.auth import Principal, Role, authenticate
@@ -198,7 +199,7 @@ class RefusalLane:
 class RateLimits:
     """Charges callers against their buckets; one store round trip per call at most."""
 
-    __slots__ = ("_policy", "_store", "refusals")
+    __slots__ = ("_policy", "_store", "charged", "refusals", "refused")
 
     def __init__(
         self, store: RateLimitStore, policy: RateLimitPolicy, refusals: RefusalLane | None = None
@@ -206,6 +207,10 @@ class RateLimits:
         self._store = store
         self._policy = policy
         self.refusals = refusals or RefusalLane()
+        # For /metrics, by policy (a role, `anonymous`, `login`): points taken, and
+        # requests refused for want of them.
+        self.charged: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
 
     @property
     def enabled(self) -> bool:
@@ -237,7 +242,10 @@ class RateLimits:
         """A refusal if `address` is known here to have no login attempts left."""
         bucket = self.login_bucket(address)
         decision = self._store.known_refusal(Charge(bucket.key, bucket.limit, bucket.window_s, 1))
-        return Outcome(decision, (bucket,)) if decision is not None else None
+        if decision is None:
+            return None
+        self.refused[bucket.policy] += 1
+        return Outcome(decision, (bucket,))
 
     async def failed_sign_in(self, address: str | None) -> None:
         """Count a credential that did not check out against its address."""
@@ -264,6 +272,11 @@ class RateLimits:
             wanted.append((self.login_bucket(address), logins, logins))
         charges = [Charge(b.key, b.limit, b.window_s, units) for b, units, _ in wanted]
         decision = await self._store.charge(charges)
+        for bucket, units, _ in wanted:
+            if decision.allowed:
+                self.charged[bucket.policy] += units
+            else:
+                self.refused[bucket.policy] += 1
         oversized = tuple((b, whole) for b, _, whole in wanted if whole > b.limit)
         return Outcome(decision, tuple(b for b, _, _ in wanted), oversized)
 

@@ -63,7 +63,8 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
         headers=operator.headers,
     )
     assert created.status_code == 200, created.text
-    # `children` is read from Neo4j: both stores' latency is timed.
+    # `children` is read from Neo4j, the API key is checked against Redis limits: every
+    # store's latency is timed.
     query = "query AgentsForMetrics { agents(first: 1) { totalCount edges { node { children { id } } } } }"
     for _ in range(2):
         response = scraped_app.post("/graphql", json={"query": query}, headers=viewer.headers)
@@ -79,7 +80,7 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert seen[("polygraph_graphql_operation_duration_seconds_count", named)] == 2
     assert seen[("polygraph_graphql_errors_total", (("code", "UNAUTHENTICATED"),))] >= 1
     assert seen[("polygraph_store_calls_total", (("store", "postgres"),))] > 0
-    for store in ("postgres", "neo4j"):
+    for store in ("postgres", "neo4j", "redis"):
         assert seen[("polygraph_store_call_duration_seconds_count", (("store", store),))] > 0
     primary = (("role", "primary"), ("server", "postgres"))
     in_use = seen[
@@ -127,3 +128,18 @@ def test_the_grafana_dashboard_uses_only_metrics_a_scrape_has(
     text = scraped_app.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
     exported = {name for name, _ in samples(text)}
     assert used and used <= exported, used - exported
+
+
+def test_rate_limit_points_and_refusals_are_counted(settings: Settings, viewer: Caller) -> None:
+    # A viewer quota that holds one request a window: the second is refused.
+    own = settings.model_copy(
+        update={"prometheus_token": SecretStr(TOKEN), "rate_limit_viewer": 40}
+    )
+    query = {"query": "{ viewer { id } }"}
+    with TestClient(create_app(own)) as client:
+        assert client.post("/graphql", json=query, headers=viewer.headers).status_code == 200
+        refused = client.post("/graphql", json=query, headers=viewer.headers)
+        assert refused.status_code == 429, refused.text
+        seen = samples(client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text)
+    assert seen[("polygraph_rate_limit_points_total", (("policy", "viewer"),))] >= 25
+    assert seen[("polygraph_rate_limit_refusals_total", (("policy", "viewer"),))] >= 1
