@@ -19,6 +19,7 @@ from stores import PostgresStore
 from stores.postgres.records import WriteContext
 from stores.postgres.writes import write_audit
 from tests.conftest import recreate_database
+from tests.support.waiting import until
 
 CTX = WriteContext(actor_id=None, request_id="cursor-test")
 
@@ -68,12 +69,25 @@ async def test_a_row_that_commits_after_a_later_id_is_still_queued(store: Postgr
         await early_tx.commit()
         assert early_id > late_id
 
-        await store.event_sinks.fan_out(100)
-        assert await _queued(store) == [early_id]
+        # Rows are queued once no older transaction is running anywhere on the server:
+        # other tests' transactions may hold that horizon back for a moment.
+        assert await _queued_until(store, early_id) == [early_id]
 
         await late_tx.commit()
-    await store.event_sinks.fan_out(100)
-    assert await _queued(store) == [late_id]
+    assert await _queued_until(store, late_id) == [late_id]
+
+
+async def _queued_until(store: PostgresStore, event_id: int) -> list[int]:
+    """Fan out until `event_id` is queued; every id queued meanwhile, in order."""
+    queued: list[int] = []
+
+    async def arrived() -> bool:
+        await store.event_sinks.fan_out(100)
+        queued.extend(await _queued(store))
+        return event_id in queued
+
+    await until(arrived)
+    return sorted(queued)
 
 
 async def test_the_cursor_moves_in_batches_past_rows_no_sink_wants(store: PostgresStore) -> None:
