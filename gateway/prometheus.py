@@ -292,6 +292,15 @@ class _StateMetrics:
             self.pool.labels("postgres", role, server, "idle").set(usage.idle)
             self.pool.labels("postgres", role, server, "waiting").set(usage.waiting)
             self.pool_max.labels("postgres", role, server).set(usage.max)
+        # Neo4j and Redis: connections in use (sessions open, commands under way) and
+        # callers waiting past the limit; their drivers keep idle connections to themselves.
+        for store, usage in (
+            ("neo4j", self._stores.graph.pool_usage()),
+            ("redis", self._stores.redis.pool_usage()),
+        ):
+            self.pool.labels(store, "primary", store, "in_use").set(usage.in_use)
+            self.pool.labels(store, "primary", store, "waiting").set(usage.waiting)
+            self.pool_max.labels(store, "primary", store).set(usage.max)
         self.subscriptions_open.set(self._stores.subscriptions.open)
         sinks = self._stores.event_sinks
         if sinks is not None:

@@ -6,13 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 
 from stores._lifecycle import Lifecycle, StoreState
 from stores._tls import describe_failure
 from stores.errors import StoreOverloaded, StoreTimeout, StoreUnavailable
+from stores.health import PoolUsage
 from stores.postgres.options import PgConnection
 
 logger = logging.getLogger(__name__)
@@ -26,14 +26,6 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PoolUsage:
-    in_use: int
-    idle: int
-    waiting: int
-    max: int
 
 
 class PgPool:

@@ -6,6 +6,16 @@ import time
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """A store's connections as metrics show them."""
+
+    in_use: int
+    idle: int
+    waiting: int
+    max: int
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """One live probe of one server."""

@@ -18,7 +18,7 @@ from stores.errors import StoreUnavailable
 from stores.graph.migrations import apply_migrations
 from stores.graph.options import GraphOptions
 from stores.graph.queries import GraphQueries
-from stores.health import ProbeResult, ms_since
+from stores.health import PoolUsage, ProbeResult, ms_since
 
 NAME = "neo4j"
 
@@ -34,11 +34,12 @@ class GraphStore:
     """Owns the Neo4j driver; sessions are borrowed through `session()`, and the
     read queries hang off `queries`."""
 
-    __slots__ = ("_driver", "_lifecycle", "_options", "queries")
+    __slots__ = ("_driver", "_lifecycle", "_options", "_sessions_open", "queries")
 
     def __init__(self, options: GraphOptions) -> None:
         self._options = options
         self._driver: AsyncDriver | None = None
+        self._sessions_open = 0
         self._lifecycle = Lifecycle(NAME)
         self.queries = GraphQueries(self)
 
@@ -84,15 +85,27 @@ class GraphStore:
     def slow_query_s(self) -> float:
         return self._options.slow_query_s
 
+    def pool_usage(self) -> PoolUsage:
+        """Sessions open (each holds one pooled connection while it works) against the
+        pool's size, for metrics; the driver keeps its idle connections to itself."""
+        limit = self._options.max_pool_size
+        open_now = self._sessions_open
+        return PoolUsage(
+            in_use=min(open_now, limit), idle=0, waiting=max(0, open_now - limit), max=limit
+        )
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         self._lifecycle.check_open()
         assert self._driver is not None
+        self._sessions_open += 1
         try:
             async with self._driver.session(database=self._options.database) as session:
                 yield session
         except _UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(NAME, describe_failure(exc)) from exc
+        finally:
+            self._sessions_open -= 1
 
     async def migrate(self) -> list[str]:
         async with self.session() as session:

@@ -30,9 +30,9 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from stores._pg_pool import PgPool, PoolUsage
+from stores._pg_pool import PgPool
 from stores.errors import StoreError, StoreOverloaded, StoreTimeout, StoreUnavailable
-from stores.health import ProbeResult
+from stores.health import PoolUsage, ProbeResult
 from stores.postgres.options import PgConnection
 
 logger = logging.getLogger(__name__)

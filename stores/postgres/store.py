@@ -17,10 +17,10 @@ import orjson
 from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips, slow
-from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool, PoolUsage
+from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
 from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
-from stores.health import ProbeResult, ms_since
+from stores.health import PoolUsage, ProbeResult, ms_since
 from stores.postgres.achievements import AchievementRepository
 from stores.postgres.advisory import exclusive_job
 from stores.postgres.agent_grants import AgentGrantRepository

@@ -137,11 +137,22 @@ def _db(text: str) -> int:
     return int(text)
 
 
+# Commands and pipelines under way in this process: each holds a pooled connection.
+_in_flight = 0
+
+
+def calls_in_flight() -> int:
+    return _in_flight
+
+
 async def _timed(call: Awaitable[T]) -> T:
+    global _in_flight
     started = time.perf_counter()
+    _in_flight += 1
     try:
         return await call
     finally:
+        _in_flight -= 1
         roundtrips.timed("redis", time.perf_counter() - started)
 
 

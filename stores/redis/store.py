@@ -19,8 +19,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stores._lifecycle import Lifecycle, StoreState
 from stores._tls import describe_failure
-from stores.health import ProbeResult, ms_since
-from stores.redis.clients import RedisClients, open_clients
+from stores.health import PoolUsage, ProbeResult, ms_since
+from stores.redis.clients import RedisClients, calls_in_flight, open_clients
 from stores.redis.options import RedisOptions
 
 NAME = "redis"
@@ -96,6 +96,12 @@ class RedisStore:
     def topology(self) -> str:
         """`server`, `sentinel` or `cluster`: what the URL names."""
         return self._options.target.topology
+
+    def pool_usage(self) -> PoolUsage:
+        """Commands under way (each holds a pooled connection) against the pool's size,
+        for metrics. A full pool refuses a command rather than queueing it: nothing waits."""
+        limit = self._options.max_connections
+        return PoolUsage(in_use=calls_in_flight(), idle=0, waiting=0, max=limit)
 
     async def probe(self) -> ProbeResult:
         started = time.perf_counter()

@@ -80,6 +80,9 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert seen[("polygraph_graphql_operation_duration_seconds_count", named)] == 2
     assert seen[("polygraph_graphql_errors_total", (("code", "UNAUTHENTICATED"),))] >= 1
     assert seen[("polygraph_store_calls_total", (("store", "postgres"),))] > 0
+    for store in ("neo4j", "redis"):
+        limit = (("role", "primary"), ("server", store), ("store", store))
+        assert seen[("polygraph_store_pool_max_connections", limit)] > 0
     for store in ("postgres", "neo4j", "redis"):
         assert seen[("polygraph_store_call_duration_seconds_count", (("store", store),))] > 0
     primary = (("role", "primary"), ("server", "postgres"))
