@@ -20,7 +20,6 @@ exactly as on a record read from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -269,12 +268,15 @@ class EntityCache:
         await started
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        if tasks:
+            # Waited for, not awaited: a cancellation of the caller still reaches it, and a
+            # task slow to stop (a Redis call finishing) cannot hold the shutdown.
+            _, pending = await asyncio.wait(tasks, timeout=self.options.settle_timeout_s)
+            if pending:
+                logger.warning("cache: %d background tasks still stopping", len(pending))
         self.following = False
         await self._listener.aclose()
 
