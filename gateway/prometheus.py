@@ -212,13 +212,13 @@ class _StateMetrics:
         }
         self.cache_hits = Counter(
             "polygraph_cache_hits",
-            "Entity reads served by the cache, by kind and level (local, shared)",
+            "Reads served by a cache, by kind (an entity, or sessions) and level (local, shared)",
             ["kind", "level"],
             registry=registry,
         )
         self.cache_misses = Counter(
             "polygraph_cache_misses",
-            "Entity reads the cache sent on to PostgreSQL, by kind",
+            "Reads a cache sent on to the stores, by kind",
             ["kind"],
             registry=registry,
         )
@@ -278,9 +278,11 @@ class _StateMetrics:
 
     def _copy_labelled(self, counter: Counter, labels: tuple[str, ...], now: float) -> None:
         key = (counter._name, labels)
+        # The series exists from the first copy on, at zero until something happens.
+        child = counter.labels(*labels) if labels else counter
         copied = self._labelled_copies.get(key, 0.0)
         if now > copied:
-            (counter.labels(*labels) if labels else counter).inc(now - copied)
+            child.inc(now - copied)
             self._labelled_copies[key] = now
 
     def sync(self) -> None:
@@ -313,6 +315,10 @@ class _StateMetrics:
                 self._copy_labelled(self.rate_limit_points, (policy,), points)
             for policy, count in limits.refused.items():
                 self._copy_labelled(self.rate_limit_refusals, (policy,), count)
+        sessions = self._stores.session_cache
+        if sessions is not None:
+            self._copy_labelled(self.cache_hits, ("sessions", "local"), sessions.hits)
+            self._copy_labelled(self.cache_misses, ("sessions",), sessions.misses)
         cache = self._stores.entity_cache
         if cache is not None:
             for (kind, level), count in cache.counts.hits.items():

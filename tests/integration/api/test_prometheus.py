@@ -80,6 +80,8 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert seen[("polygraph_graphql_operation_duration_seconds_count", named)] == 2
     assert seen[("polygraph_graphql_errors_total", (("code", "UNAUTHENTICATED"),))] >= 1
     assert seen[("polygraph_store_calls_total", (("store", "postgres"),))] > 0
+    # The API key's checks are not cached; the session cache counts sign-ins by token.
+    assert ("polygraph_cache_misses_total", (("kind", "sessions"),)) in seen
     for store in ("neo4j", "redis"):
         limit = (("role", "primary"), ("server", store), ("store", store))
         assert seen[("polygraph_store_pool_max_connections", limit)] > 0
