@@ -31,7 +31,12 @@ from stores.postgres.writes import (
     write_audit,
     write_transaction,
 )
-from stores.search.ranking import MAX_OFFSET, Ranked, ranked_sql, search_settings
+from stores.search.ranking import (
+    Ranked,
+    page_bounds,
+    ranked_page,
+    search_settings,
+)
 from stores.search.records import (
     KNOWLEDGE_RELATION_TYPES,
     KnowledgeFilter,
@@ -53,7 +58,6 @@ _COLUMNS = (
 )
 _TARGET = Ranked("knowledge_items", "k", _COLUMNS)
 MAX_TAGS = 50
-MAX_FIRST = 100
 
 
 class KnowledgeRepository:
@@ -275,34 +279,25 @@ class KnowledgeRepository:
 
     async def search(self, request: SearchRequest) -> SearchPage[KnowledgeItem]:
         """One page of ranked items; see `stores.search.ranking` for the modes."""
-        first, offset = _page_bounds(request.first, request.offset)
         params = Params()
-        where = _filter_conditions(request.filter, params)
-        sql = ranked_sql(
+        return await ranked_page(
+            self._search,
             _TARGET,
             mode=request.mode,
-            where=where,
+            where=_filter_conditions(request.filter, params),
             params=params,
             text=request.text,
             vector=request.vector,
-            limit=first + 1,
-            offset=offset,
-            options=self._search.options,
+            first=request.first,
+            offset=request.offset,
+            hit=_hit,
         )
-        async with (
-            self._search.postgres.read_connection() as conn,
-            conn.transaction(readonly=True),
-        ):
-            await search_settings(conn, self._search.ef_search_for(offset + first + 1))
-            rows = await conn.fetch(sql, *params.values)
-        hits = [_hit(row) for row in rows]
-        return SearchPage(hits[:first], offset, len(hits) > first)
 
     async def similar(
         self, item_id: UUID, first: int, filter: KnowledgeFilter | None = None
     ) -> list[SearchHit[KnowledgeItem]]:
         """The nearest items to `item_id` by meaning; empty while its embedding is pending."""
-        first, _ = _page_bounds(first, 0)
+        first, _ = page_bounds(first, 0)
         params = Params([item_id, first])
         where = _filter_conditions(filter or KnowledgeFilter(), params)
         conditions = " AND ".join(["k.embedding IS NOT NULL", "k.id <> $1", *where])
@@ -423,14 +418,6 @@ async def _fill(
             vector_array(vector for _, _, vector in vectors),
         )
     return int(status.rsplit(" ", 1)[-1])
-
-
-def _page_bounds(first: int, offset: int) -> tuple[int, int]:
-    if not 0 <= first <= MAX_FIRST:
-        raise InvalidInput("first", f"must be between 0 and {MAX_FIRST}, got {first}")
-    if not 0 <= offset <= MAX_OFFSET:
-        raise InvalidInput("after", f"search pages end {MAX_OFFSET} results deep; refine the query")
-    return first, offset
 
 
 def _filter_conditions(filter: KnowledgeFilter, params: Params) -> list[str]:

@@ -27,8 +27,14 @@ from stores.postgres.writes import (
     write_audit,
     write_transaction,
 )
-from stores.search.knowledge import _fill, _page_bounds
-from stores.search.ranking import Ranked, order_by, ranked_sql, search_settings
+from stores.search.knowledge import _fill
+from stores.search.ranking import (
+    Ranked,
+    order_by,
+    page_bounds,
+    ranked_sql,
+    search_settings,
+)
 from stores.search.records import MEMORY_KINDS, Memory, MemoryInput, SearchHit, SearchMode
 
 if TYPE_CHECKING:
@@ -125,7 +131,7 @@ class MemoryRepository:
         first: int,
     ) -> dict[UUID, list[SearchHit[Memory]]]:
         """The best `first` memories of each agent, for all agents in one statement."""
-        first, _ = _page_bounds(first, 0)
+        first, _ = page_bounds(first, 0)
         found: dict[UUID, list[SearchHit[Memory]]] = {agent_id: [] for agent_id in agent_ids}
         if not agent_ids or first == 0:
             return found

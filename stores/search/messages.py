@@ -17,8 +17,8 @@ from stores.embeddings import Vector
 from stores.postgres.conversation_records import Message, Reader
 from stores.postgres.conversations import MESSAGE_COLUMNS, message_from_row, reader_condition
 from stores.postgres.pagination import Params
-from stores.search.knowledge import _fill, _page_bounds
-from stores.search.ranking import Ranked, ranked_sql, search_settings
+from stores.search.knowledge import _fill
+from stores.search.ranking import Ranked, ranked_page
 from stores.search.records import SearchHit, SearchMode, SearchPage
 
 if TYPE_CHECKING:
@@ -47,32 +47,24 @@ class MessageRepository:
         self._search = search
 
     async def search(self, request: MessageSearch) -> SearchPage[Message]:
-        first, offset = _page_bounds(request.first, request.offset)
         params = Params()
         where: list[str] = []
         if request.conversation_id is not None:
             where.append(f"m.conversation_id = {params(request.conversation_id)}::uuid")
         if request.reader is not None:
             where.append(reader_condition(request.reader, params, "m.conversation_id"))
-        sql = ranked_sql(
+        return await ranked_page(
+            self._search,
             _TARGET,
             mode=request.mode,
             where=where,
             params=params,
             text=request.text,
             vector=request.vector,
-            limit=first + 1,
-            offset=offset,
-            options=self._search.options,
+            first=request.first,
+            offset=request.offset,
+            hit=_hit,
         )
-        async with (
-            self._search.postgres.connection() as conn,
-            conn.transaction(readonly=True),
-        ):
-            await search_settings(conn, self._search.ef_search_for(offset + first + 1))
-            rows = await conn.fetch(sql, *params.values)
-        hits = [_hit(row) for row in rows]
-        return SearchPage(hits[:first], offset, len(hits) > first)
 
     async def pending(self, limit: int, *, after: UUID | None = None) -> list[tuple[UUID, str]]:
         async with self._search.postgres.connection() as conn:

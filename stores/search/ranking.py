@@ -28,18 +28,29 @@ that pass them. Excluded terms (`-word`) filter every side.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from asyncpg import Record
 
 from stores.embeddings import Vector
+from stores.errors import InvalidInput
 from stores.postgres.options import PgConnection
 from stores.postgres.pagination import Params
 from stores.search.options import SearchOptions
-from stores.search.records import SearchMode
+from stores.search.records import SearchHit, SearchMode, SearchPage
 from stores.search.terms import QueryTerms, split_terms
 
+MAX_FIRST = 100
 MAX_OFFSET = 1000
 TEXT_SEARCH_CONFIG = "english"
+
+
+if TYPE_CHECKING:
+    from stores.search.store import SearchStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +215,45 @@ async def search_settings(conn: PgConnection, ef_search: int) -> None:
         " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
         str(ef_search),
     )
+
+
+def page_bounds(first: int, offset: int) -> tuple[int, int]:
+    if not 0 <= first <= MAX_FIRST:
+        raise InvalidInput("first", f"must be between 0 and {MAX_FIRST}, got {first}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput("after", f"search pages end {MAX_OFFSET} results deep; refine the query")
+    return first, offset
+
+
+async def ranked_page(
+    search: SearchStore,
+    target: Ranked,
+    *,
+    mode: SearchMode,
+    where: list[str],
+    params: Params,
+    text: str | None,
+    vector: Vector | None,
+    first: int,
+    offset: int,
+    hit: Callable[[Record], SearchHit[T]],
+) -> SearchPage[T]:
+    """One page of `target`'s rows matching `where`, ranked by `mode`; one more row is
+    read than returned, to tell whether another page follows."""
+    first, offset = page_bounds(first, offset)
+    sql = ranked_sql(
+        target,
+        mode=mode,
+        where=where,
+        params=params,
+        text=text,
+        vector=vector,
+        limit=first + 1,
+        offset=offset,
+        options=search.options,
+    )
+    async with search.postgres.read_connection() as conn, conn.transaction(readonly=True):
+        await search_settings(conn, search.ef_search_for(offset + first + 1))
+        rows = await conn.fetch(sql, *params.values)
+    hits = [hit(row) for row in rows]
+    return SearchPage(hits[:first], offset, len(hits) > first)

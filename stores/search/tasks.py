@@ -22,8 +22,8 @@ from stores.postgres.pagination import Params
 from stores.postgres.records import Task
 from stores.postgres.task_events import ROW, task_from_row
 from stores.postgres.tasks import task_conditions
-from stores.search.knowledge import _fill, _page_bounds
-from stores.search.ranking import Ranked, ranked_sql, search_settings
+from stores.search.knowledge import _fill
+from stores.search.ranking import Ranked, page_bounds, ranked_page, search_settings
 from stores.search.records import SearchHit, SearchMode, SearchPage
 
 if TYPE_CHECKING:
@@ -55,33 +55,25 @@ class TaskSearchRepository:
         offset: int,
     ) -> SearchPage[Task]:
         """One page of ranked tasks; see `stores.search.ranking` for the modes."""
-        first, offset = _page_bounds(first, offset)
         params = Params()
-        sql = ranked_sql(
+        return await ranked_page(
+            self._search,
             _TARGET,
             mode=mode,
             where=task_conditions(filter, params, "t"),
             params=params,
             text=text,
             vector=vector,
-            limit=first + 1,
+            first=first,
             offset=offset,
-            options=self._search.options,
+            hit=_hit,
         )
-        async with (
-            self._search.postgres.connection() as conn,
-            conn.transaction(readonly=True),
-        ):
-            await search_settings(conn, self._search.ef_search_for(offset + first + 1))
-            rows = await conn.fetch(sql, *params.values)
-        hits = [_hit(row) for row in rows]
-        return SearchPage(hits[:first], offset, len(hits) > first)
 
     async def similar(
         self, task_id: UUID, first: int, filter: TaskFilter | None = None
     ) -> list[SearchHit[Task]]:
         """The nearest tasks to `task_id` by meaning; empty while its embedding is pending."""
-        first, _ = _page_bounds(first, 0)
+        first, _ = page_bounds(first, 0)
         params = Params([task_id, first])
         where = task_conditions(filter or TaskFilter(), params, "t")
         return await self._nearest(
