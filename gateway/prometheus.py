@@ -239,7 +239,8 @@ class _StateMetrics:
             ["policy"],
             registry=registry,
         )
-        self._labelled_copies: dict[tuple[str, tuple[str, ...]], float] = {}
+        # Each copied series' value when last copied, by counter and label values.
+        self._copies: dict[tuple[Counter, tuple[str, ...]], float] = {}
         self.subscriptions_open = Gauge(
             "polygraph_subscriptions_open",
             "Open GraphQL subscriptions, over every worker",
@@ -247,11 +248,11 @@ class _StateMetrics:
             multiprocess_mode="livesum",
         )
         self._registry = registry
-        # (counter, its value when last copied, how to read it now); made at the first
-        # sync, as the stores are read only once serving.
-        self._counters: list[tuple[Counter, list[float], Callable[[], float]]] | None = None
+        # (counter, how to read it now); made at the first sync, as the stores are read
+        # only once serving.
+        self._counters: list[tuple[Counter, Callable[[], float]]] | None = None
 
-    def _background_counters(self) -> list[tuple[Counter, list[float], Callable[[], float]]]:
+    def _background_counters(self) -> list[tuple[Counter, Callable[[], float]]]:
         readers: list[tuple[str, str, Callable[[], float]]] = []
         projector = self._stores.projector
         if projector is not None:
@@ -271,19 +272,17 @@ class _StateMetrics:
                  "Best-effort event publications that failed (Redis unreachable)",
                  lambda: events.publish_failures),
             ]  # fmt: skip
-        return [
-            (Counter(name, doc, registry=self._registry), [0.0], read)
-            for name, doc, read in readers
-        ]
+        return [(Counter(name, doc, registry=self._registry), read) for name, doc, read in readers]
 
-    def _copy_labelled(self, counter: Counter, labels: tuple[str, ...], now: float) -> None:
-        key = (counter._name, labels)
-        # The series exists from the first copy on, at zero until something happens.
+    def _copy(self, counter: Counter, labels: tuple[str, ...], now: float) -> None:
+        """Bring a counter kept elsewhere up to `now`, by what it gained since the last copy.
+        The series exists from the first copy on, at zero until something happens."""
+        key = (counter, labels)
         child = counter.labels(*labels) if labels else counter
-        copied = self._labelled_copies.get(key, 0.0)
+        copied = self._copies.get(key, 0.0)
         if now > copied:
             child.inc(now - copied)
-            self._labelled_copies[key] = now
+            self._copies[key] = now
 
     def sync(self) -> None:
         postgres = self._stores.postgres
@@ -308,31 +307,28 @@ class _StateMetrics:
         if sinks is not None:
             for sink_id, counts in sinks.counts.items():
                 for outcome, counter in self.sink_outcomes.items():
-                    self._copy_labelled(counter, (str(sink_id),), getattr(counts, outcome))
+                    self._copy(counter, (str(sink_id),), getattr(counts, outcome))
         limits = self._stores.rate_limits
         if limits is not None:
             for policy, points in limits.charged.items():
-                self._copy_labelled(self.rate_limit_points, (policy,), points)
+                self._copy(self.rate_limit_points, (policy,), points)
             for policy, count in limits.refused.items():
-                self._copy_labelled(self.rate_limit_refusals, (policy,), count)
+                self._copy(self.rate_limit_refusals, (policy,), count)
         sessions = self._stores.session_cache
         if sessions is not None:
-            self._copy_labelled(self.cache_hits, ("sessions", "local"), sessions.hits)
-            self._copy_labelled(self.cache_misses, ("sessions",), sessions.misses)
+            self._copy(self.cache_hits, ("sessions", "local"), sessions.hits)
+            self._copy(self.cache_misses, ("sessions",), sessions.misses)
         cache = self._stores.entity_cache
         if cache is not None:
             for (kind, level), count in cache.counts.hits.items():
-                self._copy_labelled(self.cache_hits, (kind, level), count)
+                self._copy(self.cache_hits, (kind, level), count)
             for kind, count in cache.counts.misses.items():
-                self._copy_labelled(self.cache_misses, (kind,), count)
-            self._copy_labelled(self.cache_shared_failures, (), cache.counts.shared_failures)
+                self._copy(self.cache_misses, (kind,), count)
+            self._copy(self.cache_shared_failures, (), cache.counts.shared_failures)
         if self._counters is None:
             self._counters = self._background_counters()
-        for counter, copied, read in self._counters:
-            now = read()
-            if now > copied[0]:
-                counter.inc(now - copied[0])
-                copied[0] = now
+        for counter, read in self._counters:
+            self._copy(counter, (), read())
 
 
 class _OutboxCollector(Collector):
