@@ -11,9 +11,13 @@ from resolvers.context import RequestContext
 
 
 class SettleEntityCache(SchemaExtension):
-    """After a mutation, waits until this process has dropped what it cached of the rows
-    the mutation changed (`EntityCache.settle`), before the response leaves: the client's
-    next read, on any replica, sees its write."""
+    """After a mutation that wrote to PostgreSQL, waits until this process has dropped
+    what it cached of the rows the mutation changed (`EntityCache.settle`), before the
+    response leaves: the client's next read, on any replica, sees its write.
+
+    Every write to an entity records an audit row or queues an outbox row in its
+    transaction, so a mutation that did neither (a presence heartbeat in Redis, a
+    refused input) changed nothing cached and skips the round trip."""
 
     async def on_execute(self) -> AsyncIterator[None]:
         yield
@@ -27,5 +31,5 @@ class SettleEntityCache(SchemaExtension):
             mutation = self.execution_context.operation_type is OperationType.MUTATION
         except RuntimeError:  # no operation to speak of
             return
-        if mutation:
+        if mutation and (context.outbox_ids or context.audited):
             await cache.settle()

@@ -97,7 +97,11 @@ class PerOperationContext:
 def operation_context(connection: RequestContext) -> RequestContext:
     """A context for one operation on a WebSocket whose context is `connection`."""
     return dataclasses.replace(
-        connection, cost=None, outbox_ids=[], loaders=build_loaders(connection.stores)
+        connection,
+        cost=None,
+        outbox_ids=[],
+        audited=[],
+        loaders=build_loaders(connection.stores),
     )
 
 

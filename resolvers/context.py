@@ -92,6 +92,8 @@ class RequestContext:
     connection_params: dict[str, object] | None = None
     # Outbox rows this request's writes queued (see `WriteContext.outbox_ids`).
     outbox_ids: list[int] = field(default_factory=list)
+    # Resource types its writes audited (see `WriteContext.audited`).
+    audited: list[str] = field(default_factory=list)
     # The HTTP response's status and headers, for extensions to set (None on WebSockets).
     response: Response | None = None
     # The operation's static cost, set after validation and before execution.
@@ -105,4 +107,5 @@ class RequestContext:
             client_address=client.host if client else None,
             idempotency_key=idempotency_key,
             outbox_ids=self.outbox_ids,
+            audited=self.audited,
         )

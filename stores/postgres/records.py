@@ -22,6 +22,9 @@ class WriteContext:
     # waits for exactly these to reach Neo4j (ids commit out of order, so waiting
     # for the newest id proves nothing about one's own).
     outbox_ids: list[int] = field(default_factory=list)
+    # The resource types this write audited, appended as they are written (a write that
+    # audits nothing changed no entity: the entity cache has nothing to settle).
+    audited: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,7 @@ async def write_audit(
         ctx.request_id,
         _ip_or_none(ctx.client_address),
     )
+    ctx.audited.append(resource_type)
     if outbox is None:
         await conn.execute(_AUDIT, *params)
     else:
