@@ -13,7 +13,8 @@ from resolvers.context import RequestContext
 class SettleEntityCache(SchemaExtension):
     """After a mutation that wrote to PostgreSQL, waits until this process has dropped
     what it cached of the rows the mutation changed (`EntityCache.settle`), before the
-    response leaves: the client's next read, on any replica, sees its write.
+    response leaves: the client's next read on this gateway sees its write (others drop
+    their copies as PostgreSQL's notice reaches them, within milliseconds).
 
     Every write to an entity records an audit row or queues an outbox row in its
     transaction, so a mutation that did neither (a presence heartbeat in Redis, a

@@ -10,8 +10,9 @@ TRUNCATE, whoever makes it, and PostgreSQL delivers those on commit, in commit o
 to every replica's listener. Each listener drops its L1 entries and writes L2
 tombstones. A writer then waits for its own changes to come back (`settle`): it
 sends a NOTIFY after its transaction and, when its listener has seen that, has seen
-everything committed before it. So a client never reads its own write stale, in any
-replica, and a Redis outage costs L2 and nothing else.
+everything committed before it. So a client never reads its own write stale on the
+gateway that made it (and in L2); other replicas' memories follow within the notice's
+delivery time. A Redis outage costs L2 and nothing else.
 
 The cache sits below the resolvers: every permission check runs on what it returns,
 exactly as on a record read from PostgreSQL.
