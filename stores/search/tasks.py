@@ -101,7 +101,10 @@ class TaskSearchRepository:
         min_score: float | None,
     ) -> list[SearchHit[Task]]:
         # $1 is the task to leave out, $2 how many to return.
-        conditions = " AND ".join(["t.embedding IS NOT NULL", "t.id <> $1", *where])
+        # A source whose own embedding is pending has no neighbours yet (and no distances).
+        conditions = " AND ".join(
+            ["src.embedding IS NOT NULL", "t.embedding IS NOT NULL", "t.id <> $1", *where]
+        )
         floor = "true" if min_score is None else f"1 - hit._distance >= {params(min_score)}"
         async with (
             self._search.postgres.connection() as conn,
