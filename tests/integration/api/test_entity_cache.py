@@ -211,21 +211,3 @@ def test_health_names_the_cache_levels_in_use(
     by_store = {c["name"]: c["entityCache"] for c in health["health"]["components"]}
     assert by_store["redis"] == "memory and redis"
     assert by_store["postgres"] is None
-
-
-def test_only_a_mutation_that_wrote_waits_for_its_changes(
-    replicas: tuple[GraphQL, GraphQL], gql: GraphQL, operator: Caller
-) -> None:
-    cached, _ = replicas  # `gql` is the suite's gateway, without the cache
-    agent = create_agent(cached, operator, notes="before")
-    missing = base64.b64encode(f"Agent:{uuid4()}".encode()).decode()
-
-    def postgres_trips(client: GraphQL, agent_id: str, notes: str) -> int:
-        client(UPDATE, {"id": agent_id, "notes": notes}, caller=operator)
-        return client.last_round_trips["postgres"]
-
-    # Refused before it wrote: no audit row, nothing to wait for.
-    assert postgres_trips(cached, missing, "x") == postgres_trips(gql, missing, "x")
-    # Written: one round trip more, the NOTIFY it waits to see come back.
-    written = postgres_trips(cached, str(agent["id"]), "after")
-    assert written == postgres_trips(gql, str(agent["id"]), "again") + 1
