@@ -12,7 +12,9 @@ address has none left, a gateway that knows it refuses the address's API keys
 without asking PostgreSQL. Session tokens are checked in Redis, cheaply: not counted.
 
 Units are cost points: a request is charged `RateLimitPolicy.request` points plus
-its operation's estimated cost (`RequestContext.cost.requested`), at least 1.
+its operation's estimated cost (`RequestContext.cost.requested`), at least 1, plus
+its body's points, in one charge; a request refused for its operation's cost, or one
+that never executes, is charged its own and its body's points alone.
 """
 
 from __future__ import annotations
@@ -240,8 +242,17 @@ class RateLimits:
 
     def known_sign_in_refusal(self, address: str | None) -> Outcome | None:
         """A refusal if `address` is known here to have no login attempts left."""
-        bucket = self.login_bucket(address)
-        decision = self._store.known_refusal(Charge(bucket.key, bucket.limit, bucket.window_s, 1))
+        return self._known_refusal(self.login_bucket(address), 1)
+
+    def known_refusal(self, principal: Principal, address: str | None, cost: int) -> Outcome | None:
+        """A refusal if the caller's bucket is known here to lack `cost` points; no
+        round trip."""
+        return self._known_refusal(self.caller_bucket(principal, address), cost)
+
+    def _known_refusal(self, bucket: Bucket, cost: int) -> Outcome | None:
+        decision = self._store.known_refusal(
+            Charge(bucket.key, bucket.limit, bucket.window_s, cost)
+        )
         if decision is None:
             return None
         self.refused[bucket.policy] += 1
@@ -259,25 +270,28 @@ class RateLimits:
         *,
         cost: int,
         logins: int = 0,
-        prepaid: int = 0,
+        minimum: int = 0,
     ) -> Outcome:
         """Charge `cost` points to the caller and `logins` attempts to its address's login
-        bucket: both or neither. A zero charge leaves its bucket out. `prepaid` points of
-        the same request were charged already: a request whose whole cost exceeds the
-        quota is told it can never run, not to wait."""
+        bucket: both or neither; if neither, `minimum` points (at most `cost`) to the
+        caller if they fit, in the same round trip: what a refused request still owes.
+        A zero charge leaves its bucket out. A request whose cost exceeds the quota is
+        told it can never run, not to wait."""
         wanted: list[tuple[Bucket, int, int]] = []
         if cost > 0:
-            wanted.append((self.caller_bucket(principal, address), cost, cost + prepaid))
+            wanted.append((self.caller_bucket(principal, address), cost, min(minimum, cost)))
         if logins > 0:
-            wanted.append((self.login_bucket(address), logins, logins))
-        charges = [Charge(b.key, b.limit, b.window_s, units) for b, units, _ in wanted]
+            wanted.append((self.login_bucket(address), logins, 0))
+        charges = [Charge(b.key, b.limit, b.window_s, units, least) for b, units, least in wanted]
         decision = await self._store.charge(charges)
-        for bucket, units, _ in wanted:
+        for bucket, units, least in wanted:
             if decision.allowed:
                 self.charged[bucket.policy] += units
             else:
                 self.refused[bucket.policy] += 1
-        oversized = tuple((b, whole) for b, _, whole in wanted if whole > b.limit)
+                if decision.minimums_taken and least:
+                    self.charged[bucket.policy] += least
+        oversized = tuple((b, units) for b, units, _ in wanted if units > b.limit)
         return Outcome(decision, tuple(b for b, _, _ in wanted), oversized)
 
 

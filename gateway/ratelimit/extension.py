@@ -4,11 +4,12 @@ The cost is the request's own points (`RateLimitPolicy.request`) plus
 `RequestContext.cost.requested` (the static cost model's estimate, set by
 `gateway.limits.RequestLimiter` once the operation passed validation and every
 request limit), at least 1, and one login attempt per `login` field. Over HTTP the
-middleware charged the request's points before reading it; this charges the rest.
-Over a WebSocket each operation, subscriptions included, is charged here in full
-when it starts. A refused operation does not execute: HTTP answers 429 with
-`Retry-After` (gateway.errors maps the RATE_LIMITED error), a subscription gets a
-RATE_LIMITED error and completes.
+body's points (counted by the middleware) go into the same charge, one round trip
+for the whole request; if it is refused, the request's own and body points are
+still taken when they fit, in that same call. Over a WebSocket each operation,
+subscriptions included, is charged here when it starts. A refused operation does
+not execute: HTTP answers 429 with `Retry-After` (gateway.errors maps the
+RATE_LIMITED error), a subscription gets a RATE_LIMITED error and completes.
 
 List it after `RequestLimiter` in the schema's extensions.
 """
@@ -47,11 +48,12 @@ class RateLimiting(SchemaExtension):
             yield
             return
         usage = usage_of(context.connection.scope)
-        # Over HTTP the middleware charged the request's own points already.
         cost = limits.request_cost(requested_cost(context))
-        if usage is not None:
-            cost = max(cost - limits.request_cost(), 0)
-        prepaid = usage.prepaid if usage is not None else 0
+        minimum = 0
+        if usage is not None and not usage.charged:
+            # Over HTTP: what the middleware left owing, in the same charge.
+            cost += usage.body_points
+            minimum = usage.owed
         operation_type = execution.operation_type
         logins = 0
         if operation_type is OperationType.MUTATION and execution.graphql_document is not None:
@@ -65,7 +67,7 @@ class RateLimiting(SchemaExtension):
                 client.host if client else None,
                 cost=cost,
                 logins=logins,
-                prepaid=prepaid,
+                minimum=minimum,
             )
             if usage is not None:
                 usage.record(outcome)

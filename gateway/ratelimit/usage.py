@@ -19,17 +19,29 @@ STATE_KEY = "rate_limit"
 class Usage:
     """The buckets a request was charged to, kept in `scope["state"]` while it runs."""
 
-    __slots__ = ("_buckets", "message", "prepaid", "refused", "retry_after_s")
+    __slots__ = (
+        "_buckets",
+        "body_points",
+        "charged",
+        "message",
+        "owed",
+        "refused",
+        "retry_after_s",
+    )
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[Bucket, BucketState]] = {}
         self.refused = False
         self.retry_after_s = 0
         self.message = ""
-        # Points charged before the request was read.
-        self.prepaid = 0
+        # The request's own points and its body's, charged with its operation's cost
+        # (`RateLimiting`) or, if it never executes one, when it is answered.
+        self.owed = 0
+        self.body_points = 0
+        self.charged = False
 
     def record(self, outcome: Outcome) -> None:
+        self.charged = True
         for bucket, state in outcome.states():
             self._buckets[bucket.policy] = (bucket, state)
         if not outcome.allowed:

@@ -14,7 +14,9 @@ one call charges a caller's bucket and its address's together. Rate limits thus 
 one shard of a cluster: one small script call per request.
 
 One call charges several buckets at once (a caller's bucket and the login bucket of
-its address): all of them or none.
+its address): all of them or none. A charge may name a minimum, taken instead when the
+call as a whole is refused (if every minimum fits): a request refused for its
+operation's cost still pays for having been read, in the same round trip.
 
 Each answer tells this process how far ahead a bucket's TAT was, which it remembers
 (as a time on its own clock, taken before the call: never later than the true TAT)
@@ -35,7 +37,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -59,30 +61,43 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-# KEYS: the buckets. ARGV: limit, window (us), cost for each bucket in turn.
-# Returns {allowed, retry after (us), then TAT - now (us) per bucket}: the charged
-# TAT when allowed, the untouched one when refused.
+# KEYS: the buckets. ARGV: limit, window (us), cost, minimum for each bucket in turn.
+# Returns {allowed, retry after (us), minimums taken, then TAT - now (us) per bucket}:
+# the charged TAT when allowed; when refused, the TAT after the minimums if they were
+# taken, the untouched one otherwise.
 _CHARGE_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tats, news = {}, {}
-local allowed, retry = 1, 0
+local tats, news, mins = {}, {}, {}
+local allowed, retry, fits, wanted = 1, 0, 1, 0
 for i = 1, #KEYS do
-  local limit, window, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local limit, window = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2])
+  local cost, minimum = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   local new = tat + cost * window / limit
-  tats[i], news[i] = tat, new
+  tats[i], news[i], mins[i] = tat, new, tat + minimum * window / limit
   local wait = new - window - now
   if wait > 0 then
     allowed = 0
     if wait > retry then retry = wait end
   end
+  if minimum > 0 then wanted = 1 end
+  if mins[i] - window - now > 0 then fits = 0 end
 end
-local reply = {allowed, math.ceil(retry)}
+local taken = 0
+if allowed == 0 then
+  if wanted == 1 and fits == 1 then
+    taken = 1
+    news = mins
+  else
+    news = tats
+  end
+end
+local reply = {allowed, math.ceil(retry), taken}
 for i = 1, #KEYS do
   local tat = tats[i]
-  if allowed == 1 and news[i] > tat then
+  if news[i] > tat then
     tat = news[i]
     redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
   end
@@ -94,12 +109,14 @@ return reply
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """`cost` units against the bucket `key`, which allows `limit` per `window_s`."""
+    """`cost` units against the bucket `key`, which allows `limit` per `window_s`;
+    `minimum` units (at most `cost`) instead if the call is refused."""
 
     key: str
     limit: int
     window_s: float
     cost: int
+    minimum: int = 0
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -108,6 +125,8 @@ class Charge:
             raise ValueError("window_s must be positive")
         if self.cost < 0:
             raise ValueError("cost must be 0 or more")
+        if not 0 <= self.minimum <= self.cost:
+            raise ValueError("minimum must be between 0 and cost")
 
     @property
     def interval_us(self) -> float:
@@ -137,6 +156,8 @@ class RateDecision:
     allowed: bool
     retry_after_s: int
     buckets: tuple[BucketState | None, ...]
+    # Refused, but the charges' minimums were taken.
+    minimums_taken: bool = False
 
 
 def _state(charge: Charge, ahead_us: float) -> BucketState:
@@ -220,7 +241,11 @@ class RateLimitStore:
         if not charges:
             return RateDecision(allowed=True, retry_after_s=0, buckets=())
         blocked = self._refused_locally(charges)
-        if blocked is not None:
+        if blocked is not None and (
+            not any(c.minimum for c in charges)
+            or self._refused_locally([replace(c, cost=c.minimum) for c in charges]) is not None
+        ):
+            # Neither the charges nor their minimums fit: no round trip.
             return blocked
         asked_at = time.monotonic()
         if not self._fallback_active or asked_at >= self._retry_at:
@@ -247,14 +272,15 @@ class RateLimitStore:
             self._script_client = client
         args: list[float | int] = []
         for charge in charges:
-            args += [charge.limit, charge.window_us, charge.cost]
+            args += [charge.limit, charge.window_us, charge.cost, charge.minimum]
         roundtrips.record("redis")
         reply = await self._script(keys=[KEY_PREFIX + c.key for c in charges], args=args)
-        allowed, retry_us, *aheads = (int(value) for value in reply)
+        allowed, retry_us, taken, *aheads = (int(value) for value in reply)
         decision = RateDecision(
             allowed=bool(allowed),
             retry_after_s=0 if allowed else _seconds(retry_us),
             buckets=tuple(_state(c, a) for c, a in zip(charges, aheads, strict=True)),
+            minimums_taken=bool(taken),
         )
         return decision, aheads
 
@@ -302,17 +328,24 @@ class RateLimitStore:
         news = [tat + c.cost * c.interval_us for tat, c in zip(tats, charges, strict=True)]
         waits = [new - c.window_us - now for new, c in zip(news, charges, strict=True)]
         allowed = all(wait <= 0 for wait in waits)
-        if allowed:
+        taken = False
+        if not allowed:
+            mins = [tat + c.minimum * c.interval_us for tat, c in zip(tats, charges, strict=True)]
+            taken = any(c.minimum for c in charges) and all(
+                new - c.window_us - now <= 0 for new, c in zip(mins, charges, strict=True)
+            )
+            news = mins if taken else tats
+        if allowed or taken:
             for charge, new in zip(charges, news, strict=True):
                 self._memory[charge.key] = new
                 self._memory.move_to_end(charge.key)
             while len(self._memory) > self._options.remembered:
                 self._memory.popitem(last=False)
-        final = news if allowed else tats
         return RateDecision(
             allowed=allowed,
             retry_after_s=0 if allowed else _seconds(max(waits)),
-            buckets=tuple(_state(c, t - now) for c, t in zip(charges, final, strict=True)),
+            buckets=tuple(_state(c, t - now) for c, t in zip(charges, news, strict=True)),
+            minimums_taken=taken,
         )
 
     def _enter_fallback(self, exc: BaseException) -> None:

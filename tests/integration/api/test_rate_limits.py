@@ -8,6 +8,7 @@ addresses of their own (documentation ranges), so no two tests share a bucket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -97,15 +98,41 @@ def test_every_response_says_its_quota_and_what_is_left(gql: GraphQL, operator: 
     assert broken.headers["ratelimit-policy"] == policy
 
 
-def test_a_request_is_charged_before_it_is_read_and_its_operation_before_it_runs(
+def test_a_request_is_charged_once_with_its_operation_before_it_runs(
     gql: GraphQL, operator: Caller
 ) -> None:
-    # Executed: the request's points, then its operation's cost, one script call each;
-    # refused before execution (here a syntax error): the request's points alone.
-    for query, status, trips in (("{ __typename }", 200, 2), ("{ __typename", 400, 1)):
+    # Executed: the request's points and its operation's cost in one script call;
+    # refused before execution (here a syntax error): the request's points alone, in
+    # one call when it is answered.
+    for query, status in (("{ __typename }", 200), ("{ __typename", 400)):
         response = _post(gql.client, query, operator)
         assert response.status_code == status
-        assert parse_round_trips(response.headers["x-round-trips"])["redis"] == trips
+        assert parse_round_trips(response.headers["x-round-trips"])["redis"] == 1
+        assert response.headers["ratelimit-policy"].startswith('"operator"')
+
+
+def test_a_read_by_id_with_a_session_costs_one_redis_round_trip(
+    settings: Settings, gql: GraphQL, operator: Caller
+) -> None:
+    # Bench S1: one agent by id, signed in with a session (checked once, then cached).
+    login = "mutation($k: String!) { login(input: {apiKey: $k}) { token } }"
+    token = data(gql(login, {"k": operator.api_key}))["login"]["token"]
+    created = gql(
+        "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+        {"n": unique("by-id")},
+        caller=operator,
+    )
+    agent_id = data(created)["createAgent"]["agent"]["id"]
+    query = "query($id: ID!) { node(id: $id) { ... on Agent { name role } } }"
+    cached = settings.model_copy(update={"session_cache_s": 60.0})
+    with gateway(cached) as client:
+        bearer = {"authorization": f"Bearer {token}"}
+        for _ in range(2):
+            response = _post(client, query, headers=bearer, variables={"id": agent_id})
+        assert response.status_code == 200, response.text
+        assert data(response.json())["node"]["name"].startswith("by-id")
+        trips = parse_round_trips(response.headers["x-round-trips"])
+        assert trips["redis"] == 1, trips
         assert response.headers["ratelimit-policy"].startswith('"operator"')
 
 
@@ -289,6 +316,36 @@ def test_an_operation_dearer_than_the_whole_quota_is_refused_for_good(
         assert "retryAfter" not in refused.json()["errors"][0]["extensions"]
         # Only the request's own point was taken.
         assert _remaining(refused, "viewer") == cost - 2
+
+
+async def test_a_concurrent_burst_is_refused_exactly_at_the_quota(
+    settings: Settings, viewer: Caller
+) -> None:
+    # 25 points a request plus one for `{ __typename }`, and its body's: room for
+    # exactly seven of twenty sent at once, over an hour (nothing comes back meanwhile).
+    body = json.dumps({"query": "{ __typename }"}).encode()
+    each = 25 + 1 + len(body) // 32
+    limited = _limited(
+        settings,
+        rate_limit_request=25,
+        rate_limit_body_bytes_per_point=32,
+        rate_limit_viewer=each * 7 + each // 2,
+        rate_limit_window_s=3600,
+        migrate_on_start=False,
+    )
+    app = create_app(limited)
+    transport = httpx2.ASGITransport(app=app, client=(_address(), 50000))
+    headers = {**viewer.headers, "content-type": "application/json"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx2.AsyncClient(transport=transport, base_url="http://gateway") as client,
+    ):
+        burst = await asyncio.gather(
+            *(client.post("/graphql", content=body, headers=headers) for _ in range(20))
+        )
+    codes = sorted(r.status_code for r in burst)
+    assert codes == [200] * 7 + [429] * 13, codes
+    assert all(error_codes(r.json()) == ["RATE_LIMITED"] for r in burst if r.status_code == 429)
 
 
 def test_two_gateways_on_one_redis_share_the_buckets(settings: Settings, viewer: Caller) -> None:

@@ -65,6 +65,27 @@ async def test_a_charge_larger_than_the_quota_is_refused(limiter: RateLimitStore
     assert decision.buckets[0] == BucketState(remaining=10, reset_s=0)
 
 
+async def test_a_refused_charge_takes_its_minimum_if_it_fits(
+    limiter: RateLimitStore, redis: RedisStore
+) -> None:
+    key, login = _key(), _key()
+    # Ten units: eight refused, the minimum of three taken instead, in the same call.
+    assert (await limiter.charge([Charge(key, 10, 60, 8)])).allowed
+    with roundtrips.counting() as trips:
+        refused = await limiter.charge([Charge(key, 10, 60, 8, minimum=1), Charge(login, 2, 60, 3)])
+    assert trips == {"redis": 1}
+    assert not refused.allowed and refused.minimums_taken
+    assert refused.buckets[0] == BucketState(remaining=1, reset_s=54)
+    # The bucket without a minimum was left alone.
+    assert refused.buckets[1] == BucketState(remaining=2, reset_s=0)
+    assert await redis.client.get(KEY_PREFIX + login) is None
+    # A minimum that does not fit either: nothing taken, and known without a round trip.
+    with roundtrips.counting() as trips:
+        again = await limiter.charge([Charge(key, 10, 60, 5, minimum=2)])
+    assert not again.allowed and not again.minimums_taken
+    assert trips == {}
+
+
 async def test_units_come_back_as_the_window_passes(limiter: RateLimitStore) -> None:
     key = _key()
     # Two units per 200 ms: one back every 100 ms.
@@ -139,6 +160,10 @@ async def test_limits_are_counted_in_memory_while_redis_is_away(
     # Memory starts from a full bucket: what Redis counted is out of reach.
     assert [d.allowed for d in during] == [True, True, True, False]
     assert during[3].retry_after_s >= 1
+    # Minimums hold in memory too: refused for five, one taken.
+    fallback = await limiter.charge([Charge(_key(), 3, 60, 5, minimum=1)])
+    assert not fallback.allowed and fallback.minimums_taken
+    assert fallback.buckets[0] == BucketState(remaining=2, reset_s=20)
 
     gate.open()
 
