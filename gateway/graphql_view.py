@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -51,6 +51,8 @@ from resolvers.documents import DOCUMENT_ID
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.loaders import build_loaders
 from resolvers.rate_limits import authenticate_counted
+
+_REMEMBERED_ACCEPT_VALUES = 64
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,6 +165,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
         self.known_refusals = known_refusals if known_refusals is not None else KnownRefusals()
+        self._protocols: dict[str, GraphQLRequestProtocol] = {}
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -181,6 +184,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         )
 
     def should_render_graphql_ide(self, request: Any) -> bool:
+        if request.method != "GET":
+            # Without reading a POST's query string.
+            return False
         # A GET naming a persisted document is an operation, whatever it accepts.
         params = request.query_params
         named = "extensions" in params or DOCUMENT_ID in params
@@ -247,11 +253,13 @@ class GraphQLView(GraphQL[RequestContext, None]):
         if request.method == "POST":
             if _media_type(request.content_type or "") != APPLICATION_JSON:
                 raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
-        elif self._csrf_required_headers is not None and not preflighted(
-            request.headers, self._csrf_required_headers
-        ):
-            raise HTTPException(400, refusal_message(self._csrf_required_headers))
-        data = await super().parse_http_body(request)
+            data = await self._parse_json_body(request)
+        else:
+            if self._csrf_required_headers is not None and not preflighted(
+                request.headers, self._csrf_required_headers
+            ):
+                raise HTTPException(400, refusal_message(self._csrf_required_headers))
+            data = await super().parse_http_body(request)
         if isinstance(data, GraphQLRequestData):
             refusal = document_size_refusal(data.query, self.limits.max_document_chars)
             if refusal is not None:
@@ -261,6 +269,49 @@ class GraphQLView(GraphQL[RequestContext, None]):
             if document_id is not None:
                 data.extensions = {**(data.extensions or {}), DOCUMENT_ID: document_id}
         return data
+
+    async def _parse_json_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+        """Strawberry's `parse_http_body` for a JSON POST, without parsing the content
+        type again (by the email package) or looking for a stream transport among the
+        headers on every request."""
+        data = self.parse_json(await request.get_body())
+        if isinstance(data, list):
+            # A batch: Strawberry's own checks, and its refusal.
+            return await super().parse_http_body(request)
+        query = data.get("query")
+        if not isinstance(query, str | None):
+            raise HTTPException(
+                400, "The GraphQL operation's `query` must be a string or null, if provided."
+            )
+        variables = data.get("variables")
+        if not isinstance(variables, dict | None):
+            raise HTTPException(
+                400, "The GraphQL operation's `variables` must be an object or null, if provided."
+            )
+        extensions = data.get("extensions")
+        if not isinstance(extensions, dict | None):
+            raise HTTPException(
+                400,
+                "The GraphQL operation's `extensions` must be an object or null, if provided.",
+            )
+        return GraphQLRequestData(
+            query=query,
+            variables=variables,
+            operation_name=data.get("operationName"),
+            extensions=extensions,
+            protocol=self._protocol(request.headers.get("accept") or ""),
+        )
+
+    def _protocol(self, accept: str) -> GraphQLRequestProtocol:
+        """The response protocol an `Accept` value asks for (a stream, or plain HTTP),
+        remembered for the few values clients send."""
+        protocol = self._protocols.get(accept)
+        if protocol is None:
+            transport = self._get_stream_transport_from_headers({"accept": accept})
+            protocol = transport.protocol if transport else "http"
+            if len(self._protocols) < _REMEMBERED_ACCEPT_VALUES:
+                self._protocols[accept] = protocol
+        return protocol
 
     async def process_result(
         self, request: Request, result: ExecutionResult

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
 
 
+@functools.lru_cache(maxsize=64)
 def negotiate_media_type(accept: str | None) -> str:
-    """`application/graphql-response+json` unless the client only accepts `application/json`."""
+    """`application/graphql-response+json` unless the client only accepts `application/json`
+    (remembered: clients send the same few values)."""
     if not accept:
         return GRAPHQL_RESPONSE_JSON
     accepted = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}

@@ -21,6 +21,7 @@ from graphql import (
 )
 from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.federation.schema import FederationAny
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
@@ -29,6 +30,7 @@ from schema.agent_grants import AgentGrantQueries
 from schema.claims import ClaimSubscriptions
 from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.event_sinks import EventSinkQueries
+from schema.extension_runner import CachedHooksRunner
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.presence import PresenceQueries, PresenceSubscriptions
@@ -73,6 +75,12 @@ class QuietSchema(strawberry.federation.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         pass
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        # Hooks looked up once per extension class, not on every request.
+        return CachedHooksRunner(execution_context=execution_context, extensions=extensions)
 
     async def entities_resolver(  # type: ignore[override]
         self, info: Info, representations: list[FederationAny]
