@@ -357,11 +357,12 @@ def create_app(
         allowed_origins=settings.cors_origins,
     )
     routes = [
+        # First: routes are matched in order, and nearly every request is this one.
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         *health_routes.routes,
         *ingest.routes,
         *(graphiql.routes if graphiql else []),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
         metrics_route(
             prometheus,
             settings.prometheus_token.get_secret_value() if settings.prometheus_token else None,

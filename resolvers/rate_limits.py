@@ -30,6 +30,8 @@ from resolvers.errors import ClientError, ErrorCode
 from stores.redis.rate_limits import BucketState, Charge, RateDecision, RateLimitStore
 
 ANONYMOUS_POLICY = "anonymous"
+# Callers whose bucket is kept at hand: past this, the lot is forgotten and built again.
+_REMEMBERED_BUCKETS = 4096
 LOGIN_POLICY = "login"
 
 
@@ -201,13 +203,14 @@ class RefusalLane:
 class RateLimits:
     """Charges callers against their buckets; one store round trip per call at most."""
 
-    __slots__ = ("_policy", "_store", "charged", "refusals", "refused")
+    __slots__ = ("_buckets", "_policy", "_store", "charged", "refusals", "refused")
 
     def __init__(
         self, store: RateLimitStore, policy: RateLimitPolicy, refusals: RefusalLane | None = None
     ) -> None:
         self._store = store
         self._policy = policy
+        self._buckets: dict[tuple[object, ...], Bucket] = {}
         self.refusals = refusals or RefusalLane()
         # For /metrics, by policy (a role, `anonymous`, `login`): points taken, and
         # requests refused for want of them.
@@ -229,12 +232,20 @@ class RateLimits:
         return self._policy.body_cost(size)
 
     def caller_bucket(self, principal: Principal, address: str | None) -> Bucket:
-        policy, limit = self._policy.quota(principal.role)
-        if principal.user_id is not None:
-            key = f"user:{principal.user_id}"
-        else:
-            key = f"ip:{client_bucket_key(address)}"
-        return Bucket(policy, key, limit, self._policy.window_s)
+        # Asked twice a request (before it is read, and with its operation's cost).
+        by = (principal.role, principal.user_id, address if principal.user_id is None else None)
+        bucket = self._buckets.get(by)
+        if bucket is None:
+            policy, limit = self._policy.quota(principal.role)
+            if principal.user_id is not None:
+                key = f"user:{principal.user_id}"
+            else:
+                key = f"ip:{client_bucket_key(address)}"
+            bucket = Bucket(policy, key, limit, self._policy.window_s)
+            if len(self._buckets) >= _REMEMBERED_BUCKETS:
+                self._buckets.clear()
+            self._buckets[by] = bucket
+        return bucket
 
     def login_bucket(self, address: str | None) -> Bucket:
         key = f"login:{client_bucket_key(address)}"
