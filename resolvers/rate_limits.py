@@ -30,9 +30,9 @@ from resolvers.errors import ClientError, ErrorCode
 from stores.redis.rate_limits import BucketState, Charge, RateDecision, RateLimitStore
 
 ANONYMOUS_POLICY = "anonymous"
+LOGIN_POLICY = "login"
 # Callers whose bucket is kept at hand: past this, the lot is forgotten and built again.
 _REMEMBERED_BUCKETS = 4096
-LOGIN_POLICY = "login"
 
 
 @dataclass(frozen=True, kw_only=True)
