@@ -80,7 +80,9 @@ def presence_markdown(part: dict[str, Any]) -> str:
         f" {part['machine']['cores']} cores ({part['machine']['cpu']}), dataset"
         f" `{dataset['key']}` ({dataset['agents']:,} agents).{_embeddings(dataset)}",
         "",
-        f"Load: {part['load']['description']}",
+        "Load: wrk with one thread, a warm-up then a measured window per server, the servers"
+        " alternating within each round (the command gives the windows, rounds and"
+        " connections); figures are means over rounds, peak RSS the largest.",
         "",
         *_scenario_table(part["scenarios"]),
         "",
