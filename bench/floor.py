@@ -41,6 +41,7 @@ from stores.metrics.sql import NATIVE
 from stores.metrics.sql.common import CREATE_STAGING, STAGING_COLUMNS
 from stores.postgres.records import WriteContext
 from stores.postgres.task_claims import CLAIMER_CAPABILITIES, claim_statement
+from stores.redis.presence import LAST_KEY, REPORT_SCRIPT, SEEN_KEY, agent_key
 
 MEDIA_TYPE = "application/graphql-response+json"
 SESSION_KEY = "{sessions}session:"
@@ -73,6 +74,10 @@ INSERT_TASK = (
     " SELECT t.id, t.title, t.status, t.priority, t.version, t.updated_at,"
     " pg_notify('polygraph_outbox', '') FROM t"
 )
+
+# P1 and P2 (bench/presence.py).
+GRANT_HELD = "SELECT EXISTS (SELECT FROM agent_grants WHERE user_id = $1 AND agent_id = $2)"
+OLDEST_AGENT_PAGE = "SELECT id, name FROM agents ORDER BY created_at, id LIMIT $1"
 
 HOURLY_AVG = NATIVE.series[(Source.HOUR, Aggregate.AVG)]
 KNOWN_AGENTS = "SELECT id FROM agents WHERE id = ANY($1::uuid[])"
@@ -128,6 +133,8 @@ class FloorConfig:
     redis_url: str
     events_channel: str
     metrics_channel: str = "polygraph:metric.recorded"
+    presence_channel: str = "polygraph:presence.changed"
+    presence_offline_after_ms: int = 30_000
     pool_size: int = 10
 
 
@@ -152,6 +159,7 @@ class Floor:
         self._driver: neo4j.AsyncDriver | None = None
         self._redis: aioredis.Redis | None = None
         self.fanout: FanOut | None = None
+        self._report_sha = ""
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -191,6 +199,7 @@ class Floor:
         self._redis = aioredis.Redis(connection_pool=pool)
         self.fanout = FanOut(self.redis, self.config.events_channel, self._task_event)
         await self.fanout.start()
+        self._report_sha = await self.redis.script_load(REPORT_SCRIPT)
 
     async def aclose(self) -> None:
         if self.fanout is not None:
@@ -502,6 +511,63 @@ class Floor:
         claim = {"task": task, "fencingToken": row["fencing_token"], "userErrors": []}
         return {"data": {"claimNextTask": claim}}
 
+    async def p1(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        """reportPresence: the grant of the session's agent, then the store's own Lua
+        script (one round trip), then an event only on a transition."""
+        if who.agent_id is None:
+            return _forbidden()
+        user_id, agent_id = UUID(who.user_id), UUID(who.agent_id)
+        if not await self.pool.fetchval(GRANT_HELD, user_id, agent_id):
+            return _forbidden()
+        given = variables["input"]
+        activity, load = given["activity"], float(given.get("load", 0.0))
+        details = orjson.dumps(given.get("details") or {})
+        transition, now_ms, _, _ = await self.redis.evalsha(
+            self._report_sha,
+            3,
+            agent_key(agent_id),
+            SEEN_KEY,
+            LAST_KEY,
+            str(agent_id),
+            activity,
+            repr(load),
+            details,
+            self.config.presence_offline_after_ms,
+        )
+        seen = _iso_ms(int(now_ms))
+        if transition:
+            event = {"agent_id": str(agent_id), "change": transition.decode(), "at": seen}
+            await self.redis.publish(self.config.presence_channel, orjson.dumps(event))
+        presence = {"online": True, "lastSeenAt": seen, "activity": activity, "load": load}
+        return {"data": {"reportPresence": {"presence": presence, "userErrors": []}}}
+
+    async def p2(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
+        """50 agents, oldest first, and the presence of each: one pipeline for the page."""
+        rows = await self.pool.fetch(OLDEST_AGENT_PAGE, 50)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hmget(agent_key(row["id"]), "activity", "load", "seen")
+            pipe.hmget(LAST_KEY, *(str(row["id"]) for row in rows))
+            *live, last = await pipe.execute()
+        edges = []
+        for row, (activity, load, seen), last_ms in zip(rows, live, last, strict=True):
+            if seen is not None:
+                presence = {
+                    "online": True,
+                    "lastSeenAt": _iso_ms(int(seen)),
+                    "activity": activity.decode(),
+                    "load": float(load),
+                }
+            else:
+                presence = {
+                    "online": False,
+                    "lastSeenAt": _iso_ms(int(last_ms)) if last_ms else None,
+                    "activity": None,
+                    "load": None,
+                }
+            edges.append({"node": {"name": row["name"], "presence": presence}})
+        return {"data": {"agents": {"edges": edges}}}
+
     async def s6(self, variables: dict[str, Any], who: Principal) -> dict[str, Any]:
         now_ms = _now_ms()
         index = USER_INDEX + who.user_id
@@ -565,6 +631,8 @@ ROUND_TRIPS = {
     "S5": "postgres=1, redis=2",
     "S6": "redis=2",
     "C1": "postgres=2, redis=2",
+    "P1": "postgres=1, redis=2",
+    "P2": "postgres=1, redis=2",
 }
 
 
@@ -670,6 +738,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--events-channel", required=True)
     parser.add_argument("--metrics-channel", default="polygraph:metric.recorded")
+    parser.add_argument("--presence-channel", default="polygraph:presence.changed")
+    parser.add_argument("--presence-offline-after-ms", type=int, default=30_000)
     parser.add_argument("--pool-size", type=int, default=10)
     args = parser.parse_args(argv)
     config = FloorConfig(
@@ -680,6 +750,8 @@ def main(argv: list[str] | None = None) -> None:
         redis_url=args.redis_url,
         events_channel=args.events_channel,
         metrics_channel=args.metrics_channel,
+        presence_channel=args.presence_channel,
+        presence_offline_after_ms=args.presence_offline_after_ms,
         pool_size=args.pool_size,
     )
     app = create_floor(config)

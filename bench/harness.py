@@ -26,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import checks, claims, report
+from bench import checks, claims, presence, report
 from bench import search as search_bench
 from bench.dataset import METRICS_DAYS, DatasetSpec, ensure_dataset, fixture_ids
 from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
@@ -69,6 +69,9 @@ BENCH_OPERATOR_QUOTA = 1_000_000_000
 ABUSE_ANONYMOUS_PER_SECOND = 1
 ABUSE_LOGINS_PER_SECOND = 1
 ABUSE_EXPENSIVE_PER_SECOND = 2
+# The presence scenarios (bench/presence.py); run alone, they leave the latest full
+# results as they are and write bench/results/presence.{json,md}.
+PRESENCE_SCENARIOS = presence.SCENARIOS
 # An API key of the right shape that does not exist.
 GUESSED_KEY = "pg_guess000_" + "0" * 43
 
@@ -184,6 +187,8 @@ class Bench:
         self.skipped: dict[str, str] = {}
         self.abuse: dict[str, Any] | None = None
         self.token = ""
+        # P1's agents and their sessions, made once per run (`_presence_reporters`).
+        self.reporting: list[tuple[Any, str]] | None = None
 
     def say(self, line: str) -> None:
         print(f"bench: {line}", file=sys.stderr, flush=True)
@@ -263,7 +268,9 @@ class Bench:
         stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
         # A1 alone leaves the latest full results as they are (see bench.report).
         abuse_only = bool(self.options.only) and set(self.options.only) == {"A1"}
-        return report.write(results, stamp, self.results_dir, latest=not abuse_only)
+        presence_only = bool(self.options.only) and set(self.options.only) <= {*PRESENCE_SCENARIOS}
+        latest = not abuse_only and not presence_only
+        return report.write(results, stamp, self.results_dir, latest=latest)
 
     def _search(self) -> dict[str, Any]:
         options = self.options.search_options
@@ -319,6 +326,8 @@ class Bench:
                 "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
                 "POLYGRAPH_CACHE_ENABLED": "false",
+                # P2's page keeps the presence P1 reported until the last round.
+                "POLYGRAPH_PRESENCE_OFFLINE_AFTER_S": str(presence.OFFLINE_AFTER_S),
                 # One projector is enough: the stock gateway's would race the other's.
                 **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
                 **(env or {}),
@@ -359,6 +368,10 @@ class Bench:
                 f"{EVENTS_NAMESPACE}:task.updated",
                 "--metrics-channel",
                 f"{EVENTS_NAMESPACE}:metric.recorded",
+                "--presence-channel",
+                f"{EVENTS_NAMESPACE}:presence.changed",
+                "--presence-offline-after-ms",
+                str(presence.OFFLINE_AFTER_S * 1000),
             ],
             f"http://127.0.0.1:{FLOOR_PORT}",
             "/health",
@@ -419,12 +432,16 @@ class Bench:
                 self.say(f"{scenario.name}: skipped, {', '.join(missing)} not in the schema")
                 continue
             self.say(f"{scenario.name}: {scenario.title}")
+            if scenario.name in PRESENCE_SCENARIOS:
+                self._presence_reporters()
             if scenario.kind == "fanout":
                 results[scenario.name] = self._fanout(scenario, fixtures)
             elif scenario.kind == "abuse":
                 results[scenario.name] = self._abuse(fixtures, capabilities)
             elif scenario.kind == "claims":
                 results[scenario.name] = self._claims(scenario)
+            elif scenario.kind == "presence":
+                results[scenario.name] = self._heartbeats(scenario)
             else:
                 results[scenario.name] = self._http(scenario, fixtures, capabilities)
                 if scenario.name in self.options.single:
@@ -621,6 +638,69 @@ class Bench:
                 f"C1: {', '.join(sorted(drained))} emptied its queue: its figure is a floor."
             )
         return summary
+
+    def _presence_reporters(self) -> list[tuple[Any, str]]:
+        """P1's 1,000 agents, each with a bound session, every one online once (so P1
+        measures plain heartbeats, and P2's page has agents online, run alone or not)."""
+        if self.reporting is None:
+            self.say(f"presence: {presence.P1_AGENTS:,} agents, a session bound to each")
+            self.reporting = asyncio.run(presence.reporters(self.settings))
+            url = self.children["gateway"].url + "/graphql"
+            bodies, _ = presence.heartbeats(self.reporting)
+            for body, (_, token) in zip(bodies, self.reporting, strict=True):
+                status, _, answer = checks.post(url, body, token)
+                if status != 200 or answer.get("errors"):
+                    raise RuntimeError(f"a first heartbeat failed ({status}): {answer!s:.300}")
+            self.notes.append(
+                f"P1 and P2: {len(self.reporting):,} agents (every other one of the oldest"
+                f" {2 * len(self.reporting):,}), one agent-role user granted all of them with"
+                " a session bound to each, each online once before anything is measured;"
+                f" presence lasts {presence.OFFLINE_AFTER_S} s in the gateway and the floor"
+                " alike (POLYGRAPH_PRESENCE_OFFLINE_AFTER_S), so P2's page does not change"
+                " while it is measured."
+            )
+        return self.reporting
+
+    def _heartbeats(self, scenario: Scenario) -> Any:
+        """P1: every request a heartbeat of one of the 1,000 agents, from its own session;
+        rps is heartbeats answered per second, errors the ones refused or failed."""
+        o = self.options
+        reporting = self._presence_reporters()
+        bodies, authorizations = presence.heartbeats(reporting)
+        first_token = reporting[0][1]
+        urls = {"gateway": self.children["gateway"].url + "/graphql"}
+        if "gateway-stock" in self.children:
+            urls["gateway-stock"] = self.children["gateway-stock"].url + "/graphql"
+        urls["floor"] = self.children["floor"].url + "/floor/P1"
+        answers = {t: checks.post(urls[t], bodies[0], first_token)[2] for t in ("gateway", "floor")}
+        self.checks.append(checks.compare_samples(scenario, answers))
+        runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
+        for _ in range(o.rounds):
+            for target, url in urls.items():
+                for seconds, counted in ((o.warmup, False), (o.seconds, True)):
+                    with Measure(self.children[target]) as measure:
+                        result = run_wrk(
+                            url,
+                            bodies,
+                            seconds=seconds,
+                            connections=o.connections,
+                            authorization=None,
+                            authorizations=authorizations,
+                        )
+                    if counted:
+                        runs[target].append((result, measure))
+        self.notes.append(
+            f"P1 rps is heartbeats answered per second by {o.connections} connections, each"
+            f" request from one of the {len(reporting):,} agents' sessions at random; a"
+            " heartbeat is the session check, the grant check (PostgreSQL) and one Lua"
+            " script on Redis, in the gateway (stores/redis/presence.py) and the floor alike."
+        )
+        return {
+            target: checks.summarise(
+                runs[target], checks.sample_round_trips(url, bodies, first_token)
+            )
+            for target, url in urls.items()
+        }
 
     def _abuse(self, fixtures: Fixtures, capabilities: set[str]) -> Any:
         """S1 alone, then S1 while the abusive client runs, in each round; on a gateway

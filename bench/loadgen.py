@@ -65,15 +65,22 @@ def run_wrk(
     authorization: str | None,
     threads: int = 1,
     content_type: str = "application/json",
+    authorizations: Sequence[str] = (),
 ) -> LoadResult:
     """POST `bodies` to `url` at fixed concurrency for `seconds` (dicts as JSON, strings
-    as they are, with the record separator standing for newlines)."""
+    as they are, with the record separator standing for newlines). `authorizations`,
+    when given, pairs each body with its own Authorization header instead."""
     wrk = ensure_wrk()
+    if authorizations and len(authorizations) != len(bodies):
+        raise ValueError("one authorization per body")
     with tempfile.NamedTemporaryFile("wb", suffix=".ndjson", delete=False) as handle:
         for body in bodies:
             raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
             handle.write(raw + b"\n")
         bodies_path = handle.name
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.writelines(f"{line}\n" for line in authorizations)
+        authorizations_path = handle.name
     try:
         completed = subprocess.run(
             [
@@ -90,6 +97,7 @@ def run_wrk(
             env={
                 "BENCH_BODIES": bodies_path,
                 "BENCH_AUTHORIZATION": authorization or "",
+                "BENCH_AUTHORIZATIONS": authorizations_path if authorizations else "",
                 "BENCH_CONTENT_TYPE": content_type,
             },
             capture_output=True,
@@ -98,6 +106,7 @@ def run_wrk(
         )
     finally:
         Path(bodies_path).unlink(missing_ok=True)
+        Path(authorizations_path).unlink(missing_ok=True)
     for line in completed.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             raw = json.loads(line.removeprefix("BENCH_RESULT "))

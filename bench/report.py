@@ -4,7 +4,8 @@ The search stage's figures sit under a "search" key and in a "Search" section;
 `merge_search` puts a separate search run into the latest results, keeping the
 scenario results there. A run with the abuse scenario (A1) also writes its part on
 its own, to `abuse.json` and `abuse.md`, so `--only A1` reports it without replacing
-the latest full results.
+the latest full results; so does a run with the presence scenarios (P1, P2), to
+`presence.json` and `presence.md`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from bench import search
+from bench import presence, search
 
 RESULTS_DIR = Path(__file__).with_name("results")
 PROFILE_NOTES = Path(__file__).with_name("profile_notes.md")
@@ -41,7 +42,67 @@ def write(
             orjson.dumps(abuse, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
         )
         (directory / "abuse.md").write_text(abuse_markdown(abuse))
+    _write_presence(results, directory)
     return path
+
+
+def _write_presence(results: dict[str, Any], directory: Path) -> None:
+    """presence.{json,md}: P1 and P2 with what the reader needs beside them."""
+    scenarios = {
+        name: by_target
+        for name, by_target in results["scenarios"].items()
+        if name.split(" ")[0] in presence.SCENARIOS
+    }
+    if not scenarios:
+        return
+    names = set(scenarios)
+    part = {
+        key: results[key]
+        for key in ("started_at", "command", "machine", "versions", "dataset", "load", "notes")
+    } | {
+        "scenarios": scenarios,
+        "ratios": {n: r for n, r in results["ratios"].items() if n in names},
+        "checks": [c for c in results["checks"] if c.split(":")[0] in names],
+    }
+    (directory / "presence.json").write_bytes(
+        orjson.dumps(part, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    )
+    (directory / "presence.md").write_text(presence_markdown(part))
+
+
+def presence_markdown(part: dict[str, Any]) -> str:
+    """presence.md: the presence scenarios (issue 15) on their own."""
+    dataset = part["dataset"]
+    lines = [
+        "# Polygraph benchmark: presence",
+        "",
+        f"Run {part['started_at']} with `{part['command']}`, on"
+        f" {part['machine']['cores']} cores ({part['machine']['cpu']}), dataset"
+        f" `{dataset['key']}` ({dataset['agents']:,} agents).{_embeddings(dataset)}",
+        "",
+        "Load: wrk with one thread, a warm-up then a measured window per server, the servers"
+        " alternating within each round (the command gives the windows, rounds and"
+        " connections); figures are means over rounds, peak RSS the largest.",
+        "",
+        *_scenario_table(part["scenarios"]),
+        "",
+        "| scenario | p50 / floor | rps / floor | CPU / floor | p50 / stock | rps / stock"
+        " | CPU / stock |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, ratio in part["ratios"].items():
+        cells = [
+            _fmt(ratio.get(f"gateway_{other}_{what}"))
+            for other in ("floor", "stock")
+            for what in ("p50", "rps", "cpu")
+        ]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", "## Checks", ""]
+    lines += [f"- {check}" for check in part["checks"]]
+    lines += ["", "## Notes", ""]
+    relevant = ("P1", "P2", "Round trips", "The machine")
+    lines += [f"- {note}" for note in part["notes"] if note.startswith(relevant)]
+    return "\n".join(lines) + "\n"
 
 
 def abuse_markdown(abuse: dict[str, Any]) -> str:
@@ -102,6 +163,21 @@ def _when(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _embeddings(dataset: dict[str, Any]) -> str:
+    """What was left to embed before measuring (bench.dataset.settle_embeddings)."""
+    settled = dataset.get("embeddings")
+    if not settled:
+        return ""
+    filled = {k: v for k, v in settled["filled"].items() if v}
+    if not filled:
+        return f" No embedding was pending (checked in {settled['seconds']:g} s)."
+    done = ", ".join(f"{count:,} {kind}" for kind, count in filled.items())
+    return (
+        f" Pending embeddings filled before any scenario was measured: {done}, in"
+        f" {settled['seconds']:g} s."
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Polygraph benchmark",
@@ -135,27 +211,15 @@ def markdown(results: dict[str, Any]) -> str:
         )
         + f" ({dataset['rows']:,} rows). Loaded in {dataset['load_seconds']:.1f} s, "
         f"{dataset['rows_per_s']:,} rows/s"
-        + (" (loaded by an earlier run; reused)." if dataset["cached"] else "."),
+        + (" (loaded by an earlier run; reused)." if dataset["cached"] else ".")
+        + _embeddings(dataset),
         "",
         "## Results",
         "",
         f"Load: {results['load']['description']}",
         "",
-        "| scenario | server | rps | p50 ms | p95 ms | p99 ms | errors | round trips | CPU s"
-        " | CPU s / 1k req | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        *_scenario_table(results["scenarios"]),
     ]
-    for name, by_target in results["scenarios"].items():
-        for target in TARGETS:
-            row = by_target.get(target)
-            if row is None:
-                continue
-            cells = [_fmt(row[f]) for f in FIELDS[:5]]
-            lines.append(
-                f"| {name} | {target} | {' | '.join(cells)} | {_trips(row['round_trips'])}"
-                f" | {_fmt(row['cpu_s'])} | {_fmt(row.get('cpu_s_per_1k'))}"
-                f" | {_fmt(row['rss_mb'])} |"
-            )
     lines += ["", "Round trips per request: po=postgres, ne=neo4j, re=redis.", ""]
     lines += [
         "## Ratios",
@@ -193,6 +257,26 @@ def markdown(results: dict[str, Any]) -> str:
     if PROFILE_NOTES.exists():
         lines += ["", PROFILE_NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def _scenario_table(scenarios: dict[str, Any]) -> list[str]:
+    lines = [
+        "| scenario | server | rps | p50 ms | p95 ms | p99 ms | errors | round trips | CPU s"
+        " | CPU s / 1k req | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, by_target in scenarios.items():
+        for target in TARGETS:
+            row = by_target.get(target)
+            if row is None:
+                continue
+            cells = [_fmt(row[f]) for f in FIELDS[:5]]
+            lines.append(
+                f"| {name} | {target} | {' | '.join(cells)} | {_trips(row['round_trips'])}"
+                f" | {_fmt(row['cpu_s'])} | {_fmt(row.get('cpu_s_per_1k'))}"
+                f" | {_fmt(row['rss_mb'])} |"
+            )
+    return lines
 
 
 def _abuse_section(abuse: dict[str, Any]) -> list[str]:

@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
+from bench import presence
 from bench.ids import global_id
 
-Kind = Literal["http", "ingest", "fanout", "abuse", "claims"]
+Kind = Literal["http", "ingest", "fanout", "abuse", "claims", "presence"]
 
 S1_QUERY = "query S1($id: ID!) { node(id: $id) { ... on Agent { id name role status createdAt } } }"
 
@@ -146,6 +147,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         volatile=frozenset({"id"}),
     ),
     Scenario(
+        "P1",
+        "reportPresence heartbeats from 1,000 agents, each from its own bound session"
+        " (bench/presence.py)",
+        "presence",
+        needs=("Mutation.reportPresence",),
+        read=False,
+        volatile=frozenset({"lastSeenAt"}),
+    ),
+    Scenario(
+        "P2",
+        "50 agents with their presence (Redis), half of them online",
+        "http",
+        needs=("Agent.presence",),
+    ),
+    Scenario(
         "A1",
         "S1 while a second client sends refused and expensive operations at full speed",
         "abuse",
@@ -229,6 +245,8 @@ def gateway_bodies(
         ]
     if name == "S6":
         return [_body(S6_QUERY)]
+    if name == "P2":
+        return [presence.page_body()]
     raise KeyError(f"{name} is not an HTTP scenario")
 
 

@@ -141,6 +141,9 @@ def _measure(
         redis_url=profile.redis_url(0),
         embedding_filler_enabled=False,
         events_namespace="polygraph-bench-search",
+        # One client measuring latency, hundreds of requests a second: no quota applies
+        # (A1 measures the rate limits).
+        rate_limit_enabled=False,
     )
     embedder = LocalEmbedder()
     results: dict[str, Any] = {

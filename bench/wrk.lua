@@ -1,6 +1,9 @@
 -- POSTs GraphQL bodies for `polygraph bench`, cycling through the ones the harness
--- wrote (one JSON body per line in BENCH_BODIES), and counts GraphQL errors.
+-- wrote (one JSON body per line in BENCH_BODIES), and counts GraphQL errors. With
+-- BENCH_AUTHORIZATIONS (one header value per line), body i goes with credential i:
+-- many callers, each with its own session.
 local bodies = {}
+local signed = {}
 -- Global, so that done() can read every thread's count with thread:get.
 errors = 0
 local threads = {}
@@ -24,11 +27,26 @@ function init(args)
     if auth and #auth > 0 then
         wrk.headers["Authorization"] = auth
     end
+    local per_body = os.getenv("BENCH_AUTHORIZATIONS")
+    if per_body and #per_body > 0 then
+        for line in io.lines(per_body) do
+            if #line > 0 then
+                local headers = {}
+                for name, value in pairs(wrk.headers) do
+                    headers[name] = value
+                end
+                headers["Authorization"] = line
+                table.insert(signed, headers)
+            end
+        end
+        assert(#signed == #bodies, "BENCH_AUTHORIZATIONS needs one line per body")
+    end
     math.randomseed(os.time() + (tonumber(tostring({}):sub(8)) or 0))
 end
 
 function request()
-    return wrk.format(nil, nil, nil, bodies[math.random(#bodies)])
+    local i = math.random(#bodies)
+    return wrk.format(nil, nil, signed[i], bodies[i])
 end
 
 function response(status, headers, body)

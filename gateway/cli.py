@@ -634,6 +634,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     options = Options.quick_mode(**given) if args.quick else Options(**given)
     path = run(options)
     summary = "abuse.md" if set(options.only) == {"A1"} else "latest.md"
+    if options.only and set(options.only) <= {"P1", "P2"}:
+        summary = "presence.md"
     print(f"bench: wrote {path} and {path.with_name(summary)}")
     return 0
 

@@ -224,9 +224,10 @@ class Settings(BaseSettings):
 
     # Agents' presence (Redis): offline this long after the last heartbeat; every replica
     # sweeps for expired heartbeats this often; a report's `details` at most this many
-    # bytes of JSON.
+    # bytes of JSON; an agent offline this long has its last heartbeat forgotten.
     presence_offline_after_s: float = Field(default=30.0, ge=1, le=86_400)
     presence_sweep_s: float = Field(default=5.0, gt=0, le=3600)
+    presence_forget_after_s: float = Field(default=30 * 86_400.0, ge=1, le=366 * 86_400)
     presence_details_max_bytes: int = Field(default=4096, ge=0, le=65_536)
 
     # Subscriptions: events a subscriber may fall behind by before its oldest are dropped.
@@ -460,6 +461,7 @@ class Settings(BaseSettings):
     def presence_options(self) -> PresenceOptions:
         return PresenceOptions(
             offline_after=self.presence_offline_after_s,
+            forget_after=self.presence_forget_after_s,
             details_max_bytes=self.presence_details_max_bytes,
         )
 

@@ -1,7 +1,9 @@
 """Notices agents going offline: every gateway sweeps the expired heartbeats every
 `interval_s` and announces the ones it claimed (stores/redis/presence.py says why a
 sweep rather than keyspace notifications). Each expiry is claimed by one sweep, so
-across replicas each agent going offline is announced once."""
+across replicas each agent going offline is announced once. Each sweep also takes
+one step of the pass that forgets agents gone for `forget_after` (their last-seen
+entry), so that hash holds the agents seen lately, not every agent ever seen."""
 
 from __future__ import annotations
 
@@ -33,12 +35,17 @@ class PresenceSweeper(BackgroundLoop):
         self._events = events
         self._interval_s = interval_s
         self._failing = False
+        # Last-seen entries this sweeper forgot, since it was made.
+        self.forgotten = 0
 
     async def sweep_once(self) -> int:
-        """One sweep: announce what it claimed; returns how many went offline."""
+        """One sweep: announce what it claimed, then one step of forgetting; returns
+        how many went offline."""
         changes = await self._presence.sweep()
         for change in changes:
             await self._events.publish(PRESENCE_CHANNEL, change_event(change))
+        forgotten, _ = await self._presence.forget()
+        self.forgotten += forgotten
         return len(changes)
 
     async def _run(self) -> None:

@@ -4,6 +4,8 @@
                             `offline_after` after the last heartbeat
     {presence}:seen         sorted set: agent id -> last heartbeat (ms), the online set
     {presence}:last         hash: agent id -> last heartbeat (ms), kept after expiry
+                            until the agent has been offline `forget_after`
+    {presence}:forget-cursor  where the last pass over `{presence}:last` stopped
 
 Every key shares the `{presence}` hash tag, so under Redis Cluster they live in one
 slot and each script below runs atomically on one node. Times come from the Redis
@@ -16,7 +18,8 @@ replica claims each expiry and announces it. Keyspace notifications would need
 `notify-keyspace-events` set on the server (often refused by managed Redis), reach
 every replica at once (N announcements), fire only when Redis gets round to deleting
 the key, and be lost for good by a replica that is reconnecting; a sweep that misses
-a turn is caught up by the next one.
+a turn is caught up by the next one. The same sweeps forget the last heartbeat of
+agents long gone, a slice of `{presence}:last` at a time (`forget`).
 
 Presence is not the source of truth for anything durable: losing it (a Redis restart)
 shows agents offline until their next heartbeat.
@@ -40,15 +43,16 @@ from stores.redis.records import Presence, PresenceChange
 from stores.redis.store import NAME, RedisStore
 
 _TAG = "{presence}"
-_SEEN = f"{_TAG}:seen"
-_LAST = f"{_TAG}:last"
+SEEN_KEY = f"{_TAG}:seen"
+LAST_KEY = f"{_TAG}:last"
+FORGET_CURSOR_KEY = f"{_TAG}:forget-cursor"
 
 # KEYS: agent hash, seen set, last-seen hash. ARGV: agent id, activity, load, details,
 # offline_after ms. Returns [transition, now ms, previous activity or false, previous
 # heartbeat ms or false]; transition is `online` (was not in the online set),
 # `returned` (its last heartbeat had expired but no sweep had announced it yet: it went
 # offline and came back), `activity` (a new activity) or `` (a heartbeat, nothing new).
-_REPORT = """
+REPORT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[5])
@@ -81,6 +85,33 @@ for i = 1, #stale, 2 do
 end
 table.insert(stale, 1, now)
 return stale
+"""
+
+# KEYS: last-seen hash, cursor. ARGV: ms offline (since the last heartbeat) after which
+# an entry goes, entries to look at (a hint, as HSCAN's COUNT is). One HSCAN step per
+# call, so no call blocks Redis for long however many agents were ever seen; the cursor
+# is shared, so every replica's sweeps move the same pass along. Returns the number
+# forgotten and whether the pass is complete.
+_FORGET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = now - tonumber(ARGV[1])
+local cursor = redis.call('GET', KEYS[2]) or '0'
+local reply = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', tonumber(ARGV[2]))
+local entries = reply[2]
+local forgotten = 0
+for i = 1, #entries, 2 do
+    if tonumber(entries[i + 1]) <= cutoff then
+        redis.call('HDEL', KEYS[1], entries[i])
+        forgotten = forgotten + 1
+    end
+end
+if reply[1] == '0' then
+    redis.call('DEL', KEYS[2])
+else
+    redis.call('SET', KEYS[2], reply[1])
+end
+return {forgotten, reply[1] == '0' and 1 or 0}
 """
 
 # KEYS: seen set. ARGV: offline_after ms, most to return. Most recent heartbeat first.
@@ -131,16 +162,21 @@ def change_from_event(event: dict[str, Any]) -> PresenceChange:
 @dataclass(frozen=True, kw_only=True)
 class PresenceOptions:
     """`offline_after`: seconds without a heartbeat before an agent is offline;
-    `details_max_bytes`: a report's details, as JSON; `sweep_batch`: expiries one
-    sweep claims at most."""
+    `forget_after`: seconds an agent stays offline before its last heartbeat is
+    forgotten (`lastSeenAt` null again); `details_max_bytes`: a report's details, as
+    JSON; `sweep_batch`: expiries one sweep claims at most, and last-seen entries it
+    looks at."""
 
     offline_after: float = 30.0
+    forget_after: float = 30 * 86_400.0
     details_max_bytes: int = 4096
     sweep_batch: int = 1000
 
     def __post_init__(self) -> None:
         if not 1 <= self.offline_after <= 86_400:
             raise ValueError("offline_after must be 1 to 86400 seconds")
+        if not 1 <= self.forget_after <= 366 * 86_400:
+            raise ValueError("forget_after must be 1 second to 366 days")
         if self.details_max_bytes < 0:
             raise ValueError("details_max_bytes must be 0 or more")
         if self.sweep_batch < 1:
@@ -149,6 +185,10 @@ class PresenceOptions:
     @property
     def offline_after_ms(self) -> int:
         return int(self.offline_after * 1000)
+
+    @property
+    def forget_after_ms(self) -> int:
+        return int(self.forget_after * 1000)
 
 
 class PresenceStore:
@@ -174,8 +214,8 @@ class PresenceStore:
         had announced yet)."""
         encoded = self._checked(activity, load, details)
         reply = await self._run(
-            _REPORT,
-            keys=[_agent_key(agent_id), _SEEN, _LAST],
+            REPORT_SCRIPT,
+            keys=[agent_key(agent_id), SEEN_KEY, LAST_KEY],
             args=[str(agent_id), activity, repr(float(load)), encoded, self._ttl_ms],
         )
         transition, now_ms, _, previous_ms = reply
@@ -200,8 +240,8 @@ class PresenceStore:
         try:
             pipe = self._redis.client.pipeline(transaction=False)
             for agent_id in agent_ids:
-                pipe.hmget(_agent_key(agent_id), "activity", "load", "details", "seen")
-            pipe.hmget(_LAST, *(str(agent_id) for agent_id in agent_ids))
+                pipe.hmget(agent_key(agent_id), "activity", "load", "details", "seen")
+            pipe.hmget(LAST_KEY, *(str(agent_id) for agent_id in agent_ids))
             roundtrips.record("redis")
             *live, last = await pipe.execute()
         except _UNAVAILABLE as exc:
@@ -220,14 +260,14 @@ class PresenceStore:
 
     async def online_ids(self, limit: int) -> list[UUID]:
         """Agents online now, the most recent heartbeat first, at most `limit`."""
-        reply = await self._run(_ONLINE, keys=[_SEEN], args=[self._ttl_ms, limit])
+        reply = await self._run(_ONLINE, keys=[SEEN_KEY], args=[self._ttl_ms, limit])
         return [UUID(member.decode()) for member in reply]
 
     async def sweep(self) -> list[PresenceChange]:
         """Claim the agents whose heartbeats have expired: each is returned to exactly
         one caller, whichever replica sweeps first."""
         now_ms, *stale = await self._run(
-            _SWEEP, keys=[_SEEN], args=[self._ttl_ms, self._options.sweep_batch]
+            _SWEEP, keys=[SEEN_KEY], args=[self._ttl_ms, self._options.sweep_batch]
         )
         changes = []
         for member, seen in zip(stale[::2], stale[1::2], strict=True):
@@ -241,6 +281,16 @@ class PresenceStore:
                 )
             )
         return changes
+
+    async def forget(self) -> tuple[int, bool]:
+        """One step of the pass that forgets agents offline for `forget_after`: how many
+        it forgot, and whether the pass is complete (the next step starts another)."""
+        forgotten, complete = await self._run(
+            _FORGET,
+            keys=[LAST_KEY, FORGET_CURSOR_KEY],
+            args=[self._ttl_ms + self._options.forget_after_ms, self._options.sweep_batch],
+        )
+        return int(forgotten), bool(complete)
 
     def _checked(self, activity: str, load: float, details: dict[str, Any]) -> bytes:
         """The details as JSON, once every field is within bounds."""
@@ -276,7 +326,7 @@ class PresenceStore:
             raise StoreUnavailable(NAME, str(exc) or type(exc).__name__) from exc
 
 
-def _agent_key(agent_id: UUID) -> str:
+def agent_key(agent_id: UUID) -> str:
     return f"{_TAG}:agent:{agent_id}"
 
 

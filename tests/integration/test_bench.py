@@ -68,6 +68,14 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert orjson.loads((tmp_path / "abuse.json").read_bytes())["abuse"] == abuse
     assert "S1 p99 under abuse / alone" in (tmp_path / "abuse.md").read_text()
 
+    # P1 and P2 (presence) also have a report of their own; nothing was left to embed
+    # in the background while anything was measured.
+    assert results["scenarios"]["P1"]["gateway"]["errors"] == 0
+    presence = orjson.loads((tmp_path / "presence.json").read_bytes())
+    assert presence["scenarios"] == {n: results["scenarios"][n] for n in ("P1", "P2")}
+    assert "| P1 | gateway |" in (tmp_path / "presence.md").read_text()
+    assert results["dataset"]["embeddings"]["seconds"] >= 0
+
     markdown = (tmp_path / "latest.md").read_text()
     assert results["command"] in markdown
     for name in ran:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 from uuid import UUID, uuid4
 
+import pytest
+
 from stores import RedisStore
+from stores.redis.events import EventBus
 from stores.redis.presence import PresenceOptions, PresenceStore
 from tests.support.waiting import until
+from workers.presence import PresenceSweeper
 
 QUICK = PresenceOptions(offline_after=1.0)
 
@@ -52,3 +56,37 @@ async def test_each_expiry_is_claimed_by_exactly_one_sweep(redis: RedisStore) ->
     # What is left after going offline: the last heartbeat, nothing else.
     after = (await replicas[2].read(ids[:1]))[ids[0]]
     assert after.online is False and after.last_seen_at is not None and after.activity is None
+
+
+async def test_sweeps_forget_agents_long_offline_and_keep_the_rest(redis: RedisStore) -> None:
+    # Forgotten one second after going offline, two after the last heartbeat.
+    presence = PresenceStore(redis, PresenceOptions(offline_after=1.0, forget_after=1.0))
+    # Seen lately by the same gateways: a day offline before it is forgotten.
+    patient = PresenceStore(redis, PresenceOptions(offline_after=1.0, forget_after=86_400.0))
+    gone, recent = uuid4(), uuid4()
+    async with EventBus(redis, namespace=f"test-{uuid4().hex[:8]}") as events:
+        sweeper = PresenceSweeper(presence, events, interval_s=60)
+        await presence.report(gone, activity="coding", load=0.5, details={})
+
+        async def forgotten() -> bool:
+            await sweeper.sweep_once()
+            return (await presence.read([gone]))[gone].last_seen_at is None
+
+        await until(forgotten)
+        assert sweeper.forgotten >= 1
+        after = (await presence.read([gone]))[gone]
+        assert after.online is False and after.activity is None
+
+    # Offline, but not for long: its last heartbeat stays through whole passes.
+    await patient.report(recent, activity="coding", load=0.5, details={})
+    await until(lambda: _all_offline(patient, [recent]))
+    passes = 0
+    while passes < 2:
+        _, complete = await patient.forget()
+        passes += complete
+    assert (await patient.read([recent]))[recent].last_seen_at is not None
+
+
+def test_forget_after_is_bounded() -> None:
+    with pytest.raises(ValueError, match="forget_after"):
+        PresenceOptions(forget_after=0)
