@@ -17,7 +17,8 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from stores import PostgresStore, RedisStore, roundtrips
 from stores.cache import CacheOptions, EntityCache
-from stores.postgres.inputs import AgentInput
+from stores.cache.local import MISSING
+from stores.postgres.inputs import AgentInput, TaskInput
 from stores.postgres.records import WriteContext
 from stores.redis.entity_cache import KEY_PREFIX
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
@@ -211,3 +212,33 @@ def test_health_names_the_cache_levels_in_use(
     by_store = {c["name"]: c["entityCache"] for c in health["health"]["components"]}
     assert by_store["redis"] == "memory and redis"
     assert by_store["postgres"] is None
+
+
+async def test_a_pending_task_is_not_cached_and_its_claim_sends_no_notice(
+    settings: Settings,
+) -> None:
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        cache = EntityCache(postgres, None, CacheOptions())
+        dropped: list[UUID] = []
+        cache.on_dropped = lambda kind, ids: dropped.extend(ids or []) if kind == "tasks" else None
+        await cache.start()
+        try:
+            ctx = WriteContext(actor_id=None, request_id="test")
+            task = await postgres.tasks.create(ctx, TaskInput(title=f"queued-{uuid4()}"))
+            assert (await cache.tasks.by_ids([task.id]))[task.id].status == "pending"
+            assert cache.local.get(("tasks", task.id)) is MISSING
+
+            async with postgres.connection() as conn:
+                await conn.execute("UPDATE tasks SET status = 'assigned' WHERE id = $1", task.id)
+            await cache.settle()  # every notice sent before now has arrived
+            assert task.id not in dropped
+            assert (await cache.tasks.by_ids([task.id]))[task.id].status == "assigned"
+            assert cache.local.get(("tasks", task.id)) is not MISSING
+
+            async with postgres.connection() as conn:
+                await conn.execute("UPDATE tasks SET status = 'completed' WHERE id = $1", task.id)
+            await cache.settle()
+            assert task.id in dropped
+            assert (await cache.tasks.by_ids([task.id]))[task.id].status == "completed"
+        finally:
+            await cache.aclose()
