@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
+from schema.cached import add_directives, directives_sdl
 from schema.claims import ClaimSubscriptions
 from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.event_sinks import EventSinkQueries
@@ -106,6 +107,7 @@ def build_schema(
         execution_context_class=execution_context_class,
     )
     _introspectable_defaults(schema._schema)
+    add_directives(schema._schema)
     return schema
 
 
@@ -133,4 +135,4 @@ def _introspectable_defaults(schema: GraphQLSchema) -> None:
 
 
 def export_sdl() -> str:
-    return build_schema().as_str() + "\n"
+    return directives_sdl() + build_schema().as_str() + "\n"

@@ -33,7 +33,10 @@ from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
+from stores.cache import reads
 from stores.cache.local import MISSING, LocalCache
+from stores.cache.queries import KINDS as QUERY_KINDS
+from stores.cache.queries import QueryResultCache
 from stores.errors import StoreError, StoreUnavailable
 from stores.postgres.listen import ChannelListener
 from stores.postgres.records import Agent, Task, User, Workflow
@@ -66,6 +69,15 @@ class CacheOptions:
     workflow_ttl_s: float = 600
     user_ttl_s: float = 600
     local_capacity: int = 50_000
+    # Whole query results (`@cached`): the lifetime when the operation names none, and
+    # the most it may name; the largest result kept (bytes) and how many each process
+    # holds (at most `query_local_capacity * query_max_bytes` of memory).
+    query_ttl_s: float = 600
+    query_max_bytes: int = 65_536
+    query_local_capacity: int = 2_000
+    # Metric aggregates over windows that ended at least `metrics_closed_after_s` ago.
+    metrics_ttl_s: float = 3_600
+    metrics_closed_after_s: float = 60
     # How long a change keeps fills out of L2: longer than any read can take.
     tombstone_s: float = 30
     # How long a writer waits for its changes to come back before it drops all of L1.
@@ -73,11 +85,13 @@ class CacheOptions:
 
     def __post_init__(self) -> None:
         for name in ("agent_ttl_s", "task_ttl_s", "finished_task_ttl_s", "workflow_ttl_s",
-                     "user_ttl_s", "tombstone_s", "settle_timeout_s"):  # fmt: skip
+                     "user_ttl_s", "tombstone_s", "settle_timeout_s", "query_ttl_s",
+                     "metrics_ttl_s", "metrics_closed_after_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.local_capacity < 1:
-            raise ValueError("local_capacity must be at least 1")
+        for name in ("local_capacity", "query_max_bytes", "query_local_capacity"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 @dataclass
@@ -116,6 +130,7 @@ class CachedKind(Generic[R]):
         cache = self._cache
         if not cache.following:
             return dict(await self._fetch(ids))
+        reads.served(self.kind)
         local = cache.local
         found: dict[UUID, R] = {}
         wanted: list[UUID] = []
@@ -146,6 +161,9 @@ class CachedKind(Generic[R]):
             loaded = await asyncio.shield(waiter)
             if loaded is not None:
                 found[entity_id] = loaded
+        if self._keep is not None and not all(map(self._keep, found.values())):
+            # No notice will end a result built on these: it must not be kept either.
+            reads.not_cacheable()
         return found
 
     def _settle_waiters(self, load: asyncio.Future[dict[UUID, R]], *, keys: list[UUID]) -> None:
@@ -163,6 +181,7 @@ class CachedKind(Generic[R]):
                 waiter.set_result(load.result().get(entity_id))
 
     async def _load(self, ids: list[UUID]) -> dict[UUID, R]:
+        reads.cache_load()
         cache = self._cache
         ticket = cache.local.begin_load()
         try:
@@ -174,6 +193,7 @@ class CachedKind(Generic[R]):
                 kept = loaded
                 if self._keep is not None:
                     kept = {i: r for i, r in loaded.items() if self._keep(r)}
+
                 ttls = {i: self._ttl_of(record) for i, record in kept.items()}
                 for entity_id, record in kept.items():
                     cache.local.fill((self.kind, entity_id), record, ttls[entity_id], ticket)
@@ -228,6 +248,10 @@ class EntityCache:
         self.local = LocalCache(options.local_capacity)
         self.shared = SharedEntityCache(redis) if redis is not None and options.shared else None
         self.counts = CacheCounts(hits=Counter(), misses=Counter())
+        # Change notices seen per kind: what cached query results are checked against.
+        self.generations: Counter[str] = Counter()
+        # Told of each change notice of a kind that is not an entity (metrics aggregates).
+        self.followers: dict[str, Callable[[list[UUID] | None], None]] = {}
         self._shared_retry_at = 0.0
         self._postgres = postgres
         self._listener = ChannelListener(
@@ -254,6 +278,7 @@ class EntityCache:
         self.users = CachedKind(
             self, "users", User, postgres.users.by_ids, lambda _: options.user_ttl_s
         )
+        self.queries = QueryResultCache(self, redis)
 
     def shared_usable(self) -> bool:
         return self.shared is not None and time.monotonic() >= self._shared_retry_at
@@ -323,6 +348,19 @@ class EntityCache:
                 # Resolved once the tombstones queued before it are written.
                 self._tombstones.put_nowait(arrived)
             return
+        self.generations[kind] += 1
+        follower = self.followers.get(kind)
+        if follower is not None:
+            if rest == "*":
+                follower(None)
+            else:
+                try:
+                    follower([UUID(part) for part in rest.split(",")])
+                except ValueError:
+                    logger.warning("cache: ignored a malformed change notice %r", payload[:100])
+                    follower(None)
+            self._tombstones.put_nowait((kind, []))
+            return
         if rest == "*":
             self.local.invalidate_kind(kind)
             self._tombstones.put_nowait((kind, None))
@@ -350,6 +388,7 @@ class EntityCache:
                 continue
             kind, ids = item
             try:
+                # Each also moves the kind's generation on, once the tombstones are in.
                 if ids is None:
                     await self.shared.drop_kind(kind)
                 else:
@@ -366,6 +405,8 @@ class EntityCache:
             else:
                 # Whatever changed while nobody listened is unknown: start empty.
                 self.local.clear()
+                for kind in QUERY_KINDS:
+                    self.generations[kind] += 1
                 self.following = True
                 if not started.done():
                     started.set_result(None)
