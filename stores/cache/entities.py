@@ -34,6 +34,8 @@ from uuid import UUID
 from pydantic import TypeAdapter, ValidationError
 
 from stores.cache import reads
+from stores.cache.aggregates import KIND as AGGREGATES
+from stores.cache.aggregates import AggregateCache
 from stores.cache.local import MISSING, LocalCache
 from stores.cache.queries import KINDS as QUERY_KINDS
 from stores.cache.queries import QueryResultCache
@@ -48,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "polygraph_entity_changed"
 _BARRIER = "barrier"
+# As the triggers send them (migration 0012): a payload holds at most 8000 bytes.
+_IDS_PER_NOTICE = 150
 _RECONNECT_S = 1.0
 # After L2 fails, reads skip it this long instead of each paying a connection timeout.
 _SHARED_RETRY_S = 5.0
@@ -279,6 +283,8 @@ class EntityCache:
             self, "users", User, postgres.users.by_ids, lambda _: options.user_ttl_s
         )
         self.queries = QueryResultCache(self, redis)
+        self.aggregates = AggregateCache(self, redis)
+        self.followers[AGGREGATES] = self.aggregates.changed
 
     def shared_usable(self) -> bool:
         return self.shared is not None and time.monotonic() >= self._shared_retry_at
@@ -337,8 +343,17 @@ class EntityCache:
         except (TimeoutError, StoreError) as exc:
             logger.warning("cache: changes did not come back in time (%s); dropped L1", exc)
             self.local.clear()
+            for follower in self.followers.values():
+                follower(None)
         finally:
             self._barriers.pop(token, None)
+
+    async def announce(self, kind: str, ids: Sequence[UUID]) -> None:
+        """Tell every replica (this one included) that `ids` of `kind` changed, for kinds
+        no trigger announces."""
+        for start in range(0, len(ids), _IDS_PER_NOTICE):
+            chunk = ",".join(str(entity_id) for entity_id in ids[start : start + _IDS_PER_NOTICE])
+            await self._postgres.notify(CHANNEL, f"{kind}:{chunk}")
 
     def _changed(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")
@@ -407,6 +422,8 @@ class EntityCache:
                 self.local.clear()
                 for kind in QUERY_KINDS:
                     self.generations[kind] += 1
+                for follower in self.followers.values():
+                    follower(None)
                 self.following = True
                 if not started.done():
                     started.set_result(None)
