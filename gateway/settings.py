@@ -198,6 +198,7 @@ class Settings(BaseSettings):
     # Metric aggregates over closed windows (stores.cache.aggregates).
     cache_metrics_ttl_s: float = Field(default=3_600, gt=0, le=7 * 86_400)
     cache_metrics_closed_after_s: float = Field(default=60, gt=0, le=86_400)
+    cache_metrics_local_capacity: int = Field(default=2_000, ge=1, le=1_000_000)
 
     # Rate limits, in cost points per window: per user by role, per client address when
     # anonymous; `login` attempts per client address. Shared by replicas through Redis.
@@ -328,6 +329,7 @@ class Settings(BaseSettings):
             query_local_capacity=self.cache_query_local_capacity,
             metrics_ttl_s=self.cache_metrics_ttl_s,
             metrics_closed_after_s=self.cache_metrics_closed_after_s,
+            metrics_local_capacity=self.cache_metrics_local_capacity,
         )
 
     def apq_options(self) -> ApqOptions:

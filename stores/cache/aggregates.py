@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from stores.cache.entities import EntityCache
 
 KIND: Final = "metrics"
+# Larger answers (a day of 1-minute buckets is 1,440) are read afresh: memory is
+# bounded by `metrics_local_capacity` times this.
+MAX_BUCKETS_KEPT: Final = 1_500
 _ENCODED = TypeAdapter(list[Series])
 
 Load = Callable[[list[UUID]], Awaitable[dict[UUID, list[Series]]]]
@@ -50,7 +53,7 @@ class AggregateCache:
         options = entities.options
         self.options = options
         self._entities = entities
-        self.local = LocalCache(options.local_capacity)
+        self.local = LocalCache(options.metrics_local_capacity)
         self.shared = SharedAggregateCache(redis) if redis is not None and options.shared else None
         # Late points seen per agent, in this process.
         self._generations: dict[UUID, int] = {}
@@ -167,6 +170,7 @@ class AggregateCache:
             entities.counts.misses[KIND] += len(rest)
             loaded = await load(rest)
             found.update(loaded)
+            loaded = {a: v for a, v in loaded.items() if _buckets(v) <= MAX_BUCKETS_KEPT}
             if shared_generations is not None and self.shared is not None:
                 encoded = {
                     keys[a]: orjson.dumps(shared_generations[a]) + b"\n" + _ENCODED.dump_json(v)
@@ -179,6 +183,8 @@ class AggregateCache:
         ticket = self.local.begin_load()
         try:
             for agent_id, value in found.items():
+                if _buckets(value) > MAX_BUCKETS_KEPT:
+                    continue
                 self.local.fill(
                     (KIND, _local_id(keys[agent_id])),
                     (local_generations[agent_id], value),
@@ -197,6 +203,10 @@ def question_of(*parts: object) -> bytes:
 
 def _key(question: bytes, agent_id: UUID) -> str:
     return hashlib.sha256(question + b"\n" + agent_id.bytes).hexdigest()
+
+
+def _buckets(value: list[Series]) -> int:
+    return sum(len(series.buckets) for series in value)
 
 
 def _local_id(key: str) -> UUID:

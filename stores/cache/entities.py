@@ -82,6 +82,7 @@ class CacheOptions:
     # Metric aggregates over windows that ended at least `metrics_closed_after_s` ago.
     metrics_ttl_s: float = 3_600
     metrics_closed_after_s: float = 60
+    metrics_local_capacity: int = 2_000
     # How long a change keeps fills out of L2: longer than any read can take.
     tombstone_s: float = 30
     # How long a writer waits for its changes to come back before it drops all of L1.
@@ -93,7 +94,8 @@ class CacheOptions:
                      "metrics_ttl_s", "metrics_closed_after_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("local_capacity", "query_max_bytes", "query_local_capacity"):
+        for name in ("local_capacity", "query_max_bytes", "query_local_capacity",
+                     "metrics_local_capacity"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
