@@ -178,3 +178,20 @@ async def test_redis_down_leaves_the_memory_level(settings: Settings) -> None:
             assert (await queries.lookup(key, 60)).body is None
         finally:
             await cache.aclose()
+
+
+async def test_one_computation_per_key_at_a_time(settings: Settings) -> None:
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(settings.redis_options()) as redis,
+    ):
+        cache = EntityCache(postgres, redis, CacheOptions())
+        queries = cache.queries
+        key = key_of(uuid4().bytes)
+        assert queries.begin(key) is None  # this caller computes
+        waiting = [queries.begin(key) for _ in range(3)]
+        assert all(w is not None and not w.done() for w in waiting)
+        queries.end(key, b"{}")
+        assert [await w for w in waiting if w is not None] == [b"{}"] * 3
+        assert queries.begin(key) is None  # the next computation is this caller's again
+        queries.end(key, None)
