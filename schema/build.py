@@ -26,7 +26,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
-from schema.cached import add_directives, directives_sdl
+from schema.cached import add_directives
 from schema.claims import ClaimSubscriptions
 from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.event_sinks import EventSinkQueries
@@ -135,4 +135,4 @@ def _introspectable_defaults(schema: GraphQLSchema) -> None:
 
 
 def export_sdl() -> str:
-    return directives_sdl() + build_schema().as_str() + "\n"
+    return build_schema().as_str() + "\n"

@@ -8,7 +8,6 @@ from graphql import (
     GraphQLDirective,
     GraphQLInt,
     GraphQLSchema,
-    print_directive,
 )
 
 CACHED = GraphQLDirective(
@@ -37,7 +36,3 @@ def add_directives(schema: GraphQLSchema) -> None:
     # Declared on graphql-core's schema rather than through Strawberry's `directives`,
     # which would wrap every resolver in a middleware to run field directives.
     schema.directives = (*schema.directives, CACHED)
-
-
-def directives_sdl() -> str:
-    return print_directive(CACHED) + "\n\n"
