@@ -102,10 +102,19 @@ async def claimed(settings: Settings, repository: str) -> int:
 
 
 async def drop_unclaimed(settings: Settings, repository: str) -> None:
+    """Claims the server received before the load stopped may still be committing: a
+    claim and this delete can lock the same rows in opposite orders, so a deadlock
+    (PostgreSQL cancels one of the two) is retried."""
     conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
-        await conn.execute(
-            "DELETE FROM tasks WHERE repository = $1 AND fencing_token = 0", repository
-        )
+        for attempt in range(5):
+            try:
+                await conn.execute(
+                    "DELETE FROM tasks WHERE repository = $1 AND fencing_token = 0", repository
+                )
+                return
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
     finally:
         await conn.close()

@@ -38,6 +38,7 @@ from gateway.operation_hooks import OperationHooks
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
 from gateway.prometheus import GatewayMetrics, metrics_route
+from gateway.query_cache import QueryResultCaching
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.read_routing import read_your_writes
 from gateway.settings import Settings
@@ -101,6 +102,7 @@ def schema_extensions(
         partial(RequestLimiter, limits=limits, plans=plans),
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,
+        QueryResultCaching,
         SettleEntityCache,
     ]
 

@@ -190,6 +190,15 @@ class Settings(BaseSettings):
     cache_workflow_ttl_s: float = Field(default=600, gt=0, le=86_400)
     cache_user_ttl_s: float = Field(default=600, gt=0, le=86_400)
     cache_local_capacity: int = Field(default=50_000, ge=1, le=10_000_000)
+    # Whole results of queries marked `@cached` (gateway.query_cache): default and
+    # largest lifetime, largest result kept, results each process holds.
+    cache_query_ttl_s: float = Field(default=600, gt=0, le=86_400)
+    cache_query_max_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
+    cache_query_local_capacity: int = Field(default=2_000, ge=1, le=1_000_000)
+    # Metric aggregates over closed windows (stores.cache.aggregates).
+    cache_metrics_ttl_s: float = Field(default=3_600, gt=0, le=7 * 86_400)
+    cache_metrics_closed_after_s: float = Field(default=60, gt=0, le=86_400)
+    cache_metrics_local_capacity: int = Field(default=2_000, ge=1, le=1_000_000)
 
     # Rate limits, in cost points per window: per user by role, per client address when
     # anonymous; `login` attempts per client address. Shared by replicas through Redis.
@@ -316,6 +325,12 @@ class Settings(BaseSettings):
             workflow_ttl_s=self.cache_workflow_ttl_s,
             user_ttl_s=self.cache_user_ttl_s,
             local_capacity=self.cache_local_capacity,
+            query_ttl_s=self.cache_query_ttl_s,
+            query_max_bytes=self.cache_query_max_bytes,
+            query_local_capacity=self.cache_query_local_capacity,
+            metrics_ttl_s=self.cache_metrics_ttl_s,
+            metrics_closed_after_s=self.cache_metrics_closed_after_s,
+            metrics_local_capacity=self.cache_metrics_local_capacity,
         )
 
     def apq_options(self) -> ApqOptions:

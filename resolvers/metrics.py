@@ -16,6 +16,7 @@ from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
+from stores.cache.aggregates import question_of
 from stores.metrics import (
     Aggregate,
     Fill,
@@ -85,7 +86,48 @@ async def read_series(
     *,
     how: Fill,
 ) -> Mapping[tuple[UUID, str], Series]:
-    return await metrics_store(stores).series(agent_ids, names, window, aggregate, how=how)
+    names = tuple(names)
+    by_agent = await _series_by_agent(stores, agent_ids, (names, window, aggregate, how, None))
+    return {
+        (agent_id, name): series
+        for agent_id, found in by_agent.items()
+        for name, series in zip(names, found, strict=True)
+    }
+
+
+async def _series_by_agent(
+    stores: Stores, agent_ids: Sequence[UUID], question: _Question
+) -> dict[UUID, list[Series]]:
+    """One store query per question, and only for agents whose answer is not cached (a
+    window is cached once closed: see stores.cache.aggregates)."""
+    store = metrics_store(stores)
+    names, window, aggregate, how, labels = question
+
+    async def load(ids: list[UUID]) -> dict[UUID, list[Series]]:
+        series = await store.series(
+            ids,
+            names,
+            window,
+            aggregate,
+            how=how,
+            labels=orjson.loads(labels) if labels is not None else None,
+        )
+        return {agent_id: [series[(agent_id, name)] for name in names] for agent_id in ids}
+
+    unique = list(dict.fromkeys(agent_ids))
+    cache = stores.entity_cache
+    if cache is None or not cache.aggregates.closed(window):
+        return await load(unique)
+    key = question_of(
+        names,
+        window.start.isoformat(),
+        window.end.isoformat(),
+        window.width,
+        aggregate,
+        how,
+        labels,
+    )
+    return await cache.aggregates.series(key, unique, load)
 
 
 async def summarise(
@@ -195,8 +237,11 @@ async def check_points(
 
 
 async def record_points(stores: Stores, points: Sequence[MetricPoint]) -> RecordResult:
-    """Write checked points and tell subscribers; events are best effort."""
+    """Write checked points, end cached aggregates that late ones change, and tell
+    subscribers; events are best effort."""
     result = await metrics_store(stores).record(points)
+    if stores.entity_cache is not None:
+        await stores.entity_cache.aggregates.recorded(points)
     if stores.events is not None:
         for start in range(0, len(points), EVENT_POINTS):
             await stores.events.publish(
@@ -251,23 +296,14 @@ _Question = tuple[tuple[str, ...], Window, Aggregate, Fill, str | None]
 
 async def load_series(stores: Stores, keys: Sequence[SeriesKey]) -> list[list[Series]]:
     """The batch function of the metrics loader: one round trip per distinct question."""
-    store = metrics_store(stores)
     groups: dict[_Question, list[UUID]] = {}
     for key in keys:
         groups.setdefault(_question(key), []).append(key.agent_id)
     found: dict[tuple[_Question, UUID], list[Series]] = {}
     for question, agent_ids in groups.items():
-        names, window, aggregate, how, labels = question
-        series = await store.series(
-            list(dict.fromkeys(agent_ids)),
-            names,
-            window,
-            aggregate,
-            how=how,
-            labels=orjson.loads(labels) if labels is not None else None,
-        )
+        by_agent = await _series_by_agent(stores, agent_ids, question)
         for agent_id in agent_ids:
-            found[(question, agent_id)] = [series[(agent_id, name)] for name in names]
+            found[(question, agent_id)] = by_agent[agent_id]
     return [found[(_question(key), key.agent_id)] for key in keys]
 
 

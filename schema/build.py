@@ -27,6 +27,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
 from schema.agent_grants import AgentGrantQueries
+from schema.cached import add_directives
 from schema.claims import ClaimSubscriptions
 from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.event_sinks import EventSinkQueries
@@ -114,6 +115,7 @@ def build_schema(
         execution_context_class=execution_context_class,
     )
     _introspectable_defaults(schema._schema)
+    add_directives(schema._schema)
     return schema
 
 

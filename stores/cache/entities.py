@@ -33,7 +33,12 @@ from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 
+from stores.cache import reads
+from stores.cache.aggregates import KIND as AGGREGATES
+from stores.cache.aggregates import AggregateCache
 from stores.cache.local import MISSING, LocalCache
+from stores.cache.queries import KINDS as QUERY_KINDS
+from stores.cache.queries import QueryResultCache
 from stores.errors import StoreError, StoreUnavailable
 from stores.postgres.listen import ChannelListener
 from stores.postgres.records import Agent, Task, User, Workflow
@@ -45,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "polygraph_entity_changed"
 _BARRIER = "barrier"
+# As the triggers send them (migration 0012): a payload holds at most 8000 bytes.
+_IDS_PER_NOTICE = 150
 _RECONNECT_S = 1.0
 # After L2 fails, reads skip it this long instead of each paying a connection timeout.
 _SHARED_RETRY_S = 5.0
@@ -66,6 +73,16 @@ class CacheOptions:
     workflow_ttl_s: float = 600
     user_ttl_s: float = 600
     local_capacity: int = 50_000
+    # Whole query results (`@cached`): the lifetime when the operation names none, and
+    # the most it may name; the largest result kept (bytes) and how many each process
+    # holds (at most `query_local_capacity * query_max_bytes` of memory).
+    query_ttl_s: float = 600
+    query_max_bytes: int = 65_536
+    query_local_capacity: int = 2_000
+    # Metric aggregates over windows that ended at least `metrics_closed_after_s` ago.
+    metrics_ttl_s: float = 3_600
+    metrics_closed_after_s: float = 60
+    metrics_local_capacity: int = 2_000
     # How long a change keeps fills out of L2: longer than any read can take.
     tombstone_s: float = 30
     # How long a writer waits for its changes to come back before it drops all of L1.
@@ -73,11 +90,14 @@ class CacheOptions:
 
     def __post_init__(self) -> None:
         for name in ("agent_ttl_s", "task_ttl_s", "finished_task_ttl_s", "workflow_ttl_s",
-                     "user_ttl_s", "tombstone_s", "settle_timeout_s"):  # fmt: skip
+                     "user_ttl_s", "tombstone_s", "settle_timeout_s", "query_ttl_s",
+                     "metrics_ttl_s", "metrics_closed_after_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.local_capacity < 1:
-            raise ValueError("local_capacity must be at least 1")
+        for name in ("local_capacity", "query_max_bytes", "query_local_capacity",
+                     "metrics_local_capacity"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 @dataclass
@@ -92,7 +112,7 @@ class CacheCounts:
 class CachedKind(Generic[R]):
     """One kind of entity: `by_ids` with the cache in front of PostgreSQL."""
 
-    __slots__ = ("_adapter", "_cache", "_fetch", "_in_flight", "_ttl_of", "kind")
+    __slots__ = ("_adapter", "_cache", "_fetch", "_in_flight", "_keep", "_ttl_of", "kind")
 
     def __init__(
         self,
@@ -101,18 +121,22 @@ class CachedKind(Generic[R]):
         record: type[R],
         fetch: Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, R]]],
         ttl_of: Callable[[R], float],
+        keep: Callable[[R], bool] | None = None,
     ) -> None:
         self._cache = cache
         self.kind = kind
         self._adapter: TypeAdapter[R] = TypeAdapter(record)
         self._fetch = fetch
         self._ttl_of = ttl_of
+        # Records it may hold: the database sends no notice for a change to the others.
+        self._keep = keep
         self._in_flight: dict[UUID, asyncio.Future[R | None]] = {}
 
     async def by_ids(self, ids: Sequence[UUID]) -> dict[UUID, R]:
         cache = self._cache
         if not cache.following:
             return dict(await self._fetch(ids))
+        reads.served(self.kind)
         local = cache.local
         found: dict[UUID, R] = {}
         wanted: list[UUID] = []
@@ -143,6 +167,9 @@ class CachedKind(Generic[R]):
             loaded = await asyncio.shield(waiter)
             if loaded is not None:
                 found[entity_id] = loaded
+        if self._keep is not None and not all(map(self._keep, found.values())):
+            # No notice will end a result built on these: it must not be kept either.
+            reads.not_cacheable()
         return found
 
     def _settle_waiters(self, load: asyncio.Future[dict[UUID, R]], *, keys: list[UUID]) -> None:
@@ -160,6 +187,7 @@ class CachedKind(Generic[R]):
                 waiter.set_result(load.result().get(entity_id))
 
     async def _load(self, ids: list[UUID]) -> dict[UUID, R]:
+        reads.cache_load()
         cache = self._cache
         ticket = cache.local.begin_load()
         try:
@@ -168,11 +196,15 @@ class CachedKind(Generic[R]):
             if rest:
                 cache.counts.misses[self.kind] += len(rest)
                 loaded = dict(await self._fetch(rest))
-                ttls = {i: self._ttl_of(record) for i, record in loaded.items()}
-                for entity_id, record in loaded.items():
+                kept = loaded
+                if self._keep is not None:
+                    kept = {i: r for i, r in loaded.items() if self._keep(r)}
+
+                ttls = {i: self._ttl_of(record) for i, record in kept.items()}
+                for entity_id, record in kept.items():
                     cache.local.fill((self.kind, entity_id), record, ttls[entity_id], ticket)
-                if cache.shared_usable() and loaded:
-                    encoded = {i: self._adapter.dump_json(r) for i, r in loaded.items()}
+                if cache.shared_usable() and kept:
+                    encoded = {i: self._adapter.dump_json(r) for i, r in kept.items()}
                     try:
                         await cache.shared.put_many(self.kind, encoded, ttls)  # type: ignore[union-attr]
                     except StoreError:
@@ -197,11 +229,19 @@ class CachedKind(Generic[R]):
                 record = self._adapter.validate_json(encoded)
             except ValidationError:
                 continue  # written by another version of the record: load it afresh
+            if self._keep is not None and not self._keep(record):
+                continue
             found[entity_id] = record
             cache.local.fill((self.kind, entity_id), record, self._ttl_of(record), ticket)
         if found:
             cache.counts.hits[(self.kind, "shared")] += len(found)
         return found
+
+
+def _not_pending(task: Task) -> bool:
+    # A task in the queue is about to be claimed: claims send no notice (migration 0013),
+    # which kept 20 claimers from queueing on PostgreSQL's notify lock at commit.
+    return task.status != "pending"
 
 
 class EntityCache:
@@ -214,6 +254,10 @@ class EntityCache:
         self.local = LocalCache(options.local_capacity)
         self.shared = SharedEntityCache(redis) if redis is not None and options.shared else None
         self.counts = CacheCounts(hits=Counter(), misses=Counter())
+        # Change notices seen per kind: what cached query results are checked against.
+        self.generations: Counter[str] = Counter()
+        # Told of each change notice of a kind that is not an entity (metrics aggregates).
+        self.followers: dict[str, Callable[[list[UUID] | None], None]] = {}
         self._shared_retry_at = 0.0
         self._postgres = postgres
         self._listener = ChannelListener(
@@ -231,13 +275,18 @@ class EntityCache:
         self.agents = CachedKind(
             self, "agents", Agent, postgres.agents.by_ids, lambda _: options.agent_ttl_s
         )
-        self.tasks = CachedKind(self, "tasks", Task, postgres.tasks.by_ids, self._task_ttl)
+        self.tasks = CachedKind(
+            self, "tasks", Task, postgres.tasks.by_ids, self._task_ttl, keep=_not_pending
+        )
         self.workflows = CachedKind(
             self, "workflows", Workflow, postgres.workflows.by_ids, lambda _: options.workflow_ttl_s
         )
         self.users = CachedKind(
             self, "users", User, postgres.users.by_ids, lambda _: options.user_ttl_s
         )
+        self.queries = QueryResultCache(self, redis)
+        self.aggregates = AggregateCache(self, redis)
+        self.followers[AGGREGATES] = self.aggregates.changed
 
     def shared_usable(self) -> bool:
         return self.shared is not None and time.monotonic() >= self._shared_retry_at
@@ -296,8 +345,17 @@ class EntityCache:
         except (TimeoutError, StoreError) as exc:
             logger.warning("cache: changes did not come back in time (%s); dropped L1", exc)
             self.local.clear()
+            for follower in self.followers.values():
+                follower(None)
         finally:
             self._barriers.pop(token, None)
+
+    async def announce(self, kind: str, ids: Sequence[UUID]) -> None:
+        """Tell every replica (this one included) that `ids` of `kind` changed, for kinds
+        no trigger announces."""
+        for start in range(0, len(ids), _IDS_PER_NOTICE):
+            chunk = ",".join(str(entity_id) for entity_id in ids[start : start + _IDS_PER_NOTICE])
+            await self._postgres.notify(CHANNEL, f"{kind}:{chunk}")
 
     def _changed(self, payload: str) -> None:
         kind, _, rest = payload.partition(":")
@@ -306,6 +364,19 @@ class EntityCache:
             if arrived is not None:
                 # Resolved once the tombstones queued before it are written.
                 self._tombstones.put_nowait(arrived)
+            return
+        self.generations[kind] += 1
+        follower = self.followers.get(kind)
+        if follower is not None:
+            if rest == "*":
+                follower(None)
+            else:
+                try:
+                    follower([UUID(part) for part in rest.split(",")])
+                except ValueError:
+                    logger.warning("cache: ignored a malformed change notice %r", payload[:100])
+                    follower(None)
+            self._tombstones.put_nowait((kind, []))
             return
         if rest == "*":
             self.local.invalidate_kind(kind)
@@ -334,6 +405,7 @@ class EntityCache:
                 continue
             kind, ids = item
             try:
+                # Each also moves the kind's generation on, once the tombstones are in.
                 if ids is None:
                     await self.shared.drop_kind(kind)
                 else:
@@ -350,6 +422,10 @@ class EntityCache:
             else:
                 # Whatever changed while nobody listened is unknown: start empty.
                 self.local.clear()
+                for kind in QUERY_KINDS:
+                    self.generations[kind] += 1
+                for follower in self.followers.values():
+                    follower(None)
                 self.following = True
                 if not started.done():
                     started.set_result(None)

@@ -1,6 +1,7 @@
 """The shared level of the entity cache: encoded records in Redis, for every replica.
 
     cache:{e}:<kind>:<id>   an encoded record, or "" (a tombstone: changed just now)
+    cache:{e}:gen:<kind>    incremented by every replica on each notice of `kind`
 
 Every key shares the hash tag `{e}`, so one MGET or pipeline serves a page of ids
 on a Redis Cluster too. A fill never overwrites (`SET NX`): a tombstone written on a
@@ -21,6 +22,11 @@ from stores.redis.store import RedisStore
 
 KEY_PREFIX = "cache:{e}:"
 TOMBSTONE = b""
+
+
+def generation_key(kind: str) -> str:
+    """The count of `kind`'s change notices (stores.redis.query_cache reads it)."""
+    return f"{KEY_PREFIX}gen:{kind}"
 
 
 def _key(kind: str, entity_id: UUID) -> str:
@@ -61,12 +67,13 @@ class SharedEntityCache:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
     async def tombstone(self, kind: str, ids: Collection[UUID], ttl_s: float) -> None:
-        if not ids:
-            return
+        """Tombstones for `ids` (none: only the generation), then `kind`'s generation
+        incremented: a reader that sees the new generation finds the tombstones."""
         try:
             async with self._redis.client.pipeline(transaction=False) as pipe:
                 for entity_id in ids:
                     pipe.set(_key(kind, entity_id), TOMBSTONE, px=int(ttl_s * 1000))
+                pipe.incr(generation_key(kind))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
@@ -83,5 +90,6 @@ class SharedEntityCache:
                     batch.clear()
             if batch:
                 await client.delete(*batch)
+            await client.incr(generation_key(kind))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc

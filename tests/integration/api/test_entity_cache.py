@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,7 +18,8 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from stores import PostgresStore, RedisStore, roundtrips
 from stores.cache import CacheOptions, EntityCache
-from stores.postgres.inputs import AgentInput
+from stores.cache.local import MISSING
+from stores.postgres.inputs import AgentInput, TaskInput
 from stores.postgres.records import WriteContext
 from stores.redis.entity_cache import KEY_PREFIX
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
@@ -211,3 +213,65 @@ def test_health_names_the_cache_levels_in_use(
     by_store = {c["name"]: c["entityCache"] for c in health["health"]["components"]}
     assert by_store["redis"] == "memory and redis"
     assert by_store["postgres"] is None
+
+
+async def test_a_pending_task_is_not_cached_and_its_claim_sends_no_notice(
+    settings: Settings,
+) -> None:
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        cache = EntityCache(postgres, None, CacheOptions())
+        dropped: list[UUID] = []
+        cache.on_dropped = lambda kind, ids: dropped.extend(ids or []) if kind == "tasks" else None
+        await cache.start()
+        try:
+            ctx = WriteContext(actor_id=None, request_id="test")
+            task = await postgres.tasks.create(ctx, TaskInput(title=f"queued-{uuid4()}"))
+            assert (await cache.tasks.by_ids([task.id]))[task.id].status == "pending"
+            assert cache.local.get(("tasks", task.id)) is MISSING
+
+            async with postgres.connection() as conn:
+                await conn.execute("UPDATE tasks SET status = 'assigned' WHERE id = $1", task.id)
+            await cache.settle()  # every notice sent before now has arrived
+            assert task.id not in dropped
+            assert (await cache.tasks.by_ids([task.id]))[task.id].status == "assigned"
+            assert cache.local.get(("tasks", task.id)) is not MISSING
+
+            async with postgres.connection() as conn:
+                await conn.execute("UPDATE tasks SET status = 'completed' WHERE id = $1", task.id)
+            await cache.settle()
+            assert task.id in dropped
+            assert (await cache.tasks.by_ids([task.id]))[task.id].status == "completed"
+        finally:
+            await cache.aclose()
+
+
+async def test_workflows_and_finished_tasks_are_cached_with_their_own_lifetimes(
+    settings: Settings,
+) -> None:
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        options = CacheOptions(workflow_ttl_s=600, task_ttl_s=300, finished_task_ttl_s=86_400)
+        cache = EntityCache(postgres, None, options)
+        await cache.start()
+        try:
+            ctx = WriteContext(actor_id=None, request_id="test")
+            workflow = await postgres.workflows.create(
+                ctx, f"flow-{uuid4()}", {"steps": [], "edges": []}
+            )
+            await cache.workflows.by_ids([workflow.id])
+            await cache.workflows.by_ids([workflow.id])
+            assert cache.counts.hits[("workflows", "local")] == 1
+            async with postgres.connection() as conn:
+                await conn.execute(
+                    "UPDATE workflows SET name = 'renamed' WHERE id = $1", workflow.id
+                )
+            await cache.settle()
+            assert (await cache.workflows.by_ids([workflow.id]))[workflow.id].name == "renamed"
+
+            task = await postgres.tasks.create(ctx, TaskInput(title=f"done-{uuid4()}"))
+            async with postgres.connection() as conn:
+                await conn.execute("UPDATE tasks SET status = 'completed' WHERE id = $1", task.id)
+            finished = (await cache.tasks.by_ids([task.id]))[task.id]
+            assert cache._task_ttl(finished) == 86_400
+            assert cache._task_ttl(replace(finished, status="assigned")) == 300
+        finally:
+            await cache.aclose()
