@@ -17,7 +17,7 @@ from resolvers.errors import ClientError, ErrorCode
 from resolvers.health import current_health
 from resolvers.sessions import list_sessions
 from schema.achievements import LeaderboardEntry
-from schema.agents import Agent, AgentConnection
+from schema.agents import AgentConnection, agent_page
 from schema.audit import AuditEntry, AuditEntryConnection
 from schema.enums import AgentOrder, AgentRelationshipType, TaskOrder, WorkflowOrder
 from schema.graph import AgentNeighbourhood, AgentPath, ConnectedAgent, CriticalPath
@@ -82,7 +82,7 @@ class Query:
             with_total=wants_total(info),
         )
         _prime(info.context.loaders.agent_by_id, page.items)
-        return AgentConnection.from_page(page, Agent.from_record)
+        return await agent_page(info, page)
 
     @strawberry.field
     async def tasks(

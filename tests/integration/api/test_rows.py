@@ -172,3 +172,61 @@ def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator:
     hood = rows["agentNeighbourhood"]
     assert {node["agent"]["id"] for node in hood["nodes"]} == {centre, near, far}
     assert rows["node"]["collaborators"][0]["agent"]["metadata"] == {"deep": {"x": [1, None]}}
+
+
+# Two `tasks` selections on a page of agents: the page loads both up front (one rows
+# page of columns, one of whole tasks for `assignee`), with arguments from variables.
+PREFETCH_QUERY = """query($tag: String!, $n: Int!, $order: TaskOrder!) {
+  agents(filter: {tagsAny: [$tag]}, first: 10) { edges { node { id
+    byPriority: tasks(first: $n, orderBy: $order) {
+      totalCount pageInfo { hasNextPage startCursor endCursor }
+      edges { cursor node { ...Row } }
+    }
+    pending: tasks(first: 1, filter: {status: [ASSIGNED, PENDING]}) {
+      totalCount edges { node { title assignee { id } } }
+    }
+  } } }
+}
+fragment Row on Task { id title priority status }"""
+
+# The same selections one agent at a time (`node`: no page to load them for).
+ONE_AGENT_QUERY = """query($id: ID!, $n: Int!, $order: TaskOrder!) {
+  node(id: $id) { ... on Agent { id
+    byPriority: tasks(first: $n, orderBy: $order) {
+      totalCount pageInfo { hasNextPage startCursor endCursor }
+      edges { cursor node { ...Row } }
+    }
+    pending: tasks(first: 1, filter: {status: [ASSIGNED, PENDING]}) {
+      totalCount edges { node { title assignee { id } } }
+    }
+  } }
+}
+fragment Row on Task { id title priority status }"""
+
+
+def test_tasks_loaded_by_the_page_answer_as_each_agents_own(gql: GraphQL, operator: Caller) -> None:
+    tag = unique("rows")
+    agents = [_agent(gql, operator, tag) for _ in range(3)]
+    for index, agent_id in enumerate(agents):
+        for priority in range(index + 2):
+            _task(gql, operator, agent_id, priority=priority + 1)
+    variables = {"tag": tag, "n": 2, "order": "PRIORITY_DESC"}
+
+    page = data(gql(PREFETCH_QUERY, variables, caller=operator))["agents"]["edges"]
+    page_trips = dict(gql.last_round_trips)
+    bare = """query($tag: String!) {
+      agents(filter: {tagsAny: [$tag]}, first: 10) { edges { node { id } } } }"""
+    data(gql(bare, {"tag": tag}, caller=operator))
+    bare_trips = dict(gql.last_round_trips)
+    one_by_one = [
+        data(gql(ONE_AGENT_QUERY, {**variables, "id": agent_id}, caller=operator))["node"]
+        for agent_id in agents
+    ]
+
+    assert [edge["node"] for edge in page] == one_by_one
+    first = page[0]["node"]
+    assert first["byPriority"]["totalCount"] == 2
+    assert [e["node"]["priority"] for e in page[2]["node"]["byPriority"]["edges"]] == [4, 3]
+    assert first["pending"]["edges"][0]["node"]["assignee"] == {"id": agents[0]}
+    # One query per `tasks` selection (`assignee`'s agents are primed by the page).
+    assert page_trips["postgres"] == bare_trips["postgres"] + 2, (page_trips, bare_trips)
