@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from graphql import GraphQLBoolean, GraphQLID, GraphQLInt, GraphQLString
 from graphql.pyutils import Path, Undefined
 
-from gateway.engine.leaves import MAX_INT, MIN_INT, builtin_coercion
+from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT, builtin_coercion
 from gateway.engine.plan import (
     ATTRIBUTE,
     LEAF,
@@ -140,7 +140,12 @@ def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
     names[f"S{index}"] = field.serialize
     leaf_type = field.shape.graphql_type
     leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
-    value = _inline_serialization(leaf_type, f"S{index}")
+    enum_names = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
+    if enum_names is not None:
+        names[f"E{index}"] = enum_names
+        value = f"E{index}.get(id(value)) or S{index}(value)"
+    else:
+        value = _inline_serialization(leaf_type, f"S{index}")
     if field.non_null:
         on_null = f"raise TypeError(F{index}.null_message)"
     else:
