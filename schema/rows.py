@@ -12,10 +12,9 @@ object's `record`) takes the whole-record path instead.
 
 from __future__ import annotations
 
+from binascii import b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
-
-from strawberry.relay.utils import to_base64
 
 T = TypeVar("T")
 
@@ -56,8 +55,10 @@ class RowReader(Generic[T]):
             values[attribute] = convert(values[attribute])
         node_id = values["id"] = str(row[0])
         if self.global_id:
-            # What the ID scalar makes of `encode_id(...)`, made directly.
-            values["_id"] = to_base64(self.type_name, node_id)
+            # What the ID scalar makes of `encode_id(...)` (relay's `to_base64`), made
+            # directly.
+            text = f"{self.type_name}:{node_id}".encode()
+            values["_id"] = b2a_base64(text, newline=False).decode()
         node: T = _new(self.cls)
         vars(node).update(values)
         return node
