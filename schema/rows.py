@@ -34,9 +34,11 @@ _new = object.__new__
 
 class RowReader(Generic[T]):
     """Builds objects of one type holding the selected fields only, from tuples that
-    start with `columns` (`id` first); the global id only when `id` is selected."""
+    start with `columns` (`id` first); the global id only when `id` is selected.
+    `read(row)` is one function made for the selection: a dict display of the row's
+    values, the converters called inline."""
 
-    __slots__ = ("attributes", "cls", "columns", "converted", "global_id", "type_name")
+    __slots__ = ("cls", "columns", "read", "type_name")
 
     def __init__(
         self, cls: type[T], type_name: str, fields: Sequence[ColumnField], global_id: bool
@@ -44,24 +46,47 @@ class RowReader(Generic[T]):
         self.cls = cls
         self.type_name = type_name
         self.columns = ("id", *(field.column for field in fields))
-        # The attribute each column after `id` fills.
-        self.attributes = tuple(field.attribute for field in fields)
-        self.converted = [(f.attribute, f.convert) for f in fields if f.convert is not None]
-        self.global_id = global_id
+        self.read: Callable[[Sequence[Any]], T] = _compile_reader(cls, type_name, fields, global_id)
 
     def __call__(self, row: Sequence[Any]) -> T:
-        values = dict(zip(self.attributes, row[1:], strict=False))
-        for attribute, convert in self.converted:
-            values[attribute] = convert(values[attribute])
-        node_id = values["id"] = str(row[0])
-        if self.global_id:
-            # What the ID scalar makes of `encode_id(...)` (relay's `to_base64`), made
-            # directly.
-            text = f"{self.type_name}:{node_id}".encode()
-            values["_id"] = b2a_base64(text, newline=False).decode()
-        node: T = _new(self.cls)
-        vars(node).update(values)
-        return node
+        return self.read(row)
+
+
+def _compile_reader(
+    cls: type[T], type_name: str, fields: Sequence[ColumnField], global_id: bool
+) -> Callable[[Sequence[Any]], T]:
+    names: dict[str, Any] = {
+        "new": _new,
+        "cls": cls,
+        "b2a_base64": b2a_base64,
+        "prefix": f"{type_name}:",
+    }
+    values = []
+    for index, field in enumerate(fields, start=1):
+        if not field.attribute.isidentifier():
+            raise ValueError(f"not an attribute name: {field.attribute!r}")
+        if field.convert is None:
+            values.append(f"{field.attribute!r}: row[{index}],")
+        else:
+            names[f"convert{index}"] = field.convert
+            values.append(f"{field.attribute!r}: convert{index}(row[{index}]),")
+    values.append("'id': node_id,")
+    if global_id:
+        # What the ID scalar makes of `encode_id(...)` (relay's `to_base64`), directly.
+        values.append("'_id': b2a_base64((prefix + node_id).encode(), newline=False).decode(),")
+    lines = [
+        "def read(row):",
+        "    node_id = str(row[0])",
+        "    node = new(cls)",
+        "    node.__dict__ = {",
+        *(f"        {value}" for value in values),
+        "    }",
+        "    return node",
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), f"<rows {type_name}>", "exec"), names, namespace)
+    read: Callable[[Sequence[Any]], T] = namespace["read"]
+    return read
 
 
 class RowReaders(Generic[T]):

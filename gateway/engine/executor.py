@@ -476,7 +476,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         accepted = plan.accepted if plan is not None else None
         try:
             for value in iterator:
-                item_path = Path(path, index, None)
+                item_path = _new_path(Path, (path, index, None))
                 if plan is not None and value is not None and not isinstance(value, Exception):
                     completed: Any
                     try:
@@ -580,6 +580,10 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self.handle_field_error(raw_error, item.graphql_type, field.details, item_path)
             return None
         return completed
+
+
+# `Path` is a named tuple, whose `__new__` is a Python function; this is what it does.
+_new_path = tuple.__new__
 
 
 def _add(indices: list[int] | None, index: int) -> list[int]:
