@@ -14,6 +14,7 @@ from strawberry import relay
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
 
+from resolvers.agents import list_agent_rows, list_agents
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.loaders import RecallKey, SettledLoader, TasksPage, TasksPageKey
@@ -34,8 +35,10 @@ from schema.scalars import JSON
 from schema.selection import names_below, selected_fields, selected_names, selects
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
+from stores.postgres.inputs import AgentFilter as StoreAgentFilter
+from stores.postgres.inputs import AgentOrder as StoreAgentOrder
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
-from stores.postgres.pagination import Page
+from stores.postgres.pagination import PageRequest
 
 if TYPE_CHECKING:
     from schema.achievements import Achievement
@@ -304,17 +307,37 @@ async def _load_task_connection(
     return _task_connection(await loader.load(key), read)
 
 
-async def agent_page(info: Info, page: Page[records.Agent]) -> AgentConnection:
-    """A page of agents, with what their `tasks` fields select loaded for all of them
-    first (one query per distinct `tasks` selection, as their loader would batch it),
-    so each agent's `tasks` completes without a coroutine of its own."""
-    connection = AgentConnection.from_page(page, Agent.from_record)
+async def agents_page(
+    info: Info,
+    filter: StoreAgentFilter,
+    order: StoreAgentOrder,
+    request: PageRequest,
+    *,
+    with_total: bool,
+) -> AgentConnection:
+    """`Query.agents`: a page of agents, as rows of the selected columns when the
+    selection allows (schema/rows.py), with what their `tasks` fields select loaded for
+    all of them first (one query per distinct `tasks` selection, as their loader would
+    batch it), so each agent's `tasks` completes without a coroutine of its own."""
+    read = _READERS.reader(selected_names(info, "edges", "node"))
+    if read is not None:
+        rows = await list_agent_rows(
+            info.context, filter, order, request, read.columns, with_total=with_total
+        )
+        connection = AgentConnection.from_page(rows, read.read)
+    else:
+        page = await list_agents(info.context, filter, order, request, with_total=with_total)
+        # Later loads of these agents by id (a task's assignee) need no round trip.
+        loader = info.context.loaders.agent_by_id
+        for agent in page.items:
+            loader.prime(agent.id, agent)
+        connection = AgentConnection.from_page(page, Agent.from_record)
     if connection.edges:
-        await _prefetch_tasks(info, [edge.node.record.id for edge in connection.edges])
+        await _prefetch_tasks(info, [edge.node for edge in connection.edges])
     return connection
 
 
-async def _prefetch_tasks(info: Info, agent_ids: list[UUID]) -> None:
+async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
     from schema.tasks import Task
 
     fields = [
@@ -324,6 +347,8 @@ async def _prefetch_tasks(info: Info, agent_ids: list[UUID]) -> None:
     ]
     if not fields:
         return
+    # A row object has a record (its id) when `tasks` is selected (`RECORD_ID_FIELDS`).
+    agent_ids = [agent.record.id for agent in agents]
     raw = info._raw_info
     agent_type = raw.schema.get_type("Agent")
     assert isinstance(agent_type, GraphQLObjectType)
@@ -366,7 +391,11 @@ COLUMN_FIELDS = {
     "updatedAt": ColumnField("updated_at", "updated_at"),
     "version": ColumnField("version", "version"),
 }
-_READERS = RowReaders(Agent, COLUMN_FIELDS)
+# Agent's resolver fields that read nothing of `self.record` but its id, so a row
+# carrying the id answers them (schema/rows.py `RecordId`); tests/unit/
+# test_schema_rows.py reads their source to keep this true.
+RECORD_ID_FIELDS = frozenset(("tasks", "collaborators", "metrics"))
+_READERS = RowReaders(Agent, COLUMN_FIELDS, record_fields=RECORD_ID_FIELDS)
 
 
 @strawberry.type

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 
 import pytest
 from graphql import (
@@ -97,3 +99,16 @@ def _first_field(parent: OperationDefinitionNode | FieldNode) -> FieldNode:
     field = parent.selection_set.selections[0]
     assert isinstance(field, FieldNode)
     return field
+
+
+def test_record_id_fields_read_nothing_of_the_record_but_its_id() -> None:
+    definition = agents.Agent.__strawberry_definition__  # type: ignore[attr-defined]
+    by_name = {field.graphql_name or field.python_name: field for field in definition.fields}
+    for name in agents.RECORD_ID_FIELDS:
+        resolver = by_name[name].base_resolver
+        assert resolver is not None, name
+        source = inspect.getsource(resolver.wrapped_func)
+        reads = re.findall(r"record\b(\.\w+)?", source)
+        assert reads, name
+        assert set(reads) == {".id"}, (name, reads)
+        assert name not in agents.COLUMN_FIELDS
