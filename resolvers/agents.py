@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from resolvers.agent_grants import require_acts_as
@@ -24,6 +26,21 @@ async def list_agents(
     with_total: bool,
 ) -> Page[Agent]:
     return await ctx.stores.postgres.agents.list(filter, order, page, with_total=with_total)
+
+
+async def list_agent_rows(
+    ctx: RequestContext,
+    filter: AgentFilter,
+    order: AgentOrder,
+    page: PageRequest,
+    columns: Sequence[str],
+    *,
+    with_total: bool,
+) -> Page[tuple[Any, ...]]:
+    """`list_agents` as tuples of `columns` (see schema/rows.py)."""
+    return await ctx.stores.postgres.agents.list_columns(
+        filter, order, page, columns, with_total=with_total
+    )
 
 
 async def create_agent(

@@ -66,7 +66,23 @@ class TasksPage:
 _PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | None]
 
 
-def _tasks_by_agent_loader(stores: Stores) -> DataLoader[TasksPageKey, TasksPage]:
+class SettledLoader(DataLoader[K, V]):
+    """A DataLoader that also answers, without a coroutine, keys it has already loaded:
+    a parent that loaded its children's keys up front lets each child complete
+    synchronously (see `Agent.tasks`)."""
+
+    def settled(self, key: K) -> V | None:
+        """The value loaded for `key`, if its load has completed without an error."""
+        future = self._cache.get(self.get_cache_key(key))
+        if future is None or not future.done() or future.cancelled():
+            return None
+        if future.exception() is not None:
+            return None
+        value: V = future.result()
+        return value
+
+
+def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksPage]:
     tasks = stores.postgres.tasks
 
     async def batch(keys: list[TasksPageKey]) -> list[TasksPage]:
@@ -93,7 +109,7 @@ def _tasks_by_agent_loader(stores: Stores) -> DataLoader[TasksPageKey, TasksPage
                     results[TasksPageKey(agent_id, first, statuses, order, columns)] = page
         return [results[key] for key in keys]
 
-    return DataLoader(batch)
+    return SettledLoader(batch)
 
 
 # An agent's id and the columns to read of it.
@@ -209,7 +225,7 @@ class Loaders:
         return _loader(cache.users.by_ids if cache else self._stores.postgres.users.by_ids, None)
 
     @cached_property
-    def tasks_by_agent_id(self) -> DataLoader[TasksPageKey, TasksPage]:
+    def tasks_by_agent_id(self) -> SettledLoader[TasksPageKey, TasksPage]:
         return _tasks_by_agent_loader(self._stores)
 
     @cached_property

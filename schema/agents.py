@@ -8,11 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import strawberry
+from graphql import GraphQLObjectType
+from graphql.execution.values import get_argument_values
 from strawberry import relay
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.arguments import convert_arguments
 
+from resolvers.agents import list_agent_rows, list_agents
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
-from resolvers.loaders import RecallKey, TasksPageKey
+from resolvers.loaders import RecallKey, SettledLoader, TasksPage, TasksPageKey
 from schema.enums import (
     AGENT_RELATIONSHIP,
     AGENT_STATUS,
@@ -25,18 +30,21 @@ from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.memories import MemoryHit, SearchMode, pick_mode
 from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
-from schema.rows import ColumnField, RowReaders
+from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
-from schema.selection import selected_names, selects
+from schema.selection import names_below, selected_fields, selected_names, selects
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
+from stores.postgres.inputs import AgentFilter as StoreAgentFilter
+from stores.postgres.inputs import AgentOrder as StoreAgentOrder
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
+from stores.postgres.pagination import PageRequest
 
 if TYPE_CHECKING:
     from schema.achievements import Achievement
     from schema.presence import AgentPresence
     from schema.sessions import Session
-    from schema.tasks import TaskConnection
+    from schema.tasks import Task, TaskConnection
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -138,27 +146,25 @@ class Agent(relay.Node):
         description="The first tasks assigned to this agent (PostgreSQL, one query for a whole "
         "page of agents). To page further, use `tasks(filter: {assigneeId: ...})`."
     )
-    async def tasks(
+    def tasks(
         self,
         info: Info,
         first: int = 10,
         filter: AgentTasksFilter | None = None,
         order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
     ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
-        from schema.tasks import Task, TaskConnection
+        from schema.tasks import Task
 
-        status = filter.status if filter else None
-        statuses = tuple(sorted(s.value for s in status)) if status else None
-        order = StoreTaskOrder[order_by.name]
-        loader = info.context.loaders.tasks_by_agent_id
         # A page that selects only the tasks' own columns reads just those, as rows.
         read = Task.row_reader(selected_names(info, "edges", "node"))
-        if read is not None:
-            key = TasksPageKey(self.record.id, first, statuses, order, read.columns)
-            page = await loader.load(key)
-            return TaskConnection.from_rows(page.rows, page.total_count, read)
-        page = await loader.load(TasksPageKey(self.record.id, first, statuses, order))
-        return TaskConnection.from_task_list(page.items, page.total_count)
+        key = _tasks_key(self.record.id, read, first, filter, order_by)
+        loader = info.context.loaders.tasks_by_agent_id
+        page = loader.settled(key)
+        if page is not None:
+            # Loaded by the parent for its whole page (`agent_page`): no coroutine.
+            return _task_connection(page, read)
+        # An awaitable, which the executor awaits like an async resolver's result.
+        return _load_task_connection(loader, key, read)  # type: ignore[return-value]
 
     @strawberry.field(description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j).")
     async def collaborators(self, info: Info) -> list[Collaboration] | None:
@@ -274,6 +280,100 @@ class Agent(relay.Node):
         return [MemoryHit.from_hit(hit) for hit in hits]
 
 
+def _tasks_key(
+    agent_id: UUID,
+    read: RowReader[Task] | None,
+    first: int = 10,
+    filter: AgentTasksFilter | None = None,
+    order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
+) -> TasksPageKey:
+    status = filter.status if filter else None
+    statuses = tuple(sorted(s.value for s in status)) if status else None
+    columns = read.columns if read is not None else None
+    return TasksPageKey(agent_id, first, statuses, StoreTaskOrder[order_by.name], columns)
+
+
+def _task_connection(page: TasksPage, read: RowReader[Task] | None) -> TaskConnection:
+    from schema.tasks import TaskConnection
+
+    if read is not None:
+        return TaskConnection.from_rows(page.rows, page.total_count, read)
+    return TaskConnection.from_task_list(page.items, page.total_count)
+
+
+async def _load_task_connection(
+    loader: SettledLoader[TasksPageKey, TasksPage], key: TasksPageKey, read: RowReader[Task] | None
+) -> TaskConnection:
+    return _task_connection(await loader.load(key), read)
+
+
+async def agents_page(
+    info: Info,
+    filter: StoreAgentFilter,
+    order: StoreAgentOrder,
+    request: PageRequest,
+    *,
+    with_total: bool,
+) -> AgentConnection:
+    """`Query.agents`: a page of agents, as rows of the selected columns when the
+    selection allows (schema/rows.py), with what their `tasks` fields select loaded for
+    all of them first (one query per distinct `tasks` selection, as their loader would
+    batch it), so each agent's `tasks` completes without a coroutine of its own."""
+    read = _READERS.reader(selected_names(info, "edges", "node"))
+    if read is not None:
+        rows = await list_agent_rows(
+            info.context, filter, order, request, read.columns, with_total=with_total
+        )
+        connection = AgentConnection.from_page(rows, read.read)
+    else:
+        page = await list_agents(info.context, filter, order, request, with_total=with_total)
+        # Later loads of these agents by id (a task's assignee) need no round trip.
+        loader = info.context.loaders.agent_by_id
+        for agent in page.items:
+            loader.prime(agent.id, agent)
+        connection = AgentConnection.from_page(page, Agent.from_record)
+    if connection.edges:
+        await _prefetch_tasks(info, [edge.node for edge in connection.edges])
+    return connection
+
+
+async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
+    from schema.tasks import Task
+
+    fields = [
+        nodes
+        for nodes in selected_fields(info, "edges", "node").values()
+        if nodes[0].name.value == "tasks"
+    ]
+    if not fields:
+        return
+    # A row object has a record (its id) when `tasks` is selected (`RECORD_ID_FIELDS`).
+    agent_ids = [agent.record.id for agent in agents]
+    raw = info._raw_info
+    agent_type = raw.schema.get_type("Agent")
+    assert isinstance(agent_type, GraphQLObjectType)
+    field_def = agent_type.fields["tasks"]
+    definition = field_def.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
+    keys: list[TasksPageKey] = []
+    try:
+        for nodes in fields:
+            # The arguments as the field's own resolver gets them (variables, defaults).
+            coerced = get_argument_values(field_def, nodes[0], raw.variable_values)
+            arguments = convert_arguments(
+                coerced,
+                definition.arguments,
+                scalar_registry=info.schema.schema_converter.scalar_registry,
+                config=info.schema.config,
+                info=info,
+            )
+            read = Task.row_reader(names_below(nodes, raw.fragments, "edges", "node"))
+            keys.extend(_tasks_key(agent_id, read, **arguments) for agent_id in agent_ids)
+        await info.context.loaders.tasks_by_agent_id.load_many(keys)
+    except Exception:
+        # Each `tasks` field loads its page again and reports the error at its own path.
+        pass
+
+
 def _status(value: str) -> AgentStatus:
     return AGENT_STATUS[value]
 
@@ -291,7 +391,11 @@ COLUMN_FIELDS = {
     "updatedAt": ColumnField("updated_at", "updated_at"),
     "version": ColumnField("version", "version"),
 }
-_READERS = RowReaders(Agent, COLUMN_FIELDS)
+# Agent's resolver fields that read nothing of `self.record` but its id, so a row
+# carrying the id answers them (schema/rows.py `RecordId`); tests/unit/
+# test_schema_rows.py reads their source to keep this true.
+RECORD_ID_FIELDS = frozenset(("tasks", "collaborators", "metrics"))
+_READERS = RowReaders(Agent, COLUMN_FIELDS, record_fields=RECORD_ID_FIELDS)
 
 
 @strawberry.type

@@ -10,14 +10,14 @@ import strawberry
 from aiodataloader import DataLoader
 from strawberry import relay
 
-from resolvers import achievements, agents, audit, graph, tasks, users, workflows
+from resolvers import achievements, audit, graph, tasks, users, workflows
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.health import current_health
 from resolvers.sessions import list_sessions
 from schema.achievements import LeaderboardEntry
-from schema.agents import Agent, AgentConnection
+from schema.agents import AgentConnection, agents_page
 from schema.audit import AuditEntry, AuditEntryConnection
 from schema.enums import AgentOrder, AgentRelationshipType, TaskOrder, WorkflowOrder
 from schema.graph import AgentNeighbourhood, AgentPath, ConnectedAgent, CriticalPath
@@ -74,15 +74,13 @@ class Query:
         before: str | None = None,
     ) -> AgentConnection:
         _viewer(info)
-        page = await agents.list_agents(
-            info.context,
+        return await agents_page(
+            info,
             (filter or AgentFilter()).to_store(),
             StoreAgentOrder[order_by.name],
             page_request(first, after, last, before),
             with_total=wants_total(info),
         )
-        _prime(info.context.loaders.agent_by_id, page.items)
-        return AgentConnection.from_page(page, Agent.from_record)
 
     @strawberry.field
     async def tasks(

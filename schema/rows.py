@@ -6,16 +6,16 @@ id and the decoding of JSON columns per row. When every field a selection asks o
 type is one of its columns (`ColumnField`), the resolver reads just those columns
 (one query per store and depth, as before) and a `RowReader` fills an object of the
 type with the selected attributes only; the executor reads those attributes as it
-reads any object's. A selection with any other field (a resolver, which reads the
-object's `record`) takes the whole-record path instead.
+reads any object's. A resolver field that reads nothing of the object's `record` but
+its id (a type's `record_fields`) gets a `RecordId` as the record; a selection with
+any other field takes the whole-record path instead.
 """
 
 from __future__ import annotations
 
+from binascii import b2a_base64
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
-
-from strawberry.relay.utils import to_base64
 
 T = TypeVar("T")
 
@@ -33,45 +33,98 @@ NO_COLUMN_FIELDS = frozenset(("id", "__typename"))
 _new = object.__new__
 
 
+class RecordId(NamedTuple):
+    """What a row object holds as its `record`: the id alone, all that the resolver
+    fields a type lists as `record_fields` read of it (`self.record.id`)."""
+
+    id: Any
+
+
 class RowReader(Generic[T]):
     """Builds objects of one type holding the selected fields only, from tuples that
-    start with `columns` (`id` first); the global id only when `id` is selected."""
+    start with `columns` (`id` first); the global id only when `id` is selected.
+    `read(row)` is one function made for the selection: a dict display of the row's
+    values, the converters called inline."""
 
-    __slots__ = ("attributes", "cls", "columns", "converted", "global_id", "type_name")
+    __slots__ = ("cls", "columns", "read", "type_name")
 
     def __init__(
-        self, cls: type[T], type_name: str, fields: Sequence[ColumnField], global_id: bool
+        self,
+        cls: type[T],
+        type_name: str,
+        fields: Sequence[ColumnField],
+        global_id: bool,
+        *,
+        record_id: bool = False,
     ) -> None:
         self.cls = cls
         self.type_name = type_name
         self.columns = ("id", *(field.column for field in fields))
-        # The attribute each column after `id` fills.
-        self.attributes = tuple(field.attribute for field in fields)
-        self.converted = [(f.attribute, f.convert) for f in fields if f.convert is not None]
-        self.global_id = global_id
+        self.read: Callable[[Sequence[Any]], T] = _compile_reader(
+            cls, type_name, fields, global_id, record_id
+        )
 
     def __call__(self, row: Sequence[Any]) -> T:
-        values = dict(zip(self.attributes, row[1:], strict=False))
-        for attribute, convert in self.converted:
-            values[attribute] = convert(values[attribute])
-        node_id = values["id"] = str(row[0])
-        if self.global_id:
-            # What the ID scalar makes of `encode_id(...)`, made directly.
-            values["_id"] = to_base64(self.type_name, node_id)
-        node: T = _new(self.cls)
-        vars(node).update(values)
-        return node
+        return self.read(row)
+
+
+def _compile_reader(
+    cls: type[T], type_name: str, fields: Sequence[ColumnField], global_id: bool, record_id: bool
+) -> Callable[[Sequence[Any]], T]:
+    names: dict[str, Any] = {
+        "new": _new,
+        "RecordId": RecordId,
+        "new_tuple": tuple.__new__,
+        "cls": cls,
+        "b2a_base64": b2a_base64,
+        "prefix": f"{type_name}:",
+    }
+    values = []
+    for index, field in enumerate(fields, start=1):
+        if not field.attribute.isidentifier():
+            raise ValueError(f"not an attribute name: {field.attribute!r}")
+        if field.convert is None:
+            values.append(f"{field.attribute!r}: row[{index}],")
+        else:
+            names[f"convert{index}"] = field.convert
+            values.append(f"{field.attribute!r}: convert{index}(row[{index}]),")
+    values.append("'id': node_id,")
+    if record_id:
+        values.append("'record': new_tuple(RecordId, (row[0],)),")
+    if global_id:
+        # What the ID scalar makes of `encode_id(...)` (relay's `to_base64`), directly.
+        values.append("'_id': b2a_base64((prefix + node_id).encode(), newline=False).decode(),")
+    lines = [
+        "def read(row):",
+        "    node_id = str(row[0])",
+        "    node = new(cls)",
+        "    node.__dict__ = {",
+        *(f"        {value}" for value in values),
+        "    }",
+        "    return node",
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), f"<rows {type_name}>", "exec"), names, namespace)
+    read: Callable[[Sequence[Any]], T] = namespace["read"]
+    return read
 
 
 class RowReaders(Generic[T]):
     """A type's readers by selected field names (None: the selection needs records)."""
 
     def __init__(
-        self, cls: type[T], fields: Mapping[str, ColumnField], *, max_readers: int = 1000
+        self,
+        cls: type[T],
+        fields: Mapping[str, ColumnField],
+        *,
+        record_fields: frozenset[str] = frozenset(),
+        max_readers: int = 1000,
     ) -> None:
         self.cls = cls
         self.type_name = cls.__name__
         self.fields = fields
+        # Resolver fields that read nothing of `record` but its id (`RecordId`).
+        self.record_fields = record_fields
         self.max_readers = max_readers
         self._readers: dict[frozenset[str], RowReader[T] | None] = {}
 
@@ -87,9 +140,13 @@ class RowReaders(Generic[T]):
 
     def _build(self, names: frozenset[str]) -> RowReader[T] | None:
         found = []
+        record_id = False
         for name in sorted(names - NO_COLUMN_FIELDS):
             field = self.fields.get(name)
-            if field is None:
+            if field is not None:
+                found.append(field)
+            elif name in self.record_fields:
+                record_id = True
+            else:
                 return None
-            found.append(field)
-        return RowReader(self.cls, self.type_name, found, "id" in names)
+        return RowReader(self.cls, self.type_name, found, "id" in names, record_id=record_id)

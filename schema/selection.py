@@ -50,8 +50,64 @@ def selected_names(info: strawberry.Info, *path: str) -> frozenset[str]:
     return found
 
 
+def names_below(
+    nodes: list[FieldNode], fragments: Mapping[str, FragmentDefinitionNode], *path: str
+) -> frozenset[str]:
+    """`selected_names` for field nodes other than the current field's (not cached)."""
+    names: set[str] = set()
+    for node in nodes:
+        _collect_names(node.selection_set, path, fragments, names)
+    return frozenset(names)
+
+
 _NAMES: dict[tuple[object, ...], tuple[list[FieldNode], frozenset[str]]] = {}
 _MAX_NAMES = 2000
+
+
+def selected_fields(info: strawberry.Info, *path: str) -> dict[str, list[FieldNode]]:
+    """The field nodes selected at `path` below the current field, by response key
+    (through fragments, whatever their type condition or directives: a superset), e.g.
+    `selected_fields(info, "edges", "node")["tasks"]`. Worked out once per document."""
+    raw = info._raw_info
+    nodes = raw.field_nodes
+    key = (*map(id, nodes), *path)
+    cached = _FIELDS.get(key)
+    if cached is not None:
+        return cached[1]
+    found: dict[str, list[FieldNode]] = {}
+    for node in nodes:
+        _collect_fields(node.selection_set, path, raw.fragments, found)
+    if len(_FIELDS) >= _MAX_NAMES:
+        _FIELDS.clear()
+    # Held with the field nodes, as in `selected_names`.
+    _FIELDS[key] = (list(nodes), found)
+    return found
+
+
+_FIELDS: dict[tuple[object, ...], tuple[list[FieldNode], dict[str, list[FieldNode]]]] = {}
+
+
+def _collect_fields(
+    selection_set: SelectionSetNode | None,
+    path: tuple[str, ...],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    found: dict[str, list[FieldNode]],
+) -> None:
+    if selection_set is None:
+        return
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if not path:
+                key = selection.alias.value if selection.alias else selection.name.value
+                found.setdefault(key, []).append(selection)
+            elif selection.name.value == path[0]:
+                _collect_fields(selection.selection_set, path[1:], fragments, found)
+        elif isinstance(selection, InlineFragmentNode):
+            _collect_fields(selection.selection_set, path, fragments, found)
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None:
+                _collect_fields(fragment.selection_set, path, fragments, found)
 
 
 def _collect_names(

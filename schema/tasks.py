@@ -189,6 +189,7 @@ COLUMN_FIELDS = {
     "version": ColumnField("version", "version"),
 }
 _READERS = RowReaders(Task, COLUMN_FIELDS)
+_new = object.__new__
 
 
 @strawberry.type
@@ -212,11 +213,15 @@ class TaskConnection(CountedConnection[Task]):
     def from_rows(
         cls, rows: Sequence[Sequence[Any]], total: int, read: RowReader[Task]
     ) -> TaskConnection:
-        """`from_task_list` over rows read for one selection (see schema/rows.py)."""
+        """`from_task_list` over rows read for one selection (see schema/rows.py). The
+        edges are filled as the rows' objects are, without a dataclass `__init__` each."""
+        build = read.read
         edges = []
         for row in rows:
-            task = read(row)
-            edges.append(relay.Edge(cursor=task.id, node=task))
+            task = build(row)
+            edge = _new(relay.Edge)
+            edge.__dict__ = {"cursor": task.id, "node": task}
+            edges.append(edge)
         return cls(
             edges=edges,
             page_info=relay.PageInfo(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from graphql import GraphQLBoolean, GraphQLID, GraphQLInt, GraphQLString
 from graphql.pyutils import Path, Undefined
 
-from gateway.engine.leaves import MAX_INT, MIN_INT, builtin_coercion
+from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT, builtin_coercion
 from gateway.engine.plan import (
     ATTRIBUTE,
     LEAF,
@@ -34,7 +34,14 @@ CompiledObject = Callable[["PlannedExecutionContext", Any, Path | None], Any]
 
 
 def compile_object(plan: ObjectPlan) -> CompiledObject:
-    names: dict[str, Any] = {"Path": Path, "Undefined": Undefined, "MIN": MIN_INT, "MAX": MAX_INT}
+    names: dict[str, Any] = {
+        "Path": Path,
+        # `Path` is a named tuple: its `__new__` is a Python function; this is what it does.
+        "new_path": tuple.__new__,
+        "Undefined": Undefined,
+        "MIN": MIN_INT,
+        "MAX": MAX_INT,
+    }
     lines = [
         "def complete(executor, source, path):",
         "    results = {}",
@@ -55,7 +62,7 @@ def compile_object(plan: ObjectPlan) -> CompiledObject:
             others = True
             body += [
                 f"result = executor._execute_field(F{index}, source,"
-                f" Path(path, {key}, {field.parent_name!r}))",
+                f" new_path(Path, (path, {key}, {field.parent_name!r})))",
                 f"results[{key}] = result",
                 "if is_awaitable(result):",
                 "    if awaitable is None:",
@@ -100,7 +107,7 @@ def _object(field: FieldPlan, index: int) -> list[str]:
         f"raise TypeError(F{index}.null_message)" if field.non_null else f"results[{key}] = None"
     )
     return [
-        f"field_path = Path(path, {key}, {field.parent_name!r})",
+        f"field_path = new_path(Path, (path, {key}, {field.parent_name!r}))",
         "try:",
         f"    value = {_read(field)}",
         "    if value is None or value is Undefined:",
@@ -140,7 +147,12 @@ def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
     names[f"S{index}"] = field.serialize
     leaf_type = field.shape.graphql_type
     leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
-    value = _inline_serialization(leaf_type, f"S{index}")
+    enum_names = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
+    if enum_names is not None:
+        names[f"E{index}"] = enum_names
+        value = f"E{index}.get(id(value)) or S{index}(value)"
+    else:
+        value = _inline_serialization(leaf_type, f"S{index}")
     if field.non_null:
         on_null = f"raise TypeError(F{index}.null_message)"
     else:

@@ -37,6 +37,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.engine.events import Scope, SharedEvents, SharedResult, freeze
 from gateway.engine.plan import (
+    CAST_ATTRIBUTE,
     LEAF,
     LEAF_SHAPE,
     LIST_SHAPE,
@@ -350,13 +351,17 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> AwaitableOrValue[dict[str, Any]]:
         is_type_of = plan.is_type_of
         if is_type_of is not None:
-            # Strawberry's own checks ignore the info; others get the field's (the
-            # shape asked for it, see `Shape.needs_info`).
-            matches = is_type_of(result, info if plan.is_type_of_needs_info else None)  # type: ignore[arg-type]
-            if self.is_awaitable(matches):
-                return self._complete_object_async(field, plan, path, result, matches)
-            if not matches:
-                raise invalid_return_type_error(plan.object_type, result, field.details)
+            accepted = plan.accepted
+            if accepted is None or type(result) not in accepted or hasattr(result, CAST_ATTRIBUTE):
+                # Strawberry's own checks ignore the info; others get the field's (the
+                # shape asked for it, see `Shape.needs_info`).
+                matches = is_type_of(result, info if plan.is_type_of_needs_info else None)  # type: ignore[arg-type]
+                if self.is_awaitable(matches):
+                    return self._complete_object_async(field, plan, path, result, matches)
+                if not matches:
+                    raise invalid_return_type_error(plan.object_type, result, field.details)
+                if accepted is not None and not hasattr(result, CAST_ATTRIBUTE):
+                    accepted.add(type(result))
         return plan.complete(self, result, path)  # type: ignore[no-any-return]
 
     async def _complete_object_async(
@@ -468,14 +473,23 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Objects of one type, the common list: `_complete` and `_complete_object`
         # inlined (an exception or a null takes the general path below).
         plan = item.plan(self) if item.kind == OBJECT_SHAPE and not item.needs_info else None  # type: ignore[attr-defined]
+        accepted = plan.accepted if plan is not None else None
         try:
             for value in iterator:
-                item_path = Path(path, index, None)
+                item_path = _new_path(Path, (path, index, None))
                 if plan is not None and value is not None and not isinstance(value, Exception):
                     completed: Any
                     try:
                         is_type_of = plan.is_type_of
-                        if is_type_of is not None:
+                        if (
+                            is_type_of is not None
+                            and accepted is not None
+                            and type(value) in accepted
+                            and not hasattr(value, CAST_ATTRIBUTE)
+                        ):
+                            # Accepted before (`ObjectPlan.accepted`).
+                            completed = plan.complete(self, value, item_path)
+                        elif is_type_of is not None:
                             matches = is_type_of(value, None)
                             if is_awaitable(matches):
                                 completed = self._complete_object_async(
@@ -486,6 +500,8 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                                     plan.object_type, value, field.details
                                 )
                             else:
+                                if accepted is not None and not hasattr(value, CAST_ATTRIBUTE):
+                                    accepted.add(type(value))
                                 completed = plan.complete(self, value, item_path)
                         else:
                             completed = plan.complete(self, value, item_path)
@@ -564,6 +580,10 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self.handle_field_error(raw_error, item.graphql_type, field.details, item_path)
             return None
         return completed
+
+
+# `Path` is a named tuple, whose `__new__` is a Python function; this is what it does.
+_new_path = tuple.__new__
 
 
 def _add(indices: list[int] | None, index: int) -> list[int]:

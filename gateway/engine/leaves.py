@@ -9,7 +9,9 @@ errors included.
 
 from __future__ import annotations
 
+import enum
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -110,12 +112,22 @@ def _enum_serializer(enum_type: CustomGraphQLEnumType, complete: Serializer) -> 
     for name, value in enum_type.values.items():
         names.setdefault(value.value, name)
     wrapped = enum_type.wrapped_cls
+    # By the member's identity: members live as long as their class, so an id found
+    # is that member; `member.value` is a property, as slow as a small function call.
+    members: list[enum.Enum] = list(wrapped.__members__.values())
+    by_member = {id(member): names[member.value] for member in members if member.value in names}
 
     def serialize_enum(value: Any) -> Any:
-        if type(value) is wrapped:
-            name = names.get(value.value)
-            if name is not None:
-                return name
+        name = by_member.get(id(value))
+        if name is not None:
+            return name
         return complete(value)
 
+    ENUM_NAMES[serialize_enum] = by_member
     return serialize_enum
+
+
+# Each enum serializer's names by member identity, for compiled plans to inline
+# (gateway/engine/compile.py); the names are never empty. Held as long as the plan
+# holding the serializer.
+ENUM_NAMES: weakref.WeakKeyDictionary[Serializer, dict[int, str]] = weakref.WeakKeyDictionary()

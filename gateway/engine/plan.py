@@ -51,6 +51,7 @@ from graphql.execution.collect_fields import (
 from graphql.execution.executor import SELECTIONS_NESTED_TOO_DEEPLY
 from graphql.execution.values import get_argument_values
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 
 from gateway.engine.leaves import Serializer, serializer
@@ -89,6 +90,8 @@ _STRAWBERRY_IS_TYPE_OF_CODES = frozenset(
     for method in (GraphQLCoreConverter.from_object, GraphQLCoreConverter._get_is_type_of)
     for code in _nested_code(method.__code__, "is_type_of")
 )
+# Where `strawberry.cast` marks an object (its `is_type_of` then answers by the mark).
+CAST_ATTRIBUTE = TYPE_CAST_ATTRIBUTE
 
 
 def basic_attribute(field_def: GraphQLField) -> str | None:
@@ -118,13 +121,27 @@ class ObjectPlan:
     """The fields of one object type for one selection, in response order; `complete`
     is them compiled to one function (gateway/engine/compile.py), made on first use."""
 
-    __slots__ = ("_complete", "fields", "is_type_of", "is_type_of_needs_info", "object_type")
+    __slots__ = (
+        "_complete",
+        "accepted",
+        "fields",
+        "is_type_of",
+        "is_type_of_needs_info",
+        "object_type",
+    )
 
     def __init__(self, object_type: GraphQLObjectType, fields: list[FieldPlan]) -> None:
         self.object_type = object_type
         self.fields = fields
         self.is_type_of = object_type.is_type_of
         self.is_type_of_needs_info = _needs_info(object_type.is_type_of)
+        # Classes Strawberry's `is_type_of` accepted an object of. Its answer for an
+        # object not cast with `strawberry.cast` depends on the object's class alone
+        # (`isinstance`, the class's definition), so another object of such a class
+        # needs no call (see `accepts`). None: another `is_type_of`, always called.
+        self.accepted: set[type] | None = (
+            set() if object_type.is_type_of is not None and not self.is_type_of_needs_info else None
+        )
         self._complete: CompiledObject | None = None
 
     @property

@@ -374,37 +374,68 @@ class AgentRepository:
         with_total: bool = False,
     ) -> Page[Agent]:
         params = Params()
-        where: list[str] = []
-        if filter.statuses is not None:
-            where.append(params.any_of("status", filter.statuses, "text"))
-        if filter.roles is not None:
-            where.append(params.any_of("role", filter.roles, "text"))
-        if filter.tags_any is not None:
-            where.append(f"tags && {params(list(filter.tags_any))}::text[]")
-        if filter.capabilities_all is not None:
-            where.append(f"capabilities @> {params(list(filter.capabilities_all))}::text[]")
-        if filter.name_contains is not None:
-            where.append(f"name ILIKE {params(like_pattern(filter.name_contains))}")
-        if filter.parent_id is None:
-            where.append("parent_id IS NULL")
-        elif filter.parent_id is not UNSET:
-            where.append(f"parent_id = {params(filter.parent_id)}")
-        if filter.metadata_contains is not None:
-            where.append(f"metadata @> {params(filter.metadata_contains)}::jsonb")
-        if filter.ids is not None:
-            where.append(f"id = ANY({params(list(filter.ids))}::uuid[])")
         async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
                 select=_COLUMNS,
                 source="agents",
-                where=where,
+                where=_list_conditions(filter, params),
                 params=params,
                 order=_ORDERS[order],
                 page=page,
                 with_total=with_total,
                 decode=_agent,
             )
+
+    async def list_columns(
+        self,
+        filter: AgentFilter,
+        order: AgentOrder,
+        page: PageRequest,
+        columns: Sequence[str],
+        *,
+        with_total: bool = False,
+    ) -> Page[tuple[Any, ...]]:
+        """`list` reading only `columns` (`id` first), each agent a tuple of them in that
+        order: a page that shows a few columns pays for no whole record."""
+        if not set(columns) <= _READABLE_COLUMNS or not columns or columns[0] != "id":
+            raise ValueError(f"not agent columns: {columns!r}")
+        params = Params()
+        async with self._store.read_connection() as conn:
+            return await fetch_page(
+                conn,
+                select=", ".join(columns),
+                source="agents",
+                where=_list_conditions(filter, params),
+                params=params,
+                order=_ORDERS[order],
+                page=page,
+                with_total=with_total,
+                decode=tuple,
+            )
+
+
+def _list_conditions(filter: AgentFilter, params: Params) -> list[str]:
+    where: list[str] = []
+    if filter.statuses is not None:
+        where.append(params.any_of("status", filter.statuses, "text"))
+    if filter.roles is not None:
+        where.append(params.any_of("role", filter.roles, "text"))
+    if filter.tags_any is not None:
+        where.append(f"tags && {params(list(filter.tags_any))}::text[]")
+    if filter.capabilities_all is not None:
+        where.append(f"capabilities @> {params(list(filter.capabilities_all))}::text[]")
+    if filter.name_contains is not None:
+        where.append(f"name ILIKE {params(like_pattern(filter.name_contains))}")
+    if filter.parent_id is None:
+        where.append("parent_id IS NULL")
+    elif filter.parent_id is not UNSET:
+        where.append(f"parent_id = {params(filter.parent_id)}")
+    if filter.metadata_contains is not None:
+        where.append(f"metadata @> {params(filter.metadata_contains)}::jsonb")
+    if filter.ids is not None:
+        where.append(f"id = ANY({params(list(filter.ids))}::uuid[])")
+    return where
 
 
 # Columns a client writes, in INSERT order.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 
 TASK_LEAVES = """
@@ -116,7 +118,7 @@ AGENT_LEAVES = """
 """
 
 # Agents below collaborators and the neighbourhood: rows when only columns are selected,
-# whole agents when a resolver field (`tasks`) is selected as well.
+# whole agents when a resolver field that reads more than the id (`parent`) is selected.
 AGENTS_QUERY = """query($id: ID!) {{
   node(id: $id) {{ ... on Agent {{ collaborators {{ type agent {{ {leaves} }} }} }} }}
   agentNeighbourhood(agentId: $id, depth: 2) {{
@@ -125,14 +127,14 @@ AGENTS_QUERY = """query($id: ID!) {{
 }}"""
 
 
-def _strip_tasks(value: object) -> None:
+def _strip(value: object, name: str) -> None:
     if isinstance(value, dict):
-        value.pop("tasks", None)
+        value.pop(name, None)
         for item in value.values():
-            _strip_tasks(item)
+            _strip(item, name)
     elif isinstance(value, list):
         for item in value:
-            _strip_tasks(item)
+            _strip(item, name)
 
 
 def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
@@ -161,14 +163,123 @@ def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator:
     rows = data(gql(AGENTS_QUERY.format(leaves=AGENT_LEAVES), {"id": centre}, caller=operator))
     whole = data(
         gql(
-            AGENTS_QUERY.format(leaves=AGENT_LEAVES + " tasks { totalCount }"),
+            AGENTS_QUERY.format(leaves=AGENT_LEAVES + " parent { id }"),
             {"id": centre},
             caller=operator,
         )
     )
 
-    _strip_tasks(whole)
+    _strip(whole, "parent")
     assert rows == whole
     hood = rows["agentNeighbourhood"]
     assert {node["agent"]["id"] for node in hood["nodes"]} == {centre, near, far}
     assert rows["node"]["collaborators"][0]["agent"]["metadata"] == {"deep": {"x": [1, None]}}
+
+
+# Two `tasks` selections on a page of agents: the page loads both up front (one rows
+# page of columns, one of whole tasks for `assignee`), with arguments from variables.
+PREFETCH_QUERY = """query($tag: String!, $n: Int!, $order: TaskOrder!) {
+  agents(filter: {tagsAny: [$tag]}, first: 10) { edges { node { id
+    byPriority: tasks(first: $n, orderBy: $order) {
+      totalCount pageInfo { hasNextPage startCursor endCursor }
+      edges { cursor node { ...Row } }
+    }
+    pending: tasks(first: 1, filter: {status: [ASSIGNED, PENDING]}) {
+      totalCount edges { node { title assignee { id } } }
+    }
+  } } }
+}
+fragment Row on Task { id title priority status }"""
+
+# The same selections one agent at a time (`node`: no page to load them for).
+ONE_AGENT_QUERY = """query($id: ID!, $n: Int!, $order: TaskOrder!) {
+  node(id: $id) { ... on Agent { id
+    byPriority: tasks(first: $n, orderBy: $order) {
+      totalCount pageInfo { hasNextPage startCursor endCursor }
+      edges { cursor node { ...Row } }
+    }
+    pending: tasks(first: 1, filter: {status: [ASSIGNED, PENDING]}) {
+      totalCount edges { node { title assignee { id } } }
+    }
+  } }
+}
+fragment Row on Task { id title priority status }"""
+
+
+def test_tasks_loaded_by_the_page_answer_as_each_agents_own(gql: GraphQL, operator: Caller) -> None:
+    tag = unique("rows")
+    agents = [_agent(gql, operator, tag) for _ in range(3)]
+    for index, agent_id in enumerate(agents):
+        for priority in range(index + 2):
+            _task(gql, operator, agent_id, priority=priority + 1)
+    variables = {"tag": tag, "n": 2, "order": "PRIORITY_DESC"}
+
+    page = data(gql(PREFETCH_QUERY, variables, caller=operator))["agents"]["edges"]
+    page_trips = dict(gql.last_round_trips)
+    bare = """query($tag: String!) {
+      agents(filter: {tagsAny: [$tag]}, first: 10) { edges { node { id } } } }"""
+    data(gql(bare, {"tag": tag}, caller=operator))
+    bare_trips = dict(gql.last_round_trips)
+    one_by_one = [
+        data(gql(ONE_AGENT_QUERY, {**variables, "id": agent_id}, caller=operator))["node"]
+        for agent_id in agents
+    ]
+
+    assert [edge["node"] for edge in page] == one_by_one
+    first = page[0]["node"]
+    assert first["byPriority"]["totalCount"] == 2
+    assert [e["node"]["priority"] for e in page[2]["node"]["byPriority"]["edges"]] == [4, 3]
+    assert first["pending"]["edges"][0]["node"]["assignee"] == {"id": agents[0]}
+    # One query per `tasks` selection, and one for every task's `assignee` (the page of
+    # agents is read as rows, which prime no records).
+    assert page_trips["postgres"] == bare_trips["postgres"] + 3, (page_trips, bare_trips)
+
+
+# A page of agents as rows: columns, and resolver fields that read only the agent's id
+# (`tasks`, `collaborators`); `parent` (whole records) to compare with.
+ROOT_QUERY = """query($tag: String!, $after: String) {{
+  agents(filter: {{tagsAny: [$tag]}}, first: 2, after: $after, orderBy: CREATED_AT_DESC) {{
+    totalCount pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }}
+    edges {{ cursor node {{ {leaves}
+      tasks(first: 2) {{ totalCount edges {{ node {{ id title }} }} }}
+      collaborators {{ type agent {{ id name }} }}
+    }} }}
+  }}
+}}"""
+
+
+def test_a_page_of_agents_as_rows_answers_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
+    tag = unique("rows")
+    agents = [_agent(gql, operator, tag) for _ in range(3)]
+    for agent_id in agents:
+        _task(gql, operator, agent_id)
+    related = data(
+        gql(
+            """mutation($s: ID!, $t: ID!) { relateAgents(input: {sourceId: $s, targetId: $t,
+               type: COLLABORATES_WITH}) { userErrors { code } } }""",
+            {"s": agents[2], "t": agents[0]},
+            caller=operator,
+        )
+    )["relateAgents"]
+    assert related["userErrors"] == []
+
+    pages: dict[str, list[Any]] = {"rows": [], "whole": []}
+    for path, leaves in (("rows", AGENT_LEAVES), ("whole", AGENT_LEAVES + " parent { id }")):
+        after = None
+        while True:
+            page = data(
+                gql(ROOT_QUERY.format(leaves=leaves), {"tag": tag, "after": after}, caller=operator)
+            )["agents"]
+            pages[path].append(page)
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+
+    _strip(pages["whole"], "parent")
+    assert pages["rows"] == pages["whole"]
+    nodes = [edge["node"] for page in pages["rows"] for edge in page["edges"]]
+    assert [node["id"] for node in nodes] == agents[::-1]
+    assert nodes[0]["collaborators"] == [
+        {"type": "COLLABORATES_WITH", "agent": {"id": agents[0], "name": nodes[2]["name"]}}
+    ]
+    assert all(node["tasks"]["totalCount"] == 1 for node in nodes)
