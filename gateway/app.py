@@ -28,6 +28,8 @@ from gateway.graphql_view import GraphQLView
 from gateway.introspection import DisableIntrospection
 from gateway.limits import (
     BodyLimitMiddleware,
+    ExpensiveOperationGate,
+    ExpensiveOperations,
     ParseLimiter,
     PlanCache,
     RequestLimiter,
@@ -86,6 +88,7 @@ def schema_extensions(
     introspection: bool = True,
     slow_operation_s: float = 1.0,
     metrics: GatewayMetrics | None = None,
+    expensive: ExpensiveOperations | None = None,
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave."""
@@ -103,6 +106,9 @@ def schema_extensions(
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,
         QueryResultCaching,
+        # Charged first: an operation refused for its rate never queues; a cached
+        # result is answered without a slot.
+        partial(ExpensiveOperationGate, gate=expensive or ExpensiveOperations()),
         SettleEntityCache,
     ]
 
@@ -320,6 +326,7 @@ def create_app(
         logger.info("stores closed")
 
     limits = settings.request_limits()
+    expensive = ExpensiveOperations(settings.expensive_operation_options())
     graphiql = GraphiQL() if settings.graphiql_enabled else None
     graphql = GraphQLView(
         build_schema(
@@ -345,6 +352,7 @@ def create_app(
                     introspection=settings.introspection_enabled,
                     slow_operation_s=settings.slow_operation_s,
                     metrics=prometheus,
+                    expensive=expensive,
                 ),
             ],
             execution_context_class=execution_context_class or _execution_context(settings),
@@ -404,5 +412,6 @@ def create_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # For the server, which drains these when it shuts down (see gateway.shutdown).
     app.state.in_flight = in_flight
+    app.state.expensive_operations = expensive
     app.state.lease_sweeper = lease_sweeper
     return app

@@ -15,7 +15,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.csrf import DEFAULT_REQUIRED_HEADERS
+from gateway.limits.concurrency import DEFAULT_EXPENSIVE, ExpensiveOperationOptions
 from gateway.limits.options import DEFAULT_LIMITS, RequestLimits
+from resolvers.auth import Role
 from resolvers.documents import DocumentOptions
 from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy, RefusalLane
 from stores.cache import CacheOptions
@@ -153,6 +155,18 @@ class Settings(BaseSettings):
     max_fields: int = Field(default=DEFAULT_LIMITS.max_fields, ge=1)
     max_list_length: int = Field(default=DEFAULT_LIMITS.max_list_length, ge=1)
     max_cost: int = Field(default=DEFAULT_LIMITS.max_cost, ge=1)
+    # Operations costing at least `expensive_cost` execute at most this many at once per
+    # caller (user, or address when anonymous); more wait, up to `expensive_queue`.
+    expensive_enabled: bool = True
+    expensive_cost: int = Field(default=DEFAULT_EXPENSIVE.cost, ge=1)
+    expensive_concurrency_anonymous: int = Field(default=DEFAULT_EXPENSIVE.anonymous, ge=1)
+    expensive_concurrency_viewer: int = Field(default=DEFAULT_EXPENSIVE.limit(Role.VIEWER), ge=1)
+    expensive_concurrency_agent: int = Field(default=DEFAULT_EXPENSIVE.limit(Role.AGENT), ge=1)
+    expensive_concurrency_operator: int = Field(
+        default=DEFAULT_EXPENSIVE.limit(Role.OPERATOR), ge=1
+    )
+    expensive_concurrency_admin: int = Field(default=DEFAULT_EXPENSIVE.limit(Role.ADMIN), ge=1)
+    expensive_queue: int = Field(default=DEFAULT_EXPENSIVE.queue, ge=0, le=10_000)
     request_deadline_s: float = Field(default=DEFAULT_LIMITS.deadline_s, gt=0)
     # Queries and mutations slower than this are logged with their name and cost.
     slow_operation_s: float = Field(default=1.0, gt=0)
@@ -307,6 +321,20 @@ class Settings(BaseSettings):
             login=self.rate_limit_login,
             request=self.rate_limit_request,
             body_bytes_per_point=self.rate_limit_body_bytes_per_point,
+        )
+
+    def expensive_operation_options(self) -> ExpensiveOperationOptions:
+        return ExpensiveOperationOptions(
+            enabled=self.expensive_enabled,
+            cost=self.expensive_cost,
+            anonymous=self.expensive_concurrency_anonymous,
+            per_role={
+                Role.VIEWER: self.expensive_concurrency_viewer,
+                Role.AGENT: self.expensive_concurrency_agent,
+                Role.OPERATOR: self.expensive_concurrency_operator,
+                Role.ADMIN: self.expensive_concurrency_admin,
+            },
+            queue=self.expensive_queue,
         )
 
     def refusal_lane(self) -> RefusalLane:

@@ -9,6 +9,8 @@ objects it returns; its children run once per object. A field's size is:
 - `first` or `last` (or its default; `DEFAULT_PAGE_SIZE` where there is none) for
   a list, or for a connection's `edges` and `nodes`;
 - the length of its id lists where those decide it (`nodes(ids:)`, `metricSeries`);
+- for a traversal `depth` hops out (`agentNeighbourhood`), `REACH_BRANCHING` to the
+  power `depth`, capped at what the store returns at most, for its `nodes` and `edges`;
 - otherwise an estimate (`LIST_SIZES`, the schema's own averages for introspection
   lists, or `DEFAULT_LIST_SIZE`); a single object is 1.
 
@@ -53,6 +55,7 @@ from graphql import (
 )
 
 from gateway.limits.fields import field_definition
+from stores.graph.queries import MAX_NEIGHBOURHOOD_NODES
 from stores.postgres.pagination import DEFAULT_PAGE_SIZE
 
 DEFAULT_LIST_SIZE = 10
@@ -88,8 +91,6 @@ LEAF_WEIGHTS: Mapping[str, int] = {"totalCount": 1}
 # Lists without a size argument.
 LIST_SIZES: Mapping[str, int] = {
     "MetricSeries.points": 100,
-    "AgentNeighbourhood.nodes": 50,
-    "AgentNeighbourhood.edges": 50,
 }
 # Lists as long as the product of these arguments' lengths.
 SIZE_ARGUMENTS: Mapping[str, tuple[str, ...]] = {
@@ -97,6 +98,15 @@ SIZE_ARGUMENTS: Mapping[str, tuple[str, ...]] = {
     "Query._entities": ("representations",),
     "Query.metricSeries": ("agents", "names"),
 }
+# Traversals whose `nodes` and `edges` grow with a hop count: each hop reaches about
+# `REACH_BRANCHING` more agents per agent (an agent's collaborators, as estimated
+# above), up to the store's cap. A flat estimate priced a five-hop neighbourhood of a
+# thousand agents like a one-hop one; in A1 under bench/, Neo4j's CPU for two-hop
+# neighbourhoods was the largest share of the machine the abusive client took.
+REACH_ARGUMENTS: Mapping[str, tuple[str, int]] = {
+    "Query.agentNeighbourhood": ("depth", MAX_NEIGHBOURHOOD_NODES + 1),
+}
+REACH_BRANCHING = DEFAULT_LIST_SIZE
 _PAGE_ARGUMENTS = ("first", "last")
 _PAGED_LISTS = frozenset({"edges", "nodes"})
 
@@ -141,7 +151,31 @@ class _Lengths:
         return product
 
 
-_Size = _Fixed | _Page | _Lengths
+@dataclass(frozen=True, slots=True)
+class _Reach:
+    """`branching ** hops`, hops from a literal, a variable or the default, at most `cap`."""
+
+    literal: int | None
+    variable: str | None
+    default: int
+    cap: int
+
+    def value(self, variables: Variables) -> int:
+        hops = self.literal if self.literal is not None else self.default
+        if self.variable is not None:
+            given = variables.get(self.variable)
+            if isinstance(given, int) and not isinstance(given, bool):
+                hops = given
+        reach = 1
+        # Multiplied hop by hop, stopping at the cap: a huge `depth` costs no big power.
+        for _ in range(max(hops, 0)):
+            reach *= REACH_BRANCHING
+            if reach >= self.cap:
+                return self.cap
+        return reach
+
+
+_Size = _Fixed | _Page | _Lengths | _Reach
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +319,8 @@ class _Builder:
         size: _Size
         if own_page is not None and _is_connection(named):
             size, child_page = _Fixed(1), own_page
+        elif coordinate in REACH_ARGUMENTS:
+            size, child_page = _Fixed(1), _reach(node, definition, *REACH_ARGUMENTS[coordinate])
         elif own_page is not None and is_list:
             size = own_page
         elif page is not None and is_list and name in _PAGED_LISTS:
@@ -322,6 +358,13 @@ def _page(node: FieldNode, definition: GraphQLField) -> _Page | None:
         return None
     default = declared.default_value
     return _Page(None, None, default if isinstance(default, int) else DEFAULT_PAGE_SIZE)
+
+
+def _reach(node: FieldNode, definition: GraphQLField, argument: str, cap: int) -> _Reach:
+    given = {a.name.value: a.value for a in node.arguments or ()}.get(argument)
+    literal, variable = _literal_or_variable(given) if given is not None else (None, None)
+    declared = definition.args[argument].default_value
+    return _Reach(literal, variable, declared if isinstance(declared, int) else 1, cap)
 
 
 def _literal_or_variable(value: ValueNode) -> tuple[int | None, str | None]:

@@ -58,6 +58,23 @@ def test_requested_cost(query: str, variables: dict[str, Any], cost: int) -> Non
     assert plan(query).requested(variables) == cost
 
 
+NEIGHBOURHOOD = (
+    "query($id: ID!, $depth: Int) { agentNeighbourhood(agentId: $id, depth: $depth) {"
+    " nodes { distance agent { id } } edges { type source { id } target { id } } } }"
+)
+
+
+def test_a_neighbourhood_costs_what_its_depth_reaches() -> None:
+    """Nodes and edges grow tenfold a hop, up to the store's 1,000 agents and the
+    centre: a deep traversal is priced like the Neo4j work it asks for."""
+    neighbourhood = plan(NEIGHBOURHOOD)
+    costs = [neighbourhood.requested({"id": "x", "depth": d}) for d in (None, 1, 2, 3, 5)]
+    # 1 for the object, 10 for the traversal, then nodes, agents, edges, sources, targets.
+    assert costs == [61, 61, 511, 5_011, 5_016]
+    literal = plan('{ agentNeighbourhood(agentId: "x", depth: 2) { nodes { distance } } }')
+    assert literal.requested({}) == 111
+
+
 def test_a_fragment_spread_twice_at_one_level_runs_once() -> None:
     once = plan("{ agents(first: 5) { edges { node { id } } } }").requested({})
     twice = plan(
