@@ -371,6 +371,11 @@ class GraphQLView(GraphQL[RequestContext, None]):
                 key = request_key(request.method, payload)
                 known = self.known_refusals.get(key)
                 if known is not None:
+                    # Sent again after its refusal, as a flood does: held like a 429, so
+                    # the sender's connections idle while the loop serves others.
+                    limits = self._stores.rate_limits
+                    if limits is not None and limits.enabled:
+                        await limits.refusals.wait()
                     return self.create_response(known, await self.get_sub_response(request))
                 request.scope.setdefault("state", {})[REFUSAL_KEY] = key
         try:

@@ -177,7 +177,7 @@ class RefusalLane:
     memory.
     """
 
-    __slots__ = ("_delay_s", "_lock", "_max_waiting", "_waiting")
+    __slots__ = ("_delay_s", "_lock", "_max_waiting", "_waiting", "held")
 
     def __init__(self, max_waiting: int = 1024, delay_s: float = 0.0) -> None:
         if delay_s < 0:
@@ -186,11 +186,13 @@ class RefusalLane:
         self._max_waiting = max_waiting
         self._delay_s = delay_s
         self._waiting = 0
+        self.held = 0
 
     async def wait(self) -> None:
         if self._waiting >= self._max_waiting:
             return
         self._waiting += 1
+        self.held += 1
         try:
             if self._delay_s:
                 await asyncio.sleep(self._delay_s)

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from gateway.graphql_view import GraphQLView
 from gateway.limits.known_refusals import KnownRefusals, request_only
+from resolvers.context import Stores
 from tests.integration.api.conftest import Caller, error_codes
 
 PREFLIGHT = {"apollo-require-preflight": "true"}
@@ -26,11 +27,20 @@ def _known(client: TestClient) -> KnownRefusals:
     raise AssertionError("no GraphQL view at /graphql")
 
 
+def _stores(client: TestClient) -> Stores:
+    app: Any = client.app
+    stores: Stores = app.state.stores
+    return stores
+
+
 def test_a_refused_document_is_answered_again_from_memory(
     client: TestClient, viewer: Caller
 ) -> None:
     known = _known(client)
     answered = known.answered
+    lane = _stores(client).rate_limits
+    assert lane is not None
+    held = lane.refusals.held
     # Other tests of this gateway send these documents too: a comment makes them new.
     fresh = f"# {uuid4()}\n"
     for query, code in (
@@ -47,6 +57,8 @@ def test_a_refused_document_is_answered_again_from_memory(
         # Still charged, and told so.
         assert "ratelimit" in again.headers
     assert known.answered == answered + 3
+    # Each repeat was held like a 429 before it was answered (other tests may add more).
+    assert lane.refusals.held >= held + 3
 
 
 def test_a_remembered_refusal_keeps_the_status_of_the_media_type_asked_for(
