@@ -38,10 +38,7 @@ def selected_names(info: strawberry.Info, *path: str) -> frozenset[str]:
     cached = _NAMES.get(key)
     if cached is not None:
         return cached[1]
-    names: set[str] = set()
-    for node in nodes:
-        _collect_names(node.selection_set, path, raw.fragments, names)
-    found = frozenset(names)
+    found = names_below(nodes, raw.fragments, *path)
     if len(_NAMES) >= _MAX_NAMES:
         _NAMES.clear()
     # The entry holds the field nodes, so no other node takes their ids while it is
@@ -54,10 +51,10 @@ def names_below(
     nodes: list[FieldNode], fragments: Mapping[str, FragmentDefinitionNode], *path: str
 ) -> frozenset[str]:
     """`selected_names` for field nodes other than the current field's (not cached)."""
-    names: set[str] = set()
+    found: dict[str, list[FieldNode]] = {}
     for node in nodes:
-        _collect_names(node.selection_set, path, fragments, names)
-    return frozenset(names)
+        _collect_fields(node.selection_set, path, fragments, found)
+    return frozenset(field.name.value for fields in found.values() for field in fields)
 
 
 _NAMES: dict[tuple[object, ...], tuple[list[FieldNode], frozenset[str]]] = {}
@@ -108,28 +105,6 @@ def _collect_fields(
             fragment = fragments.get(selection.name.value)
             if fragment is not None:
                 _collect_fields(fragment.selection_set, path, fragments, found)
-
-
-def _collect_names(
-    selection_set: SelectionSetNode | None,
-    path: tuple[str, ...],
-    fragments: Mapping[str, FragmentDefinitionNode],
-    names: set[str],
-) -> None:
-    if selection_set is None:
-        return
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            if not path:
-                names.add(selection.name.value)
-            elif selection.name.value == path[0]:
-                _collect_names(selection.selection_set, path[1:], fragments, names)
-        elif isinstance(selection, InlineFragmentNode):
-            _collect_names(selection.selection_set, path, fragments, names)
-        elif isinstance(selection, FragmentSpreadNode):
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None:
-                _collect_names(fragment.selection_set, path, fragments, names)
 
 
 def _selects(
