@@ -51,6 +51,23 @@ async def _audit(store: PostgresStore, resource_type: str = "task") -> None:
         await write_audit(conn, CTX, "create", resource_type, uuid.uuid4(), None, {"n": 1})
 
 
+async def _past_the_horizon(store: PostgresStore) -> None:
+    """Wait until every audit row written so far may be queued: rows wait until no
+    older transaction runs anywhere on the server, and other tests' transactions may
+    hold that horizon back for a moment."""
+
+    async def settled() -> bool:
+        async with store.connection() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT coalesce(max(xid) < pg_snapshot_xmin(pg_current_snapshot()), true)"
+                    " FROM audit_log"
+                )
+            )
+
+    await until(settled)
+
+
 async def test_a_row_that_commits_after_a_later_id_is_still_queued(store: PostgresStore) -> None:
     await _sink(store, ["task.*"])
     async with store.connection() as early, store.connection() as late:
@@ -94,6 +111,7 @@ async def test_the_cursor_moves_in_batches_past_rows_no_sink_wants(store: Postgr
     tasks_sink = await _sink(store, ["task.create"])
     for resource_type in ("task", "agent", "task", "user", "task", "task", "task"):
         await _audit(store, resource_type)
+    await _past_the_horizon(store)
     for _ in range(3):
         await store.event_sinks.fan_out(2)
     claimed = await store.event_sinks.claim_due(1000, 60.0)
@@ -111,6 +129,7 @@ async def test_rows_restored_from_a_server_ahead_are_not_sent_again(
 ) -> None:
     sink = await _sink(store, ["task.*"])
     await _audit(store)
+    await _past_the_horizon(store)
     await store.event_sinks.fan_out(100)
     assert len(await _queued(store)) == 1
     # As a dump of a busier server restores here: its rows and cursors carry
@@ -129,5 +148,6 @@ async def test_rows_restored_from_a_server_ahead_are_not_sent_again(
         )
     assert future == 0, "a restored row would be sent again once this server reaches its xid"
     await _audit(store)
+    await _past_the_horizon(store)
     await store.event_sinks.fan_out(100)
     assert len(await _queued(store)) == 1, "the sink receives what happens after the restore"
