@@ -192,7 +192,8 @@ async def test_bucket_boundaries_are_half_open_and_utc_whatever_the_offset(
         await conn.close()
     expected_days = {
         moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        for moment in (t0, t0 - timedelta(microseconds=1))
+        # Every point: the last one falls on the next day when t0 is 23:00 UTC.
+        for moment in (t0, t0 - timedelta(microseconds=1), t0 + HOUR)
     }
     assert {row["slot"].astimezone(UTC) for row in rows} == expected_days
     assert sum(row["value"] for row in rows) == 4
