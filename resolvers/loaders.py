@@ -54,16 +54,19 @@ class TasksPageKey:
     statuses: tuple[str, ...] | None
     order: TaskOrder = TaskOrder.CREATED_AT_DESC
     columns: tuple[str, ...] | None = None
+    # Counting every task of an agent is paid for only when `totalCount` is selected.
+    with_total: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TasksPage:
     items: list[Task]
-    total_count: int
+    total_count: int | None
+    has_next_page: bool
     rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-_PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | None]
+_PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | None, bool]
 
 
 class SettledLoader(DataLoader[K, V]):
@@ -88,25 +91,31 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
     async def batch(keys: list[TasksPageKey]) -> list[TasksPage]:
         groups: dict[_PageGroup, list[UUID]] = defaultdict(list)
         for key in keys:
-            groups[(key.first, key.statuses, key.order, key.columns)].append(key.agent_id)
+            group = (key.first, key.statuses, key.order, key.columns, key.with_total)
+            groups[group].append(key.agent_id)
         results: dict[TasksPageKey, TasksPage] = {}
-        for (first, statuses, order, columns), agent_ids in groups.items():
+        for (first, statuses, order, columns, with_total), agent_ids in groups.items():
             if columns is None:
                 pages = await tasks.for_assignees(
-                    agent_ids, first=first, statuses=statuses, order=order
+                    agent_ids, first=first, statuses=statuses, order=order, with_total=with_total
                 )
-                for agent_id in agent_ids:
-                    items, total = pages.get(agent_id, ([], 0))
-                    page = TasksPage(items, total)
-                    results[TasksPageKey(agent_id, first, statuses, order)] = page
+                for agent_id, found in pages.items():
+                    page = TasksPage(found.items, found.total, found.has_more)
+                    key = TasksPageKey(agent_id, first, statuses, order, None, with_total)
+                    results[key] = page
             else:
                 row_pages = await tasks.columns_for_assignees(
-                    agent_ids, columns, first=first, statuses=statuses, order=order
+                    agent_ids,
+                    columns,
+                    first=first,
+                    statuses=statuses,
+                    order=order,
+                    with_total=with_total,
                 )
-                for agent_id in agent_ids:
-                    rows, total = row_pages.get(agent_id, ([], 0))
-                    page = TasksPage([], total, rows)
-                    results[TasksPageKey(agent_id, first, statuses, order, columns)] = page
+                for agent_id, found_rows in row_pages.items():
+                    page = TasksPage([], found_rows.total, found_rows.has_more, found_rows.items)
+                    key = TasksPageKey(agent_id, first, statuses, order, columns, with_total)
+                    results[key] = page
         return [results[key] for key in keys]
 
     return SettledLoader(batch)

@@ -157,7 +157,8 @@ class Agent(relay.Node):
 
         # A page that selects only the tasks' own columns reads just those, as rows.
         read = Task.row_reader(selected_names(info, "edges", "node"))
-        key = _tasks_key(self.record.id, read, first, filter, order_by)
+        with_total = "totalCount" in selected_names(info)
+        key = _tasks_key(self.record.id, read, with_total, first, filter, order_by)
         loader = info.context.loaders.tasks_by_agent_id
         page = loader.settled(key)
         if page is not None:
@@ -283,6 +284,7 @@ class Agent(relay.Node):
 def _tasks_key(
     agent_id: UUID,
     read: RowReader[Task] | None,
+    with_total: bool,
     first: int = 10,
     filter: AgentTasksFilter | None = None,
     order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
@@ -290,15 +292,16 @@ def _tasks_key(
     status = filter.status if filter else None
     statuses = tuple(sorted(s.value for s in status)) if status else None
     columns = read.columns if read is not None else None
-    return TasksPageKey(agent_id, first, statuses, StoreTaskOrder[order_by.name], columns)
+    order = StoreTaskOrder[order_by.name]
+    return TasksPageKey(agent_id, first, statuses, order, columns, with_total)
 
 
 def _task_connection(page: TasksPage, read: RowReader[Task] | None) -> TaskConnection:
     from schema.tasks import TaskConnection
 
     if read is not None:
-        return TaskConnection.from_rows(page.rows, page.total_count, read)
-    return TaskConnection.from_task_list(page.items, page.total_count)
+        return TaskConnection.from_rows(page.rows, page.total_count, page.has_next_page, read)
+    return TaskConnection.from_task_list(page.items, page.total_count, page.has_next_page)
 
 
 async def _load_task_connection(
@@ -367,7 +370,10 @@ async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
                 info=info,
             )
             read = Task.row_reader(names_below(nodes, raw.fragments, "edges", "node"))
-            keys.extend(_tasks_key(agent_id, read, **arguments) for agent_id in agent_ids)
+            with_total = "totalCount" in names_below(nodes, raw.fragments)
+            keys.extend(
+                _tasks_key(agent_id, read, with_total, **arguments) for agent_id in agent_ids
+            )
         await info.context.loaders.tasks_by_agent_id.load_many(keys)
     except Exception:
         # Each `tasks` field loads its page again and reports the error at its own path.

@@ -195,13 +195,15 @@ _new = object.__new__
 @strawberry.type
 class TaskConnection(CountedConnection[Task]):
     @classmethod
-    def from_task_list(cls, tasks: Sequence[records.Task], total: int) -> TaskConnection:
+    def from_task_list(
+        cls, tasks: Sequence[records.Task], total: int | None, has_next_page: bool
+    ) -> TaskConnection:
         """A first page built from a batched per-agent fetch (no cursors to continue from)."""
         edges = [relay.Edge(cursor=str(task.id), node=Task.from_record(task)) for task in tasks]
         return cls(
             edges=edges,
             page_info=relay.PageInfo(
-                has_next_page=total > len(tasks),
+                has_next_page=has_next_page,
                 has_previous_page=False,
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=edges[-1].cursor if edges else None,
@@ -211,7 +213,11 @@ class TaskConnection(CountedConnection[Task]):
 
     @classmethod
     def from_rows(
-        cls, rows: Sequence[Sequence[Any]], total: int, read: RowReader[Task]
+        cls,
+        rows: Sequence[Sequence[Any]],
+        total: int | None,
+        has_next_page: bool,
+        read: RowReader[Task],
     ) -> TaskConnection:
         """`from_task_list` over rows read for one selection (see schema/rows.py). The
         edges are filled as the rows' objects are, without a dataclass `__init__` each."""
@@ -225,7 +231,7 @@ class TaskConnection(CountedConnection[Task]):
         return cls(
             edges=edges,
             page_info=relay.PageInfo(
-                has_next_page=total > len(rows),
+                has_next_page=has_next_page,
                 has_previous_page=False,
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=edges[-1].cursor if edges else None,

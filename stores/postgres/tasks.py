@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID, uuid4
 
 from asyncpg import Record
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+T = TypeVar("T")
 # What `columns_for_assignees` may be asked to read.
 _READABLE_COLUMNS = frozenset(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
 # Bounded like a knowledge item's content: it is indexed for full-text search and embedded.
@@ -97,6 +99,20 @@ _ORDERS = {
 }
 
 
+@dataclass(slots=True)
+class AssigneeTasks(Generic[T]):
+    """The first tasks of one agent, from `TaskRepository.for_assignees`."""
+
+    items: list[T]
+    # How many tasks the agent has in all: None unless asked for.
+    total: int | None
+    has_more: bool
+
+
+def _no_tasks(with_total: bool) -> AssigneeTasks[Any]:
+    return AssigneeTasks([], 0 if with_total else None, False)
+
+
 class TaskRepository:
     """Tasks in PostgreSQL; the row is the projection of its events."""
 
@@ -121,16 +137,22 @@ class TaskRepository:
         first: int,
         statuses: Sequence[str] | None,
         order: TaskOrder = TaskOrder.CREATED_AT_DESC,
-    ) -> dict[UUID, tuple[list[Task], int]]:
-        """Each agent's first `first` tasks in `order` and its total, for a page of agents,
-        in one query."""
-        found: dict[UUID, tuple[list[Task], int]] = {agent_id: ([], 0) for agent_id in agent_ids}
-        for row in await self._ranked_for_assignees(agent_ids, first, statuses, order, ROW):
-            tasks, _ = found[row["assignee_id"]]
+        with_total: bool = False,
+    ) -> dict[UUID, AssigneeTasks[Task]]:
+        """Each agent's first `first` tasks in `order` (and, `with_total`, how many it
+        has), for a page of agents, in one query."""
+        found: dict[UUID, AssigneeTasks[Task]] = {}
+        rows = await self._first_of_assignees(agent_ids, first, statuses, order, ROW, with_total)
+        for row in rows:
+            agent_id = row["assignee_id"]
+            page = found.get(agent_id)
+            if page is None:
+                page = found[agent_id] = AssigneeTasks([], row["_total"], False)
             if row["_rank"] <= first:
-                tasks.append(task_from_row(row))
-            found[row["assignee_id"]] = (tasks, row["_total"])
-        return found
+                page.items.append(task_from_row(row))
+            else:
+                page.has_more = True
+        return {agent_id: found.get(agent_id) or _no_tasks(with_total) for agent_id in agent_ids}
 
     async def columns_for_assignees(
         self,
@@ -140,55 +162,67 @@ class TaskRepository:
         first: int,
         statuses: Sequence[str] | None,
         order: TaskOrder = TaskOrder.CREATED_AT_DESC,
-    ) -> dict[UUID, tuple[list[tuple[Any, ...]], int]]:
+        with_total: bool = False,
+    ) -> dict[UUID, AssigneeTasks[tuple[Any, ...]]]:
         """`for_assignees` reading only `columns`, each task a tuple that starts with them
         in that order: a page that shows a task's title and status does not pay for a
         whole record or for decoding its JSON columns."""
         unknown = set(columns) - _READABLE_COLUMNS
         if unknown or not columns:
             raise ValueError(f"not task columns: {columns!r}")
-        found: dict[UUID, tuple[list[tuple[Any, ...]], int]] = {
-            agent_id: ([], 0) for agent_id in agent_ids
-        }
+        found: dict[UUID, AssigneeTasks[tuple[Any, ...]]] = {}
         # Positions after the columns: the assignee, the rank and the total.
         at = len(columns)
         select = ", ".join((*columns, "assignee_id"))
-        for row in await self._ranked_for_assignees(agent_ids, first, statuses, order, select):
+        rows = await self._first_of_assignees(agent_ids, first, statuses, order, select, with_total)
+        for row in rows:
             values = tuple(row)
-            tasks, _ = found[values[at]]
+            page = found.get(values[at])
+            if page is None:
+                page = found[values[at]] = AssigneeTasks([], values[at + 2], False)
             if values[at + 1] <= first:
-                tasks.append(values)
-            found[values[at]] = (tasks, values[at + 2])
-        return found
+                page.items.append(values)
+            else:
+                page.has_more = True
+        return {agent_id: found.get(agent_id) or _no_tasks(with_total) for agent_id in agent_ids}
 
-    async def _ranked_for_assignees(
+    async def _first_of_assignees(
         self,
         agent_ids: Sequence[UUID],
         first: int,
         statuses: Sequence[str] | None,
         order: TaskOrder,
         select: str,
+        with_total: bool,
     ) -> list[Record]:
+        """Up to `first + 1` tasks of each agent (the extra one says there are more), each
+        row ending with its rank and, `with_total`, the agent's count (else null).
+
+        Each agent's tasks are read through the index on (assignee, order) and stop after
+        `first + 1`: an agent with 30,000 tasks costs what one with ten does, unless the
+        count is asked for."""
         if not 0 <= first <= MAX_PAGE_SIZE:
             raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
         if not agent_ids:
             return []
         params = Params([list(dict.fromkeys(agent_ids))])
-        where = ["assignee_id = ANY($1::uuid[])"]
+        where = ["assignee_id = a.id"]
         if statuses is not None:
             where.append(params.any_of("status", statuses, "text"))
-        # At least one row per agent survives the rank filter, so `first=0` still counts.
-        rows_wanted = params(max(first, 1))
+        matching = " AND ".join(where)
         ordering = _ORDERS[order]
         direction = "DESC" if ordering.descending else "ASC"
-        window_order = ", ".join(f"{key.expression} {direction}" for key in ordering.keys)
+        by = ", ".join(f"{key.expression} {direction}" for key in ordering.keys)
+        total = f"(SELECT count(*) FROM tasks WHERE {matching})" if with_total else "NULL"
         async with self._store.read_connection() as conn:
+            # Materialized, so each agent is counted once, not once per task row.
             rows: list[Record] = await conn.fetch(
-                f"SELECT * FROM (SELECT {select}, row_number() OVER newest AS _rank,"
-                " count(*) OVER (PARTITION BY assignee_id) AS _total"
-                f" FROM tasks WHERE {' AND '.join(where)}"
-                f" WINDOW newest AS (PARTITION BY assignee_id ORDER BY {window_order})"
-                f") AS ranked WHERE _rank <= {rows_wanted} ORDER BY assignee_id, _rank",
+                f"WITH asked AS MATERIALIZED (SELECT a.id, {total}::bigint AS _total"
+                " FROM unnest($1::uuid[]) AS a(id))"
+                " SELECT t.*, a._total FROM asked AS a CROSS JOIN LATERAL ("
+                f"SELECT {select}, row_number() OVER (ORDER BY {by}) AS _rank FROM tasks"
+                f" WHERE {matching} ORDER BY {by} LIMIT {params(first + 1)}) AS t"
+                " ORDER BY a.id, t._rank",
                 *params.values,
             )
         return rows

@@ -235,6 +235,48 @@ def test_tasks_loaded_by_the_page_answer_as_each_agents_own(gql: GraphQL, operat
     assert page_trips["postgres"] == bare_trips["postgres"] + 3, (page_trips, bare_trips)
 
 
+# An agent's tasks read a page and one more (for `hasNextPage`); only `totalCount`
+# counts them all. Rows and whole tasks, first 0 and past the end.
+PAGE_ENDS = """
+  counted: tasks(first: 2) { totalCount pageInfo { hasNextPage } }
+  uncounted: tasks(first: 2) { pageInfo { hasNextPage } edges { node { title } } }
+  whole: tasks(first: 3) { pageInfo { hasNextPage } edges { node { assignee { id } } } }
+  none: tasks(first: 0) { pageInfo { hasNextPage } edges { node { id } } }
+"""
+
+
+def test_an_agents_tasks_say_if_there_are_more_and_count_only_when_asked(
+    gql: GraphQL, operator: Caller
+) -> None:
+    tag = unique("ends")
+    agent_id = _agent(gql, operator, tag)
+    for _ in range(3):
+        _task(gql, operator, agent_id)
+    by_page = data(
+        gql(
+            "query($tag: String!) { agents(filter: {tagsAny: [$tag]}, first: 5)"
+            " { edges { node {" + PAGE_ENDS + "} } } }",
+            {"tag": tag},
+            caller=operator,
+        )
+    )["agents"]["edges"][0]["node"]
+    alone = data(
+        gql(
+            "query($id: ID!) { node(id: $id) { ... on Agent {" + PAGE_ENDS + "} } }",
+            {"id": agent_id},
+            caller=operator,
+        )
+    )["node"]
+
+    assert by_page == alone
+    assert alone["counted"] == {"totalCount": 3, "pageInfo": {"hasNextPage": True}}
+    assert alone["uncounted"]["pageInfo"] == {"hasNextPage": True}
+    assert len(alone["uncounted"]["edges"]) == 2
+    assert alone["whole"]["pageInfo"] == {"hasNextPage": False}
+    assert [edge["node"]["assignee"]["id"] for edge in alone["whole"]["edges"]] == [agent_id] * 3
+    assert alone["none"] == {"pageInfo": {"hasNextPage": True}, "edges": []}
+
+
 # A page of agents as rows: columns, and resolver fields that read only the agent's id
 # (`tasks`, `collaborators`); `parent` (whole records) to compare with.
 ROOT_QUERY = """query($tag: String!, $after: String) {{

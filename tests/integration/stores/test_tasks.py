@@ -13,6 +13,7 @@ from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
 from stores.postgres.pagination import PageRequest
 from stores.postgres.records import Task
+from stores.postgres.tasks import AssigneeTasks
 from tests.integration.stores import (
     audit_rows,
     new_agent,
@@ -272,9 +273,12 @@ async def test_for_assignees_matches_one_query_per_agent(store: PostgresStore) -
 
     for first, statuses in ((3, None), (0, None), (10, ["assigned"]), (2, ["in_progress"])):
         batched = await store.tasks.for_assignees(
+            [agent.id for agent in agents], first=first, statuses=statuses, with_total=True
+        )
+        uncounted = await store.tasks.for_assignees(
             [agent.id for agent in agents], first=first, statuses=statuses
         )
-        assert list(batched) == [agent.id for agent in agents]
+        assert list(batched) == list(uncounted) == [agent.id for agent in agents]
         for agent in agents:
             page = await store.tasks.list(
                 TaskFilter(assignee_id=agent.id, statuses=statuses),
@@ -282,7 +286,9 @@ async def test_for_assignees_matches_one_query_per_agent(store: PostgresStore) -
                 PageRequest(first=first),
                 with_total=True,
             )
-            assert batched[agent.id] == (page.items, page.total_count)
+            expected = AssigneeTasks(page.items, page.total_count, page.has_next_page)
+            assert batched[agent.id] == expected
+            assert uncounted[agent.id] == AssigneeTasks(page.items, None, page.has_next_page)
 
     with pytest.raises(InvalidInput):
         await store.tasks.for_assignees([agents[0].id], first=101, statuses=None)
