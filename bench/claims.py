@@ -10,7 +10,8 @@ floor checks the same session and grant and runs the same claim statement
 (`stores.postgres.task_claims.claim_statement`).
 
 Tasks left unclaimed are deleted after each run (they never reached the outbox, so
-Neo4j never saw them); claimed ones stay, as S5's created tasks do.
+Neo4j never saw them); claimed ones, and the claimer, stay until the next run starts
+on the dataset (`bench.dataset`), which removes them with S5's created tasks.
 """
 
 from __future__ import annotations

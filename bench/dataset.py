@@ -33,6 +33,7 @@ from stores.postgres.advisory import JobAlreadyRunning
 from stores.search import EmbeddingSpace, SearchStore
 from workers.embeddings import FILLER_JOB, fill_pending
 from workers.graph_rebuild import rebuild
+from workers.projector import Projector
 
 BASE_AGENTS = 10_000
 BASE_TASKS = 100_000
@@ -258,6 +259,7 @@ async def _ensure_rows(
             partial = marker is None and await conn.fetchval("SELECT count(*) FROM agents") > 0
         if marker is not None:
             await _ensure_graph(postgres, graph, progress)
+            await _forget_run_writes(postgres, graph, progress)
             extra = dict(marker["extra"])
             seconds = marker["seconds"]
             for name, seed_part in _LATER_PARTS.items():
@@ -292,6 +294,53 @@ async def _ensure_rows(
         # An interrupted load: start that database again.
         await _create_database(profile, spec.database, fresh=True)
     return await _load(settings, spec, progress)
+
+
+# What runs write into a reused dataset: S5's tasks, C1's queues and claimer agents.
+_FORGET_RUN_WRITES = """
+WITH gone_tasks AS (
+    DELETE FROM tasks WHERE repository = 'bench/load' OR repository LIKE 'bench/claims-%'
+    RETURNING id
+), gone_agents AS (
+    DELETE FROM agents WHERE name LIKE 'bench-claimer-%' RETURNING id
+), gone_users AS (
+    DELETE FROM users WHERE email LIKE 'bench-claimer-%@polygraph.local' RETURNING id
+), queued AS (
+    INSERT INTO outbox (kind, payload)
+    SELECT 'task.deleted', jsonb_build_object('id', id) FROM gone_tasks
+    UNION ALL
+    SELECT 'agent.deleted', jsonb_build_object('id', id) FROM gone_agents
+)
+SELECT (SELECT count(*) FROM gone_tasks) AS tasks, (SELECT count(*) FROM gone_agents) AS agents
+"""
+
+
+_FORGET_TIMEOUT_S = 1800.0
+
+
+async def _forget_run_writes(
+    postgres: PostgresStore, graph: GraphStore, progress: Progress
+) -> None:
+    """Remove what earlier runs wrote, from PostgreSQL and (through the outbox, applied
+    here) from Neo4j: a reused dataset measures what was seeded. Left in place, C1's
+    claimer, the newest agent, topped every page of agents with tens of thousands of
+    tasks, and the tasks table grew past three times its size."""
+    async with postgres.connection() as conn, conn.transaction():
+        # Hundreds of thousands of rows after many runs: past a request's time limit.
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        gone = await conn.fetchrow(_FORGET_RUN_WRITES, timeout=_FORGET_TIMEOUT_S)
+    assert gone is not None  # an aggregate answers one row
+    if not gone["tasks"] and not gone["agents"]:
+        return
+    projector = Projector(postgres, graph, batch_size=1000)
+    pending = gone["tasks"] + gone["agents"]
+    applied = 0
+    # Also applies anything else left pending: the scenarios start from a settled graph.
+    while batch := await projector.run_once():
+        applied += batch
+        progress("forget earlier runs' writes", min(applied, pending), pending)
+    async with postgres.connection() as conn:
+        await conn.execute("VACUUM ANALYZE tasks")
 
 
 async def _load(settings: Settings, spec: DatasetSpec, progress: Progress) -> DatasetReport:
