@@ -74,7 +74,7 @@ class Settings(BaseSettings):
 
     # PostgreSQL (source of truth)
     postgres_dsn: SecretStr = SecretStr(
-        "postgresql://polygraph:polygraph@127.0.0.1:55432/polygraph"
+        "postgresql://polygraph:polygraph@127.0.0.1:25432/polygraph"
     )
     postgres_pool_min: int = Field(default=2, ge=0)
     postgres_pool_max: int = Field(default=10, ge=1)
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     postgres_bin_dir: str | None = None
 
     # Neo4j (graph projection)
-    neo4j_uri: str = "bolt://127.0.0.1:57687"
+    neo4j_uri: str = "bolt://127.0.0.1:25687"
     neo4j_user: str = "neo4j"
     neo4j_password: SecretStr = SecretStr("polygraph-dev")
     neo4j_pool_max: int = Field(default=20, ge=1)
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     neo4j_tls_ca_file: str | None = None
 
     # Redis (sessions, cache, rate limits, pub/sub)
-    redis_url: SecretStr = SecretStr("redis://127.0.0.1:56379/0")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:25479/0")
     redis_pool_max: int = Field(default=50, ge=1)
     redis_command_timeout_s: float = Field(default=2.0, gt=0)
     redis_connect_timeout_s: float = Field(default=2.0, gt=0)

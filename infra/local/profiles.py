@@ -46,11 +46,13 @@ class Profile:
         return self.var_dir / "run"
 
 
+# Below Linux's ephemeral range (32768-60999): a port in it can be held as the local end
+# of some client connection at the moment a server starts, and the start then fails.
 PROFILES: dict[str, Profile] = {
-    "dev": Profile("dev", 55432, 56379, 57687, VAR_ROOT / "dev"),
-    "test": Profile("test", 55433, 56380, 57688, VAR_ROOT / "test"),
+    "dev": Profile("dev", 25432, 25479, 25687, VAR_ROOT / "dev"),
+    "test": Profile("test", 25433, 25480, 25688, VAR_ROOT / "test"),
     # `polygraph bench` only: its own ports and data, so benchmarks never touch dev or test.
-    "bench": Profile("bench", 55434, 56381, 57689, VAR_ROOT / "bench"),
+    "bench": Profile("bench", 25434, 25481, 25689, VAR_ROOT / "bench"),
 }
 
 
