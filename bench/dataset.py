@@ -196,9 +196,10 @@ async def ensure_dataset(
     return replace(report, embeddings=await settle_embeddings(settings, progress))
 
 
-# How long to wait for another process's pass over the pending embeddings, per check;
-# and passes of our own before giving up on rows that stay pending.
+# How long to wait for another process's pass over the pending embeddings, per check,
+# and in all; and passes of our own before giving up on rows that stay pending.
 _FILLER_WAIT_S = 2.0
+_FILLER_WAIT_LIMIT_S = 900.0
 _FILL_PASSES = 3
 
 
@@ -217,12 +218,20 @@ async def settle_embeddings(settings: Settings, progress: Progress) -> dict[str,
         embedder = create_embedder(settings.embedder_options())
         try:
             passes = 0
+            waited_s = 0.0
             while True:
                 try:
                     # The gateways' own filler takes the same lock: one pass at a time.
                     async with postgres.exclusive_job(FILLER_JOB):
                         report = await fill_pending(search, embedder, progress=progress)
                 except JobAlreadyRunning:
+                    waited_s += _FILLER_WAIT_S
+                    if waited_s > _FILLER_WAIT_LIMIT_S:
+                        raise RuntimeError(
+                            "another process has held the embedding filler's lock for"
+                            f" {_FILLER_WAIT_LIMIT_S:.0f} s: is a gateway still running"
+                            " on the bench stack?"
+                        ) from None
                     await asyncio.sleep(_FILLER_WAIT_S)
                     continue
                 for name, count in asdict(report).items():
