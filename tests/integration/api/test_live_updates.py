@@ -21,6 +21,7 @@ from websockets.typing import Subprotocol
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from resolvers.agents import AGENT_STATUS_CHANNEL
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from stores import roundtrips
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
@@ -122,12 +123,14 @@ def test_task_and_agent_events_cross_gateway_processes(
                 json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
             )
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            before = _redis_subscribers(settings, _channel(settings, TASK_UPDATED_CHANNEL))
             _subscribe(
                 ws,
                 "subscription($ids: [ID!]) { taskUpdated(filter: {taskIds: $ids}) { change task { id status } } }",
                 {"ids": [task["id"]]},
             )
-            time.sleep(0.3)  # the subscription is confirmed by Redis before events flow
+            # Events flow once Redis has the first gateway's subscription.
+            _wait_for_redis_subscriber(settings, TASK_UPDATED_CHANNEL, before)
             _post(
                 second,
                 operator,
@@ -146,12 +149,13 @@ def test_task_and_agent_events_cross_gateway_processes(
                 json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
             )
             assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            before = _redis_subscribers(settings, _channel(settings, AGENT_STATUS_CHANNEL))
             _subscribe(
                 ws,
                 "subscription($ids: [ID!]) { agentStatusChanged(filter: {agentIds: $ids}) { previousStatus agent { id status } } }",
                 {"ids": [agent["id"]]},
             )
-            time.sleep(0.3)
+            _wait_for_redis_subscriber(settings, AGENT_STATUS_CHANNEL, before)
             _post(
                 second,
                 operator,
@@ -235,6 +239,16 @@ class _CountPerWebSocket:
 
     def total(self) -> Counter[str]:
         return sum(self.counters, Counter[str]())
+
+
+def _channel(settings: Settings, channel: str) -> str:
+    return f"{settings.events_namespace}:{channel}"
+
+
+def _wait_for_redis_subscriber(settings: Settings, channel: str, before: int) -> None:
+    """Return once Redis counts one more subscriber to `channel` than `before`."""
+    full = _channel(settings, channel)
+    wait_until(lambda: _redis_subscribers(settings, full) > before, what=f"a subscriber on {full}")
 
 
 def _redis_subscribers(settings: Settings, channel: str) -> int:
