@@ -4,7 +4,9 @@ Every record the gateway writes while serving a request carries `request_id`,
 `trace_id` (from the caller's W3C `traceparent`, when it sent one), `principal_id`
 and `operation`; `log_access` adds one line per HTTP request with its method, path,
 status and duration (both called by gateway.middleware.RequestObserver).
-`POLYGRAPH_LOG_FORMAT=json` writes each record as one JSON object
+Records are written to stderr by a thread of their own (`configure`), so a slow
+reader never holds up the event loop. `POLYGRAPH_LOG_FORMAT=json` writes each
+record as one JSON object
 (python-json-logger), for log shippers; `text` (the default) as one line with a
 timestamp. Neither ever includes a header, a body or a variable: credentials and
 client data stay out of the log.
@@ -12,7 +14,10 @@ client data stay out of the log.
 
 from __future__ import annotations
 
+import atexit
+import copy
 import logging
+import queue
 import re
 import sys
 import time
@@ -20,6 +25,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from logging.handlers import QueueHandler, QueueListener
 from typing import IO, Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
@@ -76,15 +82,107 @@ class RequestFields(logging.Filter):
         return True
 
 
-def configure(level: str, log_format: LogFormat) -> None:
-    """The process's logging: one handler on stderr, in `log_format`."""
-    logging.basicConfig(level=level.upper(), handlers=[make_handler(log_format)], force=True)
+# Records waiting for the writer thread; past this, new ones are dropped and counted.
+MAX_QUEUED_RECORDS = 10_000
+_TRACEBACKS = logging.Formatter()
 
 
-def make_handler(log_format: LogFormat, stream: IO[str] | None = None) -> logging.Handler:
-    """A handler writing `log_format` records, with the request's fields, to `stream`."""
+class _QueueingHandler(QueueHandler):
+    """Hands a record to the writer thread; never blocks: a full queue drops it."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # Arguments and exceptions may not outlive the call: the message and any
+        # traceback become text here, the traceback kept apart (`exc_text`) for the
+        # writer's formatter to place (after the line, or as JSON's `exc_info`).
+        prepared = copy.copy(record)
+        prepared.message = prepared.msg = record.getMessage()
+        prepared.args = None
+        if record.exc_info:
+            prepared.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+        prepared.exc_info = None
+        return prepared
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class _Writer(QueueListener):
+    """Writes queued records on a daemon thread of its own."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord], handler: logging.Handler) -> None:
+        super().__init__(records, handler)
+        self._records = records
+
+    def stop(self) -> None:
+        """Write what is queued, then stop; idempotent. A stream stalled for
+        `_STOP_WAIT_S` is given up on rather than let it hang the process's exit."""
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            # The listener's own end-of-queue marker (not in the type stubs).
+            self._records.put(self._sentinel, timeout=_STOP_WAIT_S)  # type: ignore[attr-defined]
+        except queue.Full:
+            return
+        thread.join(_STOP_WAIT_S)
+        self._thread = None
+
+
+_STOP_WAIT_S = 5.0
+_writer: _Writer | None = None
+_front: _QueueingHandler | None = None
+
+
+def configure(
+    level: str,
+    log_format: LogFormat,
+    *,
+    stream: IO[str] | None = None,
+    max_queued: int = MAX_QUEUED_RECORDS,
+) -> None:
+    """The process's logging: records in `log_format` on stderr, written by a thread of
+    their own. The event loop only queues a record (its request fields taken there):
+    a slow reader of stderr, or a full pipe, never holds up requests, and past
+    `max_queued` waiting records new ones are dropped (`dropped_records`)."""
+    global _writer, _front
+    if _writer is None:
+        atexit.register(_stop_writer)
+    else:
+        _writer.stop()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(max_queued)
+    _front = _QueueingHandler(records)
+    _front.addFilter(RequestFields())
+    _writer = _Writer(records, make_handler(log_format, stream, request_fields=False))
+    logging.basicConfig(level=level.upper(), handlers=[_front], force=True)
+    _writer.start()
+
+
+def dropped_records() -> int:
+    """Records dropped because the writer thread fell a whole queue behind."""
+    return _front.dropped if _front is not None else 0
+
+
+def _stop_writer() -> None:
+    # Writes what is queued before the process exits.
+    if _writer is not None:
+        _writer.stop()
+
+
+def make_handler(
+    log_format: LogFormat, stream: IO[str] | None = None, *, request_fields: bool = True
+) -> logging.Handler:
+    """A handler writing `log_format` records to `stream`, with the request's fields
+    unless a handler in front of it (on the request's thread) added them already."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.addFilter(RequestFields())
+    if request_fields:
+        handler.addFilter(RequestFields())
     if log_format == "json":
         handler.setFormatter(
             JsonFormatter(
