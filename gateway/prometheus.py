@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway.logs import dropped_records
 from stores import StoreError, roundtrips
 from stores.postgres import outbox
 
@@ -272,6 +273,13 @@ class _StateMetrics:
                  "Best-effort event publications that failed (Redis unreachable)",
                  lambda: events.publish_failures),
             ]  # fmt: skip
+        readers.append(
+            (
+                "polygraph_log_records_dropped",
+                "Log records dropped because the log writer fell a whole queue behind",
+                dropped_records,
+            )
+        )
         return [(Counter(name, doc, registry=self._registry), read) for name, doc, read in readers]
 
     def _copy(self, counter: Counter, labels: tuple[str, ...], now: float) -> None:

@@ -99,6 +99,7 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert ("polygraph_projector_failed_total", ()) in seen
     assert seen[("polygraph_subscriptions_open", ())] == 0
     assert ("polygraph_events_dropped_total", ()) in seen
+    assert ("polygraph_log_records_dropped_total", ()) in seen
 
 
 def test_open_subscriptions_are_counted_while_they_stream(
