@@ -77,10 +77,12 @@ GUESSED_KEY = "pg_guess000_" + "0" * 43
 
 
 STANDING_NOTES = (
-    "Round trips come from each server's own count (the gateway's X-Round-Trips header,"
-    " the floor's fixed figures), authentication included: one Redis round trip per"
-    " request with a session, one PostgreSQL one with an API key. The gateway reports its"
-    " metrics store apart from PostgreSQL; the floor counts that query as PostgreSQL.",
+    "Round trips come from each server's own count (the gateway's X-Round-Trips header"
+    " on a sample taken after one uncounted request, the floor's fixed figures),"
+    " authentication included: the floor looks the session up in Redis on every request;"
+    " the gateway keeps it in process for POLYGRAPH_SESSION_CACHE_S (5 s), so its Redis"
+    " round trip is the rate-limit charge. The gateway reports its metrics store apart"
+    " from PostgreSQL; the floor counts that query as PostgreSQL.",
     "The floor writes S5's task, event, audit and outbox rows in one statement; the"
     " gateway's projector applies both servers' outbox rows to Neo4j, in the gateway's CPU"
     " time.",
