@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import copy
 import logging
+import multiprocessing.util
 import queue
 import re
 import sys
@@ -138,6 +139,9 @@ class _Writer(QueueListener):
 _STOP_WAIT_S = 5.0
 _writer: _Writer | None = None
 _front: _QueueingHandler | None = None
+# The handler `write_directly` put in the queue's place, and what it is made of.
+_direct: logging.Handler | None = None
+_settings: tuple[LogFormat, IO[str] | None] = ("text", None)
 
 
 def configure(
@@ -151,9 +155,14 @@ def configure(
     their own. The event loop only queues a record (its request fields taken there):
     a slow reader of stderr, or a full pipe, never holds up requests, and past
     `max_queued` waiting records new ones are dropped (`dropped_records`)."""
-    global _writer, _front
+    global _writer, _front, _direct, _settings
+    _direct = None
+    _settings = (log_format, stream)
     if _writer is None:
+        # A multiprocessing child (a `--workers` worker) leaves through `os._exit`, past
+        # `atexit`: its own exit hooks write what is queued there.
         atexit.register(_stop_writer)
+        multiprocessing.util.Finalize(None, _stop_writer, exitpriority=0)
     else:
         _writer.stop()
     records: queue.Queue[logging.LogRecord] = queue.Queue(max_queued)
@@ -162,6 +171,23 @@ def configure(
     _writer = _Writer(records, make_handler(log_format, stream, request_fields=False))
     logging.basicConfig(level=level.upper(), handlers=[_front], force=True)
     _writer.start()
+
+
+def write_directly() -> None:
+    """From now on, write records on the caller's thread, and what is queued too.
+
+    For a process about to end where no exit hook runs: uvicorn re-raises the signal
+    that stopped it once it has shut down, and the shutdown watchdog calls `os._exit`.
+    `GatewayServer` calls this as its shutdown begins."""
+    global _direct
+    writer, front = _writer, _front
+    if writer is None or front is None or _direct is not None:
+        return
+    _direct = make_handler(_settings[0], _settings[1])
+    root = logging.getLogger()
+    root.addHandler(_direct)
+    root.removeHandler(front)
+    writer.stop()
 
 
 def dropped_records() -> int:

@@ -26,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import RETRY_AFTER_S
+from gateway.logs import write_directly
 from gateway.media import negotiate_media_type
 from resolvers.errors import ErrorCode
 
@@ -167,6 +168,9 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn ends the process by re-raising the signal, past exit hooks: from here
+        # on, log records are written as they come, none left queued.
+        write_directly()
         drain = asyncio.create_task(self.in_flight.drain(request_grace(self.deadline_s)))
         try:
             await super().shutdown(sockets)
@@ -175,6 +179,7 @@ class GatewayServer(uvicorn.Server):
             await asyncio.gather(drain, return_exceptions=True)
 
     def _exit_now(self) -> None:
+        write_directly()
         logger.error(
             "still running %g s after the signal to stop (POLYGRAPH_SHUTDOWN_TIMEOUT_S):"
             " exiting without closing the stores",

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.logs import _stop_writer, configure, dropped_records, make_handler, request_fields
+from gateway.logs import (
+    _stop_writer,
+    configure,
+    dropped_records,
+    make_handler,
+    request_fields,
+    write_directly,
+)
 
 
 def _line(log_format: str) -> str:
@@ -92,3 +99,20 @@ def test_a_queued_exception_keeps_its_traceback_apart(restored_logging: None) ->
     record = json.loads(stream.getvalue())
     assert record["message"] == "failed here"
     assert "ValueError: boom" in record["exc_info"]
+
+
+def test_written_directly_once_asked_with_nothing_left_queued(restored_logging: None) -> None:
+    # What a server does as it shuts down: the process may end right after, past exit
+    # hooks, so nothing may stay in the queue.
+    stream = _StalledStream()
+    configure("info", "text", stream=stream)
+    log = logging.getLogger("polygraph.test")
+    log.info("queued")
+    assert stream.writing.wait(60)
+    stream.released.set()
+    write_directly()
+    with request_fields({"type": "http", "headers": []}, "req-2"):
+        log.info("direct")
+    lines = stream.getvalue().splitlines()
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["queued", "direct"]
+    assert "[req-2]" in lines[1]
