@@ -198,9 +198,10 @@ class TaskRepository:
         """Up to `first + 1` tasks of each agent (the extra one says there are more), each
         row ending with its rank and, `with_total`, the agent's count (else null).
 
-        Each agent's tasks are read through the index on (assignee, order) and stop after
-        `first + 1`: an agent with 30,000 tasks costs what one with ten does, unless the
-        count is asked for."""
+        In creation order (the default) each agent's tasks are read through
+        `tasks_assignee_created` and stop after `first + 1`: an agent with 30,000 tasks
+        costs what one with ten does, unless the count is asked for. Other orders sort
+        each agent's tasks (no index leads with the assignee and the priority)."""
         if not 0 <= first <= MAX_PAGE_SIZE:
             raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
         if not agent_ids:
