@@ -47,8 +47,10 @@ from infra.local import stack
 from infra.local.profiles import REPO_ROOT, get_profile
 from resolvers.rate_limits import DEFAULT_POLICY
 
-GATEWAY_PORT, FLOOR_PORT, PEER_PORT, STOCK_GATEWAY_PORT = 58000, 58001, 58002, 58003
-CACHED_GATEWAY_PORT = 58004
+# Below Linux's ephemeral range (32768-60999), like the stacks' ports: a port in it can be
+# the local end of a client connection (the tests' own, for one) when a server starts.
+GATEWAY_PORT, FLOOR_PORT, PEER_PORT, STOCK_GATEWAY_PORT = 25800, 25801, 25802, 25803
+CACHED_GATEWAY_PORT = 25804
 # Measured once more on a gateway with the entity cache on (the others run without it,
 # so the peer and floor comparisons stay on uncached figures).
 CACHED_SCENARIOS = ("S1", "S2")

@@ -38,6 +38,7 @@ class Child:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    _log_start: int = field(default=0, init=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -47,6 +48,7 @@ class Child:
     def start(self, *, timeout: float = 60.0, ready_body: bytes | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        self._log_start = log.tell()
         self.process = subprocess.Popen(
             list(self.argv),
             env={**os.environ, **self.env},
@@ -70,11 +72,23 @@ class Child:
             if self.process.poll() is not None:
                 raise ServerFailed(
                     f"{self.name} exited with {self.process.returncode}; see {self.log_path}"
+                    f"{self._log_tail()}"
                 )
             if _answers(self.url + self.ready_path, ready_body):
                 return
             time.sleep(0.2)
-        raise ServerFailed(f"{self.name} did not answer within {timeout:g}s; see {self.log_path}")
+        raise ServerFailed(
+            f"{self.name} did not answer within {timeout:g}s; see {self.log_path}{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        """What this start wrote last, so a failure reads on its own (CI keeps no files)."""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            written = log.read().decode(errors="replace").splitlines()[-lines:]
+            if written:
+                return "; it wrote last:\n" + "\n".join(written)
+        return ""
 
     def stop(self, *, timeout: float = 10.0) -> None:
         process, self.process = self.process, None

@@ -11,7 +11,7 @@ import { grafserv } from "postgraphile/grafserv/node";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 
 const host = process.env.PEER_HOST ?? "127.0.0.1";
-const port = Number(process.env.PEER_PORT ?? "58100");
+const port = Number(process.env.PEER_PORT ?? "25802");
 const poolSize = Number(process.env.PEER_POOL_SIZE ?? "10");
 const workers = Number(process.env.PEER_WORKERS ?? "1");
 

@@ -12,17 +12,14 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-# Benchmarks run gateways there; tests keep out of their way.
-_BENCH_PORTS = range(58000, 58003)
-
 
 def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _BENCH_PORTS:
-            return port
+    """A port the kernel hands out now: in the ephemeral range, where no stack or bench
+    server listens (infra/local/profiles.py, bench/harness.py)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 60.0) -> None:
