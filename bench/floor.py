@@ -91,14 +91,18 @@ COLLABORATORS = """
     UNWIND $ids AS id
     MATCH (a:Agent {id: id})
     CALL (a) {
-        MATCH (a)-[r:COLLABORATES_WITH]-(b:Agent)
-        RETURN b.id AS other, r.weight AS weight, type(r) AS type
-        UNION ALL
-        MATCH (a)-[r:DELEGATES_TO]->(b:Agent)
-        RETURN b.id AS other, r.weight AS weight, type(r) AS type
+        CALL (a) {
+            MATCH (a)-[r:COLLABORATES_WITH]-(b:Agent)
+            RETURN b.id AS other, r.weight AS weight, type(r) AS type
+            UNION ALL
+            MATCH (a)-[r:DELEGATES_TO]->(b:Agent)
+            RETURN b.id AS other, r.weight AS weight, type(r) AS type
+        }
+        WITH other, type, max(weight) AS weight
+        ORDER BY weight DESC, other, type
+        LIMIT 10  // `Agent.collaborators`' default `first`
+        RETURN other, type, weight
     }
-    WITH id, other, type, max(weight) AS weight
-    ORDER BY id, weight DESC, other, type
     RETURN collect([id, other, type, weight]) AS links
 """
 

@@ -123,6 +123,7 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
 
 # An agent's id and the columns to read of it.
 AgentColumnsKey = tuple[UUID, tuple[str, ...]]
+CollaboratorsKey = tuple[UUID, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,8 +255,21 @@ class Loaders:
         return _loader(self._stores.graph.queries.blockers_of, [])
 
     @cached_property
-    def collaborators_by_agent_id(self) -> DataLoader[UUID, list[Collaborator]]:
-        return _loader(self._stores.graph.queries.collaborators_of, [])
+    def collaborators_by_agent_id(self) -> DataLoader[CollaboratorsKey, list[Collaborator]]:
+        """An agent's heaviest links, by (agent id, `first`): one query per `first`."""
+        queries = self._stores.graph.queries
+
+        async def batch(keys: list[CollaboratorsKey]) -> list[list[Collaborator]]:
+            by_first: dict[int, list[UUID]] = defaultdict(list)
+            for agent_id, first in keys:
+                by_first[first].append(agent_id)
+            found: dict[CollaboratorsKey, list[Collaborator]] = {}
+            for first, agent_ids in by_first.items():
+                links = await queries.collaborators_of(agent_ids, first=first)
+                found.update(((agent_id, first), mine) for agent_id, mine in links.items())
+            return [found.get(key, []) for key in keys]
+
+        return DataLoader(batch)
 
     @cached_property
     def parent_id_by_agent_id(self) -> DataLoader[UUID, UUID | None]:

@@ -167,9 +167,13 @@ class Agent(relay.Node):
         # An awaitable, which the executor awaits like an async resolver's result.
         return _load_task_connection(loader, key, read)  # type: ignore[return-value]
 
-    @strawberry.field(description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j).")
-    async def collaborators(self, info: Info) -> list[Collaboration] | None:
-        links = await info.context.loaders.collaborators_by_agent_id.load(self.record.id)
+    @strawberry.field(
+        description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j), heaviest "
+        "link first, at most `first` of them (one query for a whole page of agents)."
+    )
+    async def collaborators(self, info: Info, first: int = 10) -> list[Collaboration] | None:
+        loader = info.context.loaders.collaborators_by_agent_id
+        links = await loader.load((self.record.id, first))
         agents = (
             await Agent.load_map(info, [link.agent_id for link in links], ("agent",))
             if selects(info, "agent")

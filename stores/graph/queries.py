@@ -143,13 +143,18 @@ class GraphQueries:
     def __init__(self, graph: GraphStore) -> None:
         self._graph = graph
 
-    async def collaborators_of(self, agent_ids: Sequence[UUID]) -> dict[UUID, list[Collaborator]]:
-        """COLLABORATES_WITH in either direction and DELEGATES_TO outgoing, heaviest first."""
+    async def collaborators_of(
+        self, agent_ids: Sequence[UUID], *, first: int
+    ) -> dict[UUID, list[Collaborator]]:
+        """COLLABORATES_WITH in either direction and DELEGATES_TO outgoing, heaviest
+        first, at most `first` per agent."""
         ids = _unique(agent_ids)
         found: dict[UUID, list[Collaborator]] = {agent_id: [] for agent_id in ids}
-        if not ids:
+        if not ids or first <= 0:
             return found
-        rows = await read_collected(self._graph, _COLLABORATORS, ids=[str(i) for i in ids])
+        rows = await read_collected(
+            self._graph, _COLLABORATORS, ids=[str(i) for i in ids], first=first
+        )
         for agent_id, other, edge_type, weight in rows:
             found[UUID(agent_id)].append(
                 Collaborator(UUID(other), float(weight), _EDGES[edge_type])
@@ -372,14 +377,19 @@ _COLLABORATORS = """
     UNWIND $ids AS id
     MATCH (a:Agent {id: id})
     CALL (a) {
-        MATCH (a)-[r:COLLABORATES_WITH]-(b:Agent)
-        RETURN b.id AS other, r.weight AS weight, type(r) AS type
-        UNION ALL
-        MATCH (a)-[r:DELEGATES_TO]->(b:Agent)
-        RETURN b.id AS other, r.weight AS weight, type(r) AS type
+        CALL (a) {
+            MATCH (a)-[r:COLLABORATES_WITH]-(b:Agent)
+            RETURN b.id AS other, r.weight AS weight, type(r) AS type
+            UNION ALL
+            MATCH (a)-[r:DELEGATES_TO]->(b:Agent)
+            RETURN b.id AS other, r.weight AS weight, type(r) AS type
+        }
+        WITH other, type, max(weight) AS weight
+        ORDER BY weight DESC, other, type
+        // Per agent: an agent linked to thousands returns its heaviest `first`.
+        LIMIT $first
+        RETURN other, type, weight
     }
-    WITH id, other, type, max(weight) AS weight
-    ORDER BY id, weight DESC, other, type
     RETURN collect([id, other, type, weight]) AS rows
 """
 

@@ -35,7 +35,14 @@ def plan(query: str) -> CostPlan:
         # A nested connection's own default (Agent.tasks: 10), per agent.
         ("{ agents(first: 2) { edges { node { tasks { edges { node { id } } } } } } }", {}, 47),
         # An unsized list: 10 per run.
+        ("{ agents(first: 1) { edges { node { children { id } } } } }", {}, 13),
+        # A list's `first`, by default (Agent.collaborators: 10) or given.
         ("{ agents(first: 1) { edges { node { collaborators { agent { id } } } } } }", {}, 23),
+        (
+            "{ agents(first: 1) { edges { node { collaborators(first: 50) { agent { id } } } } } }",
+            {},
+            103,
+        ),
         # Ids decide the size; a search weighs 10 more per call.
         ("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": ["a", "b", "c"]}, 3),
         ('{ searchKnowledge(query: "x", first: 4) { edges { node { id } } } }', {}, 19),

@@ -212,6 +212,45 @@ def test_relate_agents_shows_in_collaborators_and_neighbourhood(
     }
 
 
+def test_collaborators_are_the_heaviest_first_of_them(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    hub = create_agent(gql, operator)
+    others = [create_agent(gql, operator) for _ in range(12)]
+    relate = """
+    mutation($s: ID!, $t: ID!, $w: Float!) {
+      relateAgents(input: {sourceId: $s, targetId: $t, type: COLLABORATES_WITH, weight: $w}) {
+        projected userErrors { code }
+      }
+    }
+    """
+    for rank, other in enumerate(others, start=1):
+        result = data(gql(relate, {"s": hub["id"], "t": other["id"], "w": rank}, caller=operator))
+        assert result["relateAgents"] == {"projected": True, "userErrors": []}
+    heaviest_first = [other["id"] for other in reversed(others)]
+    query = """
+    query($id: ID!) {
+      node(id: $id) {
+        ... on Agent {
+          byDefault: collaborators { agent { id } }
+          three: collaborators(first: 3) { weight agent { id } }
+          all: collaborators(first: 100) { agent { id } }
+          none: collaborators(first: 0) { agent { id } }
+        }
+      }
+    }
+    """
+    # A viewer, the least role that reads agents, reads their links too.
+    node = data(gql(query, {"id": hub["id"]}, caller=viewer))["node"]
+    assert [link["agent"]["id"] for link in node["byDefault"]] == heaviest_first[:10]
+    assert node["three"] == [
+        {"weight": float(12 - index), "agent": {"id": agent_id}}
+        for index, agent_id in enumerate(heaviest_first[:3])
+    ]
+    assert [link["agent"]["id"] for link in node["all"]] == heaviest_first
+    assert node["none"] == []
+
+
 def test_nested_agents_are_fetched_only_when_selected(gql: GraphQL, operator: Caller) -> None:
     a, b = (create_agent(gql, operator) for _ in range(2))
     relate = """

@@ -202,6 +202,11 @@ def test_agent_tasks_first_out_of_range_is_refused(
             "Query.searchKnowledge",
         ),
         ("query($n: Int!) { metricsSummary(first: $n) { name } }", "Query.metricsSummary"),
+        (
+            "query($n: Int!) { agents(first: 1) { edges { node { collaborators(first: $n)"
+            " { weight } } } } }",
+            "Agent.collaborators",
+        ),
     ],
 )
 def test_one_rule_for_first_and_last_everywhere(

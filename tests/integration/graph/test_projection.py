@@ -220,7 +220,7 @@ async def test_a_relationship_arriving_before_its_agents_is_kept_and_filled_in(
 
     node = await agent_node(graph, a)
     assert node is not None and node["name"] == f"agent-{a}"
-    assert (await graph.queries.collaborators_of([a]))[a][0].agent_id == b
+    assert (await graph.queries.collaborators_of([a], first=10))[a][0].agent_id == b
 
 
 async def test_malformed_and_unknown_events_are_skipped_not_fatal(

@@ -63,7 +63,7 @@ async def test_collaborators_of_counts_collaboration_both_ways_and_delegation_ou
     graph: GraphStore, agents: Agents
 ) -> None:
     missing = uuid4()
-    found = await graph.queries.collaborators_of([agents.a, agents.b, missing, agents.a])
+    found = await graph.queries.collaborators_of([agents.a, agents.b, missing, agents.a], first=10)
     assert found == {
         agents.a: [
             Collaborator(agents.c, 2.0, COLLAB),
@@ -73,6 +73,14 @@ async def test_collaborators_of_counts_collaboration_both_ways_and_delegation_ou
         agents.b: [Collaborator(agents.a, 0.5, COLLAB)],
         missing: [],
     }
+    heaviest = await graph.queries.collaborators_of([agents.a, agents.b], first=2)
+    assert heaviest == {
+        agents.a: [Collaborator(agents.c, 2.0, COLLAB), Collaborator(agents.d, 1.0, DELEG)],
+        agents.b: [Collaborator(agents.a, 0.5, COLLAB)],
+    }
+    with roundtrips.counting() as counter:
+        assert await graph.queries.collaborators_of([agents.a], first=0) == {agents.a: []}
+    assert counter["neo4j"] == 0
 
 
 async def test_parents_and_children(graph: GraphStore, agents: Agents) -> None:
@@ -295,7 +303,7 @@ async def test_batch_queries_take_one_round_trip_whatever_the_number_of_ids(
     many_agents = [agents.a, agents.b, agents.p, *(uuid4() for _ in range(60))]
     many_tasks = [tasks.t1, tasks.t7, *(uuid4() for _ in range(60))]
     for query in (
-        lambda: graph.queries.collaborators_of(many_agents),
+        lambda: graph.queries.collaborators_of(many_agents, first=10),
         lambda: graph.queries.parents_of(many_agents),
         lambda: graph.queries.children_of(many_agents),
         lambda: graph.queries.blockers_of(many_tasks),
@@ -309,7 +317,7 @@ async def test_batch_queries_take_one_round_trip_whatever_the_number_of_ids(
         await graph.queries.critical_path(uuid4())
     assert counter["neo4j"] == 2
     with roundtrips.counting() as counter:
-        assert await graph.queries.collaborators_of([]) == {}
+        assert await graph.queries.collaborators_of([], first=10) == {}
     assert counter["neo4j"] == 0
 
 
@@ -320,7 +328,7 @@ async def test_a_read_cancelled_while_connecting_leaves_no_socket_open(settings:
     # (ResourceWarning: unclosed socket, an error in this suite).
     for steps in range(40):
         async with GraphStore(settings.graph_options()) as graph:
-            caller = asyncio.ensure_future(graph.queries.collaborators_of([uuid4()]))
+            caller = asyncio.ensure_future(graph.queries.collaborators_of([uuid4()], first=10))
             for _ in range(steps):
                 await asyncio.sleep(0)
             caller.cancel()
