@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bench.floor_ws import FanOut
 from bench.ids import global_id, iso
 from gateway.runtime import tune_gc
+from stores.graph.queries import COLLABORATORS
 from stores.metrics.buckets import HOUR, ORIGIN
 from stores.metrics.records import Aggregate, Source
 from stores.metrics.sql import NATIVE
@@ -86,25 +87,6 @@ KNOWN_METRICS = "SELECT name FROM metric_names WHERE name = ANY($1::text[])"
 EVENT_POINTS = 500
 BY_MINUTE_AVG = NATIVE.series[(Source.MINUTE, Aggregate.AVG)]
 FIVE_MINUTES = timedelta(minutes=5)
-
-COLLABORATORS = """
-    UNWIND $ids AS id
-    MATCH (a:Agent {id: id})
-    CALL (a) {
-        CALL (a) {
-            MATCH (a)-[r:COLLABORATES_WITH]-(b:Agent)
-            RETURN b.id AS other, r.weight AS weight, type(r) AS type
-            UNION ALL
-            MATCH (a)-[r:DELEGATES_TO]->(b:Agent)
-            RETURN b.id AS other, r.weight AS weight, type(r) AS type
-        }
-        WITH other, type, max(weight) AS weight
-        ORDER BY weight DESC, other, type
-        LIMIT 10  // `Agent.collaborators`' default `first`
-        RETURN other, type, weight
-    }
-    RETURN collect([id, other, type, weight]) AS links
-"""
 
 NEIGHBOURHOOD = """
     MATCH (s:Agent {id: $id})
@@ -254,7 +236,8 @@ class Floor:
         summary = "metricsFrom" in variables
         task_rows, links, metric_rows = await asyncio.gather(
             self.pool.fetch(TASKS_OF_AGENTS, ids, 10),
-            self.cypher(COLLABORATORS, ids=[str(i) for i in ids]),
+            # `Agent.collaborators`' default `first`.
+            self.cypher(COLLABORATORS, ids=[str(i) for i in ids], first=10),
             self._hourly_energy(ids, variables) if summary else _no_rows(),
         )
         points: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}

@@ -43,6 +43,28 @@ def _loader(fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) ->
     return DataLoader(batch)
 
 
+A = TypeVar("A", bound=Hashable)
+
+
+def _loader_by_argument(
+    fetch: Callable[[list[K], A], Awaitable[Mapping[K, V]]], default: V
+) -> DataLoader[tuple[K, A], V]:
+    """`_loader` for keys of (key, argument): one `fetch(keys, argument)` per distinct
+    argument in the batch."""
+
+    async def batch(keys: list[tuple[K, A]]) -> list[V]:
+        by_argument: dict[A, list[K]] = defaultdict(list)
+        for key, argument in keys:
+            by_argument[argument].append(key)
+        found: dict[tuple[K, A], V] = {}
+        for argument, some in by_argument.items():
+            values = await fetch(some, argument)
+            found.update(((key, argument), value) for key, value in values.items())
+        return [found.get(key, default) for key in keys]
+
+    return DataLoader(batch)
+
+
 @dataclass(frozen=True, slots=True)
 class TasksPageKey:
     """Agent.tasks arguments: one SQL query serves every agent with the same arguments.
@@ -123,6 +145,7 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
 
 # An agent's id and the columns to read of it.
 AgentColumnsKey = tuple[UUID, tuple[str, ...]]
+# An agent's id and how many of its links to read.
 CollaboratorsKey = tuple[UUID, int]
 
 
@@ -200,23 +223,9 @@ class Loaders:
         return _loader(cache.agents.by_ids if cache else self._stores.postgres.agents.by_ids, None)
 
     @cached_property
-    def agent_columns_by_id(
-        self,
-    ) -> DataLoader[tuple[UUID, tuple[str, ...]], tuple[Any, ...] | None]:
+    def agent_columns_by_id(self) -> DataLoader[AgentColumnsKey, tuple[Any, ...] | None]:
         """Agents as tuples of the given columns (`id` first), by (id, columns)."""
-        agents = self._stores.postgres.agents
-
-        async def batch(keys: list[tuple[UUID, tuple[str, ...]]]) -> list[tuple[Any, ...] | None]:
-            by_columns: dict[tuple[str, ...], list[UUID]] = defaultdict(list)
-            for agent_id, columns in keys:
-                by_columns[columns].append(agent_id)
-            found: dict[AgentColumnsKey, tuple[Any, ...]] = {}
-            for columns, ids in by_columns.items():
-                rows = await agents.columns_by_ids(ids, columns)
-                found.update(((agent_id, columns), row) for agent_id, row in rows.items())
-            return [found.get(key) for key in keys]
-
-        return DataLoader(batch)
+        return _loader_by_argument(self._stores.postgres.agents.columns_by_ids, None)
 
     @cached_property
     def task_by_id(self) -> DataLoader[UUID, Task | None]:
@@ -259,17 +268,10 @@ class Loaders:
         """An agent's heaviest links, by (agent id, `first`): one query per `first`."""
         queries = self._stores.graph.queries
 
-        async def batch(keys: list[CollaboratorsKey]) -> list[list[Collaborator]]:
-            by_first: dict[int, list[UUID]] = defaultdict(list)
-            for agent_id, first in keys:
-                by_first[first].append(agent_id)
-            found: dict[CollaboratorsKey, list[Collaborator]] = {}
-            for first, agent_ids in by_first.items():
-                links = await queries.collaborators_of(agent_ids, first=first)
-                found.update(((agent_id, first), mine) for agent_id, mine in links.items())
-            return [found.get(key, []) for key in keys]
+        async def links(agent_ids: list[UUID], first: int) -> Mapping[UUID, list[Collaborator]]:
+            return await queries.collaborators_of(agent_ids, first=first)
 
-        return DataLoader(batch)
+        return _loader_by_argument(links, [])
 
     @cached_property
     def parent_id_by_agent_id(self) -> DataLoader[UUID, UUID | None]:

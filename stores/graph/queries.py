@@ -153,7 +153,7 @@ class GraphQueries:
         if not ids or first <= 0:
             return found
         rows = await read_collected(
-            self._graph, _COLLABORATORS, ids=[str(i) for i in ids], first=first
+            self._graph, COLLABORATORS, ids=[str(i) for i in ids], first=first
         )
         for agent_id, other, edge_type, weight in rows:
             found[UUID(agent_id)].append(
@@ -373,7 +373,8 @@ def _most_connected_query(types: tuple[AgentEdge, ...]) -> str:
     """
 
 
-_COLLABORATORS = """
+# The floor in bench/ runs it too, so both do the same store work.
+COLLABORATORS = """
     UNWIND $ids AS id
     MATCH (a:Agent {id: id})
     CALL (a) {
