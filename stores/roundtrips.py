@@ -20,12 +20,18 @@ Observer = Callable[[str, int, "float | None"], None]
 _observers: list[Observer] = []
 
 
-def record(store: str, count: int = 1, *, seconds: float | None = None) -> None:
+def record(
+    store: str, count: int = 1, *, seconds: float | None = None, observed: bool = True
+) -> None:
+    """`observed=False`: a round trip this request waited on but shared with others
+    (one call for several requests' rate-limit charges), which the call itself
+    records once for the observers."""
     counter = _current.get()
     if counter is not None:
         counter[store] += count
-    for observer in _observers:
-        observer(store, count, seconds)
+    if observed:
+        for observer in _observers:
+            observer(store, count, seconds)
 
 
 def timed(store: str, seconds: float) -> None:

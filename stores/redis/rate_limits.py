@@ -11,12 +11,16 @@ than `window` ahead of now. Times come from Redis's clock, so every gateway agre
 
 One hash tag for every bucket: a script's keys must share a slot in Redis Cluster, and
 one call charges a caller's bucket and its address's together. Rate limits thus live on
-one shard of a cluster: one small script call per request.
+one shard of a cluster: one small script call per request at most.
 
-One call charges several buckets at once (a caller's bucket and the login bucket of
-its address): all of them or none. A charge may name a minimum, taken instead when the
-call as a whole is refused (if every minimum fits): a request refused for its
-operation's cost still pays for having been read, in the same round trip.
+A request's charge names several buckets at once (a caller's bucket and the login
+bucket of its address): all of them or none. A charge may name a minimum, taken
+instead when the charge as a whole is refused (if every minimum fits): a request
+refused for its operation's cost still pays for having been read, in the same round
+trip. Charges asked for while a call is out wait for it and then go together in the
+next one (at most `MAX_BATCH`), each still all or nothing, in the order asked: under
+load, many requests share one round trip, and their decisions are the ones separate
+calls in that order would have made.
 
 Each answer tells this process how far ahead a bucket's TAT was, which it remembers
 (as a time on its own clock, taken before the call: never later than the true TAT)
@@ -32,6 +36,8 @@ Redis answers again; the memory is then forgotten.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -61,50 +67,67 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-# KEYS: the buckets. ARGV: limit, window (us), cost, minimum for each bucket in turn.
-# Returns {allowed, retry after (us), minimums taken, then TAT - now (us) per bucket}:
-# the charged TAT when allowed; when refused, the TAT after the minimums if they were
-# taken, the untouched one otherwise.
+# One call charges a batch of groups, each all or nothing, in turn (a later group sees
+# the earlier groups' charges). KEYS: every group's buckets, one group after another.
+# ARGV: per group, its number of buckets, then limit, window (us), cost and minimum for
+# each of them. Replies, per group: allowed, retry after (us), minimums taken, then
+# TAT - now (us) per bucket: the charged TAT when allowed; when refused, the TAT after
+# the minimums if they were taken, the untouched one otherwise.
 _CHARGE_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tats, news, mins = {}, {}, {}
-local allowed, retry, fits, wanted = 1, 0, 1, 0
-for i = 1, #KEYS do
-  local limit, window = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2])
-  local cost, minimum = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  local new = tat + cost * window / limit
-  tats[i], news[i], mins[i] = tat, new, tat + minimum * window / limit
-  local wait = new - window - now
-  if wait > 0 then
-    allowed = 0
-    if wait > retry then retry = wait end
+local reply = {}
+local key, arg = 0, 1
+while arg <= #ARGV do
+  local count = tonumber(ARGV[arg])
+  local tats, news, mins = {}, {}, {}
+  local allowed, retry, fits, wanted = 1, 0, 1, 0
+  for i = 1, count do
+    local at = arg + 4 * i - 3
+    local limit, window = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local cost, minimum = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local tat = tonumber(redis.call('GET', KEYS[key + i]) or '0')
+    if tat < now then tat = now end
+    local new = tat + cost * window / limit
+    tats[i], news[i], mins[i] = tat, new, tat + minimum * window / limit
+    local wait = new - window - now
+    if wait > 0 then
+      allowed = 0
+      if wait > retry then retry = wait end
+    end
+    if minimum > 0 then wanted = 1 end
+    if mins[i] - window - now > 0 then fits = 0 end
   end
-  if minimum > 0 then wanted = 1 end
-  if mins[i] - window - now > 0 then fits = 0 end
-end
-local taken = 0
-if allowed == 0 then
-  if wanted == 1 and fits == 1 then
-    taken = 1
-    news = mins
-  else
-    news = tats
+  local taken = 0
+  if allowed == 0 then
+    if wanted == 1 and fits == 1 then
+      taken = 1
+      news = mins
+    else
+      news = tats
+    end
   end
-end
-local reply = {allowed, math.ceil(retry), taken}
-for i = 1, #KEYS do
-  local tat = tats[i]
-  if news[i] > tat then
-    tat = news[i]
-    redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  reply[#reply + 1] = allowed
+  reply[#reply + 1] = math.ceil(retry)
+  reply[#reply + 1] = taken
+  for i = 1, count do
+    local tat = tats[i]
+    if news[i] > tat then
+      tat = news[i]
+      local ttl_ms = math.ceil((tat - now) / 1000)
+      redis.call('SET', KEYS[key + i], string.format('%.0f', tat), 'PX', ttl_ms)
+    end
+    reply[#reply + 1] = math.ceil(tat - now)
   end
-  reply[#reply + 1] = math.ceil(tat - now)
+  key = key + count
+  arg = arg + 1 + 4 * count
 end
 return reply
 """
+
+# Charges waiting while a batch is in Redis go together in the next call, at most this
+# many (a script runs alone in Redis: a batch must stay short).
+MAX_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +223,12 @@ class RateLimitStore:
         "_fallback_operations",
         "_memory",
         "_options",
+        "_queued",
         "_redis",
         "_retry_at",
         "_script",
         "_script_client",
+        "_sender",
     )
 
     def __init__(
@@ -220,6 +245,9 @@ class RateLimitStore:
         self._retry_at = 0.0
         self._script: AsyncScript | None = None
         self._script_client: aioredis.Redis | None = None
+        # Charges waiting for the batch in Redis to come back, and what sends them.
+        self._queued: list[tuple[Sequence[Charge], asyncio.Future[list[int]]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def fallback_active(self) -> bool:
@@ -266,16 +294,19 @@ class RateLimitStore:
         return self._charge_in_memory(charges)
 
     async def _charge_in_redis(self, charges: Sequence[Charge]) -> tuple[RateDecision, list[int]]:
-        client = self._redis.client
-        if self._script is None or self._script_client is not client:
-            self._script = client.register_script(_CHARGE_SCRIPT)
-            self._script_client = client
-        args: list[float | int] = []
-        for charge in charges:
-            args += [charge.limit, charge.window_us, charge.cost, charge.minimum]
-        roundtrips.record("redis")
-        reply = await self._script(keys=[KEY_PREFIX + c.key for c in charges], args=args)
-        allowed, retry_us, taken, *aheads = (int(value) for value in reply)
+        """Charge in Redis, with whatever other charges are waiting: one script call
+        serves every request that asked while the previous call was out, so under load
+        a request pays for a fraction of a round trip, and alone for one, as before."""
+        waiter: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queued.append((charges, waiter))
+        if self._sender is None:
+            # Its own context: the call is no one request's (its round trip is counted
+            # once by `_send_queued`, and in each request below).
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send_queued(), context=contextvars.Context()
+            )
+        roundtrips.record("redis", observed=False)
+        allowed, retry_us, taken, *aheads = await waiter
         decision = RateDecision(
             allowed=bool(allowed),
             retry_after_s=0 if allowed else _seconds(retry_us),
@@ -283,6 +314,58 @@ class RateLimitStore:
             minimums_taken=bool(taken),
         )
         return decision, aheads
+
+    async def _send_queued(self) -> None:
+        """Send the waiting charges, a batch per call, until none wait."""
+        try:
+            while self._queued:
+                batch = [item for item in self._queued[:MAX_BATCH] if not item[1].done()]
+                del self._queued[:MAX_BATCH]
+                if not batch:
+                    continue
+                try:
+                    replies = await self._call_script([charges for charges, _ in batch])
+                except Exception as exc:
+                    # Each request decides what a failure means (see `charge`).
+                    for _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    continue
+                except BaseException:
+                    for _, waiter in batch:
+                        waiter.cancel()
+                    raise
+                for (_, waiter), reply in zip(batch, replies, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(reply)
+        finally:
+            self._sender = None
+            for _, waiter in self._queued:
+                waiter.cancel()
+            self._queued.clear()
+
+    async def _call_script(self, groups: Sequence[Sequence[Charge]]) -> list[list[int]]:
+        """One script call charging each group all or nothing; each group's reply."""
+        client = self._redis.client
+        if self._script is None or self._script_client is not client:
+            self._script = client.register_script(_CHARGE_SCRIPT)
+            self._script_client = client
+        keys: list[str] = []
+        args: list[float | int] = []
+        for charges in groups:
+            args.append(len(charges))
+            for charge in charges:
+                keys.append(KEY_PREFIX + charge.key)
+                args += [charge.limit, charge.window_us, charge.cost, charge.minimum]
+        roundtrips.record("redis")
+        reply = [int(value) for value in await self._script(keys=keys, args=args)]
+        replies: list[list[int]] = []
+        start = 0
+        for charges in groups:
+            end = start + 3 + len(charges)
+            replies.append(reply[start:end])
+            start = end
+        return replies
 
     def _remember(self, charges: Sequence[Charge], aheads: Sequence[int], asked_at: float) -> None:
         """Note each bucket's TAT, as a time no later than the true one."""

@@ -1,8 +1,10 @@
-"""GCRA buckets in Redis: all-or-nothing charges, refusals without round trips once a
-bucket is known to be empty, and counting in memory while Redis is away."""
+"""GCRA buckets in Redis: all-or-nothing charges, concurrent charges batched into
+shared calls, refusals without round trips once a bucket is known to be empty, and
+counting in memory while Redis is away."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from gateway.settings import Settings
 from stores import RedisStore, roundtrips
 from stores.redis.rate_limits import (
     KEY_PREFIX,
+    MAX_BATCH,
     BucketState,
     Charge,
     RateLimitOptions,
@@ -84,6 +87,41 @@ async def test_a_refused_charge_takes_its_minimum_if_it_fits(
         again = await limiter.charge([Charge(key, 10, 60, 5, minimum=2)])
     assert not again.allowed and not again.minimums_taken
     assert trips == {}
+
+
+async def test_concurrent_charges_share_calls_and_decide_in_the_order_asked(
+    limiter: RateLimitStore, redis: RedisStore
+) -> None:
+    shared, tight, roomy = _key(), _key(), _key()
+    calls: list[int] = []
+
+    def count_calls(store: str, count: int, seconds: float | None) -> None:
+        if store == "redis" and count:
+            calls.append(count)
+
+    async def charge(charges: list[Charge]) -> tuple[bool, dict[str, int]]:
+        with roundtrips.counting() as trips:
+            decision = await limiter.charge(charges)
+        return decision.allowed, dict(trips)
+
+    # Emptied by another process: this one does not know, Redis decides.
+    assert (await RateLimitStore(redis).charge([Charge(tight, 1, 60, 1)])).allowed
+    roundtrips.add_observer(count_calls)
+    try:
+        # 2 x MAX_BATCH requests at once, five units in the shared bucket: the first
+        # five asked get one each. One of them also names the empty bucket: refused
+        # whole, its unit in the shared bucket is left for the next in line.
+        asked = [[Charge(shared, 5, 60, 1)] for _ in range(2 * MAX_BATCH)]
+        asked[1] = [Charge(roomy, 5, 60, 1), Charge(shared, 5, 60, 1), Charge(tight, 1, 60, 1)]
+        outcomes = await asyncio.gather(*(charge(charges) for charges in asked))
+    finally:
+        roundtrips.remove_observer(count_calls)
+    assert [allowed for allowed, _ in outcomes[:7]] == [True, False, True, True, True, True, False]
+    assert not any(allowed for allowed, _ in outcomes[7:])
+    assert await redis.client.get(KEY_PREFIX + roomy) is None
+    # Each request waited on one round trip; the process made far fewer.
+    assert all(trips == {"redis": 1} for _, trips in outcomes)
+    assert 2 <= len(calls) <= 3
 
 
 async def test_units_come_back_as_the_window_passes(limiter: RateLimitStore) -> None:
