@@ -416,7 +416,7 @@ async def _ensure_graph(postgres: PostgresStore, graph: GraphStore, progress: Pr
             row["id"] for row in await conn.fetch("SELECT id FROM agents ORDER BY id LIMIT 20")
         ]
     found = await graph.queries.parents_of(sample)
-    children = await graph.queries.children_of(sample)
+    children = await graph.queries.children_of(sample, first=1)
     known = sum(1 for i in sample if found.get(i) is not None or children.get(i))
     if sample and known == 0:
         await rebuild(

@@ -145,8 +145,8 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
 
 # An agent's id and the columns to read of it.
 AgentColumnsKey = tuple[UUID, tuple[str, ...]]
-# An agent's id and how many of its links to read.
-CollaboratorsKey = tuple[UUID, int]
+# An agent's id and how many of a list (its links, its children) to read.
+AgentFirstKey = tuple[UUID, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +264,7 @@ class Loaders:
         return _loader(self._stores.graph.queries.blockers_of, [])
 
     @cached_property
-    def collaborators_by_agent_id(self) -> DataLoader[CollaboratorsKey, list[Collaborator]]:
+    def collaborators_by_agent_id(self) -> DataLoader[AgentFirstKey, list[Collaborator]]:
         """An agent's heaviest links, by (agent id, `first`): one query per `first`."""
         queries = self._stores.graph.queries
 
@@ -278,8 +278,14 @@ class Loaders:
         return _loader(self._stores.graph.queries.parents_of, None)
 
     @cached_property
-    def child_ids_by_agent_id(self) -> DataLoader[UUID, list[UUID]]:
-        return _loader(self._stores.graph.queries.children_of, [])
+    def child_ids_by_agent_id(self) -> DataLoader[AgentFirstKey, list[UUID]]:
+        """An agent's children by name, by (agent id, `first`): one query per `first`."""
+        queries = self._stores.graph.queries
+
+        async def children(agent_ids: list[UUID], first: int) -> Mapping[UUID, list[UUID]]:
+            return await queries.children_of(agent_ids, first=first)
+
+        return _loader_by_argument(children, [])
 
     @cached_property
     def sessions_by_agent_id(self) -> DataLoader[UUID, list[Session]]:

@@ -193,9 +193,13 @@ class Agent(relay.Node):
         parent_id = await info.context.loaders.parent_id_by_agent_id.load(self.record.id)
         return await Agent.load(info, parent_id)
 
-    @strawberry.field(description="Agents directly below this one (Neo4j).")
-    async def children(self, info: Info) -> list[Agent] | None:
-        child_ids = await info.context.loaders.child_ids_by_agent_id.load(self.record.id)
+    @strawberry.field(
+        description="Agents directly below this one (Neo4j), by name, at most `first` of "
+        "them (one query for a whole page of agents)."
+    )
+    async def children(self, info: Info, first: int = 10) -> list[Agent] | None:
+        loader = info.context.loaders.child_ids_by_agent_id
+        child_ids = await loader.load((self.record.id, first))
         return await Agent.load_many(info, child_ids)
 
     @strawberry.field(description="Live sessions bound to this agent (Redis). Operators and up.")

@@ -172,13 +172,14 @@ class GraphQueries:
             found[UUID(agent_id)] = UUID(parent)
         return found
 
-    async def children_of(self, agent_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+    async def children_of(self, agent_ids: Sequence[UUID], *, first: int) -> dict[UUID, list[UUID]]:
+        """Agents directly below each, by name, at most `first` per agent."""
         ids = _unique(agent_ids)
         found: dict[UUID, list[UUID]] = {agent_id: [] for agent_id in ids}
-        if not ids:
+        if not ids or first <= 0:
             return found
         for agent_id, child in await read_collected(
-            self._graph, _CHILDREN, ids=[str(i) for i in ids]
+            self._graph, _CHILDREN, ids=[str(i) for i in ids], first=first
         ):
             found[UUID(agent_id)].append(UUID(child))
         return found
@@ -403,10 +404,18 @@ _PARENTS = """
 
 _CHILDREN = """
     UNWIND $ids AS id
-    MATCH (:Agent {id: id})-[:PARENT_OF]->(c:Agent)
-    WITH id, c
-    ORDER BY id, c.name, c.id
-    RETURN collect([id, c.id]) AS rows
+    MATCH (a:Agent {id: id})
+    CALL (a) {
+        MATCH (a)-[:PARENT_OF]->(c:Agent)
+        WITH c
+        ORDER BY c.name, c.id
+        // Per agent: an agent above thousands returns its first `first` by name.
+        LIMIT $first
+        RETURN c.id AS child, c.name AS name
+    }
+    WITH id, child, name
+    ORDER BY id, name, child
+    RETURN collect([id, child]) AS rows
 """
 
 _BLOCKERS = """

@@ -35,8 +35,10 @@ def plan(query: str) -> CostPlan:
         # A nested connection's own default (Agent.tasks: 10), per agent.
         ("{ agents(first: 2) { edges { node { tasks { edges { node { id } } } } } } }", {}, 47),
         # An unsized list: 10 per run.
+        ("{ agents(first: 1) { edges { node { achievements { type } } } } }", {}, 13),
+        # A list's `first`, by default (Agent.children, Agent.collaborators: 10) or given.
         ("{ agents(first: 1) { edges { node { children { id } } } } }", {}, 13),
-        # A list's `first`, by default (Agent.collaborators: 10) or given.
+        ("{ agents(first: 1) { edges { node { children(first: 2) { id } } } } }", {}, 5),
         ("{ agents(first: 1) { edges { node { collaborators { agent { id } } } } } }", {}, 23),
         (
             "{ agents(first: 1) { edges { node { collaborators(first: 50) { agent { id } } } } } }",

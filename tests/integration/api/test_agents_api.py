@@ -251,6 +251,37 @@ def test_collaborators_are_the_heaviest_first_of_them(
     assert node["none"] == []
 
 
+def test_children_are_the_first_of_them_by_name(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    parent = create_agent(gql, operator, role="orchestrator")
+    prefix = unique("child")
+    # Created out of name order: the answer is by name.
+    names = [f"{prefix}-{index:02d}" for index in (7, 3, 11, 0, 9, 1, 5, 10, 2, 8, 4, 6)]
+    ids = {
+        name: create_agent(gql, operator, name=name, parentId=parent["id"])["id"] for name in names
+    }
+    by_name = [ids[name] for name in sorted(names)]
+    query = """
+    query($id: ID!) {
+      node(id: $id) {
+        ... on Agent {
+          byDefault: children { id }
+          three: children(first: 3) { id name }
+          all: children(first: 100) { id }
+          none: children(first: 0) { id }
+        }
+      }
+    }
+    """
+    # A viewer, the least role that reads agents, reads their children too.
+    node = data(gql(query, {"id": parent["id"]}, caller=viewer))["node"]
+    assert [child["id"] for child in node["byDefault"]] == by_name[:10]
+    assert node["three"] == [{"id": ids[name], "name": name} for name in sorted(names)[:3]]
+    assert [child["id"] for child in node["all"]] == by_name
+    assert node["none"] == []
+
+
 def test_nested_agents_are_fetched_only_when_selected(gql: GraphQL, operator: Caller) -> None:
     a, b = (create_agent(gql, operator) for _ in range(2))
     relate = """

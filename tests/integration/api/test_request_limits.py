@@ -207,6 +207,10 @@ def test_agent_tasks_first_out_of_range_is_refused(
             " { weight } } } } }",
             "Agent.collaborators",
         ),
+        (
+            "query($n: Int!) { agents(first: 1) { edges { node { children(first: $n) { id } } } } }",
+            "Agent.children",
+        ),
     ],
 )
 def test_one_rule_for_first_and_last_everywhere(

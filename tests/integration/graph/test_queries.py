@@ -91,8 +91,14 @@ async def test_parents_and_children(graph: GraphStore, agents: Agents) -> None:
         agents.p: None,
         missing: None,
     }
-    children = await graph.queries.children_of([agents.p, agents.a])
+    children = await graph.queries.children_of([agents.p, agents.a], first=10)
     assert children == {agents.p: sorted([agents.a, agents.e], key=str), agents.a: []}
+    # At most `first` per agent, the first by name (then id), none without a round trip.
+    first_one = await graph.queries.children_of([agents.p, agents.a], first=1)
+    assert first_one == {agents.p: sorted([agents.a, agents.e], key=str)[:1], agents.a: []}
+    with roundtrips.counting() as counter:
+        assert await graph.queries.children_of([agents.p], first=0) == {agents.p: []}
+    assert counter["neo4j"] == 0
 
 
 async def test_neighbourhood_by_depth_and_type(graph: GraphStore, agents: Agents) -> None:
@@ -305,7 +311,7 @@ async def test_batch_queries_take_one_round_trip_whatever_the_number_of_ids(
     for query in (
         lambda: graph.queries.collaborators_of(many_agents, first=10),
         lambda: graph.queries.parents_of(many_agents),
-        lambda: graph.queries.children_of(many_agents),
+        lambda: graph.queries.children_of(many_agents, first=10),
         lambda: graph.queries.blockers_of(many_tasks),
     ):
         with roundtrips.counting() as counter:
