@@ -1,102 +1,246 @@
-"""Strawberry's schema extension runner, with each extension class's hooks looked up
-once rather than on every request.
+"""Strawberry's schema extension runner, with each stage's hooks driven directly.
 
 Strawberry builds every extension per operation and, for each of its four stages
 (operation, parsing, validation, execution), asks every extension whether it has a
-hook there; a generator hook is then decorated (`contextlib.contextmanager` over a
-bound method, `functools.wraps` and `inspect` checks included) on every request.
-Here the decoration is done once per class and hook; each request only binds the
-extension. Hooks run exactly as Strawberry's runner runs them.
+hook there, wraps each generator hook in a `contextlib` context manager (decorated
+per request, `functools.wraps` and `inspect` checks included) and enters them
+through an `AsyncExitStack`; after the operation it awaits every extension's
+`get_results`, overridden or not. That machinery cost about as much as the hooks'
+own work on a cheap query. Here which hooks a class has is looked up once per class;
+a stage runs each generator hook to its `yield` on the way in and on from it in
+reverse order on the way out, as `contextlib` would: an exception inside the stage
+is thrown into each hook in turn, one that raises another replaces it, one that
+finishes spares the hooks outside it (but, as in Strawberry's runner, not the
+stage), one that yields again is an error. As with Strawberry's runner, a hook that
+fails on the way in leaves the stage at once, without leaving the hooks entered
+before it (the enclosing stage still leaves its own). Only the extensions
+that override `get_results` are asked for results.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
+from types import TracebackType
 from typing import Any
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import (
     ExecutingContextManager,
-    ExtensionContextManagerBase,
     OperationContextManager,
     ParsingContextManager,
     ValidationContextManager,
-    WrappedHook,
 )
 from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.types import ExecutionContext
 
-# What to do with an extension of a class, per hook: nothing (the class does not
-# override it), wrap a generator hook in its context manager factory (made once per
-# class: Strawberry's lookup decorates a bound method on every request, with
-# `functools.wraps` each time), or, for a plain callable hook, Strawberry's own lookup.
-_STRAWBERRY_LOOKUP: Any = object()
-_MAKERS: dict[tuple[type[SchemaExtension], str], Any] = {}
+# How a class's hook for a stage runs: a generator, an async generator, a plain
+# function or coroutine function (run on the way in only, as Strawberry does).
+_SYNC, _ASYNC, _CALL, _AWAIT = range(4)
+_Hook = tuple[int, Callable[[SchemaExtension], Any]]
+_HOOKS: dict[tuple[type[SchemaExtension], str], _Hook | None] = {}
+_RESULTS: dict[type[SchemaExtension], Callable[[SchemaExtension], Any] | None] = {}
 
 
-def _hook_maker(cls: type[SchemaExtension], hook_name: str) -> Any:
-    hook = getattr(cls, hook_name)
-    if hook is getattr(SchemaExtension, hook_name):
-        return None
-    if inspect.isgeneratorfunction(hook):
-        factory: Callable[..., Any] = contextlib.contextmanager(hook)
-        is_async = False
+def _hook_of(cls: type[SchemaExtension], name: str) -> _Hook | None:
+    key = (cls, name)
+    try:
+        return _HOOKS[key]
+    except KeyError:
+        pass
+    hook = getattr(cls, name)
+    found: _Hook | None
+    if hook is getattr(SchemaExtension, name):
+        found = None
+    elif inspect.isgeneratorfunction(hook):
+        found = (_SYNC, hook)
     elif inspect.isasyncgenfunction(hook):
-        factory = contextlib.asynccontextmanager(hook)
-        is_async = True
+        found = (_ASYNC, hook)
+    elif inspect.iscoroutinefunction(hook):
+        found = (_AWAIT, hook)
+    elif callable(hook):
+        found = (_CALL, hook)
     else:
-        return _STRAWBERRY_LOOKUP
-
-    def make(extension: SchemaExtension) -> WrappedHook:
-        return WrappedHook(extension, functools.partial(factory, extension), is_async)
-
-    return make
+        raise ValueError(f"Hook {name} on {cls.__name__} must be callable, received {hook!r}")
+    _HOOKS[key] = found
+    return found
 
 
-class _CachedLookup(ExtensionContextManagerBase):
-    def get_hook(self, extension: SchemaExtension) -> WrappedHook | None:
-        key = (type(extension), self.HOOK_NAME)
-        try:
-            maker = _MAKERS[key]
-        except KeyError:
-            maker = _MAKERS[key] = _hook_maker(type(extension), self.HOOK_NAME)
-        if maker is None:
-            return None
-        if maker is _STRAWBERRY_LOOKUP:
-            return super().get_hook(extension)
-        made: WrappedHook = maker(extension)
-        return made
+def _results_of(cls: type[SchemaExtension]) -> Callable[[SchemaExtension], Any] | None:
+    try:
+        return _RESULTS[cls]
+    except KeyError:
+        own = cls.get_results if cls.get_results is not SchemaExtension.get_results else None
+        _RESULTS[cls] = own
+        return own
 
 
-class _Operation(_CachedLookup, OperationContextManager):
-    pass
+class _Stage:
+    """One stage's hooks of one operation, as an async (or plain) context manager."""
+
+    __slots__ = ("_entered", "_extensions", "_name")
+
+    def __init__(self, extensions: list[SchemaExtension], name: str) -> None:
+        self._extensions = extensions
+        self._name = name
+        self._entered: list[tuple[bool, Any]] = []
+
+    async def __aenter__(self) -> None:
+        name = self._name
+        for extension in self._extensions:
+            hook = _hook_of(type(extension), name)
+            if hook is None:
+                continue
+            kind, function = hook
+            if kind == _SYNC:
+                generator = function(extension)
+                _started(next(generator, _DONE), name)
+                self._entered.append((False, generator))
+            elif kind == _ASYNC:
+                generator = function(extension)
+                _started(await anext(generator, _DONE), name)
+                self._entered.append((True, generator))
+            elif kind == _AWAIT:
+                await function(extension)
+            else:
+                function(extension)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        pending = exc
+        while self._entered:
+            is_async, generator = self._entered.pop()
+            try:
+                if is_async:
+                    await _resume_async(generator, pending)
+                else:
+                    _resume(generator, pending)
+            except _Finished:
+                pending = None
+            except BaseException as raised:
+                # Thrown into the hooks outside it, as `contextlib` does.
+                pending = raised
+        return _leave(exc, pending)
+
+    def __enter__(self) -> None:
+        name = self._name
+        for extension in self._extensions:
+            hook = _hook_of(type(extension), name)
+            if hook is None:
+                continue
+            kind, function = hook
+            if kind in (_ASYNC, _AWAIT):
+                raise RuntimeError(
+                    f"SchemaExtension hook {extension}.{name} failed to complete synchronously."
+                )
+            if kind == _SYNC:
+                generator = function(extension)
+                _started(next(generator, _DONE), name)
+                self._entered.append((False, generator))
+            else:
+                function(extension)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        pending = exc
+        while self._entered:
+            _, generator = self._entered.pop()
+            try:
+                _resume(generator, pending)
+            except _Finished:
+                pending = None
+            except BaseException as raised:
+                pending = raised
+        return _leave(exc, pending)
 
 
-class _Validation(_CachedLookup, ValidationContextManager):
-    pass
+_DONE: Any = object()
 
 
-class _Parsing(_CachedLookup, ParsingContextManager):
-    pass
+class _Finished(Exception):
+    """A hook ran to its end: whatever was thrown into it is swallowed."""
 
 
-class _Executing(_CachedLookup, ExecutingContextManager):
-    pass
+def _leave(exc: BaseException | None, pending: BaseException | None) -> bool:
+    """What leaving a stage does, given what is left after its hooks: raises the
+    exception a hook raised in place of `exc`. As in Strawberry's runner, a hook that
+    swallows `exc` spares the hooks outside it, not the stage: `exc` goes on."""
+    if pending is not None and pending is not exc:
+        raise pending
+    return False
+
+
+def _started(first: object, name: str) -> None:
+    if first is _DONE:
+        raise RuntimeError(f"the extension hook {name} did not yield")
+
+
+def _resume(generator: Generator[Any, None, None], exc: BaseException | None) -> None:
+    try:
+        if exc is None:
+            next(generator)
+        else:
+            generator.throw(exc)
+    except StopIteration:
+        raise _Finished from None
+    raise RuntimeError("an extension hook yielded more than once")
+
+
+async def _resume_async(generator: AsyncGenerator[Any, None], exc: BaseException | None) -> None:
+    try:
+        if exc is None:
+            await anext(generator)
+        else:
+            await generator.athrow(exc)
+    except StopAsyncIteration:
+        raise _Finished from None
+    raise RuntimeError("an extension hook yielded more than once")
 
 
 class CachedHooksRunner(SchemaExtensionsRunner):
-    """Strawberry's extension runner, with each class's hooks looked up once."""
+    """Strawberry's extension runner, with each class's hooks looked up once and each
+    stage's hooks driven directly."""
 
     def operation(self) -> OperationContextManager:
-        return _Operation(self.extensions)
+        return _Stage(self.extensions, "on_operation")  # type: ignore[return-value]
 
     def validation(self) -> ValidationContextManager:
-        return _Validation(self.extensions)
+        return _Stage(self.extensions, "on_validate")  # type: ignore[return-value]
 
     def parsing(self) -> ParsingContextManager:
-        return _Parsing(self.extensions)
+        return _Stage(self.extensions, "on_parse")  # type: ignore[return-value]
 
     def executing(self) -> ExecutingContextManager:
-        return _Executing(self.extensions)
+        return _Stage(self.extensions, "on_execute")  # type: ignore[return-value]
+
+    def get_extensions_results_sync(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self.extensions:
+            results = _results_of(type(extension))
+            if results is None:
+                continue
+            if inspect.iscoroutinefunction(results):
+                raise RuntimeError("Cannot use async extension hook during sync execution")
+            data.update(results(extension))
+        return data
+
+    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self.extensions:
+            results = _results_of(type(extension))
+            if results is None:
+                continue
+            found = results(extension)
+            if inspect.isawaitable(found):
+                found = await found
+            data.update(found)
+        data.update(ctx.extensions_results)
+        return data
