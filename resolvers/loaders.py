@@ -145,8 +145,8 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
 
 # An agent's id and the columns to read of it.
 AgentColumnsKey = tuple[UUID, tuple[str, ...]]
-# An agent's id and how many of a list (its links, its children) to read.
-AgentFirstKey = tuple[UUID, int]
+# An agent's or a task's id and how many of one of its lists to read (`first`).
+IdFirstKey = tuple[UUID, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,23 +248,41 @@ class Loaders:
         return _tasks_by_agent_loader(self._stores)
 
     @cached_property
-    def dependency_ids_by_task_id(self) -> DataLoader[UUID, list[UUID]]:
-        return _loader(self._stores.postgres.tasks.dependencies_of, [])
+    def dependency_ids_by_task_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
+        """By (task id, `first`): one query per `first`."""
+        tasks = self._stores.postgres.tasks
+
+        async def dependencies(task_ids: list[UUID], first: int) -> Mapping[UUID, list[UUID]]:
+            return await tasks.dependencies_of(task_ids, first=first)
+
+        return _loader_by_argument(dependencies, [])
 
     @cached_property
-    def events_by_task_id(self) -> DataLoader[UUID, list[TaskEvent]]:
-        return _loader(self._stores.postgres.tasks.events_of, [])
+    def events_by_task_id(self) -> DataLoader[IdFirstKey, list[TaskEvent]]:
+        """By (task id, `first`): one query per `first`."""
+        tasks = self._stores.postgres.tasks
+
+        async def events(task_ids: list[UUID], first: int) -> Mapping[UUID, list[TaskEvent]]:
+            return await tasks.events_of(task_ids, first=first)
+
+        return _loader_by_argument(events, [])
 
     @cached_property
-    def achievements_by_agent_id(self) -> DataLoader[UUID, list[Achievement]]:
-        return _loader(self._stores.postgres.achievements.for_agents, [])
+    def achievements_by_agent_id(self) -> DataLoader[IdFirstKey, list[Achievement]]:
+        """By (agent id, `first`): one query per `first`."""
+        achievements = self._stores.postgres.achievements
+
+        async def awarded(agent_ids: list[UUID], first: int) -> Mapping[UUID, list[Achievement]]:
+            return await achievements.for_agents(agent_ids, first=first)
+
+        return _loader_by_argument(awarded, [])
 
     @cached_property
     def blocker_ids_by_task_id(self) -> DataLoader[UUID, list[UUID]]:
         return _loader(self._stores.graph.queries.blockers_of, [])
 
     @cached_property
-    def collaborators_by_agent_id(self) -> DataLoader[AgentFirstKey, list[Collaborator]]:
+    def collaborators_by_agent_id(self) -> DataLoader[IdFirstKey, list[Collaborator]]:
         """An agent's heaviest links, by (agent id, `first`): one query per `first`."""
         queries = self._stores.graph.queries
 
@@ -278,7 +296,7 @@ class Loaders:
         return _loader(self._stores.graph.queries.parents_of, None)
 
     @cached_property
-    def child_ids_by_agent_id(self) -> DataLoader[AgentFirstKey, list[UUID]]:
+    def child_ids_by_agent_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
         """An agent's children by name, by (agent id, `first`): one query per `first`."""
         queries = self._stores.graph.queries
 

@@ -225,13 +225,17 @@ class Agent(relay.Node):
 
         return await presence_field(info, self.record.id)
 
-    @strawberry.field(description="Achievements awarded to this agent.")
+    @strawberry.field(
+        description="Achievements awarded to this agent, newest first, at most `first` of "
+        "them (one query for a whole page of agents)."
+    )
     async def achievements(
-        self, info: Info
+        self, info: Info, first: int = 10
     ) -> list[Annotated[Achievement, strawberry.lazy("schema.achievements")]]:
         from schema.achievements import Achievement
 
-        found = await info.context.loaders.achievements_by_agent_id.load(self.record.id)
+        loader = info.context.loaders.achievements_by_agent_id
+        found = await loader.load((self.record.id, first))
         return [Achievement.from_record(item) for item in found]
 
     @strawberry.field(

@@ -145,9 +145,13 @@ class Task(relay.Node):
 
         return await Workflow.load(info, self.record.workflow_id)
 
-    @strawberry.field(description="Tasks this one directly depends on (PostgreSQL).")
-    async def dependencies(self, info: Info) -> list[Task]:
-        ids = await info.context.loaders.dependency_ids_by_task_id.load(self.record.id)
+    @strawberry.field(
+        description="Tasks this one directly depends on (PostgreSQL), oldest link first, at "
+        "most `first` of them (one query for a whole page of tasks)."
+    )
+    async def dependencies(self, info: Info, first: int = 10) -> list[Task]:
+        loader = info.context.loaders.dependency_ids_by_task_id
+        ids = await loader.load((self.record.id, first))
         return await Task.load_many(info, ids)
 
     @strawberry.field(
@@ -158,9 +162,12 @@ class Task(relay.Node):
         ids = await info.context.loaders.blocker_ids_by_task_id.load(self.record.id)
         return await Task.load_many(info, ids)
 
-    @strawberry.field(description="Every change, oldest first (event sourcing).")
-    async def history(self, info: Info) -> list[TaskEvent]:
-        events = await info.context.loaders.events_by_task_id.load(self.record.id)
+    @strawberry.field(
+        description="Its changes, oldest first (event sourcing), at most `first` of them "
+        "(one query for a whole page of tasks)."
+    )
+    async def history(self, info: Info, first: int = 10) -> list[TaskEvent]:
+        events = await info.context.loaders.events_by_task_id.load((self.record.id, first))
         return [TaskEvent.from_record(event) for event in events]
 
 

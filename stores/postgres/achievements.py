@@ -60,16 +60,22 @@ class AchievementRepository:
             await write_audit(conn, ctx, "award", "achievement", achievement.id, None, achievement)
         return achievement
 
-    async def for_agents(self, agent_ids: Sequence[UUID]) -> dict[UUID, list[Achievement]]:
-        """Each agent's achievements, newest first, in one query."""
+    async def for_agents(
+        self, agent_ids: Sequence[UUID], *, first: int
+    ) -> dict[UUID, list[Achievement]]:
+        """Each agent's achievements, newest first, at most `first` per agent, in one
+        query (the limit applied per agent inside it)."""
         found: dict[UUID, list[Achievement]] = {agent_id: [] for agent_id in agent_ids}
-        if not found:
+        if not found or first <= 0:
             return found
         async with self._store.read_connection() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM achievements WHERE agent_id = ANY($1::uuid[])"
-                " ORDER BY agent_id, awarded_at DESC, id",
+                f"SELECT h.* FROM unnest($1::uuid[]) AS a(id) CROSS JOIN LATERAL"
+                f" (SELECT {_COLUMNS} FROM achievements WHERE agent_id = a.id"
+                " ORDER BY awarded_at DESC, id LIMIT $2) AS h"
+                " ORDER BY h.agent_id, h.awarded_at DESC, h.id",
                 list(found),
+                first,
             )
         for row in rows:
             found[row["agent_id"]].append(_achievement(row))

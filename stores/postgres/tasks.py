@@ -228,25 +228,54 @@ class TaskRepository:
             )
         return rows
 
-    async def dependencies_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
-        """What each task waits for, oldest edge first."""
-        return await self._edges(task_ids, "task_id", "depends_on_id")
+    async def dependencies_of(
+        self, task_ids: Sequence[UUID], *, first: int
+    ) -> dict[UUID, list[UUID]]:
+        """What each task waits for, oldest edge first, at most `first` per task (one
+        query for them all, the limit applied per task inside it)."""
+        found: dict[UUID, list[UUID]] = {task_id: [] for task_id in task_ids}
+        if not found or first <= 0:
+            return found
+        async with self._store.read_connection() as conn:
+            rows = await conn.fetch(
+                "SELECT t.id AS key, d.depends_on_id AS other FROM unnest($1::uuid[]) AS t(id)"
+                " CROSS JOIN LATERAL (SELECT depends_on_id, created_at FROM task_dependencies"
+                " WHERE task_id = t.id ORDER BY created_at, depends_on_id LIMIT $2) AS d"
+                " ORDER BY t.id, d.created_at, d.depends_on_id",
+                list(found),
+                first,
+            )
+        for row in rows:
+            found[row["key"]].append(row["other"])
+        return found
 
     async def dependents_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
         """Which tasks wait for each task, oldest edge first."""
         return await self._edges(task_ids, "depends_on_id", "task_id")
 
-    async def events_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[TaskEvent]]:
-        """Each task's history, oldest first."""
+    async def events_of(
+        self, task_ids: Sequence[UUID], *, first: int | None = None
+    ) -> dict[UUID, list[TaskEvent]]:
+        """Each task's history, oldest first; with `first`, at most that many events per
+        task (the limit applied per task, through the (task, version) index)."""
         found: dict[UUID, list[TaskEvent]] = {task_id: [] for task_id in task_ids}
-        if not found:
+        if not found or (first is not None and first <= 0):
             return found
         async with self._store.read_connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {EVENT_ROW} FROM task_events WHERE task_id = ANY($1::uuid[])"
-                " ORDER BY task_id, version",
-                list(found),
-            )
+            if first is None:
+                rows = await conn.fetch(
+                    f"SELECT {EVENT_ROW} FROM task_events WHERE task_id = ANY($1::uuid[])"
+                    " ORDER BY task_id, version",
+                    list(found),
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT e.* FROM unnest($1::uuid[]) AS t(id) CROSS JOIN LATERAL"
+                    f" (SELECT {EVENT_ROW} FROM task_events WHERE task_id = t.id"
+                    " ORDER BY version LIMIT $2) AS e ORDER BY e.task_id, e.version",
+                    list(found),
+                    first,
+                )
         for row in rows:
             found[row["task_id"]].append(event_from_row(row))
         return found

@@ -34,9 +34,11 @@ def plan(query: str) -> CostPlan:
         ("query($n: Int) { agents(first: $n) { totalCount edges { node { id } } } }", {"n": 2}, 6),
         # A nested connection's own default (Agent.tasks: 10), per agent.
         ("{ agents(first: 2) { edges { node { tasks { edges { node { id } } } } } } }", {}, 47),
-        # An unsized list: 10 per run.
-        ("{ agents(first: 1) { edges { node { achievements { type } } } } }", {}, 13),
+        # An unsized list: 10 per run, plus 10 for this one's traversal.
+        ("{ tasks(first: 1) { edges { node { blockers { id } } } } }", {}, 23),
         # A list's `first`, by default (Agent.children, Agent.collaborators: 10) or given.
+        ("{ agents(first: 1) { edges { node { achievements { type } } } } }", {}, 13),
+        ("{ tasks(first: 1) { edges { node { history(first: 3) { type } } } } }", {}, 6),
         ("{ agents(first: 1) { edges { node { children { id } } } } }", {}, 13),
         ("{ agents(first: 1) { edges { node { children(first: 2) { id } } } } }", {}, 5),
         ("{ agents(first: 1) { edges { node { collaborators { agent { id } } } } } }", {}, 23),

@@ -211,6 +211,19 @@ def test_agent_tasks_first_out_of_range_is_refused(
             "query($n: Int!) { agents(first: 1) { edges { node { children(first: $n) { id } } } } }",
             "Agent.children",
         ),
+        (
+            "query($n: Int!) { agents(first: 1) { edges { node { achievements(first: $n)"
+            " { type } } } } }",
+            "Agent.achievements",
+        ),
+        (
+            "query($n: Int!) { tasks(first: 1) { edges { node { history(first: $n) { type } } } } }",
+            "Task.history",
+        ),
+        (
+            "query($n: Int!) { tasks(first: 1) { edges { node { dependencies(first: $n) { id } } } } }",
+            "Task.dependencies",
+        ),
     ],
 )
 def test_one_rule_for_first_and_last_everywhere(

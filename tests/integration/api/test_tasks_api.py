@@ -175,3 +175,42 @@ def test_adding_an_existing_dependency_changes_nothing(gql: GraphQL, operator: C
     again = data(gql(add, {"t": a["id"], "d": b["id"]}, caller=operator))["addTaskDependency"]
     assert first == {"changed": True, "task": {"version": 2}, "userErrors": []}
     assert again == {"changed": False, "task": {"version": 2}, "userErrors": []}
+
+
+def test_lists_the_data_sizes_take_a_first(gql: GraphQL, operator: Caller, viewer: Caller) -> None:
+    agent_id = _agent(gql, operator)
+    task = _create_task(gql, operator)
+    others = [_create_task(gql, operator) for _ in range(3)]
+    add = """mutation($t: ID!, $d: ID!) { addTaskDependency(input: {taskId: $t, dependsOnId: $d}) {
+               userErrors { code } } }"""
+    for other in others:
+        result = data(gql(add, {"t": task["id"], "d": other["id"]}, caller=operator))
+        assert result["addTaskDependency"]["userErrors"] == []
+    award = """mutation($a: ID!, $t: String!) {
+                 awardAchievement(input: {agentId: $a, type: $t, points: 1}) { userErrors { code } } }"""
+    for kind in ("first", "second", "third"):
+        result = data(gql(award, {"a": agent_id, "t": kind}, caller=operator))
+        assert result["awardAchievement"]["userErrors"] == []
+    query = """query($task: ID!, $agent: ID!) {
+      task: node(id: $task) { ... on Task {
+        dependencies(first: 2) { id } allDependencies: dependencies { id } noDependencies: dependencies(first: 0) { id }
+        history(first: 2) { version type } allHistory: history { version }
+      } }
+      agent: node(id: $agent) { ... on Agent {
+        achievements(first: 2) { type } allAchievements: achievements { type }
+      } }
+    }"""
+    # A viewer, the least role that reads tasks and agents, reads these lists too.
+    found = data(gql(query, {"task": task["id"], "agent": agent_id}, caller=viewer))
+    task_lists, agent_lists = found["task"], found["agent"]
+    # Oldest link first, oldest event first, newest achievement first.
+    assert task_lists["dependencies"] == [{"id": other["id"]} for other in others[:2]]
+    assert task_lists["allDependencies"] == [{"id": other["id"]} for other in others]
+    assert task_lists["noDependencies"] == []
+    assert task_lists["history"] == [
+        {"version": 1, "type": "created"},
+        {"version": 2, "type": "dependency_added"},
+    ]
+    assert [event["version"] for event in task_lists["allHistory"]] == [1, 2, 3, 4]
+    assert agent_lists["achievements"] == [{"type": "third"}, {"type": "second"}]
+    assert [a["type"] for a in agent_lists["allAchievements"]] == ["third", "second", "first"]

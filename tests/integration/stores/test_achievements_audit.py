@@ -21,8 +21,10 @@ async def test_award_and_read_per_agent(store: PostgresStore) -> None:
     second = await store.achievements.award(new_ctx(), one.id, "streak", 5)
     assert (first.agent_id, first.type, first.points) == (one.id, "first-task", 10)
 
-    found = await store.achievements.for_agents([one.id, two.id])
+    found = await store.achievements.for_agents([one.id, two.id], first=10)
     assert found == {one.id: [second, first], two.id: []}
+    # At most `first` per agent, newest first.
+    assert await store.achievements.for_agents([one.id], first=1) == {one.id: [second]}
     [audit] = await audit_rows(store, ctx)
     assert (audit["action"], audit["resource_type"], audit["resource_id"]) == (
         "award",
@@ -62,7 +64,7 @@ async def test_concurrent_duplicate_awards_count_once(store: PostgresStore) -> N
         )
     )
     assert len({award.id for award in awards}) == 1
-    assert len((await store.achievements.for_agents([agent.id]))[agent.id]) == 1
+    assert len((await store.achievements.for_agents([agent.id], first=10))[agent.id]) == 1
 
 
 async def test_leaderboard_ranks_by_points_since_a_time(store: PostgresStore) -> None:

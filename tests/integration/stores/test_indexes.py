@@ -91,7 +91,7 @@ HOT_QUERIES: list[tuple[str, Call, str, bool]] = [
     ),
     (
         "achievements",
-        lambda s, cursor: s.achievements.for_agents([uuid4()]),
+        lambda s, cursor: s.achievements.for_agents([uuid4()], first=10),
         "achievements_agent",
         False,
     ),

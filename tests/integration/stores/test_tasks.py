@@ -307,7 +307,8 @@ async def test_batch_reads_are_one_statement_each(single: PostgresStore) -> None
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: single.tasks.by_ids(ids),
         lambda: single.tasks.events_of(ids),
-        lambda: single.tasks.dependencies_of(ids),
+        lambda: single.tasks.events_of(ids, first=2),
+        lambda: single.tasks.dependencies_of(ids, first=10),
         lambda: single.tasks.dependents_of(ids),
         lambda: single.tasks.for_assignees([agent.id, uuid4()], first=2, statuses=None),
         lambda: single.tasks.for_assignees([agent.id], first=2, statuses=["assigned", "failed"]),
@@ -331,11 +332,19 @@ async def test_dependencies_and_dependents(store: PostgresStore) -> None:
     await store.tasks.add_dependency(new_ctx(), b.id, c.id)
 
     assert (after.version, added) == (2, True)
-    assert (await store.tasks.dependencies_of([a.id, b.id, c.id])) == {
+    assert (await store.tasks.dependencies_of([a.id, b.id, c.id], first=10)) == {
         a.id: [b.id, c.id],
         b.id: [c.id],
         c.id: [],
     }
+    # At most `first` per task, oldest link first; none without a round trip.
+    assert (await store.tasks.dependencies_of([a.id, b.id], first=1)) == {
+        a.id: [b.id],
+        b.id: [c.id],
+    }
+    with roundtrips.counting() as counter:
+        assert (await store.tasks.dependencies_of([a.id], first=0)) == {a.id: []}
+    assert counter == {}
     assert (await store.tasks.dependents_of([c.id]))[c.id] == [a.id, b.id]
     [audit] = await audit_rows(store, ctx)
     assert audit["action"] == "add_dependency"
@@ -349,9 +358,13 @@ async def test_dependencies_and_dependents(store: PostgresStore) -> None:
     assert await store.tasks.remove_dependency(new_ctx(), a.id, b.id)
     assert not await store.tasks.remove_dependency(new_ctx(), a.id, b.id)
     assert ("task.dependency_removed", edge) in await outbox_rows(store, task_id=str(a.id))
-    assert (await store.tasks.dependencies_of([a.id]))[a.id] == [c.id]
+    assert (await store.tasks.dependencies_of([a.id], first=10))[a.id] == [c.id]
     types = [e.type for e in (await store.tasks.events_of([a.id]))[a.id]]
     assert types == ["created", "dependency_added", "dependency_added", "dependency_removed"]
+    # The oldest `first` of each task's history.
+    oldest = await store.tasks.events_of([a.id, b.id], first=2)
+    assert [e.type for e in oldest[a.id]] == ["created", "dependency_added"]
+    assert [e.version for e in oldest[b.id]] == [1, 2]
 
 
 async def test_a_cycle_is_refused_with_its_path_named(store: PostgresStore) -> None:
