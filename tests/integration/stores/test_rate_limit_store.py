@@ -217,6 +217,20 @@ async def test_limits_are_counted_in_memory_while_redis_is_away(
     assert await redis.client.exists(KEY_PREFIX + key)
 
 
+async def test_a_batch_that_fails_is_decided_in_memory_charge_by_charge(
+    gated_redis: tuple[Gate, RedisStore],
+) -> None:
+    gate, through_gate = gated_redis
+    limiter = RateLimitStore(through_gate, RateLimitOptions(fallback_retry=60))
+    key = _key()
+    assert (await limiter.charge([Charge(_key(), 3, 60, 1)])).allowed
+    gate.close()
+    # Sent together while Redis is away: every request gets its own decision, in order.
+    decisions = await asyncio.gather(*(limiter.charge([Charge(key, 3, 60, 1)]) for _ in range(5)))
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert limiter.fallback_active and limiter.fallback_operations == 5
+
+
 async def test_a_redis_error_is_decided_in_memory_not_raised(
     limiter: RateLimitStore, redis: RedisStore, caplog: pytest.LogCaptureFixture
 ) -> None:
