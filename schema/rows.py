@@ -14,8 +14,8 @@ any other field takes the whole-record path instead.
 from __future__ import annotations
 
 from binascii import b2a_base64
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class RowReader(Generic[T]):
     `read(row)` is one function made for the selection: a dict display of the row's
     values, the converters called inline."""
 
-    __slots__ = ("cls", "columns", "read", "type_name")
+    __slots__ = ("cls", "columns", "fields", "global_id", "read", "record_id", "type_name")
 
     def __init__(
         self,
@@ -59,6 +59,10 @@ class RowReader(Generic[T]):
     ) -> None:
         self.cls = cls
         self.type_name = type_name
+        # What each object holds: `fields[i]` from `row[i + 1]`, `id` from `row[0]`.
+        self.fields = tuple(fields)
+        self.global_id = global_id
+        self.record_id = record_id
         self.columns = ("id", *(field.column for field in fields))
         self.read: Callable[[Sequence[Any]], T] = _compile_reader(
             cls, type_name, fields, global_id, record_id
@@ -66,6 +70,55 @@ class RowReader(Generic[T]):
 
     def __call__(self, row: Sequence[Any]) -> T:
         return self.read(row)
+
+
+def global_id_expression(type_name: str, node_id: str) -> str:
+    """Python for the global id of `node_id` (an expression naming a str), as the ID
+    scalar makes it of `encode_id(...)` (relay's `to_base64`); it needs `b2a_base64`."""
+    return f"b2a_base64(({type_name + ':'!r} + {node_id}).encode(), newline=False).decode()"
+
+
+class RowEdges(Sequence[Any]):
+    """A connection's edges over rows read for one selection: each edge (and its node,
+    by `reader`) is made when first asked for, so graphql-core's executor iterates
+    them as it iterates any list, while the planned executor can complete the rows
+    themselves into the response when the selection allows it
+    (gateway/engine/rows.py) and never make them."""
+
+    __slots__ = ("_edges", "make_edge", "reader", "rows")
+
+    def __init__(
+        self,
+        rows: Sequence[Sequence[Any]],
+        reader: RowReader[Any],
+        make_edge: Callable[[Any], Any],
+    ) -> None:
+        self.rows = rows
+        self.reader = reader
+        self.make_edge = make_edge
+        self._edges: list[Any] | None = None
+
+    def _made(self) -> list[Any]:
+        edges = self._edges
+        if edges is None:
+            read, make_edge = self.reader.read, self.make_edge
+            edges = self._edges = [make_edge(read(row)) for row in self.rows]
+        return edges
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._made()[index]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._made())
 
 
 def _compile_reader(
@@ -77,7 +130,6 @@ def _compile_reader(
         "new_tuple": tuple.__new__,
         "cls": cls,
         "b2a_base64": b2a_base64,
-        "prefix": f"{type_name}:",
     }
     values = []
     for index, field in enumerate(fields, start=1):
@@ -92,8 +144,7 @@ def _compile_reader(
     if record_id:
         values.append("'record': new_tuple(RecordId, (row[0],)),")
     if global_id:
-        # What the ID scalar makes of `encode_id(...)` (relay's `to_base64`), directly.
-        values.append("'_id': b2a_base64((prefix + node_id).encode(), newline=False).decode(),")
+        values.append(f"'_id': {global_id_expression(type_name, 'node_id')},")
     lines = [
         "def read(row):",
         "    node_id = str(row[0])",

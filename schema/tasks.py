@@ -14,7 +14,7 @@ from resolvers.context import RequestContext
 from schema.enums import TASK_STATUS, TaskStatus
 from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
-from schema.rows import ColumnField, RowReader, RowReaders
+from schema.rows import ColumnField, RowEdges, RowReader, RowReaders
 from schema.scalars import JSON
 from stores.postgres import records
 
@@ -199,6 +199,12 @@ _READERS = RowReaders(Task, COLUMN_FIELDS)
 _new = object.__new__
 
 
+def _task_edge(task: Task) -> relay.Edge[Task]:
+    edge: relay.Edge[Task] = _new(relay.Edge)
+    edge.__dict__ = {"cursor": task.id, "node": task}
+    return edge
+
+
 @strawberry.type
 class TaskConnection(CountedConnection[Task]):
     @classmethod
@@ -226,22 +232,16 @@ class TaskConnection(CountedConnection[Task]):
         has_next_page: bool,
         read: RowReader[Task],
     ) -> TaskConnection:
-        """`from_task_list` over rows read for one selection (see schema/rows.py). The
-        edges are filled as the rows' objects are, without a dataclass `__init__` each."""
-        build = read.read
-        edges = []
-        for row in rows:
-            task = build(row)
-            edge = _new(relay.Edge)
-            edge.__dict__ = {"cursor": task.id, "node": task}
-            edges.append(edge)
+        """`from_task_list` over rows read for one selection (see schema/rows.py): the
+        edges are made only if asked for (`RowEdges`), each without a dataclass
+        `__init__`; a task's cursor is its id."""
         return cls(
-            edges=edges,
+            edges=RowEdges(rows, read, _task_edge),  # type: ignore[arg-type]
             page_info=relay.PageInfo(
                 has_next_page=has_next_page,
                 has_previous_page=False,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
+                start_cursor=str(rows[0][0]) if rows else None,
+                end_cursor=str(rows[-1][0]) if rows else None,
             ),
             total_count=total,
         )

@@ -152,7 +152,7 @@ def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
         names[f"E{index}"] = enum_names
         value = f"E{index}.get(id(value)) or S{index}(value)"
     else:
-        value = _inline_serialization(leaf_type, f"S{index}")
+        value = inline_serialization(leaf_type, f"S{index}")
     if field.non_null:
         on_null = f"raise TypeError(F{index}.null_message)"
     else:
@@ -171,7 +171,7 @@ def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
     ]
 
 
-def _inline_serialization(leaf_type: Any, serializer: str) -> str:
+def inline_serialization(leaf_type: Any, serializer: str) -> str:
     """The serializer's fast path inlined; its own call for everything else."""
     builtin = {
         GraphQLString: "type(value) is str",

@@ -54,6 +54,8 @@ from gateway.engine.plan import (
     Shape,
 )
 from gateway.engine.resolvers import DirectResolver
+from gateway.engine.rows import complete_row_edges
+from schema.rows import RowEdges
 
 Result = AwaitableOrValue[Any]
 Info = GraphQLResolveInfo[Any]
@@ -430,6 +432,10 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 result,
                 None,
             )
+        if type(result) is RowEdges:
+            completed_rows = complete_row_edges(self, shape.item, result)
+            if completed_rows is not None:
+                return completed_rows
         if not is_iterable(result):
             msg = (
                 "Expected Iterable, but did not find one for field"

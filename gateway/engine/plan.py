@@ -128,6 +128,7 @@ class ObjectPlan:
         "is_type_of",
         "is_type_of_needs_info",
         "object_type",
+        "row_completers",
     )
 
     def __init__(self, object_type: GraphQLObjectType, fields: list[FieldPlan]) -> None:
@@ -143,6 +144,8 @@ class ObjectPlan:
             set() if object_type.is_type_of is not None and not self.is_type_of_needs_info else None
         )
         self._complete: CompiledObject | None = None
+        # This plan compiled over rows, per reader (gateway/engine/rows.py; None: not).
+        self.row_completers: dict[Any, Any] = {}
 
     @property
     def complete(self) -> CompiledObject:

@@ -1,0 +1,161 @@
+"""A connection's edges completed straight from the rows a store read for them.
+
+`RowEdges` (schema/rows.py) are the edges of a connection whose nodes are rows of
+the columns the document selects. When the edge's plan reads only `cursor`, `node`
+and `__typename`, and the node's only leaves its row holds and `__typename`, one
+function compiled per edge plan and reader turns each row into the edge's response
+dict: no edge or node object, no `Path`, no call per object. It reads and serializes
+each leaf as the compiled object plan does (gateway/engine/compile.py). Anything it
+does not expect (a null where the schema says non-null, a serializer that refuses a
+value) gives the list back to the executor's general path, which makes the objects
+and reports the error exactly as it always has.
+"""
+
+from __future__ import annotations
+
+from binascii import b2a_base64
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from gateway.engine.compile import inline_serialization
+from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT
+from gateway.engine.plan import (
+    ATTRIBUTE,
+    LEAF,
+    OBJECT_SHAPE,
+    TYPENAME,
+    FieldPlan,
+    LeafShape,
+    ObjectPlan,
+    ObjectShape,
+    Shape,
+)
+from schema.rows import RowEdges, RowReader, global_id_expression
+
+if TYPE_CHECKING:
+    from gateway.engine.executor import PlannedExecutionContext
+
+RowCompletion = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+class _Unexpected(Exception):
+    """A row the compiled function does not complete (a null in a non-null field)."""
+
+
+def complete_row_edges(
+    executor: PlannedExecutionContext, item: Shape, edges: RowEdges
+) -> list[dict[str, Any]] | None:
+    """The edges' response dicts, or None when the general path must complete them."""
+    if item.kind != OBJECT_SHAPE or item.needs_info:
+        return None
+    plan = item.plan(executor)  # type: ignore[attr-defined]
+    reader = edges.reader
+    completers = plan.row_completers
+    try:
+        complete = completers[reader]
+    except KeyError:
+        complete = completers[reader] = _compile(executor, plan, reader)
+    if complete is None:
+        return None
+    try:
+        return [complete(row) for row in edges.rows]
+    except Exception:
+        return None
+
+
+def _compile(
+    executor: PlannedExecutionContext, edge_plan: ObjectPlan, reader: RowReader[Any]
+) -> RowCompletion | None:
+    names: dict[str, Any] = {
+        "b2a_base64": b2a_base64,
+        "Unexpected": _Unexpected,
+        "MIN": MIN_INT,
+        "MAX": MAX_INT,
+    }
+    # What an object of the reader holds, by attribute: an expression over the row.
+    held: dict[str, str] = {"id": "node_id"}
+    for index, column in enumerate(reader.fields, start=1):
+        if column.convert is None:
+            held[column.attribute] = f"row[{index}]"
+        else:
+            names[f"convert{index}"] = column.convert
+            held[column.attribute] = f"convert{index}(row[{index}])"
+    if reader.global_id:
+        held["_id"] = global_id_expression(reader.type_name, "node_id")
+    lines = ["def complete(row):", "    node_id = str(row[0])"]
+    edge_values: list[str] = []
+    for index, field in enumerate(edge_plan.fields):
+        key = repr(field.key)
+        if field.mode == TYPENAME:
+            edge_values.append(f"{key}: {field.parent_name!r},")
+        elif field.mode == LEAF and field.attribute == "cursor":
+            lines += _leaf(field, f"e{index}", "node_id", names)
+            edge_values.append(f"{key}: e{index},")
+        elif field.mode == ATTRIBUTE and field.attribute == "node":
+            node = _node(executor, field, reader, held, names, f"n{index}")
+            if node is None:
+                return None
+            lines += node
+            edge_values.append(f"{key}: n{index},")
+        else:
+            return None
+    lines.append("    return {" + " ".join(edge_values) + "}")
+    namespace: dict[str, Any] = {}
+    source = "\n".join(lines)
+    exec(compile(source, f"<rows {edge_plan.object_type.name}>", "exec"), names, namespace)
+    complete: RowCompletion = namespace["complete"]
+    return complete
+
+
+def _node(
+    executor: PlannedExecutionContext,
+    field: FieldPlan,
+    reader: RowReader[Any],
+    held: dict[str, str],
+    names: dict[str, Any],
+    name: str,
+) -> list[str] | None:
+    shape = field.shape
+    if not isinstance(shape, ObjectShape) or shape.needs_info:
+        return None
+    plan = shape.plan(executor)
+    # The reader's objects are of its type's own class, which Strawberry's
+    # `is_type_of` accepts (a check that reads the info is not Strawberry's).
+    if plan.object_type.name != reader.type_name or plan.is_type_of_needs_info:
+        return None
+    lines: list[str] = []
+    values: list[str] = []
+    for index, leaf in enumerate(plan.fields):
+        key = repr(leaf.key)
+        if leaf.mode == TYPENAME:
+            values.append(f"{key}: {leaf.parent_name!r},")
+            continue
+        if leaf.mode != LEAF or leaf.attribute not in held:
+            return None
+        variable = f"{name}_{index}"
+        lines += _leaf(leaf, variable, held[leaf.attribute], names)
+        values.append(f"{key}: {variable},")
+    lines.append(f"    {name} = {{" + " ".join(values) + "}")
+    return lines
+
+
+def _leaf(field: FieldPlan, variable: str, read: str, names: dict[str, Any]) -> list[str]:
+    assert isinstance(field.shape, LeafShape)
+    serializer = f"S_{variable}"
+    names[serializer] = field.serialize
+    leaf_type = field.shape.graphql_type
+    leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
+    enum_names = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
+    if enum_names is not None:
+        names[f"E_{variable}"] = enum_names
+        serialized = f"E_{variable}.get(id(value)) or {serializer}(value)"
+    else:
+        serialized = inline_serialization(leaf_type, serializer)
+    on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
+    return [
+        f"    value = {read}",
+        "    if value is None:",
+        f"        {on_null}",
+        "    else:",
+        f"        {variable} = {serialized}",
+    ]
