@@ -144,15 +144,7 @@ def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
     assert isinstance(field.shape, LeafShape)
     key = repr(field.key)
     read = _read(field)
-    names[f"S{index}"] = field.serialize
-    leaf_type = field.shape.graphql_type
-    leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
-    enum_names = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
-    if enum_names is not None:
-        names[f"E{index}"] = enum_names
-        value = f"E{index}.get(id(value)) or S{index}(value)"
-    else:
-        value = inline_serialization(leaf_type, f"S{index}")
+    value = serialized_value(field, f"S{index}", names)
     if field.non_null:
         on_null = f"raise TypeError(F{index}.null_message)"
     else:
@@ -171,7 +163,22 @@ def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
     ]
 
 
-def inline_serialization(leaf_type: Any, serializer: str) -> str:
+def serialized_value(field: FieldPlan, serializer: str, names: dict[str, Any]) -> str:
+    """Python for the leaf `value` serialized as `field` serializes it: an enum's name
+    by member identity, a builtin scalar's type check inline, else the serializer's
+    call. `names` gets what the expression names (`serializer` among them)."""
+    assert isinstance(field.shape, LeafShape)
+    names[serializer] = field.serialize
+    leaf_type = field.shape.graphql_type
+    leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
+    enum_names = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
+    if enum_names is not None:
+        names[f"E_{serializer}"] = enum_names
+        return f"E_{serializer}.get(id(value)) or {serializer}(value)"
+    return _inline_serialization(leaf_type, serializer)
+
+
+def _inline_serialization(leaf_type: Any, serializer: str) -> str:
     """The serializer's fast path inlined; its own call for everything else."""
     builtin = {
         GraphQLString: "type(value) is str",

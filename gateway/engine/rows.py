@@ -17,15 +17,14 @@ from binascii import b2a_base64
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway.engine.compile import inline_serialization
-from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT
+from gateway.engine.compile import serialized_value
+from gateway.engine.leaves import MAX_INT, MIN_INT
 from gateway.engine.plan import (
     ATTRIBUTE,
     LEAF,
     OBJECT_SHAPE,
     TYPENAME,
     FieldPlan,
-    LeafShape,
     ObjectPlan,
     ObjectShape,
     Shape,
@@ -140,17 +139,7 @@ def _node(
 
 
 def _leaf(field: FieldPlan, variable: str, read: str, names: dict[str, Any]) -> list[str]:
-    assert isinstance(field.shape, LeafShape)
-    serializer = f"S_{variable}"
-    names[serializer] = field.serialize
-    leaf_type = field.shape.graphql_type
-    leaf_type = getattr(leaf_type, "of_type", leaf_type) if field.non_null else leaf_type
-    enum_names = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
-    if enum_names is not None:
-        names[f"E_{variable}"] = enum_names
-        serialized = f"E_{variable}.get(id(value)) or {serializer}(value)"
-    else:
-        serialized = inline_serialization(leaf_type, serializer)
+    serialized = serialized_value(field, f"S_{variable}", names)
     on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
     return [
         f"    value = {read}",
