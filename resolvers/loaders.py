@@ -278,8 +278,14 @@ class Loaders:
         return _loader_by_argument(awarded, [])
 
     @cached_property
-    def blocker_ids_by_task_id(self) -> DataLoader[UUID, list[UUID]]:
-        return _loader(self._stores.graph.queries.blockers_of, [])
+    def blocker_ids_by_task_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
+        """By (task id, `first`): one query per `first`."""
+        queries = self._stores.graph.queries
+
+        async def blockers(task_ids: list[UUID], first: int) -> Mapping[UUID, list[UUID]]:
+            return await queries.blockers_of(task_ids, first=first)
+
+        return _loader_by_argument(blockers, [])
 
     @cached_property
     def collaborators_by_agent_id(self) -> DataLoader[IdFirstKey, list[Collaborator]]:

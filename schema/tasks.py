@@ -155,11 +155,12 @@ class Task(relay.Node):
         return await Task.load_many(info, ids)
 
     @strawberry.field(
-        description="Unfinished tasks this one transitively waits for (Neo4j); null if the "
-        "graph is unavailable."
+        description="Unfinished tasks this one transitively waits for (Neo4j), at most "
+        "`first` of them in id order; null if the graph is unavailable."
     )
-    async def blockers(self, info: Info) -> list[Task] | None:
-        ids = await info.context.loaders.blocker_ids_by_task_id.load(self.record.id)
+    async def blockers(self, info: Info, first: int = 10) -> list[Task] | None:
+        loader = info.context.loaders.blocker_ids_by_task_id
+        ids = await loader.load((self.record.id, first))
         return await Task.load_many(info, ids)
 
     @strawberry.field(

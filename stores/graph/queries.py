@@ -227,15 +227,19 @@ class GraphQueries:
         rows = await self._read(text, source=str(from_id), target=str(to_id))
         return [UUID(i) for i in rows[0]["ids"]] if rows else None
 
-    async def blockers_of(self, task_ids: Sequence[UUID]) -> dict[UUID, list[UUID]]:
+    async def blockers_of(self, task_ids: Sequence[UUID], *, first: int) -> dict[UUID, list[UUID]]:
         """Tasks each task depends on, directly or transitively, that are not yet
-        completed or cancelled."""
+        completed or cancelled: the first `first` by id per task."""
         ids = _unique(task_ids)
         found: dict[UUID, list[UUID]] = {task_id: [] for task_id in ids}
-        if not ids:
+        if not ids or first <= 0:
             return found
         rows = await read_collected(
-            self._graph, _BLOCKERS, ids=[str(i) for i in ids], done=DONE_TASK_STATUSES
+            self._graph,
+            _BLOCKERS,
+            ids=[str(i) for i in ids],
+            done=DONE_TASK_STATUSES,
+            first=first,
         )
         for task_id, blockers in rows:
             found[UUID(task_id)] = sorted(UUID(b) for b in blockers)
@@ -422,7 +426,11 @@ _BLOCKERS = """
     UNWIND $ids AS id
     MATCH (t:Task {id: id})-[:DEPENDS_ON*1..]->(d:Task)
     WHERE NOT d.status IN $done
-    WITH id, collect(DISTINCT d.id) AS blockers
+    // DISTINCT right after the expansion keeps it a pruning breadth-first search:
+    // each reachable task is visited once, not once per path.
+    WITH DISTINCT id, d
+    ORDER BY id, d.id
+    WITH id, collect(d.id)[..$first] AS blockers
     RETURN collect([id, blockers]) AS rows
 """
 

@@ -34,8 +34,10 @@ def plan(query: str) -> CostPlan:
         ("query($n: Int) { agents(first: $n) { totalCount edges { node { id } } } }", {"n": 2}, 6),
         # A nested connection's own default (Agent.tasks: 10), per agent.
         ("{ agents(first: 2) { edges { node { tasks { edges { node { id } } } } } } }", {}, 47),
-        # An unsized list: 10 per run, plus 10 for this one's traversal.
-        ("{ tasks(first: 1) { edges { node { blockers { id } } } } }", {}, 23),
+        # An unsized list: 10 per run.
+        ("{ conversations(first: 1) { edges { node { participants { role } } } } }", {}, 13),
+        # Task.blockers weighs 10 more per run (a traversal), then its `first` objects.
+        ("{ tasks(first: 1) { edges { node { blockers(first: 2) { id } } } } }", {}, 15),
         # A list's `first`, by default (Agent.children, Agent.collaborators: 10) or given.
         ("{ agents(first: 1) { edges { node { achievements { type } } } } }", {}, 13),
         ("{ tasks(first: 1) { edges { node { history(first: 3) { type } } } } }", {}, 6),

@@ -224,6 +224,10 @@ def test_agent_tasks_first_out_of_range_is_refused(
             "query($n: Int!) { tasks(first: 1) { edges { node { dependencies(first: $n) { id } } } } }",
             "Task.dependencies",
         ),
+        (
+            "query($n: Int!) { tasks(first: 1) { edges { node { blockers(first: $n) { id } } } } }",
+            "Task.blockers",
+        ),
     ],
 )
 def test_one_rule_for_first_and_last_everywhere(

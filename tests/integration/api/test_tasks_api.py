@@ -182,10 +182,11 @@ def test_lists_the_data_sizes_take_a_first(gql: GraphQL, operator: Caller, viewe
     task = _create_task(gql, operator)
     others = [_create_task(gql, operator) for _ in range(3)]
     add = """mutation($t: ID!, $d: ID!) { addTaskDependency(input: {taskId: $t, dependsOnId: $d}) {
-               userErrors { code } } }"""
+               projected userErrors { code } } }"""
     for other in others:
         result = data(gql(add, {"t": task["id"], "d": other["id"]}, caller=operator))
-        assert result["addTaskDependency"]["userErrors"] == []
+        # Projected: `blockers` reads the edge from Neo4j.
+        assert result["addTaskDependency"] == {"projected": True, "userErrors": []}
     award = """mutation($a: ID!, $t: String!) {
                  awardAchievement(input: {agentId: $a, type: $t, points: 1}) { userErrors { code } } }"""
     for kind in ("first", "second", "third"):
@@ -195,6 +196,7 @@ def test_lists_the_data_sizes_take_a_first(gql: GraphQL, operator: Caller, viewe
       task: node(id: $task) { ... on Task {
         dependencies(first: 2) { id } allDependencies: dependencies { id } noDependencies: dependencies(first: 0) { id }
         history(first: 2) { version type } allHistory: history { version }
+        blockers(first: 2) { id } allBlockers: blockers { id }
       } }
       agent: node(id: $agent) { ... on Agent {
         achievements(first: 2) { type } allAchievements: achievements { type }
@@ -212,5 +214,9 @@ def test_lists_the_data_sizes_take_a_first(gql: GraphQL, operator: Caller, viewe
         {"version": 2, "type": "dependency_added"},
     ]
     assert [event["version"] for event in task_lists["allHistory"]] == [1, 2, 3, 4]
+    # Unfinished tasks waited for, in id order.
+    by_id = sorted((other["id"] for other in others), key=lambda g: relay.from_base64(g)[1])
+    assert task_lists["blockers"] == [{"id": global_id} for global_id in by_id[:2]]
+    assert task_lists["allBlockers"] == [{"id": global_id} for global_id in by_id]
     assert agent_lists["achievements"] == [{"type": "third"}, {"type": "second"}]
     assert [a["type"] for a in agent_lists["allAchievements"]] == ["third", "second", "first"]

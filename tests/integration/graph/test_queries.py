@@ -244,12 +244,20 @@ async def test_blockers_are_transitive_and_skip_finished_tasks(
     graph: GraphStore, tasks: Tasks
 ) -> None:
     t, missing = tasks, uuid4()
-    assert await graph.queries.blockers_of([t.t1, t.t2, t.t4, missing]) == {
+    assert await graph.queries.blockers_of([t.t1, t.t2, t.t4, missing], first=10) == {
         t.t1: sorted([t.t2, t.t4]),
         t.t2: [t.t4],
         t.t4: [],
         missing: [],
     }
+    # At most `first` per task, in id order; none without a round trip.
+    assert await graph.queries.blockers_of([t.t1, t.t2], first=1) == {
+        t.t1: sorted([t.t2, t.t4])[:1],
+        t.t2: [t.t4],
+    }
+    with roundtrips.counting() as counter:
+        assert await graph.queries.blockers_of([t.t1], first=0) == {t.t1: []}
+    assert counter["neo4j"] == 0
 
 
 async def test_dependents(graph: GraphStore, tasks: Tasks) -> None:
@@ -312,7 +320,7 @@ async def test_batch_queries_take_one_round_trip_whatever_the_number_of_ids(
         lambda: graph.queries.collaborators_of(many_agents, first=10),
         lambda: graph.queries.parents_of(many_agents),
         lambda: graph.queries.children_of(many_agents, first=10),
-        lambda: graph.queries.blockers_of(many_tasks),
+        lambda: graph.queries.blockers_of(many_tasks, first=10),
     ):
         with roundtrips.counting() as counter:
             found = await query()
