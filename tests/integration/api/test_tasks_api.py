@@ -215,7 +215,7 @@ def test_lists_the_data_sizes_take_a_first(gql: GraphQL, operator: Caller, viewe
     ]
     assert [event["version"] for event in task_lists["allHistory"]] == [1, 2, 3, 4]
     # Unfinished tasks waited for, in id order.
-    by_id = sorted((other["id"] for other in others), key=lambda g: relay.from_base64(g)[1])
+    by_id = sorted((str(other["id"]) for other in others), key=lambda g: relay.from_base64(g)[1])
     assert task_lists["blockers"] == [{"id": global_id} for global_id in by_id[:2]]
     assert task_lists["allBlockers"] == [{"id": global_id} for global_id in by_id]
     assert agent_lists["achievements"] == [{"type": "third"}, {"type": "second"}]
