@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from aiodataloader import DataLoader
@@ -31,6 +31,7 @@ from stores.search import KnowledgeItem, Memory, SearchHit, SearchMode, SearchSt
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+V_co = TypeVar("V_co", covariant=True)
 
 
 def _loader(fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) -> DataLoader[K, V]:
@@ -149,6 +150,22 @@ AgentColumnsKey = tuple[UUID, tuple[str, ...]]
 IdFirstKey = tuple[UUID, int]
 
 
+class _ListsByFirst(Protocol[V_co]):
+    """A store method reading a list for each id, at most `first` per id."""
+
+    def __call__(self, ids: Sequence[UUID], /, *, first: int) -> Awaitable[Mapping[UUID, V_co]]: ...
+
+
+def _loader_by_first(fetch: _ListsByFirst[V], default: V) -> DataLoader[IdFirstKey, V]:
+    """`_loader_by_argument` for a list with a `first`: one `fetch(ids, first=...)` per
+    distinct `first` in the batch."""
+
+    async def by_first(ids: list[UUID], first: int) -> Mapping[UUID, V]:
+        return await fetch(ids, first=first)
+
+    return _loader_by_argument(by_first, default)
+
+
 @dataclass(frozen=True, slots=True)
 class RecallKey:
     """Agent.recall arguments: one SQL query serves every agent with the same arguments."""
@@ -250,52 +267,27 @@ class Loaders:
     @cached_property
     def dependency_ids_by_task_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
         """By (task id, `first`): one query per `first`."""
-        tasks = self._stores.postgres.tasks
-
-        async def dependencies(task_ids: list[UUID], first: int) -> Mapping[UUID, list[UUID]]:
-            return await tasks.dependencies_of(task_ids, first=first)
-
-        return _loader_by_argument(dependencies, [])
+        return _loader_by_first(self._stores.postgres.tasks.dependencies_of, [])
 
     @cached_property
     def events_by_task_id(self) -> DataLoader[IdFirstKey, list[TaskEvent]]:
         """By (task id, `first`): one query per `first`."""
-        tasks = self._stores.postgres.tasks
-
-        async def events(task_ids: list[UUID], first: int) -> Mapping[UUID, list[TaskEvent]]:
-            return await tasks.events_of(task_ids, first=first)
-
-        return _loader_by_argument(events, [])
+        return _loader_by_first(self._stores.postgres.tasks.events_of, [])
 
     @cached_property
     def achievements_by_agent_id(self) -> DataLoader[IdFirstKey, list[Achievement]]:
         """By (agent id, `first`): one query per `first`."""
-        achievements = self._stores.postgres.achievements
-
-        async def awarded(agent_ids: list[UUID], first: int) -> Mapping[UUID, list[Achievement]]:
-            return await achievements.for_agents(agent_ids, first=first)
-
-        return _loader_by_argument(awarded, [])
+        return _loader_by_first(self._stores.postgres.achievements.for_agents, [])
 
     @cached_property
     def blocker_ids_by_task_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
         """By (task id, `first`): one query per `first`."""
-        queries = self._stores.graph.queries
-
-        async def blockers(task_ids: list[UUID], first: int) -> Mapping[UUID, list[UUID]]:
-            return await queries.blockers_of(task_ids, first=first)
-
-        return _loader_by_argument(blockers, [])
+        return _loader_by_first(self._stores.graph.queries.blockers_of, [])
 
     @cached_property
     def collaborators_by_agent_id(self) -> DataLoader[IdFirstKey, list[Collaborator]]:
         """An agent's heaviest links, by (agent id, `first`): one query per `first`."""
-        queries = self._stores.graph.queries
-
-        async def links(agent_ids: list[UUID], first: int) -> Mapping[UUID, list[Collaborator]]:
-            return await queries.collaborators_of(agent_ids, first=first)
-
-        return _loader_by_argument(links, [])
+        return _loader_by_first(self._stores.graph.queries.collaborators_of, [])
 
     @cached_property
     def parent_id_by_agent_id(self) -> DataLoader[UUID, UUID | None]:
@@ -304,12 +296,7 @@ class Loaders:
     @cached_property
     def child_ids_by_agent_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
         """An agent's children by name, by (agent id, `first`): one query per `first`."""
-        queries = self._stores.graph.queries
-
-        async def children(agent_ids: list[UUID], first: int) -> Mapping[UUID, list[UUID]]:
-            return await queries.children_of(agent_ids, first=first)
-
-        return _loader_by_argument(children, [])
+        return _loader_by_first(self._stores.graph.queries.children_of, [])
 
     @cached_property
     def sessions_by_agent_id(self) -> DataLoader[UUID, list[Session]]:

@@ -46,7 +46,7 @@ class RowReader(Generic[T]):
     `read(row)` is one function made for the selection: a dict display of the row's
     values, the converters called inline."""
 
-    __slots__ = ("cls", "columns", "fields", "global_id", "read", "record_id", "type_name")
+    __slots__ = ("cls", "columns", "fields", "global_id", "read", "type_name")
 
     def __init__(
         self,
@@ -59,10 +59,8 @@ class RowReader(Generic[T]):
     ) -> None:
         self.cls = cls
         self.type_name = type_name
-        # What each object holds: `fields[i]` from `row[i + 1]`, `id` from `row[0]`.
         self.fields = tuple(fields)
         self.global_id = global_id
-        self.record_id = record_id
         self.columns = ("id", *(field.column for field in fields))
         self.read: Callable[[Sequence[Any]], T] = _compile_reader(
             cls, type_name, fields, global_id, record_id
@@ -71,11 +69,29 @@ class RowReader(Generic[T]):
     def __call__(self, row: Sequence[Any]) -> T:
         return self.read(row)
 
+    def held(self, names: dict[str, Any]) -> dict[str, str]:
+        """What `read` puts in an object, by attribute, as Python over `row` and
+        `node_id` (`str(row[0])`); `names` gets what those expressions call."""
+        return _held(self.type_name, self.fields, self.global_id, names)
 
-def global_id_expression(type_name: str, node_id: str) -> str:
-    """Python for the global id of `node_id` (an expression naming a str), as the ID
-    scalar makes it of `encode_id(...)` (relay's `to_base64`); it needs `b2a_base64`."""
-    return f"b2a_base64(({type_name + ':'!r} + {node_id}).encode(), newline=False).decode()"
+
+def _held(
+    type_name: str, fields: Sequence[ColumnField], global_id: bool, names: dict[str, Any]
+) -> dict[str, str]:
+    held: dict[str, str] = {}
+    for index, field in enumerate(fields, start=1):
+        if field.convert is None:
+            held[field.attribute] = f"row[{index}]"
+        else:
+            names[f"convert{index}"] = field.convert
+            held[field.attribute] = f"convert{index}(row[{index}])"
+    held["id"] = "node_id"
+    if global_id:
+        # What the ID scalar makes of `encode_id(...)` (relay's `to_base64`), directly.
+        names["b2a_base64"] = b2a_base64
+        prefix = repr(f"{type_name}:")
+        held["_id"] = f"b2a_base64(({prefix} + node_id).encode(), newline=False).decode()"
+    return held
 
 
 class RowEdges(Sequence[Any]):
@@ -129,22 +145,14 @@ def _compile_reader(
         "RecordId": RecordId,
         "new_tuple": tuple.__new__,
         "cls": cls,
-        "b2a_base64": b2a_base64,
     }
-    values = []
-    for index, field in enumerate(fields, start=1):
+    for field in fields:
         if not field.attribute.isidentifier():
             raise ValueError(f"not an attribute name: {field.attribute!r}")
-        if field.convert is None:
-            values.append(f"{field.attribute!r}: row[{index}],")
-        else:
-            names[f"convert{index}"] = field.convert
-            values.append(f"{field.attribute!r}: convert{index}(row[{index}]),")
-    values.append("'id': node_id,")
+    held = _held(type_name, fields, global_id, names)
+    values = [f"{attribute!r}: {expression}," for attribute, expression in held.items()]
     if record_id:
         values.append("'record': new_tuple(RecordId, (row[0],)),")
-    if global_id:
-        values.append(f"'_id': {global_id_expression(type_name, 'node_id')},")
     lines = [
         "def read(row):",
         "    node_id = str(row[0])",

@@ -13,7 +13,6 @@ and reports the error exactly as it always has.
 
 from __future__ import annotations
 
-from binascii import b2a_base64
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ from gateway.engine.plan import (
     ObjectShape,
     Shape,
 )
-from schema.rows import RowEdges, RowReader, global_id_expression
+from schema.rows import RowEdges, RowReader
 
 if TYPE_CHECKING:
     from gateway.engine.executor import PlannedExecutionContext
@@ -65,22 +64,9 @@ def complete_row_edges(
 def _compile(
     executor: PlannedExecutionContext, edge_plan: ObjectPlan, reader: RowReader[Any]
 ) -> RowCompletion | None:
-    names: dict[str, Any] = {
-        "b2a_base64": b2a_base64,
-        "Unexpected": _Unexpected,
-        "MIN": MIN_INT,
-        "MAX": MAX_INT,
-    }
+    names: dict[str, Any] = {"Unexpected": _Unexpected, "MIN": MIN_INT, "MAX": MAX_INT}
     # What an object of the reader holds, by attribute: an expression over the row.
-    held: dict[str, str] = {"id": "node_id"}
-    for index, column in enumerate(reader.fields, start=1):
-        if column.convert is None:
-            held[column.attribute] = f"row[{index}]"
-        else:
-            names[f"convert{index}"] = column.convert
-            held[column.attribute] = f"convert{index}(row[{index}])"
-    if reader.global_id:
-        held["_id"] = global_id_expression(reader.type_name, "node_id")
+    held = reader.held(names)
     lines = ["def complete(row):", "    node_id = str(row[0])"]
     edge_values: list[str] = []
     for index, field in enumerate(edge_plan.fields):

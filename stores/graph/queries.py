@@ -242,7 +242,8 @@ class GraphQueries:
             first=first,
         )
         for task_id, blockers in rows:
-            found[UUID(task_id)] = sorted(UUID(b) for b in blockers)
+            # In id order already: a UUID's text sorts as the UUID does.
+            found[UUID(task_id)] = [UUID(b) for b in blockers]
         return found
 
     async def dependents_of(self, task_id: UUID, *, transitive: bool = True) -> list[UUID]:

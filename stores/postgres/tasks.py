@@ -257,25 +257,19 @@ class TaskRepository:
         self, task_ids: Sequence[UUID], *, first: int | None = None
     ) -> dict[UUID, list[TaskEvent]]:
         """Each task's history, oldest first; with `first`, at most that many events per
-        task (the limit applied per task, through the (task, version) index)."""
+        task (the limit applied per task, through the (task, version) index; a null
+        LIMIT is none)."""
         found: dict[UUID, list[TaskEvent]] = {task_id: [] for task_id in task_ids}
         if not found or (first is not None and first <= 0):
             return found
         async with self._store.read_connection() as conn:
-            if first is None:
-                rows = await conn.fetch(
-                    f"SELECT {EVENT_ROW} FROM task_events WHERE task_id = ANY($1::uuid[])"
-                    " ORDER BY task_id, version",
-                    list(found),
-                )
-            else:
-                rows = await conn.fetch(
-                    f"SELECT e.* FROM unnest($1::uuid[]) AS t(id) CROSS JOIN LATERAL"
-                    f" (SELECT {EVENT_ROW} FROM task_events WHERE task_id = t.id"
-                    " ORDER BY version LIMIT $2) AS e ORDER BY e.task_id, e.version",
-                    list(found),
-                    first,
-                )
+            rows = await conn.fetch(
+                f"SELECT e.* FROM unnest($1::uuid[]) AS t(id) CROSS JOIN LATERAL"
+                f" (SELECT {EVENT_ROW} FROM task_events WHERE task_id = t.id"
+                " ORDER BY version LIMIT $2) AS e ORDER BY e.task_id, e.version",
+                list(found),
+                first,
+            )
         for row in rows:
             found[row["task_id"]].append(event_from_row(row))
         return found
