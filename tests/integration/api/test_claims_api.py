@@ -76,6 +76,17 @@ def _claim(gql: GraphQL, headers: dict[str, str], **given: Any) -> dict[str, Any
     return claimed
 
 
+def _claim_ready(gql: GraphQL, headers: dict[str, str], **given: Any) -> dict[str, Any]:
+    """The claim of a task known to be ready. A claim passes a task whose row another
+    writer holds at that moment (SKIP LOCKED), and the embedding filler writes each new
+    task's embedding: until the claim gets a task, it is asked again."""
+    deadline = time.monotonic() + DEFAULT_LIMIT_S
+    while True:
+        claimed = _claim(gql, headers, **given)
+        if claimed["task"] is not None or time.monotonic() > deadline:
+            return claimed
+
+
 def test_only_a_session_bound_to_an_agent_claims(
     gql: GraphQL, operator: Caller, viewer: Caller, make_caller: Callable[[str], Caller]
 ) -> None:
@@ -90,7 +101,7 @@ def test_only_a_session_bound_to_an_agent_claims(
 
     bound = _claimer(gql, operator, make_caller, agent_id)
     assert _claim(gql, bound, repository=unique("empty"))["task"] is None
-    claimed = _claim(gql, bound, repository=repository)
+    claimed = _claim_ready(gql, bound, repository=repository)
     assert claimed["task"]["id"] == task_id and claimed["fencingToken"] == 1
     # The grant with the agent's capabilities, the claim, the assignee the answer selects.
     assert gql.last_round_trips["postgres"] == 3
@@ -143,13 +154,13 @@ def test_claims_respect_capabilities_and_dependencies(
         caller=operator,
     )
     # The agent's registered capabilities: python, not gpu; `waiting` waits for `first`.
-    claimed = _claim(gql, bound, repository=repository)
+    claimed = _claim_ready(gql, bound, repository=repository)
     assert claimed["task"]["id"] == first
     assert _claim(gql, bound, repository=repository)["task"] is None
     for mutation in (START, COMPLETE):
         data(gql(mutation, {"id": first, "t": claimed["fencingToken"]}, headers=bound))
-    assert _claim(gql, bound, repository=repository)["task"]["id"] == waiting
-    assert _claim(gql, bound, repository=repository, capabilities=["gpu"])["task"]["id"] == (
+    assert _claim_ready(gql, bound, repository=repository)["task"]["id"] == waiting
+    assert _claim_ready(gql, bound, repository=repository, capabilities=["gpu"])["task"]["id"] == (
         gpu_task
     )
 
@@ -195,7 +206,7 @@ def test_a_dead_claimers_task_is_claimed_again_and_its_late_completion_refused(
     task_id = _task(gql, operator, repository, maxRetries=1)
     dying = _claimer(gql, operator, make_caller, _agent(gql, operator))
     survivor = _claimer(gql, operator, make_caller, _agent(gql, operator))
-    first = _claim(gql, dying, repository=repository, leaseSeconds=1)
+    first = _claim_ready(gql, dying, repository=repository, leaseSeconds=1)
     assert first["fencingToken"] == 1
     assert data(gql(START, {"id": task_id, "t": 1}, headers=dying))["startTask"]["task"] == {
         "status": "IN_PROGRESS"
