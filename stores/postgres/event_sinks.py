@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from asyncpg import Record
+from asyncpg.exceptions import DeadlockDetectedError
 
 from stores.errors import InvalidInput, NotFound
 from stores.postgres.options import PgConnection
@@ -31,6 +32,9 @@ from stores.postgres.writes import (
     write_audit,
     write_transaction,
 )
+
+# A sink's delete, run again after PostgreSQL broke a deadlock with the delivery worker.
+_DELETE_ATTEMPTS = 3
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -209,7 +213,20 @@ class EventSinkRepository:
         return [_sink(row) for row in rows]
 
     async def delete(self, ctx: WriteContext, sink_id: UUID) -> bool:
-        """Remove a sink and its undelivered events; False if there was none. Audited."""
+        """Remove a sink and its undelivered events; False if there was none. Audited.
+
+        The delete cascades to the sink's deliveries, which the delivery worker may be
+        holding while it updates the sink: PostgreSQL then breaks the deadlock by
+        failing one side. The delete rolled back whole, so it is run again."""
+        for attempt in range(_DELETE_ATTEMPTS):
+            try:
+                return await self._delete(ctx, sink_id)
+            except DeadlockDetectedError:
+                if attempt == _DELETE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _delete(self, ctx: WriteContext, sink_id: UUID) -> bool:
         async with write_transaction(self._store) as conn:
             operation = f"event_sink.delete {sink_id}"
             replay = await claim_idempotency_key(conn, ctx, operation, {"deleted": False})
