@@ -32,9 +32,9 @@ async def shortest_path(
     return await ctx.stores.graph.queries.shortest_path(from_id, to_id, types=types)
 
 
-async def dependents(ctx: RequestContext, task_id: UUID) -> list[UUID]:
+async def dependents(ctx: RequestContext, task_id: UUID, *, first: int) -> list[UUID]:
     require(ctx.principal, at_least=Role.VIEWER)
-    return await ctx.stores.graph.queries.dependents_of(task_id, transitive=True)
+    return await ctx.stores.graph.queries.dependents_of(task_id, first=first, transitive=True)
 
 
 async def task_critical_path(ctx: RequestContext, task_id: UUID) -> list[UUID]:

@@ -191,9 +191,15 @@ class Query:
         )
         return None if path is None else AgentPath(length=len(path) - 1, agent_ids=path)
 
-    @strawberry.field(description="Tasks that depend, directly or not, on this one (Neo4j).")
-    async def task_dependents(self, info: Info, task_id: relay.GlobalID) -> list[Task]:
-        ids = await graph.dependents(info.context, decode_id(task_id, "Task", field="taskId"))
+    @strawberry.field(
+        description="Tasks that depend, directly or not, on this one (Neo4j), at most "
+        "`first` of them in id order."
+    )
+    async def task_dependents(
+        self, info: Info, task_id: relay.GlobalID, first: int = 10
+    ) -> list[Task]:
+        task = decode_id(task_id, "Task", field="taskId")
+        ids = await graph.dependents(info.context, task, first=first)
         return await Task.load_many(info, ids)
 
     @strawberry.field(

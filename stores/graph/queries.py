@@ -246,10 +246,16 @@ class GraphQueries:
             found[UUID(task_id)] = [UUID(b) for b in blockers]
         return found
 
-    async def dependents_of(self, task_id: UUID, *, transitive: bool = True) -> list[UUID]:
-        """Tasks that depend on this one (directly, or through other tasks)."""
+    async def dependents_of(
+        self, task_id: UUID, *, first: int, transitive: bool = True
+    ) -> list[UUID]:
+        """Tasks that depend on this one (directly, or through other tasks): the first
+        `first` by id."""
+        if first <= 0:
+            return []
         text = _DEPENDENTS_TRANSITIVE if transitive else _DEPENDENTS_DIRECT
-        return [UUID(i) for i in await read_collected(self._graph, text, id=str(task_id))]
+        found = await read_collected(self._graph, text, id=str(task_id), first=first)
+        return [UUID(i) for i in found]
 
     async def critical_path(self, workflow_id: UUID) -> CriticalPath | None:
         """The chain of steps with the largest summed estimate, in execution order.
@@ -435,10 +441,13 @@ _BLOCKERS = """
     RETURN collect([id, blockers]) AS rows
 """
 
+# As in _BLOCKERS, the DISTINCT right after the expansion keeps it a pruning
+# breadth-first search; ORDER BY with LIMIT keeps only the first `first` (Top).
 _DEPENDENTS_TRANSITIVE = """
     MATCH (d:Task)-[:DEPENDS_ON*1..]->(:Task {id: $id})
     WITH DISTINCT d.id AS id
     ORDER BY id
+    LIMIT $first
     RETURN collect(id) AS rows
 """
 
@@ -446,6 +455,7 @@ _DEPENDENTS_DIRECT = """
     MATCH (d:Task)-[:DEPENDS_ON]->(:Task {id: $id})
     WITH DISTINCT d.id AS id
     ORDER BY id
+    LIMIT $first
     RETURN collect(id) AS rows
 """
 

@@ -228,6 +228,10 @@ def test_agent_tasks_first_out_of_range_is_refused(
             "query($n: Int!) { tasks(first: 1) { edges { node { blockers(first: $n) { id } } } } }",
             "Task.blockers",
         ),
+        (
+            'query($n: Int!) { taskDependents(taskId: "VGFzazox", first: $n) { id } }',
+            "Query.taskDependents",
+        ),
     ],
 )
 def test_one_rule_for_first_and_last_everywhere(

@@ -109,7 +109,7 @@ def test_title_length_is_checked(gql: GraphQL, operator: Caller) -> None:
 
 
 def test_a_dependency_that_closes_a_cycle_is_refused_naming_it(
-    gql: GraphQL, operator: Caller
+    gql: GraphQL, operator: Caller, viewer: Caller
 ) -> None:
     a, b, c = (_create_task(gql, operator) for _ in range(3))
     add = """mutation($t: ID!, $d: ID!) { addTaskDependency(input: {taskId: $t, dependsOnId: $d}) {
@@ -138,6 +138,16 @@ def test_a_dependency_that_closes_a_cycle_is_refused_naming_it(
         )
     )["taskDependents"]
     assert {t["id"] for t in dependents} == {a["id"], b["id"]}
+    # At most `first`, in id order; a viewer reads them too.
+    first_dependent = data(
+        gql(
+            "query($id: ID!) { taskDependents(taskId: $id, first: 1) { id } }",
+            {"id": c["id"]},
+            caller=viewer,
+        )
+    )["taskDependents"]
+    by_id = sorted((a["id"], b["id"]), key=lambda g: relay.from_base64(str(g))[1])
+    assert first_dependent == [{"id": by_id[0]}]
     path = data(
         gql(
             "query($id: ID!) { criticalPath(taskId: $id) { totalEstimate tasks { id } } }",

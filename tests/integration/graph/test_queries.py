@@ -261,10 +261,15 @@ async def test_blockers_are_transitive_and_skip_finished_tasks(
 
 
 async def test_dependents(graph: GraphStore, tasks: Tasks) -> None:
-    t = tasks
-    assert await graph.queries.dependents_of(t.t4) == sorted([t.t3, t.t2, t.t1, t.t6])
-    assert await graph.queries.dependents_of(t.t4, transitive=False) == [t.t3]
-    assert await graph.queries.dependents_of(t.t6) == []
+    t, queries = tasks, graph.queries
+    assert await queries.dependents_of(t.t4, first=10) == sorted([t.t3, t.t2, t.t1, t.t6])
+    assert await queries.dependents_of(t.t4, first=10, transitive=False) == [t.t3]
+    assert await queries.dependents_of(t.t6, first=10) == []
+    # At most `first`, in id order; none without a round trip.
+    assert await queries.dependents_of(t.t4, first=2) == sorted([t.t3, t.t2, t.t1, t.t6])[:2]
+    with roundtrips.counting() as counter:
+        assert await queries.dependents_of(t.t4, first=0) == []
+    assert counter["neo4j"] == 0
 
 
 async def test_task_critical_path_follows_unfinished_tasks_only(
