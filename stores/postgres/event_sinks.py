@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 from asyncpg import Record
-from asyncpg.exceptions import DeadlockDetectedError
 
 from stores.errors import InvalidInput, NotFound
 from stores.postgres.options import PgConnection
@@ -32,9 +31,6 @@ from stores.postgres.writes import (
     write_audit,
     write_transaction,
 )
-
-# A sink's delete, run again after PostgreSQL broke a deadlock with the delivery worker.
-_DELETE_ATTEMPTS = 3
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -215,18 +211,8 @@ class EventSinkRepository:
     async def delete(self, ctx: WriteContext, sink_id: UUID) -> bool:
         """Remove a sink and its undelivered events; False if there was none. Audited.
 
-        The delete cascades to the sink's deliveries, which the delivery worker may be
-        holding while it updates the sink: PostgreSQL then breaks the deadlock by
-        failing one side. The delete rolled back whole, so it is run again."""
-        for attempt in range(_DELETE_ATTEMPTS):
-            try:
-                return await self._delete(ctx, sink_id)
-            except DeadlockDetectedError:
-                if attempt == _DELETE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _delete(self, ctx: WriteContext, sink_id: UUID) -> bool:
+        The sink's row is locked first, then its deliveries (the cascade), the order
+        `settle` takes them in too: the two never wait on each other in a cycle."""
         async with write_transaction(self._store) as conn:
             operation = f"event_sink.delete {sink_id}"
             replay = await claim_idempotency_key(conn, ctx, operation, {"deleted": False})
@@ -338,6 +324,13 @@ class EventSinkRepository:
         done = [o for o in outcomes if o.retry_in_s is None]
         again = [o for o in outcomes if o.retry_in_s is not None]
         async with self._store.connection() as conn, conn.transaction():
+            # Sinks before their deliveries, in id order, as a sink's delete takes them
+            # (its row, then the cascade): otherwise each can hold what the other waits for.
+            await conn.execute(
+                "SELECT 1 FROM event_sinks WHERE id = ANY ($1::uuid[]) ORDER BY id"
+                " FOR NO KEY UPDATE",
+                list({o.sink_id for o in outcomes}),
+            )
             if done:
                 await conn.execute(
                     "DELETE FROM event_deliveries d USING unnest($1::uuid[], $2::bigint[])"

@@ -6,6 +6,7 @@ alone moves the cursors and claims the deliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 from gateway.settings import Settings
 from infra.local.profiles import Profile
 from stores import PostgresStore
+from stores.postgres.event_sinks import Outcome
 from stores.postgres.records import WriteContext
 from stores.postgres.writes import write_audit
 from tests.conftest import recreate_database
@@ -151,3 +153,42 @@ async def test_rows_restored_from_a_server_ahead_are_not_sent_again(
     await _past_the_horizon(store)
     await store.event_sinks.fan_out(100)
     assert len(await _queued(store)) == 1, "the sink receives what happens after the restore"
+
+
+async def test_a_sink_deleted_while_its_deliveries_settle_waits_its_turn(
+    store: PostgresStore,
+) -> None:
+    sink = await _sink(store, ["task.*"])
+    await _audit(store)
+    await _past_the_horizon(store)
+    await store.event_sinks.fan_out(100)
+    [delivery] = await store.event_sinks.claim_due(1000, 60.0)
+
+    async def waiting_on_locks(count: int) -> bool:
+        async with store.connection() as conn:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        return bool(found >= count)
+
+    # A third transaction holds the delivery, so the settle and the delete both start
+    # and then wait; once it lets go, each takes what it needs. Taken in different
+    # orders (the delete: sink then delivery; a settle: delivery then sink), one of
+    # the two failed with a deadlock.
+    async with store.connection() as holder:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute(
+            "SELECT 1 FROM event_deliveries WHERE sink_id = $1 FOR UPDATE", delivery.sink_id
+        )
+        settling = asyncio.create_task(
+            store.event_sinks.settle([Outcome(delivery.sink_id, delivery.event_id)])
+        )
+        await until(lambda: waiting_on_locks(1))
+        deleting = asyncio.create_task(store.event_sinks.delete(CTX, sink))
+        await until(lambda: waiting_on_locks(2))
+        await holding.rollback()
+    await settling
+    assert await deleting is True
+    assert [s.id for s in await store.event_sinks.list_sinks()] == []
