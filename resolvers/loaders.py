@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import UUID
 
 from aiodataloader import DataLoader
@@ -66,11 +66,11 @@ def _loader_by_argument(
     return DataLoader(batch)
 
 
-@dataclass(frozen=True, slots=True)
-class TasksPageKey:
+class TasksPageKey(NamedTuple):
     """Agent.tasks arguments: one SQL query serves every agent with the same arguments.
     With `columns`, the page holds tuples of those columns, as `rows`; without, whole
-    tasks."""
+    tasks. A named tuple: two are made and several hashed per agent of a page, and a
+    tuple does both in C."""
 
     agent_id: UUID
     first: int

@@ -235,18 +235,39 @@ def _actual(nodes: Sequence[_Node], parents: list[object]) -> int:
         total += len(parents) * node.weight
         if node.size is None:
             continue
+        key = node.key
+        if not node.children:
+            # Nothing below to walk: the objects are only counted (most of a page).
+            if node.counts_objects:
+                total += _count(key, parents)
+            continue
         objects: list[object] = []
         for parent in parents:
-            value = parent.get(node.key) if isinstance(parent, dict) else None
-            if isinstance(value, list):
-                objects.extend(item for item in value if item is not None)
+            value = parent.get(key) if type(parent) is dict else None
+            if type(value) is list:
+                if None in value:
+                    objects.extend(item for item in value if item is not None)
+                else:
+                    objects.extend(value)
             elif value is not None:
                 objects.append(value)
         if node.counts_objects:
             total += len(objects)
-        if node.children and objects:
+        if objects:
             total += _actual(node.children, objects)
     return total
+
+
+def _count(key: str, parents: list[object]) -> int:
+    """The objects (not nulls) the parents hold at `key`."""
+    count = 0
+    for parent in parents:
+        value = parent.get(key) if type(parent) is dict else None
+        if type(value) is list:
+            count += len(value) - value.count(None)
+        elif value is not None:
+            count += 1
+    return count
 
 
 _Entry = tuple[FieldNode, GraphQLNamedType]

@@ -124,3 +124,15 @@ def test_actual_cost_counts_what_came_back() -> None:
     # agents 1, totalCount 1, 2 edges, 2 nodes, 1 collaboration, 1 agent.
     assert cost.actual(data) == 8
     assert cost.actual(None) == 0
+    # Nulls, in lists or in place of an object, are not objects.
+    with_nulls = {
+        "agents": {
+            "totalCount": 2,
+            "edges": [
+                None,
+                {"node": {"id": "1", "collaborators": [None, {"agent": None}, {"agent": {}}]}},
+            ],
+        }
+    }
+    # agents 1, totalCount 1, 1 edge, 1 node, 2 collaborations, 1 agent.
+    assert cost.actual(with_nulls) == 7
