@@ -7,9 +7,9 @@ transaction; the agent graph in Neo4j follows from the outbox.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
 
 from asyncpg import Record
@@ -39,6 +39,8 @@ from stores.postgres.writes import (
     write_audit,
     write_transaction,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from stores.postgres.store import PostgresStore
@@ -373,19 +375,7 @@ class AgentRepository:
         *,
         with_total: bool = False,
     ) -> Page[Agent]:
-        params = Params()
-        async with self._store.read_connection() as conn:
-            return await fetch_page(
-                conn,
-                select=_COLUMNS,
-                source="agents",
-                where=_list_conditions(filter, params),
-                params=params,
-                order=_ORDERS[order],
-                page=page,
-                with_total=with_total,
-                decode=_agent,
-            )
+        return await self._page(_COLUMNS, _agent, filter, order, page, with_total)
 
     async def list_columns(
         self,
@@ -400,18 +390,29 @@ class AgentRepository:
         order: a page that shows a few columns pays for no whole record."""
         if not set(columns) <= _READABLE_COLUMNS or not columns or columns[0] != "id":
             raise ValueError(f"not agent columns: {columns!r}")
+        return await self._page(", ".join(columns), tuple, filter, order, page, with_total)
+
+    async def _page(
+        self,
+        select: str,
+        decode: Callable[[Record], T],
+        filter: AgentFilter,
+        order: AgentOrder,
+        page: PageRequest,
+        with_total: bool,
+    ) -> Page[T]:
         params = Params()
         async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
-                select=", ".join(columns),
+                select=select,
                 source="agents",
                 where=_list_conditions(filter, params),
                 params=params,
                 order=_ORDERS[order],
                 page=page,
                 with_total=with_total,
-                decode=tuple,
+                decode=decode,
             )
 
 
