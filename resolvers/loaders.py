@@ -8,7 +8,7 @@ is built for every operation, so caches never leak between requests or users.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -94,11 +94,26 @@ _PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | Non
 
 class SettledLoader(DataLoader[K, V]):
     """A DataLoader that also answers, without a coroutine, keys it has already loaded:
-    a parent that loaded its children's keys up front lets each child complete
-    synchronously (see `Agent.tasks`)."""
+    a parent that loaded its children's keys up front (`settle`) lets each child
+    complete synchronously (see `Agent.tasks`)."""
+
+    def __init__(self, batch_load_fn: Callable[[list[K]], Coroutine[Any, Any, list[V]]]) -> None:
+        super().__init__(batch_load_fn)
+        self._settled: dict[K, V] = {}
+
+    async def settle(self, keys: Sequence[K]) -> None:
+        """Load `keys` now, in one call of the batch function, for `settled` to answer:
+        a page's worth of keys without a future, a queue entry and a callback each."""
+        missing = [key for key in dict.fromkeys(keys) if key not in self._settled]
+        if missing:
+            values = await self.batch_load_fn(missing)
+            self._settled.update(zip(missing, values, strict=True))
 
     def settled(self, key: K) -> V | None:
         """The value loaded for `key`, if its load has completed without an error."""
+        found = self._settled.get(key)
+        if found is not None:
+            return found
         future = self._cache.get(self.get_cache_key(key))
         if future is None or not future.done() or future.cancelled():
             return None

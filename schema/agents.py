@@ -386,7 +386,7 @@ async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
             keys.extend(
                 _tasks_key(agent_id, read, with_total, **arguments) for agent_id in agent_ids
             )
-        await info.context.loaders.tasks_by_agent_id.load_many(keys)
+        await info.context.loaders.tasks_by_agent_id.settle(keys)
     except Exception:
         # Each `tasks` field loads its page again and reports the error at its own path.
         pass

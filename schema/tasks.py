@@ -236,13 +236,18 @@ class TaskConnection(CountedConnection[Task]):
         """`from_task_list` over rows read for one selection (see schema/rows.py): the
         edges are made only if asked for (`RowEdges`), each without a dataclass
         `__init__`; a task's cursor is its id."""
-        return cls(
-            edges=RowEdges(rows, read, _task_edge),  # type: ignore[arg-type]
-            page_info=relay.PageInfo(
-                has_next_page=has_next_page,
-                has_previous_page=False,
-                start_cursor=str(rows[0][0]) if rows else None,
-                end_cursor=str(rows[-1][0]) if rows else None,
-            ),
-            total_count=total,
-        )
+        # One per agent of a page: filled as `_task_edge` fills an edge.
+        page_info: relay.PageInfo = _new(relay.PageInfo)
+        page_info.__dict__ = {
+            "has_next_page": has_next_page,
+            "has_previous_page": False,
+            "start_cursor": str(rows[0][0]) if rows else None,
+            "end_cursor": str(rows[-1][0]) if rows else None,
+        }
+        connection: TaskConnection = _new(cls)
+        connection.__dict__ = {
+            "edges": RowEdges(rows, read, _task_edge),
+            "page_info": page_info,
+            "total_count": total,
+        }
+        return connection

@@ -211,15 +211,19 @@ def _where(conditions: Sequence[str]) -> str:
 
 
 def _encode_cursor(order: Ordering, values: Sequence[object]) -> str:
-    plain: list[object] = [order.name]
-    for value in values:
-        if isinstance(value, datetime):
-            plain.append(value.isoformat())
-        elif isinstance(value, UUID):
-            plain.append(str(value))
-        else:
-            plain.append(value)
-    return base64.urlsafe_b64encode(orjson.dumps(plain)).rstrip(b"=").decode()
+    # orjson writes a datetime as `isoformat()` does and a UUID as `str()` does (asyncpg's
+    # UUID, a subclass, through `_cursor_value`): one call per cursor, made per row.
+    raw = orjson.dumps([order.name, *values], default=_cursor_value)
+    return binascii.b2a_base64(raw, newline=False).translate(_URL_SAFE).rstrip(b"=").decode()
+
+
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _cursor_value(value: object) -> object:
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a cursor value")
 
 
 def _unpack(cursor: str, name: str) -> list[object]:
