@@ -33,6 +33,7 @@ from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_i
 from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
 from schema.selection import names_below, selected_fields, selected_names, selects
+from schema.tasks import Task, TaskConnection
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
 from stores.postgres.inputs import AgentFilter as StoreAgentFilter
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from schema.achievements import Achievement
     from schema.presence import AgentPresence
     from schema.sessions import Session
-    from schema.tasks import Task, TaskConnection
 
 Info = strawberry.Info[RequestContext, None]
 
@@ -153,8 +153,6 @@ class Agent(relay.Node):
         filter: AgentTasksFilter | None = None,
         order_by: TaskOrder = TaskOrder.CREATED_AT_DESC,
     ) -> Annotated[TaskConnection, strawberry.lazy("schema.tasks")]:
-        from schema.tasks import Task
-
         # A page that selects only the tasks' own columns reads just those, as rows.
         read = Task.row_reader(selected_names(info, "edges", "node"))
         with_total = "totalCount" in selected_names(info)
@@ -309,8 +307,6 @@ def _tasks_key(
 
 
 def _task_connection(page: TasksPage, read: RowReader[Task] | None) -> TaskConnection:
-    from schema.tasks import TaskConnection
-
     if read is not None:
         return TaskConnection.from_rows(page.rows, page.total_count, page.has_next_page, read)
     return TaskConnection.from_task_list(page.items, page.total_count, page.has_next_page)
@@ -353,8 +349,6 @@ async def agents_page(
 
 
 async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
-    from schema.tasks import Task
-
     fields = [
         nodes
         for nodes in selected_fields(info, "edges", "node").values()
