@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
-from graphql import GraphQLObjectType
+from graphql import FieldNode, FragmentDefinitionNode, GraphQLObjectType
 from graphql.execution.values import get_argument_values
 from strawberry import relay
 from strawberry.schema.schema_converter import GraphQLCoreConverter
@@ -33,6 +33,7 @@ from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_i
 from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
 from schema.selection import names_below, selected_fields, selected_names, selects
+from schema.settled import settled_by
 from schema.tasks import Task, TaskConnection
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
@@ -60,6 +61,34 @@ class Collaboration:
     type: AgentRelationshipType
     # Fetched by `Agent.collaborators` for all links at once, when selected.
     agent: Agent | None
+
+
+def _settled_tasks(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], TaskConnection | None]:
+    """`Agent.tasks` for a page of agents whose tasks `agents_page` loaded: what the
+    resolver would answer, worked out once per request (see schema/settled.py)."""
+    read = Task.row_reader(names_below(field_nodes, fragments, "edges", "node"))
+    with_total = "totalCount" in names_below(field_nodes, fragments)
+    key = _tasks_key(_NO_AGENT, read, with_total, **arguments)
+    first, statuses, order, columns = key.first, key.statuses, key.order, key.columns
+    loaders = context.loaders
+
+    def tasks_of(agent: Agent) -> TaskConnection | None:
+        # The loader is looked up each time, not held: the request's loaders are let go
+        # when the operation ends (`Loaders.clear`), while the executor lives on in a
+        # reference cycle until the garbage collector comes by.
+        key = TasksPageKey(agent.record.id, first, statuses, order, columns, with_total)
+        page = loaders.tasks_by_agent_id.settled(key)
+        return None if page is None else _task_connection(page, read)
+
+    return tasks_of
+
+
+_NO_AGENT = UUID(int=0)
 
 
 @strawberry.type(description="An autonomous worker on the platform.", directives=[ENTITY_KEY])
@@ -146,6 +175,7 @@ class Agent(relay.Node):
         description="The first tasks assigned to this agent (PostgreSQL, one query for a whole "
         "page of agents). To page further, use `tasks(filter: {assigneeId: ...})`."
     )
+    @settled_by(_settled_tasks)
     def tasks(
         self,
         info: Info,

@@ -56,6 +56,7 @@ from gateway.engine.plan import (
 from gateway.engine.resolvers import DirectResolver
 from gateway.engine.rows import complete_row_edges
 from schema.rows import RowEdges
+from schema.settled import SettledValue
 
 Result = AwaitableOrValue[Any]
 Info = GraphQLResolveInfo[Any]
@@ -73,6 +74,8 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     _arguments: dict[FieldPlan, dict[str, Any]]
     # Per execution: Strawberry's arguments of directly called resolvers, when immutable.
     _converted: dict[FieldPlan, dict[str, Any]]
+    # Per execution: what answers a field from what a parent loaded (schema/settled.py).
+    _settled: dict[FieldPlan, SettledValue | None]
     # A subscription's sharing key, worked out at its first event (False: none).
     _event_key: Hashable | None = None
     # A per-event executor whose result the other subscribers take: (results, key).
@@ -97,6 +100,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> AwaitableOrValue[ExecutionResult | ExperimentalIncrementalExecutionResults]:
         self._arguments = {}
         self._converted = {}
+        self._settled = {}
         try:
             plan = self.plans.plan(self)
             if serially is None:
@@ -120,6 +124,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         executor = cast(PlannedExecutionContext, super().build_per_event_executor(payload))
         executor._arguments = {}
         executor._converted = {}
+        executor._settled = {}
         executor._sharing = None if shared is None else (shared, key)
         return executor
 
@@ -215,6 +220,14 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         info: Info | None = None
         try:
             if field.mode == RESOLVE:
+                settled = self._settled.get(field)
+                if settled is not None:
+                    value = self._settled_value(settled, source)
+                    if value is not None:
+                        completed = self._complete(field, field.shape, None, path, value)
+                        if self.is_awaitable(completed):
+                            return self._await_completed(field, completed, path)
+                        return completed
                 info = self._info(field, path)
                 args = field.args
                 if args is None:
@@ -262,7 +275,31 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             converted, shareable = direct.convert(strawberry_info, args)
             if shareable:
                 self._converted[field] = converted
+                if direct.settled is not None and not field.shape.needs_info:
+                    self._settled[field] = self._prepare_settled(field, direct, converted)
         return direct.call(source, strawberry_info, converted)
+
+    def _prepare_settled(
+        self, field: FieldPlan, direct: DirectResolver, converted: dict[str, Any]
+    ) -> SettledValue | None:
+        """The field's function from a parent to what a parent loaded for it, worked out
+        once per execution; None (the resolver for every parent) if that fails."""
+        assert direct.settled is not None
+        try:
+            return direct.settled(
+                self.context_value, field.nodes, self.fragment_definitions, converted
+            )
+        except Exception:
+            return None
+
+    @staticmethod
+    def _settled_value(settled: SettledValue, source: Any) -> Any:
+        """What a parent loaded for the field, or None: the resolver runs then, and
+        meets any error at its own path."""
+        try:
+            return settled(source)
+        except Exception:
+            return None
 
     def _info(self, field: FieldPlan, path: Path) -> Info:
         return self.build_resolve_info(field.field_def, field.nodes, field.parent_type, path)

@@ -26,6 +26,8 @@ from strawberry.types.arguments import convert_arguments
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
+from schema.settled import settled_preparer
+
 _DEFINITION = GraphQLCoreConverter.DEFINITION_BACKREF
 
 
@@ -78,6 +80,7 @@ class DirectResolver:
         "root_name",
         "scalar_registry",
         "self_source",
+        "settled",
     )
 
     def __init__(self, field: StrawberryField, converter: GraphQLCoreConverter) -> None:
@@ -90,6 +93,8 @@ class DirectResolver:
         self.info_class = converter.config.info_class
         self.scalar_registry = converter.scalar_registry
         self.self_source = resolver.self_parameter is not None
+        # What answers the field from what a parent loaded, if anything (schema/settled.py).
+        self.settled = settled_preparer(self.function)
         parent = resolver.parent_parameter
         root = resolver.root_parameter
         info = resolver.info_parameter

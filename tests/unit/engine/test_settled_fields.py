@@ -1,0 +1,107 @@
+"""A resolver field marked `settled_by` (schema/settled.py) answers on the planned
+executor exactly as graphql-core's executor answers through the resolver; the
+resolver runs only for the first parent, to work out the arguments, and for parents
+whose value was not loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import strawberry
+
+from gateway.engine import planned_execution_context
+from schema.settled import settled_by
+
+# The parent names whose greeting "a parent page" loaded, and the resolver's calls.
+LOADED: dict[str, str] = {}
+CALLS: list[str] = []
+PREPARED: list[Mapping[str, Any]] = []
+FAIL_TO_PREPARE: list[bool] = []
+
+
+def _prepare(
+    context: Any, nodes: list[Any], fragments: Mapping[str, Any], arguments: Mapping[str, Any]
+) -> Callable[[Parent], str | None]:
+    if FAIL_TO_PREPARE:
+        raise RuntimeError("cannot prepare")
+    PREPARED.append(dict(arguments))
+    suffix = arguments["suffix"]
+
+    def greeting_of(parent: Parent) -> str | None:
+        if parent.name == "odd":
+            raise KeyError(parent.name)
+        found = LOADED.get(parent.name)
+        return None if found is None else f"{found}{suffix}"
+
+    return greeting_of
+
+
+@strawberry.type
+class Parent:
+    name: str
+
+    @strawberry.field
+    @settled_by(_prepare)
+    def greeting(self, suffix: str = "!") -> str | None:
+        CALLS.append(self.name)
+        if self.name == "boom":
+            raise ValueError("no greeting for boom")
+        return f"hello {self.name}{suffix}"
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def parents(self, names: list[str]) -> list[Parent]:
+        return [Parent(name=name) for name in names]
+
+
+STOCK = strawberry.Schema(query=Query)
+PLANNED = strawberry.Schema(query=Query, execution_context_class=planned_execution_context())
+QUERY = """query($names: [String!]!) { parents(names: $names) {
+  name greeting loud: greeting(suffix: "!!") } }"""
+
+
+async def _same(names: list[str]) -> list[str]:
+    """Both executors' answers are equal; the planned one's resolver calls."""
+    LOADED.clear()
+    LOADED.update({name: f"hello {name}" for name in ("a", "b", "c")})
+    CALLS.clear()
+    expected = await STOCK.execute(QUERY, variable_values={"names": names})
+    assert [name for name in names for _ in range(2)] == CALLS
+    CALLS.clear()
+    PREPARED.clear()
+    answered = await PLANNED.execute(QUERY, variable_values={"names": names})
+    assert answered.data == expected.data
+    assert [e.formatted for e in answered.errors or ()] == [
+        e.formatted for e in expected.errors or ()
+    ]
+    return list(CALLS)
+
+
+async def test_loaded_values_answer_without_the_resolver() -> None:
+    # Once per response key: the first parent works out the converted arguments.
+    assert await _same(["a", "b", "c"]) == ["a", "a"]
+    assert PREPARED == [{"suffix": "!"}, {"suffix": "!!"}]
+
+
+async def test_a_parent_whose_value_was_not_loaded_gets_the_resolver() -> None:
+    assert await _same(["a", "unloaded", "b", "boom", "odd"]) == [
+        "a",
+        "a",
+        "unloaded",
+        "unloaded",
+        "boom",
+        "boom",
+        "odd",
+        "odd",
+    ]
+
+
+async def test_a_field_that_cannot_be_prepared_gets_the_resolver_for_every_parent() -> None:
+    FAIL_TO_PREPARE.append(True)
+    try:
+        assert await _same(["a", "b"]) == ["a", "a", "b", "b"]
+    finally:
+        FAIL_TO_PREPARE.clear()
