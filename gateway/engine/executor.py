@@ -268,11 +268,18 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         args: dict[str, Any],
     ) -> Any:
         """Strawberry's wrapper, done by `DirectResolver`; arguments converted once per
-        request when they convert to immutable values."""
+        request when they convert to immutable values, once per plan when they are
+        literals too."""
         strawberry_info = direct.info(info)
         converted = self._converted.get(field)
         if converted is None:
-            converted, shareable = direct.convert(strawberry_info, args)
+            converted = field.converted
+            shareable = converted is not None
+            if converted is None:
+                converted, shareable = direct.convert(strawberry_info, args)
+                if shareable and field.args is not None:
+                    # Literal arguments: the same for every request of this plan.
+                    field.converted = converted
             if shareable:
                 self._converted[field] = converted
                 if direct.settled is not None and not field.shape.needs_info:

@@ -261,6 +261,7 @@ class FieldPlan:
     __slots__ = (
         "args",
         "attribute",
+        "converted",
         "details",
         "direct",
         "field_def",
@@ -308,6 +309,9 @@ class FieldPlan:
         self.direct: DirectResolver | None = None
         # Arguments without variables are the same for every request: coerced once.
         self.args: dict[str, Any] | None = None
+        # And converted once, for a direct resolver, when they convert to immutable
+        # values (set by the executor at the first request).
+        self.converted: dict[str, Any] | None = None
         if self.name == "__typename":
             self.mode = TYPENAME
         elif self.attribute is not None:

@@ -23,7 +23,7 @@ from strawberry.types import ExecutionResult
 
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.engine.plan import LEAF, RESOLVE, ObjectShape, OperationPlan
-from gateway.engine.resolvers import direct_resolver
+from gateway.engine.resolvers import DirectResolver, direct_resolver
 
 
 @strawberry.enum
@@ -539,3 +539,29 @@ async def test_resolver_functions_called_directly_answer_as_through_strawberry()
     # Permission classes keep Strawberry's wrapper; a plain resolver function does not.
     assert direct_resolver(counter.fields["guardedEcho"]) is None
     assert direct_resolver(counter.fields["echo"]) is not None
+
+
+async def test_literal_arguments_are_converted_once_per_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=planned_execution_context(), extensions=[ParserCache]
+    )
+    conversions: list[str] = []
+    convert = DirectResolver.convert
+
+    def counted(self: DirectResolver, info: Any, coerced: dict[str, Any]) -> Any:
+        conversions.append(self.field.name)
+        return convert(self, info, coerced)
+
+    monkeypatch.setattr(DirectResolver, "convert", counted)
+    literal = "{ counters(count: 2) { echo(colour: GREEN, at: 3) } }"
+    by_variable = "query($at: Int!) { counters(count: 2) { echo(colour: GREEN, at: $at) } }"
+    for at in (3, 3):
+        answered = await schema.execute(literal)
+        assert answered.errors is None and answered.data is not None
+        assert answered.data["counters"][1]["echo"].endswith(":Colour.GREEN:3")
+        varied = await schema.execute(by_variable, variable_values={"at": at})
+        assert varied.data == answered.data
+    # The literal's once for both requests; the variable's once per request.
+    assert conversions.count("echo") == 3
