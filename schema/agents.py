@@ -73,8 +73,7 @@ def _settled_tasks(
     resolver would answer, worked out once per request (see schema/settled.py)."""
     read = Task.row_reader(names_below(field_nodes, fragments, "edges", "node"))
     with_total = "totalCount" in names_below(field_nodes, fragments)
-    key = _tasks_key(_NO_AGENT, read, with_total, **arguments)
-    first, statuses, order, columns = key.first, key.statuses, key.order, key.columns
+    _, first, statuses, order, columns, _ = _tasks_key(_NO_AGENT, read, with_total, **arguments)
     loaders = context.loaders
 
     def tasks_of(agent: Agent) -> TaskConnection | None:
@@ -407,8 +406,12 @@ async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
             )
             read = Task.row_reader(names_below(nodes, raw.fragments, "edges", "node"))
             with_total = "totalCount" in names_below(nodes, raw.fragments)
+            _, first, statuses, order, columns, _ = _tasks_key(
+                _NO_AGENT, read, with_total, **arguments
+            )
             keys.extend(
-                _tasks_key(agent_id, read, with_total, **arguments) for agent_id in agent_ids
+                TasksPageKey(agent_id, first, statuses, order, columns, with_total)
+                for agent_id in agent_ids
             )
         await info.context.loaders.tasks_by_agent_id.settle(keys)
     except Exception:

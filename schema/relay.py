@@ -70,7 +70,7 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
     @classmethod
     def from_page(cls, page: Page[RecordT], to_node: Callable[[RecordT], NodeT]) -> Self:
         edges = [
-            relay.Edge(cursor=cursor, node=to_node(item))
+            edge_of(cursor, to_node(item))
             for item, cursor in zip(page.items, page.cursors, strict=True)
         ]
         return cls(
@@ -83,6 +83,17 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
             ),
             total_count=page.total_count,
         )
+
+
+def edge_of(cursor: str, node: NodeT) -> relay.Edge[NodeT]:
+    """`relay.Edge(cursor=..., node=...)` without the dataclass `__init__`'s keyword
+    handling: a page makes one per item."""
+    edge: relay.Edge[NodeT] = _new(relay.Edge)
+    edge.__dict__ = {"cursor": cursor, "node": node}
+    return edge
+
+
+_new = object.__new__
 
 
 def wants_total(info: strawberry.Info) -> bool:

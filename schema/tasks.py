@@ -13,7 +13,7 @@ from strawberry import relay
 from resolvers.context import RequestContext
 from schema.enums import TASK_STATUS, TaskStatus
 from schema.federation import ENTITY_KEY, entity_by_reference
-from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
+from schema.relay import CountedConnection, edge_of, encode_id, node_id_field, nodes_by_ids
 from schema.rows import ColumnField, RowEdges, RowReader, RowReaders
 from schema.scalars import JSON
 from stores.postgres import records
@@ -201,9 +201,7 @@ _new = object.__new__
 
 
 def _task_edge(task: Task) -> relay.Edge[Task]:
-    edge: relay.Edge[Task] = _new(relay.Edge)
-    edge.__dict__ = {"cursor": task.id, "node": task}
-    return edge
+    return edge_of(task.id, task)
 
 
 @strawberry.type
