@@ -96,6 +96,15 @@ async def test_a_row_that_commits_after_a_later_id_is_still_queued(store: Postgr
     assert await _queued_until(store, late_id) == [late_id]
 
 
+async def _one_event_fanned_out(store: PostgresStore) -> uuid.UUID:
+    """A sink of task events with one event queued for it."""
+    sink = await _sink(store, ["task.*"])
+    await _audit(store)
+    await _past_the_horizon(store)
+    await store.event_sinks.fan_out(100)
+    return sink
+
+
 async def _queued_until(store: PostgresStore, event_id: int) -> list[int]:
     """Fan out until `event_id` is queued; every id queued meanwhile, in order."""
     queued: list[int] = []
@@ -129,10 +138,7 @@ async def test_the_cursor_moves_in_batches_past_rows_no_sink_wants(store: Postgr
 async def test_rows_restored_from_a_server_ahead_are_not_sent_again(
     store: PostgresStore,
 ) -> None:
-    sink = await _sink(store, ["task.*"])
-    await _audit(store)
-    await _past_the_horizon(store)
-    await store.event_sinks.fan_out(100)
+    sink = await _one_event_fanned_out(store)
     assert len(await _queued(store)) == 1
     # As a dump of a busier server restores here: its rows and cursors carry
     # transaction ids this server has not reached yet.
@@ -158,10 +164,7 @@ async def test_rows_restored_from_a_server_ahead_are_not_sent_again(
 async def test_a_sink_deleted_while_its_deliveries_settle_waits_its_turn(
     store: PostgresStore,
 ) -> None:
-    sink = await _sink(store, ["task.*"])
-    await _audit(store)
-    await _past_the_horizon(store)
-    await store.event_sinks.fan_out(100)
+    sink = await _one_event_fanned_out(store)
     [delivery] = await store.event_sinks.claim_due(1000, 60.0)
 
     async def waiting_on_locks(count: int) -> bool:
