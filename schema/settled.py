@@ -9,6 +9,9 @@ request's context, the field's nodes and fragments and its converted arguments, 
 when that value was not loaded. The executor then asks that function for each parent
 and calls the resolver itself only for a None: no resolve info, `Info` or keyword
 arguments per parent. What the function returns must be what the resolver would.
+Only a field whose arguments convert to immutable values (numbers, strings, enums,
+ids) takes this path, since one conversion serves every parent; `prepare` must not
+change the arguments it is given.
 """
 
 from __future__ import annotations
