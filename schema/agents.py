@@ -71,20 +71,34 @@ def _settled_tasks(
 ) -> Callable[[Agent], TaskConnection | None]:
     """`Agent.tasks` for a page of agents whose tasks `agents_page` loaded: what the
     resolver would answer, worked out once per request (see schema/settled.py)."""
-    read = Task.row_reader(names_below(field_nodes, fragments, "edges", "node"))
-    with_total = "totalCount" in names_below(field_nodes, fragments)
-    _, first, statuses, order, columns, _ = _tasks_key(_NO_AGENT, read, with_total, **arguments)
+    read, key_of = _tasks_keys(field_nodes, fragments, arguments)
     loaders = context.loaders
 
     def tasks_of(agent: Agent) -> TaskConnection | None:
         # The loader is looked up each time, not held: the request's loaders are let go
         # when the operation ends (`Loaders.clear`), while the executor lives on in a
         # reference cycle until the garbage collector comes by.
-        key = TasksPageKey(agent.record.id, first, statuses, order, columns, with_total)
-        page = loaders.tasks_by_agent_id.settled(key)
+        page = loaders.tasks_by_agent_id.settled(key_of(agent.record.id))
         return None if page is None else _task_connection(page, read)
 
     return tasks_of
+
+
+def _tasks_keys(
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> tuple[RowReader[Task] | None, Callable[[UUID], TasksPageKey]]:
+    """What one `Agent.tasks` field of a page of agents reads, and each agent's page
+    key, from the field's nodes and converted arguments: worked out once for the page."""
+    read = Task.row_reader(names_below(field_nodes, fragments, "edges", "node"))
+    with_total = "totalCount" in names_below(field_nodes, fragments)
+    _, first, statuses, order, columns, _ = _tasks_key(_NO_AGENT, read, with_total, **arguments)
+
+    def key_of(agent_id: UUID) -> TasksPageKey:
+        return TasksPageKey(agent_id, first, statuses, order, columns, with_total)
+
+    return read, key_of
 
 
 _NO_AGENT = UUID(int=0)
@@ -404,15 +418,8 @@ async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
                 config=info.schema.config,
                 info=info,
             )
-            read = Task.row_reader(names_below(nodes, raw.fragments, "edges", "node"))
-            with_total = "totalCount" in names_below(nodes, raw.fragments)
-            _, first, statuses, order, columns, _ = _tasks_key(
-                _NO_AGENT, read, with_total, **arguments
-            )
-            keys.extend(
-                TasksPageKey(agent_id, first, statuses, order, columns, with_total)
-                for agent_id in agent_ids
-            )
+            _, key_of = _tasks_keys(nodes, raw.fragments, arguments)
+            keys.extend(map(key_of, agent_ids))
         await info.context.loaders.tasks_by_agent_id.settle(keys)
     except Exception:
         # Each `tasks` field loads its page again and reports the error at its own path.
