@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
@@ -227,6 +227,11 @@ class RedisClients:
                 await sentinel.aclose()
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The master's pool, waiting for a connection when all are busy, as a single
+    server's pool does."""
+
+
 def open_clients(
     target: RedisTarget,
     *,
@@ -251,9 +256,13 @@ def open_clients(
         "retry_on_error": [RedisConnectionError],
     }
     if target.topology == "server":
-        pool = aioredis.ConnectionPool.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             target.url,
             max_connections=max_connections,
+            # A command that finds every connection busy waits for one as long as a
+            # command may take: a burst (a hundred WebSockets signing in at once) is
+            # not an outage and must not be served as one (sessions from memory).
+            timeout=command_timeout,
             health_check_interval=30,
             **connection,
             **(tls if target.tls else {}),
@@ -287,6 +296,8 @@ def open_clients(
     master = sentinel.master_for(
         target.service,
         redis_class=_TimedRedis,
+        connection_pool_class=_BlockingSentinelPool,
+        timeout=command_timeout,
         db=target.db,
         max_connections=max_connections,
         health_check_interval=30,

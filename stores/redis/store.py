@@ -98,10 +98,13 @@ class RedisStore:
         return self._options.target.topology
 
     def pool_usage(self) -> PoolUsage:
-        """Commands under way (each holds a pooled connection) against the pool's size,
-        for metrics. A full pool refuses a command rather than queueing it: nothing waits."""
+        """Commands under way against the pool's size, for metrics: those beyond it wait
+        for a connection (a cluster's pool refuses them instead)."""
         limit = self._options.max_connections
-        return PoolUsage(in_use=calls_in_flight(), idle=0, waiting=0, max=limit)
+        under_way = calls_in_flight()
+        return PoolUsage(
+            in_use=min(under_way, limit), idle=0, waiting=max(0, under_way - limit), max=limit
+        )
 
     async def probe(self) -> ProbeResult:
         started = time.perf_counter()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import secrets
+from dataclasses import replace
 
 from gateway.settings import Settings
+from stores import RedisStore
 from stores.redis.sessions import SESSION_KEY
 from tests.integration.api.conftest import Caller
 from tests.integration.redis.conftest import gateway_over
@@ -49,3 +53,13 @@ def test_sessions_and_events_keep_working_across_a_failover(
                 lambda: gateway.created_title_arrives(ws, operator),
                 what="events through the new master",
             )
+
+
+async def test_a_burst_beyond_the_masters_pool_waits_for_a_connection(
+    settings: Settings, sentinel: SentinelSetup
+) -> None:
+    options = replace(settings.redis_options(), url=sentinel.url, max_connections=2)
+    key = f"test:pool:{secrets.token_hex(6)}"
+    async with RedisStore(options) as store:
+        counts = await asyncio.gather(*(store.client.incr(key) for _ in range(40)))
+        assert sorted(counts) == list(range(1, 41))
