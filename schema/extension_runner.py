@@ -14,7 +14,8 @@ finishes spares the hooks outside it (but, as in Strawberry's runner, not the
 stage), one that yields again is an error. As with Strawberry's runner, a hook that
 fails on the way in leaves the stage at once, without leaving the hooks entered
 before it (the enclosing stage still leaves its own). Only the extensions
-that override `get_results` are asked for results.
+that override `get_results` are asked for results. `on_stream_result`, which runs
+for every event of every subscription, takes its result as Strawberry passes it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from strawberry.extensions.context import (
     ExecutingContextManager,
     OperationContextManager,
     ParsingContextManager,
+    StreamResultContextManager,
     ValidationContextManager,
 )
 from strawberry.extensions.runner import SchemaExtensionsRunner
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, StreamExecutionResult
 
 # How a class's hook for a stage runs: a generator, an async generator, a plain
 # function or coroutine function (run on the way in only, as Strawberry does).
@@ -78,11 +80,15 @@ def _results_of(cls: type[SchemaExtension]) -> Callable[[SchemaExtension], Any] 
 class _Stage:
     """One stage's hooks of one operation, as an async (or plain) context manager."""
 
-    __slots__ = ("_entered", "_extensions", "_name")
+    __slots__ = ("_arguments", "_entered", "_extensions", "_name")
 
-    def __init__(self, extensions: list[SchemaExtension], name: str) -> None:
+    def __init__(
+        self, extensions: list[SchemaExtension], name: str, arguments: tuple[Any, ...] = ()
+    ) -> None:
         self._extensions = extensions
         self._name = name
+        # What each hook takes after its extension (a streamed result, for one).
+        self._arguments = arguments
         self._entered: list[tuple[bool, Any]] = []
 
     def _hooks(self) -> Iterator[tuple[SchemaExtension, int, Callable[[SchemaExtension], Any]]]:
@@ -96,20 +102,20 @@ class _Stage:
         self, extension: SchemaExtension, kind: int, function: Callable[[SchemaExtension], Any]
     ) -> None:
         if kind == _SYNC:
-            generator = function(extension)
+            generator = function(extension, *self._arguments)
             _started(next(generator, _DONE), self._name)
             self._entered.append((False, generator))
         else:
-            function(extension)
+            function(extension, *self._arguments)
 
     async def __aenter__(self) -> None:
         for extension, kind, function in self._hooks():
             if kind == _ASYNC:
-                generator = function(extension)
+                generator = function(extension, *self._arguments)
                 _started(await anext(generator, _DONE), self._name)
                 self._entered.append((True, generator))
             elif kind == _AWAIT:
-                await function(extension)
+                await function(extension, *self._arguments)
             else:
                 self._enter_plain(extension, kind, function)
 
@@ -215,6 +221,9 @@ class CachedHooksRunner(SchemaExtensionsRunner):
 
     def executing(self) -> ExecutingContextManager:
         return _Stage(self.extensions, "on_execute")  # type: ignore[return-value]
+
+    def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
+        return _Stage(self.extensions, "on_stream_result", (result,))  # type: ignore[return-value]
 
     def get_extensions_results_sync(self) -> dict[str, Any]:
         data: dict[str, Any] = {}

@@ -157,6 +157,15 @@ class RequestLimiter(SchemaExtension):
         self._plans = plans
         self._cost_plan: CostPlan | None = None
         self._requested: int | None = None
+        self._subscription: bool | None = None
+
+    def _is_subscription(self) -> bool:
+        # Strawberry works the operation type out of the document on every read; a
+        # subscription reads it twice per event.
+        if self._subscription is None:
+            operation_type = self.execution_context.operation_type
+            self._subscription = operation_type is OperationType.SUBSCRIPTION
+        return self._subscription
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
@@ -181,7 +190,7 @@ class RequestLimiter(SchemaExtension):
         yield
 
     async def on_execute(self) -> AsyncIterator[None]:
-        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+        if self._is_subscription():
             yield
             return
         deadline = self._limits.deadline_s
@@ -199,17 +208,12 @@ class RequestLimiter(SchemaExtension):
     def get_results(self) -> dict[str, Any]:
         """`extensions.cost` of a query or mutation; a subscription's events get theirs
         in `on_stream_result`."""
-        if self._requested is None:
-            return {}
-        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+        if self._requested is None or self._is_subscription():
             return {}
         return {"cost": self._report(getattr(self.execution_context.result, "data", None))}
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        if (
-            self._requested is not None
-            and self.execution_context.operation_type is OperationType.SUBSCRIPTION
-        ):
+        if self._requested is not None and self._is_subscription():
             result.extensions = {
                 **(result.extensions or {}),
                 "cost": self._report(getattr(result, "data", None)),

@@ -129,3 +129,55 @@ def test_a_synchronous_stage_refuses_an_async_hook() -> None:
     stage = CachedHooksRunner(context, extensions).executing()
     with pytest.raises(RuntimeError, match="failed to complete synchronously"), stage:
         pass
+
+
+def _stream_extensions(trace: list[str]) -> list[SchemaExtension]:
+    """`on_stream_result` in each form a hook can take, each given the result."""
+
+    class Generator(SchemaExtension):
+        def on_stream_result(self, result: Any) -> Iterator[None]:
+            trace.append(f"generator in {result}")
+            try:
+                yield
+            except Exception as exc:
+                trace.append(f"generator got {type(exc).__name__}")
+                raise
+            trace.append("generator out")
+
+    class AsyncGenerator(SchemaExtension):
+        async def on_stream_result(self, result: Any) -> AsyncIterator[None]:
+            trace.append(f"async generator in {result}")
+            yield
+            trace.append("async generator out")
+
+    class Plain(SchemaExtension):
+        def on_stream_result(self, result: Any) -> None:  # type: ignore[override]
+            trace.append(f"plain {result}")
+
+    class Coroutine(SchemaExtension):
+        async def on_stream_result(self, result: Any) -> None:  # type: ignore[override]
+            trace.append(f"coroutine {result}")
+
+    return [Generator(), AsyncGenerator(), Plain(), Coroutine()]
+
+
+@pytest.mark.parametrize("inside", ["pass", "raise"])
+async def test_stream_result_hooks_get_the_result_as_strawberrys_runner_gives_it(
+    inside: str,
+) -> None:
+    async def run(runner_class: type[SchemaExtensionsRunner]) -> list[str]:
+        trace: list[str] = []
+        context = ExecutionContext(query="{ a }", schema=None, allowed_operations=())  # type: ignore[arg-type]
+        runner = runner_class(context, _stream_extensions(trace))
+        try:
+            async with runner.on_stream_result("event 1"):  # type: ignore[arg-type]
+                trace.append("inside")
+                if inside == "raise":
+                    raise Boom
+        except Boom:
+            trace.append("raised")
+        return trace
+
+    ours = await run(CachedHooksRunner)
+    assert ours == await run(SchemaExtensionsRunner)
+    assert "plain event 1" in ours and "coroutine event 1" in ours
