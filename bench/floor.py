@@ -752,6 +752,8 @@ def main(argv: list[str] | None = None) -> None:
         http="httptools",
         log_level="warning",
         lifespan="on",
+        # As the gateway serves by default (POLYGRAPH_WS_COMPRESSION).
+        ws_per_message_deflate=False,
     )
 
 

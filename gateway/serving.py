@@ -72,6 +72,7 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         proxy_headers=False,
         # A WebSocket message is bounded like an HTTP body.
         ws_max_size=settings.max_body_bytes,
+        ws_per_message_deflate=settings.ws_compression,
         # A backstop only: the server drains requests itself, before this passes.
         timeout_graceful_shutdown=math.ceil(request_grace(deadline)) + 1,
     )

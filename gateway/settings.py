@@ -176,6 +176,12 @@ class Settings(BaseSettings):
     # From SIGTERM to exit, at most: requests in flight get all but 2 s of it (at least
     # half) to finish, and are cancelled after; the stores close in the rest.
     shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # WebSocket permessage-deflate, when a client offers it. Off: each subscriber's
+    # connection would keep its own zlib state (tens of KiB) and compress every event
+    # on its own, which costs more CPU per delivery than anything else the gateway
+    # does for it (bench/profile_notes.md, S8). graphql-ws servers on Node's `ws`
+    # leave it off by default too.
+    ws_compression: bool = False
 
     # Health probes never wait longer than this for one store.
     health_probe_timeout_s: float = Field(default=2.0, gt=0)

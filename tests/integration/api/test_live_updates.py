@@ -41,12 +41,13 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def gateway_process(settings: Settings) -> Iterator[str]:
-    """A real `polygraph serve` in its own process; yields its base URL."""
+def gateway_process(settings: Settings, **env: str) -> Iterator[str]:
+    """A real `polygraph serve` in its own process (`env`: more of its environment);
+    yields its base URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-        env=_env(settings),
+        env={**_env(settings), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -167,6 +168,31 @@ def test_task_and_agent_events_cross_gateway_processes(
                 "previousStatus": "IDLE",
                 "agent": {"id": agent["id"], "status": "BUSY"},
             }
+
+
+def test_websocket_messages_are_compressed_only_when_the_setting_says_so(
+    settings: Settings, operator: Caller
+) -> None:
+    def negotiated(base: str) -> str | None:
+        ws_url = base.replace("http", "ws") + "/graphql"
+        # The client offers permessage-deflate, as browsers do.
+        with connect(
+            ws_url, subprotocols=[Subprotocol("graphql-transport-ws")], compression="deflate"
+        ) as ws:
+            ws.send(
+                json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
+            )
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            assert ws.response is not None
+            extensions: str | None = ws.response.headers.get("Sec-WebSocket-Extensions")
+            return extensions
+
+    with (
+        gateway_process(settings) as plain,
+        gateway_process(settings, POLYGRAPH_WS_COMPRESSION="true") as compressing,
+    ):
+        assert negotiated(plain) is None
+        assert (negotiated(compressing) or "").startswith("permessage-deflate")
 
 
 def test_subscriptions_need_a_valid_sign_in(settings: Settings, gql: GraphQL) -> None:
