@@ -243,9 +243,12 @@ class Agent(relay.Node):
         child_ids = await loader.load((self.record.id, first))
         return await Agent.load_many(info, child_ids)
 
-    @strawberry.field(description="Live sessions bound to this agent (Redis). Operators and up.")
+    @strawberry.field(
+        description="Live sessions bound to this agent (Redis), the `first` oldest. "
+        "Operators and up, and the agent itself."
+    )
     async def sessions(
-        self, info: Info
+        self, info: Info, first: int = 10
     ) -> list[Annotated[Session, strawberry.lazy("schema.sessions")]] | None:
         from schema.sessions import Session
 
@@ -253,7 +256,7 @@ class Agent(relay.Node):
         if principal.agent_id != self.record.id:
             require(principal, at_least=Role.OPERATOR)
         found = await info.context.loaders.sessions_by_agent_id.load(self.record.id)
-        return [Session.from_record(session) for session in found]
+        return [Session.from_record(session) for session in found[:first]]
 
     @strawberry.field(
         description="Live presence (Redis): one round trip for a whole page of agents; null "

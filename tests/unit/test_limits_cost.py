@@ -39,6 +39,7 @@ def plan(query: str) -> CostPlan:
         # Task.blockers weighs 10 more per run (a traversal), then its `first` objects.
         ("{ tasks(first: 1) { edges { node { blockers(first: 2) { id } } } } }", {}, 15),
         ('{ taskDependents(taskId: "VGFzazox", first: 3) { id } }', {}, 13),
+        ("{ agents(first: 2) { edges { node { sessions(first: 3) { id } } } } }", {}, 11),
         # A list's `first`, by default (Agent.children, Agent.collaborators: 10) or given.
         ("{ agents(first: 1) { edges { node { achievements { type } } } } }", {}, 13),
         ("{ tasks(first: 1) { edges { node { history(first: 3) { type } } } } }", {}, 6),

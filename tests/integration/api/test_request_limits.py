@@ -232,6 +232,10 @@ def test_agent_tasks_first_out_of_range_is_refused(
             'query($n: Int!) { taskDependents(taskId: "VGFzazox", first: $n) { id } }',
             "Query.taskDependents",
         ),
+        (
+            "query($n: Int!) { agents(first: 1) { edges { node { sessions(first: $n) { id } } } } }",
+            "Agent.sessions",
+        ),
     ],
 )
 def test_one_rule_for_first_and_last_everywhere(

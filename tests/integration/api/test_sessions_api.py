@@ -64,6 +64,12 @@ def test_sessions_can_be_revoked_by_their_owner_only(
     assert response.status_code == 401
 
 
+AGENT_LOGIN = (
+    "mutation($k: String!, $a: ID!) {"
+    " login(input: {apiKey: $k, agentId: $a}) { token userErrors { code } } }"
+)
+
+
 def test_agent_sessions_are_for_operators(
     gql: GraphQL, operator: Caller, viewer: Caller, make_caller: Callable[[str], Caller]
 ) -> None:
@@ -78,12 +84,7 @@ def test_agent_sessions_are_for_operators(
     grant = "mutation($u: ID!, $a: ID!) { grantAgentAccess(input: {userId: $u, agentId: $a}) { created } }"
     user_id = str(relay.GlobalID("User", agent_user.user_id))
     assert data(gql(grant, {"u": user_id, "a": agent_id}, caller=operator))["grantAgentAccess"]
-    login = data(
-        gql(
-            "mutation($k: String!, $a: ID!) { login(input: {apiKey: $k, agentId: $a}) { token userErrors { code } } }",
-            {"k": agent_user.api_key, "a": agent_id},
-        )
-    )["login"]
+    login = data(gql(AGENT_LOGIN, {"k": agent_user.api_key, "a": agent_id}))["login"]
     assert login["userErrors"] == []
     query = "query($id: ID!) { node(id: $id) { ... on Agent { sessions { role agent { id } } } } }"
     seen = data(gql(query, {"id": agent_id}, caller=operator))["node"]["sessions"]
@@ -94,6 +95,18 @@ def test_agent_sessions_are_for_operators(
     # The agent itself may see its own sessions.
     own = gql(query, {"id": agent_id}, headers={"authorization": f"Bearer {login['token']}"})
     assert data(own)["node"]["sessions"] == seen
+
+    # A second login: `first` gives the oldest.
+    again = data(gql(AGENT_LOGIN, {"k": agent_user.api_key, "a": agent_id}))["login"]
+    assert again["userErrors"] == []
+    pages = (
+        "query($id: ID!) { node(id: $id) { ... on Agent {"
+        " all: sessions(first: 100) { id createdAt } first: sessions(first: 1) { id } } } }"
+    )
+    found = data(gql(pages, {"id": agent_id}, caller=operator))["node"]
+    assert len(found["all"]) == 2
+    oldest = min(found["all"], key=lambda s: (s["createdAt"], s["id"]))
+    assert found["first"] == [{"id": oldest["id"]}]
 
 
 def test_a_read_scoped_key_cannot_write_even_for_an_admin(gql: GraphQL, admin: Caller) -> None:
