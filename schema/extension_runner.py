@@ -21,7 +21,7 @@ for every event of every subscription, takes its result as Strawberry passes it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from types import TracebackType
 from typing import Any
 
@@ -77,26 +77,30 @@ def _results_of(cls: type[SchemaExtension]) -> Callable[[SchemaExtension], Any] 
         return own
 
 
+# An extension's hook for a stage, with how it runs.
+_BoundHook = tuple[SchemaExtension, int, Callable[..., Any]]
+
+
+def _bound_hooks(extensions: list[SchemaExtension], name: str) -> list[_BoundHook]:
+    bound: list[_BoundHook] = []
+    for extension in extensions:
+        hook = _hook_of(type(extension), name)
+        if hook is not None:
+            bound.append((extension, *hook))
+    return bound
+
+
 class _Stage:
     """One stage's hooks of one operation, as an async (or plain) context manager."""
 
-    __slots__ = ("_arguments", "_entered", "_extensions", "_name")
+    __slots__ = ("_arguments", "_entered", "_hooks", "_name")
 
-    def __init__(
-        self, extensions: list[SchemaExtension], name: str, arguments: tuple[Any, ...] = ()
-    ) -> None:
-        self._extensions = extensions
+    def __init__(self, hooks: list[_BoundHook], name: str, arguments: tuple[Any, ...] = ()) -> None:
+        self._hooks = hooks
         self._name = name
         # What each hook takes after its extension (a streamed result, for one).
         self._arguments = arguments
         self._entered: list[tuple[bool, Any]] = []
-
-    def _hooks(self) -> Iterator[tuple[SchemaExtension, int, Callable[[SchemaExtension], Any]]]:
-        name = self._name
-        for extension in self._extensions:
-            hook = _hook_of(type(extension), name)
-            if hook is not None:
-                yield extension, *hook
 
     def _enter_plain(
         self, extension: SchemaExtension, kind: int, function: Callable[[SchemaExtension], Any]
@@ -109,7 +113,7 @@ class _Stage:
             function(extension, *self._arguments)
 
     async def __aenter__(self) -> None:
-        for extension, kind, function in self._hooks():
+        for extension, kind, function in self._hooks:
             if kind == _ASYNC:
                 generator = function(extension, *self._arguments)
                 _started(await anext(generator, _DONE), self._name)
@@ -135,7 +139,7 @@ class _Stage:
         return _leave(exc, pending)
 
     def __enter__(self) -> None:
-        for extension, kind, function in self._hooks():
+        for extension, kind, function in self._hooks:
             if kind in (_ASYNC, _AWAIT):
                 raise RuntimeError(
                     f"SchemaExtension hook {extension}.{self._name} failed to complete"
@@ -208,29 +212,48 @@ async def _resume_async(
 
 class CachedHooksRunner(SchemaExtensionsRunner):
     """Strawberry's extension runner, with each class's hooks looked up once and each
-    stage's hooks driven directly."""
+    stage's hooks driven directly. A subscription streams every event through the same
+    runner: which extensions have a `on_stream_result` hook is worked out once."""
+
+    def __init__(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension] | None = None
+    ) -> None:
+        super().__init__(execution_context, extensions)
+        self._stream_hooks: list[_BoundHook] | None = None
+        self._result_hooks: list[tuple[SchemaExtension, Callable[..., Any]]] | None = None
 
     def operation(self) -> OperationContextManager:
-        return _Stage(self.extensions, "on_operation")  # type: ignore[return-value]
+        return _Stage(_bound_hooks(self.extensions, "on_operation"), "on_operation")  # type: ignore[return-value]
 
     def validation(self) -> ValidationContextManager:
-        return _Stage(self.extensions, "on_validate")  # type: ignore[return-value]
+        return _Stage(_bound_hooks(self.extensions, "on_validate"), "on_validate")  # type: ignore[return-value]
 
     def parsing(self) -> ParsingContextManager:
-        return _Stage(self.extensions, "on_parse")  # type: ignore[return-value]
+        return _Stage(_bound_hooks(self.extensions, "on_parse"), "on_parse")  # type: ignore[return-value]
 
     def executing(self) -> ExecutingContextManager:
-        return _Stage(self.extensions, "on_execute")  # type: ignore[return-value]
+        return _Stage(_bound_hooks(self.extensions, "on_execute"), "on_execute")  # type: ignore[return-value]
 
     def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
-        return _Stage(self.extensions, "on_stream_result", (result,))  # type: ignore[return-value]
+        hooks = self._stream_hooks
+        if hooks is None:
+            hooks = self._stream_hooks = _bound_hooks(self.extensions, "on_stream_result")
+        return _Stage(hooks, "on_stream_result", (result,))  # type: ignore[return-value]
+
+    def _results(self) -> list[tuple[SchemaExtension, Callable[..., Any]]]:
+        # Asked for once per operation, and again for every event of a subscription.
+        found = self._result_hooks
+        if found is None:
+            found = self._result_hooks = [
+                (extension, results)
+                for extension in self.extensions
+                if (results := _results_of(type(extension))) is not None
+            ]
+        return found
 
     def get_extensions_results_sync(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for extension in self.extensions:
-            results = _results_of(type(extension))
-            if results is None:
-                continue
+        for extension, results in self._results():
             if inspect.iscoroutinefunction(results):
                 raise RuntimeError("Cannot use async extension hook during sync execution")
             data.update(results(extension))
@@ -238,10 +261,7 @@ class CachedHooksRunner(SchemaExtensionsRunner):
 
     async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for extension in self.extensions:
-            results = _results_of(type(extension))
-            if results is None:
-                continue
+        for extension, results in self._results():
             found = results(extension)
             if inspect.isawaitable(found):
                 found = await found

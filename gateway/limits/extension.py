@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,13 +216,16 @@ class RequestLimiter(SchemaExtension):
         if self._requested is not None and self._is_subscription():
             result.extensions = {
                 **(result.extensions or {}),
-                "cost": self._report(getattr(result, "data", None)),
+                "cost": self._report(getattr(result, "data", None), _event_actual),
             }
         yield
 
-    def _report(self, data: object) -> dict[str, int]:
+    def _report(
+        self, data: object, actual_of: Callable[[CostPlan, object], int] | None = None
+    ) -> dict[str, int]:
         assert self._cost_plan is not None and self._requested is not None
-        actual = self._cost_plan.actual(data)
+        plan = self._cost_plan
+        actual = plan.actual(data) if actual_of is None else actual_of(plan, data)
         cost = OperationCost(self._requested, actual)
         _set_cost(self.execution_context, cost)
         return {"requested": cost.requested, "actual": actual, "maximum": self._limits.max_cost}
@@ -282,6 +285,22 @@ def _requested_operation(context: ExecutionContext) -> str | None:
 
 def _operation_count(document: DocumentNode) -> int:
     return sum(isinstance(node, OperationDefinitionNode) for node in document.definitions)
+
+
+# The last subscription event's data and actual cost: the subscribers an event's one
+# execution serves (gateway/engine/events.py) get the same data object, one after
+# another. Holding it keeps one event's result alive until the next event.
+_last_event: tuple[CostPlan, object, int] | None = None
+
+
+def _event_actual(plan: CostPlan, data: object) -> int:
+    global _last_event
+    last = _last_event
+    if last is not None and last[0] is plan and last[1] is data:
+        return last[2]
+    actual = plan.actual(data)
+    _last_event = (plan, data, actual)
+    return actual
 
 
 def _set_cost(context: ExecutionContext, cost: OperationCost) -> None:

@@ -8,6 +8,7 @@ import pytest
 from graphql import FragmentDefinitionNode, get_operation_ast, parse
 
 from gateway.limits.cost import CostPlan
+from gateway.limits.extension import _event_actual
 from schema import build_schema
 
 SCHEMA = build_schema()._schema
@@ -137,3 +138,26 @@ def test_actual_cost_counts_what_came_back() -> None:
     }
     # agents 1, totalCount 1, 1 edge, 1 node, 2 collaborations, 1 agent.
     assert cost.actual(with_nulls) == 7
+
+
+def test_an_events_actual_cost_is_worked_out_once_for_all_its_subscribers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = plan("{ agents(first: 5) { edges { node { id } } } }")
+    other = plan("{ agents(first: 5) { totalCount edges { node { id } } } }")
+    walks: list[object] = []
+    walk = CostPlan.actual
+
+    def counted(self: CostPlan, data: object) -> int:
+        walks.append(data)
+        return walk(self, data)
+
+    monkeypatch.setattr(CostPlan, "actual", counted)
+    event = {"agents": {"totalCount": 1, "edges": [{"node": {"id": "1"}}]}}
+    # One data object, as one execution hands it to every subscriber of the event.
+    assert [_event_actual(first, event) for _ in range(3)] == [3, 3, 3]
+    assert len(walks) == 1
+    # Another plan, or another event's data (even equal), is walked afresh.
+    assert _event_actual(other, event) == 4
+    assert _event_actual(first, dict(event)) == 3
+    assert len(walks) == 3

@@ -348,12 +348,16 @@ def test_subscribers_of_one_event_share_one_task_fetch(
                 {"id": task["id"]},
             )
             expected = {"change": change, "task": {"id": task["id"], "status": status}}
+            costs = []
             for ws in connections:
                 received = {}
                 for _ in operations:
                     message = _next(ws)
                     assert message["type"] == "next", message
                     received[message["id"]] = message["payload"]["data"]["taskUpdated"]
+                    costs.append(message["payload"]["extensions"]["cost"])
                 assert received == dict.fromkeys(operations, expected)
+            # Each subscriber's own cost report, of the one result: taskUpdated and task.
+            assert costs == [{"requested": 2, "actual": 2, "maximum": 25_000}] * 6
             # Six subscribers of one event cost one PostgreSQL round trip, not six.
             assert counted.total() - before == Counter(postgres=1)
