@@ -213,7 +213,7 @@ async def _resume_async(
 class CachedHooksRunner(SchemaExtensionsRunner):
     """Strawberry's extension runner, with each class's hooks looked up once and each
     stage's hooks driven directly. A subscription streams every event through the same
-    runner: which extensions have a `on_stream_result` hook is worked out once."""
+    runner: which extensions have an `on_stream_result` hook is worked out once."""
 
     def __init__(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension] | None = None
@@ -222,17 +222,20 @@ class CachedHooksRunner(SchemaExtensionsRunner):
         self._stream_hooks: list[_BoundHook] | None = None
         self._result_hooks: list[tuple[SchemaExtension, Callable[..., Any]]] | None = None
 
+    def _stage(self, name: str) -> Any:
+        return _Stage(_bound_hooks(self.extensions, name), name)
+
     def operation(self) -> OperationContextManager:
-        return _Stage(_bound_hooks(self.extensions, "on_operation"), "on_operation")  # type: ignore[return-value]
+        return self._stage("on_operation")  # type: ignore[no-any-return]
 
     def validation(self) -> ValidationContextManager:
-        return _Stage(_bound_hooks(self.extensions, "on_validate"), "on_validate")  # type: ignore[return-value]
+        return self._stage("on_validate")  # type: ignore[no-any-return]
 
     def parsing(self) -> ParsingContextManager:
-        return _Stage(_bound_hooks(self.extensions, "on_parse"), "on_parse")  # type: ignore[return-value]
+        return self._stage("on_parse")  # type: ignore[no-any-return]
 
     def executing(self) -> ExecutingContextManager:
-        return _Stage(_bound_hooks(self.extensions, "on_execute"), "on_execute")  # type: ignore[return-value]
+        return self._stage("on_execute")  # type: ignore[no-any-return]
 
     def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
         hooks = self._stream_hooks
