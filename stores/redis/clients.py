@@ -17,8 +17,10 @@ master and the sentinels (`?sentinel_tls=false` for sentinels on a plain port).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -178,12 +180,48 @@ class _TimedClusterPipeline(ClusterPipeline):
     async def execute(
         self, raise_on_error: bool = True, allow_redirections: bool = True
     ) -> list[Any]:
-        return await _timed(super().execute(raise_on_error, allow_redirections))
+        client = self.cluster_client
+        assert isinstance(client, _Cluster)
+        execute = super().execute
+        return await _timed(client.in_turn(lambda: execute(raise_on_error, allow_redirections)))
+
+
+# Set while a task holds one of a cluster client's call slots: a pipeline that falls
+# back to single commands (redis-py does, after a redirection) already has its slot.
+_holding_slot: ContextVar[bool] = ContextVar("holding_redis_slot", default=False)
 
 
 class _Cluster(RedisCluster):
     """Reports a cluster that no seed node answers as a connection error, as a single
-    server that is down would be, rather than as a generic cluster exception."""
+    server that is down would be, rather than as a generic cluster exception.
+
+    redis-py's cluster client refuses a command ("Too many connections") when its
+    node's connections are all busy; here commands and pipelines wait their turn, up
+    to `wait_s`, as a single server's pool makes them wait. A call holds at most one
+    connection of each node; one of each node's is left for sharded pub/sub."""
+
+    def __init__(self, *, max_connections: int, wait_s: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._slots = asyncio.Semaphore(max(1, max_connections - 1))
+        self._wait_s = wait_s
+
+    async def in_turn(self, call: Callable[[], Awaitable[T]]) -> T:
+        if _holding_slot.get():
+            return await call()
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._wait_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise RedisConnectionError("No connection available.") from None
+        else:
+            await self._slots.acquire()
+        held = _holding_slot.set(True)
+        try:
+            return await call()
+        finally:
+            _holding_slot.reset(held)
+            self._slots.release()
 
     async def initialize(
         self,
@@ -199,7 +237,8 @@ class _Cluster(RedisCluster):
             raise
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        return await _timed(super().execute_command(*args, **kwargs))
+        execute = super().execute_command
+        return await _timed(self.in_turn(lambda: execute(*args, **kwargs)))
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
@@ -277,6 +316,7 @@ def open_clients(
         cluster = _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             max_connections=max_connections,
+            wait_s=command_timeout,
             **credentials,
             **connection,
             **secured,

@@ -99,7 +99,7 @@ class RedisStore:
 
     def pool_usage(self) -> PoolUsage:
         """Commands under way against the pool's size, for metrics: those beyond it wait
-        for a connection (a cluster's pool refuses them instead)."""
+        for a connection."""
         limit = self._options.max_connections
         under_way = calls_in_flight()
         return PoolUsage(

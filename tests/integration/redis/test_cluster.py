@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import secrets
+from dataclasses import replace
 
 from gateway.settings import Settings
 from resolvers.tasks import TASK_UPDATED_CHANNEL
+from stores import RedisStore
 from stores.redis.sessions import SESSION_ID_KEY, SESSION_KEY, USER_INDEX
 from tests.integration.api.conftest import Caller, data
 from tests.integration.redis.conftest import gateway_over
@@ -54,3 +58,22 @@ def test_sessions_and_sharded_events_through_a_cluster(
             )
             assert owner.command("PUBSUB", "NUMSUB", channel)[1] == 0, "sharded, not plain"
             assert gateway.created_title_arrives(ws, operator)
+
+
+async def test_a_burst_beyond_the_pool_waits_for_a_connection(
+    settings: Settings, cluster: ClusterSetup
+) -> None:
+    options = replace(settings.redis_options(), url=cluster.url, max_connections=2)
+    # One hash slot: every command goes to the same node.
+    key = "{test:pool}:" + secrets.token_hex(6)
+    async with RedisStore(options) as store:
+        client = store.cluster
+        assert client is not None
+        counts = await asyncio.gather(*(client.incr(key) for _ in range(40)))
+        assert sorted(counts) == list(range(1, 41))
+        pipelines = [client.pipeline() for _ in range(10)]
+        for pipeline in pipelines:
+            pipeline.incr(key).get(key)
+        replies = await asyncio.gather(*(pipeline.execute() for pipeline in pipelines))
+        assert sorted(reply[0] for reply in replies) == list(range(41, 51))
+        await client.delete(key)
