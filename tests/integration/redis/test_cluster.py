@@ -73,7 +73,8 @@ async def test_a_burst_beyond_the_pool_waits_for_a_connection(
         assert sorted(counts) == list(range(1, 41))
         pipelines = [client.pipeline() for _ in range(10)]
         for pipeline in pipelines:
-            pipeline.incr(key).get(key)
+            pipeline.incr(key)
+            pipeline.get(key)
         replies = await asyncio.gather(*(pipeline.execute() for pipeline in pipelines))
         assert sorted(reply[0] for reply in replies) == list(range(41, 51))
         await client.delete(key)
