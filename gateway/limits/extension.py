@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,24 +208,19 @@ class RequestLimiter(SchemaExtension):
     def get_results(self) -> dict[str, Any]:
         """`extensions.cost` of a query or mutation; a subscription's events get theirs
         in `on_stream_result`."""
-        if self._requested is None or self._is_subscription():
+        if self._cost_plan is None or self._is_subscription():
             return {}
-        return {"cost": self._report(getattr(self.execution_context.result, "data", None))}
+        data = getattr(self.execution_context.result, "data", None)
+        return {"cost": self._report(self._cost_plan.actual(data))}
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        if self._requested is not None and self._is_subscription():
-            result.extensions = {
-                **(result.extensions or {}),
-                "cost": self._report(getattr(result, "data", None), _event_actual),
-            }
+        if self._cost_plan is not None and self._is_subscription():
+            actual = _event_actual(self._cost_plan, getattr(result, "data", None))
+            result.extensions = {**(result.extensions or {}), "cost": self._report(actual)}
         yield
 
-    def _report(
-        self, data: object, actual_of: Callable[[CostPlan, object], int] | None = None
-    ) -> dict[str, int]:
-        assert self._cost_plan is not None and self._requested is not None
-        plan = self._cost_plan
-        actual = plan.actual(data) if actual_of is None else actual_of(plan, data)
+    def _report(self, actual: int) -> dict[str, int]:
+        assert self._requested is not None
         cost = OperationCost(self._requested, actual)
         _set_cost(self.execution_context, cost)
         return {"requested": cost.requested, "actual": actual, "maximum": self._limits.max_cost}

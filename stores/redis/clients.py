@@ -209,6 +209,7 @@ class _Cluster(RedisCluster):
         if _holding_slot.get():
             return await call()
         if self._slots.locked():
+            # A timer only for a call that has to wait.
             try:
                 async with asyncio.timeout(self._wait_s):
                     await self._slots.acquire()
