@@ -7,8 +7,17 @@ is built for every operation, so caches never leak between requests or users.
 
 from __future__ import annotations
 
+from asyncio import Future
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -34,14 +43,16 @@ V = TypeVar("V")
 V_co = TypeVar("V_co", covariant=True)
 
 
-def _loader(fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V) -> DataLoader[K, V]:
+def _loader(
+    fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], default: V
+) -> SettledLoader[K, V]:
     """A loader over a `fetch(keys) -> {key: value}` store method; absent keys get `default`."""
 
     async def batch(keys: list[K]) -> list[V]:
         found = await fetch(keys)
         return [found.get(key, default) for key in keys]
 
-    return DataLoader(batch)
+    return SettledLoader(batch)
 
 
 A = TypeVar("A", bound=Hashable)
@@ -49,7 +60,7 @@ A = TypeVar("A", bound=Hashable)
 
 def _loader_by_argument(
     fetch: Callable[[list[K], A], Awaitable[Mapping[K, V]]], default: V
-) -> DataLoader[tuple[K, A], V]:
+) -> SettledLoader[tuple[K, A], V]:
     """`_loader` for keys of (key, argument): one `fetch(keys, argument)` per distinct
     argument in the batch."""
 
@@ -63,7 +74,7 @@ def _loader_by_argument(
             found.update(((key, argument), value) for key, value in values.items())
         return [found.get(key, default) for key in keys]
 
-    return DataLoader(batch)
+    return SettledLoader(batch)
 
 
 class TasksPageKey(NamedTuple):
@@ -95,7 +106,7 @@ _PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | Non
 class SettledLoader(DataLoader[K, V]):
     """A DataLoader that also answers, without a coroutine, keys it has already loaded:
     a parent that loaded its children's keys up front (`settle`) lets each child
-    complete synchronously (see `Agent.tasks`)."""
+    complete synchronously (see `Agent.tasks`, `Agent.collaborators`)."""
 
     def __init__(self, batch_load_fn: Callable[[list[K]], Coroutine[Any, Any, list[V]]]) -> None:
         super().__init__(batch_load_fn)
@@ -121,6 +132,33 @@ class SettledLoader(DataLoader[K, V]):
             return None
         value: V = future.result()
         return value
+
+    def settled_values(self, keys: Iterable[K]) -> list[V] | None:
+        """What `settle` loaded for every one of `keys` (a None among them is a value),
+        or None when any of them was not settled."""
+        settled = self._settled
+        try:
+            return [settled[key] for key in keys]
+        except KeyError:
+            return None
+
+    def load(self, key: K) -> Future[V]:
+        # A settled key is answered from what was loaded, never fetched again.
+        if self._settled and key in self._settled:
+            future: Future[V] = self.loop.create_future()
+            future.set_result(self._settled[key])
+            return future
+        return super().load(key)
+
+    def clear(self, key: K) -> SettledLoader[K, V]:
+        self._settled.pop(key, None)
+        super().clear(key)
+        return self
+
+    def clear_all(self) -> SettledLoader[K, V]:
+        self._settled.clear()
+        super().clear_all()
+        return self
 
 
 def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksPage]:
@@ -171,7 +209,7 @@ class _ListsByFirst(Protocol[V_co]):
     def __call__(self, ids: Sequence[UUID], /, *, first: int) -> Awaitable[Mapping[UUID, V_co]]: ...
 
 
-def _loader_by_first(fetch: _ListsByFirst[V], default: V) -> DataLoader[IdFirstKey, V]:
+def _loader_by_first(fetch: _ListsByFirst[V], default: V) -> SettledLoader[IdFirstKey, V]:
     """`_loader_by_argument` for a list with a `first`: one `fetch(ids, first=...)` per
     distinct `first` in the batch."""
 
@@ -250,12 +288,12 @@ class Loaders:
     # every permission check, like PostgreSQL itself.
 
     @cached_property
-    def agent_by_id(self) -> DataLoader[UUID, Agent | None]:
+    def agent_by_id(self) -> SettledLoader[UUID, Agent | None]:
         cache = self._stores.entity_cache
         return _loader(cache.agents.by_ids if cache else self._stores.postgres.agents.by_ids, None)
 
     @cached_property
-    def agent_columns_by_id(self) -> DataLoader[AgentColumnsKey, tuple[Any, ...] | None]:
+    def agent_columns_by_id(self) -> SettledLoader[AgentColumnsKey, tuple[Any, ...] | None]:
         """Agents as tuples of the given columns (`id` first), by (id, columns)."""
         return _loader_by_argument(self._stores.postgres.agents.columns_by_ids, None)
 
@@ -300,7 +338,7 @@ class Loaders:
         return _loader_by_first(self._stores.graph.queries.blockers_of, [])
 
     @cached_property
-    def collaborators_by_agent_id(self) -> DataLoader[IdFirstKey, list[Collaborator]]:
+    def collaborators_by_agent_id(self) -> SettledLoader[IdFirstKey, list[Collaborator]]:
         """An agent's heaviest links, by (agent id, `first`): one query per `first`."""
         return _loader_by_first(self._stores.graph.queries.collaborators_of, [])
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -17,7 +18,15 @@ from strawberry.types.arguments import convert_arguments
 from resolvers.agents import list_agent_rows, list_agents
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
-from resolvers.loaders import RecallKey, SettledLoader, TasksPage, TasksPageKey
+from resolvers.loaders import (
+    AgentColumnsKey,
+    IdFirstKey,
+    Loaders,
+    RecallKey,
+    SettledLoader,
+    TasksPage,
+    TasksPageKey,
+)
 from schema.enums import (
     AGENT_RELATIONSHIP,
     AGENT_STATUS,
@@ -35,6 +44,7 @@ from schema.scalars import JSON
 from schema.selection import names_below, selected_fields, selected_names, selects
 from schema.settled import settled_by
 from schema.tasks import Task, TaskConnection
+from stores.graph.records import Collaborator
 from stores.metrics import Aggregate, Fill
 from stores.postgres import records
 from stores.postgres.inputs import AgentFilter as StoreAgentFilter
@@ -104,6 +114,54 @@ def _tasks_keys(
 _NO_AGENT = UUID(int=0)
 
 
+def _settled_collaborators(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], list[Collaboration] | None]:
+    """`Agent.collaborators` for a page of agents whose links, and the agents they name,
+    `agents_page` loaded (`_prefetch_collaborators`): what the resolver would answer."""
+    first: int = arguments["first"]
+    read = _linked_agents_reader(field_nodes, fragments)
+    loaders = context.loaders
+
+    def collaborators_of(agent: Agent) -> list[Collaboration] | None:
+        # Loaders looked up each time, not held: see `_settled_tasks`.
+        links = loaders.collaborators_by_agent_id.settled((agent.record.id, first))
+        if links is None:
+            return None
+        if read is None:
+            return _collaborations(links, {})
+        agents = _settled_agents(loaders, [link.agent_id for link in links], read)
+        return None if agents is None else _collaborations(links, agents)
+
+    return collaborators_of
+
+
+def _linked_agents_reader(
+    field_nodes: list[FieldNode], fragments: Mapping[str, FragmentDefinitionNode]
+) -> AgentReader | None:
+    """How one `collaborators` field reads the agents it links to; None when it does not
+    select `agent`."""
+    if "agent" not in names_below(field_nodes, fragments):
+        return None
+    return AgentReader(names_below(field_nodes, fragments, "agent"))
+
+
+def _collaborations(
+    links: list[Collaborator], agents: Mapping[UUID, Agent | None]
+) -> list[Collaboration]:
+    return [
+        Collaboration(
+            weight=link.weight,
+            type=AGENT_RELATIONSHIP[link.type],
+            agent=agents.get(link.agent_id),
+        )
+        for link in links
+    ]
+
+
 @strawberry.type(description="An autonomous worker on the platform.", directives=[ENTITY_KEY])
 class Agent(relay.Node):
     id: relay.NodeID[str]
@@ -159,20 +217,14 @@ class Agent(relay.Node):
         only reads just those columns (schema/rows.py)."""
         ids = list(dict.fromkeys(agent_ids))
         names = frozenset().union(*(selected_names(info, *path) for path in paths))
-        read = _READERS.reader(names) if paths else None
-        if read is not None:
-            rows = await info.context.loaders.agent_columns_by_id.load_many(
-                [(agent_id, read.columns) for agent_id in ids]
-            )
-            return {
-                agent_id: read(row) if row else None
-                for agent_id, row in zip(ids, rows, strict=True)
-            }
-        found = await info.context.loaders.agent_by_id.load_many(ids)
-        return {
-            agent_id: cls.from_record(agent) if agent else None
-            for agent_id, agent in zip(ids, found, strict=True)
-        }
+        reader = AgentReader(names if paths else None)
+        loaders = info.context.loaders
+        found: list[Any] = await (
+            loaders.agent_columns_by_id.load_many(reader.keys(ids))
+            if reader.read is not None
+            else loaders.agent_by_id.load_many(ids)
+        )
+        return reader.agents(ids, found)
 
     @classmethod
     async def resolve_reference(cls, info: Info, id: str) -> Agent | None:
@@ -212,7 +264,9 @@ class Agent(relay.Node):
         description="Agents linked by COLLABORATES_WITH or DELEGATES_TO (Neo4j), heaviest "
         "link first, at most `first` of them (one query for a whole page of agents)."
     )
+    @settled_by(_settled_collaborators)
     async def collaborators(self, info: Info, first: int = 10) -> list[Collaboration] | None:
+        # Answered without a round trip when the page loaded them (`agents_page`).
         loader = info.context.loaders.collaborators_by_agent_id
         links = await loader.load((self.record.id, first))
         agents = (
@@ -220,14 +274,7 @@ class Agent(relay.Node):
             if selects(info, "agent")
             else {}
         )
-        return [
-            Collaboration(
-                weight=link.weight,
-                type=AGENT_RELATIONSHIP[link.type],
-                agent=agents.get(link.agent_id),
-            )
-            for link in links
-        ]
+        return _collaborations(links, agents)
 
     @strawberry.field(description="The agent above this one in the hierarchy (Neo4j).")
     async def parent(self, info: Info) -> Agent | None:
@@ -390,42 +437,107 @@ async def agents_page(
             loader.prime(agent.id, agent)
         connection = AgentConnection.from_page(page, Agent.from_record)
     if connection.edges:
-        await _prefetch_tasks(info, [edge.node for edge in connection.edges])
+        agents = [edge.node for edge in connection.edges]
+        loads = [
+            load
+            for load in (_prefetch_tasks(info, agents), _prefetch_collaborators(info, agents))
+            if load is not None
+        ]
+        # Neither raises: a field whose load failed loads again and reports its own error.
+        if len(loads) == 1:
+            await loads[0]
+        elif loads:
+            await asyncio.gather(*loads)
     return connection
 
 
-async def _prefetch_tasks(info: Info, agents: list[Agent]) -> None:
-    fields = [
+def _page_fields(info: Info, name: str) -> list[list[FieldNode]]:
+    """The nodes of each `name` field the page's agents select, by response key."""
+    return [
         nodes
         for nodes in selected_fields(info, "edges", "node").values()
-        if nodes[0].name.value == "tasks"
+        if nodes[0].name.value == name
     ]
-    if not fields:
-        return
-    # A row object has a record (its id) when `tasks` is selected (`RECORD_ID_FIELDS`).
-    agent_ids = [agent.record.id for agent in agents]
+
+
+def _page_field_arguments(info: Info, name: str, node: FieldNode) -> dict[str, Any]:
+    """The arguments of an Agent field of the page as its own resolver gets them
+    (variables, defaults, Strawberry's conversion)."""
     raw = info._raw_info
     agent_type = raw.schema.get_type("Agent")
     assert isinstance(agent_type, GraphQLObjectType)
-    field_def = agent_type.fields["tasks"]
+    field_def = agent_type.fields[name]
     definition = field_def.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
+    coerced = get_argument_values(field_def, node, raw.variable_values)
+    return convert_arguments(
+        coerced,
+        definition.arguments,
+        scalar_registry=info.schema.schema_converter.scalar_registry,
+        config=info.schema.config,
+        info=info,
+    )
+
+
+def _prefetch_tasks(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+    fields = _page_fields(info, "tasks")
+    return _load_tasks(info, agents, fields) if fields else None
+
+
+async def _load_tasks(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+    # A row object has a record (its id) when `tasks` is selected (`RECORD_ID_FIELDS`).
+    agent_ids = [agent.record.id for agent in agents]
     keys: list[TasksPageKey] = []
     try:
         for nodes in fields:
-            # The arguments as the field's own resolver gets them (variables, defaults).
-            coerced = get_argument_values(field_def, nodes[0], raw.variable_values)
-            arguments = convert_arguments(
-                coerced,
-                definition.arguments,
-                scalar_registry=info.schema.schema_converter.scalar_registry,
-                config=info.schema.config,
-                info=info,
-            )
-            _, key_of = _tasks_keys(nodes, raw.fragments, arguments)
+            arguments = _page_field_arguments(info, "tasks", nodes[0])
+            _, key_of = _tasks_keys(nodes, info._raw_info.fragments, arguments)
             keys.extend(map(key_of, agent_ids))
         await info.context.loaders.tasks_by_agent_id.settle(keys)
     except Exception:
-        # Each `tasks` field loads its page again and reports the error at its own path.
+        pass
+
+
+def _prefetch_collaborators(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+    fields = _page_fields(info, "collaborators")
+    return _load_collaborators(info, agents, fields) if fields else None
+
+
+async def _load_collaborators(
+    info: Info, agents: list[Agent], fields: list[list[FieldNode]]
+) -> None:
+    """Every agent's links for each `collaborators` field of the page, in one Neo4j
+    query per distinct `first`, then the agents they name, in one PostgreSQL query per
+    distinct selection: what the fields' loaders would batch, without a coroutine,
+    future and load per agent (`_settled_collaborators` answers each agent)."""
+    agent_ids = [agent.record.id for agent in agents]
+    loaders = info.context.loaders
+    fragments = info._raw_info.fragments
+    try:
+        wanted: list[tuple[list[IdFirstKey], AgentReader | None]] = []
+        for nodes in fields:
+            first = _page_field_arguments(info, "collaborators", nodes[0])["first"]
+            keys = [(agent_id, first) for agent_id in agent_ids]
+            wanted.append((keys, _linked_agents_reader(nodes, fragments)))
+        await loaders.collaborators_by_agent_id.settle([key for keys, _ in wanted for key in keys])
+        columns: list[AgentColumnsKey] = []
+        whole: list[UUID] = []
+        for keys, reader in wanted:
+            if reader is None:
+                continue
+            linked = [
+                link.agent_id
+                for key in keys
+                for link in loaders.collaborators_by_agent_id.settled(key) or ()
+            ]
+            if reader.read is not None:
+                columns.extend(reader.keys(linked))
+            else:
+                whole.extend(linked)
+        if columns:
+            await loaders.agent_columns_by_id.settle(columns)
+        if whole:
+            await loaders.agent_by_id.settle(whole)
+    except Exception:
         pass
 
 
@@ -451,6 +563,49 @@ COLUMN_FIELDS = {
 # test_schema_rows.py reads their source to keep this true.
 RECORD_ID_FIELDS = frozenset(("tasks", "collaborators", "metrics"))
 _READERS = RowReaders(Agent, COLUMN_FIELDS, record_fields=RECORD_ID_FIELDS)
+
+
+class AgentReader:
+    """How a field reads agents it hands to its children: the columns their selection
+    names, as rows (`read`), or whole records when the selection needs more (or when
+    `names` is None)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, names: frozenset[str] | None) -> None:
+        self.read = None if names is None else _READERS.reader(names)
+
+    def keys(self, ids: Iterable[UUID]) -> list[AgentColumnsKey]:
+        """`agent_columns_by_id` keys of `ids`; only when `read` is set."""
+        assert self.read is not None
+        columns = self.read.columns
+        return [(agent_id, columns) for agent_id in ids]
+
+    def agents(self, ids: Sequence[UUID], found: Sequence[Any]) -> dict[UUID, Agent | None]:
+        """Agents by id, from what the loader `read` names found for `ids`."""
+        read = self.read
+        if read is not None:
+            return {
+                agent_id: read(row) if row else None
+                for agent_id, row in zip(ids, found, strict=True)
+            }
+        return {
+            agent_id: Agent.from_record(agent) if agent else None
+            for agent_id, agent in zip(ids, found, strict=True)
+        }
+
+
+def _settled_agents(
+    loaders: Loaders, ids: list[UUID], reader: AgentReader
+) -> dict[UUID, Agent | None] | None:
+    """`Agent.load_map` for agents `_load_collaborators` settled; None if any was not."""
+    ids = list(dict.fromkeys(ids))
+    found: list[Any] | None = (
+        loaders.agent_columns_by_id.settled_values(reader.keys(ids))
+        if reader.read is not None
+        else loaders.agent_by_id.settled_values(ids)
+    )
+    return None if found is None else reader.agents(ids, found)
 
 
 @strawberry.type

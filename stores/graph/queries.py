@@ -152,11 +152,11 @@ class GraphQueries:
         found: dict[UUID, list[Collaborator]] = {agent_id: [] for agent_id in ids}
         if not ids or first <= 0:
             return found
-        rows = await read_collected(
-            self._graph, COLLABORATORS, ids=[str(i) for i in ids], first=first
-        )
+        # Each row's own agent mapped back by its text, not parsed again.
+        by_text = {str(i): i for i in ids}
+        rows = await read_collected(self._graph, COLLABORATORS, ids=list(by_text), first=first)
         for agent_id, other, edge_type, weight in rows:
-            found[UUID(agent_id)].append(
+            found[by_text[agent_id]].append(
                 Collaborator(UUID(other), float(weight), _EDGES[edge_type])
             )
         return found
@@ -166,10 +166,9 @@ class GraphQueries:
         found: dict[UUID, UUID | None] = dict.fromkeys(ids)
         if not ids:
             return found
-        for agent_id, parent in await read_collected(
-            self._graph, _PARENTS, ids=[str(i) for i in ids]
-        ):
-            found[UUID(agent_id)] = UUID(parent)
+        by_text = {str(i): i for i in ids}
+        for agent_id, parent in await read_collected(self._graph, _PARENTS, ids=list(by_text)):
+            found[by_text[agent_id]] = UUID(parent)
         return found
 
     async def children_of(self, agent_ids: Sequence[UUID], *, first: int) -> dict[UUID, list[UUID]]:
@@ -178,10 +177,11 @@ class GraphQueries:
         found: dict[UUID, list[UUID]] = {agent_id: [] for agent_id in ids}
         if not ids or first <= 0:
             return found
+        by_text = {str(i): i for i in ids}
         for agent_id, child in await read_collected(
-            self._graph, _CHILDREN, ids=[str(i) for i in ids], first=first
+            self._graph, _CHILDREN, ids=list(by_text), first=first
         ):
-            found[UUID(agent_id)].append(UUID(child))
+            found[by_text[agent_id]].append(UUID(child))
         return found
 
     async def neighbourhood(

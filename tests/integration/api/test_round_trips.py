@@ -194,3 +194,63 @@ def test_agent_tasks_follow_their_order_and_filter(gql: GraphQL, operator: Calle
     assert [e["node"]["priority"] for e in agent["byPriority"]["edges"]] == [9, 5]
     assert agent["byPriority"]["totalCount"] == 3
     assert agent["none"]["totalCount"] == 0
+
+
+PAGE_COLLABORATORS_QUERY = """
+query($tag: String!) {
+  agents(filter: {tagsAny: [$tag]}, first: 10, orderBy: NAME_ASC) { edges { node {
+    id
+    collaborators { weight type agent { id name } }
+    top: collaborators(first: 1) { weight agent { name status } }
+    links: collaborators { type }
+  } } }
+}
+"""
+
+
+def test_a_page_loads_its_collaborators_and_their_agents_once(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    """The page loads every agent's links up front (one Neo4j query per distinct
+    `first`) and the agents they name (one PostgreSQL query per distinct selection);
+    each agent's fields answer from that, exactly as one agent's own fields answer."""
+    tag = unique("collab")
+    ids = [
+        _create(gql, operator, name=f"{tag}-{index}", tags=[tag], waitForProjection=True)
+        for index in range(4)
+    ]
+    outsider = _create(gql, operator, waitForProjection=True)
+    relate = """mutation($s: ID!, $t: ID!, $type: AgentLinkType!, $w: Float!) {
+      relateAgents(input: {sourceId: $s, targetId: $t, type: $type, weight: $w}) {
+        projected userErrors { code } } }"""
+    for source, target, kind, weight in (
+        (ids[0], ids[1], "COLLABORATES_WITH", 0.9),
+        (ids[0], outsider, "DELEGATES_TO", 0.4),
+        (ids[2], ids[0], "COLLABORATES_WITH", 0.2),
+    ):
+        result = data(
+            gql(relate, {"s": source, "t": target, "type": kind, "w": weight}, caller=operator)
+        )["relateAgents"]
+        assert result == {"projected": True, "userErrors": []}
+
+    # The least role that reads agents.
+    page = data(gql(PAGE_COLLABORATORS_QUERY, {"tag": tag}, caller=viewer))["agents"]["edges"]
+    trips = dict(gql.last_round_trips)
+    # Links for `first: 10` and `first: 1`; the agents `agent { id name }` and
+    # `agent { name status }` name. Never a query per agent, nor a second for any key.
+    assert trips["neo4j"] == 2, trips
+    alone = """query($id: ID!) { node(id: $id) { ... on Agent { id
+      collaborators { weight type agent { id name } }
+      top: collaborators(first: 1) { weight agent { name status } }
+      links: collaborators { type } } } }"""
+    trips_alone = []
+    for edge in page:
+        assert edge["node"] == data(gql(alone, {"id": edge["node"]["id"]}, caller=viewer))["node"]
+        trips_alone.append(dict(gql.last_round_trips))
+    # A page of agents costs what one agent does: its agents in one query, then one per
+    # selection of the linked agents.
+    assert trips == trips_alone[0], (trips, trips_alone[0])
+    first = page[0]["node"]
+    assert [link["agent"]["id"] for link in first["collaborators"]] == [ids[1], outsider, ids[2]]
+    assert first["top"] == [{"weight": 0.9, "agent": {"name": f"{tag}-1", "status": "IDLE"}}]
+    assert [edge["node"]["links"] for edge in page[3:]] == [[]]
