@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -70,6 +71,10 @@ _SETUP_LOCK = 0x706F6C79_6D657472  # "polymetr"
 PointRow = tuple[datetime, UUID, str, float, dict[str, Any]]
 UnlabelledRow = tuple[datetime, UUID, str, float]
 _DIALECTS = {Backend.NATIVE: NATIVE, Backend.TIMESCALEDB: TIMESCALE}
+# A series row's agent and name (`sql.common`'s series statements: agent_id, name,
+# slot, value), and a bucket made without the named tuple's Python `__new__`.
+_SERIES_OF_ROW = itemgetter(0, 1)
+_new_tuple = tuple.__new__
 # Encoded COPY data goes to the server in pieces of this size.
 _COPY_CHUNK = 1 << 20
 
@@ -310,9 +315,12 @@ class MetricsStore:
             params.append(labels or {})
         async with self.connection() as conn:
             rows = await conn.fetch(dialect.series[(source, aggregate)], *params)
-        found: dict[tuple[UUID, str], list[BucketValue]] = defaultdict(list)
-        for row in rows:
-            found[(row["agent_id"], row["name"])].append(BucketValue(row["slot"], row["value"]))
+        # Ordered by agent, name and slot (the column's collation is the database's, which
+        # is deterministic): one run of rows per series.
+        found: dict[tuple[UUID, str], list[BucketValue]] = {
+            series: [_new_tuple(BucketValue, (slot, value)) for _, _, slot, value in run]
+            for series, run in groupby(rows, key=_SERIES_OF_ROW)
+        }
         return {
             (agent_id, name): Series(
                 agent_id, name, source, fill(window, found.get((agent_id, name), []), how)
