@@ -119,6 +119,9 @@ class SettledLoader(DataLoader[K, V]):
         if missing:
             values = await self.batch_load_fn(missing)
             self._settled.update(zip(missing, values, strict=True))
+            # From now on `load` looks among the settled keys first; until then it is
+            # DataLoader's own, without a call more per key.
+            self.load = self._load_settled_first  # type: ignore[method-assign]
 
     def settled(self, key: K) -> V | None:
         """The value loaded for `key`, if its load has completed without an error."""
@@ -142,13 +145,20 @@ class SettledLoader(DataLoader[K, V]):
         except KeyError:
             return None
 
-    def load(self, key: K) -> Future[V]:
+    def _load_settled_first(self, key: K) -> Future[V]:
         # A settled key is answered from what was loaded, never fetched again.
-        if self._settled and key in self._settled:
+        if key in self._settled:
             future: Future[V] = self.loop.create_future()
             future.set_result(self._settled[key])
             return future
         return super().load(key)
+
+    def forget(self) -> None:
+        """Let go of what was settled, and of the `load` that looks there first: it is
+        bound to this loader, a reference cycle that would keep the loader, and all it
+        loaded, until the cyclic garbage collector came by."""
+        self.__dict__.pop("load", None)
+        self._settled.clear()
 
     def clear(self, key: K) -> SettledLoader[K, V]:
         self._settled.pop(key, None)
@@ -282,7 +292,9 @@ class Loaders:
         reaches the request context, so without this every record of a request waits for
         the cyclic garbage collector instead of being freed at once."""
         for name in [name for name in vars(self) if name != "_stores"]:
-            del self.__dict__[name]
+            loader = self.__dict__.pop(name)
+            if isinstance(loader, SettledLoader):
+                loader.forget()
 
     # Entities by id come through the entity cache when there is one: it sits below
     # every permission check, like PostgreSQL itself.

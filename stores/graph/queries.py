@@ -204,10 +204,17 @@ class GraphQueries:
         if not found:
             return Neighbourhood([], [])
         nodes, edges = found
+        # Each id parsed once: an edge's ends are among the nodes.
+        ids = {node_id: UUID(node_id) for node_id, _ in nodes}
         return Neighbourhood(
-            [NeighbourNode(UUID(node_id), distance) for node_id, distance in nodes],
+            [NeighbourNode(ids[node_id], distance) for node_id, distance in nodes],
             [
-                NeighbourEdge(UUID(source), UUID(target), _EDGES[edge_type], weight)
+                NeighbourEdge(
+                    ids.get(source) or UUID(source),
+                    ids.get(target) or UUID(target),
+                    _EDGES[edge_type],
+                    weight,
+                )
                 for source, target, edge_type, weight in edges
             ],
         )
