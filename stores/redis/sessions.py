@@ -682,8 +682,10 @@ def _queue_write(pipe: Pipeline, entry: _Entry, now_ms: int) -> None:
 
 
 def _queue_index_read(pipe: Pipeline, index: str, now_ms: int) -> None:
-    pipe.zremrangebyscore(index, "-inf", f"({now_ms}")
-    pipe.zrange(index, now_ms, "+inf", byscore=True, withscores=True)
+    # A session is over at its expiry, as `resolve` and the memory fallback hold it:
+    # one that expires this very millisecond is not listed.
+    pipe.zremrangebyscore(index, "-inf", now_ms)
+    pipe.zrange(index, f"({now_ms}", "+inf", byscore=True, withscores=True)
 
 
 def _entries(members: Sequence[tuple[bytes, float]]) -> list[_Entry]:

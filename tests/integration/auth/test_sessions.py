@@ -17,6 +17,7 @@ from resolvers.sessions import list_sessions, login, logout, revoke_session
 from stores import GraphStore, PostgresStore, RedisStore, roundtrips
 from stores.errors import InvalidInput
 from stores.postgres import UserRepository
+from stores.redis import sessions as session_store
 from stores.redis.sessions import (
     AGENT_INDEX,
     SESSION_ID_KEY,
@@ -187,6 +188,25 @@ async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(
 
     await until(ended)
     assert await sessions.list_for_user(session.user_id) == []
+
+
+async def test_a_session_is_over_at_its_expiry_in_every_read(
+    sessions: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listed until the millisecond before its expiry, not at it: `resolve` and the
+    # memory fallback hold a session over at its expiry, and the index once listed it
+    # for that millisecond (a listing right after the session stopped resolving).
+    agent_id = uuid.uuid4()
+    session, _ = await sessions.create(
+        user_id=uuid.uuid4(), role="agent", agent_id=agent_id, ttl_s=60
+    )
+    expires_ms = int(session.expires_at.timestamp() * 1000)
+    monkeypatch.setattr(session_store, "_now_ms", lambda: expires_ms - 1)
+    assert [s.id for s in await sessions.list_for_user(session.user_id)] == [session.id]
+    assert [s.id for s in (await sessions.for_agents([agent_id]))[agent_id]] == [session.id]
+    monkeypatch.setattr(session_store, "_now_ms", lambda: expires_ms)
+    assert await sessions.list_for_user(session.user_id) == []
+    assert await sessions.for_agents([agent_id]) == {agent_id: []}
 
 
 async def test_end_matching_by_key_and_by_agent(sessions: SessionStore) -> None:
