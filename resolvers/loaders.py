@@ -27,7 +27,7 @@ from aiodataloader import DataLoader
 
 from resolvers.context import Stores
 from resolvers.conversation_loaders import ConversationLoaders
-from resolvers.metrics import SeriesKey, series_loader
+from resolvers.metrics import SeriesKey, load_series
 from stores.embeddings import Vector
 from stores.graph.knowledge import KnowledgeLink, related_of
 from stores.graph.records import Collaborator
@@ -376,8 +376,8 @@ class Loaders:
         return _loader(sessions_for, empty)
 
     @cached_property
-    def metrics_by_agent_id(self) -> DataLoader[SeriesKey, list[Series]]:
-        return series_loader(self._stores)
+    def metrics_by_agent_id(self) -> SettledLoader[SeriesKey, list[Series]]:
+        return SettledLoader(partial(load_series, self._stores))
 
     @cached_property
     def knowledge_by_id(self) -> DataLoader[UUID, KnowledgeItem | None]:

@@ -10,7 +10,6 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from aiodataloader import DataLoader
 
 from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Principal, Role, require
@@ -309,10 +308,3 @@ async def load_series(stores: Stores, keys: Sequence[SeriesKey]) -> list[list[Se
 
 def _question(key: SeriesKey) -> _Question:
     return (key.names, key.window, key.aggregate, key.fill, key.labels)
-
-
-def series_loader(stores: Stores) -> DataLoader[SeriesKey, list[Series]]:
-    async def batch(keys: list[SeriesKey]) -> list[list[Series]]:
-        return await load_series(stores, keys)
-
-    return DataLoader(batch)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 import strawberry
 from graphql import FieldNode, FragmentDefinitionNode, GraphQLObjectType
-from graphql.execution.values import get_argument_values
+from graphql.execution.values import VariableValues, get_argument_values
 from strawberry import relay
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
@@ -27,6 +28,7 @@ from resolvers.loaders import (
     TasksPage,
     TasksPageKey,
 )
+from resolvers.metrics import SeriesKey
 from schema.enums import (
     AGENT_RELATIONSHIP,
     AGENT_STATUS,
@@ -37,7 +39,15 @@ from schema.enums import (
 )
 from schema.federation import ENTITY_KEY, entity_by_reference
 from schema.memories import MemoryHit, SearchMode, pick_mode
-from schema.metrics import BUCKET_HELP, MetricAggregate, MetricFill, MetricSeries, agent_metrics
+from schema.metrics import (
+    BUCKET_HELP,
+    MetricAggregate,
+    MetricFill,
+    MetricSeries,
+    agent_metrics,
+    agent_metrics_keys,
+    settled_agent_metrics,
+)
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
 from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
@@ -58,6 +68,7 @@ if TYPE_CHECKING:
     from schema.sessions import Session
 
 Info = strawberry.Info[RequestContext, None]
+K = TypeVar("K", bound=Hashable)
 
 
 @strawberry.input(description="Narrows an agent's tasks.")
@@ -333,6 +344,7 @@ class Agent(relay.Node):
         description="One of this agent's metrics, bucketed (one query for a whole page of "
         "agents; reads the 1-minute or 1-hour rollup when the bucket allows). " + BUCKET_HELP
     )
+    @settled_by(settled_agent_metrics)
     async def metrics(
         self,
         info: Info,
@@ -440,7 +452,11 @@ async def agents_page(
         agents = [edge.node for edge in connection.edges]
         loads = [
             load
-            for load in (_prefetch_tasks(info, agents), _prefetch_collaborators(info, agents))
+            for load in (
+                _prefetch_tasks(info, agents),
+                _prefetch_collaborators(info, agents),
+                _prefetch_metrics(info, agents),
+            )
             if load is not None
         ]
         # Neither raises: a field whose load failed loads again and reports its own error.
@@ -468,7 +484,13 @@ def _page_field_arguments(info: Info, name: str, node: FieldNode) -> dict[str, A
     assert isinstance(agent_type, GraphQLObjectType)
     field_def = agent_type.fields[name]
     definition = field_def.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
-    coerced = get_argument_values(field_def, node, raw.variable_values)
+    # Strawberry's info holds the coerced variables as a plain dict, not graphql-core's
+    # `VariableValues`, which reads a variable's value from `coerced` (its sources
+    # matter to fragment variables only).
+    variables: Any = raw.variable_values
+    if not isinstance(variables, VariableValues):
+        variables = VariableValues({}, variables)
+    coerced = get_argument_values(field_def, node, variables)
     return convert_arguments(
         coerced,
         definition.arguments,
@@ -484,17 +506,53 @@ def _prefetch_tasks(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None
 
 
 async def _load_tasks(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
-    # A row object has a record (its id) when `tasks` is selected (`RECORD_ID_FIELDS`).
+    def key_of_field(nodes: list[FieldNode]) -> Callable[[UUID], TasksPageKey]:
+        arguments = _page_field_arguments(info, "tasks", nodes[0])
+        return _tasks_keys(nodes, info._raw_info.fragments, arguments)[1]
+
+    loader = info.context.loaders.tasks_by_agent_id
+    await _settle_page_fields(loader, agents, fields, key_of_field)
+
+
+def _prefetch_metrics(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+    fields = _page_fields(info, "metrics")
+    return _load_metrics(info, agents, fields) if fields else None
+
+
+async def _load_metrics(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+    """Every agent's series for each `metrics` field of the page, in one query per
+    distinct question, as the field's loader would batch them
+    (`schema/metrics.py: settled_agent_metrics` answers each agent)."""
+
+    def key_of_field(nodes: list[FieldNode]) -> Callable[[UUID], SeriesKey]:
+        arguments = _page_field_arguments(info, "metrics", nodes[0])
+        return agent_metrics_keys(info.context, arguments)[0]
+
+    loader = info.context.loaders.metrics_by_agent_id
+    await _settle_page_fields(loader, agents, fields, key_of_field)
+
+
+async def _settle_page_fields(
+    loader: SettledLoader[K, Any],
+    agents: list[Agent],
+    fields: list[list[FieldNode]],
+    key_of_field: Callable[[list[FieldNode]], Callable[[UUID], K]],
+) -> None:
+    """Every agent's key of each of the page's `fields`, settled in one call. A field
+    whose keys cannot be worked out (its arguments refused: a bad bucket, a page too
+    large) is left to its resolver, which reports that at its own path; and if the
+    load fails, each field loads again and reports its own error."""
+    # A row object has a record (its id) when these fields are selected (`RECORD_ID_FIELDS`).
     agent_ids = [agent.record.id for agent in agents]
-    keys: list[TasksPageKey] = []
-    try:
-        for nodes in fields:
-            arguments = _page_field_arguments(info, "tasks", nodes[0])
-            _, key_of = _tasks_keys(nodes, info._raw_info.fragments, arguments)
-            keys.extend(map(key_of, agent_ids))
-        await info.context.loaders.tasks_by_agent_id.settle(keys)
-    except Exception:
-        pass
+    keys: list[K] = []
+    for nodes in fields:
+        try:
+            key_of = key_of_field(nodes)
+        except Exception:
+            continue
+        keys.extend(map(key_of, agent_ids))
+    with contextlib.suppress(Exception):
+        await loader.settle(keys)
 
 
 def _prefetch_collaborators(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
@@ -512,12 +570,15 @@ async def _load_collaborators(
     agent_ids = [agent.record.id for agent in agents]
     loaders = info.context.loaders
     fragments = info._raw_info.fragments
-    try:
-        wanted: list[tuple[list[IdFirstKey], AgentReader | None]] = []
-        for nodes in fields:
+    wanted: list[tuple[list[IdFirstKey], AgentReader | None]] = []
+    for nodes in fields:
+        try:
             first = _page_field_arguments(info, "collaborators", nodes[0])["first"]
-            keys = [(agent_id, first) for agent_id in agent_ids]
-            wanted.append((keys, _linked_agents_reader(nodes, fragments)))
+        except Exception:
+            continue  # see `_settle_page_fields`
+        keys = [(agent_id, first) for agent_id in agent_ids]
+        wanted.append((keys, _linked_agents_reader(nodes, fragments)))
+    try:
         await loaders.collaborators_by_agent_id.settle([key for keys, _ in wanted for key in keys])
         columns: list[AgentColumnsKey] = []
         whole: list[UUID] = []

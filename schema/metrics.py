@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, cast
 from uuid import UUID
 
 import orjson
 import strawberry
+from graphql import FieldNode, FragmentDefinitionNode
 from strawberry import relay
 
 from resolvers import metrics as resolve
@@ -172,12 +173,52 @@ async def agent_metrics(
     how: store.Fill,
     labels: JSON | None,
 ) -> MetricSeries:
-    """`Agent.metrics`, through the loader that batches a page of agents into one query."""
+    """`Agent.metrics`, through the loader that batches a page of agents into one query
+    (or answers what the page settled: `agent_metrics_keys`)."""
     require(info.context.principal, at_least=Role.VIEWER)
     window = window_of(start, end, bucket)
     key = resolve.SeriesKey(agent_id, (name,), window, aggregate, how, labels_key(labels))
     (series,) = await info.context.loaders.metrics_by_agent_id.load(key)
     return MetricSeries.from_record(series, window.width, aggregate)
+
+
+def agent_metrics_keys(
+    context: RequestContext, arguments: Mapping[str, Any]
+) -> tuple[Callable[[UUID], resolve.SeriesKey], Window]:
+    """Each agent's loader key for one `Agent.metrics` field, from the field's converted
+    arguments, and its window: what `agent_metrics` works out per agent, once. Raises
+    as `agent_metrics` would (a principal below viewer, a bad bucket)."""
+    require(context.principal, at_least=Role.VIEWER)
+    window = window_of(arguments["from_"], arguments["to"], arguments["bucket"])
+    names = (arguments["name"],)
+    aggregate, how = arguments["aggregate"], arguments["fill"]
+    labels = labels_key(arguments["labels"])
+
+    def key_of(agent_id: UUID) -> resolve.SeriesKey:
+        return resolve.SeriesKey(agent_id, names, window, aggregate, how, labels)
+
+    return key_of, window
+
+
+def settled_agent_metrics(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], MetricSeries | None]:
+    """`Agent.metrics` for a page of agents whose series the page settled."""
+    key_of, window = agent_metrics_keys(context, arguments)
+    aggregate = arguments["aggregate"]
+    loaders = context.loaders
+
+    def metrics_of(agent: Agent) -> MetricSeries | None:
+        # The loader looked up each time, not held: see `schema/agents.py: _settled_tasks`.
+        found = loaders.metrics_by_agent_id.settled(key_of(agent.record.id))
+        return (
+            None if found is None else MetricSeries.from_record(found[0], window.width, aggregate)
+        )
+
+    return metrics_of
 
 
 @strawberry.type

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
+import pytest
 from strawberry import relay
 
+import schema.agents
+from gateway.settings import Settings
+from schema.metrics import agent_metrics
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 
 PAGE_QUERY = """
@@ -43,6 +49,31 @@ def _create(gql: GraphQL, caller: Caller, **fields: object) -> str:
     )["createAgent"]
     agent_id: str = created["agent"]["id"]
     return agent_id
+
+
+def _new_metric(gql: GraphQL, caller: Caller) -> str:
+    name = unique("metric").replace("-", "_")
+    registered = data(
+        gql(
+            "mutation($n: String!) { registerMetric(input: {name: $n}) { userErrors { code } } }",
+            {"n": name},
+            caller=caller,
+        )
+    )["registerMetric"]
+    assert registered == {"userErrors": []}
+    return name
+
+
+def _record(gql: GraphQL, caller: Caller, points: list[dict[str, object]]) -> None:
+    recorded = data(
+        gql(
+            """mutation($p: [MetricPointInput!]!) { recordMetrics(input: {points: $p}) {
+               accepted userErrors { field } } }""",
+            {"p": points},
+            caller=caller,
+        )
+    )["recordMetrics"]
+    assert recorded == {"accepted": len(points), "userErrors": []}
 
 
 def _seed_agents(gql: GraphQL, caller: Caller, tag: str, count: int, parent: str) -> list[str]:
@@ -123,28 +154,13 @@ def test_round_trips_are_the_same_for_10_and_100_agents(
     )["login"]
     assert login["userErrors"] == [] and login["token"]
     # Metric points for agents on both pages.
-    metric = unique("rt").replace("-", "_")
-    data(
-        gql(
-            "mutation($n: String!) { registerMetric(input: {name: $n}) { userErrors { code } } }",
-            {"n": metric},
-            caller=operator,
-        )
-    )
+    metric = _new_metric(gql, operator)
     now = datetime.now(UTC)
     points = [
         {"agentId": agent_id, "name": metric, "value": float(i), "time": now.isoformat()}
         for i, agent_id in enumerate(ids[:2] + ids[-2:])
     ]
-    recorded = data(
-        gql(
-            """mutation($p: [MetricPointInput!]!) { recordMetrics(input: {points: $p}) {
-               accepted userErrors { field } } }""",
-            {"p": points},
-            caller=operator,
-        )
-    )["recordMetrics"]
-    assert recorded == {"accepted": 4, "userErrors": []}
+    _record(gql, operator, points)
     window = {
         "metric": metric,
         "from": (now - timedelta(hours=1)).isoformat(),
@@ -254,3 +270,78 @@ def test_a_page_loads_its_collaborators_and_their_agents_once(
     assert [link["agent"]["id"] for link in first["collaborators"]] == [ids[1], outsider, ids[2]]
     assert first["top"] == [{"weight": 0.9, "agent": {"name": f"{tag}-1", "status": "IDLE"}}]
     assert [edge["node"]["links"] for edge in page[3:]] == [[]]
+
+
+def test_a_page_loads_its_metrics_once_and_answers_as_one_agent_does(
+    gql: GraphQL,
+    operator: Caller,
+    viewer: Caller,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page settles each `metrics` field's series for all its agents (one query per
+    distinct question, the arguments from variables); each agent's series is what its
+    own `metrics` answers, and the resolver runs for the first agent only."""
+    tag = unique("pagemetrics")
+    ids = [_create(gql, operator, name=f"{tag}-{index}", tags=[tag]) for index in range(3)]
+    metric = _new_metric(gql, operator)
+    now = datetime.now(UTC).replace(microsecond=0)
+    points = [
+        {"agentId": agent_id, "name": metric, "value": float(value), "time": when.isoformat()}
+        for agent_id, value, when in (
+            (ids[0], 1, now - timedelta(minutes=20)),
+            (ids[0], 3, now - timedelta(minutes=19)),
+            (ids[2], 5, now - timedelta(minutes=5)),
+        )
+    ]
+    _record(gql, operator, points)
+    fields = """
+      avg: metrics(name: $m, from: $from, to: $to, bucket: "10m") { bucket points { time value } }
+      max: metrics(name: $m, from: $from, to: $to, bucket: "1h", aggregate: MAX) {
+        aggregate points { value } }
+      bad: metrics(name: $m, from: $from, to: $to, bucket: "7 fortnights") { bucket }
+    """
+    window = {
+        "m": metric,
+        "from": (now - timedelta(hours=1)).isoformat(),
+        "to": (now + timedelta(minutes=1)).isoformat(),
+    }
+    page_query = f"""query($tag: String!, $m: String!, $from: DateTime!, $to: DateTime!) {{
+      agents(filter: {{tagsAny: [$tag]}}, first: 10, orderBy: NAME_ASC) {{
+        edges {{ node {{ id {fields} }} }} }} }}"""
+    alone_query = f"""query($id: ID!, $m: String!, $from: DateTime!, $to: DateTime!) {{
+      node(id: $id) {{ ... on Agent {{ id {fields} }} }} }}"""
+
+    resolved: list[UUID] = []
+
+    async def counted(info: Any, agent_id: UUID, **arguments: Any) -> Any:
+        resolved.append(agent_id)
+        return await agent_metrics(info, agent_id, **arguments)
+
+    monkeypatch.setattr(schema.agents, "agent_metrics", counted)
+    # The least role that reads metrics.
+    page = gql(page_query, {"tag": tag, **window}, caller=viewer)
+    # The two good fields for the first agent only (it hands the executor their
+    # arguments); the refused one, for every agent, so each reports its error.
+    # graphql-core's executor calls the resolver for every agent and field (3 x 3); the
+    # planned one, which the tests run beside it (tests/conftest.py), for the two good
+    # fields of the first agent only (it hands the executor their arguments), and for
+    # the refused one of every agent, so that each reports its error.
+    stock_calls = 3 * 3
+    planned_calls = 0 if settings.executor == "stock" else 2 + 3
+    assert len(resolved) == stock_calls + planned_calls, resolved
+    # Two questions (the third's bucket is refused before any query): one read each.
+    assert gql.last_round_trips["metrics"] == 2, gql.last_round_trips
+    edges = page["data"]["agents"]["edges"]
+    assert [edge["node"]["id"] for edge in edges] == ids
+    assert [point["value"] for point in edges[0]["node"]["avg"]["points"]] == [2.0]
+    assert edges[1]["node"]["avg"]["points"] == []
+    assert edges[2]["node"]["max"]["points"] == [{"value": 5.0}]
+    for index, edge in enumerate(edges):
+        alone = gql(alone_query, {"id": edge["node"]["id"], **window}, caller=viewer)
+        assert edge["node"] == alone["data"]["node"]
+        # The refused field's error, at this agent's path, as the agent alone gets it.
+        page_errors = [e for e in page["errors"] if e["path"][2] == index]
+        assert [(e["message"], e["path"][-1]) for e in page_errors] == [
+            (e["message"], e["path"][-1]) for e in alone["errors"]
+        ]
