@@ -286,12 +286,14 @@ def test_a_page_loads_its_metrics_once_and_answers_as_one_agent_does(
     ids = [_create(gql, operator, name=f"{tag}-{index}", tags=[tag]) for index in range(3)]
     metric = _new_metric(gql, operator)
     now = datetime.now(UTC).replace(microsecond=0)
+    # The start of a ten-minute bucket well inside the hour asked for, whatever the clock.
+    bucket = now.replace(minute=now.minute - now.minute % 10, second=0) - timedelta(minutes=30)
     points = [
         {"agentId": agent_id, "name": metric, "value": float(value), "time": when.isoformat()}
         for agent_id, value, when in (
-            (ids[0], 1, now - timedelta(minutes=20)),
-            (ids[0], 3, now - timedelta(minutes=19)),
-            (ids[2], 5, now - timedelta(minutes=5)),
+            (ids[0], 1, bucket + timedelta(minutes=1)),
+            (ids[0], 3, bucket + timedelta(minutes=2)),
+            (ids[2], 5, bucket + timedelta(minutes=5)),
         )
     ]
     _record(gql, operator, points)
