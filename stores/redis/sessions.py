@@ -186,6 +186,7 @@ class SessionStore:
     """Sessions: Redis while it answers, this process's memory while it does not."""
 
     __slots__ = (
+        "_clock",
         "_fallback_active",
         "_fallback_operations",
         "_memory",
@@ -196,10 +197,16 @@ class SessionStore:
     )
 
     def __init__(
-        self, redis: RedisStore, options: SessionOptions = DEFAULT_SESSION_OPTIONS
+        self,
+        redis: RedisStore,
+        options: SessionOptions = DEFAULT_SESSION_OPTIONS,
+        *,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self._redis = redis
         self._options = options
+        # Epoch milliseconds; tests pass their own to stand at an exact moment.
+        self._clock = clock or _now_ms
         self._memory = _Memory(options.remembered)
         self._fallback_active = False
         self._fallback_operations = 0
@@ -235,7 +242,7 @@ class SessionStore:
         if not 1 <= ttl_s <= self._options.max_ttl:
             raise InvalidInput("ttl_s", f"must be between 1 and {self._options.max_ttl} seconds")
         token = secrets.token_urlsafe(32)
-        now = _now_ms()
+        now = self._clock()
         entry = _Entry.new(
             token_hash=digest(token).hex(),
             user_id=user_id,
@@ -262,7 +269,7 @@ class SessionStore:
         if not token:
             return None
         token_hash = digest(token).hex()
-        now = _now_ms()
+        now = self._clock()
         touch_ms = int(self._options.touch_interval * 1000)
 
         async def in_redis(client: aioredis.Redis) -> Session | None:
@@ -304,7 +311,7 @@ class SessionStore:
 
     async def list_for_user(self, user_id: UUID) -> list[Session]:
         """The user's live sessions, oldest first."""
-        now = _now_ms()
+        now = self._clock()
 
         async def in_redis(client: aioredis.Redis) -> list[_Entry]:
             pipe = client.pipeline(transaction=False)
@@ -321,7 +328,7 @@ class SessionStore:
 
         False if there is no such session, or someone else owns it.
         """
-        now = _now_ms()
+        now = self._clock()
         owner = str(user_id) if user_id is not None else ""
 
         async def in_redis(client: aioredis.Redis) -> bool:
@@ -345,7 +352,7 @@ class SessionStore:
         unique = list(dict.fromkeys(agent_ids))
         if not unique:
             return {}
-        now = _now_ms()
+        now = self._clock()
 
         async def in_redis(client: aioredis.Redis) -> dict[UUID, list[_Entry]]:
             pipe = client.pipeline(transaction=False)
@@ -372,7 +379,7 @@ class SessionStore:
         (either, both, or neither: all of them); returns how many ended."""
         key = str(api_key_id) if api_key_id else ""
         agent = str(agent_id) if agent_id else ""
-        now = _now_ms()
+        now = self._clock()
 
         async def in_redis(client: aioredis.Redis) -> int:
             self._memory.end_matching(user_id, api_key_id, agent_id, now, log_out=False)
@@ -420,7 +427,7 @@ class SessionStore:
                 return True
             if time.monotonic() < self._retry_at:
                 return False
-            now = _now_ms()
+            now = self._clock()
             created, logged_out = self._memory.backlog(now)
             pipe = self._redis.client.pipeline(transaction=False)
             for entry in created:

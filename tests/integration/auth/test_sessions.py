@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from datetime import timedelta
 
@@ -17,7 +18,6 @@ from resolvers.sessions import list_sessions, login, logout, revoke_session
 from stores import GraphStore, PostgresStore, RedisStore, roundtrips
 from stores.errors import InvalidInput
 from stores.postgres import UserRepository
-from stores.redis import sessions as session_store
 from stores.redis.sessions import (
     AGENT_INDEX,
     SESSION_ID_KEY,
@@ -190,21 +190,21 @@ async def test_a_session_ends_at_its_lifetime_however_much_it_is_used(
     assert await sessions.list_for_user(session.user_id) == []
 
 
-async def test_a_session_is_over_at_its_expiry_in_every_read(
-    sessions: SessionStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_session_is_over_at_its_expiry_in_every_read(redis: RedisStore) -> None:
     # Listed until the millisecond before its expiry, not at it: `resolve` and the
     # memory fallback hold a session over at its expiry, and the index once listed it
     # for that millisecond (a listing right after the session stopped resolving).
+    now = [int(time.time() * 1000)]
+    sessions = SessionStore(redis, clock=lambda: now[0])
     agent_id = uuid.uuid4()
     session, _ = await sessions.create(
         user_id=uuid.uuid4(), role="agent", agent_id=agent_id, ttl_s=60
     )
     expires_ms = int(session.expires_at.timestamp() * 1000)
-    monkeypatch.setattr(session_store, "_now_ms", lambda: expires_ms - 1)
+    now[0] = expires_ms - 1
     assert [s.id for s in await sessions.list_for_user(session.user_id)] == [session.id]
     assert [s.id for s in (await sessions.for_agents([agent_id]))[agent_id]] == [session.id]
-    monkeypatch.setattr(session_store, "_now_ms", lambda: expires_ms)
+    now[0] = expires_ms
     assert await sessions.list_for_user(session.user_id) == []
     assert await sessions.for_agents([agent_id]) == {agent_id: []}
 
