@@ -363,11 +363,11 @@ class Agent(relay.Node):
             info,
             self.record.id,
             name=name,
-            start=from_,
-            end=to,
+            from_=from_,
+            to=to,
             bucket=bucket,
             aggregate=aggregate,
-            how=fill,
+            fill=fill,
             labels=labels,
         )
 

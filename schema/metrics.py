@@ -161,33 +161,21 @@ def labels_key(labels: JSON | None) -> str | None:
     return orjson.dumps(json_object(labels, field="labels"), option=orjson.OPT_SORT_KEYS).decode()
 
 
-async def agent_metrics(
-    info: Info,
-    agent_id: UUID,
-    *,
-    name: str,
-    start: datetime,
-    end: datetime,
-    bucket: str,
-    aggregate: store.Aggregate,
-    how: store.Fill,
-    labels: JSON | None,
-) -> MetricSeries:
-    """`Agent.metrics`, through the loader that batches a page of agents into one query
-    (or answers what the page settled: `agent_metrics_keys`)."""
-    require(info.context.principal, at_least=Role.VIEWER)
-    window = window_of(start, end, bucket)
-    key = resolve.SeriesKey(agent_id, (name,), window, aggregate, how, labels_key(labels))
-    (series,) = await info.context.loaders.metrics_by_agent_id.load(key)
-    return MetricSeries.from_record(series, window.width, aggregate)
+async def agent_metrics(info: Info, agent_id: UUID, **arguments: Any) -> MetricSeries:
+    """`Agent.metrics` (its arguments by their names in the resolver), through the
+    loader that batches a page of agents into one query, or answers what the page
+    settled."""
+    key_of, window = agent_metrics_keys(info.context, arguments)
+    (series,) = await info.context.loaders.metrics_by_agent_id.load(key_of(agent_id))
+    return MetricSeries.from_record(series, window.width, arguments["aggregate"])
 
 
 def agent_metrics_keys(
     context: RequestContext, arguments: Mapping[str, Any]
 ) -> tuple[Callable[[UUID], resolve.SeriesKey], Window]:
     """Each agent's loader key for one `Agent.metrics` field, from the field's converted
-    arguments, and its window: what `agent_metrics` works out per agent, once. Raises
-    as `agent_metrics` would (a principal below viewer, a bad bucket)."""
+    arguments, and its window: worked out once for a page of agents. Raises for a
+    principal below viewer and for a bad bucket."""
     require(context.principal, at_least=Role.VIEWER)
     window = window_of(arguments["from_"], arguments["to"], arguments["bucket"])
     names = (arguments["name"],)

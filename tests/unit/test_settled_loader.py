@@ -42,6 +42,11 @@ async def test_settled_keys_are_never_fetched_again(no_cyclic_collection: None) 
     assert await loader.load(3) == 9
     assert batches[-1] == [3]
 
+    loader.clear_all()
+    assert loader.settled_values([2]) is None
+    assert await loader.load(2) == 4
+    assert batches[-1] == [2]
+
     # Dropped after `forget`, it is freed by its reference count alone.
     gone = weakref.ref(loader)
     loader.forget()
