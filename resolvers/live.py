@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
+from uuid import UUID
+
+from aiodataloader import DataLoader
 
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.loaders import event_loaders
+from stores.postgres.records import Agent, Task
 from stores.redis.events import Event
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Versioned)
 
 
 def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None]:
@@ -29,3 +43,34 @@ def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None
             stores.subscriptions.open -= 1
 
     return stream()
+
+
+async def agent_of_event(ctx: RequestContext, event: Event) -> Agent | None:
+    """The agent an event names, as of that event or later (see `_as_of_event`)."""
+    return await _as_of_event(
+        event, ctx.loaders.agent_by_id, ctx.stores.postgres.agents.by_ids, UUID(event["agent_id"])
+    )
+
+
+async def task_of_event(ctx: RequestContext, event: Event) -> Task | None:
+    """The task an event names, as of that event or later (see `_as_of_event`)."""
+    return await _as_of_event(
+        event, ctx.loaders.task_by_id, ctx.stores.postgres.tasks.by_ids, UUID(event["task_id"])
+    )
+
+
+async def _as_of_event(
+    event: Event,
+    loader: DataLoader[UUID, R | None],
+    fetch: Callable[[Sequence[UUID]], Awaitable[Mapping[UUID, R]]],
+    key: UUID,
+) -> R | None:
+    record = await loader.load(key)
+    version = event.get("version")
+    if record is None or not isinstance(version, int) or record.version >= version:
+        return record
+    # Redis brought the event before PostgreSQL's notice of the change reached this
+    # replica's entity cache, which still holds the row as it was: read it from
+    # PostgreSQL, once for every local subscriber of the event.
+    fresh = event.memo(f"fresh:{key}", lambda: asyncio.ensure_future(fetch([key])))
+    return (await asyncio.shield(fresh)).get(key)

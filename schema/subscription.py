@@ -15,7 +15,7 @@ from resolvers.agents import AGENT_STATUS_CHANNEL
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.health import current_health, update_interval
-from resolvers.live import live_events
+from resolvers.live import agent_of_event, live_events, task_of_event
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from schema.agents import Agent
 from schema.enums import AgentStatus, TaskStatus
@@ -105,7 +105,7 @@ class Subscription:
                 continue
             if statuses is not None and event["status"] not in statuses:
                 continue
-            record = await info.context.loaders.task_by_id.load(task_id)
+            record = await task_of_event(info.context, event)
             if record is not None:
                 # One payload object per event for every local subscriber, so the
                 # executor runs the selection once per event and permission scope
@@ -128,7 +128,7 @@ class Subscription:
                 continue
             if statuses is not None and event["status"] not in statuses:
                 continue
-            record = await info.context.loaders.agent_by_id.load(agent_id)
+            record = await agent_of_event(info.context, event)
             if record is not None:
                 previous = event.get("previous_status")
                 yield event.memo(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
+from uuid import UUID
 
 import httpx2
 import pytest
@@ -23,7 +26,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from resolvers.agents import AGENT_STATUS_CHANNEL
 from resolvers.tasks import TASK_UPDATED_CHANNEL
-from stores import roundtrips
+from stores import PostgresStore, roundtrips
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 from tests.support.serving import free_port, serve_in_thread, wait_until
 
@@ -361,3 +364,81 @@ def test_subscribers_of_one_event_share_one_task_fetch(
             assert costs == [{"requested": 2, "actual": 2, "maximum": 25_000}] * 6
             # Six subscribers of one event cost one PostgreSQL round trip, not six.
             assert counted.total() - before == Counter(postgres=1)
+
+
+AGENT_NODE = "query($id: ID!) { node(id: $id) { ... on Agent { status version } } }"
+
+
+def test_an_event_that_outruns_the_cache_notice_shows_its_own_change(
+    settings: Settings, operator: Caller
+) -> None:
+    # Redis and PostgreSQL deliver apart: another replica's event can reach this one
+    # before the notice that drops its cached copy of the row. Played out exactly: the
+    # row changes with its trigger off (no notice, ever) and the event is published by
+    # hand, as the writing replica would.
+    namespace = unique("polygraph-test-outrun")
+    cached = settings.model_copy(
+        update={"events_namespace": namespace, "cache_enabled": True, "cache_agent_ttl_s": 3600}
+    )
+    app = create_app(cached)
+    with serve_in_thread(app) as base:
+        agent = _post(
+            base,
+            operator,
+            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id name } } }",
+            {"n": unique("outrun")},
+        )["createAgent"]["agent"]
+        cached_copy = _post(base, operator, AGENT_NODE, {"id": agent["id"]})["node"]
+        assert cached_copy["status"] == "IDLE"
+        raw_id = UUID(base64.b64decode(agent["id"]).decode().split(":", 1)[1])
+
+        async def change_without_notice() -> int:
+            async with (
+                PostgresStore(settings.postgres_options()) as postgres,
+                postgres.connection() as conn,
+            ):
+                await conn.execute("SET session_replication_role = replica")
+                version: int = await conn.fetchval(
+                    "UPDATE agents SET status = 'busy', version = version + 1"
+                    " WHERE id = $1 RETURNING version",
+                    raw_id,
+                )
+                return version
+
+        version = asyncio.run(change_without_notice())
+        # The gateway still serves its copy: no notice came.
+        assert _post(base, operator, AGENT_NODE, {"id": agent["id"]})["node"] == cached_copy
+
+        ws_url = base.replace("http", "ws") + "/graphql"
+        with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+            ws.send(
+                json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
+            )
+            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            _subscribe(
+                ws,
+                "subscription($ids: [ID!]) { agentStatusChanged(filter: {agentIds: $ids})"
+                " { previousStatus agent { status version } } }",
+                {"ids": [agent["id"]]},
+            )
+            bus = app.state.stores.events
+            wait_until(lambda: bus.subscribers(AGENT_STATUS_CHANNEL) == 1, what="the subscription")
+            publisher = redis.Redis.from_url(settings.redis_url.get_secret_value())
+            try:
+                event = {
+                    "agent_id": str(raw_id),
+                    "name": agent["name"],
+                    "status": "busy",
+                    "previous_status": "idle",
+                    "version": version,
+                    "at": "2026-01-01T00:00:00+00:00",
+                }
+                publisher.publish(_channel(cached, AGENT_STATUS_CHANNEL), json.dumps(event))
+            finally:
+                publisher.close()
+            message = _next(ws)
+            assert message["type"] == "next", message
+            assert message["payload"]["data"]["agentStatusChanged"] == {
+                "previousStatus": "IDLE",
+                "agent": {"status": "BUSY", "version": version},
+            }
