@@ -64,6 +64,10 @@ class Principal:
     # When the credential stops working however it is used: a session's absolute end,
     # an API key's expiry. Long-lived connections end then.
     ends_at: datetime | None = None
+    # The user's own role as the credential was checked, before the credential's cap:
+    # what the user's other sessions act with is worked out from it. As fresh as
+    # `role` (a role change drops the principals it covers, see resolvers/revocations.py).
+    user_role: Role | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -152,6 +156,7 @@ async def _by_session(stores: Stores, token: str) -> Principal:
         scopes=frozenset(session.scopes or ()),
         via="session",
         ends_at=session.ends_at,
+        user_role=Role(state.role),
     )
     if cache is not None:
         cache.put(token, principal, expires_at=session.expires_at, generation=generation)
@@ -192,6 +197,7 @@ async def _by_api_key(stores: Stores, key: str) -> Principal:
         scopes=frozenset(api_key.scopes),
         via="api_key",
         ends_at=api_key.expires_at,
+        user_role=Role(user.role),
     )
 
 

@@ -94,6 +94,11 @@ async def revoke_session(stores: Stores, principal: Principal, session_id: str) 
 
 async def current_role(ctx: RequestContext, session: Session) -> Role:
     """The role `session` acts with now (as `authenticate` computes it)."""
+    principal = ctx.principal
+    if principal.user_role is not None and principal.user_id == session.user_id:
+        # One's own session: the caller's credential was checked against the same user
+        # row, and as recently as every permission check of this request relies on.
+        return session_role(principal.user_role, session)
     user = await ctx.loaders.user_by_id.load(session.user_id)
     if user is None:
         return Role(session.role)

@@ -132,3 +132,40 @@ def test_a_read_scoped_key_cannot_write_even_for_an_admin(gql: GraphQL, admin: C
         )
     )["createApiKey"]
     assert bad["userErrors"] == [{"field": "scopes", "code": "BAD_USER_INPUT"}]
+
+
+def test_ones_own_sessions_show_their_roles_from_the_credential_check(
+    gql: GraphQL, make_caller: Callable[[str], Caller], admin: Caller
+) -> None:
+    owner = make_caller("operator")
+    read_key = data(
+        gql(
+            'mutation { createApiKey(input: {name: "ro", scopes: ["read"]}) { secret } }',
+            caller=owner,
+        )
+    )["createApiKey"]["secret"]
+    _login(gql, owner)
+    _login(gql, Caller(user_id=owner.user_id, role="operator", api_key=read_key))
+
+    def listed(selection: str) -> list[dict[str, str]]:
+        # By API key: its check reads PostgreSQL on every request, the same each time.
+        sessions: list[dict[str, str]] = data(
+            gql(f"{{ mySessions {{ {selection} }} }}", caller=owner)
+        )["mySessions"]
+        return sessions
+
+    listed("id")
+    without_roles = gql.last_round_trips["postgres"]
+    assert sorted(s["role"] for s in listed("role")) == ["OPERATOR", "VIEWER"]
+    # The user's role came with the credential: no user read for the roles.
+    assert gql.last_round_trips["postgres"] == without_roles
+
+    demote = {"u": str(relay.GlobalID("User", owner.user_id)), "r": "VIEWER"}
+    changed = gql(
+        "mutation($u: ID!, $r: UserRole!) { setUserRole(input: {userId: $u, role: $r})"
+        " { userErrors { code } } }",
+        demote,
+        caller=admin,
+    )
+    assert data(changed)["setUserRole"]["userErrors"] == []
+    assert [s["role"] for s in listed("role")] == ["VIEWER", "VIEWER"]
