@@ -7,7 +7,7 @@ is built for every operation, so caches never leak between requests or users.
 
 from __future__ import annotations
 
-from asyncio import Future
+from asyncio import Future, get_event_loop
 from collections import defaultdict
 from collections.abc import (
     Awaitable,
@@ -109,8 +109,18 @@ class SettledLoader(DataLoader[K, V]):
     complete synchronously (see `Agent.tasks`, `Agent.collaborators`)."""
 
     def __init__(self, batch_load_fn: Callable[[list[K]], Coroutine[Any, Any, list[V]]]) -> None:
-        super().__init__(batch_load_fn)
+        # DataLoader's own __init__ inspects the function and makes a key function per
+        # loader, for options these loaders never take: a request builds its loaders
+        # afresh, and that was most of what building one cost.
+        self.loop = get_event_loop()
+        self.batch_load_fn = batch_load_fn
+        self._cache: dict[Any, Future[V]] = {}
+        self._queue = []
         self._settled: dict[K, V] = {}
+
+    @staticmethod
+    def get_cache_key(key: K) -> K:
+        return key
 
     async def settle(self, keys: Sequence[K]) -> None:
         """Load `keys` now, in one call of the batch function, for `settled` to answer:
