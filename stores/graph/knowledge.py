@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from stores.graph.queries import read_collected
+from stores.ids import parse_id
 
 if TYPE_CHECKING:
     from stores.graph.store import GraphStore
@@ -50,5 +51,5 @@ async def related_of(
         graph, _RELATED, ids=[str(i) for i in ids], limit=MAX_LINKS_PER_ITEM
     )
     for item_id, link_type, other, outgoing in rows:
-        found[UUID(item_id)].append(KnowledgeLink(UUID(other), link_type, outgoing))
+        found[parse_id(item_id)].append(KnowledgeLink(parse_id(other), link_type, outgoing))
     return found

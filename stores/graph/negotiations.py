@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from stores.graph.queries import read_collected
+from stores.ids import parse_id
 
 if TYPE_CHECKING:
     from stores.graph.store import GraphStore
@@ -46,8 +47,8 @@ async def resolutions_of(
         return {}
     rows = await read_collected(graph, _LINKS, ids=[str(i) for i in ids])
     return {
-        UUID(negotiation_id): ResolutionLinks(
-            tuple(UUID(a) for a in agents), tuple(UUID(t) for t in tasks)
+        parse_id(negotiation_id): ResolutionLinks(
+            tuple(parse_id(a) for a in agents), tuple(parse_id(t) for t in tasks)
         )
         for negotiation_id, agents, tasks in rows
     }

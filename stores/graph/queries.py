@@ -31,6 +31,7 @@ from stores.graph.records import (
     Neighbourhood,
     NeighbourNode,
 )
+from stores.ids import parse_id
 
 if TYPE_CHECKING:
     from stores.graph.store import GraphStore
@@ -157,7 +158,7 @@ class GraphQueries:
         rows = await read_collected(self._graph, COLLABORATORS, ids=list(by_text), first=first)
         for agent_id, other, edge_type, weight in rows:
             found[by_text[agent_id]].append(
-                Collaborator(UUID(other), float(weight), _EDGES[edge_type])
+                Collaborator(parse_id(other), float(weight), _EDGES[edge_type])
             )
         return found
 
@@ -168,7 +169,7 @@ class GraphQueries:
             return found
         by_text = {str(i): i for i in ids}
         for agent_id, parent in await read_collected(self._graph, _PARENTS, ids=list(by_text)):
-            found[by_text[agent_id]] = UUID(parent)
+            found[by_text[agent_id]] = parse_id(parent)
         return found
 
     async def children_of(self, agent_ids: Sequence[UUID], *, first: int) -> dict[UUID, list[UUID]]:
@@ -181,7 +182,7 @@ class GraphQueries:
         for agent_id, child in await read_collected(
             self._graph, _CHILDREN, ids=list(by_text), first=first
         ):
-            found[by_text[agent_id]].append(UUID(child))
+            found[by_text[agent_id]].append(parse_id(child))
         return found
 
     async def neighbourhood(
@@ -205,13 +206,13 @@ class GraphQueries:
             return Neighbourhood([], [])
         nodes, edges = found
         # Each id parsed once: an edge's ends are among the nodes.
-        ids = {node_id: UUID(node_id) for node_id, _ in nodes}
+        ids = {node_id: parse_id(node_id) for node_id, _ in nodes}
         return Neighbourhood(
             [NeighbourNode(ids[node_id], distance) for node_id, distance in nodes],
             [
                 NeighbourEdge(
-                    ids.get(source) or UUID(source),
-                    ids.get(target) or UUID(target),
+                    ids.get(source) or parse_id(source),
+                    ids.get(target) or parse_id(target),
                     _EDGES[edge_type],
                     weight,
                 )
@@ -232,7 +233,7 @@ class GraphQueries:
         _check_range("max_depth", max_depth, 1, MAX_PATH_DEPTH)
         text = _shortest_path_query(_edge_types(types), max_depth)
         rows = await self._read(text, source=str(from_id), target=str(to_id))
-        return [UUID(i) for i in rows[0]["ids"]] if rows else None
+        return [parse_id(i) for i in rows[0]["ids"]] if rows else None
 
     async def blockers_of(self, task_ids: Sequence[UUID], *, first: int) -> dict[UUID, list[UUID]]:
         """Tasks each task depends on, directly or transitively, that are not yet
@@ -250,7 +251,7 @@ class GraphQueries:
         )
         for task_id, blockers in rows:
             # In id order already: a UUID's text sorts as the UUID does.
-            found[UUID(task_id)] = [UUID(b) for b in blockers]
+            found[parse_id(task_id)] = [parse_id(b) for b in blockers]
         return found
 
     async def dependents_of(
@@ -262,7 +263,7 @@ class GraphQueries:
             return []
         text = _DEPENDENTS_TRANSITIVE if transitive else _DEPENDENTS_DIRECT
         found = await read_collected(self._graph, text, id=str(task_id), first=first)
-        return [UUID(i) for i in found]
+        return [parse_id(i) for i in found]
 
     async def critical_path(self, workflow_id: UUID) -> CriticalPath | None:
         """The chain of steps with the largest summed estimate, in execution order.
@@ -292,7 +293,7 @@ class GraphQueries:
         if root not in successors:
             return []
         chain = _longest_chain(root, successors)
-        return [UUID(t) for t in reversed(chain[1:])]
+        return [parse_id(t) for t in reversed(chain[1:])]
 
     async def most_connected(
         self, *, first: int, types: Sequence[str] | None = None
@@ -304,7 +305,7 @@ class GraphQueries:
         _check_range("first", first, 1, MAX_FIRST)
         text = _most_connected_query(_edge_types(types))
         rows = await self._read(text, first=first)
-        return [AgentDegree(UUID(row["id"]), row["degree"]) for row in rows]
+        return [AgentDegree(parse_id(row["id"]), row["degree"]) for row in rows]
 
     async def _read(self, text: str, **params: Any) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await _execute_read(self._graph, _fetch, text, params)

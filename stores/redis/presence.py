@@ -39,6 +39,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from stores import roundtrips
 from stores.errors import InvalidInput, StoreUnavailable
+from stores.ids import parse_id
 from stores.redis.records import Presence, PresenceChange
 from stores.redis.store import NAME, RedisStore
 
@@ -147,7 +148,7 @@ def change_event(change: PresenceChange) -> dict[str, Any]:
 def change_from_event(event: dict[str, Any]) -> PresenceChange:
     seen = event["last_seen_at"]
     return PresenceChange(
-        agent_id=UUID(event["agent_id"]),
+        agent_id=parse_id(event["agent_id"]),
         change=event["change"],
         at=datetime.fromisoformat(event["at"]),
         presence=Presence(
@@ -261,7 +262,7 @@ class PresenceStore:
     async def online_ids(self, limit: int) -> list[UUID]:
         """Agents online now, the most recent heartbeat first, at most `limit`."""
         reply = await self._run(_ONLINE, keys=[SEEN_KEY], args=[self._ttl_ms, limit])
-        return [UUID(member.decode()) for member in reply]
+        return [parse_id(member.decode()) for member in reply]
 
     async def sweep(self) -> list[PresenceChange]:
         """Claim the agents whose heartbeats have expired: each is returned to exactly
@@ -274,7 +275,7 @@ class PresenceStore:
             last = int(float(seen))
             changes.append(
                 PresenceChange(
-                    UUID(member.decode()),
+                    parse_id(member.decode()),
                     "offline",
                     _time(min(last + self._ttl_ms, int(now_ms))),
                     Presence(False, _time(last)),

@@ -51,6 +51,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from stores import roundtrips
 from stores._secrets import digest
 from stores.errors import InvalidInput, StoreRefused
+from stores.ids import parse_id
 from stores.redis.records import Session
 from stores.redis.store import UNAVAILABLE_ERRORS, RedisStore
 
@@ -527,10 +528,10 @@ class _Entry:
             token_hash=fields["token"],
             member=member.decode() if isinstance(member, bytes) else member,
             id=fields["id"],
-            user_id=UUID(fields["user"]),
+            user_id=parse_id(fields["user"]),
             role=fields["role"],
-            agent_id=UUID(fields["agent"]) if fields["agent"] else None,
-            api_key_id=UUID(key) if key else None,
+            agent_id=parse_id(fields["agent"]) if fields["agent"] else None,
+            api_key_id=parse_id(key) if key else None,
             scopes=tuple(scopes) if scopes is not None else None,
             created_ms=fields["created"],
             ttl_ms=fields["ttl"],
