@@ -622,7 +622,19 @@ COLUMN_FIELDS = {
 # Agent's resolver fields that read nothing of `self.record` but its id, so a row
 # carrying the id answers them (schema/rows.py `RecordId`); tests/unit/
 # test_schema_rows.py reads their source to keep this true.
-RECORD_ID_FIELDS = frozenset(("tasks", "collaborators", "metrics"))
+RECORD_ID_FIELDS = frozenset(
+    (
+        "tasks",
+        "collaborators",
+        "metrics",
+        "parent",
+        "children",
+        "sessions",
+        "presence",
+        "achievements",
+        "recall",
+    )
+)
 _READERS = RowReaders(Agent, COLUMN_FIELDS, record_fields=RECORD_ID_FIELDS)
 
 

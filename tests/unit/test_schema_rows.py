@@ -107,7 +107,7 @@ def test_record_id_fields_read_nothing_of_the_record_but_its_id() -> None:
         resolver = by_name[name].base_resolver
         assert resolver is not None, name
         source = inspect.getsource(resolver.wrapped_func)
-        reads = re.findall(r"record\b(\.\w+)?", source)
+        reads = re.findall(r"\brecord\b(\.\w+)?", source)
         assert reads, name
         assert set(reads) == {".id"}, (name, reads)
         assert name not in agents.COLUMN_FIELDS

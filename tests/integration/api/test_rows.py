@@ -117,8 +117,8 @@ AGENT_LEAVES = """
   id name role status capabilities tags notes metadata createdAt updatedAt version __typename
 """
 
-# Agents below collaborators and the neighbourhood: rows when only columns are selected,
-# whole agents when a resolver field that reads more than the id (`parent`) is selected.
+# Agents below collaborators and the neighbourhood, read as rows of the selected
+# columns (every Agent field is a column or reads only the id).
 AGENTS_QUERY = """query($id: ID!) {{
   node(id: $id) {{ ... on Agent {{ collaborators {{ type agent {{ {leaves} }} }} }} }}
   agentNeighbourhood(agentId: $id, depth: 2) {{
@@ -127,14 +127,29 @@ AGENTS_QUERY = """query($id: ID!) {{
 }}"""
 
 
-def _strip(value: object, name: str) -> None:
-    if isinstance(value, dict):
-        value.pop(name, None)
-        for item in value.values():
-            _strip(item, name)
-    elif isinstance(value, list):
-        for item in value:
-            _strip(item, name)
+WHOLE_AGENTS = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Agent {{ {AGENT_LEAVES} }} }} }}"
+
+
+def _agents_in(value: object) -> list[dict[str, Any]]:
+    """Every agent in a response that selected `AGENT_LEAVES`."""
+    if isinstance(value, list):
+        return [agent for item in value for agent in _agents_in(item)]
+    if not isinstance(value, dict):
+        return []
+    found = [value] if value.get("__typename") == "Agent" else []
+    return found + [agent for item in value.values() for agent in _agents_in(item)]
+
+
+def _assert_answered_as_whole_agents(gql: GraphQL, caller: Caller, response: object) -> int:
+    """Each agent of `response` has the leaves `node(id:)` answers from its whole record;
+    returns how many were compared."""
+    agents = _agents_in(response)
+    ids = list(dict.fromkeys(agent["id"] for agent in agents))
+    whole = data(gql(WHOLE_AGENTS, {"ids": ids}, caller=caller))["nodes"]
+    by_id = {agent["id"]: agent for agent in whole}
+    for agent in agents:
+        assert {name: agent[name] for name in by_id[agent["id"]]} == by_id[agent["id"]]
+    return len(agents)
 
 
 def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
@@ -161,16 +176,8 @@ def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator:
         assert related["userErrors"] == []
 
     rows = data(gql(AGENTS_QUERY.format(leaves=AGENT_LEAVES), {"id": centre}, caller=operator))
-    whole = data(
-        gql(
-            AGENTS_QUERY.format(leaves=AGENT_LEAVES + " parent { id }"),
-            {"id": centre},
-            caller=operator,
-        )
-    )
-
-    _strip(whole, "parent")
-    assert rows == whole
+    # One collaborator, three nodes and two edge targets.
+    assert _assert_answered_as_whole_agents(gql, operator, rows) == 6
     hood = rows["agentNeighbourhood"]
     assert {node["agent"]["id"] for node in hood["nodes"]} == {centre, near, far}
     assert rows["node"]["collaborators"][0]["agent"]["metadata"] == {"deep": {"x": [1, None]}}
@@ -305,22 +312,25 @@ def test_a_page_of_agents_as_rows_answers_as_whole_agents(gql: GraphQL, operator
     )["relateAgents"]
     assert related["userErrors"] == []
 
-    pages: dict[str, list[Any]] = {"rows": [], "whole": []}
-    for path, leaves in (("rows", AGENT_LEAVES), ("whole", AGENT_LEAVES + " parent { id }")):
-        after = None
-        while True:
-            page = data(
-                gql(ROOT_QUERY.format(leaves=leaves), {"tag": tag, "after": after}, caller=operator)
-            )["agents"]
-            pages[path].append(page)
-            if not page["pageInfo"]["hasNextPage"]:
-                break
-            after = page["pageInfo"]["endCursor"]
+    # Resolver fields that read only the agent's id keep the page on rows as well.
+    leaves = AGENT_LEAVES + " parent { id } children { id } sessions { id }"
+    pages: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = data(
+            gql(ROOT_QUERY.format(leaves=leaves), {"tag": tag, "after": after}, caller=operator)
+        )["agents"]
+        pages.append(page)
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
 
-    _strip(pages["whole"], "parent")
-    assert pages["rows"] == pages["whole"]
-    nodes = [edge["node"] for page in pages["rows"] for edge in page["edges"]]
+    assert _assert_answered_as_whole_agents(gql, operator, pages) == 3
+    nodes = [edge["node"] for page in pages for edge in page["edges"]]
     assert [node["id"] for node in nodes] == agents[::-1]
+    assert [len(page["edges"]) for page in pages] == [2, 1]
+    assert all(page["totalCount"] == 3 for page in pages)
+    assert all((n["parent"], n["children"], n["sessions"]) == (None, [], []) for n in nodes)
     assert nodes[0]["collaborators"] == [
         {"type": "COLLABORATES_WITH", "agent": {"id": agents[0], "name": nodes[2]["name"]}}
     ]
