@@ -365,11 +365,11 @@ class Loaders:
         return _loader_by_first(self._stores.graph.queries.collaborators_of, [])
 
     @cached_property
-    def parent_id_by_agent_id(self) -> DataLoader[UUID, UUID | None]:
+    def parent_id_by_agent_id(self) -> SettledLoader[UUID, UUID | None]:
         return _loader(self._stores.graph.queries.parents_of, None)
 
     @cached_property
-    def child_ids_by_agent_id(self) -> DataLoader[IdFirstKey, list[UUID]]:
+    def child_ids_by_agent_id(self) -> SettledLoader[IdFirstKey, list[UUID]]:
         """An agent's children by name, by (agent id, `first`): one query per `first`."""
         return _loader_by_first(self._stores.graph.queries.children_of, [])
 

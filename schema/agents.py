@@ -52,7 +52,7 @@ from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_i
 from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
 from schema.selection import names_below, selected_fields, selected_names, selects
-from schema.settled import settled_by
+from schema.settled import SETTLED_NULL, SettledNull, settled_by
 from schema.tasks import Task, TaskConnection
 from stores.graph.records import Collaborator
 from stores.metrics import Aggregate, Fill
@@ -173,6 +173,54 @@ def _collaborations(
     ]
 
 
+def _settled_parent(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], Agent | SettledNull | None]:
+    """`Agent.parent` for a page of agents whose parents `agents_page` loaded
+    (`_prefetch_parents`): what the resolver would answer."""
+    loaders = context.loaders
+
+    def parent_of(agent: Agent) -> Agent | SettledNull | None:
+        # Loaders looked up each time, not held: see `_settled_tasks`.
+        found = loaders.parent_id_by_agent_id.settled_values([agent.record.id])
+        if found is None:
+            return None
+        parent_id = found[0]
+        if parent_id is None:
+            return SETTLED_NULL
+        agents = _settled_agents(loaders, [parent_id], _WHOLE_AGENTS)
+        if agents is None:
+            return None
+        return agents[parent_id] or SETTLED_NULL
+
+    return parent_of
+
+
+def _settled_children(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], list[Agent] | None]:
+    """`Agent.children` for a page of agents whose children `agents_page` loaded
+    (`_prefetch_children`): what the resolver would answer."""
+    first: int = arguments["first"]
+    loaders = context.loaders
+
+    def children_of(agent: Agent) -> list[Agent] | None:
+        child_ids = loaders.child_ids_by_agent_id.settled((agent.record.id, first))
+        if child_ids is None:
+            return None
+        agents = _settled_agents(loaders, child_ids, _WHOLE_AGENTS)
+        # As `Agent.load_many`: the agents that exist, in order.
+        return None if agents is None else [a for a in map(agents.get, child_ids) if a]
+
+    return children_of
+
+
 @strawberry.type(description="An autonomous worker on the platform.", directives=[ENTITY_KEY])
 class Agent(relay.Node):
     id: relay.NodeID[str]
@@ -288,18 +336,17 @@ class Agent(relay.Node):
         return _collaborations(links, agents)
 
     @strawberry.field(description="The agent above this one in the hierarchy (Neo4j).")
+    @settled_by(_settled_parent)
     async def parent(self, info: Info) -> Agent | None:
-        parent_id = await info.context.loaders.parent_id_by_agent_id.load(self.record.id)
-        return await Agent.load(info, parent_id)
+        return await load_parent(info, self.record.id)
 
     @strawberry.field(
         description="Agents directly below this one (Neo4j), by name, at most `first` of "
         "them (one query for a whole page of agents)."
     )
+    @settled_by(_settled_children)
     async def children(self, info: Info, first: int = 10) -> list[Agent] | None:
-        loader = info.context.loaders.child_ids_by_agent_id
-        child_ids = await loader.load((self.record.id, first))
-        return await Agent.load_many(info, child_ids)
+        return await load_children(info, self.record.id, first)
 
     @strawberry.field(
         description="Live sessions bound to this agent (Redis), the `first` oldest. "
@@ -396,6 +443,19 @@ class Agent(relay.Node):
         return [MemoryHit.from_hit(hit) for hit in hits]
 
 
+async def load_parent(info: Info, agent_id: UUID) -> Agent | None:
+    """`Agent.parent` when the page did not load it: one Neo4j query for every agent of
+    the response, the parents through the entity cache."""
+    parent_id = await info.context.loaders.parent_id_by_agent_id.load(agent_id)
+    return await Agent.load(info, parent_id)
+
+
+async def load_children(info: Info, agent_id: UUID, first: int) -> list[Agent]:
+    """`Agent.children` when the page did not load them, batched as `load_parent`."""
+    child_ids = await info.context.loaders.child_ids_by_agent_id.load((agent_id, first))
+    return await Agent.load_many(info, child_ids)
+
+
 def _tasks_key(
     agent_id: UUID,
     read: RowReader[Task] | None,
@@ -456,6 +516,8 @@ async def agents_page(
                 _prefetch_tasks(info, agents),
                 _prefetch_collaborators(info, agents),
                 _prefetch_metrics(info, agents),
+                _prefetch_parents(info, agents),
+                _prefetch_children(info, agents),
             )
             if load is not None
         ]
@@ -602,6 +664,46 @@ async def _load_collaborators(
         pass
 
 
+def _prefetch_parents(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+    fields = _page_fields(info, "parent")
+    return _load_parents(info, agents, fields) if fields else None
+
+
+async def _load_parents(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+    """Every agent's parent id in one Neo4j query, then the parents, whole through the
+    entity cache as `Agent.load` reads them (`_settled_parent` answers each agent)."""
+    agent_ids = [agent.record.id for agent in agents]
+    loaders = info.context.loaders
+    with contextlib.suppress(Exception):  # see `_settle_page_fields`
+        await loaders.parent_id_by_agent_id.settle(agent_ids)
+        found = loaders.parent_id_by_agent_id.settled_values(agent_ids) or []
+        await loaders.agent_by_id.settle([i for i in found if i is not None])
+
+
+def _prefetch_children(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+    fields = _page_fields(info, "children")
+    return _load_children(info, agents, fields) if fields else None
+
+
+async def _load_children(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+    """Every agent's children's ids in one Neo4j query per distinct `first`, then the
+    children, whole through the entity cache as `Agent.load_many` reads them
+    (`_settled_children` answers each agent)."""
+    agent_ids = [agent.record.id for agent in agents]
+    loaders = info.context.loaders
+    keys: list[IdFirstKey] = []
+    for nodes in fields:
+        try:
+            first = _page_field_arguments(info, "children", nodes[0])["first"]
+        except Exception:
+            continue  # see `_settle_page_fields`
+        keys.extend((agent_id, first) for agent_id in agent_ids)
+    with contextlib.suppress(Exception):
+        await loaders.child_ids_by_agent_id.settle(keys)
+        children = loaders.child_ids_by_agent_id.settled_values(keys) or []
+        await loaders.agent_by_id.settle([i for ids in children for i in ids])
+
+
 def _status(value: str) -> AgentStatus:
     return AGENT_STATUS[value]
 
@@ -666,6 +768,10 @@ class AgentReader:
             agent_id: Agent.from_record(agent) if agent else None
             for agent_id, agent in zip(ids, found, strict=True)
         }
+
+
+# Whole records, through the entity cache: how `Agent.load` reads agents.
+_WHOLE_AGENTS = AgentReader(None)
 
 
 def _settled_agents(

@@ -6,9 +6,10 @@ looks its page up. `settled_by(prepare)` marks such a resolver: the planned exec
 (gateway/engine/executor.py) calls `prepare` once per request and field, with the
 request's context, the field's nodes and fragments and its converted arguments, and
 `prepare` gives back a function from a parent object to the field's value, or to None
-when that value was not loaded. The executor then asks that function for each parent
-and calls the resolver itself only for a None: no resolve info, `Info` or keyword
-arguments per parent. What the function returns must be what the resolver would.
+when that value was not loaded (`SETTLED_NULL` when it was, and is null). The executor
+then asks that function for each parent and calls the resolver itself only for a None:
+no resolve info, `Info` or keyword arguments per parent. What the function returns
+must be what the resolver would.
 Only a field whose arguments convert to immutable values (numbers, strings, enums,
 ids) takes this path, since one conversion serves every parent; `prepare` must not
 change the arguments it is given.
@@ -17,11 +18,24 @@ change the arguments it is given.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from graphql import FieldNode, FragmentDefinitionNode
 
 SETTLED_BY = "polygraph_settled_by"
+
+
+class SettledNull:
+    """The type of `SETTLED_NULL`: a settled value that is null, since None already
+    means "not loaded, ask the resolver"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SETTLED_NULL"
+
+
+SETTLED_NULL: Final = SettledNull()
 
 SettledValue = Callable[[Any], Any | None]
 Prepare = Callable[

@@ -56,7 +56,7 @@ from gateway.engine.plan import (
 from gateway.engine.resolvers import DirectResolver
 from gateway.engine.rows import complete_row_edges
 from schema.rows import RowEdges
-from schema.settled import SettledValue
+from schema.settled import SETTLED_NULL, SettledValue
 
 Result = AwaitableOrValue[Any]
 Info = GraphQLResolveInfo[Any]
@@ -224,6 +224,8 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 if settled is not None:
                     value = self._settled_value(settled, source)
                     if value is not None:
+                        if value is SETTLED_NULL:
+                            value = None
                         completed = self._complete(field, field.shape, None, path, value)
                         if self.is_awaitable(completed):
                             return self._await_completed(field, completed, path)

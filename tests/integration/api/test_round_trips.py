@@ -12,6 +12,7 @@ from strawberry import relay
 
 import schema.agents
 from gateway.settings import Settings
+from schema.agents import load_children, load_parent
 from schema.metrics import agent_metrics
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 
@@ -347,3 +348,60 @@ def test_a_page_loads_its_metrics_once_and_answers_as_one_agent_does(
         assert [(e["message"], e["path"][-1]) for e in page_errors] == [
             (e["message"], e["path"][-1]) for e in alone["errors"]
         ]
+
+
+def test_a_page_loads_its_parents_and_children_once_and_answers_as_one_agent_does(
+    gql: GraphQL,
+    operator: Caller,
+    viewer: Caller,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page settles its agents' parents and children (one Neo4j query per field and
+    `first`, then the agents they name): each agent's answer is what it gets alone, and
+    the resolvers run for the first agent only, a missing parent included."""
+    tag = unique("family")
+    root = _create(gql, operator, name=f"{tag}-root")
+    ids = _seed_agents(gql, operator, tag, 3, root)
+    # And one at the top of the hierarchy: a parent settled as null.
+    ids.append(_create(gql, operator, name=f"{tag}-top", tags=[tag], waitForProjection=True))
+    for index in range(2):
+        _create(gql, operator, name=f"{tag}-kid-{index}", parentId=ids[0], waitForProjection=True)
+    fields = "parent { id name } children { name } first: children(first: 1) { id }"
+    page_query = f"""query($tag: String!) {{
+      agents(filter: {{tagsAny: [$tag]}}, first: 10, orderBy: CREATED_AT_ASC) {{
+        edges {{ node {{ id {fields} }} }} }} }}"""
+    alone_query = f"query($id: ID!) {{ node(id: $id) {{ ... on Agent {{ id {fields} }} }} }}"
+
+    resolved: list[str] = []
+
+    async def parent_counted(info: Any, agent_id: UUID) -> Any:
+        resolved.append("parent")
+        return await load_parent(info, agent_id)
+
+    async def children_counted(info: Any, agent_id: UUID, first: int) -> Any:
+        resolved.append(f"children {first}")
+        return await load_children(info, agent_id, first)
+
+    monkeypatch.setattr(schema.agents, "load_parent", parent_counted)
+    monkeypatch.setattr(schema.agents, "load_children", children_counted)
+    # The least role that reads agents.
+    page = data(gql(page_query, {"tag": tag}, caller=viewer))["agents"]["edges"]
+    # The parents, the children for `first: 10` and for `first: 1`.
+    assert gql.last_round_trips["neo4j"] == 3, gql.last_round_trips
+    # graphql-core's executor calls the resolvers for every agent and field (4 x 3); the
+    # planned one, which the tests run beside it (tests/conftest.py), for the first
+    # agent's only: it hands the executor their arguments.
+    stock_calls = 4 * 3
+    planned_calls = 0 if settings.executor == "stock" else 3
+    assert len(resolved) == stock_calls + planned_calls, resolved
+
+    assert [edge["node"]["id"] for edge in page] == ids
+    assert [(edge["node"]["parent"] or {}).get("id") for edge in page] == [root] * 3 + [None]
+    assert [len(edge["node"]["children"]) for edge in page] == [2, 0, 0, 0]
+    assert len(page[0]["node"]["first"]) == 1
+    for edge in page:
+        assert (
+            edge["node"]
+            == data(gql(alone_query, {"id": edge["node"]["id"]}, caller=viewer))["node"]
+        )
