@@ -374,7 +374,7 @@ class Loaders:
         return _loader_by_first(self._stores.graph.queries.children_of, [])
 
     @cached_property
-    def sessions_by_agent_id(self) -> DataLoader[UUID, list[Session]]:
+    def sessions_by_agent_id(self) -> SettledLoader[UUID, list[Session]]:
         sessions = self._stores.sessions
         empty: list[Session] = []
 

@@ -17,8 +17,9 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
 
 from resolvers.agents import list_agent_rows, list_agents
-from resolvers.auth import Role, require
+from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext
+from resolvers.errors import ClientError
 from resolvers.loaders import (
     AgentColumnsKey,
     IdFirstKey,
@@ -221,6 +222,40 @@ def _settled_children(
     return children_of
 
 
+def _require_sessions_reader(principal: Principal, agent_id: UUID) -> None:
+    """An agent's sessions are for operators and up, and for the agent itself."""
+    if principal.agent_id != agent_id:
+        require(principal, at_least=Role.OPERATOR)
+
+
+def _settled_sessions(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], list[Session] | None]:
+    """`Agent.sessions` for a page of agents whose sessions `agents_page` loaded
+    (`_prefetch_sessions`), each agent's permission checked as the resolver checks it;
+    a refusal is left to the resolver, which reports it at the agent's path."""
+    from schema.sessions import Session
+
+    first: int = arguments["first"]
+    principal = context.principal
+    loaders = context.loaders
+
+    def sessions_of(agent: Agent) -> list[Session] | None:
+        try:
+            _require_sessions_reader(principal, agent.record.id)
+        except ClientError:
+            return None
+        found = loaders.sessions_by_agent_id.settled(agent.record.id)
+        if found is None:
+            return None
+        return [Session.from_record(session) for session in found[:first]]
+
+    return sessions_of
+
+
 @strawberry.type(description="An autonomous worker on the platform.", directives=[ENTITY_KEY])
 class Agent(relay.Node):
     id: relay.NodeID[str]
@@ -352,16 +387,11 @@ class Agent(relay.Node):
         description="Live sessions bound to this agent (Redis), the `first` oldest. "
         "Operators and up, and the agent itself."
     )
+    @settled_by(_settled_sessions)
     async def sessions(
         self, info: Info, first: int = 10
     ) -> list[Annotated[Session, strawberry.lazy("schema.sessions")]] | None:
-        from schema.sessions import Session
-
-        principal = info.context.principal
-        if principal.agent_id != self.record.id:
-            require(principal, at_least=Role.OPERATOR)
-        found = await info.context.loaders.sessions_by_agent_id.load(self.record.id)
-        return [Session.from_record(session) for session in found[:first]]
+        return await load_sessions(info, self.record.id, first)
 
     @strawberry.field(
         description="Live presence (Redis): one round trip for a whole page of agents; null "
@@ -456,6 +486,16 @@ async def load_children(info: Info, agent_id: UUID, first: int) -> list[Agent]:
     return await Agent.load_many(info, child_ids)
 
 
+async def load_sessions(info: Info, agent_id: UUID, first: int) -> list[Session]:
+    """`Agent.sessions` when the page did not load them: one Redis round trip for every
+    agent of the response."""
+    from schema.sessions import Session
+
+    _require_sessions_reader(info.context.principal, agent_id)
+    found = await info.context.loaders.sessions_by_agent_id.load(agent_id)
+    return [Session.from_record(session) for session in found[:first]]
+
+
 def _tasks_key(
     agent_id: UUID,
     read: RowReader[Task] | None,
@@ -518,6 +558,7 @@ async def agents_page(
                 _prefetch_metrics(info, agents),
                 _prefetch_parents(info, agents),
                 _prefetch_children(info, agents),
+                _prefetch_sessions(info, agents),
             )
             if load is not None
         ]
@@ -702,6 +743,25 @@ async def _load_children(info: Info, agents: list[Agent], fields: list[list[Fiel
         await loaders.child_ids_by_agent_id.settle(keys)
         children = loaders.child_ids_by_agent_id.settled_values(keys) or []
         await loaders.agent_by_id.settle([i for ids in children for i in ids])
+
+
+def _prefetch_sessions(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+    if not _page_fields(info, "sessions"):
+        return None
+    principal = info.context.principal
+    # Only the agents whose sessions the caller may see: a refused field loads nothing.
+    readable = []
+    for agent in agents:
+        with contextlib.suppress(ClientError):
+            _require_sessions_reader(principal, agent.record.id)
+            readable.append(agent.record.id)
+    return _load_sessions(info, readable) if readable else None
+
+
+async def _load_sessions(info: Info, agent_ids: list[UUID]) -> None:
+    """Every readable agent's sessions in one Redis round trip (`_settled_sessions`)."""
+    with contextlib.suppress(Exception):  # see `_settle_page_fields`
+        await info.context.loaders.sessions_by_agent_id.settle(agent_ids)
 
 
 def _status(value: str) -> AgentStatus:

@@ -12,9 +12,9 @@ from strawberry import relay
 
 import schema.agents
 from gateway.settings import Settings
-from schema.agents import load_children, load_parent
+from schema.agents import load_children, load_parent, load_sessions
 from schema.metrics import agent_metrics
-from tests.integration.api.conftest import Caller, GraphQL, data, unique
+from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
 
 PAGE_QUERY = """
 query Page($tag: String!, $first: Int!, $metric: String!, $from: DateTime!, $to: DateTime!) {
@@ -405,3 +405,73 @@ def test_a_page_loads_its_parents_and_children_once_and_answers_as_one_agent_doe
             edge["node"]
             == data(gql(alone_query, {"id": edge["node"]["id"]}, caller=viewer))["node"]
         )
+
+
+def test_a_page_loads_its_agents_sessions_once_for_those_the_caller_may_see(
+    gql: GraphQL,
+    operator: Caller,
+    viewer: Caller,
+    make_caller: Callable[[str], Caller],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page settles its agents' sessions in one Redis round trip, each agent's
+    permission checked as its own resolver checks it: an operator's page runs the
+    resolver for the first agent only, a viewer's is refused at every agent's path."""
+    tag = unique("sessions")
+    ids = [_create(gql, operator, name=f"{tag}-{index}", tags=[tag]) for index in range(3)]
+    agent_user = make_caller("agent")
+    granted = data(
+        gql(
+            """mutation($u: ID!, $a: ID!) { grantAgentAccess(input: {userId: $u, agentId: $a}) {
+               created } }""",
+            {"u": str(relay.GlobalID("User", agent_user.user_id)), "a": ids[1]},
+            caller=operator,
+        )
+    )
+    assert granted["grantAgentAccess"]["created"]
+    login = data(
+        gql(
+            """mutation($key: String!, $agent: ID!) { login(input: {apiKey: $key, agentId: $agent}) {
+               token session { id } userErrors { code } } }""",
+            {"key": agent_user.api_key, "agent": ids[1]},
+        )
+    )["login"]
+    assert login["userErrors"] == []
+    page_query = """query($tag: String!) {
+      agents(filter: {tagsAny: [$tag]}, first: 10, orderBy: CREATED_AT_ASC) {
+        edges { node { id sessions { id role } } } } }"""
+    alone_query = "query($id: ID!) { node(id: $id) { ... on Agent { id sessions { id role } } } }"
+
+    resolved: list[UUID] = []
+
+    async def counted(info: Any, agent_id: UUID, first: int) -> Any:
+        resolved.append(agent_id)
+        return await load_sessions(info, agent_id, first)
+
+    monkeypatch.setattr(schema.agents, "load_sessions", counted)
+    page = data(gql(page_query, {"tag": tag}, caller=operator))["agents"]["edges"]
+    # graphql-core's executor calls the resolver for every agent; the planned one, which
+    # the tests run beside it (tests/conftest.py), for the first agent only.
+    assert len(resolved) == 3 + (0 if settings.executor == "stock" else 1), resolved
+    assert [edge["node"]["id"] for edge in page] == ids
+    assert [edge["node"]["sessions"] for edge in page] == [
+        [],
+        [{"id": login["session"]["id"], "role": "AGENT"}],
+        [],
+    ]
+    for edge in page:
+        assert (
+            edge["node"]
+            == data(gql(alone_query, {"id": edge["node"]["id"]}, caller=operator))["node"]
+        )
+
+    # A viewer sees none of them: each agent's field refused at its own path.
+    resolved.clear()
+    refused = gql(page_query, {"tag": tag}, caller=viewer)
+    assert error_codes(refused) == ["FORBIDDEN"] * 3
+    assert sorted(tuple(error["path"]) for error in refused["errors"]) == [
+        ("agents", "edges", index, "node", "sessions") for index in range(3)
+    ]
+    assert [edge["node"]["sessions"] for edge in refused["data"]["agents"]["edges"]] == [None] * 3
+    assert len(resolved) == 3 + (0 if settings.executor == "stock" else 3), resolved
