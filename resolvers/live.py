@@ -45,17 +45,19 @@ def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None
     return stream()
 
 
-async def agent_of_event(ctx: RequestContext, event: Event) -> Agent | None:
-    """The agent an event names, as of that event or later (see `_as_of_event`)."""
+async def agent_of_event(ctx: RequestContext, event: Event, agent_id: UUID) -> Agent | None:
+    """Agent `agent_id`, which `event` names, as of that event or later (see
+    `_as_of_event`)."""
     return await _as_of_event(
-        event, ctx.loaders.agent_by_id, ctx.stores.postgres.agents.by_ids, UUID(event["agent_id"])
+        event, ctx.loaders.agent_by_id, ctx.stores.postgres.agents.by_ids, agent_id
     )
 
 
-async def task_of_event(ctx: RequestContext, event: Event) -> Task | None:
-    """The task an event names, as of that event or later (see `_as_of_event`)."""
+async def task_of_event(ctx: RequestContext, event: Event, task_id: UUID) -> Task | None:
+    """Task `task_id`, which `event` names, as of that event or later (see
+    `_as_of_event`)."""
     return await _as_of_event(
-        event, ctx.loaders.task_by_id, ctx.stores.postgres.tasks.by_ids, UUID(event["task_id"])
+        event, ctx.loaders.task_by_id, ctx.stores.postgres.tasks.by_ids, task_id
     )
 
 

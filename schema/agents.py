@@ -640,11 +640,11 @@ async def _settle_page_fields(
     agents: list[Agent],
     fields: list[list[FieldNode]],
     key_of_field: Callable[[list[FieldNode]], Callable[[UUID], K]],
-) -> None:
-    """Every agent's key of each of the page's `fields`, settled in one call. A field
-    whose keys cannot be worked out (its arguments refused: a bad bucket, a page too
-    large) is left to its resolver, which reports that at its own path; and if the
-    load fails, each field loads again and reports its own error."""
+) -> list[K]:
+    """Every agent's key of each of the page's `fields`, settled in one call; returns
+    the keys. A field whose keys cannot be worked out (its arguments refused: a bad
+    bucket, a page too large) is left to its resolver, which reports that at its own
+    path; and if the load fails, each field loads again and reports its own error."""
     # A row object has a record (its id) when these fields are selected (`RECORD_ID_FIELDS`).
     agent_ids = [agent.record.id for agent in agents]
     keys: list[K] = []
@@ -656,6 +656,17 @@ async def _settle_page_fields(
         keys.extend(map(key_of, agent_ids))
     with contextlib.suppress(Exception):
         await loader.settle(keys)
+    return keys
+
+
+def _first_keys(info: Info, name: str) -> Callable[[list[FieldNode]], Callable[[UUID], IdFirstKey]]:
+    """`key_of_field` for a page's list field of agents whose only argument is `first`."""
+
+    def key_of_field(nodes: list[FieldNode]) -> Callable[[UUID], IdFirstKey]:
+        first: int = _page_field_arguments(info, name, nodes[0])["first"]
+        return lambda agent_id: (agent_id, first)
+
+    return key_of_field
 
 
 def _prefetch_collaborators(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
@@ -673,14 +684,14 @@ async def _load_collaborators(
     agent_ids = [agent.record.id for agent in agents]
     loaders = info.context.loaders
     fragments = info._raw_info.fragments
+    key_of_field = _first_keys(info, "collaborators")
     wanted: list[tuple[list[IdFirstKey], AgentReader | None]] = []
     for nodes in fields:
         try:
-            first = _page_field_arguments(info, "collaborators", nodes[0])["first"]
+            key_of = key_of_field(nodes)
         except Exception:
             continue  # see `_settle_page_fields`
-        keys = [(agent_id, first) for agent_id in agent_ids]
-        wanted.append((keys, _linked_agents_reader(nodes, fragments)))
+        wanted.append(([key_of(i) for i in agent_ids], _linked_agents_reader(nodes, fragments)))
     try:
         await loaders.collaborators_by_agent_id.settle([key for keys, _ in wanted for key in keys])
         columns: list[AgentColumnsKey] = []
@@ -730,18 +741,12 @@ async def _load_children(info: Info, agents: list[Agent], fields: list[list[Fiel
     """Every agent's children's ids in one Neo4j query per distinct `first`, then the
     children, whole through the entity cache as `Agent.load_many` reads them
     (`_settled_children` answers each agent)."""
-    agent_ids = [agent.record.id for agent in agents]
     loaders = info.context.loaders
-    keys: list[IdFirstKey] = []
-    for nodes in fields:
-        try:
-            first = _page_field_arguments(info, "children", nodes[0])["first"]
-        except Exception:
-            continue  # see `_settle_page_fields`
-        keys.extend((agent_id, first) for agent_id in agent_ids)
-    with contextlib.suppress(Exception):
-        await loaders.child_ids_by_agent_id.settle(keys)
-        children = loaders.child_ids_by_agent_id.settled_values(keys) or []
+    keys = await _settle_page_fields(
+        loaders.child_ids_by_agent_id, agents, fields, _first_keys(info, "children")
+    )
+    children = loaders.child_ids_by_agent_id.settled_values(keys) or []
+    with contextlib.suppress(Exception):  # see `_settle_page_fields`
         await loaders.agent_by_id.settle([i for ids in children for i in ids])
 
 

@@ -105,7 +105,7 @@ class Subscription:
                 continue
             if statuses is not None and event["status"] not in statuses:
                 continue
-            record = await task_of_event(info.context, event)
+            record = await task_of_event(info.context, event, task_id)
             if record is not None:
                 # One payload object per event for every local subscriber, so the
                 # executor runs the selection once per event and permission scope
@@ -128,7 +128,7 @@ class Subscription:
                 continue
             if statuses is not None and event["status"] not in statuses:
                 continue
-            record = await agent_of_event(info.context, event)
+            record = await agent_of_event(info.context, event, agent_id)
             if record is not None:
                 previous = event.get("previous_status")
                 yield event.memo(
