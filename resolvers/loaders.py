@@ -18,7 +18,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import UUID
@@ -33,7 +33,15 @@ from stores.graph.knowledge import KnowledgeLink, related_of
 from stores.graph.records import Collaborator
 from stores.metrics import Series
 from stores.postgres.inputs import TaskOrder
-from stores.postgres.records import Achievement, Agent, Task, TaskEvent, User, Workflow
+from stores.postgres.records import (
+    Achievement,
+    Agent,
+    ColumnRow,
+    Task,
+    TaskEvent,
+    User,
+    Workflow,
+)
 from stores.redis.events import Event
 from stores.redis.records import Presence, Session
 from stores.search import KnowledgeItem, Memory, SearchHit, SearchMode, SearchStore
@@ -79,7 +87,7 @@ def _loader_by_argument(
 
 class TasksPageKey(NamedTuple):
     """Agent.tasks arguments: one SQL query serves every agent with the same arguments.
-    With `columns`, the page holds tuples of those columns, as `rows`; without, whole
+    With `columns`, the page holds rows of those columns, as `rows`; without, whole
     tasks. A named tuple: two are made and several hashed per agent of a page, and a
     tuple does both in C."""
 
@@ -97,7 +105,7 @@ class TasksPage:
     items: list[Task]
     total_count: int | None
     has_next_page: bool
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: Sequence[ColumnRow] = ()
 
 
 _PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | None, bool]

@@ -17,6 +17,8 @@ from binascii import b2a_base64
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar, overload
 
+from stores.postgres.records import ColumnRow
+
 T = TypeVar("T")
 
 
@@ -62,11 +64,11 @@ class RowReader(Generic[T]):
         self.fields = tuple(fields)
         self.global_id = global_id
         self.columns = ("id", *(field.column for field in fields))
-        self.read: Callable[[Sequence[Any]], T] = _compile_reader(
+        self.read: Callable[[ColumnRow], T] = _compile_reader(
             cls, type_name, fields, global_id, record_id
         )
 
-    def __call__(self, row: Sequence[Any]) -> T:
+    def __call__(self, row: ColumnRow) -> T:
         return self.read(row)
 
     def held(self, names: dict[str, Any]) -> dict[str, str]:
@@ -105,7 +107,7 @@ class RowEdges(Sequence[Any]):
 
     def __init__(
         self,
-        rows: Sequence[Sequence[Any]],
+        rows: Sequence[ColumnRow],
         reader: RowReader[Any],
         make_edge: Callable[[Any], Any],
     ) -> None:
@@ -139,7 +141,7 @@ class RowEdges(Sequence[Any]):
 
 def _compile_reader(
     cls: type[T], type_name: str, fields: Sequence[ColumnField], global_id: bool, record_id: bool
-) -> Callable[[Sequence[Any]], T]:
+) -> Callable[[ColumnRow], T]:
     names: dict[str, Any] = {
         "new": _new,
         "RecordId": RecordId,
@@ -164,7 +166,7 @@ def _compile_reader(
     ]
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), f"<rows {type_name}>", "exec"), names, namespace)
-    read: Callable[[Sequence[Any]], T] = namespace["read"]
+    read: Callable[[ColumnRow], T] = namespace["read"]
     return read
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import strawberry
@@ -226,7 +226,7 @@ class TaskConnection(CountedConnection[Task]):
     @classmethod
     def from_rows(
         cls,
-        rows: Sequence[Sequence[Any]],
+        rows: Sequence[records.ColumnRow],
         total: int | None,
         has_next_page: bool,
         read: RowReader[Task],

@@ -13,7 +13,7 @@ and reports the error exactly as it always has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.engine.compile import serialized_value
@@ -29,11 +29,12 @@ from gateway.engine.plan import (
     Shape,
 )
 from schema.rows import RowEdges, RowReader
+from stores.postgres.records import ColumnRow
 
 if TYPE_CHECKING:
     from gateway.engine.executor import PlannedExecutionContext
 
-RowCompletion = Callable[[Sequence[Any]], dict[str, Any]]
+RowCompletion = Callable[[ColumnRow], dict[str, Any]]
 
 
 class _Unexpected(Exception):

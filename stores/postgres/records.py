@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 JSON = dict[str, Any]
+
+
+class ColumnRow(Protocol):
+    """A row of the columns a selection reads, by position: an asyncpg `Record` as
+    read (copying each into a tuple cost more than indexing it) or a tuple."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
