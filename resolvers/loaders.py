@@ -100,8 +100,10 @@ class TasksPageKey(NamedTuple):
     with_total: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class TasksPage:
+class TasksPage(NamedTuple):
+    """One agent's page of tasks: one is made per agent of a page, and a named tuple
+    is made in C where a frozen dataclass sets each field through `object.__setattr__`."""
+
     items: list[Task]
     total_count: int | None
     has_next_page: bool

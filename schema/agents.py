@@ -769,15 +769,11 @@ async def _load_sessions(info: Info, agent_ids: list[UUID]) -> None:
         await info.context.loaders.sessions_by_agent_id.settle(agent_ids)
 
 
-def _status(value: str) -> AgentStatus:
-    return AGENT_STATUS[value]
-
-
 # Agent's fields that are a column (see schema/rows.py), by GraphQL name.
 COLUMN_FIELDS = {
     "name": ColumnField("name", "name"),
     "role": ColumnField("role", "role"),
-    "status": ColumnField("status", "status", _status),
+    "status": ColumnField("status", "status", AGENT_STATUS),
     "capabilities": ColumnField("capabilities", "capabilities", list),
     "tags": ColumnField("tags", "tags", list),
     "notes": ColumnField("notes", "notes"),

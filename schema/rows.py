@@ -23,11 +23,12 @@ T = TypeVar("T")
 
 
 class ColumnField(NamedTuple):
-    """A GraphQL field that is a column as it is, or through `convert`."""
+    """A GraphQL field that is a column as it is, or through `convert`: a function, or
+    a mapping from the column's values (an enum's, subscripted inline: no call)."""
 
     attribute: str
     column: str
-    convert: Callable[[Any], Any] | None = None
+    convert: Callable[[Any], Any] | Mapping[Any, Any] | None = None
 
 
 # Fields no column backs: `id` is the global id, made from the `id` column.
@@ -84,6 +85,9 @@ def _held(
     for index, field in enumerate(fields, start=1):
         if field.convert is None:
             held[field.attribute] = f"row[{index}]"
+        elif isinstance(field.convert, Mapping):
+            names[f"convert{index}"] = field.convert
+            held[field.attribute] = f"convert{index}[row[{index}]]"
         else:
             names[f"convert{index}"] = field.convert
             held[field.attribute] = f"convert{index}(row[{index}])"

@@ -172,10 +172,6 @@ class Task(relay.Node):
         return [TaskEvent.from_record(event) for event in events]
 
 
-def _status(value: str) -> TaskStatus:
-    return TASK_STATUS[value]
-
-
 # Task's fields that are a column (see schema/rows.py), by GraphQL name.
 COLUMN_FIELDS = {
     "title": ColumnField("title", "title"),
@@ -184,7 +180,7 @@ COLUMN_FIELDS = {
     "type": ColumnField("type", "type"),
     "payload": ColumnField("payload", "payload"),
     "priority": ColumnField("priority", "priority"),
-    "status": ColumnField("status", "status", _status),
+    "status": ColumnField("status", "status", TASK_STATUS),
     "deadline": ColumnField("deadline", "deadline"),
     "startedAt": ColumnField("started_at", "started_at"),
     "completedAt": ColumnField("completed_at", "completed_at"),

@@ -130,6 +130,10 @@ class TaskFilter:
 class TaskOrder(enum.Enum):
     """Ties break by creation time then id, in the same direction."""
 
+    # Members are singletons compared by identity; Enum's own hash is a Python call
+    # per hash, and a page of agents hashes one per agent in its loader keys.
+    __hash__ = object.__hash__
+
     CREATED_AT_ASC = "CREATED_AT_ASC"
     CREATED_AT_DESC = "CREATED_AT_DESC"
     PRIORITY_DESC = "PRIORITY_DESC"
