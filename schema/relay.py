@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 from uuid import UUID
 
 import strawberry
@@ -69,10 +69,10 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
 
     @classmethod
     def from_page(cls, page: Page[RecordT], to_node: Callable[[RecordT], NodeT]) -> Self:
-        edges = [
-            edge_of(cursor, to_node(item))
-            for item, cursor in zip(page.items, page.cursors, strict=True)
-        ]
+        cursors = page.cursors
+        if len(cursors) != len(page.items):
+            raise ValueError("a page needs one cursor per item")
+        edges = [_page_edge(cursors, at, to_node(item)) for at, item in enumerate(page.items)]
         return cls(
             edges=edges,
             page_info=relay.PageInfo(
@@ -90,6 +90,24 @@ def edge_of(cursor: str, node: NodeT) -> relay.Edge[NodeT]:
     handling: a page makes one per item."""
     edge: relay.Edge[NodeT] = _new(relay.Edge)
     edge.__dict__ = {"cursor": cursor, "node": node}
+    return edge
+
+
+class _PageEdge(relay.Edge[Any]):
+    """An edge of a store's page, its cursor read from the page's (encoded on first
+    read: few selections ask for every edge's cursor)."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only while `cursor` is not yet in the instance dict.
+        if name != "cursor":
+            raise AttributeError(name)
+        cursor = self.__dict__["cursor"] = self._cursors[self._at]
+        return cursor
+
+
+def _page_edge(cursors: Sequence[str], at: int, node: NodeT) -> relay.Edge[NodeT]:
+    edge: relay.Edge[NodeT] = _new(_PageEdge)
+    edge.__dict__ = {"node": node, "_cursors": cursors, "_at": at}
     return edge
 
 

@@ -8,8 +8,15 @@ import pytest
 
 from stores import PostgresStore
 from stores.errors import InvalidInput
+from stores.postgres.agents import _ORDERS as _AGENT_ORDERS
 from stores.postgres.inputs import AgentFilter, AgentOrder, TaskFilter, TaskOrder
-from stores.postgres.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest
+from stores.postgres.pagination import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Page,
+    PageRequest,
+    cursor_for,
+)
 from stores.postgres.records import Agent, Task
 from tests.integration.stores import new_agent, new_ctx, new_task, unique
 
@@ -78,6 +85,22 @@ async def test_forward_pages_cover_everything_once_with_totals(store: PostgresSt
     assert [page.has_previous_page for page in pages] == [False, True, True]
     assert [page.has_next_page for page in pages] == [True, True, False]
     assert all(len(page.cursors) == len(page.items) for page in pages)
+
+
+async def test_cursors_read_in_any_order_as_each_row_encodes(store: PostgresStore) -> None:
+    # A page's cursors are encoded when read: from the end, by slice, twice.
+    tag, made = await _agents(store, 4)
+    page = await store.agents.list(
+        AgentFilter(tags_any=[tag]), AgentOrder.NAME_ASC, PageRequest(first=4), with_total=False
+    )
+    expected = [
+        cursor_for(_AGENT_ORDERS[AgentOrder.NAME_ASC], [agent.name, agent.id])
+        for agent in page.items
+    ]
+    assert sorted(agent.id for agent in page.items) == sorted(agent.id for agent in made)
+    assert page.cursors[-1] == expected[-1]
+    assert page.cursors[1:3] == expected[1:3]
+    assert list(page.cursors) == expected == list(page.cursors)
 
 
 async def test_backward_pages_mirror_forward_pages(store: PostgresStore) -> None:
@@ -173,7 +196,7 @@ async def test_empty_results_and_zero_sizes(store: PostgresStore) -> None:
         PageRequest(),
         with_total=True,
     )
-    assert (nothing.items, nothing.cursors, nothing.total_count) == ([], [], 0)
+    assert (nothing.items, list(nothing.cursors), nothing.total_count) == ([], [], 0)
     assert (nothing.has_next_page, nothing.has_previous_page) == (False, False)
 
     tag, _ = await _agents(store, 2)
