@@ -20,12 +20,15 @@ from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT, builtin_coercion
 from gateway.engine.plan import (
     ATTRIBUTE,
     LEAF,
+    RESOLVE,
     TYPENAME,
     FieldPlan,
     LeafShape,
+    ListShape,
     ObjectPlan,
     ObjectShape,
 )
+from schema.settled import SETTLED_NULL
 
 if TYPE_CHECKING:
     from gateway.engine.executor import PlannedExecutionContext
@@ -41,6 +44,7 @@ def compile_object(plan: ObjectPlan) -> CompiledObject:
         "Undefined": Undefined,
         "MIN": MIN_INT,
         "MAX": MAX_INT,
+        "SETTLED_NULL": SETTLED_NULL,
     }
     lines = [
         "def complete(executor, source, path):",
@@ -58,6 +62,12 @@ def compile_object(plan: ObjectPlan) -> CompiledObject:
         elif field.mode == ATTRIBUTE and _plain_object(field):
             others = True
             body.extend(_object(field, index))
+        elif field.mode == ATTRIBUTE and _plain_list(field):
+            others = True
+            body.extend(_list(field, index))
+        elif field.mode == RESOLVE and _plain_object(field):
+            others = True
+            body.extend(_settled_object(field, index))
         else:
             others = True
             body += [
@@ -97,6 +107,113 @@ def compile_object(plan: ObjectPlan) -> CompiledObject:
 def _plain_object(field: FieldPlan) -> bool:
     shape = field.shape
     return isinstance(shape, ObjectShape) and not shape.needs_info
+
+
+def _plain_list(field: FieldPlan) -> bool:
+    shape = field.shape
+    return isinstance(shape, ListShape) and not shape.needs_info
+
+
+def _completed(field: FieldPlan, index: int, complete: str, completed_type: str) -> list[str]:
+    """Lines that complete `value` (not null) by `complete` and store the result, or
+    the awaitable that finishes it: the tail of `_execute_field` and `_complete`."""
+    key = repr(field.key)
+    return [
+        "if isinstance(value, Exception):",
+        "    raise value",
+        f"result = {complete}",
+        f"if type(result) is {completed_type}:",
+        f"    results[{key}] = result",
+        "elif is_awaitable(result):",
+        f"    results[{key}] = executor._await_completed(F{index}, result, field_path)",
+        "    if awaitable is None:",
+        f"        awaitable = [{key}]",
+        "    else:",
+        f"        awaitable.append({key})",
+        "else:",
+        f"    results[{key}] = result",
+    ]
+
+
+def _guarded(field: FieldPlan, index: int, lines: list[str]) -> list[str]:
+    """`lines` with `_execute_field`'s error handling around them."""
+    key = repr(field.key)
+    return [
+        "try:",
+        *(f"    {line}" for line in lines),
+        "except Exception as raw_error:",
+        f"    executor.handle_field_error(raw_error, F{index}.return_type, F{index}.details,"
+        " field_path)",
+        f"    results[{key}] = None",
+    ]
+
+
+def _on_null(field: FieldPlan, index: int) -> str:
+    if field.non_null:
+        return f"raise TypeError(F{index}.null_message)"
+    return f"results[{field.key!r}] = None"
+
+
+def _list(field: FieldPlan, index: int) -> list[str]:
+    """A list read from an attribute (a connection's edges): `_execute_field`,
+    `_complete` and `_complete_nullable` inlined down to `_complete_list`."""
+    complete = f"executor._complete_list(F{index}, F{index}.shape, None, field_path, value)"
+    return [
+        f"field_path = new_path(Path, (path, {field.key!r}, {field.parent_name!r}))",
+        *_guarded(
+            field,
+            index,
+            [
+                f"value = {_read(field)}",
+                "if value is None or value is Undefined:",
+                f"    {_on_null(field, index)}",
+                "else:",
+                *(f"    {line}" for line in _completed(field, index, complete, "list")),
+            ],
+        ),
+    ]
+
+
+def _settled_object(field: FieldPlan, index: int) -> list[str]:
+    """An object field with a resolver: what the parent's page settled for it
+    (`SettledValue`) completed inline, as `_execute_field` completes it; without one,
+    or when it has nothing for this parent, `_execute_field` runs the resolver."""
+    complete = (
+        f"executor._complete_object(F{index}, F{index}.shape.plan(executor), None,"
+        " field_path, value)"
+    )
+    return [
+        f"field_path = new_path(Path, (path, {field.key!r}, {field.parent_name!r}))",
+        f"settled = executor._settled.get(F{index})",
+        "value = None",
+        "if settled is not None:",
+        "    try:",
+        "        value = settled(source)",
+        "    except Exception:",
+        "        value = None",
+        "if value is None:",
+        f"    result = executor._execute_field(F{index}, source, field_path)",
+        f"    results[{field.key!r}] = result",
+        "    if is_awaitable(result):",
+        "        if awaitable is None:",
+        f"            awaitable = [{field.key!r}]",
+        "        else:",
+        f"            awaitable.append({field.key!r})",
+        "else:",
+        *(
+            f"    {line}"
+            for line in _guarded(
+                field,
+                index,
+                [
+                    "if value is SETTLED_NULL or value is Undefined:",
+                    f"    {_on_null(field, index)}",
+                    "else:",
+                    *(f"    {line}" for line in _completed(field, index, complete, "dict")),
+                ],
+            )
+        ),
+    ]
 
 
 def _object(field: FieldPlan, index: int) -> list[str]:

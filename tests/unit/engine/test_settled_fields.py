@@ -11,7 +11,7 @@ from typing import Any
 import strawberry
 
 from gateway.engine import planned_execution_context
-from schema.settled import settled_by
+from schema.settled import SETTLED_NULL, settled_by
 
 # The parent names whose greeting "a parent page" loaded, and the resolver's calls.
 LOADED: dict[str, str] = {}
@@ -105,3 +105,93 @@ async def test_a_field_that_cannot_be_prepared_gets_the_resolver_for_every_paren
         assert await _same(["a", "b"]) == ["a", "a", "b", "b"]
     finally:
         FAIL_TO_PREPARE.clear()
+
+
+# Object fields answered by a settled function: completed inline by the compiled plan.
+FRIENDS: dict[str, str | None] = {}
+
+
+@strawberry.type
+class Friend:
+    name: str
+    nickname: str
+
+
+def _friend(name: str) -> Friend | None:
+    found = FRIENDS[name]
+    if found is None:
+        return None
+    # "nameless" makes an object whose required leaf is null.
+    nickname: Any = None if found == "nameless" else f"{found}y"
+    return Friend(name=found, nickname=nickname)
+
+
+def _prepare_friend(
+    context: Any, nodes: list[Any], fragments: Mapping[str, Any], arguments: Mapping[str, Any]
+) -> Callable[[Person], Any]:
+    def friend_of(person: Person) -> Any:
+        if person.name == "odd":
+            raise KeyError(person.name)
+        if person.name not in FRIENDS:
+            return None
+        friend = _friend(person.name)
+        return SETTLED_NULL if friend is None else friend
+
+    return friend_of
+
+
+@strawberry.type
+class Person:
+    name: str
+
+    @strawberry.field
+    @settled_by(_prepare_friend)
+    def friend(self) -> Friend | None:
+        CALLS.append(self.name)
+        if self.name == "boom":
+            raise ValueError("no friend for boom")
+        return _friend(self.name) if self.name in FRIENDS else Friend(name="new", nickname="n")
+
+    @strawberry.field
+    @settled_by(_prepare_friend)
+    def best_friend(self) -> Friend:
+        CALLS.append(self.name)
+        if self.name == "boom":
+            raise ValueError("no best friend for boom")
+        found = _friend(self.name) if self.name in FRIENDS else Friend(name="new", nickname="n")
+        return found  # type: ignore[return-value]
+
+
+@strawberry.type
+class PeopleQuery:
+    @strawberry.field
+    def people(self, names: list[str]) -> list[Person | None]:
+        return [Person(name=name) for name in names]
+
+
+STOCK_PEOPLE = strawberry.Schema(query=PeopleQuery)
+PLANNED_PEOPLE = strawberry.Schema(
+    query=PeopleQuery, execution_context_class=planned_execution_context()
+)
+
+
+async def test_settled_objects_null_and_fail_as_their_resolvers_do() -> None:
+    FRIENDS.clear()
+    FRIENDS.update({"a": "ann", "b": None, "c": "nameless", "d": "dan"})
+    for query in (
+        "query($n: [String!]!) { people(names: $n) { name friend { name nickname } } }",
+        "query($n: [String!]!) { people(names: $n) { name bestFriend { name } } }",
+        "query($n: [String!]!) { people(names: $n) { bestFriend { nickname } } }",
+    ):
+        names = ["a", "b", "c", "unloaded", "d", "boom", "odd"]
+        expected = await STOCK_PEOPLE.execute(query, variable_values={"n": names})
+        CALLS.clear()
+        answered = await PLANNED_PEOPLE.execute(query, variable_values={"n": names})
+        assert answered.data == expected.data
+        assert [e.formatted for e in answered.errors or ()] == [
+            e.formatted for e in expected.errors or ()
+        ]
+        assert expected.errors
+        # The first parent's call prepares the field; then only the parents whose
+        # value was not loaded or could not be read.
+        assert CALLS == ["a", "unloaded", "boom", "odd"]
