@@ -72,6 +72,14 @@ class RowReader(Generic[T]):
     def __call__(self, row: ColumnRow) -> T:
         return self.read(row)
 
+    def enum_column(self, attribute: str) -> tuple[int, Mapping[Any, Any]] | None:
+        """Where the row holds the field `attribute` and its mapping from the column's
+        values, when a mapping converts it (an enum's members by value)."""
+        for index, field in enumerate(self.fields, start=1):
+            if field.attribute == attribute and isinstance(field.convert, Mapping):
+                return index, field.convert
+        return None
+
     def held(self, names: dict[str, Any]) -> dict[str, str]:
         """What `read` puts in an object, by attribute, as Python over `row` and
         `node_id` (`str(row[0])`); `names` gets what those expressions call."""

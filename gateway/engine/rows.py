@@ -13,11 +13,11 @@ and reports the error exactly as it always has.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.engine.compile import serialized_value
-from gateway.engine.leaves import MAX_INT, MIN_INT
+from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT
 from gateway.engine.plan import (
     ATTRIBUTE,
     LEAF,
@@ -119,14 +119,53 @@ def _node(
         if leaf.mode != LEAF or leaf.attribute not in held:
             return None
         variable = f"{name}_{index}"
-        lines += _leaf(leaf, variable, held[leaf.attribute], names)
+        enum_column = reader.enum_column(leaf.attribute)
+        names_by_value = _enum_names(leaf, enum_column[1]) if enum_column else None
+        if enum_column is not None and names_by_value is not None:
+            names[f"N_{variable}"] = names_by_value
+            lines += _enum_leaf(leaf, variable, f"row[{enum_column[0]}]")
+        else:
+            # The global id is made from the id: a text, never null.
+            never_null = leaf.attribute == "_id"
+            lines += _leaf(leaf, variable, held[leaf.attribute], names, never_null=never_null)
         values.append(f"{key}: {variable},")
     lines.append(f"    {name} = {{" + " ".join(values) + "}")
     return lines
 
 
-def _leaf(field: FieldPlan, variable: str, read: str, names: dict[str, Any]) -> list[str]:
+def _enum_names(field: FieldPlan, by_value: Mapping[Any, Any]) -> dict[Any, str] | None:
+    """A column's values straight to the names the field's enum serializer gives their
+    members, when that serializer is a plain enum's and names every one of them."""
+    names_by_member = ENUM_NAMES.get(field.serialize)  # type: ignore[arg-type]
+    if names_by_member is None:
+        return None
+    names: dict[Any, str] = {}
+    for value, member in by_value.items():
+        name = names_by_member.get(id(member))
+        if name is None:
+            return None
+        names[value] = name
+    return names
+
+
+def _enum_leaf(field: FieldPlan, variable: str, read: str) -> list[str]:
+    # A value the mapping lacks raises KeyError: the general path reports it.
+    on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
+    return [
+        f"    value = {read}",
+        "    if value is None:",
+        f"        {on_null}",
+        "    else:",
+        f"        {variable} = N_{variable}[value]",
+    ]
+
+
+def _leaf(
+    field: FieldPlan, variable: str, read: str, names: dict[str, Any], *, never_null: bool = False
+) -> list[str]:
     serialized = serialized_value(field, f"S_{variable}", names)
+    if never_null:
+        return [f"    value = {read}", f"    {variable} = {serialized}"]
     on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
     return [
         f"    value = {read}",
