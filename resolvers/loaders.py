@@ -112,6 +112,12 @@ class TasksPage(NamedTuple):
 
 _PageGroup = tuple[int, tuple[str, ...] | None, TaskOrder, tuple[str, ...] | None, bool]
 
+# A named tuple's own constructor is a Python function (a lambda namedtuple compiles);
+# a page of agents makes two keys and a page per agent, so these make them in C.
+new_tasks_page_key: Callable[[tuple[Any, ...]], TasksPageKey] = partial(tuple.__new__, TasksPageKey)
+new_tasks_page: Callable[[tuple[Any, ...]], TasksPage] = partial(tuple.__new__, TasksPage)
+_EMPTY_TASKS_PAGE = TasksPage([], None, False)
+
 
 class SettledLoader(DataLoader[K, V]):
     """A DataLoader that also answers, without a coroutine, keys it has already loaded:
@@ -195,20 +201,21 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
     tasks = stores.postgres.tasks
 
     async def batch(keys: list[TasksPageKey]) -> list[TasksPage]:
-        groups: dict[_PageGroup, list[UUID]] = defaultdict(list)
-        for key in keys:
-            group = (key.first, key.statuses, key.order, key.columns, key.with_total)
-            groups[group].append(key.agent_id)
-        results: dict[TasksPageKey, TasksPage] = {}
-        for (first, statuses, order, columns, with_total), agent_ids in groups.items():
+        # Each key's position by its page shape: the pages are put back in key order
+        # without making or hashing a key again.
+        groups: dict[_PageGroup, list[int]] = defaultdict(list)
+        for at, key in enumerate(keys):
+            groups[key.first, key.statuses, key.order, key.columns, key.with_total].append(at)
+        results: list[TasksPage] = [_EMPTY_TASKS_PAGE] * len(keys)
+        for (first, statuses, order, columns, with_total), positions in groups.items():
+            agent_ids = [keys[at].agent_id for at in positions]
             if columns is None:
                 pages = await tasks.for_assignees(
                     agent_ids, first=first, statuses=statuses, order=order, with_total=with_total
                 )
-                for agent_id, found in pages.items():
-                    page = TasksPage(found.items, found.total, found.has_more)
-                    key = TasksPageKey(agent_id, first, statuses, order, None, with_total)
-                    results[key] = page
+                for at, agent_id in zip(positions, agent_ids, strict=True):
+                    found = pages[agent_id]
+                    results[at] = new_tasks_page((found.items, found.total, found.has_more, ()))
             else:
                 row_pages = await tasks.columns_for_assignees(
                     agent_ids,
@@ -218,11 +225,12 @@ def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksP
                     order=order,
                     with_total=with_total,
                 )
-                for agent_id, found_rows in row_pages.items():
-                    page = TasksPage([], found_rows.total, found_rows.has_more, found_rows.items)
-                    key = TasksPageKey(agent_id, first, statuses, order, columns, with_total)
-                    results[key] = page
-        return [results[key] for key in keys]
+                for at, agent_id in zip(positions, agent_ids, strict=True):
+                    found_rows = row_pages[agent_id]
+                    results[at] = new_tasks_page(
+                        ([], found_rows.total, found_rows.has_more, found_rows.items)
+                    )
+        return results
 
     return SettledLoader(batch)
 

@@ -28,6 +28,7 @@ from resolvers.loaders import (
     SettledLoader,
     TasksPage,
     TasksPageKey,
+    new_tasks_page_key,
 )
 from resolvers.metrics import SeriesKey
 from schema.enums import (
@@ -118,7 +119,7 @@ def _tasks_keys(
     _, first, statuses, order, columns, _ = _tasks_key(_NO_AGENT, read, with_total, **arguments)
 
     def key_of(agent_id: UUID) -> TasksPageKey:
-        return TasksPageKey(agent_id, first, statuses, order, columns, with_total)
+        return new_tasks_page_key((agent_id, first, statuses, order, columns, with_total))
 
     return read, key_of
 
