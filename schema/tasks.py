@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -229,19 +229,34 @@ class TaskConnection(CountedConnection[Task]):
     ) -> TaskConnection:
         """`from_task_list` over rows read for one selection (see schema/rows.py): the
         edges are made only if asked for (`RowEdges`), each without a dataclass
-        `__init__`; a task's cursor is its id."""
-        # One per agent of a page: filled as `_task_edge` fills an edge.
+        `__init__`, and `pageInfo` too (`_RowsTaskConnection`); a task's cursor is
+        its id."""
+        # One per agent of a page.
+        connection: TaskConnection = _new(_RowsTaskConnection)
+        connection.__dict__ = {
+            "edges": RowEdges(rows, read, _task_edge),
+            "total_count": total,
+            "_has_next_page": has_next_page,
+        }
+        return connection
+
+
+class _RowsTaskConnection(TaskConnection):
+    """A page of tasks over rows, its `pageInfo` made when first read (few selections
+    of a nested page ask for it)."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only while `page_info` is not yet in the instance dict.
+        if name != "page_info":
+            raise AttributeError(name)
+        rows = self.edges.rows  # type: ignore[attr-defined]
+        # Filled as `_task_edge` fills an edge: a task's cursor is its id.
         page_info: relay.PageInfo = _new(relay.PageInfo)
         page_info.__dict__ = {
-            "has_next_page": has_next_page,
+            "has_next_page": self._has_next_page,
             "has_previous_page": False,
             "start_cursor": str(rows[0][0]) if rows else None,
             "end_cursor": str(rows[-1][0]) if rows else None,
         }
-        connection: TaskConnection = _new(cls)
-        connection.__dict__ = {
-            "edges": RowEdges(rows, read, _task_edge),
-            "page_info": page_info,
-            "total_count": total,
-        }
-        return connection
+        self.__dict__["page_info"] = page_info
+        return page_info
