@@ -150,14 +150,7 @@ def _enum_names(field: FieldPlan, by_value: Mapping[Any, Any]) -> dict[Any, str]
 
 def _enum_leaf(field: FieldPlan, variable: str, read: str) -> list[str]:
     # A value the mapping lacks raises KeyError: the general path reports it.
-    on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
-    return [
-        f"    value = {read}",
-        "    if value is None:",
-        f"        {on_null}",
-        "    else:",
-        f"        {variable} = N_{variable}[value]",
-    ]
+    return _checked(field, variable, read, f"N_{variable}[value]")
 
 
 def _leaf(
@@ -166,6 +159,12 @@ def _leaf(
     serialized = serialized_value(field, f"S_{variable}", names)
     if never_null:
         return [f"    value = {read}", f"    {variable} = {serialized}"]
+    return _checked(field, variable, read, serialized)
+
+
+def _checked(field: FieldPlan, variable: str, read: str, serialized: str) -> list[str]:
+    """`variable` set to `serialized` (an expression over `value`, read by `read`), a
+    null giving up on the row where the schema says non-null."""
     on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
     return [
         f"    value = {read}",
