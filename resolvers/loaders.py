@@ -88,8 +88,8 @@ def _loader_by_argument(
 class TasksPageKey(NamedTuple):
     """Agent.tasks arguments: one SQL query serves every agent with the same arguments.
     With `columns`, the page holds rows of those columns, as `rows`; without, whole
-    tasks. A named tuple: two are made and several hashed per agent of a page, and a
-    tuple does both in C."""
+    tasks. A named tuple: several are hashed per agent of a page, in C (and made in C
+    by `new_tasks_page_key`)."""
 
     agent_id: UUID
     first: int
@@ -101,8 +101,8 @@ class TasksPageKey(NamedTuple):
 
 
 class TasksPage(NamedTuple):
-    """One agent's page of tasks: one is made per agent of a page, and a named tuple
-    is made in C where a frozen dataclass sets each field through `object.__setattr__`."""
+    """One agent's page of tasks, one per agent of a page: a named tuple, made in C by
+    `new_tasks_page` (a frozen dataclass sets each field through `object.__setattr__`)."""
 
     items: list[Task]
     total_count: int | None

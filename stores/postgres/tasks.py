@@ -118,13 +118,14 @@ _ROW_WIDTH = len(ROW.split(", "))
 
 
 def _pages_of_asked(
-    rows: Sequence[Record], asked: int, first: int, width: int
-) -> list[AssigneeTasks[Record] | None]:
+    rows: Sequence[Record], asked: Sequence[UUID], first: int, width: int, with_total: bool
+) -> dict[UUID, AssigneeTasks[Record]]:
     """The rows of `_first_of_assignees` (`width` columns, then the rank, the total and
-    the agent's position) as each asked agent's page, None for an agent without tasks.
-    Rows come grouped by agent and a group starts at rank 1, so a row's agent is found
-    by its position: hashing a freshly decoded UUID costs a page of 500 tasks 0.1 ms."""
-    pages: list[AssigneeTasks[Record] | None] = [None] * asked
+    the agent's position) as each asked agent's page, an empty one for an agent
+    without tasks. Rows come grouped by agent and a group starts at rank 1, so a row's
+    agent is found by its position: hashing a freshly decoded UUID costs a page of 500
+    tasks 0.1 ms."""
+    pages: list[AssigneeTasks[Record] | None] = [None] * len(asked)
     page = AssigneeTasks[Record]([], None, False)
     total_at, asked_at = width + 1, width + 2
     for row in rows:
@@ -135,7 +136,9 @@ def _pages_of_asked(
             page.items.append(row)
         else:
             page.has_more = True
-    return pages
+    return {
+        agent_id: page or _no_tasks(with_total) for agent_id, page in zip(asked, pages, strict=True)
+    }
 
 
 class TaskRepository:
@@ -168,15 +171,13 @@ class TaskRepository:
         has), for a page of agents, in one query."""
         asked = list(dict.fromkeys(agent_ids))
         rows = await self._first_of_assignees(asked, first, statuses, order, ROW, with_total)
-        pages = _pages_of_asked(rows, len(asked), first, _ROW_WIDTH)
-        found = {
+        pages = _pages_of_asked(rows, asked, first, _ROW_WIDTH, with_total)
+        return {
             agent_id: AssigneeTasks(
                 [task_from_row(row) for row in page.items], page.total, page.has_more
             )
-            for agent_id, page in zip(asked, pages, strict=True)
-            if page is not None
+            for agent_id, page in pages.items()
         }
-        return {agent_id: found.get(agent_id) or _no_tasks(with_total) for agent_id in agent_ids}
 
     async def columns_for_assignees(
         self,
@@ -198,11 +199,7 @@ class TaskRepository:
         rows = await self._first_of_assignees(
             asked, first, statuses, order, ", ".join(columns), with_total
         )
-        pages = _pages_of_asked(rows, len(asked), first, len(columns))
-        found = {
-            agent_id: page for agent_id, page in zip(asked, pages, strict=True) if page is not None
-        }
-        return {agent_id: found.get(agent_id) or _no_tasks(with_total) for agent_id in agent_ids}
+        return _pages_of_asked(rows, asked, first, len(columns), with_total)
 
     async def _first_of_assignees(
         self,
