@@ -30,7 +30,7 @@ from stores.postgres.task_claims import ClaimOptions
 from stores.redis import RedisOptions
 from stores.redis.apq import ApqOptions
 from stores.redis.presence import PresenceOptions
-from stores.redis.rate_limits import RateLimitOptions
+from stores.redis.rate_limits import DEFAULT_RATE_LIMIT_OPTIONS, RateLimitOptions
 from stores.redis.sessions import SessionOptions
 from stores.search import SearchOptions
 from workers.event_sinks import DeliveryOptions
@@ -236,6 +236,11 @@ class Settings(BaseSettings):
     # And one point more per this many bytes of its body (0: none).
     rate_limit_body_bytes_per_point: int = Field(default=DEFAULT_POLICY.body_bytes_per_point, ge=0)
     rate_limit_fallback_retry_s: float = Field(default=1.0, gt=0)
+    # A caller's bucket with room lends this process its quota divided by this, spent
+    # on the caller's next requests without a Redis call (0: every request asks Redis).
+    rate_limit_lease_divisor: int = Field(
+        default=DEFAULT_RATE_LIMIT_OPTIONS.lease_divisor, ge=0, le=1_000_000
+    )
     # A refusal for rate is answered this long after it is decided: a client that
     # ignores Retry-After (a second at least) cannot turn the gateway into a refusal loop.
     rate_limit_refusal_delay_s: float = Field(default=0.25, ge=0, le=1)
@@ -347,7 +352,10 @@ class Settings(BaseSettings):
         return RefusalLane(delay_s=self.rate_limit_refusal_delay_s)
 
     def rate_limit_options(self) -> RateLimitOptions:
-        return RateLimitOptions(fallback_retry=self.rate_limit_fallback_retry_s)
+        return RateLimitOptions(
+            fallback_retry=self.rate_limit_fallback_retry_s,
+            lease_divisor=self.rate_limit_lease_divisor,
+        )
 
     def cache_options(self) -> CacheOptions:
         return CacheOptions(

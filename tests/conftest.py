@@ -89,6 +89,9 @@ def settings(database_name: str, profile: Profile) -> Settings:
         rate_limit_agent=10_000_000,
         rate_limit_operator=10_000_000,
         rate_limit_admin=10_000_000,
+        # One rate limit call per request, so that round-trip counts do not depend on
+        # whether a lease is held; tests/integration/api/test_rate_limits.py lends.
+        rate_limit_lease_divisor=0,
         # Round-trip counts measure the stores' work, so the suite reads through the
         # entity cache; tests/integration/api/test_entity_cache.py turns it on.
         cache_enabled=False,

@@ -9,6 +9,7 @@ addresses of their own (documentation ranges), so no two tests share a bucket.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import re
@@ -136,6 +137,36 @@ def test_a_read_by_id_with_a_session_costs_one_redis_round_trip(
         trips = parse_round_trips(response.headers["x-round-trips"])
         assert trips["redis"] == 1, trips
         assert response.headers["ratelimit-policy"].startswith('"operator"')
+
+
+def test_a_lease_serves_a_callers_next_requests_without_redis(
+    settings: Settings, gql: GraphQL, viewer: Caller
+) -> None:
+    # 3,200 points a day lend 100 (the default divisor, 32): three more requests of
+    # `{ __typename }` (26 points), counted as they would be in Redis. A point comes
+    # back every 27 s: one at most while the test runs.
+    lending = _limited(
+        settings,
+        rate_limit_viewer=3_200,
+        rate_limit_window_s=86_400,
+        rate_limit_request=25,
+        rate_limit_lease_divisor=32,
+        session_cache_s=60.0,
+    )
+    login = "mutation($k: String!) { login(input: {apiKey: $k}) { token } }"
+    token = data(gql(login, {"k": viewer.api_key}))["login"]["token"]
+    bearer = {"authorization": f"Bearer {token}"}
+    with gateway(lending) as client:
+        responses = [_post(client, "{ __typename }", headers=bearer) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200] * 4
+    trips = [parse_round_trips(r.headers["x-round-trips"])["redis"] for r in responses]
+    # The first asks Redis (and checks the session): the others spend the lease.
+    assert trips[0] >= 1 and trips[1:] == [0, 0, 0]
+    left = [_remaining(r, "viewer") for r in responses]
+    # (Less a point if the suite's own charges to this user are still ahead.)
+    assert 3_200 - 27 <= left[0] <= 3_200 - 26
+    assert all(25 <= earlier - later <= 26 for earlier, later in itertools.pairwise(left))
+    assert left[0] - left[-1] >= 3 * 26 - 1
 
 
 def test_every_request_costs_its_own_points(settings: Settings, viewer: Caller) -> None:
