@@ -290,6 +290,7 @@ class RateLimitStore:
         "_fallback_active",
         "_fallback_operations",
         "_leases",
+        "_leasing",
         "_memory",
         "_options",
         "_queued",
@@ -309,6 +310,8 @@ class RateLimitStore:
         self._blocked: OrderedDict[str, float] = OrderedDict()
         # Units taken ahead, by bucket key.
         self._leases: dict[str, _Lease] = {}
+        # Buckets whose lease is being asked for.
+        self._leasing: set[str] = set()
         # The fallback's buckets: key -> TAT in microseconds of this process's clock.
         self._memory: OrderedDict[str, float] = OrderedDict()
         self._fallback_active = False
@@ -359,13 +362,21 @@ class RateLimitStore:
                 state = lease.spend(charge, now)
                 return RateDecision(allowed=True, retry_after_s=0, buckets=(state,))
             held, lease.units = lease.units, 0
-        asked = replace(_less(charge, held), lease=self._options.lease_for(charge))
+        # One lease asked for at a time: requests that find the lease spent together
+        # would otherwise each take one, and hold the bucket that much further ahead.
+        leasing = 0 if charge.key in self._leasing else self._options.lease_for(charge)
+        asked = replace(_less(charge, held), lease=leasing)
+        if leasing:
+            self._leasing.add(charge.key)
         try:
             decision, answer = await self._charge([asked])
         except BaseException:
             if lease is not None:
                 lease.units += held
             raise
+        finally:
+            if leasing:
+                self._leasing.discard(charge.key)
         if lease is not None and not (decision.allowed or decision.minimums_taken):
             if 0 < charge.minimum <= held:
                 # The minimum was held here: taken from the lease, not asked of Redis.
@@ -379,12 +390,12 @@ class RateLimitStore:
         now = time.monotonic()
         current = self._live_lease(charge.key, now)
         if leased:
+            expires = asked_at + leased * charge.interval_us / 1e6
             if current is None:
-                expires = asked_at + leased * charge.interval_us / 1e6
                 current = self._leases[charge.key] = _Lease(0, asked_at, expires)
                 self._forget_leases(now)
-            # Another request's lease may have come back first: one lease holds both.
             current.units += leased
+            current.expires = expires
         if current is None or not current.units:
             return decision
         # Redis's TAT counts the units held here as spent; answers do not.

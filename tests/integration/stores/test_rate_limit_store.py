@@ -281,6 +281,14 @@ async def test_a_roomy_bucket_lends_a_lease_spent_without_round_trips(redis: Red
     assert round(await _units_ahead(redis, key)) == 14 + 10
 
 
+async def test_concurrent_charges_take_one_lease_between_them(redis: RedisStore) -> None:
+    limiter, key = RateLimitStore(redis, LENDING), _key()
+    decisions = await asyncio.gather(*(limiter.charge([_hourly(key, 2)]) for _ in range(8)))
+    assert all(d.allowed for d in decisions)
+    # Eight charges went to Redis together; only the first asked for a lease.
+    assert round(await _units_ahead(redis, key)) == 8 * 2 + 10
+
+
 async def test_a_bucket_less_than_half_full_lends_nothing(redis: RedisStore) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
     # 150 of 320 spent: a lease of 10 after a charge of 2 would leave 158, under half.
