@@ -21,10 +21,15 @@ from typing import Any, cast
 
 from graphql import GraphQLField, GraphQLResolveInfo
 from strawberry.relay import GlobalID
+from strawberry.relay.types import GlobalIDValueError, InvalidGlobalIDError
+from strawberry.scalars import is_scalar
 from strawberry.schema.schema_converter import GraphQLCoreConverter
-from strawberry.types.arguments import convert_arguments
+from strawberry.types.arguments import StrawberryArgument, convert_arguments
+from strawberry.types.base import StrawberryOptional
+from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
+from strawberry.types.unset import UNSET
 
 from schema.settled import settled_preparer
 
@@ -66,17 +71,56 @@ def _immutable(value: Any) -> bool:
     return type(value) in _IMMUTABLE or isinstance(value, enum.Enum)
 
 
+# An argument Strawberry hands over as graphql-core coerced it (a scalar or an enum,
+# optional or not), or as a GlobalID made from it: (GraphQL name, Python name, GlobalID).
+_PlainArgument = tuple[str, str, bool]
+
+
+def _plain_arguments(
+    field: StrawberryField, converter: GraphQLCoreConverter
+) -> tuple[_PlainArgument, ...] | None:
+    """The field's arguments, when each converts as itself or into a GlobalID: what
+    `convert_arguments` would find out by walking each argument's type on every call."""
+    plain: list[_PlainArgument] = []
+    for argument in field.arguments:
+        assert argument.python_name
+        type_ = argument.type
+        # Exactly Optional: `Maybe`, a subclass, wraps what it converts.
+        if type(type_) is StrawberryOptional:
+            type_ = type_.of_type
+        global_id = type_ is GlobalID
+        if not global_id and not (
+            is_scalar(type_, converter.scalar_registry)
+            or isinstance(type_, StrawberryEnumDefinition)
+            or has_enum_definition(type_)
+        ):
+            return None
+        name = converter.config.name_converter.from_argument(argument)
+        plain.append((name, argument.python_name, global_id))
+    return tuple(plain)
+
+
+def _global_id(value: str) -> GlobalID:
+    try:
+        return GlobalID.from_id(value)
+    except GlobalIDValueError as error:
+        # Strawberry's message, like the built-in scalars'.
+        raise InvalidGlobalIDError(f'Value cannot represent a GlobalID: "{value}".') from error
+
+
 class DirectResolver:
     """Calls one field's resolver function as Strawberry's wrapper would (see the module
     docstring); `convert` and `call` are the wrapper's two halves."""
 
     __slots__ = (
+        "arguments",
         "config",
         "field",
         "function",
         "info_class",
         "info_name",
         "parent_name",
+        "plain_arguments",
         "root_name",
         "scalar_registry",
         "self_source",
@@ -87,6 +131,8 @@ class DirectResolver:
         resolver = field.base_resolver
         assert resolver is not None
         self.field = field
+        self.arguments: list[StrawberryArgument] = field.arguments
+        self.plain_arguments = _plain_arguments(field, converter)
         # Callable: `direct_resolver` checked (a classmethod object is not).
         self.function = cast(Callable[..., Any], resolver.wrapped_func)
         self.config = converter.config
@@ -107,13 +153,23 @@ class DirectResolver:
 
     def convert(self, info: Any, coerced: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Strawberry's arguments, and whether they may serve every call of the request."""
-        converted = convert_arguments(
-            coerced,
-            self.field.arguments,
-            scalar_registry=self.scalar_registry,
-            config=self.config,
-            info=info,
-        )
+        plain = self.plain_arguments
+        if plain is None:
+            converted = convert_arguments(
+                coerced,
+                self.arguments,
+                scalar_registry=self.scalar_registry,
+                config=self.config,
+                info=info,
+            )
+        else:
+            converted = {}
+            for name, python_name, global_id in plain:
+                if name in coerced:
+                    value = coerced[name]
+                    if global_id and value is not None and value is not UNSET:
+                        value = _global_id(value)
+                    converted[python_name] = value
         return converted, all(_immutable(value) for value in converted.values())
 
     def call(self, source: Any, info: Any, converted: dict[str, Any]) -> Any:

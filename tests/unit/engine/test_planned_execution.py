@@ -212,6 +212,17 @@ class Query:
     def missing_attribute(self) -> Leaf:
         return object()  # type: ignore[return-value]
 
+    @strawberry.field
+    def lookup(
+        self,
+        id: strawberry.relay.GlobalID,
+        other: strawberry.relay.GlobalID | None = None,
+        colour: Colour | None = None,
+        note: str | None = "none",
+        count: int = 1,
+    ) -> str:
+        return f"{id!r}:{other!r}:{colour}:{note}:{count}"
+
 
 @strawberry.type
 class Mutation:
@@ -565,3 +576,31 @@ async def test_literal_arguments_are_converted_once_per_plan(
         assert varied.data == answered.data
     # The literal's once for both requests; the variable's once per request.
     assert conversions.count("echo") == 3
+
+
+async def test_plain_arguments_are_handed_over_as_strawberry_converts_them() -> None:
+    query_type = PLANNED._schema.type_map["Query"]
+    assert isinstance(query_type, GraphQLObjectType)
+    lookup = direct_resolver(query_type.fields["lookup"])
+    assert lookup is not None and lookup.plain_arguments is not None
+    # An input object converts through Strawberry's walk.
+    counter = PLANNED._schema.type_map["Counter"]
+    assert isinstance(counter, GraphQLObjectType)
+    echo = direct_resolver(counter.fields["echo"])
+    assert echo is not None and echo.plain_arguments is None
+
+    leaf_id = strawberry.relay.to_base64("Leaf", "7")
+    data, errors = await same(
+        "query($other: ID!, $colour: Colour) {"
+        f' a: lookup(id: "{leaf_id}", note: null, count: 2)'
+        " b: lookup(id: $other, other: $other, colour: $colour) }",
+        {"other": leaf_id, "colour": "RED"},
+    )
+    assert errors == []
+    assert data["a"] == "GlobalID(type_name='Leaf', node_id='7'):None:None:None:2"
+    assert data["b"].endswith(":Colour.RED:none:1")
+    # A value that is no global id: Strawberry's error, at the field.
+    _, errors = await same('{ lookup(id: "not an id") }')
+    assert [error["message"] for error in errors] == [
+        'Value cannot represent a GlobalID: "not an id".'
+    ]
