@@ -1,10 +1,18 @@
-"""`polygraph serve`: one gateway process, or `--workers N` of them on one socket.
+"""`polygraph serve`: one gateway process, or `--workers N` of them on one port.
 
 Several workers use uvicorn's own supervisor (`uvicorn.supervisors.Multiprocess`)
 rather than gunicorn: no second process manager to configure, the same HTTP stack
 (uvloop, httptools) as one process, and each worker is the same `GatewayServer`, so
 draining and the shutdown deadline work as they do in one process. The parent binds
-the socket and spawns the workers; each builds its own app, stores and pools.
+the sockets and spawns the workers; each builds its own app, stores and pools.
+
+- Each worker has a socket of its own on the port (`SO_REUSEPORT`), and the kernel
+  spreads new connections across them. On one shared socket, whichever worker woke
+  first took the connection: a client that opens its keep-alive connections at
+  once (wrk's 16) had nearly all of them served by one worker while the other
+  idled. A worker's socket is the parent's, so a replacement takes over its slot
+  and what waited in its backlog. Where the option is missing, the workers share
+  one socket as before.
 
 - SIGTERM or SIGINT to the parent: each worker gets SIGTERM and shuts down as one
   process would (gateway.shutdown); the parent waits for all of them.
@@ -140,17 +148,23 @@ class _Supervisor(Multiprocess):
     """uvicorn's supervisor with gateway workers, and their metrics let go when they die."""
 
     def __init__(self, config: uvicorn.Config, *, host: str, port: int) -> None:
-        super().__init__(config, [config.bind_socket()])
-        self._address = f"{host}:{port}"
+        if hasattr(socket, "SO_REUSEPORT"):
+            sockets = _sockets_per_worker(host, port, config.workers)
+            self._sockets_by_slot = [[sock] for sock in sockets]
+        else:  # pragma: no cover - every Linux has it
+            sockets = [config.bind_socket()]
+            self._sockets_by_slot = [sockets] * config.workers
+        super().__init__(config, sockets)
+        self._address = f"{host}:{sockets[0].getsockname()[1]}"
         self.failed_to_start = False
 
-    def _new_worker(self) -> _Worker:
-        worker = _Worker(self.config, self.sockets, self._address)
+    def _new_worker(self, slot: int) -> _Worker:
+        worker = _Worker(self.config, self._sockets_by_slot[slot], self._address)
         worker.start()
         return worker
 
     def init_processes(self) -> None:
-        self.processes = [self._new_worker() for _ in range(self.processes_num)]
+        self.processes = [self._new_worker(slot) for slot in range(self.processes_num)]
 
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
@@ -169,7 +183,7 @@ class _Supervisor(Multiprocess):
             if self.should_exit.is_set():
                 return
             logger.warning("worker %s died (exit code %s); starting another", *_status(worker))
-            self.processes[index] = self._new_worker()
+            self.processes[index] = self._new_worker(index)
 
     # uvicorn's SIGHUP, SIGTTIN and SIGTTOU would start plain uvicorn workers: the
     # number of workers is fixed, and a restart is a restart of the service.
@@ -181,6 +195,29 @@ class _Supervisor(Multiprocess):
 
     def handle_ttou(self) -> None:
         logger.warning("SIGTTOU ignored: the number of workers is set by --workers")
+
+
+def _sockets_per_worker(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` sockets bound to one port with `SO_REUSEPORT`, each worker's to listen on
+    (port 0: the port the first is given)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        logger.error("cannot listen on %s:%s: %s", host, port, exc)
+        sys.exit(uvicorn.config.STARTUP_FAILURE)
+    logger.info("listening on http://%s:%d, %d workers", host, port, count)
+    return sockets
 
 
 def _status(worker: Process) -> tuple[int | None, int | None]:

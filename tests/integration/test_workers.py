@@ -1,6 +1,6 @@
-"""`polygraph serve --workers 2`: both workers serve one port, a scrape of either one
-counts every worker's requests, a worker that dies is replaced without losing its
-counts, and SIGTERM stops them all."""
+"""`polygraph serve --workers 2`: both workers serve one port, connections opened
+together are spread over them, a scrape of either one counts every worker's requests,
+a worker that dies is replaced without losing its counts, and SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -197,6 +197,31 @@ async def test_a_scrape_of_any_worker_counts_every_workers_requests(
     await until(both_synced)
     seen = await scrape()
     assert seen[("polygraph_graphql_operations_total", named)] == sent
+
+
+async def test_connections_opened_together_are_spread_over_the_workers(
+    settings: Settings, gateway: tuple[str, Path]
+) -> None:
+    base, metrics_dir = gateway
+    key = await _api_key(settings)
+    # Sixteen keep-alive connections opened at once, as a load generator opens them.
+    # Each worker listens on a socket of its own and the kernel spreads connections
+    # over them by address: all sixteen on one worker has odds of 1 in 32,768.
+    clients = [httpx2.AsyncClient(base_url=base) for _ in range(16)]
+
+    async def one(http: httpx2.AsyncClient) -> None:
+        response = await http.post("/graphql", json={"query": QUERY}, headers={"x-api-key": key})
+        assert response.status_code == 200, response.text
+
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(one(http) for http in clients))
+    finally:
+        for http in clients:
+            await http.aclose()
+    counted = _operations_by_worker(metrics_dir)
+    assert sum(counted.values()) == 3 * 16
+    assert len([pid for pid, count in counted.items() if count > 0]) == WORKERS, counted
 
 
 async def test_workers_that_cannot_start_stop_the_server(
