@@ -33,12 +33,13 @@ A charge to one bucket that leaves it at least half full may also take a lease: 
 share of the quota (`RateLimitOptions.lease_divisor`) charged in the same call and
 kept in this process, which spends it on the caller's next requests without a round
 trip. A lease lives as long as its units take to come back, then what is left of it
-is dropped; the units it holds are in Redis's TAT already, so no process can hand out
-more than the quota in a window, give or take one lease's worth of units charged
-before they were used. A bucket less than half full gets no lease: near its limit a
-caller is charged in Redis request by request, exactly as without leases. A bucket's
-state in an answer counts the lease's unspent units as left, as Redis would say of
-the bucket had they not been taken ahead.
+is dropped; the units it holds are in Redis's TAT already, so over time processes
+together hand out no more than the quota; spent up to a lease's lifetime after Redis
+counted them, one window of requests can hold, besides its quota, what each process
+leased just before it (one lease per process and bucket at a time). A bucket less
+than half full gets no lease: near its limit a caller is charged in Redis request by
+request, exactly as without leases. A bucket's state in an answer counts the lease's
+unspent units as left, as Redis would say of the bucket had they not been taken ahead.
 
 While Redis is unreachable, buckets live in this process's memory, so each gateway
 enforces the limits on its own (N replicas allow up to N times the quota) until

@@ -243,47 +243,47 @@ async def test_a_redis_error_is_decided_in_memory_not_raised(
     assert "redis refused a rate limit script" in caplog.text
 
 
-# Leases: 320 units an hour lend 10 (320 // 32); a unit comes back every 11.25 s, so
-# nothing does while a test runs.
+# Leases: 320 units a day lend 10 (320 // 32); a unit comes back every 270 s, so
+# none does while a test runs, however loaded the machine.
 LENDING = RateLimitOptions(lease_divisor=32)
+DAY_S = 86_400
 
 
-def _hourly(key: str, cost: int, minimum: int = 0) -> Charge:
-    return Charge(key, 320, 3600, cost, minimum)
+def _daily(key: str, cost: int, minimum: int = 0) -> Charge:
+    return Charge(key, 320, DAY_S, cost, minimum)
 
 
 async def _units_ahead(redis: RedisStore, key: str) -> float:
-    """How many units Redis counts as spent in the bucket `key` of `_hourly`."""
+    """How many units Redis counts as spent in the bucket `key` of `_daily`."""
     stored = await redis.client.get(KEY_PREFIX + key)
     assert stored is not None
-    tat_us = float(stored)
     seconds, micros = await redis.client.time()
-    return (tat_us - (seconds * 1_000_000 + micros)) / (3600 * 1_000_000 / 320)
+    return (float(stored) - (seconds * 1_000_000 + micros)) / (DAY_S * 1_000_000 / 320)
 
 
 async def test_a_roomy_bucket_lends_a_lease_spent_without_round_trips(redis: RedisStore) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
     with roundtrips.counting() as trips:
-        first = await limiter.charge([_hourly(key, 2)])
+        first = await limiter.charge([_daily(key, 2)])
     assert trips == {"redis": 1}
     # Redis counts the lease as spent already; the answer counts the charge alone.
     assert round(await _units_ahead(redis, key)) == 2 + 10
-    assert first.buckets[0] == BucketState(remaining=318, reset_s=23)
+    assert first.buckets[0] == BucketState(remaining=318, reset_s=540)
     with roundtrips.counting() as trips:
-        spent = [await limiter.charge([_hourly(key, 2)]) for _ in range(5)]
+        spent = [await limiter.charge([_daily(key, 2)]) for _ in range(5)]
     assert trips == {}
     assert all(d.allowed for d in spent)
     assert [d.buckets[0].remaining for d in spent if d.buckets[0]] == [316, 314, 312, 310, 308]
     # The lease is spent: the next charge asks Redis, and takes another.
     with roundtrips.counting() as trips:
-        again = await limiter.charge([_hourly(key, 2)])
-    assert trips == {"redis": 1} and again.buckets[0] == BucketState(remaining=306, reset_s=158)
+        again = await limiter.charge([_daily(key, 2)])
+    assert trips == {"redis": 1} and again.buckets[0] == BucketState(remaining=306, reset_s=3780)
     assert round(await _units_ahead(redis, key)) == 14 + 10
 
 
 async def test_concurrent_charges_take_one_lease_between_them(redis: RedisStore) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
-    decisions = await asyncio.gather(*(limiter.charge([_hourly(key, 2)]) for _ in range(8)))
+    decisions = await asyncio.gather(*(limiter.charge([_daily(key, 2)]) for _ in range(8)))
     assert all(d.allowed for d in decisions)
     # Eight charges went to Redis together; only the first asked for a lease.
     assert round(await _units_ahead(redis, key)) == 8 * 2 + 10
@@ -292,10 +292,10 @@ async def test_concurrent_charges_take_one_lease_between_them(redis: RedisStore)
 async def test_a_bucket_less_than_half_full_lends_nothing(redis: RedisStore) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
     # 150 of 320 spent: a lease of 10 after a charge of 2 would leave 158, under half.
-    assert (await limiter.charge([_hourly(key, 150)])).allowed
+    assert (await limiter.charge([_daily(key, 150)])).allowed
     for expected in (168, 166):
         with roundtrips.counting() as trips:
-            decision = await limiter.charge([_hourly(key, 2)])
+            decision = await limiter.charge([_daily(key, 2)])
         assert trips == {"redis": 1}
         assert decision.buckets[0] is not None and decision.buckets[0].remaining == expected
     assert round(await _units_ahead(redis, key)) == 154
@@ -303,11 +303,11 @@ async def test_a_bucket_less_than_half_full_lends_nothing(redis: RedisStore) -> 
 
 async def test_a_lease_short_of_a_charge_pays_part_of_it(redis: RedisStore) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
-    await limiter.charge([_hourly(key, 2)])
-    await limiter.charge([_hourly(key, 4)])
+    await limiter.charge([_daily(key, 2)])
+    await limiter.charge([_daily(key, 4)])
     # Four units held here, nine asked: Redis is charged five, and lends ten more.
     with roundtrips.counting() as trips:
-        decision = await limiter.charge([_hourly(key, 9)])
+        decision = await limiter.charge([_daily(key, 9)])
     assert trips == {"redis": 1}
     assert decision.buckets[0] is not None and decision.buckets[0].remaining == 320 - 15
     assert round(await _units_ahead(redis, key)) == 15 + 10
@@ -317,26 +317,26 @@ async def test_a_refused_charge_gives_the_lease_back_or_takes_its_minimum_from_i
     redis: RedisStore,
 ) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
-    await limiter.charge([_hourly(key, 2)])
+    await limiter.charge([_daily(key, 2)])
     # Another process spends all but a unit of what Redis has left (308).
-    assert (await RateLimitStore(redis).charge([_hourly(key, 307)])).allowed
+    assert (await RateLimitStore(redis).charge([_daily(key, 307)])).allowed
     # Ten held, forty asked: Redis lacks the other thirty, and the ten stay here.
-    refused = await limiter.charge([_hourly(key, 40)])
+    refused = await limiter.charge([_daily(key, 40)])
     assert not refused.allowed and not refused.minimums_taken
     with roundtrips.counting() as trips:
-        assert (await limiter.charge([_hourly(key, 6)])).allowed
+        assert (await limiter.charge([_daily(key, 6)])).allowed
     assert trips == {}
     # Four held: a charge refused (known here: Redis said how far ahead the bucket is)
     # takes its minimum of three from them.
     with roundtrips.counting() as trips:
-        minimum = await limiter.charge([_hourly(key, 40, minimum=3)])
+        minimum = await limiter.charge([_daily(key, 40, minimum=3)])
     assert not minimum.allowed and minimum.minimums_taken and trips == {}
     with roundtrips.counting() as trips:
-        assert (await limiter.charge([_hourly(key, 1)])).allowed
+        assert (await limiter.charge([_daily(key, 1)])).allowed
     assert trips == {}
     # Redis's last unit, then nothing.
-    assert (await limiter.charge([_hourly(key, 1)])).allowed
-    assert not (await limiter.charge([_hourly(key, 1)])).allowed
+    assert (await limiter.charge([_daily(key, 1)])).allowed
+    assert not (await limiter.charge([_daily(key, 1)])).allowed
 
 
 async def test_processes_sharing_a_bucket_never_get_more_than_its_quota(
@@ -346,7 +346,7 @@ async def test_processes_sharing_a_bucket_never_get_more_than_its_quota(
     allowed = 0
     for _ in range(400):
         for limiter in (first, second):
-            allowed += (await limiter.charge([_hourly(key, 1)])).allowed
+            allowed += (await limiter.charge([_daily(key, 1)])).allowed
     # What each lease held was spent by its process; no unit twice, none left over.
     assert allowed == 320
 
