@@ -113,27 +113,30 @@ def _no_tasks(with_total: bool) -> AssigneeTasks[Any]:
     return AssigneeTasks([], 0 if with_total else None, False)
 
 
-# Where `_first_of_assignees` puts the rank in a row of `ROW`.
+# Where `_first_of_assignees` puts the total in a row of `ROW`.
 _ROW_WIDTH = len(ROW.split(", "))
 
 
 def _pages_of_asked(
     rows: Sequence[Record], asked: Sequence[UUID], first: int, width: int, with_total: bool
 ) -> dict[UUID, AssigneeTasks[Record]]:
-    """The rows of `_first_of_assignees` (`width` columns, then the rank, the total and
-    the agent's position) as each asked agent's page, an empty one for an agent
-    without tasks. Rows come grouped by agent and a group starts at rank 1, so a row's
-    agent is found by its position: hashing a freshly decoded UUID costs a page of 500
-    tasks 0.1 ms."""
+    """The rows of `_first_of_assignees` (`width` columns, then the total and the
+    agent's position) as each asked agent's page, an empty one for an agent without
+    tasks. An agent's rows come together and in order, so a row's agent is found by
+    its position, and its rank by counting: hashing a freshly decoded UUID costs a
+    page of 500 tasks 0.1 ms."""
     pages: list[AssigneeTasks[Record] | None] = [None] * len(asked)
     page = AssigneeTasks[Record]([], None, False)
-    total_at, asked_at = width + 1, width + 2
+    total_at, asked_at = width, width + 1
+    current = taken = 0
     for row in rows:
-        rank = row[width]
-        if rank == 1:
-            page = pages[row[asked_at] - 1] = AssigneeTasks([], row[total_at], False)
-        if rank <= first:
+        at = row[asked_at]
+        if at != current:
+            current, taken = at, 0
+            page = pages[at - 1] = AssigneeTasks([], row[total_at], False)
+        if taken < first:
             page.items.append(row)
+            taken += 1
         else:
             page.has_more = True
     return {
@@ -211,9 +214,12 @@ class TaskRepository:
         with_total: bool,
     ) -> list[Record]:
         """Up to `first + 1` tasks of each agent in `agent_ids` (no id twice; the extra
-        task says there are more), each row ending with its rank, `with_total` the
-        agent's count (else null), and the agent's position in `agent_ids` (from 1),
-        grouped by agent in that order.
+        task says there are more), each row ending with `with_total` the agent's count
+        (else null) and the agent's position in `agent_ids` (from 1). An agent's rows
+        come together and in `order`: its own lateral subquery reads them, once per
+        asked id, and the asked ids are a CTE's, whose scan no plan splits across
+        parallel workers. The agents come in any order: sorting them (with a window
+        function for each task's rank) took 0.15 ms of S2-pg's 0.44 for this query.
 
         In creation order (the default) each agent's tasks are read through
         `tasks_assignee_created` and stop after `first + 1`: an agent with 30,000 tasks
@@ -238,9 +244,8 @@ class TaskRepository:
                 f"WITH asked AS MATERIALIZED (SELECT a.id, a.at, {total}::bigint AS _total"
                 " FROM unnest($1::uuid[]) WITH ORDINALITY AS a(id, at))"
                 " SELECT t.*, a._total, a.at FROM asked AS a CROSS JOIN LATERAL ("
-                f"SELECT {select}, row_number() OVER (ORDER BY {by}) AS _rank FROM tasks"
-                f" WHERE {matching} ORDER BY {by} LIMIT {params(first + 1)}) AS t"
-                " ORDER BY a.at, t._rank",
+                f"SELECT {select} FROM tasks"
+                f" WHERE {matching} ORDER BY {by} LIMIT {params(first + 1)}) AS t",
                 *params.values,
             )
         return rows
