@@ -24,7 +24,7 @@ from strawberry.relay import GlobalID
 from strawberry.relay.types import GlobalIDValueError, InvalidGlobalIDError
 from strawberry.scalars import is_scalar
 from strawberry.schema.schema_converter import GraphQLCoreConverter
-from strawberry.types.arguments import StrawberryArgument, convert_arguments
+from strawberry.types.arguments import convert_arguments
 from strawberry.types.base import StrawberryOptional
 from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 from strawberry.types.field import StrawberryField
@@ -113,7 +113,6 @@ class DirectResolver:
     docstring); `convert` and `call` are the wrapper's two halves."""
 
     __slots__ = (
-        "arguments",
         "config",
         "field",
         "function",
@@ -131,7 +130,6 @@ class DirectResolver:
         resolver = field.base_resolver
         assert resolver is not None
         self.field = field
-        self.arguments: list[StrawberryArgument] = field.arguments
         self.plain_arguments = _plain_arguments(field, converter)
         # Callable: `direct_resolver` checked (a classmethod object is not).
         self.function = cast(Callable[..., Any], resolver.wrapped_func)
@@ -157,7 +155,7 @@ class DirectResolver:
         if plain is None:
             converted = convert_arguments(
                 coerced,
-                self.arguments,
+                self.field.arguments,
                 scalar_registry=self.scalar_registry,
                 config=self.config,
                 info=info,

@@ -366,8 +366,9 @@ class RateLimitStore:
         # One lease asked for at a time: requests that find the lease spent together
         # would otherwise each take one, and hold the bucket that much further ahead.
         leasing = 0 if charge.key in self._leasing else self._options.lease_for(charge)
-        asked = replace(_less(charge, held), lease=leasing)
+        asked = _less(charge, held)
         if leasing:
+            asked = replace(asked, lease=leasing)
             self._leasing.add(charge.key)
         try:
             decision, answer = await self._charge([asked])
