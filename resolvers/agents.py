@@ -9,8 +9,16 @@ from uuid import UUID
 from resolvers.agent_grants import require_acts_as
 from resolvers.auth import Role, require
 from resolvers.context import RequestContext
+from resolvers.loaders import settle_tasks_pages
 from resolvers.writes import publish
-from stores.postgres.inputs import AgentFilter, AgentInput, AgentOrder, AgentPatch, Unset
+from stores.postgres.inputs import (
+    AgentFilter,
+    AgentInput,
+    AgentOrder,
+    AgentPatch,
+    TasksOfEach,
+    Unset,
+)
 from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import Agent, AgentRelationship
 
@@ -41,6 +49,25 @@ async def list_agent_rows(
     return await ctx.stores.postgres.agents.list_columns(
         filter, order, page, columns, with_total=with_total
     )
+
+
+async def list_agent_rows_with_tasks(
+    ctx: RequestContext,
+    filter: AgentFilter,
+    order: AgentOrder,
+    page: PageRequest,
+    columns: Sequence[str],
+    tasks: TasksOfEach,
+    *,
+    with_total: bool,
+) -> Page[tuple[Any, ...]]:
+    """`list_agent_rows`, with each agent's page of `tasks` read in the same statement
+    and settled for `Agent.tasks` to answer from (`settle_tasks_pages`)."""
+    rows, pages = await ctx.stores.postgres.agents.list_columns_with_tasks(
+        filter, order, page, columns, tasks, with_total=with_total
+    )
+    settle_tasks_pages(ctx.loaders.tasks_by_agent_id, [row[0] for row in rows.items], tasks, pages)
+    return rows
 
 
 async def create_agent(

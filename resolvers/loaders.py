@@ -32,7 +32,7 @@ from stores.embeddings import Vector
 from stores.graph.knowledge import KnowledgeLink, related_of
 from stores.graph.records import Collaborator
 from stores.metrics import Series
-from stores.postgres.inputs import TaskOrder
+from stores.postgres.inputs import TaskOrder, TasksOfEach
 from stores.postgres.records import (
     Achievement,
     Agent,
@@ -42,6 +42,7 @@ from stores.postgres.records import (
     User,
     Workflow,
 )
+from stores.postgres.tasks import AssigneeTasks
 from stores.redis.events import Event
 from stores.redis.records import Presence, Session
 from stores.search import KnowledgeItem, Memory, SearchHit, SearchMode, SearchStore
@@ -149,6 +150,11 @@ class SettledLoader(DataLoader[K, V]):
             # DataLoader's own, without a call more per key.
             self.load = self._load_settled_first  # type: ignore[method-assign]
 
+    def settle_values(self, keys: Sequence[K], values: Sequence[V]) -> None:
+        """`settle`, for values a parent's own statement read with it."""
+        self._settled.update(zip(keys, values, strict=True))
+        self.load = self._load_settled_first  # type: ignore[method-assign]
+
     def settled(self, key: K) -> V | None:
         """The value loaded for `key`, if its load has completed without an error."""
         found = self._settled.get(key)
@@ -195,6 +201,32 @@ class SettledLoader(DataLoader[K, V]):
         self._settled.clear()
         super().clear_all()
         return self
+
+
+def settle_tasks_pages(
+    loader: SettledLoader[TasksPageKey, TasksPage],
+    agent_ids: Sequence[UUID],
+    tasks: TasksOfEach,
+    pages: Sequence[AssigneeTasks[Any]],
+) -> None:
+    """Each agent's page of `tasks`, read with the agents (`list_columns_with_tasks`),
+    settled under the key `Agent.tasks` looks for: what the loader's batch would hold."""
+    loader.settle_values(
+        [
+            new_tasks_page_key(
+                (
+                    agent_id,
+                    tasks.first,
+                    tasks.statuses,
+                    tasks.order,
+                    tasks.columns,
+                    tasks.with_total,
+                )
+            )
+            for agent_id in agent_ids
+        ],
+        [new_tasks_page(([], page.total, page.has_more, page.items)) for page in pages],
+    )
 
 
 def _tasks_by_agent_loader(stores: Stores) -> SettledLoader[TasksPageKey, TasksPage]:

@@ -16,7 +16,7 @@ from strawberry import relay
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
 
-from resolvers.agents import list_agent_rows, list_agents
+from resolvers.agents import list_agent_rows, list_agent_rows_with_tasks, list_agents
 from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError
@@ -62,6 +62,7 @@ from stores.postgres import records
 from stores.postgres.inputs import AgentFilter as StoreAgentFilter
 from stores.postgres.inputs import AgentOrder as StoreAgentOrder
 from stores.postgres.inputs import TaskOrder as StoreTaskOrder
+from stores.postgres.inputs import TasksOfEach
 from stores.postgres.pagination import PageRequest
 
 if TYPE_CHECKING:
@@ -537,10 +538,17 @@ async def agents_page(
     all of them first (one query per distinct `tasks` selection, as their loader would
     batch it), so each agent's `tasks` completes without a coroutine of its own."""
     read = _READERS.reader(selected_names(info, "edges", "node"))
+    tasks = None
     if read is not None:
-        rows = await list_agent_rows(
-            info.context, filter, order, request, read.columns, with_total=with_total
-        )
+        tasks = _tasks_read_with_page(info)
+        if tasks is not None:
+            rows = await list_agent_rows_with_tasks(
+                info.context, filter, order, request, read.columns, tasks, with_total=with_total
+            )
+        else:
+            rows = await list_agent_rows(
+                info.context, filter, order, request, read.columns, with_total=with_total
+            )
         connection = AgentConnection.from_page(rows, read.read)
     else:
         page = await list_agents(info.context, filter, order, request, with_total=with_total)
@@ -554,7 +562,7 @@ async def agents_page(
         loads = [
             load
             for load in (
-                _prefetch_tasks(info, agents),
+                _prefetch_tasks(info, agents) if tasks is None else None,
                 _prefetch_collaborators(info, agents),
                 _prefetch_metrics(info, agents),
                 _prefetch_parents(info, agents),
@@ -569,6 +577,25 @@ async def agents_page(
         elif loads:
             await asyncio.gather(*loads)
     return connection
+
+
+def _tasks_read_with_page(info: Info) -> TasksOfEach | None:
+    """What the page's `tasks` field reads of each agent, when the page's own statement
+    can read it too: one such field, reading rows of columns, with arguments the store
+    takes. Anything else (two `tasks` fields, whole tasks, arguments refused) is left
+    to the loader, and a refused argument to the field, which reports it at its path."""
+    fields = _page_fields(info, "tasks")
+    if len(fields) != 1:
+        return None
+    nodes = fields[0]
+    try:
+        arguments = _page_field_arguments(info, "tasks", nodes[0])
+        key = _tasks_keys(nodes, info._raw_info.fragments, arguments)[1](_NO_AGENT)
+        if key.columns is None:
+            return None
+        return TasksOfEach(key.columns, key.first, key.statuses, key.order, key.with_total)
+    except Exception:
+        return None
 
 
 def _page_fields(info: Info, name: str) -> list[list[FieldNode]]:

@@ -6,6 +6,7 @@ transaction; the agent graph in Neo4j follows from the outbox.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -21,6 +22,7 @@ from stores.postgres.inputs import (
     AgentInput,
     AgentOrder,
     AgentPatch,
+    TasksOfEach,
     check_json_object,
     check_text,
     like_pattern,
@@ -29,7 +31,12 @@ from stores.postgres.options import PgConnection
 from stores.postgres.outbox import enqueue
 from stores.postgres.pagination import Page, PageRequest, Params, fetch_page, ordering
 from stores.postgres.records import JSON, Agent, AgentRelationship, WriteContext
-from stores.postgres.tasks import unassign_all
+from stores.postgres.tasks import (
+    AssigneeTasks,
+    assignee_page,
+    tasks_of_each,
+    unassign_all,
+)
 from stores.postgres.writes import (
     Refusals,
     check_version,
@@ -388,9 +395,35 @@ class AgentRepository:
     ) -> Page[tuple[Any, ...]]:
         """`list` reading only `columns` (`id` first), each agent a tuple of them in that
         order: a page that shows a few columns pays for no whole record."""
-        if not set(columns) <= _READABLE_COLUMNS or not columns or columns[0] != "id":
-            raise ValueError(f"not agent columns: {columns!r}")
+        _check_columns(columns)
         return await self._page(", ".join(columns), tuple, filter, order, page, with_total)
+
+    async def list_columns_with_tasks(
+        self,
+        filter: AgentFilter,
+        order: AgentOrder,
+        page: PageRequest,
+        columns: Sequence[str],
+        tasks: TasksOfEach,
+        *,
+        with_total: bool = False,
+    ) -> tuple[Page[tuple[Any, ...]], Sequence[AssigneeTasks[tuple[Any, ...]]]]:
+        """`list_columns`, and each agent's first tasks as `tasks` asks, in the same
+        statement: a page of agents and their tasks in one round trip, where
+        `TaskRepository.columns_for_assignees` after the page would take a second."""
+        _check_columns(columns)
+        width = len(columns)
+        params = Params()
+        select = f"{', '.join(columns)}, {tasks_of_each('agents.id', tasks, params)}"
+
+        def split(row: Record) -> tuple[tuple[Any, ...], AssigneeTasks[tuple[Any, ...]]]:
+            return row[:width], assignee_page(row[width], row[width + 1], tasks.first)
+
+        found = await self._page(select, split, filter, order, page, with_total, params)
+        return (
+            dataclasses.replace(found, items=[agent for agent, _ in found.items]),
+            [assignee_tasks for _, assignee_tasks in found.items],
+        )
 
     async def _page(
         self,
@@ -400,8 +433,10 @@ class AgentRepository:
         order: AgentOrder,
         page: PageRequest,
         with_total: bool,
+        params: Params | None = None,
     ) -> Page[T]:
-        params = Params()
+        # `params` holds the values `select` already binds, if any.
+        params = params or Params()
         async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
@@ -414,6 +449,11 @@ class AgentRepository:
                 with_total=with_total,
                 decode=decode,
             )
+
+
+def _check_columns(columns: Sequence[str]) -> None:
+    if not set(columns) <= _READABLE_COLUMNS or not columns or columns[0] != "id":
+        raise ValueError(f"not agent columns: {columns!r}")
 
 
 def _list_conditions(filter: AgentFilter, params: Params) -> list[str]:

@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 
 from stores.errors import InvalidInput
+from stores.postgres.pagination import MAX_PAGE_SIZE
 from stores.postgres.records import JSON
 
 
@@ -139,6 +140,23 @@ class TaskOrder(enum.Enum):
     PRIORITY_DESC = "PRIORITY_DESC"
     PRIORITY_ASC = "PRIORITY_ASC"
     DEADLINE_ASC = "DEADLINE_ASC"
+
+
+@dataclass(frozen=True, slots=True)
+class TasksOfEach:
+    """Which tasks of each agent a statement over agents also reads: the first `first`
+    in `order`, of `columns`, with `statuses` only, counted when `with_total` (what
+    `TaskRepository.columns_for_assignees` reads for a list of agent ids)."""
+
+    columns: tuple[str, ...]
+    first: int
+    statuses: tuple[str, ...] | None = None
+    order: TaskOrder = TaskOrder.CREATED_AT_DESC
+    with_total: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= MAX_PAGE_SIZE:
+            raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {self.first}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -335,3 +335,53 @@ def test_a_page_of_agents_as_rows_answers_as_whole_agents(gql: GraphQL, operator
         {"type": "COLLABORATES_WITH", "agent": {"id": agents[0], "name": nodes[2]["name"]}}
     ]
     assert all(node["tasks"]["totalCount"] == 1 for node in nodes)
+
+
+# One `tasks` selection of columns on a page of agents: read in the page's statement.
+ONE_SELECTION_QUERY = """query($tag: String!, $n: Int!, $order: TaskOrder!) {
+  agents(filter: {tagsAny: [$tag]}, first: 10, orderBy: NAME_ASC) { edges { node { id
+    tasks(first: $n, orderBy: $order, filter: {status: [PENDING, ASSIGNED]}) {
+      totalCount pageInfo { hasNextPage startCursor endCursor }
+      edges { cursor node { ...Row } }
+    }
+  } } }
+}
+fragment Row on Task { id title priority status }"""
+
+
+def test_a_page_reads_its_agents_tasks_in_its_own_statement(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    tag = unique("together")
+    agents = [_agent(gql, operator, f"{tag}") for _ in range(3)]
+    for index, agent_id in enumerate(agents):
+        for priority in range(index * 2):
+            _task(gql, operator, agent_id, priority=priority + 1)
+    variables = {"tag": tag, "n": 2, "order": "PRIORITY_DESC"}
+
+    # The least role that reads agents and their tasks.
+    page = data(gql(ONE_SELECTION_QUERY, variables, caller=viewer))["agents"]["edges"]
+    page_trips = dict(gql.last_round_trips)
+    bare = """query($tag: String!) {
+      agents(filter: {tagsAny: [$tag]}, first: 10, orderBy: NAME_ASC) { edges { node { id } } } }"""
+    data(gql(bare, {"tag": tag}, caller=viewer))
+    bare_trips = dict(gql.last_round_trips)
+    alone = """query($id: ID!, $n: Int!, $order: TaskOrder!) { node(id: $id) { ... on Agent { id
+      tasks(first: $n, orderBy: $order, filter: {status: [PENDING, ASSIGNED]}) {
+        totalCount pageInfo { hasNextPage startCursor endCursor }
+        edges { cursor node { ...Row } }
+      }
+    } } }
+    fragment Row on Task { id title priority status }"""
+    one_by_one = {
+        agent_id: data(gql(alone, {**variables, "id": agent_id}, caller=viewer))["node"]
+        for agent_id in agents
+    }
+
+    assert [edge["node"] for edge in page] == [one_by_one[edge["node"]["id"]] for edge in page]
+    assert sorted(edge["node"]["tasks"]["totalCount"] for edge in page) == [0, 2, 4]
+    busiest = max(page, key=lambda edge: edge["node"]["tasks"]["totalCount"])["node"]["tasks"]
+    assert [e["node"]["priority"] for e in busiest["edges"]] == [4, 3]
+    assert busiest["pageInfo"]["hasNextPage"] is True
+    # The agents and their tasks: no statement more than the page alone.
+    assert page_trips["postgres"] == bare_trips["postgres"], (page_trips, bare_trips)

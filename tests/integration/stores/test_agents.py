@@ -9,7 +9,15 @@ import pytest
 from stores import PostgresStore, roundtrips
 from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres import bulk
-from stores.postgres.inputs import UNSET, AgentFilter, AgentInput, AgentOrder, AgentPatch
+from stores.postgres.inputs import (
+    UNSET,
+    AgentFilter,
+    AgentInput,
+    AgentOrder,
+    AgentPatch,
+    TaskOrder,
+    TasksOfEach,
+)
 from stores.postgres.pagination import PageRequest
 from tests.integration.stores import (
     audit_rows,
@@ -461,3 +469,69 @@ async def test_bulk_agent_ids_are_every_agent_in_id_order(store: PostgresStore) 
     ids = await bulk.agent_ids(store)
     assert ids == sorted(ids)
     assert created <= set(ids)
+
+
+@pytest.mark.parametrize(
+    ("tasks", "with_total"),
+    [
+        (TasksOfEach(("id", "title", "priority"), first=2), False),
+        (TasksOfEach(("id",), first=2, order=TaskOrder.PRIORITY_DESC, with_total=True), True),
+        (TasksOfEach(("id", "status"), first=5, statuses=("pending",), with_total=True), False),
+        (TasksOfEach(("title",), first=0, with_total=True), True),
+    ],
+)
+async def test_a_page_with_its_tasks_is_the_page_then_its_tasks_in_one_round_trip(
+    store: PostgresStore, tasks: TasksOfEach, with_total: bool
+) -> None:
+    tag = unique("with-tasks")
+    agents = [await new_agent(store, tags=[tag]) for _ in range(3)]
+    # None, one, three tasks; priorities out of creation order.
+    for agent, priorities in zip(agents, ([], [4], [2, 9, 5]), strict=True):
+        for priority in priorities:
+            await new_task(store, assignee_id=agent.id, priority=priority)
+    page_filter, order, request = (
+        AgentFilter(tags_any=[tag]),
+        AgentOrder.NAME_ASC,
+        PageRequest(first=3),
+    )
+    columns = ["id", "name"]
+
+    with roundtrips.counting() as trips:
+        page, pages = await store.agents.list_columns_with_tasks(
+            page_filter, order, request, columns, tasks, with_total=with_total
+        )
+
+    assert trips == {"postgres": 1}
+    alone = await store.agents.list_columns(
+        page_filter, order, request, columns, with_total=with_total
+    )
+    assert [agent[:2] for agent in alone.items] == page.items
+    assert (page.has_next_page, page.total_count, list(page.cursors)) == (
+        alone.has_next_page,
+        alone.total_count,
+        list(alone.cursors),
+    )
+    ids = [agent[0] for agent in page.items]
+    separately = await store.tasks.columns_for_assignees(
+        ids,
+        tasks.columns,
+        first=tasks.first,
+        statuses=tasks.statuses,
+        order=tasks.order,
+        with_total=tasks.with_total,
+    )
+    assert [(list(p.items), p.total, p.has_more) for p in pages] == [
+        (
+            [tuple(row[: len(tasks.columns)]) for row in separately[i].items],
+            separately[i].total,
+            separately[i].has_more,
+        )
+        for i in ids
+    ]
+
+
+def test_tasks_of_each_agent_takes_a_page_size_the_store_serves() -> None:
+    with pytest.raises(InvalidInput, match="first"):
+        TasksOfEach(("id",), first=101)
+    with pytest.raises(InvalidInput, match="first"):
+        TasksOfEach(("id",), first=-1)

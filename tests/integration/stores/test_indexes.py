@@ -20,7 +20,14 @@ from asyncpg.connection import LoggedQuery
 
 from infra.local.profiles import Profile
 from stores import PostgresOptions, PostgresStore
-from stores.postgres.inputs import AgentFilter, AgentOrder, AuditFilter, TaskFilter, TaskOrder
+from stores.postgres.inputs import (
+    AgentFilter,
+    AgentOrder,
+    AuditFilter,
+    TaskFilter,
+    TaskOrder,
+    TasksOfEach,
+)
 from stores.postgres.pagination import PageRequest
 
 Call = Callable[[PostgresStore, str], Awaitable[object]]
@@ -60,6 +67,18 @@ HOT_QUERIES: list[tuple[str, Call, str, bool]] = [
     (
         "tasks for assignees",
         lambda s, cursor: s.tasks.for_assignees([uuid4(), uuid4()], first=5, statuses=None),
+        "tasks_assignee_created",
+        False,
+    ),
+    (
+        "a page of agents with their tasks",
+        lambda s, cursor: s.agents.list_columns_with_tasks(
+            AgentFilter(),
+            AgentOrder.CREATED_AT_DESC,
+            PageRequest(first=20),
+            ["id", "name"],
+            TasksOfEach(("id", "title"), first=5),
+        ),
         "tasks_assignee_created",
         False,
     ),
