@@ -306,20 +306,33 @@ class Agent(relay.Node):
 
     @classmethod
     async def load_map(
-        cls, info: Info, agent_ids: Iterable[UUID], *paths: tuple[str, ...]
+        cls, info: Info, agent_ids: Iterable[UUID], *paths: tuple[str, ...], settle: bool = False
     ) -> dict[UUID, Agent | None]:
         """Agents by id, for parents that hand them to their children ready-made. With
         `paths` (where the agents sit below the current field), a selection of columns
-        only reads just those columns (schema/rows.py)."""
+        only reads just those columns (schema/rows.py). `settle`, for a parent with no
+        siblings to batch with (a root field): the agents are read at once, in one call
+        of the loader's batch, without a future and a callback per agent."""
         ids = list(dict.fromkeys(agent_ids))
         names = frozenset().union(*(selected_names(info, *path) for path in paths))
         reader = AgentReader(names if paths else None)
         loaders = info.context.loaders
-        found: list[Any] = await (
-            loaders.agent_columns_by_id.load_many(reader.keys(ids))
-            if reader.read is not None
-            else loaders.agent_by_id.load_many(ids)
-        )
+        found: list[Any] | None
+        if reader.read is not None:
+            keys = reader.keys(ids)
+            by_columns = loaders.agent_columns_by_id
+            if settle:
+                await by_columns.settle(keys)
+            found = by_columns.settled_values(keys) if settle else None
+            if found is None:
+                found = await by_columns.load_many(keys)
+        else:
+            whole = loaders.agent_by_id
+            if settle:
+                await whole.settle(ids)
+            found = whole.settled_values(ids) if settle else None
+            if found is None:
+                found = await whole.load_many(ids)
         return reader.agents(ids, found)
 
     @classmethod

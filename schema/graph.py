@@ -63,6 +63,7 @@ class AgentNeighbourhood:
                 ("nodes", "agent"),
                 ("edges", "source"),
                 ("edges", "target"),
+                settle=True,
             )
             if wanted
             else {}
