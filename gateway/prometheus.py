@@ -117,6 +117,8 @@ class GatewayMetrics:
         self._exposed.register(self._outbox)
         self._names: set[str] = set()
         self._store_children: dict[str, tuple[Counter, Histogram]] = {}
+        # Bounded: at most MAX_OPERATION_NAMES names (and two more) by operation kind.
+        self._operation_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._sync_task: asyncio.Task[None] | None = None
 
     def operation_label(self, name: str | None) -> str:
@@ -160,8 +162,15 @@ class GatewayMetrics:
     ) -> None:
         """One operation, its latency and its errors' codes (gateway.operation_hooks)."""
         label = self.operation_label(name)
-        self.operations.labels(label, kind).inc()
-        self.latency.labels(label, kind).observe(seconds)
+        # Called on every operation: the labelled children are looked up once per label.
+        children = self._operation_children.get((label, kind))
+        if children is None:
+            children = self._operation_children[label, kind] = (
+                self.operations.labels(label, kind),
+                self.latency.labels(label, kind),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         for error in errors:
             code = (error.extensions or {}).get("code", "INTERNAL")
             self.errors.labels(str(code)).inc()
