@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 Info = strawberry.Info[RequestContext, None]
 K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 @strawberry.input(description="Narrows an agent's tasks.")
@@ -317,22 +318,11 @@ class Agent(relay.Node):
         names = frozenset().union(*(selected_names(info, *path) for path in paths))
         reader = AgentReader(names if paths else None)
         loaders = info.context.loaders
-        found: list[Any] | None
-        if reader.read is not None:
-            keys = reader.keys(ids)
-            by_columns = loaders.agent_columns_by_id
-            if settle:
-                await by_columns.settle(keys)
-            found = by_columns.settled_values(keys) if settle else None
-            if found is None:
-                found = await by_columns.load_many(keys)
-        else:
-            whole = loaders.agent_by_id
-            if settle:
-                await whole.settle(ids)
-            found = whole.settled_values(ids) if settle else None
-            if found is None:
-                found = await whole.load_many(ids)
+        found: list[Any] = await (
+            _load_all(loaders.agent_columns_by_id, reader.keys(ids), settle)
+            if reader.read is not None
+            else _load_all(loaders.agent_by_id, ids, settle)
+        )
         return reader.agents(ids, found)
 
     @classmethod
@@ -840,6 +830,16 @@ RECORD_ID_FIELDS = frozenset(
     )
 )
 _READERS = RowReaders(Agent, COLUMN_FIELDS, record_fields=RECORD_ID_FIELDS)
+
+
+async def _load_all(loader: SettledLoader[K, V], keys: list[K], settle: bool) -> list[V]:
+    """`loader.load_many(keys)`; `settle`d, in one call of its batch at once."""
+    if settle:
+        await loader.settle(keys)
+        found = loader.settled_values(keys)
+        if found is not None:
+            return found
+    return await loader.load_many(keys)
 
 
 class AgentReader:

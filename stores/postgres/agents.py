@@ -436,7 +436,7 @@ class AgentRepository:
         params: Params | None = None,
     ) -> Page[T]:
         # `params` holds the values `select` already binds, if any.
-        params = params or Params()
+        params = params if params is not None else Params()
         async with self._store.read_connection() as conn:
             return await fetch_page(
                 conn,
