@@ -28,12 +28,20 @@ if TYPE_CHECKING:
     from bench.servers import Child, Measure
 
 STORES = ("postgres", "neo4j", "redis")
+# What the gateway's figures are divided by, and the name each ratio goes by.
+RATIO_BASES = (
+    ("floor", "floor"),
+    ("peer", "peer"),
+    ("gateway-stock", "stock"),
+    ("gateway-before", "before"),
+)
 READS = ("S1", "S2", "S2-pg", "S3", "S4", "S6")
 # The servers a scenario may measure, in report order. `gateway-stock` is the gateway
 # on graphql-core's own executor (POLYGRAPH_EXECUTOR=stock): the planned executor's
 # before and after, measured in the same rounds.
 # `gateway-cached` has the entity cache on (every other gateway runs without it).
-TARGETS = ("gateway", "gateway-stock", "gateway-cached", "floor", "peer")
+# `gateway-before` runs another revision's code (`polygraph bench --before REV`).
+TARGETS = ("gateway", "gateway-stock", "gateway-before", "gateway-cached", "floor", "peer")
 
 _INTROSPECTION = (
     "{ __schema { queryType { fields { name } } mutationType { fields { name } } }"
@@ -109,9 +117,10 @@ def http_plan(
             ["S7 rps is metric points per second (NDJSON batches of 500 points)."],
             content_type="application/x-ndjson",
         )
-        if "gateway-stock" in children:
-            plan.urls["gateway-stock"] = children["gateway-stock"].url + "/ingest/metrics"
-            plan.bodies["gateway-stock"] = batches
+        for other in ("gateway-stock", "gateway-before"):
+            if other in children:
+                plan.urls[other] = children[other].url + "/ingest/metrics"
+                plan.bodies[other] = batches
         if scenario.floor and "floor" in children:
             plan.urls["floor"] = children["floor"].url + f"/floor/{name}"
             plan.bodies["floor"] = batches
@@ -131,7 +140,7 @@ def http_plan(
         notes.append("S2 ran without its metrics summary: Agent.metrics is not in the schema yet.")
     bodies: list[Body] = list(gateway_bodies(name, fixtures, s2_metrics=metrics))
     plan = HttpPlan({"gateway": gateway}, {"gateway": bodies}, notes)
-    for other in ("gateway-stock", "gateway-cached"):
+    for other in ("gateway-stock", "gateway-before", "gateway-cached"):
         if other in children:
             plan.urls[other] = children[other].url + "/graphql"
             plan.bodies[other] = bodies
@@ -274,7 +283,7 @@ def _ratios(scenarios: Mapping[str, Any]) -> dict[str, Any]:
         gateway = by_target.get("gateway")
         entry: dict[str, Any] = {}
         if gateway:
-            for other, key in (("floor", "floor"), ("peer", "peer"), ("gateway-stock", "stock")):
+            for other, key in RATIO_BASES:
                 theirs = by_target.get(other)
                 if not theirs:
                     continue

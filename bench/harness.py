@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import fcntl
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -51,9 +52,14 @@ from resolvers.rate_limits import DEFAULT_POLICY
 # the local end of a client connection (the tests' own, for one) when a server starts.
 GATEWAY_PORT, FLOOR_PORT, PEER_PORT, STOCK_GATEWAY_PORT = 25800, 25801, 25802, 25803
 CACHED_GATEWAY_PORT = 25804
+BEFORE_GATEWAY_PORT = 25805
+# Where `--before REV` exports that revision's tree, one directory per commit.
+BEFORE_TREES = REPO_ROOT / "var" / "bench" / "before"
 # Measured once more on a gateway with the entity cache on (the others run without it,
 # so the peer and floor comparisons stay on uncached figures).
 CACHED_SCENARIOS = ("S1", "S2")
+# Gateways beside the measured one that run every scenario it runs.
+OTHER_GATEWAYS = ("gateway-stock", "gateway-before")
 SEARCH_STAGE = "search"
 # Knowledge items the search stage indexes at --scale 1 (issue 5's scale).
 SEARCH_ITEMS = 100_000
@@ -124,6 +130,9 @@ class Options:
     whole_machine: tuple[str, ...] = ("S1", "S2-pg")
     only: tuple[str, ...] = ()
     fanout_rate: float = 20.0
+    # A git revision whose gateway runs beside this one in every round ("gateway-before"):
+    # a change measured before and after on the same machine, moments apart.
+    before: str | None = None
 
     @property
     def command(self) -> str:
@@ -135,6 +144,8 @@ class Options:
         argv += ["--stock" if self.stock else "--no-stock"]
         argv += [f"--workers={self.workers}"]
         argv += ["--cached" if self.cached else "--no-cached"]
+        if self.before:
+            argv += [f"--before={self.before}"]
         if self.only:
             argv += ["--only", *self.only]
         return " ".join(shlex.quote(a) for a in argv)
@@ -145,7 +156,8 @@ class Options:
 
     @property
     def run_search(self) -> bool:
-        return not self.only or SEARCH_STAGE in self.only
+        # A before-and-after run compares gateways; search has no second gateway to compare.
+        return (not self.only and not self.before) or SEARCH_STAGE in self.only
 
     @property
     def search_options(self) -> search_bench.SearchBenchOptions:
@@ -167,6 +179,40 @@ class Options:
         }  # fmt: skip
         values.update(overrides)
         return cls(**values)
+
+
+class UnknownRevision(ValueError):
+    """`--before` named something git cannot resolve to a commit."""
+
+
+def before_tree(revision: str) -> Path:
+    """The tree of `revision` (anything `git rev-parse` takes), exported once per commit
+    under BEFORE_TREES. Its gateway runs on this checkout's virtual environment, so a
+    revision whose dependencies or migrations differ from this one's is not comparable."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise UnknownRevision(f"--before {revision}: not a commit in this repository")
+    commit = found.stdout.strip()
+    tree = BEFORE_TREES / commit[:12]
+    if tree.is_dir():
+        return tree
+    partial = tree.with_name(f"{tree.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "archive", commit], cwd=REPO_ROOT, stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(partial)], stdin=archive.stdout, check=True)
+    assert archive.stdout is not None
+    archive.stdout.close()
+    if archive.wait() != 0:
+        raise UnknownRevision(f"--before {revision}: git archive failed")
+    partial.rename(tree)
+    return tree
 
 
 class Bench:
@@ -191,6 +237,8 @@ class Bench:
         self.skipped: dict[str, str] = {}
         self.abuse: dict[str, Any] | None = None
         self.token = ""
+        # The tree `--before` names, once exported (`before_tree`).
+        self.before: Path | None = None
         # P1's agents and their sessions, made once per run (`_presence_reporters`).
         self.reporting: list[tuple[Any, str]] | None = None
 
@@ -202,6 +250,10 @@ class Bench:
             # Search alone: its figures join the scenario results already written.
             return report.merge_search(self._search(), self.results_dir)
         started_at = datetime.now(UTC).replace(microsecond=0)
+        if self.options.before:
+            # Before anything starts: a revision git does not know ends the run here.
+            self.before = before_tree(self.options.before)
+            self.say(f"gateway-before: {self.options.before} from {self.before}")
         self.say(f"stack {self.profile.name}: data in {self.profile.var_dir}")
         # Whatever the bench had to start is stopped when it ends, search stage included.
         with stack.running(self.profile, neo4j_password=self.password, say=self.say):
@@ -273,6 +325,8 @@ class Bench:
         # A1 alone leaves the latest full results as they are (see bench.report).
         abuse_only = bool(self.options.only) and set(self.options.only) == {"A1"}
         presence_only = bool(self.options.only) and set(self.options.only) <= {*PRESENCE_SCENARIOS}
+        if self.options.before:
+            return report.write_comparison(results, stamp, self.results_dir)
         latest = not abuse_only and not presence_only
         return report.write(results, stamp, self.results_dir, latest=latest)
 
@@ -288,7 +342,8 @@ class Bench:
             f"wrk, {o.connections} connections{single}, 1 thread, {o.warmup:g} s warm-up then"
             f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway"
             f"{', gateway-stock (graphql-core executor)' if o.stock else ''}"
-            f"{', gateway-cached (entity cache on; S1, S2)' if o.cached else ''}, floor"
+            f"{', gateway-cached (entity cache on; S1, S2)' if o.cached else ''}"
+            f"{f', gateway-before ({o.before})' if o.before else ''}, floor"
             f"{', peer' if o.peer else ''} (figures are means over rounds, peak RSS the"
             f" largest); S8: {SUBSCRIBERS} WebSocket subscribers, {o.fanout_rate:g} events/s"
             " published to Redis, rps = events delivered per second; A1: S1 alone, then"
@@ -302,12 +357,17 @@ class Bench:
         executor: str = "planned",
         env: Mapping[str, str] | None = None,
         workers: int = 1,
+        source: Path = REPO_ROOT,
     ) -> Child:
+        """`source`: the tree the gateway's code comes from (another revision's, for
+        `--before`), on this checkout's environment and dependencies."""
         s = self.settings
         return Child(
             name,
             [
-                str(Path(sys.executable).with_name("polygraph")),
+                sys.executable,
+                "-m",
+                "gateway.cli",
                 "serve",
                 "--port",
                 str(port),
@@ -335,8 +395,10 @@ class Bench:
                 # One projector is enough: the stock gateway's would race the other's.
                 **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
                 **(env or {}),
+                # First on the path: the code of `source`, not the installed checkout's.
+                "PYTHONPATH": str(source),
             },
-            cwd=REPO_ROOT,
+            cwd=source,
         )
 
     def _start_servers(self) -> None:
@@ -345,6 +407,22 @@ class Bench:
         gateways = [self._gateway("gateway", GATEWAY_PORT, "planned")]
         if self.options.stock:
             gateways.append(self._gateway("gateway-stock", STOCK_GATEWAY_PORT, "stock"))
+        if self.before is not None:
+            tree = self.before
+            self.notes.append(
+                f"gateway-before: the gateway of {self.options.before} ({tree.name}), exported"
+                " from git and run on this checkout's environment, measured in the same"
+                " rounds as this one; its projector off, so one projector runs."
+            )
+            gateways.append(
+                self._gateway(
+                    "gateway-before",
+                    BEFORE_GATEWAY_PORT,
+                    "planned",
+                    env={"POLYGRAPH_PROJECTOR_ENABLED": "false"},
+                    source=tree,
+                )
+            )
         if self.options.cached and set(CACHED_SCENARIOS) & set(
             self.options.only or CACHED_SCENARIOS
         ):
@@ -492,10 +570,16 @@ class Bench:
                 )
         return results
 
+    def _other_gateways(self, path: str = "/graphql", *, scheme: str = "http") -> dict[str, str]:
+        """The stock and before gateways this run started, by name: their URLs."""
+        return {
+            name: self.children[name].url.replace("http", scheme, 1) + path
+            for name in OTHER_GATEWAYS
+            if name in self.children
+        }
+
     def _targets(self, scenario: Scenario) -> list[str]:
-        targets = ["gateway"]
-        if "gateway-stock" in self.children:
-            targets.append("gateway-stock")
+        targets = ["gateway", *self._other_gateways()]
         if "gateway-cached" in self.children and scenario.name in CACHED_SCENARIOS:
             targets.append("gateway-cached")
         if scenario.floor and "floor" in self.children:
@@ -552,8 +636,7 @@ class Bench:
 
     def _fanout(self, scenario: Scenario, fixtures: Fixtures) -> Any:
         urls = {"gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql"}
-        if "gateway-stock" in self.children:
-            urls["gateway-stock"] = f"ws://127.0.0.1:{STOCK_GATEWAY_PORT}/graphql"
+        urls.update(self._other_gateways(scheme="ws"))
         urls["floor"] = f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8"
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
         samples: dict[str, Any] = {}
@@ -590,8 +673,7 @@ class Bench:
         o = self.options
         token = asyncio.run(claims.claimer(self.settings))
         urls = {"gateway": self.children["gateway"].url + "/graphql"}
-        if "gateway-stock" in self.children:
-            urls["gateway-stock"] = self.children["gateway-stock"].url + "/graphql"
+        urls.update(self._other_gateways())
         urls["floor"] = self.children["floor"].url + "/floor/C1"
         # The same first claim from both: a queue of one identical task each.
         answers = {}
@@ -673,8 +755,7 @@ class Bench:
         bodies, authorizations = presence.heartbeats(reporting)
         first_token = reporting[0][1]
         urls = {"gateway": self.children["gateway"].url + "/graphql"}
-        if "gateway-stock" in self.children:
-            urls["gateway-stock"] = self.children["gateway-stock"].url + "/graphql"
+        urls.update(self._other_gateways())
         urls["floor"] = self.children["floor"].url + "/floor/P1"
         answers = {t: checks.post(urls[t], bodies[0], first_token)[2] for t in ("gateway", "floor")}
         self.checks.append(checks.compare_samples(scenario, answers))

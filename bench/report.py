@@ -5,11 +5,14 @@ The search stage's figures sit under a "search" key and in a "Search" section;
 scenario results there. A run with the abuse scenario (A1) also writes its part on
 its own, to `abuse.json` and `abuse.md`, so `--only A1` reports it without replacing
 the latest full results; so does a run with the presence scenarios (P1, P2), to
-`presence.json` and `presence.md`.
+`presence.json` and `presence.md`. A run with `--before REV` writes only
+`<timestamp>.json` and `<timestamp>.md` (`write_comparison`): it measures a change, and
+the latest results stay those of a run of the code as it is.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,11 @@ from typing import Any
 import orjson
 
 from bench import presence, search
+from bench.checks import TARGETS
 
 RESULTS_DIR = Path(__file__).with_name("results")
 PROFILE_NOTES = Path(__file__).with_name("profile_notes.md")
 FIELDS = ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "cpu_s", "rss_mb")
-TARGETS = ("gateway", "gateway-stock", "gateway-cached", "floor", "peer")
 
 
 def write(
@@ -43,6 +46,15 @@ def write(
         )
         (directory / "abuse.md").write_text(abuse_markdown(abuse))
     _write_presence(results, directory)
+    return path
+
+
+def write_comparison(results: dict[str, Any], stamp: str, directory: Path = RESULTS_DIR) -> Path:
+    """A `--before` run's JSON and its Markdown beside it, leaving the latest results be."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stamp}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    path.with_suffix(".md").write_text(markdown(results, profile_notes=False))
     return path
 
 
@@ -178,7 +190,12 @@ def _embeddings(dataset: dict[str, Any]) -> str:
     )
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], *, profile_notes: bool = True) -> str:
+    """`profile_notes`: append bench/profile_notes.md (the latest results carry it)."""
+    ratios = results["ratios"].values()
+    bases = ["floor", "peer", "stock"]
+    if any("gateway_before_p50" in ratio for ratio in ratios):
+        bases.append("before")
     lines = [
         "# Polygraph benchmark",
         "",
@@ -226,16 +243,22 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "The gateway's figure over the other server's, measured in the same rounds: p50 and"
         " CPU per request below 1 and rps above 1 favour the gateway. `stock` is the gateway"
-        " on graphql-core's own executor.",
+        " on graphql-core's own executor"
+        + (
+            f"; `before` the gateway of {_before_of(results)}, run beside this one."
+            if "before" in bases
+            else "."
+        ),
         "",
-        "| scenario | p50 / floor | rps / floor | CPU / floor | p50 / peer | rps / peer"
-        " | CPU / peer | p50 / stock | rps / stock | CPU / stock |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | "
+        + " | ".join(f"{what} / {base}" for base in bases for what in ("p50", "rps", "CPU"))
+        + " |",
+        "|---|" + "---:|" * (3 * len(bases)),
     ]
     for name, ratio in results["ratios"].items():
         cells = [
             _fmt(ratio.get(f"gateway_{other}_{what}"))
-            for other in ("floor", "peer", "stock")
+            for other in bases
             for what in ("p50", "rps", "cpu")
         ]
         lines.append(f"| {name} | {' | '.join(cells)} |")
@@ -254,9 +277,17 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"- {check}" for check in results["checks"]]
     lines += ["", "## Notes", ""]
     lines += [f"- {note}" for note in results["notes"]]
-    if PROFILE_NOTES.exists():
+    if profile_notes and PROFILE_NOTES.exists():
         lines += ["", PROFILE_NOTES.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def _before_of(results: dict[str, Any]) -> str:
+    """The revision a `--before` run compared against, from its command line."""
+    for argument in shlex.split(results["command"]):
+        if argument.startswith("--before="):
+            return f"`{argument.removeprefix('--before=')}`"
+    return "another revision"
 
 
 def _scenario_table(scenarios: dict[str, Any]) -> list[str]:

@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
         " off in --quick)",
     )
     bench.add_argument("--only", nargs="*", default=(), metavar="S1", help="scenarios to run")
+    bench.add_argument(
+        "--before",
+        metavar="REV",
+        help="also measure the gateway of git revision REV in the same rounds (a change's"
+        " before and after); writes <timestamp>.json and .md, not latest",
+    )
     bench.set_defaults(handler=_bench)
 
     reembed = commands.add_parser(
@@ -613,7 +619,7 @@ def _run_backup(work: Coroutine[Any, Any, None]) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from bench.harness import Options, run
+    from bench.harness import Options, UnknownRevision, run
 
     given = {
         name: value
@@ -627,15 +633,22 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             "stock",
             "workers",
             "cached",
+            "before",
         )
         if (value := getattr(args, name)) is not None
     }
     given["only"] = tuple(args.only)
     options = Options.quick_mode(**given) if args.quick else Options(**given)
-    path = run(options)
+    try:
+        path = run(options)
+    except UnknownRevision as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = "abuse.md" if set(options.only) == {"A1"} else "latest.md"
     if options.only and set(options.only) <= {"P1", "P2"}:
         summary = "presence.md"
+    if options.before:
+        summary = path.with_suffix(".md").name
     print(f"bench: wrote {path} and {path.with_name(summary)}")
     return 0
 

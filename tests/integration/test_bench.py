@@ -127,3 +127,24 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     merged_markdown = (earlier / "latest.md").read_text()
     assert "| S1 | gateway |" in merged_markdown
     assert "the Search section measured 2030-01-01T00:00:00+00:00 with `later`" in merged_markdown
+
+
+def test_a_before_run_measures_another_revisions_gateway_beside_this_one(
+    tmp_path: Path,
+) -> None:
+    path = run(Options.quick_mode(only=("S1",), before="HEAD"), results_dir=tmp_path)
+
+    results = orjson.loads(path.read_bytes())
+    assert set(results["scenarios"]["S1"]) == {"gateway", "gateway-before", "floor"}
+    before = results["scenarios"]["S1"]["gateway-before"]
+    assert before["errors"] == 0 and before["rps"] > 0
+    assert before["round_trips"] == results["scenarios"]["S1"]["gateway"]["round_trips"]
+    assert {"gateway_before_p50", "gateway_before_rps", "gateway_before_cpu"} <= set(
+        results["ratios"]["S1"]
+    )
+    # A change's measurement: the latest results are not replaced, and search left out.
+    assert not (tmp_path / "latest.json").exists()
+    assert "search" not in results
+    markdown = path.with_suffix(".md").read_text()
+    assert "| S1 | gateway-before |" in markdown
+    assert "p50 / before" in markdown and "`HEAD`" in markdown

@@ -1,0 +1,33 @@
+"""`polygraph bench --before REV`: another revision's gateway measured beside this one."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from bench import checks
+from bench.harness import Options, UnknownRevision, before_tree
+
+
+def test_a_revision_git_does_not_know_is_refused_before_anything_starts() -> None:
+    with pytest.raises(UnknownRevision, match="no-such-revision: not a commit"):
+        before_tree("no-such-revision")
+
+
+def test_the_command_line_names_the_revision_and_leaves_search_out() -> None:
+    options = Options(before="HEAD~1", only=())
+    assert shlex.split(options.command)[-1] == "--before=HEAD~1"
+    assert not options.run_search
+    assert Options(before="HEAD~1", only=("S1", "search")).run_search
+
+
+def test_the_gateway_is_divided_by_the_before_gateway_in_the_same_rounds() -> None:
+    gateway = {"p50_ms": 1.0, "rps": 110.0, "cpu_s_per_1k": 0.9}
+    before = {"p50_ms": 1.25, "rps": 100.0, "cpu_s_per_1k": 1.0}
+    ratios = checks._ratios({"S1": {"gateway": gateway, "gateway-before": before}})
+    assert ratios["S1"] == {
+        "gateway_before_p50": 0.8,
+        "gateway_before_rps": 1.1,
+        "gateway_before_cpu": 0.9,
+    }
