@@ -193,9 +193,12 @@ def _embeddings(dataset: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any], *, profile_notes: bool = True) -> str:
     """`profile_notes`: append bench/profile_notes.md (the latest results carry it)."""
     ratios = results["ratios"].values()
-    bases = ["floor", "peer", "stock"]
-    if any("gateway_before_p50" in ratio for ratio in ratios):
-        bases.append("before")
+    # The servers this run measured beside the gateway: a column set for each.
+    bases = [
+        base
+        for base in ("floor", "peer", "stock", "before")
+        if any(f"gateway_{base}_p50" in ratio for ratio in ratios)
+    ]
     lines = [
         "# Polygraph benchmark",
         "",
@@ -242,12 +245,12 @@ def markdown(results: dict[str, Any], *, profile_notes: bool = True) -> str:
         "## Ratios",
         "",
         "The gateway's figure over the other server's, measured in the same rounds: p50 and"
-        " CPU per request below 1 and rps above 1 favour the gateway. `stock` is the gateway"
-        " on graphql-core's own executor"
+        " CPU per request below 1 and rps above 1 favour the gateway."
+        + (" `stock` is the gateway on graphql-core's own executor." if "stock" in bases else "")
         + (
-            f"; `before` the gateway of {_before_of(results)}, run beside this one."
+            f" `before` is the gateway of {_before_of(results)}, run beside this one."
             if "before" in bases
-            else "."
+            else ""
         ),
         "",
         "| scenario | "
