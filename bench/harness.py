@@ -189,12 +189,15 @@ def before_tree(revision: str) -> Path:
     """The tree of `revision` (anything `git rev-parse` takes), exported once per commit
     under BEFORE_TREES. Its gateway runs on this checkout's virtual environment, so a
     revision whose dependencies or migrations differ from this one's is not comparable."""
-    found = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-    )
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:
+        raise UnknownRevision(f"--before {revision}: needs git, which is not installed") from None
     if found.returncode != 0:
         raise UnknownRevision(f"--before {revision}: not a commit in this repository")
     commit = found.stdout.strip()

@@ -15,6 +15,12 @@ def test_a_revision_git_does_not_know_is_refused_before_anything_starts() -> Non
         before_tree("no-such-revision")
 
 
+def test_without_git_the_run_is_refused_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(UnknownRevision, match="needs git"):
+        before_tree("HEAD")
+
+
 def test_the_command_line_names_the_revision_and_leaves_search_out() -> None:
     options = Options(before="HEAD~1", only=())
     assert shlex.split(options.command)[-1] == "--before=HEAD~1"
