@@ -9,9 +9,9 @@ from uuid import UUID, uuid4
 
 from asyncpg import Record
 
-from stores.errors import InvalidInput, NotFound
+from stores.errors import NotFound
 from stores.postgres.inputs import check_int, check_text
-from stores.postgres.pagination import MAX_PAGE_SIZE, Params
+from stores.postgres.pagination import Params, check_page_size
 from stores.postgres.records import Achievement, LeaderboardEntry, WriteContext
 from stores.postgres.writes import claim_idempotency_key, write_audit, write_transaction
 
@@ -85,8 +85,7 @@ class AchievementRepository:
         self, *, first: int, since: datetime | None = None
     ) -> list[LeaderboardEntry]:
         """Agents by points won (since `since`, inclusive), ties by count then id."""
-        if not 0 <= first <= MAX_PAGE_SIZE:
-            raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
+        check_page_size(first)
         params = Params([first])
         where = "" if since is None else f" WHERE awarded_at >= {params(since)}"
         async with self._store.read_connection() as conn:

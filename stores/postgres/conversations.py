@@ -40,10 +40,10 @@ from stores.postgres.conversation_records import (
 from stores.postgres.inputs import check_json_object, check_text
 from stores.postgres.options import PgConnection
 from stores.postgres.pagination import (
-    MAX_PAGE_SIZE,
     Page,
     PageRequest,
     Params,
+    check_page_size,
     cursor_for,
     fetch_page,
     ordering,
@@ -255,8 +255,7 @@ class ConversationRepository:
     ) -> dict[UUID, Page[Message]]:
         """The first page of messages of each conversation, for a page of conversations in
         one query (each conversation reads at most `first + 1` rows of its index)."""
-        if not 0 <= first <= MAX_PAGE_SIZE:
-            raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
+        check_page_size(first)
         ids = list(dict.fromkeys(conversation_ids))
         found: dict[UUID, list[Message]] = {i: [] for i in ids}
         if ids:

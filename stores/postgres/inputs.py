@@ -16,7 +16,7 @@ from uuid import UUID
 import orjson
 
 from stores.errors import InvalidInput
-from stores.postgres.pagination import MAX_PAGE_SIZE
+from stores.postgres.pagination import check_page_size
 from stores.postgres.records import JSON
 
 
@@ -155,8 +155,7 @@ class TasksOfEach:
     with_total: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.first <= MAX_PAGE_SIZE:
-            raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {self.first}")
+        check_page_size(self.first)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,13 @@ DEFAULT_PAGE_SIZE = 20
 
 T = TypeVar("T")
 
+
+def check_page_size(size: int, name: str = "first") -> None:
+    """A page size a client asked for: from 0 to MAX_PAGE_SIZE."""
+    if not 0 <= size <= MAX_PAGE_SIZE:
+        raise InvalidInput(name, f"must be between 0 and {MAX_PAGE_SIZE}, got {size}")
+
+
 KeyKind = Literal["timestamp", "text", "int", "uuid"]
 CursorValue = datetime | str | int | UUID
 
@@ -52,8 +59,8 @@ class PageRequest:
         if self.first is not None and self.last is not None:
             raise InvalidInput("last", "give `first` or `last`, not both")
         for name, size in (("first", self.first), ("last", self.last)):
-            if size is not None and not 0 <= size <= MAX_PAGE_SIZE:
-                raise InvalidInput(name, f"must be between 0 and {MAX_PAGE_SIZE}, got {size}")
+            if size is not None:
+                check_page_size(size, name)
         if self.first is None and self.last is None:
             object.__setattr__(self, "first", DEFAULT_PAGE_SIZE)
         for name, cursor in (("after", self.after), ("before", self.before)):

@@ -31,10 +31,10 @@ from stores.postgres.inputs import (
 from stores.postgres.options import PgConnection
 from stores.postgres.outbox import enqueue
 from stores.postgres.pagination import (
-    MAX_PAGE_SIZE,
     Page,
     PageRequest,
     Params,
+    check_page_size,
     fetch_page,
     ordering,
 )
@@ -160,8 +160,7 @@ def _assignee_tasks(
     `tasks_assignee_created` and stop after `first + 1`: an agent with 30,000 tasks
     costs what one with ten does, unless the count is asked for. Other orders sort
     each agent's tasks (no index leads with the assignee and the priority)."""
-    if not 0 <= first <= MAX_PAGE_SIZE:
-        raise InvalidInput("first", f"must be between 0 and {MAX_PAGE_SIZE}, got {first}")
+    check_page_size(first)
     where = [f"assignee_id = {agent_id}"]
     if statuses is not None:
         where.append(params.any_of("status", statuses, "text"))
