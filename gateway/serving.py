@@ -10,7 +10,9 @@ the sockets and spawns the workers; each builds its own app, stores and pools.
   spreads new connections across them. On one shared socket, whichever worker woke
   first took the connection: a client that opens its keep-alive connections at
   once (wrk's 16) had nearly all of them served by one worker while the other
-  idled. A worker's socket is the parent's, so a replacement takes over its slot
+  idled. The parent listens on every socket before the first worker starts (one
+  that listened only once its worker had started would get no connection until
+  then). A worker's socket is the parent's, so a replacement takes over its slot
   and what waited in its backlog. Where the option is missing, the workers share
   one socket as before.
 
@@ -149,7 +151,7 @@ class _Supervisor(Multiprocess):
 
     def __init__(self, config: uvicorn.Config, *, host: str, port: int) -> None:
         if hasattr(socket, "SO_REUSEPORT"):
-            sockets = _sockets_per_worker(host, port, config.workers)
+            sockets = _sockets_per_worker(host, port, config.workers, config.backlog)
             self._sockets_by_slot = [[sock] for sock in sockets]
         else:  # pragma: no cover - every Linux has it
             sockets = [config.bind_socket()]
@@ -197,8 +199,8 @@ class _Supervisor(Multiprocess):
         logger.warning("SIGTTOU ignored: the number of workers is set by --workers")
 
 
-def _sockets_per_worker(host: str, port: int, count: int) -> list[socket.socket]:
-    """`count` sockets bound to one port with `SO_REUSEPORT`, each worker's to listen on
+def _sockets_per_worker(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
+    """`count` listening sockets on one port with `SO_REUSEPORT`, one for each worker
     (port 0: the port the first is given)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
@@ -209,6 +211,11 @@ def _sockets_per_worker(host: str, port: int, count: int) -> list[socket.socket]
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
+            # Listening here, not in the worker, puts every socket in the kernel's
+            # group at once: a worker still building its app already gets its share of
+            # new connections (they wait in its backlog) instead of the first worker
+            # to listen taking them all.
+            sock.listen(backlog)
             port = sock.getsockname()[1]
             sock.set_inheritable(True)
     except OSError as exc:
