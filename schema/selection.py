@@ -15,7 +15,11 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     SelectionSetNode,
+    ValueNode,
+    VariableNode,
 )
 
 
@@ -33,28 +37,44 @@ def selected_names(info: strawberry.Info, *path: str) -> frozenset[str]:
     whatever their type condition or directives: a superset of what the response shows),
     e.g. `selected_names(info, "edges", "node")`. Worked out once per document."""
     raw = info._raw_info
-    nodes = raw.field_nodes
-    key = (*map(id, nodes), *path)
-    cached = _NAMES.get(key)
-    if cached is not None:
-        return cached[1]
-    found = names_below(nodes, raw.fragments, *path)
-    if len(_NAMES) >= _MAX_NAMES:
-        _NAMES.clear()
-    # The entry holds the field nodes, so no other node takes their ids while it is
-    # cached: a key found is the same nodes.
-    _NAMES[key] = (list(nodes), found)
-    return found
+    return names_below(raw.field_nodes, raw.fragments, *path)
 
 
 def names_below(
     nodes: list[FieldNode], fragments: Mapping[str, FragmentDefinitionNode], *path: str
 ) -> frozenset[str]:
-    """`selected_names` for field nodes other than the current field's (not cached)."""
+    """`selected_names` for field nodes other than the current field's (`fragments`:
+    their document's). Worked out once per document."""
+    key = (*map(id, nodes), *path)
+    cached = _NAMES.get(key)
+    if cached is not None:
+        return cached[1]
     found: dict[str, list[FieldNode]] = {}
     for node in nodes:
         _collect_fields(node.selection_set, path, fragments, found)
-    return frozenset(field.name.value for fields in found.values() for field in fields)
+    names = frozenset(field.name.value for fields in found.values() for field in fields)
+    if len(_NAMES) >= _MAX_NAMES:
+        _NAMES.clear()
+    # The entry holds the field nodes, so no other node takes their ids while it is
+    # cached: a key found is the same nodes, of the same document.
+    _NAMES[key] = (list(nodes), names)
+    return names
+
+
+def reads_variables(node: FieldNode) -> bool:
+    """Whether the field's arguments read a variable (if not, they are the same for
+    every request of its document)."""
+    return any(_has_variable(argument.value) for argument in node.arguments or ())
+
+
+def _has_variable(value: ValueNode) -> bool:
+    if isinstance(value, VariableNode):
+        return True
+    if isinstance(value, ListValueNode):
+        return any(_has_variable(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return any(_has_variable(field.value) for field in value.fields)
+    return False
 
 
 _NAMES: dict[tuple[object, ...], tuple[list[FieldNode], frozenset[str]]] = {}

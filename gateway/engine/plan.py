@@ -34,11 +34,8 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
-    ListValueNode,
-    ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValueNode,
     VariableNode,
     is_abstract_type,
     is_leaf_type,
@@ -56,6 +53,7 @@ from strawberry.types.field import StrawberryField
 
 from gateway.engine.leaves import Serializer, serializer
 from gateway.engine.resolvers import DirectResolver, direct_resolver
+from schema.selection import reads_variables
 
 if TYPE_CHECKING:
     from graphql.execution import Executor
@@ -326,25 +324,11 @@ class FieldPlan:
             self.direct = direct_resolver(field_def) if direct else None
             if not field_def.args and not self.node.arguments:
                 self.args = {}
-            elif not _reads_variables(self.node):
+            elif not reads_variables(self.node):
                 try:
                     self.args = get_argument_values(field_def, self.node)
                 except GraphQLError:
                     self.args = None  # raised again, per field, at execution
-
-
-def _reads_variables(node: FieldNode) -> bool:
-    return any(_has_variable(argument.value) for argument in node.arguments or ())
-
-
-def _has_variable(value: ValueNode) -> bool:
-    if isinstance(value, VariableNode):
-        return True
-    if isinstance(value, ListValueNode):
-        return any(_has_variable(item) for item in value.values)
-    if isinstance(value, ObjectValueNode):
-        return any(_has_variable(field.value) for field in value.fields)
-    return False
 
 
 def object_plan(

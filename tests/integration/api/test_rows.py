@@ -385,3 +385,41 @@ def test_a_page_reads_its_agents_tasks_in_its_own_statement(
     assert busiest["pageInfo"]["hasNextPage"] is True
     # The agents and their tasks: no statement more than the page alone.
     assert page_trips["postgres"] == bare_trips["postgres"], (page_trips, bare_trips)
+
+
+def test_a_page_with_literal_task_arguments_reads_them_the_same_every_time(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    # Without variables, what the page's statement reads of the tasks is worked out
+    # once per document: each later request, and another document, must answer as the
+    # first did.
+    tag = unique("literal")
+    agents = [_agent(gql, operator, tag) for _ in range(2)]
+    for index, agent_id in enumerate(agents):
+        for priority in range(index * 3 + 1):
+            _task(gql, operator, agent_id, priority=priority + 1)
+
+    def page_of(first: int) -> str:
+        return (
+            f'{{ agents(filter: {{tagsAny: ["{tag}"]}}, first: 10, orderBy: NAME_ASC) {{'
+            " edges { node { id"
+            f" tasks(first: {first}, orderBy: PRIORITY_DESC) {{ totalCount"
+            " edges { node { title priority } } } } } } }"
+        )
+
+    bare = (
+        f'{{ agents(filter: {{tagsAny: ["{tag}"]}}, first: 10) {{ edges {{ node {{ id }} }} }} }}'
+    )
+    data(gql(bare, caller=viewer))
+    bare_trips = gql.last_round_trips.get("postgres")
+    answers = []
+    for first in (2, 2, 1, 2):
+        edges = data(gql(page_of(first), caller=viewer))["agents"]["edges"]
+        assert gql.last_round_trips.get("postgres") == bare_trips
+        answers.append({e["node"]["id"]: e["node"]["tasks"] for e in edges})
+    assert answers[0] == answers[1] == answers[3]
+    busiest = answers[0][agents[1]]
+    assert busiest["totalCount"] == 4
+    assert [edge["node"]["priority"] for edge in busiest["edges"]] == [4, 3]
+    assert [edge["node"]["priority"] for edge in answers[2][agents[1]]["edges"]] == [4]
+    assert [edge["node"]["priority"] for edge in answers[2][agents[0]]["edges"]] == [1]
