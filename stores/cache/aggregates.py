@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Final, cast
@@ -83,11 +83,23 @@ class AggregateCache:
             try:
                 await self.shared.bump(late)
             except StoreError:
-                # Memory goes on; Redis's entries for these agents end with their TTL.
+                # Memory goes on; Redis gets the bump when it answers again, and is not
+                # read until then.
                 self._entities.shared_failed()
+                self._entities.unwritten(KIND, late)
         await self._entities.announce(KIND, late)
         # Back through this process's listener too, before the writer's next read.
         await self._entities.settle()
+
+    async def rewrite(self, agent_ids: Collection[UUID] | None) -> None:
+        """After Redis missed late points: the generations of `agent_ids` moved on, or
+        (None) every entry dropped. Raises `StoreError` if Redis still fails."""
+        if self.shared is None:
+            return
+        if agent_ids is None:
+            await self.shared.drop_all()
+        else:
+            await self.shared.bump(agent_ids)
 
     async def series(
         self, question: bytes, agent_ids: Sequence[UUID], load: Load

@@ -12,7 +12,10 @@ tombstones. A writer then waits for its own changes to come back (`settle`): it
 sends a NOTIFY after its transaction and, when its listener has seen that, has seen
 everything committed before it. So a client never reads its own write stale on the
 gateway that made it (and in L2); other replicas' memories follow within the notice's
-delivery time. A Redis outage costs L2 and nothing else.
+delivery time. A Redis outage costs L2 and nothing else: Redis may come back with its
+data, so a change whose tombstone it missed, and every kind after this process's
+listener was away (a change then reached no listener here), leaves L2 unused until
+Redis has been told, by the tombstones written late or the kind's entries dropped.
 
 The cache sits below the resolvers: every permission check runs on what it returns,
 exactly as on a record read from PostgreSQL.
@@ -25,7 +28,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar, cast
@@ -55,6 +58,8 @@ _IDS_PER_NOTICE = 150
 _RECONNECT_S = 1.0
 # After L2 fails, reads skip it this long instead of each paying a connection timeout.
 _SHARED_RETRY_S = 5.0
+# Ids of one kind remembered for tombstones Redis missed; past this, the whole kind.
+_MAX_UNWRITTEN_IDS = 10_000
 _FINISHED_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 R = TypeVar("R")
@@ -259,11 +264,15 @@ class EntityCache:
         # Told of each change notice of a kind that is not an entity (metrics aggregates).
         self.followers: dict[str, Callable[[list[UUID] | None], None]] = {}
         self._shared_retry_at = 0.0
+        # Changes whose tombstones Redis missed, by kind (None: the whole kind).
+        self._unwritten: dict[str, set[UUID] | None] = {}
         self._postgres = postgres
         self._listener = ChannelListener(
             postgres, CHANNEL, self._changed, application_name="polygraph-cache-listener"
         )
-        self._tombstones: asyncio.Queue[tuple[str, list[UUID] | None] | asyncio.Future[None]]
+        # Changes to write to L2, barriers to resolve once those before them are, and
+        # None: a wake-up to write what Redis missed.
+        self._tombstones: asyncio.Queue[tuple[str, list[UUID] | None] | asyncio.Future[None] | None]
         self._tombstones = asyncio.Queue()
         self._barriers: dict[str, asyncio.Future[None]] = {}
         # Told of each drop from L1, as it happens (the invalidation bench times them).
@@ -289,7 +298,10 @@ class EntityCache:
         self.followers[AGGREGATES] = self.aggregates.changed
 
     def shared_usable(self) -> bool:
-        return self.shared is not None and time.monotonic() >= self._shared_retry_at
+        return self.shared is not None and not self._unwritten and not self._shared_down()
+
+    def _shared_down(self) -> bool:
+        return time.monotonic() < self._shared_retry_at
 
     def shared_failed(self) -> None:
         self.counts.shared_failures += 1
@@ -396,24 +408,77 @@ class EntityCache:
 
     async def _write_tombstones(self) -> None:
         while True:
-            item = await self._tombstones.get()
+            if self._unwritten and not self._shared_down():
+                await self._write_unwritten()
+            try:
+                # While something is unwritten, wake to retry even if no notice comes.
+                item = await asyncio.wait_for(
+                    self._tombstones.get(), _SHARED_RETRY_S if self._unwritten else None
+                )
+            except TimeoutError:
+                continue
             if isinstance(item, asyncio.Future):
                 if not item.done():
                     item.set_result(None)
                 continue
-            if self.shared is None:
+            if self.shared is None or item is None:
                 continue
             kind, ids = item
+            if self._unwritten or self._shared_down():
+                # Redis is failing: written with the rest once it answers again.
+                self.unwritten(kind, ids)
+                continue
             try:
-                # Each also moves the kind's generation on, once the tombstones are in.
-                if ids is None:
-                    await self.shared.drop_kind(kind)
-                else:
-                    await self.shared.tombstone(kind, ids, self.options.tombstone_s)
+                await self._tell_redis(kind, ids)
             except StoreError:
                 self.shared_failed()
+                self.unwritten(kind, ids)
+
+    async def _tell_redis(self, kind: str, ids: Collection[UUID] | None) -> None:
+        """L2's part of a change: tombstones for `ids` (None: every entry of `kind`
+        dropped), or for late metric points their agents' generations moved on; then
+        the kind's generation. Raises `StoreError` when Redis fails."""
+        assert self.shared is not None
+        if kind == AGGREGATES:
+            await self.aggregates.rewrite(ids)
+            await self.shared.tombstone(kind, [], self.options.tombstone_s)
+        elif ids is None:
+            await self.shared.drop_kind(kind)
+        else:
+            await self.shared.tombstone(kind, ids, self.options.tombstone_s)
+
+    def unwritten(self, kind: str, ids: Collection[UUID] | None) -> None:
+        """Note a change Redis did not hear of (None: any entry of `kind` may be
+        stale). L2 is left unused until it is written (`_write_unwritten`): Redis may
+        come back with its data, and the entries the change made stale with it."""
+        if self.shared is None:
+            return
+        if not self._unwritten:
+            # Wakes the writer, which retries while anything is unwritten.
+            self._tombstones.put_nowait(None)
+        known = self._unwritten.get(kind, set())
+        if ids is None or known is None or len(known) + len(ids) > _MAX_UNWRITTEN_IDS:
+            self._unwritten[kind] = None
+        else:
+            known.update(ids)
+            self._unwritten[kind] = known
+
+    async def _write_unwritten(self) -> None:
+        """The changes Redis missed, kind by kind: tombstones for the ids known, every
+        entry of a kind dropped where they are not (or too many)."""
+        assert self.shared is not None
+        while self._unwritten:
+            kind, ids = self._unwritten.popitem()
+            try:
+                await self._tell_redis(kind, ids)
+            except StoreError:
+                self.shared_failed()
+                self.unwritten(kind, ids)
+                return
+        logger.info("cache: Redis is back and has every change it missed; L2 in use again")
 
     async def _follow(self, started: asyncio.Future[None]) -> None:
+        reconnected = False
         while True:
             try:
                 await self._listener.connect()
@@ -426,6 +491,11 @@ class EntityCache:
                     self.generations[kind] += 1
                 for follower in self.followers.values():
                     follower(None)
+                if reconnected:
+                    # And Redis may hold it, if no other replica was listening either.
+                    for kind in QUERY_KINDS:
+                        self.unwritten(kind, None)
+                reconnected = True
                 self.following = True
                 if not started.done():
                     started.set_result(None)

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from stores import roundtrips
 from stores.errors import StoreUnavailable
-from stores.redis.entity_cache import KEY_PREFIX
+from stores.redis.entity_cache import KEY_PREFIX, delete_matching
 from stores.redis.store import RedisStore
 
 
@@ -76,5 +76,13 @@ class SharedAggregateCache:
                 for agent_id in agent_ids:
                     pipe.incr(_generation_key(agent_id))
                 await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
+
+    async def drop_all(self) -> None:
+        """Every entry deleted; the generations stay."""
+        roundtrips.record("redis")
+        try:
+            await delete_matching(self._redis, _entry_key("*"))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc

@@ -79,17 +79,23 @@ class SharedEntityCache:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
     async def drop_kind(self, kind: str) -> None:
-        """Every entry of `kind` (after a TRUNCATE): scanned, then deleted in batches."""
-        client = self._redis.client
+        """Every entry of `kind` (after a TRUNCATE, or changes Redis missed) deleted."""
         try:
-            batch: list[str] = []
-            async for key in client.scan_iter(match=f"{KEY_PREFIX}{kind}:*", count=1000):
-                batch.append(key.decode() if isinstance(key, bytes) else str(key))
-                if len(batch) >= 1000:
-                    await client.delete(*batch)
-                    batch.clear()
-            if batch:
-                await client.delete(*batch)
-            await client.incr(generation_key(kind))
+            await delete_matching(self._redis, f"{KEY_PREFIX}{kind}:*")
+            await self._redis.client.incr(generation_key(kind))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
+
+
+async def delete_matching(redis: RedisStore, pattern: str) -> None:
+    """Every key matching `pattern`: scanned, then deleted in batches (no KEYS, which
+    would hold Redis for the whole keyspace)."""
+    client = redis.client
+    batch: list[str] = []
+    async for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key.decode() if isinstance(key, bytes) else str(key))
+        if len(batch) >= 1000:
+            await client.delete(*batch)
+            batch.clear()
+    if batch:
+        await client.delete(*batch)

@@ -25,6 +25,7 @@ from stores.redis.entity_cache import KEY_PREFIX
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
 from tests.support.serving import wait_until
+from tests.support.tcp_proxy import cache_through_proxy
 from tests.support.waiting import until
 
 AGENT = "query($id: ID!) { node(id: $id) { ... on Agent { id name notes version } } }"
@@ -203,6 +204,61 @@ async def test_redis_down_leaves_the_memory_level(settings: Settings) -> None:
         finally:
             await cache.aclose()
     assert KEY_PREFIX.startswith("cache:")
+
+
+async def _cached_agent(cache: EntityCache, postgres: PostgresStore) -> UUID:
+    """A new agent, read through `cache`: in memory and in Redis."""
+    [agent_id] = await _new_agents(postgres, 1)
+    await cache.agents.by_ids([agent_id])
+    assert await cache.shared.get_many("agents", [agent_id])  # type: ignore[union-attr]
+    return agent_id
+
+
+async def _rename(postgres: PostgresStore, agent_id: UUID) -> str:
+    renamed = f"renamed-{uuid4()}"
+    async with postgres.connection() as conn:
+        await conn.execute("UPDATE agents SET name = $2 WHERE id = $1", agent_id, renamed)
+    return renamed
+
+
+async def test_a_change_redis_missed_is_never_served_from_it(settings: Settings) -> None:
+    # Redis cut off while an agent changes, its data kept: the record it holds is
+    # stale, and stays so unless the tombstone is written once Redis is back.
+    async with cache_through_proxy(settings) as (cache, postgres, proxy):
+        agent_id = await _cached_agent(cache, postgres)
+        proxy.cut()
+        renamed = await _rename(postgres, agent_id)
+        await cache.settle()
+        assert cache.local.get(("agents", agent_id)) is MISSING
+        assert cache.counts.shared_failures >= 1
+
+        proxy.restore()
+        await until(lambda: cache.shared_available is True)
+        with roundtrips.counting() as trips:
+            found = await cache.agents.by_ids([agent_id])
+        assert found[agent_id].name == renamed
+        # Read from PostgreSQL: Redis had only the tombstone.
+        assert trips["postgres"] == 1
+        assert await cache.shared.get_many("agents", [agent_id]) == {}  # type: ignore[union-attr]
+
+
+async def test_changes_made_while_nobody_listened_are_not_served_from_redis(
+    settings: Settings,
+) -> None:
+    async with cache_through_proxy(settings) as (cache, postgres, _):
+        agent_id = await _cached_agent(cache, postgres)
+        # This cache's listener goes (a PostgreSQL restart, a failover): a change
+        # made before it is back reaches no one here.
+        listener = cache._listener._conn
+        assert listener is not None
+        async with postgres.connection() as conn:
+            await conn.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        await until(lambda: not cache.following)
+        renamed = await _rename(postgres, agent_id)
+
+        await until(lambda: cache.following and cache.shared_available is True)
+        found = await cache.agents.by_ids([agent_id])
+        assert found[agent_id].name == renamed
 
 
 def test_health_names_the_cache_levels_in_use(

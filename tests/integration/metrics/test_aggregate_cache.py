@@ -16,10 +16,13 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from stores import PostgresStore, RedisStore
 from stores.cache import CacheOptions, EntityCache
-from stores.metrics import Series, Source
+from stores.cache.aggregates import question_of
+from stores.metrics import BucketValue, MetricPoint, Series, Source
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.metrics.test_metrics_api import RECORD, _agent, _at, _metric
 from tests.support.serving import wait_until
+from tests.support.tcp_proxy import cache_through_proxy
+from tests.support.waiting import until
 
 HOUR = timedelta(hours=1)
 SERIES = """query($names: [String!]!, $agents: [ID!]!, $from: DateTime!, $to: DateTime!) {
@@ -168,3 +171,38 @@ async def test_one_load_per_key_however_many_readers(settings: Settings) -> None
             assert all(f[agent_id][0].agent_id == agent_id for f in found)
         finally:
             await cache.aclose()
+
+
+async def test_a_late_point_redis_missed_ends_its_aggregate_there_once_it_is_back(
+    settings: Settings,
+) -> None:
+    # Redis cut off (its data kept) while a late point lands in a cached window: once
+    # it answers again, the entry it holds must not be served.
+    async with cache_through_proxy(settings) as (cache, _, proxy):
+        agent_id = uuid4()
+        window_start = _at(6)
+        question = question_of("a late point while Redis was away", uuid4())
+        stored = {"value": 1.0}
+
+        async def load(agent_ids: list[UUID]) -> dict[UUID, list[Series]]:
+            bucket = BucketValue(window_start, stored["value"])
+            return {a: [Series(a, "energy", Source.RAW, [bucket])] for a in agent_ids}
+
+        async def cached_value() -> float | None:
+            found = await cache.aggregates.series(question, [agent_id], load)
+            return found[agent_id][0].buckets[0].value
+
+        assert await cached_value() == 1.0
+        cache.aggregates.local.clear()
+        stored["value"] = 2.0
+        assert await cached_value() == 1.0, "served from Redis"
+
+        proxy.cut()
+        stored["value"] = 3.0
+        late = MetricPoint(agent_id, "energy", window_start + timedelta(minutes=5), 2.0)
+        await cache.aggregates.recorded([late])
+        assert cache.shared_available is False
+
+        proxy.restore()
+        await until(lambda: cache.shared_available is True)
+        assert await cached_value() == 3.0
