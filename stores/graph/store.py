@@ -95,12 +95,17 @@ class GraphStore:
         )
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, read: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session on the store's database; `read`: its auto-commit queries go where
+        reads may (a cluster's readers)."""
         self._lifecycle.check_open()
         assert self._driver is not None
         self._sessions_open += 1
+        mode = neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS
         try:
-            async with self._driver.session(database=self._options.database) as session:
+            async with self._driver.session(
+                database=self._options.database, default_access_mode=mode
+            ) as session:
                 yield session
         except _UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(NAME, describe_failure(exc)) from exc

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import pytest
@@ -20,6 +21,7 @@ from stores.graph import (
     projection,
 )
 from tests.integration.graph.conftest import Events, Ids, agent, depends, related, task
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import until
 
 COLLAB, DELEG, PARENT = AgentEdge.COLLABORATES_WITH, AgentEdge.DELEGATES_TO, AgentEdge.PARENT_OF
@@ -81,6 +83,26 @@ async def test_collaborators_of_counts_collaboration_both_ways_and_delegation_ou
     with roundtrips.counting() as counter:
         assert await graph.queries.collaborators_of([agents.a], first=0) == {agents.a: []}
     assert counter["neo4j"] == 0
+
+
+async def test_a_read_whose_connection_the_network_dropped_is_retried(
+    settings: Settings, agents: Agents
+) -> None:
+    # Reads run auto-commit (one exchange with the server); a connection found dead
+    # on the way gets the managed transaction's retries, not an error.
+    bolt = urlsplit(settings.neo4j_uri)
+    assert bolt.hostname is not None and bolt.port is not None
+    async with TcpProxy(bolt.hostname, bolt.port) as proxy:
+        options = replace(settings.graph_options(), uri=f"bolt://127.0.0.1:{proxy.port}")
+        async with GraphStore(options) as through_proxy:
+            first = await through_proxy.queries.collaborators_of([agents.a], first=10)
+            assert first[agents.a]
+            proxy.cut()  # the pooled connections end; new ones go through
+            proxy.restore()
+            with roundtrips.counting() as trips:
+                again = await through_proxy.queries.collaborators_of([agents.a], first=10)
+            assert again == first
+            assert trips["neo4j"] == 1
 
 
 async def test_parents_and_children(graph: GraphStore, agents: Agents) -> None:
