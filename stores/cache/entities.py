@@ -412,9 +412,8 @@ class EntityCache:
                 await self._write_unwritten()
             try:
                 # While something is unwritten, wake to retry even if no notice comes.
-                item = await asyncio.wait_for(
-                    self._tombstones.get(), _SHARED_RETRY_S if self._unwritten else None
-                )
+                async with asyncio.timeout(_SHARED_RETRY_S if self._unwritten else None):
+                    item = await self._tombstones.get()
             except TimeoutError:
                 continue
             if isinstance(item, asyncio.Future):
