@@ -24,8 +24,8 @@ from stores.postgres.records import WriteContext
 from stores.redis.entity_cache import KEY_PREFIX
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
+from tests.support.caches import cache_behind_gate
 from tests.support.serving import wait_until
-from tests.support.tcp_proxy import cache_through_proxy
 from tests.support.waiting import until
 
 AGENT = "query($id: ID!) { node(id: $id) { ... on Agent { id name notes version } } }"
@@ -224,15 +224,15 @@ async def _rename(postgres: PostgresStore, agent_id: UUID) -> str:
 async def test_a_change_redis_missed_is_never_served_from_it(settings: Settings) -> None:
     # Redis cut off while an agent changes, its data kept: the record it holds is
     # stale, and stays so unless the tombstone is written once Redis is back.
-    async with cache_through_proxy(settings) as (cache, postgres, proxy):
+    async with cache_behind_gate(settings) as (cache, postgres, gate):
         agent_id = await _cached_agent(cache, postgres)
-        proxy.cut()
+        gate.close()
         renamed = await _rename(postgres, agent_id)
         await cache.settle()
         assert cache.local.get(("agents", agent_id)) is MISSING
         assert cache.counts.shared_failures >= 1
 
-        proxy.restore()
+        gate.open()
         await until(lambda: cache.shared_available is True)
         with roundtrips.counting() as trips:
             found = await cache.agents.by_ids([agent_id])
@@ -245,7 +245,7 @@ async def test_a_change_redis_missed_is_never_served_from_it(settings: Settings)
 async def test_changes_made_while_nobody_listened_are_not_served_from_redis(
     settings: Settings,
 ) -> None:
-    async with cache_through_proxy(settings) as (cache, postgres, _):
+    async with cache_behind_gate(settings) as (cache, postgres, _):
         agent_id = await _cached_agent(cache, postgres)
         # This cache's listener goes (a PostgreSQL restart, a failover): a change
         # made before it is back reaches no one here.

@@ -21,7 +21,7 @@ from stores.graph import (
     projection,
 )
 from tests.integration.graph.conftest import Events, Ids, agent, depends, related, task
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.gate import Gate
 from tests.support.waiting import until
 
 COLLAB, DELEG, PARENT = AgentEdge.COLLABORATES_WITH, AgentEdge.DELEGATES_TO, AgentEdge.PARENT_OF
@@ -92,15 +92,15 @@ async def test_a_read_whose_connection_the_network_dropped_is_retried(
     # on the way gets the managed transaction's retries, not an error.
     bolt = urlsplit(settings.neo4j_uri)
     assert bolt.hostname is not None and bolt.port is not None
-    async with TcpProxy(bolt.hostname, bolt.port) as proxy:
-        options = replace(settings.graph_options(), uri=f"bolt://127.0.0.1:{proxy.port}")
-        async with GraphStore(options) as through_proxy:
-            first = await through_proxy.queries.collaborators_of([agents.a], first=10)
+    async with Gate(bolt.hostname, bolt.port) as gate:
+        options = replace(settings.graph_options(), uri=f"bolt://127.0.0.1:{gate.port}")
+        async with GraphStore(options) as behind_gate:
+            first = await behind_gate.queries.collaborators_of([agents.a], first=10)
             assert first[agents.a]
-            proxy.cut()  # the pooled connections end; new ones go through
-            proxy.restore()
+            gate.close()  # the pooled connections end; new ones go through
+            gate.open()
             with roundtrips.counting() as trips:
-                again = await through_proxy.queries.collaborators_of([agents.a], first=10)
+                again = await behind_gate.queries.collaborators_of([agents.a], first=10)
             assert again == first
             assert trips["neo4j"] == 1
 

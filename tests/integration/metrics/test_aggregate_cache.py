@@ -20,8 +20,8 @@ from stores.cache.aggregates import question_of
 from stores.metrics import BucketValue, MetricPoint, Series, Source
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.metrics.test_metrics_api import RECORD, _agent, _at, _metric
+from tests.support.caches import cache_behind_gate
 from tests.support.serving import wait_until
-from tests.support.tcp_proxy import cache_through_proxy
 from tests.support.waiting import until
 
 HOUR = timedelta(hours=1)
@@ -178,7 +178,7 @@ async def test_a_late_point_redis_missed_ends_its_aggregate_there_once_it_is_bac
 ) -> None:
     # Redis cut off (its data kept) while a late point lands in a cached window: once
     # it answers again, the entry it holds must not be served.
-    async with cache_through_proxy(settings) as (cache, _, proxy):
+    async with cache_behind_gate(settings) as (cache, _, gate):
         agent_id = uuid4()
         window_start = _at(6)
         question = question_of("a late point while Redis was away", uuid4())
@@ -197,12 +197,12 @@ async def test_a_late_point_redis_missed_ends_its_aggregate_there_once_it_is_bac
         stored["value"] = 2.0
         assert await cached_value() == 1.0, "served from Redis"
 
-        proxy.cut()
+        gate.close()
         stored["value"] = 3.0
         late = MetricPoint(agent_id, "energy", window_start + timedelta(minutes=5), 2.0)
         await cache.aggregates.recorded([late])
         assert cache.shared_available is False
 
-        proxy.restore()
+        gate.open()
         await until(lambda: cache.shared_available is True)
         assert await cached_value() == 3.0
