@@ -54,6 +54,7 @@ from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_i
 from schema.rows import ColumnField, RowReader, RowReaders
 from schema.scalars import JSON
 from schema.selection import (
+    DocumentMemo,
     names_below,
     reads_variables,
     selected_fields,
@@ -597,32 +598,24 @@ def _tasks_read_with_page(info: Info) -> TasksOfEach | None:
     if len(fields) != 1:
         return None
     nodes = fields[0]
+
+    def tasks_of_each() -> TasksOfEach | None:
+        try:
+            arguments = _page_field_arguments(info, "tasks", nodes[0])
+            key = _tasks_keys(nodes, info._raw_info.fragments, arguments)[1](_NO_AGENT)
+            if key.columns is None:
+                return None
+            return TasksOfEach(key.columns, key.first, key.statuses, key.order, key.with_total)
+        except Exception:
+            return None
+
+    if reads_variables(nodes[0]):
+        return tasks_of_each()
     # Without variables in its arguments, the answer is the document's: worked out once.
-    literal = not reads_variables(nodes[0])
-    memo_key = tuple(map(id, nodes))
-    if literal:
-        memo = _TASKS_OF_EACH.get(memo_key)
-        if memo is not None:
-            return memo[1]
-    try:
-        arguments = _page_field_arguments(info, "tasks", nodes[0])
-        key = _tasks_keys(nodes, info._raw_info.fragments, arguments)[1](_NO_AGENT)
-        if key.columns is None:
-            tasks = None
-        else:
-            tasks = TasksOfEach(key.columns, key.first, key.statuses, key.order, key.with_total)
-    except Exception:
-        tasks = None
-    if literal:
-        if len(_TASKS_OF_EACH) >= _MAX_TASKS_OF_EACH:
-            _TASKS_OF_EACH.clear()
-        # Held with the nodes, so no other node takes their ids while it is cached.
-        _TASKS_OF_EACH[memo_key] = (nodes, tasks)
-    return tasks
+    return _TASKS_OF_EACH.get(nodes, (), tasks_of_each)
 
 
-_TASKS_OF_EACH: dict[tuple[int, ...], tuple[list[FieldNode], TasksOfEach | None]] = {}
-_MAX_TASKS_OF_EACH = 1000
+_TASKS_OF_EACH: DocumentMemo[TasksOfEach | None] = DocumentMemo(max_entries=1000)
 
 
 def _page_fields(info: Info, name: str) -> list[list[FieldNode]]:

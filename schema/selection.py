@@ -7,7 +7,8 @@ does gets it without an async resolver per item.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Generic, TypeVar
 
 import strawberry
 from graphql import (
@@ -21,6 +22,8 @@ from graphql import (
     ValueNode,
     VariableNode,
 )
+
+V = TypeVar("V")
 
 
 def selects(info: strawberry.Info, *path: str) -> bool:
@@ -45,20 +48,14 @@ def names_below(
 ) -> frozenset[str]:
     """`selected_names` for field nodes other than the current field's (`fragments`:
     their document's). Worked out once per document."""
-    key = (*map(id, nodes), *path)
-    cached = _NAMES.get(key)
-    if cached is not None:
-        return cached[1]
-    found: dict[str, list[FieldNode]] = {}
-    for node in nodes:
-        _collect_fields(node.selection_set, path, fragments, found)
-    names = frozenset(field.name.value for fields in found.values() for field in fields)
-    if len(_NAMES) >= _MAX_NAMES:
-        _NAMES.clear()
-    # The entry holds the field nodes, so no other node takes their ids while it is
-    # cached: a key found is the same nodes, of the same document.
-    _NAMES[key] = (list(nodes), names)
-    return names
+
+    def names() -> frozenset[str]:
+        found: dict[str, list[FieldNode]] = {}
+        for node in nodes:
+            _collect_fields(node.selection_set, path, fragments, found)
+        return frozenset(field.name.value for fields in found.values() for field in fields)
+
+    return _NAMES.get(nodes, path, names)
 
 
 def reads_variables(node: FieldNode) -> bool:
@@ -77,8 +74,32 @@ def _has_variable(value: ValueNode) -> bool:
     return False
 
 
-_NAMES: dict[tuple[object, ...], tuple[list[FieldNode], frozenset[str]]] = {}
-_MAX_NAMES = 2000
+class DocumentMemo(Generic[V]):
+    """Answers worked out from a document's field nodes, kept across requests: the
+    parser cache hands every request with the same text the same nodes, so their
+    identity is the key. Each entry holds its nodes, so no other node takes their ids
+    while it is kept; a full memo is cleared whole."""
+
+    __slots__ = ("_entries", "_max_entries")
+
+    def __init__(self, max_entries: int = 2000) -> None:
+        self._entries: dict[tuple[object, ...], tuple[list[FieldNode], V]] = {}
+        self._max_entries = max_entries
+
+    def get(self, nodes: Sequence[FieldNode], extra: tuple[str, ...], make: Callable[[], V]) -> V:
+        """The answer for `nodes` (and `extra`, say a path below them), `make` run once."""
+        key = (*map(id, nodes), *extra)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry[1]
+        value = make()
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = (list(nodes), value)
+        return value
+
+
+_NAMES: DocumentMemo[frozenset[str]] = DocumentMemo()
 
 
 def selected_fields(info: strawberry.Info, *path: str) -> dict[str, list[FieldNode]]:
@@ -86,22 +107,17 @@ def selected_fields(info: strawberry.Info, *path: str) -> dict[str, list[FieldNo
     (through fragments, whatever their type condition or directives: a superset), e.g.
     `selected_fields(info, "edges", "node")["tasks"]`. Worked out once per document."""
     raw = info._raw_info
-    nodes = raw.field_nodes
-    key = (*map(id, nodes), *path)
-    cached = _FIELDS.get(key)
-    if cached is not None:
-        return cached[1]
-    found: dict[str, list[FieldNode]] = {}
-    for node in nodes:
-        _collect_fields(node.selection_set, path, raw.fragments, found)
-    if len(_FIELDS) >= _MAX_NAMES:
-        _FIELDS.clear()
-    # Held with the field nodes, as in `selected_names`.
-    _FIELDS[key] = (list(nodes), found)
-    return found
+
+    def fields() -> dict[str, list[FieldNode]]:
+        found: dict[str, list[FieldNode]] = {}
+        for node in raw.field_nodes:
+            _collect_fields(node.selection_set, path, raw.fragments, found)
+        return found
+
+    return _FIELDS.get(raw.field_nodes, path, fields)
 
 
-_FIELDS: dict[tuple[object, ...], tuple[list[FieldNode], dict[str, list[FieldNode]]]] = {}
+_FIELDS: DocumentMemo[dict[str, list[FieldNode]]] = DocumentMemo()
 
 
 def _collect_fields(
