@@ -4,7 +4,9 @@ The function completes one object: each field of the plan unrolled in response o
 leaves read and serialized inline (`source.title`, a type check, the value), every
 other field handed to the executor. It does what `PlannedExecutionContext`'s field
 loop does, statement for statement, without the loop's per-field dispatch and
-attribute lookups; errors take the same path (`handle_field_error`).
+attribute lookups; errors take the same path (`handle_field_error`). An object held
+as an attribute whose own selection is only leaves (an edge's `source { id }`) is
+completed inside its parent's function, once `is_type_of` has accepted its class.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from graphql.pyutils import Path, Undefined
 from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT, builtin_coercion
 from gateway.engine.plan import (
     ATTRIBUTE,
+    CAST_ATTRIBUTE,
     LEAF,
     RESOLVE,
     TYPENAME,
@@ -32,11 +35,12 @@ from schema.settled import SETTLED_NULL
 
 if TYPE_CHECKING:
     from gateway.engine.executor import PlannedExecutionContext
+    from gateway.engine.plan import AnyExecutor
 
 CompiledObject = Callable[["PlannedExecutionContext", Any, Path | None], Any]
 
 
-def compile_object(plan: ObjectPlan) -> CompiledObject:
+def compile_object(plan: ObjectPlan, executor: AnyExecutor) -> CompiledObject:
     names: dict[str, Any] = {
         "Path": Path,
         # `Path` is a named tuple: its `__new__` is a Python function; this is what it does.
@@ -45,6 +49,7 @@ def compile_object(plan: ObjectPlan) -> CompiledObject:
         "MIN": MIN_INT,
         "MAX": MAX_INT,
         "SETTLED_NULL": SETTLED_NULL,
+        "CAST": CAST_ATTRIBUTE,
     }
     lines = [
         "def complete(executor, source, path):",
@@ -61,7 +66,7 @@ def compile_object(plan: ObjectPlan) -> CompiledObject:
             body.extend(_leaf(field, index, names))
         elif field.mode == ATTRIBUTE and _plain_object(field):
             others = True
-            body.extend(_object(field, index))
+            body.extend(_object(field, index, _inlined(field, index, executor, names)))
         elif field.mode == ATTRIBUTE and _plain_list(field):
             others = True
             body.extend(_list(field, index))
@@ -216,13 +221,39 @@ def _settled_object(field: FieldPlan, index: int) -> list[str]:
     ]
 
 
-def _object(field: FieldPlan, index: int) -> list[str]:
+def _object(
+    field: FieldPlan, index: int, inlined: tuple[str | None, list[str]] | None
+) -> list[str]:
     """An object read from an attribute: `_execute_field`, `_complete` and
-    `_complete_nullable` inlined down to `_complete_object`."""
+    `_complete_nullable` inlined down to `_complete_object`; with `inlined`, the
+    object's own fields as well (see `_inlined`)."""
     key = repr(field.key)
     on_null = (
         f"raise TypeError(F{index}.null_message)" if field.non_null else f"results[{key}] = None"
     )
+    completed = [
+        f"result = executor._complete_object(F{index},"
+        f" F{index}.shape.plan(executor), None, field_path, value)",
+        "if type(result) is dict:",
+        f"    results[{key}] = result",
+        "else:",
+        f"    results[{key}] = executor._await_completed(F{index}, result, field_path)",
+        "    if awaitable is None:",
+        f"        awaitable = [{key}]",
+        "    else:",
+        f"        awaitable.append({key})",
+    ]
+    if inlined is not None:
+        check, lines = inlined
+        if check is None:
+            completed = lines
+        else:
+            completed = [
+                f"if {check}:",
+                *(f"    {line}" for line in lines),
+                "else:",
+                *(f"    {line}" for line in completed),
+            ]
     return [
         f"field_path = new_path(Path, (path, {key}, {field.parent_name!r}))",
         "try:",
@@ -232,16 +263,7 @@ def _object(field: FieldPlan, index: int) -> list[str]:
         "    else:",
         "        if isinstance(value, Exception):",
         "            raise value",
-        f"        result = executor._complete_object(F{index},"
-        f" F{index}.shape.plan(executor), None, field_path, value)",
-        "        if type(result) is dict:",
-        f"            results[{key}] = result",
-        "        else:",
-        f"            results[{key}] = executor._await_completed(F{index}, result, field_path)",
-        "            if awaitable is None:",
-        f"                awaitable = [{key}]",
-        "            else:",
-        f"                awaitable.append({key})",
+        *(f"        {line}" for line in completed),
         "except Exception as raw_error:",
         f"    executor.handle_field_error(raw_error, F{index}.return_type, F{index}.details,"
         " field_path)",
@@ -249,34 +271,77 @@ def _object(field: FieldPlan, index: int) -> list[str]:
     ]
 
 
-def _read(field: FieldPlan) -> str:
+def _inlined(
+    field: FieldPlan, index: int, executor: AnyExecutor, names: dict[str, Any]
+) -> tuple[str | None, list[str]] | None:
+    """Lines that complete the object `value` of `field` in place, when its plan holds
+    only leaves its object has as attributes (an edge's `source { id }`, a node's
+    `agent { id name }`): its own compiled function's lines, run without calling it,
+    `_complete_object` or `plan`; with the condition on the object's class under
+    which they may run: that `is_type_of` accepted its class before
+    (`ObjectPlan.accepted`; None: the type has no `is_type_of`). None: not inlined."""
+    try:
+        plan = field.shape.plan(executor)  # type: ignore[attr-defined]
+    except Exception:  # completing the field reports it, as before
+        return None
+    if not plan.fields or any(f.mode not in (LEAF, TYPENAME) for f in plan.fields):
+        return None
+    check = None
+    if plan.is_type_of is not None:
+        if plan.accepted is None:
+            return None
+        names[f"A{index}"] = plan.accepted
+        check = f"type(value) in A{index} and not hasattr(value, CAST)"
+    lines = ["child = value", "inner = {}"]
+    for position, inner in enumerate(plan.fields):
+        prefix = f"{index}_{position}"
+        names[f"F{prefix}"] = inner
+        if inner.mode == TYPENAME:
+            lines.append(f"inner[{inner.key!r}] = {inner.parent_name!r}")
+        else:
+            lines += _leaf(inner, prefix, names, source="child", results="inner", path="field_path")
+    lines.append(f"results[{field.key!r}] = inner")
+    return check, lines
+
+
+def _read(field: FieldPlan, source: str = "source") -> str:
     attribute = field.attribute
     assert attribute is not None
     if attribute.isidentifier() and not keyword.iskeyword(attribute):
-        return f"source.{attribute}"
-    return f"getattr(source, {attribute!r})"
+        return f"{source}.{attribute}"
+    return f"getattr({source}, {attribute!r})"
 
 
-def _leaf(field: FieldPlan, index: int, names: dict[str, Any]) -> list[str]:
+def _leaf(
+    field: FieldPlan,
+    index: int | str,
+    names: dict[str, Any],
+    *,
+    source: str = "source",
+    results: str = "results",
+    path: str = "path",
+) -> list[str]:
+    """Lines that read and serialize a leaf of `source` into `results` (names of the
+    function's variables: an inlined object's are not its parent's)."""
     assert isinstance(field.shape, LeafShape)
     key = repr(field.key)
-    read = _read(field)
+    read = _read(field, source)
     value = serialized_value(field, f"S{index}", names)
     if field.non_null:
         on_null = f"raise TypeError(F{index}.null_message)"
     else:
-        on_null = f"results[{key}] = None"
+        on_null = f"{results}[{key}] = None"
     return [
         "try:",
         f"    value = {read}",
         "    if value is None or value is Undefined:",
         f"        {on_null}",
         "    else:",
-        f"        results[{key}] = {value}",
+        f"        {results}[{key}] = {value}",
         "except Exception as raw_error:",
         f"    executor.handle_field_error(raw_error, F{index}.return_type, F{index}.details,"
-        f" Path(path, {key}, {field.parent_name!r}))",
-        f"    results[{key}] = None",
+        f" Path({path}, {key}, {field.parent_name!r}))",
+        f"    {results}[{key}] = None",
     ]
 
 

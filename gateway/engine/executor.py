@@ -176,7 +176,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self, plan: ObjectPlan, source: Any, path: Path | None
     ) -> AwaitableOrValue[dict[str, Any]]:
         """graphql-core's `execute_fields`, compiled per plan (gateway/engine/compile.py)."""
-        return plan.complete(self, source, path)  # type: ignore[no-any-return]
+        return plan.compiled(self)(self, source, path)  # type: ignore[no-any-return]
 
     async def _gather_fields(
         self, results: dict[str, Any], awaitable_keys: list[str]
@@ -410,7 +410,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                     raise invalid_return_type_error(plan.object_type, result, field.details)
                 if accepted is not None and not hasattr(result, CAST_ATTRIBUTE):
                     accepted.add(type(result))
-        return plan.complete(self, result, path)  # type: ignore[no-any-return]
+        return plan.compiled(self)(self, result, path)  # type: ignore[no-any-return]
 
     async def _complete_object_async(
         self, field: FieldPlan, plan: ObjectPlan, path: Path, result: Any, matches: Any
@@ -526,6 +526,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # inlined (an exception or a null takes the general path below).
         plan = item.plan(self) if item.kind == OBJECT_SHAPE and not item.needs_info else None  # type: ignore[attr-defined]
         accepted = plan.accepted if plan is not None else None
+        complete = plan.compiled(self) if plan is not None else None
         try:
             for value in iterator:
                 item_path = _new_path(Path, (path, index, None))
@@ -540,7 +541,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                             and not hasattr(value, CAST_ATTRIBUTE)
                         ):
                             # Accepted before (`ObjectPlan.accepted`).
-                            completed = plan.complete(self, value, item_path)
+                            completed = complete(self, value, item_path)  # type: ignore[misc]
                         elif is_type_of is not None:
                             matches = is_type_of(value, None)
                             if is_awaitable(matches):
@@ -554,9 +555,9 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                             else:
                                 if accepted is not None and not hasattr(value, CAST_ATTRIBUTE):
                                     accepted.add(type(value))
-                                completed = plan.complete(self, value, item_path)
+                                completed = complete(self, value, item_path)  # type: ignore[misc]
                         else:
-                            completed = plan.complete(self, value, item_path)
+                            completed = complete(self, value, item_path)  # type: ignore[misc]
                         if type(completed) is dict:
                             append(completed)
                         else:

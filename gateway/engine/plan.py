@@ -145,13 +145,14 @@ class ObjectPlan:
         # This plan compiled over rows, per reader (gateway/engine/rows.py; None: not).
         self.row_completers: dict[Any, Any] = {}
 
-    @property
-    def complete(self) -> CompiledObject:
+    def compiled(self, executor: AnyExecutor) -> CompiledObject:
+        """This plan as one function, compiled at its first use (by `executor`, whose
+        plans of the fields below it the function may inline)."""
         complete = self._complete
         if complete is None:
             from gateway.engine.compile import compile_object
 
-            complete = self._complete = compile_object(self)
+            complete = self._complete = compile_object(self, executor)
         return complete
 
 

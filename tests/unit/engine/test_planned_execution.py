@@ -154,6 +154,36 @@ class Broken:
     )
 
 
+@strawberry.type
+class Point:
+    """A type without an interface: no `is_type_of` to check."""
+
+    x: int
+    label: str | None = None
+
+
+@strawberry.type
+class Holder:
+    """Objects held as attributes, of leaves only: completed in place (compile.py)."""
+
+    name: str
+    leaf: Leaf | None = None
+    point: Point | None = None
+    must_point: Point = strawberry.field(default_factory=lambda: Point(x=0))
+
+
+def _holders() -> list[Holder]:
+    return [
+        Holder(name="ok", leaf=Leaf(name="l", value=1, must=1), point=Point(x=1, label="p")),
+        Holder(name="null leaf", leaf=Leaf(name="n", value=None, must=None)),  # type: ignore[arg-type]
+        Holder(name="wrong type", leaf=Other(name="o", size=1.0)),  # type: ignore[arg-type]
+        Holder(name="cast", leaf=strawberry.cast(Other, Leaf(name="c", value=3, must=3))),
+        Holder(name="too big", point=Point(x=2**40, label=7)),  # type: ignore[arg-type]
+        Holder(name="bad required", must_point=Point(x=None)),  # type: ignore[arg-type]
+        Holder(name="error", leaf=ValueError("a leaf as an error")),  # type: ignore[arg-type]
+    ]
+
+
 @strawberry.input
 class Window:
     size: int = 2
@@ -207,6 +237,10 @@ class Query:
     @strawberry.field
     def counters(self, count: int = 3) -> list[Counter]:
         return [Counter(n=n) for n in range(count)]
+
+    @strawberry.field
+    def holders(self) -> list[Holder | None]:
+        return _holders()  # type: ignore[return-value]
 
     @strawberry.field
     def missing_attribute(self) -> Leaf:
@@ -350,6 +384,54 @@ async def test_an_accepted_class_cast_to_another_type_is_still_refused() -> None
         data, errors = await same("{ maybeBranch { castElsewhere { name } } }")
         assert data == {"maybeBranch": None}
         assert [error["path"] for error in errors] == [["maybeBranch", "castElsewhere", 1]]
+
+
+async def test_objects_of_leaves_held_as_attributes() -> None:
+    query = """{ holders { name leaf { __typename name must v: value } point { x label }
+      mustPoint { x } } }"""
+    # The second time, the classes `is_type_of` accepted are completed in place.
+    for _ in range(2):
+        data, errors = await same(query)
+        assert data["holders"][0] == {
+            "name": "ok",
+            "leaf": {"__typename": "Leaf", "name": "l", "must": 1, "v": 1},
+            "point": {"x": 1, "label": "p"},
+            "mustPoint": {"x": 0},
+        }
+        assert [error["path"] for error in errors] == [
+            ["holders", 1, "leaf", "must"],
+            ["holders", 2, "leaf", "must"],
+            ["holders", 3, "leaf"],
+            ["holders", 4, "point", "x"],
+            ["holders", 5, "mustPoint", "x"],
+            ["holders", 6, "leaf"],
+        ]
+        assert data["holders"][5] is None
+
+
+async def test_accepted_objects_of_leaves_complete_without_a_call_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths: list[list[str | int]] = []
+    general = PlannedExecutionContext._complete_object
+
+    def counted(self: Any, field: Any, plan: Any, info: Any, path: Any, value: Any) -> Any:
+        paths.append(path.as_list())
+        return general(self, field, plan, info, path, value)
+
+    monkeypatch.setattr(PlannedExecutionContext, "_complete_object", counted)
+    # Parsed once, as the gateway parses: the second request runs the same plan.
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=planned_execution_context(), extensions=[ParserCache]
+    )
+    query = "{ a: holders { leaf { name } point { x } } }"
+    await schema.execute(query)
+    # The first object of each class goes through `is_type_of` (Point has none).
+    assert paths == [["a", 0, "leaf"], ["a", 2, "leaf"], ["a", 3, "leaf"]]
+    paths.clear()
+    await schema.execute(query)
+    # Then only the object cast to another type does.
+    assert paths == [["a", 3, "leaf"]]
 
 
 async def test_fragments_on_interfaces_and_unions() -> None:
