@@ -17,6 +17,13 @@ data, so a change whose tombstone it missed, and every kind after this process's
 listener was away (a change then reached no listener here), leaves L2 unused until
 Redis has been told, by the tombstones written late or the kind's entries dropped.
 
+The same holds before a process first listens: what changed while no replica
+listened (every gateway stopped, a worker or `psql` writing) is in no tombstone. So
+a starting process trusts L2 only when another replica is following now: each
+replica that has applied every change to L2 marks so in Redis every second
+(`cache:{e}:followers`), and one starting waits, briefly, for such a mark made
+after its own listener began. Without one, it drops every kind's L2 entries first.
+
 The cache sits below the resolvers: every permission check runs on what it returns,
 exactly as on a record read from PostgreSQL.
 """
@@ -61,6 +68,11 @@ _SHARED_RETRY_S = 5.0
 # Ids of one kind remembered for tombstones Redis missed; past this, the whole kind.
 _MAX_UNWRITTEN_IDS = 10_000
 _FINISHED_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# How often a replica following every change marks so in Redis, how long a mark
+# counts, and how long a starting replica waits for another's mark.
+_FOLLOWING_MARK_S = 1.0
+_FOLLOWING_MARK_LASTS_S = 5.0
+_FOLLOWING_WAIT_S = 2.5
 
 R = TypeVar("R")
 
@@ -281,6 +293,8 @@ class EntityCache:
         # L1 serves reads only while invalidations arrive: a listener that lost its
         # connection may have missed some.
         self.following = False
+        # This process among the replicas marking that they follow (see `start`).
+        self._replica = uuid.uuid4().hex
         self.agents = CachedKind(
             self, "agents", Agent, postgres.agents.by_ids, lambda _: options.agent_ttl_s
         )
@@ -320,14 +334,18 @@ class EntityCache:
         return self.options.task_ttl_s
 
     async def start(self) -> None:
-        """Follow changes from now on; returns once following (or once the first attempt
-        failed: reads then go to PostgreSQL until a retry succeeds)."""
+        """Follow changes from now on; returns once following, L2 trusted or emptied
+        (see the module's docstring), or once the first attempt failed: reads then go
+        to PostgreSQL until a retry succeeds."""
         started = asyncio.get_running_loop().create_future()
         self._tasks = [
             asyncio.create_task(self._follow(started), name="cache-listener"),
             asyncio.create_task(self._write_tombstones(), name="cache-tombstones"),
         ]
         await started
+        if self.shared is not None:
+            # Started now: its first mark is made at once.
+            self._tasks.append(asyncio.create_task(self._mark_following(), name="cache-mark"))
 
     async def aclose(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -340,7 +358,62 @@ class EntityCache:
             if pending:
                 logger.warning("cache: %d background tasks still stopping", len(pending))
         self.following = False
+        await self._stop_marking()
         await self._listener.aclose()
+
+    async def _mark_following(self) -> None:
+        """Mark in Redis, every second, that this replica has applied every change it
+        heard of to L2: following, no tombstone queued, nothing Redis missed."""
+        assert self.shared is not None
+        lasts_ms = int(_FOLLOWING_MARK_LASTS_S * 1000)
+        while True:
+            if self.following and self._tombstones.empty() and self.shared_usable():
+                try:
+                    await self.shared.mark_following(self._replica, lasts_ms)
+                except StoreError:
+                    self.shared_failed()
+            await asyncio.sleep(_FOLLOWING_MARK_S)
+
+    async def _stop_marking(self) -> None:
+        if self.shared is None:
+            return
+        try:
+            async with asyncio.timeout(self.options.settle_timeout_s):
+                await self.shared.stop_following(self._replica)
+        except (StoreError, TimeoutError):
+            # Its mark lapses on its own.
+            pass
+
+    async def _trust_shared(self) -> bool:
+        """Whether another replica follows every change now: one has marked so in
+        Redis after this process's listener began (waited for up to
+        `_FOLLOWING_WAIT_S`). If so, what changed before was written to L2 by it."""
+        assert self.shared is not None
+        lasts_ms = int(_FOLLOWING_MARK_LASTS_S * 1000)
+        deadline = time.monotonic() + _FOLLOWING_WAIT_S
+        try:
+            since, newest = await self.shared.others_following(self._replica, lasts_ms)
+            while newest is not None and newest < since and time.monotonic() < deadline:
+                await asyncio.sleep(_FOLLOWING_MARK_S / 4)
+                _, newest = await self.shared.others_following(self._replica, lasts_ms)
+        except StoreError:
+            self.shared_failed()
+            return False
+        return newest is not None and newest >= since
+
+    async def _empty_shared(self) -> None:
+        """Every kind's L2 entries dropped: nothing says they are current. What Redis
+        cannot take now is left unwritten, and L2 unused until it is written."""
+        pending = list(QUERY_KINDS)
+        while pending:
+            kind = pending.pop()
+            try:
+                await self._tell_redis(kind, None)
+            except StoreError:
+                self.shared_failed()
+                for left in (kind, *pending):
+                    self.unwritten(left, None)
+                return
 
     async def settle(self) -> None:
         """Return once this process has applied every change committed before the call
@@ -494,6 +567,10 @@ class EntityCache:
                     # And Redis may hold it, if no other replica was listening either.
                     for kind in QUERY_KINDS:
                         self.unwritten(kind, None)
+                elif self.shared is not None and not await self._trust_shared():
+                    # The first time: what changed while no replica listened, too.
+                    logger.info("cache: no other replica follows changes; emptied L2")
+                    await self._empty_shared()
                 reconnected = True
                 self.following = True
                 if not started.done():

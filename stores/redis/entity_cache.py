@@ -2,6 +2,8 @@
 
     cache:{e}:<kind>:<id>   an encoded record, or "" (a tombstone: changed just now)
     cache:{e}:gen:<kind>    incremented by every replica on each notice of `kind`
+    cache:{e}:followers     replica -> when it last said it follows every change
+                            (Redis server time, ms): see `EntityCache.start`
 
 Every key shares the hash tag `{e}`, so one MGET or pipeline serves a page of ids
 on a Redis Cluster too. A fill never overwrites (`SET NX`): a tombstone written on a
@@ -11,7 +13,7 @@ change keeps out, for its lifetime, a fill by a read that began before the chang
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 from redis.exceptions import RedisError
@@ -27,6 +29,42 @@ TOMBSTONE = b""
 def generation_key(kind: str) -> str:
     """The count of `kind`'s change notices (stores.redis.query_cache reads it)."""
     return f"{KEY_PREFIX}gen:{kind}"
+
+
+FOLLOWERS_KEY = f"{KEY_PREFIX}followers"
+
+# Redis's own clock, so that replicas' clocks never have to agree.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+# KEYS[1] followers; ARGV[1] replica, ARGV[2] how long a mark lasts (ms) -> now.
+_FOLLOWING_SCRIPT = (
+    _NOW_MS
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return now
+"""
+)
+# KEYS[1] followers; ARGV[1] the asking replica, ARGV[2] how long a mark lasts (ms)
+# -> {now, the newest mark of another replica or -1}; marks past their time go.
+_OTHERS_SCRIPT = (
+    _NOW_MS
+    + """
+local newest = -1
+local marks = redis.call('HGETALL', KEYS[1])
+for i = 1, #marks, 2 do
+  local at = tonumber(marks[i + 1])
+  if now - at > tonumber(ARGV[2]) then
+    redis.call('HDEL', KEYS[1], marks[i])
+  elseif marks[i] ~= ARGV[1] and at > newest then
+    newest = at
+  end
+end
+return {now, newest}
+"""
+)
 
 
 def _key(kind: str, entity_id: UUID) -> str:
@@ -83,6 +121,28 @@ class SharedEntityCache:
         try:
             await delete_matching(self._redis, f"{KEY_PREFIX}{kind}:*")
             await self._redis.client.incr(generation_key(kind))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
+
+    async def mark_following(self, replica: str, lasts_ms: int) -> None:
+        """Say that `replica` has applied every change so far to this level."""
+        await self._script(_FOLLOWING_SCRIPT, replica, lasts_ms)
+
+    async def others_following(self, replica: str, lasts_ms: int) -> tuple[int, int | None]:
+        """Redis's time now (ms), and the newest mark of a replica other than `replica`
+        (None: no other has marked within `lasts_ms`)."""
+        now, newest = await self._script(_OTHERS_SCRIPT, replica, lasts_ms)
+        return int(now), (None if int(newest) < 0 else int(newest))
+
+    async def stop_following(self, replica: str) -> None:
+        try:
+            await self._redis.client.hdel(FOLLOWERS_KEY, replica)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
+
+    async def _script(self, source: str, replica: str, lasts_ms: int) -> Any:
+        try:
+            return await self._redis.client.eval(source, 1, FOLLOWERS_KEY, replica, lasts_ms)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
@@ -21,7 +22,7 @@ from stores.cache import CacheOptions, EntityCache
 from stores.cache.local import MISSING
 from stores.postgres.inputs import AgentInput, TaskInput
 from stores.postgres.records import WriteContext
-from stores.redis.entity_cache import KEY_PREFIX
+from stores.redis.entity_cache import FOLLOWERS_KEY, KEY_PREFIX
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
 from tests.support.caches import cache_behind_gate
@@ -259,6 +260,88 @@ async def test_changes_made_while_nobody_listened_are_not_served_from_redis(
         await until(lambda: cache.following and cache.shared_available is True)
         found = await cache.agents.by_ids([agent_id])
         assert found[agent_id].name == renamed
+
+
+@asynccontextmanager
+async def _replica(postgres: PostgresStore, redis: RedisStore) -> AsyncIterator[EntityCache]:
+    """One gateway's entity cache, started and stopped."""
+    cache = EntityCache(postgres, redis, CacheOptions())
+    await cache.start()
+    try:
+        yield cache
+    finally:
+        await cache.aclose()
+
+
+async def test_a_replica_starting_alone_does_not_trust_what_redis_kept(
+    settings: Settings,
+) -> None:
+    # Every gateway stopped while an agent changes (a worker, `psql`): no listener
+    # hears it, and Redis keeps the old record. A gateway started next must not
+    # serve it.
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(settings.redis_options()) as redis,
+    ):
+        await postgres.migrate()
+        async with _replica(postgres, redis) as first:
+            agent_id = await _cached_agent(first, postgres)
+        renamed = await _rename(postgres, agent_id)
+        async with _replica(postgres, redis) as second:
+            assert second.shared_available is True
+            assert await second.shared.get_many("agents", [agent_id]) == {}  # type: ignore[union-attr]
+            found = await second.agents.by_ids([agent_id])
+            assert found[agent_id].name == renamed
+
+
+async def test_a_replica_starting_beside_one_that_follows_keeps_redis(
+    settings: Settings,
+) -> None:
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(settings.redis_options()) as redis,
+    ):
+        await postgres.migrate()
+        async with _replica(postgres, redis) as running:
+            agent_id = await _cached_agent(running, postgres)
+            # The running replica heard every change: what Redis holds is current.
+            await until(lambda: _marked(redis, running))
+            async with _replica(postgres, redis) as starting:
+                with roundtrips.counting() as trips:
+                    found = await starting.agents.by_ids([agent_id])
+                assert found[agent_id].id == agent_id
+                assert trips["postgres"] == 0 and trips["redis"] == 1
+
+
+async def test_a_replica_starting_after_one_that_died_does_not_trust_redis(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed, a replica leaves its last mark behind; a replica starting within the
+    # mark's lifetime waits for a mark made after it began listening, which a dead
+    # replica never makes.
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(settings.redis_options()) as redis,
+    ):
+        await postgres.migrate()
+        async with _replica(postgres, redis) as dying:
+            agent_id = await _cached_agent(dying, postgres)
+            await until(lambda: _marked(redis, dying))
+            monkeypatch.setattr(dying, "_stop_marking", _nothing)
+        renamed = await _rename(postgres, agent_id)
+        async with _replica(postgres, redis) as starting:
+            found = await starting.agents.by_ids([agent_id])
+            assert found[agent_id].name == renamed
+        # Not left for the tests after this one to wait on.
+        await redis.client.hdel(FOLLOWERS_KEY, dying._replica)
+
+
+async def _nothing() -> None:
+    pass
+
+
+async def _marked(redis: RedisStore, cache: EntityCache) -> bool:
+    return bool(await redis.client.hexists(FOLLOWERS_KEY, cache._replica))
 
 
 def test_health_names_the_cache_levels_in_use(
