@@ -402,18 +402,17 @@ class EntityCache:
         return newest is not None and newest >= since
 
     async def _empty_shared(self) -> None:
-        """Every kind's L2 entries dropped: nothing says they are current. What Redis
-        cannot take now is left unwritten, and L2 unused until it is written."""
-        pending = list(QUERY_KINDS)
-        while pending:
-            kind = pending.pop()
-            try:
-                await self._tell_redis(kind, None)
-            except StoreError:
-                self.shared_failed()
-                for left in (kind, *pending):
-                    self.unwritten(left, None)
-                return
+        """Every kind's L2 entries dropped: nothing says they are current (the
+        entities' in one scan of the keyspace). What Redis cannot take now is left
+        unwritten, and L2 unused until it is written."""
+        assert self.shared is not None
+        try:
+            await self.shared.drop_kinds([kind for kind in QUERY_KINDS if kind != AGGREGATES])
+            await self._tell_redis(AGGREGATES, None)
+        except StoreError:
+            self.shared_failed()
+            for kind in QUERY_KINDS:
+                self.unwritten(kind, None)
 
     async def settle(self) -> None:
         """Return once this process has applied every change committed before the call

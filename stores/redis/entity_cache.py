@@ -12,7 +12,7 @@ change keeps out, for its lifetime, a fill by a read that began before the chang
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, cast
 from uuid import UUID
 
@@ -118,9 +118,22 @@ class SharedEntityCache:
 
     async def drop_kind(self, kind: str) -> None:
         """Every entry of `kind` (after a TRUNCATE, or changes Redis missed) deleted."""
+        await self.drop_kinds([kind])
+
+    async def drop_kinds(self, kinds: Collection[str]) -> None:
+        """Every entry of each of `kinds` deleted, in one scan of the keyspace."""
+        wanted = {f"{KEY_PREFIX}{kind}:" for kind in kinds}
+        pattern = f"{KEY_PREFIX}{next(iter(kinds))}:*" if len(wanted) == 1 else f"{KEY_PREFIX}*"
+
+        def dropped(key: str) -> bool:
+            return key[: key.find(":", len(KEY_PREFIX)) + 1] in wanted
+
         try:
-            await delete_matching(self._redis, f"{KEY_PREFIX}{kind}:*")
-            await self._redis.client.incr(generation_key(kind))
+            await delete_matching(self._redis, pattern, only=dropped)
+            async with self._redis.client.pipeline(transaction=False) as pipe:
+                for kind in kinds:
+                    pipe.incr(generation_key(kind))
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
@@ -147,13 +160,19 @@ class SharedEntityCache:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
 
-async def delete_matching(redis: RedisStore, pattern: str) -> None:
-    """Every key matching `pattern`: scanned, then deleted in batches (no KEYS, which
-    would hold Redis for the whole keyspace)."""
+async def delete_matching(
+    redis: RedisStore, pattern: str, only: Callable[[str], bool] | None = None
+) -> None:
+    """Every key matching `pattern` (of those, the ones `only` picks, when given):
+    scanned, then deleted in batches (no KEYS, which would hold Redis for the whole
+    keyspace)."""
     client = redis.client
     batch: list[str] = []
-    async for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key.decode() if isinstance(key, bytes) else str(key))
+    async for found in client.scan_iter(match=pattern, count=1000):
+        key = found.decode() if isinstance(found, bytes) else str(found)
+        if only is not None and not only(key):
+            continue
+        batch.append(key)
         if len(batch) >= 1000:
             await client.delete(*batch)
             batch.clear()

@@ -22,7 +22,12 @@ from stores.cache import CacheOptions, EntityCache
 from stores.cache.local import MISSING
 from stores.postgres.inputs import AgentInput, TaskInput
 from stores.postgres.records import WriteContext
-from stores.redis.entity_cache import FOLLOWERS_KEY, KEY_PREFIX
+from stores.redis.entity_cache import (
+    FOLLOWERS_KEY,
+    KEY_PREFIX,
+    SharedEntityCache,
+    generation_key,
+)
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
 from tests.support.caches import cache_behind_gate
@@ -334,6 +339,30 @@ async def test_a_replica_starting_after_one_that_died_does_not_trust_redis(
             assert found[agent_id].name == renamed
         # Not left for the tests after this one to wait on.
         await redis.client.hdel(FOLLOWERS_KEY, dying._replica)
+
+
+async def test_dropping_kinds_takes_their_entries_only(settings: Settings) -> None:
+    async with RedisStore(settings.redis_options()) as redis:
+        shared = SharedEntityCache(redis)
+        ids = [uuid4(), uuid4()]
+        for kind in ("agents", "tasks", "users"):
+            await shared.put_many(kind, dict.fromkeys(ids, b"x"), dict.fromkeys(ids, 60.0))
+        others = [f"{KEY_PREFIX}q:a-query-result", FOLLOWERS_KEY, generation_key("users")]
+        await redis.client.set(others[0], b"kept")
+        await redis.client.hset(FOLLOWERS_KEY, "a-replica", 1)
+        await redis.client.set(others[2], 7)
+        generations = [generation_key(kind) for kind in ("agents", "tasks")]
+        before = [int(await redis.client.get(key) or 0) for key in generations]
+
+        await shared.drop_kinds(["agents", "tasks"])
+
+        assert await shared.get_many("agents", ids) == {}
+        assert await shared.get_many("tasks", ids) == {}
+        assert set(await shared.get_many("users", ids)) == set(ids)
+        assert all([await redis.client.exists(key) for key in others])
+        assert await redis.client.get(others[2]) == b"7"
+        after = [int(await redis.client.get(key) or 0) for key in generations]
+        assert after == [count + 1 for count in before]
 
 
 async def _nothing() -> None:
