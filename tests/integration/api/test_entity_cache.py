@@ -268,6 +268,17 @@ async def test_changes_made_while_nobody_listened_are_not_served_from_redis(
 
 
 @asynccontextmanager
+async def _stores(settings: Settings) -> AsyncIterator[tuple[PostgresStore, RedisStore]]:
+    """The stores replicas share, on a migrated database."""
+    async with (
+        PostgresStore(settings.postgres_options()) as postgres,
+        RedisStore(settings.redis_options()) as redis,
+    ):
+        await postgres.migrate()
+        yield postgres, redis
+
+
+@asynccontextmanager
 async def _replica(postgres: PostgresStore, redis: RedisStore) -> AsyncIterator[EntityCache]:
     """One gateway's entity cache, started and stopped."""
     cache = EntityCache(postgres, redis, CacheOptions())
@@ -284,11 +295,7 @@ async def test_a_replica_starting_alone_does_not_trust_what_redis_kept(
     # Every gateway stopped while an agent changes (a worker, `psql`): no listener
     # hears it, and Redis keeps the old record. A gateway started next must not
     # serve it.
-    async with (
-        PostgresStore(settings.postgres_options()) as postgres,
-        RedisStore(settings.redis_options()) as redis,
-    ):
-        await postgres.migrate()
+    async with _stores(settings) as (postgres, redis):
         async with _replica(postgres, redis) as first:
             agent_id = await _cached_agent(first, postgres)
         renamed = await _rename(postgres, agent_id)
@@ -302,20 +309,15 @@ async def test_a_replica_starting_alone_does_not_trust_what_redis_kept(
 async def test_a_replica_starting_beside_one_that_follows_keeps_redis(
     settings: Settings,
 ) -> None:
-    async with (
-        PostgresStore(settings.postgres_options()) as postgres,
-        RedisStore(settings.redis_options()) as redis,
-    ):
-        await postgres.migrate()
-        async with _replica(postgres, redis) as running:
-            agent_id = await _cached_agent(running, postgres)
-            # The running replica heard every change: what Redis holds is current.
-            await until(lambda: _marked(redis, running))
-            async with _replica(postgres, redis) as starting:
-                with roundtrips.counting() as trips:
-                    found = await starting.agents.by_ids([agent_id])
-                assert found[agent_id].id == agent_id
-                assert trips["postgres"] == 0 and trips["redis"] == 1
+    async with _stores(settings) as (postgres, redis), _replica(postgres, redis) as running:
+        agent_id = await _cached_agent(running, postgres)
+        # The running replica heard every change: what Redis holds is current.
+        await until(lambda: _marked(redis, running))
+        async with _replica(postgres, redis) as starting:
+            with roundtrips.counting() as trips:
+                found = await starting.agents.by_ids([agent_id])
+            assert found[agent_id].id == agent_id
+            assert trips["postgres"] == 0 and trips["redis"] == 1
 
 
 async def test_a_replica_starting_after_one_that_died_does_not_trust_redis(
@@ -324,11 +326,7 @@ async def test_a_replica_starting_after_one_that_died_does_not_trust_redis(
     # Killed, a replica leaves its last mark behind; a replica starting within the
     # mark's lifetime waits for a mark made after it began listening, which a dead
     # replica never makes.
-    async with (
-        PostgresStore(settings.postgres_options()) as postgres,
-        RedisStore(settings.redis_options()) as redis,
-    ):
-        await postgres.migrate()
+    async with _stores(settings) as (postgres, redis):
         async with _replica(postgres, redis) as dying:
             agent_id = await _cached_agent(dying, postgres)
             await until(lambda: _marked(redis, dying))
