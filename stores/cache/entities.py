@@ -568,8 +568,13 @@ class EntityCache:
                         self.unwritten(kind, None)
                 elif self.shared is not None and not await self._trust_shared():
                     # The first time: what changed while no replica listened, too.
-                    logger.info("cache: no other replica follows changes; emptied L2")
-                    await self._empty_shared()
+                    if self._shared_down():
+                        # Unreachable just now: dropped once it answers, unused till then.
+                        for kind in QUERY_KINDS:
+                            self.unwritten(kind, None)
+                    else:
+                        logger.info("cache: no other replica follows changes; emptied L2")
+                        await self._empty_shared()
                 reconnected = True
                 self.following = True
                 if not started.done():

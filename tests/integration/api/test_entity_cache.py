@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import pytest
@@ -31,6 +32,7 @@ from stores.redis.entity_cache import (
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
 from tests.support.caches import cache_behind_gate
+from tests.support.gate import Gate
 from tests.support.serving import wait_until
 from tests.support.waiting import until
 
@@ -337,6 +339,28 @@ async def test_a_replica_starting_after_one_that_died_does_not_trust_redis(
             assert found[agent_id].name == renamed
         # Not left for the tests after this one to wait on.
         await redis.client.hdel(FOLLOWERS_KEY, dying._replica)
+
+
+async def test_a_replica_starting_while_redis_is_away_drops_it_once_back(
+    settings: Settings,
+) -> None:
+    # Redis unreachable when a gateway starts, then back with what it held: the
+    # entries older than the gateway's listener are dropped before L2 is used.
+    url = urlsplit(settings.redis_url.get_secret_value())
+    assert url.hostname is not None and url.port is not None
+    async with _stores(settings) as (postgres, redis), Gate(url.hostname, url.port) as gate:
+        async with _replica(postgres, redis) as first:
+            agent_id = await _cached_agent(first, postgres)
+        renamed = await _rename(postgres, agent_id)
+        gate.close()
+        relayed = url._replace(netloc=f"127.0.0.1:{gate.port}").geturl()
+        through = settings.model_copy(update={"redis_url": SecretStr(relayed)})
+        async with RedisStore(through.redis_options()) as gated, _replica(postgres, gated) as late:
+            assert late.shared_available is False
+            gate.open()
+            await until(lambda: late.shared_available is True)
+            found = await late.agents.by_ids([agent_id])
+            assert found[agent_id].name == renamed
 
 
 async def test_dropping_kinds_takes_their_entries_only(settings: Settings) -> None:
