@@ -94,6 +94,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert search["command"] == results["command"]
     assert 0 <= search["recall"]["recall_at_10"] <= 1
     assert search["recall"]["hnsw_sql"]["n"] == search["queries"]
+    assert search["recall"]["queries"] == search["queries"]
+    assert 0 <= search["recall"]["queries_below_0_8"] <= search["queries"]
+    assert f"of {search['queries']} below 0.8" in markdown
     for request in (
         "vector_semantic",
         "vector_semantic_as_text",
