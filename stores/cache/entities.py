@@ -514,7 +514,7 @@ class EntityCache:
             await self.aggregates.rewrite(ids)
             await self.shared.tombstone(kind, [], self.options.tombstone_s)
         elif ids is None:
-            await self.shared.drop_kind(kind)
+            await self.shared.drop_kinds([kind])
         else:
             await self.shared.tombstone(kind, ids, self.options.tombstone_s)
 

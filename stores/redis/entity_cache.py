@@ -116,12 +116,9 @@ class SharedEntityCache:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
-    async def drop_kind(self, kind: str) -> None:
-        """Every entry of `kind` (after a TRUNCATE, or changes Redis missed) deleted."""
-        await self.drop_kinds([kind])
-
     async def drop_kinds(self, kinds: Collection[str]) -> None:
-        """Every entry of each of `kinds` deleted, in one scan of the keyspace."""
+        """Every entry of each of `kinds` (after a TRUNCATE, or changes Redis missed)
+        deleted, in one scan of the keyspace."""
         wanted = {f"{KEY_PREFIX}{kind}:" for kind in kinds}
         pattern = f"{KEY_PREFIX}{next(iter(kinds))}:*" if len(wanted) == 1 else f"{KEY_PREFIX}*"
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import pytest
@@ -31,8 +30,7 @@ from stores.redis.entity_cache import (
 )
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
-from tests.support.caches import cache_behind_gate
-from tests.support.gate import Gate
+from tests.support.caches import cache_behind_gate, redis_behind_gate
 from tests.support.serving import wait_until
 from tests.support.waiting import until
 
@@ -346,16 +344,13 @@ async def test_a_replica_starting_while_redis_is_away_drops_it_once_back(
 ) -> None:
     # Redis unreachable when a gateway starts, then back with what it held: the
     # entries older than the gateway's listener are dropped before L2 is used.
-    url = urlsplit(settings.redis_url.get_secret_value())
-    assert url.hostname is not None and url.port is not None
-    async with _stores(settings) as (postgres, redis), Gate(url.hostname, url.port) as gate:
+    async with _stores(settings) as (postgres, redis), redis_behind_gate(settings) as gated:
+        gated_redis, gate = gated
         async with _replica(postgres, redis) as first:
             agent_id = await _cached_agent(first, postgres)
         renamed = await _rename(postgres, agent_id)
         gate.close()
-        relayed = url._replace(netloc=f"127.0.0.1:{gate.port}").geturl()
-        through = settings.model_copy(update={"redis_url": SecretStr(relayed)})
-        async with RedisStore(through.redis_options()) as gated, _replica(postgres, gated) as late:
+        async with _replica(postgres, gated_redis) as late:
             assert late.shared_available is False
             gate.open()
             await until(lambda: late.shared_available is True)
