@@ -228,19 +228,29 @@ def parse_round_trips(header: str) -> dict[str, int]:
     return {store: int(count) for store, count in pairs}
 
 
+# Requests before the sample: enough that each of two workers has most likely seen one.
+_WARM_UP = 6
+_COUNTED = 5
+# What a sample sends in all (a claims queue must hold a task for each).
+SAMPLE_REQUESTS = _WARM_UP + _COUNTED
+
+
 def sample_round_trips(
     url: str, bodies: Sequence[Body], token: str, *, content_type: str = "application/json"
 ) -> dict[str, Any]:
     """Round trips per request from `X-Round-Trips` on a sample of responses (median),
     in steady state. The sample comes after the measured rounds, longer after the
     server last saw this session than its in-process session cache keeps it
-    (`POLYGRAPH_SESSION_CACHE_S`), and the first request would pay for looking it up
-    again (one Redis and one PostgreSQL round trip more): one goes first, uncounted."""
+    (`POLYGRAPH_SESSION_CACHE_S`), and a process's first request would pay for looking
+    it up again (one Redis and one PostgreSQL round trip more), its rate-limit lease
+    renewed too. Under `--workers N` each worker has its own cache and each connection
+    lands on any of them: `_WARM_UP` requests go first, uncounted."""
     seen: dict[str, list[int]] = {store: [] for store in STORES}
-    for index, body in enumerate([*bodies[:1], *bodies[:5]]):
+    warm_up = [bodies[index % len(bodies)] for index in range(_WARM_UP)]
+    for index, body in enumerate([*warm_up, *bodies[:_COUNTED]]):
         sent = body.replace(RECORD_SEPARATOR, "\n").encode() if isinstance(body, str) else body
         _, headers, _ = post(url, sent, token, content_type=content_type)
-        if index == 0:
+        if index < _WARM_UP:
             continue
         counted = parse_round_trips(headers.get("x-round-trips", headers.get("X-Round-Trips", "")))
         for store in STORES:

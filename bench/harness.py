@@ -714,7 +714,7 @@ class Bench:
         summary: dict[str, Any] = {}
         for target, url in urls.items():
             queue = claims.repository(f"trips-{target}")
-            asyncio.run(claims.fill(self.settings, queue, 5))
+            asyncio.run(claims.fill(self.settings, queue, checks.SAMPLE_REQUESTS))
             trips = checks.sample_round_trips(url, claims.bodies(queue), token)
             summary[target] = checks.summarise(runs[target], trips)
         self.notes.append(
