@@ -19,10 +19,13 @@ Redis has been told, by the tombstones written late or the kind's entries droppe
 
 The same holds before a process first listens: what changed while no replica
 listened (every gateway stopped, a worker or `psql` writing) is in no tombstone. So
-a starting process trusts L2 only when another replica is following now: each
-replica that has applied every change to L2 marks so in Redis every second
-(`cache:{e}:followers`), and one starting waits, briefly, for such a mark made
-after its own listener began. Without one, it drops every kind's L2 entries first.
+a starting process trusts L2 only when another replica vouches for it, with the
+barrier `settle` uses: once listening, it sends a vouch request on the channel; a
+replica that follows every change has, when its tombstone writer reaches that
+request, written to L2 everything committed before it, and says so in the Redis the
+two share (`cache:{e}:vouch:<token>`); one starting too declines, so nobody waits
+on it. Without a vouch (no other listener is connected, all declined, or no answer
+in time), the starting process drops every kind's L2 entries before it serves.
 
 The cache sits below the resolvers: every permission check runs on what it returns,
 exactly as on a record read from PostgreSQL.
@@ -59,6 +62,8 @@ from stores.redis.store import RedisStore
 logger = logging.getLogger(__name__)
 
 CHANNEL = "polygraph_entity_changed"
+# Every replica's listener connects under this name: how one starting finds others.
+LISTENER_NAME = "polygraph-cache-listener"
 _BARRIER = "barrier"
 # As the triggers send them (migration 0012): a payload holds at most 8000 bytes.
 _IDS_PER_NOTICE = 150
@@ -68,13 +73,20 @@ _SHARED_RETRY_S = 5.0
 # Ids of one kind remembered for tombstones Redis missed; past this, the whole kind.
 _MAX_UNWRITTEN_IDS = 10_000
 _FINISHED_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
-# How often a replica following every change marks so in Redis, how long a mark
-# counts, and how long a starting replica waits for another's mark.
-_FOLLOWING_MARK_S = 1.0
-_FOLLOWING_MARK_LASTS_S = 5.0
-_FOLLOWING_WAIT_S = 2.5
+_VOUCH = "vouch"
+# How long a starting replica waits for another to vouch for L2, and how long an
+# answer stays in Redis (only the replica that asked reads it).
+_VOUCH_WAIT_S = 2.5
+_VOUCH_LASTS_S = 30.0
 
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class _VouchRequest:
+    """A starting replica's question, queued behind the tombstones heard before it."""
+
+    token: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,11 +292,13 @@ class EntityCache:
         self._unwritten: dict[str, set[UUID] | None] = {}
         self._postgres = postgres
         self._listener = ChannelListener(
-            postgres, CHANNEL, self._changed, application_name="polygraph-cache-listener"
+            postgres, CHANNEL, self._changed, application_name=LISTENER_NAME
         )
-        # Changes to write to L2, barriers to resolve once those before them are, and
-        # None: a wake-up to write what Redis missed.
-        self._tombstones: asyncio.Queue[tuple[str, list[UUID] | None] | asyncio.Future[None] | None]
+        # Changes to write to L2; barriers to resolve and starting replicas to answer
+        # once those before them are written; None: a wake-up to write what Redis missed.
+        self._tombstones: asyncio.Queue[
+            tuple[str, list[UUID] | None] | asyncio.Future[None] | _VouchRequest | None
+        ]
         self._tombstones = asyncio.Queue()
         self._barriers: dict[str, asyncio.Future[None]] = {}
         # Told of each drop from L1, as it happens (the invalidation bench times them).
@@ -293,8 +307,8 @@ class EntityCache:
         # L1 serves reads only while invalidations arrive: a listener that lost its
         # connection may have missed some.
         self.following = False
-        # This process among the replicas marking that they follow (see `start`).
-        self._replica = uuid.uuid4().hex
+        # The token of this process's own vouch request while it waits for answers.
+        self._asking: str | None = None
         self.agents = CachedKind(
             self, "agents", Agent, postgres.agents.by_ids, lambda _: options.agent_ttl_s
         )
@@ -343,9 +357,6 @@ class EntityCache:
             asyncio.create_task(self._write_tombstones(), name="cache-tombstones"),
         ]
         await started
-        if self.shared is not None:
-            # Started now: its first mark is made at once.
-            self._tasks.append(asyncio.create_task(self._mark_following(), name="cache-mark"))
 
     async def aclose(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -358,48 +369,56 @@ class EntityCache:
             if pending:
                 logger.warning("cache: %d background tasks still stopping", len(pending))
         self.following = False
-        await self._stop_marking()
         await self._listener.aclose()
 
-    async def _mark_following(self) -> None:
-        """Mark in Redis, every second, that this replica has applied every change it
-        heard of to L2: following, no tombstone queued, nothing Redis missed."""
+    async def _vouched_for(self) -> bool:
+        """Whether another replica sharing this Redis has written to it every change
+        committed before this process asked, which is after its listener began: what
+        this listener never heard, L2 then holds (waited for up to `_VOUCH_WAIT_S`)."""
         assert self.shared is not None
-        lasts_ms = int(_FOLLOWING_MARK_LASTS_S * 1000)
-        while True:
-            if self.following and self._tombstones.empty() and self.shared_usable():
-                try:
-                    await self.shared.mark_following(self._replica, lasts_ms)
-                except StoreError:
-                    self.shared_failed()
-            await asyncio.sleep(_FOLLOWING_MARK_S)
-
-    async def _stop_marking(self) -> None:
-        if self.shared is None:
-            return
+        token = self._asking = uuid.uuid4().hex
         try:
-            async with asyncio.timeout(self.options.settle_timeout_s):
-                await self.shared.stop_following(self._replica)
-        except (StoreError, TimeoutError):
-            # Its mark lapses on its own.
-            pass
+            return await self._ask(token)
+        finally:
+            self._asking = None
 
-    async def _trust_shared(self) -> bool:
-        """Whether another replica follows every change now: one has marked so in
-        Redis after this process's listener began (waited for up to
-        `_FOLLOWING_WAIT_S`). If so, what changed before was written to L2 by it."""
+    async def _ask(self, token: str) -> bool:
         assert self.shared is not None
-        lasts_ms = int(_FOLLOWING_MARK_LASTS_S * 1000)
-        deadline = time.monotonic() + _FOLLOWING_WAIT_S
         try:
-            since, newest = await self.shared.others_following(self._replica, lasts_ms)
-            while newest is not None and newest < since and time.monotonic() < deadline:
-                await asyncio.sleep(_FOLLOWING_MARK_S / 4)
-                _, newest = await self.shared.others_following(self._replica, lasts_ms)
+            others = await self._listener.others_listening()
+            if not others:
+                return False
+            await self._postgres.notify(CHANNEL, f"{_VOUCH}:{token}")
+        except StoreError as exc:
+            logger.warning("cache: cannot ask other replicas about L2 (%s)", exc)
+            return False
+        deadline = time.monotonic() + _VOUCH_WAIT_S
+        pause = 0.005
+        try:
+            while True:
+                vouched, declined = await self.shared.answers(token)
+                # A listener that died may still be counted: the deadline bounds that.
+                if vouched or declined >= others or time.monotonic() >= deadline:
+                    return vouched
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
         except StoreError:
             self.shared_failed()
             return False
-        return newest is not None and newest >= since
+
+    async def _answer(self, request: _VouchRequest) -> None:
+        """Answer a starting replica, every change heard before its request written:
+        vouch while following with nothing Redis missed; decline while starting too.
+        Otherwise (a listener lost, or tombstones Redis missed) no answer: what this
+        process would write is not known yet."""
+        assert self.shared is not None
+        try:
+            if self.following and self.shared_usable():
+                await self.shared.vouch(request.token, _VOUCH_LASTS_S)
+            elif not self.following and not self._shared_down():
+                await self.shared.decline(request.token, _VOUCH_LASTS_S)
+        except StoreError:
+            self.shared_failed()
 
     async def _empty_shared(self) -> None:
         """Every kind's L2 entries dropped: nothing says they are current (the
@@ -449,6 +468,10 @@ class EntityCache:
                 # Resolved once the tombstones queued before it are written.
                 self._tombstones.put_nowait(arrived)
             return
+        if kind == _VOUCH:
+            if self.shared is not None and rest != self._asking:
+                self._tombstones.put_nowait(_VouchRequest(rest))
+            return
         self.generations[kind] += 1
         follower = self.followers.get(kind)
         if follower is not None:
@@ -491,6 +514,9 @@ class EntityCache:
             if isinstance(item, asyncio.Future):
                 if not item.done():
                     item.set_result(None)
+                continue
+            if isinstance(item, _VouchRequest):
+                await self._answer(item)
                 continue
             if self.shared is None or item is None:
                 continue
@@ -566,14 +592,14 @@ class EntityCache:
                     # And Redis may hold it, if no other replica was listening either.
                     for kind in QUERY_KINDS:
                         self.unwritten(kind, None)
-                elif self.shared is not None and not await self._trust_shared():
+                elif self.shared is not None and not await self._vouched_for():
                     # The first time: what changed while no replica listened, too.
                     if self._shared_down():
                         # Unreachable just now: dropped once it answers, unused till then.
                         for kind in QUERY_KINDS:
                             self.unwritten(kind, None)
                     else:
-                        logger.info("cache: no other replica follows changes; emptied L2")
+                        logger.info("cache: no other replica vouched for Redis; emptied L2")
                         await self._empty_shared()
                 reconnected = True
                 self.following = True

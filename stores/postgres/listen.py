@@ -68,6 +68,23 @@ class ChannelListener:
         self._closed.clear()
         conn.add_termination_listener(lambda _conn: self._closed.set())
 
+    async def others_listening(self) -> int:
+        """How many other connections to this database carry this listener's
+        application name: the same listener in other processes, connected now."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise StoreUnavailable("postgres", "the listener is not connected")
+        try:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = $1 AND pid <> pg_backend_pid()",
+                self._name,
+                timeout=self._timeout,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable("postgres", str(exc) or type(exc).__name__) from exc
+        return int(count)
+
     async def wait_closed(self) -> None:
         """Return when the connection is gone: closed here or dropped by the server."""
         if self.connected:

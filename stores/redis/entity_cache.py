@@ -2,8 +2,7 @@
 
     cache:{e}:<kind>:<id>   an encoded record, or "" (a tombstone: changed just now)
     cache:{e}:gen:<kind>    incremented by every replica on each notice of `kind`
-    cache:{e}:followers     replica -> when it last said it follows every change
-                            (Redis server time, ms): see `EntityCache.start`
+    cache:{e}:vouch:<token> a replica's answer to one starting: see `EntityCache.start`
 
 Every key shares the hash tag `{e}`, so one MGET or pipeline serves a page of ids
 on a Redis Cluster too. A fill never overwrites (`SET NX`): a tombstone written on a
@@ -13,7 +12,7 @@ change keeps out, for its lifetime, a fill by a read that began before the chang
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, cast
+from typing import cast
 from uuid import UUID
 
 from redis.exceptions import RedisError
@@ -31,40 +30,15 @@ def generation_key(kind: str) -> str:
     return f"{KEY_PREFIX}gen:{kind}"
 
 
-FOLLOWERS_KEY = f"{KEY_PREFIX}followers"
+def vouch_key(token: str) -> str:
+    """Set by a replica that has applied to this level every change committed before
+    a starting replica asked, under the token it asked with (see `EntityCache.start`)."""
+    return f"{KEY_PREFIX}vouch:{token}"
 
-# Redis's own clock, so that replicas' clocks never have to agree.
-_NOW_MS = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-# KEYS[1] followers; ARGV[1] replica, ARGV[2] how long a mark lasts (ms) -> now.
-_FOLLOWING_SCRIPT = (
-    _NOW_MS
-    + """
-redis.call('HSET', KEYS[1], ARGV[1], now)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return now
-"""
-)
-# KEYS[1] followers; ARGV[1] the asking replica, ARGV[2] how long a mark lasts (ms)
-# -> {now, the newest mark of another replica or -1}; marks past their time go.
-_OTHERS_SCRIPT = (
-    _NOW_MS
-    + """
-local newest = -1
-local marks = redis.call('HGETALL', KEYS[1])
-for i = 1, #marks, 2 do
-  local at = tonumber(marks[i + 1])
-  if now - at > tonumber(ARGV[2]) then
-    redis.call('HDEL', KEYS[1], marks[i])
-  elseif marks[i] ~= ARGV[1] and at > newest then
-    newest = at
-  end
-end
-return {now, newest}
-"""
-)
+
+def declined_key(token: str) -> str:
+    """How many replicas that cannot vouch (starting themselves) answered `token`."""
+    return f"{KEY_PREFIX}vouch:{token}:declined"
 
 
 def _key(kind: str, entity_id: UUID) -> str:
@@ -134,27 +108,33 @@ class SharedEntityCache:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
-    async def mark_following(self, replica: str, lasts_ms: int) -> None:
-        """Say that `replica` has applied every change so far to this level."""
-        await self._script(_FOLLOWING_SCRIPT, replica, lasts_ms)
-
-    async def others_following(self, replica: str, lasts_ms: int) -> tuple[int, int | None]:
-        """Redis's time now (ms), and the newest mark of a replica other than `replica`
-        (None: no other has marked within `lasts_ms`)."""
-        now, newest = await self._script(_OTHERS_SCRIPT, replica, lasts_ms)
-        return int(now), (None if int(newest) < 0 else int(newest))
-
-    async def stop_following(self, replica: str) -> None:
+    async def vouch(self, token: str, lasts_s: float) -> None:
+        """Answer the starting replica that asked with `token`: this level holds every
+        change committed before it asked."""
         try:
-            await self._redis.client.hdel(FOLLOWERS_KEY, replica)
+            await self._redis.client.set(vouch_key(token), b"1", px=int(lasts_s * 1000))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
 
-    async def _script(self, source: str, replica: str, lasts_ms: int) -> Any:
+    async def decline(self, token: str, lasts_s: float) -> None:
+        """Answer that this replica cannot vouch, so the one asking need not wait for it."""
         try:
-            return await self._redis.client.eval(source, 1, FOLLOWERS_KEY, replica, lasts_ms)
+            async with self._redis.client.pipeline(transaction=False) as pipe:
+                pipe.incr(declined_key(token))
+                pipe.pexpire(declined_key(token), int(lasts_s * 1000))
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
+
+    async def answers(self, token: str) -> tuple[bool, int]:
+        """Whether a replica vouched under `token`, and how many declined."""
+        try:
+            vouched, declined = await self._redis.client.mget(
+                [vouch_key(token), declined_key(token)]
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable("redis", str(exc) or type(exc).__name__) from exc
+        return vouched is not None, int(declined or 0)
 
 
 async def delete_matching(

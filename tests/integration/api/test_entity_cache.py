@@ -8,29 +8,28 @@ import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from infra.local.profiles import Profile
 from stores import PostgresStore, RedisStore, roundtrips
-from stores.cache import CacheOptions, EntityCache
+from stores.cache import CacheOptions, EntityCache, entities
 from stores.cache.local import MISSING
 from stores.postgres.inputs import AgentInput, TaskInput
 from stores.postgres.records import WriteContext
-from stores.redis.entity_cache import (
-    FOLLOWERS_KEY,
-    KEY_PREFIX,
-    SharedEntityCache,
-    generation_key,
-)
+from stores.redis.entity_cache import KEY_PREFIX, SharedEntityCache, generation_key, vouch_key
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes
 from tests.integration.api.test_agents_api import create_agent
 from tests.support.caches import cache_behind_gate, redis_behind_gate
+from tests.support.redis_servers import own_redis_server
 from tests.support.serving import wait_until
 from tests.support.waiting import until
 
@@ -312,7 +311,6 @@ async def test_a_replica_starting_beside_one_that_follows_keeps_redis(
     async with _stores(settings) as (postgres, redis), _replica(postgres, redis) as running:
         agent_id = await _cached_agent(running, postgres)
         # The running replica heard every change: what Redis holds is current.
-        await until(lambda: _marked(redis, running))
         async with _replica(postgres, redis) as starting:
             with roundtrips.counting() as trips:
                 found = await starting.agents.by_ids([agent_id])
@@ -320,23 +318,72 @@ async def test_a_replica_starting_beside_one_that_follows_keeps_redis(
             assert trips["postgres"] == 0 and trips["redis"] == 1
 
 
-async def test_a_replica_starting_after_one_that_died_does_not_trust_redis(
+async def test_a_replica_starting_beside_one_that_never_answers_does_not_trust_redis(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Killed, a replica leaves its last mark behind; a replica starting within the
-    # mark's lifetime waits for a mark made after it began listening, which a dead
-    # replica never makes.
+    # A listener that does not answer (a replica hung, or one that lost changes and
+    # has not told Redis yet) vouches for nothing: the starting replica waits for an
+    # answer, then drops what Redis kept.
+    monkeypatch.setattr(entities, "_VOUCH_WAIT_S", 0.5)
     async with _stores(settings) as (postgres, redis):
-        async with _replica(postgres, redis) as dying:
-            agent_id = await _cached_agent(dying, postgres)
-            await until(lambda: _marked(redis, dying))
-            monkeypatch.setattr(dying, "_stop_marking", _nothing)
+        async with _replica(postgres, redis) as first:
+            agent_id = await _cached_agent(first, postgres)
         renamed = await _rename(postgres, agent_id)
-        async with _replica(postgres, redis) as starting:
-            found = await starting.agents.by_ids([agent_id])
-            assert found[agent_id].name == renamed
-        # Not left for the tests after this one to wait on.
-        await redis.client.hdel(FOLLOWERS_KEY, dying._replica)
+        silent = await asyncpg.connect(
+            settings.postgres_dsn.get_secret_value(),
+            server_settings={"application_name": entities.LISTENER_NAME},
+        )
+        try:
+            await silent.add_listener(entities.CHANNEL, lambda *_: None)
+            async with _replica(postgres, redis) as starting:
+                found = await starting.agents.by_ids([agent_id])
+                assert found[agent_id].name == renamed
+        finally:
+            await silent.close()
+
+
+async def test_replicas_starting_together_decline_rather_than_wait_for_each_other(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers of one `serve --workers N` start at once: each sees the others'
+    # listeners, and none can vouch. Each declines, so none waits out the deadline
+    # (an hour here: the test would stop at its bound instead), and both drop L2.
+    monkeypatch.setattr(entities, "_VOUCH_WAIT_S", 3600.0)
+    async with _stores(settings) as (postgres, redis):
+        async with _replica(postgres, redis) as first:
+            agent_id = await _cached_agent(first, postgres)
+        renamed = await _rename(postgres, agent_id)
+        caches = [EntityCache(postgres, redis, CacheOptions()) for _ in range(2)]
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.gather(*(cache.start() for cache in caches))
+            for cache in caches:
+                found = await cache.agents.by_ids([agent_id])
+                assert found[agent_id].name == renamed
+        finally:
+            for cache in caches:
+                await cache.aclose()
+
+
+async def test_a_replica_following_changes_into_another_redis_does_not_vouch_for_this_one(
+    settings: Settings, profile: Profile, tmp_path: Path
+) -> None:
+    # Gateways that share PostgreSQL but not Redis: one following into its own Redis
+    # says nothing of what this one kept.
+    with own_redis_server(profile, tmp_path / "redis") as server:
+        elsewhere = settings.model_copy(
+            update={"redis_url": SecretStr(f"redis://127.0.0.1:{server.port}/0")}
+        )
+        async with (
+            _stores(settings) as (postgres, redis),
+            RedisStore(elsewhere.redis_options()) as other_redis,
+        ):
+            async with _replica(postgres, redis) as first:
+                agent_id = await _cached_agent(first, postgres)
+            renamed = await _rename(postgres, agent_id)
+            async with _replica(postgres, other_redis), _replica(postgres, redis) as starting:
+                found = await starting.agents.by_ids([agent_id])
+                assert found[agent_id].name == renamed
 
 
 async def test_a_replica_starting_while_redis_is_away_drops_it_once_back(
@@ -364,9 +411,9 @@ async def test_dropping_kinds_takes_their_entries_only(settings: Settings) -> No
         ids = [uuid4(), uuid4()]
         for kind in ("agents", "tasks", "users"):
             await shared.put_many(kind, dict.fromkeys(ids, b"x"), dict.fromkeys(ids, 60.0))
-        others = [f"{KEY_PREFIX}q:a-query-result", FOLLOWERS_KEY, generation_key("users")]
+        others = [f"{KEY_PREFIX}q:a-query-result", vouch_key("a-token"), generation_key("users")]
         await redis.client.set(others[0], b"kept")
-        await redis.client.hset(FOLLOWERS_KEY, "a-replica", 1)
+        await redis.client.set(others[1], b"1", ex=60)
         await redis.client.set(others[2], 7)
         generations = [generation_key(kind) for kind in ("agents", "tasks")]
         before = [int(await redis.client.get(key) or 0) for key in generations]
@@ -380,14 +427,6 @@ async def test_dropping_kinds_takes_their_entries_only(settings: Settings) -> No
         assert await redis.client.get(others[2]) == b"7"
         after = [int(await redis.client.get(key) or 0) for key in generations]
         assert after == [count + 1 for count in before]
-
-
-async def _nothing() -> None:
-    pass
-
-
-async def _marked(redis: RedisStore, cache: EntityCache) -> bool:
-    return bool(await redis.client.hexists(FOLLOWERS_KEY, cache._replica))
 
 
 def test_health_names_the_cache_levels_in_use(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from infra.local.redis_server import RedisServer
 from stores import PostgresStore, RedisOptions, RedisStore
 from stores.postgres import UserRepository
 from stores.redis.sessions import SessionOptions, SessionStore
+from tests.support.redis_servers import own_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -42,27 +42,11 @@ def unique_email() -> str:
     return f"user-{secrets.token_hex(6)}@example.test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def private_redis(profile: Profile, tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own on a free port, so stopping it disturbs no one else."""
-    own = Profile(
-        name=f"{profile.name}-private-redis",
-        postgres_port=profile.postgres_port,
-        redis_port=_free_port(),
-        bolt_port=profile.bolt_port,
-        var_dir=tmp_path / "redis",
-    )
-    server = RedisServer(own)
-    server.start()
-    yield server
-    server.stop()
+    with own_redis_server(profile, tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture
