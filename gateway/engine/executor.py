@@ -23,16 +23,22 @@ signal, fragment arguments, incremental delivery.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Hashable, Iterable
 from typing import Any, ClassVar, cast
 
 from graphql import GraphQLError, GraphQLResolveInfo
-from graphql.execution.executor import collect_iterator_awaitables, invalid_return_type_error
+from graphql.execution.executor import (
+    Executor,
+    collect_iterator_awaitables,
+    invalid_return_type_error,
+)
 from graphql.execution.types import ExecutionResult, ExperimentalIncrementalExecutionResults
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, is_iterable
 from graphql.pyutils.async_reduce import async_reduce
 from graphql.pyutils.gather_with_cancel import gather_with_cancel
+from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.engine.events import Scope, SharedEvents, SharedResult, freeze
@@ -80,6 +86,10 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     _event_key: Hashable | None = None
     # A per-event executor whose result the other subscribers take: (results, key).
     _sharing: tuple[dict[Hashable, Any], Hashable] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.async_helpers = _helpers_of(self)
 
     def execute_operation(
         self, serially: bool | None = None
@@ -664,3 +674,25 @@ def planned_execution_context(
             "__module__": __name__,
         },
     )
+
+
+def _helpers_of(executor: Executor[Any]) -> GraphQLResolveInfoHelpers:
+    """graphql-core's helpers for resolve infos, holding `executor` weakly. Its own hold
+    it through bound methods: a cycle that kept every request's executor, context and
+    loaders alive until a garbage collection (54 objects for one agent by id). The
+    operation holds its executor for as long as resolvers run."""
+    executor_ref = weakref.ref(executor)
+
+    def running() -> Executor[Any]:
+        alive = executor_ref()
+        if alive is None:
+            raise RuntimeError("the operation this resolver belongs to has ended")
+        return alive
+
+    def gather(awaitables: Any) -> Any:
+        return running().gather_async_work(awaitables)
+
+    def track(awaitables: Any) -> None:
+        running().track_async_work(awaitables)
+
+    return GraphQLResolveInfoHelpers(gather=gather, track=track)

@@ -8,7 +8,9 @@ the formatted errors (message, locations, path, extensions) in order.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
+import weakref
 from collections.abc import AsyncGenerator, Iterator
 from enum import Enum
 from typing import Annotated, Any
@@ -432,6 +434,28 @@ async def test_accepted_objects_of_leaves_complete_without_a_call_each(
     await schema.execute(query)
     # Then only the object cast to another type does.
     assert paths == [["a", 3, "leaf"]]
+
+
+async def test_an_operation_leaves_nothing_for_the_garbage_collector() -> None:
+    # graphql-core's executor refers to itself through its resolve infos' helpers: a
+    # cycle that kept each request's executor, context and loaders until a collection.
+    made: list[weakref.ref[PlannedExecutionContext]] = []
+    base = planned_execution_context()
+
+    class Recorded(base):  # type: ignore[valid-type, misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    schema = strawberry.Schema(query=Query, execution_context_class=Recorded)
+    gc.disable()
+    try:
+        result = await schema.execute('{ branch(label: "top") { label children { label } } }')
+        assert not result.errors
+        assert made
+        assert all(executor() is None for executor in made)
+    finally:
+        gc.enable()
 
 
 async def test_fragments_on_interfaces_and_unions() -> None:
