@@ -3,6 +3,7 @@
     cache:{e}:<kind>:<id>   an encoded record, or "" (a tombstone: changed just now)
     cache:{e}:gen:<kind>    incremented by every replica on each notice of `kind`
     cache:{e}:vouch:<token> a replica's answer to one starting: see `EntityCache.start`
+    cache:{e}:vouch:<token>:declined   how many starting replicas could not vouch
 
 Every key shares the hash tag `{e}`, so one MGET or pipeline serves a page of ids
 on a Redis Cluster too. A fill never overwrites (`SET NX`): a tombstone written on a
