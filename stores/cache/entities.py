@@ -307,8 +307,8 @@ class EntityCache:
         # L1 serves reads only while invalidations arrive: a listener that lost its
         # connection may have missed some.
         self.following = False
-        # The token of this process's own vouch request while it waits for answers.
-        self._asking: str | None = None
+        # The token of this process's own vouch request: it never answers it.
+        self._asked: str | None = None
         self.agents = CachedKind(
             self, "agents", Agent, postgres.agents.by_ids, lambda _: options.agent_ttl_s
         )
@@ -376,14 +376,7 @@ class EntityCache:
         committed before this process asked, which is after its listener began: what
         this listener never heard, L2 then holds (waited for up to `_VOUCH_WAIT_S`)."""
         assert self.shared is not None
-        token = self._asking = uuid.uuid4().hex
-        try:
-            return await self._ask(token)
-        finally:
-            self._asking = None
-
-    async def _ask(self, token: str) -> bool:
-        assert self.shared is not None
+        token = self._asked = uuid.uuid4().hex
         try:
             others = await self._listener.others_listening()
             if not others:
@@ -469,7 +462,7 @@ class EntityCache:
                 self._tombstones.put_nowait(arrived)
             return
         if kind == _VOUCH:
-            if self.shared is not None and rest != self._asking:
+            if self.shared is not None and rest != self._asked:
                 self._tombstones.put_nowait(_VouchRequest(rest))
             return
         self.generations[kind] += 1
