@@ -193,6 +193,26 @@ class ErrorCodes(SchemaExtension):
                     request_id,
                     error.message,
                 )
+        for error in errors:
+            _forget_tracebacks(error)
+        for error in result.errors:
+            _forget_tracebacks(error)
+
+
+def _forget_tracebacks(error: BaseException) -> None:
+    """Once an error is logged, its tracebacks (its own, its original's and every
+    exception chained to them) only hold the frames they passed through, and with them
+    the request's executor, context and loaders: a reference cycle through the result
+    that waited for a garbage collection (about 110 objects for one field error)."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending += (exc.__cause__, exc.__context__, getattr(exc, "original_error", None))
 
 
 def response_status(body: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:

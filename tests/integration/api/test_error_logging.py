@@ -3,13 +3,17 @@ errors get one (issue 12, item 12)."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
+from typing import Any
 from uuid import uuid4
 
 import pytest
 import strawberry
 from starlette.testclient import TestClient
 
+from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from resolvers.errors import ClientError, ErrorCode
 from schema.build import QuietSchema
@@ -74,3 +78,25 @@ async def test_only_internal_errors_are_logged_with_a_traceback(
     await schema.execute("{ refused }")
     (record,) = caplog.records
     assert (record.levelno, record.exc_info) == (logging.INFO, None)
+
+
+async def test_a_request_with_errors_leaves_nothing_for_the_garbage_collector() -> None:
+    # An error's traceback holds the frames it passed through, and they the executor
+    # that held the error: dropped once logged, the request is freed when it returns.
+    made: list[weakref.ref[PlannedExecutionContext]] = []
+
+    class Recorded(planned_execution_context()):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    schema = QuietSchema(query=_Query, extensions=[ErrorCodes], execution_context_class=Recorded)
+    gc.disable()
+    try:
+        result = await schema.execute("{ refused }")
+        assert result.errors is not None
+        assert result.errors[0].extensions == {"code": "FORBIDDEN"}
+        assert made
+        assert all(executor() is None for executor in made)
+    finally:
+        gc.enable()
