@@ -193,18 +193,16 @@ class ErrorCodes(SchemaExtension):
                     request_id,
                     error.message,
                 )
-        for error in errors:
-            _forget_tracebacks(error)
-        for error in result.errors:
-            _forget_tracebacks(error)
+        # The errors as they came and as classified: a coded copy may drop the first.
+        _forget_tracebacks([*errors, *result.errors])
 
 
-def _forget_tracebacks(error: BaseException) -> None:
-    """Once an error is logged, its tracebacks (its own, its original's and every
+def _forget_tracebacks(errors: list[GraphQLError]) -> None:
+    """Once errors are logged, their tracebacks (their own, their originals' and every
     exception chained to them) only hold the frames they passed through, and with them
     the request's executor, context and loaders: a reference cycle through the result
     that waited for a garbage collection (about 110 objects for one field error)."""
-    pending: list[BaseException | None] = [error]
+    pending: list[BaseException | None] = [*errors]
     seen: set[int] = set()
     while pending:
         exc = pending.pop()

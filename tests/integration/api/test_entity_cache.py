@@ -288,6 +288,14 @@ async def _replica(postgres: PostgresStore, redis: RedisStore) -> AsyncIterator[
         await cache.aclose()
 
 
+async def _stale_in_redis(postgres: PostgresStore, redis: RedisStore) -> tuple[UUID, str]:
+    """An agent a replica cached in Redis and stopped, then renamed while no replica
+    listened (a worker, `psql`): Redis holds the old record. Its id and new name."""
+    async with _replica(postgres, redis) as first:
+        agent_id = await _cached_agent(first, postgres)
+    return agent_id, await _rename(postgres, agent_id)
+
+
 async def test_a_replica_starting_alone_does_not_trust_what_redis_kept(
     settings: Settings,
 ) -> None:
@@ -295,9 +303,7 @@ async def test_a_replica_starting_alone_does_not_trust_what_redis_kept(
     # hears it, and Redis keeps the old record. A gateway started next must not
     # serve it.
     async with _stores(settings) as (postgres, redis):
-        async with _replica(postgres, redis) as first:
-            agent_id = await _cached_agent(first, postgres)
-        renamed = await _rename(postgres, agent_id)
+        agent_id, renamed = await _stale_in_redis(postgres, redis)
         async with _replica(postgres, redis) as second:
             assert second.shared_available is True
             assert await second.shared.get_many("agents", [agent_id]) == {}  # type: ignore[union-attr]
@@ -326,9 +332,7 @@ async def test_a_replica_starting_beside_one_that_never_answers_does_not_trust_r
     # answer, then drops what Redis kept.
     monkeypatch.setattr(entities, "_VOUCH_WAIT_S", 0.5)
     async with _stores(settings) as (postgres, redis):
-        async with _replica(postgres, redis) as first:
-            agent_id = await _cached_agent(first, postgres)
-        renamed = await _rename(postgres, agent_id)
+        agent_id, renamed = await _stale_in_redis(postgres, redis)
         silent = await asyncpg.connect(
             settings.postgres_dsn.get_secret_value(),
             server_settings={"application_name": entities.LISTENER_NAME},
@@ -350,9 +354,7 @@ async def test_replicas_starting_together_decline_rather_than_wait_for_each_othe
     # (an hour here: the test would stop at its bound instead), and both drop L2.
     monkeypatch.setattr(entities, "_VOUCH_WAIT_S", 3600.0)
     async with _stores(settings) as (postgres, redis):
-        async with _replica(postgres, redis) as first:
-            agent_id = await _cached_agent(first, postgres)
-        renamed = await _rename(postgres, agent_id)
+        agent_id, renamed = await _stale_in_redis(postgres, redis)
         caches = [EntityCache(postgres, redis, CacheOptions()) for _ in range(2)]
         try:
             async with asyncio.timeout(60):
@@ -378,9 +380,7 @@ async def test_a_replica_following_changes_into_another_redis_does_not_vouch_for
             _stores(settings) as (postgres, redis),
             RedisStore(elsewhere.redis_options()) as other_redis,
         ):
-            async with _replica(postgres, redis) as first:
-                agent_id = await _cached_agent(first, postgres)
-            renamed = await _rename(postgres, agent_id)
+            agent_id, renamed = await _stale_in_redis(postgres, redis)
             async with _replica(postgres, other_redis), _replica(postgres, redis) as starting:
                 found = await starting.agents.by_ids([agent_id])
                 assert found[agent_id].name == renamed
@@ -393,9 +393,7 @@ async def test_a_replica_starting_while_redis_is_away_drops_it_once_back(
     # entries older than the gateway's listener are dropped before L2 is used.
     async with _stores(settings) as (postgres, redis), redis_behind_gate(settings) as gated:
         gated_redis, gate = gated
-        async with _replica(postgres, redis) as first:
-            agent_id = await _cached_agent(first, postgres)
-        renamed = await _rename(postgres, agent_id)
+        agent_id, renamed = await _stale_in_redis(postgres, redis)
         gate.close()
         async with _replica(postgres, gated_redis) as late:
             assert late.shared_available is False

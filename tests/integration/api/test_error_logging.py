@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import gc
 import logging
-import weakref
-from typing import Any
 from uuid import uuid4
 
 import pytest
 import strawberry
 from starlette.testclient import TestClient
 
-from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.errors import ErrorCodes
 from resolvers.errors import ClientError, ErrorCode
 from schema.build import QuietSchema
 from tests.integration.api.conftest import Caller
+from tests.support.executors import recording_executor
 
 CLIENT_ERRORS = [
     # A bad cursor, with and without credentials.
@@ -83,14 +81,8 @@ async def test_only_internal_errors_are_logged_with_a_traceback(
 async def test_a_request_with_errors_leaves_nothing_for_the_garbage_collector() -> None:
     # An error's traceback holds the frames it passed through, and they the executor
     # that held the error: dropped once logged, the request is freed when it returns.
-    made: list[weakref.ref[PlannedExecutionContext]] = []
-
-    class Recorded(planned_execution_context()):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(weakref.ref(self))
-
-    schema = QuietSchema(query=_Query, extensions=[ErrorCodes], execution_context_class=Recorded)
+    recorded, made = recording_executor()
+    schema = QuietSchema(query=_Query, extensions=[ErrorCodes], execution_context_class=recorded)
     gc.disable()
     try:
         result = await schema.execute("{ refused }")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
-import weakref
 from collections.abc import AsyncGenerator, Iterator
 from enum import Enum
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from strawberry.types import ExecutionResult
 from gateway.engine import PlannedExecutionContext, planned_execution_context
 from gateway.engine.plan import LEAF, RESOLVE, ObjectShape, OperationPlan
 from gateway.engine.resolvers import DirectResolver, direct_resolver
+from tests.support.executors import recording_executor
 
 
 @strawberry.enum
@@ -439,15 +439,8 @@ async def test_accepted_objects_of_leaves_complete_without_a_call_each(
 async def test_an_operation_leaves_nothing_for_the_garbage_collector() -> None:
     # graphql-core's executor refers to itself through its resolve infos' helpers: a
     # cycle that kept each request's executor, context and loaders until a collection.
-    made: list[weakref.ref[PlannedExecutionContext]] = []
-    base = planned_execution_context()
-
-    class Recorded(base):  # type: ignore[valid-type, misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(weakref.ref(self))
-
-    schema = strawberry.Schema(query=Query, execution_context_class=Recorded)
+    recorded, made = recording_executor()
+    schema = strawberry.Schema(query=Query, execution_context_class=recorded)
     gc.disable()
     try:
         result = await schema.execute('{ branch(label: "top") { label children { label } } }')
