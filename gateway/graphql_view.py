@@ -25,14 +25,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, GraphQLRequestProtocol
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.csrf import preflighted, refusal_message
@@ -53,6 +54,7 @@ from resolvers.loaders import build_loaders
 from resolvers.rate_limits import authenticate_counted
 
 _REMEMBERED_ACCEPT_VALUES = 64
+_POST_OPERATIONS = frozenset(OperationType.from_http("POST"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -166,6 +168,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._session_ttl_s = session_ttl_s
         self.known_refusals = known_refusals if known_refusals is not None else KnownRefusals()
         self._protocols: dict[str, GraphQLRequestProtocol] = {}
+        # With @defer and @stream an operation can answer in parts: Strawberry's way.
+        self._one_result_per_operation = (
+            not self.schema.config.enable_experimental_incremental_execution
+        )
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -253,31 +259,28 @@ class GraphQLView(GraphQL[RequestContext, None]):
         if request.method == "POST":
             if _media_type(request.content_type or "") != APPLICATION_JSON:
                 raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
-            data = await self._parse_json_body(request)
-        else:
-            if self._csrf_required_headers is not None and not preflighted(
-                request.headers, self._csrf_required_headers
-            ):
-                raise HTTPException(400, refusal_message(self._csrf_required_headers))
-            data = await super().parse_http_body(request)
+            data = self.parse_json(await request.get_body())
+            if isinstance(data, list):
+                # A batch: Strawberry's own checks, and its refusal.
+                return await super().parse_http_body(request)
+            return self._json_request_data(data, request.headers.get("accept") or "")
+        if self._csrf_required_headers is not None and not preflighted(
+            request.headers, self._csrf_required_headers
+        ):
+            raise HTTPException(400, refusal_message(self._csrf_required_headers))
+        data = await super().parse_http_body(request)
         if isinstance(data, GraphQLRequestData):
-            refusal = document_size_refusal(data.query, self.limits.max_document_chars)
-            if refusal is not None:
-                raise Refused(refusal)
+            self._check_size(data)
             # A persisted document named by `documentId` (see gateway.persisted_documents).
             document_id = await read_document_id(request)
             if document_id is not None:
                 data.extensions = {**(data.extensions or {}), DOCUMENT_ID: document_id}
         return data
 
-    async def _parse_json_body(self, request: AsyncHTTPRequestAdapter) -> Any:
-        """Strawberry's `parse_http_body` for a JSON POST, without parsing the content
-        type again (by the email package) or looking for a stream transport among the
-        headers on every request."""
-        data = self.parse_json(await request.get_body())
-        if isinstance(data, list):
-            # A batch: Strawberry's own checks, and its refusal.
-            return await super().parse_http_body(request)
+    def _json_request_data(self, data: dict[str, Any], accept: str) -> GraphQLRequestData:
+        """A JSON POST body's operation, checked as Strawberry's `parse_http_body` checks
+        it, without parsing the content type again (by the email package) or looking
+        for a stream transport among the headers on every request."""
         query = data.get("query")
         if not isinstance(query, str | None):
             raise HTTPException(
@@ -294,13 +297,24 @@ class GraphQLView(GraphQL[RequestContext, None]):
                 400,
                 "The GraphQL operation's `extensions` must be an object or null, if provided.",
             )
-        return GraphQLRequestData(
+        request_data = GraphQLRequestData(
             query=query,
             variables=variables,
             operation_name=data.get("operationName"),
             extensions=extensions,
-            protocol=self._protocol(request.headers.get("accept") or ""),
+            protocol=self._protocol(accept),
         )
+        self._check_size(request_data)
+        # A persisted document named by `documentId` (see gateway.persisted_documents).
+        document_id = data.get(DOCUMENT_ID)
+        if document_id is not None:
+            request_data.extensions = {**(extensions or {}), DOCUMENT_ID: document_id}
+        return request_data
+
+    def _check_size(self, data: GraphQLRequestData) -> None:
+        refusal = document_size_refusal(data.query, self.limits.max_document_chars)
+        if refusal is not None:
+            raise Refused(refusal)
 
     def _protocol(self, accept: str) -> GraphQLRequestProtocol:
         """The response protocol an `Accept` value asks for (a stream, or plain HTTP),
@@ -360,6 +374,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         return response
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        payload = b""
         if isinstance(request, Request) and request.method in ("GET", "POST"):
             # A request refused before for what it holds gets the same answer unread.
             if request.method == "POST":
@@ -379,6 +394,8 @@ class GraphQLView(GraphQL[RequestContext, None]):
                     return self.create_response(known, await self.get_sub_response(request))
                 request.scope.setdefault("state", {})[REFUSAL_KEY] = key
         try:
+            if request.method == "POST" and self._one_result_per_operation:
+                return await self._run_post(request, payload, context, root_value)
             return await super().run(request, context, root_value)
         except Refused as exc:
             return exc.refusal.response(400, accept=request.headers.get("accept"))
@@ -393,3 +410,46 @@ class GraphQLView(GraphQL[RequestContext, None]):
                     headers={"Allow": "POST"},
                 )
             return error_response(ErrorCode.BAD_REQUEST, exc.reason, exc.status_code, accept=accept)
+
+    async def _run_post(
+        self, request: Request, body: bytes, context: Any, root_value: Any
+    ) -> Response:
+        """Strawberry's `run` for the request nearly every client sends: one operation in
+        a JSON POST, answered with one result. Batches and streamed responses (an
+        `Accept` asking for multipart or server-sent events) take Strawberry's way.
+        Its own way checks each result against a runtime-checkable protocol, builds a
+        request adapter and passes through three more layers: about 4% of a small
+        read's CPU (bench/profile_notes.md)."""
+        headers = request.headers
+        if _media_type(headers.get("content-type", "")) != APPLICATION_JSON:
+            raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
+        data = self.parse_json(body)
+        if isinstance(data, list):
+            return await super().run(request, context, root_value)
+        request_data = self._json_request_data(data, headers.get("accept") or "")
+        if request_data.protocol != "http":
+            return await super().run(request, context, root_value)
+        sub_response = await self.get_sub_response(request)
+        if context is UNSET:
+            context = await self.get_context(request, response=sub_response)
+        try:
+            result = await self.schema.execute(
+                request_data.query,
+                # The schema has no root value (`get_root_value` is not overridden).
+                root_value=None if root_value is UNSET else root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=_POST_OPERATIONS,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason("POST")) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
+        response_data = await self.process_result(request, result)
+        if result.errors:
+            self._handle_errors(result.errors, response_data)
+        return self.create_response(response_data, sub_response)
