@@ -375,7 +375,8 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         payload = b""
-        if isinstance(request, Request) and request.method in ("GET", "POST"):
+        http = isinstance(request, Request)
+        if http and request.method in ("GET", "POST"):
             # A request refused before for what it holds gets the same answer unread.
             if request.method == "POST":
                 payload = await request.body()
@@ -394,7 +395,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
                     return self.create_response(known, await self.get_sub_response(request))
                 request.scope.setdefault("state", {})[REFUSAL_KEY] = key
         try:
-            if request.method == "POST" and self._one_result_per_operation:
+            if http and request.method == "POST" and self._one_result_per_operation:
                 return await self._run_post(request, payload, context, root_value)
             return await super().run(request, context, root_value)
         except Refused as exc:
