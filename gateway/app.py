@@ -89,9 +89,12 @@ def schema_extensions(
     slow_operation_s: float = 1.0,
     metrics: GatewayMetrics | None = None,
     expensive: ExpensiveOperations | None = None,
+    entity_cache: bool = True,
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
-    sees every error the others leave."""
+    sees every error the others leave. Without the entity cache (`entity_cache`
+    False) its two extensions could never act, and are left out: each extension costs
+    every operation about 1% of a small read's CPU (bench/profile_notes.md)."""
     plans = PlanCache()
     return [
         # Outermost: the whole operation counts, and it sees every error's code.
@@ -105,11 +108,11 @@ def schema_extensions(
         partial(RequestLimiter, limits=limits, plans=plans),
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,
-        QueryResultCaching,
+        *([QueryResultCaching] if entity_cache else []),
         # Charged first: an operation refused for its rate never queues; a cached
         # result is answered without a slot.
         partial(ExpensiveOperationGate, gate=expensive or ExpensiveOperations()),
-        SettleEntityCache,
+        *([SettleEntityCache] if entity_cache else []),
     ]
 
 
@@ -353,6 +356,7 @@ def create_app(
                     slow_operation_s=settings.slow_operation_s,
                     metrics=prometheus,
                     expensive=expensive,
+                    entity_cache=stores.entity_cache is not None,
                 ),
             ],
             execution_context_class=execution_context_class or _execution_context(settings),

@@ -144,6 +144,23 @@ def test_no_directive_no_cache_and_bad_ttls_and_mutations_refused(
     assert error_codes(mutation) == ["GRAPHQL_VALIDATION_FAILED"], mutation
 
 
+def test_without_the_entity_cache_a_cached_query_reads_its_store_every_time(
+    gql: GraphQL, operator: Caller
+) -> None:
+    # The suite's gateway runs without the entity cache, and so without its extensions.
+    agent = create_agent(gql, operator, notes="n")
+    for notes in ("n", "m"):
+        body = gql(AGENT, {"id": agent["id"]}, caller=operator)
+        assert data(body)["node"]["notes"] == notes
+        assert "cache" not in (body.get("extensions") or {})
+        assert gql.last_round_trips["postgres"] >= 1
+        updated = gql(UPDATE, {"id": agent["id"], "notes": "m"}, caller=operator)
+        assert data(updated)["updateAgent"]["userErrors"] == []
+    # A ttl the cache would refuse means nothing without it.
+    zero = gql(AGENT.replace("300", "0"), {"id": agent["id"]}, caller=operator)
+    assert data(zero)["node"]["notes"] == "m"
+
+
 def test_a_result_larger_than_the_bound_is_not_kept(cached: Settings, operator: Caller) -> None:
     small = cached.model_copy(update={"cache_query_max_bytes": 16})
     with TestClient(create_app(small)) as client:
