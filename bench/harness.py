@@ -125,7 +125,8 @@ class Options:
     single: tuple[str, ...] = ("S1", "S2-pg")
     # Whole machine against whole machine: these scenarios once more with the gateway
     # under `--workers N` and the peer under Node's cluster with N workers (reported as
-    # "<name> xN"); 0 leaves it out. Needs the peer.
+    # "<name> xN"); 0 leaves it out. Needs the peer, or `before` (whose gateway then
+    # runs under `--workers N` too).
     workers: int = 2
     whole_machine: tuple[str, ...] = ("S1", "S2-pg")
     only: tuple[str, ...] = ()
@@ -404,6 +405,17 @@ class Bench:
             cwd=source,
         )
 
+    def _before_gateway(self, tree: Path, workers: int = 1) -> Child:
+        # Its projector off: one projector is enough, and the gateway's already runs.
+        return self._gateway(
+            "gateway-before",
+            BEFORE_GATEWAY_PORT,
+            "planned",
+            env={"POLYGRAPH_PROJECTOR_ENABLED": "false"},
+            workers=workers,
+            source=tree,
+        )
+
     def _start_servers(self) -> None:
         log_dir = self.profile.log_dir
         s = self.settings
@@ -417,15 +429,7 @@ class Bench:
                 " from git and run on this checkout's environment, measured in the same"
                 " rounds as this one; its projector off, so one projector runs."
             )
-            gateways.append(
-                self._gateway(
-                    "gateway-before",
-                    BEFORE_GATEWAY_PORT,
-                    "planned",
-                    env={"POLYGRAPH_PROJECTOR_ENABLED": "false"},
-                    source=tree,
-                )
-            )
+            gateways.append(self._before_gateway(tree))
         if self.options.cached and set(CACHED_SCENARIOS) & set(
             self.options.only or CACHED_SCENARIOS
         ):
@@ -537,32 +541,46 @@ class Bench:
         return results
 
     def _whole_machine(self, fixtures: Fixtures) -> dict[str, Any]:
-        """The `whole_machine` scenarios with the gateway and the peer on N workers each,
-        after the one-process servers are stopped (they would idle beside them)."""
+        """The `whole_machine` scenarios with the gateway and the peer (and, with
+        `--before`, the earlier gateway) on N workers each, after the one-process
+        servers are stopped (they would idle beside them)."""
         o = self.options
         names = [n for n in o.whole_machine if not o.only or n in o.only]
         if o.workers < 2 or not names:
             return {}
-        if "peer" not in self.children:
+        with_peer = "peer" in self.children
+        if not with_peer and self.before is None:
             self.notes.append("Whole machine (xN rows) not measured: the peer did not run.")
             return {}
         for child in self.children.values():
             child.stop()
         self.children.clear()
-        gateway = self._gateway(workers=o.workers)
-        self.say(f"starting {gateway.name} with {o.workers} workers")
-        gateway.start()
-        self.children[gateway.name] = gateway
-        self._start_peer(workers=o.workers)
-        if "peer" not in self.children:
-            return {}
-        capabilities = checks.capabilities(gateway.url, self.token)
+        gateways = [self._gateway(workers=o.workers)]
+        if self.before is not None:
+            gateways.append(self._before_gateway(self.before, workers=o.workers))
+        for gateway in gateways:
+            self.say(f"starting {gateway.name} with {o.workers} workers")
+            gateway.start()
+            self.children[gateway.name] = gateway
+        if with_peer:
+            self._start_peer(workers=o.workers)
+            if "peer" not in self.children:
+                return {}
+        capabilities = checks.capabilities(gateways[0].url, self.token)
+        against = [
+            *(["`gateway-before` the same way"] if self.before is not None else []),
+            *(
+                [f"PostGraphile under Node's cluster module with {o.workers} workers"]
+                if with_peer
+                else []
+            ),
+        ]
         self.notes.append(
             f"Whole machine ('<name> x{o.workers}' rows): the gateway under `polygraph serve"
-            f" --workers {o.workers}` against PostGraphile under Node's cluster module with"
-            f" {o.workers} workers, each worker with its own pool of 10; CPU and peak RSS are"
-            " summed over each server's processes (peak RSS as the sum of each process's"
-            " peak), measured after the one-process servers stopped."
+            f" --workers {o.workers}` against {' and '.join(against)}, each worker with its"
+            " own pool of 10; CPU and peak RSS are summed over each server's processes (peak"
+            " RSS as the sum of each process's peak), measured after the one-process servers"
+            " stopped."
         )
         results: dict[str, Any] = {}
         for scenario in SCENARIOS:

@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--workers",
         type=int,
-        help="S1 and S2-pg again, gateway and peer on N processes each (default 2; 0: not)",
+        help="S1 and S2-pg again, the gateways (--before's too) and the peer on N processes"
+        " each (default 2; 0: not)",
     )
     bench.add_argument(
         "--cached",

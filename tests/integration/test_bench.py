@@ -135,10 +135,14 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
 def test_a_before_run_measures_another_revisions_gateway_beside_this_one(
     tmp_path: Path,
 ) -> None:
-    path = run(Options.quick_mode(only=("S1",), before="HEAD"), results_dir=tmp_path)
+    path = run(Options.quick_mode(only=("S1",), before="HEAD", workers=2), results_dir=tmp_path)
 
     results = orjson.loads(path.read_bytes())
     assert set(results["scenarios"]["S1"]) == {"gateway", "gateway-before", "floor"}
+    # Whole machine without the peer: both gateways under two workers, in the same rounds.
+    assert set(results["scenarios"]["S1 x2"]) == {"gateway", "gateway-before"}
+    assert results["scenarios"]["S1 x2"]["gateway-before"]["rps"] > 0
+    assert "gateway_before_rps" in results["ratios"]["S1 x2"]
     before = results["scenarios"]["S1"]["gateway-before"]
     assert before["errors"] == 0 and before["rps"] > 0
     assert before["round_trips"] == results["scenarios"]["S1"]["gateway"]["round_trips"]
