@@ -93,8 +93,8 @@ def schema_extensions(
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave. Without the entity cache (`entity_cache`
-    False) its two extensions could never act, and are left out: each extension costs
-    every operation about 1% of a small read's CPU (bench/profile_notes.md)."""
+    False) its two extensions could never act, and are left out rather than run on
+    every operation for nothing (bench/profile_notes.md)."""
     plans = PlanCache()
     return [
         # Outermost: the whole operation counts, and it sees every error's code.

@@ -420,7 +420,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         `Accept` asking for multipart or server-sent events) take Strawberry's way.
         Its own way checks each result against a runtime-checkable protocol, builds a
         request adapter and passes through three more layers: about 4% of a small
-        read's CPU (bench/profile_notes.md)."""
+        read's CPU in process (bench/profile_notes.md)."""
         headers = request.headers
         if _media_type(headers.get("content-type", "")) != APPLICATION_JSON:
             raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
