@@ -63,6 +63,12 @@ def _media_type(content_type: str) -> str:
     return parse_content_type(content_type)[0]
 
 
+def _refuse_unless_json(content_type: str) -> None:
+    """Operations are POSTed as JSON: anything else is 415."""
+    if _media_type(content_type) != APPLICATION_JSON:
+        raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
+
+
 class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
     # graphql-transport-ws messages are text frames; `encode_json` returns bytes.
     async def send_json(self, message: Mapping[str, object]) -> None:
@@ -257,8 +263,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
         if request.method == "POST":
-            if _media_type(request.content_type or "") != APPLICATION_JSON:
-                raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
+            _refuse_unless_json(request.content_type or "")
             data = self.parse_json(await request.get_body())
             if isinstance(data, list):
                 # A batch: Strawberry's own checks, and its refusal.
@@ -422,8 +427,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         request adapter and passes through three more layers: about 4% of a small
         read's CPU in process (bench/profile_notes.md)."""
         headers = request.headers
-        if _media_type(headers.get("content-type", "")) != APPLICATION_JSON:
-            raise HTTPException(415, f"Send operations as `Content-Type: {APPLICATION_JSON}`.")
+        _refuse_unless_json(headers.get("content-type", ""))
         data = self.parse_json(body)
         if isinstance(data, list):
             return await super().run(request, context, root_value)
