@@ -2,8 +2,9 @@
 
 The gateway (`polygraph serve`), the floor (`python -m bench.floor`) and the peer
 (PostGraphile on Node 22) run as child processes on the bench stack; each is
-measured in turn, alternating within every round, by a load generator in its own
-process, so the ratios compare runs made moments apart on the same noisy machine.
+measured in turn, alternating within every round (in reverse order every other
+round), by a load generator in its own process, so the ratios compare runs made
+moments apart on the same noisy machine.
 Once they are stopped, the search stage (`bench.search`: HNSW recall, searchKnowledge
 latency, embedding throughput, nDCG@10 per mode) runs with its own in-process
 gateway. `--only search` runs that stage alone and merges it into the latest
@@ -19,7 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -344,7 +345,8 @@ class Bench:
         single = f" ({', '.join(o.single)} also at one, as '<name> @1')" if o.single else ""
         return (
             f"wrk, {o.connections} connections{single}, 1 thread, {o.warmup:g} s warm-up then"
-            f" {o.seconds:g} s measured, {o.rounds} round(s) alternating gateway"
+            f" {o.seconds:g} s measured, {o.rounds} round(s), each in turn (reversed every"
+            " other round): gateway"
             f"{', gateway-stock (graphql-core executor)' if o.stock else ''}"
             f"{', gateway-cached (entity cache on; S1, S2)' if o.cached else ''}"
             f"{f', gateway-before ({o.before})' if o.before else ''}, floor"
@@ -624,8 +626,8 @@ class Bench:
         if scenario.floor and connections is None and compare:
             self.checks.append(checks.compare(scenario, plan, self.token))
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in self._targets(scenario)}
-        for _ in range(self.options.rounds):
-            for target in runs:
+        for round_number in range(self.options.rounds):
+            for target in in_round_order(runs, round_number):
                 url, bodies = plan.urls[target], plan.bodies[target]
                 auth = None if target == "peer" else f"Bearer {self.token}"
                 o = self.options
@@ -661,8 +663,9 @@ class Bench:
         urls["floor"] = f"ws://127.0.0.1:{FLOOR_PORT}/floor/S8"
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
         samples: dict[str, Any] = {}
-        for _ in range(self.options.rounds):
-            for target, url in urls.items():
+        for round_number in range(self.options.rounds):
+            for target in in_round_order(urls, round_number):
+                url = urls[target]
                 with Measure(self.children[target]) as measure:
                     result = run_fanout(
                         url,
@@ -707,7 +710,8 @@ class Bench:
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
         drained: set[str] = set()
         for round_number in range(o.rounds):
-            for target, url in urls.items():
+            for target in in_round_order(urls, round_number):
+                url = urls[target]
                 queue = claims.repository(f"{target}-{round_number}")
                 asyncio.run(claims.fill(self.settings, queue, size))
                 bodies = claims.bodies(queue)
@@ -781,8 +785,9 @@ class Bench:
         answers = {t: checks.post(urls[t], bodies[0], first_token)[2] for t in ("gateway", "floor")}
         self.checks.append(checks.compare_samples(scenario, answers))
         runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in urls}
-        for _ in range(o.rounds):
-            for target, url in urls.items():
+        for round_number in range(o.rounds):
+            for target in in_round_order(urls, round_number):
+                url = urls[target]
                 for seconds, counted in ((o.warmup, False), (o.seconds, True)):
                     with Measure(self.children[target]) as measure:
                         result = run_wrk(
@@ -906,6 +911,14 @@ class Bench:
                     authorization=f"Bearer {token}",
                 )
         return result, measure
+
+
+def in_round_order(targets: Iterable[str], round_number: int) -> list[str]:
+    """The servers in the order round `round_number` measures them: reversed every
+    other round, so that none is always measured first or right after the same one
+    (what one server leaves behind in the stores, caches and CPU falls on the next)."""
+    ordered = list(targets)
+    return ordered[::-1] if round_number % 2 else ordered
 
 
 def run(options: Options, results_dir: Path | None = None) -> Path:
