@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import logs
@@ -19,7 +20,10 @@ class RequestObserver:
     - the request's log fields, and one access line once it is answered
       (gateway.logs);
     - its store round trips, counted and reported in `X-Round-Trips` (e.g.
-      `neo4j=1, postgres=2, redis=1`): tests assert on it, benchmarks record it.
+      `neo4j=1, postgres=2, redis=1`): tests assert on it, benchmarks record it;
+    - a client that leaves before its body has arrived logged as 499 (the status
+      proxies give it) rather than as a 500 with a traceback: nobody is left to
+      answer, and no client can fill the log with errors by hanging up.
 
     WebSockets get the id and the log fields; only HTTP requests are counted and logged.
     """
@@ -71,6 +75,8 @@ class RequestObserver:
 
             try:
                 await self.app(scope, receive, observed_send)
+            except ClientDisconnect:
+                status = CLIENT_CLOSED_REQUEST
             finally:
                 logs.log_access(scope, status, started)
 
@@ -91,6 +97,7 @@ def _incoming_id(scope: Scope) -> str | None:
 
 
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED_REQUEST = 499
 ROUND_TRIPS_HEADER = "x-round-trips"
 _REQUEST_ID_HEADER = REQUEST_ID_HEADER.encode()
 _ROUND_TRIPS_HEADER = ROUND_TRIPS_HEADER.encode()

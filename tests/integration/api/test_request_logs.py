@@ -6,13 +6,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from starlette.testclient import TestClient
 
+from gateway.app import create_app
 from gateway.logs import make_handler
+from gateway.settings import Settings
 from tests.integration.api.conftest import Caller
+from tests.support.serving import serve_in_thread, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -61,3 +66,27 @@ def test_a_malformed_traceparent_is_not_taken(client: TestClient) -> None:
         client.get("/health/live", headers={"traceparent": "not-a-trace"})
     [access] = [json.loads(line) for line in log.getvalue().splitlines()]
     assert (access["trace_id"], access["principal_id"], access["operation"]) == ("-", "-", "-")
+
+
+def test_a_client_gone_before_its_body_arrived_is_logged_as_499_without_a_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="polygraph.access")
+    with serve_in_thread(create_app(settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            # The headers promise 100 bytes; the client leaves after 9.
+            sock.sendall(
+                b"POST /graphql HTTP/1.1\r\nHost: gateway\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                b'{"query":'
+            )
+
+        def access_statuses() -> list[object]:
+            return [
+                getattr(r, "status", None) for r in caplog.records if r.name == "polygraph.access"
+            ]
+
+        wait_until(lambda: bool(access_statuses()), what="the request's access line")
+    assert access_statuses() == [499]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
