@@ -407,12 +407,16 @@ async def _fill(
 ) -> int:
     if not vectors:
         return 0
-    # A row edited since its text was read keeps `pending`, and is embedded again.
+    # A row edited since its text was read keeps `pending`, and is embedded again; so
+    # does one another transaction holds: the filler never waits on a row lock, so it
+    # can never deadlock with a writer locking several rows in another order (it did,
+    # with batches in no order), and never holds a writer up.
     async with search.postgres.connection() as conn:
         status: str = await conn.execute(
             f"UPDATE {table} AS t SET embedding = u.vector, embedding_pending = false"
             " FROM unnest($1::uuid[], $2::text[], $3::vector[]) AS u(id, text, vector)"
-            f" WHERE t.id = u.id AND {text_sql} = u.text",
+            f" WHERE t.id = u.id AND {text_sql} = u.text AND t.id IN"
+            f" (SELECT id FROM {table} WHERE id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED)",
             [item_id for item_id, _, _ in vectors],
             [text for _, text, _ in vectors],
             vector_array(vector for _, _, vector in vectors),

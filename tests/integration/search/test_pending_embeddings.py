@@ -3,6 +3,7 @@ catch up once it answers again."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from uuid import UUID
@@ -217,3 +218,41 @@ def test_a_gateway_for_another_dimension_refuses_to_start(settings: Settings) ->
         TestClient(app),
     ):
         pass
+
+
+async def test_the_filler_skips_a_row_another_transaction_holds_instead_of_waiting(
+    alone: Settings,
+) -> None:
+    """A writer holding a row while the filler stores its batch: the filler fills the
+    rest and leaves that row pending for its next pass. Waiting instead, it deadlocked
+    with writers that lock several rows in another order."""
+    local = LocalEmbedder()
+    async with PostgresStore(alone.postgres_options()) as postgres:
+        await postgres.migrate()
+        search = SearchStore(postgres)
+        await ensure_space(search, EmbeddingSpace(local.model, 384))
+        ctx = WriteContext(actor_id=None, request_id="test")
+        for index in range(2):
+            await search.knowledge.create(ctx, KnowledgeInput(title=f"held {index}"), None)
+        pending = await search.knowledge.pending(10)
+        vectors = await local.embed([text for _, text in pending])
+        batch = [
+            (item_id, text, vector)
+            for (item_id, text), vector in zip(pending, vectors, strict=True)
+        ]
+        held, free = pending[0][0], pending[1][0]
+        writer = await asyncpg.connect(alone.postgres_dsn.get_secret_value())
+        try:
+            async with writer.transaction():
+                await writer.execute("SELECT 1 FROM knowledge_items WHERE id = $1 FOR UPDATE", held)
+                # The limit only stops a broken test: a waiting filler never returns.
+                filled = await asyncio.wait_for(search.knowledge.fill(batch), timeout=60)
+                assert filled == 1
+            still_pending = {item_id for item_id, _ in await search.knowledge.pending(10)}
+            assert still_pending == {held}
+            assert free not in still_pending
+            assert await search.knowledge.fill(batch[:1]) == 1
+            assert await search.knowledge.count_pending() == 0
+        finally:
+            await writer.close()
+    await local.aclose()
