@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from uuid import UUID
 
 import asyncpg
@@ -147,6 +148,22 @@ async def alone(
         await conn.close()
 
 
+@asynccontextmanager
+async def _pending_items(
+    settings: Settings, embedder: LocalEmbedder, titles: Sequence[str]
+) -> AsyncIterator[SearchStore]:
+    """The search store of a migrated database in `embedder`'s space, with a knowledge
+    item of each title waiting for its embedding."""
+    async with PostgresStore(settings.postgres_options()) as postgres:
+        await postgres.migrate()
+        search = SearchStore(postgres)
+        await ensure_space(search, EmbeddingSpace(embedder.model, 384))
+        ctx = WriteContext(actor_id=None, request_id="test")
+        for title in titles:
+            await search.knowledge.create(ctx, KnowledgeInput(title=title), None)
+        yield search
+
+
 async def test_reembed_moves_the_space_and_resumes_after_a_failure(alone: Settings) -> None:
     local = LocalEmbedder()
 
@@ -165,13 +182,7 @@ async def test_reembed_moves_the_space_and_resumes_after_a_failure(alone: Settin
             self.failing = self.calls >= self.fail_after
             return await super().embed(texts)
 
-    async with PostgresStore(alone.postgres_options()) as postgres:
-        await postgres.migrate()
-        search = SearchStore(postgres)
-        await ensure_space(search, EmbeddingSpace(local.model, 384))
-        ctx = WriteContext(actor_id=None, request_id="test")
-        for index in range(5):
-            await search.knowledge.create(ctx, KnowledgeInput(title=f"reembed {index}"), None)
+    async with _pending_items(alone, local, [f"reembed {index}" for index in range(5)]) as search:
         original = await stored_space(search)
         assert original == EmbeddingSpace(local.model, 384)
         try:
@@ -227,13 +238,7 @@ async def test_the_filler_skips_a_row_another_transaction_holds_instead_of_waiti
     rest and leaves that row pending for its next pass. Waiting instead, it deadlocked
     with writers that lock several rows in another order."""
     local = LocalEmbedder()
-    async with PostgresStore(alone.postgres_options()) as postgres:
-        await postgres.migrate()
-        search = SearchStore(postgres)
-        await ensure_space(search, EmbeddingSpace(local.model, 384))
-        ctx = WriteContext(actor_id=None, request_id="test")
-        for index in range(2):
-            await search.knowledge.create(ctx, KnowledgeInput(title=f"held {index}"), None)
+    async with _pending_items(alone, local, ["held 0", "held 1"]) as search:
         pending = await search.knowledge.pending(10)
         vectors = await local.embed([text for _, text in pending])
         batch = [
