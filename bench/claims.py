@@ -77,12 +77,14 @@ async def claimer(settings: Settings, *, ttl_s: int = 6 * 3600) -> str:
 
 
 async def fill(settings: Settings, repository: str, count: int) -> None:
-    """`count` ready tasks in `repository`, priorities 1 to 10."""
+    """`count` ready tasks in `repository`, priorities 1 to 10. Not waiting for an
+    embedding: fixtures like the dataset's rows, which a gateway's embedding filler
+    would otherwise embed in the measured process while the claims run."""
     conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
         await conn.execute(
-            "INSERT INTO tasks (title, repository, priority)"
-            " SELECT 'Claimable ' || n, $1, 1 + n % 10 FROM generate_series(1, $2) AS n",
+            "INSERT INTO tasks (title, repository, priority, embedding_pending)"
+            " SELECT 'Claimable ' || n, $1, 1 + n % 10, false FROM generate_series(1, $2) AS n",
             repository,
             count,
         )

@@ -59,9 +59,11 @@ TASKS_OF_AGENTS = (
     "  ORDER BY created_at DESC, id DESC LIMIT $2) AS t"
 )
 TASK_BY_ID = "SELECT id, title, status FROM tasks WHERE id = $1"
+# Not waiting for an embedding: the floor embeds nothing, and a gateway's filler would
+# embed its rows in the gateway's process.
 INSERT_TASK = (
-    "WITH t AS (INSERT INTO tasks (id, title, repository, priority, status, creator_id)"
-    " VALUES ($1, $2, $3, $4, 'pending', $5)"
+    "WITH t AS (INSERT INTO tasks (id, title, repository, priority, status, creator_id,"
+    " embedding_pending) VALUES ($1, $2, $3, $4, 'pending', $5, false)"
     " RETURNING id, title, status, priority, repository, assignee_id, workflow_id, version,"
     " updated_at, to_jsonb(tasks.*) AS doc),"
     " e AS (INSERT INTO task_events (task_id, version, type, data, actor_id, created_at)"

@@ -30,7 +30,13 @@ from tqdm import tqdm
 
 from bench import checks, claims, presence, report
 from bench import search as search_bench
-from bench.dataset import METRICS_DAYS, DatasetSpec, ensure_dataset, fixture_ids
+from bench.dataset import (
+    METRICS_DAYS,
+    DatasetSpec,
+    ensure_dataset,
+    fixture_ids,
+    settle_embeddings,
+)
 from bench.environment import PEER_DIR, bench_caller, machine, session_resolution, versions
 from bench.loadgen import AbuseLoad, AbuseResult, LoadResult, ensure_wrk, run_fanout, run_wrk
 from bench.scenarios import (
@@ -396,6 +402,10 @@ class Bench:
                 "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
                 "POLYGRAPH_CACHE_ENABLED": "false",
+                # What a scenario's writes leave to embed (S5's tasks) is embedded between
+                # scenarios (`_settle_embeddings`): a filler here would do it inside some
+                # later measured window, in whichever gateway's process took the rows.
+                "POLYGRAPH_EMBEDDING_FILLER_ENABLED": "false",
                 # P2's page keeps the presence P1 reported until the last round.
                 "POLYGRAPH_PRESENCE_OFFLINE_AFTER_S": str(presence.OFFLINE_AFTER_S),
                 # One projector is enough: the stock gateway's would race the other's.
@@ -522,6 +532,7 @@ class Bench:
                 )
                 self.say(f"{scenario.name}: skipped, {', '.join(missing)} not in the schema")
                 continue
+            self._settle_embeddings(scenario.name)
             self.say(f"{scenario.name}: {scenario.title}")
             if scenario.name in PRESENCE_SCENARIOS:
                 self._presence_reporters()
@@ -541,6 +552,19 @@ class Bench:
                         scenario, fixtures, capabilities, connections=1
                     )
         return results
+
+    def _settle_embeddings(self, scenario: str) -> None:
+        """Embed what earlier scenarios' writes left waiting (the gateways run without
+        their filler), before `scenario` is measured and outside any measured process."""
+        settled = asyncio.run(settle_embeddings(self.settings, _no_progress))
+        filled = sum(settled["filled"].values())
+        if filled:
+            self.say(f"{filled:,} embeddings filled in {settled['seconds']:g} s before {scenario}")
+            self.notes.append(
+                f"Before {scenario}: the {filled:,} embeddings earlier scenarios' writes left"
+                f" were filled in {settled['seconds']:g} s, by the harness, between"
+                " measured windows."
+            )
 
     def _whole_machine(self, fixtures: Fixtures) -> dict[str, Any]:
         """The `whole_machine` scenarios with the gateway and the peer (and, with
@@ -911,6 +935,10 @@ class Bench:
                     authorization=f"Bearer {token}",
                 )
         return result, measure
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    """Filling between scenarios says what it did once done (`_settle_embeddings`)."""
 
 
 def in_round_order(targets: Iterable[str], round_number: int) -> list[str]:

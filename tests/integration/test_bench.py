@@ -75,6 +75,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert presence["scenarios"] == {n: results["scenarios"][n] for n in ("P1", "P2")}
     assert "| P1 | gateway |" in (tmp_path / "presence.md").read_text()
     assert results["dataset"]["embeddings"]["seconds"] >= 0
+    # The tasks S5 created were embedded by the harness before S6, not by a gateway
+    # inside a measured window.
+    assert any(note.startswith("Before S6: the ") for note in results["notes"]), results["notes"]
 
     markdown = (tmp_path / "latest.md").read_text()
     assert results["command"] in markdown
