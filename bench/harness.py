@@ -98,9 +98,11 @@ STANDING_NOTES = (
     " the gateway keeps it in process for POLYGRAPH_SESSION_CACHE_S (5 s), so its Redis"
     " round trip is the rate-limit charge. The gateway reports its metrics store apart"
     " from PostgreSQL; the floor counts that query as PostgreSQL.",
-    "The floor writes S5's task, event, audit and outbox rows in one statement; the"
-    " gateway's projector applies both servers' outbox rows to Neo4j, in the gateway's CPU"
-    " time.",
+    "The floor writes S5's task, event, audit and outbox rows in one statement and"
+    " answers; a gateway's mutation waits until its rows reach Neo4j (read your writes)."
+    " Every gateway runs its own projector, as replicas do (rows are claimed with SKIP"
+    " LOCKED), so each waits alike; the projectors apply every server's outbox rows, in"
+    " their own processes' CPU time.",
     "S8 publishes at a fixed rate; a server that cannot keep up drops events once a"
     " subscriber's queue is full, and the lost deliveries are its errors.",
     "A1's abusive client waits for each answer before sending again, as a client that"
@@ -408,8 +410,6 @@ class Bench:
                 "POLYGRAPH_EMBEDDING_FILLER_ENABLED": "false",
                 # P2's page keeps the presence P1 reported until the last round.
                 "POLYGRAPH_PRESENCE_OFFLINE_AFTER_S": str(presence.OFFLINE_AFTER_S),
-                # One projector is enough: the stock gateway's would race the other's.
-                **({} if executor == "planned" else {"POLYGRAPH_PROJECTOR_ENABLED": "false"}),
                 **(env or {}),
                 # First on the path: the code of `source`, not the installed checkout's.
                 "PYTHONPATH": str(source),
@@ -418,12 +418,10 @@ class Bench:
         )
 
     def _before_gateway(self, tree: Path, workers: int = 1) -> Child:
-        # Its projector off: one projector is enough, and the gateway's already runs.
         return self._gateway(
             "gateway-before",
             BEFORE_GATEWAY_PORT,
             "planned",
-            env={"POLYGRAPH_PROJECTOR_ENABLED": "false"},
             workers=workers,
             source=tree,
         )
@@ -439,13 +437,13 @@ class Bench:
             self.notes.append(
                 f"gateway-before: the gateway of {self.options.before} ({tree.name}), exported"
                 " from git and run on this checkout's environment, measured in the same"
-                " rounds as this one; its projector off, so one projector runs."
+                " rounds as this one."
             )
             gateways.append(self._before_gateway(tree))
         if self.options.cached and set(CACHED_SCENARIOS) & set(
             self.options.only or CACHED_SCENARIOS
         ):
-            cache_on = {"POLYGRAPH_CACHE_ENABLED": "true", "POLYGRAPH_PROJECTOR_ENABLED": "false"}
+            cache_on = {"POLYGRAPH_CACHE_ENABLED": "true"}
             gateways.append(
                 self._gateway("gateway-cached", CACHED_GATEWAY_PORT, "planned", env=cache_on)
             )
