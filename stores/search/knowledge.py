@@ -410,7 +410,7 @@ async def _fill(
     # A row edited since its text was read keeps `pending`, and is embedded again; so
     # does one another transaction holds: the filler never waits on a row lock, so it
     # can never deadlock with a writer locking several rows in another order (it did,
-    # with batches in no order), and never holds a writer up.
+    # with batches in no order), and holds a writer up for one statement at most.
     async with search.postgres.connection() as conn:
         status: str = await conn.execute(
             f"UPDATE {table} AS t SET embedding = u.vector, embedding_pending = false"
