@@ -27,7 +27,7 @@ import neo4j
 import orjson
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -671,7 +671,14 @@ def create_floor(config: FloorConfig) -> Starlette:
     ]
     routes.append(Route("/floor/S7", _ingest_endpoint(floor), methods=["POST"]))
     routes.append(WebSocketRoute("/floor/S8", fan_out))
-    return Starlette(routes=routes, lifespan=lifespan)
+    # As the gateway does: a client gone mid-body (wrk at the end of a window) is no error.
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _client_gone}
+    )
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)
 
 
 def _uuid_of(value: str, type_name: str) -> UUID:
