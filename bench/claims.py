@@ -78,8 +78,8 @@ async def claimer(settings: Settings, *, ttl_s: int = 6 * 3600) -> str:
 
 async def fill(settings: Settings, repository: str, count: int) -> None:
     """`count` ready tasks in `repository`, priorities 1 to 10. Not waiting for an
-    embedding: fixtures like the dataset's rows, which a gateway's embedding filler
-    would otherwise embed in the measured process while the claims run."""
+    embedding: fixtures, like the dataset's rows; pending, they would be embedded
+    between scenarios (`Bench._settle_embeddings`) for nothing."""
     conn = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
     try:
         await conn.execute(

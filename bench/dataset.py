@@ -203,14 +203,15 @@ _FILLER_WAIT_LIMIT_S = 900.0
 _FILL_PASSES = 3
 
 
-async def settle_embeddings(settings: Settings, progress: Progress) -> dict[str, Any]:
+async def settle_embeddings(settings: Settings, progress: Progress | None = None) -> dict[str, Any]:
     """Fill every pending embedding (knowledge items, memories, tasks, messages) now,
     and check that none is left.
 
     A dataset made before a migration that added an embedding (0010: tasks) has every
     row of that table pending; a gateway started on it would embed them in the
-    background while the scenarios run, measuring that work too. Returns what was
-    filled and how long it took."""
+    background while the scenarios run, measuring that work too. Between scenarios
+    the harness calls it without `progress`. Returns what was filled and how long it
+    took."""
     started = time.perf_counter()
     filled: dict[str, int] = {}
     async with PostgresStore(settings.postgres_options()) as postgres:

@@ -59,8 +59,8 @@ TASKS_OF_AGENTS = (
     "  ORDER BY created_at DESC, id DESC LIMIT $2) AS t"
 )
 TASK_BY_ID = "SELECT id, title, status FROM tasks WHERE id = $1"
-# Not waiting for an embedding: the floor embeds nothing, and a gateway's filler would
-# embed its rows in the gateway's process.
+# Not waiting for an embedding: the floor embeds nothing in the background; pending,
+# its rows would be embedded between scenarios on its behalf.
 INSERT_TASK = (
     "WITH t AS (INSERT INTO tasks (id, title, repository, priority, status, creator_id,"
     " embedding_pending) VALUES ($1, $2, $3, $4, 'pending', $5, false)"

@@ -554,7 +554,7 @@ class Bench:
     def _settle_embeddings(self, scenario: str) -> None:
         """Embed what earlier scenarios' writes left waiting (the gateways run without
         their filler), before `scenario` is measured and outside any measured process."""
-        settled = asyncio.run(settle_embeddings(self.settings, _no_progress))
+        settled = asyncio.run(settle_embeddings(self.settings))
         filled = sum(settled["filled"].values())
         if filled:
             self.say(f"{filled:,} embeddings filled in {settled['seconds']:g} s before {scenario}")
@@ -933,10 +933,6 @@ class Bench:
                     authorization=f"Bearer {token}",
                 )
         return result, measure
-
-
-def _no_progress(stage: str, done: int, total: int) -> None:
-    """Filling between scenarios says what it did once done (`_settle_embeddings`)."""
 
 
 def in_round_order(targets: Iterable[str], round_number: int) -> list[str]:
