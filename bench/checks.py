@@ -261,8 +261,9 @@ def sample_round_trips(
 def summarise(
     measured: Sequence[tuple[LoadResult, Measure]], round_trips: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """Means over rounds; the largest peak RSS; CPU seconds per 1,000 requests (of the
-    load generator's: HTTP requests, S7 batches, S8 deliveries) over all rounds."""
+    """Means over rounds, and each round's figures; the largest peak RSS; CPU seconds per
+    1,000 requests (of the load generator's: HTTP requests, S7 batches, S8 deliveries)
+    over all rounds."""
     results = [r for r, _ in measured]
     requests = sum(r.requests for r in results)
     cpu = sum(m.cpu_s for _, m in measured)
@@ -276,6 +277,11 @@ def summarise(
         "cpu_s": round(statistics.mean(m.cpu_s for _, m in measured), 2),
         "cpu_s_per_1k": round(cpu / requests * 1000, 3) if requests else None,
         "rss_mb": round(max(m.rss_mb for _, m in measured), 1),
+        # Each round's own figures, in the order measured: how steady the mean is.
+        "rounds": [
+            {"rps": round(r.rps, 1), "p50_ms": round(r.p50_ms, 3), "cpu_s": round(m.cpu_s, 2)}
+            for r, m in measured
+        ],
     }
 
 

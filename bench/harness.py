@@ -20,7 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +73,9 @@ SEARCH_ITEMS = 100_000
 SEARCH_QUERIES = 200
 # S8's WebSocket subscribers.
 SUBSCRIBERS = 100
+# A scenario's warm-up rounds stop once a round serves at most this much more than the
+# round before it (see `Bench._warm`).
+STEADY_GAIN = 0.05
 EVENTS_NAMESPACE = "polygraph-bench"
 BENCH_METRICS_RETENTION = timedelta(days=METRICS_DAYS + 15)
 # The bench's own callers are operators: a quota no scenario reaches, so only the
@@ -124,6 +127,9 @@ class Options:
     seconds: float = 10.0
     warmup: float = 3.0
     rounds: int = 2
+    # Unmeasured rounds over every server before a scenario's measured ones, at most
+    # (see `Bench._warm`): the stores warm up more slowly than any one server.
+    warm_rounds: int = 10
     connections: int = 16
     peer: bool = True
     # A second gateway on graphql-core's own executor, measured in the same rounds.
@@ -184,6 +190,7 @@ class Options:
     def quick_mode(cls, **overrides: Any) -> Options:
         values: dict[str, Any] = {
             "scale": 0.02, "quick": True, "seconds": 2.0, "warmup": 1.0, "rounds": 1,
+            "warm_rounds": 1,
             "connections": 8, "peer": False, "stock": False, "cached": False, "single": (),
             "workers": 0, "fanout_rate": 5.0,
         }  # fmt: skip
@@ -352,9 +359,11 @@ class Bench:
         o = self.options
         single = f" ({', '.join(o.single)} also at one, as '<name> @1')" if o.single else ""
         return (
-            f"wrk, {o.connections} connections{single}, 1 thread, {o.warmup:g} s warm-up then"
-            f" {o.seconds:g} s measured, {o.rounds} round(s), each in turn (reversed every"
-            " other round): gateway"
+            f"wrk, {o.connections} connections{single}, 1 thread; before each scenario's"
+            f" measured rounds, up to {o.warm_rounds} unmeasured round(s) of {o.warmup:g} s"
+            " per server until the stores serve at a steady pace; then"
+            f" {o.warmup:g} s warm-up and {o.seconds:g} s measured per server, {o.rounds}"
+            " round(s), each in turn (reversed every other round): gateway"
             f"{', gateway-stock (graphql-core executor)' if o.stock else ''}"
             f"{', gateway-cached (entity cache on; S1, S2)' if o.cached else ''}"
             f"{f', gateway-before ({o.before})' if o.before else ''}, floor"
@@ -647,22 +656,17 @@ class Bench:
             self.notes.extend(plan.notes)
         if scenario.floor and connections is None and compare:
             self.checks.append(checks.compare(scenario, plan, self.token))
-        runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in self._targets(scenario)}
+        targets = self._targets(scenario)
+        if connections is None and compare:
+            # Its other runs (at one connection, whole machine) find the stores warm.
+            self._warm(scenario.name, plan, targets)
+        runs: dict[str, list[tuple[LoadResult, Measure]]] = {t: [] for t in targets}
         for round_number in range(self.options.rounds):
             for target in in_round_order(runs, round_number):
-                url, bodies = plan.urls[target], plan.bodies[target]
-                auth = None if target == "peer" else f"Bearer {self.token}"
                 o = self.options
                 for seconds, counted in ((o.warmup, False), (o.seconds, True)):
                     with Measure(self.children[target]) as measure:
-                        result = run_wrk(
-                            url,
-                            bodies,
-                            seconds=seconds,
-                            connections=connections or o.connections,
-                            authorization=auth,
-                            content_type=plan.content_type,
-                        )
+                        result = self._load(plan, target, seconds, connections)
                     if counted:
                         runs[target].append((result, measure))
         summary: dict[str, Any] = {}
@@ -676,8 +680,53 @@ class Bench:
             summary[target] = checks.summarise(measured, trips)
         if scenario.kind == "ingest":
             for measured_target in summary.values():
-                measured_target["rps"] = round(measured_target["rps"] * POINTS_PER_REQUEST, 1)
+                for figures in (measured_target, *measured_target["rounds"]):
+                    figures["rps"] = round(figures["rps"] * POINTS_PER_REQUEST, 1)
         return summary
+
+    def _load(
+        self, plan: checks.HttpPlan, target: str, seconds: float, connections: int | None = None
+    ) -> LoadResult:
+        """The plan's load on one server for `seconds`."""
+        return run_wrk(
+            plan.urls[target],
+            plan.bodies[target],
+            seconds=seconds,
+            connections=connections or self.options.connections,
+            authorization=None if target == "peer" else f"Bearer {self.token}",
+            content_type=plan.content_type,
+        )
+
+    def _warm(self, name: str, plan: checks.HttpPlan, targets: list[str]) -> None:
+        """Unmeasured rounds of the scenario over every server, `warmup` seconds each, until
+        two rounds in a row serve at most STEADY_GAIN more requests than the round before
+        (or `warm_rounds` of them). The stores start cold with each run and take longer than
+        any one server's warm-up to reach their pace: Neo4j's S3 pace kept rising for
+        about 100 s of load, so whichever server was measured first read up to 1.9x
+        slower than in its later rounds (bench/profile_notes.md)."""
+        o = self.options
+        if o.warmup <= 0 or o.warm_rounds <= 0:
+            return
+
+        def warm_round(number: int) -> int:
+            order = in_round_order(targets, number)
+            return sum(self._load(plan, target, o.warmup).requests for target in order)
+
+        served = rounds_until_steady(warm_round, o.warm_rounds)
+        counts = ", ".join(f"{count:,}" for count in served)
+        self.say(f"{name}: {len(served)} warm-up round(s) ({counts} requests)")
+        outcome = ""
+        if len(served) > 1:
+            outcome = (
+                f"; the last two each served no more than {STEADY_GAIN:.0%} more than the"
+                " round before"
+                if _steady(served)
+                else "; still speeding up when the rounds allowed ran out"
+            )
+        self.notes.append(
+            f"{name}: {len(served)} unmeasured round(s) of {o.warmup:g} s per server before"
+            f" the measured ones ({counts} requests a round){outcome}."
+        )
 
     def _fanout(self, scenario: Scenario, fixtures: Fixtures) -> Any:
         urls = {"gateway": f"ws://127.0.0.1:{GATEWAY_PORT}/graphql"}
@@ -941,6 +990,25 @@ def in_round_order(targets: Iterable[str], round_number: int) -> list[str]:
     (what one server leaves behind in the stores, caches and CPU falls on the next)."""
     ordered = list(targets)
     return ordered[::-1] if round_number % 2 else ordered
+
+
+def rounds_until_steady(run_round: Callable[[int], int], most: int) -> list[int]:
+    """What `run_round(0)`, `run_round(1)`, ... served, run until two rounds in a row
+    each served at most STEADY_GAIN more than the round before it (one such round can
+    be a pause in the warming: Neo4j's was), or `most` of them ran."""
+    served: list[int] = []
+    while len(served) < most:
+        served.append(run_round(len(served)))
+        if _steady(served):
+            break
+    return served
+
+
+def _steady(served: Sequence[int]) -> bool:
+    return len(served) > 2 and all(
+        later <= earlier * (1 + STEADY_GAIN)
+        for earlier, later in zip(served[-3:-1], served[-2:], strict=True)
+    )
 
 
 def run(options: Options, results_dir: Path | None = None) -> Path:

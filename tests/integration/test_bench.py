@@ -18,7 +18,7 @@ from bench.scenarios import SCENARIOS
 
 FIELDS = {
     "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "round_trips", "cpu_s", "cpu_s_per_1k",
-    "rss_mb",
+    "rss_mb", "rounds",
 }  # fmt: skip
 
 
@@ -51,6 +51,13 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
                 assert figures["errors"] == 0, (name, target)
             assert figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"], (name, target)
             assert set(figures["round_trips"]) == {"postgres", "neo4j", "redis"}
+            # Quick mode measures one round; its own figures are the means.
+            [measured_round] = figures["rounds"]
+            assert measured_round["rps"] == figures["rps"], (name, target)
+        if scenario.kind == "http":
+            # The stores were warmed by an unmeasured round over every server first.
+            warmed = f"{name}: 1 unmeasured round(s) of 1 s per server before the measured"
+            assert any(note.startswith(warmed) for note in results["notes"]), name
 
     # The floor answered exactly what the gateway answered.
     floor_checks = [c for c in results["checks"] if "gateway and floor" in c]
