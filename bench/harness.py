@@ -359,7 +359,7 @@ class Bench:
         o = self.options
         single = f" ({', '.join(o.single)} also at one, as '<name> @1')" if o.single else ""
         return (
-            f"wrk, {o.connections} connections{single}, 1 thread; before each scenario's"
+            f"wrk, {o.connections} connections{single}, 1 thread; before each HTTP scenario's"
             f" measured rounds, up to {o.warm_rounds} unmeasured round(s) of {o.warmup:g} s"
             " per server until the stores serve at a steady pace; then"
             f" {o.warmup:g} s warm-up and {o.seconds:g} s measured per server, {o.rounds}"
