@@ -73,8 +73,8 @@ SEARCH_ITEMS = 100_000
 SEARCH_QUERIES = 200
 # S8's WebSocket subscribers.
 SUBSCRIBERS = 100
-# A scenario's warm-up rounds stop once a round serves at most this much more than the
-# round before it (see `Bench._warm`).
+# A scenario's warm-up rounds stop once two rounds in a row each serve at most this much
+# more than the round before (see `Bench._warm`).
 STEADY_GAIN = 0.05
 EVENTS_NAMESPACE = "polygraph-bench"
 BENCH_METRICS_RETENTION = timedelta(days=METRICS_DAYS + 15)
