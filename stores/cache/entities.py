@@ -290,6 +290,9 @@ class EntityCache:
         self._shared_retry_at = 0.0
         # Changes whose tombstones Redis missed, by kind (None: the whole kind).
         self._unwritten: dict[str, set[UUID] | None] = {}
+        # True while those are being written: taken out of `_unwritten` one kind at a
+        # time, they are not in Redis yet.
+        self._writing_unwritten = False
         self._postgres = postgres
         self._listener = ChannelListener(
             postgres, CHANNEL, self._changed, application_name=LISTENER_NAME
@@ -326,7 +329,12 @@ class EntityCache:
         self.followers[AGGREGATES] = self.aggregates.changed
 
     def shared_usable(self) -> bool:
-        return self.shared is not None and not self._unwritten and not self._shared_down()
+        return (
+            self.shared is not None
+            and not self._unwritten
+            and not self._writing_unwritten
+            and not self._shared_down()
+        )
 
     def _shared_down(self) -> bool:
         return time.monotonic() < self._shared_retry_at
@@ -557,14 +565,18 @@ class EntityCache:
         """The changes Redis missed, kind by kind: tombstones for the ids known, every
         entry of a kind dropped where they are not (or too many)."""
         assert self.shared is not None
-        while self._unwritten:
-            kind, ids = self._unwritten.popitem()
-            try:
-                await self._tell_redis(kind, ids)
-            except StoreError:
-                self.shared_failed()
-                self.unwritten(kind, ids)
-                return
+        self._writing_unwritten = True
+        try:
+            while self._unwritten:
+                kind, ids = self._unwritten.popitem()
+                try:
+                    await self._tell_redis(kind, ids)
+                except StoreError:
+                    self.shared_failed()
+                    self.unwritten(kind, ids)
+                    return
+        finally:
+            self._writing_unwritten = False
         logger.info("cache: Redis is back and has every change it missed; L2 in use again")
 
     async def _follow(self, started: asyncio.Future[None]) -> None:

@@ -247,6 +247,31 @@ async def test_a_change_redis_missed_is_never_served_from_it(settings: Settings)
         assert await cache.shared.get_many("agents", [agent_id]) == {}  # type: ignore[union-attr]
 
 
+async def test_redis_stays_unused_until_every_change_it_missed_is_written(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The missed tombstones leave the list one kind at a time, before Redis has them:
+    # a reader that took L2 as usable then was served the stale record (seen in a
+    # fresh `make test`, test above).
+    async with cache_behind_gate(settings) as (cache, postgres, gate):
+        agent_id = await _cached_agent(cache, postgres)
+        gate.close()
+        await _rename(postgres, agent_id)
+        await cache.settle()
+        usable_while_written: list[bool] = []
+        tell_redis = cache._tell_redis
+
+        async def observed(kind: str, ids: Any) -> None:
+            usable_while_written.append(cache.shared_usable())
+            await tell_redis(kind, ids)
+
+        monkeypatch.setattr(cache, "_tell_redis", observed)
+        gate.open()
+        await until(lambda: cache.shared_available is True)
+        assert usable_while_written, "the missed tombstone was never written"
+        assert not any(usable_while_written)
+
+
 async def test_changes_made_while_nobody_listened_are_not_served_from_redis(
     settings: Settings,
 ) -> None:
