@@ -1,5 +1,6 @@
 """A TCP gate in front of a real server: open, it relays bytes both ways; closed, it
-drops every connection. Tests use it to take a store away and bring it back without
+drops every connection; holding, it keeps what clients send until released. Tests use
+it to take a store away and bring it back, or to catch a client mid-request, without
 stopping the server other tests share."""
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ class Gate:
         self._relays: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.is_open = True
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        # Set once bytes a client sent wait at the gate.
+        self.held = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -44,6 +49,14 @@ class Gate:
     def open(self) -> None:
         self.is_open = True
 
+    def hold(self) -> None:
+        """Keep what clients send from the server until `release`."""
+        self.held.clear()
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         """Refuse new connections and cut the ones relayed so far."""
         self.is_open = False
@@ -62,12 +75,23 @@ class Gate:
             return
         self._writers |= {writer, upstream_writer}
         relays = [
-            asyncio.create_task(_pipe(reader, upstream_writer)),
+            asyncio.create_task(self._send_on(reader, upstream_writer)),
             asyncio.create_task(_pipe(upstream_reader, writer)),
         ]
         self._relays.update(relays)
         for relay in relays:
             relay.add_done_callback(self._relays.discard)
+
+    async def _send_on(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A client's bytes to the server, kept while the gate holds."""
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while chunk := await reader.read(65536):
+                if not self._flowing.is_set():
+                    self.held.set()
+                    await self._flowing.wait()
+                writer.write(chunk)
+                await writer.drain()
+        writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
