@@ -21,6 +21,7 @@ from stores.postgres.inputs import (
 )
 from stores.postgres.pagination import Page, PageRequest
 from stores.postgres.records import Agent, AgentRelationship
+from stores.postgres.tasks import AssigneeTasks
 
 AGENT_STATUS_CHANNEL = "agent.status_changed"
 
@@ -60,14 +61,15 @@ async def list_agent_rows_with_tasks(
     tasks: TasksOfEach,
     *,
     with_total: bool,
-) -> Page[tuple[Any, ...]]:
+) -> tuple[Page[tuple[Any, ...]], Sequence[AssigneeTasks[tuple[Any, ...]]]]:
     """`list_agent_rows`, with each agent's page of `tasks` read in the same statement
-    and settled for `Agent.tasks` to answer from (`settle_tasks_pages`)."""
+    (in the rows' order) and settled for `Agent.tasks` to answer from
+    (`settle_tasks_pages`)."""
     rows, pages = await ctx.stores.postgres.agents.list_columns_with_tasks(
         filter, order, page, columns, tasks, with_total=with_total
     )
     settle_tasks_pages(ctx.loaders.tasks_by_agent_id, [row[0] for row in rows.items], tasks, pages)
-    return rows
+    return rows, pages
 
 
 async def create_agent(

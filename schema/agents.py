@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, overload
 from uuid import UUID
 
 import strawberry
@@ -51,7 +51,7 @@ from schema.metrics import (
     settled_agent_metrics,
 )
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
-from schema.rows import ColumnField, RowReader, RowReaders
+from schema.rows import ColumnField, NestedPages, RowEdges, RowReader, RowReaders
 from schema.scalars import JSON
 from schema.selection import (
     DocumentMemo,
@@ -550,16 +550,20 @@ async def agents_page(
     read = _READERS.reader(selected_names(info, "edges", "node"))
     tasks = None
     if read is not None:
-        tasks = _tasks_read_with_page(info)
-        if tasks is not None:
-            rows = await list_agent_rows_with_tasks(
+        read_with_page = _tasks_read_with_page(info)
+        if read_with_page is not None:
+            tasks, read_tasks = read_with_page
+            rows, pages = await list_agent_rows_with_tasks(
                 info.context, filter, order, request, read.columns, tasks, with_total=with_total
             )
+            # The planned executor completes each agent's `tasks` from its page directly.
+            nested = NestedPages("tasks", read_tasks, pages)
+            connection = AgentConnection.from_rows_page(rows, read, nested)
         else:
             rows = await list_agent_rows(
                 info.context, filter, order, request, read.columns, with_total=with_total
             )
-        connection = AgentConnection.from_page(rows, read.read)
+            connection = AgentConnection.from_rows_page(rows, read)
     else:
         page = await list_agents(info.context, filter, order, request, with_total=with_total)
         # Later loads of these agents by id (a task's assignee) need no round trip.
@@ -568,7 +572,8 @@ async def agents_page(
             loader.prime(agent.id, agent)
         connection = AgentConnection.from_page(page, Agent.from_record)
     if connection.edges:
-        agents = [edge.node for edge in connection.edges]
+        # Made only if a prefetch needs them: rows' edges are made when first read.
+        agents = _PageAgents(connection.edges)
         loads = [
             load
             for load in (
@@ -589,23 +594,53 @@ async def agents_page(
     return connection
 
 
-def _tasks_read_with_page(info: Info) -> TasksOfEach | None:
-    """What the page's `tasks` field reads of each agent, when the page's own statement
-    can read it too: one such field, reading rows of columns, with arguments the store
-    takes. Anything else (two `tasks` fields, whole tasks, arguments refused) is left
-    to the loader, and a refused argument to the field, which reports it at its path."""
+class _PageAgents(Sequence[Agent]):
+    """A page's agents for its prefetches, made from its edges on first use: a page of
+    rows whose nodes no prefetch reads (its `tasks` came with it) never makes them."""
+
+    def __init__(self, edges: Sequence[relay.Edge[Agent]]) -> None:
+        self._edges = edges
+        self._agents: list[Agent] | None = None
+
+    def _made(self) -> list[Agent]:
+        if self._agents is None:
+            edges = self._edges
+            self._agents = edges.nodes() if isinstance(edges, RowEdges) else [e.node for e in edges]
+        return self._agents
+
+    @overload
+    def __getitem__(self, index: int) -> Agent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Agent]: ...
+
+    def __getitem__(self, index: int | slice) -> Agent | list[Agent]:
+        return self._made()[index]
+
+    def __len__(self) -> int:
+        return len(self._edges)
+
+
+def _tasks_read_with_page(info: Info) -> tuple[TasksOfEach, RowReader[Task]] | None:
+    """What the page's `tasks` field reads of each agent, and how its rows read, when
+    the page's own statement can read it too: one such field, reading rows of columns,
+    with arguments the store takes. Anything else (two `tasks` fields, whole tasks,
+    arguments refused) is left to the loader, and a refused argument to the field,
+    which reports it at its path."""
     fields = _page_fields(info, "tasks")
     if len(fields) != 1:
         return None
     nodes = fields[0]
 
-    def tasks_of_each() -> TasksOfEach | None:
+    def tasks_of_each() -> tuple[TasksOfEach, RowReader[Task]] | None:
         try:
             arguments = _page_field_arguments(info, "tasks", nodes[0])
-            key = _tasks_keys(nodes, info._raw_info.fragments, arguments)[1](_NO_AGENT)
-            if key.columns is None:
+            read, key_of = _tasks_keys(nodes, info._raw_info.fragments, arguments)
+            key = key_of(_NO_AGENT)
+            if key.columns is None or read is None:
                 return None
-            return TasksOfEach(key.columns, key.first, key.statuses, key.order, key.with_total)
+            of_each = TasksOfEach(key.columns, key.first, key.statuses, key.order, key.with_total)
+            return of_each, read
         except Exception:
             return None
 
@@ -615,7 +650,9 @@ def _tasks_read_with_page(info: Info) -> TasksOfEach | None:
     return _TASKS_OF_EACH.get(nodes, (), tasks_of_each)
 
 
-_TASKS_OF_EACH: DocumentMemo[TasksOfEach | None] = DocumentMemo(max_entries=1000)
+_TASKS_OF_EACH: DocumentMemo[tuple[TasksOfEach, RowReader[Task]] | None] = DocumentMemo(
+    max_entries=1000
+)
 
 
 def _page_fields(info: Info, name: str) -> list[list[FieldNode]]:
@@ -651,12 +688,12 @@ def _page_field_arguments(info: Info, name: str, node: FieldNode) -> dict[str, A
     )
 
 
-def _prefetch_tasks(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+def _prefetch_tasks(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
     fields = _page_fields(info, "tasks")
     return _load_tasks(info, agents, fields) if fields else None
 
 
-async def _load_tasks(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+async def _load_tasks(info: Info, agents: Sequence[Agent], fields: list[list[FieldNode]]) -> None:
     def key_of_field(nodes: list[FieldNode]) -> Callable[[UUID], TasksPageKey]:
         arguments = _page_field_arguments(info, "tasks", nodes[0])
         return _tasks_keys(nodes, info._raw_info.fragments, arguments)[1]
@@ -665,12 +702,12 @@ async def _load_tasks(info: Info, agents: list[Agent], fields: list[list[FieldNo
     await _settle_page_fields(loader, agents, fields, key_of_field)
 
 
-def _prefetch_metrics(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+def _prefetch_metrics(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
     fields = _page_fields(info, "metrics")
     return _load_metrics(info, agents, fields) if fields else None
 
 
-async def _load_metrics(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+async def _load_metrics(info: Info, agents: Sequence[Agent], fields: list[list[FieldNode]]) -> None:
     """Every agent's series for each `metrics` field of the page, in one query per
     distinct question, as the field's loader would batch them
     (`schema/metrics.py: settled_agent_metrics` answers each agent)."""
@@ -685,7 +722,7 @@ async def _load_metrics(info: Info, agents: list[Agent], fields: list[list[Field
 
 async def _settle_page_fields(
     loader: SettledLoader[K, Any],
-    agents: list[Agent],
+    agents: Sequence[Agent],
     fields: list[list[FieldNode]],
     key_of_field: Callable[[list[FieldNode]], Callable[[UUID], K]],
 ) -> list[K]:
@@ -717,13 +754,15 @@ def _first_keys(info: Info, name: str) -> Callable[[list[FieldNode]], Callable[[
     return key_of_field
 
 
-def _prefetch_collaborators(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+def _prefetch_collaborators(
+    info: Info, agents: Sequence[Agent]
+) -> Coroutine[Any, Any, None] | None:
     fields = _page_fields(info, "collaborators")
     return _load_collaborators(info, agents, fields) if fields else None
 
 
 async def _load_collaborators(
-    info: Info, agents: list[Agent], fields: list[list[FieldNode]]
+    info: Info, agents: Sequence[Agent], fields: list[list[FieldNode]]
 ) -> None:
     """Every agent's links for each `collaborators` field of the page, in one Neo4j
     query per distinct `first`, then the agents they name, in one PostgreSQL query per
@@ -764,12 +803,12 @@ async def _load_collaborators(
         pass
 
 
-def _prefetch_parents(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+def _prefetch_parents(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
     fields = _page_fields(info, "parent")
     return _load_parents(info, agents, fields) if fields else None
 
 
-async def _load_parents(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+async def _load_parents(info: Info, agents: Sequence[Agent], fields: list[list[FieldNode]]) -> None:
     """Every agent's parent id in one Neo4j query, then the parents, whole through the
     entity cache as `Agent.load` reads them (`_settled_parent` answers each agent)."""
     agent_ids = [agent.record.id for agent in agents]
@@ -780,12 +819,14 @@ async def _load_parents(info: Info, agents: list[Agent], fields: list[list[Field
         await loaders.agent_by_id.settle([i for i in found if i is not None])
 
 
-def _prefetch_children(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+def _prefetch_children(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
     fields = _page_fields(info, "children")
     return _load_children(info, agents, fields) if fields else None
 
 
-async def _load_children(info: Info, agents: list[Agent], fields: list[list[FieldNode]]) -> None:
+async def _load_children(
+    info: Info, agents: Sequence[Agent], fields: list[list[FieldNode]]
+) -> None:
     """Every agent's children's ids in one Neo4j query per distinct `first`, then the
     children, whole through the entity cache as `Agent.load_many` reads them
     (`_settled_children` answers each agent)."""
@@ -798,7 +839,7 @@ async def _load_children(info: Info, agents: list[Agent], fields: list[list[Fiel
         await loaders.agent_by_id.settle([i for ids in children for i in ids])
 
 
-def _prefetch_sessions(info: Info, agents: list[Agent]) -> Coroutine[Any, Any, None] | None:
+def _prefetch_sessions(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
     if not _page_fields(info, "sessions"):
         return None
     principal = info.context.principal

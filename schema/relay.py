@@ -11,6 +11,7 @@ from aiodataloader import DataLoader
 from strawberry import relay
 
 from resolvers.errors import ClientError, ErrorCode
+from schema.rows import NestedPages, RowEdges, RowReader
 from schema.selection import selects
 from stores.postgres.pagination import Page, PageRequest
 
@@ -73,6 +74,29 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
         if len(cursors) != len(page.items):
             raise ValueError("a page needs one cursor per item")
         edges = [_page_edge(cursors, at, to_node(item)) for at, item in enumerate(page.items)]
+        return cls._of_page(page, edges)
+
+    @classmethod
+    def from_rows_page(
+        cls,
+        page: Page[tuple[Any, ...]],
+        reader: RowReader[NodeT],
+        nested: NestedPages | None = None,
+    ) -> Self:
+        """`from_page` over rows read for one selection (schema/rows.py): the edges and
+        their nodes are made only if asked for (`RowEdges`)."""
+        cursors = page.cursors
+        if len(cursors) != len(page.items):
+            raise ValueError("a page needs one cursor per item")
+
+        def make_edges(nodes: list[NodeT]) -> list[relay.Edge[NodeT]]:
+            return [_page_edge(cursors, at, node) for at, node in enumerate(nodes)]
+
+        edges = RowEdges(page.items, reader, make_edges, cursors=cursors, nested=nested)
+        return cls._of_page(page, edges)  # type: ignore[arg-type]
+
+    @classmethod
+    def _of_page(cls, page: Page[Any], edges: list[relay.Edge[NodeT]]) -> Self:
         return cls(
             edges=edges,
             page_info=relay.PageInfo(

@@ -108,31 +108,52 @@ def _held(
     return held
 
 
+class NestedPages(NamedTuple):
+    """One connection field of each row's node, read in the rows' own statement (a page
+    of agents and each agent's `tasks`): the field's name, how its edges' rows read,
+    and each row's page, in the rows' order: its rows (`items`), whether there are
+    more (`has_more`) and, when asked for, how many in all (`total`)."""
+
+    field_name: str
+    reader: RowReader[Any]
+    pages: Sequence[Any]
+
+
 class RowEdges(Sequence[Any]):
     """A connection's edges over rows read for one selection: each edge (and its node,
     by `reader`) is made when first asked for, so graphql-core's executor iterates
     them as it iterates any list, while the planned executor can complete the rows
     themselves into the response when the selection allows it
-    (gateway/engine/rows.py) and never make them."""
+    (gateway/engine/rows.py) and never make them.
 
-    __slots__ = ("_edges", "make_edge", "reader", "rows")
+    `make_edges` makes the edges of the nodes, in order. `cursors`, when given, are the
+    edges' cursors; otherwise a row's cursor is its id. `nested`: a connection field of
+    the nodes read with the rows, which the nodes' own resolver answers from what was
+    settled for it, and the planned executor from the pages themselves."""
+
+    __slots__ = ("_edges", "cursors", "make_edges", "nested", "reader", "rows")
 
     def __init__(
         self,
         rows: Sequence[ColumnRow],
         reader: RowReader[Any],
-        make_edge: Callable[[Any], Any],
+        make_edges: Callable[[list[Any]], list[Any]],
+        *,
+        cursors: Sequence[str] | None = None,
+        nested: NestedPages | None = None,
     ) -> None:
         self.rows = rows
         self.reader = reader
-        self.make_edge = make_edge
+        self.make_edges = make_edges
+        self.cursors = cursors
+        self.nested = nested
         self._edges: list[Any] | None = None
 
     def _made(self) -> list[Any]:
         edges = self._edges
         if edges is None:
-            read, make_edge = self.reader.read, self.make_edge
-            edges = self._edges = [make_edge(read(row)) for row in self.rows]
+            read = self.reader.read
+            edges = self._edges = self.make_edges([read(row) for row in self.rows])
         return edges
 
     @overload
@@ -149,6 +170,10 @@ class RowEdges(Sequence[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._made())
+
+    def nodes(self) -> list[Any]:
+        """The edges' nodes (made, as the edges are, on first use)."""
+        return [edge.node for edge in self._made()]
 
 
 def _compile_reader(

@@ -196,8 +196,8 @@ _READERS = RowReaders(Task, COLUMN_FIELDS)
 _new = object.__new__
 
 
-def _task_edge(task: Task) -> relay.Edge[Task]:
-    return edge_of(task.id, task)
+def _task_edges(tasks: list[Task]) -> list[relay.Edge[Task]]:
+    return [edge_of(task.id, task) for task in tasks]
 
 
 @strawberry.type
@@ -234,7 +234,7 @@ class TaskConnection(CountedConnection[Task]):
         # One per agent of a page.
         connection: TaskConnection = _new(_RowsTaskConnection)
         connection.__dict__ = {
-            "edges": RowEdges(rows, read, _task_edge),
+            "edges": RowEdges(rows, read, _task_edges),
             "total_count": total,
             "_has_next_page": has_next_page,
         }
@@ -250,7 +250,7 @@ class _RowsTaskConnection(TaskConnection):
         if name != "page_info":
             raise AttributeError(name)
         rows = self.edges.rows  # type: ignore[attr-defined]
-        # Filled as `_task_edge` fills an edge: a task's cursor is its id.
+        # Filled as `_task_edges` fills an edge: a task's cursor is its id.
         page_info: relay.PageInfo = _new(relay.PageInfo)
         page_info.__dict__ = {
             "has_next_page": self._has_next_page,

@@ -5,10 +5,14 @@ the columns the document selects. When the edge's plan reads only `cursor`, `nod
 and `__typename`, and the node's only leaves its row holds and `__typename`, one
 function compiled per edge plan and reader turns each row into the edge's response
 dict: no edge or node object, no `Path`, no call per object. It reads and serializes
-each leaf as the compiled object plan does (gateway/engine/compile.py). Anything it
-does not expect (a null where the schema says non-null, a serializer that refuses a
-value) gives the list back to the executor's general path, which makes the objects
-and reports the error exactly as it always has.
+each leaf as the compiled object plan does (gateway/engine/compile.py). A connection
+field of the node read with the rows (`NestedPages`: a page of agents and each
+agent's `tasks`) is completed in the same function from the row's page, when the
+field is one its resolver would answer from that page (schema/settled.py) and its
+selection is `edges` over rows, `totalCount` and `__typename`. Anything it does not
+expect (a null where the schema says non-null, a serializer that refuses a value)
+gives the list back to the executor's general path, which makes the objects and
+reports the error exactly as it always has.
 """
 
 from __future__ import annotations
@@ -22,19 +26,22 @@ from gateway.engine.plan import (
     ATTRIBUTE,
     LEAF,
     OBJECT_SHAPE,
+    RESOLVE,
     TYPENAME,
     FieldPlan,
+    ListShape,
     ObjectPlan,
     ObjectShape,
     Shape,
 )
-from schema.rows import RowEdges, RowReader
+from schema.rows import NestedPages, RowEdges, RowReader
 from stores.postgres.records import ColumnRow
 
 if TYPE_CHECKING:
     from gateway.engine.executor import PlannedExecutionContext
 
-RowCompletion = Callable[[ColumnRow], dict[str, Any]]
+# A row (and its page of the nested connection, if any) to its edge's response dict.
+RowCompletion = Callable[[ColumnRow, Any], dict[str, Any]]
 
 
 class _Unexpected(Exception):
@@ -49,36 +56,45 @@ def complete_row_edges(
         return None
     plan = item.plan(executor)  # type: ignore[attr-defined]
     reader = edges.reader
+    nested = edges.nested
+    cursor_is_id = edges.cursors is None
+    key = (reader, cursor_is_id, None if nested is None else (nested.field_name, nested.reader))
     completers = plan.row_completers
     try:
-        complete = completers[reader]
+        complete = completers[key]
     except KeyError:
-        complete = completers[reader] = _compile(executor, plan, reader)
+        complete = completers[key] = _compile(executor, plan, reader, cursor_is_id, nested)
     if complete is None:
         return None
     try:
-        return [complete(row) for row in edges.rows]
+        if nested is None:
+            return [complete(row, None) for row in edges.rows]
+        return [complete(row, page) for row, page in zip(edges.rows, nested.pages, strict=True)]
     except Exception:
         return None
 
 
 def _compile(
-    executor: PlannedExecutionContext, edge_plan: ObjectPlan, reader: RowReader[Any]
+    executor: PlannedExecutionContext,
+    edge_plan: ObjectPlan,
+    reader: RowReader[Any],
+    cursor_is_id: bool,
+    nested: NestedPages | None,
 ) -> RowCompletion | None:
     names: dict[str, Any] = {"Unexpected": _Unexpected, "MIN": MIN_INT, "MAX": MAX_INT}
     # What an object of the reader holds, by attribute: an expression over the row.
     held = reader.held(names)
-    lines = ["def complete(row):", "    node_id = str(row[0])"]
+    lines = ["def complete(row, page):", "    node_id = str(row[0])"]
     edge_values: list[str] = []
     for index, field in enumerate(edge_plan.fields):
         key = repr(field.key)
         if field.mode == TYPENAME:
             edge_values.append(f"{key}: {field.parent_name!r},")
-        elif field.mode == LEAF and field.attribute == "cursor":
+        elif field.mode == LEAF and field.attribute == "cursor" and cursor_is_id:
             lines += _leaf(field, f"e{index}", "node_id", names)
             edge_values.append(f"{key}: e{index},")
         elif field.mode == ATTRIBUTE and field.attribute == "node":
-            node = _node(executor, field, reader, held, names, f"n{index}")
+            node = _node(executor, field, reader, held, names, f"n{index}", nested)
             if node is None:
                 return None
             lines += node
@@ -100,6 +116,7 @@ def _node(
     held: dict[str, str],
     names: dict[str, Any],
     name: str,
+    nested: NestedPages | None,
 ) -> list[str] | None:
     shape = field.shape
     if not isinstance(shape, ObjectShape) or shape.needs_info:
@@ -116,9 +133,16 @@ def _node(
         if leaf.mode == TYPENAME:
             values.append(f"{key}: {leaf.parent_name!r},")
             continue
+        variable = f"{name}_{index}"
+        if leaf.mode == RESOLVE and nested is not None and leaf.name == nested.field_name:
+            connection = _nested_connection(executor, leaf, nested, names, variable)
+            if connection is None:
+                return None
+            lines += connection
+            values.append(f"{key}: {variable},")
+            continue
         if leaf.mode != LEAF or leaf.attribute not in held:
             return None
-        variable = f"{name}_{index}"
         enum_column = reader.enum_column(leaf.attribute)
         names_by_value = _enum_names(leaf, enum_column[1]) if enum_column else None
         if enum_column is not None and names_by_value is not None:
@@ -131,6 +155,70 @@ def _node(
         values.append(f"{key}: {variable},")
     lines.append(f"    {name} = {{" + " ".join(values) + "}")
     return lines
+
+
+def _nested_connection(
+    executor: PlannedExecutionContext,
+    field: FieldPlan,
+    nested: NestedPages,
+    names: dict[str, Any],
+    variable: str,
+) -> list[str] | None:
+    """Lines that set `variable` to the response of the connection `field` from the
+    row's `page`, as its resolver would answer it from the same page settled for it
+    (schema/settled.py: only a field answered that way, with no wrapper of its own to
+    run, is taken here), or None when the general path must complete it."""
+    direct = field.direct
+    shape = field.shape
+    if direct is None or direct.settled is None or not isinstance(shape, ObjectShape):
+        return None
+    if shape.needs_info:
+        return None
+    plan = shape.plan(executor)
+    if plan.is_type_of_needs_info:
+        return None
+    lines: list[str] = []
+    values: list[str] = []
+    for index, inner in enumerate(plan.fields):
+        key = repr(inner.key)
+        part = f"{variable}_{index}"
+        if inner.mode == TYPENAME:
+            values.append(f"{key}: {inner.parent_name!r},")
+        elif inner.mode == LEAF and inner.attribute == "total_count":
+            lines += _leaf(inner, part, "page.total", names)
+            values.append(f"{key}: {part},")
+        elif inner.mode == ATTRIBUTE and inner.attribute == "edges":
+            edges = _nested_edges(executor, inner, nested.reader)
+            if edges is None:
+                return None
+            names[f"C_{part}"] = edges
+            lines.append(f"    {part} = [C_{part}(item, None) for item in page.items]")
+            values.append(f"{key}: {part},")
+        else:
+            return None
+    lines.append(f"    {variable} = {{" + " ".join(values) + "}")
+    return lines
+
+
+def _nested_edges(
+    executor: PlannedExecutionContext, field: FieldPlan, reader: RowReader[Any]
+) -> RowCompletion | None:
+    """The nested connection's edges' row completion (a row's cursor is its id, as for
+    every nested page's edges: `TaskConnection.from_rows`)."""
+    shape = field.shape
+    if not isinstance(shape, ListShape) or shape.needs_info:
+        return None
+    item = shape.item
+    if item.kind != OBJECT_SHAPE or item.needs_info:
+        return None
+    plan = item.plan(executor)  # type: ignore[attr-defined]
+    key = (reader, True, None)
+    completers = plan.row_completers
+    try:
+        complete: RowCompletion | None = completers[key]
+    except KeyError:
+        complete = completers[key] = _compile(executor, plan, reader, True, None)
+    return complete
 
 
 def _enum_names(field: FieldPlan, by_value: Mapping[Any, Any]) -> dict[Any, str] | None:

@@ -53,10 +53,13 @@ ROWS: dict[str, list[tuple[Any, ...]]] = {}
 MADE: list[RowEdges] = []
 
 
-def _edge(item: Item) -> ItemEdge:
-    edge: ItemEdge = _new(ItemEdge)
-    edge.__dict__ = {"cursor": item.id, "node": item}
-    return edge
+def _edges(items: list[Item]) -> list[ItemEdge]:
+    edges = []
+    for item in items:
+        edge: ItemEdge = _new(ItemEdge)
+        edge.__dict__ = {"cursor": item.id, "node": item}
+        edges.append(edge)
+    return edges
 
 
 def _rows(reader: Any, table: str) -> list[tuple[Any, ...]]:
@@ -74,7 +77,7 @@ class Query:
     def items(self, names: list[str], table: str = "plain") -> list[ItemEdge]:
         reader = READERS.reader(frozenset(names))
         assert reader is not None
-        edges = RowEdges(_rows(reader, table), reader, _edge)
+        edges = RowEdges(_rows(reader, table), reader, _edges)
         MADE.append(edges)
         return edges  # type: ignore[return-value]
 
