@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -61,15 +61,20 @@ async def list_agent_rows_with_tasks(
     tasks: TasksOfEach,
     *,
     with_total: bool,
-) -> tuple[Page[tuple[Any, ...]], Sequence[AssigneeTasks[tuple[Any, ...]]]]:
+) -> tuple[Page[tuple[Any, ...]], Sequence[AssigneeTasks[tuple[Any, ...]]], Callable[[], None]]:
     """`list_agent_rows`, with each agent's page of `tasks` read in the same statement
-    (in the rows' order) and settled for `Agent.tasks` to answer from
-    (`settle_tasks_pages`)."""
+    (in the rows' order), and a function that settles those pages for `Agent.tasks` to
+    answer from (`settle_tasks_pages`): to be called before any agent of the page can
+    ask, and only if one can (the planned executor may answer from the pages alone)."""
     rows, pages = await ctx.stores.postgres.agents.list_columns_with_tasks(
         filter, order, page, columns, tasks, with_total=with_total
     )
-    settle_tasks_pages(ctx.loaders.tasks_by_agent_id, [row[0] for row in rows.items], tasks, pages)
-    return rows, pages
+    loader = ctx.loaders.tasks_by_agent_id
+
+    def settle() -> None:
+        settle_tasks_pages(loader, [row[0] for row in rows.items], tasks, pages)
+
+    return rows, pages, settle
 
 
 async def create_agent(

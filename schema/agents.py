@@ -553,12 +553,13 @@ async def agents_page(
         read_with_page = _tasks_read_with_page(info)
         if read_with_page is not None:
             tasks, read_tasks = read_with_page
-            rows, pages = await list_agent_rows_with_tasks(
+            rows, pages, settle = await list_agent_rows_with_tasks(
                 info.context, filter, order, request, read.columns, tasks, with_total=with_total
             )
-            # The planned executor completes each agent's `tasks` from its page directly.
+            # The planned executor completes each agent's `tasks` from its page directly;
+            # the pages are settled for `Agent.tasks` only when the agents are made.
             nested = NestedPages("tasks", read_tasks, pages)
-            connection = AgentConnection.from_rows_page(rows, read, nested)
+            connection = AgentConnection.from_rows_page(rows, read, nested, before_made=settle)
         else:
             rows = await list_agent_rows(
                 info.context, filter, order, request, read.columns, with_total=with_total

@@ -82,14 +82,18 @@ class CountedConnection(relay.Connection[NodeT], Generic[NodeT]):
         page: Page[tuple[Any, ...]],
         reader: RowReader[NodeT],
         nested: NestedPages | None = None,
+        *,
+        before_made: Callable[[], None] | None = None,
     ) -> Self:
         """`from_page` over rows read for one selection (schema/rows.py): the edges and
-        their nodes are made only if asked for (`RowEdges`)."""
+        their nodes are made only if asked for (`RowEdges`), `before_made` called first."""
         cursors = page.cursors
         if len(cursors) != len(page.items):
             raise ValueError("a page needs one cursor per item")
 
         def make_edges(nodes: list[NodeT]) -> list[relay.Edge[NodeT]]:
+            if before_made is not None:
+                before_made()
             return [_page_edge(cursors, at, node) for at, node in enumerate(nodes)]
 
         edges = RowEdges(page.items, reader, make_edges, cursors=cursors, nested=nested)
