@@ -102,10 +102,10 @@ STANDING_NOTES = (
     " round trip is the rate-limit charge. The gateway reports its metrics store apart"
     " from PostgreSQL; the floor counts that query as PostgreSQL.",
     "The floor writes S5's task, event, audit and outbox rows in one statement and"
-    " answers; a gateway's mutation waits until its rows reach Neo4j (read your writes)."
-    " Every gateway runs its own projector, as replicas do (rows are claimed with SKIP"
-    " LOCKED), so each waits alike; the projectors apply every server's outbox rows, in"
-    " their own processes' CPU time.",
+    " answers; a gateway writes them in one transaction of four statements and answers"
+    " without waiting for Neo4j, as the bodies ask (waitForProjection: false). Every"
+    " gateway runs its own projector, as replicas do (rows are claimed with SKIP LOCKED);"
+    " the projectors apply every server's outbox rows, in their own processes' CPU time.",
     "S8 publishes at a fixed rate; a server that cannot keep up drops events once a"
     " subscriber's queue is full, and the lost deliveries are its errors.",
     "A1's abusive client waits for each answer before sending again, as a client that"
