@@ -51,7 +51,7 @@ from schema.metrics import (
     settled_agent_metrics,
 )
 from schema.relay import CountedConnection, encode_id, node_id_field, nodes_by_ids
-from schema.rows import ColumnField, NestedPages, RowEdges, RowReader, RowReaders
+from schema.rows import ColumnField, NestedPages, RowReader, RowReaders
 from schema.scalars import JSON
 from schema.selection import (
     DocumentMemo,
@@ -605,8 +605,8 @@ class _PageAgents(Sequence[Agent]):
 
     def _made(self) -> list[Agent]:
         if self._agents is None:
-            edges = self._edges
-            self._agents = edges.nodes() if isinstance(edges, RowEdges) else [e.node for e in edges]
+            # Iterating rows' edges makes them (and their nodes) on first use.
+            self._agents = [edge.node for edge in self._edges]
         return self._agents
 
     @overload

@@ -171,10 +171,6 @@ class RowEdges(Sequence[Any]):
     def __iter__(self) -> Iterator[Any]:
         return iter(self._made())
 
-    def nodes(self) -> list[Any]:
-        """The edges' nodes (made, as the edges are, on first use)."""
-        return [edge.node for edge in self._made()]
-
 
 def _compile_reader(
     cls: type[T], type_name: str, fields: Sequence[ColumnField], global_id: bool, record_id: bool

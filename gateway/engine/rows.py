@@ -52,18 +52,8 @@ def complete_row_edges(
     executor: PlannedExecutionContext, item: Shape, edges: RowEdges
 ) -> list[dict[str, Any]] | None:
     """The edges' response dicts, or None when the general path must complete them."""
-    if item.kind != OBJECT_SHAPE or item.needs_info:
-        return None
-    plan = item.plan(executor)  # type: ignore[attr-defined]
-    reader = edges.reader
     nested = edges.nested
-    cursor_is_id = edges.cursors is None
-    key = (reader, cursor_is_id, None if nested is None else (nested.field_name, nested.reader))
-    completers = plan.row_completers
-    try:
-        complete = completers[key]
-    except KeyError:
-        complete = completers[key] = _compile(executor, plan, reader, cursor_is_id, nested)
+    complete = _completion(executor, item, edges.reader, edges.cursors is None, nested)
     if complete is None:
         return None
     try:
@@ -72,6 +62,27 @@ def complete_row_edges(
         return [complete(row, page) for row, page in zip(edges.rows, nested.pages, strict=True)]
     except Exception:
         return None
+
+
+def _completion(
+    executor: PlannedExecutionContext,
+    item: Shape,
+    reader: RowReader[Any],
+    cursor_is_id: bool,
+    nested: NestedPages | None,
+) -> RowCompletion | None:
+    """The edge item's function over rows of `reader`, compiled once per edge plan and
+    what shapes it (None: the general path completes these edges)."""
+    if item.kind != OBJECT_SHAPE or item.needs_info:
+        return None
+    plan = item.plan(executor)  # type: ignore[attr-defined]
+    key = (reader, cursor_is_id, None if nested is None else (nested.field_name, nested.reader))
+    completers = plan.row_completers
+    try:
+        complete: RowCompletion | None = completers[key]
+    except KeyError:
+        complete = completers[key] = _compile(executor, plan, reader, cursor_is_id, nested)
+    return complete
 
 
 def _compile(
@@ -208,17 +219,7 @@ def _nested_edges(
     shape = field.shape
     if not isinstance(shape, ListShape) or shape.needs_info:
         return None
-    item = shape.item
-    if item.kind != OBJECT_SHAPE or item.needs_info:
-        return None
-    plan = item.plan(executor)  # type: ignore[attr-defined]
-    key = (reader, True, None)
-    completers = plan.row_completers
-    try:
-        complete: RowCompletion | None = completers[key]
-    except KeyError:
-        complete = completers[key] = _compile(executor, plan, reader, True, None)
-    return complete
+    return _completion(executor, shape.item, reader, True, None)
 
 
 def _enum_names(field: FieldPlan, by_value: Mapping[Any, Any]) -> dict[Any, str] | None:
