@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -78,9 +77,11 @@ def test_client_vectors_are_checked() -> None:
 
 
 class _FakeServer(BaseHTTPRequestHandler):
-    """`/v1/embeddings` that answers from a script: a list of (status, delay_s) per call."""
+    """`/v1/embeddings` that answers from a script: a list of (status, held) per call;
+    a held call is never answered (its client has given up by the time the test ends)."""
 
-    script: ClassVar[list[tuple[int, float]]] = []
+    script: ClassVar[list[tuple[int, bool]]] = []
+    released: ClassVar[threading.Event] = threading.Event()
     requests: ClassVar[list[dict[str, Any]]] = []
     dimension: ClassVar[int] = 8
 
@@ -89,8 +90,10 @@ class _FakeServer(BaseHTTPRequestHandler):
         type(self).requests.append(
             {"path": self.path, "body": body, "auth": self.headers.get("authorization")}
         )
-        status, delay = type(self).script.pop(0) if type(self).script else (200, 0.0)
-        time.sleep(delay)
+        status, held = type(self).script.pop(0) if type(self).script else (200, False)
+        if held:
+            type(self).released.wait()
+            return
         if status != 200:
             payload = b'{"error": "try again"}'
         else:
@@ -116,12 +119,14 @@ class _FakeServer(BaseHTTPRequestHandler):
 def fake_server() -> Iterator[str]:
     _FakeServer.script = []
     _FakeServer.requests = []
+    _FakeServer.released = threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
+        _FakeServer.released.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -135,7 +140,8 @@ def _options(url: str, **overrides: Any) -> EmbedderOptions:
         "base_url": url,
         "api_key": "secret",
         "batch_size": 3,
-        "timeout": 0.5,
+        # Nothing here is slow but a held answer: a timeout no busy machine misses.
+        "timeout": 5.0,
         "max_retries": 2,
         "backoff": 0.01,
     }
@@ -161,7 +167,7 @@ async def test_openai_provider_batches_and_keeps_order(fake_server: str) -> None
 
 
 async def test_openai_provider_retries_server_errors(fake_server: str) -> None:
-    _FakeServer.script = [(503, 0.0), (429, 0.0)]
+    _FakeServer.script = [(503, False), (429, False)]
     embedder = OpenAIEmbedder(_options(fake_server))
     try:
         vectors = await embedder.embed(["retry me"])
@@ -172,7 +178,7 @@ async def test_openai_provider_retries_server_errors(fake_server: str) -> None:
 
 
 async def test_openai_provider_gives_up_after_its_retries(fake_server: str) -> None:
-    _FakeServer.script = [(503, 0.0)] * 5
+    _FakeServer.script = [(503, False)] * 5
     embedder = OpenAIEmbedder(_options(fake_server, max_retries=2))
     try:
         with pytest.raises(EmbeddingUnavailable, match="failed 3 times"):
@@ -183,21 +189,21 @@ async def test_openai_provider_gives_up_after_its_retries(fake_server: str) -> N
 
 
 async def test_openai_provider_times_out_and_retries(fake_server: str) -> None:
-    _FakeServer.script = [(200, 1.0)]
-    embedder = OpenAIEmbedder(_options(fake_server, timeout=0.2, max_retries=1))
+    # The first answer never comes while the test runs; the timeout is one a local
+    # answer meets on a busy machine, so only the held request can miss it.
+    _FakeServer.script = [(200, True)]
+    embedder = OpenAIEmbedder(_options(fake_server, timeout=2.0, max_retries=1))
     try:
-        started = time.perf_counter()
         vectors = await embedder.embed(["slow, then fast"])
-        elapsed = time.perf_counter() - started
     finally:
         await embedder.aclose()
     assert len(vectors) == 1
     assert len(_FakeServer.requests) == 2
-    assert elapsed < 1.0
+    assert not _FakeServer.released.is_set()
 
 
 async def test_openai_provider_does_not_retry_a_refusal(fake_server: str) -> None:
-    _FakeServer.script = [(400, 0.0)]
+    _FakeServer.script = [(400, False)]
     embedder = OpenAIEmbedder(_options(fake_server))
     try:
         with pytest.raises(EmbeddingUnavailable, match="refused: HTTP 400"):
