@@ -102,11 +102,17 @@ def compile_object(plan: ObjectPlan, executor: AnyExecutor) -> CompiledObject:
             "        return results",
             "    return executor._gather_fields(results, awaitable)",
         ]
-    namespace: dict[str, Any] = {}
-    source = "\n".join(lines)
-    exec(compile(source, f"<plan {plan.object_type.name}>", "exec"), names, namespace)
-    complete: CompiledObject = namespace["complete"]
+    complete: CompiledObject = define(lines, names, f"<plan {plan.object_type.name}>")
     return complete
+
+
+def define(lines: list[str], names: dict[str, Any], label: str) -> Any:
+    """The one function `lines` define, with `names` as its globals; `label` names its
+    code in tracebacks and profiles (`<plan Task>`)."""
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), label, "exec"), names, namespace)
+    (function,) = namespace.values()
+    return function
 
 
 def _plain_object(field: FieldPlan) -> bool:

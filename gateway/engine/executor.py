@@ -42,6 +42,7 @@ from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.engine.events import Scope, SharedEvents, SharedResult, freeze
+from gateway.engine.items import complete_plain_items
 from gateway.engine.plan import (
     CAST_ATTRIBUTE,
     LEAF,
@@ -499,8 +500,11 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             )
             raise GraphQLError(msg)
         item = shape.item
-        if item.kind == LEAF_SHAPE and type(result) is list:
-            completed = self._complete_leaf_list(cast(LeafShape, item), result)
+        if type(result) is list:
+            if item.kind == LEAF_SHAPE:
+                completed = self._complete_leaf_list(cast(LeafShape, item), result)
+            else:
+                completed = complete_plain_items(self, item, result)
             if completed is not None:
                 return completed
         return self._complete_items(field, item, info, path, result)

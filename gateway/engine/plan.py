@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from graphql import (
     FieldNode,
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from graphql.execution import Executor
 
     from gateway.engine.compile import CompiledObject
+    from gateway.engine.items import ItemsCompletion
 
     AnyExecutor = Executor[Any]
 
@@ -121,6 +122,7 @@ class ObjectPlan:
 
     __slots__ = (
         "_complete",
+        "_items",
         "accepted",
         "fields",
         "is_type_of",
@@ -142,6 +144,9 @@ class ObjectPlan:
             set() if object_type.is_type_of is not None and not self.is_type_of_needs_info else None
         )
         self._complete: CompiledObject | None = None
+        # A list of this plan's objects as one loop (gateway/engine/items.py); False:
+        # the selection is not one it completes.
+        self._items: ItemsCompletion | Literal[False] | None = None
         # This plan compiled over rows, per reader (gateway/engine/rows.py; None: not).
         self.row_completers: dict[Any, Any] = {}
 
@@ -154,6 +159,16 @@ class ObjectPlan:
 
             complete = self._complete = compile_object(self, executor)
         return complete
+
+    def compiled_items(self, executor: AnyExecutor) -> ItemsCompletion | None:
+        """A list of this plan's objects completed by one loop, compiled at its first
+        use; None when the plan is not one the loop completes."""
+        items = self._items
+        if items is None:
+            from gateway.engine.items import compile_items
+
+            items = self._items = compile_items(self, executor) or False
+        return items or None
 
 
 class Shape:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway.engine.compile import serialized_value
+from gateway.engine.compile import define, serialized_value
 from gateway.engine.leaves import ENUM_NAMES, MAX_INT, MIN_INT
 from gateway.engine.plan import (
     ATTRIBUTE,
@@ -113,10 +113,7 @@ def _compile(
         else:
             return None
     lines.append("    return {" + " ".join(edge_values) + "}")
-    namespace: dict[str, Any] = {}
-    source = "\n".join(lines)
-    exec(compile(source, f"<rows {edge_plan.object_type.name}>", "exec"), names, namespace)
-    complete: RowCompletion = namespace["complete"]
+    complete: RowCompletion = define(lines, names, f"<rows {edge_plan.object_type.name}>")
     return complete
 
 
