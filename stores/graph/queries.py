@@ -36,6 +36,10 @@ from stores.ids import parse_id
 if TYPE_CHECKING:
     from stores.graph.store import GraphStore
 
+# A named tuple's own constructor is Python (`__new__` with keyword binding): this is
+# what it does, in C.
+_new_tuple = tuple.__new__
+
 _STORE = "neo4j"
 # Tasks in these states no longer hold anything up.
 DONE_TASK_STATUSES = ("completed", "cancelled")
@@ -224,13 +228,16 @@ class GraphQueries:
         # Each id parsed once: an edge's ends are among the nodes.
         ids = {node_id: parse_id(node_id) for node_id, _ in nodes}
         return Neighbourhood(
-            [NeighbourNode(ids[node_id], distance) for node_id, distance in nodes],
+            [_new_tuple(NeighbourNode, (ids[node_id], distance)) for node_id, distance in nodes],
             [
-                NeighbourEdge(
-                    ids.get(source) or parse_id(source),
-                    ids.get(target) or parse_id(target),
-                    _EDGES[edge_type],
-                    weight,
+                _new_tuple(
+                    NeighbourEdge,
+                    (
+                        ids.get(source) or parse_id(source),
+                        ids.get(target) or parse_id(target),
+                        _EDGES[edge_type],
+                        weight,
+                    ),
                 )
                 for source, target, edge_type, weight in edges
             ],

@@ -23,8 +23,8 @@ class Collaborator:
     type: AgentEdge
 
 
-# Named tuples: made in C, a neighbourhood has hundreds of each (frozen dataclasses
-# took twice as long to build).
+# Named tuples, made by `tuple.__new__` (in C): a neighbourhood has hundreds of each
+# (frozen dataclasses took twice as long to build).
 class NeighbourNode(NamedTuple):
     agent_id: UUID
     distance: int
