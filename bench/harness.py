@@ -754,7 +754,7 @@ class Bench:
         self.checks.append(checks.compare_samples(scenario, samples))
         # Both fetch the task once per event and share it among the subscribers
         # (asserted for the gateway in tests/integration/api/test_live_updates.py).
-        per_delivery = {"postgres": 1 / SUBSCRIBERS, "neo4j": 0, "redis": 0}
+        per_delivery = {**dict.fromkeys(checks.STORES, 0), "postgres": 1 / SUBSCRIBERS}
         self.notes.append(
             "S8 round trips are per delivered event: one task fetch per event, shared by the"
             f" {SUBSCRIBERS} subscribers, in the gateway and the floor alike; counted from the"

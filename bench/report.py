@@ -240,7 +240,14 @@ def markdown(results: dict[str, Any], *, profile_notes: bool = True) -> str:
         "",
         *_scenario_table(results["scenarios"]),
     ]
-    lines += ["", "Round trips per request: po=postgres, ne=neo4j, re=redis.", ""]
+    lines += [
+        "",
+        (
+            "Round trips per request: po=postgres, ne=neo4j, re=redis, me=the gateway's"
+            " metrics store (PostgreSQL on a pool of its own; the floor counts it as po)."
+        ),
+        "",
+    ]
     lines += [
         "## Ratios",
         "",

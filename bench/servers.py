@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,12 @@ class Child:
         return self.process.pid
 
     def start(self, *, timeout: float = 60.0, ready_body: bytes | None = None) -> None:
+        if _listening(self.url):
+            # Otherwise the new server fails to bind and the old one is measured.
+            raise ServerFailed(
+                f"{self.name}: something already listens at {self.url} (a server left"
+                " running by an interrupted bench?); stop that process first"
+            )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self._log_start = log.tell()
@@ -149,6 +157,15 @@ def _tree(root: int) -> list[int]:
     for pid in found:
         found.extend(parents.get(pid, ()))
     return found
+
+
+def _listening(url: str) -> bool:
+    address = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((address.hostname, address.port or 80), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def _answers(url: str, body: bytes | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
@@ -640,6 +641,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     }
     given["only"] = tuple(args.only)
     options = Options.quick_mode(**given) if args.quick else Options(**given)
+    _exit_on_sigterm()
     try:
         path = run(options)
     except UnknownRevision as exc:
@@ -652,6 +654,17 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         summary = path.with_suffix(".md").name
     print(f"bench: wrote {path} and {path.with_name(summary)}")
     return 0
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a job's timeout, `kill`) ends a bench as Ctrl-C does: through the
+    harness's `finally` blocks, which stop the servers it started (each in a session
+    of its own, out of reach of a signal to the bench's group) and its stack."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 DEV_ADMIN_EMAIL = "admin@polygraph.local"
