@@ -175,7 +175,7 @@ def _list(field: FieldPlan, index: int) -> list[str]:
             field,
             index,
             [
-                f"value = {_read(field)}",
+                f"value = {attribute_read(field)}",
                 "if value is None or value is Undefined:",
                 f"    {_on_null(field, index)}",
                 "else:",
@@ -263,7 +263,7 @@ def _object(
     return [
         f"field_path = new_path(Path, (path, {key}, {field.parent_name!r}))",
         "try:",
-        f"    value = {_read(field)}",
+        f"    value = {attribute_read(field)}",
         "    if value is None or value is Undefined:",
         f"        {on_null}",
         "    else:",
@@ -310,7 +310,8 @@ def _inlined(
     return check, lines
 
 
-def _read(field: FieldPlan, source: str = "source") -> str:
+def attribute_read(field: FieldPlan, source: str = "source") -> str:
+    """Python that reads `field`'s attribute of the object named `source`."""
     attribute = field.attribute
     assert attribute is not None
     if attribute.isidentifier() and not keyword.iskeyword(attribute):
@@ -331,7 +332,7 @@ def _leaf(
     function's variables: an inlined object's are not its parent's)."""
     assert isinstance(field.shape, LeafShape)
     key = repr(field.key)
-    read = _read(field, source)
+    read = attribute_read(field, source)
     value = serialized_value(field, f"S{index}", names)
     if field.non_null:
         on_null = f"raise TypeError(F{index}.null_message)"

@@ -18,13 +18,12 @@ the items' attributes are plain values.
 
 from __future__ import annotations
 
-import keyword
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from graphql.pyutils import Undefined
 
-from gateway.engine.compile import define, serialized_value
+from gateway.engine.compile import attribute_read, define, serialized_value
 from gateway.engine.leaves import MAX_INT, MIN_INT
 from gateway.engine.plan import (
     ATTRIBUTE,
@@ -125,9 +124,9 @@ def _object(
         if field.mode == TYPENAME:
             values.append(f"{key}: {field.parent_name!r}")
             continue
-        read = _read(field, source)
-        if read is None:
+        if field.mode not in (LEAF, ATTRIBUTE) or field.attribute is None:
             return None
+        read = attribute_read(field, source)
         on_null = "raise Unexpected" if field.non_null else f"{variable} = None"
         if field.mode == LEAF:
             serialized = serialized_value(field, f"S{prefix}_{index}", names)
@@ -173,12 +172,3 @@ def _inner_object(
     except Exception:  # completing the field reports it, as before
         return None
     return _object(plan, executor, f"c{prefix}", variable, prefix, names, depth=depth + 1)
-
-
-def _read(field: FieldPlan, source: str) -> str | None:
-    attribute = field.attribute
-    if attribute is None:
-        return None
-    if attribute.isidentifier() and not keyword.iskeyword(attribute):
-        return f"{source}.{attribute}"
-    return f"getattr({source}, {attribute!r})"
