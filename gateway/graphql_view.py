@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Collection, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 from typing import Any
 
 import orjson
@@ -31,12 +32,15 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.csrf import preflighted, refusal_message
+from gateway.engine.events import freeze
 from gateway.errors import error_response, response_status
 from gateway.graphiql import GraphiQL
 from gateway.limits import RequestLimits
@@ -50,8 +54,12 @@ from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
 from resolvers.documents import DOCUMENT_ID
 from resolvers.errors import ClientError, ErrorCode
+from resolvers.live import SHARED_ANSWERS, SharedAnswers
 from resolvers.loaders import build_loaders
 from resolvers.rate_limits import authenticate_counted
+from stores.redis.events import Subscription
+
+logger = logging.getLogger(__name__)
 
 _REMEMBERED_ACCEPT_VALUES = 64
 _POST_OPERATIONS = frozenset(OperationType.from_http("POST"))
@@ -73,12 +81,25 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
     # graphql-transport-ws messages are text frames; `encode_json` returns bytes.
     async def send_json(self, message: Mapping[str, object]) -> None:
         encoded = orjson.dumps(message)
+        if message.get("type") == "next":
+            encoded = self._within_limit(encoded, message["id"])
+        await self._send(encoded)
+
+    async def send_next(self, operation_id: str, payload: bytes) -> None:
+        """A `next` message around a payload encoded already (shared by subscribers)."""
+        encoded = b'{"id":%b,"type":"next","payload":%b}' % (orjson.dumps(operation_id), payload)
+        await self._send(self._within_limit(encoded, operation_id))
+
+    def _within_limit(self, encoded: bytes, operation_id: object) -> bytes:
         assert isinstance(self.view, GraphQLView)
         limit = self.view.limits.max_response_bytes
-        if len(encoded) > limit and message.get("type") == "next":
-            refusal = response_size_refusal(len(encoded), limit)
-            payload = {"errors": [refusal.error().formatted]}
-            encoded = orjson.dumps({**message, "payload": payload})
+        if len(encoded) <= limit:
+            return encoded
+        refusal = response_size_refusal(len(encoded), limit)
+        payload = {"errors": [refusal.error().formatted]}
+        return orjson.dumps({"id": operation_id, "type": "next", "payload": payload})
+
+    async def _send(self, encoded: bytes) -> None:
         try:
             await self.ws.send_text(encoded.decode())
         except WebSocketDisconnect as exc:
@@ -115,11 +136,102 @@ def operation_context(connection: RequestContext) -> RequestContext:
     )
 
 
+class _SharedOperation(SharedAnswers):
+    """An operation whose events another subscriber's operation may answer for it."""
+
+    __slots__ = ("handler", "operation")
+
+    def __init__(
+        self, key: Hashable, handler: _LimitedTransportWSHandler, operation: Operation[Any, Any]
+    ) -> None:
+        super().__init__(key)
+        self.handler = handler
+        self.operation = operation
+
+    async def send(self, payload: bytes) -> None:
+        if self.operation.completed:
+            return
+        try:
+            await self.handler.websocket.send_next(self.operation.id, payload)
+        except Exception as exc:
+            # Its connection is going; its own task ends the operation, not the sender's.
+            logger.debug("a shared answer did not reach operation %s: %r", self.operation.id, exc)
+
+
+def _next_payload(result: ExecutionResult) -> dict[str, object]:
+    # As Strawberry's `Operation.send_next` builds it.
+    payload: dict[str, object] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return payload
+
+
+def _to_followers(payload: bytes) -> Callable[[Subscription], Awaitable[None]]:
+    async def send(follower: Subscription) -> None:
+        if isinstance(follower.tag, _SharedOperation):
+            await follower.tag.send(payload)
+
+    return send
+
+
 class _LimitedTransportWSHandler(SignedInTransportWSHandler):
+    websocket: _TextFrameWebSocketAdapter
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The connection's context stays the one it signed in with (see ws_sign_in).
         self.schema = PerOperationContext(self.schema)  # type: ignore[assignment]
+
+    async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        # The operation's own task: what is set here is the operation's alone.
+        key = self._shared_answers_key(operation)
+        if key is not None:
+            SHARED_ANSWERS.set(_SharedOperation(key, self, operation))
+        await super().run_operation(operation)
+
+    def _shared_answers_key(self, operation: Operation[Any, Any]) -> Hashable | None:
+        """Operations with equal keys answer every event alike: the same document and
+        variables, read with the same permissions (the executor's sharing scope, see
+        gateway/engine/events.py; without one, none is shared)."""
+        executor = getattr(self.schema, "execution_context_class", None)
+        share_by = getattr(executor, "share_events_by", None)
+        scope = share_by(self.context) if share_by is not None else None
+        if scope is None:
+            return None
+        try:
+            variables = freeze(operation.variables or {})
+        except TypeError:
+            return None
+        return (operation.query, operation.operation_name, variables, scope)
+
+    async def _send_result_stream(self, operation: Operation[Any, Any], result_source: Any) -> None:
+        """Strawberry's, except that an answer other subscribers share (see
+        `SharedAnswers`) is encoded once and sent to each of them too, by this task:
+        they wait for it without running anything per event."""
+        shared = SHARED_ANSWERS.get()
+        is_first_result = True
+        async for result in result_source:
+            if is_first_result and isinstance(result, PreExecutionError):
+                await self._handle_pre_execution_error(operation, result)
+                return
+            if not isinstance(result, ExecutionResult):
+                await self._reject_incremental_delivery(operation)
+                return
+            is_first_result = False
+            subscription = shared.subscription if shared is not None else None
+            if subscription is None:
+                await operation.send_next(result)
+            elif result.errors:
+                # Its errors name this subscriber's request: each answers the event itself.
+                subscription.hand_over()
+                await operation.send_next(result)
+            else:
+                payload = orjson.dumps(_next_payload(result))
+                if not operation.completed:
+                    await self.websocket.send_next(operation.id, payload)
+                await subscription.answer_followers(_to_followers(payload))
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         assert isinstance(self.view, GraphQLView)

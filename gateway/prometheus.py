@@ -281,6 +281,10 @@ class _StateMetrics:
                 ("polygraph_events_publish_failures",
                  "Best-effort event publications that failed (Redis unreachable)",
                  lambda: events.publish_failures),
+                ("polygraph_events_answered_for_followers",
+                 "Subscription events answered once for another subscriber of the same"
+                 " operation, variables and permissions",
+                 lambda: events.answered_for_followers),
             ]  # fmt: skip
         readers.append(
             (

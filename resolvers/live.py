@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Protocol, TypeVar
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.loaders import event_loaders
 from stores.postgres.records import Agent, Task
-from stores.redis.events import Event
+from stores.redis.events import Event, Subscription
 
 
 class _Versioned(Protocol):
@@ -22,6 +23,22 @@ class _Versioned(Protocol):
 
 
 R = TypeVar("R", bound=_Versioned)
+
+
+class SharedAnswers:
+    """Set (in `SHARED_ANSWERS`) by the transport around one subscription operation whose
+    answers equal those of every other operation with the same `key`: the same
+    document, variables and permission scope. Its events then come through the bus's
+    group of that key (stores/redis/events.py), and `subscription` is its place there."""
+
+    __slots__ = ("key", "subscription")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.subscription: Subscription | None = None
+
+
+SHARED_ANSWERS: ContextVar[SharedAnswers | None] = ContextVar("shared_answers", default=None)
 
 
 def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None]:
@@ -33,9 +50,18 @@ def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None
     stores = ctx.stores
 
     async def stream() -> AsyncGenerator[Event, None]:
+        shared = SHARED_ANSWERS.get()
+        if shared is not None and shared.subscription is not None:
+            shared = None  # an operation's second stream: on its own
         stores.subscriptions.open += 1
         try:
-            async with events.subscribe(channel) as subscription:
+            async with events.subscribe(
+                channel,
+                group=None if shared is None else shared.key,
+                tag=shared,
+            ) as subscription:
+                if shared is not None:
+                    shared.subscription = subscription
                 async for event in subscription:
                     ctx.loaders = event_loaders(stores, event)
                     yield event

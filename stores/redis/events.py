@@ -14,6 +14,15 @@ Every local subscriber of a channel gets the same `Event` object for one message
 work derived from it (e.g. a store read) can be done once per process with
 `event.memo(key, build)` instead of once per subscriber.
 
+Subscribers that would answer every event alike (the same GraphQL document,
+variables and permission scope) subscribe with the same `group`: the bus then gives
+each event to the group's first member only, its leader, with the others as its
+followers, and the leader answers for them (`Subscription.answer_followers`). A
+follower busy with events of its own gets the event in its queue instead, so its
+events stay in order; so do all of them for an event whose answer is not to be
+shared (`Subscription.hand_over`), and for the events a leaving leader had not
+answered yet. A group falls behind as one: its leader's queue holds its events.
+
 Under Redis Cluster the bus uses sharded pub/sub (SSUBSCRIBE, SPUBLISH): a message
 stays on the shard that owns its channel instead of crossing every node. The
 namespace becomes a hash tag (`{polygraph}:task.updated`), so all of a deployment's
@@ -26,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar, cast
@@ -97,35 +106,113 @@ class Subscription:
     """One local subscriber's events on one channel, in order; iterate it with `async for`.
 
     Events are shared between the local subscribers of a channel, hence read-only (`Event`).
+    `tag` is the subscriber's own, for whoever answers events for it (see the module
+    docstring).
     """
 
-    __slots__ = ("_bus", "_closed", "_queue", "channel", "dropped")
+    __slots__ = (
+        "_bus",
+        "_closed",
+        "_current",
+        "_queue",
+        "_waiting",
+        "channel",
+        "dropped",
+        "tag",
+    )
 
-    def __init__(self, bus: EventBus, channel: str, queue_size: int) -> None:
+    def __init__(self, bus: EventBus, channel: str, queue_size: int, tag: object = None) -> None:
         self._bus = bus
         self.channel = channel
+        self.tag = tag
         # Events this subscriber lost because it fell `queue_size` behind.
         self.dropped = 0
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(queue_size)
+        # Each event with the followers it is answered for (none unless this leads a group).
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue(queue_size)
         self._closed = False
+        # True while waiting for the next event, nothing of its own left to answer.
+        self._waiting = False
+        # The event last returned, and the followers still owed its answer.
+        self._current: _Queued | None = None
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
+        # Asking for the next event means the last one is answered: for every follower
+        # that had it answered, as followers answer the same alike.
+        self._current = None
         if self._closed and self._queue.empty():
             raise StopAsyncIteration
-        event = await self._queue.get()
-        if event is None:
+        self._waiting = True
+        try:
+            queued = await self._queue.get()
+        finally:
+            self._waiting = False
+        if queued is None:
             raise StopAsyncIteration
-        return event
+        if queued[1]:
+            self._current = queued
+        return queued[0]
 
-    def _offer(self, event: Event) -> None:
+    @property
+    def waiting(self) -> bool:
+        """Whether this subscriber waits for its next event, every earlier one answered."""
+        return self._waiting and self._queue.empty()
+
+    async def answer_followers(self, send: Callable[[Subscription], Awaitable[None]]) -> None:
+        """`send(follower)` the answer to the event last returned, for each follower
+        waiting for its next event; one busy with events of its own gets this one in
+        its queue too, and answers it after them. So does one whose `send` waits
+        longer than `_FOLLOWER_PATIENCE_S` (a client that stopped reading): it holds up
+        only itself, as it would have without a leader."""
+        current = self._current
+        if current is None:
+            return
+        event, followers = current
+        loop = asyncio.get_running_loop()
+        while followers:
+            try:
+                async with asyncio.timeout(None) as patience:
+                    while followers:
+                        follower = followers[-1]
+                        if follower.waiting:
+                            patience.reschedule(loop.time() + _FOLLOWER_PATIENCE_S)
+                            await send(follower)
+                            self._bus.answered_for_followers += 1
+                        elif not follower._closed:
+                            follower._offer(event)
+                        followers.pop()
+            except TimeoutError:
+                followers.pop()._offer(event)
+        self._current = None
+
+    def hand_over(self) -> None:
+        """Let every follower answer the event last returned itself (an answer not to
+        share: one with errors, say, which name each subscriber's own request)."""
+        current, self._current = self._current, None
+        if current is not None:
+            event, followers = current
+            for follower in followers:
+                if not follower._closed:
+                    follower._offer(event)
+
+    def _offer(self, event: Event, followers: list[Subscription] | None = None) -> None:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
             self._bus._count_drop()
-        self._queue.put_nowait(event)
+        self._queue.put_nowait((event, followers or []))
+
+    def _unanswered(self) -> list[_Queued]:
+        """The events this subscriber still owes its followers, oldest first; taken."""
+        owed = [self._current] if self._current is not None and self._current[1] else []
+        self._current = None
+        while not self._queue.empty():
+            queued = self._queue.get_nowait()
+            if queued is not None and queued[1]:
+                owed.append(queued)
+        return owed
 
     def _close(self) -> None:
         if self._closed:
@@ -137,11 +224,19 @@ class Subscription:
         self._queue.put_nowait(None)
 
 
+# How long a leader waits to send a follower its answer (a send waits only while the
+# follower's connection has more unread than its buffer holds).
+_FOLLOWER_PATIENCE_S = 0.05
+# An event, and the followers its answer is owed to (newest member first).
+_Queued = tuple[Event, list[Subscription]]
+
+
 class EventBus:
     """Publishes to and fans out from Redis pub/sub; `start()` before subscribing.
 
     Counters, for metrics: `published`, `publish_failures`, `received`, `dropped`,
-    `malformed`, `reconnects`.
+    `malformed`, `reconnects`, and `answered_for_followers` (events a group's leader
+    answered for a follower).
     """
 
     def __init__(
@@ -167,7 +262,9 @@ class EventBus:
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
         self._subscribe_timeout = subscribe_timeout
-        self._subscribers: dict[str, set[Subscription]] = {}
+        # Per channel, each group's members in the order they came: the first leads.
+        # A subscriber outside any group is a group of one, keyed by itself.
+        self._subscribers: dict[str, dict[Hashable, list[Subscription]]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: PubSub | None = None
         # Set when a cluster pub/sub gets its first channel: until then it has no
@@ -188,6 +285,7 @@ class EventBus:
         self.dropped = 0
         self.malformed = 0
         self.reconnects = 0
+        self.answered_for_followers = 0
 
     @property
     def connected(self) -> bool:
@@ -196,7 +294,12 @@ class EventBus:
 
     def subscribers(self, channel: str) -> int:
         """How many local subscribers `channel` has now (for metrics and tests)."""
-        return len(self._subscribers.get(channel, ()))
+        return sum(map(len, self._subscribers.get(channel, {}).values()))
+
+    def waiting(self, channel: str) -> int:
+        """How many local subscribers of `channel` wait for their next event (for tests)."""
+        groups = self._subscribers.get(channel, {}).values()
+        return sum(subscription.waiting for members in groups for subscription in members)
 
     async def start(self) -> None:
         if self._closed:
@@ -214,9 +317,10 @@ class EventBus:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        for subscribers in self._subscribers.values():
-            for subscription in subscribers:
-                subscription._close()
+        for groups in self._subscribers.values():
+            for members in groups.values():
+                for subscription in members:
+                    subscription._close()
         self._subscribers.clear()
 
     async def __aenter__(self) -> EventBus:
@@ -262,26 +366,47 @@ class EventBus:
                 )
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+    async def subscribe(
+        self, channel: str, *, group: Hashable | None = None, tag: object = None
+    ) -> AsyncIterator[Subscription]:
         """Events on `channel` from now on, until the block exits or the bus closes.
 
+        Subscribers with the same `group` answer events alike: one answers for all (see
+        the module docstring). `tag` goes on the subscription, for whoever answers for it.
         Returns once Redis confirmed the subscription, or after `subscribe_timeout`
         while Redis is away (the bus subscribes again when it is back).
         """
         if self._reader is None or self._closed:
             raise StoreMisuse("the event bus is not running; call `await bus.start()`")
-        subscription = Subscription(self, channel, self._queue_size)
-        subscribers = self._subscribers.setdefault(channel, set())
-        subscribers.add(subscription)
+        subscription = Subscription(self, channel, self._queue_size, tag)
+        groups = self._subscribers.setdefault(channel, {})
+        key: Hashable = subscription if group is None else ("group", group)
+        groups.setdefault(key, []).append(subscription)
         try:
             await self._listen(channel)
             yield subscription
         finally:
-            subscribers.discard(subscription)
-            subscription._close()
-            if not subscribers and self._subscribers.get(channel) is subscribers:
+            self._leave(groups, key, subscription)
+            if not groups and self._subscribers.get(channel) is groups:
                 del self._subscribers[channel]
                 await self._unlisten(channel)
+
+    @staticmethod
+    def _leave(
+        groups: dict[Hashable, list[Subscription]], key: Hashable, subscription: Subscription
+    ) -> None:
+        members = groups[key]
+        leader = members[0] is subscription
+        members.remove(subscription)
+        owed = subscription._unanswered() if leader else []
+        subscription._close()
+        if not members:
+            del groups[key]
+        # What the leader had not answered yet, each follower answers itself.
+        for event, followers in owed:
+            for follower in reversed(followers):
+                if not follower._closed:
+                    follower._offer(event)
 
     def _count_drop(self) -> None:
         self.dropped += 1
@@ -408,5 +533,6 @@ class EventBus:
             return
         # One object for all: they share its memo, hence the work derived from it.
         shared = Event(event)
-        for subscription in tuple(self._subscribers.get(channel, ())):
-            subscription._offer(shared)
+        for members in tuple(self._subscribers.get(channel, {}).values()):
+            # The newest follower first: the leader answers them from the end.
+            members[0]._offer(shared, members[:0:-1])

@@ -366,6 +366,141 @@ def test_subscribers_of_one_event_share_one_task_fetch(
             assert counted.total() - before == Counter(postgres=1)
 
 
+def _signed_in(url: str, caller: Caller, sockets: ExitStack) -> ClientConnection:
+    ws = sockets.enter_context(connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]))
+    ws.send(json.dumps({"type": "connection_init", "payload": {"apiKey": caller.api_key}}))
+    assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+    return ws
+
+
+def _next_by_id(ws: ClientConnection, count: int) -> dict[str, dict[str, Any]]:
+    messages = [_next(ws) for _ in range(count)]
+    assert all(message["type"] == "next" for message in messages), messages
+    return {message["id"]: message["payload"] for message in messages}
+
+
+def test_one_subscriber_answers_each_event_for_the_others_of_its_operation(
+    settings: Settings, operator: Caller
+) -> None:
+    namespace = unique("polygraph-test-answers")
+    app = create_app(settings.model_copy(update={"events_namespace": namespace}))
+    with serve_in_thread(app) as base, ExitStack() as sockets:
+        agent = _post(
+            base,
+            operator,
+            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+            {"n": unique("answers")},
+        )["createAgent"]["agent"]
+        task = _post(
+            base,
+            operator,
+            'mutation($a: ID!) { createTask(input: {title: "watched", assigneeId: $a}) { task { id } } }',
+            {"a": agent["id"]},
+        )["createTask"]["task"]
+        ws_url = base.replace("http", "ws") + "/graphql"
+        first, second = _signed_in(ws_url, operator, sockets), _signed_in(ws_url, operator, sockets)
+        bus = app.state.stores.events
+        watched = {"ids": [task["id"]]}
+        more = TASK_UPDATES.replace("{ change task", "{ change at task")
+
+        def subscribe(ws: ClientConnection, operation: str, query: str) -> None:
+            payload = {"query": query, "variables": watched}
+            ws.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
+
+        # "a" comes first and leads; "b" asks the same (on another connection) and
+        # follows; "c" asks for more and answers for itself.
+        subscribe(first, "a", TASK_UPDATES)
+        wait_until(lambda: bus.waiting(TASK_UPDATED_CHANNEL) == 1, what="the first subscriber")
+        subscribe(second, "b", TASK_UPDATES)
+        subscribe(second, "c", more)
+        wait_until(lambda: bus.waiting(TASK_UPDATED_CHANNEL) == 3, what="three subscribers")
+        answered = bus.answered_for_followers
+        # The executor's sharing scope says whose answers are alike; graphql-core's has none.
+        shared = 0 if settings.executor == "stock" else 1
+
+        _post(
+            base,
+            operator,
+            "mutation($id: ID!) { startTask(input: {id: $id}) { task { id } } }",
+            {"id": task["id"]},
+        )
+        started = {"change": "started", "task": {"id": task["id"], "status": "IN_PROGRESS"}}
+        led = _next_by_id(first, 1)["a"]
+        others = _next_by_id(second, 2)
+        assert led["data"]["taskUpdated"] == started
+        assert others["b"] == led  # the same answer, cost report included
+        assert others["c"]["data"]["taskUpdated"].keys() == {"change", "at", "task"}
+        assert bus.answered_for_followers == answered + shared
+
+        # The leader's operation ends; the follower's carries on, answering for itself.
+        first.send(json.dumps({"id": "a", "type": "complete"}))
+        wait_until(
+            lambda: bus.subscribers(TASK_UPDATED_CHANNEL) == bus.waiting(TASK_UPDATED_CHANNEL) == 2,
+            what="two subscribers left",
+        )
+        _post(
+            base,
+            operator,
+            "mutation($id: ID!) { completeTask(input: {id: $id}) { task { id } } }",
+            {"id": task["id"]},
+        )
+        after = _next_by_id(second, 2)
+        assert after["b"]["data"]["taskUpdated"]["task"]["status"] == "COMPLETED"
+        assert after["c"]["data"]["taskUpdated"]["change"] == "completed"
+        assert bus.answered_for_followers == answered + shared
+
+
+def test_an_answer_with_errors_is_each_subscribers_own(
+    settings: Settings, operator: Caller
+) -> None:
+    # Errors name the request that met them: with Neo4j away, a task's `blockers` is
+    # null with an error, and each subscriber answers such an event itself.
+    no_graph = settings.model_copy(
+        update={
+            "events_namespace": unique("polygraph-test-errors"),
+            "neo4j_uri": f"bolt://127.0.0.1:{free_port()}",
+            "projection_wait_s": 0.2,
+        }
+    )
+    app = create_app(no_graph)
+    with serve_in_thread(app) as base, ExitStack() as sockets:
+        # A probe finds Neo4j down: graph reads then fail at once, not after retrying.
+        health = httpx2.get(f"{base}/health", headers=operator.headers, timeout=30).json()
+        assert health["components"]["neo4j"]["status"] == "down"
+        agent = _post(
+            base,
+            operator,
+            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+            {"n": unique("blocked")},
+        )["createAgent"]["agent"]
+        task = _post(
+            base,
+            operator,
+            'mutation($a: ID!) { createTask(input: {title: "blocked?", assigneeId: $a}) { task { id } } }',
+            {"a": agent["id"]},
+        )["createTask"]["task"]
+        ws_url = base.replace("http", "ws") + "/graphql"
+        connections = [_signed_in(ws_url, operator, sockets) for _ in range(2)]
+        query = TASK_UPDATES.replace("task { id status }", "task { id blockers { id } }")
+        for ws in connections:
+            payload = {"query": query, "variables": {"ids": [task["id"]]}}
+            ws.send(json.dumps({"id": "t", "type": "subscribe", "payload": payload}))
+        bus = app.state.stores.events
+        wait_until(lambda: bus.waiting(TASK_UPDATED_CHANNEL) == 2, what="two subscribers")
+        answered = bus.answered_for_followers
+        _post(
+            base,
+            operator,
+            "mutation($id: ID!) { startTask(input: {id: $id}) { task { id } } }",
+            {"id": task["id"]},
+        )
+        for ws in connections:
+            answer = _next_by_id(ws, 1)["t"]
+            assert answer["data"]["taskUpdated"]["task"] == {"id": task["id"], "blockers": None}
+            assert [e["extensions"]["code"] for e in answer["errors"]] == ["STORE_UNAVAILABLE"]
+        assert bus.answered_for_followers == answered
+
+
 AGENT_NODE = "query($id: ID!) { node(id: $id) { ... on Agent { status version } } }"
 
 

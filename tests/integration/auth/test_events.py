@@ -145,6 +145,111 @@ async def test_malformed_events_are_skipped(
     assert first.malformed == 2
 
 
+async def _answered_by(leader: Subscription) -> list[object]:
+    answered: list[object] = []
+
+    async def send(follower: Subscription) -> None:
+        answered.append(follower.tag)
+
+    await leader.answer_followers(send)
+    return answered
+
+
+async def test_a_group_gets_each_event_once_and_its_leader_answers_for_the_rest(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    async with (
+        first.subscribe("task.updated", group="same", tag="leader") as leader,
+        first.subscribe("task.updated", group="same", tag="a") as a,
+        first.subscribe("task.updated", group="same", tag="b") as b,
+        first.subscribe("task.updated", tag="alone") as alone,
+    ):
+        assert first.subscribers("task.updated") == 4
+        followers = [asyncio.create_task(anext(a)), asyncio.create_task(anext(b))]
+        await _eventually(lambda: a.waiting and b.waiting)
+        for n in (1, 2):
+            await second.publish("task.updated", {"n": n})
+            assert await _next(leader) == await _next(alone) == {"n": n}
+            # In the order they joined; each still waiting: nothing came to them.
+            assert await _answered_by(leader) == ["a", "b"]
+            assert await _answered_by(leader) == []  # answered once
+            assert not any(task.done() for task in followers)
+        assert first.answered_for_followers == 4
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+
+
+async def test_a_follower_busy_with_its_own_events_gets_the_next_in_order(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    async with (
+        first.subscribe("task.updated", group="same") as leader,
+        first.subscribe("task.updated", group="same") as busy,
+    ):
+        # `busy` has not asked for an event yet: the leader's answers would overtake its own.
+        for n in (1, 2):
+            await second.publish("task.updated", {"n": n})
+            assert await _next(leader) == {"n": n}
+            assert await _answered_by(leader) == []
+        # An answer not to share (one with errors): each follower answers it itself.
+        await second.publish("task.updated", {"n": 3})
+        assert await _next(leader) == {"n": 3}
+        leader.hand_over()
+        assert [await _next(busy) for _ in range(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        assert first.answered_for_followers == 0
+
+
+async def test_a_follower_that_stopped_reading_holds_up_only_itself(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    async with (
+        first.subscribe("task.updated", group="same", tag="leader") as leader,
+        first.subscribe("task.updated", group="same", tag="stuck") as stuck,
+        first.subscribe("task.updated", group="same", tag="reading") as reading,
+    ):
+        followers = [asyncio.create_task(anext(stuck)), asyncio.create_task(anext(reading))]
+        await _eventually(lambda: stuck.waiting and reading.waiting)
+        await second.publish("task.updated", {"n": 1})
+        assert await _next(leader) == {"n": 1}
+        answered: list[object] = []
+
+        async def send(follower: Subscription) -> None:
+            if follower.tag == "stuck":
+                await asyncio.Event().wait()  # a full socket that never drains
+            answered.append(follower.tag)
+
+        await asyncio.wait_for(leader.answer_followers(send), TIMEOUT_S)
+        assert answered == ["reading"]
+        # The stuck one answers the event itself, from its own queue.
+        assert await asyncio.wait_for(followers[0], TIMEOUT_S) == {"n": 1}
+        assert first.answered_for_followers == 1
+        followers[1].cancel()
+        await asyncio.gather(followers[1], return_exceptions=True)
+
+
+async def test_a_leaving_leader_leaves_what_it_had_not_answered_to_its_followers(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    leading = first.subscribe("task.updated", group="same")
+    leader = await leading.__aenter__()
+    async with first.subscribe("task.updated", group="same") as follower:
+        for n in (1, 2):
+            await second.publish("task.updated", {"n": n})
+        await _eventually(lambda: first.received == 2)
+        assert await _next(leader) == {"n": 1}  # taken, not answered; {"n": 2} queued
+        await leading.__aexit__(None, None, None)
+        assert first.subscribers("task.updated") == 1
+        assert [await _next(follower), await _next(follower)] == [{"n": 1}, {"n": 2}]
+        # The follower leads now: the bus gives it the events.
+        await second.publish("task.updated", {"n": 3})
+        assert await _next(follower) == {"n": 3}
+
+
 async def test_closing_the_bus_ends_subscriptions(settings: Settings, namespace: str) -> None:
     async with RedisStore(settings.redis_options()) as redis:
         bus = EventBus(redis, namespace=namespace)
