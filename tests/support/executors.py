@@ -1,4 +1,5 @@
-"""The planned executor, recording each instance it makes (weakly)."""
+"""The planned executor, recording each instance it makes (weakly); the check that it
+answered as graphql-core's own executor did."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import weakref
 from typing import Any
 
 from gateway.engine import PlannedExecutionContext, planned_execution_context
+
+
+def assert_same_answer(answered: Any, expected: Any) -> None:
+    """Two execution results agree: `data`, and each error as a client sees it
+    (message, path, locations, extensions)."""
+    assert answered.data == expected.data
+    assert [e.formatted for e in answered.errors or ()] == [
+        e.formatted for e in expected.errors or ()
+    ]
 
 
 def recording_executor() -> tuple[type[PlannedExecutionContext], list[weakref.ref[Any]]]:

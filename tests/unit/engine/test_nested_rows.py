@@ -13,6 +13,7 @@ import strawberry
 from gateway.engine import planned_execution_context
 from schema.rows import ColumnField, NestedPages, RowEdges, RowReader, RowReaders
 from schema.settled import settled_by
+from tests.support.executors import assert_same_answer
 
 _new = object.__new__
 
@@ -158,10 +159,7 @@ async def _same(query: str, paged: bool = False) -> Any:
     MADE.clear()
     CALLS.clear()
     answered = await PLANNED.execute(query, variable_values=variables)
-    assert answered.data == expected.data
-    assert [e.formatted for e in answered.errors or ()] == [
-        e.formatted for e in expected.errors or ()
-    ]
+    assert_same_answer(answered, expected)
     return answered
 
 

@@ -14,6 +14,7 @@ import strawberry
 from strawberry.extensions import ParserCache
 
 from gateway.engine import PlannedExecutionContext, planned_execution_context
+from tests.support.executors import assert_same_answer
 
 
 @strawberry.enum
@@ -96,10 +97,7 @@ def general_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 async def _same(query: str) -> Any:
     expected = await STOCK.execute(query)
     answered = await PLANNED.execute(query)
-    assert answered.data == expected.data
-    assert [e.formatted for e in answered.errors or ()] == [
-        e.formatted for e in expected.errors or ()
-    ]
+    assert_same_answer(answered, expected)
     return answered
 
 

@@ -12,6 +12,7 @@ import strawberry
 
 from gateway.engine import planned_execution_context
 from schema.rows import ColumnField, RowEdges, RowReaders
+from tests.support.executors import assert_same_answer
 
 _new = object.__new__
 
@@ -101,10 +102,7 @@ async def _same(query: str, names: list[str], table: str = "plain") -> Any:
     expected = await STOCK.execute(query, variable_values=variables)
     MADE.clear()
     answered = await PLANNED.execute(query, variable_values=variables)
-    assert answered.data == expected.data
-    assert [e.formatted for e in answered.errors or ()] == [
-        e.formatted for e in expected.errors or ()
-    ]
+    assert_same_answer(answered, expected)
     return answered
 
 

@@ -12,6 +12,7 @@ import strawberry
 
 from gateway.engine import planned_execution_context
 from schema.settled import SETTLED_NULL, settled_by
+from tests.support.executors import assert_same_answer
 
 # The parent names whose greeting "a parent page" loaded, and the resolver's calls.
 LOADED: dict[str, str] = {}
@@ -73,10 +74,7 @@ async def _same(names: list[str]) -> list[str]:
     CALLS.clear()
     PREPARED.clear()
     answered = await PLANNED.execute(QUERY, variable_values={"names": names})
-    assert answered.data == expected.data
-    assert [e.formatted for e in answered.errors or ()] == [
-        e.formatted for e in expected.errors or ()
-    ]
+    assert_same_answer(answered, expected)
     return list(CALLS)
 
 
@@ -187,10 +185,7 @@ async def test_settled_objects_null_and_fail_as_their_resolvers_do() -> None:
         expected = await STOCK_PEOPLE.execute(query, variable_values={"n": names})
         CALLS.clear()
         answered = await PLANNED_PEOPLE.execute(query, variable_values={"n": names})
-        assert answered.data == expected.data
-        assert [e.formatted for e in answered.errors or ()] == [
-            e.formatted for e in expected.errors or ()
-        ]
+        assert_same_answer(answered, expected)
         assert expected.errors
         # The first parent's call prepares the field; then only the parents whose
         # value was not loaded or could not be read.
