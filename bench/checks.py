@@ -318,6 +318,8 @@ def _ratios(scenarios: Mapping[str, Any]) -> dict[str, Any]:
 
 
 ABUSE_P99_LIMIT = 2.0
+# Issue 11: S8's p99, the last of 100 subscribers to get an event, within 2x the floor's.
+FANOUT_P99_LIMIT = 2.0
 
 
 def abuse_summary(alone: dict[str, Any], under: dict[str, Any]) -> dict[str, Any]:
@@ -349,6 +351,18 @@ def _targets(
                 "met": None if ratio is None else ratio <= limit,
             }
         )
+    # Subscription fan-out: the event's last subscribers, against the floor's.
+    fanout = scenarios.get("S8", {})
+    gateway_p99 = (fanout.get("gateway") or {}).get("p99_ms")
+    floor_p99 = (fanout.get("floor") or {}).get("p99_ms")
+    p99_ratio = gateway_p99 / floor_p99 if gateway_p99 and floor_p99 else None
+    targets.append(
+        {
+            "target": f"S8 p99 within {FANOUT_P99_LIMIT:g}x of the floor",
+            "result": "not run" if p99_ratio is None else f"{p99_ratio:.2f}x",
+            "met": None if p99_ratio is None else p99_ratio <= FANOUT_P99_LIMIT,
+        }
+    )
     # Whole machine against whole machine ("<name> xN", bench.harness).
     wholes = [name for name in scenarios if name.rpartition(" x")[2].isdigit()]
     for name in ("S1", "S2-pg", *singles, *wholes):
