@@ -165,7 +165,8 @@ class Subscription:
         waiting for its next event; one busy with events of its own gets this one in
         its queue too, and answers it after them. So does one whose `send` waits
         longer than `_FOLLOWER_PATIENCE_S` (a client that stopped reading): it holds up
-        only itself, as it would have without a leader."""
+        only itself, as it would have without a leader. Every `_SENDS_PER_TURN` sends
+        the loop lets other tasks run: a large group does not hold up the process."""
         current = self._current
         if current is None:
             return
@@ -174,7 +175,9 @@ class Subscription:
         while followers:
             try:
                 async with asyncio.timeout(None) as patience:
-                    while followers:
+                    for _ in range(_SENDS_PER_TURN):
+                        if not followers:
+                            break
                         follower = followers[-1]
                         if follower.waiting:
                             patience.reschedule(loop.time() + _FOLLOWER_PATIENCE_S)
@@ -185,6 +188,8 @@ class Subscription:
                         followers.pop()
             except TimeoutError:
                 followers.pop()._offer(event)
+            if followers:
+                await asyncio.sleep(0)
         self._current = None
 
     def hand_over(self) -> None:
@@ -227,6 +232,9 @@ class Subscription:
 # How long a leader waits to send a follower its answer (a send waits only while the
 # follower's connection has more unread than its buffer holds).
 _FOLLOWER_PATIENCE_S = 0.05
+# Sends a leader makes before letting other tasks run (a send to a waiting client
+# does not wait, so a thousand of them would otherwise run as one step).
+_SENDS_PER_TURN = 32
 # An event, and the followers its answer is owed to (newest member first).
 _Queued = tuple[Event, list[Subscription]]
 

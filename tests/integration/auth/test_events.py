@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -179,6 +180,39 @@ async def test_a_group_gets_each_event_once_and_its_leader_answers_for_the_rest(
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
+
+
+async def test_a_large_group_lets_other_tasks_run_while_it_is_answered(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    async with contextlib.AsyncExitStack() as stack:
+        members = [
+            await stack.enter_async_context(first.subscribe("task.updated", group="same"))
+            for _ in range(71)
+        ]
+        leader, followers = members[0], members[1:]
+        waiting = [asyncio.create_task(anext(follower)) for follower in followers]
+        await _eventually(lambda: all(follower.waiting for follower in followers))
+        await second.publish("task.updated", {"n": 1})
+        assert await _next(leader) == {"n": 1}
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)  # it runs once before the answers start
+        assert len(await _answered_by(leader)) == 70
+        # 70 sends that never wait, in three turns: the other task ran between them.
+        assert turns == 3
+        other.cancel()
+        for task in (other, *waiting):
+            task.cancel()
+        await asyncio.gather(other, *waiting, return_exceptions=True)
 
 
 async def test_a_follower_busy_with_its_own_events_gets_the_next_in_order(
