@@ -112,6 +112,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert search["recall"]["queries"] == search["queries"]
     assert 0 <= search["recall"]["queries_below_0_8"] <= search["queries"]
     assert f"of {search['queries']} below 0.8" in markdown
+    # The model's pace is measured whether or not the corpus's vectors were cached.
+    assert search["embedding"]["sentences_per_s"] > 0
+    assert f"{search['embedding']['sentences_per_s']:,} sentences/s" in markdown
     for request in (
         "vector_semantic",
         "vector_semantic_as_text",
