@@ -41,16 +41,24 @@ class SharedAnswers:
 SHARED_ANSWERS: ContextVar[SharedAnswers | None] = ContextVar("shared_answers", default=None)
 
 
-def live_events(ctx: RequestContext, channel: str) -> AsyncGenerator[Event, None]:
+def live_events(
+    ctx: RequestContext, channel: str, *, shareable: bool = False
+) -> AsyncGenerator[Event, None]:
     """The events published on `channel` from now on. Before each is yielded, `ctx`
-    gets fresh loaders, so what a subscriber reads about it is current."""
+    gets fresh loaders, so what a subscriber reads about it is current.
+
+    `shareable`: the caller is a subscription that yields at most one value per event,
+    decided by the event, its arguments and the principal alone; operations with the
+    same document, variables and principal may then share its answers (see
+    `SharedAnswers`). One that yields several per event (a metric event's points) or
+    waits for a single event (a claim) must not say so."""
     events = ctx.stores.events
     if events is None:
         raise ClientError(ErrorCode.STORE_UNAVAILABLE, "live updates are not available")
     stores = ctx.stores
 
     async def stream() -> AsyncGenerator[Event, None]:
-        shared = SHARED_ANSWERS.get()
+        shared = SHARED_ANSWERS.get() if shareable else None
         if shared is not None and shared.subscription is not None:
             shared = None  # an operation's second stream: on its own
         stores.subscriptions.open += 1

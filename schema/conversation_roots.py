@@ -341,7 +341,7 @@ class ConversationSubscriptions:
         ctx = info.context
         wanted = _conversation_id(conversation_id)
         await resolve.readable(ctx, wanted)
-        async for event in live_events(ctx, resolve.MESSAGE_ADDED_CHANNEL):
+        async for event in live_events(ctx, resolve.MESSAGE_ADDED_CHANNEL, shareable=True):
             if UUID(event["conversation_id"]) != wanted:
                 continue
             found = await ctx.loaders.conversations.message_by_id.load(UUID(event["message_id"]))
@@ -361,7 +361,7 @@ class ConversationSubscriptions:
             await resolve.readable(ctx, wanted)
         else:
             resolve.require_reader(ctx)
-        async for event in live_events(ctx, resolve.NEGOTIATION_CHANGED_CHANNEL):
+        async for event in live_events(ctx, resolve.NEGOTIATION_CHANGED_CHANNEL, shareable=True):
             changed = UUID(event["conversation_id"])
             if wanted is not None and changed != wanted:
                 continue

@@ -191,7 +191,7 @@ class PresenceSubscriptions:
             else None
         )
         changes = {kind.value for kind in wanted.changes} if wanted.changes else None
-        async for event in live_events(info.context, resolve.PRESENCE_CHANNEL):
+        async for event in live_events(info.context, resolve.PRESENCE_CHANNEL, shareable=True):
             change = resolve.change_from_event(event)
             if agent_ids is not None and change.agent_id not in agent_ids:
                 continue

@@ -94,7 +94,7 @@ class Subscription:
         task_ids = _ids(wanted.task_ids, "Task", "filter.taskIds")
         assignee_ids = _ids(wanted.assignee_ids, "Agent", "filter.assigneeIds")
         statuses = {s.value for s in wanted.status} if wanted.status else None
-        async for event in live_events(info.context, TASK_UPDATED_CHANNEL):
+        async for event in live_events(info.context, TASK_UPDATED_CHANNEL, shareable=True):
             task_id = UUID(event["task_id"])
             assignee = event.get("assignee_id")
             if task_ids is not None and task_id not in task_ids:
@@ -122,7 +122,7 @@ class Subscription:
         wanted = filter or AgentStatusFilter()
         agent_ids = _ids(wanted.agent_ids, "Agent", "filter.agentIds")
         statuses = {s.value for s in wanted.status} if wanted.status else None
-        async for event in live_events(info.context, AGENT_STATUS_CHANNEL):
+        async for event in live_events(info.context, AGENT_STATUS_CHANNEL, shareable=True):
             agent_id = UUID(event["agent_id"])
             if agent_ids is not None and agent_id not in agent_ids:
                 continue

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +26,7 @@ from websockets.typing import Subprotocol
 from gateway.app import create_app
 from gateway.settings import Settings
 from resolvers.agents import AGENT_STATUS_CHANNEL
+from resolvers.metrics import METRIC_RECORDED_CHANNEL
 from resolvers.tasks import TASK_UPDATED_CHANNEL
 from stores import PostgresStore, roundtrips
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
@@ -102,6 +104,17 @@ def _post(base: str, caller: Caller, query: str, variables: dict[str, Any]) -> d
     )
     body: dict[str, Any] = response.json()
     return data(body)
+
+
+def _create_agent(base: str, caller: Caller, prefix: str) -> dict[str, Any]:
+    created = _post(
+        base,
+        caller,
+        "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
+        {"n": unique(prefix)},
+    )
+    agent: dict[str, Any] = created["createAgent"]["agent"]
+    return agent
 
 
 def test_task_and_agent_events_cross_gateway_processes(
@@ -300,12 +313,7 @@ def test_subscribers_of_one_event_share_one_task_fetch(
     app = create_app(settings.model_copy(update={"events_namespace": namespace}))
     counted = _CountPerWebSocket(app)
     with serve_in_thread(counted) as base, ExitStack() as sockets:
-        agent = _post(
-            base,
-            operator,
-            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
-            {"n": unique("shared")},
-        )["createAgent"]["agent"]
+        agent = _create_agent(base, operator, "shared")
         task = _post(
             base,
             operator,
@@ -385,12 +393,7 @@ def test_one_subscriber_answers_each_event_for_the_others_of_its_operation(
     namespace = unique("polygraph-test-answers")
     app = create_app(settings.model_copy(update={"events_namespace": namespace}))
     with serve_in_thread(app) as base, ExitStack() as sockets:
-        agent = _post(
-            base,
-            operator,
-            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
-            {"n": unique("answers")},
-        )["createAgent"]["agent"]
+        agent = _create_agent(base, operator, "answers")
         task = _post(
             base,
             operator,
@@ -467,12 +470,7 @@ def test_an_answer_with_errors_is_each_subscribers_own(
         # A probe finds Neo4j down: graph reads then fail at once, not after retrying.
         health = httpx2.get(f"{base}/health", headers=operator.headers, timeout=30).json()
         assert health["components"]["neo4j"]["status"] == "down"
-        agent = _post(
-            base,
-            operator,
-            "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }",
-            {"n": unique("blocked")},
-        )["createAgent"]["agent"]
+        agent = _create_agent(base, operator, "blocked")
         task = _post(
             base,
             operator,
@@ -499,6 +497,53 @@ def test_an_answer_with_errors_is_each_subscribers_own(
             assert answer["data"]["taskUpdated"]["task"] == {"id": task["id"], "blockers": None}
             assert [e["extensions"]["code"] for e in answer["errors"]] == ["STORE_UNAVAILABLE"]
         assert bus.answered_for_followers == answered
+
+
+def test_every_point_of_an_event_reaches_every_subscriber_of_one_operation(
+    settings: Settings, operator: Caller
+) -> None:
+    # One event, several points: a subscription that yields several values per event
+    # answers for itself, even beside another with the same document and variables.
+    app = create_app(settings.model_copy(update={"events_namespace": unique("polygraph-pts")}))
+    with serve_in_thread(app) as base, ExitStack() as sockets:
+        agent = _create_agent(base, operator, "points")["id"]
+        name = unique("m").replace("-", "_")
+        _post(
+            base,
+            operator,
+            'mutation($n: String!) { registerMetric(input: {name: $n, unit: "ratio",'
+            ' description: "test"}) { metric { name } } }',
+            {"n": name},
+        )
+        ws = _signed_in(base.replace("http", "ws") + "/graphql", operator, sockets)
+        query = "subscription($a: ID) { metricRecorded(agentId: $a) { name value } }"
+        for operation in ("1", "2"):
+            payload = {"query": query, "variables": {"a": agent}}
+            ws.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
+        bus = app.state.stores.events
+        wait_until(lambda: bus.waiting(METRIC_RECORDED_CHANNEL) == 2, what="two subscriptions")
+        hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        points = [
+            {
+                "agentId": agent,
+                "name": name,
+                "value": value,
+                "time": (hour - timedelta(seconds=n)).isoformat(),
+            }
+            for n, value in enumerate((1.0, 2.0, 3.0))
+        ]
+        _post(
+            base,
+            operator,
+            "mutation($p: [MetricPointInput!]!) { recordMetrics(input: {points: $p}) { accepted } }",
+            {"p": points},
+        )
+        received: dict[str, list[float]] = {"1": [], "2": []}
+        for _ in range(6):
+            message = _next(ws)
+            assert message["type"] == "next", message
+            received[message["id"]].append(message["payload"]["data"]["metricRecorded"]["value"])
+        assert received == {"1": [1.0, 2.0, 3.0], "2": [1.0, 2.0, 3.0]}
 
 
 AGENT_NODE = "query($id: ID!) { node(id: $id) { ... on Agent { status version } } }"

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from resolvers.metrics import METRIC_RECORDED_CHANNEL
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
+from tests.support.serving import wait_until
 
 HOUR = timedelta(hours=1)
 
@@ -271,7 +273,8 @@ def test_a_recorded_point_reaches_a_subscriber(
                 }
             )
         )
-        __import__("time").sleep(0.5)  # Redis confirms the subscription first
+        bus = client.app.state.stores.events  # type: ignore[attr-defined]
+        wait_until(lambda: bus.waiting(METRIC_RECORDED_CHANNEL) >= 1, what="the subscription")
         when = _at(1)
         points = [
             {"agentId": other, "name": name, "value": 1.0, "time": when.isoformat()},
