@@ -197,10 +197,7 @@ class Subscription:
         share: one with errors, say, which name each subscriber's own request)."""
         current, self._current = self._current, None
         if current is not None:
-            event, followers = current
-            for follower in followers:
-                if not follower._closed:
-                    follower._offer(event)
+            _hand_over(*current)
 
     def _offer(self, event: Event, followers: list[Subscription] | None = None) -> None:
         if self._queue.full():
@@ -209,15 +206,14 @@ class Subscription:
             self._bus._count_drop()
         self._queue.put_nowait((event, followers or []))
 
-    def _unanswered(self) -> list[_Queued]:
-        """The events this subscriber still owes its followers, oldest first; taken."""
-        owed = [self._current] if self._current is not None and self._current[1] else []
-        self._current = None
+    def _hand_over_all(self) -> None:
+        """Every event this subscriber still owes its followers, oldest first, to each
+        follower's own queue (it is leaving)."""
+        self.hand_over()
         while not self._queue.empty():
             queued = self._queue.get_nowait()
-            if queued is not None and queued[1]:
-                owed.append(queued)
-        return owed
+            if queued is not None:
+                _hand_over(*queued)
 
     def _close(self) -> None:
         if self._closed:
@@ -237,6 +233,12 @@ _FOLLOWER_PATIENCE_S = 0.05
 _SENDS_PER_TURN = 32
 # An event, and the followers its answer is owed to (newest member first).
 _Queued = tuple[Event, list[Subscription]]
+
+
+def _hand_over(event: Event, followers: list[Subscription]) -> None:
+    for follower in followers:
+        if not follower._closed:
+            follower._offer(event)
 
 
 class EventBus:
@@ -404,17 +406,13 @@ class EventBus:
         groups: dict[Hashable, list[Subscription]], key: Hashable, subscription: Subscription
     ) -> None:
         members = groups[key]
-        leader = members[0] is subscription
         members.remove(subscription)
-        owed = subscription._unanswered() if leader else []
-        subscription._close()
         if not members:
             del groups[key]
-        # What the leader had not answered yet, each follower answers itself.
-        for event, followers in owed:
-            for follower in reversed(followers):
-                if not follower._closed:
-                    follower._offer(event)
+        # What a leader had not answered yet, each follower answers itself (a
+        # follower's own events owe no one).
+        subscription._hand_over_all()
+        subscription._close()
 
     def _count_drop(self) -> None:
         self.dropped += 1

@@ -117,6 +117,20 @@ def _create_agent(base: str, caller: Caller, prefix: str) -> dict[str, Any]:
     return agent
 
 
+def _assigned_task(base: str, caller: Caller, prefix: str, title: str) -> dict[str, Any]:
+    """A new task, assigned to a new agent (so that it can be started)."""
+    agent = _create_agent(base, caller, prefix)
+    created = _post(
+        base,
+        caller,
+        "mutation($t: String!, $a: ID!) { createTask(input: {title: $t, assigneeId: $a})"
+        " { task { id } } }",
+        {"t": title, "a": agent["id"]},
+    )
+    task: dict[str, Any] = created["createTask"]["task"]
+    return task
+
+
 def test_task_and_agent_events_cross_gateway_processes(
     settings: Settings, gql: GraphQL, operator: Caller
 ) -> None:
@@ -313,26 +327,14 @@ def test_subscribers_of_one_event_share_one_task_fetch(
     app = create_app(settings.model_copy(update={"events_namespace": namespace}))
     counted = _CountPerWebSocket(app)
     with serve_in_thread(counted) as base, ExitStack() as sockets:
-        agent = _create_agent(base, operator, "shared")
-        task = _post(
-            base,
-            operator,
-            'mutation($a: ID!) { createTask(input: {title: "watched", assigneeId: $a}) { task { id } } }',
-            {"a": agent["id"]},
-        )["createTask"]["task"]
+        task = _assigned_task(base, operator, "shared", "watched")
 
         # Three connections with two subscriptions each: six subscribers in one process.
         operations = ("a", "b")
         connections: list[ClientConnection] = []
         ws_url = base.replace("http", "ws") + "/graphql"
         for _ in range(3):
-            ws = sockets.enter_context(
-                connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")])
-            )
-            ws.send(
-                json.dumps({"type": "connection_init", "payload": {"apiKey": operator.api_key}})
-            )
-            assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+            ws = _signed_in(ws_url, operator, sockets)
             for operation in operations:
                 payload = {"query": TASK_UPDATES, "variables": {"ids": [task["id"]]}}
                 ws.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
@@ -393,13 +395,7 @@ def test_one_subscriber_answers_each_event_for_the_others_of_its_operation(
     namespace = unique("polygraph-test-answers")
     app = create_app(settings.model_copy(update={"events_namespace": namespace}))
     with serve_in_thread(app) as base, ExitStack() as sockets:
-        agent = _create_agent(base, operator, "answers")
-        task = _post(
-            base,
-            operator,
-            'mutation($a: ID!) { createTask(input: {title: "watched", assigneeId: $a}) { task { id } } }',
-            {"a": agent["id"]},
-        )["createTask"]["task"]
+        task = _assigned_task(base, operator, "answers", "watched")
         ws_url = base.replace("http", "ws") + "/graphql"
         first, second = _signed_in(ws_url, operator, sockets), _signed_in(ws_url, operator, sockets)
         bus = app.state.stores.events
@@ -470,13 +466,7 @@ def test_an_answer_with_errors_is_each_subscribers_own(
         # A probe finds Neo4j down: graph reads then fail at once, not after retrying.
         health = httpx2.get(f"{base}/health", headers=operator.headers, timeout=30).json()
         assert health["components"]["neo4j"]["status"] == "down"
-        agent = _create_agent(base, operator, "blocked")
-        task = _post(
-            base,
-            operator,
-            'mutation($a: ID!) { createTask(input: {title: "blocked?", assigneeId: $a}) { task { id } } }',
-            {"a": agent["id"]},
-        )["createTask"]["task"]
+        task = _assigned_task(base, operator, "blocked", "blocked?")
         ws_url = base.replace("http", "ws") + "/graphql"
         connections = [_signed_in(ws_url, operator, sockets) for _ in range(2)]
         query = TASK_UPDATES.replace("task { id status }", "task { id blockers { id } }")
