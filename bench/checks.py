@@ -17,6 +17,7 @@ from bench.scenarios import (
     S2_METRICS_FRAGMENT,
     Fixtures,
     Scenario,
+    by_name,
     cost_limits_probe,
     gateway_bodies,
     ingest_bodies,
@@ -366,6 +367,8 @@ def _targets(
     # Whole machine against whole machine ("<name> xN", bench.harness).
     wholes = [name for name in scenarios if name.rpartition(" x")[2].isdigit()]
     for name in ("S1", "S2-pg", *singles, *wholes):
+        if not by_name(name.partition(" ")[0]).peer:
+            continue
         ratio = ratios.get(name, {}).get("gateway_peer_rps")
         targets.append(
             {

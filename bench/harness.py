@@ -136,8 +136,9 @@ class Options:
     stock: bool = True
     # A third gateway with the entity cache on, for CACHED_SCENARIOS.
     cached: bool = True
-    # Scenarios measured once more at one connection (reported as "<name> @1").
-    single: tuple[str, ...] = ("S1", "S2-pg")
+    # Scenarios measured once more at one connection (reported as "<name> @1"): every
+    # read with a p50 target, which holds at one connection as well as at 16.
+    single: tuple[str, ...] = checks.READS
     # Whole machine against whole machine: these scenarios once more with the gateway
     # under `--workers N` and the peer under Node's cluster with N workers (reported as
     # "<name> xN"); 0 leaves it out. Needs the peer, or `before` (whose gateway then
