@@ -18,6 +18,7 @@ from asyncpg import Record
 from stores.postgres.options import PgConnection
 from stores.postgres.pagination import Params
 from stores.postgres.records import JSON, Task, TaskEvent, WriteContext
+from stores.postgres.writes import audit_in_statement, json_time
 
 EVENT_TYPES = (
     "created",
@@ -63,6 +64,7 @@ TASK_COLUMNS = (
 )
 _UUID_COLUMNS = frozenset({"assignee_id", "creator_id", "workflow_id"})
 _TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at", "lease_expires_at"})
+_JSON_TIMES = _TIME_COLUMNS | {"created_at", "updated_at"}
 
 ROW = ", ".join(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
 EVENT_ROW = "id, task_id, version, type, data, actor_id, created_at"
@@ -90,20 +92,54 @@ def _event_insert(
     )
 
 
+def task_json(alias: str) -> str:
+    """SQL for the task row `alias` as jsonb, as `to_json` renders its `Task`."""
+    values = (
+        (
+            column,
+            f"{alias}.{column}" if column not in _JSON_TIMES else json_time(f"{alias}.{column}"),
+        )
+        for column in ROW.split(", ")
+    )
+    fields = ", ".join(f"'{column}', {value}" for column, value in values)
+    return f"jsonb_build_object({fields})"
+
+
+def upserted_json(alias: str) -> str:
+    """SQL for the `task.upserted` outbox payload of the task row `alias`: its id, title,
+    status, priority, assignee and workflow, as the projector reads them."""
+    return (
+        f"jsonb_build_object('id', {alias}.id::text, 'title', {alias}.title,"
+        f" 'status', {alias}.status, 'priority', {alias}.priority,"
+        f" 'assignee_id', {alias}.assignee_id::text, 'workflow_id', {alias}.workflow_id::text)"
+    )
+
+
 async def insert_task(
     conn: PgConnection, ctx: WriteContext, task_id: UUID, values: dict[str, Any]
 ) -> Task:
-    """Insert a task and its `created` event; `values` holds every column it sets."""
+    """Insert a task with its `created` event, its audit row and its `task.upserted`
+    outbox message, in one statement; `values` holds every column it sets."""
     params = Params([task_id])
     columns = ", ".join(("id", *values))
     placeholders = ", ".join(("$1", *(params(value) for value in values.values())))
+    audit, audit_sources = audit_in_statement(
+        params,
+        ctx,
+        "create",
+        "task",
+        written="t",
+        new_value=task_json("t"),
+        outbox=("task.upserted", upserted_json("t")),
+    )
     row = await conn.fetchrow(
         f"WITH t AS (INSERT INTO tasks ({columns}) VALUES ({placeholders}) RETURNING {ROW}),"
-        f" e AS ({_event_insert(params, 'created', TASK_COLUMNS, {}, ctx)})"
-        " SELECT * FROM t",
+        f" e AS ({_event_insert(params, 'created', TASK_COLUMNS, {}, ctx)}), {audit}"
+        f" SELECT t.*, queued.id AS outbox_id FROM t, {audit_sources}",
         *params.values,
     )
     assert row is not None
+    ctx.outbox_ids.append(row["outbox_id"])
     return task_from_row(row)
 
 

@@ -59,6 +59,7 @@ from stores.postgres.writes import (
     claim_idempotency_key,
     settle_idempotency_key,
     write_audit,
+    write_statement,
     write_transaction,
 )
 
@@ -343,22 +344,14 @@ class TaskRepository:
         values = _checked({name: getattr(data, name) for name in _INPUT_COLUMNS})
         values["status"] = "pending" if data.assignee_id is None else "assigned"
         task_id = uuid4()
+        if ctx.idempotency_key is None:
+            async with write_statement(self._store, _refusals(values)) as conn:
+                return await insert_task(conn, ctx, task_id, values)
         async with write_transaction(self._store, _refusals(values)) as conn:
             replay_of = await claim_idempotency_key(conn, ctx, "task.create", {"id": str(task_id)})
             if replay_of is not None:
                 return await _get(conn, UUID(replay_of["id"]))
-            task = await insert_task(conn, ctx, task_id, values)
-            await write_audit(
-                conn,
-                ctx,
-                "create",
-                "task",
-                task.id,
-                None,
-                task,
-                outbox=("task.upserted", _upserted(task)),
-            )
-        return task
+            return await insert_task(conn, ctx, task_id, values)
 
     async def update(
         self, ctx: WriteContext, task_id: UUID, patch: TaskPatch, *, expected_version: int | None

@@ -22,6 +22,7 @@ from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.records import JSON, WriteContext
 
 if TYPE_CHECKING:
+    from stores.postgres.pagination import Params
     from stores.postgres.store import PostgresStore
 
 # Maps a constraint name to the error a client should see when it is violated.
@@ -40,6 +41,19 @@ async def write_transaction(
         with translate_violations(refusals or {}):
             async with conn.transaction():
                 yield conn
+
+
+@asynccontextmanager
+async def write_statement(
+    store: PostgresStore, refusals: Refusals | None = None
+) -> AsyncIterator[PgConnection]:
+    """A pooled connection for a write made in one statement, audit and outbox included
+    (see `audit_in_statement`): PostgreSQL runs a statement in a transaction of its
+    own, so BEGIN and COMMIT would be two round trips for nothing. Violations as in
+    `write_transaction`."""
+    async with store.connection() as conn:
+        with translate_violations(refusals or {}):
+            yield conn
 
 
 @contextmanager
@@ -109,6 +123,52 @@ async def write_audit(
             _AUDIT_AND_OUTBOX, *params, kind, payload, OUTBOX_CHANNEL
         )
         ctx.outbox_ids.append(outbox_id)
+
+
+def audit_in_statement(
+    params: Params,
+    ctx: WriteContext,
+    action: str,
+    resource_type: str,
+    *,
+    written: str,
+    new_value: str,
+    outbox: tuple[str, str],
+) -> tuple[str, str]:
+    """What `write_audit` does with `outbox`, inside the statement that writes: for the
+    row of the CTE `written` (one row, with an `id`), its audit row and outbox message.
+
+    `new_value` and the outbox payload (`outbox` is its kind and its SQL) are jsonb
+    expressions over `written`'s row, rendered as `to_json` renders the record in
+    Python. Returns the CTEs to follow the write's own, and what the statement's final
+    FROM lists beside `written` (the message's id is `queued.id`; the projectors are
+    woken as `outbox.enqueue` wakes them). Appends to `ctx.audited`; the caller appends
+    the message's id to `ctx.outbox_ids`.
+    """
+    kind, payload = outbox
+    ctx.audited.append(resource_type)
+    ctes = (
+        "audited AS (INSERT INTO audit_log (actor_id, action, resource_type, resource_id,"
+        " old_value, new_value, request_id, client_address)"
+        f" SELECT {params(ctx.actor_id)}::uuid, {params(action)}::text,"
+        f" {params(resource_type)}::text, {written}.id::text, NULL, {new_value},"
+        f" {params(ctx.request_id)}::text,"
+        f" {params(_ip_or_none(ctx.client_address))}::inet FROM {written}),"
+        f" queued AS (INSERT INTO outbox (kind, payload) SELECT {params(kind)}::text, {payload}"
+        f" FROM {written} RETURNING id)"
+    )
+    return ctes, f"queued, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified"
+
+
+def json_time(column: str) -> str:
+    """SQL rendering a timestamptz `column` as `to_json` renders the datetime asyncpg
+    decodes it to: UTC, microseconds only when there are any (orjson's format)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN date_part('microseconds', {utc})::bigint % 1000000 = 0"
+        f" THEN '' ELSE to_char({utc}, '.US') END || '+00:00'"
+    )
 
 
 def check_version(resource: str, resource_id: UUID, actual: int, expected: int | None) -> None:

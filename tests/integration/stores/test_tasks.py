@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
@@ -14,6 +15,7 @@ from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
 from stores.postgres.pagination import PageRequest
 from stores.postgres.records import Task
 from stores.postgres.tasks import AssigneeTasks
+from stores.postgres.writes import json_time, to_json
 from tests.integration.stores import (
     audit_rows,
     new_agent,
@@ -61,6 +63,9 @@ async def test_create_appends_created_event_audit_and_outbox(store: PostgresStor
     assert event.created_at == task.updated_at
     [audit] = await audit_rows(store, ctx)
     assert (audit["action"], audit["resource_type"]) == ("create", "task")
+    # Rendered by PostgreSQL in the same statement, as Python renders the others.
+    assert (audit["old_value"], audit["new_value"]) == (None, to_json(task))
+    assert ctx.audited == ["task"] and len(ctx.outbox_ids) == 1
     assert await outbox_rows(store, id=str(task.id)) == [
         (
             "task.upserted",
@@ -74,6 +79,43 @@ async def test_create_appends_created_event_audit_and_outbox(store: PostgresStor
             },
         )
     ]
+
+
+async def test_create_is_one_statement_and_with_a_key_happens_once(
+    single: PostgresStore,
+) -> None:
+    agent = await new_agent(single)
+    await new_task(single, assignee_id=agent.id)  # warm: the connection knows the types
+    with roundtrips.counting() as trips:
+        await new_task(single, assignee_id=agent.id)
+    assert trips == {"postgres": 1}
+    # With an idempotency key: the key's claim and the write in one transaction.
+    first = new_ctx(key=unique("key"))
+    created = await single.tasks.create(first, TaskInput(title=unique("task")))
+    again = replace(first, request_id=unique("req"), outbox_ids=[], audited=[])
+    assert (await single.tasks.create(again, TaskInput(title=unique("task")))).id == created.id
+    [audit] = await audit_rows(single, first)
+    assert audit["new_value"] == to_json(created) and len(first.outbox_ids) == 1
+    assert await audit_rows(single, again) == [] and again.outbox_ids == []
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 6, 11, 25, 38, tzinfo=UTC),
+        datetime(2026, 12, 6, 11, 25, 38, 120_000, tzinfo=UTC),
+        datetime(2026, 12, 6, 11, 25, 38, 1, tzinfo=UTC),
+        datetime(2026, 12, 6, 11, 25, 38, 999_999, tzinfo=UTC),
+        datetime(1999, 1, 2, 23, 59, 59, 500_000, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+async def test_json_time_renders_a_time_as_python_does(
+    store: PostgresStore, moment: datetime
+) -> None:
+    async with store.connection() as conn:
+        rendered = await conn.fetchval(f"SELECT {json_time('$1::timestamptz')}", moment)
+    # asyncpg decodes every timestamptz in UTC.
+    assert to_json({"at": moment.astimezone(UTC)}) == {"at": rendered}
 
 
 async def test_a_task_created_with_an_assignee_starts_assigned(store: PostgresStore) -> None:
