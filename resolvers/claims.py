@@ -21,7 +21,7 @@ from resolvers.agent_grants import bound_agent, grant_revoked, require_claimer
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.live import live_events
-from resolvers.tasks import TASK_AVAILABLE_CHANNEL, announce_available, publish_task_update
+from resolvers.tasks import TASK_AVAILABLE_CHANNEL, publish_task_changes, publish_task_update
 from stores.postgres.records import Task
 from stores.redis.events import Event, EventBus, Subscription
 
@@ -120,9 +120,7 @@ async def task_available(
 async def announce_change(stores: Stores, tasks: Sequence[Task], change: str) -> None:
     """After tasks changed outside a request (the lease sweep): subscribers hear it, and
     claimers learn of the tasks back in the queue."""
-    for task in tasks:
-        await publish_task_update(stores, task, change)
-    await announce_available(stores, tasks)
+    await publish_task_changes(stores, tasks, change, available=tasks)
 
 
 async def _wait_and_claim(

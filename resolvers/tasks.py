@@ -43,8 +43,7 @@ async def list_tasks(
 async def create_task(ctx: RequestContext, data: TaskInput, *, idempotency_key: str | None) -> Task:
     require(ctx.principal, at_least=Role.OPERATOR)
     task = await ctx.stores.postgres.tasks.create(ctx.write_context(idempotency_key), data)
-    await publish_task_update(ctx.stores, task, "created")
-    await announce_available(ctx.stores, [task])
+    await publish_task_changes(ctx.stores, [task], "created", available=[task])
     return task
 
 
@@ -92,14 +91,12 @@ async def transition_task(
         fencing_token=fencing_token,
         holder_id=holder_id,
     )
-    await publish_task_update(ctx.stores, task, _CHANGE_BY_STATUS[to_status])
     # What the move made ready: the task back in the queue, or the dependents a
     # completion freed.
-    if task.status == "pending":
-        await announce_available(ctx.stores, [task])
-    elif task.status == "completed" and ctx.stores.events is not None:
-        freed = await ctx.stores.postgres.claims.ready_dependents(task.id)
-        await announce_available(ctx.stores, freed)
+    ready: Sequence[Task] = [task]
+    if task.status == "completed" and ctx.stores.events is not None:
+        ready = await ctx.stores.postgres.claims.ready_dependents(task.id)
+    await publish_task_changes(ctx.stores, [task], _CHANGE_BY_STATUS[to_status], available=ready)
     return task
 
 
@@ -153,35 +150,49 @@ async def _require_may_move(
     return task.assignee_id
 
 
+async def publish_task_changes(
+    stores: Stores, changed: Sequence[Task], change: str, *, available: Sequence[Task] = ()
+) -> None:
+    """Best effort, in one round trip: subscribers hear `change` of each task of
+    `changed`, and claimers on every replica are woken for each pending task of
+    `available`: it may have become ready (PostgreSQL decides at the claim; the
+    signal only says "try again"). A failure loses events, never the write."""
+    if stores.events is None:
+        return
+    events = [(TASK_UPDATED_CHANNEL, _update_event(task, change)) for task in changed]
+    events += [
+        (TASK_AVAILABLE_CHANNEL, _available_event(task))
+        for task in available
+        if task.status == "pending"
+    ]
+    await stores.events.publish_all(events)
+
+
 async def publish_task_update(stores: Stores, task: Task, change: str) -> None:
-    """Best effort: subscribers miss an event rather than a client losing its write."""
-    if stores.events is not None:
-        await stores.events.publish(
-            TASK_UPDATED_CHANNEL,
-            {
-                "task_id": str(task.id),
-                "status": task.status,
-                "assignee_id": str(task.assignee_id) if task.assignee_id else None,
-                "change": change,
-                "version": task.version,
-                "at": task.updated_at.isoformat(),
-            },
-        )
+    """`change` of `task`, to its subscribers alone."""
+    await publish_task_changes(stores, [task], change)
 
 
 async def announce_available(stores: Stores, tasks: Sequence[Task]) -> None:
-    """Wake claimers on every replica for each pending task of `tasks`: it may have
-    become ready. PostgreSQL decides at the claim; the signal only says "try again"."""
-    if stores.events is None:
-        return
-    for task in tasks:
-        if task.status == "pending":
-            await stores.events.publish(
-                TASK_AVAILABLE_CHANNEL,
-                {
-                    "task_id": str(task.id),
-                    "repository": task.repository,
-                    "required_capabilities": list(task.required_capabilities),
-                    "priority": task.priority,
-                },
-            )
+    """The pending tasks of `tasks`, to claimers alone."""
+    await publish_task_changes(stores, [], "", available=tasks)
+
+
+def _update_event(task: Task, change: str) -> JSON:
+    return {
+        "task_id": str(task.id),
+        "status": task.status,
+        "assignee_id": str(task.assignee_id) if task.assignee_id else None,
+        "change": change,
+        "version": task.version,
+        "at": task.updated_at.isoformat(),
+    }
+
+
+def _available_event(task: Task) -> JSON:
+    return {
+        "task_id": str(task.id),
+        "repository": task.repository,
+        "required_capabilities": list(task.required_capabilities),
+        "priority": task.priority,
+    }

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar, cast
@@ -351,24 +351,45 @@ class EventBus:
         Events are best-effort: a failure is counted and logged, and the caller,
         whose write already succeeded, carries on.
         """
+        await self.publish_all([(channel, event)])
+
+    async def publish_all(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Each `(channel, event)` as `publish` sends it, in order and in one round trip
+        (a pipeline) on a single Redis server; on a cluster, one each, since their
+        channels may live on different shards. Never raises."""
+        if not events:
+            return
         try:
-            payload = orjson.dumps(event)
-            roundtrips.record("redis")
+            sent = [(self._prefix + channel, orjson.dumps(event)) for channel, event in events]
             cluster = self._redis.cluster if self._sharded else None
             if cluster is not None:
-                await cluster.spublish(self._prefix + channel, payload)
+                for channel, payload in sent:
+                    roundtrips.record("redis")
+                    await cluster.spublish(channel, payload)
+            elif len(sent) == 1:
+                roundtrips.record("redis")
+                await self._redis.client.publish(*sent[0])
             else:
-                await self._redis.client.publish(self._prefix + channel, payload)
+                pipe = self._redis.client.pipeline(transaction=False)
+                for channel, payload in sent:
+                    pipe.publish(channel, payload)
+                roundtrips.record("redis")
+                await pipe.execute()
         except Exception as exc:
-            self.publish_failures += 1
+            self.publish_failures += len(events)
             if not isinstance(exc, UNAVAILABLE_ERRORS):
-                logger.error("event on %s not published", channel, exc_info=exc)
+                logger.error(
+                    "%d event(s) on %s not published",
+                    len(events),
+                    ", ".join(sorted({channel for channel, _ in events})),
+                    exc_info=exc,
+                )
             elif not self._publish_outage:
                 # Once per outage: every mutation publishes, so the log would flood.
                 self._publish_outage = True
                 logger.warning("events are not published while redis is unreachable: %s", exc)
         else:
-            self.published += 1
+            self.published += len(events)
             if self._publish_outage:
                 self._publish_outage = False
                 logger.warning(

@@ -475,3 +475,18 @@ def test_a_page_loads_its_agents_sessions_once_for_those_the_caller_may_see(
     ]
     assert [edge["node"]["sessions"] for edge in refused["data"]["agents"]["edges"]] == [None] * 3
     assert len(resolved) == 3 + (0 if settings.executor == "stock" else 3), resolved
+
+
+def test_creating_a_task_is_one_statement_and_its_events_one_publish(
+    gql: GraphQL, operator: Caller
+) -> None:
+    # Bench S5: a task without an assignee (pending), not waiting for Neo4j.
+    create = """mutation($t: String!) { createTask(input: {title: $t, waitForProjection: false}) {
+               task { id status } userErrors { code } } }"""
+    for _ in range(2):  # the second on a warm connection and a cached session
+        created = data(gql(create, {"t": unique("task")}, caller=operator))["createTask"]
+    assert created["task"]["status"] == "PENDING"
+    # PostgreSQL: the API key's lookup, then the write (BEGIN, two statements and COMMIT
+    # before); Redis: the rate-limit charge, then both events (task.updated and
+    # task.available) in one pipeline.
+    assert gql.last_round_trips == {"neo4j": 0, "postgres": 2, "redis": 2}

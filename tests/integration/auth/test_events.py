@@ -12,7 +12,7 @@ import pytest
 
 from gateway.settings import Settings
 from infra.local.redis_server import RedisServer
-from stores import RedisOptions, RedisStore
+from stores import RedisOptions, RedisStore, roundtrips
 from stores.errors import StoreMisuse
 from stores.redis.events import Event, EventBus, Subscription
 
@@ -61,6 +61,29 @@ async def test_events_cross_processes(two_buses: tuple[EventBus, EventBus]) -> N
         assert await _next(other_channel) == {"agent_id": "a1"}
         assert remote.dropped == local.dropped == 0
     assert first.published == second.published == 1
+
+
+async def test_events_published_together_take_one_round_trip_and_keep_their_order(
+    two_buses: tuple[EventBus, EventBus],
+) -> None:
+    first, second = two_buses
+    async with (
+        second.subscribe("task.updated") as updates,
+        second.subscribe("task.available") as available,
+    ):
+        with roundtrips.counting() as trips:
+            await first.publish_all(
+                [
+                    ("task.updated", {"task_id": "t1", "change": "created"}),
+                    ("task.available", {"task_id": "t1"}),
+                    ("task.updated", {"task_id": "t2", "change": "created"}),
+                ]
+            )
+        assert trips == {"redis": 1}
+        assert await _next(updates) == {"task_id": "t1", "change": "created"}
+        assert await _next(updates) == {"task_id": "t2", "change": "created"}
+        assert await _next(available) == {"task_id": "t1"}
+    assert first.published == 3
 
 
 async def test_one_redis_subscription_per_process(
