@@ -150,9 +150,13 @@ async def change_task(
     changes: dict[str, Any],
     event_type: str,
     extra: JSON | None = None,
+    *,
+    audit: str | None = None,
 ) -> Task:
     """Apply `changes` to a task the caller has locked at `task.version`, bump its version
-    and append the event. An empty `changes` still records the event (dependencies)."""
+    and append the event. An empty `changes` still records the event (dependencies).
+    With `audit` (the action), the same statement also writes the audit row (the task
+    before and after) and the `task.upserted` outbox message."""
     assert event_type in EVENT_TYPES, event_type
     params = Params([task.id, task.version])
     assignments = [
@@ -161,14 +165,29 @@ async def change_task(
         if _check_column(column)
     ]
     assignments += ["version = version + 1", "updated_at = now()"]
+    audited, select = "", "SELECT * FROM t"
+    if audit is not None:
+        ctes, sources = audit_in_statement(
+            params,
+            ctx,
+            audit,
+            "task",
+            written="t",
+            new_value=task_json("t"),
+            outbox=("task.upserted", upserted_json("t")),
+            old=task,
+        )
+        audited, select = f", {ctes}", f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
     row = await conn.fetchrow(
         f"WITH t AS (UPDATE tasks SET {', '.join(assignments)}"
         f" WHERE id = $1 AND version = $2 RETURNING {ROW}),"
-        f" e AS ({_event_insert(params, event_type, list(changes), extra or {}, ctx)})"
-        " SELECT * FROM t",
+        f" e AS ({_event_insert(params, event_type, list(changes), extra or {}, ctx)}){audited}"
+        f" {select}",
         *params.values,
     )
     assert row is not None, "the caller holds the row lock, so the version cannot have moved"
+    if audit is not None:
+        ctx.outbox_ids.append(row["outbox_id"])
     return task_from_row(row)
 
 

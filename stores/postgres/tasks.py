@@ -370,17 +370,7 @@ class TaskRepository:
             changes = {k: v for k, v in values.items() if getattr(current, k) != v}
             if not changes:
                 return current
-            task = await change_task(conn, ctx, current, changes, "updated")
-            await write_audit(
-                conn,
-                ctx,
-                "update",
-                "task",
-                task_id,
-                current,
-                task,
-                outbox=("task.upserted", _upserted(task)),
-            )
+            task = await change_task(conn, ctx, current, changes, "updated", audit="update")
         return task
 
     async def transition(
@@ -441,17 +431,13 @@ class TaskRepository:
                     error_message=None,
                 )
             task = await change_task(
-                conn, ctx, current, changes, EVENT_TYPES[to_status], {"from": current.status}
-            )
-            await write_audit(
                 conn,
                 ctx,
-                "transition",
-                "task",
-                task_id,
                 current,
-                task,
-                outbox=("task.upserted", _upserted(task)),
+                changes,
+                EVENT_TYPES[to_status],
+                {"from": current.status},
+                audit="transition",
             )
         return task
 

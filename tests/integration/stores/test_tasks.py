@@ -167,8 +167,9 @@ async def test_create_with_unknown_references_is_not_found(
 
 async def test_update_changes_fields_and_refuses_stale_versions(store: PostgresStore) -> None:
     task = await new_task(store)
+    ctx = new_ctx()
     updated = await store.tasks.update(
-        new_ctx(),
+        ctx,
         task.id,
         TaskPatch(priority=9, repository=None, deadline=None),
         expected_version=1,
@@ -176,6 +177,16 @@ async def test_update_changes_fields_and_refuses_stale_versions(store: PostgresS
     assert (updated.priority, updated.version) == (9, 2)
     [_, event] = (await store.tasks.events_of([task.id]))[task.id]
     assert (event.type, event.data) == ("updated", {"priority": 9})
+    # The audit row and outbox message, written by the update's own statement.
+    [audit] = await audit_rows(store, ctx)
+    assert (audit["action"], audit["old_value"], audit["new_value"]) == (
+        "update",
+        to_json(task),
+        to_json(updated),
+    )
+    assert len(ctx.outbox_ids) == 1
+    [_, (kind, payload)] = await outbox_rows(store, id=str(task.id))
+    assert (kind, payload["priority"], payload["status"]) == ("task.upserted", 9, "pending")
 
     with pytest.raises(Conflict) as refused:
         await store.tasks.update(new_ctx(), task.id, TaskPatch(title="x"), expected_version=1)
