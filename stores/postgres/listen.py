@@ -55,12 +55,22 @@ class ChannelListener:
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=self._timeout,
-                server_settings={"application_name": self._name},
+                server_settings={"application_name": f"{self._name} (connecting)"},
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable("postgres", str(exc) or type(exc).__name__) from exc
         try:
             await conn.add_listener(self._channel, self._notified)
+            # Named only once it listens: whoever counts it (`others_listening`) and then
+            # notifies can count on it hearing.
+            await conn.execute(
+                "SELECT set_config('application_name', $1, false)",
+                self._name,
+                timeout=self._timeout,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            conn.terminate()
+            raise StoreUnavailable("postgres", str(exc) or type(exc).__name__) from exc
         except BaseException:
             conn.terminate()
             raise
@@ -70,7 +80,8 @@ class ChannelListener:
 
     async def others_listening(self) -> int:
         """How many other connections to this database carry this listener's
-        application name: the same listener in other processes, connected now."""
+        application name: the same listener in other processes, connected and
+        listening now (a connection takes the name once it listens)."""
         conn = self._conn
         if conn is None or conn.is_closed():
             raise StoreUnavailable("postgres", "the listener is not connected")

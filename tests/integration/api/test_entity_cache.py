@@ -318,7 +318,26 @@ async def _stale_in_redis(postgres: PostgresStore, redis: RedisStore) -> tuple[U
     listened (a worker, `psql`): Redis holds the old record. Its id and new name."""
     async with _replica(postgres, redis) as first:
         agent_id = await _cached_agent(first, postgres)
-    return agent_id, await _rename(postgres, agent_id)
+    renamed = await _rename(postgres, agent_id)
+    await _no_listener_left(postgres)
+    return agent_id, renamed
+
+
+async def _no_listener_left(postgres: PostgresStore) -> None:
+    """Until no cache listener is connected to this database. A closed connection's
+    backend leaves `pg_stat_activity` a moment after its client: a replica starting
+    then would count it as another listener, one that never answers."""
+
+    async def none_left() -> bool:
+        async with postgres.connection() as conn:
+            listeners: int = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = $1",
+                entities.LISTENER_NAME,
+            )
+        return listeners == 0
+
+    await until(none_left)
 
 
 async def test_a_replica_starting_alone_does_not_trust_what_redis_kept(
