@@ -66,7 +66,8 @@ _UUID_COLUMNS = frozenset({"assignee_id", "creator_id", "workflow_id"})
 _TIME_COLUMNS = frozenset({"deadline", "started_at", "completed_at", "lease_expires_at"})
 _JSON_TIMES = _TIME_COLUMNS | {"created_at", "updated_at"}
 
-ROW = ", ".join(("id", *TASK_COLUMNS, "created_at", "updated_at", "version"))
+_ROW_COLUMNS = ("id", *TASK_COLUMNS, "created_at", "updated_at", "version")
+ROW = ", ".join(_ROW_COLUMNS)
 EVENT_ROW = "id, task_id, version, type, data, actor_id, created_at"
 
 
@@ -94,14 +95,12 @@ def _event_insert(
 
 def task_json(alias: str) -> str:
     """SQL for the task row `alias` as jsonb, as `to_json` renders its `Task`."""
-    values = (
-        (
-            column,
-            f"{alias}.{column}" if column not in _JSON_TIMES else json_time(f"{alias}.{column}"),
-        )
-        for column in ROW.split(", ")
-    )
-    fields = ", ".join(f"'{column}', {value}" for column, value in values)
+
+    def value(column: str) -> str:
+        qualified = f"{alias}.{column}"
+        return json_time(qualified) if column in _JSON_TIMES else qualified
+
+    fields = ", ".join(f"'{column}', {value(column)}" for column in _ROW_COLUMNS)
     return f"jsonb_build_object({fields})"
 
 
@@ -123,24 +122,31 @@ async def insert_task(
     params = Params([task_id])
     columns = ", ".join(("id", *values))
     placeholders = ", ".join(("$1", *(params(value) for value in values.values())))
-    audit, audit_sources = audit_in_statement(
-        params,
-        ctx,
-        "create",
-        "task",
-        written="t",
-        new_value=task_json("t"),
-        outbox=("task.upserted", upserted_json("t")),
-    )
+    audit, select = _audited(params, ctx, "create", None)
     row = await conn.fetchrow(
         f"WITH t AS (INSERT INTO tasks ({columns}) VALUES ({placeholders}) RETURNING {ROW}),"
-        f" e AS ({_event_insert(params, 'created', TASK_COLUMNS, {}, ctx)}), {audit}"
-        f" SELECT t.*, queued.id AS outbox_id FROM t, {audit_sources}",
+        f" e AS ({_event_insert(params, 'created', TASK_COLUMNS, {}, ctx)}), {audit} {select}",
         *params.values,
     )
     assert row is not None
     ctx.outbox_ids.append(row["outbox_id"])
     return task_from_row(row)
+
+
+def _audited(params: Params, ctx: WriteContext, action: str, old: Task | None) -> tuple[str, str]:
+    """The audit row and `task.upserted` message of the task row `t`, as CTEs, and the
+    statement's final SELECT: the row, and the message's id as `outbox_id`."""
+    ctes, sources = audit_in_statement(
+        params,
+        ctx,
+        action,
+        "task",
+        written="t",
+        new_value=task_json("t"),
+        outbox=("task.upserted", upserted_json("t")),
+        old=old,
+    )
+    return ctes, f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
 
 
 async def change_task(
@@ -167,17 +173,8 @@ async def change_task(
     assignments += ["version = version + 1", "updated_at = now()"]
     audited, select = "", "SELECT * FROM t"
     if audit is not None:
-        ctes, sources = audit_in_statement(
-            params,
-            ctx,
-            audit,
-            "task",
-            written="t",
-            new_value=task_json("t"),
-            outbox=("task.upserted", upserted_json("t")),
-            old=task,
-        )
-        audited, select = f", {ctes}", f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
+        ctes, select = _audited(params, ctx, audit, task)
+        audited = f", {ctes}"
     row = await conn.fetchrow(
         f"WITH t AS (UPDATE tasks SET {', '.join(assignments)}"
         f" WHERE id = $1 AND version = $2 RETURNING {ROW}),"

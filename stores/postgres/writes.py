@@ -37,10 +37,8 @@ async def write_transaction(
 ) -> AsyncIterator[PgConnection]:
     """A pooled connection inside a transaction; constraint violations named in
     `refusals` leave as store errors, after the rollback."""
-    async with store.connection() as conn:
-        with translate_violations(refusals or {}):
-            async with conn.transaction():
-                yield conn
+    async with write_statement(store, refusals) as conn, conn.transaction():
+        yield conn
 
 
 @asynccontextmanager
