@@ -48,7 +48,7 @@ COPY resolvers ./resolvers
 COPY workers ./workers
 COPY stores ./stores
 COPY seeding ./seeding
-COPY --from=graphiql /build/node_modules ./gateway/graphiql/node_modules
+COPY --from=graphiql /build/node_modules ./var/graphiql/node_modules
 # Bytecode compiled now, as root: the root filesystem may be read-only at run time.
 # Then the build proves start-up needs nothing from outside: GraphiQL's files match
 # their pinned hashes and the model embeds a sentence.

@@ -45,10 +45,13 @@ lock: $(UV)
 	$(UV) export --quiet --format requirements.txt --all-extras --all-groups --no-emit-project --frozen -o requirements.lock
 
 # GraphiQL's browser files, served by the gateway (gateway/graphiql); no install scripts run.
-graphiql: gateway/graphiql/node_modules/.package-lock.json
+# Installed under var/, outside the Python packages: third-party trees stay out of gateway/.
+graphiql: var/graphiql/node_modules/.package-lock.json
 
-gateway/graphiql/node_modules/.package-lock.json: gateway/graphiql/package-lock.json
-	npm ci --prefix gateway/graphiql --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error
+var/graphiql/node_modules/.package-lock.json: gateway/graphiql/package.json gateway/graphiql/package-lock.json
+	mkdir -p var/graphiql
+	cp gateway/graphiql/package.json gateway/graphiql/package-lock.json var/graphiql/
+	npm ci --prefix var/graphiql --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error
 
 # TimescaleDB in WebAssembly (Node), for the metrics conformance tests; reinstalled
 # only when the lock file changes.

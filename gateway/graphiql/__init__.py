@@ -35,7 +35,8 @@ from starlette.routing import BaseRoute, Route
 logger = logging.getLogger("polygraph.graphiql")
 
 HERE = Path(__file__).resolve().parent
-NODE_MODULES = HERE / "node_modules"
+# Installed by `make graphiql` beside the checkout's other runtime files, not in this package.
+NODE_MODULES = HERE.parents[1] / "var" / "graphiql" / "node_modules"
 ASSET_PREFIX = "/graphiql"
 
 # No 'unsafe-inline' or 'unsafe-eval' for scripts. GraphiQL's components set inline
@@ -116,7 +117,7 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
 }
 
-INSTALL_HINT = "run `make install` (or `npm ci --prefix gateway/graphiql`)"
+INSTALL_HINT = "run `make install` (or `make graphiql`)"
 
 
 class AssetsMissing(Exception):
