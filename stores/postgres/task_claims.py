@@ -30,7 +30,13 @@ from stores.postgres.inputs import check_text
 from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import Params
 from stores.postgres.records import Task, WriteContext
-from stores.postgres.task_events import ROW, _event_insert, change_task, task_from_row
+from stores.postgres.task_events import (
+    ROW,
+    UPSERTED,
+    _event_insert,
+    change_task,
+    task_from_row,
+)
 from stores.postgres.writes import (
     _ip_or_none,
     claim_idempotency_key,
@@ -49,11 +55,6 @@ SWEEP_BATCH = 100
 # Newly ready dependents announced after one completion; more are found by polling.
 MAX_READY_ANNOUNCED = 100
 
-# The outbox payload every task change queues (as `tasks._upserted` builds it).
-_UPSERTED = (
-    "jsonb_build_object('id', t.id, 'title', t.title, 'status', t.status,"
-    " 'priority', t.priority, 'assignee_id', t.assignee_id, 'workflow_id', t.workflow_id)"
-)
 # A claimer's agent and what it can do, if its grant holds (one query for both).
 CLAIMER_CAPABILITIES = (
     "SELECT a.capabilities FROM agent_grants AS g JOIN agents AS a ON a.id = g.agent_id"
@@ -216,7 +217,7 @@ class TaskClaims:
             " 'lease_expires_at', l.lease_expires_at, 'fencing_token', l.fencing_token,"
             f" 'retry_count', l.retry_count), to_jsonb(t), {params(ctx.request_id)}"
             " FROM t JOIN l ON l.id = t.id),"
-            f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {_UPSERTED}"
+            f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
             " FROM t)"
             f" SELECT t.*, pg_notify({params(OUTBOX_CHANNEL)}, '') FROM t"
         )
@@ -291,7 +292,7 @@ def claim_statement(
         " fencing_token = fencing_token + 1, version = version + 1, updated_at = now()"
         f" WHERE id = (SELECT id FROM picked) RETURNING {ROW}),"
         f" e AS ({event}), a AS ({audit}),"
-        f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {_UPSERTED}"
+        f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
         " FROM t RETURNING id)"
         " SELECT t.*, o.id AS outbox_id FROM t CROSS JOIN o"
     )

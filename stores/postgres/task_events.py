@@ -104,14 +104,12 @@ def task_json(alias: str) -> str:
     return f"jsonb_build_object({fields})"
 
 
-def upserted_json(alias: str) -> str:
-    """SQL for the `task.upserted` outbox payload of the task row `alias`: its id, title,
-    status, priority, assignee and workflow, as the projector reads them."""
-    return (
-        f"jsonb_build_object('id', {alias}.id::text, 'title', {alias}.title,"
-        f" 'status', {alias}.status, 'priority', {alias}.priority,"
-        f" 'assignee_id', {alias}.assignee_id::text, 'workflow_id', {alias}.workflow_id::text)"
-    )
+# The `task.upserted` outbox payload of the task row `t`, as `tasks._upserted` builds
+# it: what the projector reads.
+UPSERTED = (
+    "jsonb_build_object('id', t.id, 'title', t.title, 'status', t.status,"
+    " 'priority', t.priority, 'assignee_id', t.assignee_id, 'workflow_id', t.workflow_id)"
+)
 
 
 async def insert_task(
@@ -143,7 +141,7 @@ def _audited(params: Params, ctx: WriteContext, action: str, old: Task | None) -
         "task",
         written="t",
         new_value=task_json("t"),
-        outbox=("task.upserted", upserted_json("t")),
+        outbox=("task.upserted", UPSERTED),
         old=old,
     )
     return ctes, f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
