@@ -36,10 +36,12 @@ from stores.postgres.task_events import (
     _event_insert,
     change_task,
     task_from_row,
+    task_json,
 )
 from stores.postgres.writes import (
     _ip_or_none,
     claim_idempotency_key,
+    json_time,
     settle_idempotency_key,
     write_audit,
     write_transaction,
@@ -214,8 +216,9 @@ class TaskClaims:
             " old_value, new_value, request_id)"
             f" SELECT {params(ctx.actor_id)}::uuid, 'lease_expired', 'task', t.id::text,"
             " jsonb_build_object('status', l.status, 'assignee_id', l.assignee_id,"
-            " 'lease_expires_at', l.lease_expires_at, 'fencing_token', l.fencing_token,"
-            f" 'retry_count', l.retry_count), to_jsonb(t), {params(ctx.request_id)}"
+            f" 'lease_expires_at', {json_time('l.lease_expires_at')},"
+            " 'fencing_token', l.fencing_token,"
+            f" 'retry_count', l.retry_count), {task_json('t')}, {params(ctx.request_id)}"
             " FROM t JOIN l ON l.id = t.id),"
             f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
             " FROM t)"
@@ -279,7 +282,7 @@ def claim_statement(
         " new_value, request_id, client_address)"
         f" SELECT {params(ctx.actor_id)}::uuid, 'claim', 'task', t.id::text,"
         " jsonb_build_object('status', 'pending', 'fencing_token', t.fencing_token - 1),"
-        f" to_jsonb(t), {params(ctx.request_id)},"
+        f" {task_json('t')}, {params(ctx.request_id)},"
         f" {params(_ip_or_none(ctx.client_address))}::inet"
         " FROM t"
     )

@@ -14,7 +14,15 @@ from stores import PostgresStore
 from stores.errors import Conflict, InvalidInput
 from stores.postgres.records import Task
 from stores.postgres.task_events import replay
-from tests.integration.stores import new_agent, new_ctx, new_task, outbox_rows, unique
+from stores.postgres.writes import to_json
+from tests.integration.stores import (
+    audit_rows,
+    new_agent,
+    new_ctx,
+    new_task,
+    outbox_rows,
+    unique,
+)
 from tests.support.waiting import until
 
 CLAIMERS = 20
@@ -291,3 +299,36 @@ async def test_a_retried_claim_answers_the_task_the_first_claimed(store: Postgre
         claimed.id, fencing_token=1, holder_id=agent, lease_s=30,
     )  # fmt: skip
     assert replayed == beat
+
+
+async def test_a_claim_and_a_lapsed_lease_audit_the_task_as_other_writes_do(
+    store: PostgresStore,
+) -> None:
+    repository = unique("repo")
+    agent = (await new_agent(store)).id
+    task = await new_task(store, repository=repository)
+    claim_ctx = new_ctx()
+    claimed = await store.claims.claim_next(
+        claim_ctx, agent, capabilities=(), repository=repository, lease_s=1
+    )
+    assert claimed is not None and claimed.lease_expires_at is not None
+    [claim] = await audit_rows(store, claim_ctx)
+    # Rendered in SQL in the claiming statement, as Python renders the record elsewhere.
+    assert claim["new_value"] == to_json(claimed)
+    assert claim["old_value"] == {"status": "pending", "fencing_token": 0}
+
+    returned = await _sweep_until_returned(store, task.id)
+    async with store.connection() as conn:
+        lapsed = await conn.fetchrow(
+            "SELECT old_value, new_value FROM audit_log"
+            " WHERE resource_id = $1 AND action = 'lease_expired'",
+            str(task.id),
+        )
+    assert lapsed is not None and lapsed["new_value"] == to_json(returned)
+    assert lapsed["old_value"] == {
+        "status": "assigned",
+        "assignee_id": str(agent),
+        "lease_expires_at": to_json(claimed)["lease_expires_at"],
+        "fencing_token": 1,
+        "retry_count": 0,
+    }
