@@ -260,7 +260,9 @@ def claim_statement(
     lease_s: float,
 ) -> tuple[str, list[object]]:
     """The one statement a claim is, and its values: it returns the claimed task's row
-    and its outbox id, or no row. The benchmark's floor runs it too.
+    and its outbox id, or no row. The benchmark's floor runs it too. A ready row that
+    another transaction holds at that instant (another claim, or the embedding filler
+    storing its vector) is passed over for the next best: a claim never waits on a row.
 
     Unlike other writes it does not NOTIFY the projectors: PostgreSQL serialises the
     commits of transactions that NOTIFY, which held 20 claimers to about 400 claims/s
