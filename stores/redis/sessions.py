@@ -10,8 +10,9 @@ Layout; a token is never stored, only its SHA-256:
 
 An index member is the session's fixed fields as JSON and its score the expiry
 in ms, so listing a user's sessions, or many agents', reads the indexes alone:
-one pipeline, however many agents. Expired members are pruned by score whenever
-an index is read or written. Times are epoch milliseconds from the gateway's clock.
+one command for a user, one pipeline however many agents. Reads pass expired
+members over by score; a session's creation prunes them, and an index expires with
+its longest session. Times are epoch milliseconds from the gateway's clock.
 
 A session slides forward on use (`ttl`) but never past `ends`, its absolute end:
 however busy, a session is over once its lifetime has passed. It remembers the
@@ -40,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 import orjson
@@ -315,11 +316,10 @@ class SessionStore:
         now = self._clock()
 
         async def in_redis(client: aioredis.Redis) -> list[_Entry]:
-            pipe = client.pipeline(transaction=False)
-            _queue_index_read(pipe, _user_index(user_id), now)
             roundtrips.record("redis")
-            _, members = await pipe.execute()
-            return _entries(members)
+            members = await client.zrange(**_live_members(_user_index(user_id), now))
+            # WITHSCORES: (member, score) pairs, whatever redis-py's union says.
+            return _entries(cast("Sequence[tuple[bytes, float]]", members))
 
         entries = await self._run(in_redis, lambda: self._memory.for_user(user_id, now))
         return [entry.session() for entry in sorted(entries, key=_by_creation)]
@@ -358,13 +358,12 @@ class SessionStore:
         async def in_redis(client: aioredis.Redis) -> dict[UUID, list[_Entry]]:
             pipe = client.pipeline(transaction=False)
             for agent_id in unique:
-                _queue_index_read(pipe, _agent_index(agent_id), now)
+                pipe.zrange(**_live_members(_agent_index(agent_id), now))
             roundtrips.record("redis")
             replies = await pipe.execute()
-            # Two replies per agent: the prune count, then the members.
             return {
                 agent_id: _entries(members)
-                for agent_id, members in zip(unique, replies[1::2], strict=True)
+                for agent_id, members in zip(unique, replies, strict=True)
             }
 
         found = await self._run(in_redis, lambda: self._memory.for_agents(unique, now))
@@ -689,11 +688,20 @@ def _queue_write(pipe: Pipeline, entry: _Entry, now_ms: int) -> None:
         pipe.pexpireat(index, entry.expires_ms, gt=True)
 
 
-def _queue_index_read(pipe: Pipeline, index: str, now_ms: int) -> None:
-    # A session is over at its expiry, as `resolve` and the memory fallback hold it:
-    # one that expires this very millisecond is not listed.
-    pipe.zremrangebyscore(index, "-inf", now_ms)
-    pipe.zrange(index, f"({now_ms}", "+inf", byscore=True, withscores=True)
+def _live_members(index: str, now_ms: int) -> dict[str, Any]:
+    """ZRANGE's arguments for the members of `index` still live (scored by expiry).
+
+    A session is over at its expiry, as `resolve` and the memory fallback hold it: one
+    that expires this very millisecond is not listed. Reads leave expired members in
+    place: each session's creation prunes its indexes, and an index expires with its
+    longest session, so a read is one command and writes nothing."""
+    return {
+        "name": index,
+        "start": f"({now_ms}",
+        "end": "+inf",
+        "byscore": True,
+        "withscores": True,
+    }
 
 
 def _entries(members: Sequence[tuple[bytes, float]]) -> list[_Entry]:

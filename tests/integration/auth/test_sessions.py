@@ -209,6 +209,28 @@ async def test_a_session_is_over_at_its_expiry_in_every_read(redis: RedisStore) 
     assert await sessions.for_agents([agent_id]) == {agent_id: []}
 
 
+async def test_a_listing_writes_nothing_and_a_creation_prunes_the_expired(
+    redis: RedisStore,
+) -> None:
+    now = [int(time.time() * 1000)]
+    sessions = SessionStore(redis, clock=lambda: now[0])
+    user_id, agent_id = uuid.uuid4(), uuid.uuid4()
+    short, _ = await sessions.create(user_id=user_id, role="agent", agent_id=agent_id, ttl_s=5)
+    long, _ = await sessions.create(user_id=user_id, role="agent", agent_id=agent_id, ttl_s=60)
+    now[0] = int(short.expires_at.timestamp() * 1000) + 1
+    indexes = (f"{USER_INDEX}{user_id}", f"{AGENT_INDEX}{agent_id}")
+
+    assert [s.id for s in await sessions.list_for_user(user_id)] == [long.id]
+    assert [s.id for s in (await sessions.for_agents([agent_id]))[agent_id]] == [long.id]
+    # Read with one command each and left as they were: the expired member stays...
+    assert [await redis.client.zcard(index) for index in indexes] == [2, 2]
+    # ...until a session of the same user and agent is created.
+    await sessions.create(user_id=user_id, role="agent", agent_id=agent_id, ttl_s=60)
+    assert [await redis.client.zcard(index) for index in indexes] == [2, 2]
+    members = await redis.client.zrange(indexes[0], 0, -1)
+    assert not any(short.id.encode() in member for member in members)
+
+
 async def test_end_matching_by_key_and_by_agent(sessions: SessionStore) -> None:
     user_id, stranger = uuid.uuid4(), uuid.uuid4()
     key, other_key, agent_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
