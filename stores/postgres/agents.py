@@ -31,12 +31,8 @@ from stores.postgres.options import PgConnection
 from stores.postgres.outbox import enqueue
 from stores.postgres.pagination import Page, PageRequest, Params, fetch_page, ordering
 from stores.postgres.records import JSON, Agent, AgentRelationship, WriteContext
-from stores.postgres.tasks import (
-    AssigneeTasks,
-    assignee_page,
-    tasks_of_each,
-    unassign_all,
-)
+from stores.postgres.task_events import unassign_tasks_of
+from stores.postgres.tasks import AssigneeTasks, assignee_page, tasks_of_each
 from stores.postgres.writes import (
     Refusals,
     check_version,
@@ -213,7 +209,7 @@ class AgentRepository:
             current = await _lock(conn, agent_id, expected_version, deleting=True)
             # Done here rather than by the foreign keys' SET NULL, so the rows get new
             # versions, the tasks their events, and the graph its outbox rows.
-            await unassign_all(conn, ctx, agent_id)
+            await unassign_tasks_of(conn, ctx, agent_id)
             children = await conn.fetch(
                 "UPDATE agents SET parent_id = NULL, version = version + 1, updated_at = now()"
                 f" WHERE parent_id = $1 RETURNING {_COLUMNS}",

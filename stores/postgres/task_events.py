@@ -16,6 +16,7 @@ from uuid import UUID
 from asyncpg import Record
 
 from stores.postgres.options import PgConnection
+from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import Params
 from stores.postgres.records import JSON, Task, TaskEvent, WriteContext
 from stores.postgres.writes import audit_in_statement, json_time
@@ -104,8 +105,8 @@ def task_json(alias: str) -> str:
     return f"jsonb_build_object({fields})"
 
 
-# The `task.upserted` outbox payload of the task row `t`, as `tasks._upserted` builds
-# it: what the projector reads.
+# The `task.upserted` outbox payload of the task row `t` (what the projector reads),
+# rendered inside the statement of every task write.
 UPSERTED = (
     "jsonb_build_object('id', t.id, 'title', t.title, 'status', t.status,"
     " 'priority', t.priority, 'assignee_id', t.assignee_id, 'workflow_id', t.workflow_id)"
@@ -186,18 +187,25 @@ async def change_task(
     return task_from_row(row)
 
 
-async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> list[Task]:
-    """Unassign every task of an agent that is going away, each with an `updated` event."""
+async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> int:
+    """Unassign every task of an agent that is going away, each with an `updated` event
+    and a `task.upserted` outbox message: one statement however many tasks it had.
+    Returns how many; their outbox ids go to `ctx.outbox_ids`."""
     params = Params([agent_id])
     event = _event_insert(params, "updated", ["assignee_id"], {"reason": "assignee deleted"}, ctx)
-    rows = await conn.fetch(
+    outbox_ids = await conn.fetchval(
         "WITH t AS (UPDATE tasks SET assignee_id = NULL, version = version + 1,"
         f" updated_at = now() WHERE assignee_id = $1 RETURNING {ROW}),"
-        f" e AS ({event})"
-        " SELECT * FROM t",
+        f" e AS ({event}),"
+        f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
+        " FROM t RETURNING id)"
+        # The projectors are woken on commit, as `outbox.enqueue` wakes them.
+        " SELECT array_agg(o.id ORDER BY o.id)"
+        f" FROM o, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified",
         *params.values,
     )
-    return [task_from_row(row) for row in rows]
+    ctx.outbox_ids.extend(outbox_ids or ())
+    return len(outbox_ids or ())
 
 
 def replay(task_id: UUID, events: Sequence[TaskEvent]) -> Task:

@@ -29,7 +29,7 @@ from stores.postgres.inputs import (
     like_pattern,
 )
 from stores.postgres.options import PgConnection
-from stores.postgres.outbox import enqueue
+from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import (
     Page,
     PageRequest,
@@ -45,12 +45,12 @@ from stores.postgres.task_events import (
     NOW,
     ROW,
     TASK_COLUMNS,
+    UPSERTED,
     change_task,
     event_from_row,
     insert_task,
     replay,
     task_from_row,
-    unassign_tasks_of,
 )
 from stores.postgres.task_states import EVENT_TYPES, STATUSES, check_transition
 from stores.postgres.writes import (
@@ -534,10 +534,13 @@ class TaskRepository:
                 for column in (*TASK_COLUMNS, "created_at", "updated_at", "version")
             )
             row = await conn.fetchrow(
-                f"UPDATE tasks SET {assignments} WHERE id = $1 RETURNING {ROW}", *params.values
+                f"WITH t AS (UPDATE tasks SET {assignments} WHERE id = $1 RETURNING {ROW}),"
+                f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
+                " FROM t)"
+                f" SELECT t.* FROM t, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified",
+                *params.values,
             )
             assert row is not None
-            await enqueue(conn, "task.upserted", _upserted(task))
         return task_from_row(row)
 
     async def _edges(
@@ -777,22 +780,5 @@ def _shortest_path(edges: list[tuple[UUID, UUID]], start: UUID, goal: UUID) -> l
     return path[::-1]
 
 
-async def unassign_all(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> None:
-    """Unassign an agent's tasks inside the transaction that deletes the agent."""
-    for task in await unassign_tasks_of(conn, ctx, agent_id):
-        await enqueue(conn, "task.upserted", _upserted(task), ctx)
-
-
 def _name(task_id: UUID, title: str) -> str:
     return f"{title!r} ({task_id})"
-
-
-def _upserted(task: Task) -> JSON:
-    return {
-        "id": str(task.id),
-        "title": task.title,
-        "status": task.status,
-        "priority": task.priority,
-        "assignee_id": None if task.assignee_id is None else str(task.assignee_id),
-        "workflow_id": None if task.workflow_id is None else str(task.workflow_id),
-    }

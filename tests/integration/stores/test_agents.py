@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -19,6 +19,8 @@ from stores.postgres.inputs import (
     TasksOfEach,
 )
 from stores.postgres.pagination import PageRequest
+from stores.postgres.records import Task
+from stores.postgres.writes import to_json
 from tests.integration.stores import (
     audit_rows,
     new_agent,
@@ -246,6 +248,11 @@ async def test_delete_unassigns_tasks_and_orphans_children(store: PostgresStore)
         {"assignee_id": None, "reason": "assignee deleted"},
     )
     assert await store.tasks.rebuild_from_events(task.id) == unassigned
+    assert (await outbox_rows(store, id=str(task.id)))[-2:] == [
+        ("task.upserted", upserted(unassigned)),
+        # Written again by the repair, from the same row.
+        ("task.upserted", upserted(unassigned)),
+    ]
     assert [a["action"] for a in await audit_rows(store, ctx)] == ["delete"]
     assert (await outbox_rows(store, id=str(agent.id)))[-1] == (
         "agent.deleted",
@@ -253,6 +260,38 @@ async def test_delete_unassigns_tasks_and_orphans_children(store: PostgresStore)
     )
     with pytest.raises(NotFound):
         await store.agents.delete(new_ctx(), agent.id, expected_version=None)
+
+
+def upserted(task: Task) -> dict[str, object]:
+    """The `task.upserted` payload the projector reads for `task`."""
+    fields = ("id", "title", "status", "priority", "assignee_id", "workflow_id")
+    return {field: to_json(task)[field] for field in fields}
+
+
+async def test_deleting_an_agent_unassigns_its_tasks_in_one_statement(
+    store: PostgresStore,
+) -> None:
+    async def delete_with_tasks(count: int) -> tuple[dict[str, int], list[UUID], list[int]]:
+        agent = await new_agent(store)
+        tasks = [(await new_task(store, assignee_id=agent.id)).id for _ in range(count)]
+        ctx = new_ctx()
+        with roundtrips.counting() as trips:
+            await store.agents.delete(ctx, agent.id, expected_version=None)
+        return trips, tasks, ctx.outbox_ids
+
+    one_trips, _, _ = await delete_with_tasks(1)
+    trips, task_ids, outbox_ids = await delete_with_tasks(25)
+    assert trips == one_trips
+    unassigned = await store.tasks.by_ids(task_ids)
+    assert all(task.assignee_id is None for task in unassigned.values())
+    async with store.connection() as conn:
+        queued = await conn.fetch(
+            "SELECT kind, payload FROM outbox WHERE id = ANY($1::bigint[])", outbox_ids
+        )
+    upserts = {
+        row["payload"]["id"]: row["payload"] for row in queued if row["kind"] == "task.upserted"
+    }
+    assert upserts == {str(task.id): upserted(task) for task in unassigned.values()}
 
 
 async def test_relate_upserts_and_unrelate_removes(store: PostgresStore) -> None:
