@@ -298,7 +298,7 @@ class Settings(BaseSettings):
     # HNSW: graph degree and build effort (applied when `polygraph reembed` builds the
     # indexes), and candidates per query (raised per query to the page's depth).
     hnsw_m: int = Field(default=16, ge=2, le=100)
-    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    hnsw_ef_construction: int = Field(default=128, ge=4, le=1000)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     # HYBRID search: the weight of meaning against words (see stores/search/ranking.py).
     search_semantic_weight: float = Field(default=0.7, ge=0, le=1)

@@ -14,7 +14,7 @@ class SearchOptions:
     HYBRID's fusion (see `stores.search.ranking`)."""
 
     m: int = 16
-    ef_construction: int = 64
+    ef_construction: int = 128
     ef_search: int = 100
     # Rows each side of a HYBRID search contributes before fusion.
     hybrid_candidates: int = 100
