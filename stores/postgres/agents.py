@@ -28,7 +28,7 @@ from stores.postgres.inputs import (
     like_pattern,
 )
 from stores.postgres.options import PgConnection
-from stores.postgres.outbox import enqueue
+from stores.postgres.outbox import enqueue_all
 from stores.postgres.pagination import Page, PageRequest, Params, fetch_page, ordering
 from stores.postgres.records import JSON, Agent, AgentRelationship, WriteContext
 from stores.postgres.task_events import unassign_tasks_of
@@ -215,8 +215,9 @@ class AgentRepository:
                 f" WHERE parent_id = $1 RETURNING {_COLUMNS}",
                 agent_id,
             )
-            for child in children:
-                await enqueue(conn, "agent.upserted", _upserted(_agent(child)), ctx)
+            await enqueue_all(
+                conn, "agent.upserted", [_upserted(_agent(child)) for child in children], ctx
+            )
             await conn.execute("DELETE FROM agents WHERE id = $1", agent_id)
             await write_audit(
                 conn,

@@ -65,6 +65,24 @@ async def enqueue(
     return outbox_id
 
 
+async def enqueue_all(
+    conn: PgConnection, kind: str, payloads: list[dict[str, Any]], ctx: WriteContext
+) -> None:
+    """`enqueue` for many changes of one kind, in one statement however many."""
+    if not payloads:
+        return
+    outbox_ids = await conn.fetchval(
+        "WITH rows AS (INSERT INTO outbox (kind, payload)"
+        " SELECT $1, payload FROM unnest($2::jsonb[]) WITH ORDINALITY AS p(payload, n)"
+        " ORDER BY n RETURNING id)"
+        " SELECT array_agg(id ORDER BY id) FROM rows, pg_notify($3, '') AS notified",
+        kind,
+        payloads,
+        OUTBOX_CHANNEL,
+    )
+    ctx.outbox_ids.extend(outbox_ids)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     id: int

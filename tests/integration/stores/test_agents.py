@@ -268,30 +268,39 @@ def upserted(task: Task) -> dict[str, object]:
     return {field: to_json(task)[field] for field in fields}
 
 
-async def test_deleting_an_agent_unassigns_its_tasks_in_one_statement(
+async def test_deleting_an_agent_takes_as_many_round_trips_with_many_tasks_and_children(
     store: PostgresStore,
 ) -> None:
-    async def delete_with_tasks(count: int) -> tuple[dict[str, int], list[UUID], list[int]]:
+    async def delete_with(count: int) -> tuple[dict[str, int], list[UUID], list[UUID], list[int]]:
         agent = await new_agent(store)
         tasks = [(await new_task(store, assignee_id=agent.id)).id for _ in range(count)]
+        children = [(await new_agent(store, parent_id=agent.id)).id for _ in range(count)]
         ctx = new_ctx()
         with roundtrips.counting() as trips:
             await store.agents.delete(ctx, agent.id, expected_version=None)
-        return trips, tasks, ctx.outbox_ids
+        return trips, tasks, children, ctx.outbox_ids
 
-    one_trips, _, _ = await delete_with_tasks(1)
-    trips, task_ids, outbox_ids = await delete_with_tasks(25)
+    one_trips, *_ = await delete_with(1)
+    trips, task_ids, child_ids, outbox_ids = await delete_with(25)
     assert trips == one_trips
     unassigned = await store.tasks.by_ids(task_ids)
+    orphans = await store.agents.by_ids(child_ids)
     assert all(task.assignee_id is None for task in unassigned.values())
+    assert all(child.parent_id is None for child in orphans.values())
     async with store.connection() as conn:
         queued = await conn.fetch(
             "SELECT kind, payload FROM outbox WHERE id = ANY($1::bigint[])", outbox_ids
         )
-    upserts = {
-        row["payload"]["id"]: row["payload"] for row in queued if row["kind"] == "task.upserted"
+    messages = {(row["kind"], row["payload"]["id"]): row["payload"] for row in queued}
+    assert {key: value for key, value in messages.items() if key[0] == "task.upserted"} == {
+        ("task.upserted", str(task.id)): upserted(task) for task in unassigned.values()
     }
-    assert upserts == {str(task.id): upserted(task) for task in unassigned.values()}
+    assert {key for key in messages if key[0] == "agent.upserted"} == {
+        ("agent.upserted", str(child_id)) for child_id in child_ids
+    }
+    assert all(
+        messages["agent.upserted", str(child.id)]["parent_id"] is None for child in orphans.values()
+    )
 
 
 async def test_relate_upserts_and_unrelate_removes(store: PostgresStore) -> None:
