@@ -680,7 +680,8 @@ def _queue_write(pipe: Pipeline, entry: _Entry, now_ms: int) -> None:
     if entry.agent_id is not None:
         indexes.append(_agent_index(entry.agent_id))
     for index in indexes:
-        pipe.zremrangebyscore(index, "-inf", f"({now_ms}")
+        # Over at its expiry, as a read holds it: a member scored `now_ms` goes too.
+        pipe.zremrangebyscore(index, "-inf", now_ms)
         pipe.zadd(index, {entry.member: entry.expires_ms})
         # An index lives as long as its longest session: NX sets a first
         # expiry, GT only ever extends it.
