@@ -31,8 +31,8 @@ from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import Params
 from stores.postgres.records import Task, WriteContext
 from stores.postgres.task_events import (
+    QUEUE_UPSERTED,
     ROW,
-    UPSERTED,
     _event_insert,
     change_task,
     task_from_row,
@@ -220,8 +220,7 @@ class TaskClaims:
             " 'fencing_token', l.fencing_token,"
             f" 'retry_count', l.retry_count), {task_json('t')}, {params(ctx.request_id)}"
             " FROM t JOIN l ON l.id = t.id),"
-            f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
-            " FROM t)"
+            f" o AS ({QUEUE_UPSERTED})"
             f" SELECT t.*, pg_notify({params(OUTBOX_CHANNEL)}, '') FROM t"
         )
         async with self._store.connection() as conn:
@@ -297,8 +296,7 @@ def claim_statement(
         " fencing_token = fencing_token + 1, version = version + 1, updated_at = now()"
         f" WHERE id = (SELECT id FROM picked) RETURNING {ROW}),"
         f" e AS ({event}), a AS ({audit}),"
-        f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
-        " FROM t RETURNING id)"
+        f" o AS ({QUEUE_UPSERTED} RETURNING id)"
         " SELECT t.*, o.id AS outbox_id FROM t CROSS JOIN o"
     )
     return sql, params.values

@@ -111,6 +111,8 @@ UPSERTED = (
     "jsonb_build_object('id', t.id, 'title', t.title, 'status', t.status,"
     " 'priority', t.priority, 'assignee_id', t.assignee_id, 'workflow_id', t.workflow_id)"
 )
+# The outbox insert of that message for every row of `t`: a CTE's body (add RETURNING).
+QUEUE_UPSERTED = f"INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED} FROM t"
 
 
 async def insert_task(
@@ -187,25 +189,23 @@ async def change_task(
     return task_from_row(row)
 
 
-async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> int:
+async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> None:
     """Unassign every task of an agent that is going away, each with an `updated` event
-    and a `task.upserted` outbox message: one statement however many tasks it had.
-    Returns how many; their outbox ids go to `ctx.outbox_ids`."""
+    and a `task.upserted` outbox message (its id to `ctx.outbox_ids`): one statement
+    however many tasks it had."""
     params = Params([agent_id])
     event = _event_insert(params, "updated", ["assignee_id"], {"reason": "assignee deleted"}, ctx)
     outbox_ids = await conn.fetchval(
         "WITH t AS (UPDATE tasks SET assignee_id = NULL, version = version + 1,"
         f" updated_at = now() WHERE assignee_id = $1 RETURNING {ROW}),"
         f" e AS ({event}),"
-        f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
-        " FROM t RETURNING id)"
+        f" o AS ({QUEUE_UPSERTED} RETURNING id)"
         # The projectors are woken on commit, as `outbox.enqueue` wakes them.
         " SELECT array_agg(o.id ORDER BY o.id)"
         f" FROM o, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified",
         *params.values,
     )
     ctx.outbox_ids.extend(outbox_ids or ())
-    return len(outbox_ids or ())
 
 
 def replay(task_id: UUID, events: Sequence[TaskEvent]) -> Task:

@@ -43,9 +43,9 @@ from stores.postgres.task_claims import check_capabilities, check_holder
 from stores.postgres.task_events import (
     EVENT_ROW,
     NOW,
+    QUEUE_UPSERTED,
     ROW,
     TASK_COLUMNS,
-    UPSERTED,
     change_task,
     event_from_row,
     insert_task,
@@ -535,8 +535,7 @@ class TaskRepository:
             )
             row = await conn.fetchrow(
                 f"WITH t AS (UPDATE tasks SET {assignments} WHERE id = $1 RETURNING {ROW}),"
-                f" o AS (INSERT INTO outbox (kind, payload) SELECT 'task.upserted', {UPSERTED}"
-                " FROM t)"
+                f" o AS ({QUEUE_UPSERTED})"
                 f" SELECT t.* FROM t, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified",
                 *params.values,
             )
