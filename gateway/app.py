@@ -39,6 +39,7 @@ from gateway.middleware import RequestObserver
 from gateway.operation_hooks import OperationHooks
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
+from gateway.prepared import PreparedPath, PreparedQueries
 from gateway.prometheus import GatewayMetrics, metrics_route
 from gateway.query_cache import QueryResultCaching
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
@@ -90,11 +91,13 @@ def schema_extensions(
     metrics: GatewayMetrics | None = None,
     expensive: ExpensiveOperations | None = None,
     entity_cache: bool = True,
+    prepared: PreparedQueries | None = None,
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
-    sees every error the others leave. Without the entity cache (`entity_cache`
-    False) its two extensions could never act, and are left out rather than run on
-    every operation for nothing (bench/profile_notes.md)."""
+        sees every error the others leave. Without the entity cache (`entity_cache`
+        False) its two extensions could never act, and are left out rather than run on
+        every operation for nothing (bench/profile_notes.md). Queries that pass every check
+    are offered to `prepared` (gateway/prepared.py)."""
     plans = PlanCache()
     return [
         # Outermost: the whole operation counts, and it sees every error's code.
@@ -105,7 +108,7 @@ def schema_extensions(
         PersistedQueries,
         partial(ParseLimiter, limits=limits),
         ReportingParserCache,
-        partial(RequestLimiter, limits=limits, plans=plans),
+        partial(RequestLimiter, limits=limits, plans=plans, prepared=prepared),
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,
         *([QueryResultCaching] if entity_cache else []),
@@ -331,36 +334,49 @@ def create_app(
     limits = settings.request_limits()
     expensive = ExpensiveOperations(settings.expensive_operation_options())
     graphiql = GraphiQL() if settings.graphiql_enabled else None
+    executor_class = execution_context_class or _execution_context(settings)
+    planned = (
+        executor_class
+        if executor_class is not None and issubclass(executor_class, PlannedExecutionContext)
+        else None
+    )
+    # The prepared path stands in for every extension but these (gateway/prepared.py).
+    prepared = (
+        PreparedQueries()
+        if planned is not None
+        and provider is None
+        and not postgres_options.replica_dsns
+        and not settings.trusted_documents_only
+        else None
+    )
+    schema = build_schema(
+        # First, so that it leaves last and sees every error's code.
+        [
+            *(
+                [partial(GraphQLSpans, tracer=provider.get_tracer("polygraph.graphql"))]
+                if provider is not None
+                else []
+            ),
+            # Queries read from PostgreSQL replicas, when there are any.
+            *(
+                [read_your_writes(WritePositions(redis, memory_s=postgres_options.write_memory_s))]
+                if postgres_options.replica_dsns
+                else []
+            ),
+            *schema_extensions(
+                limits,
+                introspection=settings.introspection_enabled,
+                slow_operation_s=settings.slow_operation_s,
+                metrics=prometheus,
+                expensive=expensive,
+                entity_cache=stores.entity_cache is not None,
+                prepared=prepared,
+            ),
+        ],
+        execution_context_class=executor_class,
+    )
     graphql = GraphQLView(
-        build_schema(
-            # First, so that it leaves last and sees every error's code.
-            [
-                *(
-                    [partial(GraphQLSpans, tracer=provider.get_tracer("polygraph.graphql"))]
-                    if provider is not None
-                    else []
-                ),
-                # Queries read from PostgreSQL replicas, when there are any.
-                *(
-                    [
-                        read_your_writes(
-                            WritePositions(redis, memory_s=postgres_options.write_memory_s)
-                        )
-                    ]
-                    if postgres_options.replica_dsns
-                    else []
-                ),
-                *schema_extensions(
-                    limits,
-                    introspection=settings.introspection_enabled,
-                    slow_operation_s=settings.slow_operation_s,
-                    metrics=prometheus,
-                    expensive=expensive,
-                    entity_cache=stores.entity_cache is not None,
-                ),
-            ],
-            execution_context_class=execution_context_class or _execution_context(settings),
-        ),
+        schema,
         stores=stores,
         limits=limits,
         csrf_required_headers=settings.csrf_required_headers if settings.csrf_prevention else None,
@@ -369,6 +385,17 @@ def create_app(
         graphiql=graphiql,
         # Cross-origin WebSockets (which carry no CORS check) from the CORS allowlist only.
         allowed_origins=settings.cors_origins,
+        prepared=PreparedPath(
+            schema._schema,
+            planned,
+            prepared,
+            limits,
+            expensive.options,
+            slow_operation_s=settings.slow_operation_s,
+            metrics=prometheus,
+        )
+        if prepared is not None and planned is not None
+        else None,
     )
     routes = [
         # First: routes are matched in order, and nearly every request is this one.

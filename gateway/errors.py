@@ -177,24 +177,32 @@ class ErrorCodes(SchemaExtension):
         if not errors:
             return
         context: RequestContext | None = self.execution_context.context
-        request_id = getattr(context, "request_id", "-")
-        result.errors = [classify(error, request_id) for error in errors]
-        for error in result.errors:
-            # A streamed operation's last result is classified twice; log it once.
-            if id(error) in self._logged:
+        result.errors = classify_all(errors, getattr(context, "request_id", "-"), self._logged)
+
+
+def classify_all(
+    errors: list[GraphQLError], request_id: str, logged: set[int] | None = None
+) -> list[GraphQLError]:
+    """`errors`, each with a code (see `classify`), each logged once: `logged` holds the
+    ids of those logged before (a streamed operation's last result comes twice)."""
+    classified = [classify(error, request_id) for error in errors]
+    for error in classified:
+        if logged is not None:
+            if id(error) in logged:
                 continue
-            self._logged.add(id(error))
-            code = (error.extensions or {}).get("code")
-            if code not in _LOGGED_WHEN_CLASSIFIED:
-                logger.info(
-                    "%s in %s (request %s): %s",
-                    code,
-                    ".".join(map(str, error.path or [])) or "-",
-                    request_id,
-                    error.message,
-                )
-        # The errors as they came and as classified: a coded copy may drop the first.
-        _forget_tracebacks([*errors, *result.errors])
+            logged.add(id(error))
+        code = (error.extensions or {}).get("code")
+        if code not in _LOGGED_WHEN_CLASSIFIED:
+            logger.info(
+                "%s in %s (request %s): %s",
+                code,
+                ".".join(map(str, error.path or [])) or "-",
+                request_id,
+                error.message,
+            )
+    # The errors as they came and as classified: a coded copy may drop the first.
+    _forget_tracebacks([*errors, *classified])
+    return classified
 
 
 def _forget_tracebacks(errors: list[GraphQLError]) -> None:

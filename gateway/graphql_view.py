@@ -49,6 +49,7 @@ from gateway.limits.known_refusals import KnownRefusals, request_key
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
 from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
 from gateway.persisted_documents import read_document_id
+from gateway.prepared import PreparedPath
 from gateway.ws_sign_in import SignedInTransportWSHandler
 from resolvers.auth import ANONYMOUS
 from resolvers.context import RequestContext, Stores
@@ -271,6 +272,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         session_ttl_s: int = 3600,
         graphiql: GraphiQL | None = None,
         known_refusals: KnownRefusals | None = None,
+        prepared: PreparedPath | None = None,
         **kwargs: Any,
     ) -> None:
         # graphql-transport-ws only: the older graphql-ws protocol is one more surface
@@ -285,6 +287,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._projection_wait_s = projection_wait_s
         self._session_ttl_s = session_ttl_s
         self.known_refusals = known_refusals if known_refusals is not None else KnownRefusals()
+        self.prepared = prepared
         self._protocols: dict[str, GraphQLRequestProtocol] = {}
         # With @defer and @stream an operation can answer in parts: Strawberry's way.
         self._one_result_per_operation = (
@@ -537,7 +540,9 @@ class GraphQLView(GraphQL[RequestContext, None]):
         `Accept` asking for multipart or server-sent events) take Strawberry's way.
         Its own way checks each result against a runtime-checkable protocol, builds a
         request adapter and passes through three more layers: about 4% of a small
-        read's CPU in process (bench/profile_notes.md)."""
+        read's CPU in process (bench/profile_notes.md). A query this gateway has run
+        before takes the prepared path, past Strawberry's extensions
+        (gateway/prepared.py)."""
         headers = request.headers
         _refuse_unless_json(headers.get("content-type", ""))
         data = self.parse_json(body)
@@ -549,17 +554,28 @@ class GraphQLView(GraphQL[RequestContext, None]):
         sub_response = await self.get_sub_response(request)
         if context is UNSET:
             context = await self.get_context(request, response=sub_response)
-        try:
-            result = await self.schema.execute(
-                request_data.query,
-                # The schema has no root value (`get_root_value` is not overridden).
-                root_value=None if root_value is UNSET else root_value,
-                variable_values=request_data.variables,
-                context_value=context,
-                operation_name=request_data.operation_name,
-                allowed_operation_types=_POST_OPERATIONS,
-                operation_extensions=request_data.extensions,
+        result = None
+        if (
+            self.prepared is not None
+            and request_data.query is not None
+            and not request_data.extensions
+            and root_value is UNSET
+        ):
+            result = await self.prepared.run(
+                request_data.query, request_data.variables, request_data.operation_name, context
             )
+        try:
+            if result is None:
+                result = await self.schema.execute(
+                    request_data.query,
+                    # The schema has no root value (`get_root_value` is not overridden).
+                    root_value=None if root_value is UNSET else root_value,
+                    variable_values=request_data.variables,
+                    context_value=context,
+                    operation_name=request_data.operation_name,
+                    allowed_operation_types=_POST_OPERATIONS,
+                    operation_extensions=request_data.extensions,
+                )
         except CannotGetOperationTypeError as exc:
             raise HTTPException(400, exc.as_http_error_reason()) from exc
         except InvalidOperationTypeError as exc:

@@ -13,8 +13,9 @@ Listed before `ErrorCodes`, so it leaves after it and sees every error's code.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -37,22 +38,41 @@ class OperationHooks(SchemaExtension):
         yield
         elapsed_s = time.perf_counter() - started
         execution = self.execution_context
-        context = execution.context
-        if isinstance(context, RequestContext):
-            context.loaders.clear()
         kind: OperationType | None
         try:
             kind = execution.operation_type
         except Exception:  # a document that did not parse has no operation type
             kind = None
-        if self._metrics is not None:
-            errors = getattr(execution.result, "errors", None) or ()
-            self._metrics.record_operation(
-                execution.operation_name, kind.value if kind else "unknown", elapsed_s, errors
-            )
-        if kind is not None:
-            report_if_slow(execution, kind, elapsed_s, self._slow_s)
+        errors = getattr(execution.result, "errors", None) or ()
+        operation_finished(
+            execution.context,
+            execution.operation_name,
+            kind,
+            elapsed_s,
+            errors,
+            slow_s=self._slow_s,
+            metrics=self._metrics,
+        )
 
     def on_execute(self) -> Iterator[None]:
         name_operation(self.execution_context.operation_name)
         yield
+
+
+def operation_finished(
+    context: object,
+    name: str | None,
+    kind: OperationType | None,
+    elapsed_s: float,
+    errors: Iterable[GraphQLError],
+    *,
+    slow_s: float,
+    metrics: GatewayMetrics | None,
+) -> None:
+    """What ends every operation, whichever way it ran (gateway/prepared.py)."""
+    if isinstance(context, RequestContext):
+        context.loaders.clear()
+    if metrics is not None:
+        metrics.record_operation(name, kind.value if kind else "unknown", elapsed_s, errors)
+    if kind is not None:
+        report_if_slow(context, name, kind, elapsed_s, slow_s)

@@ -29,7 +29,7 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graphql import (
     DocumentNode,
@@ -51,6 +51,9 @@ from gateway.limits.refusal import TooComplex
 from gateway.limits.shape import DocumentShape, measure
 from resolvers.cost import OperationCost
 from resolvers.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from gateway.prepared import PreparedQueries
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +154,14 @@ class RequestLimiter(SchemaExtension):
     """Pass a factory (`functools.partial(RequestLimiter, limits=..., plans=...)`): the
     plans are shared, the extension is per request."""
 
-    def __init__(self, *, limits: RequestLimits, plans: PlanCache) -> None:
+    def __init__(
+        self, *, limits: RequestLimits, plans: PlanCache, prepared: PreparedQueries | None = None
+    ) -> None:
         super().__init__()
         self._limits = limits
         self._plans = plans
+        # Where a query that passed every check is offered to (gateway/prepared.py).
+        self._prepared = prepared
         self._cost_plan: CostPlan | None = None
         self._requested: int | None = None
         self._subscription: bool | None = None
@@ -185,6 +192,13 @@ class RequestLimiter(SchemaExtension):
                     "POLYGRAPH_MAX_COST",
                 )
                 errors.append(refusal.error())
+        if (
+            self._prepared is not None
+            and not errors
+            and plan.arguments is not None
+            and plan.cost is not None
+        ):
+            self._prepared.offer(context, _requested_operation(context), plan.arguments, plan.cost)
         # Set, even empty: Strawberry then skips its own validation.
         context.pre_execution_errors = errors
         yield
@@ -199,11 +213,7 @@ class RequestLimiter(SchemaExtension):
                 yield
         except TimeoutError:
             # Raised with its code: an error escaping the hooks is never classified.
-            raise GraphQLError(
-                f"The operation ran past its {deadline:g} s deadline"
-                " (POLYGRAPH_REQUEST_DEADLINE_S) and was cancelled. Ask for less, or retry.",
-                extensions={"code": ErrorCode.REQUEST_TIMEOUT.value},
-            ) from None
+            raise past_deadline(deadline) from None
 
     def get_results(self) -> dict[str, Any]:
         """`extensions.cost` of a query or mutation; a subscription's events get theirs
@@ -270,6 +280,14 @@ class RequestLimiter(SchemaExtension):
             schema, operation, fragments, max_list_length=self._limits.max_list_length
         )
         return DocumentPlan((), arguments, CostPlan.of(schema, operation, fragments))
+
+
+def past_deadline(deadline_s: float) -> GraphQLError:
+    return GraphQLError(
+        f"The operation ran past its {deadline_s:g} s deadline"
+        " (POLYGRAPH_REQUEST_DEADLINE_S) and was cancelled. Ask for less, or retry.",
+        extensions={"code": ErrorCode.REQUEST_TIMEOUT.value},
+    )
 
 
 def _requested_operation(context: ExecutionContext) -> str | None:

@@ -47,42 +47,57 @@ class RateLimiting(SchemaExtension):
         if limits is None or not limits.enabled:
             yield
             return
-        usage = usage_of(context.connection.scope)
-        cost = limits.request_cost(requested_cost(context))
-        minimum = 0
-        if usage is not None and not usage.charged:
-            # Over HTTP: what the middleware left owing, in the same charge.
-            cost += usage.body_points
-            minimum = usage.owed
+        assert isinstance(context, RequestContext)
         operation_type = execution.operation_type
         logins = 0
         if operation_type is OperationType.MUTATION and execution.graphql_document is not None:
             logins = count_root_fields(
                 execution.graphql_document, execution.operation_name, LOGIN_FIELD
             )
-        if cost or logins:
-            client = context.connection.client
-            outcome = await limits.charge(
-                context.principal,
-                client.host if client else None,
-                cost=cost,
-                logins=logins,
-                minimum=minimum,
-            )
-            if usage is not None:
-                usage.record(outcome)
-            if not outcome.allowed:
-                refusal = ClientError(ErrorCode.RATE_LIMITED, outcome.message())
-                if operation_type is OperationType.SUBSCRIPTION:
-                    # Streams do not look at a preset result; Strawberry turns this into
-                    # the subscription's one error.
-                    raise refusal
-                # No time to come back for an operation dearer than the whole quota.
-                retry = {} if outcome.oversized else {"retryAfter": outcome.decision.retry_after_s}
-                error = GraphQLError(refusal.message, original_error=refusal, extensions=retry)
-                # A preset result stands in for execution: nothing runs.
-                execution.result = ExecutionResult(data=None, errors=[error])
+        refusal = await charge_operation(context, logins=logins)
+        if refusal is not None:
+            if operation_type is OperationType.SUBSCRIPTION:
+                # Streams do not look at a preset result; Strawberry turns this into
+                # the subscription's one error.
+                assert isinstance(refusal.original_error, ClientError)
+                raise refusal.original_error
+            # A preset result stands in for execution: nothing runs.
+            execution.result = ExecutionResult(data=None, errors=[refusal])
         yield
+
+
+async def charge_operation(context: RequestContext, *, logins: int = 0) -> GraphQLError | None:
+    """Charges the operation's estimated cost (with what the HTTP middleware left
+    owing) and `logins` sign-ins; the refusal to answer with, if its caller is over a
+    limit. Whichever way the operation runs (gateway/prepared.py)."""
+    limits = context.stores.rate_limits
+    if limits is None or not limits.enabled:
+        return None
+    usage = usage_of(context.connection.scope)
+    cost = limits.request_cost(requested_cost(context))
+    minimum = 0
+    if usage is not None and not usage.charged:
+        # Over HTTP: what the middleware left owing, in the same charge.
+        cost += usage.body_points
+        minimum = usage.owed
+    if not cost and not logins:
+        return None
+    client = context.connection.client
+    outcome = await limits.charge(
+        context.principal,
+        client.host if client else None,
+        cost=cost,
+        logins=logins,
+        minimum=minimum,
+    )
+    if usage is not None:
+        usage.record(outcome)
+    if outcome.allowed:
+        return None
+    refusal = ClientError(ErrorCode.RATE_LIMITED, outcome.message())
+    # No time to come back for an operation dearer than the whole quota.
+    retry = {} if outcome.oversized else {"retryAfter": outcome.decision.retry_after_s}
+    return GraphQLError(refusal.message, original_error=refusal, extensions=retry)
 
 
 def requested_cost(context: RequestContext) -> int:

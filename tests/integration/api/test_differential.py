@@ -8,6 +8,16 @@ non-null fields, errors inside list items), for a principal who may and one who
 may not, and a corpus of queries generated from the schema (hypothesis-graphql,
 derandomized: the same documents on every run). They run on a gateway of their own
 that compares, whichever executor the rest of the run uses.
+
+The same documents also compare the prepared path (gateway/prepared.py) with
+Strawberry's way. A query's first request goes Strawberry's way and leaves the
+document prepared; the same request again takes the prepared path. Once a first
+plain request has prepared it, each document is sent three times: with an
+`extensions` entry the gateway ignores (which keeps it on Strawberry's way), plain
+(prepared), and with that entry again. The prepared answer must equal one of the two
+around it, status and body (data, errors with their messages, paths, locations and
+codes, the cost report): equal to both unless a background write landed in between,
+which can change one neighbour only.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import graphql
+import httpx2
 import pytest
 from graphql import get_introspection_query
 from hypothesis import HealthCheck, given, settings
@@ -26,10 +37,23 @@ from hypothesis_graphql import queries
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.graphql_view import GraphQLView
+from gateway.limits.concurrency import ExpensiveOperationOptions
+from gateway.prepared import PreparedPath
 from gateway.settings import Settings
 from schema import build_schema
-from tests.integration.api.conftest import Caller, GraphQL, _make_caller, data, unique
+from tests.integration.api.conftest import (
+    Caller,
+    GraphQL,
+    _make_caller,
+    data,
+    error_codes,
+    unique,
+)
+from tests.integration.api.test_cost import _nobody_waits
+from tests.integration.api.test_status_codes import agents_locked, serving
 from tests.support.differential import DifferentialExecutionContext, take_mismatches
+from tests.support.waiting import until
 
 ANONYMOUS = Caller(user_id="", role="anonymous", api_key="")
 
@@ -274,3 +298,175 @@ def _depth(node: graphql.Node, depth: int = 0) -> int:
         definitions = getattr(node, "definitions", ())
         return max((_depth(d, depth) for d in definitions), default=depth)
     return max((_depth(s, depth + 1) for s in selection_set.selections), default=depth)
+
+
+# Not a key the gateway reads: the request goes Strawberry's way, unprepared.
+_UNPREPARED = {"extensions": {"test": "unprepared"}}
+
+
+class Recorded:
+    """Which requests the prepared path answered, in order."""
+
+    def __init__(self, path: PreparedPath) -> None:
+        self.answered: list[bool] = []
+        self._run = path.run
+        path.run = self._recording  # type: ignore[method-assign,assignment]
+
+    async def _recording(self, *args: Any) -> Any:
+        result = await self._run(*args)
+        self.answered.append(result is not None)
+        return result
+
+    def take(self) -> list[bool]:
+        answered, self.answered = self.answered, []
+        return answered
+
+
+def _view(client: TestClient) -> GraphQLView:
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        endpoint = getattr(route, "endpoint", None)
+        if isinstance(endpoint, GraphQLView):
+            return endpoint
+    raise AssertionError("no GraphQL route")
+
+
+@pytest.fixture(scope="module")
+def recorded(differential_client: TestClient) -> Iterator[Recorded]:
+    path = _view(differential_client).prepared
+    assert path is not None, "the planned executor's gateway has a prepared path"
+    yield Recorded(path)
+
+
+def _post(
+    client: TestClient, query: str, variables: dict[str, Any], caller: Caller, **extra: Any
+) -> httpx2.Response:
+    headers = {} if caller is ANONYMOUS else caller.headers
+    return client.post(
+        "/graphql", json={"query": query, "variables": variables, **extra}, headers=headers
+    )
+
+
+def _answer(response: httpx2.Response) -> tuple[int, Any]:
+    return response.status_code, response.json()
+
+
+def _both_ways(
+    client: TestClient, recorded: Recorded, query: str, variables: dict[str, Any], caller: Caller
+) -> tuple[list[bool], tuple[int, Any]]:
+    """The prepared answer (checked against Strawberry's either side), and whether the
+    prepared path answered each plain request."""
+    recorded.take()
+    # Prepares the document, if an earlier request has not.
+    _post(client, query, variables, caller)
+    before = _answer(_post(client, query, variables, caller, **_UNPREPARED))
+    prepared = _answer(_post(client, query, variables, caller))
+    after = _answer(_post(client, query, variables, caller, **_UNPREPARED))
+    assert prepared in (before, after), f"{prepared}\n!=\n{before}\nnor\n{after}"
+    return recorded.take(), prepared
+
+
+def _runs_prepared(body: dict[str, Any]) -> bool:
+    """Whether a request answered `body` takes the prepared path once prepared: not
+    when refused before execution, nor when the expensive-operation gate holds it."""
+    requested = body.get("extensions", {}).get("cost", {}).get("requested", 0)
+    return "data" in body and requested < ExpensiveOperationOptions().cost
+
+
+@pytest.mark.parametrize("name", DOCUMENTS)
+def test_spec_areas_answer_as_strawberry_does(
+    world: World, differential_client: TestClient, recorded: Recorded, name: str
+) -> None:
+    query, variables = DOCUMENTS[name]
+    values = variables(world) if callable(variables) else variables
+    for caller in world.callers:
+        answered, (_, body) = _both_ways(differential_client, recorded, query, values, caller)
+        # Requests with `extensions` never reach the prepared path.
+        assert answered[1:] == [_runs_prepared(body)], (name, caller.role, answered)
+
+
+def test_generated_queries_answer_as_strawberry_does(
+    world: World,
+    differential_client: TestClient,
+    recorded: Recorded,
+    generated: st.SearchStrategy[str],
+) -> None:
+    taken: list[bool] = []
+
+    @settings(
+        max_examples=60,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(document=generated, caller=st.sampled_from(world.callers))
+    def answer_alike(document: str, caller: Caller) -> None:
+        answered, (_, body) = _both_ways(differential_client, recorded, document, {}, caller)
+        # A refusal the gateway knows is answered before either way (known_refusals).
+        taken.append(answered[-1:] == [True])
+        assert taken[-1] == _runs_prepared(body), (document, caller.role, answered)
+
+    answer_alike()
+    # Many generated documents are refused (a negative `first`, say) or expensive:
+    # 22 of these 60 run prepared.
+    assert taken.count(True) >= 10
+
+
+def test_refused_requests_go_strawberrys_way(
+    differential_client: TestClient, recorded: Recorded, viewer: Caller
+) -> None:
+    query = "query($n: Int!) { agents(first: $n) { edges { node { name } } } }"
+    _post(differential_client, query, {"n": 1}, viewer)
+    recorded.take()
+    # Over the list-argument rule with these variables: refused before execution.
+    body = _post(differential_client, query, {"n": 100_000}, viewer).json()
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert body["errors"][0]["extensions"]["field"] == "first"
+    assert recorded.take() == [False]
+    # A variable of the wrong type: coerced, and refused, on the prepared path.
+    body = _post(differential_client, query, {"n": "many"}, viewer).json()
+    assert error_codes(body) == ["BAD_USER_INPUT"]
+    assert "data" not in body
+    assert recorded.take() == [True]
+
+
+def test_only_plain_queries_are_prepared(
+    differential_client: TestClient, recorded: Recorded, admin: Caller
+) -> None:
+    prepared = _view(differential_client).prepared
+    assert prepared is not None
+    mutation = "mutation($n: String!) { createAgent(input: {name: $n}) { agent { id } } }"
+    cached = "query @cached(ttl: 5) { agents(first: 1) { totalCount } }"
+    invalid = "{ agents(first: 1) { nope } }"
+    persisted = "{ agents(first: 2) { totalCount } }"
+    for _ in range(2):
+        assert data(_post(differential_client, mutation, {"n": unique("prep")}, admin).json())
+        _post(differential_client, cached, {}, admin)
+        _post(differential_client, invalid, {}, admin)
+        _post(differential_client, persisted, {}, admin, **_UNPREPARED)
+    for query in (mutation, cached, invalid, persisted):
+        assert prepared.queries.get(query, None) is None, query
+    assert not any(recorded.take())
+
+
+async def test_a_prepared_query_past_the_deadline_is_cancelled_with_504(
+    settings: Settings, operator: Caller
+) -> None:
+    hasty = settings.model_copy(
+        update={"request_deadline_s": 0.5, "postgres_statement_timeout_s": 300}
+    )
+    query = "{ agents(first: 1) { edges { node { id } } } }"
+    async with serving(hasty) as client:
+        ready = await client.post("/graphql", json={"query": query}, headers=operator.headers)
+        assert data(ready.json())["agents"]
+        async with agents_locked(settings) as lock_holder:
+            response = await client.post(
+                "/graphql", json={"query": query}, headers=operator.headers
+            )
+            await until(lambda: _nobody_waits(lock_holder), limit_s=30)
+    assert response.status_code == 504
+    body = response.json()
+    assert "data" not in body
+    assert error_codes(body) == ["REQUEST_TIMEOUT"]
+    assert "POLYGRAPH_REQUEST_DEADLINE_S" in body["errors"][0]["message"]
+    assert body["extensions"]["cost"]["actual"] == 0

@@ -1,0 +1,244 @@
+"""The short way for a query document this gateway has run before.
+
+Strawberry takes every operation through its extensions: a dozen objects built per
+request, each hook a generator entered and left at five stages, then graphql-core's
+`execute` building an executor out of the document. For a query whose document was
+parsed, validated and planned when it first came (that first time by Strawberry's
+way), what those stages find out is known, and `PreparedPath` runs the rest as plain
+calls, in the extensions' order and with the functions they call:
+
+1. the list-argument rule and the cost estimate with this request's variables
+   (`RequestLimiter`); a request either would refuse, or one costly enough for the
+   expensive-operation gate, goes Strawberry's way, which answers it as always;
+2. the rate-limit charge (`RateLimiting`): a refusal is the answer;
+3. the variables' coercion and the planned executor, under the deadline;
+4. every error coded and logged once (`ErrorCodes`), the loaders let go, the metrics
+   and the slow-operation log (`OperationHooks`), the cost report.
+
+Only documents `RequestLimiter` offers are kept (`PreparedQueries.offer`): a query
+that passed every check, with no `@cached` mark (the query cache's), sent without
+`extensions` (persisted documents, APQ). The app builds the path only when it runs
+no extension the path does not stand in for: tracing spans, replica routing, trusted
+documents only (see `gateway.app`). Each way's answers are compared in
+tests/api/test_prepared_path.py; what it saves is in bench/profile_notes.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    get_operation_ast,
+)
+from graphql import (
+    OperationType as OperationTypeNode,
+)
+from graphql.execution import ExecutionResult as CoreResult
+from graphql.execution import default_field_resolver, default_type_resolver
+from graphql.execution.collect_fields import FragmentDetails
+from graphql.execution.values import get_variable_values
+from strawberry.execution import optimized_is_awaitable
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from gateway.engine.executor import PlannedExecutionContext
+from gateway.errors import classify_all
+from gateway.limits.arguments import ArgumentRules
+from gateway.limits.concurrency import ExpensiveOperationOptions
+from gateway.limits.cost import CostPlan
+from gateway.limits.extension import past_deadline
+from gateway.limits.options import RequestLimits
+from gateway.logs import name_operation
+from gateway.operation_hooks import operation_finished
+from gateway.prometheus import GatewayMetrics
+from gateway.ratelimit.extension import charge_operation
+from resolvers.context import RequestContext
+from resolvers.cost import OperationCost
+
+# graphql-core's default, as `execute` passes it.
+_MAX_COERCION_ERRORS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedQuery:
+    """A validated query document and operation, with what executing it needs."""
+
+    arguments: ArgumentRules
+    cost: CostPlan
+    operation: OperationDefinitionNode
+    fragment_definitions: dict[str, FragmentDefinitionNode]
+    fragments: dict[str, FragmentDetails]
+    # As Strawberry names the operation for logs and metrics: its own name.
+    name: str | None
+
+
+class PreparedQueries:
+    """Prepared queries by document text and the operation name the client sent,
+    least recently used dropped first. One per app, shared by its requests."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._maxsize = maxsize
+        self._queries: OrderedDict[tuple[str, str | None], PreparedQuery] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._queries)
+
+    def get(self, query: str, operation_name: str | None) -> PreparedQuery | None:
+        key = (query, operation_name)
+        prepared = self._queries.get(key)
+        if prepared is not None:
+            self._queries.move_to_end(key)
+        return prepared
+
+    def offer(
+        self,
+        context: ExecutionContext,
+        requested_operation: str | None,
+        arguments: ArgumentRules,
+        cost: CostPlan,
+    ) -> None:
+        """Keeps the operation `context` validated, if the prepared path can run it;
+        `requested_operation` is the name the client sent."""
+        query = context.query
+        document = context.graphql_document
+        if query is None or document is None or context.operation_extensions:
+            return
+        key = (query, requested_operation)
+        if key in self._queries:
+            return
+        operation = get_operation_ast(document, requested_operation)
+        if operation is None or operation.operation is not OperationTypeNode.QUERY:
+            return
+        if any(directive.name.value == "cached" for directive in operation.directives or ()):
+            return
+        fragment_definitions = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+        # Fragment arguments (experimental) need per-spread variables: not prepared.
+        if any(definition.variable_definitions for definition in fragment_definitions.values()):
+            return
+        self._queries[key] = PreparedQuery(
+            arguments,
+            cost,
+            operation,
+            fragment_definitions,
+            {name: FragmentDetails(node, None) for name, node in fragment_definitions.items()},
+            operation.name.value if operation.name else None,
+        )
+        if len(self._queries) > self._maxsize:
+            self._queries.popitem(last=False)
+
+
+class PreparedPath:
+    """Runs prepared queries (see the module docstring)."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        executor_class: type[PlannedExecutionContext],
+        queries: PreparedQueries,
+        limits: RequestLimits,
+        expensive: ExpensiveOperationOptions,
+        *,
+        slow_operation_s: float,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.queries = queries
+        self._schema = schema
+        self._executor_class = executor_class
+        self._limits = limits
+        # The expensive-operation gate's slots are its own: such operations go its way.
+        self._expensive_from = expensive.cost if expensive.enabled else None
+        self._slow_operation_s = slow_operation_s
+        self._metrics = metrics
+
+    async def run(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: RequestContext,
+    ) -> ExecutionResult | None:
+        """The operation's result, or None if it must go Strawberry's way."""
+        prepared = self.queries.get(query, operation_name)
+        if prepared is None or prepared.arguments.check(variables):
+            return None
+        requested = prepared.cost.requested(variables)
+        if requested > self._limits.max_cost or (
+            self._expensive_from is not None and requested >= self._expensive_from
+        ):
+            return None
+        started = time.perf_counter()
+        name_operation(prepared.name)
+        context.cost = OperationCost(requested)
+        refusal = await charge_operation(context)
+        if refusal is not None:
+            result = CoreResult(None, [refusal])
+        else:
+            result = await self._execute(prepared, variables, context)
+        errors = classify_all(result.errors, context.request_id) if result.errors else None
+        operation_finished(
+            context,
+            prepared.name,
+            OperationType.QUERY,
+            time.perf_counter() - started,
+            errors or (),
+            slow_s=self._slow_operation_s,
+            metrics=self._metrics,
+        )
+        actual = prepared.cost.actual(result.data)
+        context.cost = OperationCost(requested, actual)
+        cost = {"requested": requested, "actual": actual, "maximum": self._limits.max_cost}
+        return ExecutionResult(data=result.data, errors=errors, extensions={"cost": cost})
+
+    async def _execute(
+        self, prepared: PreparedQuery, variables: dict[str, Any] | None, context: RequestContext
+    ) -> CoreResult:
+        deadline_s = self._limits.deadline_s
+        try:
+            async with asyncio.timeout(deadline_s):
+                values = get_variable_values(
+                    self._schema,
+                    prepared.operation.variable_definitions or (),
+                    variables or {},
+                    max_errors=_MAX_COERCION_ERRORS,
+                )
+                if isinstance(values, list):
+                    return CoreResult(None, values)
+                # As graphql-core's `Executor.build` makes it, from what it worked out.
+                executor = self._executor_class(
+                    self._schema,
+                    prepared.fragment_definitions,
+                    prepared.fragments,
+                    None,
+                    context,
+                    prepared.operation,
+                    values,
+                    default_field_resolver,
+                    default_type_resolver,
+                    default_field_resolver,
+                    is_awaitable=optimized_is_awaitable,
+                    operation_extensions=None,
+                )
+                result: Any = executor.execute_operation()
+                if optimized_is_awaitable(result):
+                    result = await result
+        except TimeoutError:
+            return CoreResult(None, [past_deadline(deadline_s)])
+        except GraphQLError as error:
+            return CoreResult(None, [error])
+        except Exception as exc:
+            # As Strawberry reports an error escaping execution.
+            return CoreResult(None, [GraphQLError(str(exc), original_error=exc)])
+        assert isinstance(result, CoreResult)
+        return result
