@@ -181,11 +181,15 @@ class PreparedPath:
         started = time.perf_counter()
         name_operation(prepared.name)
         context.cost = OperationCost(requested)
-        refusal = await charge_operation(context)
-        if refusal is not None:
-            result = CoreResult(None, [refusal])
+        try:
+            refusal = await charge_operation(context)
+        except Exception as exc:
+            result = _escaped(exc)
         else:
-            result = await self._execute(prepared, variables, context)
+            if refusal is not None:
+                result = CoreResult(None, [refusal])
+            else:
+                result = await self._execute(prepared, variables, context)
         errors = classify_all(result.errors, context.request_id) if result.errors else None
         operation_finished(
             context,
@@ -238,7 +242,11 @@ class PreparedPath:
         except GraphQLError as error:
             return CoreResult(None, [error])
         except Exception as exc:
-            # As Strawberry reports an error escaping execution.
-            return CoreResult(None, [GraphQLError(str(exc), original_error=exc)])
+            return _escaped(exc)
         assert isinstance(result, CoreResult)
         return result
+
+
+def _escaped(exc: Exception) -> CoreResult:
+    """An error that escaped the operation's work, as Strawberry reports one."""
+    return CoreResult(None, [GraphQLError(str(exc), original_error=exc)])
