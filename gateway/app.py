@@ -390,7 +390,7 @@ def create_app(
             planned,
             prepared,
             limits,
-            expensive.options,
+            expensive,
             slow_operation_s=settings.slow_operation_s,
             metrics=prometheus,
         )

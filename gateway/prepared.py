@@ -8,11 +8,12 @@ way), what those stages find out is known, and `PreparedPath` runs the rest as p
 calls, in the extensions' order and with the functions they call:
 
 1. the list-argument rule and the cost estimate with this request's variables
-   (`RequestLimiter`); a request either would refuse, or one costly enough for the
-   expensive-operation gate, goes Strawberry's way, which answers it as always;
-2. the rate-limit charge (`RateLimiting`): a refusal is the answer;
-3. the variables' coercion and the planned executor, under the deadline;
-4. every error coded and logged once (`ErrorCodes`), the loaders let go, the metrics
+   (`RequestLimiter`); a request either would refuse goes Strawberry's way, which
+   answers it as always;
+2. under the deadline: the rate-limit charge (`RateLimiting`), a slot of the
+   caller's for an expensive operation (`ExpensiveOperationGate`), the variables'
+   coercion and the planned executor; a refusal is the answer;
+3. every error coded and logged once (`ErrorCodes`), the loaders let go, the metrics
    and the slow-operation log (`OperationHooks`), the cost report.
 
 Only documents `RequestLimiter` offers are kept (`PreparedQueries.offer`): a query
@@ -52,7 +53,7 @@ from strawberry.types.graphql import OperationType
 from gateway.engine.executor import PlannedExecutionContext
 from gateway.errors import classify_all
 from gateway.limits.arguments import ArgumentRules
-from gateway.limits.concurrency import ExpensiveOperationOptions
+from gateway.limits.concurrency import ExpensiveOperations, TooManyExpensive, caller_key
 from gateway.limits.cost import CostPlan
 from gateway.limits.extension import past_deadline
 from gateway.limits.options import RequestLimits
@@ -148,7 +149,7 @@ class PreparedPath:
         executor_class: type[PlannedExecutionContext],
         queries: PreparedQueries,
         limits: RequestLimits,
-        expensive: ExpensiveOperationOptions,
+        expensive: ExpensiveOperations,
         *,
         slow_operation_s: float,
         metrics: GatewayMetrics | None = None,
@@ -157,8 +158,8 @@ class PreparedPath:
         self._schema = schema
         self._executor_class = executor_class
         self._limits = limits
-        # The expensive-operation gate's slots are its own: such operations go its way.
-        self._expensive_from = expensive.cost if expensive.enabled else None
+        self._expensive = expensive
+        self._expensive_from = expensive.options.cost if expensive.options.enabled else None
         self._slow_operation_s = slow_operation_s
         self._metrics = metrics
 
@@ -174,22 +175,22 @@ class PreparedPath:
         if prepared is None or prepared.arguments.check(variables):
             return None
         requested = prepared.cost.requested(variables)
-        if requested > self._limits.max_cost or (
-            self._expensive_from is not None and requested >= self._expensive_from
-        ):
+        if requested > self._limits.max_cost:
             return None
         started = time.perf_counter()
         name_operation(prepared.name)
         context.cost = OperationCost(requested)
+        deadline_s = self._limits.deadline_s
+        # As `RequestLimiter.on_execute` holds everything after it: the charge, a wait
+        # for an expensive slot and the execution.
         try:
-            refusal = await charge_operation(context)
+            async with asyncio.timeout(deadline_s):
+                result = await self._charged_and_executed(prepared, variables, context)
+        except TimeoutError:
+            result = CoreResult(None, [past_deadline(deadline_s)])
         except Exception as exc:
-            result = _escaped(exc)
-        else:
-            if refusal is not None:
-                result = CoreResult(None, [refusal])
-            else:
-                result = await self._execute(prepared, variables, context)
+            # As Strawberry reports an error escaping the operation's work.
+            result = CoreResult(None, [GraphQLError(str(exc), original_error=exc)])
         errors = classify_all(result.errors, context.request_id) if result.errors else None
         operation_finished(
             context,
@@ -205,48 +206,55 @@ class PreparedPath:
         cost = {"requested": requested, "actual": actual, "maximum": self._limits.max_cost}
         return ExecutionResult(data=result.data, errors=errors, extensions={"cost": cost})
 
+    async def _charged_and_executed(
+        self, prepared: PreparedQuery, variables: dict[str, Any] | None, context: RequestContext
+    ) -> CoreResult:
+        refusal = await charge_operation(context)
+        if refusal is not None:
+            return CoreResult(None, [refusal])
+        assert context.cost is not None
+        if self._expensive_from is None or context.cost.requested < self._expensive_from:
+            return await self._execute(prepared, variables, context)
+        # As `ExpensiveOperationGate`: one of the caller's slots while it executes.
+        client = context.connection.client
+        key = caller_key(context.principal, client.host if client else None)
+        try:
+            await self._expensive.acquire(key, context.principal.role)
+        except TooManyExpensive as refused:
+            return CoreResult(None, [refused.error()])
+        try:
+            return await self._execute(prepared, variables, context)
+        finally:
+            self._expensive.release(key)
+
     async def _execute(
         self, prepared: PreparedQuery, variables: dict[str, Any] | None, context: RequestContext
     ) -> CoreResult:
-        deadline_s = self._limits.deadline_s
-        try:
-            async with asyncio.timeout(deadline_s):
-                values = get_variable_values(
-                    self._schema,
-                    prepared.operation.variable_definitions or (),
-                    variables or {},
-                    max_errors=_MAX_COERCION_ERRORS,
-                )
-                if isinstance(values, list):
-                    return CoreResult(None, values)
-                # As graphql-core's `Executor.build` makes it, from what it worked out.
-                executor = self._executor_class(
-                    self._schema,
-                    prepared.fragment_definitions,
-                    prepared.fragments,
-                    None,
-                    context,
-                    prepared.operation,
-                    values,
-                    default_field_resolver,
-                    default_type_resolver,
-                    default_field_resolver,
-                    is_awaitable=optimized_is_awaitable,
-                    operation_extensions=None,
-                )
-                result: Any = executor.execute_operation()
-                if optimized_is_awaitable(result):
-                    result = await result
-        except TimeoutError:
-            return CoreResult(None, [past_deadline(deadline_s)])
-        except GraphQLError as error:
-            return CoreResult(None, [error])
-        except Exception as exc:
-            return _escaped(exc)
+        values = get_variable_values(
+            self._schema,
+            prepared.operation.variable_definitions or (),
+            variables or {},
+            max_errors=_MAX_COERCION_ERRORS,
+        )
+        if isinstance(values, list):
+            return CoreResult(None, values)
+        # As graphql-core's `Executor.build` makes it, from what it worked out.
+        executor = self._executor_class(
+            self._schema,
+            prepared.fragment_definitions,
+            prepared.fragments,
+            None,
+            context,
+            prepared.operation,
+            values,
+            default_field_resolver,
+            default_type_resolver,
+            default_field_resolver,
+            is_awaitable=optimized_is_awaitable,
+            operation_extensions=None,
+        )
+        result: Any = executor.execute_operation()
+        if optimized_is_awaitable(result):
+            result = await result
         assert isinstance(result, CoreResult)
         return result
-
-
-def _escaped(exc: Exception) -> CoreResult:
-    """An error that escaped the operation's work, as Strawberry reports one."""
-    return CoreResult(None, [GraphQLError(str(exc), original_error=exc)])

@@ -75,6 +75,13 @@ class TooManyExpensive(Exception):
             " POLYGRAPH_EXPENSIVE_QUEUE). Send the next when one has answered."
         )
 
+    def error(self) -> GraphQLError:
+        """The operation's one error, in place of its result."""
+        return GraphQLError(
+            str(self),
+            extensions={"code": ErrorCode.RATE_LIMITED.value, "retryAfter": RETRY_AFTER_S},
+        )
+
 
 @dataclass(slots=True)
 class _Caller:
@@ -177,18 +184,7 @@ class ExpensiveOperationGate(SchemaExtension):
         try:
             await self._gate.acquire(key, context.principal.role)
         except TooManyExpensive as refusal:
-            execution.result = ExecutionResult(
-                data=None,
-                errors=[
-                    GraphQLError(
-                        str(refusal),
-                        extensions={
-                            "code": ErrorCode.RATE_LIMITED.value,
-                            "retryAfter": RETRY_AFTER_S,
-                        },
-                    )
-                ],
-            )
+            execution.result = ExecutionResult(data=None, errors=[refusal.error()])
             yield
             return
         try:
