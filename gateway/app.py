@@ -94,10 +94,10 @@ def schema_extensions(
     prepared: PreparedQueries | None = None,
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
-        sees every error the others leave. Without the entity cache (`entity_cache`
-        False) its two extensions could never act, and are left out rather than run on
-        every operation for nothing (bench/profile_notes.md). Queries that pass every check
-    are offered to `prepared` (gateway/prepared.py)."""
+    sees every error the others leave. Without the entity cache (`entity_cache`
+    False) its two extensions could never act, and are left out rather than run on
+    every operation for nothing (bench/profile_notes.md). Queries that pass every
+    check are offered to `prepared` (gateway/prepared.py)."""
     plans = PlanCache()
     return [
         # Outermost: the whole operation counts, and it sees every error's code.

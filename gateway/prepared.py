@@ -55,7 +55,7 @@ from gateway.errors import classify_all
 from gateway.limits.arguments import ArgumentRules
 from gateway.limits.concurrency import ExpensiveOperations, TooManyExpensive, caller_key
 from gateway.limits.cost import CostPlan
-from gateway.limits.extension import past_deadline
+from gateway.limits.extension import past_deadline, report_cost
 from gateway.limits.options import RequestLimits
 from gateway.logs import name_operation
 from gateway.operation_hooks import operation_finished
@@ -159,7 +159,6 @@ class PreparedPath:
         self._executor_class = executor_class
         self._limits = limits
         self._expensive = expensive
-        self._expensive_from = expensive.options.cost if expensive.options.enabled else None
         self._slow_operation_s = slow_operation_s
         self._metrics = metrics
 
@@ -185,7 +184,7 @@ class PreparedPath:
         # for an expensive slot and the execution.
         try:
             async with asyncio.timeout(deadline_s):
-                result = await self._charged_and_executed(prepared, variables, context)
+                result = await self._charged_and_executed(prepared, variables, context, requested)
         except TimeoutError:
             result = CoreResult(None, [past_deadline(deadline_s)])
         except Exception as exc:
@@ -202,18 +201,20 @@ class PreparedPath:
             metrics=self._metrics,
         )
         actual = prepared.cost.actual(result.data)
-        context.cost = OperationCost(requested, actual)
-        cost = {"requested": requested, "actual": actual, "maximum": self._limits.max_cost}
+        cost = report_cost(context, requested, actual, self._limits.max_cost)
         return ExecutionResult(data=result.data, errors=errors, extensions={"cost": cost})
 
     async def _charged_and_executed(
-        self, prepared: PreparedQuery, variables: dict[str, Any] | None, context: RequestContext
+        self,
+        prepared: PreparedQuery,
+        variables: dict[str, Any] | None,
+        context: RequestContext,
+        requested: int,
     ) -> CoreResult:
         refusal = await charge_operation(context)
         if refusal is not None:
             return CoreResult(None, [refusal])
-        assert context.cost is not None
-        if self._expensive_from is None or context.cost.requested < self._expensive_from:
+        if not self._expensive.applies_to(requested):
             return await self._execute(prepared, variables, context)
         # As `ExpensiveOperationGate`: one of the caller's slots while it executes.
         client = context.connection.client

@@ -100,6 +100,10 @@ class ExpensiveOperations:
         self.waited = 0
         self.refused = 0
 
+    def applies_to(self, requested: int) -> bool:
+        """Whether an operation of this estimated cost needs one of its caller's slots."""
+        return self.options.enabled and requested >= self.options.cost
+
     def running(self, key: str) -> int:
         caller = self._callers.get(key)
         return caller.running if caller else 0
@@ -169,10 +173,9 @@ class ExpensiveOperationGate(SchemaExtension):
         context = execution.context
         cost = getattr(context, "cost", None)
         if (
-            not self._gate.options.enabled
-            or not isinstance(context, RequestContext)
+            not isinstance(context, RequestContext)
             or cost is None
-            or cost.requested < self._gate.options.cost
+            or not self._gate.applies_to(cost.requested)
             or execution.operation_type is OperationType.SUBSCRIPTION
             # Refused already (rate limits): nothing will run.
             or execution.result is not None

@@ -231,9 +231,9 @@ class RequestLimiter(SchemaExtension):
 
     def _report(self, actual: int) -> dict[str, int]:
         assert self._requested is not None
-        cost = OperationCost(self._requested, actual)
-        _set_cost(self.execution_context, cost)
-        return {"requested": cost.requested, "actual": actual, "maximum": self._limits.max_cost}
+        return report_cost(
+            self.execution_context.context, self._requested, actual, self._limits.max_cost
+        )
 
     def _plan(self, context: ExecutionContext) -> DocumentPlan:
         document = context.graphql_document
@@ -314,6 +314,13 @@ def _event_actual(plan: CostPlan, data: object) -> int:
     actual = plan.actual(data)
     _last_event = (plan, data, actual)
     return actual
+
+
+def report_cost(context: object, requested: int, actual: int, maximum: int) -> dict[str, int]:
+    """`extensions.cost`, with the actual cost set on the request's context too."""
+    if hasattr(context, "cost"):
+        context.cost = OperationCost(requested, actual)
+    return {"requested": requested, "actual": actual, "maximum": maximum}
 
 
 def _set_cost(context: ExecutionContext, cost: OperationCost) -> None:

@@ -271,16 +271,21 @@ def generated(world: World) -> st.SearchStrategy[str]:
     )
 
 
-def test_generated_queries_answer_alike(
-    world: World, gql: GraphQL, generated: st.SearchStrategy[str]
-) -> None:
-    @settings(
-        max_examples=150,
+def _corpus(examples: int) -> settings:
+    """The same `examples` documents on every run."""
+    return settings(
+        max_examples=examples,
         derandomize=True,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+def test_generated_queries_answer_alike(
+    world: World, gql: GraphQL, generated: st.SearchStrategy[str]
+) -> None:
+    @_corpus(150)
     @given(document=generated, caller=st.sampled_from(world.callers))
     def answer_alike(document: str, caller: Caller) -> None:
         if _depth(graphql.parse(document)) > 7:
@@ -390,13 +395,7 @@ def test_generated_queries_answer_as_strawberry_does(
 ) -> None:
     taken: list[bool] = []
 
-    @settings(
-        max_examples=60,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @_corpus(60)
     @given(document=generated, caller=st.sampled_from(world.callers))
     def answer_alike(document: str, caller: Caller) -> None:
         answered, (_, body) = _both_ways(differential_client, recorded, document, {}, caller)
