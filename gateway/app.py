@@ -22,12 +22,11 @@ from gateway import health_routes, ingest
 from gateway.auth import AuthenticationMiddleware
 from gateway.cache_settle import SettleEntityCache
 from gateway.engine import PlannedExecutionContext, planned_execution_context
-from gateway.errors import ErrorCodes
+from gateway.errors import ErrorCodes, method_not_allowed
 from gateway.graphiql import GraphiQL
 from gateway.graphql_view import GraphQLView
 from gateway.introspection import DisableIntrospection
 from gateway.limits import (
-    BodyLimitMiddleware,
     ExpensiveOperationGate,
     ExpensiveOperations,
     ParseLimiter,
@@ -35,7 +34,7 @@ from gateway.limits import (
     RequestLimiter,
     RequestLimits,
 )
-from gateway.middleware import RequestObserver
+from gateway.middleware import RequestLifecycle
 from gateway.operation_hooks import OperationHooks
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
@@ -45,7 +44,7 @@ from gateway.query_cache import QueryResultCaching
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
 from gateway.read_routing import read_your_writes
 from gateway.settings import Settings
-from gateway.shutdown import BACKGROUND_STOP_S, InFlight, TrackInFlight
+from gateway.shutdown import BACKGROUND_STOP_S, InFlight
 from gateway.startup import prepare_postgres
 from gateway.tracing import (
     GraphQLSpans,
@@ -411,19 +410,23 @@ def create_app(
     ]
     in_flight = InFlight()
     middleware = [
-        # Outermost: shutdown drains every request, and answers those it cuts short.
-        Middleware(TrackInFlight, in_flight=in_flight),
-        # A preflight carries no credentials and is answered here.
+        # A preflight carries no credentials and is answered here; every other answer,
+        # refusals of the next layer included, gets the CORS headers a browser needs.
         *(
             [cors(settings.cors_origins, settings.csrf_required_headers)]
             if settings.cors_origins
             else []
         ),
-        # Request id, log fields and access line, round trips: outside authentication,
-        # so that its records carry the id and its store lookups count too.
-        Middleware(RequestObserver),
-        # Before authentication: an oversized body costs no credential lookup.
-        Middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, paths=["/graphql"]),
+        # Drain on shutdown, request id, log fields and access line, round trips, the
+        # body limit and the answer to an unexpected error: outside authentication, so
+        # that its records carry the id, its store lookups count too and an oversized
+        # body costs no credential lookup.
+        Middleware(
+            RequestLifecycle,
+            in_flight=in_flight,
+            max_body_bytes=limits.max_body_bytes,
+            body_limited_paths=["/graphql"],
+        ),
         Middleware(AuthenticationMiddleware, stores=stores),
         Middleware(RateLimitMiddleware, stores=stores, paths=("/graphql", "/ingest/metrics")),
     ]
@@ -440,7 +443,12 @@ def create_app(
                 server_request_hook=without_query_string,
             ),
         )
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={405: method_not_allowed},
+    )
     # For the server, which drains these when it shuts down (see gateway.shutdown).
     app.state.in_flight = in_flight
     app.state.expensive_operations = expensive

@@ -1,7 +1,7 @@
 """Authentication: every HTTP request's credentials become a `Principal` in `scope["state"]`.
 
 Wiring: in `create_app`, list `Middleware(AuthenticationMiddleware, stores=stores)` right
-after `Middleware(RequestObserver)`, so that a refusal still carries a request id.
+after `Middleware(RequestLifecycle)`, so that a refusal still carries a request id.
 
 WebSockets pass through untouched: browsers cannot set their headers, so they
 sign in with the graphql-transport-ws `connection_init` payload instead.

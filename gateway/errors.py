@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from graphql import GraphQLError, GraphQLSyntaxError
-from starlette.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from strawberry.extensions import SchemaExtension
 from strawberry.relay import GlobalIDValueError
 
@@ -254,6 +256,25 @@ def _headers_for(code: ErrorCode, extensions: Mapping[str, object]) -> dict[str,
     if code in RETRY_AFTER_S:
         return {"Retry-After": str(RETRY_AFTER_S[code])}
     return {}
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    """The router's 405: GraphQL-shaped on a GraphQL path (its `Allow` kept), as every
+    other refusal there is; plain text elsewhere, as Starlette answers it."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path not in GRAPHQL_PATHS:
+        return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+    allowed = (exc.headers or {}).get("Allow", "")
+    return error_response(
+        ErrorCode.BAD_REQUEST,
+        f"{request.method} is not allowed here; allowed: {allowed}.",
+        exc.status_code,
+        accept=request.headers.get("accept"),
+        headers=exc.headers,
+    )
+
+
+GRAPHQL_PATHS = frozenset(("/graphql",))
 
 
 def error_response(

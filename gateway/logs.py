@@ -3,7 +3,7 @@
 Every record the gateway writes while serving a request carries `request_id`,
 `trace_id` (from the caller's W3C `traceparent`, when it sent one), `principal_id`
 and `operation`; `log_access` adds one line per HTTP request with its method, path,
-status and duration (both called by gateway.middleware.RequestObserver).
+status and duration (both called by gateway.middleware.RequestLifecycle).
 Records are written to stderr by a thread of their own (`configure`), so a slow
 reader never holds up the event loop. `POLYGRAPH_LOG_FORMAT=json` writes each
 record as one JSON object
@@ -224,7 +224,7 @@ def make_handler(
 @contextmanager
 def request_fields(scope: Scope, request_id: str) -> Iterator[None]:
     """The request's log fields, for every record written inside the block
-    (gateway.middleware.RequestObserver sets them for each request)."""
+    (gateway.middleware.RequestLifecycle sets them for each request)."""
     token = _current.set(RequestLog(request_id, _trace_id(scope), scope.setdefault("state", {})))
     try:
         yield

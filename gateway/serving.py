@@ -72,7 +72,7 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
-        # Our handler and format for uvicorn's records too; gateway.middleware.RequestObserver
+        # Our handler and format for uvicorn's records too; gateway.middleware.RequestLifecycle
         # writes the access lines, with the request's fields.
         log_config=None,
         access_log=False,

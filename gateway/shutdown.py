@@ -23,7 +23,7 @@ from types import FrameType
 import orjson
 import uvicorn
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from gateway.errors import RETRY_AFTER_S
 from gateway.logs import write_directly
@@ -67,6 +67,17 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def track(self, task: asyncio.Task[object]) -> None:
+        self._tasks.add(task)
+
+    def untrack(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        self._cut.discard(task)
+
+    def was_cut(self, task: asyncio.Task[object]) -> bool:
+        """Whether `drain` cancelled the task (rather than the server, or a timeout)."""
+        return task in self._cut
+
     async def drain(self, grace_s: float) -> None:
         """Wait up to `grace_s` for the requests in flight, then cancel the rest."""
         if not self._tasks:
@@ -85,51 +96,8 @@ class InFlight:
             task.cancel()
 
 
-class TrackInFlight:
-    """Pure ASGI middleware: registers each request's task with `InFlight`, and turns
-    the cancellation of a drained HTTP request into a 503 the client can act on."""
-
-    def __init__(self, app: ASGIApp, *, in_flight: InFlight) -> None:
-        self.app = app
-        self.in_flight = in_flight
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        if scope["type"] not in ("http", "websocket") or task is None:
-            await self.app(scope, receive, send)
-            return
-        started = completed = False
-
-        async def send_watching(message: Message) -> None:
-            nonlocal started, completed
-            started = started or message["type"] == "http.response.start"
-            completed = message["type"] == "http.response.body" and not message.get(
-                "more_body", False
-            )
-            await send(message)
-
-        in_flight = self.in_flight
-        in_flight._tasks.add(task)
-        try:
-            await self.app(scope, receive, send_watching)
-        except asyncio.CancelledError:
-            if task not in in_flight._cut:
-                raise
-            # Cancelled by `drain`, not by the server: the request ends here, cleanly.
-            task.uncancel()
-            if scope["type"] != "http" or completed:
-                return
-            if not started:
-                await _shutting_down(scope, send)
-            else:
-                # A streamed response (incremental delivery) ends where it was.
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            in_flight._tasks.discard(task)
-            in_flight._cut.discard(task)
-
-
-async def _shutting_down(scope: Scope, send: Send) -> None:
+async def send_shutting_down(scope: Scope, send: Send) -> None:
+    """The answer to a request that shutdown cut short before it was answered."""
     # As every other refusal: in the media type the client accepts, with the Retry-After
     # `gateway.errors` gives SHUTTING_DOWN (another replica answers by then).
     media_type = negotiate_media_type(Headers(scope=scope).get("accept"))

@@ -1,12 +1,10 @@
 """Bounds on what one request may cost, checked before anything executes."""
 
-from gateway.limits.body import BodyLimitMiddleware
 from gateway.limits.concurrency import ExpensiveOperationGate, ExpensiveOperations
 from gateway.limits.extension import ParseLimiter, PlanCache, RequestLimiter
 from gateway.limits.options import RequestLimits
 
 __all__ = [
-    "BodyLimitMiddleware",
     "ExpensiveOperationGate",
     "ExpensiveOperations",
     "ParseLimiter",

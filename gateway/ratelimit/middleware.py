@@ -59,7 +59,7 @@ class RateLimitMiddleware:
         client = scope.get("client")
         address = client[0] if client else None
         principal = principal_of(scope)
-        # A body sent without a length (chunked) is bounded by BodyLimitMiddleware alone.
+        # A body sent without a length (chunked) is bounded by RequestLifecycle's body limit alone.
         declared = Headers(scope=scope).get("content-length", "")
         body_points = limits.body_cost(int(declared) if declared.isdigit() else 0)
         cost = limits.request_cost() + body_points

@@ -56,6 +56,20 @@ def test_mutation_over_get_is_refused_with_405(client: TestClient) -> None:
     assert response.headers["allow"] == "POST"
 
 
+def test_another_method_is_refused_with_a_graphql_shaped_405(client: TestClient) -> None:
+    response = client.put(
+        "/graphql", json={"query": HEALTH_QUERY}, headers={"accept": "application/json"}
+    )
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    assert response.headers["content-type"] == "application/json"
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+    assert "PUT" in error["message"]
+    # Other paths keep Starlette's plain answers.
+    assert client.put("/health").headers["content-type"].startswith("text/plain")
+
+
 def test_invalid_document_gets_400_and_a_code(client: TestClient) -> None:
     response = client.post("/graphql", json={"query": "{ noSuchField }"})
     assert response.status_code == 400

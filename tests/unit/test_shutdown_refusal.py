@@ -10,7 +10,8 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.errors import RETRY_AFTER_S
-from gateway.shutdown import InFlight, TrackInFlight
+from gateway.middleware import RequestLifecycle
+from gateway.shutdown import InFlight
 from resolvers.errors import ErrorCode
 
 
@@ -22,7 +23,9 @@ async def _cut_short(accept: str | None) -> list[Message]:
         await asyncio.Event().wait()
 
     in_flight = InFlight()
-    app = TrackInFlight(stuck, in_flight=in_flight)
+    app = RequestLifecycle(
+        stuck, in_flight=in_flight, max_body_bytes=1024, body_limited_paths=["/graphql"]
+    )
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
