@@ -23,7 +23,7 @@ from functools import cached_property, partial
 from typing import Any, NamedTuple, Protocol, TypeVar
 from uuid import UUID
 
-from aiodataloader import DataLoader
+from aiodataloader import DataLoader, Loader, dispatch_queue
 
 from resolvers.context import Stores
 from resolvers.conversation_loaders import ConversationLoaders
@@ -184,6 +184,14 @@ class SettledLoader(DataLoader[K, V]):
             future.set_result(self._settled[key])
             return future
         return super().load(key)
+
+    def do_resolve_reject(self, key: K, future: Future[V]) -> None:
+        # DataLoader's own wraps its dispatch in a coroutine and a task of its own, then
+        # makes the batch's task; this makes only the batch's, two loop turns after the
+        # first key as DataLoader's does, so batches collect the same keys.
+        self._queue.append(Loader(key=key, future=future))
+        if len(self._queue) == 1:
+            self.loop.call_soon(self.loop.call_soon, dispatch_queue, self)
 
     def forget(self) -> None:
         """Let go of what was settled, and of the `load` that looks there first: it is

@@ -20,7 +20,7 @@ Wiring: after `AuthenticationMiddleware`, whose principal it charges.
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -130,9 +130,14 @@ class RateLimitMiddleware:
 
 
 def _add_headers(message: Message, usage: Usage) -> None:
-    headers = MutableHeaders(scope=message)
-    for name, value in usage.headers():
-        headers[name] = value
+    headers = message.setdefault("headers", [])
+    if not isinstance(headers, list):
+        headers = message["headers"] = list(headers)
+    # Appended rather than set: only this layer writes these names, so there is nothing
+    # to search for and replace on every response.
+    headers.extend(
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in usage.headers()
+    )
 
 
 def usage_of(scope: Scope) -> Usage | None:

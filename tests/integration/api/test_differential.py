@@ -426,6 +426,41 @@ def test_refused_requests_go_strawberrys_way(
     assert recorded.take() == [True]
 
 
+def test_variables_taken_as_sent_answer_as_strawberry_does(
+    world: World, differential_client: TestClient, recorded: Recorded
+) -> None:
+    """IDs, strings and booleans sent as such skip graphql-core's coercion on the prepared
+    path; anything else (an ID sent as a number, a wrong type, a missing value) is
+    coerced, or refused, by it."""
+    query = (
+        "query($id: ID!, $skip: Boolean!, $after: String) {"
+        " node(id: $id) { id ... on Agent { name } }"
+        " agents(first: 2, after: $after) @skip(if: $skip) { edges { node { name } } } }"
+    )
+    agent = world.agents[0]
+    for variables, executes in (
+        ({"id": agent, "skip": False, "after": None}, True),
+        ({"id": agent, "skip": True}, True),
+        ({"id": agent, "skip": False, "unused": 1}, True),
+        ({"id": 12345, "skip": False}, True),
+        ({"id": agent, "skip": "yes"}, False),
+        ({"id": agent, "skip": False, "after": 7}, False),
+        ({"skip": False}, False),
+        ({"id": None, "skip": False}, False),
+    ):
+        answered, (_, body) = _both_ways(
+            differential_client, recorded, query, variables, world.admin
+        )
+        assert answered[-1:] == [True], (variables, answered)
+        assert ("data" in body) == executes, (variables, body)
+        if not executes:
+            assert error_codes(body) == ["BAD_USER_INPUT"], body
+    path = _view(differential_client).prepared
+    assert path is not None
+    kept = path.queries.get(query, None)
+    assert kept is not None and kept.plain_variables is not None
+
+
 def test_only_plain_queries_are_prepared(
     differential_client: TestClient, recorded: Recorded, admin: Caller
 ) -> None:
