@@ -358,7 +358,12 @@ class GraphQLView(GraphQL[RequestContext, None]):
         return acknowledged
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
-        sub_response = await super().get_sub_response(request)
+        # Strawberry's, without deleting the `content-length: 0` an empty `Response`
+        # sets through `MutableHeaders` (a search and a rewrite of the list): there
+        # are no headers to keep.
+        sub_response = Response()
+        sub_response.status_code = None  # type: ignore[assignment]
+        sub_response.raw_headers = []
         sub_response.media_type = negotiate_media_type(request.headers.get("accept"))
         return sub_response
 
@@ -486,8 +491,8 @@ class GraphQLView(GraphQL[RequestContext, None]):
             headers=headers,
             media_type=media_type,
         )
-        response.headers.raw.extend(
-            (k, v) for k, v in sub_response.headers.raw if k.lower() != b"content-type"
+        response.raw_headers.extend(
+            (k, v) for k, v in sub_response.raw_headers if k.lower() != b"content-type"
         )
         if sub_response.background:
             response.background = sub_response.background

@@ -22,8 +22,7 @@ import queue
 import re
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from logging.handlers import QueueHandler, QueueListener
@@ -221,15 +220,24 @@ def make_handler(
     return handler
 
 
-@contextmanager
-def request_fields(scope: Scope, request_id: str) -> Iterator[None]:
+def request_fields(scope: Scope, request_id: str) -> _RequestFields:
     """The request's log fields, for every record written inside the block
     (gateway.middleware.RequestLifecycle sets them for each request)."""
-    token = _current.set(RequestLog(request_id, _trace_id(scope), scope.setdefault("state", {})))
-    try:
-        yield
-    finally:
-        _current.reset(token)
+    return _RequestFields(RequestLog(request_id, _trace_id(scope), scope.setdefault("state", {})))
+
+
+class _RequestFields:
+    # A class rather than a generator-based context manager: entered on every request.
+    __slots__ = ("_log", "_token")
+
+    def __init__(self, log: RequestLog) -> None:
+        self._log = log
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._log)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
 
 
 def log_access(scope: Scope, status: int, started: float) -> None:

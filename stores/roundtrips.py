@@ -50,14 +50,22 @@ def remove_observer(observer: Observer) -> None:
         _observers.remove(observer)
 
 
-@contextmanager
-def counting() -> Iterator[Counter[str]]:
-    counter: Counter[str] = Counter()
-    token = _current.set(counter)
-    try:
-        yield counter
-    finally:
-        _current.reset(token)
+def counting() -> _Counting:
+    """A scope whose round trips are counted: `with counting() as counter: ...`."""
+    return _Counting()
+
+
+class _Counting:
+    # A class rather than a generator-based context manager: entered on every request.
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> Counter[str]:
+        counter: Counter[str] = Counter()
+        self._token = _current.set(counter)
+        return counter
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
 
 
 @contextmanager
