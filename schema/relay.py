@@ -154,8 +154,9 @@ async def nodes_by_ids(
 ) -> list[NodeT | None]:
     """`Node.resolve_nodes` for a type loaded by UUID: None for unknown or malformed ids."""
     ids = [_uuid_or_none(node_id) for node_id in node_ids]
-    found = await loader.load_many([i for i in ids if i is not None])
     known = [i for i in ids if i is not None]
+    # One id (`node(id:)`, nearly always): its future alone, without `gather`'s.
+    found = [await loader.load(known[0])] if len(known) == 1 else await loader.load_many(known)
     by_id = dict(zip(known, found, strict=True))
     return [
         to_node(record) if i is not None and (record := by_id.get(i)) is not None else None
