@@ -123,6 +123,12 @@ class RequestLifecycle:
                     await self.app(scope, receive, observed_send)
             except ClientDisconnect:
                 status = CLIENT_CLOSED_REQUEST
+            except BodyTooLarge as exc:
+                if started:
+                    raise
+                refusal = body_refusal(exc.received, self.max_body_bytes, over=True)
+                accept = Headers(scope=scope).get("accept")
+                await refusal.response(413, accept=accept)(scope, receive, observed_send)
             except asyncio.CancelledError:
                 if not in_flight.was_cut(task):
                     raise
@@ -162,12 +168,16 @@ class RequestLifecycle:
         max_bytes = self.max_body_bytes
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            refusal = body_refusal(int(declared), max_bytes, over=False)
-            await refusal.response(413, accept=headers.get("accept"))(scope, receive, send)
+        if declared.isdigit():
+            if int(declared) > max_bytes:
+                refusal = body_refusal(int(declared), max_bytes, over=False)
+                await refusal.response(413, accept=headers.get("accept"))(scope, receive, send)
+            else:
+                # A declared length within the limit is all the server passes on.
+                await self.app(scope, receive, send)
             return
+        # A body sent without a length (chunked) is counted as it arrives.
         received = 0
-        started = False
 
         async def counted_receive() -> Message:
             nonlocal received
@@ -175,27 +185,10 @@ class RequestLifecycle:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(received)
             return message
 
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        # Only a chunked body needs counting (a declared length within the limit is all
-        # the server passes on), and only then is `send` watched: the hot path keeps
-        # the caller's own `receive` and `send`.
-        if declared.isdigit():
-            await self.app(scope, receive, send)
-            return
-        try:
-            await self.app(scope, counted_receive, watched_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            refusal = body_refusal(received, max_bytes, over=True)
-            await refusal.response(413, accept=headers.get("accept"))(scope, receive, send)
+        await self.app(scope, counted_receive, send)
 
 
 def _round_trips_value(counter: dict[str, int]) -> bytes:

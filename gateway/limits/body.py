@@ -9,6 +9,10 @@ from gateway.limits.refusal import TooComplex
 class BodyTooLarge(Exception):
     """Raised while a body sent without a length is read, once it passes the limit."""
 
+    def __init__(self, received: int) -> None:
+        super().__init__(f"{received:,} bytes received")
+        self.received = received
+
 
 def body_refusal(size: int, max_bytes: int, *, over: bool) -> TooComplex:
     """`over`: the size is what arrived before the limit was passed, not the whole body."""

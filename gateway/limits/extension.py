@@ -183,7 +183,7 @@ class RequestLimiter(SchemaExtension):
         if not errors and plan.cost is not None:
             self._cost_plan = plan.cost
             self._requested = plan.cost.requested(context.variables)
-            _set_cost(context, OperationCost(self._requested))
+            _set_cost(context.context, OperationCost(self._requested))
             if self._requested > self._limits.max_cost:
                 refusal = TooComplex(
                     f"The operation's estimated cost is {self._requested:,}",
@@ -318,12 +318,11 @@ def _event_actual(plan: CostPlan, data: object) -> int:
 
 def report_cost(context: object, requested: int, actual: int, maximum: int) -> dict[str, int]:
     """`extensions.cost`, with the actual cost set on the request's context too."""
-    if hasattr(context, "cost"):
-        context.cost = OperationCost(requested, actual)
+    _set_cost(context, OperationCost(requested, actual))
     return {"requested": requested, "actual": actual, "maximum": maximum}
 
 
-def _set_cost(context: ExecutionContext, cost: OperationCost) -> None:
+def _set_cost(context: object, cost: OperationCost) -> None:
     # `RequestContext.cost`; contexts of other shapes (tests' own) are left alone.
-    if hasattr(context.context, "cost"):
-        context.context.cost = cost
+    if hasattr(context, "cost"):
+        context.cost = cost
