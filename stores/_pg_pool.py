@@ -124,7 +124,10 @@ class PgPool:
         try:
             self._waiting += 1
             try:
-                conn = await pool.acquire(timeout=self._acquire_timeout)
+                # Not `acquire(timeout=)`: before Python 3.12 asyncpg bounds that with a
+                # `wait_for` that runs the acquire in a task of its own, one per statement.
+                async with asyncio.timeout(self._acquire_timeout):
+                    conn = await pool.acquire()
             finally:
                 self._waiting -= 1
         except TimeoutError as exc:
@@ -143,4 +146,5 @@ class PgPool:
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self._name, describe_failure(exc)) from exc
         finally:
-            await pool.release(conn)
+            # The bound `acquire(timeout=)` would have left for the release.
+            await pool.release(conn, timeout=self._acquire_timeout)
