@@ -46,6 +46,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from gateway.http_protocol import CoalescingHttpToolsProtocol
 from gateway.settings import Settings
 from gateway.shutdown import GatewayServer, request_grace
 
@@ -70,7 +71,8 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a response's writes coalesced into one (gateway/http_protocol.py).
+        http=CoalescingHttpToolsProtocol,
         log_level=settings.log_level,
         # Our handler and format for uvicorn's records too; gateway.middleware.RequestLifecycle
         # writes the access lines, with the request's fields.

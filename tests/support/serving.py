@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from gateway.http_protocol import CoalescingHttpToolsProtocol
+
 
 def free_port() -> int:
     """A port the kernel hands out now: in the ephemeral range, where no stack or bench
@@ -40,6 +42,8 @@ def serve_in_thread(app: ASGIApp) -> Iterator[str]:
             host="127.0.0.1",
             port=port,
             loop="asyncio",
+            # The protocol `polygraph serve` runs.
+            http=CoalescingHttpToolsProtocol,
             lifespan="on",
             log_config=None,
             log_level="warning",

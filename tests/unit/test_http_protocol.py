@@ -1,0 +1,181 @@
+"""The served protocol: a response's writes reach the socket as one, and nothing is lost
+or reordered on the way (keep-alive, large bodies, close, WebSocket upgrade)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.sync.client import connect
+
+from gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol
+from tests.support.serving import serve_in_thread
+
+LARGE = 200 * 1024
+
+
+class RecordingTransport(asyncio.Transport):
+    """Stands in for the socket's transport: what reached it, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, bytes]] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def close(self) -> None:
+        self.calls.append(("close", b""))
+        self.closing = True
+
+    def abort(self) -> None:
+        self.calls.append(("abort", b""))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def _next_turn() -> None:
+    # A callback scheduled now runs before a sleep(0) resumes; a second turn is margin.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_writes_of_one_turn_reach_the_socket_as_one_write_after_it() -> None:
+    socket_side = RecordingTransport()
+    coalesced = CoalescedWrites(socket_side, asyncio.get_running_loop())
+    coalesced.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    coalesced.write(b"ok")
+    assert socket_side.calls == []
+    assert coalesced.get_write_buffer_size() == 40
+    await _next_turn()
+    assert socket_side.calls == [("write", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]
+    coalesced.write(b"next")
+    await _next_turn()
+    assert socket_side.calls[-1] == ("write", b"next")
+
+
+async def test_close_sends_what_was_written_first() -> None:
+    socket_side = RecordingTransport()
+    coalesced = CoalescedWrites(socket_side, asyncio.get_running_loop())
+    coalesced.write(b"headers")
+    coalesced.write(b"body")
+    coalesced.close()
+    assert socket_side.calls == [("write", b"headersbody"), ("close", b"")]
+    await _next_turn()
+    assert len(socket_side.calls) == 2
+
+
+async def test_abort_drops_what_waits() -> None:
+    socket_side = RecordingTransport()
+    coalesced = CoalescedWrites(socket_side, asyncio.get_running_loop())
+    coalesced.write(b"unsent")
+    coalesced.abort()
+    await _next_turn()
+    assert socket_side.calls == [("abort", b"")]
+
+
+async def test_a_large_body_goes_out_at_once() -> None:
+    socket_side = RecordingTransport()
+    coalesced = CoalescedWrites(socket_side, asyncio.get_running_loop())
+    coalesced.write(b"headers")
+    coalesced.write(b"x" * LARGE)
+    assert socket_side.calls == [("write", b"headers" + b"x" * LARGE)]
+    await _next_turn()
+    assert len(socket_side.calls) == 1
+
+
+async def test_nothing_is_written_to_a_transport_closed_under_it() -> None:
+    socket_side = RecordingTransport()
+    coalesced = CoalescedWrites(socket_side, asyncio.get_running_loop())
+    coalesced.write(b"late")
+    socket_side.closing = True
+    await _next_turn()
+    assert socket_side.calls == []
+
+
+async def _hello(request: Request) -> Response:
+    return PlainTextResponse(f"hello {request.query_params.get('n', '')}")
+
+
+async def _large(request: Request) -> Response:
+    return Response(b"y" * LARGE, media_type="application/octet-stream")
+
+
+async def _echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        text = await websocket.receive_text()
+        await websocket.send_text(f"echo {text}")
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    app = Starlette(
+        routes=[Route("/hello", _hello), Route("/large", _large), WebSocketRoute("/ws", _echo)]
+    )
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def _read_response(conn: socket.socket, buffered: bytes) -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 response with a content-length: (head, body, what came after it)."""
+    while b"\r\n\r\n" not in buffered:
+        buffered += conn.recv(65536)
+    head, _, rest = buffered.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return head, rest[:length], rest[length:]
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(served: str) -> None:
+    port = int(served.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(
+            b"".join(f"GET /hello?n={n} HTTP/1.1\r\nhost: x\r\n\r\n".encode() for n in range(3))
+            + b"GET /large HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        buffered = b""
+        for n in range(3):
+            head, body, buffered = _read_response(conn, buffered)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert body == f"hello {n}".encode()
+        head, body, buffered = _read_response(conn, buffered)
+        assert b"connection: close" in head.lower()
+        assert body == b"y" * LARGE
+        # The server closes after the last answer, having sent all of it.
+        while chunk := conn.recv(65536):
+            buffered += chunk
+        assert buffered == b""
+
+
+def test_a_websocket_upgrades_and_talks_both_ways(served: str) -> None:
+    with connect(served.replace("http://", "ws://") + "/ws") as ws:
+        for n in range(3):
+            ws.send(f"m{n}")
+            assert ws.recv(timeout=30) == f"echo m{n}"
+
+
+def test_the_served_protocol_is_the_gateways() -> None:
+    from gateway.serving import gateway_server
+    from gateway.settings import Settings
+
+    server = gateway_server(Settings(), "127.0.0.1", 0)
+    assert server.config.http is CoalescingHttpToolsProtocol
