@@ -1,0 +1,86 @@
+"""PostgreSQL's pool: a free connection is taken at once, a busy pool waits only as long
+as the acquire timeout allows, and a connection always comes back (statement done,
+failed or cancelled), so the pool's own count of what is out stays right."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from gateway.settings import Settings
+from stores import PostgresStore, StoreOverloaded
+from tests.support.waiting import until
+
+
+def _two_connections(settings: Settings, *, acquire_timeout: float = 60) -> PostgresStore:
+    options = replace(
+        settings.postgres_options(), min_size=1, max_size=2, acquire_timeout=acquire_timeout
+    )
+    return PostgresStore(options)
+
+
+async def test_a_burst_beyond_the_pool_waits_its_turn_and_gives_every_connection_back(
+    settings: Settings,
+) -> None:
+    async with _two_connections(settings) as store:
+
+        async def one(n: int) -> int:
+            async with store.connection() as conn:
+                value: int = await conn.fetchval("SELECT $1::int", n)
+                return value
+
+        assert await asyncio.gather(*(one(n) for n in range(40))) == list(range(40))
+        usage = store.pool_usage()
+        assert (usage.in_use, usage.waiting) == (0, 0)
+
+
+async def test_every_connection_busy_is_overloaded_within_the_acquire_timeout(
+    settings: Settings,
+) -> None:
+    async with _two_connections(settings, acquire_timeout=0.3) as store:
+        release = asyncio.Event()
+        holding = 0
+
+        async def hold() -> None:
+            nonlocal holding
+            async with store.connection():
+                holding += 1
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        await until(lambda: holding == 2)
+        # A test's own bound: an acquire that waited without one would never return.
+        async with asyncio.timeout(30):
+            with pytest.raises(StoreOverloaded):
+                async with store.connection():
+                    pass
+        release.set()
+        await asyncio.gather(*holders)
+        async with store.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        assert store.pool_usage().in_use == 0
+
+
+async def test_a_connection_held_by_a_cancelled_task_comes_back(settings: Settings) -> None:
+    async with _two_connections(settings) as store:
+        started = 0
+
+        async def sleeper() -> None:
+            nonlocal started
+            async with store.connection() as conn:
+                started += 1
+                await conn.execute("SELECT pg_sleep(60)")
+
+        sleepers = [asyncio.create_task(sleeper()) for _ in range(2)]
+        await until(lambda: started == 2)
+        for task in sleepers:
+            task.cancel()
+        await asyncio.gather(*sleepers, return_exceptions=True)
+        # Both connections are free again: two statements at once take them without
+        # waiting on the acquire timeout.
+        async with store.connection() as first, store.connection() as second:
+            assert await first.fetchval("SELECT 1") == 1
+            assert await second.fetchval("SELECT 2") == 2
+        assert store.pool_usage().in_use == 0
