@@ -230,11 +230,13 @@ class TaskClaims:
     async def next_expiry_s(self) -> float | None:
         """Seconds until the first held lease lapses (0 if one has); None: no lease held."""
         async with self._store.connection() as conn:
+            # Not `greatest(0, ...)` in SQL: it skips a NULL, and would answer 0 for no
+            # lease at all, which sent the sweeper round every 50 ms on an idle gateway.
             seconds = await conn.fetchval(
-                "SELECT greatest(0, extract(epoch FROM min(lease_expires_at) - now()))::float8"
+                "SELECT extract(epoch FROM min(lease_expires_at) - now())::float8"
                 " FROM tasks WHERE lease_expires_at IS NOT NULL"
             )
-        return None if seconds is None else float(seconds)
+        return None if seconds is None else max(float(seconds), 0.0)
 
     async def ready_dependents(self, task_id: UUID) -> list[Task]:
         """Pending tasks waiting for `task_id` whose dependencies have now all completed."""

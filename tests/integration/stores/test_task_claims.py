@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from uuid import UUID
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.settings import Settings
+from infra.local.profiles import Profile
 from stores import PostgresStore
 from stores.errors import Conflict, InvalidInput
 from stores.postgres.records import Task
 from stores.postgres.task_events import replay
 from stores.postgres.writes import to_json
+from tests.conftest import recreate_database
 from tests.integration.stores import (
     audit_rows,
     new_agent,
@@ -336,3 +341,34 @@ async def test_a_claim_and_a_lapsed_lease_audit_the_task_as_other_writes_do(
         "fencing_token": 1,
         "retry_count": 0,
     }
+
+
+@pytest.fixture
+async def leaseless(settings: Settings, profile: Profile) -> AsyncIterator[PostgresStore]:
+    """A database of its own, where no other test holds a lease."""
+    name = f"polygraph_test_leases_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
+    await recreate_database(profile, name)
+    own = settings.model_copy(update={"postgres_dsn": SecretStr(profile.postgres_dsn(name))})
+    async with PostgresStore(own.postgres_options()) as store:
+        await store.migrate()
+        yield store
+
+
+async def test_the_next_expiry_is_none_without_a_lease_and_never_below_zero(
+    leaseless: PostgresStore,
+) -> None:
+    # None sends the sweeper to sleep its full interval; a 0 here made it go round
+    # every 50 ms while no lease was held at all.
+    assert await leaseless.claims.next_expiry_s() is None
+    repository = unique("repo")
+    task = await new_task(leaseless, repository=repository)
+    held = await _claim(leaseless, (await new_agent(leaseless)).id, repository, lease_s=600)
+    assert held is not None and held.id == task.id
+    due = await leaseless.claims.next_expiry_s()
+    assert due is not None and 0 < due <= 600
+    async with leaseless.connection() as conn:
+        await conn.execute(
+            "UPDATE tasks SET lease_expires_at = now() - interval '1 minute' WHERE id = $1",
+            task.id,
+        )
+    assert await leaseless.claims.next_expiry_s() == 0.0
