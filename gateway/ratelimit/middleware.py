@@ -135,9 +135,7 @@ def _add_headers(message: Message, usage: Usage) -> None:
         headers = message["headers"] = list(headers)
     # Appended rather than set: only this layer writes these names, so there is nothing
     # to search for and replace on every response.
-    headers.extend(
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in usage.headers()
-    )
+    headers.extend(usage.raw_headers())
 
 
 def usage_of(scope: Scope) -> Usage | None:

@@ -10,6 +10,8 @@ quota that applied (`q` points per `w` seconds), `RateLimit` what is left of it 
 
 from __future__ import annotations
 
+from functools import cache
+
 from resolvers.rate_limits import Bucket, Outcome
 from stores.redis.rate_limits import BucketState
 
@@ -50,10 +52,29 @@ class Usage:
             self.message = outcome.message()
 
     def headers(self) -> list[tuple[str, str]]:
+        return [(name.decode(), value.decode()) for name, value in self.raw_headers()]
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers as an ASGI message carries them (every response has them)."""
         if not self._buckets:
             return []
         entries = self._buckets.values()
-        policy = ", ".join(f'"{b.policy}";q={b.limit};w={b.window_s}' for b, _ in entries)
-        current = ", ".join(f'"{b.policy}";r={s.remaining};t={s.reset_s}' for b, s in entries)
+        policy = b", ".join(_policy_value(b.policy, b.limit, b.window_s) for b, _ in entries)
+        current = b", ".join(
+            b'"%s";r=%d;t=%d' % (_policy_name(b.policy), state.remaining, state.reset_s)
+            for b, state in entries
+        )
         # Retry-After comes with the RATE_LIMITED error (gateway.errors).
-        return [("RateLimit-Policy", policy), ("RateLimit", current)]
+        return [(b"ratelimit-policy", policy), (b"ratelimit", current)]
+
+
+# Both cached by policy, of which there are a handful (the roles', anonymous, login).
+@cache
+def _policy_name(policy: str) -> bytes:
+    return policy.encode("latin-1")
+
+
+@cache
+def _policy_value(policy: str, limit: int, window_s: int) -> bytes:
+    """A policy's `RateLimit-Policy` entry: the same on every response charged to it."""
+    return b'"%s";q=%d;w=%d' % (_policy_name(policy), limit, window_s)
