@@ -1,15 +1,38 @@
-"""Helpers shared by the PostgreSQL domain tests: unique data, write contexts, and
-readers for the audit and outbox rows a write leaves behind."""
+"""Helpers shared by the PostgreSQL domain tests: unique data, write contexts,
+readers for the audit and outbox rows a write leaves behind, and a database of a
+test's own."""
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID, uuid4
 
+from pydantic import SecretStr
+
+from gateway.settings import Settings
+from infra.local.profiles import Profile
 from stores import PostgresStore
 from stores.postgres.inputs import AgentInput, TaskInput
 from stores.postgres.records import Agent, Task, WriteContext
+from tests.conftest import recreate_database
+
+
+@asynccontextmanager
+async def store_of_its_own(
+    settings: Settings, profile: Profile, prefix: str
+) -> AsyncIterator[PostgresStore]:
+    """A store on a fresh, migrated database (one per pytest worker), which no gateway
+    of the session serves and no other test writes to."""
+    name = f"{prefix}_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
+    await recreate_database(profile, name)
+    own = settings.model_copy(update={"postgres_dsn": SecretStr(profile.postgres_dsn(name))})
+    async with PostgresStore(own.postgres_options()) as store:
+        await store.migrate()
+        yield store
 
 
 def unique(prefix: str) -> str:

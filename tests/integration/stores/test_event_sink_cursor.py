@@ -7,12 +7,10 @@ alone moves the cursors and claims the deliveries."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pydantic import SecretStr
 
 from gateway.settings import Settings
 from infra.local.profiles import Profile
@@ -20,7 +18,7 @@ from stores import PostgresStore
 from stores.postgres.event_sinks import Outcome
 from stores.postgres.records import WriteContext
 from stores.postgres.writes import write_audit
-from tests.conftest import recreate_database
+from tests.integration.stores import store_of_its_own
 from tests.support.waiting import until
 
 CTX = WriteContext(actor_id=None, request_id="cursor-test")
@@ -28,11 +26,7 @@ CTX = WriteContext(actor_id=None, request_id="cursor-test")
 
 @pytest.fixture
 async def store(settings: Settings, profile: Profile) -> AsyncIterator[PostgresStore]:
-    name = f"polygraph_test_sink_cursor_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
-    await recreate_database(profile, name)
-    own = settings.model_copy(update={"postgres_dsn": SecretStr(profile.postgres_dsn(name))})
-    async with PostgresStore(own.postgres_options()) as store:
-        await store.migrate()
+    async with store_of_its_own(settings, profile, "polygraph_test_sink_cursor") as store:
         yield store
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from uuid import UUID
 
 import pytest
-from pydantic import SecretStr
 
 from gateway.settings import Settings
 from infra.local.profiles import Profile
@@ -19,13 +17,13 @@ from stores.errors import Conflict, InvalidInput
 from stores.postgres.records import Task
 from stores.postgres.task_events import replay
 from stores.postgres.writes import to_json
-from tests.conftest import recreate_database
 from tests.integration.stores import (
     audit_rows,
     new_agent,
     new_ctx,
     new_task,
     outbox_rows,
+    store_of_its_own,
     unique,
 )
 from tests.support.waiting import until
@@ -346,11 +344,7 @@ async def test_a_claim_and_a_lapsed_lease_audit_the_task_as_other_writes_do(
 @pytest.fixture
 async def leaseless(settings: Settings, profile: Profile) -> AsyncIterator[PostgresStore]:
     """A database of its own, where no other test holds a lease."""
-    name = f"polygraph_test_leases_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
-    await recreate_database(profile, name)
-    own = settings.model_copy(update={"postgres_dsn": SecretStr(profile.postgres_dsn(name))})
-    async with PostgresStore(own.postgres_options()) as store:
-        await store.migrate()
+    async with store_of_its_own(settings, profile, "polygraph_test_leases") as store:
         yield store
 
 
