@@ -5,7 +5,8 @@ uvicorn writes a response's status line and headers when the app sends
 system calls for every small answer, and two wake-ups of the client reading it. Here
 the writes made within one turn of the event loop reach the socket as one, at the end
 of that turn, so a small answer leaves in one segment. Served S1 (one primary-key read)
-took 0.94 of the CPU per request, at 1.07x the rate (bench/profile_notes.md).
+took 0.941 and 0.945 of the CPU per request, at 1.071x and 1.055x the rate, in two
+side-by-side runs (bench/profile_notes.md).
 """
 
 from __future__ import annotations
