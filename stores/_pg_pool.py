@@ -129,8 +129,7 @@ class PgPool:
         # free when fewer than the pool's size are out or being taken: taking it does
         # not wait, so no timer bounds it. Otherwise the wait is bounded here rather
         # than by `acquire(timeout=)`: before Python 3.12 asyncpg bounds that with a
-        # `wait_for` running the acquire in a task of its own, and the release then
-        # sets a timer as well (about 7 µs of CPU per statement together).
+        # `wait_for` running the acquire in a task of its own.
         free = self._checked_out + self._waiting < pool.get_max_size()
         try:
             self._waiting += 1
@@ -160,6 +159,9 @@ class PgPool:
             raise StoreUnavailable(self._name, describe_failure(exc)) from exc
         finally:
             try:
-                await pool.release(conn)
+                # Bounded, as `acquire(timeout=)` left it: a connection whose statement
+                # was cancelled waits for the server to confirm, and a pool closing
+                # waits for every release.
+                await pool.release(conn, timeout=self._acquire_timeout)
             finally:
                 self._checked_out -= 1
