@@ -23,10 +23,9 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips
-from stores._pg_pool import PgPool
+from stores._pg_pool import ObservedConnection, PgPool
 from stores.errors import StoreRefused, StoreUnavailable
 from stores.health import ProbeResult, ms_since
 from stores.metrics import partitions
@@ -446,6 +445,7 @@ class MetricsStore:
         pool = await asyncpg.create_pool(
             self._options.dsn,
             init=_init_connection,
+            connection_class=ObservedConnection,
             reset=_keep_session,
             min_size=min_size,
             max_size=self._options.max_size,
@@ -508,7 +508,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         format="binary",
     )
     await conn.execute(sql.CREATE_STAGING)
-    conn.add_query_logger(_count_round_trip)
+    assert isinstance(conn, ObservedConnection)
+    conn.observer = _count_round_trip
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -524,14 +525,5 @@ def _decode_jsonb(data: bytes) -> object:
     return orjson.loads(data[1:])
 
 
-_INTROSPECTION_MARKERS = (
-    "typeinfo_tree",
-    "current_setting('jit')",
-    "set_config('jit'",
-    "CREATE TEMP TABLE IF NOT EXISTS metric_staging",
-)
-
-
-def _count_round_trip(logged: LoggedQuery) -> None:
-    if not any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
-        roundtrips.record(NAME)
+def _count_round_trip(query: str, seconds: float) -> None:
+    roundtrips.record(NAME)

@@ -14,10 +14,9 @@ from types import TracebackType
 
 import asyncpg
 import orjson
-from asyncpg.connection import LoggedQuery
 
 from stores import roundtrips, slow
-from stores._pg_pool import UNAVAILABLE_ERRORS, PgPool
+from stores._pg_pool import UNAVAILABLE_ERRORS, ObservedConnection, PgPool
 from stores._tls import describe_failure
 from stores.errors import StoreError, StoreUnavailable
 from stores.health import PoolUsage, ProbeResult, ms_since
@@ -308,6 +307,7 @@ class PostgresStore:
         pool = await asyncpg.create_pool(
             dsn,
             init=partial(self._init_connection, name=name),
+            connection_class=ObservedConnection,
             reset=_keep_session,
             min_size=min_size,
             max_size=self._options.max_size,
@@ -337,15 +337,14 @@ class PostgresStore:
             self._vector_codec_missing = True
         # Every statement a request sends counts as one round trip (see stores.roundtrips),
         # under the name of the server that answered it.
-        conn.add_query_logger(
-            partial(self._observe_statement, name=REPLICA_NAME if name != NAME else NAME)
+        assert isinstance(conn, ObservedConnection)
+        conn.observer = partial(
+            self._observe_statement, name=REPLICA_NAME if name != NAME else NAME
         )
 
-    def _observe_statement(self, logged: LoggedQuery, *, name: str) -> None:
-        if any(marker in logged.query for marker in _INTROSPECTION_MARKERS):
-            return
-        roundtrips.record(name, seconds=logged.elapsed)
-        slow.observe(NAME, logged.elapsed, logged.query, threshold_s=self._options.slow_statement_s)
+    def _observe_statement(self, query: str, seconds: float, *, name: str) -> None:
+        roundtrips.record(name, seconds=seconds)
+        slow.observe(NAME, seconds, query, threshold_s=self._options.slow_statement_s)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -369,8 +368,3 @@ def _encode_jsonb(value: object) -> bytes:
 
 def _decode_jsonb(data: bytes) -> object:
     return orjson.loads(data[1:])
-
-
-# asyncpg looks up unfamiliar types once per connection with these statements: that is
-# connection warm-up, not work the request asked for, so it is not counted.
-_INTROSPECTION_MARKERS = ("typeinfo_tree", "current_setting('jit')", "set_config('jit'")

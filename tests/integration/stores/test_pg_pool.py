@@ -1,16 +1,18 @@
 """PostgreSQL's pool: a free connection is taken at once, a busy pool waits only as long
 as the acquire timeout allows, and a connection always comes back (statement done,
-failed or cancelled), so the pool's own count of what is out stays right."""
+failed or cancelled), so the pool's own count of what is out stays right; each statement
+a caller sends is one round trip."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
 
+import asyncpg
 import pytest
 
 from gateway.settings import Settings
-from stores import PostgresStore, StoreOverloaded
+from stores import PostgresStore, StoreOverloaded, roundtrips
 from tests.support.waiting import until
 
 
@@ -84,3 +86,22 @@ async def test_a_connection_held_by_a_cancelled_task_comes_back(settings: Settin
             assert await first.fetchval("SELECT 1") == 1
             assert await second.fetchval("SELECT 2") == 2
         assert store.pool_usage().in_use == 0
+
+
+async def test_each_statement_counts_one_round_trip_and_asyncpg_warm_up_none(
+    settings: Settings,
+) -> None:
+    async with _two_connections(settings) as store:
+        with roundtrips.counting() as counter:
+            async with store.connection() as conn:
+                # A type this connection has not met: asyncpg looks it up first (a
+                # statement of its own, not the request's).
+                await conn.fetch("SELECT $1::int4range AS r", asyncpg.Range(1, 3))
+                await conn.fetchrow("SELECT 1")
+                await conn.fetchval("SELECT 1")
+                await conn.execute("SELECT 1")
+                await conn.executemany("SELECT $1::int", [(1,), (2,)])
+                await conn.fetchmany("SELECT $1::int", [(1,), (2,)])
+                with pytest.raises(asyncpg.PostgresError):
+                    await conn.execute("SELECT no_such_column")
+        assert counter == {"postgres": 7}
