@@ -441,6 +441,11 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         result: Any,
     ) -> Result:
+        by_class = shape.by_class
+        if by_class is not None and not hasattr(result, CAST_ATTRIBUTE):
+            known = by_class.get(type(result))
+            if known is not None:
+                return self._complete_object(field, shape.plan(self, known), info, path, result)
         info = info or self._info(field, path)
         abstract_type = shape.abstract_type
         resolve_type = abstract_type.resolve_type or self.type_resolver
@@ -450,6 +455,7 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         object_type = self.ensure_valid_runtime_type(
             runtime_type, abstract_type, field.details, info, result
         )
+        shape.remember_runtime_type(result, object_type)
         return self._complete_object(field, shape.plan(self, object_type), info, path, result)
 
     async def _complete_abstract_async(

@@ -48,6 +48,7 @@ from graphql.execution.collect_fields import (
 from graphql.execution.executor import SELECTIONS_NESTED_TOO_DEEPLY
 from graphql.execution.values import get_argument_values
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 
@@ -91,6 +92,10 @@ _STRAWBERRY_IS_TYPE_OF_CODES = frozenset(
 )
 # Where `strawberry.cast` marks an object (its `is_type_of` then answers by the mark).
 CAST_ATTRIBUTE = TYPE_CAST_ATTRIBUTE
+# Strawberry's type resolver for an interface without a `resolve_type` of its own.
+_STRAWBERRY_INTERFACE_RESOLVER_CODES = frozenset(
+    _nested_code(GraphQLCoreConverter.from_interface.__code__, "resolve_type")
+)
 
 
 def basic_attribute(field_def: GraphQLField) -> str | None:
@@ -232,7 +237,7 @@ class ObjectShape(Shape):
 
 
 class AbstractShape(Shape):
-    __slots__ = ("abstract_type", "details", "plans")
+    __slots__ = ("abstract_type", "by_class", "details", "plans")
 
     def __init__(
         self,
@@ -246,6 +251,32 @@ class AbstractShape(Shape):
         self.details = details
         self.plans: dict[GraphQLObjectType, ObjectPlan] = {}
         self.needs_info = True
+        # Runtime types by the class of the object, for an interface Strawberry resolves
+        # by the object's class (see `remember_runtime_type`): the next object of a class
+        # is completed without calling the resolver. None: it is called every time.
+        code = getattr(abstract_type.resolve_type, "__code__", None)
+        self.by_class: dict[type, GraphQLObjectType] | None = (
+            {} if code in _STRAWBERRY_INTERFACE_RESOLVER_CODES else None
+        )
+
+    def remember_runtime_type(self, value: Any, runtime_type: GraphQLObjectType) -> None:
+        """Keep `runtime_type` for `value`'s class when Strawberry's resolver chose it by
+        that class alone: an instance of the interface's class, not cast with
+        `strawberry.cast`, of a type that is not generic and whose `is_type_of` needs no
+        info. Any other object of that class, not cast, resolves to the same type."""
+        if self.by_class is None or hasattr(value, CAST_ATTRIBUTE):
+            return
+        interface = (self.abstract_type.extensions or {}).get(_DEFINITION)
+        definition = get_object_definition(type(value))
+        if (
+            isinstance(interface, StrawberryObjectDefinition)
+            and isinstance(value, interface.origin)
+            and definition is not None
+            and not definition.is_graphql_generic
+            and definition.name == runtime_type.name
+            and not _needs_info(runtime_type.is_type_of)
+        ):
+            self.by_class[type(value)] = runtime_type
 
     def plan(self, executor: AnyExecutor, runtime_type: GraphQLObjectType) -> ObjectPlan:
         plan = self.plans.get(runtime_type)

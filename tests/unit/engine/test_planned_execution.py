@@ -249,6 +249,16 @@ class Query:
         return object()  # type: ignore[return-value]
 
     @strawberry.field
+    def mixed(self) -> list[Named]:
+        return [
+            Leaf(name="a", value=1, must=1),
+            Other(name="b", size=1.0),
+            Leaf(name="c", value=2, must=2),
+            # A Leaf cast to an Other resolves by the cast, not by its class.
+            strawberry.cast(Other, Leaf(name="d", value=3, must=3)),
+        ]
+
+    @strawberry.field
     def lookup(
         self,
         id: strawberry.relay.GlobalID,
@@ -434,6 +444,37 @@ async def test_accepted_objects_of_leaves_complete_without_a_call_each(
     await schema.execute(query)
     # Then only the object cast to another type does.
     assert paths == [["a", 3, "leaf"]]
+
+
+async def test_an_interface_resolves_each_class_once_then_by_the_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolved: list[str] = []
+    general = PlannedExecutionContext.ensure_valid_runtime_type
+
+    def counted(self: Any, runtime_type: Any, abstract_type: Any, *args: Any) -> Any:
+        resolved.append(args[-1].name)
+        return general(self, runtime_type, abstract_type, *args)
+
+    monkeypatch.setattr(PlannedExecutionContext, "ensure_valid_runtime_type", counted)
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=planned_execution_context(), extensions=[ParserCache]
+    )
+    query = "{ mixed { __typename name } }"
+    expected = _outcome(await STOCK.execute(query))
+    assert _outcome(await schema.execute(query)) == expected
+    # Strawberry's resolver answers for the first object of each class, and the cast one.
+    assert resolved == ["a", "b", "d"]
+    resolved.clear()
+    assert _outcome(await schema.execute(query)) == expected
+    # Then only for the object cast to another type.
+    assert resolved == ["d"]
+    assert [item["__typename"] for item in expected[0]["mixed"]] == [
+        "Leaf",
+        "Other",
+        "Leaf",
+        "Other",
+    ]
 
 
 async def test_an_operation_leaves_nothing_for_the_garbage_collector() -> None:
