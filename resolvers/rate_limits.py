@@ -260,7 +260,10 @@ class RateLimits:
     def known_refusal(self, principal: Principal, address: str | None, cost: int) -> Outcome | None:
         """A refusal if the caller's bucket is known here to lack `cost` points; no
         round trip."""
-        return self._known_refusal(self.caller_bucket(principal, address), cost)
+        bucket = self.caller_bucket(principal, address)
+        if self._store.lease_holds(bucket.key, cost):
+            return None
+        return self._known_refusal(bucket, cost)
 
     def _known_refusal(self, bucket: Bucket, cost: int) -> Outcome | None:
         decision = self._store.known_refusal(
@@ -275,6 +278,19 @@ class RateLimits:
         """Count a credential that did not check out against its address."""
         bucket = self.login_bucket(address)
         await self._store.charge([Charge(bucket.key, bucket.limit, bucket.window_s, 1)])
+
+    def charge_from_lease(
+        self, principal: Principal, address: str | None, cost: int
+    ) -> Outcome | None:
+        """`charge` of `cost` points (no logins), when this process's lease of the
+        caller's bucket holds them: decided here, without a round trip or a coroutine.
+        None: `charge` it. Most requests of a busy caller end here."""
+        bucket = self.caller_bucket(principal, address)
+        state = self._store.spend_lease(bucket.key, bucket.limit, bucket.window_s, cost)
+        if state is None:
+            return None
+        self.charged[bucket.policy] += cost
+        return Outcome(RateDecision(allowed=True, retry_after_s=0, buckets=(state,)), (bucket,))
 
     async def charge(
         self,

@@ -83,13 +83,12 @@ async def charge_operation(context: RequestContext, *, logins: int = 0) -> Graph
     if not cost and not logins:
         return None
     client = context.connection.client
-    outcome = await limits.charge(
-        context.principal,
-        client.host if client else None,
-        cost=cost,
-        logins=logins,
-        minimum=minimum,
-    )
+    address = client.host if client else None
+    outcome = None if logins else limits.charge_from_lease(context.principal, address, cost)
+    if outcome is None:
+        outcome = await limits.charge(
+            context.principal, address, cost=cost, logins=logins, minimum=minimum
+        )
     if usage is not None:
         usage.record(outcome)
     if outcome.allowed:

@@ -214,8 +214,12 @@ class RateDecision:
 
 def _state(charge: Charge, ahead_us: float) -> BucketState:
     """The state of a bucket whose TAT is `ahead_us` past now."""
+    return _bucket_state(charge.window_us, charge.interval_us, ahead_us)
+
+
+def _bucket_state(window_us: float, interval_us: float, ahead_us: float) -> BucketState:
     ahead_us = max(ahead_us, 0.0)
-    remaining = int((charge.window_us - ahead_us) // charge.interval_us)
+    remaining = int((window_us - ahead_us) // interval_us)
     return BucketState(remaining=max(remaining, 0), reset_s=math.ceil(ahead_us / 1_000_000))
 
 
@@ -276,11 +280,13 @@ class _Lease:
         self.tat = tat
         self.expires = expires
 
-    def spend(self, charge: Charge, now: float) -> BucketState:
-        """Take `charge` from the lease; the bucket as charging Redis would leave it."""
-        self.units -= charge.cost
-        self.tat = max(self.tat, now) + charge.cost * charge.interval_us / 1e6
-        return _state(charge, (self.tat - now) * 1e6)
+    def spend(self, cost: int, limit: int, window_s: float, now: float) -> BucketState:
+        """Take `cost` units from the lease of a bucket of `limit` per `window_s`; the
+        bucket as charging Redis would leave it."""
+        interval_us = window_s * 1_000_000 / limit
+        self.units -= cost
+        self.tat = max(self.tat, now) + cost * interval_us / 1e6
+        return _bucket_state(window_s * 1_000_000, interval_us, (self.tat - now) * 1e6)
 
 
 class RateLimitStore:
@@ -334,6 +340,25 @@ class RateLimitStore:
         """Charges decided in memory since this store was made."""
         return self._fallback_operations
 
+    def spend_lease(self, key: str, limit: int, window_s: float, cost: int) -> BucketState | None:
+        """`cost` units from this process's lease of bucket `key` (`limit` per `window_s`),
+        if it holds them: the bucket's state after, as charging Redis would leave it,
+        with no round trip and nothing more to build. None: `charge` decides."""
+        if not self._leases:
+            return None
+        now = time.monotonic()
+        lease = self._live_lease(key, now)
+        if lease is None or lease.units < cost:
+            return None
+        return lease.spend(cost, limit, window_s, now)
+
+    def lease_holds(self, key: str, cost: int) -> bool:
+        """Whether this process's lease of bucket `key` holds `cost` units now."""
+        if not self._leases:
+            return False
+        lease = self._live_lease(key, time.monotonic())
+        return lease is not None and lease.units >= cost
+
     def known_refusal(self, charge: Charge) -> RateDecision | None:
         """The refusal `charge` would get from what this process knows, without a round
         trip; None if it knows of none (which does not mean Redis would allow it)."""
@@ -360,7 +385,7 @@ class RateLimitStore:
         held = 0
         if lease is not None:
             if lease.units >= charge.cost:
-                state = lease.spend(charge, now)
+                state = lease.spend(charge.cost, charge.limit, charge.window_s, now)
                 return RateDecision(allowed=True, retry_after_s=0, buckets=(state,))
             held, lease.units = lease.units, 0
         # One lease asked for at a time: requests that find the lease spent together

@@ -281,6 +281,22 @@ async def test_a_roomy_bucket_lends_a_lease_spent_without_round_trips(redis: Red
     assert round(await _units_ahead(redis, key)) == 14 + 10
 
 
+async def test_a_lease_spent_directly_answers_as_its_charge_would(redis: RedisStore) -> None:
+    limiter, key = RateLimitStore(redis, LENDING), _key()
+    # No lease yet: `charge` decides.
+    assert limiter.spend_lease(key, 320, DAY_S, 2) is None
+    assert not limiter.lease_holds(key, 2)
+    await limiter.charge([_daily(key, 2)])
+    assert limiter.lease_holds(key, 10) and not limiter.lease_holds(key, 11)
+    with roundtrips.counting() as trips:
+        spent = [limiter.spend_lease(key, 320, DAY_S, 2) for _ in range(5)]
+    assert trips == {}
+    # As `test_a_roomy_bucket_lends_a_lease_spent_without_round_trips` charges them.
+    assert [state.remaining for state in spent if state] == [316, 314, 312, 310, 308]
+    assert limiter.spend_lease(key, 320, DAY_S, 2) is None
+    assert round(await _units_ahead(redis, key)) == 2 + 10
+
+
 async def test_concurrent_charges_take_one_lease_between_them(redis: RedisStore) -> None:
     limiter, key = RateLimitStore(redis, LENDING), _key()
     decisions = await asyncio.gather(*(limiter.charge([_daily(key, 2)]) for _ in range(8)))
