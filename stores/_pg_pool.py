@@ -1,10 +1,13 @@
-"""The asyncpg pool and its lifecycle, shared by the PostgreSQL and metrics stores."""
+"""The PostgreSQL connection pool and its lifecycle, shared by the PostgreSQL and metrics
+stores."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,56 +34,93 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class PgPool:
-    """Opens degraded when the server is down at start-up (the pool connects on first
-    use), closes within `close_timeout`, and turns an unreachable server into
-    `StoreUnavailable` naming the store."""
+    """A pool of asyncpg connections. Opens degraded when the server is down at start-up
+    (it connects on first use), closes within `close_timeout`, and turns an unreachable
+    server into `StoreUnavailable` naming the store.
+
+    Its own rather than asyncpg's `Pool`, which costs about 20 µs of CPU to take and
+    give back a connection (a proxy object, a future, a queue, and on release a shielded
+    task and a timer), two thirds of what a one-row statement costs itself; here it is
+    a list's pop and append (bench/profile_notes.md). What it keeps of asyncpg's pool:
+    connections opened as needed up to `max_size`, each set up by `init`; a wait for
+    one, when all are out, bounded by `acquire_timeout`; a connection given back in a
+    state no one may reuse (its statement cut short by a cancellation or a timeout, a
+    transaction left open, or older than `expire_connections`) closed, through the
+    cancellation of its statement, and replaced on demand. What it leaves out: closing
+    connections idle for a while, and replacing each after a number of statements.
+    """
 
     __slots__ = (
         "_acquire_timeout",
         "_checked_out",
         "_close_timeout",
-        "_create",
+        "_closing",
+        "_connect",
+        "_drained",
+        "_generation",
+        "_idle",
+        "_init",
         "_lifecycle",
+        "_max_size",
         "_min_size",
         "_name",
-        "_pool",
-        "_waiting",
+        "_open",
+        "_opening",
+        "_waiters",
     )
 
     def __init__(
         self,
         name: str,
-        create: Callable[[int], Awaitable[asyncpg.Pool]],
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        init: Callable[[asyncpg.Connection], Awaitable[None]],
         *,
         min_size: int,
+        max_size: int,
         acquire_timeout: float,
         close_timeout: float,
     ) -> None:
-        """`create(min_size)` makes the pool; the store decides its settings."""
+        """`connect()` opens a connection (bounded by its own connect timeout); the
+        store decides its settings. `init(conn)` sets up each new one."""
         self._name = name
-        self._create = create
+        self._connect = connect
+        self._init = init
         self._min_size = min_size
+        self._max_size = max_size
         self._acquire_timeout = acquire_timeout
         self._close_timeout = close_timeout
-        self._pool: asyncpg.Pool | None = None
-        self._waiting = 0
-        # Connections handed out by `connection()` and not yet back in the pool (every
-        # acquire goes through it); `_waiting` counts those being taken.
+        # Every connection open or closing, with the generation it was opened in.
+        self._open: dict[asyncpg.Connection, int] = {}
+        self._opening = 0
+        self._generation = 0
+        # Free connections, the most recently used last (taken first: warm).
+        self._idle: list[asyncpg.Connection] = []
+        # Callers waiting for a connection; each is handed one, or None: room to open one.
+        self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._checked_out = 0
+        # Closing in the background: connections no one may reuse.
+        self._closing: set[asyncio.Task[None]] = set()
+        # Set while `aclose` waits for the connections still out.
+        self._drained: asyncio.Future[None] | None = None
         self._lifecycle = Lifecycle(name)
 
     async def open(self) -> None:
         self._lifecycle.opening()
         try:
-            self._pool = await self._create(self._min_size)
-        except UNAVAILABLE_ERRORS as exc:
+            for _ in range(self._min_size):
+                self._idle.append(await self._new_connection())
+        except StoreUnavailable as exc:
             # Start degraded rather than not at all.
             logger.warning(
-                "%s not reachable at start-up (%s); will retry on use",
-                self._name,
-                describe_failure(exc),
+                "%s not reachable at start-up (%s); will retry on use", self._name, exc.reason
             )
-            self._pool = await self._create(0)
+        except BaseException:
+            # Refused (a wrong password, say): nothing is left open.
+            for conn in self._idle:
+                conn.terminate()
+            self._idle.clear()
+            self._open.clear()
+            raise
         self._lifecycle.state = StoreState.OPENED
 
     def check_open(self) -> None:
@@ -88,35 +128,43 @@ class PgPool:
         self._lifecycle.check_open()
 
     async def aclose(self) -> None:
-        if self._lifecycle.state is not StoreState.OPENED or self._pool is None:
+        if self._lifecycle.state is not StoreState.OPENED:
             self._lifecycle.state = StoreState.CLOSED
             return
         self._lifecycle.state = StoreState.CLOSED
+        # Whoever waits for a connection is told the pool is closing.
+        self._wake_all()
         try:
-            await asyncio.wait_for(self._pool.close(), timeout=self._close_timeout)
+            async with asyncio.timeout(self._close_timeout):
+                if self._checked_out:
+                    self._drained = asyncio.get_running_loop().create_future()
+                    await self._drained
+                idle, self._idle = self._idle, []
+                await asyncio.gather(*(self._close(conn) for conn in idle))
+                if self._closing:
+                    await asyncio.gather(*self._closing)
         except (TimeoutError, asyncio.CancelledError):
-            # Connections still checked out after the grace period are not coming back.
-            self._pool.terminate()
+            # Connections still out after the grace period are not coming back.
+            for conn in list(self._open):
+                conn.terminate()
+            self._open.clear()
             raise
 
     async def expire_connections(self) -> None:
-        """Replace every connection (one in use when it is released), so that new ones
-        run the pool's `init` again."""
+        """Replace every connection (one in use when it is given back), so that new ones
+        run `init` again."""
         self._lifecycle.check_open()
-        assert self._pool is not None
-        await self._pool.expire_connections()
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._close(conn) for conn in idle))
 
     def usage(self) -> PoolUsage:
         """Connections in use, idle and waited for, now (for metrics)."""
-        pool = self._pool
-        if pool is None:
-            return PoolUsage(in_use=0, idle=0, waiting=self._waiting, max=0)
-        idle = pool.get_idle_size()
         return PoolUsage(
-            in_use=pool.get_size() - idle,
-            idle=idle,
-            waiting=self._waiting,
-            max=pool.get_max_size(),
+            in_use=self._checked_out,
+            idle=len(self._idle),
+            waiting=len(self._waiters),
+            max=self._max_size,
         )
 
     @asynccontextmanager
@@ -125,48 +173,160 @@ class PgPool:
         connection is busy (an unreachable server times out connecting instead); a
         statement past its timeout is `StoreTimeout`."""
         self._lifecycle.check_open()
-        pool = self._pool
-        assert pool is not None
-        # A connection, or room to open one (bounded by the pool's connect timeout), is
-        # free when fewer than the pool's size are out or being taken: taking it does
-        # not wait, so no timer bounds it. Otherwise the wait is bounded here rather
-        # than by `acquire(timeout=)`: before Python 3.12 asyncpg bounds that with a
-        # `wait_for` running the acquire in a task of its own.
-        free = self._checked_out + self._waiting < pool.get_max_size()
-        try:
-            self._waiting += 1
-            try:
-                if free:
-                    conn = await pool.acquire()
-                else:
-                    async with asyncio.timeout(self._acquire_timeout):
-                        conn = await pool.acquire()
-            finally:
-                self._waiting -= 1
-        except TimeoutError as exc:
-            if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
-                raise StoreOverloaded(
-                    self._name, f"no free connection within {self._acquire_timeout:g}s"
-                ) from exc
-            raise StoreUnavailable(self._name, "connecting timed out") from exc
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(self._name, describe_failure(exc)) from exc
+        conn = self._take_idle() or await self._acquire()
         self._checked_out += 1
+        reusable = False
         try:
             yield conn
+            reusable = True
         except (TimeoutError, asyncpg.QueryCanceledError) as exc:
-            # The client-side command timeout and the server's statement_timeout.
+            # The client-side command timeout (its statement is being cancelled) and
+            # the server's statement_timeout (which leaves the connection ready).
+            reusable = isinstance(exc, asyncpg.QueryCanceledError)
             raise StoreTimeout(self._name, "a statement ran past its timeout") from exc
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self._name, describe_failure(exc)) from exc
+        except Exception:
+            # The server answered with an error, or the caller failed between statements:
+            # nothing is in flight.
+            reusable = True
+            raise
         finally:
+            # A cancellation (BaseException) may have cut a statement short.
+            self._checked_out -= 1
+            self._give_back(conn, reusable)
+
+    def _take_idle(self) -> asyncpg.Connection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.is_closed():
+                return conn
+            # The server went away while it was idle.
+            self._forget(conn)
+        return None
+
+    async def _acquire(self) -> asyncpg.Connection:
+        """A connection when none is idle: a new one if there is room, else one given
+        back, waiting at most the acquire timeout."""
+        while True:
+            if self._lifecycle.state is not StoreState.OPENED:
+                raise StoreUnavailable(self._name, "the pool is closing")
+            conn = self._take_idle()
+            if conn is not None:
+                return conn
+            if len(self._open) + self._opening < self._max_size:
+                return await self._new_connection()
+            handed = await self._wait()
+            if handed is not None:
+                return handed
+
+    async def _wait(self) -> asyncpg.Connection | None:
+        waiter: asyncio.Future[asyncpg.Connection | None]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                return await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a connection, or room for one, just as the wait ended
+                # otherwise: passed on to the next caller.
+                handed = waiter.result()
+                if handed is not None:
+                    self._hand_over(handed)
+                else:
+                    self._wake_one()
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                raise StoreOverloaded(
+                    self._name, f"no free connection within {self._acquire_timeout:g}s"
+                ) from exc
+            raise
+
+    async def _new_connection(self) -> asyncpg.Connection:
+        # Set up as of now: `expire_connections` while it connects makes it stale.
+        generation = self._generation
+        self._opening += 1
+        try:
+            conn = await self._connect()
             try:
-                # Bounded, as `acquire(timeout=)` left it: a connection whose statement
-                # was cancelled waits for the server to confirm, and a pool closing
-                # waits for every release.
-                await pool.release(conn, timeout=self._acquire_timeout)
-            finally:
-                self._checked_out -= 1
+                await self._init(conn)
+            except BaseException:
+                conn.terminate()
+                raise
+        except TimeoutError as exc:
+            raise StoreUnavailable(self._name, "connecting timed out") from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self._name, describe_failure(exc)) from exc
+        finally:
+            self._opening -= 1
+        self._open[conn] = generation
+        return conn
+
+    def _give_back(self, conn: asyncpg.Connection, reusable: bool) -> None:
+        if (
+            not reusable
+            or conn.is_closed()
+            or conn.is_in_transaction()
+            or self._open.get(conn) != self._generation
+            or self._lifecycle.state is not StoreState.OPENED
+        ):
+            self._retire(conn)
+        else:
+            self._hand_over(conn)
+        if self._drained is not None and not self._checked_out and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _hand_over(self, conn: asyncpg.Connection) -> None:
+        """To the first caller still waiting, or back among the idle."""
+        if not self._to_a_waiter(conn):
+            self._idle.append(conn)
+
+    def _to_a_waiter(self, handed: asyncpg.Connection | None) -> bool:
+        """Hand a connection, or None (room to open one), to the first caller still
+        waiting, if there is one."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(handed)
+                return True
+        return False
+
+    def _retire(self, conn: asyncpg.Connection) -> None:
+        """Close a connection no one may reuse, in the background: `close` waits for
+        the cancellation of a statement cut short, so the server stops it too."""
+        if conn.is_closed():
+            self._forget(conn)
+            return
+        task = asyncio.get_running_loop().create_task(self._close(conn))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, conn: asyncpg.Connection) -> None:
+        try:
+            await conn.close(timeout=self._close_timeout)
+        except Exception as exc:
+            logger.debug("%s connection closed abruptly: %s", self._name, exc)
+            conn.terminate()
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn: asyncpg.Connection) -> None:
+        """A connection closed: its room is free for a caller waiting for one."""
+        self._open.pop(conn, None)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        self._to_a_waiter(None)
+
+    def _wake_all(self) -> None:
+        while self._to_a_waiter(None):
+            pass
 
 
 # What an `ObservedConnection` reports of each statement: its text and its seconds.

@@ -96,8 +96,10 @@ class MetricsStore:
         self._options = options
         self._pool = PgPool(
             NAME,
-            self._create_pool,
+            self._connect,
+            _init_connection,
             min_size=options.min_size,
+            max_size=options.max_size,
             acquire_timeout=options.acquire_timeout,
             close_timeout=options.close_timeout,
         )
@@ -441,14 +443,10 @@ class MetricsStore:
                         ", ".join(report.dropped) or "none",
                     )
 
-    async def _create_pool(self, min_size: int) -> asyncpg.Pool:
-        pool = await asyncpg.create_pool(
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
             self._options.dsn,
-            init=_init_connection,
             connection_class=ObservedConnection,
-            reset=_keep_session,
-            min_size=min_size,
-            max_size=self._options.max_size,
             timeout=self._options.acquire_timeout,
             command_timeout=self._options.statement_timeout,
             server_settings={
@@ -458,8 +456,6 @@ class MetricsStore:
                 "statement_timeout": str(int(self._options.statement_timeout * 1000)),
             },
         )
-        assert pool is not None
-        return pool
 
 
 async def _copy(
@@ -510,11 +506,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(sql.CREATE_STAGING)
     assert isinstance(conn, ObservedConnection)
     conn.observer = _count_round_trip
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """No `RESET ALL` on release: the search path and the staging table are per
-    connection on purpose, and nothing else leaves session state behind."""
 
 
 def _encode_jsonb(value: object) -> bytes:

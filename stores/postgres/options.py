@@ -5,11 +5,10 @@ from typing import TYPE_CHECKING, Literal, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from asyncpg import Record
-    from asyncpg.pool import PoolConnectionProxy
+    from asyncpg import Connection, Record
 
 # What `PostgresStore.connection()` lends out.
-PgConnection: TypeAlias = "PoolConnectionProxy[Record]"
+PgConnection: TypeAlias = "Connection[Record]"
 # How pgvector's vectors travel (see stores.postgres.vectors).
 VectorFormat = Literal["binary", "text"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]

@@ -116,8 +116,10 @@ class PostgresStore:
     def _new_pool(self, name: str, dsn: str) -> PgPool:
         return PgPool(
             name,
-            partial(self._create_pool, dsn, name),
+            partial(self._connect, dsn),
+            partial(self._init_connection, name=name),
             min_size=self._options.min_size,
+            max_size=self._options.max_size,
             acquire_timeout=self._options.acquire_timeout,
             close_timeout=self._options.close_timeout,
         )
@@ -303,14 +305,10 @@ class PostgresStore:
         details = {"pgvector": row["pgvector"]} if row["pgvector"] else {}
         return ProbeResult(NAME, True, ms_since(started), row["version"], details)
 
-    async def _create_pool(self, dsn: str, name: str, min_size: int) -> asyncpg.Pool:
-        pool = await asyncpg.create_pool(
+    async def _connect(self, dsn: str) -> asyncpg.Connection:
+        return await asyncpg.connect(
             dsn,
-            init=partial(self._init_connection, name=name),
             connection_class=ObservedConnection,
-            reset=_keep_session,
-            min_size=min_size,
-            max_size=self._options.max_size,
             timeout=self._options.acquire_timeout,
             command_timeout=self._options.statement_timeout,
             server_settings={
@@ -318,8 +316,6 @@ class PostgresStore:
                 "statement_timeout": str(int(self._options.statement_timeout * 1000)),
             },
         )
-        assert pool is not None
-        return pool
 
     async def _init_connection(self, conn: asyncpg.Connection, *, name: str) -> None:
         await conn.set_type_codec(
@@ -345,14 +341,6 @@ class PostgresStore:
     def _observe_statement(self, query: str, seconds: float, *, name: str) -> None:
         roundtrips.record(name, seconds=seconds)
         slow.observe(NAME, seconds, query, threshold_s=self._options.slow_statement_s)
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Replaces the pool's `RESET ALL; UNLISTEN *; ...` on every release (a round trip
-    that costs about 30% of throughput on small queries). Safe here because nothing
-    leaves session state behind on a pooled connection: settings are fixed at connect,
-    advisory locks are released explicitly, LISTEN uses a dedicated connection, and
-    asyncpg still rolls back a transaction left open."""
 
 
 def _encode_json(value: object) -> str:

@@ -6,6 +6,7 @@ a caller sends is one round trip."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
 
 import asyncpg
@@ -105,3 +106,70 @@ async def test_each_statement_counts_one_round_trip_and_asyncpg_warm_up_none(
                 with pytest.raises(asyncpg.PostgresError):
                     await conn.execute("SELECT no_such_column")
         assert counter == {"postgres": 7}
+
+
+async def test_a_connection_left_in_a_transaction_is_closed_not_lent_again(
+    settings: Settings,
+) -> None:
+    async with _two_connections(settings) as store:
+        async with store.connection() as conn:
+            await conn.execute("BEGIN")
+            left_open = conn.get_server_pid()
+        await until(lambda: conn.is_closed())
+        async with store.connection() as conn:
+            assert not conn.is_in_transaction()
+            assert conn.get_server_pid() != left_open
+
+
+async def test_a_cancelled_statement_stops_on_the_server_too(settings: Settings) -> None:
+    async with _two_connections(settings) as store:
+        started = asyncio.Event()
+
+        async def sleeper() -> None:
+            async with store.connection() as conn:
+                started.set()
+                await conn.execute("SELECT pg_sleep(60) /* cancelled-sleeper */")
+
+        task = asyncio.create_task(sleeper())
+        await started.wait()
+
+        async def sleeping() -> int:
+            async with store.connection() as conn:
+                count: int = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE query LIKE '%cancelled-sleeper%' AND pid <> pg_backend_pid()"
+                    " AND state = 'active'"
+                )
+                return count
+
+        await until(lambda: _running(sleeping()))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        # Cancelled on the server, not left to run its 60 s on a connection closed under it.
+        await until(lambda: _stopped(sleeping()))
+        assert store.pool_usage().in_use == 0
+
+
+async def _running(count: Awaitable[int]) -> bool:
+    return await count > 0
+
+
+async def _stopped(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced(
+    settings: Settings,
+) -> None:
+    async with _two_connections(settings) as store:
+        async with store.connection() as conn:
+            idle_pid = conn.get_server_pid()
+        other = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+        try:
+            await other.execute("SELECT pg_terminate_backend($1)", idle_pid)
+        finally:
+            await other.close()
+        await until(lambda: conn.is_closed())
+        async with store.connection() as conn:
+            assert conn.get_server_pid() != idle_pid
+            assert await conn.fetchval("SELECT 1") == 1
