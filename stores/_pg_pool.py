@@ -46,8 +46,9 @@ class PgPool:
     one, when all are out, bounded by `acquire_timeout`; a connection given back in a
     state no one may reuse (its statement cut short by a cancellation or a timeout, a
     transaction left open, or older than `expire_connections`) closed, through the
-    cancellation of its statement, and replaced on demand. What it leaves out: closing
-    connections idle for a while, and replacing each after a number of statements.
+    cancellation of its statement, and replaced on demand; connections beyond
+    `min_size` unused for `idle_lifetime_s` closed (checked every `idle_lifetime_s`
+    / 4). What it leaves out: replacing each connection after a number of statements.
     """
 
     __slots__ = (
@@ -59,6 +60,9 @@ class PgPool:
         "_drained",
         "_generation",
         "_idle",
+        "_idle_lifetime_s",
+        "_idle_since",
+        "_idle_sweep",
         "_init",
         "_lifecycle",
         "_max_size",
@@ -79,6 +83,7 @@ class PgPool:
         max_size: int,
         acquire_timeout: float,
         close_timeout: float,
+        idle_lifetime_s: float = 300.0,
     ) -> None:
         """`connect()` opens a connection (bounded by its own connect timeout); the
         store decides its settings. `init(conn)` sets up each new one."""
@@ -95,6 +100,10 @@ class PgPool:
         self._generation = 0
         # Free connections, the most recently used last (taken first: warm).
         self._idle: list[asyncpg.Connection] = []
+        # When each idle connection was given back (monotonic seconds).
+        self._idle_since: dict[asyncpg.Connection, float] = {}
+        self._idle_lifetime_s = idle_lifetime_s
+        self._idle_sweep: asyncio.TimerHandle | None = None
         # Callers waiting for a connection; each is handed one, or None: room to open one.
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._checked_out = 0
@@ -108,7 +117,7 @@ class PgPool:
         self._lifecycle.opening()
         try:
             for _ in range(self._min_size):
-                self._idle.append(await self._new_connection())
+                self._make_idle(await self._new_connection())
         except StoreUnavailable as exc:
             # Start degraded rather than not at all.
             logger.warning(
@@ -122,6 +131,7 @@ class PgPool:
             self._open.clear()
             raise
         self._lifecycle.state = StoreState.OPENED
+        self._schedule_idle_sweep()
 
     def check_open(self) -> None:
         """Raise `StoreMisuse` unless the pool is open."""
@@ -132,6 +142,8 @@ class PgPool:
             self._lifecycle.state = StoreState.CLOSED
             return
         self._lifecycle.state = StoreState.CLOSED
+        if self._idle_sweep is not None:
+            self._idle_sweep.cancel()
         # Whoever waits for a connection is told the pool is closing.
         self._wake_all()
         try:
@@ -284,7 +296,27 @@ class PgPool:
     def _hand_over(self, conn: asyncpg.Connection) -> None:
         """To the first caller still waiting, or back among the idle."""
         if not self._to_a_waiter(conn):
-            self._idle.append(conn)
+            self._make_idle(conn)
+
+    def _make_idle(self, conn: asyncpg.Connection) -> None:
+        self._idle.append(conn)
+        self._idle_since[conn] = time.monotonic()
+
+    def _schedule_idle_sweep(self) -> None:
+        self._idle_sweep = asyncio.get_running_loop().call_later(
+            self._idle_lifetime_s / 4, self._close_unused
+        )
+
+    def _close_unused(self) -> None:
+        """Close connections beyond `min_size` idle longer than the idle lifetime: the
+        ones given back longest ago are first in the idle list."""
+        unused_since = time.monotonic() - self._idle_lifetime_s
+        idle = self._idle
+        beyond_min_size = len(self._open) - self._min_size
+        while idle and beyond_min_size > 0 and self._idle_since[idle[0]] < unused_since:
+            self._retire(idle.pop(0))
+            beyond_min_size -= 1
+        self._schedule_idle_sweep()
 
     def _to_a_waiter(self, handed: asyncpg.Connection | None) -> bool:
         """Hand a connection, or None (room to open one), to the first caller still
@@ -319,6 +351,7 @@ class PgPool:
     def _forget(self, conn: asyncpg.Connection) -> None:
         """A connection closed: its room is free for a caller waiting for one."""
         self._open.pop(conn, None)
+        self._idle_since.pop(conn, None)
         self._wake_one()
 
     def _wake_one(self) -> None:

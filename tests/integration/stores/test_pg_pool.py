@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import replace
+from functools import partial
 
 import asyncpg
 import pytest
 
 from gateway.settings import Settings
 from stores import PostgresStore, StoreOverloaded, roundtrips
+from stores._pg_pool import PgPool
 from tests.support.waiting import until
 
 
@@ -173,3 +175,32 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(
         async with store.connection() as conn:
             assert conn.get_server_pid() != idle_pid
             assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_connections_beyond_min_size_unused_for_a_while_are_closed(
+    settings: Settings,
+) -> None:
+    async def no_init(conn: asyncpg.Connection) -> None:
+        pass
+
+    pool = PgPool(
+        "postgres",
+        partial(asyncpg.connect, settings.postgres_dsn.get_secret_value()),
+        no_init,
+        min_size=1,
+        max_size=3,
+        acquire_timeout=60,
+        close_timeout=10,
+        idle_lifetime_s=0.2,
+    )
+    await pool.open()
+    try:
+        async with pool.connection(), pool.connection(), pool.connection() as third:
+            pass
+        assert pool.usage().idle == 3
+        await until(lambda: pool.usage().idle == 1)
+        await until(lambda: third.is_closed())
+        async with pool.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.aclose()
