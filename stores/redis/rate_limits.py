@@ -344,20 +344,19 @@ class RateLimitStore:
         """`cost` units from this process's lease of bucket `key` (`limit` per `window_s`),
         if it holds them: the bucket's state after, as charging Redis would leave it,
         with no round trip and nothing more to build. None: `charge` decides."""
-        if not self._leases:
-            return None
         now = time.monotonic()
-        lease = self._live_lease(key, now)
-        if lease is None or lease.units < cost:
-            return None
-        return lease.spend(cost, limit, window_s, now)
+        lease = self._lease_holding(key, cost, now)
+        return None if lease is None else lease.spend(cost, limit, window_s, now)
 
     def lease_holds(self, key: str, cost: int) -> bool:
         """Whether this process's lease of bucket `key` holds `cost` units now."""
+        return self._lease_holding(key, cost, time.monotonic()) is not None
+
+    def _lease_holding(self, key: str, cost: int, now: float) -> _Lease | None:
         if not self._leases:
-            return False
-        lease = self._live_lease(key, time.monotonic())
-        return lease is not None and lease.units >= cost
+            return None
+        lease = self._live_lease(key, now)
+        return lease if lease is not None and lease.units >= cost else None
 
     def known_refusal(self, charge: Charge) -> RateDecision | None:
         """The refusal `charge` would get from what this process knows, without a round
