@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from gateway.logs import dropped_records
 from stores import StoreError, roundtrips
+from stores.health import CLOSE_REASONS
 from stores.postgres import outbox
 
 if TYPE_CHECKING:
@@ -210,8 +211,23 @@ class _StateMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
-        # Counters kept per label by other objects (event sinks per sink), copied as the
-        # background counters are: each labelled value's last copy.
+        # Counters kept per label by other objects (PostgreSQL pools, event sinks per
+        # sink), copied as the background counters are: each labelled value's last copy.
+        self.pool_opened = Counter(
+            "polygraph_store_pool_connections_opened",
+            "PostgreSQL connections each pool opened, per server",
+            ["store", "role", "server"],
+            registry=registry,
+        )
+        self.pool_closed = Counter(
+            "polygraph_store_pool_connections_closed",
+            "PostgreSQL connections each pool closed, per server, by reason: a statement"
+            " cut short (`cut_short`: a cancellation or the client-side timeout), a"
+            " transaction left open, expired (after migrations), unused, lost (closed by"
+            " the server or the network); not counted: closing at shutdown",
+            ["store", "role", "server", "reason"],
+            registry=registry,
+        )
         self.sink_outcomes = {
             outcome: Counter(f"polygraph_event_sink_{outcome}", doc, ["sink"], registry=registry)
             for outcome, doc in (
@@ -314,6 +330,10 @@ class _StateMetrics:
             self.pool.labels("postgres", role, server, "idle").set(usage.idle)
             self.pool.labels("postgres", role, server, "waiting").set(usage.waiting)
             self.pool_max.labels("postgres", role, server).set(usage.max)
+            self._copy(self.pool_opened, ("postgres", role, server), usage.opened)
+            for reason in CLOSE_REASONS:
+                closed = usage.closed.get(reason, 0)
+                self._copy(self.pool_closed, ("postgres", role, server, reason), closed)
         # Neo4j and Redis: connections in use (sessions open, commands under way) and
         # callers waiting past the limit; their drivers keep idle connections to themselves.
         for store, usage in (

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +17,7 @@ import asyncpg
 from stores._lifecycle import Lifecycle, StoreState
 from stores._tls import describe_failure
 from stores.errors import StoreOverloaded, StoreTimeout, StoreUnavailable
-from stores.health import PoolUsage
+from stores.health import CUT_SHORT, EXPIRED, IN_TRANSACTION, LOST, UNUSED, PoolUsage
 from stores.postgres.options import PgConnection
 
 logger = logging.getLogger(__name__)
@@ -49,12 +49,16 @@ class PgPool:
     cancellation of its statement, and replaced on demand; connections beyond
     `min_size` unused for `idle_lifetime_s` closed (checked every `idle_lifetime_s`
     / 4). What it leaves out: replacing each connection after a number of statements.
+    It counts the connections it opens and those it closes, by reason (`usage`), so
+    that a stream of reconnects (statements cut short by the operation deadline, say)
+    shows in the metrics.
     """
 
     __slots__ = (
         "_acquire_timeout",
         "_checked_out",
         "_close_timeout",
+        "_closed",
         "_closing",
         "_connect",
         "_drained",
@@ -69,6 +73,7 @@ class PgPool:
         "_min_size",
         "_name",
         "_open",
+        "_opened",
         "_opening",
         "_waiters",
     )
@@ -98,6 +103,9 @@ class PgPool:
         self._open: dict[asyncpg.Connection, int] = {}
         self._opening = 0
         self._generation = 0
+        # Connections opened since the pool was made, and closed by it, by reason.
+        self._opened = 0
+        self._closed: Counter[str] = Counter()
         # Free connections, the most recently used last (taken first: warm).
         self._idle: list[asyncpg.Connection] = []
         # When each idle connection was given back (monotonic seconds).
@@ -168,15 +176,19 @@ class PgPool:
         self._lifecycle.check_open()
         self._generation += 1
         idle, self._idle = self._idle, []
+        self._closed[EXPIRED] += len(idle)
         await asyncio.gather(*(self._close(conn) for conn in idle))
 
     def usage(self) -> PoolUsage:
-        """Connections in use, idle and waited for, now (for metrics)."""
+        """Connections in use, idle and waited for, now, and opened and closed so far
+        (for metrics)."""
         return PoolUsage(
             in_use=self._checked_out,
             idle=len(self._idle),
             waiting=len(self._waiters),
             max=self._max_size,
+            opened=self._opened,
+            closed=dict(self._closed),
         )
 
     @asynccontextmanager
@@ -215,6 +227,7 @@ class PgPool:
             if not conn.is_closed():
                 return conn
             # The server went away while it was idle.
+            self._closed[LOST] += 1
             self._forget(conn)
         return None
 
@@ -277,16 +290,23 @@ class PgPool:
         finally:
             self._opening -= 1
         self._open[conn] = generation
+        self._opened += 1
         return conn
 
     def _give_back(self, conn: asyncpg.Connection, reusable: bool) -> None:
-        if (
-            not reusable
-            or conn.is_closed()
-            or conn.is_in_transaction()
-            or self._open.get(conn) != self._generation
-            or self._lifecycle.state is not StoreState.OPENED
-        ):
+        if self._lifecycle.state is not StoreState.OPENED:
+            self._retire(conn)
+        elif not reusable:
+            self._closed[CUT_SHORT] += 1
+            self._retire(conn)
+        elif conn.is_closed():
+            self._closed[LOST] += 1
+            self._retire(conn)
+        elif conn.is_in_transaction():
+            self._closed[IN_TRANSACTION] += 1
+            self._retire(conn)
+        elif self._open.get(conn) != self._generation:
+            self._closed[EXPIRED] += 1
             self._retire(conn)
         else:
             self._hand_over(conn)
@@ -314,6 +334,7 @@ class PgPool:
         idle = self._idle
         beyond_min_size = len(self._open) - self._min_size
         while idle and beyond_min_size > 0 and self._idle_since[idle[0]] < unused_since:
+            self._closed[UNUSED] += 1
             self._retire(idle.pop(0))
             beyond_min_size -= 1
         self._schedule_idle_sweep()

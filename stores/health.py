@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+# Why a PostgreSQL pool closed a connection (`PoolUsage.closed`; not counted: closing
+# at shutdown):
+# its statement was cut short by a cancellation or the client-side timeout,
+CUT_SHORT = "cut_short"
+# it was given back inside a transaction,
+IN_TRANSACTION = "in_transaction"
+# it was opened before `expire_connections`,
+EXPIRED = "expired"
+# it was beyond `min_size` and unused for the idle lifetime,
+UNUSED = "unused"
+# or the server or the network had closed it.
+LOST = "lost"
+CLOSE_REASONS = (CUT_SHORT, IN_TRANSACTION, EXPIRED, UNUSED, LOST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +29,10 @@ class PoolUsage:
     idle: int
     waiting: int
     max: int
+    # Since the pool opened (PostgreSQL's; the drivers of Neo4j and Redis do not say):
+    # connections opened, and closed by the pool by reason (`CLOSE_REASONS`).
+    opened: int = 0
+    closed: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from stores.health import CLOSE_REASONS
 from tests.integration.api.conftest import Caller, data
 from tests.support.serving import wait_until
 
@@ -93,6 +94,13 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     ]
     assert in_use >= 0
     assert seen[("polygraph_store_pool_max_connections", (*primary, ("store", "postgres")))] > 0
+    assert (
+        seen[("polygraph_store_pool_connections_opened_total", (*primary, ("store", "postgres")))]
+        > 0
+    )
+    for reason in CLOSE_REASONS:
+        closed = (("reason", reason), *primary, ("store", "postgres"))
+        assert seen[("polygraph_store_pool_connections_closed_total", closed)] >= 0
     assert seen[("polygraph_outbox_pending", ())] >= 0
     assert seen[("polygraph_outbox_oldest_pending_age_seconds", ())] >= 0
     assert ("polygraph_projector_applied_total", ()) in seen

@@ -16,6 +16,7 @@ import pytest
 from gateway.settings import Settings
 from stores import PostgresStore, StoreOverloaded, roundtrips
 from stores._pg_pool import PgPool
+from stores.health import CUT_SHORT, EXPIRED, IN_TRANSACTION, LOST, UNUSED
 from tests.support.waiting import until
 
 
@@ -166,12 +167,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(
     async with _two_connections(settings) as store:
         async with store.connection() as conn:
             idle_pid = conn.get_server_pid()
-        other = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
-        try:
-            await other.execute("SELECT pg_terminate_backend($1)", idle_pid)
-        finally:
-            await other.close()
-        await until(lambda: conn.is_closed())
+        await _terminated_by_the_server(settings, conn)
         async with store.connection() as conn:
             assert conn.get_server_pid() != idle_pid
             assert await conn.fetchval("SELECT 1") == 1
@@ -180,27 +176,76 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(
 async def test_connections_beyond_min_size_unused_for_a_while_are_closed(
     settings: Settings,
 ) -> None:
-    async def no_init(conn: asyncpg.Connection) -> None:
-        pass
-
-    pool = PgPool(
-        "postgres",
-        partial(asyncpg.connect, settings.postgres_dsn.get_secret_value()),
-        no_init,
-        min_size=1,
-        max_size=3,
-        acquire_timeout=60,
-        close_timeout=10,
-        idle_lifetime_s=0.2,
-    )
+    pool = _bare_pool(settings, max_size=3, idle_lifetime_s=0.2)
     await pool.open()
     try:
         async with pool.connection(), pool.connection(), pool.connection() as third:
             pass
         assert pool.usage().idle == 3
         await until(lambda: pool.usage().idle == 1)
+        assert pool.usage().closed == {UNUSED: 2}
         await until(lambda: third.is_closed())
         async with pool.connection() as conn:
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.aclose()
+
+
+async def test_connections_opened_and_closed_are_counted_by_reason(settings: Settings) -> None:
+    pool = _bare_pool(settings, max_size=2)
+    await pool.open()
+    try:
+        assert (pool.usage().opened, pool.usage().closed) == (1, {})
+
+        async def sleeper() -> None:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT pg_sleep(60)")
+
+        task = asyncio.create_task(sleeper())
+        await until(lambda: pool.usage().in_use == 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with pool.connection() as conn:
+            await conn.execute("BEGIN")
+        async with pool.connection() as conn:
+            expired_pid = conn.get_server_pid()
+        await pool.expire_connections()
+        async with pool.connection() as lost:
+            lost_pid = lost.get_server_pid()
+        await _terminated_by_the_server(settings, lost)
+        async with pool.connection() as conn:
+            assert conn.get_server_pid() not in (expired_pid, lost_pid)
+        usage = pool.usage()
+        assert usage.closed == {CUT_SHORT: 1, IN_TRANSACTION: 1, EXPIRED: 1, LOST: 1}
+        # Each one closed was replaced when next needed.
+        assert usage.opened == 5
+    finally:
+        await pool.aclose()
+
+
+async def _terminated_by_the_server(settings: Settings, conn: asyncpg.Connection) -> None:
+    """Ends `conn`'s backend from another connection; returns once `conn` has seen it."""
+    other = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        await other.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+    finally:
+        await other.close()
+    await until(lambda: conn.is_closed())
+
+
+def _bare_pool(settings: Settings, *, max_size: int, idle_lifetime_s: float = 300) -> PgPool:
+    """A pool of plain connections (no codecs set up), one kept open at least."""
+
+    async def no_init(conn: asyncpg.Connection) -> None:
+        pass
+
+    return PgPool(
+        "postgres",
+        partial(asyncpg.connect, settings.postgres_dsn.get_secret_value()),
+        no_init,
+        min_size=1,
+        max_size=max_size,
+        acquire_timeout=60,
+        close_timeout=10,
+        idle_lifetime_s=idle_lifetime_s,
+    )
