@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -75,6 +74,7 @@ from gateway.prometheus import GatewayMetrics
 from gateway.ratelimit.extension import charge_operation
 from resolvers.context import RequestContext
 from resolvers.cost import OperationCost
+from stores.cache.lru import Lru
 
 # graphql-core's default, as `execute` passes it.
 _MAX_COERCION_ERRORS = 50
@@ -101,18 +101,13 @@ class PreparedQueries:
     least recently used dropped first. One per app, shared by its requests."""
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._maxsize = maxsize
-        self._queries: OrderedDict[tuple[str, str | None], PreparedQuery] = OrderedDict()
+        self._queries: Lru[tuple[str, str | None], PreparedQuery] = Lru(maxsize)
 
     def __len__(self) -> int:
         return len(self._queries)
 
     def get(self, query: str, operation_name: str | None) -> PreparedQuery | None:
-        key = (query, operation_name)
-        prepared = self._queries.get(key)
-        if prepared is not None:
-            self._queries.move_to_end(key)
-        return prepared
+        return self._queries.get((query, operation_name))
 
     def offer(
         self,
@@ -143,17 +138,18 @@ class PreparedQueries:
         # Fragment arguments (experimental) need per-spread variables: not prepared.
         if any(definition.variable_definitions for definition in fragment_definitions.values()):
             return
-        self._queries[key] = PreparedQuery(
-            arguments,
-            cost,
-            operation,
-            fragment_definitions,
-            {name: FragmentDetails(node, None) for name, node in fragment_definitions.items()},
-            operation.name.value if operation.name else None,
-            _plain_variables(context.schema._schema, operation),
+        self._queries.put(
+            key,
+            PreparedQuery(
+                arguments,
+                cost,
+                operation,
+                fragment_definitions,
+                {name: FragmentDetails(node, None) for name, node in fragment_definitions.items()},
+                operation.name.value if operation.name else None,
+                _plain_variables(context.schema._schema, operation),
+            ),
         )
-        if len(self._queries) > self._maxsize:
-            self._queries.popitem(last=False)
 
 
 class PreparedPath:

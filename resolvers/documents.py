@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from resolvers.errors import ClientError, ErrorCode
+from stores.cache.lru import Lru
 from stores.errors import InvalidInput, StoreUnavailable
 from stores.postgres.documents import TrustedDocumentRepository
 from stores.redis.apq import PersistedQueryCache
@@ -90,26 +90,6 @@ def sha256_hex(document: str) -> str:
     return hashlib.sha256(document.encode()).hexdigest()
 
 
-class _Lru:
-    __slots__ = ("_capacity", "_entries")
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[str, str] = OrderedDict()
-
-    def get(self, key: str) -> str | None:
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: str) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-
 class PersistedDocuments:
     """Resolves the document of each request; see the module docstring for the rules."""
 
@@ -125,9 +105,9 @@ class PersistedDocuments:
         self._cache = cache
         self._trusted = trusted
         self._options = options
-        self._apq = _Lru(options.remembered)
-        self._trusted_by_hash = _Lru(options.remembered)
-        self._trusted_by_id = _Lru(options.remembered)
+        self._apq = Lru[str, str](options.remembered)
+        self._trusted_by_hash = Lru[str, str](options.remembered)
+        self._trusted_by_id = Lru[str, str](options.remembered)
 
     @property
     def options(self) -> DocumentOptions:

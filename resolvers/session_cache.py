@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
 
 from resolvers.auth import Principal
 from resolvers.revocations import Revocation
+from stores.cache.lru import Lru
 
 DEFAULT_CAPACITY = 10_000
 
@@ -31,16 +31,13 @@ class SessionCache:
     """Principals by session token (kept as a SHA-256, never in clear), for `ttl_s`
     seconds; the least recently used go first beyond `capacity`."""
 
-    __slots__ = ("_capacity", "_entries", "_generation", "_ttl_s", "hits", "misses")
+    __slots__ = ("_entries", "_generation", "_ttl_s", "hits", "misses")
 
     def __init__(self, ttl_s: float, *, capacity: int = DEFAULT_CAPACITY) -> None:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive; leave the cache out to disable it")
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
         self._ttl_s = ttl_s
-        self._capacity = capacity
-        self._entries: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self._entries: Lru[bytes, tuple[Principal, float]] = Lru(capacity)
         self._generation = 0
         self.hits = 0
         self.misses = 0
@@ -53,10 +50,9 @@ class SessionCache:
         entry = self._entries.get(key)
         if entry is None or entry[1] <= time.monotonic():
             if entry is not None:
-                del self._entries[key]
+                self._entries.pop(key)
             self.misses += 1
             return None
-        self._entries.move_to_end(key)
         self.hits += 1
         return entry[0]
 
@@ -77,18 +73,14 @@ class SessionCache:
         keep_s = min(self._ttl_s, lapses_in)
         if keep_s <= 0:
             return
-        key = _key(token)
-        self._entries[key] = (principal, time.monotonic() + keep_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        self._entries.put(_key(token), (principal, time.monotonic() + keep_s))
 
     def drop_covered(self, revocation: Revocation) -> None:
         """A `Revocations` listener: forget every principal `revocation` covers."""
         self._generation += 1
         covered = [key for key, (p, _) in self._entries.items() if revocation.covers(p)]
         for key in covered:
-            del self._entries[key]
+            self._entries.pop(key)
 
 
 def _key(token: str) -> bytes:

@@ -20,7 +20,6 @@ only. A plan holds it per operation (and per value of the variables its @skip an
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from types import CodeType
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,6 +54,7 @@ from strawberry.types.field import StrawberryField
 from gateway.engine.leaves import Serializer, serializer
 from gateway.engine.resolvers import DirectResolver, direct_resolver
 from schema.selection import reads_variables
+from stores.cache.lru import Lru
 
 if TYPE_CHECKING:
     from graphql.execution import Executor
@@ -463,8 +463,7 @@ class PlanCache:
     """
 
     def __init__(self, maxsize: int = 1000) -> None:
-        self.maxsize = maxsize
-        self._entries: OrderedDict[int, _OperationEntry] = OrderedDict()
+        self._entries: Lru[int, _OperationEntry] = Lru(maxsize)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -475,11 +474,7 @@ class PlanCache:
         entry = entries.get(id(operation))
         if entry is None or entry.operation is not operation:
             entry = _OperationEntry(operation, _directive_variables(executor))
-            entries[id(operation)] = entry
-            if len(entries) > self.maxsize:
-                entries.popitem(last=False)
-        else:
-            entries.move_to_end(id(operation))
+            entries.put(id(operation), entry)
         coerced = executor.variable_values.coerced
         key = (
             tuple(coerced.get(name) for name in entry.directive_variables),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +50,7 @@ from gateway.limits.refusal import TooComplex
 from gateway.limits.shape import DocumentShape, measure
 from resolvers.cost import OperationCost
 from resolvers.errors import ErrorCode
+from stores.cache.lru import Lru
 
 if TYPE_CHECKING:
     from gateway.prepared import PreparedQueries
@@ -68,24 +68,14 @@ class DocumentPlan:
 _PlanKey = tuple[str, str | None, tuple[type, ...]]
 
 
-class PlanCache:
+class PlanCache(Lru[_PlanKey, DocumentPlan]):
     """Plans by document text, operation name and validation rules, least recently
     used dropped first. One per app, shared by its requests."""
 
+    __slots__ = ()
+
     def __init__(self, maxsize: int = 256) -> None:
-        self._maxsize = maxsize
-        self._plans: OrderedDict[_PlanKey, DocumentPlan] = OrderedDict()
-
-    def get(self, key: _PlanKey) -> DocumentPlan | None:
-        plan = self._plans.get(key)
-        if plan is not None:
-            self._plans.move_to_end(key)
-        return plan
-
-    def put(self, key: _PlanKey, plan: DocumentPlan) -> None:
-        self._plans[key] = plan
-        if len(self._plans) > self._maxsize:
-            self._plans.popitem(last=False)
+        super().__init__(maxsize)
 
 
 def shape_refusal(shape: DocumentShape, limits: RequestLimits) -> TooComplex | None:

@@ -14,12 +14,12 @@ remembered refusal holds no document text. A request naming a persisted document
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 
 from strawberry.http import GraphQLHTTPResponse
 
 from resolvers.errors import ErrorCode
+from stores.cache.lru import Lru
 
 # The codes a refusal made before execution may carry to be remembered: none of
 # them depends on who asks or when.
@@ -67,7 +67,7 @@ class KnownRefusals:
 
     def __init__(self, maxsize: int = 1024) -> None:
         self._maxsize = maxsize
-        self._refusals: OrderedDict[bytes, GraphQLHTTPResponse] = OrderedDict()
+        self._refusals: Lru[bytes, GraphQLHTTPResponse] = Lru(max(maxsize, 1))
         # Refusals answered from memory since the app started.
         self.answered = 0
 
@@ -77,14 +77,10 @@ class KnownRefusals:
     def get(self, key: bytes) -> GraphQLHTTPResponse | None:
         refusal = self._refusals.get(key)
         if refusal is not None:
-            self._refusals.move_to_end(key)
             self.answered += 1
         return refusal
 
     def remember(self, key: bytes, response: GraphQLHTTPResponse) -> None:
         if self._maxsize < 1 or not request_only(response):
             return
-        self._refusals[key] = response
-        self._refusals.move_to_end(key)
-        while len(self._refusals) > self._maxsize:
-            self._refusals.popitem(last=False)
+        self._refusals.put(key, response)

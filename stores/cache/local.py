@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final
 from uuid import UUID
+
+from stores.cache.lru import Lru
 
 Key = tuple[str, UUID]
 
@@ -27,13 +28,10 @@ class LocalCache:
     a ticket (`begin_load`) and `fill` refuses an entry invalidated since that ticket.
     """
 
-    __slots__ = ("_capacity", "_entries", "_kind_marks", "_loads", "_marks", "_sequence")
+    __slots__ = ("_entries", "_kind_marks", "_loads", "_marks", "_sequence")
 
     def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
-        self._entries: OrderedDict[Key, tuple[object, float]] = OrderedDict()
+        self._entries: Lru[Key, tuple[object, float]] = Lru(capacity)
         self._sequence = 0
         # Invalidations seen while loads run, by key and by kind: their sequence number.
         self._marks: dict[Key, int] = {}
@@ -48,9 +46,8 @@ class LocalCache:
         if entry is None:
             return MISSING
         if entry[1] <= time.monotonic():
-            del self._entries[key]
+            self._entries.pop(key)
             return MISSING
-        self._entries.move_to_end(key)
         return entry[0]
 
     def begin_load(self) -> int:
@@ -71,24 +68,21 @@ class LocalCache:
             or marks.get(_ALL, -1) >= ticket
         ):
             return False
-        self._entries[key] = (value, time.monotonic() + ttl_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        self._entries.put(key, (value, time.monotonic() + ttl_s))
         return True
 
     def invalidate(self, kind: str, ids: Iterable[UUID]) -> None:
         sequence = self._bump()
         for entity_id in ids:
             key = (kind, entity_id)
-            self._entries.pop(key, None)
+            self._entries.pop(key)
             if self._loads:
                 self._marks[key] = sequence
 
     def invalidate_kind(self, kind: str) -> None:
         sequence = self._bump()
         for key in [key for key in self._entries if key[0] == kind]:
-            del self._entries[key]
+            self._entries.pop(key)
         if self._loads:
             self._kind_marks[kind] = sequence
 
