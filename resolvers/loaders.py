@@ -477,7 +477,7 @@ class Loaders:
         return DataLoader(batch)
 
     @cached_property
-    def presence_by_agent_id(self) -> DataLoader[UUID, Presence]:
+    def presence_by_agent_id(self) -> SettledLoader[UUID, Presence]:
         """Presence of a page of agents: one Redis round trip (`PresenceStore.read`)."""
         presence = self._stores.presence
         offline = Presence(online=False, last_seen_at=None)

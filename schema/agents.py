@@ -31,6 +31,7 @@ from resolvers.loaders import (
     new_tasks_page_key,
 )
 from resolvers.metrics import SeriesKey
+from resolvers.presence import require_viewer
 from schema.enums import (
     AGENT_RELATIONSHIP,
     AGENT_STATUS,
@@ -232,6 +233,31 @@ def _settled_children(
     return children_of
 
 
+def _settled_presence(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], AgentPresence | None]:
+    """`Agent.presence` for a page of agents whose presence `agents_page` read
+    (`_prefetch_presence`): what the resolver would answer. A caller the resolver
+    refuses is left to it, which reports the refusal at each agent's path."""
+    from schema.presence import AgentPresence
+
+    loaders = context.loaders
+    try:
+        require_viewer(context)
+    except ClientError:
+        return lambda agent: None
+
+    def presence_of(agent: Agent) -> AgentPresence | None:
+        agent_id = agent.record.id
+        found = loaders.presence_by_agent_id.settled(agent_id)
+        return None if found is None else AgentPresence.from_record(agent_id, found)
+
+    return presence_of
+
+
 def _require_sessions_reader(principal: Principal, agent_id: UUID) -> None:
     """An agent's sessions are for operators and up, and for the agent itself."""
     if principal.agent_id != agent_id:
@@ -409,6 +435,7 @@ class Agent(relay.Node):
         description="Live presence (Redis): one round trip for a whole page of agents; null "
         "with STORE_UNAVAILABLE while Redis is down. `status` is the durable state."
     )
+    @settled_by(_settled_presence)
     async def presence(
         self, info: Info
     ) -> Annotated[AgentPresence, strawberry.lazy("schema.presence")] | None:
@@ -584,6 +611,7 @@ async def agents_page(
                 _prefetch_parents(info, agents),
                 _prefetch_children(info, agents),
                 _prefetch_sessions(info, agents),
+                _prefetch_presence(info, agents),
             )
             if load is not None
         ]
@@ -818,6 +846,26 @@ async def _load_parents(info: Info, agents: Sequence[Agent], fields: list[list[F
         await loaders.parent_id_by_agent_id.settle(agent_ids)
         found = loaders.parent_id_by_agent_id.settled_values(agent_ids) or []
         await loaders.agent_by_id.settle([i for i in found if i is not None])
+
+
+def _prefetch_presence(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
+    if not _page_fields(info, "presence"):
+        return None
+    try:
+        require_viewer(info.context)
+    except ClientError:
+        return None  # refused by each agent's resolver, without a round trip
+    return _load_presence(info, agents)
+
+
+async def _load_presence(info: Info, agents: Sequence[Agent]) -> None:
+    """Every agent's presence in one Redis round trip, as the field's loader would
+    batch it, without a coroutine, future and load per agent (`_settled_presence`
+    answers each agent)."""
+    with contextlib.suppress(Exception):  # see `_settle_page_fields`
+        await info.context.loaders.presence_by_agent_id.settle(
+            [agent.record.id for agent in agents]
+        )
 
 
 def _prefetch_children(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
