@@ -408,7 +408,7 @@ class Loaders:
         return _loader_by_first(self._stores.postgres.tasks.events_of, [])
 
     @cached_property
-    def achievements_by_agent_id(self) -> DataLoader[IdFirstKey, list[Achievement]]:
+    def achievements_by_agent_id(self) -> SettledLoader[IdFirstKey, list[Achievement]]:
         """By (agent id, `first`): one query per `first`."""
         return _loader_by_first(self._stores.postgres.achievements.for_agents, [])
 

@@ -258,6 +258,26 @@ def _settled_presence(
     return presence_of
 
 
+def _settled_achievements(
+    context: RequestContext,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    arguments: Mapping[str, Any],
+) -> Callable[[Agent], list[Achievement] | None]:
+    """`Agent.achievements` for a page of agents whose achievements `agents_page` read
+    (`_prefetch_achievements`): what the resolver would answer."""
+    from schema.achievements import Achievement
+
+    first: int = arguments["first"]
+    loaders = context.loaders
+
+    def achievements_of(agent: Agent) -> list[Achievement] | None:
+        found = loaders.achievements_by_agent_id.settled((agent.record.id, first))
+        return None if found is None else [Achievement.from_record(item) for item in found]
+
+    return achievements_of
+
+
 def _require_sessions_reader(principal: Principal, agent_id: UUID) -> None:
     """An agent's sessions are for operators and up, and for the agent itself."""
     if principal.agent_id != agent_id:
@@ -447,14 +467,11 @@ class Agent(relay.Node):
         description="Achievements awarded to this agent, newest first, at most `first` of "
         "them (one query for a whole page of agents)."
     )
+    @settled_by(_settled_achievements)
     async def achievements(
         self, info: Info, first: int = 10
     ) -> list[Annotated[Achievement, strawberry.lazy("schema.achievements")]]:
-        from schema.achievements import Achievement
-
-        loader = info.context.loaders.achievements_by_agent_id
-        found = await loader.load((self.record.id, first))
-        return [Achievement.from_record(item) for item in found]
+        return await load_achievements(info, self.record.id, first)
 
     @strawberry.field(
         description="One of this agent's metrics, bucketed (one query for a whole page of "
@@ -523,6 +540,15 @@ async def load_children(info: Info, agent_id: UUID, first: int) -> list[Agent]:
     """`Agent.children` when the page did not load them, batched as `load_parent`."""
     child_ids = await info.context.loaders.child_ids_by_agent_id.load((agent_id, first))
     return await Agent.load_many(info, child_ids)
+
+
+async def load_achievements(info: Info, agent_id: UUID, first: int) -> list[Achievement]:
+    """`Agent.achievements` when the page did not load them: one query per `first` for
+    every agent of the response."""
+    from schema.achievements import Achievement
+
+    found = await info.context.loaders.achievements_by_agent_id.load((agent_id, first))
+    return [Achievement.from_record(item) for item in found]
 
 
 async def load_sessions(info: Info, agent_id: UUID, first: int) -> list[Session]:
@@ -612,6 +638,7 @@ async def agents_page(
                 _prefetch_children(info, agents),
                 _prefetch_sessions(info, agents),
                 _prefetch_presence(info, agents),
+                _prefetch_achievements(info, agents),
             )
             if load is not None
         ]
@@ -866,6 +893,21 @@ async def _load_presence(info: Info, agents: Sequence[Agent]) -> None:
         await info.context.loaders.presence_by_agent_id.settle(
             [agent.record.id for agent in agents]
         )
+
+
+def _prefetch_achievements(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:
+    fields = _page_fields(info, "achievements")
+    return _load_achievements(info, agents, fields) if fields else None
+
+
+async def _load_achievements(
+    info: Info, agents: Sequence[Agent], fields: list[list[FieldNode]]
+) -> None:
+    """Every agent's achievements for each `achievements` field of the page, in one
+    query per distinct `first`, as the field's loader would batch them
+    (`_settled_achievements` answers each agent)."""
+    loader = info.context.loaders.achievements_by_agent_id
+    await _settle_page_fields(loader, agents, fields, _first_keys(info, "achievements"))
 
 
 def _prefetch_children(info: Info, agents: Sequence[Agent]) -> Coroutine[Any, Any, None] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
@@ -11,8 +12,9 @@ import pytest
 from strawberry import relay
 
 import schema.agents
+import schema.presence
 from gateway.settings import Settings
-from schema.agents import load_children, load_parent, load_sessions
+from schema.agents import load_sessions
 from schema.metrics import agent_metrics
 from tests.integration.api.conftest import Caller, GraphQL, data, error_codes, unique
 
@@ -99,6 +101,37 @@ def _seed_agents(gql: GraphQL, caller: Caller, tag: str, count: int, parent: str
         )["createAgent"]
         ids.append(created["agent"]["id"])
     return ids
+
+
+def _counted(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, resolved: list[str]
+) -> None:
+    """Replaces `module.name`, a resolver's loading function taking (info, agent id,
+    arguments...), by one that also notes each call in `resolved`."""
+    original = getattr(module, name)
+
+    async def counted(info: Any, agent_id: UUID, *arguments: Any) -> Any:
+        resolved.append(" ".join([name, *map(str, arguments)]))
+        return await original(info, agent_id, *arguments)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+def _tagged_page(fields: str) -> str:
+    """A page of the agents tagged `$tag`, oldest first, with `fields` of each."""
+    return f"""query($tag: String!) {{
+      agents(filter: {{tagsAny: [$tag]}}, first: 10, orderBy: CREATED_AT_ASC) {{
+        edges {{ node {{ id {fields} }} }} }} }}"""
+
+
+def _each_answers_as_alone(
+    gql: GraphQL, page: list[dict[str, Any]], fields: str, caller: Caller
+) -> None:
+    """Each agent of `page` reads the same `fields` alone as it did in the page."""
+    alone = f"query($id: ID!) {{ node(id: $id) {{ ... on Agent {{ id {fields} }} }} }}"
+    for edge in page:
+        node = edge["node"]
+        assert node == data(gql(alone, {"id": node["id"]}, caller=caller))["node"]
 
 
 def test_round_trips_are_the_same_for_10_and_100_agents(
@@ -368,23 +401,11 @@ def test_a_page_loads_its_parents_and_children_once_and_answers_as_one_agent_doe
     for index in range(2):
         _create(gql, operator, name=f"{tag}-kid-{index}", parentId=ids[0], waitForProjection=True)
     fields = "parent { id name } children { name } first: children(first: 1) { id }"
-    page_query = f"""query($tag: String!) {{
-      agents(filter: {{tagsAny: [$tag]}}, first: 10, orderBy: CREATED_AT_ASC) {{
-        edges {{ node {{ id {fields} }} }} }} }}"""
-    alone_query = f"query($id: ID!) {{ node(id: $id) {{ ... on Agent {{ id {fields} }} }} }}"
+    page_query = _tagged_page(fields)
 
     resolved: list[str] = []
-
-    async def parent_counted(info: Any, agent_id: UUID) -> Any:
-        resolved.append("parent")
-        return await load_parent(info, agent_id)
-
-    async def children_counted(info: Any, agent_id: UUID, first: int) -> Any:
-        resolved.append(f"children {first}")
-        return await load_children(info, agent_id, first)
-
-    monkeypatch.setattr(schema.agents, "load_parent", parent_counted)
-    monkeypatch.setattr(schema.agents, "load_children", children_counted)
+    _counted(monkeypatch, schema.agents, "load_parent", resolved)
+    _counted(monkeypatch, schema.agents, "load_children", resolved)
     # The least role that reads agents.
     page = data(gql(page_query, {"tag": tag}, caller=viewer))["agents"]["edges"]
     # The parents, the children for `first: 10` and for `first: 1`.
@@ -400,11 +421,7 @@ def test_a_page_loads_its_parents_and_children_once_and_answers_as_one_agent_doe
     assert [(edge["node"]["parent"] or {}).get("id") for edge in page] == [root] * 3 + [None]
     assert [len(edge["node"]["children"]) for edge in page] == [2, 0, 0, 0]
     assert len(page[0]["node"]["first"]) == 1
-    for edge in page:
-        assert (
-            edge["node"]
-            == data(gql(alone_query, {"id": edge["node"]["id"]}, caller=viewer))["node"]
-        )
+    _each_answers_as_alone(gql, page, fields, viewer)
 
 
 def test_a_page_loads_its_agents_sessions_once_for_those_the_caller_may_see(
@@ -475,6 +492,58 @@ def test_a_page_loads_its_agents_sessions_once_for_those_the_caller_may_see(
     ]
     assert [edge["node"]["sessions"] for edge in refused["data"]["agents"]["edges"]] == [None] * 3
     assert len(resolved) == 3 + (0 if settings.executor == "stock" else 3), resolved
+
+
+def test_a_page_loads_its_presence_and_achievements_once_and_answers_as_one_agent_does(
+    gql: GraphQL,
+    operator: Caller,
+    viewer: Caller,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page settles its agents' presence (one Redis round trip) and achievements (one
+    PostgreSQL query per `first`): each agent's answer is what it gets alone, and the
+    resolvers run for the first agent only."""
+    tag = unique("awards")
+    ids = [_create(gql, operator, name=f"{tag}-{index}", tags=[tag]) for index in range(3)]
+    award = """mutation($a: ID!, $t: String!) {
+      awardAchievement(input: {agentId: $a, type: $t, points: 2}) { userErrors { code } } }"""
+    for agent_id, kinds in zip(ids, (["first", "second"], ["only"], []), strict=True):
+        for kind in kinds:
+            awarded = data(gql(award, {"a": agent_id, "t": kind}, caller=operator))
+            assert awarded["awardAchievement"] == {"userErrors": []}
+    fields = (
+        "presence { online activity } latest: achievements(first: 1) { type }"
+        " achievements { type points }"
+    )
+    page_query = _tagged_page(fields)
+    bare_page_query = _tagged_page("")
+
+    resolved: list[str] = []
+    _counted(monkeypatch, schema.presence, "presence_field", resolved)
+    _counted(monkeypatch, schema.agents, "load_achievements", resolved)
+    # The least role that reads agents and their presence.
+    data(gql(bare_page_query, {"tag": tag}, caller=viewer))
+    bare = gql.last_round_trips["postgres"]
+    page = data(gql(page_query, {"tag": tag}, caller=viewer))["agents"]["edges"]
+    # The achievements for `first: 1` and for the default `first`.
+    assert gql.last_round_trips["postgres"] == bare + 2, gql.last_round_trips
+    # graphql-core's executor calls the resolvers for every agent and field (3 x 3); the
+    # planned one, which the tests run beside it (tests/conftest.py), for the first
+    # agent's only.
+    stock_calls = 3 * 3
+    planned_calls = 0 if settings.executor == "stock" else 3
+    assert len(resolved) == stock_calls + planned_calls, resolved
+
+    assert [edge["node"]["id"] for edge in page] == ids
+    assert [edge["node"]["presence"] for edge in page] == [{"online": False, "activity": None}] * 3
+    assert [edge["node"]["latest"] for edge in page] == [
+        [{"type": "second"}],
+        [{"type": "only"}],
+        [],
+    ]
+    assert [len(edge["node"]["achievements"]) for edge in page] == [2, 1, 0]
+    _each_answers_as_alone(gql, page, fields, viewer)
 
 
 def test_creating_a_task_is_one_statement_and_its_events_one_publish(
