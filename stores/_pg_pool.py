@@ -17,7 +17,15 @@ import asyncpg
 from stores._lifecycle import Lifecycle, StoreState
 from stores._tls import describe_failure
 from stores.errors import StoreOverloaded, StoreTimeout, StoreUnavailable
-from stores.health import CUT_SHORT, EXPIRED, IN_TRANSACTION, LOST, UNUSED, PoolUsage
+from stores.health import (
+    CUT_SHORT,
+    EXPIRED,
+    IN_TRANSACTION,
+    LOST,
+    RECYCLED,
+    UNUSED,
+    PoolUsage,
+)
 from stores.postgres.options import PgConnection
 
 logger = logging.getLogger(__name__)
@@ -48,7 +56,9 @@ class PgPool:
     transaction left open, or older than `expire_connections`) closed, through the
     cancellation of its statement, and replaced on demand; connections beyond
     `min_size` unused for `idle_lifetime_s` closed (checked every `idle_lifetime_s`
-    / 4). What it leaves out: replacing each connection after a number of statements.
+    / 4); a connection lent `max_uses` times closed when given back and replaced, so
+    that no server process lives on for ever, holding what it cached of every
+    relation it met (asyncpg's pool did the same after 50,000 statements).
     It counts the connections it opens and those it closes, by reason (`usage`), so
     that a stream of reconnects (statements cut short by the operation deadline, say)
     shows in the metrics.
@@ -70,11 +80,13 @@ class PgPool:
         "_init",
         "_lifecycle",
         "_max_size",
+        "_max_uses",
         "_min_size",
         "_name",
         "_open",
         "_opened",
         "_opening",
+        "_uses",
         "_waiters",
     )
 
@@ -89,6 +101,7 @@ class PgPool:
         acquire_timeout: float,
         close_timeout: float,
         idle_lifetime_s: float = 300.0,
+        max_uses: int = 50_000,
     ) -> None:
         """`connect()` opens a connection (bounded by its own connect timeout); the
         store decides its settings. `init(conn)` sets up each new one."""
@@ -111,6 +124,9 @@ class PgPool:
         # When each idle connection was given back (monotonic seconds).
         self._idle_since: dict[asyncpg.Connection, float] = {}
         self._idle_lifetime_s = idle_lifetime_s
+        # How many times each open connection was lent (given back), and the limit.
+        self._uses: dict[asyncpg.Connection, int] = {}
+        self._max_uses = max_uses
         self._idle_sweep: asyncio.TimerHandle | None = None
         # Callers waiting for a connection; each is handed one, or None: room to open one.
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
@@ -309,7 +325,12 @@ class PgPool:
             self._closed[EXPIRED] += 1
             self._retire(conn)
         else:
-            self._hand_over(conn)
+            uses = self._uses[conn] = self._uses.get(conn, 0) + 1
+            if uses >= self._max_uses:
+                self._closed[RECYCLED] += 1
+                self._retire(conn)
+            else:
+                self._hand_over(conn)
         if self._drained is not None and not self._checked_out and not self._drained.done():
             self._drained.set_result(None)
 
@@ -373,6 +394,7 @@ class PgPool:
         """A connection closed: its room is free for a caller waiting for one."""
         self._open.pop(conn, None)
         self._idle_since.pop(conn, None)
+        self._uses.pop(conn, None)
         self._wake_one()
 
     def _wake_one(self) -> None:

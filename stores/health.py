@@ -16,9 +16,11 @@ IN_TRANSACTION = "in_transaction"
 EXPIRED = "expired"
 # it was beyond `min_size` and unused for the idle lifetime,
 UNUSED = "unused"
+# it had been lent `max_uses` times,
+RECYCLED = "recycled"
 # or the server or the network had closed it.
 LOST = "lost"
-CLOSE_REASONS = (CUT_SHORT, IN_TRANSACTION, EXPIRED, UNUSED, LOST)
+CLOSE_REASONS = (CUT_SHORT, IN_TRANSACTION, EXPIRED, UNUSED, RECYCLED, LOST)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import pytest
 from gateway.settings import Settings
 from stores import PostgresStore, StoreOverloaded, roundtrips
 from stores._pg_pool import PgPool
-from stores.health import CUT_SHORT, EXPIRED, IN_TRANSACTION, LOST, UNUSED
+from stores.health import CUT_SHORT, EXPIRED, IN_TRANSACTION, LOST, RECYCLED, UNUSED
 from tests.support.waiting import until
 
 
@@ -223,6 +223,21 @@ async def test_connections_opened_and_closed_are_counted_by_reason(settings: Set
         await pool.aclose()
 
 
+async def test_a_connection_lent_max_uses_times_is_replaced(settings: Settings) -> None:
+    pool = _bare_pool(settings, max_size=1, max_uses=2)
+    await pool.open()
+    try:
+        pids = []
+        for _ in range(4):
+            async with pool.connection() as conn:
+                pids.append(conn.get_server_pid())
+        # The one connection the pool may hold is replaced after its second use.
+        assert pids[0] == pids[1] != pids[2] == pids[3]
+        assert (pool.usage().opened, pool.usage().closed) == (2, {RECYCLED: 2})
+    finally:
+        await pool.aclose()
+
+
 async def _terminated_by_the_server(settings: Settings, conn: asyncpg.Connection) -> None:
     """Ends `conn`'s backend from another connection; returns once `conn` has seen it."""
     other = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
@@ -233,7 +248,9 @@ async def _terminated_by_the_server(settings: Settings, conn: asyncpg.Connection
     await until(lambda: conn.is_closed())
 
 
-def _bare_pool(settings: Settings, *, max_size: int, idle_lifetime_s: float = 300) -> PgPool:
+def _bare_pool(
+    settings: Settings, *, max_size: int, idle_lifetime_s: float = 300, max_uses: int = 50_000
+) -> PgPool:
     """A pool of plain connections (no codecs set up), one kept open at least."""
 
     async def no_init(conn: asyncpg.Connection) -> None:
@@ -248,4 +265,5 @@ def _bare_pool(settings: Settings, *, max_size: int, idle_lifetime_s: float = 30
         acquire_timeout=60,
         close_timeout=10,
         idle_lifetime_s=idle_lifetime_s,
+        max_uses=max_uses,
     )
