@@ -38,7 +38,7 @@ from gateway.middleware import RequestLifecycle
 from gateway.operation_hooks import OperationHooks
 from gateway.parsing import ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
-from gateway.prepared import PreparedPath, PreparedQueries
+from gateway.prepared import PreparedOperations, PreparedPath
 from gateway.prometheus import GatewayMetrics, metrics_route
 from gateway.query_cache import QueryResultCaching
 from gateway.ratelimit import RateLimiting, RateLimitMiddleware
@@ -90,7 +90,7 @@ def schema_extensions(
     metrics: GatewayMetrics | None = None,
     expensive: ExpensiveOperations | None = None,
     entity_cache: bool = True,
-    prepared: PreparedQueries | None = None,
+    prepared: PreparedOperations | None = None,
 ) -> list[Callable[[], SchemaExtension]]:
     """In order: hooks enter first to last and leave last to first, so `ErrorCodes`
     sees every error the others leave. Without the entity cache (`entity_cache`
@@ -341,7 +341,7 @@ def create_app(
     )
     # The prepared path stands in for every extension but these (gateway/prepared.py).
     prepared = (
-        PreparedQueries()
+        PreparedOperations()
         if planned is not None
         and provider is None
         and not postgres_options.replica_dsns

@@ -1,27 +1,31 @@
-"""The short way for a query document this gateway has run before.
+"""The short way for a query or mutation document this gateway has run before.
 
 Strawberry takes every operation through its extensions: a dozen objects built per
 request, each hook a generator entered and left at five stages, then graphql-core's
-`execute` building an executor out of the document. For a query whose document was
-parsed, validated and planned when it first came (that first time by Strawberry's
+`execute` building an executor out of the document. For an operation whose document
+was parsed, validated and planned when it first came (that first time by Strawberry's
 way), what those stages find out is known, and `PreparedPath` runs the rest as plain
 calls, in the extensions' order and with the functions they call:
 
 1. the list-argument rule and the cost estimate with this request's variables
    (`RequestLimiter`); a request either would refuse goes Strawberry's way, which
    answers it as always;
-2. under the deadline: the rate-limit charge (`RateLimiting`), a slot of the
-   caller's for an expensive operation (`ExpensiveOperationGate`), the variables'
-   coercion and the planned executor; a refusal is the answer;
+2. under the deadline: the rate-limit charge (`RateLimiting`, with a mutation's
+   `login` fields as sign-in attempts), a slot of the caller's for an expensive
+   operation (`ExpensiveOperationGate`), the variables' coercion and the planned
+   executor, and after a mutation that wrote, this process's cached copies of what it
+   changed dropped (`SettleEntityCache`); a refusal is the answer;
 3. every error coded and logged once (`ErrorCodes`), the loaders let go, the metrics
    and the slow-operation log (`OperationHooks`), the cost report.
 
-Only documents `RequestLimiter` offers are kept (`PreparedQueries.offer`): a query
-that passed every check, with no `@cached` mark (the query cache's), sent without
-`extensions` (persisted documents, APQ). The app builds the path only when it runs
-no extension the path does not stand in for: tracing spans, replica routing, trusted
-documents only (see `gateway.app`). Each way's answers are compared in
-tests/api/test_prepared_path.py; what it saves is in bench/profile_notes.md.
+Only documents `RequestLimiter` offers are kept (`PreparedOperations.offer`): a query
+or mutation (not a subscription) that passed every check, with no `@cached` mark (the
+query cache's), sent without `extensions` (persisted documents, APQ). The app builds
+the path only when it runs no extension the path does not stand in for: tracing spans,
+replica routing, trusted documents only (see `gateway.app`). Each way's answers to
+queries are compared in tests/integration/api/test_differential.py, and every test
+that sends a document twice takes this path the second time; what it saves is in
+bench/profile_notes.md.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ from gateway.limits.options import RequestLimits
 from gateway.logs import name_operation
 from gateway.operation_hooks import operation_finished
 from gateway.prometheus import GatewayMetrics
-from gateway.ratelimit.extension import charge_operation
+from gateway.ratelimit.extension import LOGIN_FIELD, charge_operation, count_root_fields
 from resolvers.context import RequestContext
 from resolvers.cost import OperationCost
 from stores.cache.lru import Lru
@@ -81,8 +85,8 @@ _MAX_COERCION_ERRORS = 50
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedQuery:
-    """A validated query document and operation, with what executing it needs."""
+class PreparedOperation:
+    """A validated document and its query or mutation, with what executing it needs."""
 
     arguments: ArgumentRules
     cost: CostPlan
@@ -91,22 +95,25 @@ class PreparedQuery:
     fragments: dict[str, FragmentDetails]
     # As Strawberry names the operation for logs and metrics: its own name.
     name: str | None
+    kind: OperationType
+    # The `login` root fields of a mutation, each charged as a sign-in attempt.
+    logins: int
     # Each variable's signature, the Python type its value must have and whether it is
     # required, when every one is an ID, String or Boolean without a default.
     plain_variables: tuple[_PlainVariable, ...] | None
 
 
-class PreparedQueries:
-    """Prepared queries by document text and the operation name the client sent,
+class PreparedOperations:
+    """Prepared operations by document text and the operation name the client sent,
     least recently used dropped first. One per app, shared by its requests."""
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._queries: Lru[tuple[str, str | None], PreparedQuery] = Lru(maxsize)
+        self._queries: Lru[tuple[str, str | None], PreparedOperation] = Lru(maxsize)
 
     def __len__(self) -> int:
         return len(self._queries)
 
-    def get(self, query: str, operation_name: str | None) -> PreparedQuery | None:
+    def get(self, query: str, operation_name: str | None) -> PreparedOperation | None:
         return self._queries.get((query, operation_name))
 
     def offer(
@@ -126,8 +133,9 @@ class PreparedQueries:
         if key in self._queries:
             return
         operation = get_operation_ast(document, requested_operation)
-        if operation is None or operation.operation is not OperationTypeNode.QUERY:
+        if operation is None or operation.operation is OperationTypeNode.SUBSCRIPTION:
             return
+        mutation = operation.operation is OperationTypeNode.MUTATION
         if any(directive.name.value == "cached" for directive in operation.directives or ()):
             return
         fragment_definitions = {
@@ -140,13 +148,15 @@ class PreparedQueries:
             return
         self._queries.put(
             key,
-            PreparedQuery(
+            PreparedOperation(
                 arguments,
                 cost,
                 operation,
                 fragment_definitions,
                 {name: FragmentDetails(node, None) for name, node in fragment_definitions.items()},
                 operation.name.value if operation.name else None,
+                OperationType.MUTATION if mutation else OperationType.QUERY,
+                count_root_fields(document, requested_operation, LOGIN_FIELD) if mutation else 0,
                 _plain_variables(context.schema._schema, operation),
             ),
         )
@@ -159,7 +169,7 @@ class PreparedPath:
         self,
         schema: GraphQLSchema,
         executor_class: type[PlannedExecutionContext],
-        queries: PreparedQueries,
+        queries: PreparedOperations,
         limits: RequestLimits,
         expensive: ExpensiveOperations,
         *,
@@ -206,7 +216,7 @@ class PreparedPath:
         operation_finished(
             context,
             prepared.name,
-            OperationType.QUERY,
+            prepared.kind,
             time.perf_counter() - started,
             errors or (),
             slow_s=self._slow_operation_s,
@@ -218,12 +228,12 @@ class PreparedPath:
 
     async def _charged_and_executed(
         self,
-        prepared: PreparedQuery,
+        prepared: PreparedOperation,
         variables: dict[str, Any] | None,
         context: RequestContext,
         requested: int,
     ) -> CoreResult:
-        refusal = await charge_operation(context)
+        refusal = await charge_operation(context, logins=prepared.logins)
         if refusal is not None:
             return CoreResult(None, [refusal])
         if not self._expensive.applies_to(requested):
@@ -241,7 +251,7 @@ class PreparedPath:
             self._expensive.release(key)
 
     async def _execute(
-        self, prepared: PreparedQuery, variables: dict[str, Any] | None, context: RequestContext
+        self, prepared: PreparedOperation, variables: dict[str, Any] | None, context: RequestContext
     ) -> CoreResult:
         values: VariableValuesOrErrors | None = _coerced_plainly(
             prepared.plain_variables, variables or {}
@@ -274,6 +284,14 @@ class PreparedPath:
         if optimized_is_awaitable(result):
             result = await result
         assert isinstance(result, CoreResult)
+        # As `SettleEntityCache`: the caller's next read here sees what it wrote.
+        cache = context.stores.entity_cache
+        if (
+            cache is not None
+            and prepared.kind is OperationType.MUTATION
+            and (context.outbox_ids or context.audited)
+        ):
+            await cache.settle()
         return result
 
 

@@ -53,7 +53,7 @@ from resolvers.errors import ErrorCode
 from stores.cache.lru import Lru
 
 if TYPE_CHECKING:
-    from gateway.prepared import PreparedQueries
+    from gateway.prepared import PreparedOperations
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +145,7 @@ class RequestLimiter(SchemaExtension):
     plans are shared, the extension is per request."""
 
     def __init__(
-        self, *, limits: RequestLimits, plans: PlanCache, prepared: PreparedQueries | None = None
+        self, *, limits: RequestLimits, plans: PlanCache, prepared: PreparedOperations | None = None
     ) -> None:
         super().__init__()
         self._limits = limits

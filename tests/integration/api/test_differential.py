@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import queries
 from starlette.testclient import TestClient
+from strawberry.types.graphql import OperationType
 
 from gateway.app import create_app
 from gateway.graphql_view import GraphQLView
@@ -461,7 +462,7 @@ def test_variables_taken_as_sent_answer_as_strawberry_does(
     assert kept is not None and kept.plain_variables is not None
 
 
-def test_only_plain_queries_are_prepared(
+def test_only_plain_queries_and_mutations_are_prepared(
     differential_client: TestClient, recorded: Recorded, admin: Caller
 ) -> None:
     prepared = _view(differential_client).prepared
@@ -470,14 +471,30 @@ def test_only_plain_queries_are_prepared(
     cached = "query @cached(ttl: 5) { agents(first: 1) { totalCount } }"
     invalid = "{ agents(first: 1) { nope } }"
     persisted = "{ agents(first: 2) { totalCount } }"
-    for _ in range(2):
-        assert data(_post(differential_client, mutation, {"n": unique("prep")}, admin).json())
+    names = [unique("prep") for _ in range(2)]
+    for name in names:
+        created = data(_post(differential_client, mutation, {"n": name}, admin).json())
+        assert created["createAgent"]["agent"]["id"]
         _post(differential_client, cached, {}, admin)
         _post(differential_client, invalid, {}, admin)
         _post(differential_client, persisted, {}, admin, **_UNPREPARED)
-    for query in (mutation, cached, invalid, persisted):
+    kept = prepared.queries.get(mutation, None)
+    assert kept is not None and kept.kind is OperationType.MUTATION
+    for query in (cached, invalid, persisted):
         assert prepared.queries.get(query, None) is None, query
-    assert not any(recorded.take())
+    # The second, prepared, wrote its agent as the first did.
+    found = _post(
+        differential_client,
+        "query($m: String!) { agents(filter: {nameContains: $m}) { totalCount } }",
+        {"m": names[1]},
+        admin,
+    )
+    assert data(found.json())["agents"]["totalCount"] == 1
+    # Only the mutation's second request took the prepared path: the mutation, the
+    # cached query and the invalid one, then the mutation again (prepared), the cached
+    # query again, and the lookup (the invalid document's second request is answered
+    # from its remembered refusal, before either way).
+    assert recorded.take() == [False, False, False, True, False, False]
 
 
 async def test_a_prepared_query_past_the_deadline_is_cancelled_with_504(

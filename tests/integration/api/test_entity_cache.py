@@ -18,6 +18,8 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.graphql_view import GraphQLView
+from gateway.prepared import PreparedPath
 from gateway.settings import Settings
 from infra.local.profiles import Profile
 from stores import PostgresStore, RedisStore, roundtrips
@@ -67,6 +69,15 @@ def _entity_cache(gql: GraphQL) -> EntityCache:
     return cache
 
 
+def _prepared(gql: GraphQL) -> PreparedPath | None:
+    """The gateway's prepared path: None on graphql-core's executor."""
+    for route in gql.client.app.routes:  # type: ignore[attr-defined]
+        endpoint = getattr(route, "endpoint", None)
+        if isinstance(endpoint, GraphQLView):
+            return endpoint.prepared
+    raise AssertionError("no GraphQL route")
+
+
 def test_reads_come_from_each_level_in_turn(
     replicas: tuple[GraphQL, GraphQL], operator: Caller
 ) -> None:
@@ -88,7 +99,7 @@ def test_reads_come_from_each_level_in_turn(
 
 
 def test_a_writer_reads_its_write_on_every_replica(
-    replicas: tuple[GraphQL, GraphQL], operator: Caller
+    replicas: tuple[GraphQL, GraphQL], operator: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = replicas
     agent = create_agent(first, operator, notes="before")
@@ -104,6 +115,24 @@ def test_a_writer_reads_its_write_on_every_replica(
         lambda: _agent(second, operator, str(agent["id"]))["notes"] == "after",
         what="the second replica to drop its copy",
     )
+    # The same mutation again takes the prepared path (gateway/prepared.py), which
+    # settles the cache as the extension did: the writer reads it at once.
+    assert _agent(first, operator, str(agent["id"]))["notes"] == "after"  # cached again
+    prepared = _prepared(first)
+    assert prepared is None or prepared.queries.get(UPDATE, None) is not None
+    cache = _entity_cache(first)
+    settled: list[None] = []
+    settle = cache.settle
+
+    async def counted_settle() -> None:
+        settled.append(None)
+        await settle()
+
+    monkeypatch.setattr(cache, "settle", counted_settle)
+    again = data(first(UPDATE, {"id": agent["id"], "notes": "again"}, caller=operator))
+    assert again["updateAgent"]["userErrors"] == []
+    assert len(settled) == 1
+    assert _agent(first, operator, str(agent["id"]))["notes"] == "again"
 
 
 def test_a_change_made_outside_the_gateway_is_seen(
