@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import os
 import shlex
 import shutil
 import subprocess
@@ -62,6 +63,8 @@ CACHED_GATEWAY_PORT = 25804
 BEFORE_GATEWAY_PORT = 25805
 # Where `--before REV` exports that revision's tree, one directory per commit.
 BEFORE_TREES = REPO_ROOT / "var" / "bench" / "before"
+# Exported `--before` trees kept for later runs (a few MB each); older ones are removed.
+KEPT_BEFORE_TREES = 3
 # Measured once more on a gateway with the entity cache on (the others run without it,
 # so the peer and floor comparisons stay on uncached figures).
 CACHED_SCENARIOS = ("S1", "S2")
@@ -221,6 +224,8 @@ def before_tree(revision: str) -> Path:
     commit = found.stdout.strip()
     tree = BEFORE_TREES / commit[:12]
     if tree.is_dir():
+        os.utime(tree)  # used now: the last to go (`prune_before_trees`)
+        prune_before_trees(BEFORE_TREES)
         return tree
     partial = tree.with_name(f"{tree.name}.partial")
     if partial.exists():
@@ -233,7 +238,20 @@ def before_tree(revision: str) -> Path:
     if archive.wait() != 0:
         raise UnknownRevision(f"--before {revision}: git archive failed")
     partial.rename(tree)
+    prune_before_trees(BEFORE_TREES)
     return tree
+
+
+def prune_before_trees(trees: Path, keep: int = KEPT_BEFORE_TREES) -> None:
+    """Removes the exported trees under `trees` but the `keep` most recently used (one
+    being exported, `.partial`, is left alone)."""
+    found = sorted(
+        (path for path in trees.iterdir() if path.is_dir() and path.suffix != ".partial"),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for old in found[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class Bench:

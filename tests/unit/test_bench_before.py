@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+from pathlib import Path
 
 import pytest
 
 from bench import checks
-from bench.harness import Options, UnknownRevision, before_tree
+from bench.harness import Options, UnknownRevision, before_tree, prune_before_trees
 
 
 def test_a_revision_git_does_not_know_is_refused_before_anything_starts() -> None:
@@ -37,3 +39,17 @@ def test_the_gateway_is_divided_by_the_before_gateway_in_the_same_rounds() -> No
         "gateway_before_rps": 1.1,
         "gateway_before_cpu": 0.9,
     }
+
+
+def test_only_the_most_recently_used_exported_trees_are_kept(tmp_path: Path) -> None:
+    for age, name in enumerate(["newest", "newer", "new", "old", "oldest", "half.partial"]):
+        (tmp_path / name).mkdir()
+        stamp = 1_000_000 - age * 60
+        os.utime(tmp_path / name, (stamp, stamp))
+    prune_before_trees(tmp_path, keep=3)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "half.partial",
+        "new",
+        "newer",
+        "newest",
+    ]
