@@ -224,8 +224,8 @@ class _StateMetrics:
             "PostgreSQL connections each pool closed, per server, by reason: a statement"
             " cut short (`cut_short`: a cancellation or the client-side timeout), a"
             " transaction left open, expired (after migrations), unused, recycled (lent"
-            " 50,000 times), lost (closed by"
-            " the server or the network); not counted: closing at shutdown",
+            " 50,000 times), lost (closed by the server or the network); not counted:"
+            " closing at shutdown",
             ["store", "role", "server", "reason"],
             registry=registry,
         )

@@ -30,6 +30,9 @@ from stores.postgres.options import PgConnection
 
 logger = logging.getLogger(__name__)
 
+# The reason of a connection closed because the pool is closing: not counted.
+_WITH_THE_POOL = ""
+
 # Errors that mean "the server is not there or the connection broke", as opposed to
 # the server refusing a statement.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -243,8 +246,7 @@ class PgPool:
             if not conn.is_closed():
                 return conn
             # The server went away while it was idle.
-            self._closed[LOST] += 1
-            self._forget(conn)
+            self._retire(conn, LOST)
         return None
 
     async def _acquire(self) -> asyncpg.Connection:
@@ -310,29 +312,29 @@ class PgPool:
         return conn
 
     def _give_back(self, conn: asyncpg.Connection, reusable: bool) -> None:
-        if self._lifecycle.state is not StoreState.OPENED:
-            self._retire(conn)
-        elif not reusable:
-            self._closed[CUT_SHORT] += 1
-            self._retire(conn)
-        elif conn.is_closed():
-            self._closed[LOST] += 1
-            self._retire(conn)
-        elif conn.is_in_transaction():
-            self._closed[IN_TRANSACTION] += 1
-            self._retire(conn)
-        elif self._open.get(conn) != self._generation:
-            self._closed[EXPIRED] += 1
-            self._retire(conn)
+        reason = self._why_not_reused(conn, reusable)
+        if reason is None:
+            self._hand_over(conn)
         else:
-            uses = self._uses[conn] = self._uses.get(conn, 0) + 1
-            if uses >= self._max_uses:
-                self._closed[RECYCLED] += 1
-                self._retire(conn)
-            else:
-                self._hand_over(conn)
+            self._retire(conn, reason)
         if self._drained is not None and not self._checked_out and not self._drained.done():
             self._drained.set_result(None)
+
+    def _why_not_reused(self, conn: asyncpg.Connection, reusable: bool) -> str | None:
+        """Why a connection given back is closed (a `CLOSE_REASONS` entry, or
+        `_WITH_THE_POOL`); None when it is lent again. Counts the use."""
+        if self._lifecycle.state is not StoreState.OPENED:
+            return _WITH_THE_POOL
+        if not reusable:
+            return CUT_SHORT
+        if conn.is_closed():
+            return LOST
+        if conn.is_in_transaction():
+            return IN_TRANSACTION
+        if self._open.get(conn) != self._generation:
+            return EXPIRED
+        uses = self._uses[conn] = self._uses.get(conn, 0) + 1
+        return RECYCLED if uses >= self._max_uses else None
 
     def _hand_over(self, conn: asyncpg.Connection) -> None:
         """To the first caller still waiting, or back among the idle."""
@@ -355,8 +357,7 @@ class PgPool:
         idle = self._idle
         beyond_min_size = len(self._open) - self._min_size
         while idle and beyond_min_size > 0 and self._idle_since[idle[0]] < unused_since:
-            self._closed[UNUSED] += 1
-            self._retire(idle.pop(0))
+            self._retire(idle.pop(0), UNUSED)
             beyond_min_size -= 1
         self._schedule_idle_sweep()
 
@@ -371,9 +372,12 @@ class PgPool:
                 return True
         return False
 
-    def _retire(self, conn: asyncpg.Connection) -> None:
-        """Close a connection no one may reuse, in the background: `close` waits for
-        the cancellation of a statement cut short, so the server stops it too."""
+    def _retire(self, conn: asyncpg.Connection, reason: str) -> None:
+        """Close a connection no one may reuse, in the background, counted under
+        `reason` (not `_WITH_THE_POOL`): `close` waits for the cancellation of a
+        statement cut short, so the server stops it too."""
+        if reason:
+            self._closed[reason] += 1
         if conn.is_closed():
             self._forget(conn)
             return
