@@ -23,14 +23,19 @@ class SettleEntityCache(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         yield
         context = self.execution_context.context
-        if not isinstance(context, RequestContext):
-            return
-        cache = context.stores.entity_cache
-        if cache is None:
+        if not isinstance(context, RequestContext) or context.stores.entity_cache is None:
             return
         try:
             mutation = self.execution_context.operation_type is OperationType.MUTATION
         except RuntimeError:  # no operation to speak of
             return
-        if mutation and (context.outbox_ids or context.audited):
-            await cache.settle()
+        if mutation:
+            await settle_writes(context)
+
+
+async def settle_writes(context: RequestContext) -> None:
+    """After a mutation: if it wrote, wait for the entity cache to drop what it held of
+    the rows written. Whichever way the mutation ran (gateway/prepared.py)."""
+    cache = context.stores.entity_cache
+    if cache is not None and (context.outbox_ids or context.audited):
+        await cache.settle()

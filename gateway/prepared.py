@@ -65,6 +65,7 @@ from strawberry.execution import optimized_is_awaitable
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from gateway.cache_settle import settle_writes
 from gateway.engine.executor import PlannedExecutionContext
 from gateway.errors import classify_all
 from gateway.limits.arguments import ArgumentRules
@@ -75,7 +76,7 @@ from gateway.limits.options import RequestLimits
 from gateway.logs import name_operation
 from gateway.operation_hooks import operation_finished
 from gateway.prometheus import GatewayMetrics
-from gateway.ratelimit.extension import LOGIN_FIELD, charge_operation, count_root_fields
+from gateway.ratelimit.extension import charge_operation, login_attempts
 from resolvers.context import RequestContext
 from resolvers.cost import OperationCost
 from stores.cache.lru import Lru
@@ -135,7 +136,7 @@ class PreparedOperations:
         operation = get_operation_ast(document, requested_operation)
         if operation is None or operation.operation is OperationTypeNode.SUBSCRIPTION:
             return
-        mutation = operation.operation is OperationTypeNode.MUTATION
+        kind = OperationType(operation.operation.value)
         if any(directive.name.value == "cached" for directive in operation.directives or ()):
             return
         fragment_definitions = {
@@ -155,8 +156,8 @@ class PreparedOperations:
                 fragment_definitions,
                 {name: FragmentDetails(node, None) for name, node in fragment_definitions.items()},
                 operation.name.value if operation.name else None,
-                OperationType.MUTATION if mutation else OperationType.QUERY,
-                count_root_fields(document, requested_operation, LOGIN_FIELD) if mutation else 0,
+                kind,
+                login_attempts(document, requested_operation, kind),
                 _plain_variables(context.schema._schema, operation),
             ),
         )
@@ -284,14 +285,9 @@ class PreparedPath:
         if optimized_is_awaitable(result):
             result = await result
         assert isinstance(result, CoreResult)
-        # As `SettleEntityCache`: the caller's next read here sees what it wrote.
-        cache = context.stores.entity_cache
-        if (
-            cache is not None
-            and prepared.kind is OperationType.MUTATION
-            and (context.outbox_ids or context.audited)
-        ):
-            await cache.settle()
+        if prepared.kind is OperationType.MUTATION:
+            # As `SettleEntityCache`: the caller's next read here sees what it wrote.
+            await settle_writes(context)
         return result
 
 

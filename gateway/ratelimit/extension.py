@@ -49,11 +49,12 @@ class RateLimiting(SchemaExtension):
             return
         assert isinstance(context, RequestContext)
         operation_type = execution.operation_type
-        logins = 0
-        if operation_type is OperationType.MUTATION and execution.graphql_document is not None:
-            logins = count_root_fields(
-                execution.graphql_document, execution.operation_name, LOGIN_FIELD
-            )
+        document = execution.graphql_document
+        logins = (
+            0
+            if document is None
+            else login_attempts(document, execution.operation_name, operation_type)
+        )
         refusal = await charge_operation(context, logins=logins)
         if refusal is not None:
             if operation_type is OperationType.SUBSCRIPTION:
@@ -104,6 +105,14 @@ def requested_cost(context: RequestContext) -> int:
     cost = getattr(context, "cost", None)
     requested = getattr(cost, "requested", None)
     return max(requested, 1) if isinstance(requested, int) else 1
+
+
+def login_attempts(document: DocumentNode, operation_name: str | None, kind: OperationType) -> int:
+    """The sign-in attempts an operation of `kind` makes: a mutation's `login` fields.
+    Whichever way the operation runs (gateway/prepared.py)."""
+    if kind is not OperationType.MUTATION:
+        return 0
+    return count_root_fields(document, operation_name, LOGIN_FIELD)
 
 
 def count_root_fields(document: DocumentNode, operation_name: str | None, name: str) -> int:
