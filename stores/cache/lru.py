@@ -1,6 +1,8 @@
-"""A bounded mapping that forgets the least recently used entry first: what every
-in-process cache of the gateway keeps its entries in (plans, prepared queries,
-persisted documents, remembered refusals, sessions, cached entities)."""
+"""A bounded mapping that forgets the least recently used entry first: what the
+gateway's in-process caches keep their entries in (plans, prepared operations,
+persisted documents, remembered refusals, sessions, cached entities). Not the
+sessions kept through a Redis outage (`stores.redis.sessions`), whose eviction passes
+over the ones Redis has not seen."""
 
 from __future__ import annotations
 
