@@ -5,9 +5,11 @@ For a field with a resolver function, Strawberry's wrapper (`from_resolver`'s
 Strawberry's (input objects, enums, scalars), runs field extensions and exception
 handlers, and calls the function with `self`, `info` and the arguments it names.
 For a field without extensions (permission classes are one) or exception handlers,
-`DirectResolver` does the same work minus what repeats: arguments that convert to
-immutable values (numbers, strings, enums, ids, times) are converted once per
-request, not once per parent object. Every other field keeps Strawberry's wrapper.
+`DirectResolver` does the same work minus what repeats: how each argument converts
+(input objects, lists, ids) is worked out once from its type, not on every call, and
+arguments that convert to immutable values (numbers, strings, enums, ids, times) are
+converted once per request, not once per parent object. Every other field keeps
+Strawberry's wrapper.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import datetime
 import enum
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING
 from types import CodeType
 from typing import Any, cast
 
@@ -25,7 +28,7 @@ from strawberry.relay.types import GlobalIDValueError, InvalidGlobalIDError
 from strawberry.scalars import is_scalar
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_arguments
-from strawberry.types.base import StrawberryOptional
+from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
 from strawberry.types.enum import StrawberryEnumDefinition, has_enum_definition
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
@@ -71,33 +74,109 @@ def _immutable(value: Any) -> bool:
     return type(value) in _IMMUTABLE or isinstance(value, enum.Enum)
 
 
-# An argument Strawberry hands over as graphql-core coerced it (a scalar or an enum,
-# optional or not), or as a GlobalID made from it: (GraphQL name, Python name, GlobalID).
-_PlainArgument = tuple[str, str, bool]
+# How one argument's coerced value becomes Strawberry's: None when it is handed over as
+# it is (a scalar or an enum), else a function of the value.
+_Conversion = Callable[[Any], Any] | None
+# (GraphQL name, Python name, conversion) for each of a field's arguments.
+_CompiledArgument = tuple[str, str, _Conversion]
 
 
-def _plain_arguments(
+class _NotCompiled(Exception):
+    """A type `convert_arguments` handles in a way not compiled here (`Maybe`, lazy types,
+    input types that build their own value or contain themselves): the field keeps
+    `convert_arguments`."""
+
+
+def _compiled_arguments(
     field: StrawberryField, converter: GraphQLCoreConverter
-) -> tuple[_PlainArgument, ...] | None:
-    """The field's arguments, when each converts as itself or into a GlobalID: what
-    `convert_arguments` would find out by walking each argument's type on every call."""
-    plain: list[_PlainArgument] = []
+) -> tuple[_CompiledArgument, ...] | None:
+    """What `convert_arguments` does for each of the field's arguments, worked out once
+    from their types instead of by walking the types on every call."""
+    compiled: list[_CompiledArgument] = []
     for argument in field.arguments:
         assert argument.python_name
-        type_ = argument.type
-        # Exactly Optional: `Maybe`, a subclass, wraps what it converts.
-        if type(type_) is StrawberryOptional:
-            type_ = type_.of_type
-        global_id = type_ is GlobalID
-        if not global_id and not (
-            is_scalar(type_, converter.scalar_registry)
-            or isinstance(type_, StrawberryEnumDefinition)
-            or has_enum_definition(type_)
-        ):
+        try:
+            conversion = _conversion(argument.type, converter, within=())
+        except _NotCompiled:
             return None
         name = converter.config.name_converter.from_argument(argument)
-        plain.append((name, argument.python_name, global_id))
-    return tuple(plain)
+        compiled.append((name, argument.python_name, conversion))
+    return tuple(compiled)
+
+
+def _conversion(
+    type_: Any, converter: GraphQLCoreConverter, *, within: tuple[type, ...]
+) -> _Conversion:
+    """`convert_argument` for values of `type_`, as a function (None: the value itself);
+    `within` are the input types whose fields are being compiled."""
+    # Exactly Optional: `Maybe`, a subclass, wraps what it converts.
+    if type(type_) is StrawberryOptional:
+        type_ = type_.of_type
+    if type_ is GlobalID:
+        return _optional(_global_id)
+    if (
+        is_scalar(type_, converter.scalar_registry)
+        or isinstance(type_, StrawberryEnumDefinition)
+        or has_enum_definition(type_)
+    ):
+        return None
+    if type(type_) is StrawberryList:
+        item = _conversion(type_.of_type, converter, within=within)
+        if item is None:
+            # Copied all the same: graphql-core hands every request that omits the value
+            # the same default list.
+            return _optional(list)
+        return _optional(lambda values: [item(value) for value in values])
+    if has_object_definition(type_):
+        return _optional(_input_conversion(type_, converter, within=within))
+    raise _NotCompiled(type_)
+
+
+def _optional(conversion: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value is None or value is UNSET:
+            return value
+        return conversion(value)
+
+    return convert
+
+
+def _input_conversion(
+    input_type: type, converter: GraphQLCoreConverter, *, within: tuple[type, ...]
+) -> Callable[[Any], Any]:
+    definition = input_type.__strawberry_definition__  # type: ignore[attr-defined]
+    if not definition.is_input or definition.from_input is not None or input_type in within:
+        raise _NotCompiled(input_type)
+    name_converter = converter.config.name_converter
+    fields = tuple(
+        (
+            name_converter.from_field(field),
+            field.python_name,
+            _conversion(
+                field.resolve_type(type_definition=definition),
+                converter,
+                within=(*within, input_type),
+            ),
+        )
+        for field in definition.fields
+    )
+    # Nullable fields without a default are None when the value leaves them out; the
+    # required ones graphql-core has checked are there.
+    left_out = tuple(
+        field.python_name
+        for field in definition.fields
+        if field.default_value is MISSING and field.default_factory is MISSING
+    )
+
+    def convert(value: Mapping[str, Any]) -> Any:
+        kwargs = dict.fromkeys(left_out)
+        for name, python_name, conversion in fields:
+            if name in value:
+                given = value[name]
+                kwargs[python_name] = given if conversion is None else conversion(given)
+        return input_type(**kwargs)
+
+    return convert
 
 
 def _global_id(value: str) -> GlobalID:
@@ -113,13 +192,13 @@ class DirectResolver:
     docstring); `convert` and `call` are the wrapper's two halves."""
 
     __slots__ = (
+        "compiled_arguments",
         "config",
         "field",
         "function",
         "info_class",
         "info_name",
         "parent_name",
-        "plain_arguments",
         "root_name",
         "scalar_registry",
         "self_source",
@@ -130,7 +209,7 @@ class DirectResolver:
         resolver = field.base_resolver
         assert resolver is not None
         self.field = field
-        self.plain_arguments = _plain_arguments(field, converter)
+        self.compiled_arguments = _compiled_arguments(field, converter)
         # Callable: `direct_resolver` checked (a classmethod object is not).
         self.function = cast(Callable[..., Any], resolver.wrapped_func)
         self.config = converter.config
@@ -151,8 +230,8 @@ class DirectResolver:
 
     def convert(self, info: Any, coerced: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Strawberry's arguments, and whether they may serve every call of the request."""
-        plain = self.plain_arguments
-        if plain is None:
+        compiled = self.compiled_arguments
+        if compiled is None:
             converted = convert_arguments(
                 coerced,
                 self.field.arguments,
@@ -162,12 +241,10 @@ class DirectResolver:
             )
         else:
             converted = {}
-            for name, python_name, global_id in plain:
+            for name, python_name, conversion in compiled:
                 if name in coerced:
                     value = coerced[name]
-                    if global_id and value is not None and value is not UNSET:
-                        value = _global_id(value)
-                    converted[python_name] = value
+                    converted[python_name] = value if conversion is None else conversion(value)
         return converted, all(_immutable(value) for value in converted.values())
 
     def call(self, source: Any, info: Any, converted: dict[str, Any]) -> Any:

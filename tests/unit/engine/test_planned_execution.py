@@ -718,16 +718,16 @@ async def test_literal_arguments_are_converted_once_per_plan(
     assert conversions.count("echo") == 3
 
 
-async def test_plain_arguments_are_handed_over_as_strawberry_converts_them() -> None:
+async def test_arguments_are_handed_over_as_strawberry_converts_them() -> None:
     query_type = PLANNED._schema.type_map["Query"]
     assert isinstance(query_type, GraphQLObjectType)
     lookup = direct_resolver(query_type.fields["lookup"])
-    assert lookup is not None and lookup.plain_arguments is not None
-    # An input object converts through Strawberry's walk.
+    assert lookup is not None and lookup.compiled_arguments is not None
+    # Input objects and lists are compiled too (tests/unit/engine/test_argument_conversion.py).
     counter = PLANNED._schema.type_map["Counter"]
     assert isinstance(counter, GraphQLObjectType)
     echo = direct_resolver(counter.fields["echo"])
-    assert echo is not None and echo.plain_arguments is None
+    assert echo is not None and echo.compiled_arguments is not None
 
     leaf_id = strawberry.relay.to_base64("Leaf", "7")
     data, errors = await same(
