@@ -84,14 +84,9 @@ async def read_series(
     aggregate: Aggregate,
     *,
     how: Fill,
-) -> Mapping[tuple[UUID, str], Series]:
-    names = tuple(names)
-    by_agent = await _series_by_agent(stores, agent_ids, (names, window, aggregate, how, None))
-    return {
-        (agent_id, name): series
-        for agent_id, found in by_agent.items()
-        for name, series in zip(names, found, strict=True)
-    }
+) -> Mapping[UUID, list[Series]]:
+    """Each agent's series, one per name in the order of `names`."""
+    return await _series_by_agent(stores, agent_ids, (tuple(names), window, aggregate, how, None))
 
 
 async def _series_by_agent(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 from uuid import UUID
 
@@ -67,10 +67,8 @@ class MetricSeries:
     aggregate: MetricAggregate  # type: ignore[valid-type]
     source: MetricSource  # type: ignore[valid-type]
     points: list[MetricBucket]
-
-    @strawberry.field
-    def agent_id(self) -> relay.GlobalID:
-        return encode_id("Agent", self.agent_uuid)
+    # Made with the series (`from_record`): a plain field, not a resolver call per series.
+    agent_id: relay.GlobalID
 
     @strawberry.field
     async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("schema.agents")] | None:
@@ -80,15 +78,18 @@ class MetricSeries:
 
     @classmethod
     def from_record(
-        cls, series: store.Series, width: timedelta, aggregate: store.Aggregate
+        cls, series: store.Series, bucket: str, aggregate: store.Aggregate
     ) -> MetricSeries:
+        """`bucket` is the window's width as the API writes it (`format_bucket`),
+        worked out once for every series of a request."""
         return cls(
             agent_uuid=series.agent_id,
             name=series.name,
-            bucket=format_bucket(width),
+            bucket=bucket,
             aggregate=aggregate,
             source=series.source,
             points=cast(list[MetricBucket], series.buckets),
+            agent_id=encode_id("Agent", series.agent_id),
         )
 
 
@@ -167,7 +168,7 @@ async def agent_metrics(info: Info, agent_id: UUID, **arguments: Any) -> MetricS
     settled."""
     key_of, window = agent_metrics_keys(info.context, arguments)
     (series,) = await info.context.loaders.metrics_by_agent_id.load(key_of(agent_id))
-    return MetricSeries.from_record(series, window.width, arguments["aggregate"])
+    return MetricSeries.from_record(series, format_bucket(window.width), arguments["aggregate"])
 
 
 def agent_metrics_keys(
@@ -197,14 +198,13 @@ def settled_agent_metrics(
     """`Agent.metrics` for a page of agents whose series the page settled."""
     key_of, window = agent_metrics_keys(context, arguments)
     aggregate = arguments["aggregate"]
+    bucket = format_bucket(window.width)
     loaders = context.loaders
 
     def metrics_of(agent: Agent) -> MetricSeries | None:
         # The loader looked up each time, not held: see `schema/agents.py: _settled_tasks`.
         found = loaders.metrics_by_agent_id.settled(key_of(agent.record.id))
-        return (
-            None if found is None else MetricSeries.from_record(found[0], window.width, aggregate)
-        )
+        return None if found is None else MetricSeries.from_record(found[0], bucket, aggregate)
 
     return metrics_of
 
@@ -238,10 +238,11 @@ class MetricQueries:
         found = await resolve.read_series(
             info.context.stores, agent_ids, unique_names, window, aggregate, how=fill
         )
+        bucket = format_bucket(window.width)
         return [
-            MetricSeries.from_record(found[(agent_id, name)], window.width, aggregate)
+            MetricSeries.from_record(series, bucket, aggregate)
             for agent_id in agent_ids
-            for name in unique_names
+            for series in found[agent_id]
         ]
 
     @strawberry.field(
