@@ -270,13 +270,15 @@ RECORD_SEPARATOR = "\x1e"
 
 def ingest_bodies(fixtures: Fixtures, *, count: int = 20) -> list[str]:
     """S7: NDJSON batches of points in the shape issue 4 gives `(time, agent_id, name, value,
-    labels)`, spread over the day before `metrics_to` so they land in many buckets (and
-    never in the future, which the gateway refuses)."""
+    labels)`, spread over the day before `metrics_from` so they land in many buckets (and
+    never in the future, which the gateway refuses). Not in the window S2 and S4 read:
+    the points stay in the dataset, and would change those scenarios' answers from the
+    first run that wrote them on."""
     import orjson
 
     rng = random.Random("bench-S7")
     agents = [str(a) for a in fixtures.agent_ids]
-    end = datetime.fromisoformat(fixtures.metrics_to)
+    end = datetime.fromisoformat(fixtures.metrics_from)
     bodies = []
     for _ in range(count):
         lines = [
