@@ -109,13 +109,13 @@ class PreparedOperations:
     least recently used dropped first. One per app, shared by its requests."""
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._queries: Lru[tuple[str, str | None], PreparedOperation] = Lru(maxsize)
+        self._operations: Lru[tuple[str, str | None], PreparedOperation] = Lru(maxsize)
 
     def __len__(self) -> int:
-        return len(self._queries)
+        return len(self._operations)
 
     def get(self, query: str, operation_name: str | None) -> PreparedOperation | None:
-        return self._queries.get((query, operation_name))
+        return self._operations.get((query, operation_name))
 
     def offer(
         self,
@@ -131,7 +131,7 @@ class PreparedOperations:
         if query is None or document is None or context.operation_extensions:
             return
         key = (query, requested_operation)
-        if key in self._queries:
+        if key in self._operations:
             return
         operation = get_operation_ast(document, requested_operation)
         if operation is None or operation.operation is OperationTypeNode.SUBSCRIPTION:
@@ -147,7 +147,7 @@ class PreparedOperations:
         # Fragment arguments (experimental) need per-spread variables: not prepared.
         if any(definition.variable_definitions for definition in fragment_definitions.values()):
             return
-        self._queries.put(
+        self._operations.put(
             key,
             PreparedOperation(
                 arguments,
