@@ -1,19 +1,21 @@
 """A list of plain objects completed in one function, with no `Path` or call per item.
 
 A list whose items' plan holds only leaves its objects have as attributes,
-`__typename`, and objects of the same kind held as attributes (a metric series'
-`points { time value }`, a neighbourhood's `edges { type source { id } }`) is
-completed by one function compiled per plan: a loop that builds each item's response
-dict, reading and serializing each leaf as the compiled object plan does
-(gateway/engine/compile.py). The general path makes a `Path`, calls the item's
-compiled function and guards it per item; here nothing but the dicts is made.
+`__typename`, and objects or lists of objects of the same kind held as attributes (a
+neighbourhood's `edges { type source { id } }`, metric series with their
+`points { time value }`) is completed by one function compiled per plan: a loop that
+builds each item's response dict, reading and serializing each leaf as the compiled
+object plan does (gateway/engine/compile.py). The general path makes a `Path`, calls
+the item's compiled function and guards it per item, and completes an item's list
+as a list of its own; here nothing but the dicts and lists is made.
 
-Anything the loop does not expect (a null item, a null where the schema says
-non-null, an object of a class `is_type_of` has not accepted before, a serializer
-that refuses a value) gives the whole list back to the executor's general path,
-which completes it item by item and reports the error exactly as it always has.
-Only a `list` is taken, so giving it back reads nothing twice that could change:
-the items' attributes are plain values.
+Anything the loop does not expect (a null item, in the list or an item's list, a
+null where the schema says non-null, an item's list that is not a `list`, an object
+of a class `is_type_of` has not accepted before, a serializer that refuses a value)
+gives the whole list back to the executor's general path, which completes it item by
+item and reports the error exactly as it always has. Only a `list` is taken, so
+giving it back reads nothing twice that could change: the items' attributes are
+plain values.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from gateway.engine.plan import (
     LEAF,
     OBJECT_SHAPE,
     TYPENAME,
-    FieldPlan,
+    ListShape,
     ObjectPlan,
     ObjectShape,
     Shape,
@@ -43,8 +45,9 @@ if TYPE_CHECKING:
 # A list of the plan's objects to their response dicts.
 ItemsCompletion = Callable[[list[Any]], list[dict[str, Any]]]
 
-# Objects inside an item, inside an item's objects: deeper selections are rare in a
-# list this function pays off for, and each level adds lines to every compile.
+# Objects (or lists of them) inside an item, inside an item's objects: deeper
+# selections are rare in a list this function pays off for, and each level adds lines
+# to every compile.
 _MAX_DEPTH = 2
 
 
@@ -138,10 +141,12 @@ def _object(
                 f"    {variable} = {serialized}",
             ]
         elif field.mode == ATTRIBUTE and depth < _MAX_DEPTH:
-            inner = _inner_object(field, executor, variable, f"{prefix}_{index}", names, depth)
+            child = f"c{prefix}_{index}"
+            inner = _inner(
+                field.shape, executor, child, variable, f"{prefix}_{index}", names, depth
+            )
             if inner is None:
                 return None
-            child = f"c{prefix}_{index}"
             lines += [
                 f"{child} = {read}",
                 f"if {child} is None or {child} is Undefined:",
@@ -156,19 +161,39 @@ def _object(
     return lines
 
 
-def _inner_object(
-    field: FieldPlan,
+def _inner(
+    shape: Shape,
     executor: AnyExecutor,
+    child: str,
     variable: str,
     prefix: str,
     names: dict[str, Any],
     depth: int,
 ) -> list[str] | None:
-    shape = field.shape
-    if not isinstance(shape, ObjectShape) or shape.needs_info:
+    """Lines that set `variable` to the response of `child` (not null): an object's
+    dict, or a list of objects' dicts; None when `child` is neither, of plain objects."""
+    listed = isinstance(shape, ListShape)
+    item = shape.item if isinstance(shape, ListShape) else shape
+    if not isinstance(item, ObjectShape) or item.needs_info:
         return None
     try:
-        plan = shape.plan(executor)
+        plan = item.plan(executor)
     except Exception:  # completing the field reports it, as before
         return None
-    return _object(plan, executor, f"c{prefix}", variable, prefix, names, depth=depth + 1)
+    if not listed:
+        return _object(plan, executor, child, variable, prefix, names, depth=depth + 1)
+    source, target = f"s{prefix}", f"i{prefix}"
+    body = _object(plan, executor, source, target, prefix, names, depth=depth + 1)
+    if body is None:
+        return None
+    return [
+        f"if type({child}) is not list:",
+        "    raise Unexpected",
+        f"{variable} = []",
+        f"for {source} in {child}:",
+        # A null item is an error or a null by the item's type: the general path's.
+        f"    if {source} is None:",
+        "        raise Unexpected",
+        *(f"    {line}" for line in body),
+        f"    {variable}.append({target})",
+    ]

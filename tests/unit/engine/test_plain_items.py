@@ -1,5 +1,5 @@
-"""A list of plain objects (leaves, `__typename`, objects of leaves) completed by one
-compiled loop answers exactly as graphql-core's executor does; anything the loop does
+"""A list of plain objects (leaves, `__typename`, objects of leaves, lists of them)
+completed by one compiled loop answers exactly as graphql-core's executor does; anything the loop does
 not expect gives the list to the general path, item by item, with the same errors."""
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ class Link:
 
 
 @strawberry.type
+class Series:
+    name: str
+    points: list[Point]
+
+
+@strawberry.type
 class NotAMember:
     name: str
     id: strawberry.ID
@@ -59,6 +65,7 @@ class NotAMember:
 # What the resolvers answer, set by each test.
 POINTS: list[Any] = []
 LINKS: list[Any] = []
+SERIES: list[Any] = []
 
 
 @strawberry.type
@@ -70,6 +77,10 @@ class Query:
     @strawberry.field
     def links(self) -> list[Link]:
         return LINKS
+
+    @strawberry.field
+    def series(self) -> list[Series]:
+        return SERIES
 
 
 STOCK = strawberry.Schema(query=Query)
@@ -179,3 +190,49 @@ async def test_a_field_with_a_resolver_takes_the_general_path(general_path: list
     await _same("{ links { kind label } }")
     await _same("{ links { kind label } }")
     assert general_path == ["links", "links"]
+
+
+SERIES_QUERY = "{ series { name points { time value } } }"
+
+
+def _series(*points: Any) -> list[Series]:
+    return [
+        Series(name="energy", points=[Point(time=AT, value=1.0), Point(time=AT, value=None)]),
+        Series(name="empty", points=[]),
+        Series(name="odd", points=list(points)),
+    ]
+
+
+async def test_lists_of_objects_inside_items_complete_in_the_loop(
+    general_path: list[str],
+) -> None:
+    SERIES[:] = _series(Point(time=AT, value=2.5))
+    answered = await _same(SERIES_QUERY)
+    assert answered.data["series"][0] == {
+        "name": "energy",
+        "points": [
+            {"time": "2026-12-06T04:05:00+00:00", "value": 1.0},
+            {"time": "2026-12-06T04:05:00+00:00", "value": None},
+        ],
+    }
+    assert answered.data["series"][1]["points"] == []
+    assert general_path == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param([None], id="a null item in an item's list"),
+        pytest.param([Point(time=None, value=1.0)], id="a null in a non-null leaf"),  # type: ignore[arg-type]
+        pytest.param([ValueError("lost")], id="an error in place of an item's item"),
+        pytest.param((Point(time=AT, value=1.0),), id="an item's list that is a tuple"),
+        pytest.param(None, id="a null list in a non-null field"),
+    ],
+)
+async def test_anything_unexpected_in_an_items_list_takes_the_general_path(
+    general_path: list[str], odd: Any
+) -> None:
+    SERIES[:] = _series()
+    SERIES[2].points = odd
+    await _same(SERIES_QUERY)
+    assert general_path[:1] == ["series"]
