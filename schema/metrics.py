@@ -17,7 +17,7 @@ from resolvers.auth import Role, require
 from resolvers.context import RequestContext
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.live import live_events
-from schema.relay import decode_id, encode_id, require_ids
+from schema.relay import decode_id, encode_id, id_text, require_ids
 from schema.scalars import JSON, json_object
 from stores import InvalidInput
 from stores.metrics import records as store
@@ -67,8 +67,9 @@ class MetricSeries:
     aggregate: MetricAggregate  # type: ignore[valid-type]
     source: MetricSource  # type: ignore[valid-type]
     points: list[MetricBucket]
-    # Made with the series (`from_record`): a plain field, not a resolver call per series.
-    agent_id: relay.GlobalID
+    # Made with the series (`from_record`), as text: a plain field, not a resolver call
+    # per series, and no `GlobalID` to make and serialize.
+    agent_id: strawberry.ID
 
     @strawberry.field
     async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("schema.agents")] | None:
@@ -89,7 +90,7 @@ class MetricSeries:
             aggregate=aggregate,
             source=series.source,
             points=cast(list[MetricBucket], series.buckets),
-            agent_id=encode_id("Agent", series.agent_id),
+            agent_id=id_text("Agent", series.agent_id),
         )
 
 

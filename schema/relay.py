@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from base64 import b64encode
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, Self, TypeVar
 from uuid import UUID
@@ -43,6 +44,12 @@ def decode_id(value: relay.GlobalID | str, type_name: str, *, field: str) -> UUI
 
 def encode_id(type_name: str, node_id: UUID) -> relay.GlobalID:
     return relay.GlobalID(type_name, str(node_id))
+
+
+def id_text(type_name: str, node_id: UUID) -> strawberry.ID:
+    """What `str(encode_id(...))` answers, without the `GlobalID`: for an `ID` field
+    made with its object, serialized as it is (a metric series' `agentId`)."""
+    return strawberry.ID(b64encode(f"{type_name}:{node_id}".encode()).decode())
 
 
 def node_id_field() -> relay.GlobalID:
