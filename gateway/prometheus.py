@@ -286,6 +286,9 @@ class _StateMetrics:
             readers += [
                 ("polygraph_projector_applied", "Outbox rows applied to Neo4j",
                  lambda: projector.applied),
+                ("polygraph_projector_batches",
+                 "Batches of outbox rows applied to Neo4j (applied / batches: rows a batch)",
+                 lambda: projector.batches),
                 ("polygraph_projector_failed",
                  "Projector batches that failed (retried later; rows stay pending)",
                  lambda: projector.failed),

@@ -86,9 +86,11 @@ class Projector(BackgroundLoop):
         # Its constraints keep MERGE from duplicating nodes: a Neo4j that was down
         # when the gateway started is migrated before anything is projected into it.
         self._graph_migrated = False
-        # For metrics: rows this process applied, attempts that failed (retried, rows
+        # For metrics: rows this process applied and the batches they came in (their
+        # ratio is the batch size a NOTIFY brings), attempts that failed (retried, rows
         # kept pending), rows Neo4j refused and that were skipped.
         self.applied = 0
+        self.batches = 0
         self.failed = 0
         self.skipped = 0
 
@@ -102,6 +104,7 @@ class Projector(BackgroundLoop):
                     await self._apply_one_by_one(claimed)
         self._settle(event.id for event in claimed)
         self.applied += len(claimed)
+        self.batches += 1 if claimed else 0
         return len(claimed)
 
     @property

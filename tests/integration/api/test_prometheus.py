@@ -104,6 +104,7 @@ def test_a_scrape_counts_operations_errors_and_store_calls(
     assert seen[("polygraph_outbox_pending", ())] >= 0
     assert seen[("polygraph_outbox_oldest_pending_age_seconds", ())] >= 0
     assert ("polygraph_projector_applied_total", ()) in seen
+    assert ("polygraph_projector_batches_total", ()) in seen
     assert ("polygraph_projector_failed_total", ()) in seen
     assert seen[("polygraph_subscriptions_open", ())] == 0
     assert ("polygraph_events_dropped_total", ()) in seen

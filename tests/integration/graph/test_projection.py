@@ -325,6 +325,18 @@ async def test_two_projectors_apply_every_row_exactly_once(
     assert sum(1 for e in state.edges if e[0] == "DELEGATES_TO") == 29
 
 
+async def test_batches_are_counted_beside_the_rows_they_applied(
+    pg: PostgresStore, graph: GraphStore, seed: Seed
+) -> None:
+    await drain(Projector(pg, graph))
+    for _ in range(5):
+        await seed.agent()
+    projector = Projector(pg, graph, batch_size=2)
+    assert await drain(projector) == 5
+    # Two full batches and one of a single row; the last claim found none.
+    assert (projector.applied, projector.batches) == (5, 3)
+
+
 async def test_a_running_projector_wakes_on_notify_and_serves_wait_for(
     pg: PostgresStore, graph: GraphStore, seed: Seed
 ) -> None:
