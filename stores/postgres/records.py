@@ -31,8 +31,9 @@ class WriteContext:
     # waits for exactly these to reach Neo4j (ids commit out of order, so waiting
     # for the newest id proves nothing about one's own).
     outbox_ids: list[int] = field(default_factory=list)
-    # The resource types this write audited, appended as they are written (a write that
-    # audits nothing changed no entity: the entity cache has nothing to settle).
+    # The resource types this write audits, appended as each audit row is queued, before
+    # its statement runs (a write that audits nothing changed no entity: the entity
+    # cache has nothing to settle; one that failed only settles it once more).
     audited: list[str] = field(default_factory=list)
 
 
