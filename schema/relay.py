@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from base64 import b64encode
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, Self, TypeVar
 from uuid import UUID
@@ -10,6 +9,7 @@ from uuid import UUID
 import strawberry
 from aiodataloader import DataLoader
 from strawberry import relay
+from strawberry.relay.utils import to_base64
 
 from resolvers.errors import ClientError, ErrorCode
 from schema.rows import NestedPages, RowEdges, RowReader
@@ -47,9 +47,10 @@ def encode_id(type_name: str, node_id: UUID) -> relay.GlobalID:
 
 
 def id_text(type_name: str, node_id: UUID) -> strawberry.ID:
-    """What `str(encode_id(...))` answers, without the `GlobalID`: for an `ID` field
-    made with its object, serialized as it is (a metric series' `agentId`)."""
-    return strawberry.ID(b64encode(f"{type_name}:{node_id}".encode()).decode())
+    """What `str(encode_id(...))` answers (relay's `to_base64`), without the `GlobalID`:
+    for an `ID` field made with its object, serialized as it is (a metric series'
+    `agentId`)."""
+    return strawberry.ID(to_base64(type_name, node_id))
 
 
 def node_id_field() -> relay.GlobalID:
