@@ -172,7 +172,6 @@ def _inner(
 ) -> list[str] | None:
     """Lines that set `variable` to the response of `child` (not null): an object's
     dict, or a list of objects' dicts; None when `child` is neither, of plain objects."""
-    listed = isinstance(shape, ListShape)
     item = shape.item if isinstance(shape, ListShape) else shape
     if not isinstance(item, ObjectShape) or item.needs_info:
         return None
@@ -180,7 +179,7 @@ def _inner(
         plan = item.plan(executor)
     except Exception:  # completing the field reports it, as before
         return None
-    if not listed:
+    if item is shape:
         return _object(plan, executor, child, variable, prefix, names, depth=depth + 1)
     source, target = f"s{prefix}", f"i{prefix}"
     body = _object(plan, executor, source, target, prefix, names, depth=depth + 1)
