@@ -15,7 +15,7 @@ from resolvers.agent_grants import is_operator, require_acts_as
 from resolvers.auth import Principal, Role, require
 from resolvers.context import RequestContext, Stores
 from resolvers.errors import ClientError, ErrorCode
-from stores.cache.aggregates import question_of
+from stores.cache.aggregates import AggregateCache, question_of
 from stores.metrics import (
     Aggregate,
     Fill,
@@ -24,8 +24,10 @@ from stores.metrics import (
     MetricSummary,
     RecordResult,
     Series,
+    SeriesRows,
     Window,
 )
+from stores.metrics.buckets import choose_source
 from stores.metrics.validation import (
     PointRejected,
     check_labels,
@@ -89,6 +91,38 @@ async def read_series(
     return await _series_by_agent(stores, agent_ids, (tuple(names), window, aggregate, how, None))
 
 
+async def read_series_rows(
+    stores: Stores,
+    agent_ids: Sequence[UUID],
+    names: Sequence[str],
+    window: Window,
+    aggregate: Aggregate,
+    *,
+    how: Fill,
+) -> SeriesRows:
+    """`read_series` as rows, for an answer made straight from them: the store's own
+    rows when nothing is filled and the aggregate cache does not hold the window (the
+    common read), else the series' buckets (each series' rows together)."""
+    if how is Fill.NONE and _closed_window_cache(stores, window) is None:
+        return await metrics_store(stores).series_rows(agent_ids, names, window, aggregate)
+    found = await read_series(stores, agent_ids, names, window, aggregate, how=how)
+    rows = [
+        (series.agent_id, series.name, bucket.time, bucket.value)
+        for agent_id in agent_ids
+        for series in found[agent_id]
+        for bucket in series.buckets
+    ]
+    return SeriesRows(choose_source(window.width, aggregate, labelled=False), rows)
+
+
+def _closed_window_cache(stores: Stores, window: Window) -> AggregateCache | None:
+    """The aggregate cache, when it is on and holds `window` (a closed one)."""
+    cache = stores.entity_cache
+    if cache is None or not cache.aggregates.closed(window):
+        return None
+    return cache.aggregates
+
+
 async def _series_by_agent(
     stores: Stores, agent_ids: Sequence[UUID], question: _Question
 ) -> dict[UUID, list[Series]]:
@@ -109,8 +143,8 @@ async def _series_by_agent(
         return {agent_id: [series[(agent_id, name)] for name in names] for agent_id in ids}
 
     unique = list(dict.fromkeys(agent_ids))
-    cache = stores.entity_cache
-    if cache is None or not cache.aggregates.closed(window):
+    cache = _closed_window_cache(stores, window)
+    if cache is None:
         return await load(unique)
     key = question_of(
         names,
@@ -121,7 +155,7 @@ async def _series_by_agent(
         how,
         labels,
     )
-    return await cache.aggregates.series(key, unique, load)
+    return await cache.series(key, unique, load)
 
 
 async def summarise(

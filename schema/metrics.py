@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast, overload
 from uuid import UUID
 
 import orjson
@@ -92,6 +92,61 @@ class MetricSeries:
             points=cast(list[MetricBucket], series.buckets),
             agent_id=id_text("Agent", series.agent_id),
         )
+
+
+class MetricSeriesRows(Sequence[MetricSeries]):
+    """`metricSeries`' answer as the store read it: a series per agent and name, in
+    the order asked (`keys`), over the rows of their buckets. The planned executor
+    completes the rows straight into the response when the selection asks only what
+    they hold (gateway/engine/series.py); anything else (graphql-core's executor, a
+    selection with `agent`) iterates `MetricSeries` objects, made when first asked for."""
+
+    __slots__ = ("_made", "aggregate", "bucket", "keys", "read")
+
+    def __init__(
+        self,
+        keys: list[tuple[UUID, str]],
+        read: store.SeriesRows,
+        bucket: str,
+        aggregate: store.Aggregate,
+    ) -> None:
+        self.keys = keys
+        self.read = read
+        self.bucket = bucket
+        self.aggregate = aggregate
+        self._made: list[MetricSeries] | None = None
+
+    def _series(self) -> list[MetricSeries]:
+        made = self._made
+        if made is None:
+            buckets: dict[tuple[UUID, str], list[store.BucketValue]] = {}
+            for agent_id, name, time, value in self.read.rows:
+                buckets.setdefault((agent_id, name), []).append(store.BucketValue(time, value))
+            source = self.read.source
+            made = self._made = [
+                MetricSeries.from_record(
+                    store.Series(agent_id, name, source, buckets.get((agent_id, name), [])),
+                    self.bucket,
+                    self.aggregate,
+                )
+                for agent_id, name in self.keys
+            ]
+        return made
+
+    @overload
+    def __getitem__(self, index: int) -> MetricSeries: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[MetricSeries]: ...
+
+    def __getitem__(self, index: int | slice) -> MetricSeries | list[MetricSeries]:
+        return self._series()[index]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[MetricSeries]:
+        return iter(self._series())
 
 
 @strawberry.type(description="A registered metric name.")
@@ -236,15 +291,15 @@ class MetricQueries:
                 field="agents",
             )
         window = window_of(from_, to, bucket)
-        found = await resolve.read_series(
+        read = await resolve.read_series_rows(
             info.context.stores, agent_ids, unique_names, window, aggregate, how=fill
         )
-        bucket = format_bucket(window.width)
-        return [
-            MetricSeries.from_record(series, bucket, aggregate)
-            for agent_id in agent_ids
-            for series in found[agent_id]
-        ]
+        keys = [(agent_id, name) for agent_id in agent_ids for name in unique_names]
+        # A sequence of them: see MetricSeriesRows.
+        return cast(
+            list[MetricSeries],
+            MetricSeriesRows(keys, read, format_bucket(window.width), aggregate),
+        )
 
     @strawberry.field(
         description="Latest value and trend per agent and metric, for dashboards. `window` "

@@ -62,6 +62,8 @@ from gateway.engine.plan import (
 )
 from gateway.engine.resolvers import DirectResolver
 from gateway.engine.rows import complete_row_edges
+from gateway.engine.series import complete_series_rows
+from schema.metrics import MetricSeriesRows
 from schema.rows import RowEdges
 from schema.settled import SETTLED_NULL, SettledValue
 
@@ -495,10 +497,15 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 result,
                 None,
             )
-        if type(result) is RowEdges:
+        kind = type(result)
+        if kind is RowEdges:
             completed_rows = complete_row_edges(self, shape.item, result)
             if completed_rows is not None:
                 return completed_rows
+        elif kind is MetricSeriesRows:
+            completed_series = complete_series_rows(self, shape.item, result)
+            if completed_series is not None:
+                return completed_series
         if not is_iterable(result):
             msg = (
                 "Expected Iterable, but did not find one for field"

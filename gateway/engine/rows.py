@@ -102,7 +102,7 @@ def _compile(
         if field.mode == TYPENAME:
             edge_values.append(f"{key}: {field.parent_name!r},")
         elif field.mode == LEAF and field.attribute == "cursor" and cursor_is_id:
-            lines += _leaf(field, f"e{index}", "node_id", names)
+            lines += leaf_lines(field, f"e{index}", "node_id", names)
             edge_values.append(f"{key}: e{index},")
         elif field.mode == ATTRIBUTE and field.attribute == "node":
             node = _node(executor, field, reader, held, names, f"n{index}", nested)
@@ -159,7 +159,7 @@ def _node(
         else:
             # The global id is made from the id: a text, never null.
             never_null = leaf.attribute == "_id"
-            lines += _leaf(leaf, variable, held[leaf.attribute], names, never_null=never_null)
+            lines += leaf_lines(leaf, variable, held[leaf.attribute], names, never_null=never_null)
         values.append(f"{key}: {variable},")
     lines.append(f"    {name} = {{" + " ".join(values) + "}")
     return lines
@@ -193,7 +193,7 @@ def _nested_connection(
         if inner.mode == TYPENAME:
             values.append(f"{key}: {inner.parent_name!r},")
         elif inner.mode == LEAF and inner.attribute == "total_count":
-            lines += _leaf(inner, part, "page.total", names)
+            lines += leaf_lines(inner, part, "page.total", names)
             values.append(f"{key}: {part},")
         elif inner.mode == ATTRIBUTE and inner.attribute == "edges":
             edges = _nested_edges(executor, inner, nested.reader)
@@ -239,9 +239,11 @@ def _enum_leaf(field: FieldPlan, variable: str, read: str) -> list[str]:
     return _checked(field, variable, read, f"N_{variable}[value]")
 
 
-def _leaf(
+def leaf_lines(
     field: FieldPlan, variable: str, read: str, names: dict[str, Any], *, never_null: bool = False
 ) -> list[str]:
+    """Lines that set `variable` to the leaf read by `read`, serialized; a null where
+    the schema says non-null raises `Unexpected` (a name `names` must hold)."""
     serialized = serialized_value(field, f"S_{variable}", names)
     if never_null:
         return [f"    value = {read}", f"    {variable} = {serialized}"]

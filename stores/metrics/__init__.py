@@ -15,6 +15,7 @@ from stores.metrics.records import (
     RecordResult,
     Rollups,
     Series,
+    SeriesRows,
     Source,
 )
 from stores.metrics.store import MetricsStore
@@ -34,6 +35,7 @@ __all__ = [
     "RecordResult",
     "Rollups",
     "Series",
+    "SeriesRows",
     "Source",
     "Window",
     "format_bucket",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -68,6 +69,16 @@ class Series:
     name: str
     source: Source
     buckets: list[BucketValue]
+
+
+class SeriesRows(NamedTuple):
+    """Every series of one read as the store's rows, `(agent_id, name, time, value)`,
+    ordered by agent, name and bucket start, and what they were read from. A series
+    with no bucket has no row; nothing is filled. For a caller that maps rows straight
+    to its answer, with no `Series` or bucket made."""
+
+    source: Source
+    rows: Sequence[Any]
 
 
 @dataclass(frozen=True, slots=True)

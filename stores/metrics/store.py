@@ -52,6 +52,7 @@ from stores.metrics.records import (
     RecordResult,
     Rollups,
     Series,
+    SeriesRows,
     Source,
 )
 from stores.metrics.sql import NATIVE, TIMESCALE, native, timescale
@@ -302,6 +303,30 @@ class MetricsStore:
         labels: dict[str, Any] | None = None,
     ) -> dict[tuple[UUID, str], Series]:
         """One query for every agent and name; a series per pair, empty ones included."""
+        read = await self.series_rows(agent_ids, names, window, aggregate, labels=labels)
+        # One run of rows per series (see `series_rows`).
+        found: dict[tuple[UUID, str], list[BucketValue]] = {
+            series: [_new_tuple(BucketValue, (slot, value)) for _, _, slot, value in run]
+            for series, run in groupby(read.rows, key=_SERIES_OF_ROW)
+        }
+        return {
+            (agent_id, name): Series(
+                agent_id, name, read.source, fill(window, found.get((agent_id, name), []), how)
+            )
+            for agent_id in agent_ids
+            for name in names
+        }
+
+    async def series_rows(
+        self,
+        agent_ids: Sequence[UUID],
+        names: Sequence[str],
+        window: Window,
+        aggregate: Aggregate,
+        *,
+        labels: dict[str, Any] | None = None,
+    ) -> SeriesRows:
+        """`series` as the query's rows, in one query: empty buckets left out."""
         dialect = _DIALECTS[await self._ready()]
         source = choose_source(window.width, aggregate, labelled=bool(labels))
         params: list[object] = [
@@ -318,17 +343,7 @@ class MetricsStore:
             rows = await conn.fetch(dialect.series[(source, aggregate)], *params)
         # Ordered by agent, name and slot (the column's collation is the database's, which
         # is deterministic): one run of rows per series.
-        found: dict[tuple[UUID, str], list[BucketValue]] = {
-            series: [_new_tuple(BucketValue, (slot, value)) for _, _, slot, value in run]
-            for series, run in groupby(rows, key=_SERIES_OF_ROW)
-        }
-        return {
-            (agent_id, name): Series(
-                agent_id, name, source, fill(window, found.get((agent_id, name), []), how)
-            )
-            for agent_id in agent_ids
-            for name in names
-        }
+        return SeriesRows(source, rows)
 
     async def summary(
         self,

@@ -180,6 +180,49 @@ def test_many_agents_and_names_in_one_round_trip_and_a_summary(
     assert (row["points"], row["recentAverage"], row["previousAverage"]) == (6, 2.5, None)
 
 
+def test_many_series_filled_with_their_agents_and_one_without_points(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    # Filled series are read as series and answered as rows; `agent` takes the objects.
+    recorded, silent = _agent(gql, operator), _agent(gql, operator)
+    name = _metric(gql, operator)
+    t0 = _at(2)
+    points = [
+        {"agentId": recorded, "name": name, "value": v, "time": (t0 + k * HOUR).isoformat()}
+        for k, v in ((0, 1.0), (2, 3.0))
+    ]
+    data(gql(RECORD, {"points": points}, caller=operator))
+    query = """query($names: [String!]!, $agents: [ID!]!, $from: DateTime!, $to: DateTime!,
+      $fill: MetricFill!) { metricSeries(names: $names, agents: $agents, from: $from, to: $to,
+      bucket: "1h", aggregate: MAX, fill: $fill) { __typename agentId name bucket aggregate
+      source points { time value } agent { id } } }"""
+    variables = {
+        "names": [name],
+        "agents": [silent, recorded, silent],
+        "from": t0.isoformat(),
+        "to": (t0 + 3 * HOUR).isoformat(),
+    }
+    hours = [(t0 + k * HOUR).isoformat() for k in range(3)]
+    for fill, values in (("NONE", [1.0, 3.0]), ("PREVIOUS", [1.0, 1.0, 3.0])):
+        found = data(gql(query, {**variables, "fill": fill}, caller=viewer))["metricSeries"]
+        assert gql.last_round_trips.get("metrics") == 1
+        assert [(s["agentId"], s["agent"]["id"]) for s in found] == [
+            (silent, silent),
+            (recorded, recorded),
+        ]
+        empty, full = found
+        assert empty["points"] == (
+            [] if fill == "NONE" else [{"time": t, "value": None} for t in hours]
+        )
+        assert [p["value"] for p in full["points"]] == values
+        assert (full["__typename"], full["bucket"], full["aggregate"], full["source"]) == (
+            "MetricSeries",
+            "1h",
+            "MAX",
+            "HOUR",
+        )
+
+
 def _ndjson(lines: list[Any]) -> Iterator[bytes]:
     for line in lines:
         text = line if isinstance(line, str) else json.dumps(line)
