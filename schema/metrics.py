@@ -119,9 +119,7 @@ class MetricSeriesRows(Sequence[MetricSeries]):
     def _series(self) -> list[MetricSeries]:
         made = self._made
         if made is None:
-            buckets: dict[tuple[UUID, str], list[store.BucketValue]] = {}
-            for agent_id, name, time, value in self.read.rows:
-                buckets.setdefault((agent_id, name), []).append(store.BucketValue(time, value))
+            buckets = self.read.buckets()
             source = self.read.source
             made = self._made = [
                 MetricSeries.from_record(

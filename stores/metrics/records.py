@@ -6,6 +6,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -72,13 +74,26 @@ class Series:
 
 
 class SeriesRows(NamedTuple):
-    """Every series of one read as the store's rows, `(agent_id, name, time, value)`,
-    ordered by agent, name and bucket start, and what they were read from. A series
-    with no bucket has no row; nothing is filled. For a caller that maps rows straight
-    to its answer, with no `Series` or bucket made."""
+    """Every series of one read as rows, `(agent_id, name, time, value)`, each series'
+    rows together and by bucket start, and what they were read from. A series with no
+    bucket has no row. For a caller that maps rows straight to its answer, with no
+    `Series` or bucket made."""
 
     source: Source
     rows: Sequence[Any]
+
+    def buckets(self) -> dict[tuple[UUID, str], list[BucketValue]]:
+        """Each series' buckets, by agent and name (series with none left out)."""
+        return {
+            series: [_new_tuple(BucketValue, (time, value)) for _, _, time, value in run]
+            for series, run in groupby(self.rows, key=_SERIES_OF_ROW)
+        }
+
+
+# A row's series (its agent and name), and a bucket made without the named tuple's
+# Python `__new__`: a day of buckets for twenty agents is thousands of them.
+_SERIES_OF_ROW = itemgetter(0, 1)
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,6 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
-from operator import itemgetter
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -42,7 +40,6 @@ from stores.metrics.options import MetricsOptions
 from stores.metrics.records import (
     Aggregate,
     Backend,
-    BucketValue,
     CopyData,
     EncodedPoints,
     Fill,
@@ -71,10 +68,6 @@ _SETUP_LOCK = 0x706F6C79_6D657472  # "polymetr"
 PointRow = tuple[datetime, UUID, str, float, dict[str, Any]]
 UnlabelledRow = tuple[datetime, UUID, str, float]
 _DIALECTS = {Backend.NATIVE: NATIVE, Backend.TIMESCALEDB: TIMESCALE}
-# A series row's agent and name (`sql.common`'s series statements: agent_id, name,
-# slot, value), and a bucket made without the named tuple's Python `__new__`.
-_SERIES_OF_ROW = itemgetter(0, 1)
-_new_tuple = tuple.__new__
 # Encoded COPY data goes to the server in pieces of this size.
 _COPY_CHUNK = 1 << 20
 
@@ -304,11 +297,7 @@ class MetricsStore:
     ) -> dict[tuple[UUID, str], Series]:
         """One query for every agent and name; a series per pair, empty ones included."""
         read = await self.series_rows(agent_ids, names, window, aggregate, labels=labels)
-        # One run of rows per series (see `series_rows`).
-        found: dict[tuple[UUID, str], list[BucketValue]] = {
-            series: [_new_tuple(BucketValue, (slot, value)) for _, _, slot, value in run]
-            for series, run in groupby(read.rows, key=_SERIES_OF_ROW)
-        }
+        found = read.buckets()
         return {
             (agent_id, name): Series(
                 agent_id, name, read.source, fill(window, found.get((agent_id, name), []), how)
