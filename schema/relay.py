@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, Self, TypeVar
 from uuid import UUID
@@ -20,6 +21,12 @@ NodeT = TypeVar("NodeT", bound=relay.Node)
 RecordT = TypeVar("RecordT")
 
 
+# UUIDs and global id texts made lately: clients send and read the same ids again
+# and again (a dashboard's agents), and `UUID` parses and prints in Python, each
+# several times a cache hit. Both are immutable; a text `UUID` refuses is not kept.
+_uuid = functools.lru_cache(maxsize=4096)(UUID)
+
+
 def decode_id(value: relay.GlobalID | str, type_name: str, *, field: str) -> UUID:
     """The UUID inside a global id of `type_name`, or BAD_USER_INPUT naming `field`."""
     try:
@@ -35,7 +42,7 @@ def decode_id(value: relay.GlobalID | str, type_name: str, *, field: str) -> UUI
             field=field,
         )
     try:
-        return UUID(global_id.node_id)
+        return _uuid(global_id.node_id)
     except ValueError:
         raise ClientError(
             ErrorCode.BAD_USER_INPUT, f"{value!s} is not a valid {type_name} id", field=field
@@ -46,6 +53,7 @@ def encode_id(type_name: str, node_id: UUID) -> relay.GlobalID:
     return relay.GlobalID(type_name, str(node_id))
 
 
+@functools.lru_cache(maxsize=4096)
 def id_text(type_name: str, node_id: UUID) -> strawberry.ID:
     """What `str(encode_id(...))` answers (relay's `to_base64`), without the `GlobalID`:
     for an `ID` field made with its object, serialized as it is (a metric series'
