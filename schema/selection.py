@@ -61,16 +61,17 @@ def names_below(
 def reads_variables(node: FieldNode) -> bool:
     """Whether the field's arguments read a variable (if not, they are the same for
     every request of its document)."""
-    return any(_has_variable(argument.value) for argument in node.arguments or ())
+    return any(has_variable(argument.value) for argument in node.arguments or ())
 
 
-def _has_variable(value: ValueNode) -> bool:
+def has_variable(value: ValueNode) -> bool:
+    """Whether the value is a variable or holds one."""
     if isinstance(value, VariableNode):
         return True
     if isinstance(value, ListValueNode):
-        return any(_has_variable(item) for item in value.values)
+        return any(has_variable(item) for item in value.values)
     if isinstance(value, ObjectValueNode):
-        return any(_has_variable(field.value) for field in value.fields)
+        return any(has_variable(field.value) for field in value.fields)
     return False
 
 

@@ -59,6 +59,7 @@ from gateway.engine.plan import (
     OperationPlan,
     PlanCache,
     Shape,
+    SplitArguments,
 )
 from gateway.engine.resolvers import DirectResolver
 from gateway.engine.rows import complete_row_edges
@@ -330,14 +331,33 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Variables are fixed for the whole operation: coerce once, not per object.
         arguments = self._arguments.get(field)
         if arguments is None:
-            arguments = get_argument_values(
-                field.field_def,
-                field.node,
-                self.variable_values,
-                field.details[0].fragment_variable_values,
-                self.hide_suggestions,
-            )
+            fragment_variable_values = field.details[0].fragment_variable_values
+            split = field.split_args
+            if split is not None and fragment_variable_values is None:
+                arguments = self._joined_arguments(split)
+            if arguments is None:
+                arguments = get_argument_values(
+                    field.field_def,
+                    field.node,
+                    self.variable_values,
+                    fragment_variable_values,
+                    self.hide_suggestions,
+                )
             self._arguments[field] = arguments
+        return arguments
+
+    def _joined_arguments(self, split: SplitArguments) -> dict[str, Any] | None:
+        """The arguments coerced once (FieldPlan.split_args) with the variables' values
+        as graphql-core takes them; None when a variable is left out (its argument's
+        default applies) or null where the argument is non-null (an error)."""
+        coerced = self.variable_values.coerced
+        arguments: dict[str, Any] = {}
+        for name, value, non_null in split:
+            if non_null is not None:
+                value = coerced.get(value, Undefined)
+                if value is Undefined or (value is None and non_null):
+                    return None
+            arguments[name] = value
         return arguments
 
     async def _complete_awaitable(

@@ -38,6 +38,7 @@ from graphql import (
     VariableNode,
     is_abstract_type,
     is_leaf_type,
+    is_non_null_type,
 )
 from graphql.execution.collect_fields import (
     FieldDetails,
@@ -45,7 +46,7 @@ from graphql.execution.collect_fields import (
     collect_subfields,
 )
 from graphql.execution.executor import SELECTIONS_NESTED_TOO_DEEPLY
-from graphql.execution.values import get_argument_values
+from graphql.execution.values import coerce_argument, get_argument_values
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.base import StrawberryObjectDefinition, get_object_definition
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
@@ -53,7 +54,7 @@ from strawberry.types.field import StrawberryField
 
 from gateway.engine.leaves import Serializer, serializer
 from gateway.engine.resolvers import DirectResolver, direct_resolver
-from schema.selection import reads_variables
+from schema.selection import has_variable, reads_variables
 from stores.cache.lru import Lru
 
 if TYPE_CHECKING:
@@ -323,6 +324,7 @@ class FieldPlan:
         "return_type",
         "serialize",
         "shape",
+        "split_args",
     )
 
     def __init__(
@@ -357,6 +359,9 @@ class FieldPlan:
         # And converted once, for a direct resolver, when they convert to immutable
         # values (set by the executor at the first request).
         self.converted: dict[str, Any] | None = None
+        # Arguments some of which are variables as they are (`agents: $agents`): the
+        # others coerced once, the variables' values taken per request (`split_arguments`).
+        self.split_args: SplitArguments | None = None
         if self.name == "__typename":
             self.mode = TYPENAME
         elif self.attribute is not None:
@@ -376,6 +381,40 @@ class FieldPlan:
                     self.args = get_argument_values(field_def, self.node)
                 except GraphQLError:
                     self.args = None  # raised again, per field, at execution
+            else:
+                self.split_args = split_arguments(field_def, self.node)
+
+
+# A field's arguments in definition order: (name in the arguments dict, its coerced
+# value or the name of the variable that gives it, whether the argument is non-null).
+SplitArguments = tuple[tuple[str, Any, bool | None], ...]
+
+
+def split_arguments(field_def: GraphQLField, node: FieldNode) -> SplitArguments | None:
+    """The field's arguments, those that are a variable as they are kept as its name
+    (a third item that says if the argument is non-null), the others coerced now as
+    graphql-core's `get_argument_values` coerces them (a third item None). None when a
+    variable sits inside a literal (`[$a]`) or a literal does not coerce: the executor
+    then coerces the whole field per request, and raises what it meets."""
+    argument_nodes = {argument.name.value: argument for argument in node.arguments or ()}
+    split: list[tuple[str, Any, bool | None]] = []
+    for name, argument in field_def.args.items():
+        argument_node = argument_nodes.get(name)
+        value_node = None if argument_node is None else argument_node.value
+        out_name = argument.out_name or name
+        if isinstance(value_node, VariableNode):
+            split.append((out_name, value_node.name.value, is_non_null_type(argument.type)))
+            continue
+        if value_node is not None and has_variable(value_node):
+            return None
+        coerced: dict[str, Any] = {}
+        try:
+            coerce_argument(coerced, node, name, argument, argument_node, None, None)
+        except GraphQLError:
+            return None
+        if out_name in coerced:  # left out: no value and no default
+            split.append((out_name, coerced[out_name], None))
+    return tuple(split)
 
 
 def object_plan(
