@@ -112,6 +112,11 @@ NEIGHBOURHOOD = """
 """
 
 
+# PostgreSQL connections the floor reads through; the bench gives the gateway's metrics
+# pool as many (bench/harness.py), so S4 compares equal resources.
+POOL_SIZE = 10
+
+
 @dataclass(frozen=True)
 class FloorConfig:
     postgres_dsn: str
@@ -123,7 +128,7 @@ class FloorConfig:
     metrics_channel: str = "polygraph:metric.recorded"
     presence_channel: str = "polygraph:presence.changed"
     presence_offline_after_ms: int = 30_000
-    pool_size: int = 10
+    pool_size: int = POOL_SIZE
 
 
 class Unauthenticated(Exception):
@@ -736,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-channel", default="polygraph:metric.recorded")
     parser.add_argument("--presence-channel", default="polygraph:presence.changed")
     parser.add_argument("--presence-offline-after-ms", type=int, default=30_000)
-    parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument("--pool-size", type=int, default=POOL_SIZE)
     args = parser.parse_args(argv)
     config = FloorConfig(
         postgres_dsn=args.postgres_dsn,

@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import checks, claims, presence, report
+from bench import checks, claims, floor, presence, report
 from bench import search as search_bench
 from bench.dataset import (
     METRICS_DAYS,
@@ -104,6 +104,10 @@ STANDING_NOTES = (
     " the gateway keeps it in process for POLYGRAPH_SESSION_CACHE_S (5 s), so its Redis"
     " round trip is the rate-limit charge. The gateway reports its metrics store apart"
     " from PostgreSQL; the floor counts that query as PostgreSQL.",
+    f"Pools: the floor reads PostgreSQL through {floor.POOL_SIZE} connections; each"
+    " gateway has as many in its main pool and, set for the bench"
+    f" (POLYGRAPH_METRICS_POOL_MAX={floor.POOL_SIZE}; its default is 5), in its metrics"
+    " pool, which S4 reads through.",
     "The floor writes S5's task, event, audit and outbox rows in one statement and"
     " answers; a gateway writes them in one transaction of four statements and answers"
     " without waiting for Neo4j, as the bodies ask (waitForProjection: false). Every"
@@ -432,6 +436,8 @@ class Bench:
                 "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
                 "POLYGRAPH_CACHE_ENABLED": "false",
+                # As many connections for S4's reads as the floor has (its default is 5).
+                "POLYGRAPH_METRICS_POOL_MAX": str(floor.POOL_SIZE),
                 # What a scenario's writes leave to embed (S5's tasks) is embedded between
                 # scenarios (`_settle_embeddings`): a filler here would do it inside some
                 # later measured window, in whichever gateway's process took the rows.
@@ -475,7 +481,7 @@ class Bench:
             gateways.append(
                 self._gateway("gateway-cached", CACHED_GATEWAY_PORT, "planned", env=cache_on)
             )
-        floor = Child(
+        floor_server = Child(
             "floor",
             [
                 sys.executable,
@@ -505,7 +511,7 @@ class Bench:
             log_dir / "bench-floor.log",
             cwd=REPO_ROOT,
         )
-        for child in (*gateways, floor):
+        for child in (*gateways, floor_server):
             self.say(f"starting {child.name}")
             child.start()
             self.children[child.name] = child
