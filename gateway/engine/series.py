@@ -99,9 +99,9 @@ def _compile(executor: PlannedExecutionContext, plan: ObjectPlan) -> SeriesCompl
             head += leaf_lines(field, variable, _SHARED[field.attribute], names)
         elif field.mode == LEAF and field.attribute == "agent_id":
             read = "id_text('Agent', agent_id)"
-            per_series += _indented(leaf_lines(field, variable, read, names), 2)
+            per_series += _in_loop(leaf_lines(field, variable, read, names))
         elif field.mode == LEAF and field.attribute == "name":
-            per_series += _indented(leaf_lines(field, variable, "name", names), 2)
+            per_series += _in_loop(leaf_lines(field, variable, "name", names))
         elif field.mode == ATTRIBUTE and field.attribute == "points" and points is None:
             bucket = _bucket_lines(executor, field, names)
             if bucket is None:
@@ -110,7 +110,7 @@ def _compile(executor: PlannedExecutionContext, plan: ObjectPlan) -> SeriesCompl
             head += [
                 "    points = {}",
                 "    for row in series.read.rows:",
-                *_indented(bucket, 2),
+                *_in_loop(bucket),
                 "        key = (row[0], row[1])",
                 "        run = points.get(key)",
                 "        if run is None:",
@@ -167,6 +167,6 @@ def _bucket_lines(
     return lines
 
 
-def _indented(lines: list[str], levels: int = 1) -> list[str]:
-    """`lines` written for one level of indentation, at `levels`."""
-    return [("    " * (levels - 1)) + line for line in lines]
+def _in_loop(lines: list[str]) -> list[str]:
+    """Lines written for the function's body, one level deeper: inside its loops."""
+    return ["    " + line for line in lines]
