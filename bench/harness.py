@@ -106,7 +106,8 @@ STANDING_NOTES = (
     " from PostgreSQL; the floor counts that query as PostgreSQL.",
     f"Pools: the floor reads PostgreSQL through {floor.POOL_SIZE} connections; each"
     " gateway has as many in its main pool and, set for the bench"
-    f" (POLYGRAPH_METRICS_POOL_MAX={floor.POOL_SIZE}; its default is 5), in its metrics"
+    f" (POLYGRAPH_METRICS_POOL_MAX={floor.POOL_SIZE}; its default is"
+    f" {Settings.model_fields['metrics_pool_max'].default}), in its metrics"
     " pool, which S4 reads through.",
     "The floor writes S5's task, event, audit and outbox rows in one statement and"
     " answers; a gateway writes them in one transaction of four statements and answers"
@@ -436,7 +437,7 @@ class Bench:
                 "POLYGRAPH_RATE_LIMIT_AGENT": str(BENCH_OPERATOR_QUOTA),
                 "POLYGRAPH_EXECUTOR": executor,
                 "POLYGRAPH_CACHE_ENABLED": "false",
-                # As many connections for S4's reads as the floor has (its default is 5).
+                # As many connections for S4's reads as the floor has (more than its default).
                 "POLYGRAPH_METRICS_POOL_MAX": str(floor.POOL_SIZE),
                 # What a scenario's writes leave to embed (S5's tasks) is embedded between
                 # scenarios (`_settle_embeddings`): a filler here would do it inside some
