@@ -82,13 +82,28 @@ NOW: Final = _Now()
 
 
 def _event_insert(
-    params: Params, event_type: str, columns: Sequence[str], extra: JSON, ctx: WriteContext
+    params: Params,
+    event_type: str,
+    columns: Sequence[str],
+    extra: JSON,
+    ctx: WriteContext,
+    *,
+    changed_from: str | None = None,
 ) -> str:
+    """The event of the row `t`: its `columns` as the row stores them; with
+    `changed_from` (a CTE holding the row before), only those whose value changed."""
+    changed = (
+        ""
+        if changed_from is None
+        else (
+            f" AND value IS DISTINCT FROM (SELECT to_jsonb({changed_from}) FROM {changed_from}) -> key"
+        )
+    )
     return (
         "INSERT INTO task_events (task_id, version, type, data, actor_id, created_at)"
         f" SELECT t.id, t.version, {params(event_type)},"
         " coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(t))"
-        f" WHERE key = ANY({params(list(columns))}::text[])), '{{}}')"
+        f" WHERE key = ANY({params(list(columns))}::text[]){changed}), '{{}}')"
         f" || {params(extra)}::jsonb,"
         f" {params(ctx.actor_id)}::uuid, t.updated_at FROM t"
     )
@@ -134,9 +149,12 @@ async def insert_task(
     return task_from_row(row)
 
 
-def _audited(params: Params, ctx: WriteContext, action: str, old: Task | None) -> tuple[str, str]:
+def _audited(
+    params: Params, ctx: WriteContext, action: str, old: Task | str | None
+) -> tuple[str, str]:
     """The audit row and `task.upserted` message of the task row `t`, as CTEs, and the
-    statement's final SELECT: the row, and the message's id as `outbox_id`."""
+    statement's final SELECT: the row, and the message's id as `outbox_id`. `old` is
+    the task before, or the name of a CTE holding its row."""
     ctes, sources = audit_in_statement(
         params,
         ctx,
@@ -145,7 +163,8 @@ def _audited(params: Params, ctx: WriteContext, action: str, old: Task | None) -
         written="t",
         new_value=task_json("t"),
         outbox=("task.upserted", UPSERTED),
-        old=old,
+        old=None if isinstance(old, str) else old,
+        old_value=f"(SELECT {task_json(old)} FROM {old})" if isinstance(old, str) else None,
     )
     return ctes, f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
 
@@ -187,6 +206,48 @@ async def change_task(
     if audit is not None:
         ctx.outbox_ids.append(row["outbox_id"])
     return task_from_row(row)
+
+
+async def patch_task(
+    conn: PgConnection,
+    ctx: WriteContext,
+    task_id: UUID,
+    values: dict[str, Any],
+    expected_version: int | None,
+) -> tuple[Task, bool] | None:
+    """Apply `values` to a task in ONE statement: it locks the row, and only when the
+    row is at `expected_version` (any, for None) and some value differs, writes it with
+    a new version, its `updated` event (the columns that changed), its audit row and
+    its `task.upserted` message. Returns the task and whether it was written (if not,
+    the caller compares versions: the row may be at another); None if there is none."""
+    params = Params([task_id, expected_version])
+    placeholders = {
+        column: params(value) for column, value in values.items() if _check_column(column)
+    }
+    assignments = [f"{column} = {value}" for column, value in placeholders.items()]
+    assignments += ["version = version + 1", "updated_at = now()"]
+    differs = " OR ".join(
+        f"old.{column} IS DISTINCT FROM {value}" for column, value in placeholders.items()
+    )
+    event = _event_insert(params, "updated", list(placeholders), {}, ctx, changed_from="old")
+    audit, select = _audited(params, ctx, "update", "old")
+    row = await conn.fetchrow(
+        # NO KEY UPDATE: dependency inserts that reference this task need not wait for it.
+        f"WITH old AS (SELECT {ROW} FROM tasks WHERE id = $1 FOR NO KEY UPDATE),"
+        f" t AS (UPDATE tasks SET {', '.join(assignments)} WHERE id = $1 AND (SELECT"
+        f" old.version = coalesce($2::int, old.version) AND ({differs or 'false'}) FROM old)"
+        f" RETURNING {ROW}),"
+        f" e AS ({event}), {audit} {select}"
+        # Nothing written: the row as it is, for the caller's version check.
+        " UNION ALL SELECT old.*, NULL FROM old WHERE NOT EXISTS (SELECT FROM t)",
+        *params.values,
+    )
+    if row is None:
+        return None
+    if row["outbox_id"] is None:
+        return task_from_row(row), False
+    ctx.outbox_ids.append(row["outbox_id"])
+    return task_from_row(row), True
 
 
 async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUID) -> None:

@@ -49,6 +49,7 @@ from stores.postgres.task_events import (
     change_task,
     event_from_row,
     insert_task,
+    patch_task,
     replay,
     task_from_row,
 )
@@ -361,17 +362,24 @@ class TaskRepository:
             name: value for name in _PATCH_COLUMNS if (value := getattr(patch, name)) is not UNSET
         }
         values = _checked(given)
+        if ctx.idempotency_key is None:
+            async with write_statement(self._store, _refusals(values)) as conn:
+                return _patched(
+                    await patch_task(conn, ctx, task_id, values, expected_version),
+                    task_id,
+                    expected_version,
+                )
         async with write_transaction(self._store, _refusals(values)) as conn:
             operation = f"task.update {task_id}"
             replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
             if replay_of is not None:
                 return await _get(conn, task_id)
-            current = await _lock(conn, task_id, expected_version)
-            changes = {k: v for k, v in values.items() if getattr(current, k) != v}
-            if not changes:
-                return current
-            task = await change_task(conn, ctx, current, changes, "updated", audit="update")
-        return task
+            # Raised inside the transaction, so a refusal keeps no idempotency key.
+            return _patched(
+                await patch_task(conn, ctx, task_id, values, expected_version),
+                task_id,
+                expected_version,
+            )
 
     async def transition(
         self,
@@ -706,6 +714,18 @@ async def _get(conn: PgConnection, task_id: UUID) -> Task:
     if row is None:
         raise NotFound("task", task_id)
     return task_from_row(row)
+
+
+def _patched(
+    patched: tuple[Task, bool] | None, task_id: UUID, expected_version: int | None
+) -> Task:
+    """`patch_task`'s answer, or its refusal: no such task, or one at another version."""
+    if patched is None:
+        raise NotFound("task", task_id)
+    task, written = patched
+    if not written:
+        check_version("task", task_id, task.version, expected_version)
+    return task
 
 
 async def _lock(

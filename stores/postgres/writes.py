@@ -133,6 +133,7 @@ def audit_in_statement(
     new_value: str,
     outbox: tuple[str, str],
     old: object | None = None,
+    old_value: str | None = None,
 ) -> tuple[str, str]:
     """What `write_audit` does with `outbox`, inside the statement that writes: for the
     row of the CTE `written` (one row, with an `id`), its audit row and outbox message.
@@ -140,19 +141,22 @@ def audit_in_statement(
     `new_value` and the outbox payload (`outbox` is its kind and its SQL) are jsonb
     expressions over `written`'s row, rendered as `to_json` renders the record in
     Python; `old` is the record before the write (None for a new one), rendered in
-    Python. Returns the CTEs to follow the write's own, and what the statement's final
-    FROM lists beside `written` (the message's id is `queued.id`; the projectors are
-    woken as `outbox.enqueue` wakes them). Appends to `ctx.audited`; the caller appends
-    the message's id to `ctx.outbox_ids`.
+    Python, or `old_value` in its place, a jsonb expression, when the statement itself
+    reads the row before. Returns the CTEs to follow the write's own, and what the
+    statement's final FROM lists beside `written` (the message's id is `queued.id`; the
+    projectors are woken as `outbox.enqueue` wakes them). Appends to `ctx.audited`; the
+    caller appends the message's id to `ctx.outbox_ids`.
     """
     kind, payload = outbox
+    if old_value is None:
+        old_value = f"{params(None if old is None else to_json(old))}::jsonb"
     ctx.audited.append(resource_type)
     ctes = (
         "audited AS (INSERT INTO audit_log (actor_id, action, resource_type, resource_id,"
         " old_value, new_value, request_id, client_address)"
         f" SELECT {params(ctx.actor_id)}::uuid, {params(action)}::text,"
         f" {params(resource_type)}::text, {written}.id::text,"
-        f" {params(None if old is None else to_json(old))}::jsonb, {new_value},"
+        f" {old_value}, {new_value},"
         f" {params(ctx.request_id)}::text,"
         f" {params(_ip_or_none(ctx.client_address))}::inet FROM {written}),"
         f" queued AS (INSERT INTO outbox (kind, payload) SELECT {params(kind)}::text, {payload}"

@@ -195,6 +195,51 @@ async def test_update_changes_fields_and_refuses_stale_versions(store: PostgresS
         await store.tasks.update(new_ctx(), uuid4(), TaskPatch(title="x"), expected_version=None)
 
 
+async def test_update_is_one_statement_and_writes_only_what_differs(
+    single: PostgresStore,
+) -> None:
+    task = await new_task(single, payload={"a": [1, 2]})
+    await single.tasks.update(new_ctx(), task.id, TaskPatch(priority=2), expected_version=1)
+    ctx = new_ctx()
+    with roundtrips.counting() as trips:  # warm: the connection knows the types
+        updated = await single.tasks.update(
+            ctx, task.id, TaskPatch(priority=3, payload={"a": [1, 2]}), expected_version=2
+        )
+    assert trips == {"postgres": 1}
+    assert (updated.priority, updated.version) == (3, 3)
+    # The event and the audit row hold what changed; the payload sent again did not.
+    [*_, event] = (await single.tasks.events_of([task.id]))[task.id]
+    assert (event.type, event.version, event.data) == ("updated", 3, {"priority": 3})
+    [audit] = await audit_rows(single, ctx)
+    assert (audit["old_value"]["priority"], audit["new_value"]) == (2, to_json(updated))
+    assert len(ctx.outbox_ids) == 1
+    # Nothing differs: the task as it is, no version, event, audit row or message.
+    same = new_ctx()
+    with roundtrips.counting() as trips:
+        unchanged = await single.tasks.update(
+            same, task.id, TaskPatch(priority=3), expected_version=3
+        )
+    assert trips == {"postgres": 1} and unchanged == updated
+    assert await audit_rows(single, same) == [] and same.outbox_ids == []
+    assert len((await single.tasks.events_of([task.id]))[task.id]) == 3
+    # A stale version is refused even when nothing would change.
+    with pytest.raises(Conflict, match="is at version 3, you sent 2"):
+        await single.tasks.update(new_ctx(), task.id, TaskPatch(priority=3), expected_version=2)
+    # With an idempotency key: the key's claim and the write in one transaction; a
+    # refusal keeps no key, so the same key may try again.
+    key = unique("key")
+    with pytest.raises(Conflict):
+        await single.tasks.update(
+            new_ctx(key=key), task.id, TaskPatch(priority=4), expected_version=1
+        )
+    first = new_ctx(key=key)
+    keyed = await single.tasks.update(first, task.id, TaskPatch(priority=4), expected_version=3)
+    again = replace(first, request_id=unique("req"), outbox_ids=[], audited=[])
+    replayed = await single.tasks.update(again, task.id, TaskPatch(priority=4), expected_version=3)
+    assert (keyed.version, replayed) == (4, keyed)
+    assert await audit_rows(single, again) == [] and again.outbox_ids == []
+
+
 async def test_transitions_stamp_times_and_keep_results(store: PostgresStore) -> None:
     agent = await new_agent(store)
     task = await new_task(store)
@@ -462,6 +507,41 @@ async def test_concurrent_opposite_edges_cannot_both_land(store: PostgresStore) 
             return_exceptions=True,
         )
         assert sorted(type(result).__name__ for result in results) == ["Conflict", "tuple"]
+
+
+async def test_concurrent_updates_each_land_on_the_version_before_them(
+    store: PostgresStore,
+) -> None:
+    task = await new_task(store)
+    # Unconditional updates, each of a title no other sends: all land, one version
+    # each, events without a gap, the row as the last event left it.
+    titles = [unique("title") for _ in range(8)]
+    await asyncio.gather(
+        *(
+            store.tasks.update(new_ctx(), task.id, TaskPatch(title=t), expected_version=None)
+            for t in titles
+        )
+    )
+    events = (await store.tasks.events_of([task.id]))[task.id]
+    assert [event.version for event in events] == list(range(1, len(titles) + 2))
+    current = (await store.tasks.by_ids([task.id]))[task.id]
+    assert current.title == events[-1].data["title"]
+    # Updates sent against the same version: one lands, the others are refused.
+    results = await asyncio.gather(
+        *(
+            store.tasks.update(
+                new_ctx(), task.id, TaskPatch(title=unique("t")), expected_version=current.version
+            )
+            for _ in range(4)
+        ),
+        return_exceptions=True,
+    )
+    assert sorted(type(result).__name__ for result in results) == [
+        "Conflict",
+        "Conflict",
+        "Conflict",
+        "Task",
+    ]
 
 
 async def test_idempotent_dependency_writes(store: PostgresStore) -> None:
