@@ -92,13 +92,10 @@ def _event_insert(
 ) -> str:
     """The event of the row `t`: its `columns` as the row stores them; with
     `changed_from` (a CTE holding the row before), only those whose value changed."""
-    changed = (
-        ""
-        if changed_from is None
-        else (
-            f" AND value IS DISTINCT FROM (SELECT to_jsonb({changed_from}) FROM {changed_from}) -> key"
-        )
-    )
+    changed = ""
+    if changed_from is not None:
+        before = f"(SELECT to_jsonb({changed_from}) FROM {changed_from})"
+        changed = f" AND value IS DISTINCT FROM ({before} -> key)"
     return (
         "INSERT INTO task_events (task_id, version, type, data, actor_id, created_at)"
         f" SELECT t.id, t.version, {params(event_type)},"
@@ -179,10 +176,27 @@ async def change_task(
     *,
     audit: str | None = None,
 ) -> Task:
-    """Apply `changes` to a task the caller has locked at `task.version`, bump its version
-    and append the event. An empty `changes` still records the event (dependencies).
-    With `audit` (the action), the same statement also writes the audit row (the task
-    before and after) and the `task.upserted` outbox message."""
+    """`change_task_at` for a task the caller has locked at `task.version`."""
+    changed = await change_task_at(conn, ctx, task, changes, event_type, extra, audit=audit)
+    assert changed is not None, "the caller holds the row lock, so the version cannot have moved"
+    return changed
+
+
+async def change_task_at(
+    conn: PgConnection,
+    ctx: WriteContext,
+    task: Task,
+    changes: dict[str, Any],
+    event_type: str,
+    extra: JSON | None = None,
+    *,
+    audit: str | None = None,
+) -> Task | None:
+    """Apply `changes` to the task if its row is still at `task.version`, bump its
+    version and append the event; None if the row has moved on. An empty `changes`
+    still records the event (dependencies). With `audit` (the action), the same
+    statement also writes the audit row (the task before and after) and the
+    `task.upserted` outbox message."""
     assert event_type in EVENT_TYPES, event_type
     params = Params([task.id, task.version])
     assignments = [
@@ -202,7 +216,8 @@ async def change_task(
         f" {select}",
         *params.values,
     )
-    assert row is not None, "the caller holds the row lock, so the version cannot have moved"
+    if row is None:
+        return None
     if audit is not None:
         ctx.outbox_ids.append(row["outbox_id"])
     return task_from_row(row)

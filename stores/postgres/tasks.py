@@ -47,6 +47,7 @@ from stores.postgres.task_events import (
     ROW,
     TASK_COLUMNS,
     change_task,
+    change_task_at,
     event_from_row,
     insert_task,
     patch_task,
@@ -407,47 +408,54 @@ class TaskRepository:
         refusals: Refusals = {
             "tasks_assignee_id_fkey": lambda: NotFound("agent", assignee_id, field="assigneeId")
         }
+        move = _Move(to_status, assignee_id, result, error_message, fencing_token, holder_id)
+        if ctx.idempotency_key is None:
+            async with write_statement(self._store, refusals) as conn:
+                # Read, check, and write only if the row is still at the version read
+                # (`change_task_at`): two round trips where BEGIN, a lock, the write
+                # and COMMIT took four. A row that moved in between is read again.
+                for _ in range(_MOVE_ATTEMPTS):
+                    row = await conn.fetchrow(
+                        f"SELECT {ROW}, now() AS now FROM tasks WHERE id = $1", task_id
+                    )
+                    if row is None:
+                        raise NotFound("task", task_id)
+                    current = task_from_row(row)
+                    check_version("task", task_id, current.version, expected_version)
+                    changes = move.changes(current, now=row["now"])
+                    task = await change_task_at(
+                        conn,
+                        ctx,
+                        current,
+                        changes,
+                        EVENT_TYPES[to_status],
+                        {"from": current.status},
+                        audit="transition",
+                    )
+                    if task is not None:
+                        return task
+            raise Conflict(
+                f"task {task_id} changed {_MOVE_ATTEMPTS} times while it was being moved;"
+                " read it again and retry",
+                field="id",
+            )
         async with write_transaction(self._store, refusals) as conn:
             operation = f"task.transition {task_id} {to_status}"
             replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
             if replay_of is not None:
                 return await _get(conn, task_id)
             current = await _lock(conn, task_id, expected_version)
-            # The claim first: a stale holder learns that, whatever the task's state now.
-            if fencing_token is not None or holder_id is not None:
-                now = await conn.fetchval("SELECT now()") if current.lease_expires_at else None
-                check_holder(current, fencing_token, holder_id, now=now)
-            check_transition(current, to_status)
-            changes: dict[str, Any] = {"status": to_status}
-            if current.lease_expires_at is not None and to_status != "in_progress":
-                changes["lease_expires_at"] = None
-            if to_status == "assigned":
-                assignee = assignee_id or current.assignee_id
-                if assignee is None:
-                    raise InvalidInput("assigneeId", "assigning a task needs an assignee")
-                changes["assignee_id"] = assignee
-            elif to_status == "in_progress":
-                changes["started_at"] = NOW
-            elif to_status in ("completed", "failed"):
-                changes.update(completed_at=NOW, result=result, error_message=error_message)
-            elif to_status == "pending":
-                changes.update(
-                    retry_count=current.retry_count + 1,
-                    started_at=None,
-                    completed_at=None,
-                    result=None,
-                    error_message=None,
-                )
-            task = await change_task(
+            needs_now = move.checks_holder and current.lease_expires_at is not None
+            now = await conn.fetchval("SELECT now()") if needs_now else None
+            return await change_task(
                 conn,
                 ctx,
                 current,
-                changes,
+                move.changes(current, now=now),
                 EVENT_TYPES[to_status],
                 {"from": current.status},
                 audit="transition",
             )
-        return task
 
     async def add_dependency(
         self, ctx: WriteContext, task_id: UUID, depends_on_id: UUID
@@ -726,6 +734,56 @@ def _patched(
     if not written:
         check_version("task", task_id, task.version, expected_version)
     return task
+
+
+# How often a move without a lock reads a row that moved before it gives up.
+_MOVE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """A transition asked for, and what it changes in the row it moves."""
+
+    to_status: str
+    assignee_id: UUID | None
+    result: JSON | None
+    error_message: str | None
+    fencing_token: int | None
+    holder_id: UUID | None
+
+    @property
+    def checks_holder(self) -> bool:
+        return self.fencing_token is not None or self.holder_id is not None
+
+    def changes(self, current: Task, *, now: datetime | None) -> dict[str, Any]:
+        """The columns the move sets on `current`, or its refusal. `now`: the
+        database's time, against which a claim's lease is checked."""
+        to_status = self.to_status
+        # The claim first: a stale holder learns that, whatever the task's state now.
+        if self.checks_holder:
+            check_holder(current, self.fencing_token, self.holder_id, now=now)
+        check_transition(current, to_status)
+        changes: dict[str, Any] = {"status": to_status}
+        if current.lease_expires_at is not None and to_status != "in_progress":
+            changes["lease_expires_at"] = None
+        if to_status == "assigned":
+            assignee = self.assignee_id or current.assignee_id
+            if assignee is None:
+                raise InvalidInput("assigneeId", "assigning a task needs an assignee")
+            changes["assignee_id"] = assignee
+        elif to_status == "in_progress":
+            changes["started_at"] = NOW
+        elif to_status in ("completed", "failed"):
+            changes.update(completed_at=NOW, result=self.result, error_message=self.error_message)
+        elif to_status == "pending":
+            changes.update(
+                retry_count=current.retry_count + 1,
+                started_at=None,
+                completed_at=None,
+                result=None,
+                error_message=None,
+            )
+        return changes
 
 
 async def _lock(

@@ -544,6 +544,40 @@ async def test_concurrent_updates_each_land_on_the_version_before_them(
     ]
 
 
+async def test_a_move_reads_then_writes_at_the_version_it_read(single: PostgresStore) -> None:
+    agent = await new_agent(single)
+    task = await new_task(single)
+    await single.tasks.transition(  # warm: the connection knows the statements' types
+        new_ctx(), task.id, "assigned", expected_version=1, assignee_id=agent.id
+    )
+    with roundtrips.counting() as trips:
+        started = await single.tasks.transition(
+            new_ctx(), task.id, "in_progress", expected_version=None
+        )
+    # The read and the write; BEGIN, the lock, the write and COMMIT before.
+    assert trips == {"postgres": 2} and started.version == 3
+    # Moves racing on one task, without versions: each lands on the row as the one
+    # before it left it (a row that moved after it was read is read again), or is
+    # refused by the state machine; the events have no gap.
+    racing = await new_task(single)
+    moves = [("assigned", agent.id)] * 3 + [("cancelled", None)] * 3
+    results = await asyncio.gather(
+        *(
+            single.tasks.transition(
+                new_ctx(), racing.id, status, expected_version=None, assignee_id=assignee
+            )
+            for status, assignee in moves
+        ),
+        return_exceptions=True,
+    )
+    landed = [result for result in results if isinstance(result, Task)]
+    assert all(isinstance(result, (Task, Conflict)) for result in results), results
+    events = (await single.tasks.events_of([racing.id]))[racing.id]
+    assert [event.version for event in events] == list(range(1, len(landed) + 2))
+    assert sorted(task.version for task in landed) == list(range(2, len(landed) + 2))
+    assert (await single.tasks.by_ids([racing.id]))[racing.id].status == "cancelled"
+
+
 async def test_idempotent_dependency_writes(store: PostgresStore) -> None:
     a, b = await new_task(store), await new_task(store)
     actor = uuid4()
