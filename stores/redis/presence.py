@@ -34,7 +34,6 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
 from stores import roundtrips
@@ -195,13 +194,11 @@ class PresenceOptions:
 class PresenceStore:
     """Presence on the Redis store's connections (it opens nothing of its own)."""
 
-    __slots__ = ("_client", "_options", "_redis", "_scripts")
+    __slots__ = ("_options", "_redis")
 
     def __init__(self, redis: RedisStore, options: PresenceOptions | None = None) -> None:
         self._redis = redis
         self._options = options or PresenceOptions()
-        self._scripts: dict[str, AsyncScript] = {}
-        self._client: object | None = None
 
     @property
     def options(self) -> PresenceOptions:
@@ -313,13 +310,7 @@ class PresenceStore:
         return self._options.offline_after_ms
 
     async def _run(self, source: str, *, keys: list[str], args: list[Any]) -> Any:
-        client = self._redis.client
-        if self._client is not client:
-            self._scripts = {}
-            self._client = client
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = client.register_script(source)
+        script = self._redis.script(source)
         roundtrips.record("redis")
         try:
             return await script(keys=keys, args=args)

@@ -57,8 +57,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -303,8 +301,6 @@ class RateLimitStore:
         "_queued",
         "_redis",
         "_retry_at",
-        "_script",
-        "_script_client",
         "_sender",
     )
 
@@ -324,8 +320,6 @@ class RateLimitStore:
         self._fallback_active = False
         self._fallback_operations = 0
         self._retry_at = 0.0
-        self._script: AsyncScript | None = None
-        self._script_client: aioredis.Redis | None = None
         # Charges waiting for the batch in Redis to come back, and what sends them.
         self._queued: list[tuple[Sequence[Charge], asyncio.Future[list[int]]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -535,10 +529,7 @@ class RateLimitStore:
 
     async def _call_script(self, groups: Sequence[Sequence[Charge]]) -> list[list[int]]:
         """One script call charging each group all or nothing; each group's reply."""
-        client = self._redis.client
-        if self._script is None or self._script_client is not client:
-            self._script = client.register_script(_CHARGE_SCRIPT)
-            self._script_client = client
+        script = self._redis.script(_CHARGE_SCRIPT)
         keys: list[str] = []
         args: list[float | int] = []
         for charges in groups:
@@ -547,7 +538,7 @@ class RateLimitStore:
                 keys.append(KEY_PREFIX + charge.key)
                 args += [charge.limit, charge.window_us, charge.cost, charge.minimum, charge.lease]
         roundtrips.record("redis")
-        reply = [int(value) for value in await self._script(keys=keys, args=args)]
+        reply = [int(value) for value in await script(keys=keys, args=args)]
         replies: list[list[int]] = []
         start = 0
         for charges in groups:

@@ -276,7 +276,7 @@ class SessionStore:
 
         async def in_redis(client: aioredis.Redis) -> Session | None:
             roundtrips.record("redis")
-            reply = await client.register_script(_RESOLVE_SCRIPT)(
+            reply = await self._redis.script(_RESOLVE_SCRIPT)(
                 keys=[_session_key(token_hash)], args=[*_PREFIXES, now, touch_ms]
             )
             if reply is None:
@@ -304,7 +304,7 @@ class SessionStore:
         async def in_redis(client: aioredis.Redis) -> bool:
             self._memory.discard(token_hash)
             roundtrips.record("redis")
-            deleted = await client.register_script(_DELETE_SCRIPT)(
+            deleted = await self._redis.script(_DELETE_SCRIPT)(
                 keys=[_session_key(token_hash)], args=[*_PREFIXES, ""]
             )
             return bool(deleted)
@@ -335,7 +335,7 @@ class SessionStore:
         async def in_redis(client: aioredis.Redis) -> bool:
             self._memory.discard_id(session_id, user_id)
             roundtrips.record("redis")
-            revoked = await client.register_script(_REVOKE_SCRIPT)(
+            revoked = await self._redis.script(_REVOKE_SCRIPT)(
                 keys=[SESSION_ID_KEY + session_id], args=[*_PREFIXES, owner]
             )
             return bool(revoked)
@@ -384,7 +384,7 @@ class SessionStore:
         async def in_redis(client: aioredis.Redis) -> int:
             self._memory.end_matching(user_id, api_key_id, agent_id, now, log_out=False)
             roundtrips.record("redis")
-            ended = await client.register_script(_END_MATCHING_SCRIPT)(
+            ended = await self._redis.script(_END_MATCHING_SCRIPT)(
                 keys=[_user_index(user_id)], args=[*_PREFIXES, key, agent]
             )
             return int(ended)

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,12 +40,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class RedisStore:
-    __slots__ = ("_clients", "_lifecycle", "_options")
+    __slots__ = ("_clients", "_lifecycle", "_options", "_scripts")
 
     def __init__(self, options: RedisOptions) -> None:
         self._options = options
         self._clients: RedisClients | None = None
         self._lifecycle = Lifecycle(NAME)
+        # Lua scripts registered with the clients, by source (see `script`).
+        self._scripts: dict[str, AsyncScript] = {}
 
     async def open(self) -> None:
         self._lifecycle.opening()
@@ -83,6 +86,15 @@ class RedisStore:
         self._lifecycle.check_open()
         assert self._clients is not None
         return cast(aioredis.Redis, self._clients.client)
+
+    def script(self, source: str) -> AsyncScript:
+        """The Lua script `source`, registered with the client once: registering hashes
+        its text, and each call then sends the hash (EVALSHA, loading it if the server
+        has not seen it)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
 
     @property
     def cluster(self) -> RedisCluster | None:
