@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.presence import PresenceQueries, PresenceSubscriptions
 from schema.query import Query as CoreQuery
+from schema.scalars import DATETIME
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 from schema.task_search import TaskSearchQuery
@@ -113,6 +115,7 @@ def build_schema(
         subscription=Subscription,
         extensions=list(extensions),
         execution_context_class=execution_context_class,
+        scalar_overrides={datetime: DATETIME},
     )
     _introspectable_defaults(schema._schema)
     add_directives(schema._schema)

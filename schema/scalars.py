@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 
 from resolvers.errors import ClientError, ErrorCode
 
@@ -24,4 +29,29 @@ def json_object(value: object, *, field: str) -> dict[str, Any]:
     return value
 
 
-__all__ = ["JSON", "json_object"]
+# RFC 3339's date-time, the shape clients send: date, time, optional fraction and
+# offset. Python's parser reads it as dateutil's does; it also reads shapes dateutil
+# refuses (a trailing dot, "T10.5" as half a second), which stay dateutil's to judge.
+_RFC_3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?")
+# Strawberry's own: dateutil's `isoparse`, its refusals coded as coercion errors.
+_parse_as_strawberry = DateTimeDefinition.parse_value
+
+
+def parse_datetime(value: object) -> object:
+    """A `DateTime` input as Strawberry parses it, with an RFC 3339 text read by
+    `datetime.fromisoformat` first (0.1 µs against dateutil's 5.8; S4 sends two a
+    request). What that refuses (24:00, 30 February) and every other shape go
+    Strawberry's way, which decides and words refusals as before."""
+    if isinstance(value, str) and _RFC_3339.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    assert _parse_as_strawberry is not None
+    return _parse_as_strawberry(value)
+
+
+# The schema's scalar for `datetime` (schema/build.py: `scalar_overrides`).
+DATETIME = dataclasses.replace(DateTimeDefinition, parse_value=parse_datetime)
+
+__all__ = ["DATETIME", "JSON", "json_object", "parse_datetime"]
