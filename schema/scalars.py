@@ -34,6 +34,7 @@ def json_object(value: object, *, field: str) -> dict[str, Any]:
 # refuses (a trailing dot, "T10.5" as half a second), which stay dateutil's to judge.
 _RFC_3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?")
 # Strawberry's own: dateutil's `isoparse`, its refusals coded as coercion errors.
+assert DateTimeDefinition.parse_value is not None
 _parse_as_strawberry = DateTimeDefinition.parse_value
 
 
@@ -47,7 +48,6 @@ def parse_datetime(value: object) -> object:
             return datetime.fromisoformat(value)
         except ValueError:
             pass
-    assert _parse_as_strawberry is not None
     return _parse_as_strawberry(value)
 
 

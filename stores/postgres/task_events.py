@@ -147,11 +147,17 @@ async def insert_task(
 
 
 def _audited(
-    params: Params, ctx: WriteContext, action: str, old: Task | str | None
+    params: Params,
+    ctx: WriteContext,
+    action: str,
+    old: Task | None,
+    *,
+    old_value: str | None = None,
 ) -> tuple[str, str]:
     """The audit row and `task.upserted` message of the task row `t`, as CTEs, and the
-    statement's final SELECT: the row, and the message's id as `outbox_id`. `old` is
-    the task before, or the name of a CTE holding its row."""
+    statement's final SELECT: the row, and the message's id as `outbox_id`. The task
+    before is `old`, or `old_value` when the statement reads it (see
+    `audit_in_statement`)."""
     ctes, sources = audit_in_statement(
         params,
         ctx,
@@ -160,8 +166,8 @@ def _audited(
         written="t",
         new_value=task_json("t"),
         outbox=("task.upserted", UPSERTED),
-        old=None if isinstance(old, str) else old,
-        old_value=f"(SELECT {task_json(old)} FROM {old})" if isinstance(old, str) else None,
+        old=old,
+        old_value=old_value,
     )
     return ctes, f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
 
@@ -245,7 +251,9 @@ async def patch_task(
         f"old.{column} IS DISTINCT FROM {value}" for column, value in placeholders.items()
     )
     event = _event_insert(params, "updated", list(placeholders), {}, ctx, changed_from="old")
-    audit, select = _audited(params, ctx, "update", "old")
+    audit, select = _audited(
+        params, ctx, "update", None, old_value=f"(SELECT {task_json('old')} FROM old)"
+    )
     row = await conn.fetchrow(
         # NO KEY UPDATE: dependency inserts that reference this task need not wait for it.
         f"WITH old AS (SELECT {ROW} FROM tasks WHERE id = $1 FOR NO KEY UPDATE),"
