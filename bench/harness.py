@@ -110,7 +110,7 @@ STANDING_NOTES = (
     f" {Settings.model_fields['metrics_pool_max'].default}), in its metrics"
     " pool, which S4 reads through.",
     "The floor writes S5's task, event, audit and outbox rows in one statement and"
-    " answers; a gateway writes them in one transaction of four statements and answers"
+    " answers; a gateway does too (createTask without an idempotency key), answering"
     " without waiting for Neo4j, as the bodies ask (waitForProjection: false). Every"
     " gateway runs its own projector, as replicas do (rows are claimed with SKIP LOCKED);"
     " the projectors apply every server's outbox rows, in their own processes' CPU time.",
