@@ -42,6 +42,14 @@ OUTBOX_CHANNEL = "polygraph_outbox"
 _MAX_ERROR_LENGTH = 2000
 
 
+def wake_when_queued(queued: str, channel: str) -> str:
+    """The body of a CTE that wakes the projectors on commit, as `enqueue` does, once
+    and only if the CTE `queued` (the statement's outbox rows) holds a row: a write
+    that turns out to write nothing wakes nobody. `channel` is the placeholder of
+    `OUTBOX_CHANNEL`; list the CTE in the final FROM so that it runs."""
+    return f"SELECT pg_notify({channel}, '') FROM {queued} LIMIT 1"
+
+
 async def enqueue(
     conn: PgConnection,
     kind: str,

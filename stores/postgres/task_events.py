@@ -16,7 +16,7 @@ from uuid import UUID
 from asyncpg import Record
 
 from stores.postgres.options import PgConnection
-from stores.postgres.outbox import OUTBOX_CHANNEL
+from stores.postgres.outbox import OUTBOX_CHANNEL, wake_when_queued
 from stores.postgres.pagination import Params
 from stores.postgres.records import JSON, Task, TaskEvent, WriteContext
 from stores.postgres.writes import audit_in_statement, json_time
@@ -142,7 +142,7 @@ async def insert_task(
         *params.values,
     )
     assert row is not None
-    ctx.outbox_ids.append(row["outbox_id"])
+    _written(ctx, row)
     return task_from_row(row)
 
 
@@ -170,6 +170,12 @@ def _audited(
         old_value=old_value,
     )
     return ctes, f"SELECT t.*, queued.id AS outbox_id FROM t, {sources}"
+
+
+def _written(ctx: WriteContext, row: Record) -> None:
+    """Note what a statement built with `_audited` wrote, once it has written."""
+    ctx.audited.append("task")
+    ctx.outbox_ids.append(row["outbox_id"])
 
 
 async def change_task(
@@ -225,7 +231,7 @@ async def change_task_at(
     if row is None:
         return None
     if audit is not None:
-        ctx.outbox_ids.append(row["outbox_id"])
+        _written(ctx, row)
     return task_from_row(row)
 
 
@@ -269,7 +275,7 @@ async def patch_task(
         return None
     if row["outbox_id"] is None:
         return task_from_row(row), False
-    ctx.outbox_ids.append(row["outbox_id"])
+    _written(ctx, row)
     return task_from_row(row), True
 
 
@@ -283,10 +289,9 @@ async def unassign_tasks_of(conn: PgConnection, ctx: WriteContext, agent_id: UUI
         "WITH t AS (UPDATE tasks SET assignee_id = NULL, version = version + 1,"
         f" updated_at = now() WHERE assignee_id = $1 RETURNING {ROW}),"
         f" e AS ({event}),"
-        f" o AS ({QUEUE_UPSERTED} RETURNING id)"
-        # The projectors are woken on commit, as `outbox.enqueue` wakes them.
-        " SELECT array_agg(o.id ORDER BY o.id)"
-        f" FROM o, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified",
+        f" o AS ({QUEUE_UPSERTED} RETURNING id),"
+        f" woken AS ({wake_when_queued('o', params(OUTBOX_CHANNEL))})"
+        " SELECT array_agg(o.id ORDER BY o.id) FROM o, woken",
         *params.values,
     )
     ctx.outbox_ids.extend(outbox_ids or ())

@@ -18,7 +18,7 @@ import orjson
 
 from stores.errors import Conflict, InvalidInput, StoreRefused
 from stores.postgres.options import PgConnection
-from stores.postgres.outbox import OUTBOX_CHANNEL
+from stores.postgres.outbox import OUTBOX_CHANNEL, wake_when_queued
 from stores.postgres.records import JSON, WriteContext
 
 if TYPE_CHECKING:
@@ -144,13 +144,13 @@ def audit_in_statement(
     Python, or `old_value` in its place, a jsonb expression, when the statement itself
     reads the row before. Returns the CTEs to follow the write's own, and what the
     statement's final FROM lists beside `written` (the message's id is `queued.id`; the
-    projectors are woken as `outbox.enqueue` wakes them). Appends to `ctx.audited`; the
-    caller appends the message's id to `ctx.outbox_ids`.
+    projectors are woken as `outbox.enqueue` wakes them, only if a row was written).
+    When the statement has written, the caller appends `resource_type` to
+    `ctx.audited` and the message's id to `ctx.outbox_ids`.
     """
     kind, payload = outbox
     if old_value is None:
         old_value = f"{params(None if old is None else to_json(old))}::jsonb"
-    ctx.audited.append(resource_type)
     ctes = (
         "audited AS (INSERT INTO audit_log (actor_id, action, resource_type, resource_id,"
         " old_value, new_value, request_id, client_address)"
@@ -160,9 +160,10 @@ def audit_in_statement(
         f" {params(ctx.request_id)}::text,"
         f" {params(_ip_or_none(ctx.client_address))}::inet FROM {written}),"
         f" queued AS (INSERT INTO outbox (kind, payload) SELECT {params(kind)}::text, {payload}"
-        f" FROM {written} RETURNING id)"
+        f" FROM {written} RETURNING id),"
+        f" woken AS ({wake_when_queued('queued', params(OUTBOX_CHANNEL))})"
     )
-    return ctes, f"queued, pg_notify({params(OUTBOX_CHANNEL)}, '') AS notified"
+    return ctes, "queued, woken"
 
 
 def json_time(column: str) -> str:

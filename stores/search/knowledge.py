@@ -19,7 +19,7 @@ from asyncpg import Record
 from stores.embeddings import Vector
 from stores.errors import InvalidInput, NotFound
 from stores.postgres.inputs import UNSET, check_text
-from stores.postgres.outbox import OUTBOX_CHANNEL
+from stores.postgres.outbox import OUTBOX_CHANNEL, wake_when_queued
 from stores.postgres.pagination import Params
 from stores.postgres.records import WriteContext
 from stores.postgres.vectors import vector_array
@@ -354,7 +354,7 @@ class KnowledgeRepository:
                 " FROM inserted WHERE $8 ORDER BY id RETURNING id"
                 ")"
                 " SELECT count(*) FROM inserted"
-                " LEFT JOIN (SELECT pg_notify($9, '') FROM queued LIMIT 1) AS woken ON true",
+                f" LEFT JOIN ({wake_when_queued('queued', '$9')}) AS woken ON true",
                 [item_id for item_id, _, _ in rows],
                 [data.title for _, data, _ in rows],
                 [data.content for _, data, _ in rows],

@@ -7,13 +7,17 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import pytest
 
+from gateway.settings import Settings
 from stores import PostgresStore, roundtrips
 from stores.errors import Conflict, InvalidInput, NotFound
 from stores.postgres.inputs import TaskFilter, TaskInput, TaskOrder, TaskPatch
+from stores.postgres.outbox import OUTBOX_CHANNEL
 from stores.postgres.pagination import PageRequest
 from stores.postgres.records import Task
+from stores.postgres.task_events import change_task_at
 from stores.postgres.tasks import AssigneeTasks
 from stores.postgres.writes import json_time, to_json
 from tests.integration.stores import (
@@ -238,6 +242,36 @@ async def test_update_is_one_statement_and_writes_only_what_differs(
     replayed = await single.tasks.update(again, task.id, TaskPatch(priority=4), expected_version=3)
     assert (keyed.version, replayed) == (4, keyed)
     assert await audit_rows(single, again) == [] and again.outbox_ids == []
+
+
+async def test_a_write_that_writes_nothing_wakes_no_projector(
+    settings: Settings, single: PostgresStore
+) -> None:
+    task = await new_task(single, priority=1)
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(settings.postgres_dsn.get_secret_value())
+    try:
+        await listener.add_listener(
+            OUTBOX_CHANNEL, lambda _conn, _pid, _channel, payload: woken.put_nowait(payload)
+        )
+        # An update with nothing new, and a write at a version the row has left.
+        same, stale = new_ctx(), new_ctx()
+        await single.tasks.update(same, task.id, TaskPatch(priority=1), expected_version=1)
+        moved = await single.tasks.update(
+            new_ctx(), task.id, TaskPatch(priority=2), expected_version=None
+        )
+        assert await woken.get() == ""
+        async with single.connection() as conn:
+            written = await change_task_at(
+                conn, stale, task, {"priority": 3}, "updated", audit="update"
+            )
+            # Notifications arrive in commit order: this one after any of the writes'.
+            await conn.execute("SELECT pg_notify($1, 'marker')", OUTBOX_CHANNEL)
+        assert written is None and await woken.get() == "marker"
+        assert (same.audited, same.outbox_ids, stale.audited, stale.outbox_ids) == ([],) * 4
+        assert (await single.tasks.by_ids([task.id]))[task.id] == moved
+    finally:
+        await listener.close()
 
 
 async def test_transitions_stamp_times_and_keep_results(store: PostgresStore) -> None:
