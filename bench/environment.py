@@ -6,13 +6,13 @@ import os
 import platform
 import secrets
 import shutil
-import statistics
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.stats import percentile
 from gateway.settings import Settings
 from stores import GraphStore, PostgresStore, RedisStore
 from stores.redis.sessions import SessionStore
@@ -137,8 +137,7 @@ async def session_resolution(settings: Settings, token: str, *, count: int) -> d
 
 
 def _percentiles(timings: list[float], prefix: str) -> dict[str, float]:
-    timings = sorted(timings)
     return {
-        f"{prefix}p50_ms": round(statistics.median(timings), 3),
-        f"{prefix}p99_ms": round(timings[min(len(timings) - 1, int(0.99 * len(timings)))], 3),
+        f"{prefix}p50_ms": round(percentile(timings, 0.5), 3),
+        f"{prefix}p99_ms": round(percentile(timings, 0.99), 3),
     }

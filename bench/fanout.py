@@ -20,6 +20,8 @@ import orjson
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.stats import percentile
+
 WARM_UP_S = 1.0
 DRAIN_S = 3.0
 
@@ -65,13 +67,6 @@ async def _subscribe(spec: dict[str, Any], subscribers: Subscribers) -> ClientCo
         raise RuntimeError(f"not acknowledged: {ack}")
     await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": spec["query"]}}))
     return ws
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -130,9 +125,9 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "delivered": subscribers.delivered,
         "expected": expected,
         "seconds": max(seconds, 1e-9),
-        "p50_ms": _percentile(latencies, 50),
-        "p95_ms": _percentile(latencies, 95),
-        "p99_ms": _percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 0.50),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
         "errors": subscribers.errors + max(0, expected - subscribers.delivered),
         "sample": subscribers.sample,
     }

@@ -42,6 +42,7 @@ import orjson
 import uvicorn
 
 from bench import knowledge_vectors
+from bench.stats import percentile
 from gateway.app import create_app
 from gateway.settings import Settings
 from infra.local import stack
@@ -518,12 +519,10 @@ def _latency(
 
 
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
     def at(fraction: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2)
+        return round(percentile(samples, fraction) * 1000, 2)
 
-    return {"p50_ms": at(0.5), "p99_ms": at(0.99), "n": len(ordered)}
+    return {"p50_ms": at(0.5), "p99_ms": at(0.99), "n": len(samples)}
 
 
 def write(results: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
