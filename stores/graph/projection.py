@@ -428,40 +428,45 @@ _WORKFLOW_UPSERTED = """
 """
 
 
-def _agent_related() -> str:
+# A link is written only if neither it nor either end was deleted after it was queued.
+_ENDPOINTS_ALIVE = """
+    WITH row WHERE NOT EXISTS {
+        MATCH (gone:Tombstone)
+        WHERE (gone.key = row.key AND gone.outbox_id >= row.oid)
+           OR gone.key IN row.endpoint_keys
+    }"""
+
+
+def _related(label: str, edge_types: tuple[str, ...], *, weighted: bool = False) -> str:
+    weight = "r.weight = row.weight, " if weighted else ""
     branches = "".join(
         f"""
     CALL (a, b, row) {{
         WITH a, b, row WHERE row.type = '{edge_type}'
         MERGE (a)-[r:{edge_type}]->(b)
         WITH r, row WHERE coalesce(r.outbox_id, -1) < row.oid
-        SET r.weight = row.weight, r.outbox_id = row.oid
+        SET {weight}r.outbox_id = row.oid
     }}"""
-        for edge_type in _AGENT_EDGE_TYPES
+        for edge_type in edge_types
     )
     return f"""
-    UNWIND $rows AS row
-    WITH row WHERE NOT EXISTS {{
-        MATCH (gone:Tombstone)
-        WHERE (gone.key = row.key AND gone.outbox_id >= row.oid)
-           OR gone.key IN row.endpoint_keys
-    }}
-    MERGE (a:Agent {{id: row.source_id}})
-    MERGE (b:Agent {{id: row.target_id}})
+    UNWIND $rows AS row{_ENDPOINTS_ALIVE}
+    MERGE (a:{label} {{id: row.source_id}})
+    MERGE (b:{label} {{id: row.target_id}})
     WITH a, b, row{branches}
 """
 
 
-def _agent_unrelated() -> str:
+def _unrelated(label: str, edge_types: tuple[str, ...]) -> str:
     branches = "".join(
         f"""
     CALL (row) {{
         WITH row WHERE row.type = '{edge_type}'
-        MATCH (:Agent {{id: row.source_id}})-[r:{edge_type}]->(:Agent {{id: row.target_id}})
+        MATCH (:{label} {{id: row.source_id}})-[r:{edge_type}]->(:{label} {{id: row.target_id}})
         WHERE coalesce(r.outbox_id, -1) < row.oid
         DELETE r
     }}"""
-        for edge_type in _AGENT_EDGE_TYPES
+        for edge_type in edge_types
     )
     return f"""
     UNWIND $rows AS row
@@ -470,15 +475,10 @@ def _agent_unrelated() -> str:
 """
 
 
-_DEPENDENCY_ADDED = """
-    UNWIND $rows AS row
-    WITH row WHERE NOT EXISTS {
-        MATCH (gone:Tombstone)
-        WHERE (gone.key = row.key AND gone.outbox_id >= row.oid)
-           OR gone.key IN row.endpoint_keys
-    }
-    MERGE (t:Task {id: row.task_id})
-    MERGE (d:Task {id: row.depends_on_id})
+_DEPENDENCY_ADDED = f"""
+    UNWIND $rows AS row{_ENDPOINTS_ALIVE}
+    MERGE (t:Task {{id: row.task_id}})
+    MERGE (d:Task {{id: row.depends_on_id}})
     MERGE (t)-[r:DEPENDS_ON]->(d)
     WITH r, row WHERE coalesce(r.outbox_id, -1) < row.oid
     SET r.outbox_id = row.oid
@@ -520,48 +520,6 @@ _KNOWLEDGE_UPSERTED = """
 """
 
 
-def _knowledge_related() -> str:
-    branches = "".join(
-        f"""
-    CALL (a, b, row) {{
-        WITH a, b, row WHERE row.type = '{edge_type}'
-        MERGE (a)-[r:{edge_type}]->(b)
-        WITH r, row WHERE coalesce(r.outbox_id, -1) < row.oid
-        SET r.outbox_id = row.oid
-    }}"""
-        for edge_type in _KNOWLEDGE_EDGE_TYPES
-    )
-    return f"""
-    UNWIND $rows AS row
-    WITH row WHERE NOT EXISTS {{
-        MATCH (gone:Tombstone)
-        WHERE (gone.key = row.key AND gone.outbox_id >= row.oid)
-           OR gone.key IN row.endpoint_keys
-    }}
-    MERGE (a:Knowledge {{id: row.source_id}})
-    MERGE (b:Knowledge {{id: row.target_id}})
-    WITH a, b, row{branches}
-"""
-
-
-def _knowledge_unrelated() -> str:
-    branches = "".join(
-        f"""
-    CALL (row) {{
-        WITH row WHERE row.type = '{edge_type}'
-        MATCH (:Knowledge {{id: row.source_id}})-[r:{edge_type}]->(:Knowledge {{id: row.target_id}})
-        WHERE coalesce(r.outbox_id, -1) < row.oid
-        DELETE r
-    }}"""
-        for edge_type in _KNOWLEDGE_EDGE_TYPES
-    )
-    return f"""
-    UNWIND $rows AS row
-    {_BURY}
-    WITH row{branches}
-"""
-
-
 # A resolution is final: the node and its links are written once (again on a replay),
 # never changed. Agents and tasks deleted meanwhile (tombstoned) are not brought back.
 _NEGOTIATION_RESOLVED = """
@@ -592,16 +550,16 @@ _STATEMENTS: dict[str, str] = {
     "agent.upserted": _AGENT_UPSERTED,
     "task.upserted": _TASK_UPSERTED,
     "workflow.upserted": _WORKFLOW_UPSERTED,
-    "agent.related": _agent_related(),
+    "agent.related": _related("Agent", _AGENT_EDGE_TYPES, weighted=True),
     "task.dependency_added": _DEPENDENCY_ADDED,
-    "agent.unrelated": _agent_unrelated(),
+    "agent.unrelated": _unrelated("Agent", _AGENT_EDGE_TYPES),
     "task.dependency_removed": _DEPENDENCY_REMOVED,
     "agent.deleted": _deleted(NodeLabel.AGENT),
     "task.deleted": _deleted(NodeLabel.TASK),
     "workflow.deleted": _deleted(NodeLabel.WORKFLOW),
     "knowledge.upserted": _KNOWLEDGE_UPSERTED,
-    "knowledge.related": _knowledge_related(),
-    "knowledge.unrelated": _knowledge_unrelated(),
+    "knowledge.related": _related("Knowledge", _KNOWLEDGE_EDGE_TYPES),
+    "knowledge.unrelated": _unrelated("Knowledge", _KNOWLEDGE_EDGE_TYPES),
     "knowledge.deleted": _deleted(NodeLabel.KNOWLEDGE),
     "negotiation.resolved": _NEGOTIATION_RESOLVED,
 }
