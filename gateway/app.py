@@ -217,6 +217,11 @@ def create_app(
     if session_cache is not None:
         revocations.listen(session_cache.drop_covered)
     presence = PresenceStore(redis, settings.presence_options())
+    event_sinks = (
+        EventSinkDelivery(postgres, settings.event_sink_options(), stop_timeout_s=BACKGROUND_STOP_S)
+        if settings.event_sinks_enabled
+        else None
+    )
     stores = Stores(
         postgres,
         graph,
@@ -225,7 +230,12 @@ def create_app(
         sessions=SessionStore(redis, settings.session_options()),
         events=events,
         projector=(
-            Projector(postgres, graph, stop_timeout_s=BACKGROUND_STOP_S)
+            Projector(
+                postgres,
+                graph,
+                stop_timeout_s=BACKGROUND_STOP_S,
+                also_wake=[event_sinks.wake] if event_sinks is not None else [],
+            )
             if settings.projector_enabled
             else None
         ),
@@ -255,13 +265,7 @@ def create_app(
         revocations=revocations,
         session_cache=session_cache,
         health=HealthMonitor(min_interval_s=settings.health_min_interval_s),
-        event_sinks=(
-            EventSinkDelivery(
-                postgres, settings.event_sink_options(), stop_timeout_s=BACKGROUND_STOP_S
-            )
-            if settings.event_sinks_enabled
-            else None
-        ),
+        event_sinks=event_sinks,
         claim_options=settings.claim_options(),
         entity_cache=(
             EntityCache(postgres, redis, settings.cache_options())

@@ -127,7 +127,9 @@ class Settings(BaseSettings):
     # Event sinks (README: "Event sinks"): deliver task and agent events from this
     # process (replicas share the work); each attempt's timeout, attempts per event
     # before it is dropped, the exponential pause between them (with jitter), attempts
-    # in flight at once (one sink's: half at most), and how often to look for new events.
+    # in flight at once (one sink's: half at most), and after a look that found nothing,
+    # the pause before the next: at least the poll, at most the idle poll, ended by a
+    # write's outbox NOTIFY.
     event_sinks_enabled: bool = True
     event_sink_timeout_s: float = Field(default=5.0, gt=0, le=60)
     event_sink_max_attempts: int = Field(default=8, ge=1, le=50)
@@ -135,6 +137,7 @@ class Settings(BaseSettings):
     event_sink_max_backoff_s: float = Field(default=600.0, gt=0)
     event_sink_concurrency: int = Field(default=8, ge=1, le=100)
     event_sink_poll_s: float = Field(default=1.0, gt=0, le=60)
+    event_sink_idle_poll_s: float = Field(default=10.0, gt=0, le=300)
     # Sink URLs on loopback and link-local addresses (the gateway's own host, cloud
     # metadata services) are refused unless this is set.
     event_sinks_allow_loopback: bool = False
@@ -429,6 +432,7 @@ class Settings(BaseSettings):
             max_backoff_s=max(self.event_sink_min_backoff_s, self.event_sink_max_backoff_s),
             concurrency=self.event_sink_concurrency,
             poll_s=self.event_sink_poll_s,
+            idle_poll_s=max(self.event_sink_poll_s, self.event_sink_idle_poll_s),
             allow_loopback=self.event_sinks_allow_loopback,
         )
 

@@ -60,8 +60,13 @@ class DeliveryOptions:
     max_backoff_s: float = 600.0
     # Attempts in flight at once from this process.
     concurrency: int = 8
-    # How often to look for new events when there was nothing to do.
+    # After a look that found nothing to do: the pause before the next, at least
+    # `poll_s` and at most `idle_poll_s`, ended early by `wake()` (the outbox NOTIFY a
+    # write sends, heard by the projector's listener; resuming a sink). So a write's
+    # events go within `poll_s` as ever, an idle gateway looks every `idle_poll_s`,
+    # and a retry that falls due meanwhile may start up to that late.
     poll_s: float = 1.0
+    idle_poll_s: float = 10.0
     # Deliver to loopback and link-local addresses (tests, a receiver on the same host).
     allow_loopback: bool = False
 
@@ -184,7 +189,7 @@ class EventSinkDelivery(BackgroundLoop):
                 in_flight.add(asyncio.create_task(self._attempt(delivery)))
             await self._postgres.event_sinks.release(excess)
         if not in_flight:
-            await self._sleep(self.options.poll_s)
+            await self._idle()
             return
         done, _ = await asyncio.wait(
             in_flight, timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
@@ -292,6 +297,13 @@ class EventSinkDelivery(BackgroundLoop):
         if not self._failing:
             logger.warning("event sink delivery paused: %s", message)
             self._failing = True
+
+    async def _idle(self) -> None:
+        # Not woken before `poll_s`: a storm of writes that queue nothing for any sink
+        # (or none is registered) costs no more than one look every `poll_s`.
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.options.poll_s)
+        await self._sleep(max(0.0, self.options.idle_poll_s - self.options.poll_s))
 
     async def _sleep(self, seconds: float) -> None:
         with suppress(TimeoutError):

@@ -2,9 +2,10 @@
 every gateway process.
 
 Gateways share the outbox through `FOR UPDATE SKIP LOCKED`, so any number can
-run a projector. It wakes on the outbox NOTIFY, on `wake()` and every
-`idle_poll_s`. When a store is down it logs once, backs off and leaves the rows
-pending; nothing is lost and the loop never ends on an error.
+run a projector. It wakes on the outbox NOTIFY, when its listener's connection is
+lost, on `wake()`, and every `idle_poll_s` (at most a second while it cannot
+listen). When a store is down it logs once, backs off and leaves the rows pending;
+nothing is lost and the loop never ends on an error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ _MAX_BACKOFF_S = 30.0
 # How often `wait_for` re-reads PostgreSQL, for rows another gateway applies.
 _RECHECK_S = 0.25
 _LISTEN_RETRY_S = 5.0
+# The idle poll while no listener is connected to wake the loop.
+_UNHEARD_POLL_S = 1.0
 # While Neo4j is down: how often to probe it for its return.
 _OUTAGE_PROBE_S = 1.0
 _MIN_PROBE_GAP_S = 0.25
@@ -59,11 +62,17 @@ class Projector(BackgroundLoop):
         graph: GraphStore,
         *,
         batch_size: int = 200,
+        # Claims queue outbox rows without a NOTIFY (see `claim_statement`): this
+        # poll is what applies them.
         idle_poll_s: float = 1.0,
         stop_timeout_s: float = 5.0,
         min_backoff_s: float = _MIN_BACKOFF_S,
         max_backoff_s: float = _MAX_BACKOFF_S,
+        also_wake: Sequence[Callable[[], None]] = (),
     ) -> None:
+        """`also_wake` are called with the projector's own wake-up on each outbox
+        NOTIFY: other loops that read what writes queue (event sink delivery) share
+        its listener rather than poll."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if idle_poll_s <= 0 or stop_timeout_s <= 0:
@@ -75,6 +84,7 @@ class Projector(BackgroundLoop):
         self._idle_poll_s = idle_poll_s
         self._min_backoff_s = min_backoff_s
         self._max_backoff_s = max(min_backoff_s, max_backoff_s)
+        self._also_wake = tuple(also_wake)
         self._listener: OutboxListener | None = None
         self._next_listen_at = 0.0
         self._next_prune_at = 0.0
@@ -252,12 +262,17 @@ class Projector(BackgroundLoop):
         if now < self._next_listen_at:
             return
         self._next_listen_at = now + _LISTEN_RETRY_S
-        listener = self._listener or OutboxListener(self._postgres, self.wake)
+        listener = self._listener or OutboxListener(self._postgres, self._heard)
         try:
             await listener.connect()
         except StoreUnavailable as exc:
             # Polling covers for it; a PostgreSQL outage is logged by the batch that fails.
             logger.debug("cannot listen for outbox notifications: %s", exc.reason)
+        else:
+            # Rows queued before it listened were not heard: this step reads them, and
+            # the loops that share the listener look too.
+            for wake in self._also_wake:
+                wake()
         self._listener = listener
 
     async def _prune_tombstones(self) -> None:
@@ -272,9 +287,18 @@ class Projector(BackgroundLoop):
         if pruned:
             logger.info("pruned %d graph tombstones below outbox id %d", pruned, below)
 
+    def _heard(self) -> None:
+        self.wake()
+        for wake in self._also_wake:
+            wake()
+
     async def _idle(self) -> None:
+        # A connected listener wakes the loop for every write that notifies and when it
+        # is lost; without one, nothing does.
+        listening = self._listener is not None and self._listener.connected
+        poll_s = self._idle_poll_s if listening else min(self._idle_poll_s, _UNHEARD_POLL_S)
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._idle_poll_s)
+            await asyncio.wait_for(self._wakeup.wait(), poll_s)
         self._wakeup.clear()
 
     async def _pause(self, seconds: float) -> None:

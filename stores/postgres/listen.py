@@ -23,10 +23,20 @@ if TYPE_CHECKING:
 class ChannelListener:
     """Calls `on_notify(payload)` for each NOTIFY on `channel`.
 
-    `connected` turns False when the server drops the connection; `connect()` again.
+    `connected` turns False when the server drops the connection, and `on_lost()` is
+    called (what was notified meanwhile is not heard); `connect()` again.
     """
 
-    __slots__ = ("_channel", "_closed", "_conn", "_dsn", "_name", "_on_notify", "_timeout")
+    __slots__ = (
+        "_channel",
+        "_closed",
+        "_conn",
+        "_dsn",
+        "_name",
+        "_on_lost",
+        "_on_notify",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -35,12 +45,14 @@ class ChannelListener:
         on_notify: Callable[[str], None],
         *,
         application_name: str,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         # Package-internal: the listener needs the DSN but must not borrow from the pool.
         self._dsn = store._options.dsn
         self._timeout = store._options.acquire_timeout
         self._channel = channel
         self._on_notify = on_notify
+        self._on_lost = on_lost
         self._name = application_name
         self._conn: asyncpg.Connection | None = None
         self._closed = asyncio.Event()
@@ -76,7 +88,7 @@ class ChannelListener:
             raise
         self._conn = conn
         self._closed.clear()
-        conn.add_termination_listener(lambda _conn: self._closed.set())
+        conn.add_termination_listener(self._terminated)
 
     async def others_listening(self) -> int:
         """How many other connections to this database carry this listener's
@@ -122,6 +134,11 @@ class ChannelListener:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def _terminated(self, conn: object) -> None:
+        self._closed.set()
+        if self._on_lost is not None:
+            self._on_lost()
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._on_notify(str(payload))

@@ -233,7 +233,8 @@ async def mark_processed_through(store: PostgresStore, outbox_id: int) -> int:
 
 
 class OutboxListener(ChannelListener):
-    """Calls `on_notify()` for each NOTIFY on the outbox channel."""
+    """Calls `on_notify()` for each NOTIFY on the outbox channel, and when its
+    connection is lost: either way there may be rows to look at."""
 
     __slots__ = ()
 
@@ -243,4 +244,5 @@ class OutboxListener(ChannelListener):
             OUTBOX_CHANNEL,
             lambda _payload: on_notify(),
             application_name="polygraph-outbox-listener",
+            on_lost=on_notify,
         )

@@ -136,6 +136,7 @@ def sink_settings(settings: Settings, profile: Profile) -> Settings:
             "event_sink_min_backoff_s": 0.05,
             "event_sink_max_backoff_s": 1.0,
             "event_sink_poll_s": 0.05,
+            "event_sink_idle_poll_s": 0.4,
             "prometheus_token": SecretStr(TOKEN),
         }
     )
@@ -228,6 +229,26 @@ def test_events_reach_a_sink_signed_and_survive_its_outage(
             "deleted": True,
             "userErrors": [],
         }
+
+
+def test_a_write_and_a_resume_wake_an_idle_delivery(
+    sink_settings: Settings, receiver: Receiver
+) -> None:
+    # Looking every five minutes while idle: only the write's NOTIFY (heard by the
+    # projector's listener) and the resume itself can make these deliveries quick.
+    rarely = sink_settings.model_copy(update={"event_sink_idle_poll_s": 300.0})
+    with TestClient(create_app(rarely)) as client:
+        admin = asyncio.run(_make_caller(sink_settings, "admin"))
+        gql = GraphQL(client)
+        sink_id, _ = _create(gql, admin, receiver.url, ["agent.create"])
+        assert data(gql(CREATE_AGENT, {"n": unique("woken")}, caller=admin))["createAgent"]
+        wait_until(lambda: len(receiver.events()) == 1, what="the write's event", timeout=30)
+
+        assert data(gql(PAUSE, {"id": sink_id, "p": True}, caller=admin))
+        assert data(gql(CREATE_AGENT, {"n": unique("waited")}, caller=admin))["createAgent"]
+        assert data(gql(PAUSE, {"id": sink_id, "p": False}, caller=admin))
+        wait_until(lambda: len(receiver.events()) == 2, what="the paused event", timeout=30)
+        assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
 
 
 def test_a_sink_that_stays_down_has_its_events_dropped_and_counted(

@@ -361,6 +361,34 @@ async def test_a_running_projector_wakes_on_notify_and_serves_wait_for(
     assert not projector.running
 
 
+async def test_a_projector_whose_listener_is_cut_looks_at_the_outbox_at_once(
+    pg: PostgresStore, graph: GraphStore, seed: Seed
+) -> None:
+    # Polling every five minutes while it listens, and nobody listening when the row is
+    # written: the projector must notice the cut (the listener says so, or its next
+    # step finds it closed) and poll until it listens again. `also_wake` is called
+    # once the listener connects, and again when it hears or loses its connection.
+    heard: list[None] = []
+    projector = Projector(pg, graph, idle_poll_s=300, also_wake=[lambda: heard.append(None)])
+    await projector.start()
+    try:
+        await until(lambda: len(heard) == 1)
+        async with pg.connection() as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'polygraph-outbox-listener'"
+                " AND datname = current_database()"
+            )
+        await until(lambda: len(heard) >= 2)
+        # Written while nobody listens: found by the loop's short poll, or by the step
+        # that follows the listener's return.
+        agent_id, oid = await seed.agent()
+        await until(lambda: is_processed(pg, oid))
+        assert await agent_node(graph, agent_id) is not None
+    finally:
+        await projector.stop()
+
+
 async def test_wait_for_sees_rows_another_gateway_applied(
     pg: PostgresStore, graph: GraphStore, seed: Seed
 ) -> None:

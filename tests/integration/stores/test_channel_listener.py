@@ -47,3 +47,30 @@ async def test_every_listener_counted_hears_the_next_notice(store: PostgresStore
 
 def _heard_by_at_least(heard: set[int], sender: int, count: int) -> bool:
     return len(heard - {sender}) >= count
+
+
+async def test_a_listener_whose_connection_is_cut_says_so(store: PostgresStore) -> None:
+    channel, name = f"test_{secrets.token_hex(4)}", f"polygraph-test-{secrets.token_hex(4)}"
+    lost: list[None] = []
+    listener = ChannelListener(
+        store,
+        channel,
+        lambda _payload: None,
+        application_name=name,
+        on_lost=lambda: lost.append(None),
+    )
+    await listener.connect()
+    try:
+        async with store.connection() as conn:
+            cut = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                name,
+            )
+        assert cut == 1
+        # What it would have heard meanwhile is lost: its owner is told, to look itself.
+        await until(lambda: lost == [None])
+        assert not listener.connected
+        await listener.wait_closed()
+    finally:
+        await listener.aclose()
