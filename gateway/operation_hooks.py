@@ -72,6 +72,11 @@ def operation_finished(
     """What ends every operation, whichever way it ran (gateway/prepared.py)."""
     if isinstance(context, RequestContext):
         context.loaders.clear()
+        sinks = context.stores.event_sinks
+        if sinks is not None and (context.outbox_ids or context.audited):
+            # Its events go within the delivery's poll, a claim's too (claims send no
+            # NOTIFY for the outbox listener to hear).
+            sinks.wake()
     if metrics is not None:
         metrics.record_operation(name, kind.value if kind else "unknown", elapsed_s, errors)
     if kind is not None:

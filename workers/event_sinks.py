@@ -61,10 +61,11 @@ class DeliveryOptions:
     # Attempts in flight at once from this process.
     concurrency: int = 8
     # After a look that found nothing to do: the pause before the next, at least
-    # `poll_s` and at most `idle_poll_s`, ended early by `wake()` (the outbox NOTIFY a
-    # write sends, heard by the projector's listener; resuming a sink). So a write's
-    # events go within `poll_s` as ever, an idle gateway looks every `idle_poll_s`,
-    # and a retry that falls due meanwhile may start up to that late.
+    # `poll_s` and at most `idle_poll_s`, ended early by `wake()` (an operation that
+    # wrote through this process; the outbox NOTIFY of another replica's write, heard
+    # by the projector's listener; resuming a sink). So a write's events go within
+    # `poll_s` as ever, an idle gateway looks every `idle_poll_s`, and a retry that
+    # falls due meanwhile may start up to that late.
     poll_s: float = 1.0
     idle_poll_s: float = 10.0
     # Deliver to loopback and link-local addresses (tests, a receiver on the same host).

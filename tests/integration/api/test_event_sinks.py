@@ -231,23 +231,33 @@ def test_events_reach_a_sink_signed_and_survive_its_outage(
         }
 
 
-def test_a_write_and_a_resume_wake_an_idle_delivery(
+def test_an_idle_delivery_is_woken_by_writes_here_and_elsewhere(
     sink_settings: Settings, receiver: Receiver
 ) -> None:
-    # Looking every five minutes while idle: only the write's NOTIFY (heard by the
-    # projector's listener) and the resume itself can make these deliveries quick.
-    rarely = sink_settings.model_copy(update={"event_sink_idle_poll_s": 300.0})
-    with TestClient(create_app(rarely)) as client:
+    # Looking every five minutes while idle: only wake-ups can make these quick.
+    idle = sink_settings.model_copy(update={"event_sink_idle_poll_s": 300.0})
+    # A replica that delivers, and hears the other's writes through its projector's
+    # outbox listener alone; and one that writes, delivering and listening to nothing.
+    writing = idle.model_copy(update={"event_sinks_enabled": False, "projector_enabled": False})
+    with TestClient(create_app(idle)) as delivering, TestClient(create_app(writing)) as writer:
         admin = asyncio.run(_make_caller(sink_settings, "admin"))
-        gql = GraphQL(client)
-        sink_id, _ = _create(gql, admin, receiver.url, ["agent.create"])
-        assert data(gql(CREATE_AGENT, {"n": unique("woken")}, caller=admin))["createAgent"]
-        wait_until(lambda: len(receiver.events()) == 1, what="the write's event", timeout=30)
+        here, there = GraphQL(delivering), GraphQL(writer)
+        sink_id, _ = _create(here, admin, receiver.url, ["agent.create"])
+        assert data(there(CREATE_AGENT, {"n": unique("elsewhere")}, caller=admin))
+        wait_until(lambda: len(receiver.events()) == 1, what="another's event", timeout=30)
 
-        assert data(gql(PAUSE, {"id": sink_id, "p": True}, caller=admin))
-        assert data(gql(CREATE_AGENT, {"n": unique("waited")}, caller=admin))["createAgent"]
-        assert data(gql(PAUSE, {"id": sink_id, "p": False}, caller=admin))
+        # Resuming a sink wakes the delivery for what waited while it was paused.
+        assert data(here(PAUSE, {"id": sink_id, "p": True}, caller=admin))
+        assert data(there(CREATE_AGENT, {"n": unique("waited")}, caller=admin))
+        assert data(here(PAUSE, {"id": sink_id, "p": False}, caller=admin))
         wait_until(lambda: len(receiver.events()) == 2, what="the paused event", timeout=30)
+
+    # Alone and listening to nothing: its own write wakes it.
+    alone = idle.model_copy(update={"projector_enabled": False})
+    with TestClient(create_app(alone)) as client:
+        gql = GraphQL(client)
+        assert data(gql(CREATE_AGENT, {"n": unique("here")}, caller=admin))["createAgent"]
+        wait_until(lambda: len(receiver.events()) == 3, what="its own event", timeout=30)
         assert data(gql(DELETE, {"id": sink_id}, caller=admin))["deleteEventSink"]["deleted"]
 
 
