@@ -45,7 +45,6 @@ from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 import orjson
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 
@@ -257,8 +256,8 @@ class SessionStore:
             ends_ms=now + self._options.lifetime * 1000,
         )
 
-        async def in_redis(client: aioredis.Redis) -> None:
-            pipe = client.pipeline(transaction=True)
+        async def in_redis() -> None:
+            pipe = self._redis.client.pipeline(transaction=True)
             _queue_write(pipe, entry, now)
             roundtrips.record("redis")
             await pipe.execute()
@@ -274,7 +273,7 @@ class SessionStore:
         now = self._clock()
         touch_ms = int(self._options.touch_interval * 1000)
 
-        async def in_redis(client: aioredis.Redis) -> Session | None:
+        async def in_redis() -> Session | None:
             roundtrips.record("redis")
             reply = await self._redis.script(_RESOLVE_SCRIPT)(
                 keys=[_session_key(token_hash)], args=[*_PREFIXES, now, touch_ms]
@@ -301,7 +300,7 @@ class SessionStore:
         """Log out: end the session `token` proves. False if there was none."""
         token_hash = digest(token).hex()
 
-        async def in_redis(client: aioredis.Redis) -> bool:
+        async def in_redis() -> bool:
             self._memory.discard(token_hash)
             roundtrips.record("redis")
             deleted = await self._redis.script(_DELETE_SCRIPT)(
@@ -315,9 +314,9 @@ class SessionStore:
         """The user's live sessions, oldest first."""
         now = self._clock()
 
-        async def in_redis(client: aioredis.Redis) -> list[_Entry]:
+        async def in_redis() -> list[_Entry]:
             roundtrips.record("redis")
-            members = await client.zrange(**_live_members(_user_index(user_id), now))
+            members = await self._redis.client.zrange(**_live_members(_user_index(user_id), now))
             # WITHSCORES: (member, score) pairs, whatever redis-py's union says.
             return _entries(cast("Sequence[tuple[bytes, float]]", members))
 
@@ -332,7 +331,7 @@ class SessionStore:
         now = self._clock()
         owner = str(user_id) if user_id is not None else ""
 
-        async def in_redis(client: aioredis.Redis) -> bool:
+        async def in_redis() -> bool:
             self._memory.discard_id(session_id, user_id)
             roundtrips.record("redis")
             revoked = await self._redis.script(_REVOKE_SCRIPT)(
@@ -355,8 +354,8 @@ class SessionStore:
             return {}
         now = self._clock()
 
-        async def in_redis(client: aioredis.Redis) -> dict[UUID, list[_Entry]]:
-            pipe = client.pipeline(transaction=False)
+        async def in_redis() -> dict[UUID, list[_Entry]]:
+            pipe = self._redis.client.pipeline(transaction=False)
             for agent_id in unique:
                 pipe.zrange(**_live_members(_agent_index(agent_id), now))
             roundtrips.record("redis")
@@ -381,7 +380,7 @@ class SessionStore:
         agent = str(agent_id) if agent_id else ""
         now = self._clock()
 
-        async def in_redis(client: aioredis.Redis) -> int:
+        async def in_redis() -> int:
             self._memory.end_matching(user_id, api_key_id, agent_id, now, log_out=False)
             roundtrips.record("redis")
             ended = await self._redis.script(_END_MATCHING_SCRIPT)(
@@ -403,12 +402,12 @@ class SessionStore:
 
     async def _run(
         self,
-        in_redis: Callable[[aioredis.Redis], Awaitable[T]],
+        in_redis: Callable[[], Awaitable[T]],
         in_memory: Callable[[], T],
     ) -> T:
         if await self._redis_in_use():
             try:
-                return await in_redis(self._redis.client)
+                return await in_redis()
             except _SESSIONS_UNAVAILABLE as exc:
                 self._enter_fallback(exc)
             except RedisError as exc:
