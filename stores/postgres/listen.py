@@ -136,6 +136,8 @@ class ChannelListener:
         await self.aclose()
 
     def _terminated(self, conn: object) -> None:
+        if conn is not self._conn:
+            return  # closed here (`aclose`, a new `connect`): nothing was lost
         self._closed.set()
         if self._on_lost is not None:
             self._on_lost()

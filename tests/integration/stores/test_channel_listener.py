@@ -72,5 +72,10 @@ async def test_a_listener_whose_connection_is_cut_says_so(store: PostgresStore) 
         await until(lambda: lost == [None])
         assert not listener.connected
         await listener.wait_closed()
+        # Closed here, or replaced by a new connection: nothing is lost.
+        await listener.connect()
+        await listener.connect()
+        await listener.aclose()
+        assert lost == [None]
     finally:
         await listener.aclose()
