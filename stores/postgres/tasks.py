@@ -365,22 +365,14 @@ class TaskRepository:
         values = _checked(given)
         if ctx.idempotency_key is None:
             async with write_statement(self._store, _refusals(values)) as conn:
-                return _patched(
-                    await patch_task(conn, ctx, task_id, values, expected_version),
-                    task_id,
-                    expected_version,
-                )
+                return await _patch(conn, ctx, task_id, values, expected_version)
         async with write_transaction(self._store, _refusals(values)) as conn:
             operation = f"task.update {task_id}"
             replay_of = await claim_idempotency_key(conn, ctx, operation, {"id": str(task_id)})
             if replay_of is not None:
                 return await _get(conn, task_id)
             # Raised inside the transaction, so a refusal keeps no idempotency key.
-            return _patched(
-                await patch_task(conn, ctx, task_id, values, expected_version),
-                task_id,
-                expected_version,
-            )
+            return await _patch(conn, ctx, task_id, values, expected_version)
 
     async def transition(
         self,
@@ -724,10 +716,16 @@ async def _get(conn: PgConnection, task_id: UUID) -> Task:
     return task_from_row(row)
 
 
-def _patched(
-    patched: tuple[Task, bool] | None, task_id: UUID, expected_version: int | None
+async def _patch(
+    conn: PgConnection,
+    ctx: WriteContext,
+    task_id: UUID,
+    values: dict[str, Any],
+    expected_version: int | None,
 ) -> Task:
-    """`patch_task`'s answer, or its refusal: no such task, or one at another version."""
+    """`patch_task`, and its answer read: the task, or the refusal (no such task, or
+    one at another version)."""
+    patched = await patch_task(conn, ctx, task_id, values, expected_version)
     if patched is None:
         raise NotFound("task", task_id)
     task, written = patched
