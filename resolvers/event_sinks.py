@@ -56,11 +56,8 @@ async def pause_sink(
     ctx: RequestContext, sink_id: UUID, paused: bool, *, idempotency_key: str | None = None
 ) -> EventSink:
     require(ctx.principal, at_least=Role.ADMIN)
-    sink = await ctx.stores.postgres.event_sinks.set_paused(
+    # Audited, so the operation's end wakes the delivery (`operation_finished`): what
+    # waited while the sink was paused goes at once.
+    return await ctx.stores.postgres.event_sinks.set_paused(
         ctx.write_context(idempotency_key), sink_id, paused
     )
-    delivery = ctx.stores.event_sinks
-    if delivery is not None and not paused:
-        # What waited while it was paused goes now, not at the delivery's next poll.
-        delivery.wake()
-    return sink

@@ -246,7 +246,9 @@ def test_an_idle_delivery_is_woken_by_writes_here_and_elsewhere(
         assert data(there(CREATE_AGENT, {"n": unique("elsewhere")}, caller=admin))
         wait_until(lambda: len(receiver.events()) == 1, what="another's event", timeout=30)
 
-        # Resuming a sink wakes the delivery for what waited while it was paused.
+        # What waited while the sink was paused arrives once it is resumed, long before
+        # the idle poll: the write's NOTIFY, or the resume (audited, so its operation's
+        # end), wakes the delivery, whichever comes after the look that passed it over.
         assert data(here(PAUSE, {"id": sink_id, "p": True}, caller=admin))
         assert data(there(CREATE_AGENT, {"n": unique("waited")}, caller=admin))
         assert data(here(PAUSE, {"id": sink_id, "p": False}, caller=admin))
