@@ -367,6 +367,14 @@ class Loaders:
     # Entities by id come through the entity cache when there is one: it sits below
     # every permission check, like PostgreSQL itself.
 
+    @property
+    def rows_by_id(self) -> bool:
+        """Whether entities by id are best read as rows of the columns a selection shows:
+        without an entity cache they come from PostgreSQL either way, and fewer columns
+        cost less to send and decode; with one, a whole record cached costs no round trip
+        at all."""
+        return self._stores.entity_cache is None
+
     @cached_property
     def agent_by_id(self) -> SettledLoader[UUID, Agent | None]:
         cache = self._stores.entity_cache

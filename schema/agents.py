@@ -146,8 +146,8 @@ def _settled_collaborators(
     """`Agent.collaborators` for a page of agents whose links, and the agents they name,
     `agents_page` loaded (`_prefetch_collaborators`): what the resolver would answer."""
     first: int = arguments["first"]
-    read = _linked_agents_reader(field_nodes, fragments)
     loaders = context.loaders
+    read = _linked_agents_reader(loaders, field_nodes, fragments)
 
     def collaborators_of(agent: Agent) -> list[Collaboration] | None:
         # Loaders looked up each time, not held: see `_settled_tasks`.
@@ -163,13 +163,15 @@ def _settled_collaborators(
 
 
 def _linked_agents_reader(
-    field_nodes: list[FieldNode], fragments: Mapping[str, FragmentDefinitionNode]
+    loaders: Loaders,
+    field_nodes: list[FieldNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
 ) -> AgentReader | None:
     """How one `collaborators` field reads the agents it links to; None when it does not
     select `agent`."""
     if "agent" not in names_below(field_nodes, fragments):
         return None
-    return AgentReader(names_below(field_nodes, fragments, "agent"))
+    return agent_reader(loaders, names_below(field_nodes, fragments, "agent"))
 
 
 def _collaborations(
@@ -369,8 +371,8 @@ class Agent(relay.Node):
         of the loader's batch, without a future and a callback per agent."""
         ids = list(dict.fromkeys(agent_ids))
         names = frozenset().union(*(selected_names(info, *path) for path in paths))
-        reader = AgentReader(names if paths else None)
         loaders = info.context.loaders
+        reader = agent_reader(loaders, names if paths else None)
         found: list[Any] = await (
             _load_all(loaders.agent_columns_by_id, reader.keys(ids), settle)
             if reader.read is not None
@@ -386,7 +388,13 @@ class Agent(relay.Node):
     async def resolve_nodes(  # type: ignore[override]
         cls, *, info: Info, node_ids: Iterable[str], required: bool = False
     ) -> list[Agent | None]:
-        return await nodes_by_ids(info.context.loaders.agent_by_id, node_ids, cls.from_record)
+        loaders = info.context.loaders
+        # `node(id:)` and `nodes(ids:)` (and federation's `_entities`): the selection on
+        # them is the agents'.
+        read = agent_reader(loaders, selected_names(info)).read
+        if read is None:
+            return await nodes_by_ids(loaders.agent_by_id, node_ids, cls.from_record)
+        return await nodes_by_ids(loaders.agent_columns_by_id, node_ids, read, read.columns)
 
     @strawberry.field(
         description="The first tasks assigned to this agent (PostgreSQL, one query for a whole "
@@ -834,7 +842,9 @@ async def _load_collaborators(
             key_of = key_of_field(nodes)
         except Exception:
             continue  # see `_settle_page_fields`
-        wanted.append(([key_of(i) for i in agent_ids], _linked_agents_reader(nodes, fragments)))
+        wanted.append(
+            ([key_of(i) for i in agent_ids], _linked_agents_reader(loaders, nodes, fragments))
+        )
     try:
         await loaders.collaborators_by_agent_id.settle([key for keys, _ in wanted for key in keys])
         columns: list[AgentColumnsKey] = []
@@ -1023,6 +1033,11 @@ class AgentReader:
 
 # Whole records, through the entity cache: how `Agent.load` reads agents.
 _WHOLE_AGENTS = AgentReader(None)
+
+
+def agent_reader(loaders: Loaders, names: frozenset[str] | None) -> AgentReader:
+    """How agents by id are read for a selection of `names` (None: whole records)."""
+    return AgentReader(names) if names is not None and loaders.rows_by_id else _WHOLE_AGENTS
 
 
 def _settled_agents(

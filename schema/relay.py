@@ -164,15 +164,18 @@ def wants_total(info: strawberry.Info) -> bool:
 
 
 async def nodes_by_ids(
-    loader: DataLoader[UUID, RecordT | None],
+    loader: DataLoader[Any, RecordT | None],
     node_ids: Iterable[str],
     to_node: Callable[[RecordT], NodeT],
+    columns: tuple[str, ...] | None = None,
 ) -> list[NodeT | None]:
-    """`Node.resolve_nodes` for a type loaded by UUID: None for unknown or malformed ids."""
+    """`Node.resolve_nodes` for a type loaded by UUID: None for unknown or malformed ids.
+    With `columns`, `loader` takes (id, columns) keys (rows of those columns)."""
     ids = [_uuid_or_none(node_id) for node_id in node_ids]
     known = [i for i in ids if i is not None]
+    keys: list[Any] = known if columns is None else [(i, columns) for i in known]
     # One id (`node(id:)`, nearly always): its future alone, without `gather`'s.
-    found = [await loader.load(known[0])] if len(known) == 1 else await loader.load_many(known)
+    found = [await loader.load(keys[0])] if len(keys) == 1 else await loader.load_many(keys)
     by_id = dict(zip(known, found, strict=True))
     return [
         to_node(record) if i is not None and (record := by_id.get(i)) is not None else None

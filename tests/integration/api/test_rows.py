@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
 from tests.integration.api.conftest import Caller, GraphQL, data, unique
 
 TASK_LEAVES = """
@@ -130,6 +136,16 @@ AGENTS_QUERY = """query($id: ID!) {{
 WHOLE_AGENTS = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Agent {{ {AGENT_LEAVES} }} }} }}"
 
 
+@pytest.fixture
+def whole(settings: Settings) -> Iterator[GraphQL]:
+    """A gateway that reads agents by id as whole records: with an entity cache, which
+    holds whole records, rows of a few columns would cost a round trip a hit does not.
+    Each test's agents are new to it, so nothing it caches can be stale."""
+    cached = settings.model_copy(update={"cache_enabled": True, "rate_limit_enabled": False})
+    with TestClient(create_app(cached)) as client:
+        yield GraphQL(client)
+
+
 def _agents_in(value: object) -> list[dict[str, Any]]:
     """Every agent in a response that selected `AGENT_LEAVES`."""
     if isinstance(value, list):
@@ -140,19 +156,23 @@ def _agents_in(value: object) -> list[dict[str, Any]]:
     return found + [agent for item in value.values() for agent in _agents_in(item)]
 
 
-def _assert_answered_as_whole_agents(gql: GraphQL, caller: Caller, response: object) -> int:
-    """Each agent of `response` has the leaves `node(id:)` answers from its whole record;
-    returns how many were compared."""
+def _assert_answered_as_whole_agents(whole: GraphQL, caller: Caller, response: object) -> int:
+    """Each agent of `response` has the leaves `nodes(ids:)` answers from its whole record
+    (on the `whole` gateway); returns how many were compared."""
     agents = _agents_in(response)
     ids = list(dict.fromkeys(agent["id"] for agent in agents))
-    whole = data(gql(WHOLE_AGENTS, {"ids": ids}, caller=caller))["nodes"]
-    by_id = {agent["id"]: agent for agent in whole}
+    whole_agents = data(whole(WHOLE_AGENTS, {"ids": ids}, caller=caller))["nodes"]
+    # Read on the cache's miss: whole, from PostgreSQL.
+    assert whole.last_round_trips.get("postgres", 0) >= 1
+    by_id = {agent["id"]: agent for agent in whole_agents}
     for agent in agents:
         assert {name: agent[name] for name in by_id[agent["id"]]} == by_id[agent["id"]]
     return len(agents)
 
 
-def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
+def test_rows_of_selected_columns_answer_as_whole_agents(
+    gql: GraphQL, whole: GraphQL, operator: Caller
+) -> None:
     tag = unique("rows")
     centre, near, far = (_agent(gql, operator, tag) for _ in range(3))
     data(
@@ -177,10 +197,48 @@ def test_rows_of_selected_columns_answer_as_whole_agents(gql: GraphQL, operator:
 
     rows = data(gql(AGENTS_QUERY.format(leaves=AGENT_LEAVES), {"id": centre}, caller=operator))
     # One collaborator, three nodes and two edge targets.
-    assert _assert_answered_as_whole_agents(gql, operator, rows) == 6
+    assert _assert_answered_as_whole_agents(whole, operator, rows) == 6
     hood = rows["agentNeighbourhood"]
     assert {node["agent"]["id"] for node in hood["nodes"]} == {centre, near, far}
     assert rows["node"]["collaborators"][0]["agent"]["metadata"] == {"deep": {"x": [1, None]}}
+
+
+NODES_QUERY = f"""query($id: ID!, $ids: [ID!]!) {{
+  node(id: $id) {{ ... on Agent {{ {AGENT_LEAVES} }} }}
+  nodes(ids: $ids) {{ ...Leaves }}
+}}
+fragment Leaves on Agent {{ {AGENT_LEAVES} }}"""
+
+
+def test_agents_by_global_id_read_as_rows_answer_as_whole_agents(
+    gql: GraphQL, whole: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    tag = unique("rows")
+    plain, full = _agent(gql, operator, tag), _agent(gql, operator, tag)
+    data(
+        gql(
+            """mutation($id: ID!, $m: JSON!) { updateAgent(input: {id: $id, status: BUSY,
+               capabilities: ["a", "b"], notes: "n", metadata: $m}) { userErrors { code } } }""",
+            {"id": full, "m": {"deep": {"x": [1, None]}}},
+            caller=operator,
+        )
+    )
+    gone = "QWdlbnQ6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw"  # Agent:<nil uuid>
+    variables = {"id": full, "ids": [plain, gone, full]}
+
+    # The least role that reads agents.
+    rows = data(gql(NODES_QUERY, variables, caller=viewer))
+    one = f"query($id: ID!) {{ node(id: $id) {{ ...Leaves }} }} fragment Leaves on Agent {{ {AGENT_LEAVES} }}"
+    assert data(gql(one, {"id": full}, caller=viewer))["node"] == rows["node"]
+    node_trips = dict(gql.last_round_trips)
+    data(gql("{ __typename }", caller=viewer))
+    # The key's check, as for any request, and one statement.
+    assert node_trips["postgres"] == gql.last_round_trips["postgres"] + 1, node_trips
+    assert rows == data(whole(NODES_QUERY, variables, caller=viewer))
+    assert rows["nodes"][1] is None
+    assert rows["node"]["metadata"] == {"deep": {"x": [1, None]}}
+    assert (rows["node"]["status"], rows["node"]["capabilities"]) == ("BUSY", ["a", "b"])
+    assert _assert_answered_as_whole_agents(whole, viewer, rows) == 3
 
 
 # Two `tasks` selections on a page of agents: the page loads both up front (one rows
@@ -297,7 +355,9 @@ ROOT_QUERY = """query($tag: String!, $after: String) {{
 }}"""
 
 
-def test_a_page_of_agents_as_rows_answers_as_whole_agents(gql: GraphQL, operator: Caller) -> None:
+def test_a_page_of_agents_as_rows_answers_as_whole_agents(
+    gql: GraphQL, whole: GraphQL, operator: Caller
+) -> None:
     tag = unique("rows")
     agents = [_agent(gql, operator, tag) for _ in range(3)]
     for agent_id in agents:
@@ -325,7 +385,7 @@ def test_a_page_of_agents_as_rows_answers_as_whole_agents(gql: GraphQL, operator
             break
         after = page["pageInfo"]["endCursor"]
 
-    assert _assert_answered_as_whole_agents(gql, operator, pages) == 3
+    assert _assert_answered_as_whole_agents(whole, operator, pages) == 3
     nodes = [edge["node"] for page in pages for edge in page["edges"]]
     assert [node["id"] for node in nodes] == agents[::-1]
     assert [len(page["edges"]) for page in pages] == [2, 1]
