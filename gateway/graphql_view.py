@@ -376,7 +376,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
     def parse_json(self, data: str | bytes) -> Any:
         # Bodies, and the `variables` and `extensions` of a GET, are objects (an array
         # is a batch, refused further on with its own message).
-        parsed = super().parse_json(data)
+        try:
+            parsed = self.decode_json(data)
+        except orjson.JSONDecodeError as error:
+            raise HTTPException(400, _not_json(error)) from None
         if not isinstance(parsed, dict | list):
             raise HTTPException(400, 'Expected a JSON object: {"query": "...", "variables": {}}.')
         return parsed
@@ -591,3 +594,13 @@ class GraphQLView(GraphQL[RequestContext, None]):
         if result.errors:
             self._handle_errors(result.errors, response_data)
         return self.create_response(response_data, sub_response)
+
+
+def _not_json(error: orjson.JSONDecodeError) -> str:
+    """Where the JSON went wrong, as the parser says it (a position, never the text)."""
+    if "depth limit" in error.msg:
+        return (
+            "The JSON nests arrays and objects more than 1,024 levels deep"
+            f" (at character {error.pos}); send flatter values."
+        )
+    return f"The JSON does not parse: {error.msg} (at character {error.pos})."

@@ -39,7 +39,9 @@ def test_a_body_that_is_not_an_object_is_refused(client: TestClient, body: bytes
 
 
 def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
-    _refusal(_post(client, b'{"query": '), 400, "BAD_REQUEST")
+    error = _refusal(_post(client, b'{"query": '), 400, "BAD_REQUEST")
+    # Where the parser stopped, so a client can find its mistake.
+    assert error["message"] == "The JSON does not parse: unexpected end of data (at character 10)."
 
 
 def test_a_body_that_is_not_utf8_is_refused(client: TestClient) -> None:
@@ -48,9 +50,11 @@ def test_a_body_that_is_not_utf8_is_refused(client: TestClient) -> None:
 
 def test_json_nested_5000_levels_is_refused(client: TestClient) -> None:
     nested = b"[" * 5000 + b"]" * 5000
-    _refusal(_post(client, nested), 400, "BAD_REQUEST")
+    error = _refusal(_post(client, nested), 400, "BAD_REQUEST")
+    assert "more than 1,024 levels deep" in error["message"]
     in_variables = b'{"query": "{ __typename }", "variables": {"v": ' + nested + b"}}"
-    _refusal(_post(client, in_variables), 400, "BAD_REQUEST")
+    error = _refusal(_post(client, in_variables), 400, "BAD_REQUEST")
+    assert "more than 1,024 levels deep (at character 1070)" in error["message"]
 
 
 @pytest.mark.parametrize(
