@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     # before it is dropped, the exponential pause between them (with jitter), attempts
     # in flight at once (one sink's: half at most), and after a look that found nothing,
     # the pause before the next: at least the poll, at most the idle poll, ended by a
-    # write's outbox NOTIFY.
+    # write through this process or, through the outbox NOTIFY, another replica's.
     event_sinks_enabled: bool = True
     event_sink_timeout_s: float = Field(default=5.0, gt=0, le=60)
     event_sink_max_attempts: int = Field(default=8, ge=1, le=50)
