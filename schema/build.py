@@ -4,6 +4,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +19,30 @@ from graphql import (
     GraphQLObjectType,
     GraphQLScalarType,
     GraphQLSchema,
+    GraphQLUnionType,
     get_nullable_type,
 )
 from graphql.execution import Executor as GraphQLExecutionContext
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.federation.schema import FederationAny
+from strawberry.scalars import JSON as StrawberryJSON
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
+from resolvers.errors import ClientError
 from schema.agent_grants import AgentGrantQueries
 from schema.cached import add_directives
 from schema.claims import ClaimSubscriptions
 from schema.conversation_roots import ConversationQueries, ConversationSubscriptions
 from schema.event_sinks import EventSinkQueries
 from schema.extension_runner import CachedHooksRunner
+from schema.federation import checked_reference
 from schema.metrics import MetricQueries, MetricSubscriptions
 from schema.mutation import MUTATIONS
 from schema.presence import PresenceQueries, PresenceSubscriptions
 from schema.query import Query as CoreQuery
-from schema.scalars import DATETIME
+from schema.scalars import DATETIME, JSON_SCALAR
 from schema.search import SearchQuery
 from schema.subscription import Subscription as CoreSubscription
 from schema.task_search import TaskSearchQuery
@@ -85,13 +90,31 @@ class QuietSchema(strawberry.federation.Schema):
         # Hooks looked up once per extension class, not on every request.
         return CachedHooksRunner(execution_context=execution_context, extensions=extensions)
 
+    @cached_property
+    def _entity_names(self) -> frozenset[str]:
+        entity = self._schema.get_type("_Entity")
+        assert isinstance(entity, GraphQLUnionType)
+        return frozenset(member.name for member in entity.types)
+
     async def entities_resolver(  # type: ignore[override]
         self, info: Info, representations: list[FederationAny]
     ) -> list[FederationAny]:
-        # Strawberry's takes `__typename` out of each representation, in place: on
-        # copies, a representation given as a variable stays as the client sent it.
-        copies = [FederationAny(dict(r)) for r in representations]  # type: ignore[call-overload]
-        references = super().entities_resolver(info, copies)
+        # An ill-formed representation is its item's error; Strawberry's resolver sees
+        # checked copies (it takes `__typename` out in place: a representation given
+        # as a variable stays as the client sent it).
+        references: list[Any] = []
+        well_formed: list[tuple[int, FederationAny]] = []
+        for i, representation in enumerate(representations):
+            try:
+                checked = checked_reference(representation, self._entity_names)
+            except ClientError as refusal:
+                references.append(refusal)
+            else:
+                references.append(None)
+                well_formed.append((i, FederationAny(checked)))
+        resolved = super().entities_resolver(info, [copy for _, copy in well_formed])
+        for (i, _), item in zip(well_formed, resolved, strict=True):
+            references[i] = item
         # Its items are coroutines: awaited together, one loader batch serves them all,
         # and the list holds values (or errors, each reported at its index) by the end.
         pending = [(i, item) for i, item in enumerate(references) if inspect.isawaitable(item)]
@@ -115,7 +138,7 @@ def build_schema(
         subscription=Subscription,
         extensions=list(extensions),
         execution_context_class=execution_context_class,
-        scalar_overrides={datetime: DATETIME},
+        scalar_overrides={datetime: DATETIME, StrawberryJSON: JSON_SCALAR},
     )
     _introspectable_defaults(schema._schema)
     add_directives(schema._schema)

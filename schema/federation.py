@@ -9,7 +9,8 @@ of another type or of nothing: null.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Collection
+from typing import Any, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -42,3 +43,34 @@ async def entity_by_reference(cls: type[EntityT], info: Info, id: str) -> Entity
     found = await await_maybe(cls.resolve_nodes(info=info, node_ids=[global_id.node_id]))
     node = next(iter(found), None)
     return node if isinstance(node, cls) else None
+
+
+def checked_reference(representation: object, entities: Collection[str]) -> dict[str, Any]:
+    """A representation as Strawberry's `_entities` resolver takes it: `__typename`
+    naming an entity, and its key. Strawberry's fails with an internal error on
+    anything else (a type that is not an entity, a missing key, a field its
+    `resolve_reference` does not take), so those are the client's errors here.
+    Fields beside the key are dropped: a router sends only the key."""
+    if not isinstance(representation, dict) or not isinstance(
+        typename := representation.get("__typename"), str
+    ):
+        raise ClientError(
+            ErrorCode.BAD_USER_INPUT,
+            "A representation is an object with __typename and id.",
+            field="representations",
+        )
+    if typename not in entities:
+        raise ClientError(
+            ErrorCode.BAD_USER_INPUT,
+            f"{typename[:100]} is not an entity of this API; the entities are"
+            f" {', '.join(sorted(entities))}.",
+            field="representations",
+        )
+    key = representation.get("id")
+    if not isinstance(key, str):
+        raise ClientError(
+            ErrorCode.BAD_USER_INPUT,
+            f"A representation of {typename} needs its key, id, as a string (a global id).",
+            field="representations",
+        )
+    return {"__typename": typename, "id": key}

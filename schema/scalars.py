@@ -7,7 +7,10 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from graphql import GraphQLError, ValueNode, value_from_ast_untyped
+from strawberry.scalars import JSON as StrawberryJSON
 from strawberry.schema.types.base_scalars import DateTimeDefinition
+from strawberry.schema.types.scalar import DEFAULT_SCALAR_REGISTRY
 
 from resolvers.errors import ClientError, ErrorCode
 
@@ -54,4 +57,57 @@ def parse_datetime(value: object) -> object:
 # The schema's scalar for `datetime` (schema/build.py: `scalar_overrides`).
 DATETIME = dataclasses.replace(DateTimeDefinition, parse_value=parse_datetime)
 
-__all__ = ["DATETIME", "JSON", "json_object", "parse_datetime"]
+# The deepest JSON value an input takes (metadata, payloads, filters, labels).
+# orjson writes at most 254 levels, and a stored value is read back a few levels
+# down a response, an audit row or an event: a deeper one could be written, never
+# read. Literals stop sooner, at the parser's 200 levels of a document.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(value: object) -> object:
+    """A `JSON` input as Strawberry's scalar takes it (the value itself), refused when
+    it nests deeper than `MAX_JSON_DEPTH`."""
+    containers = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while containers:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise GraphQLError(
+                f"JSON values nest at most {MAX_JSON_DEPTH} levels of objects and lists;"
+                " this one nests deeper."
+            )
+        containers = [
+            item
+            for container in containers
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, dict | list)
+        ]
+    return value
+
+
+def parse_json_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> object:
+    """A `JSON` literal, refused at its place in the document when too deep (graphql-
+    core's default would quote the whole literal back, indented, in the message)."""
+    try:
+        return parse_json(value_from_ast_untyped(node, variables))
+    except GraphQLError as refusal:
+        raise GraphQLError(refusal.message, node) from None
+
+
+# The schema's scalar for `JSON`, Strawberry's with the depth bound.
+JSON_SCALAR = dataclasses.replace(
+    DEFAULT_SCALAR_REGISTRY[StrawberryJSON],
+    parse_value=parse_json,
+    parse_literal=parse_json_literal,
+)
+
+__all__ = [
+    "DATETIME",
+    "JSON",
+    "JSON_SCALAR",
+    "MAX_JSON_DEPTH",
+    "json_object",
+    "parse_datetime",
+    "parse_json",
+    "parse_json_literal",
+]

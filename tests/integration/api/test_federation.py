@@ -74,3 +74,28 @@ def test_production_hides_the_sdl_with_introspection(settings: Settings) -> None
         response = client.post("/graphql", json={"query": "{ _service { sdl } }"})
     assert response.status_code == 400
     assert "_service" in response.json()["errors"][0]["message"]
+
+
+def test_ill_formed_representations_are_refused_at_their_index(
+    gql: GraphQL, operator: Caller, viewer: Caller
+) -> None:
+    (agent_id,) = _agents(gql, operator, 1)
+    references: list[Any] = [
+        # A field beside the key is dropped, as a router sends only the key.
+        {"__typename": "Agent", "id": agent_id, "name": "not a key"},
+        {"__typename": "Agent"},
+        {"__typename": "Agent", "id": 5},
+        {"__typename": "Query", "id": agent_id},
+        {"id": agent_id},
+        "Agent",
+    ]
+    body = gql(ENTITIES, {"r": references}, caller=viewer)
+    entities = body["data"]["_entities"]
+    assert entities[0]["name"].startswith("entity")
+    assert entities[1:] == [None] * 5
+    errors = {tuple(error["path"]): error for error in body["errors"]}
+    assert sorted(errors) == [("_entities", i) for i in range(1, 6)]
+    assert {error["extensions"]["code"] for error in errors.values()} == {"BAD_USER_INPUT"}
+    assert "needs its key, id" in errors["_entities", 1]["message"]
+    assert "Query is not an entity" in errors["_entities", 3]["message"]
+    assert "__typename and id" in errors["_entities", 5]["message"]

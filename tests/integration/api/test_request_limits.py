@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.integration.api.conftest import Caller
+from tests.integration.api.conftest import Caller, unique
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
@@ -300,3 +300,51 @@ def test_subscriptions_are_bounded_the_same_way(client: TestClient) -> None:
         message = json.loads(ws.receive_text())
         assert message["type"] == "error"
         assert message["payload"][0]["extensions"]["limit"] == "POLYGRAPH_MAX_DEPTH"
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": True}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+CREATE_WITH_METADATA = """mutation($name: String!, $metadata: JSON!) {
+  createAgent(input: {name: $name, metadata: $metadata}) { agent { metadata } } }"""
+
+
+def test_json_deeper_than_64_levels_is_refused(client: TestClient, operator: Caller) -> None:
+    def create(metadata: dict[str, Any]) -> Response:
+        variables = {"name": unique("deep"), "metadata": metadata}
+        return client.post(
+            "/graphql",
+            json={"query": CREATE_WITH_METADATA, "variables": variables},
+            headers=operator.headers,
+        )
+
+    written = create(_nested(64)).json()
+    assert written["data"]["createAgent"]["agent"]["metadata"] == _nested(64)
+    # 300 levels were written, then failed to be read back as an internal error.
+    for levels in (65, 300):
+        error = _refused(create(_nested(levels)), "BAD_USER_INPUT")
+        assert "JSON values nest at most 64 levels" in error["message"]
+    literal = "{a: " * 65 + "1" + "}" * 65
+    query = f'mutation {{ createAgent(input: {{name: "x", metadata: {literal}}}) {{ agent {{ id }} }} }}'
+    error = _refused(
+        client.post("/graphql", json={"query": query}, headers=operator.headers),
+        "GRAPHQL_VALIDATION_FAILED",
+    )
+    assert error["message"].startswith("JSON values nest at most 64 levels")
+    assert error["locations"] == [{"line": 1, "column": query.index(literal) + 1}]
+
+
+def test_a_deep_json_filter_is_refused(client: TestClient, viewer: Caller) -> None:
+    query = """query($contains: JSON) {
+      agents(first: 1, filter: {metadataContains: $contains}) { edges { node { id } } } }"""
+    response = client.post(
+        "/graphql",
+        json={"query": query, "variables": {"contains": _nested(300)}},
+        headers=viewer.headers,
+    )
+    error = _refused(response, "BAD_USER_INPUT")
+    assert "JSON values nest at most 64 levels" in error["message"]
