@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError, ValueNode, value_from_ast_untyped
+from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.scalars import JSON as StrawberryJSON
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.schema.types.scalar import DEFAULT_SCALAR_REGISTRY
@@ -45,7 +46,22 @@ def parse_datetime(value: object) -> object:
     """A `DateTime` input as Strawberry parses it, with an RFC 3339 text read by
     `datetime.fromisoformat` first (0.1 µs against dateutil's 5.8; S4 sends two a
     request). What that refuses (24:00, 30 February) and every other shape go
-    Strawberry's way, which decides and words refusals as before."""
+    Strawberry's way, which decides and words refusals as before. An instant
+    outside the years 1 to 9999 in UTC (year 1 at +14:00) is refused too: PostgreSQL's
+    driver cannot send it, and refused it with an internal error."""
+    parsed = _read_datetime(value)
+    if isinstance(parsed, datetime) and parsed.utcoffset():
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise StrawberryInputCoercionError(
+                f'Value cannot represent a DateTime: "{value}". In UTC it falls outside'
+                " the years 1 to 9999."
+            ) from None
+    return parsed
+
+
+def _read_datetime(value: object) -> object:
     if isinstance(value, str) and _RFC_3339.fullmatch(value):
         try:
             return datetime.fromisoformat(value)

@@ -98,6 +98,22 @@ def test_a_variable_of_the_wrong_type_is_bad_user_input(client: TestClient) -> N
     _refusal(response, 400, "BAD_USER_INPUT")
 
 
+def test_a_datetime_outside_the_years_1_to_9999_in_utc_is_bad_user_input(
+    client: TestClient,
+) -> None:
+    # Year 1 at +14:00 is an instant of year 0: it reached PostgreSQL's driver, which
+    # refused it with an internal error.
+    response = client.post(
+        "/graphql",
+        json={
+            "query": "query($since: DateTime) { leaderboard(since: $since) { rank } }",
+            "variables": {"since": "0001-01-01T00:00:00+14:00"},
+        },
+    )
+    error = _refusal(response, 400, "BAD_USER_INPUT")
+    assert "outside the years 1 to 9999" in error["message"]
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from strawberry.exceptions import StrawberryInputCoercionError
 from strawberry.schema.types.base_scalars import DateTimeDefinition
 
 from schema.build import build_schema
@@ -56,3 +57,14 @@ def test_every_shape_parses_and_is_refused_as_strawberry_does(value: object) -> 
 def test_the_schema_reads_datetime_inputs_with_it() -> None:
     scalar = build_schema()._schema.type_map["DateTime"]
     assert getattr(scalar, "parse_value", None) is parse_datetime
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-00:01"])
+def test_an_instant_outside_the_years_1_to_9999_is_refused(value: str) -> None:
+    with pytest.raises(StrawberryInputCoercionError, match="outside the years 1 to 9999"):
+        parse_datetime(value)
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00"])
+def test_the_first_and_last_instants_are_taken(value: str) -> None:
+    assert _outcome(parse_datetime, value) == _outcome(DateTimeDefinition.parse_value, value)
