@@ -16,7 +16,7 @@ import asyncpg
 
 from stores._lifecycle import Lifecycle, StoreState
 from stores._tls import describe_failure
-from stores.errors import StoreOverloaded, StoreTimeout, StoreUnavailable
+from stores.errors import InvalidInput, StoreOverloaded, StoreTimeout, StoreUnavailable
 from stores.health import (
     CUT_SHORT,
     EXPIRED,
@@ -229,6 +229,14 @@ class PgPool:
             raise StoreTimeout(self._name, "a statement ran past its timeout") from exc
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self._name, describe_failure(exc)) from exc
+        except asyncpg.DataError as exc:
+            # A value the statement cannot take (a NUL character, which text and jsonb
+            # cannot hold; an instant past the driver's range): what the caller sent,
+            # whichever read or write sent it. Checks up front catch what they can.
+            reusable = True
+            raise InvalidInput(
+                "input", f"holds a value PostgreSQL cannot store ({exc}); remove it and retry"
+            ) from exc
         except Exception:
             # The server answered with an error, or the caller failed between statements:
             # nothing is in flight.

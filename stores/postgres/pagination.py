@@ -21,7 +21,6 @@ from asyncpg import Record
 
 from stores.errors import InvalidInput
 from stores.postgres.options import PgConnection
-from stores.postgres.writes import translate_violations
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -189,8 +188,7 @@ async def fetch_page(
             f" ORDER BY {', '.join(f'page.{alias} {direction}' for alias in aliases)}"
         )
 
-    with translate_violations({}):
-        rows = await conn.fetch(sql, *params.values)
+    rows = await conn.fetch(sql, *params.values)
     total: int | None = None
     if with_total:
         total = rows[0]["_total"] if rows else None

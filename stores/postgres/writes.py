@@ -56,8 +56,9 @@ async def write_statement(
 
 @contextmanager
 def translate_violations(refusals: Refusals) -> Iterator[None]:
-    """Constraint violations named in `refusals`, and values PostgreSQL cannot hold,
-    become store errors."""
+    """Constraint violations named in `refusals` become store errors (values
+    PostgreSQL cannot hold become `InvalidInput` on every pooled connection:
+    stores/_pg_pool.py)."""
     try:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
@@ -65,12 +66,6 @@ def translate_violations(refusals: Refusals) -> Iterator[None]:
         if make is None:
             raise
         raise make() from exc
-    except asyncpg.DataError as exc:
-        # Checks up front catch what they can; this is for the rest, such as a NUL
-        # character, which PostgreSQL text and jsonb cannot store.
-        raise InvalidInput(
-            "input", f"holds a value PostgreSQL cannot store ({exc}); remove it and retry"
-        ) from exc
 
 
 _AUDIT = (

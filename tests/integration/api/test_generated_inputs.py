@@ -118,3 +118,18 @@ def test_generated_operations_never_answer_internal(
         assert "INTERNAL" not in codes, (document, response.text[:1000])
 
     answered_with_a_code()
+
+
+def test_a_nul_character_is_bad_user_input_on_writes_and_reads(
+    gql: GraphQL, viewer: Caller
+) -> None:
+    # PostgreSQL's text cannot hold one. `createApiKey` sent it on a connection of its
+    # own and answered INTERNAL; every pooled connection now refuses it one way.
+    create = "mutation($n: String!) { createApiKey(input: {name: $n}) { userErrors { code } } }"
+    written = data(gql(create, {"n": "key\x00"}, caller=viewer))
+    assert written["createApiKey"]["userErrors"] == [{"code": "BAD_USER_INPUT"}]
+    read = """query($n: String) {
+      agents(first: 1, filter: {nameContains: $n}) { edges { node { id } } } }"""
+    answer = gql(read, {"n": "a\x00"}, caller=viewer)
+    assert [error["extensions"]["code"] for error in answer["errors"]] == ["BAD_USER_INPUT"]
+    assert "cannot store" in answer["errors"][0]["message"]
