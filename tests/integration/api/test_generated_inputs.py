@@ -1,20 +1,23 @@
 """Every generated operation is answered with a code the client can act on.
 
-Mutations and queries generated from the schema (hypothesis-graphql, derandomized:
-the same documents on every run), with the values a hostile or careless client
-sends: NUL characters in strings, the ends of `Int`, `Float`s PostgreSQL cannot
+Mutations and queries generated from the schema (hypothesis-graphql), and every root
+field with its arguments as variables of their types, each sent plain and prepared;
+derandomized, the same cases on every run. Their values are what a hostile or
+careless client sends: NUL characters in strings, the ends of `Int`, `Float`s PostgreSQL cannot
 store exactly, `DateTime`s whose instant falls outside the years 1 to 9999, ids of
 nothing and of the wrong type, JSON that is not an object. Whatever each answers,
 it must not be a 500 or an `INTERNAL` error: each of those is a bug. Randomized
-runs of this corpus, 3,000 documents of each kind, found a `DateTime` PostgreSQL's
-driver refused (test_malformed_input.py keeps that case); run them with
-`derandomize=False` and a larger `max_examples` after changing inputs.
+runs, 3,000 cases of each kind, found a `DateTime` PostgreSQL's driver refused
+(test_malformed_input.py keeps that case) and a NUL character `createApiKey` sent
+it (kept below); run them with `derandomize=False` and a larger `max_examples`
+after changing inputs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import graphql
 import pytest
@@ -74,6 +77,64 @@ def _scalars(ids: list[str]) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
     }
 
 
+# The same hostile values as JSON, for variables.
+_VARIABLE_VALUES: dict[str, list[Any]] = {
+    "String": ["", " ", "\x00", "a" * 600, "%", "_", "\\"],
+    "Int": [-(2**31), -1, 0, 1, 100, 101, 2**31 - 1],
+    "Float": [0.0, -1.0, 0.5, 1e308, -1e308, 1e-320],
+    "Boolean": [True, False],
+    "DateTime": [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59Z",
+        "2026-12-07T00:00:00+14:00",
+    ],
+    "JSON": [{}, {"a": {"b": [1, 2]}}, [], "x", 1],
+}
+
+
+def _variable(
+    type_: graphql.GraphQLInputType, ids: list[str], depth: int = 0
+) -> st.SearchStrategy[Any]:
+    """Values of `type_`'s shape, or null, whatever the type allows: what a client's
+    variables carry past graphql-core's coercion to the resolvers."""
+    values: st.SearchStrategy[Any]
+    if isinstance(type_, graphql.GraphQLNonNull):
+        type_ = type_.of_type
+    if isinstance(type_, graphql.GraphQLList):
+        values = st.lists(_variable(type_.of_type, ids, depth + 1), max_size=3)
+    elif isinstance(type_, graphql.GraphQLEnumType):
+        values = st.sampled_from(list(type_.values))
+    elif isinstance(type_, graphql.GraphQLInputObjectType):
+        if depth > 4:
+            return st.none()
+        fields = {name: _variable(f.type, ids, depth + 1) for name, f in type_.fields.items()}
+        values = st.fixed_dictionaries({}, optional=fields)
+    elif type_.name == "ID":
+        values = st.sampled_from(ids)
+    else:
+        values = st.sampled_from(_VARIABLE_VALUES.get(type_.name, [None]))
+    return st.one_of(st.none(), values)
+
+
+def _root_field_documents() -> list[tuple[str, dict[str, graphql.GraphQLInputType]]]:
+    """One document per root query and mutation field, every argument a variable."""
+    documents = []
+    for root, kind in ((_SCHEMA.query_type, "query"), (_SCHEMA.mutation_type, "mutation")):
+        assert root is not None
+        for name, field in root.fields.items():
+            arguments = {argument: arg.type for argument, arg in field.args.items()}
+            signature = ", ".join(f"${a}: {t}" for a, t in arguments.items())
+            passed = ", ".join(f"{a}: ${a}" for a in arguments)
+            leaf = graphql.is_leaf_type(graphql.get_named_type(field.type))
+            document = (
+                f"{kind}{f'({signature})' if signature else ''}"
+                f" {{ {name}{f'({passed})' if passed else ''}{'' if leaf else ' { __typename }'} }}"
+            )
+            documents.append((document, arguments))
+    return documents
+
+
 @pytest.fixture(scope="module")
 def targets(client: TestClient, settings: Settings) -> tuple[list[Caller], list[str]]:
     """An admin and an agent-role caller, and ids of real agents and tasks besides
@@ -94,6 +155,17 @@ def targets(client: TestClient, settings: Settings) -> tuple[list[Caller], list[
     return [admin, agent], [*ids, "not-an-id", "VGFzazox", "QWdlbnQ6eA=="]
 
 
+def _corpus(max_examples: int = 300) -> settings:
+    """The same cases on every run."""
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
 @pytest.mark.parametrize("kind", [mutations, queries], ids=["mutations", "queries"])
 def test_generated_operations_never_answer_internal(
     client: TestClient,
@@ -103,21 +175,46 @@ def test_generated_operations_never_answer_internal(
     callers, ids = targets
     documents = kind(_SCHEMA, custom_scalars=_scalars(ids), allow_x00=True)
 
-    @settings(
-        max_examples=300,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @_corpus()
     @given(document=documents, caller=st.sampled_from(callers))
     def answered_with_a_code(document: str, caller: Caller) -> None:
-        response = client.post("/graphql", json={"query": document}, headers=caller.headers)
-        assert response.status_code != 500, (document, response.text[:1000])
-        codes = [error["extensions"]["code"] for error in response.json().get("errors", [])]
-        assert "INTERNAL" not in codes, (document, response.text[:1000])
+        _answered_with_a_code(client, caller, document, {})
 
     answered_with_a_code()
+
+
+def test_typed_variables_never_answer_internal(
+    client: TestClient, targets: tuple[list[Caller], list[str]]
+) -> None:
+    callers, ids = targets
+    cases = st.sampled_from(_root_field_documents()).flatmap(
+        lambda case: st.tuples(
+            st.just(case[0]),
+            st.fixed_dictionaries({a: _variable(t, ids) for a, t in case[1].items()}),
+        )
+    )
+
+    # Most cases are refused by coercion, cheaply: more of them reach the resolvers.
+    @_corpus(max_examples=1000)
+    @given(case=cases, caller=st.sampled_from(callers))
+    def answered_with_a_code(case: tuple[str, dict[str, Any]], caller: Caller) -> None:
+        document, variables = case
+        # The second request takes the prepared path (gateway/prepared.py).
+        for _ in range(2):
+            _answered_with_a_code(client, caller, document, variables)
+
+    answered_with_a_code()
+
+
+def _answered_with_a_code(
+    client: TestClient, caller: Caller, document: str, variables: dict[str, Any]
+) -> None:
+    response = client.post(
+        "/graphql", json={"query": document, "variables": variables}, headers=caller.headers
+    )
+    assert response.status_code != 500, (document, variables, response.text[:1000])
+    codes = [error["extensions"]["code"] for error in response.json().get("errors", [])]
+    assert "INTERNAL" not in codes, (document, variables, response.text[:1000])
 
 
 def test_a_nul_character_is_bad_user_input_on_writes_and_reads(
