@@ -33,6 +33,10 @@ _REQUEST_ONLY_CODES = frozenset(
 )
 # A refusal listing this many errors is answered anew each time rather than kept.
 _MAX_ERRORS = 20
+# Nor one whose messages are longer: a message may quote a literal of the document,
+# indented (a list literal 150 levels deep, 335 characters, is quoted in 20 kB), and
+# the memory held for remembered refusals stays about 1,024 times this.
+_MAX_MESSAGE_CHARS = 4096
 
 STATE_KEY = "known_refusal_key"
 
@@ -45,19 +49,21 @@ def request_key(method: str, payload: bytes) -> bytes:
 
 
 def request_only(response: Mapping[str, object]) -> bool:
-    """True for a response that refused the request before anything executed, for
-    reasons found in the request alone."""
+    """True for a response worth remembering: it refused the request before anything
+    executed, for reasons found in the request alone, in short messages."""
     # A response with data executed; one with extensions carries this request's own.
     if "data" in response or response.get("extensions"):
         return False
     errors = response.get("errors")
     if not isinstance(errors, list) or not errors or len(errors) > _MAX_ERRORS:
         return False
+    message_chars = 0
     for error in errors:
         extensions = error.get("extensions") if isinstance(error, dict) else None
         if not isinstance(extensions, dict) or extensions.get("code") not in _REQUEST_ONLY_CODES:
             return False
-    return True
+        message_chars += len(str(error.get("message", "")))
+    return message_chars <= _MAX_MESSAGE_CHARS
 
 
 class KnownRefusals:

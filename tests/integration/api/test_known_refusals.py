@@ -120,3 +120,21 @@ def test_refusals_that_depend_on_the_caller_or_the_moment_are_not_remembered() -
     assert not request_only({"data": None, **refusal("GRAPHQL_PARSE_FAILED")})
     # A response with extensions carries this request's own (its cost, say).
     assert not request_only({**refusal("QUERY_TOO_COMPLEX"), "extensions": {"cost": {}}})
+    # Kept in memory by the thousand: long messages are not.
+    long = {"errors": [{"message": "x" * 4097, "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}]}
+    assert not request_only(long)
+
+
+def test_a_refusal_quoting_a_long_literal_is_not_remembered(
+    client: TestClient, viewer: Caller
+) -> None:
+    known = _known(client)
+    before, answered = len(known), known.answered
+    # graphql-core quotes the literal back, indented: 20 kB from a 335-character query.
+    deep = "[" * 150 + "1" + "]" * 150
+    query = f"# {uuid4()}\n{{ agents(first: {deep}) {{ totalCount }} }}"
+    for _ in range(2):
+        response = client.post("/graphql", json={"query": query}, headers=viewer.headers)
+        assert error_codes(response.json()) == ["GRAPHQL_VALIDATION_FAILED"]
+        assert len(response.content) > 4096
+    assert (len(known), known.answered) == (before, answered)
