@@ -21,7 +21,7 @@ from typing import Any
 
 import graphql
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_graphql import mutations, queries
 from starlette.testclient import TestClient
@@ -29,22 +29,9 @@ from starlette.testclient import TestClient
 from gateway.settings import Settings
 from schema import build_schema
 from tests.integration.api.conftest import Caller, GraphQL, _make_caller, data, unique
+from tests.integration.api.test_differential import _corpus, _representation, _string
 
 _SCHEMA = build_schema()._schema
-
-
-def _string(value: str) -> graphql.StringValueNode:
-    return graphql.StringValueNode(value=value)
-
-
-def _representation(id: str) -> graphql.ObjectValueNode:
-    fields = (("__typename", "Agent"), ("id", id))
-    return graphql.ObjectValueNode(
-        fields=tuple(
-            graphql.ObjectFieldNode(name=graphql.NameNode(value=name), value=_string(value))
-            for name, value in fields
-        )
-    )
 
 
 def _scalars(ids: list[str]) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
@@ -73,7 +60,7 @@ def _scalars(ids: list[str]) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
                 graphql.IntValueNode(value="1"),
             ]
         ),
-        "_Any": st.sampled_from(ids).map(_representation),
+        "_Any": st.sampled_from(ids).map(lambda id: _representation("Agent", id)),
     }
 
 
@@ -155,17 +142,6 @@ def targets(client: TestClient, settings: Settings) -> tuple[list[Caller], list[
     return [admin, agent], [*ids, "not-an-id", "VGFzazox", "QWdlbnQ6eA=="]
 
 
-def _corpus(max_examples: int = 300) -> settings:
-    """The same cases on every run."""
-    return settings(
-        max_examples=max_examples,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
 @pytest.mark.parametrize("kind", [mutations, queries], ids=["mutations", "queries"])
 def test_generated_operations_never_answer_internal(
     client: TestClient,
@@ -175,7 +151,7 @@ def test_generated_operations_never_answer_internal(
     callers, ids = targets
     documents = kind(_SCHEMA, custom_scalars=_scalars(ids), allow_x00=True)
 
-    @_corpus()
+    @_corpus(300)
     @given(document=documents, caller=st.sampled_from(callers))
     def answered_with_a_code(document: str, caller: Caller) -> None:
         _answered_with_a_code(client, caller, document, {})
@@ -195,7 +171,7 @@ def test_typed_variables_never_answer_internal(
     )
 
     # Most cases are refused by coercion, cheaply: more of them reach the resolvers.
-    @_corpus(max_examples=1000)
+    @_corpus(1000)
     @given(case=cases, caller=st.sampled_from(callers))
     def answered_with_a_code(case: tuple[str, dict[str, Any]], caller: Caller) -> None:
         document, variables = case
