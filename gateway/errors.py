@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from strawberry.extensions import SchemaExtension
 from strawberry.relay import GlobalIDValueError
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 
 from gateway.media import APPLICATION_JSON, negotiate_media_type
 from resolvers.errors import ClientError, ErrorCode
@@ -39,6 +40,12 @@ logger = logging.getLogger("polygraph.errors")
 
 # graphql-core's variable coercion errors start so.
 _VARIABLE_PREFIX = "Variable '$"
+# A message may quote what the client sent whole (an id that does not decode, the
+# name of a field that does not exist, a string where a name belongs), up to the
+# size of the body. Past this many characters only its two ends are kept, which
+# name the mistake and where it is, so an error costs neither the response nor the
+# log line the size of the request.
+MAX_MESSAGE_CHARS = 1_024
 
 # Statuses every HTTP client understands, whatever the media type, for a response
 # without data; the first code found in this order decides.
@@ -73,6 +80,9 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
         # coded in `ErrorCodes.on_validate`): a variable of the wrong type, say, whose
         # original error is whatever the scalar's parser raised.
         return _with_code(error, ErrorCode.BAD_USER_INPUT)
+    if isinstance(original, CannotGetOperationTypeError):
+        # Over WebSocket (over HTTP the view answers it): as HTTP words it.
+        return _replaced(error, original.as_http_error_reason(), ErrorCode.BAD_REQUEST)
     if isinstance(original, GlobalIDValueError):
         return _with_code(error, ErrorCode.BAD_USER_INPUT)
     if isinstance(original, ClientError):
@@ -189,6 +199,8 @@ def classify_all(
     ids of those logged before (a streamed operation's last result comes twice)."""
     classified = [classify(error, request_id) for error in errors]
     for error in classified:
+        if len(error.message) > MAX_MESSAGE_CHARS:
+            error.message = shortened(error.message)
         if logged is not None:
             if id(error) in logged:
                 continue
@@ -205,6 +217,15 @@ def classify_all(
     # The errors as they came and as classified: a coded copy may drop the first.
     _forget_tracebacks([*errors, *classified])
     return classified
+
+
+def shortened(message: str) -> str:
+    """`message` with its middle left out if it runs past `MAX_MESSAGE_CHARS`."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    kept = MAX_MESSAGE_CHARS // 2
+    left_out = len(message) - 2 * kept
+    return f"{message[:kept]} [... {left_out:,} characters left out ...] {message[-kept:]}"
 
 
 def _forget_tracebacks(errors: list[GraphQLError]) -> None:
@@ -289,7 +310,7 @@ def error_response(
     """A refusal written before (or instead of) execution: GraphQL-shaped, without
     `data`, in the media type the client accepts."""
     details = {**(extensions or {}), "code": code.value}
-    body = {"errors": [{"message": message, "extensions": details}]}
+    body = {"errors": [{"message": shortened(message), "extensions": details}]}
     merged = {**_headers_for(code, details), **(headers or {})}
     return Response(
         orjson.dumps(body),

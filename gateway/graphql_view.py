@@ -100,11 +100,30 @@ class _TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
         payload = {"errors": [refusal.error().formatted]}
         return orjson.dumps({"id": operation_id, "type": "next", "payload": payload})
 
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, reason=close_reason(reason))
+
     async def _send(self, encoded: bytes) -> None:
         try:
             await self.ws.send_text(encoded.decode())
         except WebSocketDisconnect as exc:
             raise WebSocketDisconnected from exc
+
+
+# A close frame carries at most 125 bytes, two of them the code (RFC 6455, 5.5): the
+# server drops the connection without one, and without the reason, if it is longer.
+_MAX_CLOSE_REASON_BYTES = 123
+
+
+def close_reason(reason: str) -> str:
+    """`reason` cut to fit a close frame; a reason may quote the client (a syntax
+    error's token, an operation's id or name)."""
+    encoded = reason.encode()
+    if len(encoded) <= _MAX_CLOSE_REASON_BYTES:
+        return reason
+    ellipsis = "..."
+    kept = encoded[: _MAX_CLOSE_REASON_BYTES - len(ellipsis)]
+    return kept.decode(errors="ignore") + ellipsis
 
 
 class PerOperationContext:

@@ -130,11 +130,13 @@ def test_a_refusal_quoting_a_long_literal_is_not_remembered(
 ) -> None:
     known = _known(client)
     before, answered = len(known), known.answered
-    # graphql-core quotes the literal back, indented: 20 kB from a 335-character query.
+    # graphql-core quotes the literal back, indented: 20 kB from a 335-character query,
+    # each message cut to its two ends (gateway.errors.MAX_MESSAGE_CHARS), five of them.
     deep = "[" * 150 + "1" + "]" * 150
-    query = f"# {uuid4()}\n{{ agents(first: {deep}) {{ totalCount }} }}"
+    fields = " ".join(f"a{n}: agents(first: {deep}) {{ totalCount }}" for n in range(5))
+    query = f"# {uuid4()}\n{{ {fields} }}"
     for _ in range(2):
         response = client.post("/graphql", json={"query": query}, headers=viewer.headers)
-        assert error_codes(response.json()) == ["GRAPHQL_VALIDATION_FAILED"]
+        assert error_codes(response.json()) == ["GRAPHQL_VALIDATION_FAILED"] * 5
         assert len(response.content) > 4096
     assert (len(known), known.answered) == (before, answered)
