@@ -18,6 +18,7 @@ from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.relay import GlobalIDValueError
 from strawberry.schema.exceptions import CannotGetOperationTypeError
@@ -83,6 +84,9 @@ def classify(error: GraphQLError, request_id: str) -> GraphQLError:
     if isinstance(original, CannotGetOperationTypeError):
         # Over WebSocket (over HTTP the view answers it): as HTTP words it.
         return _replaced(error, original.as_http_error_reason(), ErrorCode.BAD_REQUEST)
+    if isinstance(original, MissingQueryError):
+        # Likewise (an empty `query`).
+        return _replaced(error, "No GraphQL query found in the request", ErrorCode.BAD_REQUEST)
     if isinstance(original, GlobalIDValueError):
         return _with_code(error, ErrorCode.BAD_USER_INPUT)
     if isinstance(original, ClientError):

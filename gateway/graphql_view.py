@@ -33,7 +33,10 @@ from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message,
+    SubscribeMessage,
+)
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
@@ -196,6 +199,29 @@ def _to_followers(payload: bytes) -> Callable[[Subscription], Awaitable[None]]:
     return send
 
 
+# An operation's id is kept as long as the operation runs; clients send a counter or
+# a UUID.
+MAX_OPERATION_ID_CHARS = 256
+
+
+def _malformed(message: object) -> str | None:
+    """Why a graphql-transport-ws message cannot be handled, if it cannot (the
+    subscribe payload's fields are checked in `handle_subscribe`)."""
+    if not isinstance(message, dict):
+        return "Invalid message: send a JSON object."
+    kind = message.get("type")
+    if kind in ("subscribe", "complete"):
+        operation_id = message.get("id")
+        if not isinstance(operation_id, str) or len(operation_id) > MAX_OPERATION_ID_CHARS:
+            return (
+                f"Invalid {kind} message: `id` must be a string of at most"
+                f" {MAX_OPERATION_ID_CHARS} characters."
+            )
+        if kind == "subscribe" and not isinstance(message.get("payload"), dict):
+            return "Invalid subscribe message: `payload` must be an object."
+    return None
+
+
 class _LimitedTransportWSHandler(SignedInTransportWSHandler):
     websocket: _TextFrameWebSocketAdapter
 
@@ -203,6 +229,16 @@ class _LimitedTransportWSHandler(SignedInTransportWSHandler):
         super().__init__(*args, **kwargs)
         # The connection's context stays the one it signed in with (see ws_sign_in).
         self.schema = PerOperationContext(self.schema)  # type: ignore[assignment]
+
+    async def handle_message(self, message: Message) -> None:
+        # Strawberry reads a message's fields as its types say they are: a list, an
+        # object as `id` or a string as `payload` raised, and the connection ended
+        # without a close frame.
+        problem = _malformed(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         # The operation's own task: what is set here is the operation's alone.
@@ -260,11 +296,12 @@ class _LimitedTransportWSHandler(SignedInTransportWSHandler):
             isinstance(payload.get("query"), str)
             and isinstance(payload.get("variables"), dict | None)
             and isinstance(payload.get("operationName"), str | None)
+            and isinstance(payload.get("extensions"), dict | None)
         ):
             # graphql-transport-ws: an invalid message closes the socket with 4400.
             await self.handle_invalid_message(
-                "Invalid subscribe payload: `query` must be a string, `variables` an object"
-                " and `operationName` a string."
+                "Invalid subscribe payload: `query` and `operationName` must be strings,"
+                " `variables` and `extensions` objects."
             )
             return
         refusal = document_size_refusal(payload["query"], self.view.limits.max_document_chars)

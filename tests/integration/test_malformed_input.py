@@ -174,8 +174,17 @@ def test_websocket_operations_get_the_same_codes(client: TestClient) -> None:
         message = json.loads(ws.receive_text())
         assert message["type"] == "error"
         assert message["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        # As over HTTP, not INTERNAL.
+        ws.send_text(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": ""}}))
+        message = json.loads(ws.receive_text())
+        assert message["type"] == "error"
+        (error,) = message["payload"]
+        assert error == {
+            "message": "No GraphQL query found in the request",
+            "extensions": {"code": "BAD_REQUEST"},
+        }
         # A syntax error closes the socket, as graphql-transport-ws asks.
-        ws.send_text(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": "{"}}))
+        ws.send_text(json.dumps({"id": "3", "type": "subscribe", "payload": {"query": "{"}}))
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
         assert closed.value.code == 4400
@@ -183,8 +192,13 @@ def test_websocket_operations_get_the_same_codes(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [{"query": 123}, {"query": "{ __typename }", "variables": [1]}, {"variables": {}}],
-    ids=["query-not-a-string", "variables-not-an-object", "no-query"],
+    [
+        {"query": 123},
+        {"query": "{ __typename }", "variables": [1]},
+        {"variables": {}},
+        {"query": "{ __typename }", "extensions": 5},
+    ],
+    ids=["query-not-a-string", "variables-not-an-object", "no-query", "extensions-not-an-object"],
 )
 def test_a_malformed_websocket_subscribe_closes_with_4400(
     client: TestClient, payload: dict[str, Any]
@@ -196,3 +210,73 @@ def test_a_malformed_websocket_subscribe_closes_with_4400(
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
         assert closed.value.code == 4400
+
+
+SUBSCRIBE = {"query": "subscription { taskUpdated { change } }"}
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ([1, 2], "Invalid message: send a JSON object."),
+        (5, "Invalid message: send a JSON object."),
+        (
+            {"id": {"a": 1}, "type": "subscribe", "payload": SUBSCRIBE},
+            "Invalid subscribe message: `id` must be a string of at most 256 characters.",
+        ),
+        (
+            {"id": 1, "type": "subscribe", "payload": SUBSCRIBE},
+            "Invalid subscribe message: `id` must be a string of at most 256 characters.",
+        ),
+        (
+            {"id": "x" * 257, "type": "subscribe", "payload": SUBSCRIBE},
+            "Invalid subscribe message: `id` must be a string of at most 256 characters.",
+        ),
+        (
+            {"id": "1", "type": "subscribe", "payload": "{ __typename }"},
+            "Invalid subscribe message: `payload` must be an object.",
+        ),
+        (
+            {"id": "1", "type": "subscribe", "payload": [SUBSCRIBE]},
+            "Invalid subscribe message: `payload` must be an object.",
+        ),
+        (
+            {"id": None, "type": "complete"},
+            "Invalid complete message: `id` must be a string of at most 256 characters.",
+        ),
+    ],
+    ids=[
+        "a-list",
+        "a-number",
+        "id-an-object",
+        "id-a-number",
+        "id-too-long",
+        "payload-a-string",
+        "payload-a-list",
+        "complete-id-null",
+    ],
+)
+def test_a_malformed_websocket_message_closes_with_4400(
+    client: TestClient, message: object, reason: str
+) -> None:
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        ws.send_text(json.dumps(message))
+        # Answered with a pong, not waited on forever, if the message were taken.
+        ws.send_text(json.dumps({"type": "ping"}))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert (closed.value.code, closed.value.reason) == (4400, reason)
+
+
+def test_an_operation_id_of_256_characters_is_taken(client: TestClient) -> None:
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+        operation_id = "x" * 256
+        query = {"query": "{ __typename }"}
+        ws.send_text(json.dumps({"id": operation_id, "type": "subscribe", "payload": query}))
+        message = json.loads(ws.receive_text())
+        assert (message["id"], message["type"]) == (operation_id, "next")
+        assert message["payload"]["data"] == {"__typename": "Query"}

@@ -15,6 +15,7 @@ from websockets.typing import Subprotocol
 
 from gateway.app import create_app
 from gateway.errors import MAX_MESSAGE_CHARS
+from gateway.graphql_view import MAX_OPERATION_ID_CHARS
 from gateway.settings import Settings
 from tests.integration.api.conftest import Caller
 from tests.support.serving import serve_in_thread
@@ -110,7 +111,7 @@ def test_an_unknown_operation_name_over_websocket_is_bad_request(
         (
             [
                 {
-                    "id": LONG,
+                    "id": "A" * MAX_OPERATION_ID_CHARS,
                     "type": "subscribe",
                     "payload": {"query": "subscription { taskUpdated { change } }"},
                 }
