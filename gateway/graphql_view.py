@@ -397,14 +397,20 @@ class GraphQLView(GraphQL[RequestContext, None]):
         params = {str(key).lower(): value for key, value in raw.items()}
         authorization = params.get("authorization")
         api_key = params.get("apikey") or params.get("x-api-key")
+        if not isinstance(authorization, str | None) or not isinstance(api_key, str | None):
+            # Refused like a wrong credential, not ignored: the connection would go on
+            # signed out.
+            raise ConnectionRejectionError(
+                {
+                    "message": "A credential in the connection_init payload must be a string",
+                    "code": ErrorCode.UNAUTHENTICATED.value,
+                }
+            )
         client = context.connection.client
         try:
             # Counted like AuthenticationMiddleware's: see resolvers.rate_limits.
             context.principal = await authenticate_counted(
-                self._stores,
-                authorization if isinstance(authorization, str) else None,
-                api_key if isinstance(api_key, str) else None,
-                client.host if client else None,
+                self._stores, authorization, api_key, client.host if client else None
             )
         except ClientError as exc:
             raise ConnectionRejectionError(

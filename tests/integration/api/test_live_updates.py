@@ -227,11 +227,13 @@ def test_websocket_messages_are_compressed_only_when_the_setting_says_so(
 
 def test_subscriptions_need_a_valid_sign_in(settings: Settings, gql: GraphQL) -> None:
     client = gql.client
-    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
-        ws.send_text(json.dumps({"type": "connection_init", "payload": {"apiKey": "pg_wrong"}}))
-        message = ws.receive()
-        assert message["type"] == "websocket.close"
-        assert message["code"] == 4403
+    # A credential that is not a string is refused too, not taken for none.
+    for payload in ({"apiKey": "pg_wrong"}, {"apiKey": 5}, {"authorization": ["Bearer x"]}):
+        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send_text(json.dumps({"type": "connection_init", "payload": payload}))
+            message = ws.receive()
+            assert message["type"] == "websocket.close"
+            assert message["code"] == 4403
     with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
         ws.send_text(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.receive_text())["type"] == "connection_ack"
