@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import functools
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING
@@ -35,6 +34,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
+from schema.relay import global_id
 from schema.settled import settled_preparer
 
 _DEFINITION = GraphQLCoreConverter.DEFINITION_BACKREF
@@ -180,16 +180,10 @@ def _input_conversion(
     return convert
 
 
-# Ids decoded lately, by text: clients send the same ids again and again (a
-# dashboard's agents), and a decode (base64, a split, a frozen dataclass) costs about
-# ten times a cache hit. A `GlobalID` is immutable: one serves every request. A text
-# that fails to decode raises, and is not kept.
-_decoded_global_id = functools.lru_cache(maxsize=4096)(GlobalID.from_id)
-
-
 def _global_id(value: str) -> GlobalID:
     try:
-        return _decoded_global_id(value)
+        # Remembered by text (a decode costs about ten times a cache hit).
+        return global_id(value)
     except GlobalIDValueError as error:
         # Strawberry's message, like the built-in scalars'.
         raise InvalidGlobalIDError(f'Value cannot represent a GlobalID: "{value}".') from error

@@ -4,7 +4,9 @@ uvicorn drops the connection without a close frame for a longer one)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +19,8 @@ from gateway.app import create_app
 from gateway.errors import MAX_MESSAGE_CHARS
 from gateway.graphql_view import MAX_OPERATION_ID_CHARS
 from gateway.settings import Settings
-from tests.integration.api.conftest import Caller
+from schema import relay
+from tests.integration.api.conftest import Caller, GraphQL
 from tests.support.serving import serve_in_thread
 
 LONG = "A" * 50_000
@@ -143,3 +146,24 @@ def test_a_long_close_reason_is_cut_to_fit_its_frame(
     assert close.reason.startswith(starts)
     assert close.reason.endswith("...")
     assert len(close.reason.encode()) <= 123
+
+
+def _kept_ids() -> tuple[int, int]:
+    return (
+        relay._cached_global_id.cache_info().currsize,
+        relay._cached_uuid.cache_info().currsize,
+    )
+
+
+def test_a_long_id_is_not_remembered(gql: GraphQL, viewer: Caller) -> None:
+    # A UUID with a million hyphens (`UUID` drops them) in a well-formed global id: 4,096
+    # of these kept would be gigabytes.
+    text = "Agent:" + "-" * 1_000_000 + uuid.uuid4().hex
+    long_id = base64.b64encode(text.encode()).decode()
+    kept = _kept_ids()
+    query = "query($id: ID!) { node(id: $id) { id } }"
+    for _ in range(2):  # the second on the prepared path
+        body = gql(query, {"id": long_id}, caller=viewer)
+        assert body["data"] == {"node": None}
+        assert "errors" not in body
+    assert _kept_ids() == kept
