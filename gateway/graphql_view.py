@@ -50,7 +50,12 @@ from gateway.limits import RequestLimits
 from gateway.limits.known_refusals import STATE_KEY as REFUSAL_KEY
 from gateway.limits.known_refusals import KnownRefusals, request_key
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
-from gateway.media import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON, negotiate_media_type
+from gateway.media import (
+    APPLICATION_JSON,
+    GRAPHQL_RESPONSE_JSON,
+    REMEMBERED_HEADER_CHARS,
+    negotiate_media_type,
+)
 from gateway.persisted_documents import read_document_id
 from gateway.prepared import PreparedPath
 from gateway.ws_sign_in import SignedInTransportWSHandler
@@ -69,10 +74,18 @@ _REMEMBERED_ACCEPT_VALUES = 64
 _POST_OPERATIONS = frozenset(OperationType.from_http("POST"))
 
 
-@functools.lru_cache(maxsize=64)
 def _media_type(content_type: str) -> str:
     # Parsed by the email package, slowly; clients send the same few values.
+    if len(content_type) > REMEMBERED_HEADER_CHARS:
+        return _parsed_media_type(content_type)
+    return _remembered_media_type(content_type)
+
+
+def _parsed_media_type(content_type: str) -> str:
     return parse_content_type(content_type)[0]
+
+
+_remembered_media_type = functools.lru_cache(maxsize=64)(_parsed_media_type)
 
 
 def _refuse_unless_json(content_type: str) -> None:
@@ -513,7 +526,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
         if protocol is None:
             transport = self._get_stream_transport_from_headers({"accept": accept})
             protocol = transport.protocol if transport else "http"
-            if len(self._protocols) < _REMEMBERED_ACCEPT_VALUES:
+            if (
+                len(self._protocols) < _REMEMBERED_ACCEPT_VALUES
+                and len(accept) <= REMEMBERED_HEADER_CHARS
+            ):
                 self._protocols[accept] = protocol
         return protocol
 

@@ -12,9 +12,16 @@ side-by-side runs (bench/profile_notes.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.limits.options import DEFAULT_MAX_HEAD_BYTES
+from gateway.limits.refusal import head_refusal
+
+logger = logging.getLogger("polygraph.http")
 
 # Past this many bytes waiting, writes go out at once: a large or streamed body reaches
 # the socket, and uvicorn's flow control sees its buffer fill, as without coalescing.
@@ -111,10 +118,56 @@ class CoalescedWrites(asyncio.Transport):
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol on `CoalescedWrites`; a WebSocket takes the socket's
-    own transport when the connection upgrades."""
+    own transport when the connection upgrades.
+
+    A request's line and headers past `max_head_bytes` are refused with 431 and the
+    connection closed: httptools has no bound of its own, and holds a header whole,
+    however long, before the app sees any of it (a 50 MB header took 2.9 s to read).
+    """
+
+    max_head_bytes = DEFAULT_MAX_HEAD_BYTES
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescedWrites(transport, self.loop))
+        self._in_head = False
+        self._head_began = False
+        self._head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        self._head_began = False
+        super().data_received(data)
+        # A head begun in this chunk is counted from the next one: a request pipelined
+        # behind others is not charged for them, and the chunk is held at most once.
+        if self._in_head and not self._head_began:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_began = True
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def _refuse_head(self) -> None:
+        self._in_head = False
+        refusal = head_refusal(self._head_bytes, self.max_head_bytes)
+        logger.info("refused a request from %s: %s", self.client, refusal.message)
+        error = {"message": refusal.message, "extensions": refusal.extensions}
+        body = orjson.dumps({"errors": [error]})
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(body)
+        )
+        self.transport.write(b"".join([*head, body]))
+        self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         coalesced = self.transport
@@ -122,3 +175,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             coalesced.flush()
             self.transport = coalesced.unwrapped
         super().handle_websocket_upgrade()
+
+
+def head_limited(max_head_bytes: int) -> type[CoalescingHttpToolsProtocol]:
+    """The protocol with its own bound on a request's line and headers."""
+    if max_head_bytes == CoalescingHttpToolsProtocol.max_head_bytes:
+        return CoalescingHttpToolsProtocol
+    return type(
+        "HeadLimitedHttpToolsProtocol",
+        (CoalescingHttpToolsProtocol,),
+        {"max_head_bytes": max_head_bytes},
+    )

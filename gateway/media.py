@@ -8,10 +8,20 @@ GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
 
 
-@functools.lru_cache(maxsize=64)
+# Header values worked out once are remembered, 64 of each kind, up to this length:
+# clients send the same few short values, and a header may be a megabyte long.
+REMEMBERED_HEADER_CHARS = 256
+
+
 def negotiate_media_type(accept: str | None) -> str:
     """`application/graphql-response+json` unless the client only accepts `application/json`
     (remembered: clients send the same few values)."""
+    if accept is not None and len(accept) > REMEMBERED_HEADER_CHARS:
+        return _negotiate(accept)
+    return _negotiated(accept)
+
+
+def _negotiate(accept: str | None) -> str:
     if not accept:
         return GRAPHQL_RESPONSE_JSON
     accepted = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
@@ -20,3 +30,6 @@ def negotiate_media_type(accept: str | None) -> str:
     if APPLICATION_JSON in accepted:
         return APPLICATION_JSON
     return GRAPHQL_RESPONSE_JSON
+
+
+_negotiated = functools.lru_cache(maxsize=64)(_negotiate)

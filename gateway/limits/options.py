@@ -39,3 +39,7 @@ class RequestLimits:
 
 
 DEFAULT_LIMITS = RequestLimits()
+# Bytes of a request's line and headers, applied by the server (gateway.http_protocol).
+# Go's net/http default (Node allows 16 KiB, nginx 32 KiB): room for a GET carrying a
+# whole document in its query string.
+DEFAULT_MAX_HEAD_BYTES = 1024 * 1024

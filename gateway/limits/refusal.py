@@ -70,6 +70,16 @@ def document_size_refusal(query: object, max_chars: int) -> TooComplex | None:
     )
 
 
+def head_refusal(received: int, max_bytes: int) -> TooComplex:
+    """Found as a request's line and headers arrive, before the app sees them."""
+    return TooComplex(
+        f"The request line and headers are over {received:,} bytes",
+        received,
+        max_bytes,
+        "POLYGRAPH_MAX_HEADER_BYTES",
+    )
+
+
 def response_size_refusal(size: int, max_bytes: int) -> TooComplex:
     """Found once the response is encoded: the work is done, but nothing is sent."""
     return TooComplex(

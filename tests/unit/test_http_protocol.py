@@ -7,15 +7,19 @@ import asyncio
 import socket
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 from websockets.sync.client import connect
 
-from gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol
+from gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol, head_limited
 from tests.support.serving import serve_in_thread
 
 LARGE = 200 * 1024
@@ -28,9 +32,11 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.calls: list[tuple[str, bytes]] = []
         self.closing = False
+        self.wrote = asyncio.Event()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.calls.append(("write", bytes(data)))
+        self.wrote.set()
 
     def close(self) -> None:
         self.calls.append(("close", b""))
@@ -179,3 +185,79 @@ def test_the_served_protocol_is_the_gateways() -> None:
 
     server = gateway_server(Settings(), "127.0.0.1", 0)
     assert server.config.http is CoalescingHttpToolsProtocol
+    server = gateway_server(Settings(max_header_bytes=8192), "127.0.0.1", 0)
+    assert isinstance(server.config.http, type)
+    assert issubclass(server.config.http, CoalescingHttpToolsProtocol)
+    assert server.config.http.max_head_bytes == 8192
+
+
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _protocol(max_head_bytes: int) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
+    config = Config(_ok, lifespan="off", log_config=None)
+    config.load()
+    protocol = head_limited(max_head_bytes)(config=config, server_state=ServerState(), app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _written(transport: RecordingTransport, responses: int) -> bytes:
+    """What reached the socket once `responses` status lines have (the app runs as tasks)."""
+    while (written := b"".join(data for _, data in transport.calls)).count(
+        b"HTTP/1.1 "
+    ) < responses:
+        transport.wrote.clear()
+        await transport.wrote.wait()
+    return written
+
+
+async def test_a_head_past_the_limit_is_refused_with_431_and_the_connection_closed() -> None:
+    protocol, transport = _protocol(4096)
+    protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\nx-junk: ")
+    # Sent a kilobyte at a time, it never completes: refused once past the limit.
+    for _ in range(5):
+        protocol.data_received(b"y" * 1000)
+    # Written and closed at once, not in a later turn.
+    written = b"".join(data for _, data in transport.calls)
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"connection: close" in head
+    (error,) = orjson.loads(body)["errors"]
+    assert error["extensions"] == {
+        "code": "QUERY_TOO_COMPLEX",
+        "limit": "POLYGRAPH_MAX_HEADER_BYTES",
+        "value": 5000,
+        "maximum": 4096,
+    }
+    assert transport.calls[-1] == ("close", b"")
+
+
+async def test_a_head_is_not_charged_for_the_request_before_it() -> None:
+    protocol, transport = _protocol(4096)
+    # One chunk: a whole request with 2 kB of headers, and the start of the next.
+    first = b"GET / HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 2000 + b"\r\n\r\n"
+    protocol.data_received(first + b"GET / HTTP/1.1\r\nhost: x\r\nx-junk: ")
+    await _written(transport, 1)
+    # 3 kB more of the second head: within the limit, though the chunks together are not.
+    protocol.data_received(b"y" * 3000)
+    protocol.data_received(b"\r\n\r\n")
+    written = await _written(transport, 2)
+    assert written.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert b" 431 " not in written
+
+
+def test_a_head_within_the_limit_is_served(served: str) -> None:
+    port = int(served.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(
+            b"GET /hello?n=1 HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 900_000 + b"\r\n\r\n"
+        )
+        head, body, _ = _read_response(conn, b"")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert body == b"hello 1"

@@ -20,3 +20,12 @@ from gateway.media import negotiate_media_type
 )
 def test_negotiate_media_type(accept: str | None, expected: str) -> None:
     assert negotiate_media_type(accept) == expected
+
+
+def test_only_short_accept_values_are_remembered() -> None:
+    from gateway import media
+
+    kept = media._negotiated.cache_info().currsize
+    long_accept = "application/json, " + ", ".join(f"x/y{n}" for n in range(10_000))
+    assert negotiate_media_type(long_accept) == "application/json"
+    assert media._negotiated.cache_info().currsize == kept

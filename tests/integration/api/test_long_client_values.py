@@ -167,3 +167,27 @@ def test_a_long_id_is_not_remembered(gql: GraphQL, viewer: Caller) -> None:
         assert body["data"] == {"node": None}
         assert "errors" not in body
     assert _kept_ids() == kept
+
+
+def test_long_header_values_are_not_remembered(client: TestClient, viewer: Caller) -> None:
+    from gateway import graphql_view, media
+
+    def kept() -> tuple[int, int]:
+        return (
+            media._negotiated.cache_info().currsize,
+            graphql_view._remembered_media_type.cache_info().currsize,
+        )
+
+    before = kept()
+    for n in range(3):
+        padding = "y" * 100_000
+        headers = {
+            **viewer.headers,
+            "accept": f"application/json, x/{n}{padding}",
+            "content-type": f"application/json; x={n}{padding}",
+        }
+        response = client.post("/graphql", content=b'{"query": "{ __typename }"}', headers=headers)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["data"] == {"__typename": "Query"}
+    assert kept() == before
