@@ -7,7 +7,7 @@ from typing import Literal
 
 BackendChoice = Literal["auto", "timescaledb", "native"]
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +37,7 @@ class MetricsOptions:
     maintenance_interval: float = 3600.0
 
     def __post_init__(self) -> None:
-        if not _IDENTIFIER.match(self.schema):
+        if not _IDENTIFIER.fullmatch(self.schema):
             raise ValueError("schema must be a lower-case SQL identifier, e.g. `metrics`")
         if self.min_size < 0 or self.max_size < 1 or self.min_size > self.max_size:
             raise ValueError("pool sizes need 0 <= min_size <= max_size and max_size >= 1")

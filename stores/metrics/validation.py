@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_.]{0,62}")
 MAX_LABELS = 16
 MAX_LABELS_BYTES = 1024
 MAX_POINTS_PER_REQUEST = 5_000
@@ -29,7 +29,8 @@ class PointRejected(ValueError):
 
 
 def check_name(name: str) -> None:
-    if not NAME_PATTERN.match(name):
+    # Whole: `$` would also match before a final newline.
+    if not NAME_PATTERN.fullmatch(name):
         raise PointRejected(
             "name", "a metric name is lower case, starts with a letter, at most 63 of a-z 0-9 _ ."
         )
@@ -64,6 +65,9 @@ def check_labels(labels: object) -> dict[str, Any]:
         raise PointRejected("labels", f"at most {MAX_LABELS} labels")
     if not all(isinstance(value, str) for value in labels.values()):
         raise PointRejected("labels", "label values must be strings")
+    # PostgreSQL's jsonb refuses it, and with it every point written in the same batch.
+    if any("\x00" in text for item in labels.items() for text in item):
+        raise PointRejected("labels", "labels cannot hold the NUL character (U+0000)")
     if len(orjson.dumps(labels)) > MAX_LABELS_BYTES:
         raise PointRejected("labels", f"labels take at most {MAX_LABELS_BYTES} bytes")
     return labels

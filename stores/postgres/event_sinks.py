@@ -44,7 +44,7 @@ MAX_SINKS = 100
 # The resources whose audit rows are events, and the form of a pattern: `task.*`,
 # `agent.update`, `task.transition`... (resource type, a dot, an action or `*`).
 EVENT_RESOURCES = ("task", "agent", "agent_relationship")
-_PATTERN = re.compile(rf"^({'|'.join(EVENT_RESOURCES)})\.(\*|[a-z][a-z_.]{{0,39}})$")
+_PATTERN = re.compile(rf"({'|'.join(EVENT_RESOURCES)})\.(\*|[a-z][a-z_.]{{0,39}})")
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
 _SINK_COLUMNS = (
@@ -135,7 +135,7 @@ def check_patterns(events: Sequence[str]) -> tuple[str, ...]:
     if not 1 <= len(patterns) <= MAX_PATTERNS:
         raise InvalidInput("events", f"must list 1 to {MAX_PATTERNS} event patterns")
     for pattern in patterns:
-        if not _PATTERN.match(pattern):
+        if not _PATTERN.fullmatch(pattern):
             kinds = ", ".join(f"{resource}.*" for resource in EVENT_RESOURCES)
             raise InvalidInput(
                 "events",

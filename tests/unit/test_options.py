@@ -39,3 +39,11 @@ def test_the_executor_setting_reaches_settings_built_with_other_fields(
     monkeypatch.setenv("POLYGRAPH_EXECUTOR", "fast")
     with pytest.raises(ValueError, match="executor"):
         Settings(profile="test")
+
+
+@pytest.mark.parametrize("schema", ["Metrics", "metrics\n", "metrics; drop", "9metrics"])
+def test_the_metrics_schema_must_be_an_identifier(schema: str) -> None:
+    from stores.metrics import MetricsOptions
+
+    with pytest.raises(ValueError, match="SQL identifier"):
+        MetricsOptions(dsn="postgresql://localhost/metrics", schema=schema)

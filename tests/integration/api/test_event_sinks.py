@@ -410,6 +410,8 @@ def test_only_admins_manage_event_sinks(
         ("https://hooks.example.test/x", [], "events"),
         ("https://hooks.example.test/x", ["user.*"], "events"),
         ("https://hooks.example.test/x", ["task"], "events"),
+        # `$` alone would let a final newline through.
+        ("https://hooks.example.test/x", ["task.*\n"], "events"),
         ("https://hooks.example.test/x", [f"task.a{i}" for i in range(21)], "events"),
     ],
 )

@@ -42,6 +42,22 @@ def _metric(gql: GraphQL, caller: Caller, unit: str = "ratio") -> str:
     return name
 
 
+@pytest.mark.parametrize("name", ["Not A Name!", "cpu\n", "x" * 64])
+def test_a_metric_name_out_of_form_is_not_registered(
+    gql: GraphQL, operator: Caller, name: str
+) -> None:
+    body = gql(
+        """mutation($n: String!) { registerMetric(input: {name: $n, unit: "ratio",
+           description: "test"}) { metric { name } userErrors { field code } } }""",
+        {"n": name},
+        caller=operator,
+    )
+    assert data(body)["registerMetric"] == {
+        "metric": None,
+        "userErrors": [{"field": "name", "code": "BAD_USER_INPUT"}],
+    }
+
+
 RECORD = """mutation($points: [MetricPointInput!]!) { recordMetrics(input: {points: $points}) {
   accepted duplicates userErrors { field message code } } }"""
 
@@ -111,6 +127,8 @@ def test_a_bad_point_writes_nothing_and_names_itself(gql: GraphQL, operator: Cal
         {**good, "agentId": stranger},
         {**good, "labels": {"n": 1}},
         {**good, "time": (now - timedelta(days=400)).isoformat()},
+        {**good, "labels": {"host": "a\u0000b"}},
+        {**good, "name": name + "\n"},
     ]
     body = gql(RECORD, {"points": points}, caller=operator)
     payload = data(body)["recordMetrics"]
@@ -122,6 +140,8 @@ def test_a_bad_point_writes_nothing_and_names_itself(gql: GraphQL, operator: Cal
         ("points.4.agentId", "NOT_FOUND"),
         ("points.5.labels", "BAD_USER_INPUT"),
         ("points.6.time", "BAD_USER_INPUT"),
+        ("points.7.labels", "BAD_USER_INPUT"),
+        ("points.8.name", "BAD_USER_INPUT"),
     ]
     # The good point was not written either.
     series = _series(
@@ -249,6 +269,8 @@ def test_ndjson_ingest_reports_bad_lines_and_keeps_the_good(
         "x" * 70_000,
         '{"agentId": "' + agent + '", "name": "' + name + '", "value": 1e999}',
         {"agentId": agent, "name": name, "value": 4.0, "time": _at(2, 60).isoformat()},
+        # PostgreSQL would refuse it, and with it the whole batch.
+        {"agentId": agent, "name": name, "value": 5.0, "labels": {"host\u0000": "a"}},
     ]
     response = client.post(
         "/ingest/metrics",
@@ -257,13 +279,14 @@ def test_ndjson_ingest_reports_bad_lines_and_keeps_the_good(
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["accepted"], body["duplicates"], body["rejected"]) == (3, 1, 5)
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (3, 1, 6)
     assert [(e["line"], e["field"]) for e in body["rejections"]] == [
         (2, None),
         (4, "value"),
         (7, "time"),
         (8, None),
         (9, None if "not JSON" in body["rejections"][4]["reason"] else "value"),
+        (11, "labels"),
     ]
     assert "not JSON" in body["rejections"][0]["reason"]
     window = {"from": _at(3).isoformat(), "to": _at(0).isoformat()}
