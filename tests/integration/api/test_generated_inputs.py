@@ -1,8 +1,8 @@
 """Every generated operation is answered with a code the client can act on.
 
 Mutations and queries generated from the schema (hypothesis-graphql), and every root
-field with its arguments as variables of their types, each sent plain and prepared;
-derandomized, the same cases on every run. Their values are what a hostile or
+field with its arguments as variables of their types, each sent plain and prepared
+(subscriptions over a real WebSocket); derandomized, the same cases on every run. Their values are what a hostile or
 careless client sends: NUL characters in strings, the ends of `Int`, `Float`s PostgreSQL cannot
 store exactly, `DateTime`s whose instant falls outside the years 1 to 9999, ids of
 nothing and of the wrong type, JSON that is not an object. Whatever each answers,
@@ -16,7 +16,10 @@ after changing inputs.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import graphql
@@ -25,11 +28,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_graphql import mutations, queries
 from starlette.testclient import TestClient
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL as WS_PROTOCOL
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
+from gateway.app import create_app
 from gateway.settings import Settings
 from schema import build_schema
 from tests.integration.api.conftest import Caller, GraphQL, _make_caller, data, unique
 from tests.integration.api.test_differential import _corpus, _representation, _string
+from tests.support.serving import serve_in_thread
 
 _SCHEMA = build_schema()._schema
 
@@ -104,10 +112,18 @@ def _variable(
     return st.one_of(st.none(), values)
 
 
-def _root_field_documents() -> list[tuple[str, dict[str, graphql.GraphQLInputType]]]:
-    """One document per root query and mutation field, every argument a variable."""
+def _root_field_documents(
+    *kinds: str,
+) -> list[tuple[str, dict[str, graphql.GraphQLInputType]]]:
+    """One document per root field of each kind, every argument a variable."""
     documents = []
-    for root, kind in ((_SCHEMA.query_type, "query"), (_SCHEMA.mutation_type, "mutation")):
+    roots = {
+        "query": _SCHEMA.query_type,
+        "mutation": _SCHEMA.mutation_type,
+        "subscription": _SCHEMA.subscription_type,
+    }
+    for kind in kinds:
+        root = roots[kind]
         assert root is not None
         for name, field in root.fields.items():
             arguments = {argument: arg.type for argument, arg in field.args.items()}
@@ -163,12 +179,7 @@ def test_typed_variables_never_answer_internal(
     client: TestClient, targets: tuple[list[Caller], list[str]]
 ) -> None:
     callers, ids = targets
-    cases = st.sampled_from(_root_field_documents()).flatmap(
-        lambda case: st.tuples(
-            st.just(case[0]),
-            st.fixed_dictionaries({a: _variable(t, ids) for a, t in case[1].items()}),
-        )
-    )
+    cases = _typed_cases(_root_field_documents("query", "mutation"), ids)
 
     # Most cases are refused by coercion, cheaply: more of them reach the resolvers.
     @_corpus(1000)
@@ -180,6 +191,64 @@ def test_typed_variables_never_answer_internal(
             _answered_with_a_code(client, caller, document, variables)
 
     answered_with_a_code()
+
+
+def _typed_cases(
+    documents: list[tuple[str, dict[str, graphql.GraphQLInputType]]], ids: list[str]
+) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
+    return st.sampled_from(documents).flatmap(
+        lambda case: st.tuples(
+            st.just(case[0]),
+            st.fixed_dictionaries({a: _variable(t, ids) for a, t in case[1].items()}),
+        )
+    )
+
+
+def test_typed_subscription_variables_never_answer_internal(
+    settings: Settings, targets: tuple[list[Caller], list[str]]
+) -> None:
+    """Over a real WebSocket: a crash there ends the connection without a close frame,
+    which the client sees as `ConnectionClosed`."""
+    callers, ids = targets
+    cases = _typed_cases(_root_field_documents("subscription"), ids)
+    with serve_in_thread(create_app(settings)) as base:
+        url = base.replace("http", "ws") + "/graphql"
+        with ExitStack() as stack:
+            sockets = {}
+            for caller in callers:
+                ws = stack.enter_context(connect(url, subprotocols=[Subprotocol(WS_PROTOCOL)]))
+                ws.send(json.dumps({"type": "connection_init", "payload": caller.headers}))
+                assert json.loads(ws.recv(timeout=60))["type"] == "connection_ack"
+                sockets[caller.api_key] = ws
+            started = itertools.count()
+
+            @_corpus(300)
+            @given(case=cases, caller=st.sampled_from(callers))
+            def answered_with_a_code(case: tuple[str, dict[str, Any]], caller: Caller) -> None:
+                document, variables = case
+                ws, operation_id = sockets[caller.api_key], str(next(started))
+                payload = {"query": document, "variables": variables}
+                ws.send(json.dumps({"id": operation_id, "type": "subscribe", "payload": payload}))
+                _no_internal_until_pong(ws, case)
+                ws.send(json.dumps({"id": operation_id, "type": "complete"}))
+
+            answered_with_a_code()
+            # What came after a case's pong is read here, or by a later case.
+            for ws in sockets.values():
+                _no_internal_until_pong(ws, "after the last case")
+
+
+def _no_internal_until_pong(ws: ClientConnection, case: object) -> None:
+    """Reads what the gateway sent up to the answer to a ping sent now: whatever an
+    operation answered before it, and no crash (`ConnectionClosed` if there was one)."""
+    ws.send(json.dumps({"type": "ping"}))
+    while (message := json.loads(ws.recv(timeout=60)))["type"] != "pong":
+        if message["type"] == "error":
+            errors = message["payload"]
+        else:
+            errors = message.get("payload", {}).get("errors") or []
+        codes = [error.get("extensions", {}).get("code") for error in errors]
+        assert "INTERNAL" not in codes, (case, message)
 
 
 def _answered_with_a_code(
