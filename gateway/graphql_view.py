@@ -251,6 +251,9 @@ class _LimitedTransportWSHandler(SignedInTransportWSHandler):
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
+        if message["type"] == "connection_init" and message.get("payload", {}) is None:
+            # The protocol allows a null payload; Strawberry takes an object or none.
+            message = {"type": "connection_init"}
         await super().handle_message(message)
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:

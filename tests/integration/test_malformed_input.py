@@ -270,6 +270,13 @@ def test_a_malformed_websocket_message_closes_with_4400(
         assert (closed.value.code, closed.value.reason) == (4400, reason)
 
 
+def test_a_null_connection_init_payload_is_taken_for_none(client: TestClient) -> None:
+    # graphql-transport-ws: `payload?: Record<string, unknown> | null`.
+    with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        ws.send_text(json.dumps({"type": "connection_init", "payload": None}))
+        assert json.loads(ws.receive_text())["type"] == "connection_ack"
+
+
 def test_an_operation_id_of_256_characters_is_taken(client: TestClient) -> None:
     with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
         ws.send_text(json.dumps({"type": "connection_init"}))
