@@ -231,9 +231,12 @@ class PgPool:
             raise StoreUnavailable(self._name, describe_failure(exc)) from exc
         except asyncpg.DataError as exc:
             # A value the statement cannot take (a NUL character, which text and jsonb
-            # cannot hold; an instant past the driver's range): what the caller sent,
-            # whichever read or write sent it. Checks up front catch what they can.
+            # cannot hold; a number past its column's range): what the caller sent,
+            # whichever read or write sent it. Checks up front catch what they can. A
+            # value of the wrong Python type is the code's mistake, not the caller's.
             reusable = True
+            if isinstance(exc.__cause__, TypeError):
+                raise
             raise InvalidInput(
                 "input", f"holds a value PostgreSQL cannot store ({exc}); remove it and retry"
             ) from exc

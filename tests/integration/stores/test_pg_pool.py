@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from gateway.settings import Settings
-from stores import PostgresStore, StoreOverloaded, roundtrips
+from stores import InvalidInput, PostgresStore, StoreOverloaded, roundtrips
 from stores._pg_pool import PgPool
 from stores.health import CUT_SHORT, EXPIRED, IN_TRANSACTION, LOST, RECYCLED, UNUSED
 from tests.support.waiting import until
@@ -40,6 +40,23 @@ async def test_a_burst_beyond_the_pool_waits_its_turn_and_gives_every_connection
         assert await asyncio.gather(*(one(n) for n in range(40))) == list(range(40))
         usage = store.pool_usage()
         assert (usage.in_use, usage.waiting) == (0, 0)
+
+
+async def test_values_a_column_cannot_take_are_invalid_input_and_wrong_types_are_not(
+    settings: Settings,
+) -> None:
+    async with _two_connections(settings) as store:
+        # The caller's: PostgreSQL refuses it, or the driver finds it out of range.
+        for statement, value in (("SELECT $1::text", "a\x00"), ("SELECT $1::int8", 2**70)):
+            with pytest.raises(InvalidInput, match="cannot store"):
+                async with store.connection() as conn:
+                    await conn.fetchval(statement, value)
+        # The code's: a defect, reported as one (INTERNAL) rather than as bad input.
+        with pytest.raises(asyncpg.DataError, match="invalid input for query argument"):
+            async with store.connection() as conn:
+                await conn.fetchval("SELECT $1::int", "1")
+        async with store.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
 
 
 async def test_every_connection_busy_is_overloaded_within_the_acquire_timeout(
