@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.limits.options import DEFAULT_MAX_HEAD_BYTES
+from gateway.limits.options import DEFAULT_MAX_HEAD_BYTES, DEFAULT_READ_TIMEOUT_S
 from gateway.limits.refusal import head_refusal
+from resolvers.errors import ErrorCode
 
 logger = logging.getLogger("polygraph.http")
 
@@ -120,18 +121,37 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol on `CoalescedWrites`; a WebSocket takes the socket's
     own transport when the connection upgrades.
 
-    A request's line and headers past `max_head_bytes` are refused with 431 and the
-    connection closed: httptools has no bound of its own, and holds a header whole,
-    however long, before the app sees any of it (a 50 MB header took 2.9 s to read).
+    It bounds what uvicorn leaves unbounded while a request is read:
+    - Its line and headers past `max_head_bytes` are refused with 431 and the
+      connection closed: httptools holds a header whole, however long, before the app
+      sees any of it (a 50 MB header took 2.9 s to read).
+    - Time: the line and headers must arrive within `read_timeout_s` of the request's
+      first byte (of the connection's opening, for its first request), or they get 408
+      and the connection closes; a body that pauses longer than that has its connection
+      closed. uvicorn times only the idle wait between requests, so a client that sent
+      a byte now and then (or nothing at all) held its connection for ever.
+    Timers are armed only while a request is incomplete at the end of a read: one that
+    arrives whole in one read, as most do, costs none.
     """
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
+    read_timeout_s = DEFAULT_READ_TIMEOUT_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescedWrites(transport, self.loop))
         self._in_head = False
         self._head_began = False
         self._head_bytes = 0
+        self._reading = False
+        self._read_timer: asyncio.TimerHandle | None = None
+        # The first request's head is due this long after the connection opens.
+        self._first_request = True
+        self._head_due = self.loop.time() + self.read_timeout_s
+        self._read_timer = self.loop.call_at(self._head_due, self._read_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_read_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._head_began = False
@@ -142,24 +162,88 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse_head()
+                return
+        if self._reading:
+            due = self._head_due if self._in_head else self.loop.time() + self.read_timeout_s
+            self._stop_read_timer()
+            self._read_timer = self.loop.call_at(due, self._read_timed_out)
+        elif self._read_timer is not None:
+            self._stop_read_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_began = True
         self._head_bytes = 0
+        if self._first_request:
+            self._first_request = False
+        else:
+            self._head_due = self.loop.time() + self.read_timeout_s
+        self._reading = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._reading = False
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._stop_read_timer()
+        self._reading = False
+        coalesced = self.transport
+        if isinstance(coalesced, CoalescedWrites):
+            coalesced.flush()
+            self.transport = coalesced.unwrapped
+        super().handle_websocket_upgrade()
+
+    def _stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow is not None and self.flow.read_paused:
+            # uvicorn stopped reading (a request pipelined behind one being answered):
+            # the wait is the server's, not the client's.
+            self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+            return
+        if self._in_head:
+            message = (
+                f"The request line and headers did not arrive within {self.read_timeout_s:g} s"
+                " (POLYGRAPH_READ_TIMEOUT_S)."
+            )
+            logger.info("closed a connection from %s: %s", self.client, message)
+            self._answer_and_close(
+                b"408 Request Timeout",
+                {"message": message, "extensions": {"code": ErrorCode.REQUEST_TIMEOUT.value}},
+            )
+            return
+        # Nothing of a request yet, or a body that stopped coming: the app, if it waits
+        # for the body, hears the client left.
+        if self._reading:
+            logger.info("closed a connection from %s: its body paused too long", self.client)
+        self._in_head = self._reading = False
+        self.transport.close()
+
     def _refuse_head(self) -> None:
-        self._in_head = False
         refusal = head_refusal(self._head_bytes, self.max_head_bytes)
         logger.info("refused a request from %s: %s", self.client, refusal.message)
-        error = {"message": refusal.message, "extensions": refusal.extensions}
+        self._answer_and_close(
+            b"431 Request Header Fields Too Large",
+            {"message": refusal.message, "extensions": refusal.extensions},
+        )
+
+    def _answer_and_close(self, status: bytes, error: dict[str, object]) -> None:
+        """Answers a request the app never saw (its head is not complete) and closes."""
+        self._stop_read_timer()
+        self._in_head = self._reading = False
         body = orjson.dumps({"errors": [error]})
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head = [b"HTTP/1.1 ", status, b"\r\n"]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
         head.append(
@@ -169,20 +253,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(b"".join([*head, body]))
         self.transport.close()
 
-    def handle_websocket_upgrade(self) -> None:
-        coalesced = self.transport
-        if isinstance(coalesced, CoalescedWrites):
-            coalesced.flush()
-            self.transport = coalesced.unwrapped
-        super().handle_websocket_upgrade()
 
-
-def head_limited(max_head_bytes: int) -> type[CoalescingHttpToolsProtocol]:
-    """The protocol with its own bound on a request's line and headers."""
-    if max_head_bytes == CoalescingHttpToolsProtocol.max_head_bytes:
-        return CoalescingHttpToolsProtocol
+def bounded_protocol(
+    max_head_bytes: int, read_timeout_s: float
+) -> type[CoalescingHttpToolsProtocol]:
+    """The protocol with its own bounds on reading a request."""
+    default = CoalescingHttpToolsProtocol
+    if (max_head_bytes, read_timeout_s) == (default.max_head_bytes, default.read_timeout_s):
+        return default
     return type(
-        "HeadLimitedHttpToolsProtocol",
-        (CoalescingHttpToolsProtocol,),
-        {"max_head_bytes": max_head_bytes},
+        "BoundedHttpToolsProtocol",
+        (default,),
+        {"max_head_bytes": max_head_bytes, "read_timeout_s": read_timeout_s},
     )

@@ -46,7 +46,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from gateway.http_protocol import head_limited
+from gateway.http_protocol import bounded_protocol
 from gateway.settings import Settings
 from gateway.shutdown import GatewayServer, request_grace
 
@@ -72,7 +72,7 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         port=port,
         loop="uvloop",
         # httptools, with a response's writes coalesced into one (gateway/http_protocol.py).
-        http=head_limited(settings.max_header_bytes),
+        http=bounded_protocol(settings.max_header_bytes, settings.read_timeout_s),
         log_level=settings.log_level,
         # Our handler and format for uvicorn's records too; gateway.middleware.RequestLifecycle
         # writes the access lines, with the request's fields.

@@ -16,7 +16,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.csrf import DEFAULT_REQUIRED_HEADERS
 from gateway.limits.concurrency import DEFAULT_EXPENSIVE, ExpensiveOperationOptions
-from gateway.limits.options import DEFAULT_LIMITS, DEFAULT_MAX_HEAD_BYTES, RequestLimits
+from gateway.limits.options import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_READ_TIMEOUT_S,
+    RequestLimits,
+)
 from resolvers.auth import Role
 from resolvers.documents import DocumentOptions
 from resolvers.rate_limits import DEFAULT_POLICY, RateLimitPolicy, RefusalLane
@@ -150,8 +155,10 @@ class Settings(BaseSettings):
 
     # Request limits, checked before anything executes (README: "Request limits").
     max_body_bytes: int = Field(default=DEFAULT_LIMITS.max_body_bytes, ge=1024)
-    # A request's line and headers, refused with 431 as they arrive (`polygraph serve`).
+    # A request's line and headers, refused with 431 as they arrive, and the time they
+    # and a body's pauses may take (`polygraph serve`: gateway.http_protocol).
     max_header_bytes: int = Field(default=DEFAULT_MAX_HEAD_BYTES, ge=1024)
+    read_timeout_s: float = Field(default=DEFAULT_READ_TIMEOUT_S, gt=0, le=3600)
     max_document_chars: int = Field(default=DEFAULT_LIMITS.max_document_chars, ge=100)
     max_tokens: int = Field(default=DEFAULT_LIMITS.max_tokens, ge=10)
     max_depth: int = Field(default=DEFAULT_LIMITS.max_depth, ge=2)

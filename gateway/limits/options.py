@@ -43,3 +43,6 @@ DEFAULT_LIMITS = RequestLimits()
 # Go's net/http default (Node allows 16 KiB, nginx 32 KiB): room for a GET carrying a
 # whole document in its query string.
 DEFAULT_MAX_HEAD_BYTES = 1024 * 1024
+# Seconds a request's line and headers may take to arrive, and a body may pause (nginx
+# allows 60 for each, Apache 20 to 40).
+DEFAULT_READ_TIMEOUT_S = 30.0

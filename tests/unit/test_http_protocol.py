@@ -13,13 +13,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.sync.client import connect
 
-from gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol, head_limited
+from gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol, bounded_protocol
 from tests.support.serving import serve_in_thread
 
 LARGE = 200 * 1024
@@ -33,6 +33,7 @@ class RecordingTransport(asyncio.Transport):
         self.calls: list[tuple[str, bytes]] = []
         self.closing = False
         self.wrote = asyncio.Event()
+        self.closed = asyncio.Event()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.calls.append(("write", bytes(data)))
@@ -41,6 +42,7 @@ class RecordingTransport(asyncio.Transport):
     def close(self) -> None:
         self.calls.append(("close", b""))
         self.closing = True
+        self.closed.set()
 
     def abort(self) -> None:
         self.calls.append(("abort", b""))
@@ -185,10 +187,10 @@ def test_the_served_protocol_is_the_gateways() -> None:
 
     server = gateway_server(Settings(), "127.0.0.1", 0)
     assert server.config.http is CoalescingHttpToolsProtocol
-    server = gateway_server(Settings(max_header_bytes=8192), "127.0.0.1", 0)
+    server = gateway_server(Settings(max_header_bytes=8192, read_timeout_s=5), "127.0.0.1", 0)
     assert isinstance(server.config.http, type)
     assert issubclass(server.config.http, CoalescingHttpToolsProtocol)
-    assert server.config.http.max_head_bytes == 8192
+    assert (server.config.http.max_head_bytes, server.config.http.read_timeout_s) == (8192, 5)
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -198,10 +200,19 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _protocol(max_head_bytes: int) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
-    config = Config(_ok, lifespan="off", log_config=None)
+async def _read_then_ok(scope: Scope, receive: Receive, send: Send) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await _ok(scope, receive, send)
+
+
+def _protocol(
+    max_head_bytes: int = 4096, read_timeout_s: float = 30.0, app: ASGIApp = _ok
+) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
+    config = Config(app, lifespan="off", log_config=None)
     config.load()
-    protocol = head_limited(max_head_bytes)(config=config, server_state=ServerState(), app_state={})
+    protocol_class = bounded_protocol(max_head_bytes, read_timeout_s)
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
     protocol.connection_made(transport)
     return protocol, transport
@@ -218,7 +229,7 @@ async def _written(transport: RecordingTransport, responses: int) -> bytes:
 
 
 async def test_a_head_past_the_limit_is_refused_with_431_and_the_connection_closed() -> None:
-    protocol, transport = _protocol(4096)
+    protocol, transport = _protocol()
     protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\nx-junk: ")
     # Sent a kilobyte at a time, it never completes: refused once past the limit.
     for _ in range(5):
@@ -239,7 +250,7 @@ async def test_a_head_past_the_limit_is_refused_with_431_and_the_connection_clos
 
 
 async def test_a_head_is_not_charged_for_the_request_before_it() -> None:
-    protocol, transport = _protocol(4096)
+    protocol, transport = _protocol()
     # One chunk: a whole request with 2 kB of headers, and the start of the next.
     first = b"GET / HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 2000 + b"\r\n\r\n"
     protocol.data_received(first + b"GET / HTTP/1.1\r\nhost: x\r\nx-junk: ")
@@ -250,6 +261,51 @@ async def test_a_head_is_not_charged_for_the_request_before_it() -> None:
     written = await _written(transport, 2)
     assert written.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert b" 431 " not in written
+
+
+async def _closed(transport: RecordingTransport) -> None:
+    # The limit only stops a broken test.
+    async with asyncio.timeout(60):
+        await transport.closed.wait()
+
+
+async def test_a_head_that_does_not_arrive_in_time_gets_408_and_the_connection_closed() -> None:
+    protocol, transport = _protocol(read_timeout_s=0.05)
+    protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\n")
+    await _closed(transport)
+    written = b"".join(data for _, data in transport.calls)
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    (error,) = orjson.loads(body)["errors"]
+    assert error["extensions"] == {"code": "REQUEST_TIMEOUT"}
+    assert "POLYGRAPH_READ_TIMEOUT_S" in error["message"]
+
+
+async def test_a_connection_that_sends_nothing_is_closed() -> None:
+    _, transport = _protocol(read_timeout_s=0.05)
+    await _closed(transport)
+    assert transport.calls == [("close", b"")]
+
+
+async def test_a_body_that_stops_coming_closes_the_connection() -> None:
+    protocol, transport = _protocol(read_timeout_s=0.05, app=_read_then_ok)
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n123")
+    await _closed(transport)
+    assert b"HTTP/1.1 " not in b"".join(data for _, data in transport.calls)
+
+
+async def test_a_request_that_arrives_whole_keeps_no_timer() -> None:
+    protocol, transport = _protocol(app=_read_then_ok)
+    assert protocol._read_timer is not None  # the first request is awaited
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\n123")
+    assert protocol._read_timer is None
+    await _written(transport, 1)
+    # One in two reads: timed until its body is whole.
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\n1")
+    assert protocol._read_timer is not None
+    protocol.data_received(b"23")
+    assert protocol._read_timer is None
+    assert (await _written(transport, 2)).count(b"HTTP/1.1 200 OK\r\n") == 2
 
 
 def test_a_head_within_the_limit_is_served(served: str) -> None:
