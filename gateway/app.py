@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -388,6 +389,9 @@ def create_app(
         graphiql=graphiql,
         # Cross-origin WebSockets (which carry no CORS check) from the CORS allowlist only.
         allowed_origins=settings.cors_origins,
+        # A WebSocket that has not signed in by then closes (4408), as a request whose
+        # head is that late does (gateway.http_protocol); Strawberry waits a minute.
+        connection_init_wait_timeout=timedelta(seconds=settings.read_timeout_s),
         prepared=PreparedPath(
             schema._schema,
             planned,

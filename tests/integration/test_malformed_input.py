@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from httpx2 import Response
+from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+
+from gateway.app import create_app
+from gateway.graphql_view import GraphQLView
+from gateway.settings import Settings
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 # GETs run only with a header a cross-site page could not send unasked (CSRF).
@@ -268,6 +274,21 @@ def test_a_malformed_websocket_message_closes_with_4400(
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
         assert (closed.value.code, closed.value.reason) == (4400, reason)
+
+
+def test_a_websocket_that_does_not_sign_in_in_time_is_closed(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"read_timeout_s": 0.2}))
+    (view,) = {route.app for route in app.routes if isinstance(route, WebSocketRoute)}
+    assert isinstance(view, GraphQLView)
+    assert view.connection_init_wait_timeout == timedelta(seconds=0.2)
+    # Nothing sent: connection_init is due within POLYGRAPH_READ_TIMEOUT_S.
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_text()
+    assert (closed.value.code, closed.value.reason) == (4408, "Connection initialisation timeout")
 
 
 def test_a_null_connection_init_payload_is_taken_for_none(client: TestClient) -> None:
