@@ -203,8 +203,7 @@ def classify_all(
     ids of those logged before (a streamed operation's last result comes twice)."""
     classified = [classify(error, request_id) for error in errors]
     for error in classified:
-        if len(error.message) > MAX_MESSAGE_CHARS:
-            error.message = shortened(error.message)
+        error.message = shortened(error.message)
         if logged is not None:
             if id(error) in logged:
                 continue

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 from typing import Any
@@ -66,26 +65,22 @@ from resolvers.errors import ClientError, ErrorCode
 from resolvers.live import SHARED_ANSWERS, SharedAnswers
 from resolvers.loaders import build_loaders
 from resolvers.rate_limits import authenticate_counted
+from stores.cache.lru import RememberedForShortTexts
 from stores.redis.events import Subscription
 
 logger = logging.getLogger(__name__)
 
-_REMEMBERED_ACCEPT_VALUES = 64
 _POST_OPERATIONS = frozenset(OperationType.from_http("POST"))
-
-
-def _media_type(content_type: str) -> str:
-    # Parsed by the email package, slowly; clients send the same few values.
-    if len(content_type) > REMEMBERED_HEADER_CHARS:
-        return _parsed_media_type(content_type)
-    return _remembered_media_type(content_type)
 
 
 def _parsed_media_type(content_type: str) -> str:
     return parse_content_type(content_type)[0]
 
 
-_remembered_media_type = functools.lru_cache(maxsize=64)(_parsed_media_type)
+# Parsed by the email package, slowly; clients send the same few values.
+_media_type = RememberedForShortTexts(
+    _parsed_media_type, maxsize=64, max_chars=REMEMBERED_HEADER_CHARS
+)
 
 
 def _refuse_unless_json(content_type: str) -> None:
@@ -218,20 +213,34 @@ MAX_OPERATION_ID_CHARS = 256
 
 
 def _malformed(message: object) -> str | None:
-    """Why a graphql-transport-ws message cannot be handled, if it cannot (the
-    subscribe payload's fields are checked in `handle_subscribe`)."""
+    """Why a graphql-transport-ws message cannot be handled, if it cannot: each one
+    closes the socket with 4400, as the protocol asks."""
     if not isinstance(message, dict):
         return "Invalid message: send a JSON object."
     kind = message.get("type")
-    if kind in ("subscribe", "complete"):
-        operation_id = message.get("id")
-        if not isinstance(operation_id, str) or len(operation_id) > MAX_OPERATION_ID_CHARS:
-            return (
-                f"Invalid {kind} message: `id` must be a string of at most"
-                f" {MAX_OPERATION_ID_CHARS} characters."
-            )
-        if kind == "subscribe" and not isinstance(message.get("payload"), dict):
-            return "Invalid subscribe message: `payload` must be an object."
+    if kind not in ("subscribe", "complete"):
+        return None
+    operation_id = message.get("id")
+    if not isinstance(operation_id, str) or len(operation_id) > MAX_OPERATION_ID_CHARS:
+        return (
+            f"Invalid {kind} message: `id` must be a string of at most"
+            f" {MAX_OPERATION_ID_CHARS} characters."
+        )
+    if kind == "complete":
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return "Invalid subscribe message: `payload` must be an object."
+    if not (
+        isinstance(payload.get("query"), str)
+        and isinstance(payload.get("variables"), dict | None)
+        and isinstance(payload.get("operationName"), str | None)
+        and isinstance(payload.get("extensions"), dict | None)
+    ):
+        return (
+            "Invalid subscribe payload: `query` and `operationName` must be strings,"
+            " `variables` and `extensions` objects."
+        )
     return None
 
 
@@ -307,20 +316,10 @@ class _LimitedTransportWSHandler(SignedInTransportWSHandler):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         assert isinstance(self.view, GraphQLView)
-        payload: Mapping[str, object] = message["payload"]
-        if not (
-            isinstance(payload.get("query"), str)
-            and isinstance(payload.get("variables"), dict | None)
-            and isinstance(payload.get("operationName"), str | None)
-            and isinstance(payload.get("extensions"), dict | None)
-        ):
-            # graphql-transport-ws: an invalid message closes the socket with 4400.
-            await self.handle_invalid_message(
-                "Invalid subscribe payload: `query` and `operationName` must be strings,"
-                " `variables` and `extensions` objects."
-            )
-            return
-        refusal = document_size_refusal(payload["query"], self.view.limits.max_document_chars)
+        # Its shape is checked in `handle_message` (`_malformed`).
+        refusal = document_size_refusal(
+            message["payload"]["query"], self.view.limits.max_document_chars
+        )
         if refusal is not None and self.connection_acknowledged:
             await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [refusal.error().formatted]}
@@ -360,7 +359,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._session_ttl_s = session_ttl_s
         self.known_refusals = known_refusals if known_refusals is not None else KnownRefusals()
         self.prepared = prepared
-        self._protocols: dict[str, GraphQLRequestProtocol] = {}
+        # Remembered for the few values clients send.
+        self._protocol = RememberedForShortTexts(
+            self._protocol_of, maxsize=64, max_chars=REMEMBERED_HEADER_CHARS
+        )
         # With @defer and @stream an operation can answer in parts: Strawberry's way.
         self._one_result_per_operation = (
             not self.schema.config.enable_experimental_incremental_execution
@@ -522,19 +524,10 @@ class GraphQLView(GraphQL[RequestContext, None]):
         if refusal is not None:
             raise Refused(refusal)
 
-    def _protocol(self, accept: str) -> GraphQLRequestProtocol:
-        """The response protocol an `Accept` value asks for (a stream, or plain HTTP),
-        remembered for the few values clients send."""
-        protocol = self._protocols.get(accept)
-        if protocol is None:
-            transport = self._get_stream_transport_from_headers({"accept": accept})
-            protocol = transport.protocol if transport else "http"
-            if (
-                len(self._protocols) < _REMEMBERED_ACCEPT_VALUES
-                and len(accept) <= REMEMBERED_HEADER_CHARS
-            ):
-                self._protocols[accept] = protocol
-        return protocol
+    def _protocol_of(self, accept: str) -> GraphQLRequestProtocol:
+        """The response protocol an `Accept` value asks for: a stream, or plain HTTP."""
+        transport = self._get_stream_transport_from_headers({"accept": accept})
+        return transport.protocol if transport else "http"
 
     async def process_result(
         self, request: Request, result: ExecutionResult

@@ -143,11 +143,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_began = False
         self._head_bytes = 0
         self._reading = False
-        self._read_timer: asyncio.TimerHandle | None = None
         # The first request's head is due this long after the connection opens.
         self._first_request = True
         self._head_due = self.loop.time() + self.read_timeout_s
-        self._read_timer = self.loop.call_at(self._head_due, self._read_timed_out)
+        self._read_timer: asyncio.TimerHandle | None = self.loop.call_at(
+            self._head_due, self._read_timed_out
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_read_timer()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+from stores.cache.lru import RememberedForShortTexts
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
@@ -16,14 +16,10 @@ REMEMBERED_HEADER_CHARS = 256
 def negotiate_media_type(accept: str | None) -> str:
     """`application/graphql-response+json` unless the client only accepts `application/json`
     (remembered: clients send the same few values)."""
-    if accept is not None and len(accept) > REMEMBERED_HEADER_CHARS:
-        return _negotiate(accept)
-    return _negotiated(accept)
+    return _negotiated(accept) if accept else GRAPHQL_RESPONSE_JSON
 
 
-def _negotiate(accept: str | None) -> str:
-    if not accept:
-        return GRAPHQL_RESPONSE_JSON
+def _negotiate(accept: str) -> str:
     accepted = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
     if GRAPHQL_RESPONSE_JSON in accepted or "*/*" in accepted or "application/*" in accepted:
         return GRAPHQL_RESPONSE_JSON
@@ -32,4 +28,4 @@ def _negotiate(accept: str | None) -> str:
     return GRAPHQL_RESPONSE_JSON
 
 
-_negotiated = functools.lru_cache(maxsize=64)(_negotiate)
+_negotiated = RememberedForShortTexts(_negotiate, maxsize=64, max_chars=REMEMBERED_HEADER_CHARS)

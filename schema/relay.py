@@ -15,32 +15,24 @@ from strawberry.relay.utils import to_base64
 from resolvers.errors import ClientError, ErrorCode
 from schema.rows import NestedPages, RowEdges, RowReader
 from schema.selection import selects
+from stores.cache.lru import RememberedForShortTexts
 from stores.postgres.pagination import Page, PageRequest
 
 NodeT = TypeVar("NodeT", bound=relay.Node)
 RecordT = TypeVar("RecordT")
 
 
-# UUIDs, global ids and global id texts made lately: clients send and read the same
-# ids again and again (a dashboard's agents), and `UUID` and `GlobalID` parse and print
-# in Python, each several times a cache hit. All are immutable; a text that does not
-# parse is not kept, nor one longer than any id this API makes (`UUID` takes braces, a
-# `urn:uuid:` prefix and any number of hyphens): 4,096 ids of a megabyte each would be
-# gigabytes kept.
+# UUIDs and global ids made lately, by text: clients send the same ids again and
+# again (a dashboard's agents), and `UUID` and `GlobalID` parse in Python, each several
+# times a cache hit. Both are immutable; a text that does not parse is not kept, nor
+# one longer than any id this API makes (`UUID` takes braces, a `urn:uuid:` prefix and
+# any number of hyphens).
 _KEPT_TEXT_CHARS = 128
-_cached_uuid = functools.lru_cache(maxsize=4096)(UUID)
-_cached_global_id = functools.lru_cache(maxsize=4096)(relay.GlobalID.from_id)
-
-
-def _uuid(text: str) -> UUID:
-    return _cached_uuid(text) if len(text) <= _KEPT_TEXT_CHARS else UUID(text)
-
-
-def global_id(text: str) -> relay.GlobalID:
-    """`GlobalID.from_id(text)`, remembered for texts of an id's length."""
-    if len(text) > _KEPT_TEXT_CHARS:
-        return relay.GlobalID.from_id(text)
-    return _cached_global_id(text)
+_uuid = RememberedForShortTexts(UUID, maxsize=4096, max_chars=_KEPT_TEXT_CHARS)
+# `GlobalID.from_id(text)`.
+global_id = RememberedForShortTexts(
+    relay.GlobalID.from_id, maxsize=4096, max_chars=_KEPT_TEXT_CHARS
+)
 
 
 def decode_id(value: relay.GlobalID | str, type_name: str, *, field: str) -> UUID:

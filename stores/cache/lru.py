@@ -2,12 +2,14 @@
 gateway's in-process caches keep their entries in (plans, prepared operations,
 persisted documents, remembered refusals, sessions, cached entities). Not the
 sessions kept through a Redis outage (`stores.redis.sessions`), whose eviction passes
-over the ones Redis has not seen."""
+over the ones Redis has not seen. And `RememberedForShortTexts`, for a function of a
+text a client sends."""
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, overload
 
 K = TypeVar("K")
@@ -65,3 +67,25 @@ class Lru(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class RememberedForShortTexts(Generic[V]):
+    """`function` of a text, its results remembered (`functools.lru_cache`, `maxsize`
+    of them) for texts of at most `max_chars` and worked out anew for longer ones: the
+    texts are what clients send (ids, header values), which repeat, and a cache keyed
+    by them would otherwise keep whatever length a client chose, a megabyte each."""
+
+    __slots__ = ("_function", "_max_chars", "_remembered")
+
+    def __init__(self, function: Callable[[str], V], *, maxsize: int, max_chars: int) -> None:
+        self._function = function
+        self._max_chars = max_chars
+        self._remembered = functools.lru_cache(maxsize=maxsize)(function)
+
+    def __call__(self, text: str) -> V:
+        if len(text) > self._max_chars:
+            return self._function(text)
+        return self._remembered(text)
+
+    def cache_info(self) -> functools._CacheInfo:
+        return self._remembered.cache_info()

@@ -19,7 +19,7 @@ def test_an_id_of_this_api_is_remembered() -> None:
     node_id = uuid.uuid4()
     decoded = decode_id(_text("Agent", str(node_id)), "Agent", field="id")
     assert decoded == node_id
-    assert relay._cached_uuid(str(node_id)) is decoded
+    assert relay._uuid(str(node_id)) is decoded
 
 
 def test_a_long_id_that_parses_is_not_kept() -> None:
@@ -27,8 +27,8 @@ def test_a_long_id_that_parses_is_not_kept() -> None:
     node_id = uuid.uuid4()
     long_node_id = "-" * 1_000_000 + node_id.hex
     text = _text("Agent", long_node_id)
-    kept = relay._cached_global_id.cache_info().currsize, relay._cached_uuid.cache_info().currsize
+    kept = relay.global_id.cache_info().currsize, relay._uuid.cache_info().currsize
     assert global_id(text).node_id == long_node_id
     assert decode_id(text, "Agent", field="id") == node_id
-    after = relay._cached_global_id.cache_info().currsize, relay._cached_uuid.cache_info().currsize
+    after = relay.global_id.cache_info().currsize, relay._uuid.cache_info().currsize
     assert after == kept

@@ -54,6 +54,7 @@ SCHEMA_STORE_MODULES = frozenset(
 # Value types and pure helpers that live beside store code.
 SCHEMA_STORE_NAMES = frozenset(
     {
+        ("stores.cache.lru", "RememberedForShortTexts"),
         ("stores.metrics.buckets", "Window"),
         ("stores.metrics.buckets", "format_bucket"),
         ("stores.metrics.buckets", "parse_bucket"),

@@ -150,8 +150,8 @@ def test_a_long_close_reason_is_cut_to_fit_its_frame(
 
 def _kept_ids() -> tuple[int, int]:
     return (
-        relay._cached_global_id.cache_info().currsize,
-        relay._cached_uuid.cache_info().currsize,
+        relay.global_id.cache_info().currsize,
+        relay._uuid.cache_info().currsize,
     )
 
 
@@ -175,7 +175,7 @@ def test_long_header_values_are_not_remembered(client: TestClient, viewer: Calle
     def kept() -> tuple[int, int]:
         return (
             media._negotiated.cache_info().currsize,
-            graphql_view._remembered_media_type.cache_info().currsize,
+            graphql_view._media_type.cache_info().currsize,
         )
 
     before = kept()
