@@ -446,6 +446,9 @@ class Bench:
                 "POLYGRAPH_EMBEDDING_FILLER_ENABLED": "false",
                 # P2's page keeps the presence P1 reported until the last round.
                 "POLYGRAPH_PRESENCE_OFFLINE_AFTER_S": str(presence.OFFLINE_AFTER_S),
+                # Every load generator here connects from one address, with as many
+                # connections as `--connections` asks.
+                "POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS": "0",
                 **(env or {}),
                 # First on the path: the code of `source`, not the installed checkout's.
                 "PYTHONPATH": str(source),

@@ -12,7 +12,9 @@ side-by-side runs (bench/profile_notes.md).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -21,12 +23,69 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway.limits.options import DEFAULT_MAX_HEAD_BYTES, DEFAULT_READ_TIMEOUT_S
 from gateway.limits.refusal import head_refusal
 from resolvers.errors import ErrorCode
+from resolvers.rate_limits import client_bucket_key
 
 logger = logging.getLogger("polygraph.http")
 
 # Past this many bytes waiting, writes go out at once: a large or streamed body reaches
 # the socket, and uvicorn's flow control sees its buffer fill, as without coalescing.
 _FLUSH_AT_BYTES = 64 * 1024
+# How long a refused connection is kept after its answer, reading and dropping what the
+# client sends meanwhile: closing a socket with unread data makes the kernel reset it,
+# and the client would see the reset instead of the answer (nginx's lingering close).
+_LINGER_S = 1.0
+
+
+class ConnectionsByAddress:
+    """The connections one server has open per client address (an IPv6 client's /64,
+    as rate limits count it), and which addresses are past `limit`. Proxies the
+    gateway trusts are not counted: their clients are many, and the proxy bounds them."""
+
+    __slots__ = ("_exempt", "_open", "_refusing", "limit")
+
+    def __init__(self, limit: int, exempt: Sequence[str] = ()) -> None:
+        self.limit = limit
+        self._exempt = [ipaddress.ip_network(entry, strict=False) for entry in exempt]
+        self._open: dict[str, int] = {}
+        self._refusing: set[str] = set()
+
+    def key_of(self, client: tuple[str, int] | None) -> str | None:
+        """What a connection from `client` is counted as (None: not counted)."""
+        if client is None:
+            return None  # a Unix socket: no address to count by
+        if self._exempt:
+            try:
+                address = ipaddress.ip_address(client[0])
+            except ValueError:
+                address = None
+            if address is not None and any(address in network for network in self._exempt):
+                return None
+        return client_bucket_key(client[0])
+
+    def admit(self, key: str) -> bool:
+        """Counts a new connection, unless `key` already has `limit` open."""
+        count = self._open.get(key, 0)
+        if count >= self.limit:
+            if key not in self._refusing:
+                self._refusing.add(key)
+                logger.warning(
+                    "refusing connections from %s: %d are open"
+                    " (POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS)",
+                    key,
+                    count,
+                )
+            return False
+        self._open[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        count = self._open.pop(key) - 1
+        if count:
+            self._open[key] = count
+        self._refusing.discard(key)
+
+    def open(self, key: str) -> int:
+        return self._open.get(key, 0)
 
 
 class CoalescedWrites(asyncio.Transport):
@@ -130,12 +189,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
       and the connection closes; a body that pauses longer than that has its connection
       closed. uvicorn times only the idle wait between requests, so a client that sent
       a byte now and then (or nothing at all) held its connection for ever.
+    - Connections: with `connections_by_address`, a client address past its limit of
+      open connections (WebSockets included) gets 429 and its connection is closed.
     Timers are armed only while a request is incomplete at the end of a read: one that
     arrives whole in one read, as most do, costs none.
     """
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
     read_timeout_s = DEFAULT_READ_TIMEOUT_S
+    # One per server (`bounded_protocol`); None counts nothing.
+    connections_by_address: ConnectionsByAddress | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescedWrites(transport, self.loop))
@@ -149,12 +212,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._read_timer: asyncio.TimerHandle | None = self.loop.call_at(
             self._head_due, self._read_timed_out
         )
+        self._refused = False
+        self._counted_as: str | None = None
+        if (connections := self.connections_by_address) is not None and (
+            key := connections.key_of(self.client)
+        ) is not None:
+            if connections.admit(key):
+                self._counted_as = key
+            else:
+                self._refuse_connection(connections.open(key), connections.limit)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_read_timer()
+        self._release()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered already; read only so that closing does not reset
         self._head_began = False
         super().data_received(data)
         # A head begun in this chunk is counted from the next one: a request pipelined
@@ -197,12 +272,46 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if isinstance(coalesced, CoalescedWrites):
             coalesced.flush()
             self.transport = coalesced.unwrapped
+        if self._counted_as is not None and self.ws_protocol_class is not None:
+            # The connection stays counted until the WebSocket's protocol loses it.
+            self.ws_protocol_class = _counted_websocket(self.ws_protocol_class)
         super().handle_websocket_upgrade()
+        websocket = self.transport.get_protocol()
+        if isinstance(websocket, CountedWebSocket) and self._counted_as is not None:
+            websocket.counted_as = (self.connections_by_address, self._counted_as)
+            self._counted_as = None
+
+    def _release(self) -> None:
+        if self._counted_as is not None and self.connections_by_address is not None:
+            self.connections_by_address.release(self._counted_as)
+        self._counted_as = None
 
     def _stop_read_timer(self) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
+
+    def _refuse_connection(self, open_connections: int, limit: int) -> None:
+        """Answers 429 before any request, stops sending and lingers (`_LINGER_S`)."""
+        self._stop_read_timer()
+        self._refused = True
+        message = (
+            f"Too many connections from this address: {open_connections} are open, and"
+            f" {limit} may be (POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS). Send more requests on"
+            " each connection (keep-alive), or close one."
+        )
+        error: dict[str, object] = {
+            "message": message,
+            "extensions": {
+                "code": ErrorCode.RATE_LIMITED.value,
+                "limit": "POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS",
+                "maximum": limit,
+            },
+        }
+        self.transport.write(_answer(self, b"429 Too Many Requests", error, b"retry-after: 1\r\n"))
+        self.transport.write_eof()
+        # Closed when the client closes its side (`eof_received`), or after the linger.
+        self._read_timer = self.loop.call_later(_LINGER_S, self.transport.close)
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
@@ -243,27 +352,82 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """Answers a request the app never saw (its head is not complete) and closes."""
         self._stop_read_timer()
         self._in_head = self._reading = False
-        body = orjson.dumps({"errors": [error]})
-        head = [b"HTTP/1.1 ", status, b"\r\n"]
-        for name, value in self.server_state.default_headers:
-            head.extend([name, b": ", value, b"\r\n"])
-        head.append(
-            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-            % len(body)
-        )
-        self.transport.write(b"".join([*head, body]))
+        self.transport.write(_answer(self, status, error))
         self.transport.close()
 
 
+class CountedWebSocket:
+    """Mixed into uvicorn's WebSocket protocol: a connection counted per address while
+    it spoke HTTP stays counted until the WebSocket ends."""
+
+    counted_as: tuple[ConnectionsByAddress | None, str] | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted_as is not None:
+            connections, key = self.counted_as
+            self.counted_as = None
+            if connections is not None:
+                connections.release(key)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+_COUNTED_WEBSOCKETS: dict[type[asyncio.Protocol], type[asyncio.Protocol]] = {}
+
+
+def _counted_websocket(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    counted = _COUNTED_WEBSOCKETS.get(protocol)
+    if counted is None:
+        counted = type(f"Counted{protocol.__name__}", (CountedWebSocket, protocol), {})
+        _COUNTED_WEBSOCKETS[protocol] = counted
+    return counted
+
+
+def _answer(
+    protocol: CoalescingHttpToolsProtocol,
+    status: bytes,
+    error: dict[str, object],
+    extra_headers: bytes = b"",
+) -> bytes:
+    """A GraphQL-shaped answer with `connection: close`, written by the protocol itself."""
+    body = orjson.dumps({"errors": [error]})
+    head = [b"HTTP/1.1 ", status, b"\r\n"]
+    for name, value in protocol.server_state.default_headers:
+        head.extend([name, b": ", value, b"\r\n"])
+    head.append(
+        b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n" % len(body)
+    )
+    head.append(extra_headers)
+    head.append(b"\r\n")
+    return b"".join([*head, body])
+
+
 def bounded_protocol(
-    max_head_bytes: int, read_timeout_s: float
+    max_head_bytes: int,
+    read_timeout_s: float,
+    *,
+    max_connections_per_address: int = 0,
+    trusted_proxies: Sequence[str] = (),
 ) -> type[CoalescingHttpToolsProtocol]:
-    """The protocol with its own bounds on reading a request."""
+    """The protocol of one server, with its own bounds on reading a request and, when
+    `max_connections_per_address` is not 0, its own count of open connections."""
     default = CoalescingHttpToolsProtocol
-    if (max_head_bytes, read_timeout_s) == (default.max_head_bytes, default.read_timeout_s):
+    if (max_head_bytes, read_timeout_s, max_connections_per_address) == (
+        default.max_head_bytes,
+        default.read_timeout_s,
+        0,
+    ):
         return default
+    connections = (
+        ConnectionsByAddress(max_connections_per_address, trusted_proxies)
+        if max_connections_per_address
+        else None
+    )
     return type(
         "BoundedHttpToolsProtocol",
         (default,),
-        {"max_head_bytes": max_head_bytes, "read_timeout_s": read_timeout_s},
+        {
+            "max_head_bytes": max_head_bytes,
+            "read_timeout_s": read_timeout_s,
+            "connections_by_address": connections,
+        },
     )

@@ -72,7 +72,12 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         port=port,
         loop="uvloop",
         # httptools, with a response's writes coalesced into one (gateway/http_protocol.py).
-        http=bounded_protocol(settings.max_header_bytes, settings.read_timeout_s),
+        http=bounded_protocol(
+            settings.max_header_bytes,
+            settings.read_timeout_s,
+            max_connections_per_address=settings.max_connections_per_address,
+            trusted_proxies=settings.trusted_proxy_list(),
+        ),
         log_level=settings.log_level,
         # Our handler and format for uvicorn's records too; gateway.middleware.RequestLifecycle
         # writes the access lines, with the request's fields.

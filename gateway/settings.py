@@ -18,6 +18,7 @@ from gateway.csrf import DEFAULT_REQUIRED_HEADERS
 from gateway.limits.concurrency import DEFAULT_EXPENSIVE, ExpensiveOperationOptions
 from gateway.limits.options import (
     DEFAULT_LIMITS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_HEAD_BYTES,
     DEFAULT_READ_TIMEOUT_S,
     RequestLimits,
@@ -159,6 +160,9 @@ class Settings(BaseSettings):
     # and a body's pauses may take (`polygraph serve`: gateway.http_protocol).
     max_header_bytes: int = Field(default=DEFAULT_MAX_HEAD_BYTES, ge=1024)
     read_timeout_s: float = Field(default=DEFAULT_READ_TIMEOUT_S, gt=0, le=3600)
+    # Connections one client address (an IPv6 client's /64) may hold open, WebSockets
+    # included; POLYGRAPH_TRUSTED_PROXIES are not counted. 0: no bound.
+    max_connections_per_address: int = Field(default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, ge=0)
     max_document_chars: int = Field(default=DEFAULT_LIMITS.max_document_chars, ge=100)
     max_tokens: int = Field(default=DEFAULT_LIMITS.max_tokens, ge=10)
     max_depth: int = Field(default=DEFAULT_LIMITS.max_depth, ge=2)

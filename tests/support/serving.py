@@ -33,8 +33,11 @@ def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 60.0) -
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp) -> Iterator[str]:
-    """Serve `app` with uvicorn (lifespan included) until the block ends; yields its URL."""
+def serve_in_thread(
+    app: ASGIApp, http: type[CoalescingHttpToolsProtocol] = CoalescingHttpToolsProtocol
+) -> Iterator[str]:
+    """Serve `app` with uvicorn (lifespan included) until the block ends; yields its URL.
+    `http` is the protocol `polygraph serve` runs, or one `bounded_protocol` made."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -42,8 +45,7 @@ def serve_in_thread(app: ASGIApp) -> Iterator[str]:
             host="127.0.0.1",
             port=port,
             loop="asyncio",
-            # The protocol `polygraph serve` runs.
-            http=CoalescingHttpToolsProtocol,
+            http=http,
             lifespan="on",
             log_config=None,
             log_level="warning",

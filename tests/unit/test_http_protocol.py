@@ -19,8 +19,13 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.sync.client import connect
 
-from gateway.http_protocol import CoalescedWrites, CoalescingHttpToolsProtocol, bounded_protocol
-from tests.support.serving import serve_in_thread
+from gateway.http_protocol import (
+    CoalescedWrites,
+    CoalescingHttpToolsProtocol,
+    ConnectionsByAddress,
+    bounded_protocol,
+)
+from tests.support.serving import serve_in_thread, wait_until
 
 LARGE = 200 * 1024
 
@@ -185,12 +190,34 @@ def test_the_served_protocol_is_the_gateways() -> None:
     from gateway.serving import gateway_server
     from gateway.settings import Settings
 
-    server = gateway_server(Settings(), "127.0.0.1", 0)
+    server = gateway_server(Settings(max_connections_per_address=0), "127.0.0.1", 0)
     assert server.config.http is CoalescingHttpToolsProtocol
-    server = gateway_server(Settings(max_header_bytes=8192, read_timeout_s=5), "127.0.0.1", 0)
-    assert isinstance(server.config.http, type)
-    assert issubclass(server.config.http, CoalescingHttpToolsProtocol)
-    assert (server.config.http.max_head_bytes, server.config.http.read_timeout_s) == (8192, 5)
+    server = gateway_server(
+        Settings(
+            max_header_bytes=8192,
+            read_timeout_s=5,
+            max_connections_per_address=7,
+            trusted_proxies="10.0.0.0/8",
+        ),
+        "127.0.0.1",
+        0,
+    )
+    protocol = server.config.http
+    assert isinstance(protocol, type)
+    assert issubclass(protocol, CoalescingHttpToolsProtocol)
+    assert (protocol.max_head_bytes, protocol.read_timeout_s) == (8192, 5)
+    connections = protocol.connections_by_address
+    assert connections is not None
+    assert connections.limit == 7
+    assert connections.key_of(("10.1.2.3", 5000)) is None
+    # By default every server counts its own connections.
+    first = gateway_server(Settings(), "127.0.0.1", 0).config.http
+    second = gateway_server(Settings(), "127.0.0.1", 0).config.http
+    assert isinstance(first, type) and issubclass(first, CoalescingHttpToolsProtocol)
+    assert isinstance(second, type) and issubclass(second, CoalescingHttpToolsProtocol)
+    assert first.connections_by_address is not None
+    assert first.connections_by_address.limit == 256
+    assert first.connections_by_address is not second.connections_by_address
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -317,3 +344,121 @@ def test_a_head_within_the_limit_is_served(served: str) -> None:
         head, body, _ = _read_response(conn, b"")
         assert head.startswith(b"HTTP/1.1 200 ")
         assert body == b"hello 1"
+
+
+def test_connections_are_counted_by_address_and_an_ipv6_clients_64() -> None:
+    connections = ConnectionsByAddress(2, exempt=["192.0.2.0/24", "2001:db8:1::/48"])
+    assert connections.key_of(("198.51.100.7", 1)) == "198.51.100.7"
+    assert connections.key_of(("2001:db8:2:3::1", 1)) == "2001:db8:2:3::/64"
+    assert connections.key_of(("2001:db8:2:3::ffff", 1)) == "2001:db8:2:3::/64"
+    assert connections.key_of(("::ffff:198.51.100.7", 1)) == "198.51.100.7"
+    # Trusted proxies, and a Unix socket's peer, are not counted.
+    assert connections.key_of(("192.0.2.9", 1)) is None
+    assert connections.key_of(("2001:db8:1:5::1", 1)) is None
+    assert connections.key_of(None) is None
+    key = "2001:db8:2:3::/64"
+    assert connections.admit(key) and connections.admit(key)
+    assert not connections.admit(key)
+    assert connections.admit("198.51.100.7")
+    connections.release(key)
+    assert connections.open(key) == 1
+    assert connections.admit(key)
+    connections.release(key)
+    connections.release(key)
+    # Nothing is kept for an address with no connection open.
+    assert connections.open(key) == 0
+    assert key not in connections._open
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[tuple[int, ConnectionsByAddress]]:
+    """A server that lets one address hold two connections."""
+    protocol = bounded_protocol(4096, 30.0, max_connections_per_address=2)
+    assert protocol.connections_by_address is not None
+    app = Starlette(routes=[Route("/hello", _hello), WebSocketRoute("/ws", _echo)])
+    with serve_in_thread(app, http=protocol) as url:
+        yield int(url.rsplit(":", 1)[1]), protocol.connections_by_address
+
+
+def _hello_on(conn: socket.socket, n: int) -> bytes:
+    conn.sendall(f"GET /hello?n={n} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+    head, body, _ = _read_response(conn, b"")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    return body
+
+
+def _refused(port: int) -> tuple[bytes, dict[str, object]]:
+    """A connection past the limit: sends its request at once, as a client does, and
+    reads the whole answer, then the end of the connection (no reset)."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET /hello?n=9 HTTP/1.1\r\nhost: x\r\n\r\n")
+        head, body, rest = _read_response(conn, b"")
+        while chunk := conn.recv(65536):
+            rest += chunk
+        assert rest == b""
+    (error,) = orjson.loads(body)["errors"]
+    return head, error
+
+
+def test_an_address_past_its_connections_is_answered_429_and_closed(
+    limited: tuple[int, ConnectionsByAddress],
+) -> None:
+    port, connections = limited
+    with (
+        socket.create_connection(("127.0.0.1", port)) as first,
+        socket.create_connection(("127.0.0.1", port)) as second,
+    ):
+        assert _hello_on(first, 1) == b"hello 1"
+        assert _hello_on(second, 2) == b"hello 2"
+        head, error = _refused(port)
+        assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+        lines = head.split(b"\r\n")
+        assert b"retry-after: 1" in lines
+        assert b"connection: close" in lines
+        assert error["extensions"] == {
+            "code": "RATE_LIMITED",
+            "limit": "POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS",
+            "maximum": 2,
+        }
+        assert "2 are open" in str(error["message"])
+        # The two admitted keep serving.
+        assert _hello_on(first, 3) == b"hello 3"
+    # Once one closes, a new connection is served.
+    wait_until(lambda: connections.open("127.0.0.1") == 0, what="both connections released")
+    with socket.create_connection(("127.0.0.1", port)) as again:
+        assert _hello_on(again, 4) == b"hello 4"
+
+
+def test_a_websocket_stays_counted_until_it_closes(
+    limited: tuple[int, ConnectionsByAddress],
+) -> None:
+    port, connections = limited
+    wait_until(lambda: connections.open("127.0.0.1") == 0, what="earlier connections released")
+    url = f"ws://127.0.0.1:{port}/ws"
+    with connect(url) as first_ws:
+        with connect(url) as second_ws:
+            first_ws.send("a")
+            assert first_ws.recv(timeout=30) == "echo a"
+            head, _ = _refused(port)
+            assert head.startswith(b"HTTP/1.1 429 ")
+            second_ws.send("b")
+            assert second_ws.recv(timeout=30) == "echo b"
+        wait_until(lambda: connections.open("127.0.0.1") == 1, what="the WebSocket released")
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            assert _hello_on(conn, 5) == b"hello 5"
+    wait_until(lambda: connections.open("127.0.0.1") == 0, what="every connection released")
+
+
+def test_a_trusted_proxys_connections_are_not_counted() -> None:
+    protocol = bounded_protocol(
+        4096, 30.0, max_connections_per_address=1, trusted_proxies=["127.0.0.0/8"]
+    )
+    app = Starlette(routes=[Route("/hello", _hello)])
+    with serve_in_thread(app, http=protocol) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with (
+            socket.create_connection(("127.0.0.1", port)) as first,
+            socket.create_connection(("127.0.0.1", port)) as second,
+        ):
+            assert _hello_on(first, 1) == b"hello 1"
+            assert _hello_on(second, 2) == b"hello 2"
