@@ -34,6 +34,10 @@ _FLUSH_AT_BYTES = 64 * 1024
 # client sends meanwhile: closing a socket with unread data makes the kernel reset it,
 # and the client would see the reset instead of the answer (nginx's lingering close).
 _LINGER_S = 1.0
+# Past POLYGRAPH_READ_TIMEOUT_S, a body must have come at least this fast on average
+# (Kestrel asks 240 bytes/s): a 2 MiB body has eight and a half minutes more, and one
+# trickled a byte at a time cannot hold its connection for ever.
+MIN_BODY_BYTES_PER_S = 4096
 
 
 class ConnectionsByAddress:
@@ -186,9 +190,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
       sees any of it (a 50 MB header took 2.9 s to read).
     - Time: the line and headers must arrive within `read_timeout_s` of the request's
       first byte (of the connection's opening, for its first request), or they get 408
-      and the connection closes; a body that pauses longer than that has its connection
-      closed. uvicorn times only the idle wait between requests, so a client that sent
-      a byte now and then (or nothing at all) held its connection for ever.
+      and the connection closes; a body that pauses longer than that, or comes slower
+      than `min_body_bytes_per_s` once that long has passed, has its connection closed.
+      uvicorn times only the idle wait between requests, so a client that sent a byte
+      now and then (or nothing at all) held its connection for ever.
     - Connections: with `connections_by_address`, a client address past its limit of
       open connections (WebSockets included) gets 429 and its connection is closed.
     Timers are armed only while a request is incomplete at the end of a read: one that
@@ -197,6 +202,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
     read_timeout_s = DEFAULT_READ_TIMEOUT_S
+    min_body_bytes_per_s: float = MIN_BODY_BYTES_PER_S
     # One per server (`bounded_protocol`); None counts nothing.
     connections_by_address: ConnectionsByAddress | None = None
 
@@ -212,6 +218,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._read_timer: asyncio.TimerHandle | None = self.loop.call_at(
             self._head_due, self._read_timed_out
         )
+        # When the body being read is due if no more of it comes (None: not timed yet).
+        self._body_due: float | None = None
         self._refused = False
         self._counted_as: str | None = None
         if (connections := self.connections_by_address) is not None and (
@@ -240,9 +248,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_head()
                 return
         if self._reading:
-            due = self._head_due if self._in_head else self.loop.time() + self.read_timeout_s
+            due = self._head_due if self._in_head else self._body_due_after(len(data))
             self._stop_read_timer()
-            self._read_timer = self.loop.call_at(due, self._read_timed_out)
+            if due <= self.loop.time():
+                # Past due already: a timer armed now could be cancelled by the next read
+                # before it runs, for as long as bytes keep coming.
+                self._read_timed_out()
+            else:
+                self._read_timer = self.loop.call_at(due, self._read_timed_out)
         elif self._read_timer is not None:
             self._stop_read_timer()
 
@@ -251,6 +264,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_began = True
         self._head_bytes = 0
+        self._body_due = None
         if self._first_request:
             self._first_request = False
         else:
@@ -280,6 +294,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if isinstance(websocket, CountedWebSocket) and self._counted_as is not None:
             websocket.counted_as = (self.connections_by_address, self._counted_as)
             self._counted_as = None
+
+    def _body_due_after(self, received: int) -> float:
+        """When the body is due after `received` more bytes of its request: within
+        `read_timeout_s` of now (a pause), and of the body's first incomplete read plus
+        the time its bytes have bought at `min_body_bytes_per_s` (a pace)."""
+        now = self.loop.time()
+        if self._body_due is None:
+            self._body_due = now + self.read_timeout_s
+        self._body_due += received / self.min_body_bytes_per_s
+        return min(now + self.read_timeout_s, self._body_due)
 
     def _release(self) -> None:
         if self._counted_as is not None and self.connections_by_address is not None:
@@ -336,7 +360,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # Nothing of a request yet, or a body that stopped coming: the app, if it waits
         # for the body, hears the client left.
         if self._reading:
-            logger.info("closed a connection from %s: its body paused too long", self.client)
+            logger.info(
+                "closed a connection from %s: its body paused too long or came too slowly",
+                self.client,
+            )
         self._in_head = self._reading = False
         self.transport.close()
 

@@ -308,6 +308,19 @@ async def test_a_head_that_does_not_arrive_in_time_gets_408_and_the_connection_c
     assert "POLYGRAPH_READ_TIMEOUT_S" in error["message"]
 
 
+async def test_a_head_sent_a_byte_every_loop_turn_still_gets_408() -> None:
+    protocol, transport = _protocol(max_head_bytes=1 << 20, read_timeout_s=0.05)
+    protocol.data_received(b"GET / HTTP/1.1\r\nhost: x\r\nx-junk: ")
+    sent = 0
+    # Each read re-arms the timer; one armed past its time must still fire.
+    while not transport.closed.is_set():
+        assert sent < 1 << 20, "the head reached its size limit first"
+        protocol.data_received(b"y")
+        sent += 1
+        await asyncio.sleep(0)
+    assert b"".join(data for _, data in transport.calls).startswith(b"HTTP/1.1 408 ")
+
+
 async def test_a_connection_that_sends_nothing_is_closed() -> None:
     _, transport = _protocol(read_timeout_s=0.05)
     await _closed(transport)
@@ -318,6 +331,44 @@ async def test_a_body_that_stops_coming_closes_the_connection() -> None:
     protocol, transport = _protocol(read_timeout_s=0.05, app=_read_then_ok)
     protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n123")
     await _closed(transport)
+    assert b"HTTP/1.1 " not in b"".join(data for _, data in transport.calls)
+
+
+async def test_a_trickled_body_is_due_by_its_pace_not_by_its_last_byte() -> None:
+    protocol, transport = _protocol(read_timeout_s=30.0, app=_read_then_ok)
+    rate = protocol.min_body_bytes_per_s
+    head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n"
+    began = protocol.loop.time()
+    protocol.data_received(head + b"1" * 4096)
+    assert protocol._read_timer is not None
+    first_due = protocol._read_timer.when()
+    # Due the timeout after the body began, plus a second for the bytes it has sent.
+    assert began + 30.0 <= first_due <= protocol.loop.time() + 30.0 + (len(head) + 4096) / rate
+    await asyncio.sleep(0.05)
+    # No pause is long, yet later bytes move the deadline only by what they buy: a byte
+    # each 1/4096 s, not each 30 s.
+    for _ in range(3):
+        protocol.data_received(b"2")
+    assert protocol._read_timer.when() == pytest.approx(first_due + 3 / rate)
+    assert protocol._read_timer.when() < protocol.loop.time() + 30.0
+    # Enough bytes, and the pause bound is the nearer one again.
+    protocol.data_received(b"3" * 4096 * 8)
+    assert protocol._read_timer.when() <= protocol.loop.time() + 30.0
+    assert transport.calls == []
+
+
+async def test_a_body_slower_than_its_pace_closes_the_connection() -> None:
+    protocol, transport = _protocol(read_timeout_s=0.05, app=_read_then_ok)
+    # A byte buys a nanosecond: a byte each loop turn is far too slow, though it never
+    # pauses for long.
+    protocol.min_body_bytes_per_s = 1e9
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n1")
+    sent = 1
+    while not transport.closed.is_set():
+        assert sent < 100_000, "the whole body arrived first"
+        protocol.data_received(b"2")
+        sent += 1
+        await asyncio.sleep(0)
     assert b"HTTP/1.1 " not in b"".join(data for _, data in transport.calls)
 
 
