@@ -20,7 +20,11 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.limits.options import DEFAULT_MAX_HEAD_BYTES, DEFAULT_READ_TIMEOUT_S
+from gateway.limits.options import (
+    DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_SEND_TIMEOUT_S,
+)
 from gateway.limits.refusal import head_refusal
 from resolvers.errors import ErrorCode
 from resolvers.rate_limits import client_bucket_key
@@ -36,8 +40,9 @@ _FLUSH_AT_BYTES = 64 * 1024
 _LINGER_S = 1.0
 # Past POLYGRAPH_READ_TIMEOUT_S, a body must have come at least this fast on average
 # (Kestrel asks 240 bytes/s): a 2 MiB body has eight and a half minutes more, and one
-# trickled a byte at a time cannot hold its connection for ever.
-MIN_BODY_BYTES_PER_S = 4096
+# trickled a byte at a time cannot hold its connection for ever. A response waiting to
+# be taken must go at this pace too, measured over each POLYGRAPH_SEND_TIMEOUT_S.
+MIN_BYTES_PER_S = 4096
 
 
 class ConnectionsByAddress:
@@ -191,9 +196,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     - Time: the line and headers must arrive within `read_timeout_s` of the request's
       first byte (of the connection's opening, for its first request), or they get 408
       and the connection closes; a body that pauses longer than that, or comes slower
-      than `min_body_bytes_per_s` once that long has passed, has its connection closed.
+      than `min_bytes_per_s` once that long has passed, has its connection closed.
       uvicorn times only the idle wait between requests, so a client that sent a byte
       now and then (or nothing at all) held its connection for ever.
+    - A response the client does not take: while the socket's buffer is past its high
+      mark, it must shrink by `min_bytes_per_s` over each `send_timeout_s` (or empty),
+      else the connection is aborted and what waited for the client dropped. uvicorn
+      kept an untaken response (10 MB, POLYGRAPH_MAX_RESPONSE_BYTES) for as long as
+      the client kept its socket open.
     - Connections: with `connections_by_address`, a client address past its limit of
       open connections (WebSockets included) gets 429 and its connection is closed.
     Timers are armed only while a request is incomplete at the end of a read: one that
@@ -202,7 +212,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
     read_timeout_s = DEFAULT_READ_TIMEOUT_S
-    min_body_bytes_per_s: float = MIN_BODY_BYTES_PER_S
+    send_timeout_s = DEFAULT_SEND_TIMEOUT_S
+    min_bytes_per_s: float = MIN_BYTES_PER_S
     # One per server (`bounded_protocol`); None counts nothing.
     connections_by_address: ConnectionsByAddress | None = None
 
@@ -220,6 +231,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         )
         # When the body being read is due if no more of it comes (None: not timed yet).
         self._body_due: float | None = None
+        # While writing is paused: the bytes waiting at the last look, and its timer.
+        self._send_left = 0
+        self._send_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._counted_as: str | None = None
         if (connections := self.connections_by_address) is not None and (
@@ -232,6 +246,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_read_timer()
+        self._stop_send_timer()
         self._release()
         super().connection_lost(exc)
 
@@ -298,12 +313,49 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _body_due_after(self, received: int) -> float:
         """When the body is due after `received` more bytes of its request: within
         `read_timeout_s` of now (a pause), and of the body's first incomplete read plus
-        the time its bytes have bought at `min_body_bytes_per_s` (a pace)."""
+        the time its bytes have bought at `min_bytes_per_s` (a pace)."""
         now = self.loop.time()
         if self._body_due is None:
             self._body_due = now + self.read_timeout_s
-        self._body_due += received / self.min_body_bytes_per_s
+        self._body_due += received / self.min_bytes_per_s
         return min(now + self.read_timeout_s, self._body_due)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_left = self.transport.get_write_buffer_size()
+            self._send_timer = self.loop.call_later(self.send_timeout_s, self._check_sending)
+
+    def resume_writing(self) -> None:
+        self._stop_send_timer()
+        super().resume_writing()
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _check_sending(self) -> None:
+        """Still paused `send_timeout_s` after the last look: aborts the connection
+        unless the client took its share of what waits since."""
+        self._send_timer = None
+        if self.transport.is_closing():
+            return
+        left = self.transport.get_write_buffer_size()
+        share = min(self._send_left, self.send_timeout_s * self.min_bytes_per_s)
+        if left and self._send_left - left < share:
+            logger.info(
+                "aborted a connection from %s: it took %d of %d bytes waiting for it in"
+                " %g s (POLYGRAPH_SEND_TIMEOUT_S)",
+                self.client,
+                max(self._send_left - left, 0),
+                self._send_left,
+                self.send_timeout_s,
+            )
+            self.transport.abort()
+            return
+        self._send_left = left
+        self._send_timer = self.loop.call_later(self.send_timeout_s, self._check_sending)
 
     def _release(self) -> None:
         if self._counted_as is not None and self.connections_by_address is not None:
@@ -432,15 +484,18 @@ def bounded_protocol(
     max_head_bytes: int,
     read_timeout_s: float,
     *,
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
     max_connections_per_address: int = 0,
     trusted_proxies: Sequence[str] = (),
 ) -> type[CoalescingHttpToolsProtocol]:
-    """The protocol of one server, with its own bounds on reading a request and, when
-    `max_connections_per_address` is not 0, its own count of open connections."""
+    """The protocol of one server, with its own bounds on reading a request and taking
+    a response and, when `max_connections_per_address` is not 0, its own count of open
+    connections."""
     default = CoalescingHttpToolsProtocol
-    if (max_head_bytes, read_timeout_s, max_connections_per_address) == (
+    if (max_head_bytes, read_timeout_s, send_timeout_s, max_connections_per_address) == (
         default.max_head_bytes,
         default.read_timeout_s,
+        default.send_timeout_s,
         0,
     ):
         return default
@@ -455,6 +510,7 @@ def bounded_protocol(
         {
             "max_head_bytes": max_head_bytes,
             "read_timeout_s": read_timeout_s,
+            "send_timeout_s": send_timeout_s,
             "connections_by_address": connections,
         },
     )

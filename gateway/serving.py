@@ -75,6 +75,7 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
         http=bounded_protocol(
             settings.max_header_bytes,
             settings.read_timeout_s,
+            send_timeout_s=settings.send_timeout_s,
             max_connections_per_address=settings.max_connections_per_address,
             trusted_proxies=settings.trusted_proxy_list(),
         ),

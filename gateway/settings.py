@@ -21,6 +21,7 @@ from gateway.limits.options import (
     DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_HEAD_BYTES,
     DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_SEND_TIMEOUT_S,
     RequestLimits,
 )
 from resolvers.auth import Role
@@ -160,6 +161,8 @@ class Settings(BaseSettings):
     # and a body's pauses may take (`polygraph serve`: gateway.http_protocol).
     max_header_bytes: int = Field(default=DEFAULT_MAX_HEAD_BYTES, ge=1024)
     read_timeout_s: float = Field(default=DEFAULT_READ_TIMEOUT_S, gt=0, le=3600)
+    # A response past the socket's buffer must be taken at 4 KiB/s over each this long.
+    send_timeout_s: float = Field(default=DEFAULT_SEND_TIMEOUT_S, gt=0, le=3600)
     # Connections one client address (an IPv6 client's /64) may hold open, WebSockets
     # included; POLYGRAPH_TRUSTED_PROXIES are not counted. 0: no bound.
     max_connections_per_address: int = Field(default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, ge=0)

@@ -46,6 +46,9 @@ DEFAULT_MAX_HEAD_BYTES = 1024 * 1024
 # Seconds a request's line and headers may take to arrive, and a body may pause (nginx
 # allows 60 for each, Apache 20 to 40).
 DEFAULT_READ_TIMEOUT_S = 30.0
+# Seconds over which a client must take its share of a response waiting for it
+# (nginx's send_timeout is 60).
+DEFAULT_SEND_TIMEOUT_S = 30.0
 # Connections one client address may hold open: a pool of a service's clients, or a
 # browser's six plus its WebSockets, fit many times over; one client cannot take the
 # process's file descriptors (20,000 here) from the rest.

@@ -4,6 +4,7 @@ or reordered on the way (keep-alive, large bodies, close, WebSocket upgrade)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 
@@ -196,6 +197,7 @@ def test_the_served_protocol_is_the_gateways() -> None:
         Settings(
             max_header_bytes=8192,
             read_timeout_s=5,
+            send_timeout_s=9,
             max_connections_per_address=7,
             trusted_proxies="10.0.0.0/8",
         ),
@@ -205,7 +207,11 @@ def test_the_served_protocol_is_the_gateways() -> None:
     protocol = server.config.http
     assert isinstance(protocol, type)
     assert issubclass(protocol, CoalescingHttpToolsProtocol)
-    assert (protocol.max_head_bytes, protocol.read_timeout_s) == (8192, 5)
+    assert (protocol.max_head_bytes, protocol.read_timeout_s, protocol.send_timeout_s) == (
+        8192,
+        5,
+        9,
+    )
     connections = protocol.connections_by_address
     assert connections is not None
     assert connections.limit == 7
@@ -234,13 +240,16 @@ async def _read_then_ok(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def _protocol(
-    max_head_bytes: int = 4096, read_timeout_s: float = 30.0, app: ASGIApp = _ok
+    max_head_bytes: int = 4096,
+    read_timeout_s: float = 30.0,
+    app: ASGIApp = _ok,
+    transport: RecordingTransport | None = None,
 ) -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
     config = Config(app, lifespan="off", log_config=None)
     config.load()
     protocol_class = bounded_protocol(max_head_bytes, read_timeout_s)
     protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
-    transport = RecordingTransport()
+    transport = transport or RecordingTransport()
     protocol.connection_made(transport)
     return protocol, transport
 
@@ -336,7 +345,7 @@ async def test_a_body_that_stops_coming_closes_the_connection() -> None:
 
 async def test_a_trickled_body_is_due_by_its_pace_not_by_its_last_byte() -> None:
     protocol, transport = _protocol(read_timeout_s=30.0, app=_read_then_ok)
-    rate = protocol.min_body_bytes_per_s
+    rate = protocol.min_bytes_per_s
     head = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n"
     began = protocol.loop.time()
     protocol.data_received(head + b"1" * 4096)
@@ -361,7 +370,7 @@ async def test_a_body_slower_than_its_pace_closes_the_connection() -> None:
     protocol, transport = _protocol(read_timeout_s=0.05, app=_read_then_ok)
     # A byte buys a nanosecond: a byte each loop turn is far too slow, though it never
     # pauses for long.
-    protocol.min_body_bytes_per_s = 1e9
+    protocol.min_bytes_per_s = 1e9
     protocol.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n1")
     sent = 1
     while not transport.closed.is_set():
@@ -513,3 +522,77 @@ def test_a_trusted_proxys_connections_are_not_counted() -> None:
         ):
             assert _hello_on(first, 1) == b"hello 1"
             assert _hello_on(second, 2) == b"hello 2"
+
+
+class BufferingTransport(RecordingTransport):
+    """A socket whose buffer holds `buffered` bytes the client has not taken."""
+
+    buffered = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def _look_again(protocol: CoalescingHttpToolsProtocol) -> None:
+    """What the send timer does when it fires, without waiting for it."""
+    timer = protocol._send_timer
+    assert timer is not None, "no look is due"
+    timer.cancel()
+    protocol._check_sending()
+
+
+async def test_a_response_waiting_for_its_client_must_be_taken_at_a_pace() -> None:
+    protocol, transport = _protocol(transport=BufferingTransport())
+    assert isinstance(transport, BufferingTransport)
+    share = int(protocol.send_timeout_s * protocol.min_bytes_per_s)
+    transport.buffered = 10_000_000
+    protocol.pause_writing()
+    # Its share taken in each look: kept, and looked at again.
+    for _ in range(3):
+        transport.buffered -= share
+        _look_again(protocol)
+    assert ("abort", b"") not in transport.calls
+    # Drained below the low mark: no more looks.
+    protocol.resume_writing()
+    assert protocol._send_timer is None
+    protocol.pause_writing()
+    # Less than its share since the last look: aborted, what waited dropped.
+    transport.buffered -= share - 1
+    _look_again(protocol)
+    assert transport.calls == [("abort", b"")]
+    assert protocol._send_timer is None
+
+
+async def test_a_small_rest_taken_whole_is_enough() -> None:
+    protocol, transport = _protocol(transport=BufferingTransport())
+    assert isinstance(transport, BufferingTransport)
+    transport.buffered = 100
+    protocol.pause_writing()
+    transport.buffered = 0
+    _look_again(protocol)
+    assert transport.calls == []
+
+
+async def _ten_megabytes(request: Request) -> Response:
+    return Response(b"y" * 10_000_000, media_type="application/octet-stream")
+
+
+def test_a_client_that_does_not_read_its_response_is_dropped() -> None:
+    protocol = bounded_protocol(4096, 30.0, send_timeout_s=0.2, max_connections_per_address=8)
+    connections = protocol.connections_by_address
+    assert connections is not None
+    app = Starlette(routes=[Route("/big", _ten_megabytes)])
+    with serve_in_thread(app, http=protocol) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.socket() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.connect(("127.0.0.1", port))
+            conn.sendall(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            wait_until(lambda: connections.open("127.0.0.1") == 1, what="the request")
+            # The client keeps its socket open and reads nothing: the server lets go.
+            wait_until(lambda: connections.open("127.0.0.1") == 0, what="the connection dropped")
+            received = 0
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := conn.recv(1 << 20):
+                    received += len(chunk)
+            assert received < 10_000_000
