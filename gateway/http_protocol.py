@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, with a response's writes to the socket coalesced.
+"""uvicorn's httptools protocol, with a response's writes to the socket coalesced and
+what one client can hold of the server bounded (`CoalescingHttpToolsProtocol`).
 
 uvicorn writes a response's status line and headers when the app sends
 `http.response.start`, and the body when it sends `http.response.body`: two `send`
@@ -15,6 +16,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -45,23 +47,61 @@ _LINGER_S = 1.0
 MIN_BYTES_PER_S = 4096
 
 
-class ConnectionsByAddress:
-    """The connections one server has open per client address (an IPv6 client's /64,
-    as rate limits count it), and which addresses are past `limit`. Proxies the
-    gateway trusts are not counted: their clients are many, and the proxy bounds them."""
+@dataclass(frozen=True, slots=True)
+class ConnectionRefusal:
+    """Why a new connection is answered and closed before any request."""
 
-    __slots__ = ("_exempt", "_open", "_refusing", "limit")
+    status: bytes
+    code: ErrorCode
+    setting: str
+    maximum: int
+    message: str
 
-    def __init__(self, limit: int, exempt: Sequence[str] = ()) -> None:
-        self.limit = limit
+    def error(self) -> dict[str, object]:
+        return {
+            "message": self.message,
+            "extensions": {"code": self.code.value, "limit": self.setting, "maximum": self.maximum},
+        }
+
+
+class Admission:
+    """One connection counted by `OpenConnections`, until `release` (idempotent)."""
+
+    __slots__ = ("_connections", "_key")
+
+    def __init__(self, connections: OpenConnections, key: str | None) -> None:
+        self._connections: OpenConnections | None = connections
+        self._key = key
+
+    def release(self) -> None:
+        if self._connections is not None:
+            self._connections._release(self._key)
+            self._connections = None
+
+
+class OpenConnections:
+    """The connections one server has open: in all, at most `max_total` (0: no bound),
+    and per client address (an IPv6 client's /64, as rate limits count it), at most
+    `max_per_address` (0: not counted). Proxies the gateway trusts are not counted by
+    address: their clients are many, and the proxy bounds them."""
+
+    __slots__ = ("_by_address", "_exempt", "_warned", "max_per_address", "max_total", "total")
+
+    def __init__(
+        self, *, max_total: int = 0, max_per_address: int = 0, exempt: Sequence[str] = ()
+    ) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.total = 0
         self._exempt = [ipaddress.ip_network(entry, strict=False) for entry in exempt]
-        self._open: dict[str, int] = {}
-        self._refusing: set[str] = set()
+        self._by_address: dict[str, int] = {}
+        # What was logged as refused (None: the total), once until one of it closes.
+        self._warned: set[str | None] = set()
 
     def key_of(self, client: tuple[str, int] | None) -> str | None:
-        """What a connection from `client` is counted as (None: not counted)."""
-        if client is None:
-            return None  # a Unix socket: no address to count by
+        """What a connection from `client` is counted as by address (None: not so)."""
+        if client is None or not self.max_per_address:
+            return None  # a Unix socket has no address to count by
         if self._exempt:
             try:
                 address = ipaddress.ip_address(client[0])
@@ -71,30 +111,59 @@ class ConnectionsByAddress:
                 return None
         return client_bucket_key(client[0])
 
-    def admit(self, key: str) -> bool:
-        """Counts a new connection, unless `key` already has `limit` open."""
-        count = self._open.get(key, 0)
-        if count >= self.limit:
-            if key not in self._refusing:
-                self._refusing.add(key)
-                logger.warning(
+    def open(self, key: str) -> int:
+        return self._by_address.get(key, 0)
+
+    def admit(self, client: tuple[str, int] | None) -> Admission | ConnectionRefusal:
+        if self.max_total and self.total >= self.max_total:
+            self._warn(None, "refusing connections: %d are open (POLYGRAPH_MAX_CONNECTIONS)")
+            return ConnectionRefusal(
+                b"503 Service Unavailable",
+                ErrorCode.OVERLOADED,
+                "POLYGRAPH_MAX_CONNECTIONS",
+                self.max_total,
+                f"The gateway holds as many connections as it may ({self.max_total:,},"
+                " POLYGRAPH_MAX_CONNECTIONS). Retry shortly.",
+            )
+        key = self.key_of(client)
+        if key is not None:
+            count = self._by_address.get(key, 0)
+            if count >= self.max_per_address:
+                self._warn(
+                    key,
                     "refusing connections from %s: %d are open"
                     " (POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS)",
-                    key,
-                    count,
                 )
-            return False
-        self._open[key] = count + 1
-        return True
+                return ConnectionRefusal(
+                    b"429 Too Many Requests",
+                    ErrorCode.RATE_LIMITED,
+                    "POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS",
+                    self.max_per_address,
+                    f"Too many connections from this address: {count} are open, and"
+                    f" {self.max_per_address} may be (POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS)."
+                    " Send more requests on each connection (keep-alive), or close one.",
+                )
+            self._by_address[key] = count + 1
+        self.total += 1
+        return Admission(self, key)
 
-    def release(self, key: str) -> None:
-        count = self._open.pop(key) - 1
-        if count:
-            self._open[key] = count
-        self._refusing.discard(key)
+    def _release(self, key: str | None) -> None:
+        self.total -= 1
+        self._warned.discard(None)
+        if key is not None:
+            count = self._by_address.pop(key) - 1
+            if count:
+                self._by_address[key] = count
+            self._warned.discard(key)
 
-    def open(self, key: str) -> int:
-        return self._open.get(key, 0)
+    def _warn(self, key: str | None, message: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        if key is None:
+            logger.warning(message, self.total)
+        else:
+            logger.warning(message, key, self._by_address.get(key, 0))
 
 
 class CoalescedWrites(asyncio.Transport):
@@ -189,7 +258,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol on `CoalescedWrites`; a WebSocket takes the socket's
     own transport when the connection upgrades.
 
-    It bounds what uvicorn leaves unbounded while a request is read:
+    It bounds what uvicorn leaves unbounded:
     - Its line and headers past `max_head_bytes` are refused with 431 and the
       connection closed: httptools holds a header whole, however long, before the app
       sees any of it (a 50 MB header took 2.9 s to read).
@@ -204,18 +273,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
       else the connection is aborted and what waited for the client dropped. uvicorn
       kept an untaken response (10 MB, POLYGRAPH_MAX_RESPONSE_BYTES) for as long as
       the client kept its socket open.
-    - Connections: with `connections_by_address`, a client address past its limit of
-      open connections (WebSockets included) gets 429 and its connection is closed.
-    Timers are armed only while a request is incomplete at the end of a read: one that
-    arrives whole in one read, as most do, costs none.
+    - Connections, with `open_connections`: past the server's limit of open
+      connections (WebSockets included) a new one gets 503, past its address's limit
+      429, and is closed.
+    Read timers are armed only while a request is incomplete at the end of a read (one
+    that arrives whole in one read, as most do, costs none), the send timer only while
+    writing is paused.
     """
 
     max_head_bytes = DEFAULT_MAX_HEAD_BYTES
     read_timeout_s = DEFAULT_READ_TIMEOUT_S
     send_timeout_s = DEFAULT_SEND_TIMEOUT_S
     min_bytes_per_s: float = MIN_BYTES_PER_S
-    # One per server (`bounded_protocol`); None counts nothing.
-    connections_by_address: ConnectionsByAddress | None = None
+    # One per server (`bounded_protocol`); None counts nothing. (`connections` is
+    # uvicorn's set of this server's protocols.)
+    open_connections: OpenConnections | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescedWrites(transport, self.loop))
@@ -235,14 +307,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._send_left = 0
         self._send_timer: asyncio.TimerHandle | None = None
         self._refused = False
-        self._counted_as: str | None = None
-        if (connections := self.connections_by_address) is not None and (
-            key := connections.key_of(self.client)
-        ) is not None:
-            if connections.admit(key):
-                self._counted_as = key
+        self._admission: Admission | None = None
+        if self.open_connections is not None:
+            admitted = self.open_connections.admit(self.client)
+            if isinstance(admitted, Admission):
+                self._admission = admitted
             else:
-                self._refuse_connection(connections.open(key), connections.limit)
+                self._refuse_connection(admitted)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_read_timer()
@@ -301,14 +372,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if isinstance(coalesced, CoalescedWrites):
             coalesced.flush()
             self.transport = coalesced.unwrapped
-        if self._counted_as is not None and self.ws_protocol_class is not None:
+        if self._admission is not None and self.ws_protocol_class is not None:
             # The connection stays counted until the WebSocket's protocol loses it.
             self.ws_protocol_class = _counted_websocket(self.ws_protocol_class)
         super().handle_websocket_upgrade()
         websocket = self.transport.get_protocol()
-        if isinstance(websocket, CountedWebSocket) and self._counted_as is not None:
-            websocket.counted_as = (self.connections_by_address, self._counted_as)
-            self._counted_as = None
+        if isinstance(websocket, CountedWebSocket):
+            websocket.admission, self._admission = self._admission, None
 
     def _body_due_after(self, received: int) -> float:
         """When the body is due after `received` more bytes of its request: within
@@ -358,33 +428,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._send_timer = self.loop.call_later(self.send_timeout_s, self._check_sending)
 
     def _release(self) -> None:
-        if self._counted_as is not None and self.connections_by_address is not None:
-            self.connections_by_address.release(self._counted_as)
-        self._counted_as = None
+        if self._admission is not None:
+            self._admission.release()
+            self._admission = None
 
     def _stop_read_timer(self) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
 
-    def _refuse_connection(self, open_connections: int, limit: int) -> None:
-        """Answers 429 before any request, stops sending and lingers (`_LINGER_S`)."""
+    def _refuse_connection(self, refusal: ConnectionRefusal) -> None:
+        """Answers before any request, stops sending and lingers (`_LINGER_S`)."""
         self._stop_read_timer()
         self._refused = True
-        message = (
-            f"Too many connections from this address: {open_connections} are open, and"
-            f" {limit} may be (POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS). Send more requests on"
-            " each connection (keep-alive), or close one."
-        )
-        error: dict[str, object] = {
-            "message": message,
-            "extensions": {
-                "code": ErrorCode.RATE_LIMITED.value,
-                "limit": "POLYGRAPH_MAX_CONNECTIONS_PER_ADDRESS",
-                "maximum": limit,
-            },
-        }
-        self.transport.write(_answer(self, b"429 Too Many Requests", error, b"retry-after: 1\r\n"))
+        self.transport.write(_answer(self, refusal.status, refusal.error(), b"retry-after: 1\r\n"))
         self.transport.write_eof()
         # Closed when the client closes its side (`eof_received`), or after the linger.
         self._read_timer = self.loop.call_later(_LINGER_S, self.transport.close)
@@ -436,17 +493,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 
 class CountedWebSocket:
-    """Mixed into uvicorn's WebSocket protocol: a connection counted per address while
-    it spoke HTTP stays counted until the WebSocket ends."""
+    """Mixed into uvicorn's WebSocket protocol: a connection counted while it spoke
+    HTTP stays counted until the WebSocket ends."""
 
-    counted_as: tuple[ConnectionsByAddress | None, str] | None = None
+    admission: Admission | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.counted_as is not None:
-            connections, key = self.counted_as
-            self.counted_as = None
-            if connections is not None:
-                connections.release(key)
+        if self.admission is not None:
+            self.admission.release()
+            self.admission = None
         super().connection_lost(exc)  # type: ignore[misc]
 
 
@@ -485,23 +540,28 @@ def bounded_protocol(
     read_timeout_s: float,
     *,
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
+    max_connections: int = 0,
     max_connections_per_address: int = 0,
     trusted_proxies: Sequence[str] = (),
 ) -> type[CoalescingHttpToolsProtocol]:
     """The protocol of one server, with its own bounds on reading a request and taking
-    a response and, when `max_connections_per_address` is not 0, its own count of open
+    a response and, unless both connection limits are 0, its own count of open
     connections."""
     default = CoalescingHttpToolsProtocol
-    if (max_head_bytes, read_timeout_s, send_timeout_s, max_connections_per_address) == (
+    counted = bool(max_connections or max_connections_per_address)
+    if not counted and (max_head_bytes, read_timeout_s, send_timeout_s) == (
         default.max_head_bytes,
         default.read_timeout_s,
         default.send_timeout_s,
-        0,
     ):
         return default
-    connections = (
-        ConnectionsByAddress(max_connections_per_address, trusted_proxies)
-        if max_connections_per_address
+    open_connections = (
+        OpenConnections(
+            max_total=max_connections,
+            max_per_address=max_connections_per_address,
+            exempt=trusted_proxies,
+        )
+        if counted
         else None
     )
     return type(
@@ -511,6 +571,6 @@ def bounded_protocol(
             "max_head_bytes": max_head_bytes,
             "read_timeout_s": read_timeout_s,
             "send_timeout_s": send_timeout_s,
-            "connections_by_address": connections,
+            "open_connections": open_connections,
         },
     )

@@ -217,7 +217,13 @@ def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == _REQUEST_ID_HEADER:
             candidate: str = value.decode("latin-1")
-            if 0 < len(candidate) <= 64 and candidate.replace("-", "").isalnum():
+            # ASCII only: `isalnum` alone takes Latin-1 letters, which log aggregators
+            # and tracing headers then spell differently.
+            if (
+                0 < len(candidate) <= 64
+                and candidate.isascii()
+                and candidate.replace("-", "").isalnum()
+            ):
                 return candidate
     return None
 

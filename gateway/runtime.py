@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import resource
 
 # Collect the youngest generation after 20,000 net allocations instead of 700. A large
 # GraphQL response allocates hundreds of thousands of short-lived objects, nearly all
@@ -20,3 +21,23 @@ def tune_gc() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, middle, oldest)
+
+
+# Descriptors kept from clients for the stores' pools, listeners, log files and the
+# event sinks' HTTP clients (the default pools take about 100).
+DESCRIPTORS_KEPT_FOR_THE_GATEWAY = 256
+
+
+def connections_the_process_can_hold() -> int:
+    """How many client connections fit in the process's open-files limit, after raising
+    its soft limit to the hard one (as Go's runtime does): past the limit `accept` fails,
+    and so would every new connection to a store."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass  # kept as it was: the count below follows what is in force
+    return max(soft - DESCRIPTORS_KEPT_FOR_THE_GATEWAY, 64)

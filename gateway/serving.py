@@ -61,7 +61,7 @@ _WORKER_HEALTHCHECK_S = 30
 def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
     """The server of one gateway process, its app built and the collector tuned."""
     from gateway.app import create_app
-    from gateway.runtime import tune_gc
+    from gateway.runtime import connections_the_process_can_hold, tune_gc
 
     app = create_app(settings)
     tune_gc()
@@ -76,6 +76,7 @@ def gateway_server(settings: Settings, host: str, port: int) -> GatewayServer:
             settings.max_header_bytes,
             settings.read_timeout_s,
             send_timeout_s=settings.send_timeout_s,
+            max_connections=settings.max_connections or connections_the_process_can_hold(),
             max_connections_per_address=settings.max_connections_per_address,
             trusted_proxies=settings.trusted_proxy_list(),
         ),

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     # Connections one client address (an IPv6 client's /64) may hold open, WebSockets
     # included; POLYGRAPH_TRUSTED_PROXIES are not counted. 0: no bound.
     max_connections_per_address: int = Field(default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, ge=0)
+    # Connections one gateway process may hold open in all; 0: as many as its open-files
+    # limit allows, less what the stores and logs need (gateway.runtime).
+    max_connections: int = Field(default=0, ge=0)
     max_document_chars: int = Field(default=DEFAULT_LIMITS.max_document_chars, ge=100)
     max_tokens: int = Field(default=DEFAULT_LIMITS.max_tokens, ge=10)
     max_depth: int = Field(default=DEFAULT_LIMITS.max_depth, ge=2)

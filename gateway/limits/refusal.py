@@ -18,13 +18,11 @@ class TooComplex:
     maximum: int
     setting: str  # the environment variable that raises it
     code: ErrorCode = ErrorCode.QUERY_TOO_COMPLEX
+    advice: str = "Ask for less, or split the operation."
 
     @property
     def message(self) -> str:
-        return (
-            f"{self.what}; the limit is {self.maximum:,} ({self.setting})."
-            " Ask for less, or split the operation."
-        )
+        return f"{self.what}; the limit is {self.maximum:,} ({self.setting}). {self.advice}"
 
     @property
     def extensions(self) -> dict[str, object]:
@@ -77,6 +75,7 @@ def head_refusal(received: int, max_bytes: int) -> TooComplex:
         received,
         max_bytes,
         "POLYGRAPH_MAX_HEADER_BYTES",
+        advice="Send a long document in a POST body, not in the query string or a header.",
     )
 
 

@@ -101,6 +101,14 @@ def test_request_id_is_echoed(client: TestClient) -> None:
     assert response.headers["x-request-id"] == "abc-123"
     generated = client.post("/graphql", json={"query": "{ health { status } }"})
     assert len(generated.headers["x-request-id"]) == 16
+    # One the gateway would not take is replaced by its own, not echoed.
+    for unfit in ("caf\u00e9-1", "a b", "x" * 65, "a;b"):
+        answered = client.post(
+            "/graphql",
+            json={"query": "{ health { status } }"},
+            headers={b"x-request-id": unfit.encode("latin-1")},
+        )
+        assert len(answered.headers["x-request-id"]) == 16, unfit
 
 
 def test_subscription_over_graphql_transport_ws_delivers_events(client: TestClient) -> None:

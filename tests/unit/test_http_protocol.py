@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
 from collections.abc import Iterator
 
@@ -21,11 +22,14 @@ from uvicorn.server import ServerState
 from websockets.sync.client import connect
 
 from gateway.http_protocol import (
+    Admission,
     CoalescedWrites,
     CoalescingHttpToolsProtocol,
-    ConnectionsByAddress,
+    ConnectionRefusal,
+    OpenConnections,
     bounded_protocol,
 )
+from gateway.runtime import DESCRIPTORS_KEPT_FOR_THE_GATEWAY, connections_the_process_can_hold
 from tests.support.serving import serve_in_thread, wait_until
 
 LARGE = 200 * 1024
@@ -191,13 +195,19 @@ def test_the_served_protocol_is_the_gateways() -> None:
     from gateway.serving import gateway_server
     from gateway.settings import Settings
 
+    # Addresses uncounted, the total still is.
     server = gateway_server(Settings(max_connections_per_address=0), "127.0.0.1", 0)
-    assert server.config.http is CoalescingHttpToolsProtocol
+    assert isinstance(server.config.http, type)
+    assert issubclass(server.config.http, CoalescingHttpToolsProtocol)
+    assert server.config.http.open_connections is not None
+    assert server.config.http.open_connections.max_per_address == 0
+    assert server.config.http.open_connections.max_total > 0
     server = gateway_server(
         Settings(
             max_header_bytes=8192,
             read_timeout_s=5,
             send_timeout_s=9,
+            max_connections=3,
             max_connections_per_address=7,
             trusted_proxies="10.0.0.0/8",
         ),
@@ -212,18 +222,21 @@ def test_the_served_protocol_is_the_gateways() -> None:
         5,
         9,
     )
-    connections = protocol.connections_by_address
+    connections = protocol.open_connections
     assert connections is not None
-    assert connections.limit == 7
+    assert (connections.max_per_address, connections.max_total) == (7, 3)
     assert connections.key_of(("10.1.2.3", 5000)) is None
-    # By default every server counts its own connections.
+    # By default every server counts its own connections, in all as many as the
+    # process's open-files limit leaves room for.
     first = gateway_server(Settings(), "127.0.0.1", 0).config.http
     second = gateway_server(Settings(), "127.0.0.1", 0).config.http
     assert isinstance(first, type) and issubclass(first, CoalescingHttpToolsProtocol)
     assert isinstance(second, type) and issubclass(second, CoalescingHttpToolsProtocol)
-    assert first.connections_by_address is not None
-    assert first.connections_by_address.limit == 256
-    assert first.connections_by_address is not second.connections_by_address
+    assert first.open_connections is not None
+    assert first.open_connections.max_per_address == 256
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert first.open_connections.max_total == soft - DESCRIPTORS_KEPT_FOR_THE_GATEWAY
+    assert first.open_connections is not second.open_connections
 
 
 async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -282,6 +295,11 @@ async def test_a_head_past_the_limit_is_refused_with_431_and_the_connection_clos
         "value": 5000,
         "maximum": 4096,
     }
+    assert error["message"] == (
+        "The request line and headers are over 5,000 bytes; the limit is 4,096"
+        " (POLYGRAPH_MAX_HEADER_BYTES). Send a long document in a POST body, not in the"
+        " query string or a header."
+    )
     assert transport.calls[-1] == ("close", b"")
 
 
@@ -407,37 +425,73 @@ def test_a_head_within_the_limit_is_served(served: str) -> None:
 
 
 def test_connections_are_counted_by_address_and_an_ipv6_clients_64() -> None:
-    connections = ConnectionsByAddress(2, exempt=["192.0.2.0/24", "2001:db8:1::/48"])
+    connections = OpenConnections(max_per_address=2, exempt=["192.0.2.0/24", "2001:db8:1::/48"])
     assert connections.key_of(("198.51.100.7", 1)) == "198.51.100.7"
     assert connections.key_of(("2001:db8:2:3::1", 1)) == "2001:db8:2:3::/64"
     assert connections.key_of(("2001:db8:2:3::ffff", 1)) == "2001:db8:2:3::/64"
     assert connections.key_of(("::ffff:198.51.100.7", 1)) == "198.51.100.7"
-    # Trusted proxies, and a Unix socket's peer, are not counted.
+    # Trusted proxies, and a Unix socket's peer, are not counted by address.
     assert connections.key_of(("192.0.2.9", 1)) is None
     assert connections.key_of(("2001:db8:1:5::1", 1)) is None
     assert connections.key_of(None) is None
-    key = "2001:db8:2:3::/64"
-    assert connections.admit(key) and connections.admit(key)
-    assert not connections.admit(key)
-    assert connections.admit("198.51.100.7")
-    connections.release(key)
-    assert connections.open(key) == 1
-    assert connections.admit(key)
-    connections.release(key)
-    connections.release(key)
+    one, other = ("2001:db8:2:3::1", 1), ("2001:db8:2:3::2", 2)
+    first, second = connections.admit(one), connections.admit(other)
+    assert isinstance(first, Admission) and isinstance(second, Admission)
+    refused = connections.admit(one)
+    assert isinstance(refused, ConnectionRefusal)
+    assert (refused.status, refused.maximum) == (b"429 Too Many Requests", 2)
+    assert isinstance(connections.admit(("198.51.100.7", 1)), Admission)
+    for _ in range(5):
+        assert isinstance(connections.admit(("192.0.2.9", 1)), Admission)
+    first.release()
+    first.release()  # once only
+    assert connections.open("2001:db8:2:3::/64") == 1
+    assert connections.total == 7
+    second.release()
     # Nothing is kept for an address with no connection open.
-    assert connections.open(key) == 0
-    assert key not in connections._open
+    assert connections.open("2001:db8:2:3::/64") == 0
+    assert "2001:db8:2:3::/64" not in connections._by_address
+
+
+def test_connections_past_the_total_are_refused_from_any_address() -> None:
+    connections = OpenConnections(max_total=2, max_per_address=5)
+    admitted = [connections.admit((f"198.51.100.{n}", 1)) for n in (1, 2)]
+    refused = connections.admit(("198.51.100.3", 1))
+    assert isinstance(refused, ConnectionRefusal)
+    assert refused.status == b"503 Service Unavailable"
+    assert refused.error()["extensions"] == {
+        "code": "OVERLOADED",
+        "limit": "POLYGRAPH_MAX_CONNECTIONS",
+        "maximum": 2,
+    }
+    # The refused one was not counted against its address.
+    assert connections.open("198.51.100.3") == 0
+    first = admitted[0]
+    assert isinstance(first, Admission)
+    first.release()
+    assert isinstance(connections.admit(("198.51.100.3", 1)), Admission)
+
+
+def test_the_process_raises_its_open_files_limit_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1024), hard))
+        held = connections_the_process_can_hold()
+        raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert raised == (hard if hard != resource.RLIM_INFINITY else raised)
+        assert held == raised - DESCRIPTORS_KEPT_FOR_THE_GATEWAY
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.fixture(scope="module")
-def limited() -> Iterator[tuple[int, ConnectionsByAddress]]:
+def limited() -> Iterator[tuple[int, OpenConnections]]:
     """A server that lets one address hold two connections."""
     protocol = bounded_protocol(4096, 30.0, max_connections_per_address=2)
-    assert protocol.connections_by_address is not None
+    assert protocol.open_connections is not None
     app = Starlette(routes=[Route("/hello", _hello), WebSocketRoute("/ws", _echo)])
     with serve_in_thread(app, http=protocol) as url:
-        yield int(url.rsplit(":", 1)[1]), protocol.connections_by_address
+        yield int(url.rsplit(":", 1)[1]), protocol.open_connections
 
 
 def _hello_on(conn: socket.socket, n: int) -> bytes:
@@ -461,7 +515,7 @@ def _refused(port: int) -> tuple[bytes, dict[str, object]]:
 
 
 def test_an_address_past_its_connections_is_answered_429_and_closed(
-    limited: tuple[int, ConnectionsByAddress],
+    limited: tuple[int, OpenConnections],
 ) -> None:
     port, connections = limited
     with (
@@ -490,7 +544,7 @@ def test_an_address_past_its_connections_is_answered_429_and_closed(
 
 
 def test_a_websocket_stays_counted_until_it_closes(
-    limited: tuple[int, ConnectionsByAddress],
+    limited: tuple[int, OpenConnections],
 ) -> None:
     port, connections = limited
     wait_until(lambda: connections.open("127.0.0.1") == 0, what="earlier connections released")
@@ -509,10 +563,9 @@ def test_a_websocket_stays_counted_until_it_closes(
     wait_until(lambda: connections.open("127.0.0.1") == 0, what="every connection released")
 
 
-def test_a_trusted_proxys_connections_are_not_counted() -> None:
-    protocol = bounded_protocol(
-        4096, 30.0, max_connections_per_address=1, trusted_proxies=["127.0.0.0/8"]
-    )
+@contextlib.contextmanager
+def _two_connections_served(protocol: type[CoalescingHttpToolsProtocol]) -> Iterator[int]:
+    """Serves with `protocol`; two connections open and answered; yields the port."""
     app = Starlette(routes=[Route("/hello", _hello)])
     with serve_in_thread(app, http=protocol) as url:
         port = int(url.rsplit(":", 1)[1])
@@ -522,6 +575,15 @@ def test_a_trusted_proxys_connections_are_not_counted() -> None:
         ):
             assert _hello_on(first, 1) == b"hello 1"
             assert _hello_on(second, 2) == b"hello 2"
+            yield port
+
+
+def test_a_trusted_proxys_connections_are_not_counted() -> None:
+    protocol = bounded_protocol(
+        4096, 30.0, max_connections_per_address=1, trusted_proxies=["127.0.0.0/8"]
+    )
+    with _two_connections_served(protocol):
+        pass
 
 
 class BufferingTransport(RecordingTransport):
@@ -579,7 +641,7 @@ async def _ten_megabytes(request: Request) -> Response:
 
 def test_a_client_that_does_not_read_its_response_is_dropped() -> None:
     protocol = bounded_protocol(4096, 30.0, send_timeout_s=0.2, max_connections_per_address=8)
-    connections = protocol.connections_by_address
+    connections = protocol.open_connections
     assert connections is not None
     app = Starlette(routes=[Route("/big", _ten_megabytes)])
     with serve_in_thread(app, http=protocol) as url:
@@ -596,3 +658,16 @@ def test_a_client_that_does_not_read_its_response_is_dropped() -> None:
                 while chunk := conn.recv(1 << 20):
                     received += len(chunk)
             assert received < 10_000_000
+
+
+def test_a_connection_past_the_servers_total_is_answered_503_and_closed() -> None:
+    protocol = bounded_protocol(4096, 30.0, max_connections=2)
+    with _two_connections_served(protocol) as port:
+        head, error = _refused(port)
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"retry-after: 1" in head.split(b"\r\n")
+    assert error["extensions"] == {
+        "code": "OVERLOADED",
+        "limit": "POLYGRAPH_MAX_CONNECTIONS",
+        "maximum": 2,
+    }
