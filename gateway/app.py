@@ -30,6 +30,7 @@ from gateway.introspection import DisableIntrospection
 from gateway.limits import (
     ExpensiveOperationGate,
     ExpensiveOperations,
+    OpenOperations,
     ParseLimiter,
     PlanCache,
     RequestLimiter,
@@ -392,6 +393,7 @@ def create_app(
         # A WebSocket that has not signed in by then closes (4408), as a request whose
         # head is that late does (gateway.http_protocol); Strawberry waits a minute.
         connection_init_wait_timeout=timedelta(seconds=settings.read_timeout_s),
+        open_operations=OpenOperations(settings.max_subscriptions_per_caller),
         prepared=PreparedPath(
             schema._schema,
             planned,

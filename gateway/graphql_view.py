@@ -45,7 +45,8 @@ from gateway.csrf import preflighted, refusal_message
 from gateway.engine.events import freeze
 from gateway.errors import error_response, response_status
 from gateway.graphiql import GraphiQL
-from gateway.limits import RequestLimits
+from gateway.limits import OpenOperations, RequestLimits
+from gateway.limits.concurrency import caller_key
 from gateway.limits.known_refusals import STATE_KEY as REFUSAL_KEY
 from gateway.limits.known_refusals import KnownRefusals, request_key
 from gateway.limits.refusal import Refused, document_size_refusal, response_size_refusal
@@ -325,7 +326,27 @@ class _LimitedTransportWSHandler(SignedInTransportWSHandler):
                 {"id": message["id"], "type": "error", "payload": [refusal.error().formatted]}
             )
             return
-        await super().handle_subscribe(message)
+        operation_id = message["id"]
+        if not self.connection_acknowledged or operation_id in self.operations:
+            # Strawberry closes the connection (4401, 4409): nothing starts.
+            await super().handle_subscribe(message)
+            return
+        open_operations = self.view.open_operations
+        client = self.context.connection.client
+        key = caller_key(self.context.principal, client.host if client else None)
+        if (error := open_operations.start(key)) is not None:
+            await self.send_message(
+                {"id": operation_id, "type": "error", "payload": [error.formatted]}
+            )
+            return
+        try:
+            await super().handle_subscribe(message)
+        finally:
+            operation = self.operations.get(operation_id)
+            if operation is not None and operation.task is not None:
+                operation.task.add_done_callback(lambda _: open_operations.end(key))
+            else:
+                open_operations.end(key)
 
 
 class GraphQLView(GraphQL[RequestContext, None]):
@@ -344,6 +365,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         graphiql: GraphiQL | None = None,
         known_refusals: KnownRefusals | None = None,
         prepared: PreparedPath | None = None,
+        open_operations: OpenOperations | None = None,
         **kwargs: Any,
     ) -> None:
         # graphql-transport-ws only: the older graphql-ws protocol is one more surface
@@ -359,6 +381,7 @@ class GraphQLView(GraphQL[RequestContext, None]):
         self._session_ttl_s = session_ttl_s
         self.known_refusals = known_refusals if known_refusals is not None else KnownRefusals()
         self.prepared = prepared
+        self.open_operations = open_operations if open_operations is not None else OpenOperations()
         # Remembered for the few values clients send.
         self._protocol = RememberedForShortTexts(
             self._protocol_of, maxsize=64, max_chars=REMEMBERED_HEADER_CHARS

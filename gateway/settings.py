@@ -15,7 +15,11 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.csrf import DEFAULT_REQUIRED_HEADERS
-from gateway.limits.concurrency import DEFAULT_EXPENSIVE, ExpensiveOperationOptions
+from gateway.limits.concurrency import (
+    DEFAULT_EXPENSIVE,
+    DEFAULT_OPEN_OPERATIONS_PER_CALLER,
+    ExpensiveOperationOptions,
+)
 from gateway.limits.options import (
     DEFAULT_LIMITS,
     DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
@@ -166,6 +170,9 @@ class Settings(BaseSettings):
     # Connections one client address (an IPv6 client's /64) may hold open, WebSockets
     # included; POLYGRAPH_TRUSTED_PROXIES are not counted. 0: no bound.
     max_connections_per_address: int = Field(default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, ge=0)
+    # Operations one caller (a user, or an anonymous address) may have open over
+    # WebSockets at once in one gateway process, subscriptions above all.
+    max_subscriptions_per_caller: int = Field(default=DEFAULT_OPEN_OPERATIONS_PER_CALLER, ge=1)
     # Connections one gateway process may hold open in all; 0: as many as its open-files
     # limit allows, less what the stores and logs need (gateway.runtime).
     max_connections: int = Field(default=0, ge=0)

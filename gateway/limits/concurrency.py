@@ -161,6 +161,48 @@ def caller_key(principal: Principal, address: str | None) -> str:
     return f"address:{address or 'unknown'}"
 
 
+# Operations one caller may have open over WebSockets at once, over all its
+# connections: a browser's tabs, each with its live views, fit many times over.
+DEFAULT_OPEN_OPERATIONS_PER_CALLER = 256
+
+
+class OpenOperations:
+    """The operations each caller has open over WebSockets: subscriptions above all,
+    which live as long as their client wants, so their number is bounded by no rate
+    limit (each is charged once, as it starts). Without this a caller could open 100
+    per connection (Strawberry's bound) on as many connections as it liked."""
+
+    __slots__ = ("_open", "limit")
+
+    def __init__(self, limit: int = DEFAULT_OPEN_OPERATIONS_PER_CALLER) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def open(self, key: str) -> int:
+        return self._open.get(key, 0)
+
+    def start(self, key: str) -> GraphQLError | None:
+        """Counts one more for `key`, or the error that refuses it."""
+        count = self._open.get(key, 0)
+        if count >= self.limit:
+            return GraphQLError(
+                f"This caller has {count} operations open over WebSockets, the most it may"
+                " (POLYGRAPH_MAX_SUBSCRIPTIONS_PER_CALLER). Complete one first.",
+                extensions={
+                    "code": ErrorCode.RATE_LIMITED.value,
+                    "limit": "POLYGRAPH_MAX_SUBSCRIPTIONS_PER_CALLER",
+                    "maximum": self.limit,
+                },
+            )
+        self._open[key] = count + 1
+        return None
+
+    def end(self, key: str) -> None:
+        count = self._open.pop(key) - 1
+        if count:
+            self._open[key] = count
+
+
 class ExpensiveOperationGate(SchemaExtension):
     """Pass a factory (`functools.partial(ExpensiveOperationGate, gate=...)`)."""
 
