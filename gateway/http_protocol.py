@@ -40,6 +40,10 @@ _FLUSH_AT_BYTES = 64 * 1024
 # client sends meanwhile: closing a socket with unread data makes the kernel reset it,
 # and the client would see the reset instead of the answer (nginx's lingering close).
 _LINGER_S = 1.0
+# Refused connections lingering at once, at most: past it (a flood of new connections)
+# one closes as soon as it is answered, so that refusals cannot hold the descriptors
+# the limit keeps for the stores.
+MAX_LINGERING = 64
 # Past POLYGRAPH_READ_TIMEOUT_S, a body must have come at least this fast on average
 # (Kestrel asks 240 bytes/s): a 2 MiB body has eight and a half minutes more, and one
 # trickled a byte at a time cannot hold its connection for ever. A response waiting to
@@ -85,7 +89,16 @@ class OpenConnections:
     `max_per_address` (0: not counted). Proxies the gateway trusts are not counted by
     address: their clients are many, and the proxy bounds them."""
 
-    __slots__ = ("_by_address", "_exempt", "_warned", "max_per_address", "max_total", "total")
+    __slots__ = (
+        "_by_address",
+        "_exempt",
+        "_warned",
+        "lingering",
+        "max_lingering",
+        "max_per_address",
+        "max_total",
+        "total",
+    )
 
     def __init__(
         self, *, max_total: int = 0, max_per_address: int = 0, exempt: Sequence[str] = ()
@@ -93,6 +106,9 @@ class OpenConnections:
         self.max_total = max_total
         self.max_per_address = max_per_address
         self.total = 0
+        # Refused connections reading what their client sends before they close.
+        self.lingering = 0
+        self.max_lingering = MAX_LINGERING
         self._exempt = [ipaddress.ip_network(entry, strict=False) for entry in exempt]
         self._by_address: dict[str, int] = {}
         # What was logged as refused (None: the total), once until one of it closes.
@@ -146,6 +162,16 @@ class OpenConnections:
             self._by_address[key] = count + 1
         self.total += 1
         return Admission(self, key)
+
+    def linger(self) -> bool:
+        """Whether a refused connection may linger; counted until `lingered`."""
+        if self.lingering >= self.max_lingering:
+            return False
+        self.lingering += 1
+        return True
+
+    def lingered(self) -> None:
+        self.lingering -= 1
 
     def _release(self, key: str | None) -> None:
         self.total -= 1
@@ -306,7 +332,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # While writing is paused: the bytes waiting at the last look, and its timer.
         self._send_left = 0
         self._send_timer: asyncio.TimerHandle | None = None
-        self._refused = False
+        self._refused = self._lingering = False
         self._admission: Admission | None = None
         if self.open_connections is not None:
             admitted = self.open_connections.admit(self.client)
@@ -318,6 +344,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_read_timer()
         self._stop_send_timer()
+        if self._lingering and self.open_connections is not None:
+            self._lingering = False
+            self.open_connections.lingered()
         self._release()
         super().connection_lost(exc)
 
@@ -442,6 +471,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._stop_read_timer()
         self._refused = True
         self.transport.write(_answer(self, refusal.status, refusal.error(), b"retry-after: 1\r\n"))
+        if self.open_connections is None or not self.open_connections.linger():
+            # A flood: closed at once, though the client may then see a reset.
+            self.transport.close()
+            return
+        self._lingering = True
         self.transport.write_eof()
         # Closed when the client closes its side (`eof_received`), or after the linger.
         self._read_timer = self.loop.call_later(_LINGER_S, self.transport.close)

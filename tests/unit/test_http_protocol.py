@@ -58,6 +58,9 @@ class RecordingTransport(asyncio.Transport):
         self.calls.append(("abort", b""))
         self.closing = True
 
+    def write_eof(self) -> None:
+        self.calls.append(("write_eof", b""))
+
     def is_closing(self) -> bool:
         return self.closing
 
@@ -671,3 +674,33 @@ def test_a_connection_past_the_servers_total_is_answered_503_and_closed() -> Non
         "limit": "POLYGRAPH_MAX_CONNECTIONS",
         "maximum": 2,
     }
+
+
+async def test_refusals_linger_a_few_at_a_time() -> None:
+    config = Config(_ok, lifespan="off", log_config=None)
+    config.load()
+    protocol_class = bounded_protocol(4096, 30.0, max_connections=1)
+    connections = protocol_class.open_connections
+    assert connections is not None
+    connections.max_lingering = 1
+
+    def connect() -> tuple[CoalescingHttpToolsProtocol, RecordingTransport]:
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    admitted, _ = connect()
+    lingering, first_refused = connect()
+    # Answered, its sending side shut, and kept a moment for what the client sends.
+    assert [call for call, _ in first_refused.calls] == ["write", "write_eof"]
+    assert b" 503 " in first_refused.calls[0][1]
+    assert connections.lingering == 1
+    # Another while that one lingers: answered and closed at once.
+    _, second_refused = connect()
+    assert [call for call, _ in second_refused.calls] == ["write", "close"]
+    assert b" 503 " in second_refused.calls[0][1]
+    lingering.connection_lost(None)
+    assert connections.lingering == 0
+    admitted.connection_lost(None)
+    assert connections.total == 0
