@@ -38,7 +38,7 @@ from gateway.limits import (
 )
 from gateway.middleware import RequestLifecycle
 from gateway.operation_hooks import OperationHooks
-from gateway.parsing import ReportingParserCache
+from gateway.parsing import ParsedDocuments, ReportingParserCache
 from gateway.persisted_documents import PersistedQueries
 from gateway.prepared import PreparedOperations, PreparedPath
 from gateway.prometheus import GatewayMetrics, metrics_route
@@ -108,7 +108,7 @@ def schema_extensions(
         # Puts a persisted document's text in place before anything parses it.
         PersistedQueries,
         partial(ParseLimiter, limits=limits),
-        ReportingParserCache,
+        partial(ReportingParserCache, documents=ParsedDocuments()),
         partial(RequestLimiter, limits=limits, plans=plans, prepared=prepared),
         # Charges the cost RequestLimiter set, in on_execute: after it.
         RateLimiting,

@@ -79,6 +79,7 @@ from gateway.limits.extension import past_deadline, report_cost
 from gateway.limits.options import RequestLimits
 from gateway.logs import name_operation
 from gateway.operation_hooks import operation_finished
+from gateway.parsing import CACHED_TOKENS, document_tokens
 from gateway.prometheus import GatewayMetrics
 from gateway.ratelimit.extension import charge_operation, login_attempts
 from resolvers.context import RequestContext
@@ -113,7 +114,10 @@ class PreparedOperations:
     least recently used dropped first. One per app, shared by its requests."""
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._operations: Lru[tuple[str, str | None], PreparedOperation] = Lru(maxsize)
+        # Bounded in tokens too: an operation keeps its whole document alive.
+        self._operations: Lru[tuple[str, str | None], PreparedOperation] = Lru(
+            maxsize, CACHED_TOKENS
+        )
 
     def __len__(self) -> int:
         return len(self._operations)
@@ -164,6 +168,7 @@ class PreparedOperations:
                 login_attempts(document, requested_operation, kind),
                 _plain_variables(context.schema._schema, operation),
             ),
+            document_tokens(document),
         )
 
 

@@ -20,6 +20,7 @@ only. A plan holds it per operation (and per value of the variables its @skip an
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from types import CodeType
 from typing import TYPE_CHECKING, Any, Literal
@@ -487,7 +488,11 @@ def operation_plan(executor: AnyExecutor) -> OperationPlan:
 class _OperationEntry:
     __slots__ = ("directive_variables", "operation", "plans")
 
-    def __init__(self, operation: OperationDefinitionNode, directive_variables: tuple[str, ...]):
+    def __init__(
+        self,
+        operation: weakref.ref[OperationDefinitionNode],
+        directive_variables: tuple[str, ...],
+    ):
         self.operation = operation
         self.directive_variables = directive_variables
         self.plans: dict[tuple[Any, ...], OperationPlan] = {}
@@ -496,9 +501,12 @@ class _OperationEntry:
 class PlanCache:
     """Plans by operation, least recently used out first.
 
-    Keyed by the operation's AST node: Strawberry's ParserCache hands every request
-    with the same text the same document, so identity finds the plan. The entry
-    keeps the node alive, so its id cannot be reused while the plan is cached.
+    Keyed by the operation's AST node: the parse cache (gateway/parsing.py) hands every
+    request with the same text the same document, so identity finds the plan. The
+    entry holds the node weakly and goes with it: the caches that keep documents
+    bound them in tokens (`CACHED_TOKENS`), and a thousand plans holding their
+    documents could have kept a gigabyte. A node's id cannot be reused before its
+    entry is gone.
     """
 
     def __init__(self, maxsize: int = 1000) -> None:
@@ -510,10 +518,15 @@ class PlanCache:
     def plan(self, executor: AnyExecutor) -> OperationPlan:
         operation = executor.operation
         entries = self._entries
-        entry = entries.get(id(operation))
-        if entry is None or entry.operation is not operation:
-            entry = _OperationEntry(operation, _directive_variables(executor))
-            entries.put(id(operation), entry)
+        node_id = id(operation)
+        entry = entries.get(node_id)
+        if entry is None or entry.operation() is not operation:
+
+            def forget(_: weakref.ref[OperationDefinitionNode]) -> None:
+                entries.pop(node_id)
+
+            entry = _OperationEntry(weakref.ref(operation, forget), _directive_variables(executor))
+            entries.put(node_id, entry)
         coerced = executor.variable_values.coerced
         key = (
             tuple(coerced.get(name) for name in entry.directive_variables),

@@ -48,6 +48,7 @@ from gateway.limits.cost import CostPlan
 from gateway.limits.options import RequestLimits
 from gateway.limits.refusal import TooComplex
 from gateway.limits.shape import DocumentShape, measure
+from gateway.parsing import CACHED_TOKENS, document_tokens
 from resolvers.cost import OperationCost
 from resolvers.errors import ErrorCode
 from stores.cache.lru import Lru
@@ -75,7 +76,8 @@ class PlanCache(Lru[_PlanKey, DocumentPlan]):
     __slots__ = ()
 
     def __init__(self, maxsize: int = 256) -> None:
-        super().__init__(maxsize)
+        # A plan keeps nodes of its document, and so the document's tokens.
+        super().__init__(maxsize, CACHED_TOKENS)
 
 
 def shape_refusal(shape: DocumentShape, limits: RequestLimits) -> TooComplex | None:
@@ -234,7 +236,7 @@ class RequestLimiter(SchemaExtension):
         plan = self._plans.get(key)
         if plan is None:
             plan = self._make_plan(context.schema._schema, document, context)
-            self._plans.put(key, plan)
+            self._plans.put(key, plan, document_tokens(document))
         return plan
 
     def _make_plan(

@@ -18,16 +18,20 @@ D = TypeVar("D")
 
 
 class Lru(Generic[K, V]):
-    """At most `capacity` entries; reading or writing one makes it the most recently
-    used. Not thread-safe: each belongs to one event loop."""
+    """At most `capacity` entries and, with `max_weight`, entries whose weights (given
+    to `put`) add up to at most that; reading or writing one makes it the most
+    recently used. Not thread-safe: each belongs to one event loop."""
 
-    __slots__ = ("_entries", "capacity")
+    __slots__ = ("_entries", "_weights", "capacity", "max_weight", "weight")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_weight: int | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self.max_weight = max_weight
+        self.weight = 0
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._weights: dict[K, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -52,14 +56,25 @@ class Lru(Generic[K, V]):
             entries.move_to_end(key)
         return value
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, weight: int = 1) -> None:
+        """Keeps `value`, unless its weight alone is more than `max_weight`."""
         entries = self._entries
+        if self.max_weight is not None:
+            if weight > self.max_weight:
+                self.pop(key)
+                return
+            self.weight += weight - self._weights.get(key, 0)
+            self._weights[key] = weight
         entries[key] = value
         entries.move_to_end(key)
-        if len(entries) > self.capacity:
-            entries.popitem(last=False)
+        while len(entries) > self.capacity or (
+            self.max_weight is not None and self.weight > self.max_weight
+        ):
+            dropped, _ = entries.popitem(last=False)
+            self.weight -= self._weights.pop(dropped, 0)
 
     def pop(self, key: K) -> V | None:
+        self.weight -= self._weights.pop(key, 0)
         return self._entries.pop(key, None)
 
     def items(self) -> Iterator[tuple[K, V]]:
@@ -67,6 +82,8 @@ class Lru(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+        self._weights.clear()
+        self.weight = 0
 
 
 class RememberedForShortTexts(Generic[V]):

@@ -581,6 +581,15 @@ async def test_plans_are_kept_per_document_and_bounded() -> None:
     assert len(executor_class.plans) == 2
 
 
+async def test_a_plan_goes_with_its_document() -> None:
+    executor_class = planned_execution_context(max_plans=10)
+    # No parse cache: nothing else keeps the document once the operation is done.
+    schema = strawberry.Schema(query=Query, execution_context_class=executor_class)
+    await schema.execute("{ branch { label } }")
+    gc.collect()
+    assert len(executor_class.plans) == 0
+
+
 def _plan_of(schema: strawberry.Schema, query: str) -> tuple[Executor[Any], OperationPlan]:
     executor_class: type[PlannedExecutionContext] = schema.execution_context_class  # type: ignore[assignment]
     executor = executor_class.build(schema._schema, parse(query))
