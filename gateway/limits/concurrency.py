@@ -178,9 +178,6 @@ class OpenOperations:
         self.limit = limit
         self._open: dict[str, int] = {}
 
-    def open(self, key: str) -> int:
-        return self._open.get(key, 0)
-
     def start(self, key: str) -> GraphQLError | None:
         """Counts one more for `key`, or the error that refuses it."""
         count = self._open.get(key, 0)
