@@ -80,3 +80,39 @@ async def test_an_error_after_the_answer_began_reaches_the_server() -> None:
 
     with pytest.raises(Broken):
         await _answer(_lifecycle(failing_midway), "application/json")
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [(b"abc-123", True), (b"caf\xe9-1", False), (b"\xe9\xe8", False), (b"a b", False)],
+)
+async def test_a_request_id_is_echoed_only_when_it_is_ascii_letters_digits_and_hyphens(
+    sent: bytes, echoed: bool
+) -> None:
+    """Raw header bytes, as a socket delivers them (HTTP clients in tests re-encode)."""
+
+    async def ok(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope: Scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"x-request-id", sent)],
+    }
+    await _lifecycle(ok)(scope, receive, send)
+    headers = dict(messages[0]["headers"])
+    if echoed:
+        assert headers[b"x-request-id"] == sent
+    else:
+        assert headers[b"x-request-id"] != sent
+        assert len(headers[b"x-request-id"]) == 16
